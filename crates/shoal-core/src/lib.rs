@@ -1,0 +1,19 @@
+//! Types every part of shoal shares: the [`InfoHash`] that names a torrent, the parsed
+//! [`Metainfo`] of a `.torrent` file (and the [`TorrentBuilder`] that writes one), and
+//! [`Magnet`] links.
+//!
+//! Nothing here does I/O. Everything that comes from outside (a torrent file, a magnet
+//! link) is parsed once, at this boundary, into types whose invariants later code can
+//! trust: piece counts that match the total length, file paths that cannot leave the
+//! download directory, lengths that do not overflow.
+
+mod info_hash;
+mod magnet;
+pub mod metainfo;
+
+pub use info_hash::{InfoHash, InfoHashParseError};
+pub use magnet::{Magnet, MagnetError};
+pub use metainfo::{
+    auto_piece_length, FileAttr, FileEntry, Info, Metainfo, MetainfoError, TorrentBuilder, MAX_PIECES,
+    MAX_TORRENT_SIZE,
+};

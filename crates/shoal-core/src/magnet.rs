@@ -1,0 +1,150 @@
+//! Magnet links (BEP 9): `magnet:?xt=urn:btih:<hash>&dn=<name>&tr=<tracker>&x.pe=<peer>`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+use crate::InfoHash;
+
+/// Characters left as they are in a magnet's values: RFC 3986's unreserved set.
+const VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// Links longer than this are refused outright.
+const MAX_MAGNET_LEN: usize = 64 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Magnet {
+    pub info_hash: InfoHash,
+    /// `dn`: the display name, a hint until the metadata arrives.
+    pub name: Option<String>,
+    /// Every `tr`, in order, duplicates removed.
+    pub trackers: Vec<String>,
+    /// Every `x.pe`: peer addresses (`host:port`) to try directly.
+    pub peers: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MagnetError {
+    #[error("not a magnet link (it should start with 'magnet:?')")]
+    NotMagnet,
+    #[error("magnet link is longer than {MAX_MAGNET_LEN} bytes")]
+    TooLong,
+    #[error("magnet link has no 'xt=urn:btih:' info-hash")]
+    NoInfoHash,
+    #[error("magnet link has only a v2 'urn:btmh:' hash, which shoal does not support yet")]
+    V2Only,
+    #[error("bad info-hash in magnet link: {0}")]
+    BadInfoHash(#[from] crate::InfoHashParseError),
+}
+
+fn unescape(s: &str) -> String {
+    percent_decode_str(s).decode_utf8_lossy().into_owned()
+}
+
+impl FromStr for Magnet {
+    type Err = MagnetError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() > MAX_MAGNET_LEN {
+            return Err(MagnetError::TooLong);
+        }
+        let query = s
+            .get(..8)
+            .filter(|p| p.eq_ignore_ascii_case("magnet:?"))
+            .map(|_| &s[8..])
+            .ok_or(MagnetError::NotMagnet)?;
+        let mut info_hash = None;
+        let mut saw_v2 = false;
+        let (mut name, mut trackers, mut peers) = (None, Vec::<String>::new(), Vec::new());
+        for pair in query.split('&') {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            // `xt.1`, `tr.2`, …: numbered forms of the same keys.
+            let key = key.split_once('.').filter(|(_, n)| n.bytes().all(|b| b.is_ascii_digit())).map_or(key, |(k, _)| k);
+            match key {
+                "xt" => {
+                    let value = unescape(value);
+                    if let Some(hash) = value.strip_prefix("urn:btih:") {
+                        if info_hash.is_none() {
+                            info_hash = Some(hash.parse()?);
+                        }
+                    } else if value.starts_with("urn:btmh:") {
+                        saw_v2 = true;
+                    }
+                }
+                "dn" => name = Some(unescape(&value.replace('+', " "))),
+                "tr" => {
+                    let url = unescape(value);
+                    if !url.is_empty() && !trackers.contains(&url) {
+                        trackers.push(url);
+                    }
+                }
+                "x.pe" => peers.push(unescape(value)),
+                _ => {}
+            }
+        }
+        let info_hash = info_hash.ok_or(if saw_v2 { MagnetError::V2Only } else { MagnetError::NoInfoHash })?;
+        Ok(Magnet { info_hash, name, trackers, peers })
+    }
+}
+
+impl fmt::Display for Magnet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "magnet:?xt=urn:btih:{}", self.info_hash.to_hex())?;
+        if let Some(name) = &self.name {
+            write!(f, "&dn={}", utf8_percent_encode(name, VALUE))?;
+        }
+        for tracker in &self.trackers {
+            write!(f, "&tr={}", utf8_percent_encode(tracker, VALUE))?;
+        }
+        for peer in &self.peers {
+            write!(f, "&x.pe={}", utf8_percent_encode(peer, VALUE))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEX: &str = "c12fe1c06bba254a9dc9f519b335aa7c1367a88a";
+
+    #[test]
+    fn parses_every_field() {
+        let m: Magnet = format!(
+            "magnet:?xt=urn:btih:YEX6DQDLXISUVHOJ6UM3GNNKPQJWPKEK&dn=Some+File%20x&tr=udp%3A%2F%2Ft1%3A80&tr=http://t2/a&tr.1=http://t2/a&x.pe=127.0.0.2:6881&x.pe=[::1]:7000"
+        )
+        .parse()
+        .unwrap();
+        assert_eq!(m.info_hash.to_hex(), HEX);
+        assert_eq!(m.name.as_deref(), Some("Some File x"));
+        assert_eq!(m.trackers, ["udp://t1:80", "http://t2/a"]);
+        assert_eq!(m.peers, ["127.0.0.2:6881", "[::1]:7000"]);
+    }
+
+    #[test]
+    fn round_trips() {
+        let m = Magnet {
+            info_hash: HEX.parse().unwrap(),
+            name: Some("a b&c=d/é".into()),
+            trackers: vec!["http://tracker.example/announce?x=1&y=2".into()],
+            peers: vec!["127.0.0.1:1".into()],
+        };
+        let text = m.to_string();
+        assert!(text.starts_with(&format!("magnet:?xt=urn:btih:{HEX}&dn=a%20b%26c%3Dd%2F%C3%A9&tr=http%3A%2F%2F")));
+        assert_eq!(text.parse::<Magnet>().unwrap(), m);
+    }
+
+    #[test]
+    fn errors() {
+        assert_eq!("http://x".parse::<Magnet>(), Err(MagnetError::NotMagnet));
+        assert_eq!("magnet:?dn=x".parse::<Magnet>(), Err(MagnetError::NoInfoHash));
+        assert_eq!("magnet:?xt=urn:btmh:1220abcd".parse::<Magnet>(), Err(MagnetError::V2Only));
+        assert!(matches!("magnet:?xt=urn:btih:1234".parse::<Magnet>(), Err(MagnetError::BadInfoHash(_))));
+        let upper: Magnet = format!("MAGNET:?xt=urn:btih:{HEX}").parse().unwrap();
+        assert_eq!(upper.info_hash.to_hex(), HEX);
+        assert_eq!("magnét:?xt".parse::<Magnet>(), Err(MagnetError::NotMagnet));
+        assert_eq!("x".repeat(70_000).parse::<Magnet>(), Err(MagnetError::TooLong));
+    }
+}

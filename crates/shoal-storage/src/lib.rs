@@ -1,1 +1,18 @@
+//! Everything that touches the disk: where each piece of a torrent lives in which files
+//! ([`FileLayout`]), hashing pieces from disk on all cores ([`hash_pieces`]), and turning a
+//! file or folder into a new torrent ([`create`]).
+//!
+//! The piece hasher is shared by torrent creation and (later) by the recheck of existing
+//! data, so both run at the same SHA-1 speed: each worker `pread`s whole pieces into its
+//! own buffer and hashes them with the SHA-NI accelerated `sha1` crate; memory is
+//! `threads × piece length` whatever the size of the content.
 
+mod create;
+mod error;
+mod hasher;
+mod layout;
+
+pub use create::{check_piece_length, create, scan, CreateOptions, Scanned, Skipped};
+pub use error::StorageError;
+pub use hasher::hash_pieces;
+pub use layout::{FileLayout, LayoutFile, Segment};

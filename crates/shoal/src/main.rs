@@ -1,1 +1,44 @@
-fn main(){}
+//! The `shoal` command: argument parsing, progress display and output. All protocol and
+//! storage logic lives in the library crates; this crate only glues them to a terminal.
+
+mod commands;
+mod units;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// shoal: share files over BitTorrent.
+///
+/// Creates .torrent files and magnet links, and reads any torrent made by anyone.
+/// Every command prints one clear line on standard error and exits non-zero on failure.
+#[derive(Debug, Parser)]
+#[command(name = "shoal", version, about, long_about = None, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Create(commands::create::Args),
+    Info(commands::info::Args),
+    Demo(commands::demo::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Create(args) => commands::create::run(args),
+        Command::Info(args) => commands::info::run(args),
+        Command::Demo(args) => commands::demo::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // `{:#}` prints the whole context chain on one line: "file: what went wrong".
+            eprintln!("shoal: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! Turning a file or a folder into a new torrent.
+//!
+//! Files are listed in byte-wise order of their full relative paths (the order mktorrent
+//! uses, so both give the same info-hash), empty files included; symbolic links and
+//! special files are skipped and reported, never followed.
+
+use std::ops::ControlFlow;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use shoal_core::{auto_piece_length, TorrentBuilder, MAX_PIECES};
+
+use crate::{hash_pieces, FileLayout, StorageError};
+
+/// A file or folder ready to be hashed.
+#[derive(Debug, Clone)]
+pub struct Scanned {
+    /// The torrent's name: the file's or the folder's own name.
+    pub name: Vec<u8>,
+    /// True when the path was a single file.
+    pub single_file: bool,
+    /// Files in torrent order: path components below the folder, path on disk, length.
+    pub files: Vec<(Vec<Vec<u8>>, PathBuf, u64)>,
+    pub total_length: u64,
+    /// What was left out, and why.
+    pub skipped: Vec<Skipped>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub path: PathBuf,
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    /// `None` picks one with [`auto_piece_length`].
+    pub piece_length: Option<u32>,
+    /// Hashing threads; 0 means one per core.
+    pub threads: usize,
+}
+
+/// Lists what a torrent of `path` would contain.
+pub fn scan(path: &Path) -> Result<Scanned, StorageError> {
+    let meta = std::fs::metadata(path).map_err(|e| StorageError::io(path, e))?;
+    // The name of "." or "dir/.." is that of the folder it resolves to.
+    let resolved = std::fs::canonicalize(path).map_err(|e| StorageError::io(path, e))?;
+    let name = resolved.file_name().map(|n| n.as_bytes().to_vec()).ok_or_else(|| StorageError::NoFiles(path.into()))?;
+    let mut skipped = Vec::new();
+    let mut files = Vec::new();
+    if meta.is_file() {
+        files.push((Vec::new(), path.to_path_buf(), meta.len()));
+    } else if meta.is_dir() {
+        let mut stack = vec![(path.to_path_buf(), Vec::<Vec<u8>>::new())];
+        while let Some((dir, rel)) = stack.pop() {
+            let entries = std::fs::read_dir(&dir).map_err(|e| StorageError::io(&dir, e))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| StorageError::io(&dir, e))?;
+                let full = entry.path();
+                let kind = entry.file_type().map_err(|e| StorageError::io(&full, e))?;
+                let mut components = rel.clone();
+                components.push(entry.file_name().as_bytes().to_vec());
+                if kind.is_dir() {
+                    stack.push((full, components));
+                } else if kind.is_file() {
+                    let length = entry.metadata().map_err(|e| StorageError::io(&full, e))?.len();
+                    files.push((components, full, length));
+                } else if kind.is_symlink() {
+                    skipped.push(Skipped { path: full, reason: "symbolic link (not followed)" });
+                } else {
+                    skipped.push(Skipped { path: full, reason: "not a regular file" });
+                }
+            }
+        }
+        files.sort_by(|a, b| joined(&a.0).cmp(&joined(&b.0)));
+    } else {
+        return Err(StorageError::NoFiles(path.into()));
+    }
+    if files.is_empty() {
+        return Err(StorageError::NoFiles(path.into()));
+    }
+    let total_length = files.iter().map(|f| f.2).sum();
+    if total_length == 0 {
+        return Err(StorageError::AllEmpty(path.into()));
+    }
+    Ok(Scanned { name, single_file: meta.is_file(), files, total_length, skipped })
+}
+
+/// A relative path as one byte string with `/` separators: the sort key.
+fn joined(components: &[Vec<u8>]) -> Vec<u8> {
+    components.join(&b'/')
+}
+
+/// Checks a piece length given by the user: a power of two from 16 KiB to 256 MiB.
+pub fn check_piece_length(length: u64) -> Result<u32, StorageError> {
+    if length.is_power_of_two() && (16 * 1024..=256 * 1024 * 1024).contains(&length) {
+        Ok(length as u32)
+    } else {
+        Err(StorageError::BadPieceLength(length))
+    }
+}
+
+/// Hashes the scanned content and returns a builder with the name, files, piece length
+/// and piece hashes set; the caller adds trackers and the other optional fields.
+/// `progress` counts the bytes hashed so far.
+pub fn create(scanned: &Scanned, options: &CreateOptions, progress: &AtomicU64) -> Result<TorrentBuilder, StorageError> {
+    let piece_length = match options.piece_length {
+        Some(length) => check_piece_length(u64::from(length))?,
+        None => auto_piece_length(scanned.total_length),
+    };
+    let root = scanned.files[0].1.clone();
+    if scanned.total_length.div_ceil(u64::from(piece_length)) > MAX_PIECES as u64 {
+        return Err(StorageError::TooManyPieces(root));
+    }
+    let layout = FileLayout::new(scanned.files.iter().map(|(_, path, len)| (path.clone(), *len, false)), piece_length);
+    let threads = match options.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let pieces = Mutex::new(vec![0u8; layout.piece_count() * 20]);
+    let failure = Mutex::new(None);
+    hash_pieces(&layout, threads, |index, result| match result {
+        Ok(hash) => {
+            pieces.lock().expect("no panics while held")[index * 20..index * 20 + 20].copy_from_slice(&hash);
+            progress.fetch_add(layout.piece_size(index), Ordering::Relaxed);
+            ControlFlow::Continue(())
+        }
+        Err(e) => {
+            failure.lock().expect("no panics while held").get_or_insert(e);
+            ControlFlow::Break(())
+        }
+    });
+    if let Some(e) = failure.into_inner().expect("workers are done") {
+        return Err(e);
+    }
+    // A file that grew while we hashed would not be covered by the torrent.
+    for (_, path, length) in &scanned.files {
+        let now = std::fs::metadata(path).map_err(|e| StorageError::io(path, e))?.len();
+        if now != *length {
+            return Err(StorageError::Changed { path: path.clone(), expected: *length });
+        }
+    }
+    Ok(TorrentBuilder {
+        name: scanned.name.clone(),
+        files: (!scanned.single_file).then(|| scanned.files.iter().map(|(rel, _, len)| (rel.clone(), *len)).collect()),
+        length: scanned.total_length,
+        piece_length,
+        pieces: pieces.into_inner().expect("workers are done"),
+        ..Default::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_core::Metainfo;
+
+    #[test]
+    fn folders_are_sorted_bytewise_with_empty_files_and_no_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("Content");
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::write(root.join("a-c"), b"1").unwrap();
+        std::fs::write(root.join("a/b/Z"), b"22").unwrap();
+        std::fs::write(root.join("a/b/y"), b"").unwrap();
+        std::fs::write(root.join("B"), b"333").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", root.join("link")).unwrap();
+        let scanned = scan(&root).unwrap();
+        let names: Vec<String> =
+            scanned.files.iter().map(|f| String::from_utf8(joined(&f.0)).unwrap()).collect();
+        // '-' (0x2d) sorts before '/' (0x2f): full-path order, as mktorrent.
+        assert_eq!(names, ["B", "a-c", "a/b/Z", "a/b/y"]);
+        assert_eq!(scanned.skipped, [Skipped { path: root.join("link"), reason: "symbolic link (not followed)" }]);
+        assert_eq!(scanned.name, b"Content");
+
+        let progress = AtomicU64::new(0);
+        let builder = create(&scanned, &CreateOptions { piece_length: Some(16384), threads: 2 }, &progress).unwrap();
+        assert_eq!(progress.into_inner(), 6);
+        let m = Metainfo::from_bytes(&builder.to_bytes()).unwrap();
+        assert_eq!(m.info.files.len(), 4);
+        assert_eq!(m.info.files[3].display_path(), "Content/a/b/y");
+    }
+
+    #[test]
+    fn errors() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(scan(dir.path()), Err(StorageError::NoFiles(_))));
+        std::fs::write(dir.path().join("e"), b"").unwrap();
+        assert!(matches!(scan(dir.path()), Err(StorageError::AllEmpty(_))));
+        let err = scan(&dir.path().join("nope")).unwrap_err().to_string();
+        assert!(err.contains("nope") && err.contains("No such file"), "{err}");
+        assert!(check_piece_length(262_144).is_ok());
+        assert!(check_piece_length(100_000).is_err());
+        assert!(check_piece_length(8192).is_err());
+    }
+}

@@ -1,0 +1,121 @@
+//! Where each byte of a torrent lives: the files in piece order and a map from a piece
+//! to the file ranges it covers.
+
+use std::path::{Path, PathBuf};
+
+use shoal_core::Info;
+
+/// One file of the torrent's byte stream, at its place on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayoutFile {
+    pub path: PathBuf,
+    pub length: u64,
+    /// Offset of the file's first byte in the torrent's byte stream.
+    pub offset: u64,
+    /// A BEP 47 padding file: reads as zeros and is never created on disk.
+    pub padding: bool,
+}
+
+/// A contiguous range of one file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    pub file: usize,
+    pub file_offset: u64,
+    pub length: u64,
+}
+
+/// The files of a torrent in order, and its piece geometry.
+#[derive(Debug, Clone)]
+pub struct FileLayout {
+    files: Vec<LayoutFile>,
+    piece_length: u64,
+    total_length: u64,
+}
+
+impl FileLayout {
+    /// A layout from files already in order; offsets are computed here.
+    pub fn new(files: impl IntoIterator<Item = (PathBuf, u64, bool)>, piece_length: u32) -> Self {
+        let mut offset = 0;
+        let files = files
+            .into_iter()
+            .map(|(path, length, padding)| {
+                let file = LayoutFile { path, length, offset, padding };
+                offset += length;
+                file
+            })
+            .collect();
+        FileLayout { files, piece_length: u64::from(piece_length), total_length: offset }
+    }
+
+    /// The layout of a parsed torrent below a download directory.
+    pub fn for_torrent(info: &Info, download_dir: &Path) -> Self {
+        Self::new(
+            info.files.iter().map(|f| (download_dir.join(f.relative_path()), f.length, f.attr.padding)),
+            info.piece_length,
+        )
+    }
+
+    pub fn files(&self) -> &[LayoutFile] {
+        &self.files
+    }
+
+    pub fn piece_length(&self) -> u64 {
+        self.piece_length
+    }
+
+    pub fn total_length(&self) -> u64 {
+        self.total_length
+    }
+
+    pub fn piece_count(&self) -> usize {
+        self.total_length.div_ceil(self.piece_length) as usize
+    }
+
+    /// Bytes in piece `index` (only the last one may be short).
+    pub fn piece_size(&self, index: usize) -> u64 {
+        let start = index as u64 * self.piece_length;
+        self.total_length.saturating_sub(start).min(self.piece_length)
+    }
+
+    /// The file ranges that make up bytes `[start, start + length)` of the stream, in
+    /// order, skipping empty files.
+    pub fn segments(&self, start: u64, length: u64) -> impl Iterator<Item = Segment> + '_ {
+        let end = (start + length).min(self.total_length);
+        // First file whose end lies beyond `start`.
+        let first = self.files.partition_point(|f| f.offset + f.length <= start);
+        self.files[first..]
+            .iter()
+            .enumerate()
+            .take_while(move |(_, f)| f.offset < end)
+            .filter(|(_, f)| f.length > 0)
+            .map(move |(i, f)| {
+                let from = start.max(f.offset);
+                let to = end.min(f.offset + f.length);
+                Segment { file: first + i, file_offset: from - f.offset, length: to - from }
+            })
+    }
+
+    /// The file ranges of piece `index`.
+    pub fn piece_segments(&self, index: usize) -> impl Iterator<Item = Segment> + '_ {
+        self.segments(index as u64 * self.piece_length, self.piece_size(index))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_cross_files_and_skip_empty_ones() {
+        let layout = FileLayout::new(
+            [("a".into(), 10, false), ("empty".into(), 0, false), ("b".into(), 25, false), ("c".into(), 5, false)],
+            16,
+        );
+        assert_eq!(layout.piece_count(), 3);
+        let seg = |i| layout.piece_segments(i).map(|s| (s.file, s.file_offset, s.length)).collect::<Vec<_>>();
+        assert_eq!(seg(0), [(0, 0, 10), (2, 0, 6)]);
+        assert_eq!(seg(1), [(2, 6, 16)]);
+        assert_eq!(seg(2), [(2, 22, 3), (3, 0, 5)]);
+        assert_eq!(layout.piece_size(2), 8);
+    }
+}

@@ -1,0 +1,177 @@
+//! `shoal create`: hash a file or folder and write a `.torrent` and a magnet link.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use shoal_core::{Metainfo, TorrentBuilder};
+use shoal_storage::{CreateOptions, Scanned};
+
+use super::print;
+use crate::units::{format_size, parse_size};
+
+/// Create a .torrent file (and a magnet link) from a file or a folder.
+///
+/// Files are hashed on all cores. A folder's files are listed in byte-wise path order,
+/// the order mktorrent uses, so both tools give the same info-hash for the same content
+/// and piece size. Symbolic links and special files are skipped with a message.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The file or folder to share.
+    pub path: PathBuf,
+    /// Where to write the torrent [default: NAME.torrent in the current folder].
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Piece size, a power of two from 16K to 256M: 256K, 1M, 262144, ...
+    /// [default: chosen for 1000-2000 pieces]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub piece_size: Option<u64>,
+    /// Tracker announce URL (http, https or udp). Repeat for several tiers; separate
+    /// URLs with commas to put them in one tier.
+    #[arg(short, long = "tracker", value_name = "URL")]
+    pub trackers: Vec<String>,
+    /// Mark the torrent private (BEP 27): peers only from its trackers, no DHT or PEX.
+    #[arg(long)]
+    pub private: bool,
+    /// A comment stored in the torrent.
+    #[arg(long, value_name = "TEXT")]
+    pub comment: Option<String>,
+    /// Leave out the creation date, so the same content always gives the same file.
+    #[arg(long)]
+    pub no_date: bool,
+    /// Overwrite the output file if it exists.
+    #[arg(short, long)]
+    pub force: bool,
+    /// Hashing threads [default: one per core].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn tracker_tiers(urls: &[String]) -> Result<Vec<Vec<String>>> {
+    let mut tiers = Vec::new();
+    for group in urls {
+        let tier: Vec<String> = group.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect();
+        for url in &tier {
+            let scheme_ok = ["http://", "https://", "udp://"].iter().any(|s| url.to_ascii_lowercase().starts_with(s));
+            if !scheme_ok {
+                bail!("tracker URL '{url}' must start with http://, https:// or udp://");
+            }
+        }
+        if !tier.is_empty() {
+            tiers.push(tier);
+        }
+    }
+    Ok(tiers)
+}
+
+/// Hashes `scanned`, drawing a progress bar on standard error when it is a terminal.
+pub fn hash_with_progress(scanned: &Scanned, options: &CreateOptions) -> Result<(TorrentBuilder, Duration)> {
+    let progress = AtomicU64::new(0);
+    let bar = if std::io::stderr().is_terminal() {
+        let bar = ProgressBar::new(scanned.total_length);
+        bar.set_style(
+            ProgressStyle::with_template("hashing {bar:40.cyan/blue} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let started = Instant::now();
+    let result = std::thread::scope(|scope| {
+        let worker = scope.spawn(|| shoal_storage::create(scanned, options, &progress));
+        while !worker.is_finished() {
+            bar.set_position(progress.load(Ordering::Relaxed));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        worker.join().expect("hashing thread does not panic")
+    });
+    bar.finish_and_clear();
+    Ok((result?, started.elapsed()))
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so that an
+/// interrupted write never leaves a truncated torrent behind.
+fn write_atomically(path: &Path, bytes: &[u8], force: bool) -> Result<()> {
+    if !force && path.exists() {
+        bail!("{}: already exists (use --force to overwrite)", path.display());
+    }
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".{}.tmp{}", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(), std::process::id()));
+    std::fs::write(&tmp, bytes).with_context(|| format!("{}: cannot write", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot write", path.display())).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let trackers = tracker_tiers(&args.trackers)?;
+    let piece_length = args.piece_size.map(shoal_storage::check_piece_length).transpose()?;
+    let scanned = shoal_storage::scan(&args.path)?;
+    for skipped in &scanned.skipped {
+        eprintln!("shoal: skipping {}: {}", skipped.path.display(), skipped.reason);
+    }
+    let options = CreateOptions { piece_length, threads: args.threads.unwrap_or(0) };
+    let (mut builder, elapsed) = hash_with_progress(&scanned, &options)?;
+    builder.private = args.private;
+    builder.trackers = trackers;
+    builder.comment = args.comment;
+    builder.created_by = Some(concat!("shoal/", env!("CARGO_PKG_VERSION")).to_owned());
+    if !args.no_date {
+        builder.creation_date = SystemTime::now().duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs() as i64);
+    }
+    let bytes = builder.to_bytes();
+    let metainfo = Metainfo::from_bytes(&bytes).context("the torrent just built does not parse (a bug)")?;
+    let output = args
+        .output
+        .unwrap_or_else(|| PathBuf::from(format!("{}.torrent", String::from_utf8_lossy(&scanned.name))));
+    write_atomically(&output, &bytes, args.force)?;
+
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    eprintln!(
+        "shoal: hashed {} in {:.2} s ({}/s)",
+        format_size(scanned.total_length),
+        secs,
+        format_size((scanned.total_length as f64 / secs) as u64)
+    );
+    let magnet = metainfo.magnet().to_string();
+    if args.json {
+        let json = serde_json::json!({
+            "torrent": output.display().to_string(),
+            "name": metainfo.info.name,
+            "info_hash": metainfo.info_hash.to_hex(),
+            "piece_length": metainfo.info.piece_length,
+            "piece_count": metainfo.info.piece_count(),
+            "total_size": metainfo.info.total_length,
+            "magnet": magnet,
+            "seconds": secs,
+        });
+        print(&format!("{json}\n"))
+    } else {
+        print(&format!(
+            "torrent:   {}\ninfo-hash: {}\nmagnet:    {}\n",
+            output.display(),
+            metainfo.info_hash,
+            magnet
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiers_from_flags() {
+        let tiers = tracker_tiers(&["http://a/announce,udp://b:1".into(), "https://c/x".into()]).unwrap();
+        assert_eq!(tiers, vec![vec!["http://a/announce", "udp://b:1"], vec!["https://c/x"]]);
+        assert!(tracker_tiers(&["ftp://x".into()]).is_err());
+    }
+}

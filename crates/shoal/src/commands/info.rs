@@ -1,0 +1,159 @@
+//! `shoal info`: show what a `.torrent` file or a magnet link holds.
+
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+use shoal_core::{Magnet, Metainfo, MAX_TORRENT_SIZE};
+
+use super::print;
+use crate::units::{format_size, format_timestamp};
+
+/// Show a torrent's name, info-hash, pieces, files, trackers and magnet link.
+///
+/// Reads .torrent files from any client. File paths are shown as shoal would write them:
+/// sanitised so that nothing can land outside the download folder.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A .torrent file or a magnet link.
+    pub torrent: String,
+    /// Print one JSON object with the keys name, info_hash, piece_length, piece_count,
+    /// total_size, files ([{path, size}]), trackers (list of tiers) and magnet.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Reads and parses a `.torrent` file, refusing oversized files before reading them.
+pub fn load_torrent(path: &Path) -> Result<Metainfo> {
+    let name = path.display();
+    let file = std::fs::File::open(path).with_context(|| format!("{name}: cannot open"))?;
+    let size = file.metadata().with_context(|| format!("{name}: cannot read"))?.len();
+    if !file.metadata().map(|m| m.is_file()).unwrap_or(false) {
+        bail!("{name}: not a regular file");
+    }
+    if size > MAX_TORRENT_SIZE as u64 {
+        bail!("{name}: {size} bytes is more than the {MAX_TORRENT_SIZE}-byte limit for a .torrent file");
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    file.take(MAX_TORRENT_SIZE as u64 + 1).read_to_end(&mut bytes).with_context(|| format!("{name}: cannot read"))?;
+    Metainfo::from_bytes(&bytes).with_context(|| format!("{name}: not a valid torrent"))
+}
+
+fn torrent_json(m: &Metainfo) -> Value {
+    let files: Vec<Value> = m
+        .info
+        .files
+        .iter()
+        .filter(|f| !f.attr.padding)
+        .map(|f| {
+            let mut entry = json!({ "path": f.display_path(), "size": f.length });
+            if let Some(target) = &f.symlink_target {
+                entry["symlink"] = json!(target.join("/"));
+            }
+            if f.attr.executable {
+                entry["executable"] = json!(true);
+            }
+            entry
+        })
+        .collect();
+    json!({
+        "name": m.info.name,
+        "info_hash": m.info_hash.to_hex(),
+        "piece_length": m.info.piece_length,
+        "piece_count": m.info.piece_count(),
+        "total_size": m.info.total_length,
+        "files": files,
+        "trackers": m.trackers,
+        "magnet": m.magnet().to_string(),
+        "private": m.info.private,
+        "multi_file": m.info.multi_file,
+        "comment": m.comment,
+        "created_by": m.created_by,
+        "creation_date": m.creation_date,
+        "url_list": m.url_list,
+    })
+}
+
+fn torrent_text(m: &Metainfo) -> String {
+    let mut out = String::new();
+    let mut line = |label: &str, value: &str| out.push_str(&format!("{label:<14} {value}\n"));
+    line("name:", &m.info.name);
+    line("info-hash:", &m.info_hash.to_hex());
+    line("piece length:", &format_size(u64::from(m.info.piece_length)));
+    line("pieces:", &m.info.piece_count().to_string());
+    line("total size:", &format!("{} ({} bytes)", format_size(m.info.total_length), m.info.total_length));
+    line("private:", if m.info.private { "yes" } else { "no" });
+    if let Some(by) = &m.created_by {
+        line("created by:", by);
+    }
+    if let Some(date) = m.creation_date {
+        line("created:", &format_timestamp(date));
+    }
+    if let Some(comment) = &m.comment {
+        line("comment:", comment);
+    }
+    for (i, tier) in m.trackers.iter().enumerate() {
+        line(if i == 0 { "trackers:" } else { "" }, &format!("tier {}: {}", i + 1, tier.join(" ")));
+    }
+    if m.trackers.is_empty() {
+        line("trackers:", "none");
+    }
+    for url in &m.url_list {
+        line("web seed:", url);
+    }
+    line("magnet:", &m.magnet().to_string());
+    let files: Vec<_> = m.info.files.iter().filter(|f| !f.attr.padding).collect();
+    out.push_str(&format!("files ({}):\n", files.len()));
+    for f in files {
+        let link = f.symlink_target.as_ref().map(|t| format!(" -> {}", t.join("/"))).unwrap_or_default();
+        out.push_str(&format!("  {:>12}  {}{link}\n", f.length, f.display_path()));
+    }
+    out
+}
+
+fn magnet_json(m: &Magnet) -> Value {
+    json!({
+        "name": m.name,
+        "info_hash": m.info_hash.to_hex(),
+        "piece_length": null,
+        "piece_count": null,
+        "total_size": null,
+        "files": [],
+        "trackers": m.trackers.iter().map(|t| vec![t]).collect::<Vec<_>>(),
+        "magnet": m.to_string(),
+        "peers": m.peers,
+    })
+}
+
+fn magnet_text(m: &Magnet) -> String {
+    let mut out = format!("name:          {}\n", m.name.as_deref().unwrap_or("(unknown until the metadata is fetched)"));
+    out.push_str(&format!("info-hash:     {}\n", m.info_hash));
+    for (i, t) in m.trackers.iter().enumerate() {
+        out.push_str(&format!("{:<14} tier {}: {t}\n", if i == 0 { "trackers:" } else { "" }, i + 1));
+    }
+    for p in &m.peers {
+        out.push_str(&format!("peer:          {p}\n"));
+    }
+    out.push_str(&format!("magnet:        {m}\n"));
+    out
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let text = if args.torrent.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("magnet:")) {
+        let magnet: Magnet = args.torrent.parse().context("not a valid magnet link")?;
+        if args.json {
+            format!("{}\n", magnet_json(&magnet))
+        } else {
+            magnet_text(&magnet)
+        }
+    } else {
+        let metainfo = load_torrent(Path::new(&args.torrent))?;
+        if args.json {
+            format!("{}\n", torrent_json(&metainfo))
+        } else {
+            torrent_text(&metainfo)
+        }
+    };
+    print(&text)
+}

@@ -1,0 +1,17 @@
+//! One module per subcommand, each with its clap `Args` and a `run` function.
+
+pub mod create;
+pub mod demo;
+pub mod info;
+
+use std::io::{self, Write};
+
+/// Writes text to standard output; a closed pipe (`shoal info x | head -1`) is not an
+/// error worth reporting.
+pub fn print(text: &str) -> anyhow::Result<()> {
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(anyhow::Error::new(e).context("writing to standard output")),
+        _ => Ok(()),
+    }
+}

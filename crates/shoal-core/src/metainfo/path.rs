@@ -10,7 +10,7 @@
 //! file and directory, share a path.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 
 /// File systems reject longer components (255 bytes on Linux, fewer in UTF-16 units on
@@ -100,6 +100,9 @@ pub fn dedup(paths: &mut [Vec<String>]) {
         }
     }
     let mut taken = HashSet::with_capacity(paths.len());
+    // Where the search for a free suffix resumes, per clashing path: without it the k-th
+    // copy of a name would retry suffixes 1..k, quadratic in the number of copies.
+    let mut next_suffix: HashMap<u64, u64> = HashMap::new();
     for path in paths.iter_mut() {
         let h = path_hash(path);
         if !dirs.contains(&h) && taken.insert(h) {
@@ -111,8 +114,10 @@ pub fn dedup(paths: &mut [Vec<String>]) {
             Some(dot) if dot > 0 => (&last[..dot], &last[dot..]),
             _ => (last.as_str(), ""),
         };
-        for n in 1u64.. {
-            let candidate = format!("{stem}.{n}{ext}");
+        let counter = next_suffix.entry(h).or_insert(1);
+        loop {
+            let candidate = format!("{stem}.{counter}{ext}");
+            *counter += 1;
             let h = hash_step(parent, &candidate);
             if !dirs.contains(&h) && taken.insert(h) {
                 path.push(candidate);

@@ -18,7 +18,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_depth: 100, max_tokens: 1 << 21 }
+        Limits {
+            max_depth: 100,
+            max_tokens: 1 << 21,
+        }
     }
 }
 
@@ -107,7 +110,10 @@ pub struct Document<'a> {
 impl<'a> Document<'a> {
     /// The outermost value.
     pub fn root(&self) -> Node<'_, 'a> {
-        Node { doc: self, index: 0 }
+        Node {
+            doc: self,
+            index: 0,
+        }
     }
 }
 
@@ -115,7 +121,10 @@ impl<'a> Document<'a> {
 pub fn decode(input: &[u8], limits: Limits) -> Result<Document<'_>, DecodeError> {
     let (doc, used) = decode_prefix(input, limits)?;
     if used != input.len() {
-        return Err(DecodeError { offset: used, kind: ErrorKind::TrailingData });
+        return Err(DecodeError {
+            offset: used,
+            kind: ErrorKind::TrailingData,
+        });
     }
     Ok(doc)
 }
@@ -125,9 +134,19 @@ pub fn decode(input: &[u8], limits: Limits) -> Result<Document<'_>, DecodeError>
 /// dictionary this way).
 pub fn decode_prefix(input: &[u8], limits: Limits) -> Result<(Document<'_>, usize), DecodeError> {
     if input.len() > u32::MAX as usize {
-        return Err(DecodeError { offset: 0, kind: ErrorKind::InputTooLarge });
+        return Err(DecodeError {
+            offset: 0,
+            kind: ErrorKind::InputTooLarge,
+        });
     }
-    Parser { input, pos: 0, limits, tokens: Vec::new(), stack: Vec::new() }.run()
+    Parser {
+        input,
+        pos: 0,
+        limits,
+        tokens: Vec::new(),
+        stack: Vec::new(),
+    }
+    .run()
 }
 
 /// An open container on the parser's stack.
@@ -183,13 +202,22 @@ impl<'a> Parser<'a> {
                 self.value(byte)?;
             }
             if self.stack.is_empty() {
-                let doc = Document { input: self.input, tokens: self.tokens };
+                let doc = Document {
+                    input: self.input,
+                    tokens: self.tokens,
+                };
                 return Ok((doc, self.pos));
             }
         }
     }
 
-    fn push(&mut self, kind: Kind, start: usize, end: usize, data: usize) -> Result<usize, DecodeError> {
+    fn push(
+        &mut self,
+        kind: Kind,
+        start: usize,
+        end: usize,
+        data: usize,
+    ) -> Result<usize, DecodeError> {
         if self.tokens.len() >= self.limits.max_tokens {
             return self.err(start, ErrorKind::TooManyTokens(self.limits.max_tokens));
         }
@@ -219,7 +247,11 @@ impl<'a> Parser<'a> {
                 let is_dict = byte == b'd';
                 let kind = if is_dict { Kind::Dict } else { Kind::List };
                 let token = self.push(kind, start, start, start)?;
-                self.stack.push(Open { token, is_dict, want_key: true });
+                self.stack.push(Open {
+                    token,
+                    is_dict,
+                    want_key: true,
+                });
                 self.pos += 1;
             }
             b'0'..=b'9' => {
@@ -241,7 +273,10 @@ impl<'a> Parser<'a> {
         let text_end = match window.iter().position(|&b| b == b'e') {
             Some(n) => self.pos + n,
             None => {
-                return match window.iter().position(|b| !(b.is_ascii_digit() || *b == b'-')) {
+                return match window
+                    .iter()
+                    .position(|b| !(b.is_ascii_digit() || *b == b'-'))
+                {
                     Some(n) => self.err(self.pos + n, ErrorKind::InvalidInteger),
                     None if self.pos + window.len() == self.input.len() => {
                         self.err(self.input.len(), ErrorKind::UnexpectedEof)
@@ -250,7 +285,10 @@ impl<'a> Parser<'a> {
                 };
             }
         };
-        parse_int(&self.input[digits_at..text_end]).map_err(|kind| DecodeError { offset: digits_at, kind })?;
+        parse_int(&self.input[digits_at..text_end]).map_err(|kind| DecodeError {
+            offset: digits_at,
+            kind,
+        })?;
         self.pos = text_end + 1;
         Ok(self.pos)
     }
@@ -263,7 +301,10 @@ impl<'a> Parser<'a> {
             let byte = self.peek()?;
             match byte {
                 b'0'..=b'9' => {
-                    len = match len.checked_mul(10).and_then(|l| l.checked_add(u64::from(byte - b'0'))) {
+                    len = match len
+                        .checked_mul(10)
+                        .and_then(|l| l.checked_add(u64::from(byte - b'0')))
+                    {
                         Some(l) => l,
                         None => return self.err(start, ErrorKind::InvalidLength),
                     };
@@ -346,7 +387,8 @@ impl<'d, 'a> Node<'d, 'a> {
     pub fn as_int(&self) -> Option<i64> {
         let t = self.token();
         (t.kind == Kind::Int).then(|| {
-            parse_int(&self.doc.input[t.data as usize..t.end as usize - 1]).expect("validated while decoding")
+            parse_int(&self.doc.input[t.data as usize..t.end as usize - 1])
+                .expect("validated while decoding")
         })
     }
 
@@ -376,7 +418,10 @@ impl<'d, 'a> Node<'d, 'a> {
             Kind::Bytes => Value::Bytes(self.as_bytes().expect("kind checked").to_vec()),
             Kind::List => Value::List(Children::of(*self).map(|n| n.to_value()).collect()),
             Kind::Dict => Value::Dict(
-                Dict { node: *self }.iter().map(|(k, v)| (k.to_vec(), v.to_value())).collect(),
+                Dict { node: *self }
+                    .iter()
+                    .map(|(k, v)| (k.to_vec(), v.to_value()))
+                    .collect(),
             ),
         }
     }
@@ -397,7 +442,11 @@ struct Children<'d, 'a> {
 
 impl<'d, 'a> Children<'d, 'a> {
     fn of(node: Node<'d, 'a>) -> Self {
-        Children { doc: node.doc, next: node.index + 1, end: node.token().next as usize }
+        Children {
+            doc: node.doc,
+            next: node.index + 1,
+            end: node.token().next as usize,
+        }
     }
 }
 
@@ -407,7 +456,10 @@ impl<'d, 'a> Iterator for Children<'d, 'a> {
         if self.next >= self.end {
             return None;
         }
-        let node = Node { doc: self.doc, index: self.next };
+        let node = Node {
+            doc: self.doc,
+            index: self.next,
+        };
         self.next = node.token().next as usize;
         Some(node)
     }
@@ -447,7 +499,10 @@ impl<'d, 'a> Dict<'d, 'a> {
         std::iter::from_fn(move || {
             let key = children.next()?;
             let value = children.next().expect("decoder guarantees a value per key");
-            Some((key.as_bytes().expect("decoder guarantees string keys"), value))
+            Some((
+                key.as_bytes().expect("decoder guarantees string keys"),
+                value,
+            ))
         })
     }
     pub fn get(&self, key: &[u8]) -> Option<Node<'d, 'a>> {
@@ -474,19 +529,30 @@ mod tests {
 
     #[test]
     fn integers() {
-        let ok = |s: &[u8], v: i64| assert_eq!(decode(s, Limits::default()).unwrap().root().as_int(), Some(v));
+        let ok = |s: &[u8], v: i64| {
+            assert_eq!(
+                decode(s, Limits::default()).unwrap().root().as_int(),
+                Some(v)
+            )
+        };
         ok(b"i0e", 0);
         ok(b"i-42e", -42);
         ok(b"i9223372036854775807e", i64::MAX);
         ok(b"i-9223372036854775808e", i64::MIN);
-        assert_eq!(err(b"i9223372036854775808e").kind, ErrorKind::IntegerOverflow);
+        assert_eq!(
+            err(b"i9223372036854775808e").kind,
+            ErrorKind::IntegerOverflow
+        );
         assert_eq!(err(b"i-e").kind, ErrorKind::InvalidInteger);
         assert_eq!(err(b"ie").kind, ErrorKind::InvalidInteger);
         assert_eq!(err(b"i01e").kind, ErrorKind::LeadingZero);
         assert_eq!(err(b"i-0e").kind, ErrorKind::NegativeZero);
         assert_eq!(err(b"i12").kind, ErrorKind::UnexpectedEof);
         assert_eq!(err(b"i1x2e").kind, ErrorKind::InvalidInteger);
-        assert_eq!(err(b"i99999999999999999999999999999e").kind, ErrorKind::IntegerOverflow);
+        assert_eq!(
+            err(b"i99999999999999999999999999999e").kind,
+            ErrorKind::IntegerOverflow
+        );
     }
 
     #[test]
@@ -494,15 +560,21 @@ mod tests {
         let e = err(b"99999999999999999999:x");
         assert_eq!((e.offset, e.kind), (0, ErrorKind::InvalidLength));
         assert_eq!(err(b"5:abc").kind, ErrorKind::StringTooLong(5));
-        assert_eq!(err(b"18446744073709551615:x").kind, ErrorKind::StringTooLong(u64::MAX));
-        assert_eq!(decode(b"0:", Limits::default()).unwrap().root().as_bytes(), Some(&b""[..]));
+        assert_eq!(
+            err(b"18446744073709551615:x").kind,
+            ErrorKind::StringTooLong(u64::MAX)
+        );
+        assert_eq!(
+            decode(b"0:", Limits::default()).unwrap().root().as_bytes(),
+            Some(&b""[..])
+        );
     }
 
     #[test]
     fn depth_limit_without_recursion() {
         let deep = |n: usize| {
             let mut v = vec![b'l'; n];
-            v.extend(std::iter::repeat(b'e').take(n));
+            v.extend(std::iter::repeat_n(b'e', n));
             v
         };
         assert!(decode(&deep(100), Limits::default()).is_ok());
@@ -548,6 +620,9 @@ mod tests {
     fn prefix_decoding_reports_length() {
         let (doc, used) = decode_prefix(b"d1:ai1eeRAWDATA", Limits::default()).unwrap();
         assert_eq!(used, 8);
-        assert_eq!(doc.root().as_dict().unwrap().get(b"a").unwrap().as_int(), Some(1));
+        assert_eq!(
+            doc.root().as_dict().unwrap().get(b"a").unwrap().as_int(),
+            Some(1)
+        );
     }
 }

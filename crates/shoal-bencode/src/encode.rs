@@ -119,8 +119,12 @@ mod tests {
         leaf.prop_recursive(6, 64, 8, |inner| {
             prop_oneof![
                 proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::List),
-                proptest::collection::btree_map(proptest::collection::vec(any::<u8>(), 0..12), inner, 0..8)
-                    .prop_map(Value::Dict),
+                proptest::collection::btree_map(
+                    proptest::collection::vec(any::<u8>(), 0..12),
+                    inner,
+                    0..8
+                )
+                .prop_map(Value::Dict),
             ]
         })
     }

@@ -18,5 +18,7 @@
 mod decode;
 mod encode;
 
-pub use decode::{decode, decode_prefix, DecodeError, Dict, Document, ErrorKind, Kind, Limits, List, Node};
+pub use decode::{
+    decode, decode_prefix, DecodeError, Dict, Document, ErrorKind, Kind, Limits, List, Node,
+};
 pub use encode::Value;

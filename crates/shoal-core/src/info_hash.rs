@@ -118,8 +118,15 @@ mod tests {
         assert_eq!(hex, b32);
         assert_eq!(hex, lower);
         assert_eq!(hex.to_string(), "c12fe1c06bba254a9dc9f519b335aa7c1367a88a");
-        assert_eq!("abc".parse::<InfoHash>(), Err(InfoHashParseError::BadLength(3)));
-        assert!("g12fe1c06bba254a9dc9f519b335aa7c1367a88a".parse::<InfoHash>().is_err());
-        assert!("1EX6DQDLXISUVHOJ6UM3GNNKPQJWPKEK".parse::<InfoHash>().is_err());
+        assert_eq!(
+            "abc".parse::<InfoHash>(),
+            Err(InfoHashParseError::BadLength(3))
+        );
+        assert!("g12fe1c06bba254a9dc9f519b335aa7c1367a88a"
+            .parse::<InfoHash>()
+            .is_err());
+        assert!("1EX6DQDLXISUVHOJ6UM3GNNKPQJWPKEK"
+            .parse::<InfoHash>()
+            .is_err());
     }
 }

@@ -7,6 +7,8 @@
 //! trust: piece counts that match the total length, file paths that cannot leave the
 //! download directory, lengths that do not overflow.
 
+#[doc(hidden)]
+pub mod fuzzing;
 mod info_hash;
 mod magnet;
 pub mod metainfo;
@@ -14,6 +16,6 @@ pub mod metainfo;
 pub use info_hash::{InfoHash, InfoHashParseError};
 pub use magnet::{Magnet, MagnetError};
 pub use metainfo::{
-    auto_piece_length, FileAttr, FileEntry, Info, Metainfo, MetainfoError, TorrentBuilder, MAX_PIECES,
-    MAX_TORRENT_SIZE,
+    auto_piece_length, FileAttr, FileEntry, Info, Metainfo, MetainfoError, TorrentBuilder,
+    MAX_PIECES, MAX_TORRENT_SIZE,
 };

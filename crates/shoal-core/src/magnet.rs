@@ -8,7 +8,11 @@ use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_AL
 use crate::InfoHash;
 
 /// Characters left as they are in a magnet's values: RFC 3986's unreserved set.
-const VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// Links longer than this are refused outright.
 const MAX_MAGNET_LEN: usize = 64 * 1024;
@@ -60,7 +64,10 @@ impl FromStr for Magnet {
         for pair in query.split('&') {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             // `xt.1`, `tr.2`, …: numbered forms of the same keys.
-            let key = key.split_once('.').filter(|(_, n)| n.bytes().all(|b| b.is_ascii_digit())).map_or(key, |(k, _)| k);
+            let key = key
+                .split_once('.')
+                .filter(|(_, n)| n.bytes().all(|b| b.is_ascii_digit()))
+                .map_or(key, |(k, _)| k);
             match key {
                 "xt" => {
                     let value = unescape(value);
@@ -83,8 +90,17 @@ impl FromStr for Magnet {
                 _ => {}
             }
         }
-        let info_hash = info_hash.ok_or(if saw_v2 { MagnetError::V2Only } else { MagnetError::NoInfoHash })?;
-        Ok(Magnet { info_hash, name, trackers, peers })
+        let info_hash = info_hash.ok_or(if saw_v2 {
+            MagnetError::V2Only
+        } else {
+            MagnetError::NoInfoHash
+        })?;
+        Ok(Magnet {
+            info_hash,
+            name,
+            trackers,
+            peers,
+        })
     }
 }
 
@@ -112,10 +128,8 @@ mod tests {
 
     #[test]
     fn parses_every_field() {
-        let m: Magnet = format!(
-            "magnet:?xt=urn:btih:YEX6DQDLXISUVHOJ6UM3GNNKPQJWPKEK&dn=Some+File%20x&tr=udp%3A%2F%2Ft1%3A80&tr=http://t2/a&tr.1=http://t2/a&x.pe=127.0.0.2:6881&x.pe=[::1]:7000"
-        )
-        .parse()
+        let m: Magnet = "magnet:?xt=urn:btih:YEX6DQDLXISUVHOJ6UM3GNNKPQJWPKEK&dn=Some+File%20x&tr=udp%3A%2F%2Ft1%3A80&tr=http://t2/a&tr.1=http://t2/a&x.pe=127.0.0.2:6881&x.pe=[::1]:7000"
+            .parse()
         .unwrap();
         assert_eq!(m.info_hash.to_hex(), HEX);
         assert_eq!(m.name.as_deref(), Some("Some File x"));
@@ -132,19 +146,33 @@ mod tests {
             peers: vec!["127.0.0.1:1".into()],
         };
         let text = m.to_string();
-        assert!(text.starts_with(&format!("magnet:?xt=urn:btih:{HEX}&dn=a%20b%26c%3Dd%2F%C3%A9&tr=http%3A%2F%2F")));
+        assert!(text.starts_with(&format!(
+            "magnet:?xt=urn:btih:{HEX}&dn=a%20b%26c%3Dd%2F%C3%A9&tr=http%3A%2F%2F"
+        )));
         assert_eq!(text.parse::<Magnet>().unwrap(), m);
     }
 
     #[test]
     fn errors() {
         assert_eq!("http://x".parse::<Magnet>(), Err(MagnetError::NotMagnet));
-        assert_eq!("magnet:?dn=x".parse::<Magnet>(), Err(MagnetError::NoInfoHash));
-        assert_eq!("magnet:?xt=urn:btmh:1220abcd".parse::<Magnet>(), Err(MagnetError::V2Only));
-        assert!(matches!("magnet:?xt=urn:btih:1234".parse::<Magnet>(), Err(MagnetError::BadInfoHash(_))));
+        assert_eq!(
+            "magnet:?dn=x".parse::<Magnet>(),
+            Err(MagnetError::NoInfoHash)
+        );
+        assert_eq!(
+            "magnet:?xt=urn:btmh:1220abcd".parse::<Magnet>(),
+            Err(MagnetError::V2Only)
+        );
+        assert!(matches!(
+            "magnet:?xt=urn:btih:1234".parse::<Magnet>(),
+            Err(MagnetError::BadInfoHash(_))
+        ));
         let upper: Magnet = format!("MAGNET:?xt=urn:btih:{HEX}").parse().unwrap();
         assert_eq!(upper.info_hash.to_hex(), HEX);
         assert_eq!("magnét:?xt".parse::<Magnet>(), Err(MagnetError::NotMagnet));
-        assert_eq!("x".repeat(70_000).parse::<Magnet>(), Err(MagnetError::TooLong));
+        assert_eq!(
+            "x".repeat(70_000).parse::<Magnet>(),
+            Err(MagnetError::TooLong)
+        );
     }
 }

@@ -47,7 +47,10 @@ pub fn scan(path: &Path) -> Result<Scanned, StorageError> {
     let meta = std::fs::metadata(path).map_err(|e| StorageError::io(path, e))?;
     // The name of "." or "dir/.." is that of the folder it resolves to.
     let resolved = std::fs::canonicalize(path).map_err(|e| StorageError::io(path, e))?;
-    let name = resolved.file_name().map(|n| n.as_bytes().to_vec()).ok_or_else(|| StorageError::NoFiles(path.into()))?;
+    let name = resolved
+        .file_name()
+        .map(|n| n.as_bytes().to_vec())
+        .ok_or_else(|| StorageError::NoFiles(path.into()))?;
     let mut skipped = Vec::new();
     let mut files = Vec::new();
     if meta.is_file() {
@@ -65,16 +68,25 @@ pub fn scan(path: &Path) -> Result<Scanned, StorageError> {
                 if kind.is_dir() {
                     stack.push((full, components));
                 } else if kind.is_file() {
-                    let length = entry.metadata().map_err(|e| StorageError::io(&full, e))?.len();
+                    let length = entry
+                        .metadata()
+                        .map_err(|e| StorageError::io(&full, e))?
+                        .len();
                     files.push((components, full, length));
                 } else if kind.is_symlink() {
-                    skipped.push(Skipped { path: full, reason: "symbolic link (not followed)" });
+                    skipped.push(Skipped {
+                        path: full,
+                        reason: "symbolic link (not followed)",
+                    });
                 } else {
-                    skipped.push(Skipped { path: full, reason: "not a regular file" });
+                    skipped.push(Skipped {
+                        path: full,
+                        reason: "not a regular file",
+                    });
                 }
             }
         }
-        files.sort_by(|a, b| joined(&a.0).cmp(&joined(&b.0)));
+        files.sort_by_cached_key(|f| joined(&f.0));
     } else {
         return Err(StorageError::NoFiles(path.into()));
     }
@@ -85,7 +97,13 @@ pub fn scan(path: &Path) -> Result<Scanned, StorageError> {
     if total_length == 0 {
         return Err(StorageError::AllEmpty(path.into()));
     }
-    Ok(Scanned { name, single_file: meta.is_file(), files, total_length, skipped })
+    Ok(Scanned {
+        name,
+        single_file: meta.is_file(),
+        files,
+        total_length,
+        skipped,
+    })
 }
 
 /// A relative path as one byte string with `/` separators: the sort key.
@@ -105,7 +123,11 @@ pub fn check_piece_length(length: u64) -> Result<u32, StorageError> {
 /// Hashes the scanned content and returns a builder with the name, files, piece length
 /// and piece hashes set; the caller adds trackers and the other optional fields.
 /// `progress` counts the bytes hashed so far.
-pub fn create(scanned: &Scanned, options: &CreateOptions, progress: &AtomicU64) -> Result<TorrentBuilder, StorageError> {
+pub fn create(
+    scanned: &Scanned,
+    options: &CreateOptions,
+    progress: &AtomicU64,
+) -> Result<TorrentBuilder, StorageError> {
     let piece_length = match options.piece_length {
         Some(length) => check_piece_length(u64::from(length))?,
         None => auto_piece_length(scanned.total_length),
@@ -114,7 +136,13 @@ pub fn create(scanned: &Scanned, options: &CreateOptions, progress: &AtomicU64) 
     if scanned.total_length.div_ceil(u64::from(piece_length)) > MAX_PIECES as u64 {
         return Err(StorageError::TooManyPieces(root));
     }
-    let layout = FileLayout::new(scanned.files.iter().map(|(_, path, len)| (path.clone(), *len, false)), piece_length);
+    let layout = FileLayout::new(
+        scanned
+            .files
+            .iter()
+            .map(|(_, path, len)| (path.clone(), *len, false)),
+        piece_length,
+    );
     let threads = match options.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -123,12 +151,16 @@ pub fn create(scanned: &Scanned, options: &CreateOptions, progress: &AtomicU64) 
     let failure = Mutex::new(None);
     hash_pieces(&layout, threads, |index, result| match result {
         Ok(hash) => {
-            pieces.lock().expect("no panics while held")[index * 20..index * 20 + 20].copy_from_slice(&hash);
+            pieces.lock().expect("no panics while held")[index * 20..index * 20 + 20]
+                .copy_from_slice(&hash);
             progress.fetch_add(layout.piece_size(index), Ordering::Relaxed);
             ControlFlow::Continue(())
         }
         Err(e) => {
-            failure.lock().expect("no panics while held").get_or_insert(e);
+            failure
+                .lock()
+                .expect("no panics while held")
+                .get_or_insert(e);
             ControlFlow::Break(())
         }
     });
@@ -137,14 +169,25 @@ pub fn create(scanned: &Scanned, options: &CreateOptions, progress: &AtomicU64) 
     }
     // A file that grew while we hashed would not be covered by the torrent.
     for (_, path, length) in &scanned.files {
-        let now = std::fs::metadata(path).map_err(|e| StorageError::io(path, e))?.len();
+        let now = std::fs::metadata(path)
+            .map_err(|e| StorageError::io(path, e))?
+            .len();
         if now != *length {
-            return Err(StorageError::Changed { path: path.clone(), expected: *length });
+            return Err(StorageError::Changed {
+                path: path.clone(),
+                expected: *length,
+            });
         }
     }
     Ok(TorrentBuilder {
         name: scanned.name.clone(),
-        files: (!scanned.single_file).then(|| scanned.files.iter().map(|(rel, _, len)| (rel.clone(), *len)).collect()),
+        files: (!scanned.single_file).then(|| {
+            scanned
+                .files
+                .iter()
+                .map(|(rel, _, len)| (rel.clone(), *len))
+                .collect()
+        }),
         length: scanned.total_length,
         piece_length,
         pieces: pieces.into_inner().expect("workers are done"),
@@ -168,15 +211,32 @@ mod tests {
         std::fs::write(root.join("B"), b"333").unwrap();
         std::os::unix::fs::symlink("/etc/passwd", root.join("link")).unwrap();
         let scanned = scan(&root).unwrap();
-        let names: Vec<String> =
-            scanned.files.iter().map(|f| String::from_utf8(joined(&f.0)).unwrap()).collect();
+        let names: Vec<String> = scanned
+            .files
+            .iter()
+            .map(|f| String::from_utf8(joined(&f.0)).unwrap())
+            .collect();
         // '-' (0x2d) sorts before '/' (0x2f): full-path order, as mktorrent.
         assert_eq!(names, ["B", "a-c", "a/b/Z", "a/b/y"]);
-        assert_eq!(scanned.skipped, [Skipped { path: root.join("link"), reason: "symbolic link (not followed)" }]);
+        assert_eq!(
+            scanned.skipped,
+            [Skipped {
+                path: root.join("link"),
+                reason: "symbolic link (not followed)"
+            }]
+        );
         assert_eq!(scanned.name, b"Content");
 
         let progress = AtomicU64::new(0);
-        let builder = create(&scanned, &CreateOptions { piece_length: Some(16384), threads: 2 }, &progress).unwrap();
+        let builder = create(
+            &scanned,
+            &CreateOptions {
+                piece_length: Some(16384),
+                threads: 2,
+            },
+            &progress,
+        )
+        .unwrap();
         assert_eq!(progress.into_inner(), 6);
         let m = Metainfo::from_bytes(&builder.to_bytes()).unwrap();
         assert_eq!(m.info.files.len(), 4);
@@ -190,7 +250,10 @@ mod tests {
         std::fs::write(dir.path().join("e"), b"").unwrap();
         assert!(matches!(scan(dir.path()), Err(StorageError::AllEmpty(_))));
         let err = scan(&dir.path().join("nope")).unwrap_err().to_string();
-        assert!(err.contains("nope") && err.contains("No such file"), "{err}");
+        assert!(
+            err.contains("nope") && err.contains("No such file"),
+            "{err}"
+        );
         assert!(check_piece_length(262_144).is_ok());
         assert!(check_piece_length(100_000).is_err());
         assert!(check_piece_length(8192).is_err());

@@ -25,6 +25,9 @@ pub enum StorageError {
 
 impl StorageError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
-        StorageError::Io { path: path.into(), source }
+        StorageError::Io {
+            path: path.into(),
+            source,
+        }
     }
 }

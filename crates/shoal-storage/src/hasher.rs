@@ -34,7 +34,11 @@ where
     std::thread::scope(|scope| {
         for _ in 0..threads.clamp(1, count.max(1)) {
             scope.spawn(|| {
-                let mut reader = Reader { layout, open: None, buffer: vec![0; CHUNK] };
+                let mut reader = Reader {
+                    layout,
+                    open: None,
+                    buffer: vec![0; CHUNK],
+                };
                 while !stop.load(Ordering::Relaxed) {
                     let index = next.fetch_add(1, Ordering::Relaxed);
                     if index >= count {
@@ -71,12 +75,14 @@ impl Reader<'_> {
                 } else {
                     let offset = segment.file_offset + done;
                     let file = open_cached(&mut self.open, layout, segment.file)?;
-                    file.read_exact_at(&mut self.buffer[..n], offset).map_err(|e| match e.kind() {
-                        io::ErrorKind::UnexpectedEof => {
-                            StorageError::Changed { path: info.path.clone(), expected: info.length }
-                        }
-                        _ => StorageError::io(&info.path, e),
-                    })?;
+                    file.read_exact_at(&mut self.buffer[..n], offset)
+                        .map_err(|e| match e.kind() {
+                            io::ErrorKind::UnexpectedEof => StorageError::Changed {
+                                path: info.path.clone(),
+                                expected: info.length,
+                            },
+                            _ => StorageError::io(&info.path, e),
+                        })?;
                 }
                 sha.update(&self.buffer[..n]);
                 done += n as u64;
@@ -94,7 +100,10 @@ fn open_cached<'f>(
 ) -> Result<&'f File, StorageError> {
     if open.as_ref().map(|(i, _)| *i) != Some(index) {
         let path = &layout.files()[index].path;
-        *open = Some((index, File::open(path).map_err(|e| StorageError::io(path, e))?));
+        *open = Some((
+            index,
+            File::open(path).map_err(|e| StorageError::io(path, e))?,
+        ));
     }
     Ok(&open.as_ref().expect("just opened").1)
 }
@@ -137,7 +146,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let short = dir.path().join("short");
         std::fs::write(&short, [1u8; 10]).unwrap();
-        let layout = FileLayout::new([(short, 100, false), (dir.path().join("gone"), 100, false)], 100);
+        let layout = FileLayout::new(
+            [(short, 100, false), (dir.path().join("gone"), 100, false)],
+            100,
+        );
         let errors = Mutex::new(Vec::new());
         hash_pieces(&layout, 2, |i, h| {
             errors.lock().unwrap().push((i, h.unwrap_err().to_string()));
@@ -145,7 +157,13 @@ mod tests {
         });
         let mut errors = errors.into_inner().unwrap();
         errors.sort();
-        assert!(errors[0].1.contains("short") && errors[0].1.contains("changed size"), "{errors:?}");
-        assert!(errors[1].1.contains("gone") && errors[1].1.contains("No such file"), "{errors:?}");
+        assert!(
+            errors[0].1.contains("short") && errors[0].1.contains("changed size"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1].1.contains("gone") && errors[1].1.contains("No such file"),
+            "{errors:?}"
+        );
     }
 }

@@ -39,18 +39,33 @@ impl FileLayout {
         let files = files
             .into_iter()
             .map(|(path, length, padding)| {
-                let file = LayoutFile { path, length, offset, padding };
+                let file = LayoutFile {
+                    path,
+                    length,
+                    offset,
+                    padding,
+                };
                 offset += length;
                 file
             })
             .collect();
-        FileLayout { files, piece_length: u64::from(piece_length), total_length: offset }
+        FileLayout {
+            files,
+            piece_length: u64::from(piece_length),
+            total_length: offset,
+        }
     }
 
     /// The layout of a parsed torrent below a download directory.
     pub fn for_torrent(info: &Info, download_dir: &Path) -> Self {
         Self::new(
-            info.files.iter().map(|f| (download_dir.join(f.relative_path()), f.length, f.attr.padding)),
+            info.files.iter().map(|f| {
+                (
+                    download_dir.join(f.relative_path()),
+                    f.length,
+                    f.attr.padding,
+                )
+            }),
             info.piece_length,
         )
     }
@@ -74,7 +89,9 @@ impl FileLayout {
     /// Bytes in piece `index` (only the last one may be short).
     pub fn piece_size(&self, index: usize) -> u64 {
         let start = index as u64 * self.piece_length;
-        self.total_length.saturating_sub(start).min(self.piece_length)
+        self.total_length
+            .saturating_sub(start)
+            .min(self.piece_length)
     }
 
     /// The file ranges that make up bytes `[start, start + length)` of the stream, in
@@ -91,7 +108,11 @@ impl FileLayout {
             .map(move |(i, f)| {
                 let from = start.max(f.offset);
                 let to = end.min(f.offset + f.length);
-                Segment { file: first + i, file_offset: from - f.offset, length: to - from }
+                Segment {
+                    file: first + i,
+                    file_offset: from - f.offset,
+                    length: to - from,
+                }
             })
     }
 
@@ -108,11 +129,21 @@ mod tests {
     #[test]
     fn pieces_cross_files_and_skip_empty_ones() {
         let layout = FileLayout::new(
-            [("a".into(), 10, false), ("empty".into(), 0, false), ("b".into(), 25, false), ("c".into(), 5, false)],
+            [
+                ("a".into(), 10, false),
+                ("empty".into(), 0, false),
+                ("b".into(), 25, false),
+                ("c".into(), 5, false),
+            ],
             16,
         );
         assert_eq!(layout.piece_count(), 3);
-        let seg = |i| layout.piece_segments(i).map(|s| (s.file, s.file_offset, s.length)).collect::<Vec<_>>();
+        let seg = |i| {
+            layout
+                .piece_segments(i)
+                .map(|s| (s.file, s.file_offset, s.length))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(seg(0), [(0, 0, 10), (2, 0, 6)]);
         assert_eq!(seg(1), [(2, 6, 16)]);
         assert_eq!(seg(2), [(2, 22, 3), (3, 0, 5)]);

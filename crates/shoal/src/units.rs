@@ -4,18 +4,28 @@
 /// (also written `KB`, `KiB`, `k`, …); all suffixes are powers of 1024.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, suffix) = text.split_at(split);
-    let number: u64 = number.parse().map_err(|_| format!("'{text}' is not a size (try 256K, 1M or 262144)"))?;
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size (try 256K, 1M or 262144)"))?;
     let shift = match suffix.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 0,
         "k" | "kb" | "kib" => 10,
         "m" | "mb" | "mib" => 20,
         "g" | "gb" | "gib" => 30,
         "t" | "tb" | "tib" => 40,
-        other => return Err(format!("unknown size suffix '{other}' in '{text}' (use K, M, G or T)")),
+        other => {
+            return Err(format!(
+                "unknown size suffix '{other}' in '{text}' (use K, M, G or T)"
+            ))
+        }
     };
-    number.checked_mul(1 << shift).ok_or_else(|| format!("'{text}' is too large"))
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("'{text}' is too large"))
 }
 
 /// `1.50 GiB`, `256 KiB`, `17 B`.
@@ -50,7 +60,12 @@ pub fn format_timestamp(secs: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 #[cfg(test)]

@@ -14,7 +14,10 @@ fn info_dict(total: i64, piece_length: i64) -> Value {
     let mut info = Value::dict();
     info.insert("name", "t");
     info.insert("piece length", piece_length);
-    info.insert("pieces", vec![0u8; ((total + piece_length - 1) / piece_length) as usize * 20]);
+    info.insert(
+        "pieces",
+        vec![0u8; ((total + piece_length - 1) / piece_length) as usize * 20],
+    );
     info.insert("length", total);
     info
 }
@@ -29,7 +32,10 @@ fn multi(paths: Vec<Vec<&[u8]>>) -> Value {
         .map(|p| {
             let mut f = Value::dict();
             f.insert("length", 1i64);
-            f.insert("path", Value::List(p.into_iter().map(|c| Value::Bytes(c.to_vec())).collect()));
+            f.insert(
+                "path",
+                Value::List(p.into_iter().map(|c| Value::Bytes(c.to_vec())).collect()),
+            );
             f
         })
         .collect();
@@ -47,11 +53,18 @@ fn wrap(info: Value) -> Vec<u8> {
 fn info_on(dir: &Path, name: &str, bytes: &[u8]) -> (bool, String, String) {
     let path = dir.join(name);
     std::fs::write(&path, bytes).unwrap();
-    let (out, elapsed) = run_with_timeout(shoal().args(["info", "--json"]).arg(&path), Duration::from_secs(10));
+    let (out, elapsed) = run_with_timeout(
+        shoal().args(["info", "--json"]).arg(&path),
+        Duration::from_secs(10),
+    );
     assert!(elapsed < Duration::from_secs(1), "{name}: took {elapsed:?}");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!stderr.contains("panicked"), "{name}: {stderr}");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr,
+    )
 }
 
 /// The input must be refused with one line naming the file and containing `problem`.
@@ -60,7 +73,10 @@ fn refused(dir: &Path, name: &str, bytes: &[u8], problem: &str) {
     assert!(!ok, "{name}: accepted");
     assert_eq!(stderr.lines().count(), 1, "{name}: not one line: {stderr}");
     assert!(stderr.contains(name), "{name}: file not named: {stderr}");
-    assert!(stderr.contains(problem), "{name}: expected '{problem}' in: {stderr}");
+    assert!(
+        stderr.contains(problem),
+        "{name}: expected '{problem}' in: {stderr}"
+    );
 }
 
 /// The input must be accepted with these file paths.
@@ -68,7 +84,12 @@ fn sanitised(dir: &Path, name: &str, bytes: &[u8], want: &[&str]) {
     let (ok, stdout, stderr) = info_on(dir, name, bytes);
     assert!(ok, "{name}: refused: {stderr}");
     let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    let paths: Vec<&str> = json["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
+    let paths: Vec<&str> = json["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
     assert_eq!(paths, want, "{name}");
 }
 
@@ -77,12 +98,26 @@ fn metadata_and_paths() {
     let dir = tempdir();
     let d = dir.path();
     // 1–3: traversal, separators inside an element, absolute paths.
-    sanitised(d, "item1.torrent", &wrap(multi(vec![vec![b"a", b"..", b"..", b"x"]])), &["t/a/x"]);
-    sanitised(d, "item2.torrent", &wrap(multi(vec![vec![b"x.avi /../../Startup/e.exe"]])), &["t/x.avi _.._.._Startup_e.exe"]);
+    sanitised(
+        d,
+        "item1.torrent",
+        &wrap(multi(vec![vec![b"a", b"..", b"..", b"x"]])),
+        &["t/a/x"],
+    );
+    sanitised(
+        d,
+        "item2.torrent",
+        &wrap(multi(vec![vec![b"x.avi /../../Startup/e.exe"]])),
+        &["t/x.avi _.._.._Startup_e.exe"],
+    );
     sanitised(
         d,
         "item3.torrent",
-        &wrap(multi(vec![vec![b"/etc/cron.d/x"], vec![b"C:\\x"], vec![b"\\\\srv\\s"]])),
+        &wrap(multi(vec![
+            vec![b"/etc/cron.d/x"],
+            vec![b"C:\\x"],
+            vec![b"\\\\srv\\s"],
+        ])),
         &["t/_etc_cron.d_x", "t/C:_x", "t/__srv_s"],
     );
     // 4: unusable names become the info-hash.
@@ -98,7 +133,12 @@ fn metadata_and_paths() {
     sanitised(
         d,
         "item5.torrent",
-        &wrap(multi(vec![vec![b"nul\0x"], vec![b"esc\x1b"], vec![b"bad\xff"], vec!["rlo\u{202E}txt.exe".as_bytes()]])),
+        &wrap(multi(vec![
+            vec![b"nul\0x"],
+            vec![b"esc\x1b"],
+            vec![b"bad\xff"],
+            vec!["rlo\u{202E}txt.exe".as_bytes()],
+        ])),
         &["t/nul_x", "t/esc_", "t/bad_", "t/rlo_txt.exe"],
     );
     // 6: a symlink pointing outside stays inside.
@@ -106,7 +146,15 @@ fn metadata_and_paths() {
     if let Value::Dict(map) = &mut info {
         if let Some(Value::List(files)) = map.get_mut(&b"files"[..]) {
             files[0].insert("attr", "l");
-            files[0].insert("symlink path", Value::List(vec!["..".into(), "..".into(), "etc".into(), "passwd".into()]));
+            files[0].insert(
+                "symlink path",
+                Value::List(vec![
+                    "..".into(),
+                    "..".into(),
+                    "etc".into(),
+                    "passwd".into(),
+                ]),
+            );
         }
     }
     let (ok, stdout, _) = info_on(d, "item6.torrent", &wrap(info));
@@ -114,26 +162,54 @@ fn metadata_and_paths() {
     let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(json["files"][0]["symlink"], "etc/passwd");
     // 7: 10k identical paths are de-duplicated; depth over 100 is refused.
-    let (ok, stdout, _) = info_on(d, "item7a.torrent", &wrap(multi(vec![vec![&b"same"[..]]; 10_000])));
+    let (ok, stdout, _) = info_on(
+        d,
+        "item7a.torrent",
+        &wrap(multi(vec![vec![&b"same"[..]]; 10_000])),
+    );
     assert!(ok);
     let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    let unique: std::collections::HashSet<&str> =
-        json["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
+    let unique: std::collections::HashSet<&str> = json["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
     assert_eq!(unique.len(), 10_000);
-    refused(d, "item7b.torrent", &wrap(multi(vec![vec![&b"d"[..]; 101]])), "deeper than 100");
+    refused(
+        d,
+        "item7b.torrent",
+        &wrap(multi(vec![vec![&b"d"[..]; 101]])),
+        "deeper than 100",
+    );
     // 8: file and piece lengths.
-    refused(d, "item8a.torrent", &wrap(info_dict(-5, 16384)), "file length -5 is invalid");
+    refused(
+        d,
+        "item8a.torrent",
+        &wrap(info_dict(-5, 16384)),
+        "file length -5 is invalid",
+    );
     refused(d, "item8b.torrent", &wrap(info_dict(0, 16384)), "no data");
     for (i, bad) in [0i64, -1, 1 << 40].into_iter().enumerate() {
         let mut info = info_dict(10, 16384);
         info.insert("piece length", bad);
-        refused(d, &format!("item8c{i}.torrent"), &wrap(info), "piece length");
+        refused(
+            d,
+            &format!("item8c{i}.torrent"),
+            &wrap(info),
+            "piece length",
+        );
     }
     let mut info = info_dict(10, 16384);
     if let Value::Dict(map) = &mut info {
         map.remove(&b"piece length"[..]);
     }
-    refused(d, "item8d.torrent", &wrap(info), "missing key 'piece length'");
+    refused(
+        d,
+        "item8d.torrent",
+        &wrap(info),
+        "missing key 'piece length'",
+    );
     // 9: pieces not a multiple of 20, or not matching the length.
     let mut info = info_dict(100_000, 16384);
     info.insert("pieces", vec![0u8; 41]);
@@ -142,10 +218,19 @@ fn metadata_and_paths() {
     info.insert("pieces", vec![0u8; 40]);
     refused(d, "item9b.torrent", &wrap(info), "needs 7");
     // 10: oversized file, too many pieces.
-    refused(d, "item10a.torrent", &vec![b'd'; 10 * 1024 * 1024 + 1], "limit");
+    refused(
+        d,
+        "item10a.torrent",
+        &vec![b'd'; 10 * 1024 * 1024 + 1],
+        "limit",
+    );
     // A `pieces` string that claims 2^21+1 hashes in a small file: the claimed length
     // is checked against the input before anything is allocated.
-    let mut bytes = format!("d4:infod6:lengthi1e4:name1:t12:piece lengthi1e6:pieces{}:", ((1usize << 21) + 1) * 20).into_bytes();
+    let mut bytes = format!(
+        "d4:infod6:lengthi1e4:name1:t12:piece lengthi1e6:pieces{}:",
+        ((1usize << 21) + 1) * 20
+    )
+    .into_bytes();
     bytes.extend_from_slice(&[0; 100]);
     bytes.extend_from_slice(b"ee");
     refused(d, "item10b.torrent", &bytes, "runs past the end");
@@ -158,7 +243,12 @@ fn bencode() {
     let mut nested = vec![b'l'; 1024];
     nested.extend(vec![b'e'; 1024]);
     refused(d, "item11.torrent", &nested, "nesting deeper than 100");
-    refused(d, "item12a.torrent", b"99999999999999999999:x", "invalid string length");
+    refused(
+        d,
+        "item12a.torrent",
+        b"99999999999999999999:x",
+        "invalid string length",
+    );
     refused(d, "item12b.torrent", b"d4:info500:xe", "runs past the end");
     for (i, (bad, problem)) in [
         (&b"i9223372036854775808e"[..], "64 bits"),
@@ -187,7 +277,10 @@ fn bencode() {
     let offsets = (0..whole.len().min(120)).chain((120..whole.len()).step_by(37));
     for cut in offsets {
         let (ok, _, stderr) = info_on(d, "item15.torrent", &whole[..cut]);
-        assert!(!ok && stderr.lines().count() == 1 && stderr.contains("at byte"), "cut {cut}: {stderr}");
+        assert!(
+            !ok && stderr.lines().count() == 1 && stderr.contains("at byte"),
+            "cut {cut}: {stderr}"
+        );
     }
 
     // 16: unsorted and duplicate keys: the hash is over the raw bytes.
@@ -200,7 +293,10 @@ fn bencode() {
     let (ok, stdout, _) = info_on(d, "item16.torrent", &torrent);
     assert!(ok);
     let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    let want = python("import hashlib, sys\nprint(hashlib.sha1(bytes.fromhex(sys.argv[1])).hexdigest())", &[&hex(&raw)]);
+    let want = python(
+        "import hashlib, sys\nprint(hashlib.sha1(bytes.fromhex(sys.argv[1])).hexdigest())",
+        &[&hex(&raw)],
+    );
     assert_eq!(json["info_hash"], want.trim());
 }
 
@@ -211,14 +307,29 @@ fn hex(bytes: &[u8]) -> String {
 #[test]
 fn not_a_torrent_at_all() {
     let dir = tempdir();
-    let (out, _) = run_with_timeout(shoal().args(["info", "/definitely/not/here.torrent"]), Duration::from_secs(10));
+    let (out, _) = run_with_timeout(
+        shoal().args(["info", "/definitely/not/here.torrent"]),
+        Duration::from_secs(10),
+    );
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.lines().count(), 1);
-    assert!(stderr.contains("/definitely/not/here.torrent") && stderr.contains("No such file"), "{stderr}");
-    let (out, _) = run_with_timeout(shoal().args(["info"]).arg(dir.path()), Duration::from_secs(10));
+    assert!(
+        stderr.contains("/definitely/not/here.torrent") && stderr.contains("No such file"),
+        "{stderr}"
+    );
+    let (out, _) = run_with_timeout(
+        shoal().args(["info"]).arg(dir.path()),
+        Duration::from_secs(10),
+    );
     assert!(!out.status.success());
-    let (out, _) = run_with_timeout(shoal().args(["info", "magnet:?xt=urn:btih:zz"]), Duration::from_secs(10));
+    let (out, _) = run_with_timeout(
+        shoal().args(["info", "magnet:?xt=urn:btih:zz"]),
+        Duration::from_secs(10),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && stderr.contains("magnet"), "{stderr}");
+    assert!(
+        !out.status.success() && stderr.contains("magnet"),
+        "{stderr}"
+    );
 }

@@ -9,7 +9,8 @@ use std::process::Command;
 
 use common::*;
 
-const LT_INFO_HASH: &str = "import libtorrent as lt, sys\nprint(str(lt.torrent_info(sys.argv[1]).info_hashes().v1))";
+const LT_INFO_HASH: &str =
+    "import libtorrent as lt, sys\nprint(str(lt.torrent_info(sys.argv[1]).info_hashes().v1))";
 
 const LT_CREATE: &str = r#"
 import libtorrent as lt, os, sys
@@ -34,13 +35,34 @@ fn make_folder(root: &Path) {
 }
 
 fn shoal_create(path: &Path, piece: &str, out: &Path, extra: &[&str]) -> String {
-    run_ok(shoal().args(["create", path_str(path), "--no-date", "--piece-size", piece, "-o", path_str(out)]).args(extra));
-    shoal_info(path_str(out))["info_hash"].as_str().unwrap().to_owned()
+    run_ok(
+        shoal()
+            .args([
+                "create",
+                path_str(path),
+                "--no-date",
+                "--piece-size",
+                piece,
+                "-o",
+                path_str(out),
+            ])
+            .args(extra),
+    );
+    shoal_info(path_str(out))["info_hash"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 fn mktorrent(path: &Path, piece_exponent: u32, out: &Path) {
     require("mktorrent");
-    run_ok(Command::new("mktorrent").args(["-l", &piece_exponent.to_string(), "-o", path_str(out), path_str(path)]));
+    run_ok(Command::new("mktorrent").args([
+        "-l",
+        &piece_exponent.to_string(),
+        "-o",
+        path_str(out),
+        path_str(path),
+    ]));
 }
 
 fn lt_hash(torrent: &Path) -> String {
@@ -58,18 +80,28 @@ fn field(text: &str, label: &str) -> String {
 
 fn transmission_hash(torrent: &Path) -> String {
     require("transmission-show");
-    field(&run_ok(Command::new("transmission-show").arg(torrent)), "Hash:")
+    field(
+        &run_ok(Command::new("transmission-show").arg(torrent)),
+        "Hash:",
+    )
 }
 
 fn aria2_hash(torrent: &Path) -> String {
     require("aria2c");
-    field(&run_ok(Command::new("aria2c").args(["-S", path_str(torrent)])), "Info Hash:")
+    field(
+        &run_ok(Command::new("aria2c").args(["-S", path_str(torrent)])),
+        "Info Hash:",
+    )
 }
 
 /// Every reader reports `want` for `torrent`.
 fn all_clients_agree(torrent: &Path, want: &str) {
     assert_eq!(lt_hash(torrent), want, "libtorrent on {torrent:?}");
-    assert_eq!(transmission_hash(torrent), want, "transmission-show on {torrent:?}");
+    assert_eq!(
+        transmission_hash(torrent),
+        want,
+        "transmission-show on {torrent:?}"
+    );
     assert_eq!(aria2_hash(torrent), want, "aria2c -S on {torrent:?}");
 }
 
@@ -81,12 +113,23 @@ fn single_file_matches_mktorrent_and_libtorrent() {
 
     let ours = shoal_create(&file, "256K", &dir.path().join("shoal.torrent"), &[]);
     mktorrent(&file, 18, &dir.path().join("mk.torrent"));
-    assert_eq!(shoal_info(path_str(&dir.path().join("mk.torrent")))["info_hash"], ours.as_str(), "vs mktorrent");
+    assert_eq!(
+        shoal_info(path_str(&dir.path().join("mk.torrent")))["info_hash"],
+        ours.as_str(),
+        "vs mktorrent"
+    );
 
     let lt_torrent = dir.path().join("lt.torrent");
-    python(LT_CREATE, &[path_str(&file), "262144", path_str(&lt_torrent)]);
+    python(
+        LT_CREATE,
+        &[path_str(&file), "262144", path_str(&lt_torrent)],
+    );
     assert_eq!(lt_hash(&lt_torrent), ours, "libtorrent v1_only");
-    assert_eq!(shoal_info(path_str(&lt_torrent))["info_hash"], ours.as_str(), "shoal info on libtorrent's torrent");
+    assert_eq!(
+        shoal_info(path_str(&lt_torrent))["info_hash"],
+        ours.as_str(),
+        "shoal info on libtorrent's torrent"
+    );
 
     all_clients_agree(&dir.path().join("shoal.torrent"), &ours);
 }
@@ -104,7 +147,12 @@ fn folder_matches_mktorrent() {
     assert_eq!(theirs["info_hash"], ours.as_str(), "vs mktorrent");
 
     let info = shoal_info(path_str(&ours_path));
-    let files: Vec<&str> = info["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
+    let files: Vec<&str> = info["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
     assert_eq!(
         files,
         [
@@ -116,7 +164,10 @@ fn folder_matches_mktorrent() {
             "Mixed Case Folder/zz",
         ]
     );
-    assert_eq!(info["total_size"], 1_048_577 + 5 * 1_048_576 - 7 + 300_000 + 1000 + 3);
+    assert_eq!(
+        info["total_size"],
+        1_048_577 + 5 * 1_048_576 - 7 + 300_000 + 1000 + 3
+    );
     all_clients_agree(&ours_path, &ours);
 }
 
@@ -130,7 +181,11 @@ fn other_piece_sizes_and_options_are_read_by_every_client() {
         let ours = shoal_create(&root, piece, &ours_path, &[]);
         let mk = dir.path().join(format!("mk-{piece}.torrent"));
         mktorrent(&root, exponent, &mk);
-        assert_eq!(shoal_info(path_str(&mk))["info_hash"], ours.as_str(), "piece size {piece}");
+        assert_eq!(
+            shoal_info(path_str(&mk))["info_hash"],
+            ours.as_str(),
+            "piece size {piece}"
+        );
     }
     // Trackers in two tiers, private, a comment: outside the info-hash except `private`.
     let torrent = dir.path().join("full.torrent");
@@ -138,11 +193,25 @@ fn other_piece_sizes_and_options_are_read_by_every_client() {
         &root,
         "512K",
         &torrent,
-        &["-t", "http://127.0.0.1:1/announce,udp://127.0.0.1:2", "-t", "http://127.0.0.1:3/a", "--private", "--comment", "hi"],
+        &[
+            "-t",
+            "http://127.0.0.1:1/announce,udp://127.0.0.1:2",
+            "-t",
+            "http://127.0.0.1:3/a",
+            "--private",
+            "--comment",
+            "hi",
+        ],
     );
     let info = shoal_info(path_str(&torrent));
     assert_eq!(info["private"], true);
-    assert_eq!(info["trackers"], serde_json::json!([["http://127.0.0.1:1/announce", "udp://127.0.0.1:2"], ["http://127.0.0.1:3/a"]]));
+    assert_eq!(
+        info["trackers"],
+        serde_json::json!([
+            ["http://127.0.0.1:1/announce", "udp://127.0.0.1:2"],
+            ["http://127.0.0.1:3/a"]
+        ])
+    );
     all_clients_agree(&torrent, &hash);
     let shown = run_ok(Command::new("transmission-show").arg(&torrent));
     assert!(shown.contains("Private torrent"), "{shown}");
@@ -155,7 +224,13 @@ fn shoal_reads_transmission_created_torrents() {
     let root = dir.path().join("tr");
     make_folder(&root);
     let torrent = dir.path().join("tr.torrent");
-    run_ok(Command::new("transmission-create").args(["-s", "64", "-o", path_str(&torrent), path_str(&root)]));
+    run_ok(Command::new("transmission-create").args([
+        "-s",
+        "64",
+        "-o",
+        path_str(&torrent),
+        path_str(&root),
+    ]));
     let want = transmission_hash(&torrent);
     assert_eq!(shoal_info(path_str(&torrent))["info_hash"], want.as_str());
     assert_eq!(shoal_info(path_str(&torrent))["piece_length"], 65536);
@@ -170,13 +245,24 @@ fn magnet_links_are_understood_by_libtorrent_and_aria2() {
     let file = dir.path().join("m.bin");
     random_file(&file, 100_000, 9);
     let torrent = dir.path().join("m.torrent");
-    let hash = shoal_create(&file, "16K", &torrent, &["-t", "udp://127.0.0.1:9/announce"]);
-    let magnet = shoal_info(path_str(&torrent))["magnet"].as_str().unwrap().to_owned();
+    let hash = shoal_create(
+        &file,
+        "16K",
+        &torrent,
+        &["-t", "udp://127.0.0.1:9/announce"],
+    );
+    let magnet = shoal_info(path_str(&torrent))["magnet"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let parsed = python(
         "import libtorrent as lt, sys\np = lt.parse_magnet_uri(sys.argv[1])\nprint(str(p.info_hashes.v1), p.name, ' '.join(p.trackers))",
         &[&magnet],
     );
-    assert_eq!(parsed.trim(), format!("{hash} m.bin udp://127.0.0.1:9/announce"));
+    assert_eq!(
+        parsed.trim(),
+        format!("{hash} m.bin udp://127.0.0.1:9/announce")
+    );
     // And shoal reads the magnet back, base32 form included.
     assert_eq!(shoal_info(&magnet)["info_hash"], hash.as_str());
     assert_eq!(shoal_info(&magnet)["name"], "m.bin");

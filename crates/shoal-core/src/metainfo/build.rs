@@ -59,7 +59,10 @@ impl TorrentBuilder {
                     .map(|(path, length)| {
                         let mut file = Value::dict();
                         file.insert("length", *length as i64);
-                        file.insert("path", Value::List(path.iter().map(|c| Value::Bytes(c.clone())).collect()));
+                        file.insert(
+                            "path",
+                            Value::List(path.iter().map(|c| Value::Bytes(c.clone())).collect()),
+                        );
                         file
                     })
                     .collect();

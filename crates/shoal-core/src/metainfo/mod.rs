@@ -36,7 +36,11 @@ pub enum MetainfoError {
     #[error("missing key '{0}'")]
     Missing(&'static str),
     #[error("key '{key}' should be a {expected}, not a {found}")]
-    WrongType { key: &'static str, expected: Kind, found: Kind },
+    WrongType {
+        key: &'static str,
+        expected: Kind,
+        found: Kind,
+    },
     #[error("piece length {0} is not between 1 and {MAX_PIECE_LENGTH}")]
     BadPieceLength(i64),
     #[error("file length {0} is invalid")]
@@ -166,7 +170,11 @@ impl<'d, 'a> Fields<'d, 'a> {
     fn typed(&self, key: &'static str, kind: Kind) -> Result<Option<Node<'d, 'a>>, MetainfoError> {
         match self.0.get(key.as_bytes()) {
             Some(node) if node.kind() == kind => Ok(Some(node)),
-            Some(node) => Err(MetainfoError::WrongType { key, expected: kind, found: node.kind() }),
+            Some(node) => Err(MetainfoError::WrongType {
+                key,
+                expected: kind,
+                found: node.kind(),
+            }),
             None => Ok(None),
         }
     }
@@ -179,11 +187,16 @@ impl<'d, 'a> Fields<'d, 'a> {
     /// An optional text field; a value of the wrong type or invalid UTF-8 is ignored
     /// (these fields are informational and real torrents get them wrong).
     fn text(&self, key: &str) -> Option<String> {
-        self.0.get(key.as_bytes()).and_then(|n| n.as_bytes()).map(|b| String::from_utf8_lossy(b).into_owned())
+        self.0
+            .get(key.as_bytes())
+            .and_then(|n| n.as_bytes())
+            .map(|b| String::from_utf8_lossy(b).into_owned())
     }
     /// `key.utf-8` if it is present and valid, else `key`: the form BEP 3 readers prefer.
     fn utf8_preferred(&self, key: &'static str, utf8_key: &str) -> Option<Node<'d, 'a>> {
-        self.0.get(utf8_key.as_bytes()).or_else(|| self.0.get(key.as_bytes()))
+        self.0
+            .get(utf8_key.as_bytes())
+            .or_else(|| self.0.get(key.as_bytes()))
     }
 }
 
@@ -203,19 +216,37 @@ impl Metainfo {
         let info_node = top.required("info", Kind::Dict)?;
         let info_bytes = info_node.raw().to_vec();
         let info_hash = InfoHash::of_info(&info_bytes);
-        let info = parse_info(Fields(info_node.as_dict().expect("kind checked")), info_hash)?;
+        let info = parse_info(
+            Fields(info_node.as_dict().expect("kind checked")),
+            info_hash,
+        )?;
 
         let trackers = parse_trackers(&top);
         let url_list = match top.0.get(b"url-list") {
-            Some(n) if n.kind() == Kind::List => {
-                n.as_list().expect("kind checked").iter().filter_map(|u| u.as_str().map(str::to_owned)).collect()
-            }
+            Some(n) if n.kind() == Kind::List => n
+                .as_list()
+                .expect("kind checked")
+                .iter()
+                .filter_map(|u| u.as_str().map(str::to_owned))
+                .collect(),
             Some(n) => n.as_str().map(|s| vec![s.to_owned()]).unwrap_or_default(),
             None => Vec::new(),
         };
-        const KNOWN: [&[u8]; 7] =
-            [b"info", b"announce", b"announce-list", b"url-list", b"comment", b"created by", b"creation date"];
-        let extra = top.0.iter().filter(|(k, _)| !KNOWN.contains(k)).map(|(k, v)| (k.to_vec(), v.raw().to_vec())).collect();
+        const KNOWN: [&[u8]; 7] = [
+            b"info",
+            b"announce",
+            b"announce-list",
+            b"url-list",
+            b"comment",
+            b"created by",
+            b"creation date",
+        ];
+        let extra = top
+            .0
+            .iter()
+            .filter(|(k, _)| !KNOWN.contains(k))
+            .map(|(k, v)| (k.to_vec(), v.raw().to_vec()))
+            .collect();
         Ok(Metainfo {
             info_hash,
             info,
@@ -244,7 +275,10 @@ impl Metainfo {
             top.insert("announce-list", tiers_value(&self.trackers));
         }
         if !self.url_list.is_empty() {
-            top.insert("url-list", Value::List(self.url_list.iter().map(|u| u.as_str().into()).collect()));
+            top.insert(
+                "url-list",
+                Value::List(self.url_list.iter().map(|u| u.as_str().into()).collect()),
+            );
         }
         if let Some(c) = &self.comment {
             top.insert("comment", c.as_str());
@@ -270,7 +304,12 @@ impl Metainfo {
 }
 
 pub(crate) fn tiers_value(tiers: &[Vec<String>]) -> Value {
-    Value::List(tiers.iter().map(|tier| Value::List(tier.iter().map(|u| u.as_str().into()).collect())).collect())
+    Value::List(
+        tiers
+            .iter()
+            .map(|tier| Value::List(tier.iter().map(|u| u.as_str().into()).collect()))
+            .collect(),
+    )
 }
 
 /// `announce-list` if it has any usable URL, else `announce`; empty tiers and duplicate
@@ -292,7 +331,12 @@ fn parse_trackers(top: &Fields) -> Vec<Vec<String>> {
         }
     }
     if tiers.is_empty() {
-        if let Some(url) = top.0.get(b"announce").and_then(|n| n.as_str()).map(str::trim) {
+        if let Some(url) = top
+            .0
+            .get(b"announce")
+            .and_then(|n| n.as_str())
+            .map(str::trim)
+        {
             if !url.is_empty() {
                 tiers.push(vec![url.to_owned()]);
             }
@@ -312,13 +356,18 @@ fn parse_length(node: Option<Node>) -> Result<u64, MetainfoError> {
 }
 
 fn parse_info(info: Fields, info_hash: InfoHash) -> Result<Info, MetainfoError> {
-    let piece_length = info.int("piece length")?.ok_or(MetainfoError::Missing("piece length"))?;
+    let piece_length = info
+        .int("piece length")?
+        .ok_or(MetainfoError::Missing("piece length"))?;
     if piece_length <= 0 || piece_length as u64 > MAX_PIECE_LENGTH {
         return Err(MetainfoError::BadPieceLength(piece_length));
     }
     let piece_length = piece_length as u32;
 
-    let pieces = info.required("pieces", Kind::Bytes)?.as_bytes().expect("kind checked");
+    let pieces = info
+        .required("pieces", Kind::Bytes)?
+        .as_bytes()
+        .expect("kind checked");
     if pieces.len() % 20 != 0 {
         return Err(MetainfoError::PiecesNotMultipleOf20(pieces.len()));
     }
@@ -345,8 +394,19 @@ fn parse_info(info: Fields, info_hash: InfoHash) -> Result<Info, MetainfoError> 
         }
         None => {
             let length = parse_length(info.0.get(b"length"))?;
-            let attr = info.0.get(b"attr").and_then(|a| a.as_bytes()).map(FileAttr::parse).unwrap_or_default();
-            files.push(FileEntry { path: vec![name.clone()], length, offset: 0, attr, symlink_target: None });
+            let attr = info
+                .0
+                .get(b"attr")
+                .and_then(|a| a.as_bytes())
+                .map(FileAttr::parse)
+                .unwrap_or_default();
+            files.push(FileEntry {
+                path: vec![name.clone()],
+                length,
+                offset: 0,
+                attr,
+                symlink_target: None,
+            });
             false
         }
     };
@@ -354,7 +414,9 @@ fn parse_info(info: Fields, info_hash: InfoHash) -> Result<Info, MetainfoError> 
     let mut offset = 0u64;
     for file in &mut files {
         file.offset = offset;
-        offset = offset.checked_add(file.length).ok_or(MetainfoError::TotalOverflow)?;
+        offset = offset
+            .checked_add(file.length)
+            .ok_or(MetainfoError::TotalOverflow)?;
     }
     let total_length = offset;
     if total_length == 0 {
@@ -362,11 +424,17 @@ fn parse_info(info: Fields, info_hash: InfoHash) -> Result<Info, MetainfoError> 
     }
     let expected = total_length.div_ceil(u64::from(piece_length));
     if expected != (pieces.len() / 20) as u64 {
-        return Err(MetainfoError::PieceCountMismatch { expected, found: pieces.len() / 20 });
+        return Err(MetainfoError::PieceCountMismatch {
+            expected,
+            found: pieces.len() / 20,
+        });
     }
 
     if multi_file {
-        let mut paths: Vec<Vec<String>> = files.iter_mut().map(|f| std::mem::take(&mut f.path)).collect();
+        let mut paths: Vec<Vec<String>> = files
+            .iter_mut()
+            .map(|f| std::mem::take(&mut f.path))
+            .collect();
         path::dedup(&mut paths);
         for (file, mut p) in files.iter_mut().zip(paths) {
             p.insert(0, name.clone());
@@ -405,19 +473,32 @@ fn parse_file_entry(entry: Node, index: usize, name: &str) -> Result<FileEntry, 
         found: entry.kind(),
     })?);
     let length = parse_length(fields.0.get(b"length"))?;
-    let path_node = fields.utf8_preferred("path", "path.utf-8").ok_or(MetainfoError::Missing("path"))?;
+    let path_node = fields
+        .utf8_preferred("path", "path.utf-8")
+        .ok_or(MetainfoError::Missing("path"))?;
     let mut path = path_components(path_node)?;
     if path.is_empty() {
         // Every element was unusable: give the file a name that cannot clash with a
         // sanitised one for long (dedup settles any remaining clash).
         path.push(format!("{name}.file{index}"));
     }
-    let attr = fields.0.get(b"attr").and_then(|a| a.as_bytes()).map(FileAttr::parse).unwrap_or_default();
+    let attr = fields
+        .0
+        .get(b"attr")
+        .and_then(|a| a.as_bytes())
+        .map(FileAttr::parse)
+        .unwrap_or_default();
     let symlink_target = match (attr.symlink, fields.0.get(b"symlink path")) {
         (true, Some(target)) => Some(path_components(target)?).filter(|t| !t.is_empty()),
         _ => None,
     };
-    Ok(FileEntry { path, length, offset: 0, attr, symlink_target })
+    Ok(FileEntry {
+        path,
+        length,
+        offset: 0,
+        attr,
+        symlink_target,
+    })
 }
 
 #[cfg(test)]

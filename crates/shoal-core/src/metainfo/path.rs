@@ -29,7 +29,12 @@ fn is_forbidden(c: char) -> bool {
 
 /// Names that Windows treats as devices whatever the extension.
 fn is_reserved(name: &str) -> bool {
-    let stem = name.split('.').next().unwrap_or("").trim_end().to_ascii_uppercase();
+    let stem = name
+        .split('.')
+        .next()
+        .unwrap_or("")
+        .trim_end()
+        .to_ascii_uppercase();
     matches!(stem.as_str(), "CON" | "PRN" | "AUX" | "NUL")
         || ((stem.starts_with("COM") || stem.starts_with("LPT"))
             && stem.len() == 4
@@ -68,7 +73,10 @@ pub fn sanitize_component(raw: &[u8]) -> Option<String> {
 
 /// Sanitises a list of elements, dropping the unusable ones.
 pub fn sanitize_path<'a>(elements: impl IntoIterator<Item = &'a [u8]>) -> Vec<String> {
-    elements.into_iter().filter_map(sanitize_component).collect()
+    elements
+        .into_iter()
+        .filter_map(sanitize_component)
+        .collect()
 }
 
 fn hash_step(prefix: u64, component: &str) -> u64 {
@@ -140,7 +148,10 @@ mod tests {
         assert_eq!(s(".."), None);
         assert_eq!(s("."), None);
         assert_eq!(s(""), None);
-        assert_eq!(s("x.avi /../../Startup/e.exe").as_deref(), Some("x.avi _.._.._Startup_e.exe"));
+        assert_eq!(
+            s("x.avi /../../Startup/e.exe").as_deref(),
+            Some("x.avi _.._.._Startup_e.exe")
+        );
         assert_eq!(s("/etc/cron.d/x").as_deref(), Some("_etc_cron.d_x"));
         assert_eq!(s("C:\\x").as_deref(), Some("C:_x"));
         assert_eq!(s("\\\\srv\\s").as_deref(), Some("__srv_s"));
@@ -156,7 +167,9 @@ mod tests {
 
     #[test]
     fn dedup_renames_clashes_linearly() {
-        let mut paths: Vec<Vec<String>> = (0..10_000).map(|_| vec!["a".into(), "x.txt".into()]).collect();
+        let mut paths: Vec<Vec<String>> = (0..10_000)
+            .map(|_| vec!["a".into(), "x.txt".into()])
+            .collect();
         dedup(&mut paths);
         let unique: HashSet<_> = paths.iter().collect();
         assert_eq!(unique.len(), 10_000);
@@ -166,8 +179,17 @@ mod tests {
 
     #[test]
     fn dedup_file_versus_directory() {
-        let mut paths = vec![vec!["a".to_string()], vec!["a".to_string(), "b".to_string()]];
+        let mut paths = vec![
+            vec!["a".to_string()],
+            vec!["a".to_string(), "b".to_string()],
+        ];
         dedup(&mut paths);
-        assert_eq!(paths, [vec!["a.1".to_string()], vec!["a".to_string(), "b".to_string()]]);
+        assert_eq!(
+            paths,
+            [
+                vec!["a.1".to_string()],
+                vec!["a".to_string(), "b".to_string()]
+            ]
+        );
     }
 }

@@ -20,7 +20,10 @@ fn info(files: Option<Vec<Value>>, total: i64, piece_length: i64) -> Value {
 fn file(path: &[&[u8]], length: i64) -> Value {
     let mut f = Value::dict();
     f.insert("length", length);
-    f.insert("path", Value::List(path.iter().map(|c| Value::Bytes(c.to_vec())).collect()));
+    f.insert(
+        "path",
+        Value::List(path.iter().map(|c| Value::Bytes(c.to_vec())).collect()),
+    );
     f
 }
 
@@ -42,33 +45,57 @@ fn paths(m: &Metainfo) -> Vec<String> {
 #[test]
 fn single_and_multi_file() {
     let m = parse(info(None, 100_000, 16384)).unwrap();
-    assert_eq!((m.info.piece_count(), m.info.total_length, m.info.multi_file), (7, 100_000, false));
+    assert_eq!(
+        (m.info.piece_count(), m.info.total_length, m.info.multi_file),
+        (7, 100_000, false)
+    );
     assert_eq!(m.info.piece_size(6), 100_000 - 6 * 16384);
     assert_eq!(paths(&m), ["test"]);
     assert_eq!(m.trackers, [["http://127.0.0.1:1/announce"]]);
 
-    let files = vec![file(&[b"a", b"b.bin"], 20_000), file(&[b"empty"], 0), file(&[b"c"], 30_000)];
+    let files = vec![
+        file(&[b"a", b"b.bin"], 20_000),
+        file(&[b"empty"], 0),
+        file(&[b"c"], 30_000),
+    ];
     let m = parse(info(Some(files), 50_000, 16384)).unwrap();
     assert_eq!(paths(&m), ["test/a/b.bin", "test/empty", "test/c"]);
-    assert_eq!(m.info.files.iter().map(|f| f.offset).collect::<Vec<_>>(), [0, 20_000, 20_000]);
+    assert_eq!(
+        m.info.files.iter().map(|f| f.offset).collect::<Vec<_>>(),
+        [0, 20_000, 20_000]
+    );
 }
 
 #[test]
 fn item1_dot_dot_components_are_dropped() {
-    let m = parse(info(Some(vec![file(&[b"a", b"..", b"..", b"x"], 10)]), 10, 16384)).unwrap();
+    let m = parse(info(
+        Some(vec![file(&[b"a", b"..", b"..", b"x"], 10)]),
+        10,
+        16384,
+    ))
+    .unwrap();
     assert_eq!(paths(&m), ["test/a/x"]);
 }
 
 #[test]
 fn item2_separators_inside_an_element() {
-    let m = parse(info(Some(vec![file(&[b"x.avi /../../Startup/e.exe"], 10)]), 10, 16384)).unwrap();
+    let m = parse(info(
+        Some(vec![file(&[b"x.avi /../../Startup/e.exe"], 10)]),
+        10,
+        16384,
+    ))
+    .unwrap();
     assert_eq!(paths(&m), ["test/x.avi _.._.._Startup_e.exe"]);
     assert_eq!(m.info.files[0].path.len(), 2);
 }
 
 #[test]
 fn item3_absolute_paths_become_relative() {
-    for (raw, want) in [(&b"/etc/cron.d/x"[..], "_etc_cron.d_x"), (b"C:\\x", "C:_x"), (b"\\\\srv\\s", "__srv_s")] {
+    for (raw, want) in [
+        (&b"/etc/cron.d/x"[..], "_etc_cron.d_x"),
+        (b"C:\\x", "C:_x"),
+        (b"\\\\srv\\s", "__srv_s"),
+    ] {
         let mut i = info(None, 10, 16384);
         i.insert("name", raw);
         assert_eq!(paths(&parse(i).unwrap()), [want]);
@@ -97,12 +124,20 @@ fn item4_unusable_names_become_the_info_hash() {
 #[test]
 fn item5_control_characters_invalid_utf8_and_bidi() {
     let m = parse(info(
-        Some(vec![file(&[b"a\0b"], 1), file(&[b"\x1b[31mred"], 1), file(&[b"bad\xff\xfe"], 1), file(&["x\u{202E}fdp.exe".as_bytes()], 1)]),
+        Some(vec![
+            file(&[b"a\0b"], 1),
+            file(&[b"\x1b[31mred"], 1),
+            file(&[b"bad\xff\xfe"], 1),
+            file(&["x\u{202E}fdp.exe".as_bytes()], 1),
+        ]),
         4,
         16384,
     ))
     .unwrap();
-    assert_eq!(paths(&m), ["test/a_b", "test/_[31mred", "test/bad__", "test/x_fdp.exe"]);
+    assert_eq!(
+        paths(&m),
+        ["test/a_b", "test/_[31mred", "test/bad__", "test/x_fdp.exe"]
+    );
 }
 
 #[test]
@@ -117,16 +152,32 @@ fn name_utf8_is_preferred() {
 fn item6_symlink_targets_stay_inside() {
     let mut link = file(&[b"link"], 0);
     link.insert("attr", "l");
-    link.insert("symlink path", Value::List(vec!["..".into(), "..".into(), "etc".into(), "passwd".into()]));
+    link.insert(
+        "symlink path",
+        Value::List(vec![
+            "..".into(),
+            "..".into(),
+            "etc".into(),
+            "passwd".into(),
+        ]),
+    );
     let m = parse(info(Some(vec![link, file(&[b"data"], 10)]), 10, 16384)).unwrap();
     let entry = &m.info.files[0];
     assert!(entry.attr.symlink);
-    assert_eq!(entry.symlink_target.as_deref(), Some(&["etc".to_string(), "passwd".to_string()][..]));
+    assert_eq!(
+        entry.symlink_target.as_deref(),
+        Some(&["etc".to_string(), "passwd".to_string()][..])
+    );
 
     let mut escape_only = file(&[b"link2"], 0);
     escape_only.insert("attr", "l");
     escape_only.insert("symlink path", Value::List(vec!["..".into()]));
-    let m = parse(info(Some(vec![escape_only, file(&[b"data"], 10)]), 10, 16384)).unwrap();
+    let m = parse(info(
+        Some(vec![escape_only, file(&[b"data"], 10)]),
+        10,
+        16384,
+    ))
+    .unwrap();
     assert_eq!(m.info.files[0].symlink_target, None);
 }
 
@@ -138,16 +189,29 @@ fn item7_identical_paths_and_deep_paths() {
     assert_eq!(unique.len(), 10_000);
 
     let deep: Vec<&[u8]> = vec![b"d"; 101];
-    assert_eq!(parse(info(Some(vec![file(&deep, 1)]), 1, 16384)), Err(MetainfoError::PathTooDeep));
+    assert_eq!(
+        parse(info(Some(vec![file(&deep, 1)]), 1, 16384)),
+        Err(MetainfoError::PathTooDeep)
+    );
     let ok: Vec<&[u8]> = vec![b"d"; 100];
     assert!(parse(info(Some(vec![file(&ok, 1)]), 1, 16384)).is_ok());
 }
 
 #[test]
 fn item8_bad_lengths() {
-    assert_eq!(parse(info(None, -1, 16384)).unwrap_err(), MetainfoError::BadFileLength(-1));
-    assert_eq!(parse(info(None, 0, 16384)).unwrap_err(), MetainfoError::Empty);
-    let big = vec![file(&[b"a"], i64::MAX), file(&[b"b"], i64::MAX), file(&[b"c"], 2)];
+    assert_eq!(
+        parse(info(None, -1, 16384)).unwrap_err(),
+        MetainfoError::BadFileLength(-1)
+    );
+    assert_eq!(
+        parse(info(None, 0, 16384)).unwrap_err(),
+        MetainfoError::Empty
+    );
+    let big = vec![
+        file(&[b"a"], i64::MAX),
+        file(&[b"b"], i64::MAX),
+        file(&[b"c"], 2),
+    ];
     let mut i = info(Some(big), 1, 16384);
     i.insert("pieces", vec![0u8; 20]);
     assert_eq!(parse(i).unwrap_err(), MetainfoError::TotalOverflow);
@@ -160,34 +224,58 @@ fn item8_bad_lengths() {
     if let Value::Dict(map) = &mut i {
         map.remove(&b"piece length"[..]);
     }
-    assert_eq!(parse(i).unwrap_err(), MetainfoError::Missing("piece length"));
+    assert_eq!(
+        parse(i).unwrap_err(),
+        MetainfoError::Missing("piece length")
+    );
     let mut i = info(None, 10, 16384);
     i.insert("length", "ten");
-    assert!(matches!(parse(i).unwrap_err(), MetainfoError::WrongType { key: "length", .. }));
+    assert!(matches!(
+        parse(i).unwrap_err(),
+        MetainfoError::WrongType { key: "length", .. }
+    ));
 }
 
 #[test]
 fn item9_pieces_must_match() {
     let mut i = info(None, 100_000, 16384);
     i.insert("pieces", vec![0u8; 7 * 20 + 1]);
-    assert_eq!(parse(i).unwrap_err(), MetainfoError::PiecesNotMultipleOf20(141));
+    assert_eq!(
+        parse(i).unwrap_err(),
+        MetainfoError::PiecesNotMultipleOf20(141)
+    );
     let mut i = info(None, 100_000, 16384);
     i.insert("pieces", vec![0u8; 6 * 20]);
-    assert_eq!(parse(i).unwrap_err(), MetainfoError::PieceCountMismatch { expected: 7, found: 6 });
+    assert_eq!(
+        parse(i).unwrap_err(),
+        MetainfoError::PieceCountMismatch {
+            expected: 7,
+            found: 6
+        }
+    );
 }
 
 #[test]
 fn item10_size_limits_come_first() {
     let huge = vec![b'x'; MAX_TORRENT_SIZE + 1];
-    assert_eq!(Metainfo::from_bytes(&huge).unwrap_err(), MetainfoError::TooLarge(MAX_TORRENT_SIZE + 1));
+    assert_eq!(
+        Metainfo::from_bytes(&huge).unwrap_err(),
+        MetainfoError::TooLarge(MAX_TORRENT_SIZE + 1)
+    );
     // 2^21 + 1 pieces of 16 KiB: under the byte limit but over the piece limit.
     let count = MAX_PIECES + 1;
     let mut i = info(None, 1, 16384);
     i.insert("pieces", vec![0u8; count * 20]);
     i.insert("length", count as i64 * 16384);
     let bytes = torrent(i);
-    assert!(bytes.len() > MAX_TORRENT_SIZE, "sanity: this one is refused by size");
-    assert_eq!(Metainfo::from_bytes(&bytes).unwrap_err(), MetainfoError::TooLarge(bytes.len()));
+    assert!(
+        bytes.len() > MAX_TORRENT_SIZE,
+        "sanity: this one is refused by size"
+    );
+    assert_eq!(
+        Metainfo::from_bytes(&bytes).unwrap_err(),
+        MetainfoError::TooLarge(bytes.len())
+    );
     let mut i = info(None, 1, 1);
     i.insert("pieces", vec![0u8; 400_001 * 20]);
     i.insert("length", 400_001i64);
@@ -199,8 +287,18 @@ fn item10_size_limits_come_first() {
 fn item11_to_14_bencode_errors_surface() {
     let mut deep = vec![b'l'; 1024];
     deep.extend(vec![b'e'; 1024]);
-    assert!(matches!(Metainfo::from_bytes(&deep), Err(MetainfoError::Bencode(_))));
-    for bad in [&b"99999999999999999999:x"[..], b"d4:infoi9223372036854775808ee", b"i-e", b"i01e", b"i-0e", b"i12"] {
+    assert!(matches!(
+        Metainfo::from_bytes(&deep),
+        Err(MetainfoError::Bencode(_))
+    ));
+    for bad in [
+        &b"99999999999999999999:x"[..],
+        b"d4:infoi9223372036854775808ee",
+        b"i-e",
+        b"i01e",
+        b"i-0e",
+        b"i12",
+    ] {
         let err = Metainfo::from_bytes(bad).unwrap_err();
         assert!(matches!(err, MetainfoError::Bencode(_)), "{bad:?}: {err}");
         assert!(err.to_string().contains("at byte"), "{err}");
@@ -213,7 +311,10 @@ fn item15_every_truncation_fails_cleanly() {
     let bytes = torrent(info(Some(files), 50_000, 16384));
     assert!(Metainfo::from_bytes(&bytes).is_ok());
     for cut in 0..bytes.len() {
-        assert!(Metainfo::from_bytes(&bytes[..cut]).is_err(), "prefix of {cut} bytes parsed");
+        assert!(
+            Metainfo::from_bytes(&bytes[..cut]).is_err(),
+            "prefix of {cut} bytes parsed"
+        );
     }
 }
 
@@ -229,7 +330,16 @@ fn item16_info_hash_is_over_raw_bytes() {
     bytes.push(b'e');
     let m = Metainfo::from_bytes(&bytes).unwrap();
     assert_eq!(m.info_hash, InfoHash::of_info(&raw_info));
-    assert_ne!(m.info_hash, InfoHash::of_info(&decode(&raw_info, Limits::default()).unwrap().root().to_value().to_bytes()));
+    assert_ne!(
+        m.info_hash,
+        InfoHash::of_info(
+            &decode(&raw_info, Limits::default())
+                .unwrap()
+                .root()
+                .to_value()
+                .to_bytes()
+        )
+    );
     assert_eq!(m.info.name, "b", "the first of duplicate keys wins");
     assert_eq!(m.info_bytes, raw_info);
 }
@@ -244,7 +354,11 @@ fn trackers_tiers_private_and_unknown_keys() {
     t.insert(
         "announce-list",
         Value::List(vec![
-            Value::List(vec!["udp://a:1".into(), "http://b/announce".into(), Value::Int(3)]),
+            Value::List(vec![
+                "udp://a:1".into(),
+                "http://b/announce".into(),
+                Value::Int(3),
+            ]),
             Value::List(vec![]),
             Value::List(vec!["udp://a:1".into(), "http://c/announce".into()]),
         ]),
@@ -256,10 +370,19 @@ fn trackers_tiers_private_and_unknown_keys() {
     let bytes = t.to_bytes();
     let m = Metainfo::from_bytes(&bytes).unwrap();
     assert!(m.info.private);
-    assert_eq!(m.trackers, vec![vec!["udp://a:1", "http://b/announce"], vec!["http://c/announce"]]);
+    assert_eq!(
+        m.trackers,
+        vec![
+            vec!["udp://a:1", "http://b/announce"],
+            vec!["http://c/announce"]
+        ]
+    );
     assert_eq!(m.url_list, ["http://seed/file"]);
     assert_eq!(m.comment.as_deref(), Some("hello"));
-    assert_eq!(m.extra.get(&b"x-custom"[..]).map(Vec::as_slice), Some(&b"li1ee"[..]));
+    assert_eq!(
+        m.extra.get(&b"x-custom"[..]).map(Vec::as_slice),
+        Some(&b"li1ee"[..])
+    );
     let again = Metainfo::from_bytes(&m.to_bytes()).unwrap();
     assert_eq!(again.info_hash, m.info_hash);
     assert_eq!(again.extra, m.extra);
@@ -270,7 +393,12 @@ fn trackers_tiers_private_and_unknown_keys() {
 fn padding_files_count_in_the_layout() {
     let mut pad = file(&[b".pad", b"16374"], 16374);
     pad.insert("attr", "p");
-    let m = parse(info(Some(vec![file(&[b"a"], 10), pad, file(&[b"b"], 100)]), 16484, 16384)).unwrap();
+    let m = parse(info(
+        Some(vec![file(&[b"a"], 10), pad, file(&[b"b"], 100)]),
+        16484,
+        16384,
+    ))
+    .unwrap();
     assert!(m.info.files[1].attr.padding);
     assert_eq!(m.info.files[2].offset, 16384);
     assert_eq!(m.info.piece_count(), 2);
@@ -280,7 +408,10 @@ fn padding_files_count_in_the_layout() {
 fn builder_round_trip() {
     let builder = TorrentBuilder {
         name: b"folder".to_vec(),
-        files: Some(vec![(vec![b"a".to_vec(), b"b".to_vec()], 5), (vec![b"c".to_vec()], 0)]),
+        files: Some(vec![
+            (vec![b"a".to_vec(), b"b".to_vec()], 5),
+            (vec![b"c".to_vec()], 0),
+        ]),
         piece_length: 16384,
         pieces: vec![7u8; 20],
         private: true,
@@ -297,6 +428,15 @@ fn builder_round_trip() {
     assert!(m.info.private);
     assert_eq!(m.info.piece_hash(0), Some([7u8; 20]));
     assert_eq!(m.info.piece_hash(1), None);
-    assert_eq!((m.created_by.as_deref(), m.creation_date), (Some("shoal"), Some(5)));
-    assert_eq!(m.magnet().to_string(), format!("magnet:?xt=urn:btih:{}&dn=folder&tr=http%3A%2F%2Ft%2Fannounce&tr=udp%3A%2F%2Fu%3A1", m.info_hash));
+    assert_eq!(
+        (m.created_by.as_deref(), m.creation_date),
+        (Some("shoal"), Some(5))
+    );
+    assert_eq!(
+        m.magnet().to_string(),
+        format!(
+            "magnet:?xt=urn:btih:{}&dn=folder&tr=http%3A%2F%2Ft%2Fannounce&tr=udp%3A%2F%2Fu%3A1",
+            m.info_hash
+        )
+    );
 }

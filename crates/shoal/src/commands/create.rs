@@ -56,9 +56,16 @@ pub struct Args {
 fn tracker_tiers(urls: &[String]) -> Result<Vec<Vec<String>>> {
     let mut tiers = Vec::new();
     for group in urls {
-        let tier: Vec<String> = group.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect();
+        let tier: Vec<String> = group
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+            .collect();
         for url in &tier {
-            let scheme_ok = ["http://", "https://", "udp://"].iter().any(|s| url.to_ascii_lowercase().starts_with(s));
+            let scheme_ok = ["http://", "https://", "udp://"]
+                .iter()
+                .any(|s| url.to_ascii_lowercase().starts_with(s));
             if !scheme_ok {
                 bail!("tracker URL '{url}' must start with http://, https:// or udp://");
             }
@@ -71,14 +78,19 @@ fn tracker_tiers(urls: &[String]) -> Result<Vec<Vec<String>>> {
 }
 
 /// Hashes `scanned`, drawing a progress bar on standard error when it is a terminal.
-pub fn hash_with_progress(scanned: &Scanned, options: &CreateOptions) -> Result<(TorrentBuilder, Duration)> {
+pub fn hash_with_progress(
+    scanned: &Scanned,
+    options: &CreateOptions,
+) -> Result<(TorrentBuilder, Duration)> {
     let progress = AtomicU64::new(0);
     let bar = if std::io::stderr().is_terminal() {
         let bar = ProgressBar::new(scanned.total_length);
         bar.set_style(
-            ProgressStyle::with_template("hashing {bar:40.cyan/blue} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}")
-                .expect("valid template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "hashing {bar:40.cyan/blue} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
         );
         bar
     } else {
@@ -101,37 +113,68 @@ pub fn hash_with_progress(scanned: &Scanned, options: &CreateOptions) -> Result<
 /// interrupted write never leaves a truncated torrent behind.
 fn write_atomically(path: &Path, bytes: &[u8], force: bool) -> Result<()> {
     if !force && path.exists() {
-        bail!("{}: already exists (use --force to overwrite)", path.display());
+        bail!(
+            "{}: already exists (use --force to overwrite)",
+            path.display()
+        );
     }
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.tmp{}", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(), std::process::id()));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
     std::fs::write(&tmp, bytes).with_context(|| format!("{}: cannot write", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot write", path.display())).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("{}: cannot write", path.display()))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
 }
 
 pub fn run(args: Args) -> Result<()> {
     let trackers = tracker_tiers(&args.trackers)?;
-    let piece_length = args.piece_size.map(shoal_storage::check_piece_length).transpose()?;
+    let piece_length = args
+        .piece_size
+        .map(shoal_storage::check_piece_length)
+        .transpose()?;
     let scanned = shoal_storage::scan(&args.path)?;
     for skipped in &scanned.skipped {
-        eprintln!("shoal: skipping {}: {}", skipped.path.display(), skipped.reason);
+        eprintln!(
+            "shoal: skipping {}: {}",
+            skipped.path.display(),
+            skipped.reason
+        );
     }
-    let options = CreateOptions { piece_length, threads: args.threads.unwrap_or(0) };
+    let options = CreateOptions {
+        piece_length,
+        threads: args.threads.unwrap_or(0),
+    };
     let (mut builder, elapsed) = hash_with_progress(&scanned, &options)?;
     builder.private = args.private;
     builder.trackers = trackers;
     builder.comment = args.comment;
     builder.created_by = Some(concat!("shoal/", env!("CARGO_PKG_VERSION")).to_owned());
     if !args.no_date {
-        builder.creation_date = SystemTime::now().duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs() as i64);
+        builder.creation_date = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_secs() as i64);
     }
     let bytes = builder.to_bytes();
-    let metainfo = Metainfo::from_bytes(&bytes).context("the torrent just built does not parse (a bug)")?;
-    let output = args
-        .output
-        .unwrap_or_else(|| PathBuf::from(format!("{}.torrent", String::from_utf8_lossy(&scanned.name))));
+    let metainfo =
+        Metainfo::from_bytes(&bytes).context("the torrent just built does not parse (a bug)")?;
+    let output = args.output.unwrap_or_else(|| {
+        PathBuf::from(format!(
+            "{}.torrent",
+            String::from_utf8_lossy(&scanned.name)
+        ))
+    });
     write_atomically(&output, &bytes, args.force)?;
 
     let secs = elapsed.as_secs_f64().max(1e-9);
@@ -170,8 +213,12 @@ mod tests {
 
     #[test]
     fn tiers_from_flags() {
-        let tiers = tracker_tiers(&["http://a/announce,udp://b:1".into(), "https://c/x".into()]).unwrap();
-        assert_eq!(tiers, vec![vec!["http://a/announce", "udp://b:1"], vec!["https://c/x"]]);
+        let tiers =
+            tracker_tiers(&["http://a/announce,udp://b:1".into(), "https://c/x".into()]).unwrap();
+        assert_eq!(
+            tiers,
+            vec![vec!["http://a/announce", "udp://b:1"], vec!["https://c/x"]]
+        );
         assert!(tracker_tiers(&["ftp://x".into()]).is_err());
     }
 }

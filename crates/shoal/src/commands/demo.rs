@@ -44,15 +44,26 @@ pub fn run(args: Args) -> Result<()> {
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
     let file = dir.join("sample.bin");
-    eprintln!("shoal demo: writing {} of sample data to {}", format_size(args.size), file.display());
-    let mut out = std::io::BufWriter::new(
-        std::fs::File::create(&file).with_context(|| format!("{}: cannot create", file.display()))?,
+    eprintln!(
+        "shoal demo: writing {} of sample data to {}",
+        format_size(args.size),
+        file.display()
     );
-    sample_data(args.size, &mut out).and_then(|()| out.flush()).with_context(|| format!("{}: cannot write", file.display()))?;
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(&file)
+            .with_context(|| format!("{}: cannot create", file.display()))?,
+    );
+    sample_data(args.size, &mut out)
+        .and_then(|()| out.flush())
+        .with_context(|| format!("{}: cannot write", file.display()))?;
     drop(out);
 
     let torrent = dir.join("sample.bin.torrent");
-    eprintln!("shoal demo: shoal create {} -o {}", file.display(), torrent.display());
+    eprintln!(
+        "shoal demo: shoal create {} -o {}",
+        file.display(),
+        torrent.display()
+    );
     super::create::run(super::create::Args {
         path: file,
         output: Some(torrent.clone()),
@@ -66,7 +77,10 @@ pub fn run(args: Args) -> Result<()> {
         json: false,
     })?;
     eprintln!("shoal demo: shoal info {}", torrent.display());
-    super::info::run(super::info::Args { torrent: torrent.display().to_string(), json: false })?;
+    super::info::run(super::info::Args {
+        torrent: torrent.display().to_string(),
+        json: false,
+    })?;
     eprintln!("shoal demo: done; files are in {}", dir.display());
     Ok(())
 }

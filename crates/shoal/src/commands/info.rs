@@ -28,7 +28,10 @@ pub struct Args {
 pub fn load_torrent(path: &Path) -> Result<Metainfo> {
     let name = path.display();
     let file = std::fs::File::open(path).with_context(|| format!("{name}: cannot open"))?;
-    let size = file.metadata().with_context(|| format!("{name}: cannot read"))?.len();
+    let size = file
+        .metadata()
+        .with_context(|| format!("{name}: cannot read"))?
+        .len();
     if !file.metadata().map(|m| m.is_file()).unwrap_or(false) {
         bail!("{name}: not a regular file");
     }
@@ -36,7 +39,9 @@ pub fn load_torrent(path: &Path) -> Result<Metainfo> {
         bail!("{name}: {size} bytes is more than the {MAX_TORRENT_SIZE}-byte limit for a .torrent file");
     }
     let mut bytes = Vec::with_capacity(size as usize);
-    file.take(MAX_TORRENT_SIZE as u64 + 1).read_to_end(&mut bytes).with_context(|| format!("{name}: cannot read"))?;
+    file.take(MAX_TORRENT_SIZE as u64 + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("{name}: cannot read"))?;
     Metainfo::from_bytes(&bytes).with_context(|| format!("{name}: not a valid torrent"))
 }
 
@@ -80,9 +85,19 @@ fn torrent_text(m: &Metainfo) -> String {
     let mut line = |label: &str, value: &str| out.push_str(&format!("{label:<14} {value}\n"));
     line("name:", &m.info.name);
     line("info-hash:", &m.info_hash.to_hex());
-    line("piece length:", &format_size(u64::from(m.info.piece_length)));
+    line(
+        "piece length:",
+        &format_size(u64::from(m.info.piece_length)),
+    );
     line("pieces:", &m.info.piece_count().to_string());
-    line("total size:", &format!("{} ({} bytes)", format_size(m.info.total_length), m.info.total_length));
+    line(
+        "total size:",
+        &format!(
+            "{} ({} bytes)",
+            format_size(m.info.total_length),
+            m.info.total_length
+        ),
+    );
     line("private:", if m.info.private { "yes" } else { "no" });
     if let Some(by) = &m.created_by {
         line("created by:", by);
@@ -94,7 +109,10 @@ fn torrent_text(m: &Metainfo) -> String {
         line("comment:", comment);
     }
     for (i, tier) in m.trackers.iter().enumerate() {
-        line(if i == 0 { "trackers:" } else { "" }, &format!("tier {}: {}", i + 1, tier.join(" ")));
+        line(
+            if i == 0 { "trackers:" } else { "" },
+            &format!("tier {}: {}", i + 1, tier.join(" ")),
+        );
     }
     if m.trackers.is_empty() {
         line("trackers:", "none");
@@ -106,7 +124,11 @@ fn torrent_text(m: &Metainfo) -> String {
     let files: Vec<_> = m.info.files.iter().filter(|f| !f.attr.padding).collect();
     out.push_str(&format!("files ({}):\n", files.len()));
     for f in files {
-        let link = f.symlink_target.as_ref().map(|t| format!(" -> {}", t.join("/"))).unwrap_or_default();
+        let link = f
+            .symlink_target
+            .as_ref()
+            .map(|t| format!(" -> {}", t.join("/")))
+            .unwrap_or_default();
         out.push_str(&format!("  {:>12}  {}{link}\n", f.length, f.display_path()));
     }
     out
@@ -127,10 +149,19 @@ fn magnet_json(m: &Magnet) -> Value {
 }
 
 fn magnet_text(m: &Magnet) -> String {
-    let mut out = format!("name:          {}\n", m.name.as_deref().unwrap_or("(unknown until the metadata is fetched)"));
+    let mut out = format!(
+        "name:          {}\n",
+        m.name
+            .as_deref()
+            .unwrap_or("(unknown until the metadata is fetched)")
+    );
     out.push_str(&format!("info-hash:     {}\n", m.info_hash));
     for (i, t) in m.trackers.iter().enumerate() {
-        out.push_str(&format!("{:<14} tier {}: {t}\n", if i == 0 { "trackers:" } else { "" }, i + 1));
+        out.push_str(&format!(
+            "{:<14} tier {}: {t}\n",
+            if i == 0 { "trackers:" } else { "" },
+            i + 1
+        ));
     }
     for p in &m.peers {
         out.push_str(&format!("peer:          {p}\n"));
@@ -140,7 +171,11 @@ fn magnet_text(m: &Magnet) -> String {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let text = if args.torrent.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("magnet:")) {
+    let text = if args
+        .torrent
+        .get(..7)
+        .is_some_and(|p| p.eq_ignore_ascii_case("magnet:"))
+    {
         let magnet: Magnet = args.torrent.parse().context("not a valid magnet link")?;
         if args.json {
             format!("{}\n", magnet_json(&magnet))

@@ -20,13 +20,21 @@ pub fn require(tool: &str) {
         .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
         .unwrap_or(false)
         || Path::new(tool).is_file();
-    assert!(found, "{tool} is not installed; run `sudo bash .ci/deps` (installs the test peers with apt-get)");
+    assert!(
+        found,
+        "{tool} is not installed; run `sudo bash .ci/deps` (installs the test peers with apt-get)"
+    );
 }
 
 /// Runs a command to completion, killing it if it outlives `limit`.
 pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> (Output, Duration) {
     let started = Instant::now();
-    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
     // Drain the pipes on threads so a chatty child cannot block on a full pipe.
     let mut stdout = child.stdout.take().expect("piped");
     let mut stderr = child.stderr.take().expect("piped");
@@ -52,7 +60,14 @@ pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> (Output, Duration
         std::thread::sleep(Duration::from_millis(5));
     };
     let elapsed = started.elapsed();
-    (Output { status, stdout: out.join().expect("reader"), stderr: err.join().expect("reader") }, elapsed)
+    (
+        Output {
+            status,
+            stdout: out.join().expect("reader"),
+            stderr: err.join().expect("reader"),
+        },
+        elapsed,
+    )
 }
 
 /// Runs a command that must succeed within a minute; returns its standard output.
@@ -71,7 +86,12 @@ pub fn run_ok(cmd: &mut Command) -> String {
 /// Runs a Python snippet with Debian's interpreter, the one `python3-libtorrent` is for.
 pub fn python(script: &str, args: &[&str]) -> String {
     require("/usr/bin/python3");
-    run_ok(Command::new("/usr/bin/python3").arg("-c").arg(script).args(args))
+    run_ok(
+        Command::new("/usr/bin/python3")
+            .arg("-c")
+            .arg(script)
+            .args(args),
+    )
 }
 
 /// `shoal info --json` of a torrent or magnet.

@@ -12,9 +12,11 @@ pub mod fuzzing;
 mod info_hash;
 mod magnet;
 pub mod metainfo;
+mod types;
 
 pub use info_hash::{InfoHash, InfoHashParseError};
 pub use magnet::{Magnet, MagnetError};
+pub use types::{Bitfield, Block, PeerId, BLOCK_SIZE};
 pub use metainfo::{
     auto_piece_length, FileAttr, FileEntry, Info, Metainfo, MetainfoError, TorrentBuilder,
     MAX_PIECES, MAX_TORRENT_SIZE,

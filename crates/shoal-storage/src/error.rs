@@ -19,6 +19,10 @@ pub enum StorageError {
     Changed { path: PathBuf, expected: u64 },
     #[error("piece length {0} is not between 16 KiB and 256 MiB")]
     BadPieceLength(u64),
+    #[error("{0}: outside the download directory")]
+    OutsideRoot(PathBuf),
+    #[error("{0}: is a symbolic link; refusing to write through it")]
+    Symlink(PathBuf),
     #[error("{0}: too many pieces (at most {max}); choose a larger piece size", max = shoal_core::MAX_PIECES)]
     TooManyPieces(PathBuf),
 }

@@ -7,12 +7,19 @@
 //! own buffer and hashes them with the SHA-NI accelerated `sha1` crate; memory is
 //! `threads × piece length` whatever the size of the content.
 
+mod check;
 mod create;
 mod error;
+mod files;
 mod hasher;
 mod layout;
+mod piece_hash;
+pub mod resume;
 
+pub use check::verify;
 pub use create::{check_piece_length, create, scan, CreateOptions, Scanned, Skipped};
 pub use error::StorageError;
+pub use files::TorrentFiles;
 pub use hasher::hash_pieces;
 pub use layout::{FileLayout, LayoutFile, Segment};
+pub use piece_hash::PieceHashes;

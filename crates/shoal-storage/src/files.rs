@@ -1,0 +1,251 @@
+//! Reading and writing a torrent's bytes in its files, through a small cache of open
+//! handles.
+//!
+//! Files are opened (and created, sparse, at their full length) on first write, inside
+//! the download directory only: every path component that already exists is checked not
+//! to be a symbolic link, so a link planted in the download folder cannot redirect a
+//! write elsewhere. Padding files are never created; they read as zeros.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use crate::{FileLayout, StorageError};
+
+/// Open handles kept at once (libtorrent's default file pool is 40).
+const OPEN_FILES: usize = 64;
+
+/// A torrent's files under its download directory.
+#[derive(Debug)]
+pub struct TorrentFiles {
+    root: PathBuf,
+    layout: FileLayout,
+    cache: Mutex<HandleCache>,
+}
+
+#[derive(Debug, Default)]
+struct HandleCache {
+    /// (file index, handle, writable, last use tick); a linear scan over 64 entries is
+    /// cheaper than any map here.
+    open: Vec<(usize, File, bool, u64)>,
+    tick: u64,
+    /// Files written since the last [`TorrentFiles::sync`].
+    dirty: Vec<usize>,
+}
+
+impl TorrentFiles {
+    /// `root` is the download directory; `layout` must have been made with paths below it
+    /// (see [`FileLayout::for_torrent`]).
+    pub fn new(root: &Path, layout: FileLayout) -> Self {
+        TorrentFiles {
+            root: root.to_path_buf(),
+            layout,
+            cache: Mutex::new(HandleCache::default()),
+        }
+    }
+
+    pub fn layout(&self) -> &FileLayout {
+        &self.layout
+    }
+
+    /// Writes `data` at byte `offset` of the torrent's stream.
+    pub fn write(&self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
+        let mut done = 0usize;
+        for segment in self.layout.segments(offset, data.len() as u64) {
+            let n = segment.length as usize;
+            if !self.layout.files()[segment.file].padding {
+                self.with_file(segment.file, true, |f| {
+                    f.write_all_at(&data[done..done + n], segment.file_offset)
+                })?;
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Reads `buf.len()` bytes at byte `offset` of the torrent's stream. Missing files or
+    /// bytes past a file's end are errors (the data is not there).
+    pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), StorageError> {
+        let mut done = 0usize;
+        for segment in self.layout.segments(offset, buf.len() as u64) {
+            let n = segment.length as usize;
+            let target = &mut buf[done..done + n];
+            if self.layout.files()[segment.file].padding {
+                target.fill(0);
+            } else {
+                self.with_file(segment.file, false, |f| {
+                    f.read_exact_at(target, segment.file_offset)
+                })?;
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Makes everything written so far durable (before resume state vouches for it).
+    pub fn sync(&self) -> Result<(), StorageError> {
+        let dirty = std::mem::take(&mut self.cache.lock().expect("not poisoned").dirty);
+        for index in dirty {
+            self.with_file(index, true, |f| f.sync_data())?;
+        }
+        Ok(())
+    }
+
+    /// Creates every (non-padding) file at its full length, empty files included, so
+    /// a finished download has all of its files even where no piece touched them.
+    pub fn create_all(&self) -> Result<(), StorageError> {
+        for index in 0..self.layout.files().len() {
+            if !self.layout.files()[index].padding {
+                self.with_file(index, true, |_| Ok(()))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn with_file<T>(
+        &self,
+        index: usize,
+        write: bool,
+        op: impl FnOnce(&File) -> io::Result<T>,
+    ) -> Result<T, StorageError> {
+        let info = &self.layout.files()[index];
+        let mut cache = self.cache.lock().expect("not poisoned");
+        cache.tick += 1;
+        let tick = cache.tick;
+        let slot = match cache
+            .open
+            .iter()
+            .position(|(i, _, w, _)| *i == index && (*w || !write))
+        {
+            Some(slot) => slot,
+            None => {
+                cache.open.retain(|(i, _, _, _)| *i != index);
+                let file = self.open(index, write)?;
+                if cache.open.len() >= OPEN_FILES {
+                    let oldest = (0..cache.open.len())
+                        .min_by_key(|&s| cache.open[s].3)
+                        .expect("cache is full");
+                    cache.open.swap_remove(oldest);
+                }
+                cache.open.push((index, file, write, tick));
+                cache.open.len() - 1
+            }
+        };
+        cache.open[slot].3 = tick;
+        if write && !cache.dirty.contains(&index) {
+            cache.dirty.push(index);
+        }
+        op(&cache.open[slot].1).map_err(|e| StorageError::io(&info.path, e))
+    }
+
+    fn open(&self, index: usize, write: bool) -> Result<File, StorageError> {
+        let info = &self.layout.files()[index];
+        let path = &info.path;
+        if !write {
+            return File::open(path).map_err(|e| StorageError::io(path, e));
+        }
+        self.check_no_symlinks(path)?;
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| StorageError::io(parent, e))?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| StorageError::io(path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| StorageError::io(path, e))?
+            .len();
+        if len < info.length {
+            // Sparse: the file has its final size at once and takes no space yet.
+            file.set_len(info.length)
+                .map_err(|e| StorageError::io(path, e))?;
+        }
+        Ok(file)
+    }
+
+    /// Refuses a path below the root whose existing components include a symlink.
+    fn check_no_symlinks(&self, path: &Path) -> Result<(), StorageError> {
+        let relative = path
+            .strip_prefix(&self.root)
+            .map_err(|_| StorageError::OutsideRoot(path.into()))?;
+        let mut current = self.root.clone();
+        for component in relative.components() {
+            current.push(component);
+            match std::fs::symlink_metadata(&current) {
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    return Err(StorageError::Symlink(current))
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                Err(e) => return Err(StorageError::io(&current, e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_cross_files_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let layout = FileLayout::new(
+            [
+                (root.join("t/a"), 10, false),
+                (root.join("t/pad"), 6, true),
+                (root.join("t/sub/b"), 20, false),
+                (root.join("t/empty"), 0, false),
+            ],
+            16,
+        );
+        let files = TorrentFiles::new(root, layout);
+        let data: Vec<u8> = (0..36).collect();
+        files.write(0, &data[..10]).unwrap();
+        files.write(10, &[0; 6]).unwrap();
+        files.write(16, &data[16..]).unwrap();
+        files.create_all().unwrap();
+        files.sync().unwrap();
+        assert!(
+            !root.join("t/pad").exists(),
+            "padding files are never created"
+        );
+        assert_eq!(std::fs::metadata(root.join("t/empty")).unwrap().len(), 0);
+        let mut back = vec![0xffu8; 36];
+        files.read(0, &mut back).unwrap();
+        let mut want = data.clone();
+        want[10..16].fill(0);
+        assert_eq!(back, want);
+        assert_eq!(std::fs::read(root.join("t/sub/b")).unwrap(), &data[16..]);
+    }
+
+    #[test]
+    fn never_writes_through_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::os::unix::fs::symlink(outside.path(), root.join("t")).unwrap();
+        let files = TorrentFiles::new(root, FileLayout::new([(root.join("t/x"), 4, false)], 16));
+        let err = files.write(0, b"evil").unwrap_err();
+        assert!(matches!(err, StorageError::Symlink(_)), "{err}");
+        assert!(!outside.path().join("x").exists());
+    }
+
+    #[test]
+    fn reading_missing_data_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = TorrentFiles::new(
+            dir.path(),
+            FileLayout::new([(dir.path().join("nope"), 4, false)], 16),
+        );
+        assert!(files.read(0, &mut [0; 4]).is_err());
+    }
+}

@@ -16,8 +16,8 @@ mod types;
 
 pub use info_hash::{InfoHash, InfoHashParseError};
 pub use magnet::{Magnet, MagnetError};
-pub use types::{Bitfield, Block, PeerId, BLOCK_SIZE};
 pub use metainfo::{
     auto_piece_length, FileAttr, FileEntry, Info, Metainfo, MetainfoError, TorrentBuilder,
     MAX_PIECES, MAX_TORRENT_SIZE,
 };
+pub use types::{Bitfield, Block, PeerId, BLOCK_SIZE};

@@ -23,7 +23,11 @@ impl PeerId {
 
 impl fmt::Debug for PeerId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PeerId({})", String::from_utf8_lossy(&self.0).escape_debug())
+        write!(
+            f,
+            "PeerId({})",
+            String::from_utf8_lossy(&self.0).escape_debug()
+        )
     }
 }
 
@@ -45,7 +49,11 @@ pub struct Bitfield {
 
 impl Bitfield {
     pub fn new(len: usize) -> Self {
-        Bitfield { bytes: vec![0; len.div_ceil(8)], len, ones: 0 }
+        Bitfield {
+            bytes: vec![0; len.div_ceil(8)],
+            len,
+            ones: 0,
+        }
     }
 
     pub fn full(len: usize) -> Self {
@@ -61,11 +69,15 @@ impl Bitfield {
         if bytes.len() != len.div_ceil(8) {
             return None;
         }
-        if len % 8 != 0 && bytes[bytes.len() - 1] & (0xff >> (len % 8)) != 0 {
+        if !len.is_multiple_of(8) && bytes[bytes.len() - 1] & (0xff >> (len % 8)) != 0 {
             return None;
         }
         let ones = bytes.iter().map(|b| b.count_ones() as usize).sum();
-        Some(Bitfield { bytes: bytes.to_vec(), len, ones })
+        Some(Bitfield {
+            bytes: bytes.to_vec(),
+            len,
+            ones,
+        })
     }
 
     pub fn as_bytes(&self) -> &[u8] {
@@ -131,7 +143,10 @@ mod tests {
     #[test]
     fn bitfield_wire_rules() {
         assert!(Bitfield::from_bytes(&[0xff, 0x80], 9).is_some());
-        assert!(Bitfield::from_bytes(&[0xff, 0xc0], 9).is_none(), "spare bit set");
+        assert!(
+            Bitfield::from_bytes(&[0xff, 0xc0], 9).is_none(),
+            "spare bit set"
+        );
         assert!(Bitfield::from_bytes(&[0xff], 9).is_none(), "too short");
         assert!(Bitfield::from_bytes(&[0xff, 0, 0], 9).is_none(), "too long");
         let mut b = Bitfield::from_bytes(&[0x80, 0x00], 9).unwrap();

@@ -1,1 +1,34 @@
-//! (being written)
+//! Per-torrent swarm decisions: which blocks to ask which peer for ([`PiecePicker`]), how
+//! many requests to keep in flight ([`queue_depth`]), whom to upload to ([`Choker`]) and
+//! whom to ban after a piece fails its hash check ([`SmartBan`]).
+//!
+//! # Why sans-IO
+//!
+//! Nothing in this crate reads the clock, touches a socket, spawns a thread or draws from
+//! a global random source. Time comes in as a `now: Instant` argument and randomness as an
+//! `&mut impl Rng`. The same code then runs under the tokio engine and under the
+//! deterministic simulator (thousands of peers, a virtual clock, one seed per run), and a
+//! failing run replays exactly from its seed.
+//!
+//! Because the simulator drives many torrents with many peers, every operation is cheap:
+//! availability updates are O(1) per piece, a seed costs O(1) (a counter, not a bump of
+//! every piece), and picking a block does not scan all pieces in the common case.
+//!
+//! Peers are named by an opaque [`PeerKey`] that the engine assigns; this crate never sees
+//! addresses or connections.
+
+mod choker;
+mod picker;
+mod pipeline;
+mod smart_ban;
+
+pub use choker::{Choker, ChokerConfig, ChokerPeer};
+pub use picker::{PiecePicker, Received, ENDGAME_MAX_REQUESTERS};
+pub use pipeline::{queue_depth, DEFAULT_REQQ, MAX_QUEUE_DEPTH, MIN_QUEUE_DEPTH, REQUEST_WINDOW};
+pub use smart_ban::{BlockData, SmartBan, DEFAULT_MAX_PIECES, MAX_RECORDS_PER_BLOCK};
+
+/// An opaque peer handle assigned by the engine (one per connection). The engine must not
+/// reuse a key while the picker still knows the peer (that is, before
+/// [`PiecePicker::peer_disconnected`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerKey(pub u64);

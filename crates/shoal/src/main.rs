@@ -23,6 +23,8 @@ struct Cli {
 enum Command {
     Create(commands::create::Args),
     Info(commands::info::Args),
+    Get(commands::transfer::GetArgs),
+    Seed(commands::transfer::SeedArgs),
     Demo(commands::demo::Args),
 }
 
@@ -31,6 +33,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Create(args) => commands::create::run(args),
         Command::Info(args) => commands::info::run(args),
+        Command::Get(args) => commands::transfer::run_get(args),
+        Command::Seed(args) => commands::transfer::run_seed(args),
         Command::Demo(args) => commands::demo::run(args),
     };
     match result {

@@ -1,0 +1,175 @@
+//! Connection tasks: they move bytes between a socket and the torrent actor and make no
+//! decisions. A reader per socket forwards what it reads (after the download rate
+//! limit); a writer writes what the actor queues (after the upload rate limit).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use shoal_swarm::PeerKey;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use crate::RateLimit;
+
+/// What connection tasks tell the torrent actor.
+#[derive(Debug)]
+pub enum Input {
+    /// A TCP connection is up. For incoming connections the acceptor has already read
+    /// the peer's 68-byte handshake (to find the torrent); it is passed along.
+    Connected {
+        addr: SocketAddr,
+        stream: TcpStream,
+        incoming_handshake: Option<Vec<u8>>,
+    },
+    ConnectFailed {
+        addr: SocketAddr,
+    },
+    Data {
+        key: PeerKey,
+        bytes: Bytes,
+    },
+    Closed {
+        key: PeerKey,
+        reason: String,
+    },
+}
+
+/// Bytes the actor has queued for a socket but the writer has not written yet; the
+/// actor stops serving uploads to a peer whose queue is long.
+pub type Backlog = Arc<AtomicUsize>;
+
+/// Read size: large enough that a fast transfer costs few messages to the actor.
+const READ_CHUNK: usize = 256 * 1024;
+
+pub fn spawn_reader(
+    key: PeerKey,
+    mut read: OwnedReadHalf,
+    limit: Arc<RateLimit>,
+    to_actor: mpsc::Sender<Input>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        let reason = loop {
+            if buf.capacity() < READ_CHUNK / 4 {
+                buf.reserve(READ_CHUNK);
+            }
+            match read.read_buf(&mut buf).await {
+                Ok(0) => break "connection closed by peer".to_owned(),
+                Ok(n) => {
+                    limit.acquire(n).await;
+                    if to_actor
+                        .send(Input::Data {
+                            key,
+                            bytes: buf.split().freeze(),
+                        })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(e) => break e.to_string(),
+            }
+        };
+        let _ = to_actor.send(Input::Closed { key, reason }).await;
+    })
+}
+
+pub fn spawn_writer(
+    mut write: OwnedWriteHalf,
+    limit: Arc<RateLimit>,
+    backlog: Backlog,
+    mut from_actor: mpsc::UnboundedReceiver<Bytes>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(bytes) = from_actor.recv().await {
+            limit.acquire(bytes.len()).await;
+            let result = write.write_all(&bytes).await;
+            backlog.fetch_sub(bytes.len(), Ordering::Relaxed);
+            if result.is_err() {
+                return;
+            }
+        }
+        let _ = write.shutdown().await;
+    })
+}
+
+/// Connects to `addr` within `timeout` and reports the outcome to the actor. With
+/// `local`, the connection comes from that IP (so that a peer listening on 127.0.0.5 is
+/// seen by others as 127.0.0.5, which loopback tests and multi-homed hosts need).
+pub fn spawn_connect(
+    addr: SocketAddr,
+    local: Option<std::net::IpAddr>,
+    timeout: Duration,
+    to_actor: mpsc::Sender<Input>,
+) {
+    tokio::spawn(async move {
+        let connect = async {
+            let socket = if addr.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()?
+            } else {
+                tokio::net::TcpSocket::new_v6()?
+            };
+            if let Some(ip) =
+                local.filter(|ip| !ip.is_unspecified() && ip.is_ipv4() == addr.is_ipv4())
+            {
+                socket.bind(SocketAddr::new(ip, 0))?;
+            }
+            socket.connect(addr).await
+        };
+        let input = match tokio::time::timeout(timeout, connect).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                Input::Connected {
+                    addr,
+                    stream,
+                    incoming_handshake: None,
+                }
+            }
+            _ => Input::ConnectFailed { addr },
+        };
+        let _ = to_actor.send(input).await;
+    });
+}
+
+/// Accepts connections, reads each one's handshake (bounded in time) and hands those
+/// for our torrent to the actor; others are closed.
+pub fn spawn_acceptor(
+    listener: tokio::net::TcpListener,
+    info_hash: [u8; 20],
+    to_actor: mpsc::Sender<Input>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, addr)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            let to_actor = to_actor.clone();
+            tokio::spawn(async move {
+                let mut handshake = vec![0u8; 68];
+                let read = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    stream.read_exact(&mut handshake),
+                )
+                .await;
+                if !matches!(read, Ok(Ok(_))) || handshake[28..48] != info_hash {
+                    return;
+                }
+                let _ = stream.set_nodelay(true);
+                let _ = to_actor
+                    .send(Input::Connected {
+                        addr,
+                        stream,
+                        incoming_handshake: Some(handshake),
+                    })
+                    .await;
+            });
+        }
+    })
+}

@@ -1,0 +1,22 @@
+//! The tokio runtime around shoal's sans-IO cores.
+//!
+//! One task per torrent (the *torrent actor*, [`torrent`]) owns every decision-making
+//! core: the [`PeerSession`](shoal_wire::PeerSession) of each connection, the piece
+//! picker, the choker and smart-ban bookkeeping, and the torrent's files. Connection tasks
+//! only move bytes: a reader per socket sends what it reads to the actor, a writer per
+//! socket writes what the actor queues. Keeping all state in one task means no locks on
+//! the hot path and the same order of decisions a simulator would make.
+//!
+//! Disk writes are positioned writes into the page cache and pieces are hashed as their
+//! blocks arrive, so the actor does them inline; the initial recheck runs on all cores
+//! in a blocking thread before the actor starts.
+
+mod addresses;
+mod connection;
+mod rate;
+mod stats;
+pub mod torrent;
+
+pub use rate::RateLimit;
+pub use stats::Stats;
+pub use torrent::{run, EngineEvent, Outcome, TorrentConfig};

@@ -1,0 +1,900 @@
+//! The torrent actor: one task that owns a torrent's peers, picker, choker and files.
+//!
+//! Lifecycle: check what is on disk (resume state if the files are unchanged, else a
+//! parallel recheck) → connect to known peers and accept incoming ones → download,
+//! verifying each piece as it completes → seed (or stop, with `seed: false`). A shutdown
+//! signal saves the resume state and returns.
+//!
+//! Every input (bytes from a socket, a new connection, a timer tick) is fed to the
+//! sans-IO cores; what they decide is carried out at once: blocks are requested, written,
+//! hashed, served, and bytes are queued to the socket writers.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+use shoal_core::{Bitfield, Block, Metainfo, PeerId, BLOCK_SIZE};
+use shoal_storage::{resume, FileLayout, PieceHashes, StorageError, TorrentFiles};
+use shoal_swarm::{
+    queue_depth, BlockData, Choker, ChokerConfig, ChokerPeer, PeerKey, PiecePicker, Received,
+    SmartBan,
+};
+use shoal_wire::{ExtensionHandshake, PeerSession, SessionConfig, SessionEvent};
+use tokio::sync::{mpsc, watch};
+
+use crate::addresses::AddressBook;
+use crate::connection::{self, Backlog, Input};
+use crate::stats::RateMeter;
+use crate::{RateLimit, Stats};
+
+/// How a torrent is to be run.
+#[derive(Debug, Clone)]
+pub struct TorrentConfig {
+    pub metainfo: Arc<Metainfo>,
+    /// The folder the torrent's files go in (the torrent's name is a file or folder in it).
+    pub download_dir: PathBuf,
+    /// For a single-file torrent: the file's actual path, when it differs from
+    /// `download_dir/name` (seeding a renamed file).
+    pub single_file_path: Option<PathBuf>,
+    /// Where resume state is kept.
+    pub state_dir: PathBuf,
+    /// Address to accept peers on; `None` to accept none.
+    pub listen: Option<SocketAddr>,
+    /// Peers to connect to.
+    pub peers: Vec<SocketAddr>,
+    /// Keep seeding after the download completes (until shutdown).
+    pub seed: bool,
+    /// Bytes per second; `None` for unlimited.
+    pub max_upload_rate: Option<u64>,
+    pub max_download_rate: Option<u64>,
+    pub max_connections: usize,
+    /// Threads for the initial recheck (0: one per core).
+    pub check_threads: usize,
+}
+
+/// What happened, for the user interface.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EngineEvent {
+    /// Checking existing data: bytes checked so far of the total.
+    Checking {
+        done: u64,
+        total: u64,
+    },
+    /// Ready to transfer; `have` pieces were already on disk (and verified).
+    Started {
+        have: usize,
+        piece_count: usize,
+        listen: Option<SocketAddr>,
+        resumed: bool,
+    },
+    PieceVerified {
+        piece: u32,
+        have: usize,
+    },
+    PieceFailed {
+        piece: u32,
+    },
+    PeerConnected {
+        addr: SocketAddr,
+        client: String,
+    },
+    PeerDisconnected {
+        addr: SocketAddr,
+        reason: String,
+    },
+    PeerBanned {
+        addr: SocketAddr,
+    },
+    Stats(Stats),
+    Completed {
+        downloaded: u64,
+    },
+}
+
+/// How [`run`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every piece is verified on disk.
+    Complete,
+    /// Stopped by the shutdown signal before completion.
+    Stopped,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Runs a torrent until it completes (without `seed`) or `shutdown` becomes true.
+pub async fn run(
+    config: TorrentConfig,
+    events: mpsc::UnboundedSender<EngineEvent>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<Outcome, EngineError> {
+    let info = &config.metainfo.info;
+    let layout = match &config.single_file_path {
+        Some(path) if !info.multi_file => FileLayout::new(
+            [(path.clone(), info.total_length, false)],
+            info.piece_length,
+        ),
+        _ => FileLayout::for_torrent(info, &config.download_dir),
+    };
+    let resume_path = resume::resume_path(&config.state_dir, &config.metainfo.info_hash);
+    let (have, resumed) = match resume::load(&resume_path, &config.metainfo.info_hash, &layout) {
+        Some(have) => (have, true),
+        None => (check_existing(&config, &layout, &events).await, false),
+    };
+    let files = TorrentFiles::new(&config.download_dir, layout);
+
+    let (to_actor, inputs) = mpsc::channel(256);
+    let listen = match config.listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| EngineError::Listen { addr, source })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| EngineError::Listen { addr, source })?;
+            let acceptor =
+                connection::spawn_acceptor(listener, config.metainfo.info_hash.0, to_actor.clone());
+            Some((bound, acceptor))
+        }
+        None => None,
+    };
+    let _ = events.send(EngineEvent::Started {
+        have: have.count_ones(),
+        piece_count: info.piece_count(),
+        listen: listen.as_ref().map(|(a, _)| *a),
+        resumed,
+    });
+
+    let mut rng = StdRng::from_entropy();
+    let mut random = [0u8; 12];
+    rng.fill_bytes(&mut random);
+    let now = Instant::now();
+    let mut addresses = AddressBook::default();
+    for peer in &config.peers {
+        addresses.add(*peer, now);
+    }
+    let mut actor = Actor {
+        picker: PiecePicker::new(
+            info.piece_count() as u32,
+            info.piece_length,
+            info.total_length,
+            &have,
+        ),
+        choker: Choker::new(ChokerConfig::default()),
+        smart_ban: SmartBan::default(),
+        hashes: PieceHashes::default(),
+        peer_id: PeerId::shoal(random),
+        files,
+        addresses,
+        peers: HashMap::new(),
+        next_key: 0,
+        rng,
+        to_actor,
+        download_limit: Arc::new(RateLimit::new(config.max_download_rate)),
+        upload_limit: Arc::new(RateLimit::new(config.max_upload_rate)),
+        downloaded: RateMeter::default(),
+        uploaded: RateMeter::default(),
+        events,
+        resume_path,
+        completed_announced: have.all(),
+        last_choke: now - Duration::from_secs(60),
+        choke_dirty: true,
+        last_stats: now,
+        last_resume_save: now,
+        config,
+        scratch: Vec::new(),
+    };
+    let outcome = actor.run_loop(inputs, &mut shutdown).await;
+    if let Some((_, acceptor)) = listen {
+        acceptor.abort();
+    }
+    actor.shutdown();
+    outcome
+}
+
+/// Verifies data already on disk (on all cores, off the async threads), reporting progress.
+async fn check_existing(
+    config: &TorrentConfig,
+    layout: &FileLayout,
+    events: &mpsc::UnboundedSender<EngineEvent>,
+) -> Bitfield {
+    let progress = Arc::new(AtomicU64::new(0));
+    let total = layout.total_length();
+    let task = {
+        let (layout, metainfo, progress, threads) = (
+            layout.clone(),
+            config.metainfo.clone(),
+            progress.clone(),
+            config.check_threads,
+        );
+        let threads = if threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            threads
+        };
+        tokio::task::spawn_blocking(move || {
+            shoal_storage::verify(&layout, &metainfo.info, threads, &progress)
+        })
+    };
+    let mut ticker = tokio::time::interval(Duration::from_millis(200));
+    tokio::pin!(task);
+    loop {
+        tokio::select! {
+            result = &mut task => {
+                let _ = events.send(EngineEvent::Checking { done: total, total });
+                return result.expect("recheck does not panic");
+            }
+            _ = ticker.tick() => {
+                let _ = events.send(EngineEvent::Checking { done: progress.load(Ordering::Relaxed), total });
+            }
+        }
+    }
+}
+
+struct Peer {
+    addr: SocketAddr,
+    session: PeerSession,
+    writer: mpsc::UnboundedSender<Bytes>,
+    backlog: Backlog,
+    reader: tokio::task::JoinHandle<()>,
+    /// Requests we have outstanding with this peer (mirrors the session's, so the picker
+    /// can be told when they die).
+    requested: HashSet<Block>,
+    downloaded: RateMeter,
+    uploaded: RateMeter,
+    last_block: Instant,
+    connected: bool,
+    /// The peer's pieces as last given to the picker.
+    counted: Bitfield,
+}
+
+struct Actor {
+    config: TorrentConfig,
+    picker: PiecePicker,
+    choker: Choker,
+    smart_ban: SmartBan,
+    hashes: PieceHashes,
+    peer_id: PeerId,
+    files: TorrentFiles,
+    addresses: AddressBook,
+    peers: HashMap<PeerKey, Peer>,
+    next_key: u64,
+    rng: StdRng,
+    to_actor: mpsc::Sender<Input>,
+    download_limit: Arc<RateLimit>,
+    upload_limit: Arc<RateLimit>,
+    downloaded: RateMeter,
+    uploaded: RateMeter,
+    events: mpsc::UnboundedSender<EngineEvent>,
+    resume_path: PathBuf,
+    completed_announced: bool,
+    last_choke: Instant,
+    choke_dirty: bool,
+    last_stats: Instant,
+    last_resume_save: Instant,
+    scratch: Vec<Block>,
+}
+
+/// Don't queue more than this for one socket before its writer catches up.
+const MAX_BACKLOG: usize = 4 * 1024 * 1024;
+const SNUB_AFTER: Duration = Duration::from_secs(30);
+const RESUME_SAVE_INTERVAL: Duration = Duration::from_secs(30);
+
+impl Actor {
+    async fn run_loop(
+        &mut self,
+        mut inputs: mpsc::Receiver<Input>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<Outcome, EngineError> {
+        let mut ticker = tokio::time::interval(Duration::from_millis(100));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        if self.picker.is_complete() {
+            self.complete()?;
+            if !self.config.seed {
+                return Ok(Outcome::Complete);
+            }
+        }
+        loop {
+            tokio::select! {
+                biased;
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        return Ok(if self.picker.is_complete() { Outcome::Complete } else { Outcome::Stopped });
+                    }
+                }
+                Some(input) = inputs.recv() => self.handle(input)?,
+                _ = ticker.tick() => self.tick()?,
+            }
+            if self.picker.is_complete() && !self.completed_announced {
+                self.complete()?;
+                if !self.config.seed {
+                    return Ok(Outcome::Complete);
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, input: Input) -> Result<(), EngineError> {
+        let now = Instant::now();
+        match input {
+            Input::Connected {
+                addr,
+                stream,
+                incoming_handshake,
+            } => self.add_peer(addr, stream, incoming_handshake, now),
+            Input::ConnectFailed { addr } => self.addresses.disconnected(addr, true, now),
+            Input::Data { key, bytes } => {
+                let Some(peer) = self.peers.get_mut(&key) else {
+                    return Ok(());
+                };
+                if let Err(e) = peer.session.handle_input(now, &bytes) {
+                    self.remove_peer(key, &e.to_string(), now);
+                    return Ok(());
+                }
+                self.service(key, now)?;
+            }
+            Input::Closed { key, reason } => self.remove_peer(key, &reason, now),
+        }
+        Ok(())
+    }
+
+    fn session_config(&self) -> SessionConfig {
+        let info = &self.config.metainfo.info;
+        let mut config = SessionConfig::new(
+            self.config.metainfo.info_hash,
+            self.peer_id,
+            info.piece_count() as u32,
+            info.piece_length,
+            info.total_length,
+            self.picker.have().clone(),
+        );
+        config.extension_handshake = ExtensionHandshake {
+            v: Some(concat!("shoal ", env!("CARGO_PKG_VERSION")).to_owned()),
+            p: self.config.listen.map(|a| a.port()),
+            ..ExtensionHandshake::default()
+        };
+        config
+    }
+
+    fn add_peer(
+        &mut self,
+        addr: SocketAddr,
+        stream: tokio::net::TcpStream,
+        incoming: Option<Vec<u8>>,
+        now: Instant,
+    ) {
+        if self.peers.len() >= self.config.max_connections || self.addresses.is_banned(&addr) {
+            if incoming.is_none() {
+                self.addresses.disconnected(addr, false, now);
+            }
+            return;
+        }
+        let config = self.session_config();
+        let session = match incoming {
+            None => PeerSession::new(config, now),
+            Some(bytes) => {
+                let handshake = match shoal_wire::parse_handshake(&bytes) {
+                    Ok(Some(h)) => h,
+                    _ => return,
+                };
+                match PeerSession::new_after_handshake(config, handshake, now) {
+                    Ok(session) => session,
+                    Err(_) => return,
+                }
+            }
+        };
+        self.addresses.connected(addr, now);
+        let key = PeerKey(self.next_key);
+        self.next_key += 1;
+        let (read, write) = stream.into_split();
+        let (writer, writer_rx) = mpsc::unbounded_channel();
+        let backlog = Backlog::default();
+        connection::spawn_writer(write, self.upload_limit.clone(), backlog.clone(), writer_rx);
+        let reader = connection::spawn_reader(
+            key,
+            read,
+            self.download_limit.clone(),
+            self.to_actor.clone(),
+        );
+        let piece_count = self.config.metainfo.info.piece_count();
+        self.peers.insert(
+            key,
+            Peer {
+                addr,
+                session,
+                writer,
+                backlog,
+                reader,
+                requested: HashSet::new(),
+                downloaded: RateMeter::default(),
+                uploaded: RateMeter::default(),
+                last_block: now,
+                connected: false,
+                counted: Bitfield::new(piece_count),
+            },
+        );
+        let _ = self.service(key, now);
+    }
+
+    fn remove_peer(&mut self, key: PeerKey, reason: &str, now: Instant) {
+        let Some(peer) = self.peers.remove(&key) else {
+            return;
+        };
+        peer.reader.abort();
+        self.picker.peer_disconnected(key, &peer.counted);
+        self.addresses.disconnected(peer.addr, !peer.connected, now);
+        self.choke_dirty = true;
+        if peer.connected {
+            let _ = self.events.send(EngineEvent::PeerDisconnected {
+                addr: peer.addr,
+                reason: reason.to_owned(),
+            });
+        }
+    }
+
+    fn ban(&mut self, key: PeerKey, now: Instant) {
+        if let Some(peer) = self.peers.get(&key) {
+            let addr = peer.addr;
+            self.addresses.ban(addr);
+            let _ = self.events.send(EngineEvent::PeerBanned { addr });
+            self.remove_peer(key, "banned: sent data that failed the hash check", now);
+        }
+    }
+
+    /// Processes a peer's events, then tops up its requests, serves its uploads, and
+    /// flushes what the session wants to send.
+    fn service(&mut self, key: PeerKey, now: Instant) -> Result<(), EngineError> {
+        loop {
+            let Some(peer) = self.peers.get_mut(&key) else {
+                return Ok(());
+            };
+            let Some(event) = peer.session.poll_event() else {
+                break;
+            };
+            self.on_event(key, event, now)?;
+        }
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return Ok(());
+        };
+        if peer.session.is_closed() {
+            let reason = peer
+                .session
+                .close_reason()
+                .map_or("closed".to_owned(), |e| e.to_string());
+            self.remove_peer(key, &reason, now);
+            return Ok(());
+        }
+        self.request_more(key);
+        self.serve_uploads(key)?;
+        self.flush(key);
+        Ok(())
+    }
+
+    fn flush(&mut self, key: PeerKey) {
+        if let Some(peer) = self.peers.get_mut(&key) {
+            let mut out = BytesMut::new();
+            if peer.session.poll_transmit(&mut out) && !out.is_empty() {
+                peer.backlog.fetch_add(out.len(), Ordering::Relaxed);
+                let _ = peer.writer.send(out.freeze());
+            }
+        }
+    }
+
+    fn on_event(
+        &mut self,
+        key: PeerKey,
+        event: SessionEvent,
+        now: Instant,
+    ) -> Result<(), EngineError> {
+        let peer = self.peers.get_mut(&key).expect("caller checked");
+        match event {
+            SessionEvent::Connected { peer_id, .. } => {
+                peer.connected = true;
+                let client = client_name(&peer_id.0);
+                let _ = self.events.send(EngineEvent::PeerConnected {
+                    addr: peer.addr,
+                    client,
+                });
+            }
+            SessionEvent::PeerBitfield => {
+                let bits = peer.session.state().peer_pieces.clone();
+                self.picker.peer_disconnected(key, &peer.counted);
+                if bits.all() {
+                    self.picker.peer_have_all(key);
+                } else {
+                    self.picker.peer_bitfield(key, &bits);
+                }
+                peer.counted = bits;
+                self.update_interest(key);
+            }
+            SessionEvent::Have(piece) => {
+                if peer.counted.set(piece as usize) {
+                    self.picker.peer_have(key, piece);
+                }
+                self.update_interest(key);
+            }
+            SessionEvent::Choked { dropped } => {
+                for block in dropped {
+                    if peer.requested.remove(&block) {
+                        self.picker.request_cancelled(key, block);
+                    }
+                }
+            }
+            SessionEvent::Rejected(block) => {
+                if peer.requested.remove(&block) {
+                    self.picker.request_cancelled(key, block);
+                }
+            }
+            SessionEvent::Interested | SessionEvent::NotInterested => self.choke_dirty = true,
+            SessionEvent::BlockReceived { block, data } => self.on_block(key, block, data, now)?,
+            SessionEvent::Closed(_) => {}
+            SessionEvent::Unchoked
+            | SessionEvent::AllowedFast(_)
+            | SessionEvent::Suggest(_)
+            | SessionEvent::DhtPort(_)
+            | SessionEvent::ExtensionHandshake(_)
+            | SessionEvent::Extended { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn update_interest(&mut self, key: PeerKey) {
+        let peer = self.peers.get_mut(&key).expect("caller checked");
+        let interesting = self.picker.is_interesting(&peer.counted);
+        if interesting != peer.session.state().am_interested {
+            peer.session.interested(interesting);
+        }
+    }
+
+    fn on_block(
+        &mut self,
+        key: PeerKey,
+        block: Block,
+        data: Bytes,
+        now: Instant,
+    ) -> Result<(), EngineError> {
+        let peer = self.peers.get_mut(&key).expect("caller checked");
+        peer.requested.remove(&block);
+        peer.last_block = now;
+        peer.downloaded.add(u64::from(block.length));
+        self.downloaded.add(u64::from(block.length));
+        match self.picker.block_received(key, block) {
+            Received::New {
+                piece_complete,
+                cancel,
+            } => {
+                for other in cancel {
+                    if let Some(p) = self.peers.get_mut(&other) {
+                        if p.requested.remove(&block) {
+                            p.session.cancel(block);
+                        }
+                    }
+                }
+                let piece_length = u64::from(self.config.metainfo.info.piece_length);
+                self.files.write(
+                    u64::from(block.piece) * piece_length + u64::from(block.offset),
+                    &data,
+                )?;
+                self.hashes.block_written(block.piece, block.offset, &data);
+                if piece_complete {
+                    self.piece_complete(block.piece, now)?;
+                }
+            }
+            Received::Duplicate | Received::Unexpected => {}
+        }
+        Ok(())
+    }
+
+    fn piece_complete(&mut self, piece: u32, now: Instant) -> Result<(), EngineError> {
+        let hash = match self.hashes.finish(&self.files, piece) {
+            Ok(hash) => Some(hash),
+            Err(e @ StorageError::Io { .. }) => return Err(e.into()),
+            Err(_) => None,
+        };
+        if hash.is_some() && hash == self.config.metainfo.info.piece_hash(piece as usize) {
+            if self.smart_ban.is_watched(piece) {
+                let blocks = self.read_blocks(
+                    piece,
+                    (0..self.picker.blocks_in_piece(piece)).map(|i| i * BLOCK_SIZE),
+                );
+                let liars = self.smart_ban.piece_passed(
+                    piece,
+                    blocks
+                        .iter()
+                        .map(|(offset, data)| (*offset, data.as_slice())),
+                );
+                for liar in liars {
+                    self.ban(liar, now);
+                }
+            }
+            self.picker.piece_verified(piece);
+            let have = self.picker.have().count_ones();
+            let _ = self.events.send(EngineEvent::PieceVerified { piece, have });
+            let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+            for key in keys {
+                let peer = self.peers.get_mut(&key).expect("listed");
+                peer.session.have(piece);
+                self.update_interest(key);
+                self.flush(key);
+            }
+        } else {
+            let _ = self.events.send(EngineEvent::PieceFailed { piece });
+            // The bad data is still on disk: read it back so smart ban can compare it with
+            // the good copy later.
+            let senders = self.picker.block_senders(piece);
+            let blocks = self.read_blocks(piece, senders.iter().map(|(offset, _)| *offset));
+            let records = senders
+                .iter()
+                .zip(&blocks)
+                .map(|((_, peer), (offset, data))| BlockData {
+                    offset: *offset,
+                    peer: *peer,
+                    data,
+                });
+            let liars = self.smart_ban.piece_failed(piece, records);
+            self.picker.piece_failed(piece);
+            self.hashes.forget(piece);
+            for liar in liars {
+                self.ban(liar, now);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads blocks of `piece` at the given offsets (shorter at the piece's end); a block
+    /// that cannot be read comes back empty.
+    fn read_blocks(&self, piece: u32, offsets: impl Iterator<Item = u32>) -> Vec<(u32, Vec<u8>)> {
+        let size = self.picker.piece_size(piece);
+        let start = u64::from(piece) * u64::from(self.config.metainfo.info.piece_length);
+        offsets
+            .map(|offset| {
+                let mut data = vec![0u8; BLOCK_SIZE.min(size - offset) as usize];
+                if self
+                    .files
+                    .read(start + u64::from(offset), &mut data)
+                    .is_err()
+                {
+                    data.clear();
+                }
+                (offset, data)
+            })
+            .collect()
+    }
+
+    fn request_more(&mut self, key: PeerKey) {
+        let peer = self.peers.get_mut(&key).expect("caller checked");
+        let state = peer.session.state();
+        if !state.am_interested || state.peer_choking || self.picker.is_complete() {
+            return;
+        }
+        let reqq = state.peer_extensions.as_ref().and_then(|e| e.reqq);
+        let depth = queue_depth(peer.downloaded.rate(), Duration::from_secs(2), reqq);
+        if peer.requested.len() >= depth {
+            return;
+        }
+        self.scratch.clear();
+        let want = depth - peer.requested.len();
+        self.picker
+            .pick(key, &peer.counted, want, &mut self.rng, &mut self.scratch);
+        for block in self.scratch.drain(..) {
+            if peer.session.request(block) {
+                peer.requested.insert(block);
+            } else {
+                self.picker.request_cancelled(key, block);
+            }
+        }
+    }
+
+    fn serve_uploads(&mut self, key: PeerKey) -> Result<(), EngineError> {
+        let piece_length = u64::from(self.config.metainfo.info.piece_length);
+        let peer = self.peers.get_mut(&key).expect("caller checked");
+        while peer.backlog.load(Ordering::Relaxed) < MAX_BACKLOG {
+            let Some(block) = peer.session.next_upload() else {
+                break;
+            };
+            if !self.picker.have().get(block.piece as usize) {
+                peer.session.reject(block);
+                continue;
+            }
+            let mut data = vec![0u8; block.length as usize];
+            match self.files.read(
+                u64::from(block.piece) * piece_length + u64::from(block.offset),
+                &mut data,
+            ) {
+                Ok(()) => {
+                    peer.session.send_block(block, Bytes::from(data));
+                    peer.uploaded.add(u64::from(block.length));
+                    self.uploaded.add(u64::from(block.length));
+                }
+                Err(e) => {
+                    // Data we claimed vanished (deleted or truncated files): stop claiming it.
+                    tracing::warn!("cannot serve piece {}: {e}", block.piece);
+                    peer.session.reject(block);
+                }
+            }
+            // Flush as we go so a large queue doesn't sit in the session's buffer.
+            let mut out = BytesMut::new();
+            if peer.session.poll_transmit(&mut out) && !out.is_empty() {
+                peer.backlog.fetch_add(out.len(), Ordering::Relaxed);
+                let _ = peer.writer.send(out.freeze());
+            }
+        }
+        Ok(())
+    }
+
+    fn tick(&mut self) -> Result<(), EngineError> {
+        let now = Instant::now();
+        // Connect to peers that are due.
+        let slots = self.config.max_connections.saturating_sub(self.peers.len());
+        for addr in self.addresses.due(now, slots.min(10)) {
+            connection::spawn_connect(
+                addr,
+                self.config.listen.map(|a| a.ip()),
+                Duration::from_secs(10),
+                self.to_actor.clone(),
+            );
+        }
+        // Timers, snubbing and uploads that waited for the writer's backlog to drain.
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for &key in &keys {
+            let Some(peer) = self.peers.get_mut(&key) else {
+                continue;
+            };
+            peer.session.handle_timeout(now);
+            if !peer.requested.is_empty() && now.duration_since(peer.last_block) > SNUB_AFTER {
+                for block in peer.requested.drain() {
+                    peer.session.cancel(block);
+                    self.picker.request_cancelled(key, block);
+                }
+                peer.last_block = now;
+            }
+            self.service(key, now)?;
+        }
+        if self.choke_dirty && now.duration_since(self.last_choke) >= Duration::from_secs(1)
+            || now.duration_since(self.last_choke) >= Duration::from_secs(10)
+        {
+            self.run_choker(now);
+        }
+        if now.duration_since(self.last_stats) >= Duration::from_secs(1) {
+            self.report_stats(now);
+        }
+        if now.duration_since(self.last_resume_save) >= RESUME_SAVE_INTERVAL {
+            self.save_resume();
+            self.last_resume_save = now;
+        }
+        Ok(())
+    }
+
+    fn run_choker(&mut self, now: Instant) {
+        self.last_choke = now;
+        self.choke_dirty = false;
+        let seeding = self.picker.is_complete();
+        let candidates: Vec<ChokerPeer> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.connected)
+            .map(|(&key, p)| ChokerPeer {
+                key,
+                interested: p.session.state().peer_interested,
+                download_rate: p.downloaded.rate(),
+                upload_rate: p.uploaded.rate(),
+                is_seed: p.counted.all(),
+                snubbed: !p.requested.is_empty() && now.duration_since(p.last_block) > SNUB_AFTER,
+            })
+            .collect();
+        let unchoke: HashSet<PeerKey> = self
+            .choker
+            .run(now, &candidates, seeding, &mut self.rng)
+            .into_iter()
+            .collect();
+        for candidate in candidates {
+            let peer = self.peers.get_mut(&candidate.key).expect("listed");
+            let choking = peer.session.state().am_choking;
+            match (unchoke.contains(&candidate.key), choking) {
+                (true, true) => peer.session.unchoke(),
+                (false, false) => peer.session.choke(),
+                _ => continue,
+            }
+            self.flush(candidate.key);
+        }
+    }
+
+    fn report_stats(&mut self, now: Instant) {
+        let elapsed = now.duration_since(self.last_stats);
+        self.last_stats = now;
+        self.downloaded.tick(elapsed);
+        self.uploaded.tick(elapsed);
+        for peer in self.peers.values_mut() {
+            peer.downloaded.tick(elapsed);
+            peer.uploaded.tick(elapsed);
+        }
+        let info = &self.config.metainfo.info;
+        let left = self.picker.bytes_left();
+        let rate = self.downloaded.rate();
+        let mut available = self.picker.have().clone();
+        for peer in self.peers.values() {
+            for piece in peer.counted.iter_ones() {
+                available.set(piece);
+            }
+        }
+        let _ = self.events.send(EngineEvent::Stats(Stats {
+            pieces_have: self.picker.have().count_ones(),
+            piece_count: info.piece_count(),
+            bytes_have: info.total_length - left,
+            total_bytes: info.total_length,
+            downloaded: self.downloaded.total,
+            uploaded: self.uploaded.total,
+            download_rate: rate,
+            upload_rate: self.uploaded.rate(),
+            peers: self.peers.values().filter(|p| p.connected).count(),
+            eta_secs: (left > 0 && rate > 1.0).then(|| (left as f64 / rate) as u64),
+            available_pieces: available.count_ones(),
+        }));
+    }
+
+    fn save_resume(&self) {
+        if let Err(e) = resume::save(
+            &self.resume_path,
+            &self.config.metainfo.info_hash,
+            &self.files,
+            self.picker.have(),
+        ) {
+            tracing::warn!("cannot save resume state: {e}");
+        }
+    }
+
+    fn complete(&mut self) -> Result<(), EngineError> {
+        self.completed_announced = true;
+        self.files.create_all()?;
+        self.save_resume();
+        let _ = self.events.send(EngineEvent::Completed {
+            downloaded: self.downloaded.total,
+        });
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for key in keys {
+            self.update_interest(key);
+            self.flush(key);
+        }
+        Ok(())
+    }
+
+    fn shutdown(&mut self) {
+        let now = Instant::now();
+        self.save_resume();
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for key in keys {
+            self.remove_peer(key, "shutting down", now);
+        }
+    }
+}
+
+/// A readable client name from an Azureus-style peer id (`-LT2080-` → `LT 2080`).
+fn client_name(id: &[u8; 20]) -> String {
+    if id[0] == b'-' && id[7] == b'-' && id[1..7].iter().all(u8::is_ascii_alphanumeric) {
+        format!(
+            "{} {}",
+            String::from_utf8_lossy(&id[1..3]),
+            String::from_utf8_lossy(&id[3..7])
+        )
+    } else {
+        String::from_utf8_lossy(&id[..8])
+            .chars()
+            .filter(|c| c.is_ascii_graphic())
+            .collect()
+    }
+}

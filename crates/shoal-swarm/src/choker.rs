@@ -1,0 +1,353 @@
+//! The choker: which peers we upload to.
+//!
+//! The engine calls [`Choker::run`] every 10 s with a snapshot of its peers and unchokes
+//! exactly the peers returned (choking all others).
+//!
+//! - **Regular slots** ([`ChokerConfig::regular_slots`], 4 by default) go to interested
+//!   peers ranked by rate, ties broken at random:
+//!   - while *leeching*, by their download rate to us (tit-for-tat: upload to those who
+//!     upload to us). Snubbed peers (no block for 60 s although we had requests out) never
+//!     get a regular slot.
+//!   - while *seeding*, by our upload rate to them ("fastest upload", as libtorrent's
+//!     `fastest_upload` seed choker): a seed's bandwidth goes to the peers that can take it
+//!     fastest, which spreads pieces through the swarm quickest. Rotation to other peers
+//!     comes from the optimistic slot: a peer that turns out faster displaces a slow one on
+//!     the next run.
+//! - **Optimistic slots** (1 by default) go to a random interested peer without a regular
+//!   slot, and rotate every [`ChokerConfig::optimistic_interval`] (30 s). Peers the choker
+//!   first saw less than [`ChokerConfig::newcomer_window`] ago are
+//!   [`ChokerConfig::newcomer_weight`] times as likely to be chosen, since they have
+//!   nothing to trade yet and need a first piece. Snubbed peers may get this slot.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use rand::seq::SliceRandom;
+use rand::Rng;
+
+use crate::PeerKey;
+
+/// What the choker needs to know about one connected peer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ChokerPeer {
+    pub key: PeerKey,
+    /// The peer is interested in our pieces.
+    pub interested: bool,
+    /// Bytes per second the peer sends us.
+    pub download_rate: f64,
+    /// Bytes per second we send the peer.
+    pub upload_rate: f64,
+    /// The peer has every piece (it never needs our upload).
+    pub is_seed: bool,
+    /// No block from this peer for 60 s although we had requests outstanding with it.
+    pub snubbed: bool,
+}
+
+/// Choker settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChokerConfig {
+    /// Peers unchoked for their rate.
+    pub regular_slots: usize,
+    /// Peers unchoked at random.
+    pub optimistic_slots: usize,
+    /// How long an optimistic unchoke lasts before it rotates.
+    pub optimistic_interval: Duration,
+    /// Peers seen for less than this count as newcomers for the optimistic draw.
+    pub newcomer_window: Duration,
+    /// Weight of a newcomer in the optimistic draw (others weigh 1).
+    pub newcomer_weight: u32,
+}
+
+impl Default for ChokerConfig {
+    fn default() -> Self {
+        ChokerConfig {
+            regular_slots: 4,
+            optimistic_slots: 1,
+            optimistic_interval: Duration::from_secs(30),
+            newcomer_window: Duration::from_secs(60),
+            newcomer_weight: 3,
+        }
+    }
+}
+
+/// Tit-for-tat choker with optimistic unchoke. See the module documentation.
+#[derive(Debug, Clone)]
+pub struct Choker {
+    config: ChokerConfig,
+    optimistic: Vec<PeerKey>,
+    last_rotation: Option<Instant>,
+    first_seen: HashMap<PeerKey, Instant>,
+}
+
+impl Default for Choker {
+    fn default() -> Self {
+        Choker::new(ChokerConfig::default())
+    }
+}
+
+impl Choker {
+    pub fn new(config: ChokerConfig) -> Self {
+        Choker {
+            config,
+            optimistic: Vec::new(),
+            last_rotation: None,
+            first_seen: HashMap::new(),
+        }
+    }
+
+    pub fn config(&self) -> &ChokerConfig {
+        &self.config
+    }
+
+    /// The peers currently holding an optimistic slot.
+    pub fn optimistic(&self) -> &[PeerKey] {
+        &self.optimistic
+    }
+
+    /// Decides whom to unchoke: the regular slots (best rate first) followed by the
+    /// optimistic ones. Every peer not returned should be choked.
+    pub fn run(
+        &mut self,
+        now: Instant,
+        peers: &[ChokerPeer],
+        seeding: bool,
+        rng: &mut impl Rng,
+    ) -> Vec<PeerKey> {
+        let present: HashSet<PeerKey> = peers.iter().map(|p| p.key).collect();
+        self.first_seen.retain(|key, _| present.contains(key));
+        for peer in peers {
+            self.first_seen.entry(peer.key).or_insert(now);
+        }
+
+        // Regular slots. Shuffle first so the stable sort breaks ties at random.
+        let mut ranked: Vec<&ChokerPeer> = peers
+            .iter()
+            .filter(|p| p.interested && !p.is_seed && !p.snubbed)
+            .collect();
+        ranked.shuffle(rng);
+        let rate = |p: &ChokerPeer| {
+            if seeding {
+                p.upload_rate
+            } else {
+                p.download_rate
+            }
+        };
+        ranked.sort_by(|a, b| rate(b).total_cmp(&rate(a)));
+        let mut unchoked: Vec<PeerKey> = ranked
+            .iter()
+            .take(self.config.regular_slots)
+            .map(|p| p.key)
+            .collect();
+
+        // Optimistic slots.
+        let eligible: Vec<&ChokerPeer> = peers
+            .iter()
+            .filter(|p| p.interested && !p.is_seed && !unchoked.contains(&p.key))
+            .collect();
+        let due = match self.last_rotation {
+            None => true,
+            Some(last) => now.saturating_duration_since(last) >= self.config.optimistic_interval,
+        };
+        let previous = std::mem::take(&mut self.optimistic);
+        if due {
+            self.last_rotation = Some(now);
+            // Prefer peers that did not just have the slot, when there are any.
+            let fresh: Vec<&ChokerPeer> = eligible
+                .iter()
+                .copied()
+                .filter(|p| !previous.contains(&p.key))
+                .collect();
+            self.draw(now, &fresh, rng);
+        } else {
+            self.optimistic = previous
+                .into_iter()
+                .filter(|k| eligible.iter().any(|p| p.key == *k))
+                .collect();
+        }
+        // Fill slots left empty (too few fresh peers, or a holder left or got a regular slot).
+        let rest: Vec<&ChokerPeer> = eligible
+            .iter()
+            .copied()
+            .filter(|p| !self.optimistic.contains(&p.key))
+            .collect();
+        self.draw(now, &rest, rng);
+
+        unchoked.extend_from_slice(&self.optimistic);
+        unchoked
+    }
+
+    /// Adds peers from `candidates` to the optimistic slots until they are full, by
+    /// weighted random draw without replacement.
+    fn draw(&mut self, now: Instant, candidates: &[&ChokerPeer], rng: &mut impl Rng) {
+        let mut pool: Vec<(PeerKey, u32)> = candidates
+            .iter()
+            .filter(|p| !self.optimistic.contains(&p.key))
+            .map(|p| {
+                let newcomer = self.first_seen.get(&p.key).is_some_and(|seen| {
+                    now.saturating_duration_since(*seen) < self.config.newcomer_window
+                });
+                (
+                    p.key,
+                    if newcomer {
+                        self.config.newcomer_weight.max(1)
+                    } else {
+                        1
+                    },
+                )
+            })
+            .collect();
+        while self.optimistic.len() < self.config.optimistic_slots && !pool.is_empty() {
+            let total: u64 = pool.iter().map(|(_, w)| u64::from(*w)).sum();
+            let mut ticket = rng.gen_range(0..total);
+            let position = pool
+                .iter()
+                .position(|(_, w)| {
+                    if ticket < u64::from(*w) {
+                        true
+                    } else {
+                        ticket -= u64::from(*w);
+                        false
+                    }
+                })
+                .expect("the ticket is below the total weight");
+            self.optimistic.push(pool.swap_remove(position).0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    use super::*;
+
+    fn peer(key: u64, rate: f64) -> ChokerPeer {
+        ChokerPeer {
+            key: PeerKey(key),
+            interested: true,
+            download_rate: rate,
+            upload_rate: 0.0,
+            is_seed: false,
+            snubbed: false,
+        }
+    }
+
+    fn swarm() -> Vec<ChokerPeer> {
+        (1..=8).map(|k| peer(k, k as f64 * 1000.0)).collect()
+    }
+
+    #[test]
+    fn top_four_by_download_rate_plus_one_optimistic() {
+        let mut choker = Choker::default();
+        let mut rng = StdRng::seed_from_u64(1);
+        let t0 = Instant::now();
+        let unchoked = choker.run(t0, &swarm(), false, &mut rng);
+        assert_eq!(unchoked.len(), 5);
+        assert_eq!(
+            unchoked[..4],
+            [PeerKey(8), PeerKey(7), PeerKey(6), PeerKey(5)]
+        );
+        assert!((1..=4).map(PeerKey).any(|k| k == unchoked[4]));
+        assert_eq!(choker.optimistic(), &unchoked[4..]);
+    }
+
+    #[test]
+    fn optimistic_unchoke_rotates_every_30_seconds() {
+        let mut choker = Choker::default();
+        let mut rng = StdRng::seed_from_u64(2);
+        let t0 = Instant::now();
+        let peers = swarm();
+        let first = choker.run(t0, &peers, false, &mut rng)[4];
+        for secs in [10, 20] {
+            let again = choker.run(t0 + Duration::from_secs(secs), &peers, false, &mut rng);
+            assert_eq!(again[4], first, "kept until 30 s");
+        }
+        let mut seen = vec![first];
+        for round in 1..=6u64 {
+            let now = t0 + Duration::from_secs(30 * round);
+            let next = choker.run(now, &peers, false, &mut rng)[4];
+            assert_ne!(
+                next,
+                *seen.last().expect("non-empty"),
+                "rotated at {round} × 30 s"
+            );
+            seen.push(next);
+        }
+        seen.sort();
+        seen.dedup();
+        assert!(seen.len() >= 3, "rotation reaches several peers: {seen:?}");
+    }
+
+    #[test]
+    fn snubbed_uninterested_and_seeds_get_no_regular_slot() {
+        let mut peers = swarm();
+        peers[7].snubbed = true; // key 8, fastest
+        peers[6].interested = false; // key 7
+        peers[5].is_seed = true; // key 6
+        let mut choker = Choker::new(ChokerConfig {
+            optimistic_slots: 0,
+            ..ChokerConfig::default()
+        });
+        let unchoked = choker.run(Instant::now(), &peers, false, &mut StdRng::seed_from_u64(3));
+        assert_eq!(unchoked, [PeerKey(5), PeerKey(4), PeerKey(3), PeerKey(2)]);
+        // The snubbed peer may still win the optimistic slot; the others never.
+        let mut choker = Choker::default();
+        let t0 = Instant::now();
+        let mut rng = StdRng::seed_from_u64(4);
+        for round in 0..20u64 {
+            let unchoked = choker.run(
+                t0 + Duration::from_secs(30 * round),
+                &peers,
+                false,
+                &mut rng,
+            );
+            assert!(!unchoked.contains(&PeerKey(7)) && !unchoked.contains(&PeerKey(6)));
+        }
+    }
+
+    #[test]
+    fn seeding_ranks_by_upload_rate() {
+        let peers: Vec<ChokerPeer> = (1..=6)
+            .map(|k| ChokerPeer {
+                upload_rate: (10 - k) as f64,
+                download_rate: k as f64,
+                ..peer(k, 0.0)
+            })
+            .collect();
+        let mut choker = Choker::new(ChokerConfig {
+            regular_slots: 2,
+            ..ChokerConfig::default()
+        });
+        let unchoked = choker.run(Instant::now(), &peers, true, &mut StdRng::seed_from_u64(5));
+        assert_eq!(unchoked[..2], [PeerKey(1), PeerKey(2)]);
+        assert_eq!(unchoked.len(), 3);
+    }
+
+    #[test]
+    fn few_peers_all_unchoked_and_newcomers_favoured() {
+        let mut choker = Choker::new(ChokerConfig {
+            newcomer_weight: 1000,
+            ..ChokerConfig::default()
+        });
+        let mut rng = StdRng::seed_from_u64(6);
+        let t0 = Instant::now();
+        let mut peers: Vec<ChokerPeer> = (1..=3).map(|k| peer(k, 1.0)).collect();
+        let mut unchoked = choker.run(t0, &peers, false, &mut rng);
+        unchoked.sort();
+        assert_eq!(unchoked, [PeerKey(1), PeerKey(2), PeerKey(3)]);
+        assert!(
+            choker.optimistic().is_empty(),
+            "nobody left for the optimistic slot"
+        );
+        // Later, five slow old peers and one newcomer compete for the optimistic slot.
+        peers = (1..=9)
+            .map(|k| peer(k, if k <= 4 { 100.0 } else { 1.0 }))
+            .collect();
+        choker.run(t0 + Duration::from_secs(30), &peers, false, &mut rng);
+        peers.push(peer(10, 0.0));
+        let now = t0 + Duration::from_secs(120);
+        let unchoked = choker.run(now, &peers, false, &mut rng);
+        assert_eq!(unchoked[4], PeerKey(10));
+    }
+}

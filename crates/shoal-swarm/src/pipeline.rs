@@ -1,0 +1,88 @@
+//! Request pipelining: how many block requests to keep outstanding with one peer.
+//!
+//! To keep a link busy, the requests in flight must cover the bytes the peer can send in
+//! one round trip and then some. Like libtorrent, shoal sizes the queue to the bytes the
+//! peer delivers in a fixed window ([`REQUEST_WINDOW`], 2 s by default) at its measured
+//! download rate: `depth = rate × window / 16 KiB`, clamped to at least
+//! [`MIN_QUEUE_DEPTH`] (so a new or slow peer still gets a pipeline) and at most the
+//! `reqq` the peer advertised in its BEP 10 handshake, or [`DEFAULT_REQQ`] when it did not.
+//!
+//! # Timeouts (the engine's job)
+//!
+//! The picker has no clock, so timing requests is the engine's job. The suggested rule:
+//! when a peer has sent no block for `max(20 s, 2 × window)` although requests are
+//! outstanding with it, call [`PiecePicker::request_cancelled`] for its oldest outstanding
+//! request (and send `cancel`), so that the block can go to another peer; after 60 s
+//! without a block, mark the peer snubbed for the [`Choker`] and cancel all its requests.
+//! A block that arrives after its request was given up on is still accepted by the picker
+//! as long as the block is still needed.
+//!
+//! [`PiecePicker::request_cancelled`]: crate::PiecePicker::request_cancelled
+//! [`Choker`]: crate::Choker
+
+use std::time::Duration;
+
+use shoal_core::BLOCK_SIZE;
+
+/// The window of transfer the request queue should cover.
+pub const REQUEST_WINDOW: Duration = Duration::from_secs(2);
+
+/// The fewest requests kept in flight with a peer that unchokes us.
+pub const MIN_QUEUE_DEPTH: usize = 2;
+
+/// The `reqq` assumed when a peer does not advertise one (libtorrent's default).
+pub const DEFAULT_REQQ: u32 = 250;
+
+/// The most requests shoal keeps in flight with one peer, whatever it advertises.
+pub const MAX_QUEUE_DEPTH: usize = 500;
+
+/// How many block requests to keep outstanding with a peer that sends us
+/// `download_rate_bytes_per_s`: enough to cover `window` of transfer, clamped to
+/// `[MIN_QUEUE_DEPTH, peer_reqq or DEFAULT_REQQ]` (and never above [`MAX_QUEUE_DEPTH`]).
+/// A rate that is not a positive finite number counts as zero.
+pub fn queue_depth(
+    download_rate_bytes_per_s: f64,
+    window: Duration,
+    peer_reqq: Option<u32>,
+) -> usize {
+    let limit =
+        (peer_reqq.unwrap_or(DEFAULT_REQQ) as usize).clamp(MIN_QUEUE_DEPTH, MAX_QUEUE_DEPTH);
+    let rate = if download_rate_bytes_per_s.is_finite() && download_rate_bytes_per_s > 0.0 {
+        download_rate_bytes_per_s
+    } else {
+        0.0
+    };
+    let blocks = (rate * window.as_secs_f64() / f64::from(BLOCK_SIZE)).ceil();
+    // `as` saturates for floats beyond the range of usize.
+    (blocks as usize).clamp(MIN_QUEUE_DEPTH, limit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_follows_rate_within_bounds() {
+        assert_eq!(queue_depth(0.0, REQUEST_WINDOW, None), MIN_QUEUE_DEPTH);
+        assert_eq!(queue_depth(f64::NAN, REQUEST_WINDOW, None), MIN_QUEUE_DEPTH);
+        assert_eq!(queue_depth(-5.0, REQUEST_WINDOW, None), MIN_QUEUE_DEPTH);
+        // 1 MiB/s over 2 s = 2 MiB = 128 blocks.
+        assert_eq!(queue_depth(1024.0 * 1024.0, REQUEST_WINDOW, None), 128);
+        assert_eq!(queue_depth(1024.0 * 1024.0, REQUEST_WINDOW, Some(50)), 50);
+        assert_eq!(
+            queue_depth(1e12, REQUEST_WINDOW, None),
+            DEFAULT_REQQ as usize
+        );
+        assert_eq!(
+            queue_depth(f64::INFINITY, REQUEST_WINDOW, Some(10_000)),
+            MIN_QUEUE_DEPTH
+        );
+        assert_eq!(
+            queue_depth(1e12, REQUEST_WINDOW, Some(10_000)),
+            MAX_QUEUE_DEPTH
+        );
+        assert_eq!(queue_depth(1e12, REQUEST_WINDOW, Some(0)), MIN_QUEUE_DEPTH);
+        // 100 KiB/s over 2 s = 12.5 blocks, rounded up.
+        assert_eq!(queue_depth(100.0 * 1024.0, REQUEST_WINDOW, None), 13);
+    }
+}

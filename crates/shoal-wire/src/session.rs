@@ -1,0 +1,839 @@
+//! [`PeerSession`]: one peer connection as a sans-IO state machine (the quinn-proto shape).
+//!
+//! The driver feeds it received bytes ([`PeerSession::handle_input`]) and timer expiries
+//! ([`PeerSession::handle_timeout`]), and drains bytes to send
+//! ([`PeerSession::poll_transmit`]), events for the torrent ([`PeerSession::poll_event`])
+//! and the next deadline ([`PeerSession::poll_timeout`]). The torrent steers it with
+//! commands (`choke`, `interested`, `request`, `send_block`, …) that only queue bytes.
+//!
+//! What the session owns, so that no caller has to re-implement the rules:
+//! - **Our outstanding requests** ([`PeerState::outstanding`]). A `piece` that matches none
+//!   of them is dropped without an event, so unrequested data can never reach the disk.
+//!   A request leaves the set when its block arrives, when the peer rejects it (BEP 6),
+//!   when we cancel it, or — without the fast extension — when the peer chokes us (the
+//!   dropped blocks are listed in [`SessionEvent::Choked`] so the torrent can re-queue
+//!   them). On close the set is left in place for the torrent to read and re-queue.
+//! - **The peer's queued requests**: a bounded FIFO the driver drains with
+//!   [`PeerSession::next_upload`] (then reads the block and calls
+//!   [`PeerSession::send_block`]). A `cancel` removes a queued request, and choking the
+//!   peer empties the queue; with the fast extension each dropped request is answered by a
+//!   `reject`, as BEP 6 requires.
+//! - **Validation** of everything the peer sends; any violation is a [`WireError`] after
+//!   which the session is closed and the driver should disconnect.
+//!
+//! Handshake order: an outgoing session ([`PeerSession::new`]) sends our handshake first and
+//! waits for the peer's. An accepting driver does not know the torrent until the peer's
+//! handshake names it, so it reads 68 bytes with [`crate::parse_handshake`], looks up the
+//! info-hash (closing the connection if unknown), and then calls
+//! [`PeerSession::new_after_handshake`], which answers with our handshake.
+
+use crate::extension::{ExtensionHandshake, EXTENDED_HANDSHAKE_ID, MAX_REQQ};
+use crate::handshake::{parse_handshake, Handshake, HANDSHAKE_LEN};
+use crate::message::{max_message_len, valid_block_length, Message};
+use crate::WireError;
+use bytes::{Buf, Bytes, BytesMut};
+use shoal_core::{Bitfield, Block, InfoHash, PeerId};
+use std::collections::{BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+/// Unservable requests (while choked, for pieces we lack, beyond the queue) are counted in
+/// windows of this length; see [`PeerSession::flood_limit`].
+const FLOOD_WINDOW: Duration = Duration::from_secs(10);
+
+/// A peer may grant us at most this many allowed-fast pieces; more are ignored (BEP 6
+/// suggests about 10, so this only bounds memory against a hostile peer).
+const MAX_ALLOWED_FAST: usize = 256;
+
+/// Everything a session needs to know about the torrent and about us.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub info_hash: InfoHash,
+    pub peer_id: PeerId,
+    pub piece_count: u32,
+    pub piece_length: u32,
+    pub total_length: u64,
+    /// The pieces we have now; later ones are announced with [`PeerSession::have`].
+    pub our_bitfield: Bitfield,
+    /// Our handshake's reserved bytes; an extension is used only if both sides set it.
+    pub reserved: [u8; 8],
+    /// Our BEP 10 handshake (`m`, `v`, and `yourip` set by the driver from the peer's
+    /// address). A missing `reqq` is filled in from `max_incoming_requests`.
+    pub extension_handshake: ExtensionHandshake,
+    /// How many of the peer's requests we queue; more are dropped (rejected with BEP 6).
+    pub max_incoming_requests: usize,
+    /// How many requests we keep outstanding at this peer at most; `request` refuses more.
+    pub max_outstanding_requests: usize,
+    /// Send a keep-alive when we have sent nothing for this long.
+    pub keepalive_interval: Duration,
+    /// Close when nothing at all has been received for this long.
+    pub idle_timeout: Duration,
+    /// Close an outgoing connection whose peer has not completed its handshake by then.
+    pub handshake_timeout: Duration,
+}
+
+impl SessionConfig {
+    /// A configuration with the usual limits: 500 queued incoming requests, keep-alives
+    /// every 120 s, idle timeout 180 s, handshake timeout 20 s, fast and extension bits on.
+    pub fn new(
+        info_hash: InfoHash,
+        peer_id: PeerId,
+        piece_count: u32,
+        piece_length: u32,
+        total_length: u64,
+        our_bitfield: Bitfield,
+    ) -> Self {
+        SessionConfig {
+            info_hash,
+            peer_id,
+            piece_count,
+            piece_length,
+            total_length,
+            our_bitfield,
+            reserved: Handshake::SHOAL_RESERVED,
+            extension_handshake: ExtensionHandshake::default(),
+            max_incoming_requests: 500,
+            max_outstanding_requests: MAX_REQQ as usize,
+            keepalive_interval: Duration::from_secs(120),
+            idle_timeout: Duration::from_secs(180),
+            handshake_timeout: Duration::from_secs(20),
+        }
+    }
+
+    /// Size of piece `piece` in bytes (the last one may be short); 0 out of range.
+    fn piece_size(&self, piece: u32) -> u64 {
+        if piece >= self.piece_count {
+            return 0;
+        }
+        let start = u64::from(piece) * u64::from(self.piece_length);
+        self.total_length
+            .saturating_sub(start)
+            .min(u64::from(self.piece_length))
+    }
+}
+
+/// The connection's state as the torrent sees it. Read through [`PeerSession::state`].
+#[derive(Debug, Clone)]
+pub struct PeerState {
+    /// Known once the peer's handshake arrived.
+    pub peer_id: Option<PeerId>,
+    pub am_choking: bool,
+    pub am_interested: bool,
+    pub peer_choking: bool,
+    pub peer_interested: bool,
+    /// The peer's pieces (have-all → full, have-none → empty, updated by `have`).
+    pub peer_pieces: Bitfield,
+    /// Both sides support BEP 6.
+    pub fast: bool,
+    /// Both sides support BEP 10.
+    pub extensions: bool,
+    /// The peer's extension handshake, with later updates applied.
+    pub peer_extensions: Option<ExtensionHandshake>,
+    /// Our requests the peer has not yet answered, in a deterministic order.
+    pub outstanding: BTreeSet<Block>,
+    /// Pieces the peer lets us request while it chokes us (BEP 6).
+    pub allowed_fast: BTreeSet<u32>,
+    /// Payload bytes of requested blocks received / blocks sent.
+    pub downloaded: u64,
+    pub uploaded: u64,
+}
+
+/// What happened on the connection, for the torrent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// Both handshakes are done; commands take effect from now on.
+    Connected {
+        peer_id: PeerId,
+        fast: bool,
+        extensions: bool,
+    },
+    /// The peer announced its pieces (bitfield, have-all or have-none): read
+    /// [`PeerState::peer_pieces`].
+    PeerBitfield,
+    /// The peer has a piece it did not have before.
+    Have(u32),
+    /// The peer choked us. Without BEP 6 this cancels all our outstanding requests; they
+    /// are listed here, so the torrent can give them to other peers.
+    Choked {
+        dropped: Vec<Block>,
+    },
+    Unchoked,
+    Interested,
+    NotInterested,
+    /// A block we requested arrived (unrequested ones never produce this).
+    BlockReceived {
+        block: Block,
+        data: Bytes,
+    },
+    /// The peer refused one of our outstanding requests (BEP 6).
+    Rejected(Block),
+    AllowedFast(u32),
+    Suggest(u32),
+    /// The peer's DHT port (BEP 5).
+    DhtPort(u16),
+    /// The peer's extension handshake, merged with any earlier one.
+    ExtensionHandshake(ExtensionHandshake),
+    /// An extension message under one of the ids we assigned in our `m`.
+    Extended {
+        id: u8,
+        payload: Bytes,
+    },
+    /// The session is over; the driver should drop the connection.
+    Closed(WireError),
+}
+
+enum Phase {
+    /// Outgoing: our handshake is queued, the peer's has not fully arrived.
+    AwaitingHandshake {
+        deadline: Instant,
+    },
+    /// Both handshakes done.
+    Open,
+    Closed(WireError),
+}
+
+/// One peer connection. See the module documentation.
+pub struct PeerSession {
+    config: SessionConfig,
+    phase: Phase,
+    state: PeerState,
+    max_message_len: u32,
+    /// Received bytes not yet parsed: at most one incomplete message (capped by
+    /// `max_message_len`) plus the last chunk the driver passed in.
+    recv: BytesMut,
+    /// Bytes waiting for `poll_transmit`.
+    send: BytesMut,
+    events: VecDeque<SessionEvent>,
+    /// The peer's requests we will serve, oldest first; at most `max_incoming_requests`.
+    uploads: VecDeque<Block>,
+    /// True until the first message that is not a keep-alive, extension or port message.
+    /// Transmission sends its extension handshake before its bitfield, so those are allowed
+    /// to come first without spending the bitfield's turn.
+    bitfield_allowed: bool,
+    /// The latest `now` passed in; commands (which take no `now`) stamp sends with it.
+    now: Instant,
+    last_received: Instant,
+    last_sent: Instant,
+    flood_window_start: Instant,
+    unservable_requests: usize,
+}
+
+impl PeerSession {
+    /// An outgoing connection: our handshake is queued at once and the peer's awaited.
+    pub fn new(config: SessionConfig, now: Instant) -> Self {
+        let deadline = now + config.handshake_timeout;
+        let mut session = PeerSession::build(config, now);
+        session.phase = Phase::AwaitingHandshake { deadline };
+        session.send_handshake();
+        session
+    }
+
+    /// An accepted connection whose handshake the driver has already parsed with
+    /// [`crate::parse_handshake`]; bytes the peer sent after it go to `handle_input`.
+    /// Queues our handshake, our pieces and our extension handshake.
+    ///
+    /// Fails if `theirs` names another torrent or carries our own peer id.
+    pub fn new_after_handshake(
+        config: SessionConfig,
+        theirs: Handshake,
+        now: Instant,
+    ) -> Result<Self, WireError> {
+        let mut session = PeerSession::build(config, now);
+        session.check_handshake(&theirs)?;
+        session.send_handshake();
+        session.on_handshake(theirs);
+        Ok(session)
+    }
+
+    fn build(mut config: SessionConfig, now: Instant) -> Self {
+        let count = config.piece_count as usize;
+        if config.our_bitfield.len() != count {
+            // A mismatched bitfield would be sent as a protocol violation; keep what fits.
+            let mut fixed = Bitfield::new(count);
+            for i in config.our_bitfield.iter_ones() {
+                fixed.set(i);
+            }
+            config.our_bitfield = fixed;
+        }
+        PeerSession {
+            max_message_len: max_message_len(config.piece_count),
+            state: PeerState {
+                peer_id: None,
+                am_choking: true,
+                am_interested: false,
+                peer_choking: true,
+                peer_interested: false,
+                peer_pieces: Bitfield::new(count),
+                fast: false,
+                extensions: false,
+                peer_extensions: None,
+                outstanding: BTreeSet::new(),
+                allowed_fast: BTreeSet::new(),
+                downloaded: 0,
+                uploaded: 0,
+            },
+            config,
+            phase: Phase::Open,
+            recv: BytesMut::new(),
+            send: BytesMut::new(),
+            events: VecDeque::new(),
+            uploads: VecDeque::new(),
+            bitfield_allowed: true,
+            now,
+            last_received: now,
+            last_sent: now,
+            flood_window_start: now,
+            unservable_requests: 0,
+        }
+    }
+
+    // ---- driver side -------------------------------------------------------------------
+
+    /// Feeds bytes received from the peer, in any chunking. An error closes the session
+    /// (it is also reported as [`SessionEvent::Closed`]); input after that returns the
+    /// same error.
+    pub fn handle_input(&mut self, now: Instant, bytes: &[u8]) -> Result<(), WireError> {
+        if let Phase::Closed(e) = &self.phase {
+            return Err(e.clone());
+        }
+        self.now = self.now.max(now);
+        if !bytes.is_empty() {
+            self.last_received = self.now;
+        }
+        self.recv.extend_from_slice(bytes);
+        let result = self.process_input();
+        if let Err(e) = &result {
+            self.close(e.clone());
+        }
+        result
+    }
+
+    /// Runs the timers due at `now`: handshake and idle timeouts close the session (see
+    /// [`PeerSession::is_closed`] and [`SessionEvent::Closed`]); a keep-alive is queued
+    /// when we have been silent for the keep-alive interval.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if matches!(self.phase, Phase::Closed(_)) {
+            return;
+        }
+        self.now = self.now.max(now);
+        if let Phase::AwaitingHandshake { deadline } = self.phase {
+            if self.now >= deadline {
+                self.close(WireError::HandshakeTimeout(self.config.handshake_timeout));
+                return;
+            }
+        }
+        if self.now >= self.last_received + self.config.idle_timeout {
+            self.close(WireError::IdleTimeout(self.config.idle_timeout));
+            return;
+        }
+        if matches!(self.phase, Phase::Open)
+            && self.now >= self.last_sent + self.config.keepalive_interval
+        {
+            self.enqueue(&Message::KeepAlive);
+        }
+    }
+
+    /// Appends pending bytes to `out`; returns whether there were any.
+    pub fn poll_transmit(&mut self, out: &mut BytesMut) -> bool {
+        if self.send.is_empty() {
+            return false;
+        }
+        if out.is_empty() {
+            std::mem::swap(out, &mut self.send);
+        } else {
+            out.extend_from_slice(&self.send);
+            self.send.clear();
+        }
+        true
+    }
+
+    /// The next event, oldest first. Drain after every input, timeout and command.
+    pub fn poll_event(&mut self) -> Option<SessionEvent> {
+        self.events.pop_front()
+    }
+
+    /// When `handle_timeout` should next be called; `None` once closed.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let idle = self.last_received + self.config.idle_timeout;
+        match self.phase {
+            Phase::Closed(_) => None,
+            Phase::AwaitingHandshake { deadline } => Some(deadline.min(idle)),
+            Phase::Open => Some(idle.min(self.last_sent + self.config.keepalive_interval)),
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        matches!(self.phase, Phase::Closed(_))
+    }
+
+    /// Why the session closed, if it did.
+    pub fn close_reason(&self) -> Option<&WireError> {
+        match &self.phase {
+            Phase::Closed(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    pub fn state(&self) -> &PeerState {
+        &self.state
+    }
+
+    /// How many of the peer's requests wait in the upload queue.
+    pub fn queued_uploads(&self) -> usize {
+        self.uploads.len()
+    }
+
+    /// The largest unservable-request count per 10 s window before the peer is dropped as
+    /// a flooder: ten times the queue size, so a well-behaved peer whose in-flight requests
+    /// meet a choke or a full queue never comes close.
+    pub fn flood_limit(&self) -> usize {
+        self.config
+            .max_incoming_requests
+            .saturating_mul(10)
+            .max(100)
+    }
+
+    // ---- commands from the torrent -----------------------------------------------------
+    //
+    // Commands other than `have` do nothing until the handshake is complete (the
+    // `Connected` event) or after the session closed: before the peer's handshake nothing
+    // may be sent after ours, since the bitfield must come first.
+
+    pub fn choke(&mut self) {
+        if !self.is_open() || self.state.am_choking {
+            return;
+        }
+        self.state.am_choking = true;
+        self.enqueue(&Message::Choke);
+        let dropped: Vec<Block> = self.uploads.drain(..).collect();
+        if self.state.fast {
+            for block in dropped {
+                self.enqueue(&Message::Reject(block));
+            }
+        }
+    }
+
+    pub fn unchoke(&mut self) {
+        if !self.is_open() || !self.state.am_choking {
+            return;
+        }
+        self.state.am_choking = false;
+        self.enqueue(&Message::Unchoke);
+    }
+
+    /// Tells the peer whether we want its pieces; sends only on a change.
+    pub fn interested(&mut self, interested: bool) {
+        if !self.is_open() || self.state.am_interested == interested {
+            return;
+        }
+        self.state.am_interested = interested;
+        let msg = if interested {
+            Message::Interested
+        } else {
+            Message::NotInterested
+        };
+        self.enqueue(&msg);
+    }
+
+    /// Records that we now have `piece` and, once connected, announces it.
+    pub fn have(&mut self, piece: u32) {
+        if piece >= self.config.piece_count {
+            debug_assert!(false, "have({piece}) beyond piece count");
+            return;
+        }
+        self.config.our_bitfield.set(piece as usize);
+        if self.is_open() {
+            self.enqueue(&Message::Have(piece));
+        }
+    }
+
+    /// Requests a block. Returns false (and sends nothing) if it is already outstanding,
+    /// the outstanding limit is reached, or the peer chokes us and has not allowed this
+    /// piece as allowed-fast — a request it would ignore would otherwise hang forever.
+    pub fn request(&mut self, block: Block) -> bool {
+        if !self.is_open()
+            || self.state.outstanding.len() >= self.config.max_outstanding_requests
+            || self.state.outstanding.contains(&block)
+        {
+            return false;
+        }
+        if self.state.peer_choking
+            && !(self.state.fast && self.state.allowed_fast.contains(&block.piece))
+        {
+            return false;
+        }
+        debug_assert!(self.check_block(block).is_ok(), "request for {block:?}");
+        self.state.outstanding.insert(block);
+        self.enqueue(&Message::Request(block));
+        true
+    }
+
+    /// Withdraws an outstanding request. A block that arrives later is discarded.
+    pub fn cancel(&mut self, block: Block) {
+        if self.is_open() && self.state.outstanding.remove(&block) {
+            self.enqueue(&Message::Cancel(block));
+        }
+    }
+
+    /// The next request of the peer's to serve (oldest first); `None` while we choke it.
+    /// The driver reads the block's data and passes it to [`PeerSession::send_block`], or
+    /// calls [`PeerSession::reject`] if it cannot.
+    pub fn next_upload(&mut self) -> Option<Block> {
+        if self.state.am_choking || !self.is_open() {
+            return None;
+        }
+        self.uploads.pop_front()
+    }
+
+    /// Sends a block taken from [`PeerSession::next_upload`].
+    pub fn send_block(&mut self, block: Block, data: Bytes) {
+        if !self.is_open() {
+            return;
+        }
+        debug_assert_eq!(data.len(), block.length as usize, "block data length");
+        self.state.uploaded += data.len() as u64;
+        self.enqueue(&Message::Piece {
+            piece: block.piece,
+            offset: block.offset,
+            data,
+        });
+    }
+
+    /// Refuses one of the peer's requests (queued, or taken but not servable, e.g. after
+    /// a read error): removed from the queue, and answered with `reject` under BEP 6.
+    pub fn reject(&mut self, block: Block) {
+        if !self.is_open() {
+            return;
+        }
+        self.uploads.retain(|b| *b != block);
+        if self.state.fast {
+            self.enqueue(&Message::Reject(block));
+        }
+    }
+
+    /// Sends an extension message under the id the peer assigned (see
+    /// [`ExtensionHandshake::id_of`]). Returns false if BEP 10 was not negotiated.
+    pub fn send_extended(&mut self, id: u8, payload: Bytes) -> bool {
+        if !self.is_open() || !self.state.extensions {
+            return false;
+        }
+        self.enqueue(&Message::Extended { id, payload });
+        true
+    }
+
+    /// Tells the peer our DHT port (BEP 5).
+    pub fn send_dht_port(&mut self, port: u16) {
+        if self.is_open() {
+            self.enqueue(&Message::Port(port));
+        }
+    }
+
+    // ---- internals ---------------------------------------------------------------------
+
+    fn is_open(&self) -> bool {
+        matches!(self.phase, Phase::Open)
+    }
+
+    fn enqueue(&mut self, msg: &Message) {
+        msg.encode(&mut self.send);
+        self.last_sent = self.now;
+    }
+
+    fn emit(&mut self, event: SessionEvent) {
+        self.events.push_back(event);
+    }
+
+    fn close(&mut self, error: WireError) {
+        self.phase = Phase::Closed(error.clone());
+        self.send.clear();
+        self.recv.clear();
+        self.uploads.clear();
+        self.emit(SessionEvent::Closed(error));
+    }
+
+    fn send_handshake(&mut self) {
+        let ours = Handshake::new(
+            self.config.info_hash,
+            self.config.peer_id,
+            self.config.reserved,
+        );
+        ours.encode(&mut self.send);
+        self.last_sent = self.now;
+    }
+
+    fn check_handshake(&self, theirs: &Handshake) -> Result<(), WireError> {
+        if theirs.info_hash != self.config.info_hash {
+            return Err(WireError::InfoHashMismatch {
+                expected: self.config.info_hash,
+                got: theirs.info_hash,
+            });
+        }
+        if theirs.peer_id == self.config.peer_id {
+            return Err(WireError::SelfConnection);
+        }
+        Ok(())
+    }
+
+    /// Both handshakes are done: negotiate, then send our pieces and extension handshake.
+    fn on_handshake(&mut self, theirs: Handshake) {
+        let ours = Handshake::new(
+            self.config.info_hash,
+            self.config.peer_id,
+            self.config.reserved,
+        );
+        self.phase = Phase::Open;
+        self.state.peer_id = Some(theirs.peer_id);
+        self.state.fast = ours.supports_fast() && theirs.supports_fast();
+        self.state.extensions = ours.supports_extensions() && theirs.supports_extensions();
+
+        let pieces = &self.config.our_bitfield;
+        let opening = if self.state.fast {
+            if pieces.none() {
+                Some(Message::HaveNone)
+            } else if pieces.all() {
+                Some(Message::HaveAll)
+            } else {
+                Some(Message::Bitfield(Bytes::copy_from_slice(pieces.as_bytes())))
+            }
+        } else if pieces.none() {
+            // BEP 3: a peer with no pieces may skip the bitfield.
+            None
+        } else {
+            Some(Message::Bitfield(Bytes::copy_from_slice(pieces.as_bytes())))
+        };
+        if let Some(msg) = opening {
+            self.enqueue(&msg);
+        }
+        if self.state.extensions {
+            let mut hs = self.config.extension_handshake.clone();
+            if hs.reqq.is_none() {
+                let reqq = self.config.max_incoming_requests.min(MAX_REQQ as usize);
+                hs.reqq = Some(reqq as u32);
+            }
+            self.enqueue(&Message::Extended {
+                id: EXTENDED_HANDSHAKE_ID,
+                payload: hs.encode(),
+            });
+        }
+        self.emit(SessionEvent::Connected {
+            peer_id: theirs.peer_id,
+            fast: self.state.fast,
+            extensions: self.state.extensions,
+        });
+    }
+
+    fn process_input(&mut self) -> Result<(), WireError> {
+        if let Phase::AwaitingHandshake { .. } = self.phase {
+            let Some(theirs) = parse_handshake(&self.recv)? else {
+                return Ok(());
+            };
+            self.check_handshake(&theirs)?;
+            self.recv.advance(HANDSHAKE_LEN);
+            self.on_handshake(theirs);
+        }
+        while let Some(msg) = Message::decode(&mut self.recv, self.max_message_len)? {
+            self.on_message(msg)?;
+        }
+        Ok(())
+    }
+
+    fn on_message(&mut self, msg: Message) -> Result<(), WireError> {
+        match msg {
+            Message::KeepAlive | Message::Extended { .. } | Message::Port(_) => {}
+            Message::Bitfield(_) | Message::HaveAll | Message::HaveNone => {
+                if !self.bitfield_allowed {
+                    return Err(WireError::UnexpectedBitfield);
+                }
+                self.bitfield_allowed = false;
+            }
+            _ => self.bitfield_allowed = false,
+        }
+        match msg {
+            Message::KeepAlive => {}
+            Message::Choke => {
+                let was_unchoked = !self.state.peer_choking;
+                self.state.peer_choking = true;
+                let dropped: Vec<Block> = if self.state.fast {
+                    Vec::new()
+                } else {
+                    std::mem::take(&mut self.state.outstanding)
+                        .into_iter()
+                        .collect()
+                };
+                if was_unchoked || !dropped.is_empty() {
+                    self.emit(SessionEvent::Choked { dropped });
+                }
+            }
+            Message::Unchoke => {
+                if self.state.peer_choking {
+                    self.state.peer_choking = false;
+                    self.emit(SessionEvent::Unchoked);
+                }
+            }
+            Message::Interested => {
+                if !self.state.peer_interested {
+                    self.state.peer_interested = true;
+                    self.emit(SessionEvent::Interested);
+                }
+            }
+            Message::NotInterested => {
+                if self.state.peer_interested {
+                    self.state.peer_interested = false;
+                    self.emit(SessionEvent::NotInterested);
+                }
+            }
+            Message::Have(piece) => {
+                self.check_piece(piece)?;
+                if self.state.peer_pieces.set(piece as usize) {
+                    self.emit(SessionEvent::Have(piece));
+                }
+            }
+            Message::Bitfield(bytes) => {
+                let count = self.config.piece_count as usize;
+                self.state.peer_pieces =
+                    Bitfield::from_bytes(&bytes, count).ok_or(WireError::BadBitfield)?;
+                self.emit(SessionEvent::PeerBitfield);
+            }
+            Message::HaveAll => {
+                self.require_fast(14)?;
+                self.state.peer_pieces = Bitfield::full(self.config.piece_count as usize);
+                self.emit(SessionEvent::PeerBitfield);
+            }
+            Message::HaveNone => {
+                self.require_fast(15)?;
+                self.state.peer_pieces = Bitfield::new(self.config.piece_count as usize);
+                self.emit(SessionEvent::PeerBitfield);
+            }
+            Message::Request(block) => self.on_request(block)?,
+            Message::Piece {
+                piece,
+                offset,
+                data,
+            } => {
+                // `data` fits in a message whose length is a u32.
+                let length = data.len() as u32;
+                let block = Block {
+                    piece,
+                    offset,
+                    length,
+                };
+                if self.state.outstanding.remove(&block) {
+                    self.state.downloaded += u64::from(length);
+                    self.emit(SessionEvent::BlockReceived { block, data });
+                }
+            }
+            Message::Cancel(block) => {
+                self.check_block(block)?;
+                if let Some(pos) = self.uploads.iter().position(|b| *b == block) {
+                    self.uploads.remove(pos);
+                    // BEP 6: every request gets a piece or a reject, cancelled ones too.
+                    if self.state.fast {
+                        self.enqueue(&Message::Reject(block));
+                    }
+                }
+            }
+            Message::Port(port) => self.emit(SessionEvent::DhtPort(port)),
+            Message::Suggest(piece) => {
+                self.require_fast(13)?;
+                self.check_piece(piece)?;
+                self.emit(SessionEvent::Suggest(piece));
+            }
+            Message::Reject(block) => {
+                self.require_fast(16)?;
+                self.check_block(block)?;
+                // A reject for something we cancelled (or never asked) is harmless.
+                if self.state.outstanding.remove(&block) {
+                    self.emit(SessionEvent::Rejected(block));
+                }
+            }
+            Message::AllowedFast(piece) => {
+                self.require_fast(17)?;
+                self.check_piece(piece)?;
+                if self.state.allowed_fast.len() < MAX_ALLOWED_FAST
+                    && self.state.allowed_fast.insert(piece)
+                {
+                    self.emit(SessionEvent::AllowedFast(piece));
+                }
+            }
+            Message::Extended { id, payload } => {
+                if !self.state.extensions {
+                    return Err(WireError::ExtensionsNotNegotiated);
+                }
+                if id == EXTENDED_HANDSHAKE_ID {
+                    let newer = ExtensionHandshake::decode(&payload)?;
+                    let merged = self
+                        .state
+                        .peer_extensions
+                        .get_or_insert_with(Default::default);
+                    merged.update(newer);
+                    let merged = merged.clone();
+                    self.emit(SessionEvent::ExtensionHandshake(merged));
+                } else {
+                    self.emit(SessionEvent::Extended { id, payload });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A request from the peer: queue it if we can serve it, otherwise drop it (rejecting
+    /// under BEP 6) and count it towards the flood limit.
+    fn on_request(&mut self, block: Block) -> Result<(), WireError> {
+        self.check_block(block)?;
+        if self.now.duration_since(self.flood_window_start) >= FLOOD_WINDOW {
+            self.flood_window_start = self.now;
+            self.unservable_requests = 0;
+        }
+        let duplicate = self.uploads.contains(&block);
+        let servable = !self.state.am_choking
+            && self.config.our_bitfield.get(block.piece as usize)
+            && self.uploads.len() < self.config.max_incoming_requests
+            && !duplicate;
+        if servable {
+            self.uploads.push_back(block);
+            return Ok(());
+        }
+        self.unservable_requests += 1;
+        if self.unservable_requests > self.flood_limit() {
+            return Err(WireError::RequestFlood(self.flood_limit()));
+        }
+        // A duplicate is still queued and will be served once: no reject for it.
+        if self.state.fast && !duplicate {
+            self.enqueue(&Message::Reject(block));
+        }
+        Ok(())
+    }
+
+    fn require_fast(&self, id: u8) -> Result<(), WireError> {
+        if self.state.fast {
+            Ok(())
+        } else {
+            Err(WireError::FastNotNegotiated(id))
+        }
+    }
+
+    fn check_piece(&self, piece: u32) -> Result<(), WireError> {
+        if piece < self.config.piece_count {
+            Ok(())
+        } else {
+            Err(WireError::PieceOutOfRange {
+                piece,
+                piece_count: self.config.piece_count,
+            })
+        }
+    }
+
+    /// In range: existing piece, length 1..=16 KiB, and ending inside the piece.
+    fn check_block(&self, block: Block) -> Result<(), WireError> {
+        self.check_piece(block.piece)?;
+        let end = u64::from(block.offset) + u64::from(block.length);
+        if valid_block_length(block.length) && end <= self.config.piece_size(block.piece) {
+            Ok(())
+        } else {
+            Err(WireError::InvalidBlock(block))
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;

@@ -1,0 +1,292 @@
+//! `shoal get` and `shoal seed`: run one torrent with the engine and show its progress.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use shoal_core::Metainfo;
+use shoal_engine::{EngineEvent, Outcome, TorrentConfig};
+use tokio::sync::{mpsc, watch};
+
+use crate::units::{format_size, parse_size};
+
+/// Options shared by `get` and `seed`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PeerOptions {
+    /// A peer to connect to (IP:PORT). Repeat for several.
+    #[arg(long = "peer", value_name = "ADDR")]
+    pub peers: Vec<SocketAddr>,
+    /// Address to accept peers on [default: 0.0.0.0:6881].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Upload limit in bytes per second (e.g. 2M); unlimited by default.
+    #[arg(long, value_name = "RATE", value_parser = parse_size)]
+    pub max_up: Option<u64>,
+    /// Download limit in bytes per second (e.g. 10M); unlimited by default.
+    #[arg(long, value_name = "RATE", value_parser = parse_size)]
+    pub max_down: Option<u64>,
+    /// Most peer connections at once.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub max_peers: usize,
+    /// Print one JSON object per line for each event instead of a progress bar.
+    #[arg(long)]
+    pub json: bool,
+    /// Where resume state is kept [default: $XDG_DATA_HOME/shoal or ~/.local/share/shoal].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// Download a torrent, verifying every piece, then keep seeding it.
+///
+/// Data already in the output folder is checked first and only what is missing is
+/// fetched, so an interrupted download resumes where it stopped. Exits 0 only when every
+/// piece is verified on disk; 3 when stopped (Ctrl-C) before that.
+#[derive(Debug, clap::Args)]
+pub struct GetArgs {
+    /// The .torrent file.
+    pub torrent: PathBuf,
+    /// The folder to download into (the torrent's file or folder is created inside it).
+    #[arg(short, long, value_name = "DIR", default_value = ".")]
+    pub output: PathBuf,
+    /// Stop when the download is complete instead of seeding until Ctrl-C.
+    #[arg(long)]
+    pub no_seed: bool,
+    #[command(flatten)]
+    pub peer: PeerOptions,
+}
+
+/// Check a torrent's data on disk, then seed it until Ctrl-C.
+#[derive(Debug, clap::Args)]
+pub struct SeedArgs {
+    /// The .torrent file.
+    pub torrent: PathBuf,
+    /// The folder that holds the torrent's content (the one `shoal get -o` wrote into);
+    /// for a single-file torrent, the file itself also works.
+    pub path: PathBuf,
+    #[command(flatten)]
+    pub peer: PeerOptions,
+}
+
+fn default_state_dir() -> PathBuf {
+    std::env::var_os("XDG_DATA_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("shoal")
+}
+
+pub fn run_get(args: GetArgs) -> Result<()> {
+    let metainfo = super::info::load_torrent(&args.torrent)?;
+    std::fs::create_dir_all(&args.output)
+        .with_context(|| format!("{}: cannot create", args.output.display()))?;
+    run_torrent(metainfo, args.output, None, !args.no_seed, args.peer)
+}
+
+pub fn run_seed(args: SeedArgs) -> Result<()> {
+    let metainfo = super::info::load_torrent(&args.torrent)?;
+    let meta = std::fs::metadata(&args.path)
+        .with_context(|| format!("{}: cannot read", args.path.display()))?;
+    let (dir, file) = if meta.is_file() {
+        if metainfo.info.multi_file {
+            bail!(
+                "{}: is a file, but the torrent holds a folder; pass the folder that contains '{}'",
+                args.path.display(),
+                metainfo.info.name
+            );
+        }
+        (
+            args.path
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+            Some(args.path.clone()),
+        )
+    } else {
+        (args.path.clone(), None)
+    };
+    run_torrent(metainfo, dir, file, true, args.peer)
+}
+
+fn run_torrent(
+    metainfo: Metainfo,
+    dir: PathBuf,
+    file: Option<PathBuf>,
+    seed: bool,
+    opts: PeerOptions,
+) -> Result<()> {
+    let metainfo = Arc::new(metainfo);
+    let config = TorrentConfig {
+        metainfo: metainfo.clone(),
+        download_dir: dir,
+        single_file_path: file,
+        state_dir: opts.state_dir.unwrap_or_else(default_state_dir),
+        listen: Some(
+            opts.listen
+                .unwrap_or_else(|| "0.0.0.0:6881".parse().expect("valid")),
+        ),
+        peers: opts.peers,
+        seed,
+        max_upload_rate: opts.max_up,
+        max_download_rate: opts.max_down,
+        max_connections: opts.max_peers,
+        check_threads: 0,
+    };
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let outcome = runtime.block_on(async move {
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let (stop_tx, stop) = watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            let _ = stop_tx.send(true);
+        });
+        let display = tokio::spawn(show_progress(events, metainfo, opts.json));
+        let outcome = shoal_engine::run(config, events_tx, stop).await;
+        let _ = display.await;
+        outcome
+    })?;
+    match outcome {
+        Outcome::Complete => Ok(()),
+        Outcome::Stopped => {
+            eprintln!("shoal: stopped before the download completed; run the same command again to resume");
+            std::process::exit(3);
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("signal handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Draws a progress bar (terminal), prints JSON lines (`--json`), or a few plain lines.
+pub async fn show_progress(
+    mut events: mpsc::UnboundedReceiver<EngineEvent>,
+    metainfo: Arc<Metainfo>,
+    json: bool,
+) {
+    let terminal = std::io::stderr().is_terminal() && !json;
+    let bar = if terminal {
+        ProgressBar::new(metainfo.info.total_length)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>9} [{bar:30.cyan/blue}] {percent:>3}% {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let name = metainfo.info.name.clone();
+    let info_hash = metainfo.info_hash.to_hex();
+    let mut last_piece_event = Instant::now() - Duration::from_secs(1);
+    let emit = |value: serde_json::Value| println!("{value}");
+    while let Some(event) = events.recv().await {
+        match event {
+            EngineEvent::Checking { done, total } => {
+                bar.set_prefix("checking");
+                bar.set_length(total.max(1));
+                bar.set_position(done);
+            }
+            EngineEvent::Started {
+                have,
+                piece_count,
+                listen,
+                resumed,
+            } => {
+                bar.set_prefix(if have == piece_count {
+                    "seeding"
+                } else {
+                    "getting"
+                });
+                if json {
+                    emit(
+                        json!({"event": "started", "name": name, "info_hash": info_hash, "have": have,
+                        "piece_count": piece_count, "listen": listen.map(|a| a.to_string()), "resumed": resumed}),
+                    );
+                } else if !terminal {
+                    eprintln!("shoal: {name}: {have}/{piece_count} pieces already verified");
+                }
+            }
+            EngineEvent::PieceVerified { piece, have } => {
+                if json && last_piece_event.elapsed() >= Duration::from_millis(250) {
+                    last_piece_event = Instant::now();
+                    emit(
+                        json!({"event": "piece", "piece": piece, "have": have, "piece_count": metainfo.info.piece_count()}),
+                    );
+                }
+            }
+            EngineEvent::PieceFailed { piece } => {
+                if json {
+                    emit(json!({"event": "piece_failed", "piece": piece}));
+                }
+            }
+            EngineEvent::PeerConnected { addr, client } => {
+                if json {
+                    emit(
+                        json!({"event": "peer_connected", "addr": addr.to_string(), "client": client}),
+                    );
+                }
+            }
+            EngineEvent::PeerDisconnected { addr, reason } => {
+                if json {
+                    emit(
+                        json!({"event": "peer_disconnected", "addr": addr.to_string(), "reason": reason}),
+                    );
+                }
+            }
+            EngineEvent::PeerBanned { addr } => {
+                if json {
+                    emit(json!({"event": "peer_banned", "addr": addr.to_string()}));
+                } else {
+                    bar.println(format!(
+                        "banned {addr}: it sent data that failed the hash check"
+                    ));
+                }
+            }
+            EngineEvent::Stats(s) => {
+                bar.set_length(s.total_bytes.max(1));
+                bar.set_position(s.bytes_have);
+                let eta = s.eta_secs.map(|e| format!(" eta {e}s")).unwrap_or_default();
+                bar.set_message(format!(
+                    "{}/s down {}/s up, {} peers{eta}",
+                    format_size(s.download_rate as u64),
+                    format_size(s.upload_rate as u64),
+                    s.peers
+                ));
+                if json {
+                    emit(
+                        json!({"event": "stats", "have": s.pieces_have, "piece_count": s.piece_count,
+                        "bytes_have": s.bytes_have, "total_bytes": s.total_bytes, "downloaded": s.downloaded,
+                        "uploaded": s.uploaded, "download_rate": s.download_rate as u64,
+                        "upload_rate": s.upload_rate as u64, "peers": s.peers, "eta_secs": s.eta_secs}),
+                    );
+                }
+            }
+            EngineEvent::Completed { downloaded } => {
+                bar.set_prefix("seeding");
+                bar.set_position(metainfo.info.total_length);
+                if json {
+                    emit(json!({"event": "completed", "downloaded": downloaded}));
+                } else {
+                    bar.println(format!(
+                        "{name}: complete, every piece verified ({} downloaded)",
+                        format_size(downloaded)
+                    ));
+                    if !terminal {
+                        eprintln!("shoal: {name}: complete, every piece verified");
+                    }
+                }
+            }
+        }
+    }
+    bar.finish_and_clear();
+}

@@ -1,0 +1,359 @@
+//! `shoal get` and `shoal seed` against real clients on loopback, each peer on its own
+//! 127.0.0.N: libtorrent seeds and shoal downloads, shoal seeds and libtorrent
+//! downloads, shoal to shoal with a multi-file torrent, and a shoal download killed with
+//! SIGKILL and restarted that fetches no verified piece again.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Kills the child (by its PID, which we started) when dropped, also on test failure.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// libtorrent session settings for loopback tests: no discovery, TCP only, bound to `ip`.
+const LT_SESSION: &str = r#"
+import libtorrent as lt, sys, time
+def session(ip, port):
+    return lt.session({
+        'listen_interfaces': '%s:%d' % (ip, port), 'outgoing_interfaces': ip,
+        'enable_dht': False, 'enable_lsd': False, 'enable_upnp': False, 'enable_natpmp': False,
+        'enable_incoming_utp': False, 'enable_outgoing_utp': False,
+        'allow_multiple_connections_per_ip': True, 'alert_mask': 0,
+    })
+"#;
+
+/// Seeds `torrent` from `save` until killed (at most 120 s); prints READY when seeding.
+const LT_SEED: &str = r#"
+torrent, save, ip, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+s = session(ip, port)
+h = s.add_torrent({'ti': lt.torrent_info(torrent), 'save_path': save})
+deadline = time.time() + 120
+while time.time() < deadline:
+    st = h.status()
+    if st.is_seeding:
+        print('READY', flush=True)
+        break
+    time.sleep(0.05)
+time.sleep(max(0, deadline - time.time()))
+"#;
+
+/// Downloads `torrent` into `save` from the peer at peer_ip:peer_port; prints DONE.
+const LT_GET: &str = r#"
+torrent, save, ip, port, peer_ip, peer_port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], int(sys.argv[6])
+s = session(ip, port)
+h = s.add_torrent({'ti': lt.torrent_info(torrent), 'save_path': save})
+deadline = time.time() + 60
+last_connect = 0
+while time.time() < deadline:
+    if time.time() - last_connect > 2:
+        h.connect_peer((peer_ip, peer_port))
+        last_connect = time.time()
+    st = h.status()
+    if st.is_seeding:
+        print('DONE', st.total_payload_download, flush=True)
+        sys.exit(0)
+    time.sleep(0.05)
+print('TIMEOUT', h.status().progress, flush=True)
+sys.exit(1)
+"#;
+
+fn python_script(body: &str) -> String {
+    format!("{LT_SESSION}\n{body}")
+}
+
+/// Starts a process and waits (bounded) until it prints `marker` on stdout.
+fn start_and_wait(mut cmd: Command, marker: &str, limit: Duration) -> Guard {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("piped");
+    let guard = Guard(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let marker = marker.to_owned();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains(&marker) {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("{cmd:?} not ready within {limit:?}"));
+    guard
+}
+
+fn lt_seed(torrent: &Path, save: &Path, ip: &str, port: u16) -> Guard {
+    require("/usr/bin/python3");
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.arg("-c").arg(python_script(LT_SEED)).args([
+        path_str(torrent),
+        path_str(save),
+        ip,
+        &port.to_string(),
+    ]);
+    start_and_wait(cmd, "READY", Duration::from_secs(60))
+}
+
+/// Runs `shoal get --no-seed --json` to completion; returns its JSON event lines.
+fn shoal_get(
+    torrent: &Path,
+    out: &Path,
+    state: &Path,
+    listen: &str,
+    peers: &[&str],
+) -> Vec<serde_json::Value> {
+    let mut cmd = shoal();
+    cmd.args([
+        "get",
+        path_str(torrent),
+        "-o",
+        path_str(out),
+        "--no-seed",
+        "--json",
+        "--listen",
+        listen,
+    ])
+    .args(["--state-dir", path_str(state)]);
+    for peer in peers {
+        cmd.args(["--peer", peer]);
+    }
+    let (output, _) = run_with_timeout(&mut cmd, Duration::from_secs(120));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "shoal get failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON lines"))
+        .collect()
+}
+
+fn shoal_seed(torrent: &Path, data: &Path, state: &Path, listen: &str) -> Guard {
+    let mut cmd = shoal();
+    cmd.args([
+        "seed",
+        path_str(torrent),
+        path_str(data),
+        "--json",
+        "--listen",
+        listen,
+        "--state-dir",
+        path_str(state),
+    ]);
+    start_and_wait(cmd, "\"started\"", Duration::from_secs(30))
+}
+
+fn same_files(a: &Path, b: &Path) {
+    assert_eq!(
+        std::fs::read(a).unwrap(),
+        std::fs::read(b).unwrap(),
+        "{a:?} differs from {b:?}"
+    );
+}
+
+fn make_single(dir: &Path, size: usize, piece: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let src = dir.join("src");
+    let file = src.join("payload.bin");
+    random_file(&file, size, 42);
+    let torrent = dir.join("payload.torrent");
+    run_ok(shoal().args([
+        "create",
+        path_str(&file),
+        "--piece-size",
+        piece,
+        "-o",
+        path_str(&torrent),
+    ]));
+    (src, torrent)
+}
+
+#[test]
+fn libtorrent_seeds_shoal_downloads() {
+    let dir = tempdir();
+    let (src, torrent) = make_single(dir.path(), 5 * 1024 * 1024 + 777, "256K");
+    let _seed = lt_seed(&torrent, &src, "127.0.0.11", 17011);
+    let out = dir.path().join("out");
+    let events = shoal_get(
+        &torrent,
+        &out,
+        &dir.path().join("state"),
+        "127.0.0.12:17012",
+        &["127.0.0.11:17011"],
+    );
+    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+    assert!(events.iter().any(|e| e["event"] == "completed"));
+    let client = events
+        .iter()
+        .find(|e| e["event"] == "peer_connected")
+        .expect("a peer connected");
+    assert_eq!(client["addr"], "127.0.0.11:17011");
+}
+
+#[test]
+fn shoal_seeds_libtorrent_downloads() {
+    let dir = tempdir();
+    let (src, torrent) = make_single(dir.path(), 3 * 1024 * 1024 + 5, "64K");
+    let _seed = shoal_seed(
+        &torrent,
+        &src,
+        &dir.path().join("state"),
+        "127.0.0.21:17021",
+    );
+    let out = dir.path().join("lt-out");
+    std::fs::create_dir_all(&out).unwrap();
+    let stdout = python(
+        &python_script(LT_GET),
+        &[
+            path_str(&torrent),
+            path_str(&out),
+            "127.0.0.22",
+            "17022",
+            "127.0.0.21",
+            "17021",
+        ],
+    );
+    assert!(stdout.starts_with("DONE"), "{stdout}");
+    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+}
+
+#[test]
+fn shoal_to_shoal_multi_file_with_empty_file() {
+    let dir = tempdir();
+    let root = dir.path().join("src/multi");
+    random_file(&root.join("one.bin"), 1024 * 1024 + 1, 1);
+    std::fs::write(root.join("empty"), b"").unwrap();
+    random_file(&root.join("sub/three.bin"), 5 * 1024 * 1024 - 7, 3);
+    let torrent = dir.path().join("multi.torrent");
+    run_ok(shoal().args([
+        "create",
+        path_str(&root),
+        "--piece-size",
+        "256K",
+        "-o",
+        path_str(&torrent),
+    ]));
+    let _seed = shoal_seed(
+        &torrent,
+        &dir.path().join("src"),
+        &dir.path().join("s1"),
+        "127.0.0.31:17031",
+    );
+    let out = dir.path().join("out");
+    shoal_get(
+        &torrent,
+        &out,
+        &dir.path().join("s2"),
+        "127.0.0.32:17032",
+        &["127.0.0.31:17031"],
+    );
+    for name in ["one.bin", "empty", "sub/three.bin"] {
+        same_files(&root.join(name), &out.join("multi").join(name));
+    }
+}
+
+#[test]
+fn killed_download_resumes_without_refetching_verified_pieces() {
+    let dir = tempdir();
+    let (src, torrent) = make_single(dir.path(), 24 * 1024 * 1024, "256K");
+    let seed_state = dir.path().join("seed-state");
+    // A slow seed so the download is surely killed midway.
+    let mut cmd = shoal();
+    cmd.args([
+        "seed",
+        path_str(&torrent),
+        path_str(&src),
+        "--json",
+        "--listen",
+        "127.0.0.41:17041",
+    ])
+    .args(["--state-dir", path_str(&seed_state), "--max-up", "4M"]);
+    let _seed = start_and_wait(cmd, "\"started\"", Duration::from_secs(30));
+    let out = dir.path().join("out");
+    let state = dir.path().join("state");
+    let mut get = shoal();
+    get.args([
+        "get",
+        path_str(&torrent),
+        "-o",
+        path_str(&out),
+        "--no-seed",
+        "--json",
+        "--listen",
+        "127.0.0.42:17042",
+    ])
+    .args([
+        "--state-dir",
+        path_str(&state),
+        "--peer",
+        "127.0.0.41:17041",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
+    let mut child = get.spawn().expect("spawn");
+    // Wait until about a third is verified, then SIGKILL.
+    let stdout = child.stdout.take().unwrap();
+    let mut guard = Guard(child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut verified_before = 0;
+    {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if event["event"] == "piece" {
+                verified_before = event["have"].as_u64().unwrap();
+                if verified_before >= 30 {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "no progress");
+        }
+    }
+    guard.0.kill().unwrap();
+    guard.0.wait().unwrap();
+    assert!(verified_before >= 30, "killed too early");
+
+    let events = shoal_get(
+        &torrent,
+        &out,
+        &state,
+        "127.0.0.42:17042",
+        &["127.0.0.41:17041"],
+    );
+    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+    let started = events.iter().find(|e| e["event"] == "started").unwrap();
+    let had = started["have"].as_u64().unwrap();
+    assert!(
+        had >= verified_before,
+        "restart found {had} pieces, {verified_before} were verified"
+    );
+    let completed = events.iter().find(|e| e["event"] == "completed").unwrap();
+    let downloaded = completed["downloaded"].as_u64().unwrap();
+    let missing = (96 - had) * 256 * 1024;
+    assert!(
+        downloaded <= missing,
+        "downloaded {downloaded} bytes, only {missing} were missing"
+    );
+}

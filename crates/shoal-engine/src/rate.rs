@@ -1,7 +1,9 @@
 //! Token-bucket rate limits shared by all connections of a process.
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// A token bucket: `rate` bytes per second with one second of burst. `None` rate means
 /// unlimited, and then [`RateLimit::acquire`] costs nothing.

@@ -47,8 +47,6 @@ pub enum WireError {
     MessageTooLong { len: u32, max: u32 },
     #[error("message id {id} with invalid length {len}")]
     BadLength { id: u8, len: u32 },
-    #[error("bitfield (or have-all/have-none) not sent as the first message")]
-    UnexpectedBitfield,
     #[error("bitfield has the wrong length or spare bits set")]
     BadBitfield,
     #[error("piece {piece} out of range (the torrent has {piece_count})")]

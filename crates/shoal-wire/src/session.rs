@@ -205,10 +205,6 @@ pub struct PeerSession {
     events: VecDeque<SessionEvent>,
     /// The peer's requests we will serve, oldest first; at most `max_incoming_requests`.
     uploads: VecDeque<Block>,
-    /// True until the first message that is not a keep-alive, extension or port message.
-    /// Transmission sends its extension handshake before its bitfield, so those are allowed
-    /// to come first without spending the bitfield's turn.
-    bitfield_allowed: bool,
     /// The latest `now` passed in; commands (which take no `now`) stamp sends with it.
     now: Instant,
     last_received: Instant,
@@ -277,7 +273,6 @@ impl PeerSession {
             send: BytesMut::new(),
             events: VecDeque::new(),
             uploads: VecDeque::new(),
-            bitfield_allowed: true,
             now,
             last_received: now,
             last_sent: now,
@@ -638,16 +633,6 @@ impl PeerSession {
 
     fn on_message(&mut self, msg: Message) -> Result<(), WireError> {
         match msg {
-            Message::KeepAlive | Message::Extended { .. } | Message::Port(_) => {}
-            Message::Bitfield(_) | Message::HaveAll | Message::HaveNone => {
-                if !self.bitfield_allowed {
-                    return Err(WireError::UnexpectedBitfield);
-                }
-                self.bitfield_allowed = false;
-            }
-            _ => self.bitfield_allowed = false,
-        }
-        match msg {
             Message::KeepAlive => {}
             Message::Choke => {
                 let was_unchoked = !self.state.peer_choking;
@@ -689,8 +674,15 @@ impl PeerSession {
             }
             Message::Bitfield(bytes) => {
                 let count = self.config.piece_count as usize;
-                self.state.peer_pieces =
-                    Bitfield::from_bytes(&bytes, count).ok_or(WireError::BadBitfield)?;
+                let bits = Bitfield::from_bytes(&bytes, count).ok_or(WireError::BadBitfield)?;
+                // BEP 3 wants the bitfield first and once, but real clients send it
+                // late (Transmission after its extension handshake) or twice (aria2: a
+                // have-none, then a bitfield). Merge: nothing the peer announced is lost.
+                let mut merged = bits;
+                for piece in self.state.peer_pieces.iter_ones() {
+                    merged.set(piece);
+                }
+                self.state.peer_pieces = merged;
                 self.emit(SessionEvent::PeerBitfield);
             }
             Message::HaveAll => {
@@ -699,8 +691,9 @@ impl PeerSession {
                 self.emit(SessionEvent::PeerBitfield);
             }
             Message::HaveNone => {
+                // Nothing to record: the peer's pieces start empty, and `have`s that
+                // came before a late have-none still count.
                 self.require_fast(15)?;
-                self.state.peer_pieces = Bitfield::new(self.config.piece_count as usize);
                 self.emit(SessionEvent::PeerBitfield);
             }
             Message::Request(block) => self.on_request(block)?,

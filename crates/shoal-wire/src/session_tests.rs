@@ -346,15 +346,19 @@ fn bad_bitfields_disconnect() {
         Ok(())
     );
     assert_eq!(events(&mut s), [SessionEvent::PeerBitfield]);
-    assert_eq!(
-        feed(&mut s, &[Message::Bitfield(Bytes::from_static(&[0xa0]))]),
-        Err(WireError::UnexpectedBitfield)
-    );
-    let mut s = open(true, true);
+    // A late bitfield (aria2 sends one only after its first `have`s) is merged.
+    let mut s = open(false, true);
     feed(&mut s, &[Message::Have(1)]).unwrap();
+    feed(&mut s, &[Message::Bitfield(Bytes::from_static(&[0x80]))]).unwrap();
     assert_eq!(
-        feed(&mut s, &[Message::HaveAll]),
-        Err(WireError::UnexpectedBitfield)
+        s.state().peer_pieces.iter_ones().collect::<Vec<_>>(),
+        [0, 1]
+    );
+    // aria2 sends have-none and a bitfield, in either order: both are merged.
+    feed(&mut s, &[Message::Bitfield(Bytes::from_static(&[0x20]))]).unwrap();
+    assert_eq!(
+        s.state().peer_pieces.iter_ones().collect::<Vec<_>>(),
+        [0, 1, 2]
     );
 }
 

@@ -357,3 +357,200 @@ fn killed_download_resumes_without_refetching_verified_pieces() {
         "downloaded {downloaded} bytes, only {missing} were missing"
     );
 }
+
+/// Waits (bounded) until something accepts TCP connections on `addr`.
+fn wait_listening(addr: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "nothing listening on {addr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn aria2(dir: &Path, torrent: &Path, ip: &str, port: u16, extra: &[&str]) -> Command {
+    require("aria2c");
+    let mut cmd = Command::new("aria2c");
+    cmd.args([
+        "-d",
+        path_str(dir),
+        &format!("--listen-port={port}"),
+        &format!("--interface={ip}"),
+    ])
+    .args([
+        "--disable-ipv6",
+        "--enable-dht=false",
+        "--bt-enable-lpd=false",
+        "--enable-peer-exchange=false",
+    ])
+    .args([
+        "--console-log-level=warn",
+        "--summary-interval=0",
+        "--bt-stop-timeout=60",
+    ])
+    .args(extra)
+    .arg(torrent);
+    cmd
+}
+
+#[test]
+fn aria2_seeds_shoal_downloads() {
+    let dir = tempdir();
+    let (src, torrent) = make_single(dir.path(), 4 * 1024 * 1024 + 99, "128K");
+    let mut cmd = aria2(
+        &src,
+        &torrent,
+        "127.0.0.61",
+        17061,
+        &["-V", "--seed-ratio=0.0"],
+    );
+    let _seed = Guard(
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn aria2c"),
+    );
+    wait_listening("127.0.0.61:17061", Duration::from_secs(30));
+    let out = dir.path().join("out");
+    let events = shoal_get(
+        &torrent,
+        &out,
+        &dir.path().join("state"),
+        "127.0.0.62:17062",
+        &["127.0.0.61:17061"],
+    );
+    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "peer_connected"
+                && e["client"].as_str().unwrap().starts_with("A2"))
+    );
+}
+
+#[test]
+fn shoal_seeds_aria2_downloads() {
+    let dir = tempdir();
+    let (src, torrent) = make_single(dir.path(), 3 * 1024 * 1024 + 1, "64K");
+    let out = dir.path().join("aria-out");
+    // aria2 has no way to be given a peer without a tracker, so it listens and the shoal
+    // seed dials it.
+    let mut cmd = aria2(&out, &torrent, "127.0.0.71", 17071, &["--seed-time=0"]);
+    let leecher = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn aria2c");
+    let mut leecher = Guard(leecher);
+    wait_listening("127.0.0.71:17071", Duration::from_secs(30));
+    let mut seed = shoal();
+    seed.args([
+        "seed",
+        path_str(&torrent),
+        path_str(&src),
+        "--listen",
+        "127.0.0.72:17072",
+        "--peer",
+        "127.0.0.71:17071",
+    ])
+    .args(["--state-dir", path_str(&dir.path().join("state"))]);
+    let _seed = Guard(
+        seed.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = leecher.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "aria2 did not finish");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "aria2c exited with {status}");
+    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+}
+
+/// A peer that claims every piece and answers each request with garbage: the pieces it
+/// touched fail, are fetched again, it is banned, the honest seed is not, and the file
+/// is correct.
+#[test]
+fn corrupt_peer_is_banned_and_download_is_correct() {
+    use std::io::{Read, Write};
+    let dir = tempdir();
+    let (src, torrent) = make_single(dir.path(), 2 * 1024 * 1024, "64K");
+    let info = shoal_info(path_str(&torrent));
+    let info_hash: Vec<u8> = (0..20)
+        .map(|i| {
+            u8::from_str_radix(&info["info_hash"].as_str().unwrap()[i * 2..i * 2 + 2], 16).unwrap()
+        })
+        .collect();
+    let pieces = info["piece_count"].as_u64().unwrap() as usize;
+
+    let liar = std::net::TcpListener::bind("127.0.0.81:17081").unwrap();
+    let liar_thread = std::thread::spawn(move || {
+        let Ok((mut s, _)) = liar.accept() else {
+            return;
+        };
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut handshake = [0u8; 68];
+        if s.read_exact(&mut handshake).is_err() {
+            return;
+        }
+        let mut reply = vec![19u8];
+        reply.extend_from_slice(b"BitTorrent protocol");
+        reply.extend_from_slice(&[0; 8]);
+        reply.extend_from_slice(&info_hash);
+        reply.extend_from_slice(b"-XX0001-liarliarliar");
+        let mut bitfield = vec![0xffu8; pieces.div_ceil(8)];
+        if pieces % 8 != 0 {
+            *bitfield.last_mut().unwrap() = 0xff << (8 - pieces % 8);
+        }
+        reply.extend_from_slice(&(bitfield.len() as u32 + 1).to_be_bytes());
+        reply.push(5);
+        reply.extend_from_slice(&bitfield);
+        reply.extend_from_slice(&[0, 0, 0, 1, 1]); // unchoke
+        if s.write_all(&reply).is_err() {
+            return;
+        }
+        loop {
+            let mut len = [0u8; 4];
+            if s.read_exact(&mut len).is_err() {
+                return;
+            }
+            let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+            if s.read_exact(&mut body).is_err() {
+                return;
+            }
+            if body.first() == Some(&6) && body.len() == 13 {
+                let length = u32::from_be_bytes(body[9..13].try_into().unwrap()) as usize;
+                let mut msg = (9 + length as u32).to_be_bytes().to_vec();
+                msg.push(7);
+                msg.extend_from_slice(&body[1..9]);
+                msg.extend(std::iter::repeat_n(0xAB, length));
+                if s.write_all(&msg).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let _seed = shoal_seed(&torrent, &src, &dir.path().join("s1"), "127.0.0.82:17082");
+    let out = dir.path().join("out");
+    let events = shoal_get(
+        &torrent,
+        &out,
+        &dir.path().join("s2"),
+        "127.0.0.83:17083",
+        &["127.0.0.81:17081", "127.0.0.82:17082"],
+    );
+    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+    let banned: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "peer_banned")
+        .map(|e| e["addr"].as_str().unwrap())
+        .collect();
+    assert_eq!(banned, ["127.0.0.81:17081"], "only the liar is banned");
+    assert!(events.iter().any(|e| e["event"] == "piece_failed"));
+    let _ = liar_thread.join();
+}

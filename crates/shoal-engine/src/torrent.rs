@@ -292,6 +292,8 @@ struct Actor {
 
 /// Don't queue more than this for one socket before its writer catches up.
 const MAX_BACKLOG: usize = 4 * 1024 * 1024;
+/// Bytes per second assumed for a peer whose rate is not measured yet (64 requests deep).
+const INITIAL_RATE_GUESS: f64 = 512.0 * 1024.0;
 const SNUB_AFTER: Duration = Duration::from_secs(30);
 const RESUME_SAVE_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -540,7 +542,23 @@ impl Actor {
                     self.picker.request_cancelled(key, block);
                 }
             }
-            SessionEvent::Interested | SessionEvent::NotInterested => self.choke_dirty = true,
+            SessionEvent::Interested => {
+                // A free upload slot is given at once, as libtorrent does, rather than
+                // at the next choker round.
+                let slots =
+                    self.choker.config().regular_slots + self.choker.config().optimistic_slots;
+                let unchoked = self
+                    .peers
+                    .values()
+                    .filter(|p| !p.session.state().am_choking)
+                    .count();
+                let peer = self.peers.get_mut(&key).expect("caller checked");
+                if unchoked < slots && peer.session.state().am_choking {
+                    peer.session.unchoke();
+                }
+                self.choke_dirty = true;
+            }
+            SessionEvent::NotInterested => self.choke_dirty = true,
             SessionEvent::BlockReceived { block, data } => self.on_block(key, block, data, now)?,
             SessionEvent::Closed(_) => {}
             SessionEvent::Unchoked
@@ -683,7 +701,13 @@ impl Actor {
             return;
         }
         let reqq = state.peer_extensions.as_ref().and_then(|e| e.reqq);
-        let depth = queue_depth(peer.downloaded.rate(), Duration::from_secs(2), reqq);
+        // Rates are measured once a second, so a new connection would start with the
+        // minimum depth and ramp up slowly; assume at least a modest rate until then.
+        let depth = queue_depth(
+            peer.downloaded.rate().max(INITIAL_RATE_GUESS),
+            Duration::from_secs(2),
+            reqq,
+        );
         if peer.requested.len() >= depth {
             return;
         }

@@ -504,7 +504,7 @@ fn corrupt_peer_is_banned_and_download_is_correct() {
         reply.extend_from_slice(&info_hash);
         reply.extend_from_slice(b"-XX0001-liarliarliar");
         let mut bitfield = vec![0xffu8; pieces.div_ceil(8)];
-        if pieces % 8 != 0 {
+        if !pieces.is_multiple_of(8) {
             *bitfield.last_mut().unwrap() = 0xff << (8 - pieces % 8);
         }
         reply.extend_from_slice(&(bitfield.len() as u32 + 1).to_be_bytes());

@@ -97,13 +97,25 @@ pub fn hash_with_progress(
         ProgressBar::hidden()
     };
     let started = Instant::now();
+    // The result comes through a channel so it is picked up the moment hashing ends;
+    // waiting in between is only a pause for redrawing the bar.
     let result = std::thread::scope(|scope| {
-        let worker = scope.spawn(|| shoal_storage::create(scanned, options, &progress));
-        while !worker.is_finished() {
-            bar.set_position(progress.load(Ordering::Relaxed));
-            std::thread::sleep(Duration::from_millis(50));
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let progress = &progress;
+        scope.spawn(move || {
+            let _ = done_tx.send(shoal_storage::create(scanned, options, progress));
+        });
+        loop {
+            match done.recv_timeout(Duration::from_millis(50)) {
+                Ok(result) => break result,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    bar.set_position(progress.load(Ordering::Relaxed))
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    panic!("the hashing thread ended without a result")
+                }
+            }
         }
-        worker.join().expect("hashing thread does not panic")
     });
     bar.finish_and_clear();
     Ok((result?, started.elapsed()))

@@ -263,6 +263,17 @@ struct Peer {
     counted: Bitfield,
 }
 
+impl Peer {
+    /// Hands what the session wants to send to the socket's writer.
+    fn flush(&mut self) {
+        let mut out = BytesMut::new();
+        if self.session.poll_transmit(&mut out) && !out.is_empty() {
+            self.backlog.fetch_add(out.len(), Ordering::Relaxed);
+            let _ = self.writer.send(out.freeze());
+        }
+    }
+}
+
 struct Actor {
     config: TorrentConfig,
     picker: PiecePicker,
@@ -489,11 +500,7 @@ impl Actor {
 
     fn flush(&mut self, key: PeerKey) {
         if let Some(peer) = self.peers.get_mut(&key) {
-            let mut out = BytesMut::new();
-            if peer.session.poll_transmit(&mut out) && !out.is_empty() {
-                peer.backlog.fetch_add(out.len(), Ordering::Relaxed);
-                let _ = peer.writer.send(out.freeze());
-            }
+            peer.flush();
         }
     }
 
@@ -752,11 +759,7 @@ impl Actor {
                 }
             }
             // Flush as we go so a large queue doesn't sit in the session's buffer.
-            let mut out = BytesMut::new();
-            if peer.session.poll_transmit(&mut out) && !out.is_empty() {
-                peer.backlog.fetch_add(out.len(), Ordering::Relaxed);
-                let _ = peer.writer.send(out.freeze());
-            }
+            peer.flush();
         }
         Ok(())
     }

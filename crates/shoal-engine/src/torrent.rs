@@ -34,7 +34,7 @@ use crate::stats::RateMeter;
 use crate::{RateLimit, Stats};
 
 /// How a torrent is to be run.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct TorrentConfig {
     pub metainfo: Arc<Metainfo>,
     /// The folder the torrent's files go in (the torrent's name is a file or folder in it).
@@ -48,6 +48,9 @@ pub struct TorrentConfig {
     pub listen: Option<SocketAddr>,
     /// Peers to connect to.
     pub peers: Vec<SocketAddr>,
+    /// More peers as they are discovered while the torrent runs (trackers, DHT, PEX).
+    /// Addresses already known are ignored, so a source may repeat itself freely.
+    pub peer_feed: Option<mpsc::UnboundedReceiver<Vec<SocketAddr>>>,
     /// Keep seeding after the download completes (until shutdown).
     pub seed: bool,
     /// Bytes per second; `None` for unlimited.
@@ -207,6 +210,16 @@ pub async fn run(
     outcome
 }
 
+/// The next batch from a peer feed; pending forever once there is no feed.
+async fn next_peers(
+    feed: &mut Option<mpsc::UnboundedReceiver<Vec<SocketAddr>>>,
+) -> Option<Vec<SocketAddr>> {
+    match feed {
+        Some(feed) => feed.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Verifies data already on disk (on all cores, off the async threads), reporting progress.
 async fn check_existing(
     config: &TorrentConfig,
@@ -316,6 +329,7 @@ impl Actor {
     ) -> Result<Outcome, EngineError> {
         let mut ticker = tokio::time::interval(Duration::from_millis(100));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut feed = self.config.peer_feed.take();
         if self.picker.is_complete() {
             self.complete()?;
             if !self.config.seed {
@@ -331,6 +345,10 @@ impl Actor {
                     }
                 }
                 Some(input) = inputs.recv() => self.handle(input)?,
+                found = next_peers(&mut feed) => match found {
+                    Some(found) => self.add_addresses(found),
+                    None => feed = None,
+                },
                 _ = ticker.tick() => self.tick()?,
             }
             if self.picker.is_complete() && !self.completed_announced {
@@ -364,6 +382,14 @@ impl Actor {
             Input::Closed { key, reason } => self.remove_peer(key, &reason, now),
         }
         Ok(())
+    }
+
+    fn add_addresses(&mut self, found: Vec<SocketAddr>) {
+        let now = Instant::now();
+        let own = self.config.listen;
+        for addr in found.into_iter().filter(|a| Some(*a) != own) {
+            self.addresses.add(addr, now);
+        }
     }
 
     fn session_config(&self) -> SessionConfig {

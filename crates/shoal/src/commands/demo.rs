@@ -64,6 +64,7 @@ fn torrent_config(
         state_dir: state,
         listen: Some(listen),
         peers,
+        peer_feed: None,
         seed,
         max_upload_rate: None,
         max_download_rate: None,

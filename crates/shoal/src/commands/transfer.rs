@@ -131,6 +131,7 @@ fn run_torrent(
                 .unwrap_or_else(|| "0.0.0.0:6881".parse().expect("valid")),
         ),
         peers: opts.peers,
+        peer_feed: None,
         seed,
         max_upload_rate: opts.max_up,
         max_download_rate: opts.max_down,

@@ -87,9 +87,12 @@ pub enum EngineEvent {
         addr: SocketAddr,
         client: String,
     },
+    /// A connection ended; `downloaded` and `uploaded` are the payload bytes it carried.
     PeerDisconnected {
         addr: SocketAddr,
         reason: String,
+        downloaded: u64,
+        uploaded: u64,
     },
     PeerBanned {
         addr: SocketAddr,
@@ -113,7 +116,7 @@ pub enum Outcome {
 pub enum EngineError {
     #[error(transparent)]
     Storage(#[from] StorageError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Listen {
         addr: SocketAddr,
         source: std::io::Error,
@@ -482,6 +485,8 @@ impl Actor {
             let _ = self.events.send(EngineEvent::PeerDisconnected {
                 addr: peer.addr,
                 reason: reason.to_owned(),
+                downloaded: peer.downloaded.total,
+                uploaded: peer.uploaded.total,
             });
         }
     }

@@ -237,11 +237,17 @@ pub async fn show_progress(
                     );
                 }
             }
-            EngineEvent::PeerDisconnected { addr, reason } => {
+            EngineEvent::PeerDisconnected {
+                addr,
+                reason,
+                downloaded,
+                uploaded,
+            } => {
                 if json {
-                    emit(
-                        json!({"event": "peer_disconnected", "addr": addr.to_string(), "reason": reason}),
-                    );
+                    emit(json!({
+                        "event": "peer_disconnected", "addr": addr.to_string(), "reason": reason,
+                        "downloaded": downloaded, "uploaded": uploaded,
+                    }));
                 }
             }
             EngineEvent::PeerBanned { addr } => {

@@ -657,11 +657,26 @@ impl Actor {
     }
 
     fn piece_complete(&mut self, piece: u32, now: Instant) -> Result<(), EngineError> {
-        let hash = match self.hashes.finish(&self.files, piece) {
-            Ok(hash) => Some(hash),
-            Err(e @ StorageError::Io { .. }) => return Err(e.into()),
-            Err(_) => None,
-        };
+        self.hashes.piece_complete(piece);
+        // Wait for a partner to hash it with only while other blocks are on their way.
+        let more_coming = self.peers.values().any(|p| !p.requested.is_empty());
+        self.verify_ready(!more_coming, now)
+    }
+
+    /// Hashes complete pieces (in pairs; see [`PieceHashes`]) and acts on the results.
+    fn verify_ready(&mut self, force: bool, now: Instant) -> Result<(), EngineError> {
+        for (piece, result) in self.hashes.verify_ready(&self.files, force) {
+            let hash = match result {
+                Ok(hash) => Some(hash),
+                Err(e @ StorageError::Io { .. }) => return Err(e.into()),
+                Err(_) => None,
+            };
+            self.piece_hashed(piece, hash, now);
+        }
+        Ok(())
+    }
+
+    fn piece_hashed(&mut self, piece: u32, hash: Option<[u8; 20]>, now: Instant) {
         if hash.is_some() && hash == self.config.metainfo.info.piece_hash(piece as usize) {
             if self.smart_ban.is_watched(piece) {
                 let blocks = self.read_blocks(
@@ -709,7 +724,6 @@ impl Actor {
                 self.ban(liar, now);
             }
         }
-        Ok(())
     }
 
     /// Reads blocks of `piece` at the given offsets (shorter at the piece's end); a block
@@ -797,6 +811,8 @@ impl Actor {
 
     fn tick(&mut self) -> Result<(), EngineError> {
         let now = Instant::now();
+        // A complete piece still waiting for a partner to be hashed with waits no longer.
+        self.verify_ready(true, now)?;
         // Connect to peers that are due.
         let slots = self.config.max_connections.saturating_sub(self.peers.len());
         for addr in self.addresses.due(now, slots.min(10)) {
@@ -933,6 +949,10 @@ impl Actor {
 
     fn shutdown(&mut self) {
         let now = Instant::now();
+        // Complete pieces not hashed yet would otherwise be downloaded again next time.
+        if let Err(e) = self.verify_ready(true, now) {
+            tracing::warn!("cannot verify the last pieces: {e}");
+        }
         self.save_resume();
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         for key in keys {

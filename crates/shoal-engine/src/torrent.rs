@@ -376,7 +376,7 @@ impl Actor {
                 let Some(peer) = self.peers.get_mut(&key) else {
                     return Ok(());
                 };
-                if let Err(e) = peer.session.handle_input(now, &bytes) {
+                if let Err(e) = peer.session.handle_input_bytes(now, bytes) {
                     self.remove_peer(key, &e.to_string(), now);
                     return Ok(());
                 }

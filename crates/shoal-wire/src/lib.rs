@@ -27,7 +27,7 @@ mod session;
 
 pub use extension::{ExtensionHandshake, EXTENDED_HANDSHAKE_ID, MAX_REQQ};
 pub use handshake::{parse_handshake, Handshake, HANDSHAKE_LEN, PROTOCOL};
-pub use message::{max_message_len, Message, DEFAULT_MAX_MESSAGE_LEN};
+pub use message::{max_message_len, Frames, Message, DEFAULT_MAX_MESSAGE_LEN};
 pub use session::{PeerSession, PeerState, SessionConfig, SessionEvent};
 
 use shoal_core::{Block, InfoHash};

@@ -29,7 +29,7 @@
 
 use crate::extension::{ExtensionHandshake, EXTENDED_HANDSHAKE_ID, MAX_REQQ};
 use crate::handshake::{parse_handshake, Handshake, HANDSHAKE_LEN};
-use crate::message::{max_message_len, valid_block_length, Message};
+use crate::message::{max_message_len, valid_block_length, Frames, Message};
 use crate::WireError;
 use bytes::{Buf, Bytes, BytesMut};
 use shoal_core::{Bitfield, Block, InfoHash, PeerId};
@@ -287,15 +287,39 @@ impl PeerSession {
     /// (it is also reported as [`SessionEvent::Closed`]); input after that returns the
     /// same error.
     pub fn handle_input(&mut self, now: Instant, bytes: &[u8]) -> Result<(), WireError> {
+        self.begin_input(now, bytes.len())?;
+        self.recv.extend_from_slice(bytes);
+        let result = self.process_input();
+        self.end_input(result)
+    }
+
+    /// [`handle_input`](Self::handle_input) for bytes the caller owns: messages are cut
+    /// from them without copying (blocks keep pointing into `bytes`), and only a partial
+    /// message at the end is buffered.
+    pub fn handle_input_bytes(&mut self, now: Instant, mut bytes: Bytes) -> Result<(), WireError> {
+        if !self.recv.is_empty() || !matches!(self.phase, Phase::Open) {
+            return self.handle_input(now, &bytes);
+        }
+        self.begin_input(now, bytes.len())?;
+        let result = self.process_frames(&mut bytes);
+        if result.is_ok() {
+            self.recv.extend_from_slice(&bytes);
+        }
+        self.end_input(result)
+    }
+
+    fn begin_input(&mut self, now: Instant, len: usize) -> Result<(), WireError> {
         if let Phase::Closed(e) = &self.phase {
             return Err(e.clone());
         }
         self.now = self.now.max(now);
-        if !bytes.is_empty() {
+        if len > 0 {
             self.last_received = self.now;
         }
-        self.recv.extend_from_slice(bytes);
-        let result = self.process_input();
+        Ok(())
+    }
+
+    fn end_input(&mut self, result: Result<(), WireError>) -> Result<(), WireError> {
         if let Err(e) = &result {
             self.close(e.clone());
         }
@@ -625,7 +649,15 @@ impl PeerSession {
             self.recv.advance(HANDSHAKE_LEN);
             self.on_handshake(theirs);
         }
-        while let Some(msg) = Message::decode(&mut self.recv, self.max_message_len)? {
+        let mut recv = std::mem::take(&mut self.recv);
+        let result = self.process_frames(&mut recv);
+        self.recv = recv;
+        result
+    }
+
+    /// Handles every complete message at the front of `frames`, consuming them.
+    fn process_frames(&mut self, frames: &mut impl Frames) -> Result<(), WireError> {
+        while let Some(msg) = Message::decode(frames, self.max_message_len)? {
             self.on_message(msg)?;
         }
         Ok(())

@@ -732,3 +732,47 @@ fn commands_before_the_handshake_are_ignored() {
     assert!(b.state().peer_pieces.get(2));
     assert_eq!(b.state().peer_pieces.count_ones(), 1);
 }
+
+/// Owned input cut at any size gives the same blocks as borrowed input: whole messages
+/// are cut from the chunk, partial ones buffered until the rest arrives.
+#[test]
+fn owned_input_in_any_chunks() {
+    for chunk in [1, 7, 1000, 16_390, 40_000] {
+        let now = Instant::now();
+        let (mut a, mut b) = connect(config(1, false), config(2, true), now);
+        events(&mut a);
+        b.unchoke();
+        pump(&mut a, &mut b, now, usize::MAX);
+        let wanted = [
+            block(0, 0, 16384),
+            block(1, 16384, 16384),
+            block(3, 0, 16384),
+        ];
+        for w in wanted {
+            assert!(a.request(w));
+        }
+        pump(&mut a, &mut b, now, usize::MAX);
+        while let Some(up) = b.next_upload() {
+            b.send_block(up, data_for(up));
+        }
+        b.have(2);
+        let bytes = take_bytes(&mut b).freeze();
+        for start in (0..bytes.len()).step_by(chunk) {
+            let end = (start + chunk).min(bytes.len());
+            a.handle_input_bytes(now, bytes.slice(start..end)).unwrap();
+        }
+        let got: Vec<_> = events(&mut a)
+            .into_iter()
+            .filter_map(|e| match e {
+                SessionEvent::BlockReceived { block, data } => Some((block, data)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            got,
+            wanted.iter().map(|&w| (w, data_for(w))).collect::<Vec<_>>(),
+            "chunk {chunk}"
+        );
+        assert!(a.state().outstanding.is_empty(), "chunk {chunk}");
+    }
+}

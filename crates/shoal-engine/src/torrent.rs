@@ -25,7 +25,7 @@ use shoal_swarm::{
     queue_depth, BlockData, Choker, ChokerConfig, ChokerPeer, PeerKey, PiecePicker, Received,
     SmartBan,
 };
-use shoal_wire::{ExtensionHandshake, PeerSession, SessionConfig, SessionEvent};
+use shoal_wire::{allowed_fast_set, ExtensionHandshake, PeerSession, SessionConfig, SessionEvent};
 use tokio::sync::{mpsc, watch};
 
 use crate::addresses::AddressBook;
@@ -321,6 +321,8 @@ struct Actor {
 const MAX_BACKLOG: usize = 4 * 1024 * 1024;
 /// Bytes per second assumed for a peer whose rate is not measured yet (64 requests deep).
 const INITIAL_RATE_GUESS: f64 = 512.0 * 1024.0;
+/// Allowed-fast pieces granted to each peer with the fast extension (libtorrent: 5).
+const ALLOWED_FAST_SET: usize = 8;
 const SNUB_AFTER: Duration = Duration::from_secs(30);
 const RESUME_SAVE_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -543,13 +545,29 @@ impl Actor {
     ) -> Result<(), EngineError> {
         let peer = self.peers.get_mut(&key).expect("caller checked");
         match event {
-            SessionEvent::Connected { peer_id, .. } => {
+            SessionEvent::Connected { peer_id, fast, .. } => {
                 peer.connected = true;
                 let client = client_name(&peer_id.0);
                 let _ = self.events.send(EngineEvent::PeerConnected {
                     addr: peer.addr,
                     client,
                 });
+                if fast {
+                    // BEP 6: a few pieces it may fetch from us even while choked, so a
+                    // new peer has something to trade with sooner.
+                    let info = &self.config.metainfo;
+                    let have = self.picker.have();
+                    for piece in allowed_fast_set(
+                        &info.info_hash,
+                        peer.addr.ip(),
+                        info.info.piece_count() as u32,
+                        ALLOWED_FAST_SET,
+                    ) {
+                        if have.get(piece as usize) {
+                            peer.session.allow_fast(piece);
+                        }
+                    }
+                }
             }
             SessionEvent::PeerBitfield => {
                 let bits = peer.session.state().peer_pieces.clone();
@@ -599,8 +617,8 @@ impl Actor {
             SessionEvent::NotInterested => self.choke_dirty = true,
             SessionEvent::BlockReceived { block, data } => self.on_block(key, block, data, now)?,
             SessionEvent::Closed(_) => {}
+            SessionEvent::AllowedFast(_) => self.request_more(key),
             SessionEvent::Unchoked
-            | SessionEvent::AllowedFast(_)
             | SessionEvent::Suggest(_)
             | SessionEvent::DhtPort(_)
             | SessionEvent::ExtensionHandshake(_)
@@ -749,7 +767,10 @@ impl Actor {
     fn request_more(&mut self, key: PeerKey) {
         let peer = self.peers.get_mut(&key).expect("caller checked");
         let state = peer.session.state();
-        if !state.am_interested || state.peer_choking || self.picker.is_complete() {
+        if !state.am_interested || self.picker.is_complete() {
+            return;
+        }
+        if state.peer_choking && state.allowed_fast.is_empty() {
             return;
         }
         let reqq = state.peer_extensions.as_ref().and_then(|e| e.reqq);
@@ -765,8 +786,14 @@ impl Actor {
         }
         self.scratch.clear();
         let want = depth - peer.requested.len();
-        self.picker
-            .pick(key, &peer.counted, want, &mut self.rng, &mut self.scratch);
+        if state.peer_choking {
+            let allowed: Vec<u32> = state.allowed_fast.iter().copied().collect();
+            self.picker
+                .pick_from(key, &peer.counted, &allowed, want, &mut self.scratch);
+        } else {
+            self.picker
+                .pick(key, &peer.counted, want, &mut self.rng, &mut self.scratch);
+        }
         for block in self.scratch.drain(..) {
             if peer.session.request(block) {
                 peer.requested.insert(block);

@@ -132,6 +132,8 @@ pub struct PeerState {
     pub outstanding: BTreeSet<Block>,
     /// Pieces the peer lets us request while it chokes us (BEP 6).
     pub allowed_fast: BTreeSet<u32>,
+    /// Pieces we let the peer request while we choke it (BEP 6).
+    pub granted_fast: BTreeSet<u32>,
     /// Payload bytes of requested blocks received / blocks sent.
     pub downloaded: u64,
     pub uploaded: u64,
@@ -264,6 +266,7 @@ impl PeerSession {
                 peer_extensions: None,
                 outstanding: BTreeSet::new(),
                 allowed_fast: BTreeSet::new(),
+                granted_fast: BTreeSet::new(),
                 downloaded: 0,
                 uploaded: 0,
             },
@@ -423,11 +426,29 @@ impl PeerSession {
         }
         self.state.am_choking = true;
         self.enqueue(&Message::Choke);
-        let dropped: Vec<Block> = self.uploads.drain(..).collect();
+        // Requests for allowed-fast pieces survive a choke (BEP 6); the rest are dropped.
+        let granted = &self.state.granted_fast;
+        let (keep, dropped): (Vec<Block>, Vec<Block>) = self
+            .uploads
+            .drain(..)
+            .partition(|b| granted.contains(&b.piece));
+        self.uploads = keep.into();
         if self.state.fast {
             for block in dropped {
                 self.enqueue(&Message::Reject(block));
             }
+        }
+    }
+
+    /// Lets the peer request `piece` while we choke it (BEP 6 allowed fast; see
+    /// [`allowed_fast_set`](crate::allowed_fast_set)). Only with the fast extension.
+    pub fn allow_fast(&mut self, piece: u32) {
+        if self.is_open()
+            && self.state.fast
+            && piece < self.config.piece_count
+            && self.state.granted_fast.insert(piece)
+        {
+            self.enqueue(&Message::AllowedFast(piece));
         }
     }
 
@@ -493,11 +514,12 @@ impl PeerSession {
         }
     }
 
-    /// The next request of the peer's to serve (oldest first); `None` while we choke it.
-    /// The driver reads the block's data and passes it to [`PeerSession::send_block`], or
-    /// calls [`PeerSession::reject`] if it cannot.
+    /// The next request of the peer's to serve (oldest first); while we choke it, only
+    /// requests for allowed-fast pieces are queued. The driver reads the block's data and
+    /// passes it to [`PeerSession::send_block`], or calls [`PeerSession::reject`] if it
+    /// cannot.
     pub fn next_upload(&mut self) -> Option<Block> {
-        if self.state.am_choking || !self.is_open() {
+        if !self.is_open() {
             return None;
         }
         self.uploads.pop_front()
@@ -809,7 +831,7 @@ impl PeerSession {
             self.unservable_requests = 0;
         }
         let duplicate = self.uploads.contains(&block);
-        let servable = !self.state.am_choking
+        let servable = (!self.state.am_choking || self.state.granted_fast.contains(&block.piece))
             && self.config.our_bitfield.get(block.piece as usize)
             && self.uploads.len() < self.config.max_incoming_requests
             && !duplicate;

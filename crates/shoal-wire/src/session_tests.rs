@@ -776,3 +776,45 @@ fn owned_input_in_any_chunks() {
         assert!(a.state().outstanding.is_empty(), "chunk {chunk}");
     }
 }
+
+/// BEP 6: pieces we grant as allowed-fast are served while the peer is choked, and
+/// their requests survive a choke; requests for other pieces are rejected.
+#[test]
+fn granted_allowed_fast_pieces_are_served_while_choked() {
+    let mut s = open(true, true);
+    s.allow_fast(1);
+    s.allow_fast(1);
+    s.allow_fast(99); // beyond the torrent: ignored
+    assert_eq!(sent(&mut s), [Message::AllowedFast(1)]);
+    let (granted, other) = (block(1, 0, 16384), block(0, 0, 16384));
+    feed(
+        &mut s,
+        &[Message::Request(granted), Message::Request(other)],
+    )
+    .unwrap();
+    assert_eq!(sent(&mut s), [Message::Reject(other)]);
+    assert_eq!(s.next_upload(), Some(granted));
+    assert_eq!(s.next_upload(), None);
+    // Unchoked then choked again: the allowed-fast request stays queued.
+    s.unchoke();
+    feed(
+        &mut s,
+        &[Message::Request(granted), Message::Request(other)],
+    )
+    .unwrap();
+    s.choke();
+    assert_eq!(
+        sent(&mut s),
+        [Message::Unchoke, Message::Choke, Message::Reject(other)]
+    );
+    assert_eq!(s.next_upload(), Some(granted));
+}
+
+#[test]
+fn no_allowed_fast_without_the_fast_extension() {
+    let mut s = open(false, true);
+    s.allow_fast(1);
+    assert!(sent(&mut s).is_empty());
+    feed(&mut s, &[Message::Request(block(1, 0, 16384))]).unwrap();
+    assert_eq!(s.next_upload(), None);
+}

@@ -343,3 +343,84 @@ fn corrupt_peer_is_banned_and_download_is_correct() {
     assert!(events.iter().any(|e| e["event"] == "piece_failed"));
     let _ = liar_thread.join();
 }
+
+/// BEP 6 over the wire: a shoal seed grants a peer with the fast extension the canonical
+/// allowed-fast set for its address, serves those pieces while the peer is choked (it
+/// never even declares interest), and rejects requests for other pieces.
+#[test]
+fn seed_serves_allowed_fast_pieces_to_a_choked_peer() {
+    use std::io::{Read, Write};
+    let dir = tempdir();
+    let (src, torrent) = make_single(dir.path(), 2 * 1024 * 1024, "64K");
+    let info = shoal_info(path_str(&torrent));
+    let hex = info["info_hash"].as_str().unwrap();
+    let info_hash: [u8; 20] =
+        std::array::from_fn(|i| u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).unwrap());
+    let pieces = info["piece_count"].as_u64().unwrap() as u32;
+    let _seed = shoal_seed(&torrent, &src, &dir.path().join("s"), "127.0.0.85:17085");
+
+    let mut s = std::net::TcpStream::connect("127.0.0.85:17085").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut hello = vec![19u8];
+    hello.extend_from_slice(b"BitTorrent protocol");
+    hello.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0x04]); // fast extension
+    hello.extend_from_slice(&info_hash);
+    hello.extend_from_slice(b"-XX0001-fastfastfast");
+    s.write_all(&hello).unwrap();
+    let mut reply = [0u8; 68];
+    s.read_exact(&mut reply).unwrap();
+    assert_eq!(
+        reply[27] & 0x04,
+        0x04,
+        "the seed supports the fast extension"
+    );
+    // The seed computes the set for the address it sees us at.
+    let ip = s.local_addr().unwrap().ip();
+    let mut writer = s.try_clone().unwrap();
+    let mut next = || {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).unwrap();
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        s.read_exact(&mut body).unwrap();
+        body
+    };
+    let want = shoal_wire::allowed_fast_set(&shoal_core::InfoHash(info_hash), ip, pieces, 8);
+    let mut granted = Vec::new();
+    while granted.len() < want.len() {
+        let body = next();
+        if body.first() == Some(&17) {
+            granted.push(u32::from_be_bytes(body[1..5].try_into().unwrap()));
+        }
+    }
+    assert_eq!(granted, want);
+    let other = (0..pieces).find(|p| !want.contains(p)).unwrap();
+    let request = |piece: u32| {
+        let mut msg = vec![0, 0, 0, 13, 6];
+        for v in [piece, 0, 16384] {
+            msg.extend_from_slice(&v.to_be_bytes());
+        }
+        msg
+    };
+    writer
+        .write_all(&[request(other), request(want[0])].concat())
+        .unwrap();
+    let data = std::fs::read(src.join("payload.bin")).unwrap();
+    let (mut rejected, mut served) = (false, false);
+    while !(rejected && served) {
+        let body = next();
+        match body[0] {
+            16 => {
+                assert_eq!(u32::from_be_bytes(body[1..5].try_into().unwrap()), other);
+                rejected = true;
+            }
+            7 => {
+                assert_eq!(u32::from_be_bytes(body[1..5].try_into().unwrap()), want[0]);
+                let at = want[0] as usize * 65536;
+                assert_eq!(&body[9..], &data[at..at + 16384]);
+                served = true;
+            }
+            1 => panic!("the seed unchoked a peer that is not interested"),
+            _ => {}
+        }
+    }
+}

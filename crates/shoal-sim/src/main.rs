@@ -74,6 +74,9 @@ struct SwarmArgs {
     /// Accept pieces without checking their hashes (the report says so).
     #[arg(long)]
     no_hash_check: bool,
+    /// The seeds super-seed (BEP 16): reveal pieces one peer at a time.
+    #[arg(long)]
+    super_seed: bool,
     /// Peers each host dials when it joins.
     #[arg(long, default_value_t = 25)]
     dial: u32,
@@ -147,6 +150,7 @@ fn scenario(args: &SwarmArgs) -> anyhow::Result<Scenario> {
         } else {
             HashCheck::Sha1
         },
+        super_seed: args.super_seed,
         dial: args.dial,
         max_connections: args.max_connections,
         max_time: args.max_time,

@@ -33,6 +33,7 @@ pub struct Report {
     pub file_size: u64,
     pub piece_size: u32,
     pub hash_check: HashCheck,
+    pub super_seed: bool,
     pub honest_peers: usize,
     pub completed: usize,
     /// Download times of the honest peers that completed.
@@ -110,6 +111,7 @@ impl Report {
             file_size: scenario.file_size,
             piece_size: scenario.piece_size,
             hash_check: scenario.hash_check,
+            super_seed: scenario.super_seed,
             honest_peers: honest.len(),
             completed: times.len(),
             completion_s,
@@ -173,6 +175,9 @@ impl Report {
                 format_size(class.up),
                 format_size(class.down)
             );
+        }
+        if s.super_seed {
+            let _ = writeln!(out, "seed_mode: super-seeding (BEP 16)");
         }
         if let Some(leave) = s.seed_leaves_at {
             let _ = writeln!(out, "seeds_leave_at_s: {leave}");

@@ -75,6 +75,8 @@ pub struct Scenario {
     pub seed_leaves_at: Option<f64>,
     pub slow_class: Option<LinkClass>,
     pub hash_check: HashCheck,
+    /// The seeds super-seed (BEP 16).
+    pub super_seed: bool,
     /// Peers a host dials when it joins (the tracker's answer).
     pub dial: u32,
     /// Connections a host accepts at most.
@@ -102,6 +104,7 @@ impl Default for Scenario {
             seed_leaves_at: None,
             slow_class: None,
             hash_check: HashCheck::Sha1,
+            super_seed: false,
             dial: 25,
             max_connections: 50,
             max_time: 3600.0,

@@ -27,7 +27,7 @@ use rand::SeedableRng;
 use shoal_core::{Bitfield, Block, PeerId, BLOCK_SIZE};
 use shoal_swarm::{
     queue_depth, BlockData, Choker, ChokerConfig, ChokerPeer, PeerKey, PiecePicker, Received,
-    SmartBan,
+    SmartBan, SuperSeed,
 };
 use shoal_wire::{ExtensionHandshake, PeerSession, SessionConfig, SessionEvent};
 
@@ -71,7 +71,12 @@ pub struct TorrentSetup {
     pub max_connections: usize,
     /// Keys start here, so that keys of different incarnations of a host never meet.
     pub first_key: u64,
+    /// Super-seed (BEP 16) while we have every piece.
+    pub super_seed: bool,
 }
+
+/// Pieces a super-seed keeps revealed and unannounced per peer.
+const SUPER_SEED_PER_PEER: usize = 2;
 
 /// Transfer figures of one torrent, for the report.
 #[derive(Debug, Clone, Default)]
@@ -172,6 +177,7 @@ pub struct Torrent {
     picker: PiecePicker,
     choker: Choker,
     smart_ban: SmartBan,
+    super_seed: Option<SuperSeed>,
     store: PieceStore,
     peer_id: PeerId,
     peers: BTreeMap<PeerKey, Peer>,
@@ -207,11 +213,13 @@ impl Torrent {
         );
         Torrent {
             store: PieceStore::new(content.clone(), setup.check),
-            content,
             completed_announced: picker.is_complete(),
+            super_seed: (setup.super_seed && picker.is_complete())
+                .then(|| SuperSeed::new(content.piece_count(), SUPER_SEED_PER_PEER)),
             picker,
             choker: Choker::new(ChokerConfig::default()),
             smart_ban: SmartBan::default(),
+            content,
             peer_id: setup.peer_id,
             peers: BTreeMap::new(),
             next_key: setup.first_key,
@@ -382,13 +390,18 @@ impl Torrent {
     }
 
     fn session_config(&self) -> SessionConfig {
+        // A super-seed announces nothing at first; pieces are revealed one by one.
+        let announced = match self.super_seed {
+            Some(_) => Bitfield::new(self.content.piece_count() as usize),
+            None => self.picker.have().clone(),
+        };
         let mut config = SessionConfig::new(
             shoal_core::InfoHash([7; 20]),
             self.peer_id,
             self.content.piece_count(),
             self.content.piece_length(),
             self.content.total_length(),
-            self.picker.have().clone(),
+            announced,
         );
         config.extension_handshake = ExtensionHandshake {
             v: Some("shoal-sim".to_owned()),
@@ -402,6 +415,9 @@ impl Torrent {
             return;
         };
         self.picker.peer_disconnected(key, &peer.counted);
+        if let Some(super_seed) = &mut self.super_seed {
+            super_seed.peer_disconnected(key);
+        }
         self.choke_dirty = true;
         self.closed.push(peer.conn);
     }
@@ -462,12 +478,23 @@ impl Torrent {
                 }
                 peer.counted = bits;
                 self.update_interest(key);
+                if self.super_seed.is_some() {
+                    // A super-seed's peers see nothing to be interested in until pieces
+                    // are revealed, and pieces are revealed to unchoked peers only.
+                    self.offer_free_slot(key);
+                    self.reveal(key);
+                }
             }
             SessionEvent::Have(piece) => {
                 if peer.counted.set(piece as usize) {
                     self.picker.peer_have(key, piece);
                 }
                 self.update_interest(key);
+                if let Some(super_seed) = &mut self.super_seed {
+                    if super_seed.peer_have(key, piece) {
+                        self.reveal(key);
+                    }
+                }
             }
             SessionEvent::Choked { dropped } => {
                 for block in dropped {
@@ -482,18 +509,7 @@ impl Torrent {
                 }
             }
             SessionEvent::Interested => {
-                // A free upload slot is given at once, as the engine does.
-                let slots =
-                    self.choker.config().regular_slots + self.choker.config().optimistic_slots;
-                let unchoked = self
-                    .peers
-                    .values()
-                    .filter(|p| !p.session.state().am_choking)
-                    .count();
-                let peer = self.peers.get_mut(&key).expect("caller checked");
-                if unchoked < slots && peer.session.state().am_choking {
-                    peer.session.unchoke();
-                }
+                self.offer_free_slot(key);
                 self.choke_dirty = true;
             }
             SessionEvent::NotInterested => self.choke_dirty = true,
@@ -505,6 +521,36 @@ impl Torrent {
             | SessionEvent::DhtPort(_)
             | SessionEvent::ExtensionHandshake(_)
             | SessionEvent::Extended { .. } => {}
+        }
+    }
+
+    /// A free upload slot is given at once, as the engine does on `Interested`, rather
+    /// than at the next choker round.
+    fn offer_free_slot(&mut self, key: PeerKey) {
+        let slots = self.choker.config().regular_slots + self.choker.config().optimistic_slots;
+        let unchoked = self
+            .peers
+            .values()
+            .filter(|p| !p.session.state().am_choking)
+            .count();
+        let peer = self.peers.get_mut(&key).expect("caller checked");
+        if unchoked < slots && peer.session.state().am_choking {
+            peer.session.unchoke();
+        }
+    }
+
+    /// A super-seed reveals pieces to a peer it uploads to (see [`SuperSeed`]): only the
+    /// unchoked can fetch them, so revealing to others would only make duplicates later.
+    fn reveal(&mut self, key: PeerKey) {
+        let Some(super_seed) = &mut self.super_seed else {
+            return;
+        };
+        let peer = self.peers.get_mut(&key).expect("caller checked");
+        if peer.session.state().am_choking {
+            return;
+        }
+        for piece in super_seed.reveal(key, &peer.counted, &mut self.rng) {
+            peer.session.have(piece);
         }
     }
 
@@ -694,13 +740,16 @@ impl Torrent {
         self.last_choke = now;
         self.choke_dirty = false;
         let seeding = self.picker.is_complete();
+        let super_seeding = self.super_seed.is_some();
         let candidates: Vec<ChokerPeer> = self
             .peers
             .iter()
             .filter(|(_, p)| p.connected)
             .map(|(&key, p)| ChokerPeer {
                 key,
-                interested: p.session.state().peer_interested,
+                // A super-seed's leechers cannot be interested before a reveal.
+                interested: p.session.state().peer_interested
+                    || (super_seeding && !p.counted.all()),
                 download_rate: p.downloaded.rate(),
                 upload_rate: p.uploaded.rate(),
                 is_seed: p.counted.all(),
@@ -716,7 +765,10 @@ impl Torrent {
             let peer = self.peers.get_mut(&candidate.key).expect("listed");
             let choking = peer.session.state().am_choking;
             match (unchoke.contains(&candidate.key), choking) {
-                (true, true) => peer.session.unchoke(),
+                (true, true) => {
+                    peer.session.unchoke();
+                    self.reveal(candidate.key);
+                }
                 (false, false) => peer.session.choke(),
                 _ => continue,
             }

@@ -123,30 +123,47 @@ impl Outbox {
 
     /// The next bytes to put on the wire, about `max` of them: whole buffers while they fit
     /// (a block message, 13 bytes over 16 KiB, goes whole), else a piece of the first.
-    fn take(&mut self, max: usize) -> Bytes {
+    /// Buffers are passed on as they are, without copying.
+    fn take(&mut self, max: usize) -> Chunk {
         let limit = max + 64;
-        let first = self.queue.front_mut().expect("caller checked non-empty");
-        let chunk = if first.len() > limit {
-            first.split_to(max)
-        } else {
-            let first = self.queue.pop_front().expect("non-empty");
-            match self.queue.front() {
-                Some(next) if first.len() + next.len() <= limit => {
-                    let mut joined = BytesMut::from(&first[..]);
-                    while let Some(next) = self.queue.front() {
-                        if joined.len() + next.len() > limit {
-                            break;
-                        }
-                        joined.extend_from_slice(next);
-                        self.queue.pop_front();
-                    }
-                    joined.freeze()
+        let mut chunk = Chunk::default();
+        while let Some(front) = self.queue.front_mut() {
+            if chunk.len + front.len() <= limit {
+                chunk.len += front.len();
+                chunk
+                    .segments
+                    .push(self.queue.pop_front().expect("non-empty"));
+            } else {
+                if chunk.segments.is_empty() {
+                    chunk.len = max;
+                    chunk.segments.push(front.split_to(max));
                 }
-                _ => first,
+                break;
             }
-        };
-        self.len -= chunk.len();
+        }
+        self.len -= chunk.len;
         chunk
+    }
+}
+
+/// Bytes of one connection's stream that cross the link together, in order.
+#[derive(Debug, Default, Clone)]
+pub struct Chunk {
+    segments: Vec<Bytes>,
+    len: usize,
+}
+
+impl Chunk {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn segments(&self) -> &[Bytes] {
+        &self.segments
     }
 }
 
@@ -180,7 +197,7 @@ pub struct Torrent {
     super_seed: Option<SuperSeed>,
     store: PieceStore,
     peer_id: PeerId,
-    peers: BTreeMap<PeerKey, Peer>,
+    peers: BTreeMap<PeerKey, Box<Peer>>,
     next_key: u64,
     rng: StdRng,
     behaviour: Behaviour,
@@ -280,7 +297,7 @@ impl Torrent {
 
     /// The next chunk of at most `max` bytes for the uplink, round-robin over connections
     /// with bytes to send whose window (`window` bytes undelivered) is not full.
-    pub fn next_chunk(&mut self, max: usize, window: usize) -> Option<(ConnId, Bytes)> {
+    pub fn next_chunk(&mut self, max: usize, window: usize) -> Option<(ConnId, Chunk)> {
         while let Some(key) = self.writable.pop_front() {
             let Some(peer) = self.peers.get_mut(&key) else {
                 continue;
@@ -352,7 +369,7 @@ impl Torrent {
         self.next_key += 1;
         self.peers.insert(
             key,
-            Peer {
+            Box::new(Peer {
                 remote,
                 conn,
                 session,
@@ -366,20 +383,22 @@ impl Torrent {
                 last_block: now,
                 connected: false,
                 counted: Bitfield::new(self.content.piece_count() as usize),
-            },
+            }),
         );
         self.service(key, now);
         Some(key)
     }
 
-    /// Bytes arrived on `key`'s connection.
-    pub fn on_data(&mut self, key: PeerKey, bytes: &[u8], now: Instant) {
+    /// Bytes arrived on `key`'s connection (a chunk is one socket read).
+    pub fn on_data(&mut self, key: PeerKey, segments: &[Bytes], now: Instant) {
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
-        if peer.session.handle_input(now, bytes).is_err() {
-            self.remove_peer(key);
-            return;
+        for bytes in segments {
+            if peer.session.handle_input(now, bytes).is_err() {
+                self.remove_peer(key);
+                return;
+            }
         }
         self.service(key, now);
     }

@@ -37,10 +37,10 @@ use shoal_wire::HANDSHAKE_LEN;
 use crate::content::Content;
 use crate::queue::{transfer_time, EventQueue, Nanos, MILLISECOND, SECOND};
 use crate::scenario::{Arrival, Scenario};
-use crate::torrent::{Behaviour, ConnId, Counters, HostId, Torrent, TorrentSetup};
+use crate::torrent::{Behaviour, Chunk, ConnId, Counters, HostId, Torrent, TorrentSetup};
 
 /// The most bytes an uplink sends as one unit.
-pub const CHUNK: usize = 16 * 1024;
+pub const CHUNK: usize = 64 * 1024;
 /// The most bytes of one connection on the wire and not yet delivered.
 pub const WINDOW: usize = 256 * 1024;
 const MSS: usize = 1460;
@@ -114,7 +114,7 @@ enum Event {
     Deliver {
         conn: ConnId,
         to: u8,
-        bytes: Bytes,
+        chunk: Chunk,
     },
     /// The other end closed; `to` learns of it.
     Closed {
@@ -309,7 +309,7 @@ impl World {
             Event::Tick(host, incarnation) => self.tick(host, incarnation),
             Event::UplinkFree(host, incarnation) => self.uplink(host, incarnation),
             Event::Connected(conn) => self.connected(conn),
-            Event::Deliver { conn, to, bytes } => self.deliver(conn, to, bytes),
+            Event::Deliver { conn, to, chunk } => self.deliver(conn, to, chunk),
             Event::Closed { conn, to } => {
                 let end = &self.conns[conn as usize].ends[to as usize];
                 let (host, key) = (end.host, end.key);
@@ -475,7 +475,7 @@ impl World {
         self.after(from);
     }
 
-    fn deliver(&mut self, conn: ConnId, to: u8, bytes: Bytes) {
+    fn deliver(&mut self, conn: ConnId, to: u8, chunk: Chunk) {
         let instant = self.instant();
         let c = &mut self.conns[conn as usize];
         if !c.open {
@@ -488,14 +488,16 @@ impl World {
         match end.key {
             Some(key) => {
                 if let Some(torrent) = self.hosts[receiver as usize].torrent.as_mut() {
-                    torrent.on_data(key, &bytes, instant);
+                    torrent.on_data(key, chunk.segments(), instant);
                 }
             }
             None => {
                 // The accepting side: wait for the whole handshake, then take the peer.
-                end.handshake.extend_from_slice(&bytes);
+                for segment in chunk.segments() {
+                    end.handshake.extend_from_slice(segment);
+                }
                 if end.handshake.len() >= HANDSHAKE_LEN {
-                    let buffered = std::mem::take(&mut end.handshake);
+                    let buffered = Bytes::from(std::mem::take(&mut end.handshake));
                     let accepted = self.hosts[receiver as usize]
                         .torrent
                         .as_mut()
@@ -506,7 +508,7 @@ impl World {
                                 Some(&buffered[..HANDSHAKE_LEN]),
                                 instant,
                             )?;
-                            t.on_data(key, &buffered[HANDSHAKE_LEN..], instant);
+                            t.on_data(key, &[buffered.slice(HANDSHAKE_LEN..)], instant);
                             Some(key)
                         });
                     match accepted {
@@ -519,7 +521,7 @@ impl World {
         if let (Some(torrent), Some(key)) =
             (self.hosts[sender as usize].torrent.as_mut(), sender_key)
         {
-            torrent.delivered(key, bytes.len());
+            torrent.delivered(key, chunk.len());
         }
         self.after(receiver);
         self.after(sender);
@@ -559,12 +561,12 @@ impl World {
         while total < CHUNK {
             let host = &mut self.hosts[id as usize];
             let torrent = host.torrent.as_mut().expect("checked above");
-            let Some((conn, bytes)) = torrent.next_chunk(CHUNK, WINDOW) else {
+            let Some((conn, chunk)) = torrent.next_chunk(CHUNK, WINDOW) else {
                 break;
             };
-            total += bytes.len();
-            sent += transfer_time(bytes.len(), host.up);
-            self.transmit(conn, id, sent, bytes);
+            total += chunk.len();
+            sent += transfer_time(chunk.len(), host.up);
+            self.transmit(conn, id, sent, chunk);
         }
         if total == 0 {
             self.hosts[id as usize].uplink_busy = false;
@@ -574,8 +576,8 @@ impl World {
         }
     }
 
-    /// `bytes` left `from`'s uplink at `sent` on `conn`: schedule their delivery.
-    fn transmit(&mut self, conn: ConnId, from: HostId, sent: Nanos, bytes: Bytes) {
+    /// `chunk` left `from`'s uplink at `sent` on `conn`: schedule its delivery.
+    fn transmit(&mut self, conn: ConnId, from: HostId, sent: Nanos, chunk: Chunk) {
         let c = &self.conns[conn as usize];
         if !c.open {
             return;
@@ -583,9 +585,9 @@ impl World {
         let to = usize::from(c.ends[0].host == from);
         let receiver = c.ends[to].host;
         let latency = c.latency;
-        let arrival = sent + latency + self.retransmission_delay(bytes.len(), latency);
+        let arrival = sent + latency + self.retransmission_delay(chunk.len(), latency);
         let down = &mut self.hosts[receiver as usize];
-        let received = arrival.max(down.downlink_free) + transfer_time(bytes.len(), down.down);
+        let received = arrival.max(down.downlink_free) + transfer_time(chunk.len(), down.down);
         down.downlink_free = received;
         let c = &mut self.conns[conn as usize];
         let at = received.max(c.last_delivery[to]);
@@ -595,7 +597,7 @@ impl World {
             Event::Deliver {
                 conn,
                 to: to as u8,
-                bytes,
+                chunk,
             },
         );
     }

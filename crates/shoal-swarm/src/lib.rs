@@ -1,6 +1,7 @@
 //! Per-torrent swarm decisions: which blocks to ask which peer for ([`PiecePicker`]), how
-//! many requests to keep in flight ([`queue_depth`]), whom to upload to ([`Choker`]) and
-//! whom to ban after a piece fails its hash check ([`SmartBan`]).
+//! many requests to keep in flight ([`queue_depth`]), whom to upload to ([`Choker`]),
+//! whom to ban after a piece fails its hash check ([`SmartBan`]), and which piece an initial
+//! seed reveals next ([`SuperSeed`]).
 //!
 //! # Why sans-IO
 //!
@@ -21,11 +22,13 @@ mod choker;
 mod picker;
 mod pipeline;
 mod smart_ban;
+mod super_seed;
 
 pub use choker::{Choker, ChokerConfig, ChokerPeer};
 pub use picker::{PiecePicker, Received, ENDGAME_MAX_REQUESTERS};
 pub use pipeline::{queue_depth, DEFAULT_REQQ, MAX_QUEUE_DEPTH, MIN_QUEUE_DEPTH, REQUEST_WINDOW};
 pub use smart_ban::{BlockData, SmartBan, DEFAULT_MAX_PIECES, MAX_RECORDS_PER_BLOCK};
+pub use super_seed::SuperSeed;
 
 /// An opaque peer handle assigned by the engine (one per connection). The engine must not
 /// reuse a key while the picker still knows the peer (that is, before

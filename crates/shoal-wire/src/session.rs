@@ -326,6 +326,12 @@ impl PeerSession {
         if let Err(e) = &result {
             self.close(e.clone());
         }
+        if self.recv.is_empty() {
+            // Everything was parsed. The buffer may still share its allocation with the
+            // last message handed out (a block's data): let go of it, so that an idle
+            // connection holds no receive memory.
+            self.recv = BytesMut::new();
+        }
         result
     }
 

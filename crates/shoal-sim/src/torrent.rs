@@ -1,0 +1,817 @@
+//! One simulated host's torrent: the simulator's counterpart of the engine's torrent actor
+//! (`shoal-engine/src/torrent.rs`).
+//!
+//! It owns the same sans-IO cores — a [`PeerSession`] per connection, the
+//! [`PiecePicker`], the [`Choker`] and [`SmartBan`] — and reacts to each
+//! [`SessionEvent`] the way the engine does: the methods below (`service`, `on_event`,
+//! `on_block`, `piece_complete`, `request_more`, `serve_uploads`, `tick`, `run_choker`)
+//! follow the engine's of the same names step for step, with three differences of
+//! environment, not of policy:
+//! - sockets are simulated: bytes the session wants to send go to the connection's
+//!   `outbox`, which the host's simulated uplink drains ([`Torrent::next_chunk`]);
+//! - storage is the in-memory [`PieceStore`], and a bad host corrupts what it serves;
+//! - maps are ordered (`BTreeMap`/`BTreeSet`) so that iteration order, and so the run,
+//!   depends only on the seed.
+//!
+//! Dialling and the address book stay with the world (the simulated tracker), as they
+//! would with a shared torrent core. This file and the engine's glue are twins to be
+//! unified into one sans-IO torrent core in `shoal-swarm`.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use shoal_core::{Bitfield, Block, PeerId, BLOCK_SIZE};
+use shoal_swarm::{
+    queue_depth, BlockData, Choker, ChokerConfig, ChokerPeer, PeerKey, PiecePicker, Received,
+    SmartBan, SuperSeed,
+};
+use shoal_wire::{ExtensionHandshake, PeerSession, SessionConfig, SessionEvent};
+
+use crate::content::{Content, HashCheck, PieceStore};
+use crate::meter::RateMeter;
+
+/// A simulated host (its address, as far as other hosts are concerned).
+pub type HostId = u32;
+/// A simulated TCP connection.
+pub type ConnId = u32;
+
+/// Blocks are served to a connection while fewer bytes than this wait for the uplink, and
+/// again as the uplink drains it. The engine's writer allows 4 MiB (`MAX_BACKLOG`); a
+/// thousand hosts cannot each hold that much, and a short backlog also keeps requests and
+/// `have`s from queueing for seconds behind block data (libtorrent refills its send buffer
+/// at a low-water mark the same way).
+const MAX_BACKLOG: usize = 64 * 1024;
+/// Bytes per second assumed for a peer whose rate is not measured yet (the engine's).
+const INITIAL_RATE_GUESS: f64 = 512.0 * 1024.0;
+const SNUB_AFTER: Duration = Duration::from_secs(30);
+
+/// What a host does with the blocks it is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behaviour {
+    Honest,
+    /// Serves every block with some bytes flipped.
+    Corrupt,
+}
+
+/// Everything a torrent starts from.
+pub struct TorrentSetup {
+    pub content: Arc<Content>,
+    pub check: HashCheck,
+    pub peer_id: PeerId,
+    /// Verified pieces (resume state after a crash).
+    pub have: Bitfield,
+    /// Hosts banned before (kept across a restart).
+    pub banned: BTreeSet<HostId>,
+    pub rng_seed: u64,
+    pub behaviour: Behaviour,
+    pub max_connections: usize,
+    /// Keys start here, so that keys of different incarnations of a host never meet.
+    pub first_key: u64,
+    /// Super-seed (BEP 16) while we have every piece.
+    pub super_seed: bool,
+}
+
+/// Pieces a super-seed keeps revealed and unannounced per peer.
+const SUPER_SEED_PER_PEER: usize = 2;
+
+/// Transfer figures of one torrent, for the report.
+#[derive(Debug, Clone, Default)]
+pub struct Counters {
+    /// Payload bytes served.
+    pub uploaded: u64,
+    /// Payload bytes of requested blocks received.
+    pub downloaded: u64,
+    /// Payload bytes received for blocks already had (endgame crossings).
+    pub duplicate: u64,
+    /// Bytes of pieces that failed the hash check.
+    pub corrupt: u64,
+    /// Pieces accepted with corrupt blocks (hash check off).
+    pub corrupt_accepted: u64,
+}
+
+/// The bytes queued for one connection, as the session produced them (one buffer per
+/// flush, like the engine's writer channel).
+#[derive(Default)]
+struct Outbox {
+    queue: VecDeque<Bytes>,
+    len: usize,
+}
+
+impl Outbox {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Moves what the session wants to send here; returns whether there was anything.
+    fn push_from(&mut self, session: &mut PeerSession) -> bool {
+        let mut out = BytesMut::new();
+        if !session.poll_transmit(&mut out) || out.is_empty() {
+            return false;
+        }
+        self.len += out.len();
+        self.queue.push_back(out.freeze());
+        true
+    }
+
+    /// The next bytes to put on the wire, about `max` of them: whole buffers while they fit
+    /// (a block message, 13 bytes over 16 KiB, goes whole), else a piece of the first.
+    /// Buffers are passed on as they are, without copying.
+    fn take(&mut self, max: usize) -> Chunk {
+        let limit = max + 64;
+        let mut chunk = Chunk::default();
+        while let Some(front) = self.queue.front_mut() {
+            if chunk.len + front.len() <= limit {
+                chunk.len += front.len();
+                chunk
+                    .segments
+                    .push(self.queue.pop_front().expect("non-empty"));
+            } else {
+                if chunk.segments.is_empty() {
+                    chunk.len = max;
+                    chunk.segments.push(front.split_to(max));
+                }
+                break;
+            }
+        }
+        self.len -= chunk.len;
+        chunk
+    }
+}
+
+/// Bytes of one connection's stream that cross the link together, in order.
+#[derive(Debug, Default, Clone)]
+pub struct Chunk {
+    segments: Vec<Bytes>,
+    len: usize,
+}
+
+impl Chunk {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn segments(&self) -> &[Bytes] {
+        &self.segments
+    }
+}
+
+struct Peer {
+    remote: HostId,
+    conn: ConnId,
+    session: PeerSession,
+    /// Bytes the session sent that the uplink has not put on the wire (the engine's
+    /// writer queue).
+    outbox: Outbox,
+    /// Bytes on the wire not yet delivered (the TCP window in use).
+    in_flight: usize,
+    /// In `writable`.
+    queued: bool,
+    /// Waiting for the window to open.
+    blocked: bool,
+    requested: BTreeSet<Block>,
+    downloaded: RateMeter,
+    uploaded: RateMeter,
+    last_block: Instant,
+    connected: bool,
+    counted: Bitfield,
+}
+
+/// One host's torrent. See the module documentation.
+pub struct Torrent {
+    content: Arc<Content>,
+    picker: PiecePicker,
+    choker: Choker,
+    smart_ban: SmartBan,
+    super_seed: Option<SuperSeed>,
+    store: PieceStore,
+    peer_id: PeerId,
+    peers: BTreeMap<PeerKey, Box<Peer>>,
+    next_key: u64,
+    rng: StdRng,
+    behaviour: Behaviour,
+    banned: BTreeSet<HostId>,
+    max_connections: usize,
+    downloaded: RateMeter,
+    uploaded: RateMeter,
+    completed_announced: bool,
+    last_choke: Instant,
+    choke_dirty: bool,
+    last_stats: Instant,
+    scratch: Vec<Block>,
+    /// Connections with bytes for the uplink, in round-robin order.
+    writable: VecDeque<PeerKey>,
+    /// Connections this torrent dropped; the world closes them.
+    closed: Vec<ConnId>,
+    /// Hosts banned since the world last asked.
+    new_bans: Vec<HostId>,
+    pub counters: Counters,
+}
+
+impl Torrent {
+    pub fn new(setup: TorrentSetup, now: Instant) -> Self {
+        let content = setup.content;
+        let picker = PiecePicker::new(
+            content.piece_count(),
+            content.piece_length(),
+            content.total_length(),
+            &setup.have,
+        );
+        Torrent {
+            store: PieceStore::new(content.clone(), setup.check),
+            completed_announced: picker.is_complete(),
+            super_seed: (setup.super_seed && picker.is_complete())
+                .then(|| SuperSeed::new(content.piece_count(), SUPER_SEED_PER_PEER)),
+            picker,
+            choker: Choker::new(ChokerConfig::default()),
+            smart_ban: SmartBan::default(),
+            content,
+            peer_id: setup.peer_id,
+            peers: BTreeMap::new(),
+            next_key: setup.first_key,
+            rng: StdRng::seed_from_u64(setup.rng_seed),
+            behaviour: setup.behaviour,
+            banned: setup.banned,
+            max_connections: setup.max_connections,
+            downloaded: RateMeter::default(),
+            uploaded: RateMeter::default(),
+            last_choke: now - Duration::from_secs(60),
+            choke_dirty: true,
+            last_stats: now,
+            scratch: Vec::new(),
+            writable: VecDeque::new(),
+            closed: Vec::new(),
+            new_bans: Vec::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    // ---- queries for the world ---------------------------------------------------------
+
+    pub fn is_complete(&self) -> bool {
+        self.picker.is_complete()
+    }
+
+    pub fn have(&self) -> &Bitfield {
+        self.picker.have()
+    }
+
+    pub fn banned(&self) -> &BTreeSet<HostId> {
+        &self.banned
+    }
+
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Hosts we are connected to (or connecting with).
+    pub fn remotes(&self) -> impl Iterator<Item = HostId> + '_ {
+        self.peers.values().map(|p| p.remote)
+    }
+
+    /// Some connection has bytes for the uplink.
+    pub fn wants_uplink(&self) -> bool {
+        !self.writable.is_empty()
+    }
+
+    pub fn take_closed(&mut self) -> Vec<ConnId> {
+        std::mem::take(&mut self.closed)
+    }
+
+    pub fn take_bans(&mut self) -> Vec<HostId> {
+        std::mem::take(&mut self.new_bans)
+    }
+
+    // ---- the simulated sockets ---------------------------------------------------------
+
+    /// The next chunk of at most `max` bytes for the uplink, round-robin over connections
+    /// with bytes to send whose window (`window` bytes undelivered) is not full.
+    pub fn next_chunk(&mut self, max: usize, window: usize) -> Option<(ConnId, Chunk)> {
+        while let Some(key) = self.writable.pop_front() {
+            let Some(peer) = self.peers.get_mut(&key) else {
+                continue;
+            };
+            peer.queued = false;
+            if peer.outbox.is_empty() {
+                continue;
+            }
+            if peer.in_flight >= window {
+                peer.blocked = true;
+                continue;
+            }
+            let chunk = peer.outbox.take(max);
+            peer.in_flight += chunk.len();
+            let conn = peer.conn;
+            // The writer's backlog shrank: serve requests that waited for it.
+            if peer.outbox.len() < MAX_BACKLOG && peer.session.queued_uploads() > 0 {
+                self.serve_uploads(key);
+            }
+            let peer = self.peers.get_mut(&key).expect("present");
+            if !peer.outbox.is_empty() && !peer.queued {
+                peer.queued = true;
+                self.writable.push_back(key);
+            }
+            return Some((conn, chunk));
+        }
+        None
+    }
+
+    /// `bytes` sent on `key`'s connection reached the other side: the window reopens.
+    pub fn delivered(&mut self, key: PeerKey, bytes: usize) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        peer.in_flight = peer.in_flight.saturating_sub(bytes);
+        if peer.blocked {
+            peer.blocked = false;
+            if !peer.outbox.is_empty() && !peer.queued {
+                peer.queued = true;
+                self.writable.push_back(key);
+            }
+        }
+    }
+
+    // ---- inputs (the engine's `handle`) ------------------------------------------------
+
+    /// A connection is up: outgoing (`incoming` is `None`), or accepted with the peer's
+    /// 68-byte handshake. Returns the peer's key, or `None` if refused (too many
+    /// connections, banned, or a handshake for another torrent).
+    pub fn add_peer(
+        &mut self,
+        remote: HostId,
+        conn: ConnId,
+        incoming: Option<&[u8]>,
+        now: Instant,
+    ) -> Option<PeerKey> {
+        if self.peers.len() >= self.max_connections || self.banned.contains(&remote) {
+            return None;
+        }
+        let config = self.session_config();
+        let session = match incoming {
+            None => PeerSession::new(config, now),
+            Some(bytes) => {
+                let handshake = shoal_wire::parse_handshake(bytes).ok()??;
+                PeerSession::new_after_handshake(config, handshake, now).ok()?
+            }
+        };
+        let key = PeerKey(self.next_key);
+        self.next_key += 1;
+        self.peers.insert(
+            key,
+            Box::new(Peer {
+                remote,
+                conn,
+                session,
+                outbox: Outbox::default(),
+                in_flight: 0,
+                queued: false,
+                blocked: false,
+                requested: BTreeSet::new(),
+                downloaded: RateMeter::default(),
+                uploaded: RateMeter::default(),
+                last_block: now,
+                connected: false,
+                counted: Bitfield::new(self.content.piece_count() as usize),
+            }),
+        );
+        self.service(key, now);
+        Some(key)
+    }
+
+    /// Bytes arrived on `key`'s connection (a chunk is one socket read).
+    pub fn on_data(&mut self, key: PeerKey, segments: &[Bytes], now: Instant) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        for bytes in segments {
+            if peer.session.handle_input(now, bytes).is_err() {
+                self.remove_peer(key);
+                return;
+            }
+        }
+        self.service(key, now);
+    }
+
+    /// The other side closed the connection.
+    pub fn on_closed(&mut self, key: PeerKey) {
+        self.remove_peer(key);
+    }
+
+    fn session_config(&self) -> SessionConfig {
+        // A super-seed announces nothing at first; pieces are revealed one by one.
+        let announced = match self.super_seed {
+            Some(_) => Bitfield::new(self.content.piece_count() as usize),
+            None => self.picker.have().clone(),
+        };
+        let mut config = SessionConfig::new(
+            shoal_core::InfoHash([7; 20]),
+            self.peer_id,
+            self.content.piece_count(),
+            self.content.piece_length(),
+            self.content.total_length(),
+            announced,
+        );
+        config.extension_handshake = ExtensionHandshake {
+            v: Some("shoal-sim".to_owned()),
+            ..ExtensionHandshake::default()
+        };
+        config
+    }
+
+    fn remove_peer(&mut self, key: PeerKey) {
+        let Some(peer) = self.peers.remove(&key) else {
+            return;
+        };
+        self.picker.peer_disconnected(key, &peer.counted);
+        if let Some(super_seed) = &mut self.super_seed {
+            super_seed.peer_disconnected(key);
+        }
+        self.choke_dirty = true;
+        self.closed.push(peer.conn);
+    }
+
+    fn ban(&mut self, key: PeerKey) {
+        if let Some(peer) = self.peers.get(&key) {
+            if self.banned.insert(peer.remote) {
+                self.new_bans.push(peer.remote);
+            }
+            self.remove_peer(key);
+        }
+    }
+
+    /// Processes a peer's events, then tops up its requests, serves its uploads, and
+    /// flushes what the session wants to send.
+    fn service(&mut self, key: PeerKey, now: Instant) {
+        loop {
+            let Some(peer) = self.peers.get_mut(&key) else {
+                return;
+            };
+            let Some(event) = peer.session.poll_event() else {
+                break;
+            };
+            self.on_event(key, event, now);
+        }
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if peer.session.is_closed() {
+            self.remove_peer(key);
+            return;
+        }
+        self.request_more(key);
+        self.serve_uploads(key);
+        self.flush(key);
+    }
+
+    fn flush(&mut self, key: PeerKey) {
+        if let Some(peer) = self.peers.get_mut(&key) {
+            if peer.outbox.push_from(&mut peer.session) && !peer.queued && !peer.blocked {
+                peer.queued = true;
+                self.writable.push_back(key);
+            }
+        }
+    }
+
+    fn on_event(&mut self, key: PeerKey, event: SessionEvent, now: Instant) {
+        let peer = self.peers.get_mut(&key).expect("caller checked");
+        match event {
+            SessionEvent::Connected { .. } => peer.connected = true,
+            SessionEvent::PeerBitfield => {
+                let bits = peer.session.state().peer_pieces.clone();
+                self.picker.peer_disconnected(key, &peer.counted);
+                if bits.all() {
+                    self.picker.peer_have_all(key);
+                } else {
+                    self.picker.peer_bitfield(key, &bits);
+                }
+                peer.counted = bits;
+                self.update_interest(key);
+                if self.super_seed.is_some() {
+                    // A super-seed's peers see nothing to be interested in until pieces
+                    // are revealed, and pieces are revealed to unchoked peers only.
+                    self.offer_free_slot(key);
+                    self.reveal(key);
+                }
+            }
+            SessionEvent::Have(piece) => {
+                if peer.counted.set(piece as usize) {
+                    self.picker.peer_have(key, piece);
+                }
+                self.update_interest(key);
+                if let Some(super_seed) = &mut self.super_seed {
+                    if super_seed.peer_have(key, piece) {
+                        self.reveal(key);
+                    }
+                }
+            }
+            SessionEvent::Choked { dropped } => {
+                for block in dropped {
+                    if peer.requested.remove(&block) {
+                        self.picker.request_cancelled(key, block);
+                    }
+                }
+            }
+            SessionEvent::Rejected(block) => {
+                if peer.requested.remove(&block) {
+                    self.picker.request_cancelled(key, block);
+                }
+            }
+            SessionEvent::Interested => {
+                self.offer_free_slot(key);
+                self.choke_dirty = true;
+            }
+            SessionEvent::NotInterested => self.choke_dirty = true,
+            SessionEvent::BlockReceived { block, data } => self.on_block(key, block, data, now),
+            SessionEvent::Closed(_)
+            | SessionEvent::Unchoked
+            | SessionEvent::AllowedFast(_)
+            | SessionEvent::Suggest(_)
+            | SessionEvent::DhtPort(_)
+            | SessionEvent::ExtensionHandshake(_)
+            | SessionEvent::Extended { .. } => {}
+        }
+    }
+
+    /// A free upload slot is given at once, as the engine does on `Interested`, rather
+    /// than at the next choker round.
+    fn offer_free_slot(&mut self, key: PeerKey) {
+        let slots = self.choker.config().regular_slots + self.choker.config().optimistic_slots;
+        let unchoked = self
+            .peers
+            .values()
+            .filter(|p| !p.session.state().am_choking)
+            .count();
+        let peer = self.peers.get_mut(&key).expect("caller checked");
+        if unchoked < slots && peer.session.state().am_choking {
+            peer.session.unchoke();
+        }
+    }
+
+    /// A super-seed reveals pieces to a peer it uploads to (see [`SuperSeed`]): only the
+    /// unchoked can fetch them, so revealing to others would only make duplicates later.
+    fn reveal(&mut self, key: PeerKey) {
+        let Some(super_seed) = &mut self.super_seed else {
+            return;
+        };
+        let peer = self.peers.get_mut(&key).expect("caller checked");
+        if peer.session.state().am_choking {
+            return;
+        }
+        for piece in super_seed.reveal(key, &peer.counted, &mut self.rng) {
+            peer.session.have(piece);
+        }
+    }
+
+    fn update_interest(&mut self, key: PeerKey) {
+        let peer = self.peers.get_mut(&key).expect("caller checked");
+        let interesting = self.picker.is_interesting(&peer.counted);
+        if interesting != peer.session.state().am_interested {
+            peer.session.interested(interesting);
+        }
+    }
+
+    fn on_block(&mut self, key: PeerKey, block: Block, data: Bytes, now: Instant) {
+        let peer = self.peers.get_mut(&key).expect("caller checked");
+        peer.requested.remove(&block);
+        peer.last_block = now;
+        peer.downloaded.add(u64::from(block.length));
+        self.downloaded.add(u64::from(block.length));
+        self.counters.downloaded += u64::from(block.length);
+        match self.picker.block_received(key, block) {
+            Received::New {
+                piece_complete,
+                cancel,
+            } => {
+                for other in cancel {
+                    if let Some(p) = self.peers.get_mut(&other) {
+                        if p.requested.remove(&block) {
+                            p.session.cancel(block);
+                        }
+                    }
+                }
+                self.store.write(block, &data);
+                if piece_complete {
+                    self.piece_complete(block.piece);
+                }
+            }
+            Received::Duplicate | Received::Unexpected => {
+                self.counters.duplicate += u64::from(block.length);
+            }
+        }
+    }
+
+    fn piece_complete(&mut self, piece: u32) {
+        let size = self.picker.piece_size(piece);
+        if self.store.verify(piece, size) {
+            if self.store.has_overlay(piece) {
+                self.counters.corrupt_accepted += 1;
+            }
+            if self.smart_ban.is_watched(piece) {
+                let blocks = self.read_blocks(
+                    piece,
+                    (0..self.picker.blocks_in_piece(piece)).map(|i| i * BLOCK_SIZE),
+                );
+                let liars = self.smart_ban.piece_passed(
+                    piece,
+                    blocks.iter().map(|(offset, data)| (*offset, &data[..])),
+                );
+                for liar in liars {
+                    self.ban(liar);
+                }
+            }
+            self.picker.piece_verified(piece);
+            let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+            for key in keys {
+                let peer = self.peers.get_mut(&key).expect("listed");
+                peer.session.have(piece);
+                self.update_interest(key);
+                self.flush(key);
+            }
+            if self.picker.is_complete() && !self.completed_announced {
+                self.complete();
+            }
+        } else {
+            self.counters.corrupt += u64::from(size);
+            let senders = self.picker.block_senders(piece);
+            let blocks = self.read_blocks(piece, senders.iter().map(|(offset, _)| *offset));
+            let records = senders
+                .iter()
+                .zip(&blocks)
+                .map(|((_, peer), (offset, data))| BlockData {
+                    offset: *offset,
+                    peer: *peer,
+                    data,
+                });
+            let liars = self.smart_ban.piece_failed(piece, records);
+            self.picker.piece_failed(piece);
+            self.store.forget(piece);
+            for liar in liars {
+                self.ban(liar);
+            }
+        }
+    }
+
+    /// Blocks of `piece` at the given offsets as stored (shorter at the piece's end).
+    fn read_blocks(&self, piece: u32, offsets: impl Iterator<Item = u32>) -> Vec<(u32, Bytes)> {
+        let size = self.picker.piece_size(piece);
+        offsets
+            .map(|offset| {
+                let length = BLOCK_SIZE.min(size - offset);
+                (offset, self.store.read(piece, offset, length))
+            })
+            .collect()
+    }
+
+    fn request_more(&mut self, key: PeerKey) {
+        let peer = self.peers.get_mut(&key).expect("caller checked");
+        let state = peer.session.state();
+        if !state.am_interested || state.peer_choking || self.picker.is_complete() {
+            return;
+        }
+        let reqq = state.peer_extensions.as_ref().and_then(|e| e.reqq);
+        let depth = queue_depth(
+            peer.downloaded.rate().max(INITIAL_RATE_GUESS),
+            Duration::from_secs(2),
+            reqq,
+        );
+        if peer.requested.len() >= depth {
+            return;
+        }
+        self.scratch.clear();
+        let want = depth - peer.requested.len();
+        self.picker
+            .pick(key, &peer.counted, want, &mut self.rng, &mut self.scratch);
+        for block in self.scratch.drain(..) {
+            if peer.session.request(block) {
+                peer.requested.insert(block);
+            } else {
+                self.picker.request_cancelled(key, block);
+            }
+        }
+    }
+
+    fn serve_uploads(&mut self, key: PeerKey) {
+        let peer = self.peers.get_mut(&key).expect("caller checked");
+        while peer.outbox.len() < MAX_BACKLOG {
+            let Some(block) = peer.session.next_upload() else {
+                break;
+            };
+            if !self.picker.have().get(block.piece as usize) {
+                peer.session.reject(block);
+                continue;
+            }
+            let data = match self.behaviour {
+                Behaviour::Honest => self.store.read(block.piece, block.offset, block.length),
+                Behaviour::Corrupt => self.content.corrupted(block),
+            };
+            peer.session.send_block(block, data);
+            peer.uploaded.add(u64::from(block.length));
+            self.uploaded.add(u64::from(block.length));
+            self.counters.uploaded += u64::from(block.length);
+            // Flush as we go so a large queue doesn't sit in the session's buffer.
+            if peer.outbox.push_from(&mut peer.session) && !peer.queued && !peer.blocked {
+                peer.queued = true;
+                self.writable.push_back(key);
+            }
+        }
+    }
+
+    /// The engine's 100 ms tick, run by the world once a second: timers, snubbing,
+    /// topping up every connection, the choker, and the rate meters.
+    pub fn tick(&mut self, now: Instant) {
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for &key in &keys {
+            let Some(peer) = self.peers.get_mut(&key) else {
+                continue;
+            };
+            peer.session.handle_timeout(now);
+            if !peer.requested.is_empty() && now.duration_since(peer.last_block) > SNUB_AFTER {
+                for block in std::mem::take(&mut peer.requested) {
+                    peer.session.cancel(block);
+                    self.picker.request_cancelled(key, block);
+                }
+                peer.last_block = now;
+            }
+            self.service(key, now);
+        }
+        if self.choke_dirty && now.duration_since(self.last_choke) >= Duration::from_secs(1)
+            || now.duration_since(self.last_choke) >= Duration::from_secs(10)
+        {
+            self.run_choker(now);
+        }
+        if now.duration_since(self.last_stats) >= Duration::from_secs(1) {
+            self.report_stats(now);
+        }
+    }
+
+    fn run_choker(&mut self, now: Instant) {
+        self.last_choke = now;
+        self.choke_dirty = false;
+        let seeding = self.picker.is_complete();
+        let super_seeding = self.super_seed.is_some();
+        let candidates: Vec<ChokerPeer> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.connected)
+            .map(|(&key, p)| ChokerPeer {
+                key,
+                // A super-seed's leechers cannot be interested before a reveal.
+                interested: p.session.state().peer_interested
+                    || (super_seeding && !p.counted.all()),
+                download_rate: p.downloaded.rate(),
+                upload_rate: p.uploaded.rate(),
+                is_seed: p.counted.all(),
+                snubbed: !p.requested.is_empty() && now.duration_since(p.last_block) > SNUB_AFTER,
+            })
+            .collect();
+        let unchoke: BTreeSet<PeerKey> = self
+            .choker
+            .run(now, &candidates, seeding, &mut self.rng)
+            .into_iter()
+            .collect();
+        for candidate in candidates {
+            let peer = self.peers.get_mut(&candidate.key).expect("listed");
+            let choking = peer.session.state().am_choking;
+            match (unchoke.contains(&candidate.key), choking) {
+                (true, true) => {
+                    peer.session.unchoke();
+                    self.reveal(candidate.key);
+                }
+                (false, false) => peer.session.choke(),
+                _ => continue,
+            }
+            self.flush(candidate.key);
+        }
+    }
+
+    fn report_stats(&mut self, now: Instant) {
+        let elapsed = now.duration_since(self.last_stats);
+        self.last_stats = now;
+        self.downloaded.tick(elapsed);
+        self.uploaded.tick(elapsed);
+        for peer in self.peers.values_mut() {
+            peer.downloaded.tick(elapsed);
+            peer.uploaded.tick(elapsed);
+        }
+    }
+
+    fn complete(&mut self) {
+        self.completed_announced = true;
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for key in keys {
+            self.update_interest(key);
+            self.flush(key);
+        }
+    }
+}

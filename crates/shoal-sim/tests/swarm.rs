@@ -1,0 +1,135 @@
+//! End-to-end simulator scenarios: a small flash crowd completes near the bound and
+//! replays byte for byte; corrupt peers are banned and honest ones never.
+
+use std::process::Command;
+
+use shoal_sim::{run, Scenario};
+
+fn small_swarm(seed: u64) -> Scenario {
+    Scenario {
+        peers: 100,
+        file_size: 8 << 20,
+        piece_size: 64 << 10,
+        super_seed: true,
+        rng_seed: seed,
+        ..Scenario::default()
+    }
+}
+
+#[test]
+fn hundred_peers_complete_near_the_bound() {
+    let scenario = small_swarm(11);
+    let report = run(&scenario).expect("valid scenario");
+    assert_eq!(report.completed, 100, "{}", report.to_text(&scenario));
+    let ratio = report.ratio_to_bound.expect("everyone completed");
+    assert!(ratio <= RATIO_LIMIT, "{}", report.to_text(&scenario));
+    assert_eq!(report.honest_peers_banned, 0);
+    assert_eq!(report.wasted_corrupt_bytes, 0);
+}
+
+/// What the 100-peer, 8 MiB flash crowd must achieve (T / T_min). A small file makes the
+/// start-up (connections, first pieces) weigh more than in the 64 MiB benchmark.
+const RATIO_LIMIT: f64 = 1.8;
+
+#[test]
+fn same_seed_same_report_other_seed_other_run() {
+    let a = run(&small_swarm(3)).expect("valid");
+    let b = run(&small_swarm(3)).expect("valid");
+    let c = run(&small_swarm(4)).expect("valid");
+    let scenario = small_swarm(3);
+    assert_eq!(a.to_text(&scenario), b.to_text(&scenario));
+    assert_ne!(a.events, c.events, "a different seed gives a different run");
+}
+
+#[test]
+fn binary_output_is_byte_identical_and_ends_with_the_ratio() {
+    let args = [
+        "swarm",
+        "--peers",
+        "30",
+        "--file-size",
+        "4MiB",
+        "--piece-size",
+        "256KiB",
+        "--seed-up",
+        "1MiB",
+        "--peer-up",
+        "512KiB",
+        "--peer-down",
+        "4MiB",
+        "--latency",
+        "30",
+        "--loss",
+        "0.005",
+        "--churn",
+        "10%",
+        "--bad-peers",
+        "2",
+        "--seed",
+        "9",
+    ];
+    let run_once = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_shoal-sim"))
+            .args(args)
+            .output()
+            .expect("runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let first = run_once();
+    assert_eq!(first, run_once());
+    let last = first.lines().last().expect("output");
+    assert!(
+        last.starts_with("ratio_to_bound=") && last.len() == "ratio_to_bound=1.234".len(),
+        "{first}"
+    );
+    assert!(first.contains("hash_check: sha1"), "{first}");
+    let json = Command::new(env!("CARGO_BIN_EXE_shoal-sim"))
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("runs");
+    let text = String::from_utf8(json.stdout).expect("utf-8");
+    let report: serde_json::Value =
+        serde_json::from_str(text.lines().next().expect("json line")).expect("json");
+    assert_eq!(report["peers"], 30);
+    assert_eq!(text.lines().last(), Some(last));
+}
+
+#[test]
+fn corrupt_peers_are_banned_and_honest_peers_never() {
+    let scenario = Scenario {
+        peers: 40,
+        bad_peers: 4,
+        file_size: 4 << 20,
+        rng_seed: 5,
+        ..Scenario::default()
+    };
+    let report = run(&scenario).expect("valid");
+    let text = report.to_text(&scenario);
+    assert_eq!(report.completed, 36, "{text}");
+    assert_eq!(report.bad_peers_banned, 4, "{text}");
+    assert_eq!(report.honest_peers_banned, 0, "{text}");
+    assert!(report.wasted_corrupt_bytes > 0, "{text}");
+}
+
+#[test]
+fn without_the_hash_check_corruption_is_accepted_and_reported() {
+    let scenario = Scenario {
+        peers: 20,
+        bad_peers: 2,
+        file_size: 2 << 20,
+        rng_seed: 6,
+        hash_check: shoal_sim::content::HashCheck::Off,
+        ..Scenario::default()
+    };
+    let report = run(&scenario).expect("valid");
+    let text = report.to_text(&scenario);
+    assert!(text.contains("hash_check: OFF"), "{text}");
+    assert_eq!(report.ban_events, 0, "{text}");
+    assert!(report.corrupt_pieces_accepted > 0, "{text}");
+}

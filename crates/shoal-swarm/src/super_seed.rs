@@ -1,0 +1,139 @@
+//! Super-seeding (BEP 16): an initial seed that sends each piece about once.
+//!
+//! A plain seed answers whatever its unchoked peers ask for. Each leecher picks the rarest
+//! pieces *it* can see, among its own few dozen neighbours, so in a large swarm two
+//! leechers that are not neighbours often fetch the same piece from the seed; the seed's
+//! upload, the scarcest resource early on, then carries duplicates. A super-seed hides its
+//! pieces (it announces none) and reveals them one peer at a time with `have`, always the
+//! piece it has revealed least often. When a peer announces a piece revealed to it, it
+//! has it and will spread it, and the seed reveals the next one.
+//!
+//! The seed keeps [`SuperSeed::per_peer`] revealed-but-unannounced pieces per peer (BEP 16
+//! uses one; two keep the connection busy over the round trip between the peer's `have` and
+//! the next reveal).
+
+use std::collections::HashMap;
+
+use rand::Rng;
+use shoal_core::Bitfield;
+
+use crate::PeerKey;
+
+/// Super-seed bookkeeping for one torrent. See the module documentation.
+#[derive(Debug, Clone)]
+pub struct SuperSeed {
+    /// Times each piece was revealed.
+    revealed: Vec<u32>,
+    /// Pieces revealed to a peer that it has not announced yet.
+    pending: HashMap<PeerKey, Vec<u32>>,
+    per_peer: usize,
+}
+
+impl SuperSeed {
+    /// For a torrent of `piece_count` pieces, keeping `per_peer` (at least one) pieces
+    /// revealed and unannounced per peer.
+    pub fn new(piece_count: u32, per_peer: usize) -> Self {
+        SuperSeed {
+            revealed: vec![0; piece_count as usize],
+            pending: HashMap::new(),
+            per_peer: per_peer.max(1),
+        }
+    }
+
+    pub fn per_peer(&self) -> usize {
+        self.per_peer
+    }
+
+    /// The pieces to reveal to `peer` now (send a `have` for each), least revealed first,
+    /// ties broken at random. `peer_bits` are the pieces it has. Call once its bitfield is
+    /// known and again whenever [`peer_have`](Self::peer_have) returns true.
+    pub fn reveal(&mut self, peer: PeerKey, peer_bits: &Bitfield, rng: &mut impl Rng) -> Vec<u32> {
+        let count = self.revealed.len();
+        let mut out = Vec::new();
+        if count == 0 {
+            return out;
+        }
+        let pending = self.pending.entry(peer).or_default();
+        while pending.len() < self.per_peer {
+            let start = rng.gen_range(0..count);
+            let best = (0..count)
+                .map(|k| (start + k) % count)
+                .filter(|&p| !peer_bits.get(p) && !pending.contains(&(p as u32)))
+                .min_by_key(|&p| self.revealed[p]);
+            let Some(piece) = best else {
+                break;
+            };
+            self.revealed[piece] += 1;
+            pending.push(piece as u32);
+            out.push(piece as u32);
+        }
+        out
+    }
+
+    /// `peer` announced `piece`. Returns true if it was revealed to it: it now has it,
+    /// and more may be revealed.
+    pub fn peer_have(&mut self, peer: PeerKey, piece: u32) -> bool {
+        let Some(pending) = self.pending.get_mut(&peer) else {
+            return false;
+        };
+        match pending.iter().position(|&p| p == piece) {
+            Some(i) => {
+                pending.swap_remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The peer is gone; pieces revealed to it stay counted (it may have passed them on).
+    pub fn peer_disconnected(&mut self, peer: PeerKey) {
+        self.pending.remove(&peer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    use super::*;
+
+    #[test]
+    fn every_piece_is_revealed_once_before_any_twice() {
+        let mut seed = SuperSeed::new(8, 2);
+        let mut rng = StdRng::seed_from_u64(1);
+        let none = Bitfield::new(8);
+        let mut seen = Vec::new();
+        for peer in 0..4 {
+            let pieces = seed.reveal(PeerKey(peer), &none, &mut rng);
+            assert_eq!(pieces.len(), 2);
+            seen.extend(pieces);
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, (0..8).collect::<Vec<u32>>());
+        // Nothing more until a revealed piece is announced.
+        assert!(seed.reveal(PeerKey(0), &none, &mut rng).is_empty());
+        let first = seed.pending[&PeerKey(0)][0];
+        assert!(!seed.peer_have(PeerKey(0), (first + 1) % 8 + 100));
+        assert!(seed.peer_have(PeerKey(0), first));
+        let mut has = Bitfield::new(8);
+        has.set(first as usize);
+        let next = seed.reveal(PeerKey(0), &has, &mut rng);
+        assert_eq!(next.len(), 1);
+        assert_ne!(next[0], first);
+        seed.peer_disconnected(PeerKey(0));
+        assert!(!seed.peer_have(PeerKey(0), next[0]));
+    }
+
+    #[test]
+    fn a_peer_with_everything_gets_nothing() {
+        let mut seed = SuperSeed::new(4, 1);
+        let mut rng = StdRng::seed_from_u64(2);
+        assert!(seed
+            .reveal(PeerKey(1), &Bitfield::full(4), &mut rng)
+            .is_empty());
+        assert!(SuperSeed::new(0, 1)
+            .reveal(PeerKey(1), &Bitfield::new(0), &mut rng)
+            .is_empty());
+    }
+}

@@ -16,6 +16,7 @@
 pub mod announce;
 pub mod client;
 pub mod driver;
+pub mod http1;
 pub mod server;
 pub mod udp;
 pub mod url;

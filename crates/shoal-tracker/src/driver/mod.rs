@@ -1,1 +1,9 @@
-//! tokio drivers
+//! The tokio drivers: thin loops that move bytes between sockets and the sans-IO cores.
+
+mod announcer;
+pub mod http;
+pub mod server;
+mod udp;
+
+pub use announcer::{Announcer, AnnouncerConfig};
+pub use udp::UdpEndpoint;

@@ -34,7 +34,8 @@ pub struct AnnouncerConfig {
     /// The port peers reach us on.
     pub port: u16,
     /// Where our announces come from: the address the engine listens on, when it is a
-    /// specific one, so the tracker hands out the address peers can reach.
+    /// specific one, so the tracker hands out the address peers can reach. (Overrides
+    /// `http.bind`.)
     pub bind: Option<IpAddr>,
     pub numwant: Option<u32>,
     pub http: HttpConfig,
@@ -170,11 +171,12 @@ fn log_event(event: &ClientEvent, peers: &mpsc::UnboundedSender<Vec<SocketAddr>>
 }
 
 async fn run(
-    config: AnnouncerConfig,
+    mut config: AnnouncerConfig,
     progress: Progress,
     peers: mpsc::UnboundedSender<Vec<SocketAddr>>,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
+    config.http.bind = config.bind;
     let mut rng = StdRng::from_entropy();
     let params = ClientParams {
         info_hash: config.info_hash,

@@ -6,47 +6,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// Kills the child (by its PID, which we started) when dropped, also on test failure.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// libtorrent session settings for loopback tests: no discovery, TCP only, bound to `ip`.
-const LT_SESSION: &str = r#"
-import libtorrent as lt, sys, time
-def session(ip, port):
-    return lt.session({
-        'listen_interfaces': '%s:%d' % (ip, port), 'outgoing_interfaces': ip,
-        'enable_dht': False, 'enable_lsd': False, 'enable_upnp': False, 'enable_natpmp': False,
-        'enable_incoming_utp': False, 'enable_outgoing_utp': False,
-        'allow_multiple_connections_per_ip': True, 'alert_mask': 0,
-    })
-"#;
-
-/// Seeds `torrent` from `save` until killed (at most 120 s); prints READY when seeding.
-const LT_SEED: &str = r#"
-torrent, save, ip, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-s = session(ip, port)
-h = s.add_torrent({'ti': lt.torrent_info(torrent), 'save_path': save})
-deadline = time.time() + 120
-while time.time() < deadline:
-    st = h.status()
-    if st.is_seeding:
-        print('READY', flush=True)
-        break
-    time.sleep(0.05)
-time.sleep(max(0, deadline - time.time()))
-"#;
 
 /// Downloads `torrent` into `save` from the peer at peer_ip:peer_port; prints DONE.
 const LT_GET: &str = r#"
@@ -67,50 +30,6 @@ while time.time() < deadline:
 print('TIMEOUT', h.status().progress, flush=True)
 sys.exit(1)
 "#;
-
-fn python_script(body: &str) -> String {
-    format!("{LT_SESSION}\n{body}")
-}
-
-/// Starts a process and waits (bounded) until it prints `marker` on stdout.
-fn start_and_wait(mut cmd: Command, marker: &str, limit: Duration) -> Guard {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn");
-    let stdout = child.stdout.take().expect("piped");
-    let guard = Guard(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    let marker = marker.to_owned();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if line.contains(&marker) {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(limit)
-        .unwrap_or_else(|_| panic!("{cmd:?} not ready within {limit:?}"));
-    guard
-}
-
-fn lt_seed(torrent: &Path, save: &Path, ip: &str, port: u16) -> Guard {
-    require("/usr/bin/python3");
-    let mut cmd = Command::new("/usr/bin/python3");
-    cmd.arg("-c").arg(python_script(LT_SEED)).args([
-        path_str(torrent),
-        path_str(save),
-        ip,
-        &port.to_string(),
-    ]);
-    start_and_wait(cmd, "READY", Duration::from_secs(60))
-}
 
 /// Runs `shoal get --no-seed --json` to completion; returns its JSON event lines.
 fn shoal_get(
@@ -356,40 +275,6 @@ fn killed_download_resumes_without_refetching_verified_pieces() {
         downloaded <= missing,
         "downloaded {downloaded} bytes, only {missing} were missing"
     );
-}
-
-/// Waits (bounded) until something accepts TCP connections on `addr`.
-fn wait_listening(addr: &str, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "nothing listening on {addr}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn aria2(dir: &Path, torrent: &Path, ip: &str, port: u16, extra: &[&str]) -> Command {
-    require("aria2c");
-    let mut cmd = Command::new("aria2c");
-    cmd.args([
-        "-d",
-        path_str(dir),
-        &format!("--listen-port={port}"),
-        &format!("--interface={ip}"),
-    ])
-    .args([
-        "--disable-ipv6",
-        "--enable-dht=false",
-        "--bt-enable-lpd=false",
-        "--enable-peer-exchange=false",
-    ])
-    .args([
-        "--console-log-level=warn",
-        "--summary-interval=0",
-        "--bt-stop-timeout=60",
-    ])
-    .args(extra)
-    .arg(torrent);
-    cmd
 }
 
 #[test]

@@ -3,7 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use rand::{RngCore, SeedableRng};
@@ -118,4 +118,122 @@ pub fn path_str(p: &Path) -> &str {
 
 pub fn join(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
+}
+
+/// Kills the child (by its PID, which we started) when dropped, also on test failure.
+pub struct Guard(pub Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// libtorrent session settings for loopback tests: no discovery, TCP only, bound to `ip`.
+pub const LT_SESSION: &str = r#"
+import libtorrent as lt, sys, time
+def session(ip, port):
+    return lt.session({
+        'listen_interfaces': '%s:%d' % (ip, port), 'outgoing_interfaces': ip,
+        'enable_dht': False, 'enable_lsd': False, 'enable_upnp': False, 'enable_natpmp': False,
+        'enable_incoming_utp': False, 'enable_outgoing_utp': False,
+        'allow_multiple_connections_per_ip': True, 'alert_mask': 0,
+    })
+"#;
+
+/// Seeds `torrent` from `save` until killed (at most 120 s); prints READY when seeding.
+pub const LT_SEED: &str = r#"
+torrent, save, ip, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+s = session(ip, port)
+h = s.add_torrent({'ti': lt.torrent_info(torrent), 'save_path': save})
+deadline = time.time() + 120
+while time.time() < deadline:
+    st = h.status()
+    if st.is_seeding:
+        print('READY', flush=True)
+        break
+    time.sleep(0.05)
+time.sleep(max(0, deadline - time.time()))
+"#;
+
+/// A Python script that drives libtorrent: the session helper, then `body`.
+pub fn python_script(body: &str) -> String {
+    format!("{LT_SESSION}\n{body}")
+}
+
+/// Starts a process and waits (bounded) until it prints `marker` on stdout.
+pub fn start_and_wait(mut cmd: Command, marker: &str, limit: Duration) -> Guard {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("piped");
+    let guard = Guard(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let marker = marker.to_owned();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains(&marker) {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("{cmd:?} not ready within {limit:?}"));
+    guard
+}
+
+/// Starts a libtorrent seed on `ip:port`; returns once it is seeding.
+pub fn lt_seed(torrent: &Path, save: &Path, ip: &str, port: u16) -> Guard {
+    require("/usr/bin/python3");
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.arg("-c").arg(python_script(LT_SEED)).args([
+        path_str(torrent),
+        path_str(save),
+        ip,
+        &port.to_string(),
+    ]);
+    start_and_wait(cmd, "READY", Duration::from_secs(60))
+}
+
+/// Waits (bounded) until something accepts TCP connections on `addr`.
+pub fn wait_listening(addr: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "nothing listening on {addr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An aria2c command for loopback tests: bound to `ip`, no DHT, LPD or PEX.
+pub fn aria2(dir: &Path, torrent: &Path, ip: &str, port: u16, extra: &[&str]) -> Command {
+    require("aria2c");
+    let mut cmd = Command::new("aria2c");
+    cmd.args([
+        "-d",
+        path_str(dir),
+        &format!("--listen-port={port}"),
+        &format!("--interface={ip}"),
+    ])
+    .args([
+        "--disable-ipv6",
+        "--enable-dht=false",
+        "--bt-enable-lpd=false",
+        "--enable-peer-exchange=false",
+    ])
+    .args([
+        "--console-log-level=warn",
+        "--summary-interval=0",
+        "--bt-stop-timeout=60",
+    ])
+    .args(extra)
+    .arg(torrent);
+    cmd
 }

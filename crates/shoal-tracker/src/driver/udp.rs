@@ -52,8 +52,7 @@ impl UdpEndpoint {
         let mut buf = vec![0u8; MAX_PACKET];
         loop {
             while let Some(packet) = self.tracker.poll_transmit() {
-                // A send error (e.g. ICMP port unreachable reported on a connected
-                // socket) is like a lost packet: the time-out retransmits.
+                // A send error is like a lost packet: the time-out retransmits.
                 let _ = self.socket.send(&packet).await;
             }
             if let Some(result) = self.tracker.poll_result() {
@@ -63,11 +62,15 @@ impl UdpEndpoint {
                 return Err(TrackerError::Timeout);
             };
             tokio::select! {
-                received = self.socket.recv(&mut buf) => {
-                    if let Ok(n) = received {
-                        self.tracker.handle_datagram(Instant::now(), &buf[..n], &mut self.rng);
+                received = self.socket.recv(&mut buf) => match received {
+                    Ok(n) => self.tracker.handle_datagram(Instant::now(), &buf[..n], &mut self.rng),
+                    // ICMP port unreachable: nothing listens there, no point waiting
+                    // out the retransmissions.
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                        return Err(TrackerError::Io(format!("UDP tracker unreachable: {e}")));
                     }
-                }
+                    Err(_) => {}
+                },
                 _ = tokio::time::sleep_until(deadline.into()) => {
                     self.tracker.handle_timeout(Instant::now());
                 }

@@ -231,8 +231,30 @@ async fn run(
             }, if in_flight.is_none() => {}
         }
     };
-    drop(in_flight);
     let Some((within, done)) = stop else { return };
+    let deadline = tokio::time::Instant::now() + within;
+    // Finish what is owed first: an announce under way, then a `completed` that is due
+    // (a download that ends the program sends completed, then stopped).
+    if let Some(pending) = in_flight.take() {
+        if let Ok((job, result, _)) = tokio::time::timeout_at(deadline, pending).await {
+            client.handle_response(Instant::now(), &job, result);
+        }
+    }
+    if let Some(job) = client.poll_announce(Instant::now()) {
+        if job.request.event == crate::Event::Completed {
+            let endpoint = endpoints.remove(&job.url);
+            let pending = announce_once(job, endpoint, config.bind, config.http, config.udp);
+            if let Ok((job, result, endpoint)) = tokio::time::timeout_at(deadline, pending).await {
+                if let Some(e) = endpoint {
+                    endpoints.insert(job.url.clone(), e);
+                }
+                client.handle_response(Instant::now(), &job, result);
+            }
+        }
+    }
+    while let Some(event) = client.poll_event() {
+        log_event(&event, &peers);
+    }
     let stops = client.stop();
     let mut tasks = tokio::task::JoinSet::new();
     for job in stops {
@@ -240,7 +262,7 @@ async fn run(
         let (bind, http, udp) = (config.bind, config.http, config.udp);
         tasks.spawn(announce_once(job, endpoint, bind, http, udp));
     }
-    let _ = tokio::time::timeout(within, async {
+    let _ = tokio::time::timeout_at(deadline, async {
         while let Some(Ok((job, result, _))) = tasks.join_next().await {
             match result {
                 Ok(_) => tracing::debug!(url = %job.url, "stopped announced"),

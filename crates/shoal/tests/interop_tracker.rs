@@ -498,3 +498,112 @@ fn shoal_get_through_opentracker_past_dead_trackers() {
     same_files(&src2.join("payload.bin"), &out2.join("payload.bin"));
     assert!(connected_to(&events, "127.0.1.63:18064"), "{events:?}");
 }
+
+/// Sends `signal` (e.g. "-HUP") to a process this test started.
+fn signal(guard: &Guard, signal: &str) {
+    run_ok(Command::new("kill").args([signal, &guard.0.id().to_string()]));
+}
+
+/// One HTTP announce from `ip` (the address the tracker records), through shoal's own
+/// tracker client; returns the parsed answer.
+fn announce_from(
+    tracker: &str,
+    hash: InfoHash,
+    ip: &str,
+    event: shoal_tracker::Event,
+) -> Result<shoal_tracker::AnnounceResponse, shoal_tracker::TrackerError> {
+    use shoal_tracker::client::http::{announce_path, parse_announce};
+    use shoal_tracker::driver::http::{get, HttpConfig};
+    let url = TrackerUrl::parse(&format!("http://{tracker}/announce")).unwrap();
+    let request = shoal_tracker::AnnounceRequest {
+        info_hash: hash,
+        peer_id: shoal_core::PeerId([b'x'; 20]),
+        port: 18099,
+        progress: shoal_tracker::Progress {
+            uploaded: 0,
+            downloaded: 0,
+            left: 1,
+        },
+        event,
+        numwant: None,
+        key: 0,
+        tracker_id: None,
+    };
+    let config = HttpConfig {
+        bind: Some(ip.parse().unwrap()),
+        ..HttpConfig::default()
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let body = runtime.block_on(get(&url, &announce_path(&url, &request), &config))?;
+    parse_announce(&body)
+}
+
+#[test]
+fn tracker_allow_list_reloads_on_sighup_and_stops_on_sigterm() {
+    let dir = tempdir();
+    let tracker = "127.0.1.70:18070";
+    let (a, b) = (InfoHash([0xaa; 20]), InfoHash([0xbb; 20]));
+    let list = dir.path().join("allow.txt");
+    std::fs::write(&list, format!("# served here\n{}\n", a.to_hex())).unwrap();
+    let server = shoal_tracker(tracker, &["--allow-list", path_str(&list)]);
+    use shoal_tracker::Event::Started;
+    assert!(announce_from(tracker, a, "127.0.1.71", Started).is_ok());
+    assert_eq!(
+        announce_from(tracker, b, "127.0.1.71", Started),
+        Err(shoal_tracker::TrackerError::Failure(
+            "info-hash not served by this tracker".into()
+        ))
+    );
+    std::fs::write(&list, format!("{}\n", b.to_hex())).unwrap();
+    signal(&server, "-HUP");
+    wait_until("the reloaded allow-list", Duration::from_secs(5), || {
+        announce_from(tracker, b, "127.0.1.71", Started).is_ok()
+    });
+    assert!(
+        announce_from(tracker, a, "127.0.1.71", Started).is_err(),
+        "a is no longer served"
+    );
+    assert_eq!(stats(tracker)["torrents"], 1, "a's swarm was dropped");
+
+    let mut server = server;
+    signal(&server, "-TERM");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let status = loop {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "shoal tracker ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn seed_says_stopped_on_sigterm() {
+    let dir = tempdir();
+    let tracker = "127.0.1.75:18075";
+    let url = format!("http://{tracker}/announce");
+    let (src, torrent, hash) = make_torrent(dir.path(), 100_000, &[&[&url]]);
+    let _tracker = shoal_tracker(tracker, &[]);
+    let seed = shoal_seed(
+        &torrent,
+        &src,
+        &dir.path().join("state"),
+        "127.0.1.76:18076",
+    );
+    wait_until("the seed's announce", Duration::from_secs(10), || {
+        http_scrape(tracker, hash).complete == 1
+    });
+    // A leecher sees the seed at the address it listens on.
+    let answer = announce_from(tracker, hash, "127.0.1.77", shoal_tracker::Event::Started).unwrap();
+    assert_eq!(answer.peers, vec!["127.0.1.76:18076".parse().unwrap()]);
+    let started = Instant::now();
+    signal(&seed, "-TERM");
+    wait_until("the seed's stopped", Duration::from_secs(3), || {
+        http_scrape(tracker, hash).complete == 0
+    });
+    assert!(started.elapsed() < Duration::from_secs(3));
+}

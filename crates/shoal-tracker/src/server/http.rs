@@ -50,8 +50,7 @@ pub fn announce(
     rng: &mut impl Rng,
 ) -> Vec<u8> {
     let (mut info_hash, mut peer_id, mut port, mut left) = (None, None, None, None);
-    let (mut event, mut numwant, mut compact, mut no_peer_id, mut ip) =
-        (Some(Event::None), None, true, false, None);
+    let (mut event, mut numwant, mut compact, mut ip) = (Some(Event::None), None, true, None);
     for (key, value) in params(query) {
         match key {
             "info_hash" => info_hash = <[u8; 20]>::try_from(value.as_slice()).ok().map(InfoHash),
@@ -61,7 +60,6 @@ pub fn announce(
             "event" => event = text(&value).and_then(Event::from_http),
             "numwant" => numwant = text(&value).and_then(|s| s.parse::<u32>().ok()),
             "compact" => compact = value != b"0",
-            "no_peer_id" => no_peer_id = value == b"1",
             "ip" => ip = text(&value).and_then(|s| s.parse::<IpAddr>().ok()),
             _ => {}
         }
@@ -98,7 +96,7 @@ pub fn announce(
     d.insert("incomplete", i64::from(answer.leechers));
     if compact {
         let (mut v4, mut v6) = (Vec::new(), Vec::new());
-        for (addr, _) in &answer.peers {
+        for addr in &answer.peers {
             compact_peer(*addr, if addr.is_ipv4() { &mut v4 } else { &mut v6 });
         }
         d.insert("peers", v4);
@@ -106,16 +104,15 @@ pub fn announce(
             d.insert("peers6", v6);
         }
     } else {
+        // Peer ids are not kept (see the server module), so dictionary peers carry
+        // address and port only, as with `no_peer_id=1`.
         let list = answer
             .peers
             .iter()
-            .map(|(addr, id)| {
+            .map(|addr| {
                 let mut p = Value::dict();
                 p.insert("ip", addr.ip().to_string());
                 p.insert("port", i64::from(addr.port()));
-                if !no_peer_id {
-                    p.insert("peer id", id.0.to_vec());
-                }
                 p
             })
             .collect::<Vec<_>>();
@@ -214,18 +211,9 @@ mod tests {
             false,
             &mut rng,
         );
-        assert!(body.windows(7).any(|w| w == b"peer id"));
+        assert!(body.windows(6).any(|w| w == b"ld2:ip"), "dictionary peers");
         let r = parse_announce(&body).unwrap();
         assert_eq!(r.peers.len(), 2);
-        let body = announce(
-            &mut t,
-            now,
-            &query(1, 1003, 5, "&compact=0&no_peer_id=1"),
-            ip("10.0.0.3"),
-            false,
-            &mut rng,
-        );
-        assert!(!body.windows(7).any(|w| w == b"peer id"));
     }
 
     #[test]

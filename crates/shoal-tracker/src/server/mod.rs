@@ -7,13 +7,19 @@
 //! peers in all; an announce that would pass a cap is refused with a reason the client
 //! shows its user. A peer that has not announced for `peer_timeout` (about two
 //! intervals) is dropped by [`Tracker::expire`].
+//!
+//! Memory is also kept small per peer, since a public tracker holds millions: a peer is
+//! 24 bytes (address and port in 18, last announce as seconds in 4, the seeder flag);
+//! peer ids are not kept (compact answers have none; dictionary answers go without). A
+//! swarm is a plain vector, searched linearly while small, with an address index only
+//! once it passes [`INDEX_AT`] peers.
 
 pub mod connection_id;
 pub mod http;
 pub mod udp;
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -84,11 +90,11 @@ pub enum Family {
 }
 
 impl Family {
-    fn admits(self, addr: &SocketAddr) -> bool {
+    fn admits(self, v4: bool) -> bool {
         match self {
             Family::Any => true,
-            Family::V4 => addr.is_ipv4(),
-            Family::V6 => addr.is_ipv6(),
+            Family::V4 => v4,
+            Family::V6 => !v4,
         }
     }
 }
@@ -97,6 +103,7 @@ impl Family {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerAnnounce {
     pub info_hash: InfoHash,
+    /// Checked to be present, as BEP 3 requires; not stored.
     pub peer_id: PeerId,
     /// The peer's IP (from the socket, or a trusted proxy) and the port it announced.
     pub addr: SocketAddr,
@@ -112,41 +119,122 @@ pub struct AnnounceAnswer {
     pub interval: Duration,
     pub seeders: u32,
     pub leechers: u32,
-    pub peers: Vec<(SocketAddr, PeerId)>,
+    pub peers: Vec<SocketAddr>,
 }
 
-#[derive(Debug, Clone)]
+/// A swarm gets an address index once it has this many peers; below, a linear search
+/// of 24-byte entries is as fast and costs no memory.
+pub const INDEX_AT: usize = 48;
+
+/// A peer's address in 18 bytes: IPv6 (IPv4 as mapped) and the port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct PeerAddr([u8; 16], [u8; 2]);
+
+impl From<SocketAddr> for PeerAddr {
+    fn from(addr: SocketAddr) -> Self {
+        let ip = match addr.ip() {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+            IpAddr::V6(v6) => v6,
+        };
+        PeerAddr(ip.octets(), addr.port().to_be_bytes())
+    }
+}
+
+impl PeerAddr {
+    fn socket_addr(&self) -> SocketAddr {
+        let ip = Ipv6Addr::from(self.0).to_canonical();
+        SocketAddr::new(ip, u16::from_be_bytes(self.1))
+    }
+
+    fn is_ipv4(&self) -> bool {
+        Ipv6Addr::from(self.0).to_ipv4_mapped().is_some()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
 struct Peer {
-    addr: SocketAddr,
-    peer_id: PeerId,
+    addr: PeerAddr,
     seeder: bool,
-    last_seen: Instant,
+    /// Seconds since the tracker's epoch.
+    last_seen: u32,
 }
 
-/// The peers of one torrent: a vector for cheap random sampling, an index by address.
+/// The peers of one torrent.
 #[derive(Debug, Default)]
 struct Swarm {
     peers: Vec<Peer>,
-    index: HashMap<SocketAddr, u32>,
+    /// Position of each peer in `peers`, kept only for large swarms.
+    index: Option<HashMap<PeerAddr, u32>>,
     seeders: u32,
     /// `completed` events seen (scrape's `downloaded`).
     downloaded: u32,
 }
 
 impl Swarm {
-    fn remove(&mut self, addr: &SocketAddr) -> bool {
-        let Some(i) = self.index.remove(addr) else {
+    fn find(&self, addr: &PeerAddr) -> Option<usize> {
+        match &self.index {
+            Some(index) => index.get(addr).map(|&i| i as usize),
+            None => self.peers.iter().position(|p| p.addr == *addr),
+        }
+    }
+
+    fn push(&mut self, peer: Peer) {
+        if peer.seeder {
+            self.seeders += 1;
+        }
+        self.peers.push(peer);
+        match &mut self.index {
+            Some(index) => {
+                index.insert(peer.addr, self.peers.len() as u32 - 1);
+            }
+            None if self.peers.len() > INDEX_AT => self.rebuild_index(),
+            None => {}
+        }
+    }
+
+    fn rebuild_index(&mut self) {
+        self.index = (self.peers.len() > INDEX_AT / 2).then(|| {
+            self.peers
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (p.addr, i as u32))
+                .collect()
+        });
+    }
+
+    fn remove(&mut self, addr: &PeerAddr) -> bool {
+        let Some(i) = self.find(addr) else {
             return false;
         };
-        let i = i as usize;
         let peer = self.peers.swap_remove(i);
         if peer.seeder {
             self.seeders -= 1;
         }
-        if let Some(moved) = self.peers.get(i) {
-            self.index.insert(moved.addr, i as u32);
+        if let Some(index) = &mut self.index {
+            index.remove(addr);
+            if let Some(moved) = self.peers.get(i) {
+                index.insert(moved.addr, i as u32);
+            }
+            if self.peers.len() < INDEX_AT / 2 {
+                self.index = None;
+            }
         }
         true
+    }
+
+    /// Drops peers last seen before `cutoff`; returns how many.
+    fn expire(&mut self, cutoff: u32) -> usize {
+        let before = self.peers.len();
+        self.peers.retain(|p| p.last_seen >= cutoff);
+        let removed = before - self.peers.len();
+        if removed > 0 {
+            self.seeders = self.peers.iter().filter(|p| p.seeder).count() as u32;
+            self.rebuild_index();
+            if self.peers.capacity() > 4 * self.peers.len().max(4) {
+                self.peers.shrink_to_fit();
+            }
+        }
+        removed
     }
 
     fn leechers(&self) -> u32 {
@@ -182,6 +270,8 @@ pub struct Tracker {
     /// `None`: open tracker.
     allow: Option<HashSet<InfoHash>>,
     peers: usize,
+    /// `last_seen` times count seconds from here (set by the first announce).
+    epoch: Option<Instant>,
     announces: u64,
     scrapes: u64,
     refused: u64,
@@ -194,10 +284,19 @@ impl Tracker {
             swarms: HashMap::new(),
             allow: None,
             peers: 0,
+            epoch: None,
             announces: 0,
             scrapes: 0,
             refused: 0,
         }
+    }
+
+    /// `now` as seconds since the epoch.
+    fn seconds(&mut self, now: Instant) -> u32 {
+        let epoch = *self.epoch.get_or_insert(now);
+        now.saturating_duration_since(epoch)
+            .as_secs()
+            .min(u64::from(u32::MAX)) as u32
     }
 
     pub fn config(&self) -> &ServerConfig {
@@ -252,28 +351,26 @@ impl Tracker {
             return Err(Refusal::NotAllowed);
         }
         let interval = self.config.interval;
+        let seconds = self.seconds(now);
+        let addr = PeerAddr::from(a.addr);
         if a.event == Event::Stopped {
-            if let Some(swarm) = self.swarms.get_mut(&a.info_hash) {
-                if swarm.remove(&a.addr) {
-                    self.peers -= 1;
-                }
-                let answer = AnnounceAnswer {
-                    interval,
-                    seeders: swarm.seeders,
-                    leechers: swarm.leechers(),
-                    peers: Vec::new(),
-                };
-                if swarm.peers.is_empty() {
-                    self.swarms.remove(&a.info_hash);
-                }
-                return Ok(answer);
-            }
-            return Ok(AnnounceAnswer {
+            let mut answer = AnnounceAnswer {
                 interval,
                 seeders: 0,
                 leechers: 0,
                 peers: Vec::new(),
-            });
+            };
+            if let Some(swarm) = self.swarms.get_mut(&a.info_hash) {
+                if swarm.remove(&addr) {
+                    self.peers -= 1;
+                }
+                answer.seeders = swarm.seeders;
+                answer.leechers = swarm.leechers();
+                if swarm.peers.is_empty() {
+                    self.swarms.remove(&a.info_hash);
+                }
+            }
+            return Ok(answer);
         }
         if !self.swarms.contains_key(&a.info_hash) && self.swarms.len() >= self.config.max_torrents
         {
@@ -281,9 +378,9 @@ impl Tracker {
         }
         let swarm = self.swarms.entry(a.info_hash).or_default();
         let seeder = a.left == 0;
-        match swarm.index.get(&a.addr) {
-            Some(&i) => {
-                let peer = &mut swarm.peers[i as usize];
+        match swarm.find(&addr) {
+            Some(i) => {
+                let peer = &mut swarm.peers[i];
                 if peer.seeder != seeder {
                     if seeder {
                         swarm.seeders += 1;
@@ -292,8 +389,7 @@ impl Tracker {
                     }
                 }
                 peer.seeder = seeder;
-                peer.peer_id = a.peer_id;
-                peer.last_seen = now;
+                peer.last_seen = seconds;
             }
             None => {
                 let refusal = if self.peers >= self.config.max_peers {
@@ -309,16 +405,11 @@ impl Tracker {
                     }
                     return Err(refusal);
                 }
-                swarm.index.insert(a.addr, swarm.peers.len() as u32);
-                swarm.peers.push(Peer {
-                    addr: a.addr,
-                    peer_id: a.peer_id,
+                swarm.push(Peer {
+                    addr,
                     seeder,
-                    last_seen: now,
+                    last_seen: seconds,
                 });
-                if seeder {
-                    swarm.seeders += 1;
-                }
                 self.peers += 1;
             }
         }
@@ -337,8 +428,8 @@ impl Tracker {
             for k in 0..n {
                 let p = &swarm.peers[(start + k) % n];
                 // Never the peer itself; a seeder gets only leechers.
-                if p.addr != a.addr && !(seeder && p.seeder) && a.family.admits(&p.addr) {
-                    peers.push((p.addr, p.peer_id));
+                if p.addr != addr && !(seeder && p.seeder) && a.family.admits(p.addr.is_ipv4()) {
+                    peers.push(p.addr.socket_addr());
                     if peers.len() == want {
                         break;
                     }
@@ -364,19 +455,15 @@ impl Tracker {
 
     /// Forgets peers that stopped announcing, and swarms left empty.
     pub fn expire(&mut self, now: Instant) {
-        let timeout = self.config.peer_timeout();
+        let timeout = self
+            .config
+            .peer_timeout()
+            .as_secs()
+            .min(u64::from(u32::MAX)) as u32;
+        let cutoff = self.seconds(now).saturating_sub(timeout);
         let mut removed = 0;
         self.swarms.retain(|_, swarm| {
-            let stale: Vec<SocketAddr> = swarm
-                .peers
-                .iter()
-                .filter(|p| now.saturating_duration_since(p.last_seen) > timeout)
-                .map(|p| p.addr)
-                .collect();
-            for addr in &stale {
-                swarm.remove(addr);
-            }
-            removed += stale.len();
+            removed += swarm.expire(cutoff);
             !swarm.peers.is_empty()
         });
         self.peers -= removed;
@@ -416,7 +503,7 @@ mod tests {
     }
 
     fn addrs(a: &AnnounceAnswer) -> Vec<String> {
-        let mut v: Vec<String> = a.peers.iter().map(|(a, _)| a.to_string()).collect();
+        let mut v: Vec<String> = a.peers.iter().map(|a| a.to_string()).collect();
         v.sort();
         v
     }
@@ -505,7 +592,7 @@ mod tests {
         me.family = Family::V6;
         let a = t.announce(now, &me, &mut rng).unwrap();
         assert_eq!(a.peers.len(), 10);
-        assert!(a.peers.iter().all(|(p, _)| p.is_ipv6()));
+        assert!(a.peers.iter().all(|p| p.is_ipv6()));
     }
 
     #[test]
@@ -619,5 +706,49 @@ mod tests {
         assert!(t
             .announce(now, &announce(1, "10.0.0.1:1", 1, Event::Started), &mut rng)
             .is_ok());
+    }
+
+    proptest::proptest! {
+        /// Random announces and stops over a small address space, with expiry, against
+        /// a model: counts, membership and answers stay right as swarms grow past the
+        /// index threshold and shrink below it.
+        #[test]
+        fn swarm_matches_a_model(ops in proptest::collection::vec((0u16..120, 0u8..4, 0u64..30), 1..600)) {
+            let mut t = Tracker::new(ServerConfig { interval: Duration::from_secs(100), ..Default::default() });
+            let mut rng = StdRng::seed_from_u64(9);
+            let start = Instant::now();
+            let mut model: HashMap<u16, (bool, u64)> = HashMap::new();
+            let mut clock = 0;
+            for (port, kind, advance) in ops {
+                clock += advance;
+                let now = start + Duration::from_secs(clock);
+                let addr = if port % 3 == 0 { format!("[fd00::1]:{}", port + 1) } else { format!("10.0.0.1:{}", port + 1) };
+                match kind {
+                    0 => {
+                        t.announce(now, &announce(1, &addr, 0, Event::Stopped), &mut rng).unwrap();
+                        model.remove(&port);
+                    }
+                    3 => {
+                        t.expire(now);
+                        let timeout = t.config().peer_timeout().as_secs();
+                        model.retain(|_, (_, seen)| clock - *seen <= timeout);
+                    }
+                    _ => {
+                        let left = u64::from(kind == 1);
+                        let answer = t.announce(now, &announce(1, &addr, left, Event::None), &mut rng).unwrap();
+                        model.insert(port, (left == 0, clock));
+                        let me: SocketAddr = addr.parse().unwrap();
+                        proptest::prop_assert!(!answer.peers.contains(&me));
+                        let mut seen = std::collections::HashSet::new();
+                        proptest::prop_assert!(answer.peers.iter().all(|p| seen.insert(*p)));
+                    }
+                }
+                let seeders = model.values().filter(|(s, _)| *s).count() as u64;
+                let stats = t.stats();
+                proptest::prop_assert_eq!(stats.peers, model.len());
+                proptest::prop_assert_eq!(stats.seeders, seeders);
+                proptest::prop_assert_eq!(stats.torrents, usize::from(!model.is_empty()));
+            }
+        }
     }
 }

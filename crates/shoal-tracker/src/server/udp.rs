@@ -77,7 +77,7 @@ pub fn handle_packet(
                     interval: answer.interval.as_secs().min(u64::from(u32::MAX)) as u32,
                     leechers: answer.leechers,
                     seeders: answer.seeders,
-                    peers: answer.peers.into_iter().map(|(addr, _)| addr).collect(),
+                    peers: answer.peers,
                 },
                 Err(refusal) => Response::Error {
                     transaction,

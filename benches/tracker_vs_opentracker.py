@@ -138,9 +138,9 @@ def main():
         "",
         f"- Ratio shoal / opentracker, announces/s: fill **{ratio_fill:.2f}**, steady **{ratio_steady:.2f}** "
         "(goal ≥ 1.00).",
-        "- Both trackers answer from one thread here and the generator is one thread too, so the figures are "
-        "what two busy cores give; lost = requests unanswered within 1 s (socket buffer overruns), the same "
-        "for both.",
+        "- shoal answers UDP from one task (opentracker runs 5 threads); the generator is one thread, so the "
+        "figures are what two shared cores give. Lost = requests unanswered within 1 s (socket buffer "
+        "overruns).",
         "",
         f"Reproduce (as root): `python3 benches/tracker_vs_opentracker.py --torrents {args.torrents} "
         f"--peers {args.peers} --steady {args.steady} --window {args.window} --runs {args.runs}`",

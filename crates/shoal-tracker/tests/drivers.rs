@@ -323,3 +323,113 @@ async fn announcer_over_udp() {
         (1, 0, 1)
     );
 }
+
+/// A self-signed certificate for `ip` (DER certificate, DER PKCS#8 key), made with the
+/// openssl command-line tool.
+fn self_signed(dir: &std::path::Path, ip: &str) -> (Vec<u8>, Vec<u8>) {
+    let run = |args: &[&str]| {
+        let status = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl is installed (.ci/deps)");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    let san = format!("subjectAltName=IP:{ip}");
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "cert.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=shoal test",
+        "-addext",
+        &san,
+        // An end-entity certificate, as webpki requires (the default would be a CA).
+        "-addext",
+        "basicConstraints=critical,CA:FALSE",
+    ]);
+    run(&[
+        "x509", "-in", "cert.pem", "-outform", "DER", "-out", "cert.der",
+    ]);
+    run(&[
+        "pkcs8", "-topk8", "-nocrypt", "-in", "key.pem", "-outform", "DER", "-out", "key.der",
+    ]);
+    (
+        std::fs::read(dir.join("cert.der")).unwrap(),
+        std::fs::read(dir.join("key.der")).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn https_tracker_with_a_trusted_certificate() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    use tokio_rustls::rustls::{RootCertStore, ServerConfig};
+
+    let ip = "127.0.1.18";
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path(), ip);
+    let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let server = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(cert.clone())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server));
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut buf = [0u8; 4096];
+                let _ = tls.read(&mut buf).await;
+                let body = b"d8:intervali900e5:peers6:\x7f\x00\x01\x13\x1a\xe1e";
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+                let _ = tls.write_all(head.as_bytes()).await;
+                let _ = tls.write_all(body).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    let url = TrackerUrl::parse(&format!("https://{addr}/announce")).unwrap();
+    let mut roots = RootCertStore::empty();
+    roots.add(CertificateDer::from(cert)).unwrap();
+    let trusted = HttpConfig {
+        tls: Some(shoal_tracker::driver::http::tls_config(roots)),
+        ..config()
+    };
+    let body = get(&url, "/announce?x=1", &trusted)
+        .await
+        .expect("https works");
+    let response = shoal_tracker::client::http::parse_announce(&body).unwrap();
+    assert_eq!(
+        response.peers,
+        vec!["127.0.1.19:6881".parse::<SocketAddr>().unwrap()]
+    );
+
+    // The same server with the public roots: its certificate is not trusted.
+    match get(&url, "/announce?x=1", &config()).await {
+        Err(TrackerError::Io(message)) => assert!(message.contains("TLS"), "{message}"),
+        other => panic!("untrusted certificate accepted: {other:?}"),
+    }
+}

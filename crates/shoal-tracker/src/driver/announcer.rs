@@ -203,7 +203,7 @@ async fn run(
                     job,
                     endpoint,
                     config.bind,
-                    config.http,
+                    config.http.clone(),
                     config.udp,
                 )));
             }
@@ -243,7 +243,8 @@ async fn run(
     if let Some(job) = client.poll_announce(Instant::now()) {
         if job.request.event == crate::Event::Completed {
             let endpoint = endpoints.remove(&job.url);
-            let pending = announce_once(job, endpoint, config.bind, config.http, config.udp);
+            let pending =
+                announce_once(job, endpoint, config.bind, config.http.clone(), config.udp);
             if let Ok((job, result, endpoint)) = tokio::time::timeout_at(deadline, pending).await {
                 if let Some(e) = endpoint {
                     endpoints.insert(job.url.clone(), e);
@@ -259,7 +260,7 @@ async fn run(
     let mut tasks = tokio::task::JoinSet::new();
     for job in stops {
         let endpoint = endpoints.remove(&job.url);
-        let (bind, http, udp) = (config.bind, config.http, config.udp);
+        let (bind, http, udp) = (config.bind, config.http.clone(), config.udp);
         tasks.spawn(announce_once(job, endpoint, bind, http, udp));
     }
     let _ = tokio::time::timeout_at(deadline, async {

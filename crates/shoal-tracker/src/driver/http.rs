@@ -7,19 +7,24 @@
 //! buffered. We never ask for a compressed body, and refuse one sent anyway, so a gzip
 //! bomb is just a few bytes of refused data.
 //!
-//! `https` trackers are refused with a clear error: this build carries no TLS stack.
+//! `https` goes through rustls (ring provider, Mozilla's roots from `webpki-roots`, so
+//! it works the same on every system); the certificate must name the tracker's host.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+use tokio_rustls::TlsConnector;
 
 use crate::http1::{decode_chunked, parse_response_head, Framing, HttpError};
 use crate::url::{is_local, Scheme, TrackerUrl};
 use crate::TrackerError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct HttpConfig {
     /// For the whole exchange, redirects included.
     pub timeout: Duration,
@@ -28,6 +33,31 @@ pub struct HttpConfig {
     pub max_redirects: u32,
     /// Local address to send from (so the tracker sees the address peers should use).
     pub bind: Option<IpAddr>,
+    /// TLS settings for `https`; `None` uses [`default_tls`].
+    pub tls: Option<Arc<ClientConfig>>,
+}
+
+/// TLS client settings with the ring provider and the webpki root certificates.
+pub fn tls_config(roots: RootCertStore) -> Arc<ClientConfig> {
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+/// The settings used when [`HttpConfig::tls`] is `None`, built once.
+pub fn default_tls() -> Arc<ClientConfig> {
+    static CONFIG: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let mut roots = RootCertStore::empty();
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            tls_config(roots)
+        })
+        .clone()
 }
 
 impl Default for HttpConfig {
@@ -37,6 +67,7 @@ impl Default for HttpConfig {
             max_body: 1024 * 1024,
             max_redirects: 3,
             bind: None,
+            tls: None,
         }
     }
 }
@@ -88,10 +119,8 @@ async fn get_following(
     let mut target = target.to_owned();
     let mut first_was_public = None;
     for _ in 0..=config.max_redirects {
-        if url.scheme != Scheme::Http {
-            return Err(TrackerError::Refused(format!(
-                "{url}: https trackers are not supported by this build"
-            )));
+        if url.scheme == Scheme::Udp {
+            return Err(TrackerError::Refused(format!("redirect to {url}")));
         }
         let addr = resolve(&url, config.bind).await?;
         let public = !is_local(addr.ip());
@@ -111,7 +140,13 @@ async fn get_following(
                 if location.starts_with('/') {
                     target = location;
                 } else {
-                    url = TrackerUrl::parse(&location)?;
+                    let next = TrackerUrl::parse(&location)?;
+                    if url.scheme == Scheme::Https && next.scheme != Scheme::Https {
+                        return Err(TrackerError::Refused(format!(
+                            "redirect from https to {next}"
+                        )));
+                    }
+                    url = next;
                     target = url.path.clone();
                 }
             }
@@ -143,9 +178,28 @@ async fn exchange(
     target: &str,
     config: &HttpConfig,
 ) -> Result<Reply, TrackerError> {
-    let mut stream = connect(addr, config.bind)
+    let stream = connect(addr, config.bind)
         .await
         .map_err(|e| io_error(&format!("cannot connect to {url}"), e))?;
+    if url.scheme != Scheme::Https {
+        return exchange_on(stream, url, target, config).await;
+    }
+    let name = ServerName::try_from(url.host.clone())
+        .map_err(|_| TrackerError::Refused(format!("{url}: not a valid TLS server name")))?;
+    let tls = config.tls.clone().unwrap_or_else(default_tls);
+    let stream = TlsConnector::from(tls)
+        .connect(name, stream)
+        .await
+        .map_err(|e| io_error(&format!("TLS with {url}"), e))?;
+    exchange_on(stream, url, target, config).await
+}
+
+async fn exchange_on<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    url: &TrackerUrl,
+    target: &str,
+    config: &HttpConfig,
+) -> Result<Reply, TrackerError> {
     let request = format!(
         "GET {target} HTTP/1.1\r\nHost: {}\r\nUser-Agent: shoal/{}\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n",
         url.authority(),
@@ -222,12 +276,17 @@ async fn exchange(
     }
 }
 
-async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<usize, TrackerError> {
+async fn read_more<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+) -> Result<usize, TrackerError> {
     let mut chunk = [0u8; 16 * 1024];
-    let n = stream
-        .read(&mut chunk)
-        .await
-        .map_err(|e| io_error("reading the response", e))?;
+    let n = match stream.read(&mut chunk).await {
+        Ok(n) => n,
+        // Servers that close without TLS close_notify: what arrived is all there is.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+        Err(e) => return Err(io_error("reading the response", e)),
+    };
     buf.extend_from_slice(&chunk[..n]);
     Ok(n)
 }

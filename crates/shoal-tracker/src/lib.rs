@@ -16,6 +16,8 @@
 pub mod announce;
 pub mod client;
 pub mod driver;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http1;
 pub mod server;
 pub mod udp;

@@ -123,17 +123,7 @@ async fn get_following(
             return Err(TrackerError::Refused(format!("redirect to {url}")));
         }
         let addr = resolve(&url, config.bind).await?;
-        let public = !is_local(addr.ip());
-        match first_was_public {
-            None => first_was_public = Some(public),
-            Some(true) if !public => {
-                return Err(TrackerError::Refused(format!(
-                    "redirect from a public tracker to the local address {}",
-                    addr.ip()
-                )))
-            }
-            Some(_) => {}
-        }
+        check_hop(&mut first_was_public, addr.ip())?;
         match exchange(addr, &url, &target, config).await? {
             Reply::Body(body) => return Ok(body),
             Reply::Redirect(location) => {
@@ -153,6 +143,23 @@ async fn get_following(
         }
     }
     Err(TrackerError::Refused("too many redirects".into()))
+}
+
+/// The SSRF rule for one hop: a tracker first reached on a public address may not send
+/// us to a local one (loopback, private, link-local), where services trust their
+/// neighbours. A tracker that is itself local may redirect anywhere.
+fn check_hop(first_was_public: &mut Option<bool>, ip: IpAddr) -> Result<(), TrackerError> {
+    let public = !is_local(ip);
+    match *first_was_public {
+        None => *first_was_public = Some(public),
+        Some(true) if !public => {
+            return Err(TrackerError::Refused(format!(
+                "redirect from a public tracker to the local address {ip}"
+            )))
+        }
+        Some(_) => {}
+    }
+    Ok(())
 }
 
 enum Reply {
@@ -289,4 +296,36 @@ async fn read_more<S: AsyncRead + Unpin>(
     };
     buf.extend_from_slice(&chunk[..n]);
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hops(ips: &[&str]) -> Result<(), TrackerError> {
+        let mut first = None;
+        ips.iter()
+            .try_for_each(|ip| check_hop(&mut first, ip.parse().unwrap()))
+    }
+
+    #[test]
+    fn public_tracker_cannot_redirect_to_local_addresses() {
+        assert!(hops(&["203.0.113.5", "198.51.100.7"]).is_ok());
+        assert!(hops(&["127.0.0.1", "10.0.0.1", "203.0.113.5"]).is_ok());
+        for local in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.1.1",
+            "169.254.169.254",
+            "::1",
+            "fd00::1",
+        ] {
+            assert!(
+                matches!(hops(&["203.0.113.5", local]), Err(TrackerError::Refused(_))),
+                "{local}"
+            );
+        }
+        // Once public, always judged as public.
+        assert!(hops(&["203.0.113.5", "198.51.100.7", "127.0.0.1"]).is_err());
+    }
 }

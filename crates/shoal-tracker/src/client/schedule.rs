@@ -9,6 +9,7 @@
 //! the next one starts when the first back-off expires. At most one announce is in flight,
 //! so a dead tracker never delays the download, only the next announce.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -91,7 +92,7 @@ pub struct TrackerClient {
     /// Position in announce order of the next tracker to try in the current round.
     round: Option<usize>,
     in_flight: Option<TrackerId>,
-    events: Vec<ClientEvent>,
+    events: VecDeque<ClientEvent>,
 }
 
 impl TrackerClient {
@@ -125,7 +126,7 @@ impl TrackerClient {
             next_round: now,
             round: None,
             in_flight: None,
-            events: Vec::new(),
+            events: VecDeque::new(),
         };
         (client, rejected)
     }
@@ -245,18 +246,18 @@ impl TrackerClient {
                     .map_or(response.interval, |m| response.interval.max(m));
                 self.next_round = now + wait;
                 if let Some(message) = response.warning {
-                    self.events.push(ClientEvent::Warning {
+                    self.events.push_back(ClientEvent::Warning {
                         url: url.clone(),
                         message,
                     });
                 }
-                self.events.push(ClientEvent::Answered {
+                self.events.push_back(ClientEvent::Answered {
                     url,
                     seeders: response.complete,
                     leechers: response.incomplete,
                 });
                 if !response.peers.is_empty() {
-                    self.events.push(ClientEvent::Peers(response.peers));
+                    self.events.push_back(ClientEvent::Peers(response.peers));
                 }
             }
             Err(error) => {
@@ -265,7 +266,7 @@ impl TrackerClient {
                     .saturating_mul(2u32.saturating_pow(t.failures - 1))
                     .min(MAX_BACKOFF);
                 t.retry_at = Some(now + retry_in);
-                self.events.push(ClientEvent::Failed {
+                self.events.push_back(ClientEvent::Failed {
                     url: t.url.clone(),
                     error,
                     retry_in,
@@ -286,11 +287,7 @@ impl TrackerClient {
     }
 
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
-        if self.events.is_empty() {
-            None
-        } else {
-            Some(self.events.remove(0))
-        }
+        self.events.pop_front()
     }
 
     /// `stopped` announces for every tracker that counts us, to send on a clean exit.

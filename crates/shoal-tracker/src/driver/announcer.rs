@@ -54,12 +54,6 @@ pub struct Announcer {
     commands: mpsc::UnboundedSender<Command>,
 }
 
-impl std::fmt::Debug for Command {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Command")
-    }
-}
-
 type InFlight = Pin<
     Box<
         dyn Future<

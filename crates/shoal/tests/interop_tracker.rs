@@ -340,17 +340,24 @@ fn udp_tracker_shoal_seed_libtorrent_and_aria2_leech() {
     assert!(counts.downloaded >= 1, "{counts:?}");
 }
 
-/// Transmission 3 announces to `shoal tracker`; as a leecher it does not dial 127.x
-/// peers it learns from a tracker (seen here, and noted in the testing guide), so the
-/// shoal seed, started after it, learns its address from the tracker and dials it.
+/// Transmission 3 announces to `shoal tracker` over HTTP and UDP; as a leecher it does
+/// not dial 127.x peers it learns from a tracker (seen here, and noted in the testing
+/// guide), so the shoal seed, started after it, learns its address from the tracker and
+/// dials it.
 #[test]
 fn transmission_announces_and_shoal_seed_reaches_it() {
     require("transmission-cli");
     let dir = tempdir();
+    // Two trackers in two tiers: Transmission announces to every tier, so it is seen
+    // over HTTP by the first and over UDP by the second.
     let tracker = "127.0.1.40:18040";
+    let udp_tracker = "127.0.1.43:18043";
     let url = format!("http://{tracker}/announce");
-    let (src, torrent, hash) = make_torrent(dir.path(), 2 * 1024 * 1024 + 17, &[&[&url]]);
+    let udp_url = format!("udp://{udp_tracker}");
+    let (src, torrent, hash) =
+        make_torrent(dir.path(), 2 * 1024 * 1024 + 17, &[&[&url], &[&udp_url]]);
     let _tracker = shoal_tracker(tracker, &[]);
+    let _udp_tracker = shoal_tracker(udp_tracker, &[]);
     let config = dir.path().join("transmission");
     std::fs::create_dir_all(&config).unwrap();
     std::fs::write(
@@ -371,8 +378,8 @@ fn transmission_announces_and_shoal_seed_reaches_it() {
             .spawn()
             .expect("spawn transmission-cli"),
     );
-    wait_until("Transmission's announce", Duration::from_secs(30), || {
-        http_scrape(tracker, hash).incomplete == 1
+    wait_until("Transmission's announces", Duration::from_secs(30), || {
+        http_scrape(tracker, hash).incomplete == 1 && udp_scrape(udp_tracker, hash).incomplete == 1
     });
     let _seed = shoal_seed(
         &torrent,
@@ -384,15 +391,32 @@ fn transmission_announces_and_shoal_seed_reaches_it() {
     wait_until("Transmission's download", Duration::from_secs(60), || {
         std::fs::read(out.join("payload.bin")).is_ok_and(|got| got == want)
     });
-    // Transmission announces `completed` and becomes the second seeder.
-    wait_until("Transmission's completed", Duration::from_secs(20), || {
-        http_scrape(tracker, hash)
-            == ScrapeCounts {
-                complete: 2,
-                downloaded: 1,
-                incomplete: 0,
-            }
-    });
+    // Transmission announces `completed` and becomes the second seeder (the shoal seed
+    // announced to the first tier only, as BEP 12 says).
+    wait_until(
+        "Transmission's completed over UDP",
+        Duration::from_secs(20),
+        || {
+            udp_scrape(udp_tracker, hash)
+                == ScrapeCounts {
+                    complete: 1,
+                    downloaded: 1,
+                    incomplete: 0,
+                }
+        },
+    );
+    wait_until(
+        "Transmission's completed over HTTP",
+        Duration::from_secs(20),
+        || {
+            http_scrape(tracker, hash)
+                == ScrapeCounts {
+                    complete: 2,
+                    downloaded: 1,
+                    incomplete: 0,
+                }
+        },
+    );
 }
 
 /// opentracker from Debian: whitelist-only, drops root to its own user, chroots into

@@ -7,15 +7,13 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{TcpStream, UdpSocket};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use shoal_core::{InfoHash, Metainfo};
-use shoal_tracker::client::http::{parse_scrape, scrape_path};
-use shoal_tracker::udp::{Request, Response};
 use shoal_tracker::{ScrapeCounts, TrackerUrl};
 
 /// Creates a torrent of `size` random bytes announcing to `tiers`.
@@ -81,37 +79,35 @@ fn stats(addr: &str) -> serde_json::Value {
     serde_json::from_slice(&http_get(addr, "/stats")).expect("JSON stats")
 }
 
+/// Scrapes one torrent with shoal's tracker client (HTTP or UDP, by the URL).
+fn scrape_url(url: &str, hash: InfoHash) -> ScrapeCounts {
+    use shoal_tracker::client::UdpConfig;
+    use shoal_tracker::driver::http::HttpConfig;
+    let url = TrackerUrl::parse(url).unwrap();
+    let http = HttpConfig {
+        bind: Some("127.0.1.99".parse().unwrap()),
+        ..HttpConfig::default()
+    };
+    let udp = UdpConfig {
+        base_timeout: Duration::from_millis(500),
+        max_retransmits: 2,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let counts = runtime
+        .block_on(shoal_tracker::driver::scrape(&url, &[hash], &http, udp))
+        .expect("scrape");
+    counts.first().map(|(_, c)| *c).unwrap_or_default()
+}
+
 fn http_scrape(addr: &str, hash: InfoHash) -> ScrapeCounts {
-    let url = TrackerUrl::parse(&format!("http://{addr}/announce")).unwrap();
-    let body = http_get(addr, &scrape_path(&url.scrape_url().unwrap(), &[hash]));
-    parse_scrape(&body, &[hash]).expect("scrape")[0].1
+    scrape_url(&format!("http://{addr}/announce"), hash)
 }
 
 fn udp_scrape(addr: &str, hash: InfoHash) -> ScrapeCounts {
-    let socket = UdpSocket::bind("127.0.1.99:0").unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
-    socket.connect(addr).unwrap();
-    let exchange = |request: Request| {
-        let mut packet = Vec::new();
-        request.encode(&mut packet);
-        socket.send(&packet).unwrap();
-        let mut buf = [0u8; 2048];
-        let n = socket.recv(&mut buf).expect("UDP tracker answers");
-        Response::decode(&buf[..n], false).unwrap()
-    };
-    let Response::Connect { connection, .. } = exchange(Request::Connect { transaction: 1 }) else {
-        panic!("no connect response")
-    };
-    match exchange(Request::Scrape {
-        connection,
-        transaction: 2,
-        hashes: vec![hash],
-    }) {
-        Response::Scrape { counts, .. } => counts[0],
-        other => panic!("scrape answered {other:?}"),
-    }
+    scrape_url(&format!("udp://{addr}"), hash)
 }
 
 /// Waits (bounded) until `check` holds.
@@ -492,6 +488,12 @@ fn shoal_get_through_opentracker_past_dead_trackers() {
     );
     same_files(&src.join("payload.bin"), &out.join("payload.bin"));
     assert!(connected_to(&events, "127.0.1.61:18061"), "{events:?}");
+    // shoal's scrape client reads opentracker's counts: the seed, and one download.
+    let counts = http_scrape("127.0.1.60:18060", hash);
+    assert_eq!(
+        (counts.complete, counts.incomplete, counts.downloaded),
+        (1, 0, 1)
+    );
     assert!(
         started.elapsed() < Duration::from_secs(20),
         "{:?}",
@@ -521,6 +523,11 @@ fn shoal_get_through_opentracker_past_dead_trackers() {
     );
     same_files(&src2.join("payload.bin"), &out2.join("payload.bin"));
     assert!(connected_to(&events, "127.0.1.63:18064"), "{events:?}");
+    let counts = udp_scrape("127.0.1.60:18060", hash2);
+    assert_eq!(
+        (counts.complete, counts.incomplete, counts.downloaded),
+        (1, 0, 1)
+    );
 }
 
 /// Sends `signal` (e.g. "-HUP") to a process this test started.

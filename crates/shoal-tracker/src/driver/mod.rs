@@ -2,8 +2,10 @@
 
 mod announcer;
 pub mod http;
+mod scrape;
 pub mod server;
 mod udp;
 
 pub use announcer::{Announcer, AnnouncerConfig};
+pub use scrape::scrape;
 pub use udp::UdpEndpoint;

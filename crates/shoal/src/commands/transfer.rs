@@ -11,6 +11,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use shoal_core::Metainfo;
 use shoal_engine::{EngineEvent, Outcome, TorrentConfig};
+use shoal_tracker::client::UdpConfig;
+use shoal_tracker::driver::http::HttpConfig;
+use shoal_tracker::driver::{Announcer, AnnouncerConfig};
+use shoal_tracker::Progress;
 use tokio::sync::{mpsc, watch};
 
 use crate::units::{format_size, parse_size};
@@ -39,6 +43,9 @@ pub struct PeerOptions {
     /// Where resume state is kept [default: $XDG_DATA_HOME/shoal or ~/.local/share/shoal].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Do not announce to the torrent's trackers (use only --peer and incoming peers).
+    #[arg(long)]
+    pub no_tracker: bool,
 }
 
 /// Download a torrent, verifying every piece, then keep seeding it.
@@ -121,7 +128,13 @@ fn run_torrent(
     opts: PeerOptions,
 ) -> Result<()> {
     let metainfo = Arc::new(metainfo);
-    let config = TorrentConfig {
+    let trackers = if opts.no_tracker {
+        Vec::new()
+    } else {
+        metainfo.trackers.clone()
+    };
+    let (feed, peer_feed) = mpsc::unbounded_channel();
+    let mut config = TorrentConfig {
         metainfo: metainfo.clone(),
         download_dir: dir,
         single_file_path: file,
@@ -138,6 +151,9 @@ fn run_torrent(
         max_connections: opts.max_peers,
         check_threads: 0,
     };
+    if !trackers.is_empty() {
+        config.peer_feed = Some(peer_feed);
+    }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let outcome = runtime.block_on(async move {
         let (events_tx, events) = mpsc::unbounded_channel();
@@ -146,8 +162,14 @@ fn run_torrent(
             wait_for_signal().await;
             let _ = stop_tx.send(true);
         });
-        let display = tokio::spawn(show_progress(events, metainfo, opts.json));
+        let (display_tx, display_events) = mpsc::unbounded_channel();
+        let display = tokio::spawn(show_progress(display_events, metainfo.clone(), opts.json));
+        let announcing = tokio::spawn(announce(events, display_tx, metainfo, trackers, feed));
         let outcome = shoal_engine::run(config, events_tx, stop).await;
+        // The engine has dropped its event sender, so `announce` returns.
+        if let Ok(Some(announcer)) = announcing.await {
+            announcer.stop(STOP_ANNOUNCE_WAIT).await;
+        }
         let _ = display.await;
         outcome
     })?;
@@ -160,7 +182,78 @@ fn run_torrent(
     }
 }
 
-async fn wait_for_signal() {
+/// How long a clean exit waits for trackers to acknowledge `stopped`.
+const STOP_ANNOUNCE_WAIT: Duration = Duration::from_secs(2);
+
+/// Passes engine events on to the display and keeps the trackers told: starts announcing
+/// once the engine listens (its port is known then), reports progress and completion.
+/// Returns the announcer, so the caller can send `stopped` after the engine stops.
+async fn announce(
+    mut events: mpsc::UnboundedReceiver<EngineEvent>,
+    display: mpsc::UnboundedSender<EngineEvent>,
+    metainfo: Arc<Metainfo>,
+    trackers: Vec<Vec<String>>,
+    feed: mpsc::UnboundedSender<Vec<SocketAddr>>,
+) -> Option<Announcer> {
+    let info = &metainfo.info;
+    let mut announcer = None;
+    // A torrent complete from the start is a seed: no `completed` to report.
+    let mut was_complete = false;
+    while let Some(event) = events.recv().await {
+        match &event {
+            EngineEvent::Started {
+                have,
+                piece_count,
+                listen: Some(listen),
+                ..
+            } if !trackers.is_empty() && announcer.is_none() => {
+                was_complete = have == piece_count;
+                let left = if have == piece_count {
+                    0
+                } else {
+                    info.total_length
+                        .saturating_sub(*have as u64 * u64::from(info.piece_length))
+                        .max(1)
+                };
+                let config = AnnouncerConfig {
+                    trackers: trackers.clone(),
+                    info_hash: metainfo.info_hash,
+                    port: listen.port(),
+                    bind: Some(listen.ip()).filter(|ip| !ip.is_unspecified()),
+                    numwant: Some(50),
+                    http: HttpConfig::default(),
+                    udp: UdpConfig::default(),
+                };
+                let progress = Progress {
+                    uploaded: 0,
+                    downloaded: 0,
+                    left,
+                };
+                announcer = Some(Announcer::spawn(config, progress, feed.clone()));
+            }
+            EngineEvent::Stats(s) => {
+                if let Some(a) = &announcer {
+                    a.set_progress(Progress {
+                        uploaded: s.uploaded,
+                        downloaded: s.downloaded,
+                        left: s.total_bytes.saturating_sub(s.bytes_have),
+                    });
+                }
+            }
+            EngineEvent::Completed { .. } if !was_complete => {
+                if let Some(a) = &announcer {
+                    a.completed();
+                }
+            }
+            _ => {}
+        }
+        let _ = display.send(event);
+    }
+    announcer
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn wait_for_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("signal handler");
     tokio::select! {

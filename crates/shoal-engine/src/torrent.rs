@@ -814,13 +814,12 @@ impl Actor {
                 peer.session.reject(block);
                 continue;
             }
-            let mut data = vec![0u8; block.length as usize];
-            match self.files.read(
-                u64::from(block.piece) * piece_length + u64::from(block.offset),
-                &mut data,
-            ) {
+            let at = u64::from(block.piece) * piece_length + u64::from(block.offset);
+            match peer
+                .session
+                .send_block_with(block, |out| self.files.read(at, out))
+            {
                 Ok(()) => {
-                    peer.session.send_block(block, Bytes::from(data));
                     peer.uploaded.add(u64::from(block.length));
                     self.uploaded.add(u64::from(block.length));
                 }

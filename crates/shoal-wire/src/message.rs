@@ -100,9 +100,7 @@ impl Message {
                 offset,
                 data,
             } => {
-                header(out, PIECE, 8 + data.len());
-                out.put_u32(*piece);
-                out.put_u32(*offset);
+                piece_header(out, *piece, *offset, data.len());
                 out.put_slice(data);
             }
             Message::Port(port) => {
@@ -225,6 +223,13 @@ fn parse_body<B: Frames>(id: u8, len: u32, buf: &mut B) -> Result<Option<Message
         _ => return Ok(None),
     };
     Ok(Some(msg))
+}
+
+/// The start of a `piece` message whose `len` data bytes the caller appends.
+pub(crate) fn piece_header(out: &mut BytesMut, piece: u32, offset: u32, len: usize) {
+    header(out, PIECE, 8 + len);
+    out.put_u32(piece);
+    out.put_u32(offset);
 }
 
 fn header(out: &mut BytesMut, id: u8, payload_len: usize) {

@@ -29,7 +29,7 @@
 
 use crate::extension::{ExtensionHandshake, EXTENDED_HANDSHAKE_ID, MAX_REQQ};
 use crate::handshake::{parse_handshake, Handshake, HANDSHAKE_LEN};
-use crate::message::{max_message_len, valid_block_length, Frames, Message};
+use crate::message::{max_message_len, piece_header, valid_block_length, Frames, Message};
 use crate::WireError;
 use bytes::{Buf, Bytes, BytesMut};
 use shoal_core::{Bitfield, Block, InfoHash, PeerId};
@@ -533,16 +533,41 @@ impl PeerSession {
 
     /// Sends a block taken from [`PeerSession::next_upload`].
     pub fn send_block(&mut self, block: Block, data: Bytes) {
-        if !self.is_open() {
-            return;
-        }
         debug_assert_eq!(data.len(), block.length as usize, "block data length");
-        self.state.uploaded += data.len() as u64;
-        self.enqueue(&Message::Piece {
-            piece: block.piece,
-            offset: block.offset,
-            data,
+        let copied: Result<(), std::convert::Infallible> = self.send_block_with(block, |out| {
+            out.copy_from_slice(&data);
+            Ok(())
         });
+        let Ok(()) = copied;
+    }
+
+    /// Like [`send_block`](Self::send_block), but `fill` writes the block's data straight
+    /// into the outgoing buffer (a driver reads from disk into it, saving a copy and an
+    /// allocation per block). If `fill` fails nothing is sent, and its error is returned.
+    pub fn send_block_with<E>(
+        &mut self,
+        block: Block,
+        fill: impl FnOnce(&mut [u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        if !self.is_open() {
+            return Ok(());
+        }
+        let start = self.send.len();
+        piece_header(
+            &mut self.send,
+            block.piece,
+            block.offset,
+            block.length as usize,
+        );
+        let data = self.send.len();
+        self.send.resize(data + block.length as usize, 0);
+        if let Err(e) = fill(&mut self.send[data..]) {
+            self.send.truncate(start);
+            return Err(e);
+        }
+        self.state.uploaded += u64::from(block.length);
+        self.last_sent = self.now;
+        Ok(())
     }
 
     /// Refuses one of the peer's requests (queued, or taken but not servable, e.g. after

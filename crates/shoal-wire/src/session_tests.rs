@@ -818,3 +818,37 @@ fn no_allowed_fast_without_the_fast_extension() {
     feed(&mut s, &[Message::Request(block(1, 0, 16384))]).unwrap();
     assert_eq!(s.next_upload(), None);
 }
+
+/// A block filled in place goes out like one passed in; a failed fill sends nothing.
+#[test]
+fn blocks_filled_in_place() {
+    let mut s = open(true, true);
+    s.unchoke();
+    let (good, bad) = (block(0, 0, 16384), block(1, 0, 16384));
+    feed(&mut s, &[Message::Request(good), Message::Request(bad)]).unwrap();
+    let up = s.next_upload().unwrap();
+    s.send_block_with(up, |out| {
+        out.copy_from_slice(&data_for(up));
+        Ok::<(), ()>(())
+    })
+    .unwrap();
+    let up = s.next_upload().unwrap();
+    assert_eq!(
+        s.send_block_with(up, |_| Err("read failed")),
+        Err("read failed")
+    );
+    s.reject(up);
+    assert_eq!(
+        sent(&mut s),
+        [
+            Message::Unchoke,
+            Message::Piece {
+                piece: 0,
+                offset: 0,
+                data: data_for(good)
+            },
+            Message::Reject(bad),
+        ]
+    );
+    assert_eq!(s.state().uploaded, 16384);
+}

@@ -19,7 +19,7 @@ use shoal_core::InfoHash;
 use shoal_engine::{EngineEvent, Outcome, TorrentConfig};
 use shoal_tracker::client::UdpConfig;
 use shoal_tracker::driver::http::HttpConfig;
-use shoal_tracker::driver::server::{ServerOptions, TrackerServer};
+use shoal_tracker::driver::server::{ServerHandle, ServerOptions, TrackerServer};
 use shoal_tracker::{ScrapeCounts, TrackerUrl};
 use tokio::sync::{mpsc, watch};
 
@@ -42,6 +42,10 @@ pub struct Args {
     /// Print the download's events as JSON lines instead of a progress bar.
     #[arg(long)]
     pub json: bool,
+    /// Announce to this tracker (e.g. a `shoal tracker` or opentracker already running)
+    /// instead of starting one on 127.0.0.99.
+    #[arg(long, value_name = "URL")]
+    pub tracker: Option<String>,
 }
 
 /// Pseudo-random bytes (xorshift64*): incompressible like real media, reproducible.
@@ -100,6 +104,40 @@ async fn scrape(url: &TrackerUrl, hash: InfoHash) -> Result<ScrapeCounts> {
     Ok(counts.first().map(|(_, c)| *c).unwrap_or_default())
 }
 
+/// The tracker the demo started itself: the same server `shoal tracker` runs, in process.
+struct LocalTracker {
+    handle: ServerHandle,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LocalTracker {
+    /// Serves HTTP on 127.0.0.99 (a port the system picks); returns the announce URL.
+    fn start(runtime: &tokio::runtime::Runtime) -> Result<(String, LocalTracker)> {
+        let server = runtime.block_on(TrackerServer::bind(ServerOptions {
+            http: Some(SocketAddr::from(([127, 0, 0, 99], 0))),
+            ..ServerOptions::default()
+        }))?;
+        let url = format!(
+            "http://{}/announce",
+            server
+                .http_addr()
+                .context("the tracker has no HTTP address")?
+        );
+        let handle = server.handle();
+        let (stop, mut stopping) = watch::channel(false);
+        let task = runtime.spawn(server.run(async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        }));
+        Ok((url, LocalTracker { handle, stop, task }))
+    }
+
+    fn stop(self, runtime: &tokio::runtime::Runtime) {
+        let _ = self.stop.send(true);
+        let _ = runtime.block_on(self.task);
+    }
+}
+
 /// Starts a seed that announces to the torrent's tracker; returns once it listens.
 async fn start_seed(
     config: TorrentConfig,
@@ -151,22 +189,19 @@ pub fn run(args: Args) -> Result<()> {
     // The tracker on 127.0.0.99, seeds on 127.0.0.101.., the downloader on 127.0.0.100;
     // ports picked by the system.
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    let server = runtime.block_on(TrackerServer::bind(ServerOptions {
-        http: Some(SocketAddr::from(([127, 0, 0, 99], 0))),
-        ..ServerOptions::default()
-    }))?;
-    let tracker_handle = server.handle();
-    let announce_url = format!(
-        "http://{}/announce",
-        server
-            .http_addr()
-            .context("the tracker has no HTTP address")?
-    );
-    let (tracker_stop, mut tracker_stopping) = watch::channel(false);
-    let tracker_task = runtime.spawn(server.run(async move {
-        let _ = tracker_stopping.wait_for(|stop| *stop).await;
-    }));
-    eprintln!("shoal demo: shoal tracker --http 127.0.0.99:0 is listening on {announce_url}");
+    let (announce_url, local) = match args.tracker {
+        Some(url) => {
+            eprintln!("shoal demo: using the tracker {url}");
+            (url, None)
+        }
+        None => {
+            let (url, local) = LocalTracker::start(&runtime)?;
+            eprintln!("shoal demo: shoal tracker --http 127.0.0.99:0 is listening on {url}");
+            (url, Some(local))
+        }
+    };
+    // Checked before anything announces to it.
+    let tracker_url = TrackerUrl::parse(&announce_url)?;
 
     let torrent = dir.join("sample.bin.torrent");
     eprintln!(
@@ -189,7 +224,6 @@ pub fn run(args: Args) -> Result<()> {
     })?;
     let metainfo = Arc::new(super::info::load_torrent(&torrent)?);
     let trackers = metainfo.trackers.clone();
-    let tracker_url = TrackerUrl::parse(&announce_url)?;
     let hash = metainfo.info_hash;
 
     let seed_count = args.seeds.max(1);
@@ -263,17 +297,23 @@ pub fn run(args: Args) -> Result<()> {
         let _ = display.await;
         // The downloader has told the tracker `completed` and `stopped` on its way out.
         let after = scrape(&tracker_url, hash).await?;
-        let stats = tracker_handle.stats_json();
+        // Only a tracker of our own tells how many announces it served (its /stats).
+        let announces = local
+            .as_ref()
+            .map(|l| l.handle.stats_json()["announces"].clone());
         if args.json {
             println!(
                 "{}",
                 json!({"event": "tracker_final", "url": announce_url, "seeders": after.complete,
-                "leechers": after.incomplete, "completed": after.downloaded, "announces": stats["announces"]})
+                "leechers": after.incomplete, "completed": after.downloaded, "announces": announces})
             );
         }
         eprintln!(
-            "shoal demo: the tracker counts {} completed download(s) and {} announces",
-            after.downloaded, stats["announces"]
+            "shoal demo: the tracker counts {} completed download(s){}",
+            after.downloaded,
+            announces
+                .map(|n| format!(" and {n} announces"))
+                .unwrap_or_default()
         );
         let _ = stop_tx.send(true);
         for seed in seeds {
@@ -281,8 +321,9 @@ pub fn run(args: Args) -> Result<()> {
         }
         Ok((outcome?, elapsed))
     });
-    let _ = tracker_stop.send(true);
-    let _ = runtime.block_on(tracker_task);
+    if let Some(local) = local {
+        local.stop(&runtime);
+    }
     let (outcome, elapsed) = outcome?;
     if outcome != Outcome::Complete {
         bail!("the demo download did not complete");

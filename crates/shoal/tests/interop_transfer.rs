@@ -324,7 +324,13 @@ fn corrupt_peer_is_banned_and_download_is_correct() {
             }
         }
     });
-    let _seed = shoal_seed(&torrent, &src, &dir.path().join("s1"), "127.0.0.82:17082");
+    // The honest seed is slowed down so that the liar surely gets requests (on a busy
+    // machine an unlimited seed on loopback can deliver everything first).
+    let mut seed = shoal();
+    seed.args(["seed", path_str(&torrent), path_str(&src), "--json"])
+        .args(["--listen", "127.0.0.82:17082", "--max-up", "1M"])
+        .args(["--state-dir", path_str(&dir.path().join("s1"))]);
+    let _seed = start_and_wait(seed, "\"started\"", Duration::from_secs(30));
     let out = dir.path().join("out");
     let events = shoal_get(
         &torrent,

@@ -77,7 +77,7 @@ def simulate(n):
            "--seed-up", "2MB", "--peer-up", "1MB", "--peer-down", "1000MB", "--latency", "1",
            "--seed", "1", "--json"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    return json.loads(out), " ".join(cmd[5:])
+    return json.loads(out.splitlines()[0]), " ".join(cmd[7:])
 
 
 def main():
@@ -111,6 +111,7 @@ def main():
     t_min = bound(n)
     swarm_t = statistics.median(max(r) for r in results)
     times = sorted(t for r in results for t in r)
+    print(f"swarm T = {swarm_t:.1f} s, bound {t_min:.1f} s", flush=True)
     sim, sim_cmd = simulate(n)
     sim_t = sim["swarm_completion_s"]
     section = "\n".join([

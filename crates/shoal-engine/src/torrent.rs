@@ -317,8 +317,13 @@ struct Actor {
     scratch: Vec<Block>,
 }
 
-/// Don't queue more than this for one socket before its writer catches up.
+/// Bytes queued for one socket before its writer catches up: about half a second of
+/// the peer's measured upload rate, within these bounds. Queuing more only delays every
+/// block behind it (under an upload limit, a few MiB is many seconds), and a peer that
+/// gets its pieces late shares them late.
+const MIN_BACKLOG: usize = 256 * 1024;
 const MAX_BACKLOG: usize = 4 * 1024 * 1024;
+const BACKLOG_TIME: f64 = 0.5;
 /// Bytes per second assumed for a peer whose rate is not measured yet (64 requests deep).
 const INITIAL_RATE_GUESS: f64 = 512.0 * 1024.0;
 /// Allowed-fast pieces granted to each peer with the fast extension (libtorrent: 5).
@@ -806,7 +811,8 @@ impl Actor {
     fn serve_uploads(&mut self, key: PeerKey) -> Result<(), EngineError> {
         let piece_length = u64::from(self.config.metainfo.info.piece_length);
         let peer = self.peers.get_mut(&key).expect("caller checked");
-        while peer.backlog.load(Ordering::Relaxed) < MAX_BACKLOG {
+        let cap = ((peer.uploaded.rate() * BACKLOG_TIME) as usize).clamp(MIN_BACKLOG, MAX_BACKLOG);
+        while peer.backlog.load(Ordering::Relaxed) < cap {
             let Some(block) = peer.session.next_upload() else {
                 break;
             };

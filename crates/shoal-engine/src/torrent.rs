@@ -22,15 +22,14 @@ use rand::{RngCore, SeedableRng};
 use shoal_core::{Bitfield, Block, Metainfo, PeerId, BLOCK_SIZE};
 use shoal_storage::{resume, FileLayout, PieceHashes, StorageError, TorrentFiles};
 use shoal_swarm::{
-    queue_depth, BlockData, Choker, ChokerConfig, ChokerPeer, PeerKey, PiecePicker, Received,
-    SmartBan,
+    queue_depth, BlockData, Choker, ChokerConfig, ChokerPeer, PeerKey, PiecePicker, RateMeter,
+    Received, SmartBan,
 };
 use shoal_wire::{allowed_fast_set, ExtensionHandshake, PeerSession, SessionConfig, SessionEvent};
 use tokio::sync::{mpsc, watch};
 
 use crate::addresses::AddressBook;
 use crate::connection::{self, Backlog, Input};
-use crate::stats::RateMeter;
 use crate::{RateLimit, Stats};
 
 /// How a torrent is to be run.

@@ -15,7 +15,6 @@
 //! - [`scenario`] and [`units`]: what to run, as the command line spells it.
 
 pub mod content;
-pub mod meter;
 pub mod queue;
 pub mod report;
 pub mod scenario;

@@ -26,13 +26,12 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use shoal_core::{Bitfield, Block, PeerId, BLOCK_SIZE};
 use shoal_swarm::{
-    queue_depth, BlockData, Choker, ChokerConfig, ChokerPeer, PeerKey, PiecePicker, Received,
-    SmartBan, SuperSeed,
+    queue_depth, BlockData, Choker, ChokerConfig, ChokerPeer, PeerKey, PiecePicker, RateMeter,
+    Received, SmartBan, SuperSeed,
 };
 use shoal_wire::{ExtensionHandshake, PeerSession, SessionConfig, SessionEvent};
 
 use crate::content::{Content, HashCheck, PieceStore};
-use crate::meter::RateMeter;
 
 /// A simulated host (its address, as far as other hosts are concerned).
 pub type HostId = u32;

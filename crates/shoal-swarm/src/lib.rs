@@ -19,12 +19,14 @@
 //! addresses or connections.
 
 mod choker;
+mod meter;
 mod picker;
 mod pipeline;
 mod smart_ban;
 mod super_seed;
 
 pub use choker::{Choker, ChokerConfig, ChokerPeer};
+pub use meter::RateMeter;
 pub use picker::{PiecePicker, Received, ENDGAME_MAX_REQUESTERS};
 pub use pipeline::{queue_depth, DEFAULT_REQQ, MAX_QUEUE_DEPTH, MIN_QUEUE_DEPTH, REQUEST_WINDOW};
 pub use smart_ban::{BlockData, SmartBan, DEFAULT_MAX_PIECES, MAX_RECORDS_PER_BLOCK};

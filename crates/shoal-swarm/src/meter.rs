@@ -1,6 +1,6 @@
-//! Transfer totals and smoothed rates, the same as the engine's `RateMeter`
-//! (`shoal-engine/src/stats.rs`): the choker and the request queue depth see the rates
-//! the engine would compute. A shared sans-IO torrent core would hold the one copy.
+//! Transfer totals and smoothed rates: what the choker ranks peers by and what sizes each
+//! peer's request queue. Sans-IO like the rest of this crate (the caller says how much
+//! time passed), so the engine and the simulator compute the same rates.
 
 use std::time::Duration;
 

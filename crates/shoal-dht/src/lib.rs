@@ -14,6 +14,7 @@
 //! - [`persist`]: the routing table saved for the next start.
 //! - [`driver`]: the socket, the clock, and subscriptions ("peers for this info-hash").
 
+pub mod driver;
 pub mod id;
 pub mod krpc;
 pub mod lookup;

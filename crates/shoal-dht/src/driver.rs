@@ -49,6 +49,7 @@ enum Command {
         peers: mpsc::UnboundedSender<Vec<SocketAddr>>,
     },
     Stats(oneshot::Sender<DhtStats>),
+    Shutdown(oneshot::Sender<()>),
 }
 
 /// A handle to the running node; clone it freely.
@@ -130,6 +131,14 @@ impl DhtHandle {
         self.commands.send(Command::Stats(tx)).ok()?;
         rx.await.ok()
     }
+
+    /// Stops the node for every handle and returns once its table is saved.
+    pub async fn shutdown(self) {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Shutdown(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
 }
 
 struct Subscription {
@@ -198,6 +207,11 @@ async fn run(
                 }),
                 Some(Command::Stats(reply)) => {
                     let _ = reply.send(dht.stats());
+                }
+                Some(Command::Shutdown(done)) => {
+                    save(&dht, &config);
+                    let _ = done.send(());
+                    return;
                 }
             },
             _ = tokio::time::sleep_until(wake.into()) => {

@@ -26,6 +26,7 @@ enum Command {
     Get(commands::transfer::GetArgs),
     Seed(commands::transfer::SeedArgs),
     Demo(commands::demo::Args),
+    Dht(commands::dht::Args),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +37,7 @@ fn main() -> ExitCode {
         Command::Get(args) => commands::transfer::run_get(args),
         Command::Seed(args) => commands::transfer::run_seed(args),
         Command::Demo(args) => commands::demo::run(args),
+        Command::Dht(args) => commands::dht::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,6 +13,8 @@
 //!   length cap checked before a body is buffered.
 //! - [`Handshake`] / [`parse_handshake`]: the 68-byte opening, reserved bits.
 //! - [`ExtensionHandshake`]: the BEP 10 handshake dictionary, decoded under small limits.
+//! - [`metadata`]: BEP 9 ut_metadata messages and the checked assembly of fetched
+//!   metadata.
 //! - [`PeerSession`]: one connection's state — choke/interest, the peer's pieces, our
 //!   outstanding requests, the peer's queued requests — and every rule that turns hostile
 //!   input into a [`WireError`] (the driver then disconnects).
@@ -23,6 +25,7 @@
 mod extension;
 mod handshake;
 mod message;
+pub mod metadata;
 mod session;
 
 pub use extension::{ExtensionHandshake, EXTENDED_HANDSHAKE_ID, MAX_REQQ};

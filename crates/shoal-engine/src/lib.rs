@@ -13,6 +13,7 @@
 
 mod addresses;
 mod connection;
+pub mod metadata;
 mod rate;
 mod stats;
 pub mod torrent;

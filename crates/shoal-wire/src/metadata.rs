@@ -134,6 +134,16 @@ pub fn serve(info: &[u8], piece: u32) -> MetadataMessage {
     }
 }
 
+/// What to send back for an incoming ut_metadata message when we have the metadata
+/// `info`: an answer to a request, nothing for anything else (including garbage, which
+/// BEP 9 lets us ignore).
+pub fn answer(info: &[u8], payload: &Bytes) -> Option<MetadataMessage> {
+    match MetadataMessage::decode(payload) {
+        Ok(Some(MetadataMessage::Request(piece))) => Some(serve(info, piece)),
+        _ => None,
+    }
+}
+
 /// Collects one peer's metadata pieces and checks the result against the info-hash.
 #[derive(Debug)]
 pub struct MetadataAssembler {
@@ -285,6 +295,10 @@ mod tests {
         let requests: Vec<u32> = std::iter::from_fn(|| asm.next_request()).collect();
         assert_eq!(requests, vec![0, 1, 2]);
         assert_eq!(serve(&info, 3), MetadataMessage::Reject(3));
+        let request = MetadataMessage::Request(2).encode();
+        assert_eq!(answer(&info, &request), Some(serve(&info, 2)));
+        assert_eq!(answer(&info, &serve(&info, 0).encode()), None);
+        assert_eq!(answer(&info, &Bytes::from_static(b"garbage")), None);
         // A reject makes the piece askable again.
         asm.on_message(MetadataMessage::Reject(1)).unwrap();
         assert_eq!(asm.next_request(), Some(1));

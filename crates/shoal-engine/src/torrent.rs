@@ -25,6 +25,7 @@ use shoal_swarm::{
     queue_depth, BlockData, Choker, ChokerConfig, ChokerPeer, PeerKey, PiecePicker, Received,
     SmartBan,
 };
+use shoal_wire::metadata::{self, OUR_UT_METADATA_ID, UT_METADATA};
 use shoal_wire::{ExtensionHandshake, PeerSession, SessionConfig, SessionEvent};
 use tokio::sync::{mpsc, watch};
 
@@ -403,8 +404,10 @@ impl Actor {
             self.picker.have().clone(),
         );
         config.extension_handshake = ExtensionHandshake {
+            m: [(UT_METADATA.to_owned(), OUR_UT_METADATA_ID)].into(),
             v: Some(concat!("shoal ", env!("CARGO_PKG_VERSION")).to_owned()),
             p: self.config.listen.map(|a| a.port()),
+            metadata_size: Some(self.config.metainfo.info_bytes.len() as u64),
             ..ExtensionHandshake::default()
         };
         config
@@ -594,6 +597,21 @@ impl Actor {
             SessionEvent::NotInterested => self.choke_dirty = true,
             SessionEvent::BlockReceived { block, data } => self.on_block(key, block, data, now)?,
             SessionEvent::Closed(_) => {}
+            SessionEvent::Extended {
+                id: OUR_UT_METADATA_ID,
+                payload,
+            } => {
+                // BEP 9: serve our info dictionary to peers that came from a magnet link.
+                let extensions = peer.session.state().peer_extensions.as_ref();
+                let their_id = extensions.and_then(|e| e.id_of(UT_METADATA));
+                let info = &self.config.metainfo.info_bytes;
+                if let (Some(their_id), Some(answer)) = (their_id, metadata::answer(info, &payload))
+                {
+                    if peer.backlog.load(Ordering::Relaxed) < MAX_BACKLOG {
+                        peer.session.send_extended(their_id, answer.encode());
+                    }
+                }
+            }
             SessionEvent::Unchoked
             | SessionEvent::AllowedFast(_)
             | SessionEvent::Suggest(_)

@@ -150,7 +150,6 @@ pub async fn fetch_metadata(
                 match result {
                     Ok(info) => {
                         tasks.abort_all();
-                        drop(add);
                         return Ok(Fetched { info, peers: known });
                     }
                     Err(e) => {

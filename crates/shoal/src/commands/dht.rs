@@ -1,7 +1,7 @@
 //! `shoal dht`: a standalone DHT node, e.g. the bootstrap node of a private network.
 //! It prints its counters every few seconds and saves its routing table on exit.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -35,20 +35,8 @@ pub struct Args {
     pub json: bool,
 }
 
-/// Resolves `HOST:PORT` bootstrap names (IPv4 only: the node speaks IPv4).
-pub fn resolve_bootstrap(names: &[String]) -> Result<Vec<SocketAddr>> {
-    let mut out = Vec::new();
-    for name in names {
-        let addrs = name
-            .to_socket_addrs()
-            .with_context(|| format!("{name}: cannot resolve bootstrap node"))?;
-        out.extend(addrs.filter(SocketAddr::is_ipv4));
-    }
-    Ok(out)
-}
-
 pub fn run(args: Args) -> Result<()> {
-    let bootstrap = resolve_bootstrap(&args.bootstrap)?;
+    let bootstrap = super::discovery::resolve(&args.bootstrap);
     let state = args
         .state
         .unwrap_or_else(|| default_state_dir().join("dht.state"));

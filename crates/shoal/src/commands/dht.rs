@@ -68,17 +68,18 @@ pub fn run(args: Args) -> Result<()> {
                 _ = ticker.tick() => {
                     let Some(s) = handle.stats().await else { break };
                     if args.json {
-                        println!("{}", json!({"event": "dht_stats", "nodes": s.nodes, "buckets": s.buckets,
+                        let line = json!({"event": "dht_stats", "nodes": s.nodes, "buckets": s.buckets,
                             "torrents": s.torrents_stored, "peers": s.peers_stored,
                             "packets_in": s.packets_in, "packets_out": s.packets_out,
                             "rate_limited": s.rate_limited, "bad_packets": s.bad_packets,
-                            "lookups": s.lookups_running}));
+                            "lookups": s.lookups_running});
+                        super::print(&format!("{line}\n"))?;
                     } else {
-                        println!(
-                            "nodes {} ({} buckets), peers stored {} for {} torrents, packets in {} out {}, rate-limited {}, bad {}",
+                        super::print(&format!(
+                            "nodes {} ({} buckets), peers stored {} for {} torrents, packets in {} out {}, rate-limited {}, bad {}\n",
                             s.nodes, s.buckets, s.peers_stored, s.torrents_stored,
                             s.packets_in, s.packets_out, s.rate_limited, s.bad_packets
-                        );
+                        ))?;
                     }
                 }
             }

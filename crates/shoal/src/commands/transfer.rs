@@ -268,7 +268,8 @@ impl Job {
             );
         }
         // Keep it: a restart then needs no peer to tell us the metadata again.
-        let _ = std::fs::write(&saved, metainfo.to_bytes());
+        let _ = std::fs::create_dir_all(self.state_dir())
+            .and_then(|()| std::fs::write(&saved, metainfo.to_bytes()));
         let mut job = self;
         job.opts.peers.extend(fetched.peers);
         job.run_with(metainfo, dht, feed, stop).await

@@ -23,6 +23,7 @@ mod peer_store;
 pub mod persist;
 mod rate_limit;
 pub mod routing;
+pub mod sim;
 mod tokens;
 
 pub use id::NodeId;

@@ -201,21 +201,20 @@ impl Lookup {
         } = response;
         self.in_flight = self.in_flight.saturating_sub(1);
         self.responses += 1;
-        match (asked_id, self.find(addr, asked_id)) {
-            (Some(_), Some(i)) => {
+        let matched = asked_id.and_then(|asked| self.find(addr, Some(asked)).map(|i| (asked, i)));
+        match matched {
+            Some((asked, i)) if asked == id => {
                 self.candidates[i].state = State::Answered;
                 self.candidates[i].token = token;
             }
-            _ => {
-                // A bootstrap node: it joins the candidates as answered.
-                if let SocketAddr::V4(v4) = addr {
-                    self.seen.remove(&id);
-                    self.add_candidate(NodeInfo { id, addr: v4 }, round);
-                    if let Some(c) = self.candidates.iter_mut().find(|c| c.id == id) {
-                        c.state = State::Answered;
-                        c.token = token;
-                    }
+            other => {
+                // Another node now answers at the address we asked (the one we meant is
+                // gone): that position failed, and the responder joins as itself. Also
+                // the way bootstrap nodes, whose ids we did not know, become candidates.
+                if let Some((_, i)) = other {
+                    self.candidates[i].state = State::Failed;
                 }
+                self.mark_answered(id, addr, round, token);
             }
         }
         for n in nodes.iter().take(2 * K) {
@@ -231,6 +230,20 @@ impl Lookup {
             }
         }
         fresh
+    }
+
+    fn mark_answered(&mut self, id: NodeId, addr: SocketAddr, round: u32, token: Option<Vec<u8>>) {
+        let SocketAddr::V4(v4) = addr else {
+            return;
+        };
+        if !self.candidates.iter().any(|c| c.id == id) {
+            self.seen.remove(&id);
+            self.add_candidate(NodeInfo { id, addr: v4 }, round);
+        }
+        if let Some(c) = self.candidates.iter_mut().find(|c| c.id == id) {
+            c.state = State::Answered;
+            c.token = token;
+        }
     }
 
     /// A query to `addr` went unanswered (or was answered with an error).

@@ -635,6 +635,10 @@ impl Dht {
             return;
         };
         if let SocketAddr::V4(v4) = from {
+            if let Some(asked) = p.id.filter(|asked| *asked != sender) {
+                // The node we knew at this address is gone; someone else lives there now.
+                self.table.remove(&asked, v4, now);
+            }
             if !read_only && self.acceptable(&sender, from) {
                 if let Insert::Full { ping } = self.table.heard_response(sender, v4, now) {
                     for n in ping {

@@ -268,6 +268,24 @@ impl RoutingTable {
         }
     }
 
+    /// Forgets `id` at `addr` at once (another node answered there), promoting a
+    /// replacement if the bucket has one.
+    pub fn remove(&mut self, id: &NodeId, addr: SocketAddrV4, now: Instant) {
+        let i = self.index(id);
+        let bucket = &mut self.buckets[i];
+        if let Some(pos) = bucket
+            .nodes
+            .iter()
+            .position(|n| n.id == *id && n.addr == addr)
+        {
+            bucket.nodes.remove(pos);
+            if let Some(replacement) = bucket.replacements.pop() {
+                bucket.nodes.push(replacement);
+            }
+            bucket.last_changed = now;
+        }
+    }
+
     /// The `n` nodes closest to `target` that are not bad.
     pub fn closest(&self, target: &NodeId, n: usize, now: Instant) -> Vec<NodeInfo> {
         let mut all: Vec<&Node> = self

@@ -130,8 +130,11 @@ struct Pending {
 
 /// Housekeeping (pings, refreshes, bootstrap retries) runs this often.
 const MAINTENANCE: Duration = Duration::from_secs(5);
-/// With an empty table, bootstrap is retried this often.
-const BOOTSTRAP_RETRY: Duration = Duration::from_secs(15);
+/// A bootstrap that leaves fewer than K nodes in the table (a young node, or a network
+/// whose nodes all started at once) is retried after this long, doubling each time up
+/// to [`MAX_BOOTSTRAP_BACKOFF`].
+const MIN_BOOTSTRAP_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BOOTSTRAP_BACKOFF: Duration = Duration::from_secs(60);
 /// Questionable nodes pinged per maintenance round.
 const PINGS_PER_ROUND: usize = 8;
 
@@ -156,8 +159,9 @@ pub struct Dht {
     transmit: VecDeque<(SocketAddr, Vec<u8>)>,
     events: VecDeque<DhtEvent>,
     next_maintenance: Instant,
-    last_bootstrap: Option<Instant>,
     bootstrap_lookup: Option<LookupId>,
+    next_bootstrap: Option<Instant>,
+    bootstrap_backoff: Duration,
     stats: DhtStats,
 }
 
@@ -184,8 +188,9 @@ impl Dht {
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             next_maintenance: now + MAINTENANCE,
-            last_bootstrap: None,
             bootstrap_lookup: None,
+            next_bootstrap: None,
+            bootstrap_backoff: MIN_BOOTSTRAP_BACKOFF,
             stats: DhtStats::default(),
             config,
         };
@@ -279,7 +284,6 @@ impl Dht {
     }
 
     fn bootstrap(&mut self, now: Instant) {
-        self.last_bootstrap = Some(now);
         if self.bootstrap_addrs().is_empty() && self.table.is_empty() {
             return;
         }
@@ -320,6 +324,12 @@ impl Dht {
         };
         if self.bootstrap_lookup == Some(id) {
             self.bootstrap_lookup = None;
+            if self.table.len() < K {
+                self.next_bootstrap = Some(now + self.bootstrap_backoff);
+                self.bootstrap_backoff = (self.bootstrap_backoff * 2).min(MAX_BOOTSTRAP_BACKOFF);
+            } else {
+                self.bootstrap_backoff = MIN_BOOTSTRAP_BACKOFF;
+            }
         }
         let lookup = entry.lookup;
         let mut announced_to = 0;
@@ -422,8 +432,8 @@ impl Dht {
         self.pending
             .values()
             .map(|p| p.deadline)
-            .min()
-            .map_or(self.next_maintenance, |d| d.min(self.next_maintenance))
+            .chain(self.next_bootstrap)
+            .fold(self.next_maintenance, Instant::min)
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -437,6 +447,10 @@ impl Dht {
             if let Some(p) = self.pending.remove(&tid) {
                 self.on_failure(p, now);
             }
+        }
+        if self.next_bootstrap.is_some_and(|t| now >= t) {
+            self.next_bootstrap = None;
+            self.bootstrap(now);
         }
         if now >= self.next_maintenance {
             self.next_maintenance = now + MAINTENANCE;
@@ -462,14 +476,10 @@ impl Dht {
                 Purpose::Ping,
             );
         }
-        if self.table.is_empty() && self.bootstrap_lookup.is_none() {
-            if self
-                .last_bootstrap
-                .is_none_or(|t| now >= t + BOOTSTRAP_RETRY)
-            {
-                self.bootstrap(now);
-            }
-            return;
+        // A table that thinned out (nodes went bad) rejoins through the bootstrap nodes.
+        if self.table.len() < K && self.bootstrap_lookup.is_none() && self.next_bootstrap.is_none()
+        {
+            self.bootstrap(now);
         }
         for depth in self.table.stale_buckets(now) {
             let target = self.own.random_with_prefix(depth, &mut self.rng);

@@ -15,6 +15,7 @@
 //! - [`ExtensionHandshake`]: the BEP 10 handshake dictionary, decoded under small limits.
 //! - [`metadata`]: BEP 9 ut_metadata messages and the checked assembly of fetched
 //!   metadata.
+//! - [`pex`]: BEP 11 peer exchange messages and per-connection send/receive limits.
 //! - [`PeerSession`]: one connection's state — choke/interest, the peer's pieces, our
 //!   outstanding requests, the peer's queued requests — and every rule that turns hostile
 //!   input into a [`WireError`] (the driver then disconnects).
@@ -26,6 +27,7 @@ mod extension;
 mod handshake;
 mod message;
 pub mod metadata;
+pub mod pex;
 mod session;
 
 pub use extension::{ExtensionHandshake, EXTENDED_HANDSHAKE_ID, MAX_REQQ};

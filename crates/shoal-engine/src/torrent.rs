@@ -9,7 +9,7 @@
 //! sans-IO cores; what they decide is carried out at once: blocks are requested, written,
 //! hashed, served, and bytes are queued to the socket writers.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +26,7 @@ use shoal_swarm::{
     SmartBan,
 };
 use shoal_wire::metadata::{self, OUR_UT_METADATA_ID, UT_METADATA};
+use shoal_wire::pex::{PexPeer, OUR_UT_PEX_ID, UT_PEX};
 use shoal_wire::{ExtensionHandshake, PeerSession, SessionConfig, SessionEvent};
 use tokio::sync::{mpsc, watch};
 
@@ -275,6 +276,8 @@ struct Peer {
     connected: bool,
     /// The peer's pieces as last given to the picker.
     counted: Bitfield,
+    /// Peer exchange (BEP 11) with this peer.
+    pex: PexPeer,
 }
 
 impl Peer {
@@ -404,7 +407,7 @@ impl Actor {
             self.picker.have().clone(),
         );
         config.extension_handshake = ExtensionHandshake {
-            m: [(UT_METADATA.to_owned(), OUR_UT_METADATA_ID)].into(),
+            m: extensions_offered(&self.config.metainfo),
             v: Some(concat!("shoal ", env!("CARGO_PKG_VERSION")).to_owned()),
             p: self.config.listen.map(|a| a.port()),
             metadata_size: Some(self.config.metainfo.info_bytes.len() as u64),
@@ -468,6 +471,7 @@ impl Actor {
                 last_block: now,
                 connected: false,
                 counted: Bitfield::new(piece_count),
+                pex: PexPeer::new(now),
             },
         );
         let _ = self.service(key, now);
@@ -612,6 +616,13 @@ impl Actor {
                     }
                 }
             }
+            SessionEvent::Extended {
+                id: OUR_UT_PEX_ID,
+                payload,
+            } if !self.config.metainfo.info.private => match peer.pex.on_receive(now, &payload) {
+                Ok(found) => self.add_addresses(found),
+                Err(e) => self.remove_peer(key, &e.to_string(), now),
+            },
             SessionEvent::Unchoked
             | SessionEvent::AllowedFast(_)
             | SessionEvent::Suggest(_)
@@ -836,6 +847,7 @@ impl Actor {
             }
             self.service(key, now)?;
         }
+        self.send_pex(now);
         if self.choke_dirty && now.duration_since(self.last_choke) >= Duration::from_secs(1)
             || now.duration_since(self.last_choke) >= Duration::from_secs(10)
         {
@@ -849,6 +861,35 @@ impl Actor {
             self.last_resume_save = now;
         }
         Ok(())
+    }
+
+    /// BEP 11: tells each peer that speaks ut_pex about our other peers (their listen
+    /// addresses), at most once a minute; never for a private torrent (BEP 27).
+    fn send_pex(&mut self, now: Instant) {
+        if self.config.metainfo.info.private {
+            return;
+        }
+        let listen_addr =
+            |p: &Peer| match p.session.state().peer_extensions.as_ref().and_then(|e| e.p) {
+                Some(port) => SocketAddr::new(p.addr.ip(), port),
+                None => p.addr,
+            };
+        let connected: BTreeSet<SocketAddr> = self
+            .peers
+            .values()
+            .filter(|p| p.connected)
+            .map(listen_addr)
+            .collect();
+        for peer in self.peers.values_mut() {
+            let extensions = peer.session.state().peer_extensions.as_ref();
+            let Some(their_id) = extensions.and_then(|e| e.id_of(UT_PEX)) else {
+                continue;
+            };
+            if let Some(payload) = peer.pex.poll_send(now, &connected, listen_addr(peer)) {
+                peer.session.send_extended(their_id, payload);
+                peer.flush();
+            }
+        }
     }
 
     fn run_choker(&mut self, now: Instant) {
@@ -955,6 +996,15 @@ impl Actor {
 }
 
 /// A readable client name from an Azureus-style peer id (`-LT2080-` → `LT 2080`).
+/// The BEP 10 extensions we take: ut_metadata always, ut_pex unless the torrent is private.
+fn extensions_offered(metainfo: &Metainfo) -> BTreeMap<String, u8> {
+    let mut m = BTreeMap::from([(UT_METADATA.to_owned(), OUR_UT_METADATA_ID)]);
+    if !metainfo.info.private {
+        m.insert(UT_PEX.to_owned(), OUR_UT_PEX_ID);
+    }
+    m
+}
+
 fn client_name(id: &[u8; 20]) -> String {
     if id[0] == b'-' && id[7] == b'-' && id[1..7].iter().all(u8::is_ascii_alphanumeric) {
         format!(

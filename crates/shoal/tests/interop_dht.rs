@@ -469,3 +469,55 @@ fn shoal_and_libtorrent_nodes_find_each_others_peers() {
         }
     }
 }
+
+/// BEP 11: two leechers that know only the seed learn about each other from the seed's
+/// peer exchange and connect (whichever dials first; no DHT, no tracker).
+#[test]
+fn peer_exchange_introduces_leechers() {
+    let dir = tempdir();
+    let (src, torrent, _) = make_torrent(dir.path(), 5);
+    let mut seed = shoal();
+    seed.args([
+        "seed",
+        path_str(&torrent),
+        path_str(&src),
+        "--json",
+        "--no-dht",
+    ])
+    .args([
+        "--listen",
+        "127.0.2.190:19190",
+        "--max-up",
+        "1M",
+        "--state-dir",
+    ])
+    .arg(dir.path().join("seed-state"));
+    let _seed = start_and_wait(seed, "\"started\"", Duration::from_secs(30));
+    // The first leecher connects to the seed and keeps running.
+    let mut first = shoal();
+    first
+        .args(["get", path_str(&torrent), "-o"])
+        .arg(dir.path().join("first"))
+        .args(["--json", "--no-dht", "--listen", "127.0.2.191:19191"])
+        .args(["--peer", "127.0.2.190:19190", "--state-dir"])
+        .arg(dir.path().join("first-state"));
+    let _first = start_and_wait(first, "\"peer_connected\"", Duration::from_secs(30));
+    // The second is told only about the seed.
+    let out = dir.path().join("second");
+    let events = shoal_get(
+        path_str(&torrent),
+        &out,
+        &dir.path().join("second-state"),
+        "127.0.2.192:19192",
+        &["--no-dht", "--peer", "127.0.2.190:19190"],
+    );
+    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+    assert!(
+        events
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|e| e["event"] == "peer_connected"
+                && e["addr"].as_str().unwrap_or("").starts_with("127.0.2.191:")),
+        "the leechers never connected to each other: {events}"
+    );
+}

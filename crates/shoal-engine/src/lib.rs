@@ -13,6 +13,7 @@
 
 mod addresses;
 mod connection;
+pub mod lsd;
 pub mod metadata;
 mod rate;
 mod stats;

@@ -1,5 +1,5 @@
-//! Trackerless transfers against real clients on loopback (127.0.2.100–199, ports
-//! 19100–19199): the Mainline DHT and magnet links with metadata from peers (BEP 9).
+//! Trackerless transfers against real clients on loopback (127.0.2.100–229, ports
+//! 19100–19229, multicast port 19970): the Mainline DHT and magnet links with metadata from peers (BEP 9).
 //!
 //! - libtorrent seeds a torrent announced only on the DHT (bootstrapped to a `shoal dht`
 //!   node); `shoal get magnet:` finds it there and downloads it.
@@ -8,6 +8,8 @@
 //! - 20 in-process shoal nodes and two libtorrent nodes form one DHT; get_peers finds
 //!   peers announced from either kind.
 //! - shoal to shoal with a magnet's `x.pe` peer and no DHT at all.
+//! - Peer exchange (BEP 11) between shoal peers, and local service discovery (BEP 14)
+//!   on a private multicast port.
 
 mod common;
 
@@ -520,4 +522,28 @@ fn peer_exchange_introduces_leechers() {
                 && e["addr"].as_str().unwrap_or("").starts_with("127.0.2.191:")),
         "the leechers never connected to each other: {events}"
     );
+}
+
+/// BEP 14: with `--lsd` on a private multicast port, a seed and a downloader on the same
+/// machine find each other with no DHT, tracker or peer address.
+#[test]
+fn local_service_discovery_finds_a_seed() {
+    let dir = tempdir();
+    let (src, torrent, _) = make_torrent(dir.path(), 6);
+    let lsd = ["--no-dht", "--lsd", "--lsd-group", "239.192.152.143:19970"];
+    let mut seed = shoal();
+    seed.args(["seed", path_str(&torrent), path_str(&src), "--json"])
+        .args(lsd)
+        .args(["--listen", "127.0.2.220:19220", "--state-dir"])
+        .arg(dir.path().join("seed-state"));
+    let _seed = start_and_wait(seed, "\"started\"", Duration::from_secs(30));
+    let out = dir.path().join("out");
+    shoal_get(
+        path_str(&torrent),
+        &out,
+        &dir.path().join("state"),
+        "127.0.2.221:19221",
+        &lsd,
+    );
+    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
 }

@@ -1,16 +1,21 @@
-//! Peer discovery options shared by `get` and `seed`: the process's DHT node.
+//! Peer discovery shared by `get` and `seed`: the process's DHT node and, when asked
+//! for, local service discovery (BEP 14), merged into the one peer feed the engine
+//! takes.
 //!
-//! One node serves every torrent of the process (here: the one torrent `get`/`seed`
+//! One DHT node serves every torrent of the process (here: the one torrent `get`/`seed`
 //! runs). It listens on UDP at the same address as the TCP listener unless told
 //! otherwise, keeps its routing table in the state folder (one file per UDP port, so
 //! several shoal processes never share a node id), and is left out entirely with
-//! `--no-dht`.
+//! `--no-dht`. Local discovery multicasts on the LAN and is off unless `--lsd`.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, ToSocketAddrs};
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use shoal_core::InfoHash;
 use shoal_dht::driver::{DhtHandle, DriverConfig};
+use shoal_engine::lsd::{self, LsdConfig};
+use tokio::sync::mpsc;
 
 /// Public routers used when no `--dht-bootstrap` is given (and we are not on loopback).
 const DEFAULT_BOOTSTRAP: [&str; 4] = [
@@ -21,7 +26,7 @@ const DEFAULT_BOOTSTRAP: [&str; 4] = [
 ];
 
 #[derive(Debug, Clone, clap::Args)]
-pub struct DhtOptions {
+pub struct DiscoveryOptions {
     /// A DHT node to bootstrap from (HOST:PORT). Repeat for several
     /// [default: the public Mainline routers].
     #[arg(long = "dht-bootstrap", value_name = "ADDR")]
@@ -32,6 +37,12 @@ pub struct DhtOptions {
     /// UDP address of the DHT node [default: the --listen address].
     #[arg(long, value_name = "ADDR")]
     pub dht_listen: Option<SocketAddr>,
+    /// Find peers on the local network by multicast (BEP 14 local service discovery).
+    #[arg(long)]
+    pub lsd: bool,
+    /// Multicast group and port for --lsd.
+    #[arg(long, value_name = "ADDR", default_value_t = lsd::DEFAULT_GROUP)]
+    pub lsd_group: SocketAddrV4,
 }
 
 /// Resolves `HOST:PORT` names to IPv4 addresses (the node speaks IPv4); names that do
@@ -49,7 +60,7 @@ pub fn resolve(names: &[String]) -> Vec<SocketAddr> {
 
 /// Starts the DHT node unless `--no-dht` (or a private torrent) says not to.
 pub async fn start(
-    opts: &DhtOptions,
+    opts: &DiscoveryOptions,
     listen: SocketAddr,
     state_dir: &Path,
 ) -> Result<Option<DhtHandle>> {
@@ -78,4 +89,49 @@ pub async fn start(
         .await
         .with_context(|| format!("{addr}: cannot open the DHT's UDP socket"))?;
     Ok(Some(handle))
+}
+
+/// The peer feed for one torrent: the DHT's announce subscription and local discovery,
+/// merged; `None` when neither runs.
+pub fn peer_feed(
+    dht: Option<&DhtHandle>,
+    opts: &DiscoveryOptions,
+    info_hash: InfoHash,
+    listen: SocketAddr,
+) -> Option<mpsc::UnboundedReceiver<Vec<SocketAddr>>> {
+    let mut feeds = Vec::new();
+    if let Some(dht) = dht {
+        feeds.push(dht.announce(info_hash, Some(listen.port())));
+    }
+    if opts.lsd {
+        let interface = match listen.ip() {
+            IpAddr::V4(ip) => ip,
+            IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+        };
+        let config = LsdConfig {
+            group: opts.lsd_group,
+            interface,
+            info_hash,
+            port: listen.port(),
+        };
+        match lsd::spawn(config) {
+            Ok(feed) => feeds.push(feed),
+            Err(e) => eprintln!("shoal: warning: local service discovery: {e}"),
+        }
+    }
+    if feeds.len() <= 1 {
+        return feeds.pop();
+    }
+    let (tx, merged) = mpsc::unbounded_channel();
+    for mut feed in feeds {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some(batch) = feed.recv().await {
+                if tx.send(batch).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    Some(merged)
 }

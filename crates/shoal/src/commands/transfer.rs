@@ -17,7 +17,7 @@ use shoal_engine::metadata::{fetch_metadata, MetadataFetch, MetadataFetchError};
 use shoal_engine::{EngineEvent, Outcome, TorrentConfig};
 use tokio::sync::{mpsc, watch};
 
-use super::discovery::{self, DhtOptions};
+use super::discovery::{self, DiscoveryOptions};
 
 use crate::units::{format_size, parse_size};
 
@@ -68,7 +68,7 @@ pub struct GetArgs {
     #[command(flatten)]
     pub peer: PeerOptions,
     #[command(flatten)]
-    pub dht: DhtOptions,
+    pub discovery: DiscoveryOptions,
 }
 
 /// Check a torrent's data on disk, then seed it until Ctrl-C.
@@ -82,7 +82,7 @@ pub struct SeedArgs {
     #[command(flatten)]
     pub peer: PeerOptions,
     #[command(flatten)]
-    pub dht: DhtOptions,
+    pub discovery: DiscoveryOptions,
 }
 
 pub fn default_state_dir() -> PathBuf {
@@ -131,7 +131,7 @@ pub fn run_get(args: GetArgs) -> Result<()> {
         file: None,
         seed: !args.no_seed,
         opts: args.peer,
-        dht: args.dht,
+        discovery: args.discovery,
     };
     block_on(move |stop| async move {
         match source {
@@ -168,7 +168,7 @@ pub fn run_seed(args: SeedArgs) -> Result<()> {
         file,
         seed: true,
         opts: args.peer,
-        dht: args.dht,
+        discovery: args.discovery,
     };
     block_on(move |stop| job.run(metainfo, stop))
 }
@@ -203,7 +203,7 @@ struct Job {
     file: Option<PathBuf>,
     seed: bool,
     opts: PeerOptions,
-    dht: DhtOptions,
+    discovery: DiscoveryOptions,
 }
 
 impl Job {
@@ -231,10 +231,9 @@ impl Job {
                 return self.run(metainfo, stop).await;
             }
         }
-        let dht = discovery::start(&self.dht, self.listen(), &self.state_dir()).await?;
-        let mut feed = dht
-            .as_ref()
-            .map(|d| d.announce(info_hash, Some(self.listen().port())));
+        let dht = discovery::start(&self.discovery, self.listen(), &self.state_dir()).await?;
+        let mut feed =
+            discovery::peer_feed(dht.as_ref(), &self.discovery, info_hash, self.listen());
         let mut fetch = MetadataFetch::new(info_hash, PeerId::shoal(rand::random()));
         fetch.peers = self.opts.peers.clone();
         fetch.peers.extend(discovery::resolve(&magnet.peers));
@@ -277,14 +276,16 @@ impl Job {
 
     async fn run(self, metainfo: Metainfo, stop: watch::Receiver<bool>) -> Result<Outcome> {
         // BEP 27: a private torrent's peers come from its tracker only.
-        let dht = if metainfo.info.private {
-            None
-        } else {
-            discovery::start(&self.dht, self.listen(), &self.state_dir()).await?
-        };
-        let feed = dht
-            .as_ref()
-            .map(|d| d.announce(metainfo.info_hash, Some(self.listen().port())));
+        if metainfo.info.private {
+            return self.run_with(metainfo, None, None, stop).await;
+        }
+        let dht = discovery::start(&self.discovery, self.listen(), &self.state_dir()).await?;
+        let feed = discovery::peer_feed(
+            dht.as_ref(),
+            &self.discovery,
+            metainfo.info_hash,
+            self.listen(),
+        );
         self.run_with(metainfo, dht, feed, stop).await
     }
 

@@ -1,7 +1,8 @@
 //! Runs the DHT simulation (`shoal_dht::sim`) and prints its report.
 //!
 //! `cargo run --release -p shoal-dht --example dht_sim -- --nodes 100000 --churn 0.5 --seed 1`
-//! Other options: `--announces N`, `--lookups N`, `--loss P`, `--join-secs S`.
+//! Other options: `--announces N`, `--lookups N`, `--loss P`, `--join-secs S`,
+//! `--reannounce true|false`.
 
 use shoal_dht::sim::{run, SimParams};
 
@@ -25,6 +26,7 @@ fn main() {
             "--lookups" => params.lookups = value.parse().unwrap_or_else(|_| bad()),
             "--loss" => params.loss = value.parse().unwrap_or_else(|_| bad()),
             "--join-secs" => params.join_secs = value.parse().unwrap_or_else(|_| bad()),
+            "--reannounce" => params.reannounce = value.parse().unwrap_or_else(|_| bad()),
             _ => bad(),
         }
     }
@@ -33,7 +35,8 @@ fn main() {
     println!(
         "nodes {} churn {:.2}: {}/{} lookups found the peer ({:.1} %), rounds median {} p90 {}, \
          queries per lookup mean {:.1} median {}, first peer after {} ms (median), \
-         {} packets, {} s virtual, {:.1} s wall",
+         {} packets, mean table {:.0} nodes, {} s virtual, {:.1} s wall; \
+         {} announces lost every storing node in the churn (re-announce: {})",
         r.nodes,
         r.churn,
         r.found,
@@ -45,7 +48,10 @@ fn main() {
         r.median_queries,
         r.median_ms_to_peer,
         r.packets,
+        r.mean_table,
         r.virtual_secs,
-        r.wall_secs
+        r.wall_secs,
+        r.lost_announces,
+        params.reannounce
     );
 }

@@ -256,7 +256,9 @@ impl Dht {
         if self.lookups.len() >= self.config.max_lookups {
             return None;
         }
-        let start = self.table.closest(&target, K, now);
+        // More than k: if the closest ones have gone away, the lookup falls back on these
+        // instead of ending empty-handed.
+        let start = self.table.closest(&target, 4 * K, now);
         let seeds = if start.len() < K {
             self.bootstrap_addrs()
         } else {
@@ -675,5 +677,16 @@ impl Dht {
             }
             self.drive(lookup, now);
         }
+    }
+
+    /// Peers we store for `info_hash` (at most 50, as a `get_peers` answer would carry):
+    /// lets the simulator see where announces landed.
+    pub fn stored_peers(
+        &self,
+        info_hash: &NodeId,
+        now: Instant,
+        rng: &mut impl Rng,
+    ) -> Vec<SocketAddr> {
+        self.store.get(info_hash, VALUES_PER_RESPONSE, now, rng)
     }
 }

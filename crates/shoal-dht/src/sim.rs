@@ -8,7 +8,11 @@
 //! 2. **Announce**: `announces` random nodes announce one info-hash each.
 //! 3. **Churn**: a fraction `churn` of all nodes crashes (no goodbye: their entries stay
 //!    in other tables until lookups time out on them), and as many fresh nodes join.
-//! 4. **Lookups**: `lookups` random live nodes look up random announced info-hashes.
+//!    With [`SimParams::reannounce`], the announcers still alive then announce again, as
+//!    every client does periodically (libtorrent every 15 minutes); without it, an
+//!    info-hash whose every storing node crashed is simply lost.
+//! 4. **Lookups**: `lookups` random live nodes look up random info-hashes whose
+//!    announcer is alive (a crashed announcer's address is not a peer to find).
 //!
 //! The [`Report`] gives the success rate, the round in which the first peer arrived
 //! (1 = an answer from a node in the searcher's own table), queries per lookup, and
@@ -37,6 +41,8 @@ pub struct SimParams {
     pub loss: f64,
     /// Virtual seconds over which the initial nodes join.
     pub join_secs: u64,
+    /// Surviving announcers announce again after the churn.
+    pub reannounce: bool,
 }
 
 impl Default for SimParams {
@@ -50,6 +56,7 @@ impl Default for SimParams {
             latency_ms: (10, 100),
             loss: 0.0,
             join_secs: 120,
+            reannounce: true,
         }
     }
 }
@@ -61,6 +68,9 @@ pub struct Report {
     pub seed: u64,
     pub lookups: usize,
     pub found: usize,
+    /// Announced info-hashes whose announcer survived but whose every storing node
+    /// crashed (counted before any re-announce).
+    pub lost_announces: usize,
     pub median_rounds: u32,
     pub p90_rounds: u32,
     pub mean_queries: f64,
@@ -68,6 +78,8 @@ pub struct Report {
     /// Median virtual time from start to the first peer (ms).
     pub median_ms_to_peer: u64,
     pub packets: u64,
+    /// Mean routing-table size of the live nodes at the end.
+    pub mean_table: f64,
     pub virtual_secs: u64,
     pub wall_secs: f64,
 }
@@ -312,7 +324,7 @@ pub fn run(params: &SimParams) -> Report {
     sim.run_until(settle, |_| false);
 
     // 2. Announce.
-    let mut announced: Vec<(NodeId, SocketAddr)> = Vec::new();
+    let mut announced: Vec<(u32, NodeId, SocketAddr)> = Vec::new();
     for a in 0..params.announces {
         let who = sim.random_live();
         let info_hash = NodeId::random(&mut sim.rng);
@@ -325,7 +337,7 @@ pub fn run(params: &SimParams) -> Report {
         let SocketAddr::V4(v4) = addr(who) else {
             unreachable!("simulated addresses are IPv4")
         };
-        announced.push((info_hash, SocketAddr::new((*v4.ip()).into(), port)));
+        announced.push((who, info_hash, SocketAddr::new((*v4.ip()).into(), port)));
     }
     let until = sim.now + Duration::from_secs(60);
     sim.run_until(until, |_| false);
@@ -349,6 +361,32 @@ pub fn run(params: &SimParams) -> Report {
     }
     let until = sim.now + Duration::from_secs(30);
     sim.run_until(until, |_| false);
+    // An announcer that crashed was replaced by a fresh node at its address: its peer is
+    // gone. The others' info-hashes may have lost every storing node.
+    let crashed: std::collections::HashSet<u32> = crashed.into_iter().collect();
+    announced.retain(|(who, _, _)| !crashed.contains(who));
+    let lost_announces = announced
+        .iter()
+        .filter(|(_, info_hash, _)| {
+            let now = sim.now;
+            let mut probe = StdRng::seed_from_u64(0);
+            sim.nodes
+                .iter()
+                .flatten()
+                .all(|n| n.stored_peers(info_hash, now, &mut probe).is_empty())
+        })
+        .count();
+    if params.reannounce {
+        for &(who, info_hash, peer) in &announced {
+            let now = sim.now;
+            if let Some(node) = sim.nodes[who as usize].as_mut() {
+                node.announce(info_hash, Some(peer.port()), now);
+            }
+            sim.after_call(who);
+        }
+        let until = sim.now + Duration::from_secs(30);
+        sim.run_until(until, |_| false);
+    }
 
     // 4. Lookups, spread over 10 s.
     let lookups_start = sim.now;
@@ -356,9 +394,9 @@ pub fn run(params: &SimParams) -> Report {
         let at = lookups_start + Duration::from_millis(10_000 * l as u64 / params.lookups as u64);
         sim.run_until(at, |_| false);
         let who = sim.random_live();
-        let (info_hash, expected) = *announced
-            .choose(&mut sim.rng)
-            .expect("at least one announce");
+        let Some(&(_, info_hash, expected)) = announced.choose(&mut sim.rng) else {
+            break;
+        };
         let now = sim.now;
         let Some(node) = sim.nodes[who as usize].as_mut() else {
             continue;
@@ -411,6 +449,7 @@ pub fn run(params: &SimParams) -> Report {
         seed: params.seed,
         lookups: sim.watched.len(),
         found,
+        lost_announces,
         median_rounds: pick(&rounds, 0.5),
         p90_rounds: pick(&rounds, 0.9),
         mean_queries: queries.iter().map(|&q| f64::from(q)).sum::<f64>()
@@ -418,6 +457,15 @@ pub fn run(params: &SimParams) -> Report {
         median_queries: pick(&queries, 0.5),
         median_ms_to_peer: to_peer.get(to_peer.len() / 2).copied().unwrap_or(0),
         packets: sim.packets,
+        mean_table: {
+            let live: Vec<usize> = sim
+                .nodes
+                .iter()
+                .flatten()
+                .map(|n| n.stats().nodes)
+                .collect();
+            live.iter().sum::<usize>() as f64 / live.len().max(1) as f64
+        },
         virtual_secs: sim.now.duration_since(sim.start).as_secs(),
         wall_secs: wall.elapsed().as_secs_f64(),
     }

@@ -29,6 +29,12 @@ const LIMITS: Limits = Limits {
 pub const ERROR_GENERIC: i64 = 201;
 pub const ERROR_PROTOCOL: i64 = 203;
 pub const ERROR_METHOD_UNKNOWN: i64 = 204;
+/// BEP 44 error codes for oversized `put` arguments.
+pub const ERROR_VALUE_TOO_BIG: i64 = 205;
+pub const ERROR_SALT_TOO_BIG: i64 = 207;
+/// BEP 44 limits: the bencoded value and the salt.
+pub const MAX_ITEM_VALUE: usize = 1000;
+pub const MAX_ITEM_SALT: usize = 64;
 
 /// A node as it travels in `nodes`: 20-byte id, 4-byte IPv4, 2-byte port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -295,6 +301,7 @@ fn decode_query(tid: &[u8], method: &[u8], args: &Dict<'_, '_>) -> Result<Query,
                 token,
             }
         }
+        b"put" => return Err(check_put(tid, args)),
         _ => {
             return Err(KrpcError::BadQuery {
                 tid: tid.to_vec(),
@@ -303,6 +310,29 @@ fn decode_query(tid: &[u8], method: &[u8], args: &Dict<'_, '_>) -> Result<Query,
             })
         }
     })
+}
+
+/// BEP 44 data storage is not served by this node yet, but a `put` is still checked
+/// against the BEP's limits first (TESTING.md item 31), so an oversized salt or value gets
+/// the BEP's own error code; a well-formed one is refused as an unknown method.
+fn check_put(tid: &[u8], args: &Dict<'_, '_>) -> KrpcError {
+    let salt = args
+        .get(b"salt")
+        .and_then(|n| n.as_bytes())
+        .map_or(0, <[u8]>::len);
+    let value = args.get(b"v").map_or(0, |n| n.raw().len());
+    let (code, message) = if salt > MAX_ITEM_SALT {
+        (ERROR_SALT_TOO_BIG, "salt (salt field) too big")
+    } else if value > MAX_ITEM_VALUE {
+        (ERROR_VALUE_TOO_BIG, "message (v field) too big")
+    } else {
+        (ERROR_METHOD_UNKNOWN, "method unknown")
+    };
+    KrpcError::BadQuery {
+        tid: tid.to_vec(),
+        code,
+        message,
+    }
 }
 
 fn decode_response(r: &Dict<'_, '_>) -> Result<Response, KrpcError> {

@@ -491,3 +491,36 @@ fn routing_table_survives_restart() {
         net.nodes[5].stats()
     );
 }
+
+/// Item 31: a BEP 44 `put` with a salt over 64 bytes or a value over 1000 bytes is
+/// refused with the BEP's error codes (207, 205); nothing is stored.
+#[test]
+fn oversized_bep44_put_gets_the_beps_error_codes() {
+    let now = Instant::now();
+    let mut dht = Dht::new(DhtConfig::default(), now);
+    let from: SocketAddr = "10.0.0.44:1".parse().unwrap();
+    let put = |salt: usize, value: usize| {
+        let mut a = shoal_bencode::Value::dict();
+        a.insert("id", vec![1u8; 20]);
+        a.insert("token", b"tok".to_vec());
+        a.insert("v", vec![b'x'; value]);
+        if salt > 0 {
+            a.insert("salt", vec![b's'; salt]);
+        }
+        let mut m = shoal_bencode::Value::dict();
+        m.insert("t", b"pt".to_vec());
+        m.insert("y", "q");
+        m.insert("q", "put");
+        m.insert("a", a);
+        m.to_bytes()
+    };
+    for (salt, value, code) in [(65, 10, 207), (0, 1000, 205), (64, 990, 204)] {
+        dht.handle_packet(now, from, &put(salt, value));
+        let replies = answers(&mut dht);
+        assert!(
+            matches!(&replies[..], [Message { body: Body::Error { code: c, .. }, .. }] if *c == code),
+            "salt {salt}, value {value}: {replies:?}"
+        );
+    }
+    assert_eq!(dht.stats().peers_stored, 0);
+}

@@ -15,6 +15,7 @@
 //! - [`driver`]: the socket, the clock, and subscriptions ("peers for this info-hash").
 
 pub mod driver;
+pub mod fuzzing;
 pub mod id;
 pub mod krpc;
 pub mod lookup;

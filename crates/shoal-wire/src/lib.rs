@@ -24,6 +24,7 @@
 //! a byte stream once a peer has broken its rules.
 
 mod extension;
+pub mod fuzzing;
 mod handshake;
 mod message;
 pub mod metadata;

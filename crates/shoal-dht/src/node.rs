@@ -218,11 +218,6 @@ impl Dht {
         self.table.nodes().collect()
     }
 
-    /// Adds a node to ask (e.g. a peer's DHT port from the wire, BEP 5 `port` message).
-    pub fn add_node(&mut self, addr: SocketAddr, now: Instant) {
-        self.send_query(now, addr, None, Query::Ping, Purpose::Ping);
-    }
-
     // ---- lookups -----------------------------------------------------------------------
 
     /// Starts a get_peers lookup; found peers arrive as [`DhtEvent::Peers`].
@@ -239,11 +234,6 @@ impl Dht {
         now: Instant,
     ) -> Option<LookupId> {
         self.start_lookup(info_hash, LookupKind::Announce { port }, false, now)
-    }
-
-    /// A find_node lookup for `target` (tests and the simulator use it to warm up).
-    pub fn find_node(&mut self, target: NodeId, now: Instant) -> Option<LookupId> {
-        self.start_lookup(target, LookupKind::FindNode, false, now)
     }
 
     fn start_lookup(

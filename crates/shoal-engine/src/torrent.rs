@@ -995,7 +995,6 @@ impl Actor {
     }
 }
 
-/// A readable client name from an Azureus-style peer id (`-LT2080-` → `LT 2080`).
 /// The BEP 10 extensions we take: ut_metadata always, ut_pex unless the torrent is private.
 fn extensions_offered(metainfo: &Metainfo) -> BTreeMap<String, u8> {
     let mut m = BTreeMap::from([(UT_METADATA.to_owned(), OUR_UT_METADATA_ID)]);
@@ -1005,6 +1004,7 @@ fn extensions_offered(metainfo: &Metainfo) -> BTreeMap<String, u8> {
     m
 }
 
+/// A readable client name from an Azureus-style peer id (`-LT2080-` → `LT 2080`).
 fn client_name(id: &[u8; 20]) -> String {
     if id[0] == b'-' && id[7] == b'-' && id[1..7].iter().all(u8::is_ascii_alphanumeric) {
         format!(

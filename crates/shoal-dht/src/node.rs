@@ -23,7 +23,7 @@ use crate::routing::{Insert, RoutingTable, K};
 use crate::tokens::Tokens;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -135,6 +135,8 @@ const MAINTENANCE: Duration = Duration::from_secs(5);
 /// to [`MAX_BOOTSTRAP_BACKOFF`].
 const MIN_BOOTSTRAP_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BOOTSTRAP_BACKOFF: Duration = Duration::from_secs(60);
+/// Far buckets refreshed right after a successful bootstrap.
+const JOIN_REFRESH_BUCKETS: usize = 4;
 /// Questionable nodes pinged per maintenance round.
 const PINGS_PER_ROUND: usize = 8;
 
@@ -152,9 +154,9 @@ pub struct Dht {
     tokens: Tokens,
     store: PeerStore,
     limiter: SourceLimiter,
-    pending: HashMap<u16, Pending>,
+    pending: BTreeMap<u16, Pending>,
     next_tid: u16,
-    lookups: HashMap<LookupId, LookupEntry>,
+    lookups: BTreeMap<LookupId, LookupEntry>,
     next_lookup: u64,
     transmit: VecDeque<(SocketAddr, Vec<u8>)>,
     events: VecDeque<DhtEvent>,
@@ -181,9 +183,9 @@ impl Dht {
             limiter: SourceLimiter::new(config.rate_limit),
             own,
             rng,
-            pending: HashMap::new(),
+            pending: BTreeMap::new(),
             next_tid: 0,
-            lookups: HashMap::new(),
+            lookups: BTreeMap::new(),
             next_lookup: 0,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
@@ -321,6 +323,13 @@ impl Dht {
                 self.bootstrap_backoff = (self.bootstrap_backoff * 2).min(MAX_BOOTSTRAP_BACKOFF);
             } else {
                 self.bootstrap_backoff = MIN_BOOTSTRAP_BACKOFF;
+                // Kademlia's join: the self-lookup filled the buckets near us; a lookup in
+                // each of the far buckets, where most lookups take their first hop, fills
+                // those too.
+                for depth in 0..JOIN_REFRESH_BUCKETS {
+                    let target = self.own.random_with_prefix(depth, &mut self.rng);
+                    self.start_lookup(target, LookupKind::FindNode, true, now);
+                }
             }
         }
         let lookup = entry.lookup;

@@ -310,8 +310,16 @@ impl RoutingTable {
             .flat_map(|b| b.nodes.iter())
             .filter(|node| node.status(now) != Status::Bad)
             .collect();
+        // Partial selection: answering a query must not cost a full sort of the table.
+        if n == 0 {
+            return Vec::new();
+        }
+        if all.len() > n {
+            all.select_nth_unstable_by_key(n - 1, |node| node.id.distance(target));
+            all.truncate(n);
+        }
         all.sort_unstable_by_key(|node| node.id.distance(target));
-        all.into_iter().take(n).map(Node::info).collect()
+        all.into_iter().map(Node::info).collect()
     }
 
     /// Questionable nodes not yet pinged, to check they are still there (at most `max`).

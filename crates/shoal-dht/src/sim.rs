@@ -167,7 +167,7 @@ impl Sim {
             seed: self.rng.gen(),
             // Each simulated node hears from few sources; keep the per-node maps small.
             rate_limit: RateLimitConfig {
-                max_sources: 256,
+                max_sources: 64,
                 ..RateLimitConfig::default()
             },
             ..DhtConfig::default()

@@ -527,3 +527,59 @@ fn oversized_bep44_put_gets_the_beps_error_codes() {
     }
     assert_eq!(dht.stats().peers_stored, 0);
 }
+
+/// TESTING.md fault scenario: half the nodes restart every 30 s (same id, table reloaded
+/// from their saved state, stored peers lost). After every round an announce still
+/// reaches several nodes, a lookup from another node finds it, and the restarted nodes'
+/// tables refill.
+#[test]
+fn half_the_nodes_restarting_every_30_s() {
+    let mut net = Net::new(40, |_, _| {});
+    net.advance(Duration::from_secs(5));
+    for round in 0..4u8 {
+        // Restart every other node (alternating halves each round), bootstrap node too.
+        for i in (usize::from(round % 2)..40).step_by(2) {
+            let saved = SavedState {
+                id: net.nodes[i].id(),
+                nodes: net.nodes[i].routing_nodes(),
+            };
+            let config = DhtConfig {
+                id: Some(saved.id),
+                saved_nodes: saved.nodes,
+                bootstrap: vec![addr(0)],
+                seed: 1000 + i as u64 + 100 * u64::from(round),
+                ..DhtConfig::default()
+            };
+            net.nodes[i] = Dht::new(config, net.now);
+        }
+        net.deliver();
+        net.advance(Duration::from_secs(30));
+        let info_hash = NodeId([0x70 + round; 20]);
+        let (announcer, searcher) = (3 + usize::from(round), 30 - usize::from(round));
+        let now = net.now;
+        net.nodes[announcer].announce(info_hash, Some(9000), now);
+        net.deliver();
+        let announced = net
+            .events(announcer)
+            .iter()
+            .any(|e| matches!(e, DhtEvent::LookupDone { announced_to, .. } if *announced_to >= 4));
+        assert!(
+            announced,
+            "round {round}: the announce reached too few nodes"
+        );
+        net.nodes[searcher].get_peers(info_hash, now);
+        net.deliver();
+        let expected = SocketAddr::new(net.addrs[announcer].ip(), 9000);
+        assert_eq!(
+            peers_of(&net.events(searcher)),
+            vec![expected],
+            "round {round}"
+        );
+        for (i, node) in net.nodes.iter().enumerate() {
+            assert!(
+                node.stats().nodes >= 8,
+                "round {round}: node {i} has a thin table"
+            );
+        }
+    }
+}

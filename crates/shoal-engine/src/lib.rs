@@ -13,6 +13,8 @@
 
 mod addresses;
 mod connection;
+pub mod lsd;
+pub mod metadata;
 mod rate;
 mod stats;
 pub mod torrent;

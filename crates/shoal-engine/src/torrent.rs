@@ -9,7 +9,7 @@
 //! sans-IO cores; what they decide is carried out at once: blocks are requested, written,
 //! hashed, served, and bytes are queued to the socket writers.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +25,8 @@ use shoal_swarm::{
     queue_depth, BlockData, Choker, ChokerConfig, ChokerPeer, PeerKey, PiecePicker, RateMeter,
     Received, SmartBan,
 };
+use shoal_wire::metadata::{self, OUR_UT_METADATA_ID, UT_METADATA};
+use shoal_wire::pex::{PexPeer, OUR_UT_PEX_ID, UT_PEX};
 use shoal_wire::{allowed_fast_set, ExtensionHandshake, PeerSession, SessionConfig, SessionEvent};
 use tokio::sync::{mpsc, watch};
 
@@ -276,6 +278,8 @@ struct Peer {
     connected: bool,
     /// The peer's pieces as last given to the picker.
     counted: Bitfield,
+    /// Peer exchange (BEP 11) with this peer.
+    pex: PexPeer,
 }
 
 impl Peer {
@@ -412,8 +416,10 @@ impl Actor {
             self.picker.have().clone(),
         );
         config.extension_handshake = ExtensionHandshake {
+            m: extensions_offered(&self.config.metainfo),
             v: Some(concat!("shoal ", env!("CARGO_PKG_VERSION")).to_owned()),
             p: self.config.listen.map(|a| a.port()),
+            metadata_size: Some(self.config.metainfo.info_bytes.len() as u64),
             ..ExtensionHandshake::default()
         };
         config
@@ -474,6 +480,7 @@ impl Actor {
                 last_block: now,
                 connected: false,
                 counted: Bitfield::new(piece_count),
+                pex: PexPeer::new(now),
             },
         );
         let _ = self.service(key, now);
@@ -622,6 +629,28 @@ impl Actor {
             SessionEvent::BlockReceived { block, data } => self.on_block(key, block, data, now)?,
             SessionEvent::Closed(_) => {}
             SessionEvent::AllowedFast(_) => self.request_more(key),
+            SessionEvent::Extended {
+                id: OUR_UT_METADATA_ID,
+                payload,
+            } => {
+                // BEP 9: serve our info dictionary to peers that came from a magnet link.
+                let extensions = peer.session.state().peer_extensions.as_ref();
+                let their_id = extensions.and_then(|e| e.id_of(UT_METADATA));
+                let info = &self.config.metainfo.info_bytes;
+                if let (Some(their_id), Some(answer)) = (their_id, metadata::answer(info, &payload))
+                {
+                    if peer.backlog.load(Ordering::Relaxed) < MAX_BACKLOG {
+                        peer.session.send_extended(their_id, answer.encode());
+                    }
+                }
+            }
+            SessionEvent::Extended {
+                id: OUR_UT_PEX_ID,
+                payload,
+            } if !self.config.metainfo.info.private => match peer.pex.on_receive(now, &payload) {
+                Ok(found) => self.add_addresses(found),
+                Err(e) => self.remove_peer(key, &e.to_string(), now),
+            },
             SessionEvent::Unchoked
             | SessionEvent::Suggest(_)
             | SessionEvent::DhtPort(_)
@@ -870,6 +899,7 @@ impl Actor {
             }
             self.service(key, now)?;
         }
+        self.send_pex(now);
         if self.choke_dirty && now.duration_since(self.last_choke) >= Duration::from_secs(1)
             || now.duration_since(self.last_choke) >= Duration::from_secs(10)
         {
@@ -883,6 +913,35 @@ impl Actor {
             self.last_resume_save = now;
         }
         Ok(())
+    }
+
+    /// BEP 11: tells each peer that speaks ut_pex about our other peers (their listen
+    /// addresses), at most once a minute; never for a private torrent (BEP 27).
+    fn send_pex(&mut self, now: Instant) {
+        if self.config.metainfo.info.private {
+            return;
+        }
+        let listen_addr =
+            |p: &Peer| match p.session.state().peer_extensions.as_ref().and_then(|e| e.p) {
+                Some(port) => SocketAddr::new(p.addr.ip(), port),
+                None => p.addr,
+            };
+        let connected: BTreeSet<SocketAddr> = self
+            .peers
+            .values()
+            .filter(|p| p.connected)
+            .map(listen_addr)
+            .collect();
+        for peer in self.peers.values_mut() {
+            let extensions = peer.session.state().peer_extensions.as_ref();
+            let Some(their_id) = extensions.and_then(|e| e.id_of(UT_PEX)) else {
+                continue;
+            };
+            if let Some(payload) = peer.pex.poll_send(now, &connected, listen_addr(peer)) {
+                peer.session.send_extended(their_id, payload);
+                peer.flush();
+            }
+        }
     }
 
     fn run_choker(&mut self, now: Instant) {
@@ -990,6 +1049,15 @@ impl Actor {
             self.remove_peer(key, "shutting down", now);
         }
     }
+}
+
+/// The BEP 10 extensions we take: ut_metadata always, ut_pex unless the torrent is private.
+fn extensions_offered(metainfo: &Metainfo) -> BTreeMap<String, u8> {
+    let mut m = BTreeMap::from([(UT_METADATA.to_owned(), OUR_UT_METADATA_ID)]);
+    if !metainfo.info.private {
+        m.insert(UT_PEX.to_owned(), OUR_UT_PEX_ID);
+    }
+    m
 }
 
 /// A readable client name from an Azureus-style peer id (`-LT2080-` → `LT 2080`).

@@ -13,6 +13,9 @@
 //!   length cap checked before a body is buffered.
 //! - [`Handshake`] / [`parse_handshake`]: the 68-byte opening, reserved bits.
 //! - [`ExtensionHandshake`]: the BEP 10 handshake dictionary, decoded under small limits.
+//! - [`metadata`]: BEP 9 ut_metadata messages and the checked assembly of fetched
+//!   metadata.
+//! - [`pex`]: BEP 11 peer exchange messages and per-connection send/receive limits.
 //! - [`PeerSession`]: one connection's state — choke/interest, the peer's pieces, our
 //!   outstanding requests, the peer's queued requests — and every rule that turns hostile
 //!   input into a [`WireError`] (the driver then disconnects).
@@ -22,8 +25,11 @@
 
 mod allowed_fast;
 mod extension;
+pub mod fuzzing;
 mod handshake;
 mod message;
+pub mod metadata;
+pub mod pex;
 mod session;
 
 pub use allowed_fast::allowed_fast_set;

@@ -27,6 +27,7 @@ enum Command {
     Seed(commands::transfer::SeedArgs),
     Tracker(commands::tracker::Args),
     Demo(commands::demo::Args),
+    Dht(commands::dht::Args),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +50,7 @@ fn main() -> ExitCode {
         Command::Seed(args) => commands::transfer::run_seed(args),
         Command::Tracker(args) => commands::tracker::run(args),
         Command::Demo(args) => commands::demo::run(args),
+        Command::Dht(args) => commands::dht::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

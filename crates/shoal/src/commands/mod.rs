@@ -2,6 +2,8 @@
 
 pub mod create;
 pub mod demo;
+pub mod dht;
+pub mod discovery;
 pub mod info;
 pub mod tracker;
 pub mod transfer;

@@ -1,4 +1,5 @@
-//! `shoal get` and `shoal seed`: run one torrent with the engine and show its progress.
+//! `shoal get` and `shoal seed`: run one torrent with the engine and show its progress;
+//! for magnet links, fetch its metadata from peers first.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -9,13 +10,18 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use shoal_core::Metainfo;
+use shoal_bencode::Value;
+use shoal_core::{InfoHash, Magnet, Metainfo, PeerId};
+use shoal_dht::driver::DhtHandle;
+use shoal_engine::metadata::{fetch_metadata, MetadataFetch, MetadataFetchError};
 use shoal_engine::{EngineEvent, Outcome, TorrentConfig};
 use shoal_tracker::client::UdpConfig;
 use shoal_tracker::driver::http::HttpConfig;
 use shoal_tracker::driver::{Announcer, AnnouncerConfig};
 use shoal_tracker::Progress;
 use tokio::sync::{mpsc, watch};
+
+use super::discovery::{self, DiscoveryOptions};
 
 use crate::units::{format_size, parse_size};
 
@@ -51,12 +57,15 @@ pub struct PeerOptions {
 /// Download a torrent, verifying every piece, then keep seeding it.
 ///
 /// Data already in the output folder is checked first and only what is missing is
-/// fetched, so an interrupted download resumes where it stopped. Exits 0 only when every
+/// fetched, so an interrupted download resumes where it stopped. For a magnet link or a
+/// bare info-hash, peers come from the DHT (and the link's `x.pe` peers) and the
+/// metadata from those peers, checked against the info-hash. Exits 0 only when every
 /// piece is verified on disk; 3 when stopped (Ctrl-C) before that.
 #[derive(Debug, clap::Args)]
 pub struct GetArgs {
-    /// The .torrent file.
-    pub torrent: PathBuf,
+    /// A .torrent file, a magnet link, or an info-hash (40 hex or 32 base32 characters).
+    #[arg(value_name = "TORRENT|MAGNET|INFOHASH")]
+    pub torrent: String,
     /// The folder to download into (the torrent's file or folder is created inside it).
     #[arg(short, long, value_name = "DIR", default_value = ".")]
     pub output: PathBuf,
@@ -65,6 +74,8 @@ pub struct GetArgs {
     pub no_seed: bool,
     #[command(flatten)]
     pub peer: PeerOptions,
+    #[command(flatten)]
+    pub discovery: DiscoveryOptions,
 }
 
 /// Check a torrent's data on disk, then seed it until Ctrl-C.
@@ -77,9 +88,11 @@ pub struct SeedArgs {
     pub path: PathBuf,
     #[command(flatten)]
     pub peer: PeerOptions,
+    #[command(flatten)]
+    pub discovery: DiscoveryOptions,
 }
 
-fn default_state_dir() -> PathBuf {
+pub fn default_state_dir() -> PathBuf {
     std::env::var_os("XDG_DATA_HOME")
         .filter(|d| !d.is_empty())
         .map(PathBuf::from)
@@ -88,11 +101,51 @@ fn default_state_dir() -> PathBuf {
         .join("shoal")
 }
 
+/// What `shoal get` was given.
+enum Source {
+    Torrent(Metainfo),
+    Magnet(Magnet),
+}
+
+fn parse_source(arg: &str) -> Result<Source> {
+    if arg
+        .get(..7)
+        .is_some_and(|p| p.eq_ignore_ascii_case("magnet:"))
+    {
+        let magnet: Magnet = arg.parse().context("not a usable magnet link")?;
+        return Ok(Source::Magnet(magnet));
+    }
+    let path = Path::new(arg);
+    if !path.exists() {
+        if let Ok(info_hash) = arg.parse::<InfoHash>() {
+            return Ok(Source::Magnet(Magnet {
+                info_hash,
+                name: None,
+                trackers: Vec::new(),
+                peers: Vec::new(),
+            }));
+        }
+    }
+    Ok(Source::Torrent(super::info::load_torrent(path)?))
+}
+
 pub fn run_get(args: GetArgs) -> Result<()> {
-    let metainfo = super::info::load_torrent(&args.torrent)?;
+    let source = parse_source(&args.torrent)?;
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("{}: cannot create", args.output.display()))?;
-    run_torrent(metainfo, args.output, None, !args.no_seed, args.peer)
+    let job = Job {
+        dir: args.output,
+        file: None,
+        seed: !args.no_seed,
+        opts: args.peer,
+        discovery: args.discovery,
+    };
+    block_on(move |stop| async move {
+        match source {
+            Source::Torrent(metainfo) => job.run(metainfo, stop).await,
+            Source::Magnet(magnet) => job.run_magnet(magnet, stop).await,
+        }
+    })
 }
 
 pub fn run_seed(args: SeedArgs) -> Result<()> {
@@ -117,39 +170,22 @@ pub fn run_seed(args: SeedArgs) -> Result<()> {
     } else {
         (args.path.clone(), None)
     };
-    run_torrent(metainfo, dir, file, true, args.peer)
+    let job = Job {
+        dir,
+        file,
+        seed: true,
+        opts: args.peer,
+        discovery: args.discovery,
+    };
+    block_on(move |stop| job.run(metainfo, stop))
 }
 
-fn run_torrent(
-    metainfo: Metainfo,
-    dir: PathBuf,
-    file: Option<PathBuf>,
-    seed: bool,
-    opts: PeerOptions,
-) -> Result<()> {
-    let metainfo = Arc::new(metainfo);
-    let trackers = if opts.no_tracker {
-        Vec::new()
-    } else {
-        metainfo.trackers.clone()
-    };
-    let config = TorrentConfig {
-        metainfo: metainfo.clone(),
-        download_dir: dir,
-        single_file_path: file,
-        state_dir: opts.state_dir.unwrap_or_else(default_state_dir),
-        listen: Some(
-            opts.listen
-                .unwrap_or_else(|| "0.0.0.0:6881".parse().expect("valid")),
-        ),
-        peers: opts.peers,
-        peer_feed: None,
-        seed,
-        max_upload_rate: opts.max_up,
-        max_download_rate: opts.max_down,
-        max_connections: opts.max_peers,
-        check_threads: 0,
-    };
+/// Runs `work` on a fresh runtime with a stop signal that Ctrl-C or SIGTERM sets.
+fn block_on<F, Fut>(work: F) -> Result<()>
+where
+    F: FnOnce(watch::Receiver<bool>) -> Fut,
+    Fut: std::future::Future<Output = Result<Outcome>>,
+{
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let outcome = runtime.block_on(async move {
         let (stop_tx, stop) = watch::channel(false);
@@ -157,11 +193,7 @@ fn run_torrent(
             wait_for_signal().await;
             let _ = stop_tx.send(true);
         });
-        let (display_tx, display_events) = mpsc::unbounded_channel();
-        let display = tokio::spawn(show_progress(display_events, metainfo, opts.json));
-        let outcome = run_announced(config, trackers, display_tx, stop).await;
-        let _ = display.await;
-        outcome
+        work(stop).await
     })?;
     match outcome {
         Outcome::Complete => Ok(()),
@@ -197,6 +229,17 @@ pub async fn run_announced(
 ) -> Result<Outcome> {
     let (feed, peer_feed) = mpsc::unbounded_channel();
     if !trackers.is_empty() {
+        // Peers from the trackers join those of any other source (the DHT, LSD).
+        if let Some(mut other) = config.peer_feed.take() {
+            let feed = feed.clone();
+            tokio::spawn(async move {
+                while let Some(peers) = other.recv().await {
+                    if feed.send(peers).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
         config.peer_feed = Some(peer_feed);
     }
     let (events_tx, events) = mpsc::unbounded_channel();
@@ -294,6 +337,153 @@ async fn announce(
         let _ = display.send(Update::Engine(event));
     }
     announcer
+}
+
+/// One torrent to run, with where its data lives and how to find peers.
+struct Job {
+    dir: PathBuf,
+    file: Option<PathBuf>,
+    seed: bool,
+    opts: PeerOptions,
+    discovery: DiscoveryOptions,
+}
+
+impl Job {
+    fn listen(&self) -> SocketAddr {
+        self.opts
+            .listen
+            .unwrap_or_else(|| "0.0.0.0:6881".parse().expect("valid"))
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.opts
+            .state_dir
+            .clone()
+            .unwrap_or_else(default_state_dir)
+    }
+
+    /// A magnet link: find peers, fetch the info dictionary from them, then run it.
+    async fn run_magnet(self, magnet: Magnet, mut stop: watch::Receiver<bool>) -> Result<Outcome> {
+        let info_hash = magnet.info_hash;
+        let saved = self
+            .state_dir()
+            .join(format!("{}.torrent", info_hash.to_hex()));
+        if let Ok(metainfo) = super::info::load_torrent(&saved) {
+            if metainfo.info_hash == info_hash {
+                return self.run(metainfo, stop).await;
+            }
+        }
+        let dht = discovery::start(&self.discovery, self.listen(), &self.state_dir()).await?;
+        let mut feed =
+            discovery::peer_feed(dht.as_ref(), &self.discovery, info_hash, self.listen());
+        let mut fetch = MetadataFetch::new(info_hash, PeerId::shoal(rand::random()));
+        fetch.peers = self.opts.peers.clone();
+        fetch.peers.extend(discovery::resolve(&magnet.peers));
+        fetch.local_ip = self.opts.listen.map(|a| a.ip());
+        if self.opts.json {
+            println!(
+                "{}",
+                json!({"event": "fetching_metadata", "info_hash": info_hash.to_hex()})
+            );
+        } else {
+            eprintln!(
+                "shoal: {}: fetching metadata from peers",
+                info_hash.to_hex()
+            );
+        }
+        let fetched = match fetch_metadata(fetch, feed.as_mut(), &mut stop).await {
+            Ok(fetched) => fetched,
+            Err(MetadataFetchError::Stopped) => {
+                if let Some(dht) = dht {
+                    dht.shutdown().await;
+                }
+                return Ok(Outcome::Stopped);
+            }
+            Err(e) => return Err(e).context(format!("{}: no metadata", info_hash.to_hex())),
+        };
+        let metainfo = metainfo_from_info(&fetched.info, &magnet)?;
+        if self.opts.json {
+            println!(
+                "{}",
+                json!({"event": "metadata", "name": metainfo.info.name, "size": metainfo.info.total_length})
+            );
+        }
+        // Keep it: a restart then needs no peer to tell us the metadata again.
+        let _ = std::fs::create_dir_all(self.state_dir())
+            .and_then(|()| std::fs::write(&saved, metainfo.to_bytes()));
+        let mut job = self;
+        job.opts.peers.extend(fetched.peers);
+        job.run_with(metainfo, dht, feed, stop).await
+    }
+
+    async fn run(self, metainfo: Metainfo, stop: watch::Receiver<bool>) -> Result<Outcome> {
+        // BEP 27: a private torrent's peers come from its tracker only.
+        if metainfo.info.private {
+            return self.run_with(metainfo, None, None, stop).await;
+        }
+        let dht = discovery::start(&self.discovery, self.listen(), &self.state_dir()).await?;
+        let feed = discovery::peer_feed(
+            dht.as_ref(),
+            &self.discovery,
+            metainfo.info_hash,
+            self.listen(),
+        );
+        self.run_with(metainfo, dht, feed, stop).await
+    }
+
+    async fn run_with(
+        self,
+        metainfo: Metainfo,
+        dht: Option<DhtHandle>,
+        peer_feed: Option<mpsc::UnboundedReceiver<Vec<SocketAddr>>>,
+        stop: watch::Receiver<bool>,
+    ) -> Result<Outcome> {
+        let metainfo = Arc::new(metainfo);
+        let listen = self.listen();
+        let trackers = if self.opts.no_tracker {
+            Vec::new()
+        } else {
+            metainfo.trackers.clone()
+        };
+        let config = TorrentConfig {
+            metainfo: metainfo.clone(),
+            download_dir: self.dir,
+            single_file_path: self.file,
+            state_dir: self.opts.state_dir.unwrap_or_else(default_state_dir),
+            listen: Some(listen),
+            peers: self.opts.peers,
+            peer_feed,
+            seed: self.seed,
+            max_upload_rate: self.opts.max_up,
+            max_download_rate: self.opts.max_down,
+            max_connections: self.opts.max_peers,
+            check_threads: 0,
+        };
+        let (display_tx, display_events) = mpsc::unbounded_channel();
+        let display = tokio::spawn(show_progress(display_events, metainfo, self.opts.json));
+        let outcome = run_announced(config, trackers, display_tx, stop).await;
+        let _ = display.await;
+        if let Some(dht) = dht {
+            dht.shutdown().await;
+        }
+        outcome
+    }
+}
+
+/// A `.torrent` around fetched (already verified) info bytes, with the magnet's trackers.
+fn metainfo_from_info(info: &[u8], magnet: &Magnet) -> Result<Metainfo> {
+    let mut root = Value::dict();
+    root.insert("info", Value::Raw(info.to_vec()));
+    if let Some(first) = magnet.trackers.first() {
+        root.insert("announce", first.as_str());
+        let tiers = magnet
+            .trackers
+            .iter()
+            .map(|t| Value::List(vec![t.as_str().into()]))
+            .collect::<Vec<_>>();
+        root.insert("announce-list", Value::List(tiers));
+    }
+    Metainfo::from_bytes(&root.to_bytes()).context("the peers' metadata is not a usable torrent")
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -1,0 +1,263 @@
+//! The tokio driver: one UDP socket and one [`Dht`], shared by every torrent of the
+//! process through cheap [`DhtHandle`] clones.
+//!
+//! A torrent asks for a *subscription*: [`DhtHandle::find_peers`] or
+//! [`DhtHandle::announce`] returns a channel of peer batches, fed by a lookup now and
+//! by repeated lookups later (soon when the last one found nothing or could announce
+//! nowhere, every [`DriverConfig::repeat`] otherwise) for as long as the receiver is
+//! alive. Dropping the receiver ends the subscription; dropping every handle stops the
+//! node and saves its routing table.
+
+use crate::persist::SavedState;
+use crate::{Dht, DhtConfig, DhtEvent, DhtStats, LookupId, NodeId};
+use shoal_core::InfoHash;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    pub listen: SocketAddr,
+    pub dht: DhtConfig,
+    /// Where the routing table is loaded from at start and saved to (periodically and
+    /// at shutdown).
+    pub state_file: Option<PathBuf>,
+    /// Lookups for a subscription repeat this often once they found peers (or announced).
+    pub repeat: Duration,
+    /// ... and this often while they find nothing.
+    pub retry: Duration,
+}
+
+impl DriverConfig {
+    pub fn new(listen: SocketAddr) -> Self {
+        DriverConfig {
+            listen,
+            dht: DhtConfig::default(),
+            state_file: None,
+            repeat: Duration::from_secs(15 * 60),
+            retry: Duration::from_secs(5),
+        }
+    }
+}
+
+enum Command {
+    Subscribe {
+        info_hash: NodeId,
+        announce: Option<Option<u16>>,
+        peers: mpsc::UnboundedSender<Vec<SocketAddr>>,
+    },
+    Stats(oneshot::Sender<DhtStats>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A handle to the running node; clone it freely.
+#[derive(Clone)]
+pub struct DhtHandle {
+    commands: mpsc::UnboundedSender<Command>,
+    local_addr: SocketAddr,
+    id: NodeId,
+}
+
+impl DhtHandle {
+    /// Binds the socket, loads the saved table if any, and starts the node.
+    pub async fn spawn(mut config: DriverConfig) -> std::io::Result<DhtHandle> {
+        if let Some(path) = &config.state_file {
+            if let Ok(bytes) = std::fs::read(path) {
+                match SavedState::decode(&bytes) {
+                    Ok(saved) => {
+                        config.dht.id.get_or_insert(saved.id);
+                        config.dht.saved_nodes.extend(saved.nodes);
+                    }
+                    Err(e) => tracing::warn!("{}: ignoring DHT state: {e}", path.display()),
+                }
+            }
+        }
+        let socket = UdpSocket::bind(config.listen).await?;
+        let local_addr = socket.local_addr()?;
+        let dht = Dht::new(config.dht.clone(), Instant::now());
+        let id = dht.id();
+        let (commands, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(socket, dht, config, rx));
+        Ok(DhtHandle {
+            commands,
+            local_addr,
+            id,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Peers for `info_hash`, in batches, for as long as the receiver is kept.
+    pub fn find_peers(&self, info_hash: InfoHash) -> mpsc::UnboundedReceiver<Vec<SocketAddr>> {
+        self.subscribe(info_hash, None)
+    }
+
+    /// Announces us on `port` (`None`: the DHT socket's port, `implied_port`) and
+    /// re-announces for as long as the receiver is kept; peers found on the way arrive
+    /// on it too.
+    pub fn announce(
+        &self,
+        info_hash: InfoHash,
+        port: Option<u16>,
+    ) -> mpsc::UnboundedReceiver<Vec<SocketAddr>> {
+        self.subscribe(info_hash, Some(port))
+    }
+
+    fn subscribe(
+        &self,
+        info_hash: InfoHash,
+        announce: Option<Option<u16>>,
+    ) -> mpsc::UnboundedReceiver<Vec<SocketAddr>> {
+        let (peers, rx) = mpsc::unbounded_channel();
+        let _ = self.commands.send(Command::Subscribe {
+            info_hash: info_hash.into(),
+            announce,
+            peers,
+        });
+        rx
+    }
+
+    /// The node's counters; `None` once it has stopped.
+    pub async fn stats(&self) -> Option<DhtStats> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(Command::Stats(tx)).ok()?;
+        rx.await.ok()
+    }
+
+    /// Stops the node for every handle and returns once its table is saved.
+    pub async fn shutdown(self) {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Shutdown(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+struct Subscription {
+    info_hash: NodeId,
+    announce: Option<Option<u16>>,
+    peers: mpsc::UnboundedSender<Vec<SocketAddr>>,
+    lookup: Option<LookupId>,
+    next_run: Instant,
+}
+
+const SAVE_EVERY: Duration = Duration::from_secs(10 * 60);
+
+async fn run(
+    socket: UdpSocket,
+    mut dht: Dht,
+    config: DriverConfig,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
+    let mut subs: Vec<Subscription> = Vec::new();
+    let mut buf = vec![0u8; 2048];
+    let mut next_save = Instant::now() + SAVE_EVERY;
+    loop {
+        let now = Instant::now();
+        subs.retain(|s| !s.peers.is_closed());
+        for sub in subs.iter_mut() {
+            if sub.lookup.is_none() && sub.next_run <= now {
+                sub.lookup = match sub.announce {
+                    Some(port) => dht.announce(sub.info_hash, port, now),
+                    None => dht.get_peers(sub.info_hash, now),
+                };
+                // Refused (too many lookups running): try again shortly.
+                sub.next_run = now + config.retry;
+            }
+        }
+        while let Some(event) = dht.poll_event() {
+            on_event(event, &mut subs, &config, now);
+        }
+        while let Some((to, packet)) = dht.poll_transmit() {
+            let _ = socket.send_to(&packet, to).await;
+        }
+        if now >= next_save {
+            next_save = now + SAVE_EVERY;
+            save(&dht, &config);
+        }
+        let wake = subs
+            .iter()
+            .filter(|s| s.lookup.is_none())
+            .map(|s| s.next_run)
+            .chain([dht.poll_timeout(), next_save])
+            .min()
+            .expect("never empty");
+        tokio::select! {
+            received = socket.recv_from(&mut buf) => {
+                if let Ok((len, from)) = received {
+                    dht.handle_packet(Instant::now(), from, &buf[..len]);
+                }
+            }
+            command = commands.recv() => match command {
+                None => break,
+                Some(Command::Subscribe { info_hash, announce, peers }) => subs.push(Subscription {
+                    info_hash,
+                    announce,
+                    peers,
+                    lookup: None,
+                    next_run: now,
+                }),
+                Some(Command::Stats(reply)) => {
+                    let _ = reply.send(dht.stats());
+                }
+                Some(Command::Shutdown(done)) => {
+                    save(&dht, &config);
+                    let _ = done.send(());
+                    return;
+                }
+            },
+            _ = tokio::time::sleep_until(wake.into()) => {
+                dht.handle_timeout(Instant::now());
+            }
+        }
+    }
+    save(&dht, &config);
+}
+
+fn on_event(event: DhtEvent, subs: &mut [Subscription], config: &DriverConfig, now: Instant) {
+    match event {
+        DhtEvent::Peers { lookup, peers, .. } => {
+            if let Some(sub) = subs.iter().find(|s| s.lookup == Some(lookup)) {
+                let _ = sub.peers.send(peers);
+            }
+        }
+        DhtEvent::LookupDone {
+            lookup,
+            peers_found,
+            announced_to,
+            ..
+        } => {
+            if let Some(sub) = subs.iter_mut().find(|s| s.lookup == Some(lookup)) {
+                sub.lookup = None;
+                let done = match sub.announce {
+                    Some(_) => announced_to > 0,
+                    None => peers_found > 0,
+                };
+                sub.next_run = now + if done { config.repeat } else { config.retry };
+            }
+        }
+    }
+}
+
+fn save(dht: &Dht, config: &DriverConfig) {
+    let Some(path) = &config.state_file else {
+        return;
+    };
+    let state = SavedState {
+        id: dht.id(),
+        nodes: dht.routing_nodes(),
+    };
+    let tmp = path.with_extension("tmp");
+    let result = std::fs::write(&tmp, state.encode()).and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = result {
+        tracing::warn!("{}: cannot save DHT state: {e}", path.display());
+    }
+}

@@ -1,0 +1,549 @@
+//! KRPC, the DHT's message format (BEP 5): one bencoded dictionary per UDP packet, a
+//! query (`y = q`), a response (`y = r`) or an error (`y = e`), matched by the
+//! transaction id `t`.
+//!
+//! [`Message::decode`] is the one boundary where a packet becomes a typed message: ids
+//! must be 20 bytes, compact node lists a multiple of 26, ports non-zero, and the whole
+//! packet small and shallow. Anything else is a [`KrpcError`] and the packet is dropped
+//! (or answered with error 203 when it was a query we could identify).
+
+use crate::id::NodeId;
+use shoal_bencode::{Dict, Limits, Value};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+
+/// Longest packet we look at: real KRPC messages fit one unfragmented datagram.
+pub const MAX_PACKET: usize = 1500;
+/// Longest transaction id we accept (libtorrent uses 2 bytes, others 4).
+const MAX_TID: usize = 16;
+/// A response carries at most this many peers in `values`; more are ignored.
+pub const MAX_VALUES: usize = 100;
+/// Peers we put in one `values` list: 50 × 8 bytes keeps the packet small.
+pub const VALUES_PER_RESPONSE: usize = 50;
+
+const LIMITS: Limits = Limits {
+    max_depth: 8,
+    max_tokens: 512,
+};
+
+/// KRPC error codes (BEP 5).
+pub const ERROR_GENERIC: i64 = 201;
+pub const ERROR_PROTOCOL: i64 = 203;
+pub const ERROR_METHOD_UNKNOWN: i64 = 204;
+/// BEP 44 error codes for oversized `put` arguments.
+pub const ERROR_VALUE_TOO_BIG: i64 = 205;
+pub const ERROR_SALT_TOO_BIG: i64 = 207;
+/// BEP 44 limits: the bencoded value and the salt.
+pub const MAX_ITEM_VALUE: usize = 1000;
+pub const MAX_ITEM_SALT: usize = 64;
+
+/// A node as it travels in `nodes`: 20-byte id, 4-byte IPv4, 2-byte port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub id: NodeId,
+    pub addr: SocketAddrV4,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Query {
+    Ping,
+    FindNode {
+        target: NodeId,
+    },
+    GetPeers {
+        info_hash: NodeId,
+    },
+    AnnouncePeer {
+        info_hash: NodeId,
+        /// The port from the message; with `implied_port` the source port is meant.
+        port: u16,
+        implied_port: bool,
+        token: Vec<u8>,
+    },
+}
+
+impl Query {
+    fn method(&self) -> &'static str {
+        match self {
+            Query::Ping => "ping",
+            Query::FindNode { .. } => "find_node",
+            Query::GetPeers { .. } => "get_peers",
+            Query::AnnouncePeer { .. } => "announce_peer",
+        }
+    }
+}
+
+/// The fields of a response we use; each query kind fills some of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Response {
+    pub nodes: Vec<NodeInfo>,
+    pub values: Vec<SocketAddr>,
+    pub token: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body {
+    Query(Query),
+    Response(Response),
+    Error { code: i64, message: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub tid: Vec<u8>,
+    /// The sender's id (queries and responses; errors carry none).
+    pub sender: Option<NodeId>,
+    /// BEP 42: in a response, the address the responder saw us at.
+    pub your_ip: Option<SocketAddr>,
+    /// `ro = 1` (BEP 43): the sender does not answer queries; keep it out of tables.
+    pub read_only: bool,
+    pub body: Body,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KrpcError {
+    #[error("packet of {0} bytes is too large")]
+    TooLarge(usize),
+    #[error("bencode: {0}")]
+    Bencode(#[from] shoal_bencode::DecodeError),
+    #[error("malformed message: {0}")]
+    Malformed(&'static str),
+    /// A query we could parse far enough to answer with an error.
+    #[error("bad query: {message}")]
+    BadQuery {
+        tid: Vec<u8>,
+        code: i64,
+        message: &'static str,
+    },
+}
+
+impl Message {
+    pub fn decode(packet: &[u8]) -> Result<Message, KrpcError> {
+        if packet.len() > MAX_PACKET {
+            return Err(KrpcError::TooLarge(packet.len()));
+        }
+        let doc = shoal_bencode::decode(packet, LIMITS)?;
+        let root = doc.root();
+        let dict = root
+            .as_dict()
+            .ok_or(KrpcError::Malformed("not a dictionary"))?;
+        let tid = dict
+            .get(b"t")
+            .and_then(|n| n.as_bytes())
+            .filter(|t| t.len() <= MAX_TID)
+            .ok_or(KrpcError::Malformed("missing transaction id"))?
+            .to_vec();
+        let kind = dict
+            .get(b"y")
+            .and_then(|n| n.as_bytes())
+            .ok_or(KrpcError::Malformed("missing y"))?;
+        let your_ip = dict
+            .get(b"ip")
+            .and_then(|n| n.as_bytes())
+            .and_then(decode_peer);
+        let read_only = dict.get(b"ro").and_then(|n| n.as_int()) == Some(1);
+        let (sender, body) = match kind {
+            b"q" => {
+                let method = dict
+                    .get(b"q")
+                    .and_then(|n| n.as_bytes())
+                    .ok_or(KrpcError::Malformed("missing q"))?;
+                let args = dict
+                    .get(b"a")
+                    .and_then(|n| n.as_dict())
+                    .ok_or_else(|| bad_query(&tid, "missing arguments"))?;
+                let sender = id_field(&args, b"id").ok_or_else(|| bad_query(&tid, "bad id"))?;
+                (
+                    Some(sender),
+                    Body::Query(decode_query(&tid, method, &args)?),
+                )
+            }
+            b"r" => {
+                let r = dict
+                    .get(b"r")
+                    .and_then(|n| n.as_dict())
+                    .ok_or(KrpcError::Malformed("missing r"))?;
+                let sender = id_field(&r, b"id").ok_or(KrpcError::Malformed("bad id"))?;
+                (Some(sender), Body::Response(decode_response(&r)?))
+            }
+            b"e" => {
+                let list = dict.get(b"e").and_then(|n| n.as_list());
+                let mut items = list.iter().flat_map(|l| l.iter());
+                let code = items.next().and_then(|n| n.as_int()).unwrap_or(0);
+                let message = items
+                    .next()
+                    .and_then(|n| n.as_bytes())
+                    .map(|b| String::from_utf8_lossy(&b[..b.len().min(100)]).into_owned())
+                    .unwrap_or_default();
+                (None, Body::Error { code, message })
+            }
+            _ => return Err(KrpcError::Malformed("unknown y")),
+        };
+        Ok(Message {
+            tid,
+            sender,
+            your_ip,
+            read_only,
+            body,
+        })
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut root = Value::dict();
+        root.insert("t", self.tid.clone());
+        if let Some(ip) = self.your_ip {
+            root.insert("ip", encode_peer(ip));
+        }
+        if self.read_only {
+            root.insert("ro", 1i64);
+        }
+        match &self.body {
+            Body::Query(q) => {
+                root.insert("y", "q");
+                root.insert("q", q.method());
+                let mut a = Value::dict();
+                if let Some(id) = self.sender {
+                    a.insert("id", id.0.to_vec());
+                }
+                match q {
+                    Query::Ping => {}
+                    Query::FindNode { target } => a.insert("target", target.0.to_vec()),
+                    Query::GetPeers { info_hash } => a.insert("info_hash", info_hash.0.to_vec()),
+                    Query::AnnouncePeer {
+                        info_hash,
+                        port,
+                        implied_port,
+                        token,
+                    } => {
+                        a.insert("info_hash", info_hash.0.to_vec());
+                        a.insert("port", i64::from(*port));
+                        a.insert("implied_port", i64::from(*implied_port));
+                        a.insert("token", token.clone());
+                    }
+                }
+                root.insert("a", a);
+            }
+            Body::Response(r) => {
+                root.insert("y", "r");
+                let mut d = Value::dict();
+                if let Some(id) = self.sender {
+                    d.insert("id", id.0.to_vec());
+                }
+                if !r.nodes.is_empty() {
+                    d.insert("nodes", encode_nodes(&r.nodes));
+                }
+                if !r.values.is_empty() {
+                    let values = r.values.iter().map(|&p| Value::Bytes(encode_peer(p)));
+                    d.insert("values", Value::List(values.collect()));
+                }
+                if let Some(token) = &r.token {
+                    d.insert("token", token.clone());
+                }
+                root.insert("r", d);
+            }
+            Body::Error { code, message } => {
+                root.insert("y", "e");
+                root.insert(
+                    "e",
+                    Value::List(vec![Value::Int(*code), message.as_str().into()]),
+                );
+            }
+        }
+        root.to_bytes()
+    }
+}
+
+fn bad_query(tid: &[u8], message: &'static str) -> KrpcError {
+    KrpcError::BadQuery {
+        tid: tid.to_vec(),
+        code: ERROR_PROTOCOL,
+        message,
+    }
+}
+
+fn id_field(dict: &Dict<'_, '_>, key: &[u8]) -> Option<NodeId> {
+    dict.get(key)
+        .and_then(|n| n.as_bytes())
+        .and_then(NodeId::from_slice)
+}
+
+fn decode_query(tid: &[u8], method: &[u8], args: &Dict<'_, '_>) -> Result<Query, KrpcError> {
+    Ok(match method {
+        b"ping" => Query::Ping,
+        b"find_node" => Query::FindNode {
+            target: id_field(args, b"target").ok_or_else(|| bad_query(tid, "bad target"))?,
+        },
+        b"get_peers" => Query::GetPeers {
+            info_hash: id_field(args, b"info_hash")
+                .ok_or_else(|| bad_query(tid, "bad info_hash"))?,
+        },
+        b"announce_peer" => {
+            let info_hash =
+                id_field(args, b"info_hash").ok_or_else(|| bad_query(tid, "bad info_hash"))?;
+            let implied_port = args.get(b"implied_port").and_then(|n| n.as_int()) == Some(1);
+            let port = args
+                .get(b"port")
+                .and_then(|n| n.as_int())
+                .and_then(|p| u16::try_from(p).ok())
+                .unwrap_or(0);
+            if port == 0 && !implied_port {
+                return Err(bad_query(tid, "bad port"));
+            }
+            let token = args
+                .get(b"token")
+                .and_then(|n| n.as_bytes())
+                .filter(|t| t.len() <= 64)
+                .ok_or_else(|| bad_query(tid, "bad token"))?
+                .to_vec();
+            Query::AnnouncePeer {
+                info_hash,
+                port,
+                implied_port,
+                token,
+            }
+        }
+        b"put" => return Err(check_put(tid, args)),
+        _ => {
+            return Err(KrpcError::BadQuery {
+                tid: tid.to_vec(),
+                code: ERROR_METHOD_UNKNOWN,
+                message: "method unknown",
+            })
+        }
+    })
+}
+
+/// BEP 44 data storage is not served by this node yet, but a `put` is still checked
+/// against the BEP's limits first (TESTING.md item 31), so an oversized salt or value gets
+/// the BEP's own error code; a well-formed one is refused as an unknown method.
+fn check_put(tid: &[u8], args: &Dict<'_, '_>) -> KrpcError {
+    let salt = args
+        .get(b"salt")
+        .and_then(|n| n.as_bytes())
+        .map_or(0, <[u8]>::len);
+    let value = args.get(b"v").map_or(0, |n| n.raw().len());
+    let (code, message) = if salt > MAX_ITEM_SALT {
+        (ERROR_SALT_TOO_BIG, "salt (salt field) too big")
+    } else if value > MAX_ITEM_VALUE {
+        (ERROR_VALUE_TOO_BIG, "message (v field) too big")
+    } else {
+        (ERROR_METHOD_UNKNOWN, "method unknown")
+    };
+    KrpcError::BadQuery {
+        tid: tid.to_vec(),
+        code,
+        message,
+    }
+}
+
+fn decode_response(r: &Dict<'_, '_>) -> Result<Response, KrpcError> {
+    let nodes = match r.get(b"nodes").and_then(|n| n.as_bytes()) {
+        Some(bytes) => decode_nodes(bytes).ok_or(KrpcError::Malformed("bad nodes"))?,
+        None => Vec::new(),
+    };
+    let values = r
+        .get(b"values")
+        .and_then(|n| n.as_list())
+        .map(|list| {
+            list.iter()
+                .filter_map(|v| v.as_bytes().and_then(decode_peer))
+                .take(MAX_VALUES)
+                .collect()
+        })
+        .unwrap_or_default();
+    let token = r
+        .get(b"token")
+        .and_then(|n| n.as_bytes())
+        .filter(|t| t.len() <= 64)
+        .map(<[u8]>::to_vec);
+    Ok(Response {
+        nodes,
+        values,
+        token,
+    })
+}
+
+/// Compact nodes: 26 bytes each. `None` when the length is not a multiple of 26.
+pub fn decode_nodes(bytes: &[u8]) -> Option<Vec<NodeInfo>> {
+    if !bytes.len().is_multiple_of(26) {
+        return None;
+    }
+    Some(
+        bytes
+            .chunks_exact(26)
+            .filter_map(|c| {
+                let id = NodeId::from_slice(&c[..20])?;
+                let ip = Ipv4Addr::new(c[20], c[21], c[22], c[23]);
+                let port = u16::from_be_bytes([c[24], c[25]]);
+                (port != 0 && !ip.is_unspecified()).then_some(NodeInfo {
+                    id,
+                    addr: SocketAddrV4::new(ip, port),
+                })
+            })
+            .collect(),
+    )
+}
+
+pub fn encode_nodes(nodes: &[NodeInfo]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(nodes.len() * 26);
+    for n in nodes {
+        out.extend_from_slice(&n.id.0);
+        out.extend_from_slice(&n.addr.ip().octets());
+        out.extend_from_slice(&n.addr.port().to_be_bytes());
+    }
+    out
+}
+
+/// A compact peer: 6 bytes (IPv4) or 18 bytes (IPv6), port 0 rejected.
+pub fn decode_peer(b: &[u8]) -> Option<SocketAddr> {
+    let (ip, port) = match b.len() {
+        6 => (
+            IpAddr::from([b[0], b[1], b[2], b[3]]),
+            u16::from_be_bytes([b[4], b[5]]),
+        ),
+        18 => {
+            let octets: [u8; 16] = b[..16].try_into().ok()?;
+            (IpAddr::from(octets), u16::from_be_bytes([b[16], b[17]]))
+        }
+        _ => return None,
+    };
+    (port != 0).then_some(SocketAddr::new(ip, port))
+}
+
+pub fn encode_peer(addr: SocketAddr) -> Vec<u8> {
+    let mut out = match addr.ip() {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    };
+    out.extend_from_slice(&addr.port().to_be_bytes());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn id(b: u8) -> NodeId {
+        NodeId([b; 20])
+    }
+
+    #[test]
+    fn queries_round_trip() {
+        for q in [
+            Query::Ping,
+            Query::FindNode { target: id(2) },
+            Query::GetPeers { info_hash: id(3) },
+            Query::AnnouncePeer {
+                info_hash: id(4),
+                port: 6881,
+                implied_port: false,
+                token: b"tok".to_vec(),
+            },
+        ] {
+            let m = Message {
+                tid: b"aa".to_vec(),
+                sender: Some(id(1)),
+                your_ip: None,
+                read_only: false,
+                body: Body::Query(q),
+            };
+            assert_eq!(Message::decode(&m.encode()), Ok(m));
+        }
+    }
+
+    #[test]
+    fn responses_and_errors_round_trip() {
+        let m = Message {
+            tid: vec![0, 1, 2, 3],
+            sender: Some(id(9)),
+            your_ip: Some("1.2.3.4:5".parse().unwrap()),
+            read_only: false,
+            body: Body::Response(Response {
+                nodes: vec![NodeInfo {
+                    id: id(7),
+                    addr: "10.0.0.1:6881".parse().unwrap(),
+                }],
+                values: vec!["127.0.0.1:1".parse().unwrap(), "[::1]:2".parse().unwrap()],
+                token: Some(vec![1; 8]),
+            }),
+        };
+        assert_eq!(Message::decode(&m.encode()), Ok(m));
+        let e = Message {
+            tid: b"x".to_vec(),
+            sender: None,
+            your_ip: None,
+            read_only: false,
+            body: Body::Error {
+                code: 203,
+                message: "bad".into(),
+            },
+        };
+        assert_eq!(Message::decode(&e.encode()), Ok(e));
+    }
+
+    /// The example ping from BEP 5, byte for byte.
+    #[test]
+    fn decodes_the_bep_example() {
+        let ping = b"d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe";
+        let m = Message::decode(ping).unwrap();
+        assert_eq!(m.body, Body::Query(Query::Ping));
+        assert_eq!(m.sender, NodeId::from_slice(b"abcdefghij0123456789"));
+        let reply = Message {
+            tid: b"aa".to_vec(),
+            sender: NodeId::from_slice(b"mnopqrstuvwxyz123456"),
+            your_ip: None,
+            read_only: false,
+            body: Body::Response(Response::default()),
+        };
+        assert_eq!(
+            reply.encode(),
+            b"d1:rd2:id20:mnopqrstuvwxyz123456e1:t2:aa1:y1:re"
+        );
+    }
+
+    #[test]
+    fn bad_packets_are_errors() {
+        let too_big = vec![b'x'; MAX_PACKET + 1];
+        assert!(matches!(
+            Message::decode(&too_big),
+            Err(KrpcError::TooLarge(_))
+        ));
+        for bad in [
+            &b""[..],
+            b"le",
+            b"d1:y1:qe",
+            b"d1:t2:aa1:y1:qe",
+            b"d1:t2:aa1:y1:r1:rd2:id3:abcee",
+            b"d1:rd2:id20:mnopqrstuvwxyz1234565:nodes5:12345e1:t2:aa1:y1:re",
+            b"d1:t2:aa1:y1:ze",
+        ] {
+            assert!(Message::decode(bad).is_err(), "{bad:?}");
+        }
+        // An unknown method and a short id are answerable errors.
+        let unknown = b"d1:ad2:id20:abcdefghij0123456789e1:q4:vote1:t2:aa1:y1:qe";
+        assert!(matches!(
+            Message::decode(unknown),
+            Err(KrpcError::BadQuery {
+                code: ERROR_METHOD_UNKNOWN,
+                ..
+            })
+        ));
+        let short = b"d1:ad2:id3:abce1:q4:ping1:t2:aa1:y1:qe";
+        assert!(matches!(
+            Message::decode(short),
+            Err(KrpcError::BadQuery {
+                code: ERROR_PROTOCOL,
+                ..
+            })
+        ));
+        let deep = format!("d1:t2:aa1:y1:q1:x{}{}e", "l".repeat(50), "e".repeat(50));
+        assert!(Message::decode(deep.as_bytes()).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_packets_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let _ = Message::decode(&bytes);
+        }
+    }
+}

@@ -1,0 +1,691 @@
+//! [`Dht`]: one DHT node as a sans-IO state machine.
+//!
+//! The driver hands it packets ([`Dht::handle_packet`]) and timer expiries
+//! ([`Dht::handle_timeout`]) with the current time, and drains packets to send
+//! ([`Dht::poll_transmit`]), events ([`Dht::poll_event`]) and the next deadline
+//! ([`Dht::poll_timeout`]). Randomness comes from a seeded RNG, so a simulator replays
+//! a whole network exactly.
+//!
+//! Incoming packets pass, in order: the per-IP rate limit, the KRPC decoder, the
+//! own-id check (a packet claiming our id is a reflection or an attack and is ignored),
+//! then either the query handlers (which answer and may learn the sender) or the
+//! transaction table (a response must come from the address we asked, under a
+//! transaction id we issued and still wait for; anything else is dropped).
+
+use crate::id::{bep42_id, bep42_valid, NodeId};
+use crate::krpc::{
+    Body, KrpcError, Message, NodeInfo, Query, Response, ERROR_PROTOCOL, VALUES_PER_RESPONSE,
+};
+use crate::lookup::{Lookup, LookupId, LookupKind};
+use crate::peer_store::{PeerStore, PeerStoreLimits};
+use crate::rate_limit::{RateLimitConfig, SourceLimiter};
+use crate::routing::{Insert, RoutingTable, K};
+use crate::tokens::Tokens;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::{BTreeMap, VecDeque};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+/// Settings of a node. [`DhtConfig::default`] is what a public node wants.
+#[derive(Debug, Clone)]
+pub struct DhtConfig {
+    /// Our id; `None` picks one (BEP 42 style when `external_ip` is known).
+    pub id: Option<NodeId>,
+    /// Our public IPv4 address, if known: our id is then derived from it (BEP 42).
+    pub external_ip: Option<Ipv4Addr>,
+    /// Keep nodes whose id does not match their address (BEP 42) out of the routing
+    /// table. Loopback and private addresses are always exempt.
+    pub enforce_node_ids: bool,
+    /// Addresses to bootstrap from (ids unknown), e.g. router nodes or a saved table.
+    pub bootstrap: Vec<SocketAddr>,
+    /// Nodes from a saved routing table; asked first when the node starts.
+    pub saved_nodes: Vec<NodeInfo>,
+    /// Queries a lookup keeps in flight.
+    pub alpha: usize,
+    /// How long to wait for an answer.
+    pub query_timeout: Duration,
+    pub rate_limit: RateLimitConfig,
+    pub peer_store: PeerStoreLimits,
+    /// Queries we wait for at once, over all lookups; more wait their turn.
+    pub max_pending: usize,
+    /// Lookups run at once; further `get_peers`/`announce` calls are refused.
+    pub max_lookups: usize,
+    /// Packets queued for sending at most; answers beyond that are dropped.
+    pub max_transmit_queue: usize,
+    /// Seed for the RNG (ids, tokens, transaction ids).
+    pub seed: u64,
+}
+
+impl Default for DhtConfig {
+    fn default() -> Self {
+        DhtConfig {
+            id: None,
+            external_ip: None,
+            enforce_node_ids: false,
+            bootstrap: Vec::new(),
+            saved_nodes: Vec::new(),
+            alpha: 4,
+            query_timeout: Duration::from_secs(3),
+            rate_limit: RateLimitConfig::default(),
+            peer_store: PeerStoreLimits::default(),
+            max_pending: 1024,
+            max_lookups: 256,
+            max_transmit_queue: 4096,
+            seed: 0,
+        }
+    }
+}
+
+/// What the node reports to its owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DhtEvent {
+    /// Peers for a `get_peers`/`announce` lookup, each reported once per lookup.
+    Peers {
+        lookup: LookupId,
+        info_hash: NodeId,
+        peers: Vec<SocketAddr>,
+    },
+    /// A lookup finished (announces, if any, have been sent).
+    LookupDone {
+        lookup: LookupId,
+        target: NodeId,
+        peers_found: usize,
+        announced_to: usize,
+        queries: u32,
+        /// The round of the first answer with peers (1 = asked straight from our table).
+        first_peers_round: Option<u32>,
+    },
+}
+
+/// Counters for the `shoal dht` display and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DhtStats {
+    pub nodes: usize,
+    pub buckets: usize,
+    pub torrents_stored: usize,
+    pub peers_stored: usize,
+    pub packets_in: u64,
+    pub packets_out: u64,
+    pub rate_limited: u64,
+    pub bad_packets: u64,
+    pub queries_answered: u64,
+    pub lookups_running: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Purpose {
+    Lookup { lookup: LookupId, round: u32 },
+    Ping,
+    Announce,
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    addr: SocketAddr,
+    id: Option<NodeId>,
+    purpose: Purpose,
+    deadline: Instant,
+}
+
+/// Housekeeping (pings, refreshes, bootstrap retries) runs this often.
+const MAINTENANCE: Duration = Duration::from_secs(5);
+/// A bootstrap that leaves fewer than K nodes in the table (a young node, or a network
+/// whose nodes all started at once) is retried after this long, doubling each time up
+/// to [`MAX_BOOTSTRAP_BACKOFF`].
+const MIN_BOOTSTRAP_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BOOTSTRAP_BACKOFF: Duration = Duration::from_secs(60);
+/// Far buckets refreshed right after a successful bootstrap.
+const JOIN_REFRESH_BUCKETS: usize = 4;
+/// Questionable nodes pinged per maintenance round.
+const PINGS_PER_ROUND: usize = 8;
+
+struct LookupEntry {
+    lookup: Lookup,
+    /// Internal lookups (bootstrap, refresh) report nothing.
+    internal: bool,
+}
+
+pub struct Dht {
+    config: DhtConfig,
+    own: NodeId,
+    rng: StdRng,
+    table: RoutingTable,
+    tokens: Tokens,
+    store: PeerStore,
+    limiter: SourceLimiter,
+    pending: BTreeMap<u16, Pending>,
+    next_tid: u16,
+    lookups: BTreeMap<LookupId, LookupEntry>,
+    next_lookup: u64,
+    transmit: VecDeque<(SocketAddr, Vec<u8>)>,
+    events: VecDeque<DhtEvent>,
+    next_maintenance: Instant,
+    bootstrap_lookup: Option<LookupId>,
+    next_bootstrap: Option<Instant>,
+    bootstrap_backoff: Duration,
+    stats: DhtStats,
+}
+
+impl Dht {
+    /// A node that starts bootstrapping at once (from saved nodes and bootstrap addresses).
+    pub fn new(config: DhtConfig, now: Instant) -> Self {
+        let mut rng = StdRng::seed_from_u64(config.seed);
+        let own = config.id.unwrap_or_else(|| match config.external_ip {
+            Some(ip) => bep42_id(ip, &mut rng),
+            None => NodeId::random(&mut rng),
+        });
+        let secret = rng.gen();
+        let mut dht = Dht {
+            table: RoutingTable::new(own, now),
+            tokens: Tokens::new(secret, now),
+            store: PeerStore::new(config.peer_store),
+            limiter: SourceLimiter::new(config.rate_limit),
+            own,
+            rng,
+            pending: BTreeMap::new(),
+            next_tid: 0,
+            lookups: BTreeMap::new(),
+            next_lookup: 0,
+            transmit: VecDeque::new(),
+            events: VecDeque::new(),
+            next_maintenance: now + MAINTENANCE,
+            bootstrap_lookup: None,
+            next_bootstrap: None,
+            bootstrap_backoff: MIN_BOOTSTRAP_BACKOFF,
+            stats: DhtStats::default(),
+            config,
+        };
+        dht.bootstrap(now);
+        dht
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.own
+    }
+
+    pub fn stats(&self) -> DhtStats {
+        DhtStats {
+            nodes: self.table.len(),
+            buckets: self.table.bucket_count(),
+            torrents_stored: self.store.torrent_count(),
+            peers_stored: self.store.peer_count(),
+            lookups_running: self.lookups.len(),
+            ..self.stats
+        }
+    }
+
+    /// The nodes of the routing table (to save for the next start).
+    pub fn routing_nodes(&self) -> Vec<NodeInfo> {
+        self.table.nodes().collect()
+    }
+
+    // ---- lookups -----------------------------------------------------------------------
+
+    /// Starts a get_peers lookup; found peers arrive as [`DhtEvent::Peers`].
+    pub fn get_peers(&mut self, info_hash: NodeId, now: Instant) -> Option<LookupId> {
+        self.start_lookup(info_hash, LookupKind::GetPeers, false, now)
+    }
+
+    /// Looks up `info_hash` and announces us on `port` (`None`: our UDP source port,
+    /// `implied_port`) to the closest nodes; found peers are reported too.
+    pub fn announce(
+        &mut self,
+        info_hash: NodeId,
+        port: Option<u16>,
+        now: Instant,
+    ) -> Option<LookupId> {
+        self.start_lookup(info_hash, LookupKind::Announce { port }, false, now)
+    }
+
+    fn start_lookup(
+        &mut self,
+        target: NodeId,
+        kind: LookupKind,
+        internal: bool,
+        now: Instant,
+    ) -> Option<LookupId> {
+        if self.lookups.len() >= self.config.max_lookups {
+            return None;
+        }
+        // More than k: if the closest ones have gone away, the lookup falls back on these
+        // instead of ending empty-handed.
+        let start = self.table.closest(&target, 4 * K, now);
+        let seeds = if start.len() < K {
+            self.bootstrap_addrs()
+        } else {
+            Vec::new()
+        };
+        let id = LookupId(self.next_lookup);
+        self.next_lookup += 1;
+        let lookup = Lookup::new(target, kind, self.own, self.config.alpha, &start, seeds);
+        self.lookups.insert(id, LookupEntry { lookup, internal });
+        self.drive(id, now);
+        Some(id)
+    }
+
+    fn bootstrap_addrs(&self) -> Vec<SocketAddr> {
+        let mut addrs: Vec<SocketAddr> = self.config.bootstrap.clone();
+        addrs.extend(
+            self.config
+                .saved_nodes
+                .iter()
+                .map(|n| SocketAddr::V4(n.addr)),
+        );
+        addrs.sort_unstable();
+        addrs.dedup();
+        addrs
+    }
+
+    fn bootstrap(&mut self, now: Instant) {
+        if self.bootstrap_addrs().is_empty() && self.table.is_empty() {
+            return;
+        }
+        self.bootstrap_lookup = self.start_lookup(self.own, LookupKind::FindNode, true, now);
+    }
+
+    /// Sends what the lookup wants sent; finishes it when it is done.
+    fn drive(&mut self, id: LookupId, now: Instant) {
+        loop {
+            if self.pending.len() >= self.config.max_pending {
+                return;
+            }
+            let Some(entry) = self.lookups.get_mut(&id) else {
+                return;
+            };
+            let Some(ask) = entry.lookup.next_ask() else {
+                break;
+            };
+            let target = entry.lookup.target;
+            let query = match entry.lookup.kind {
+                LookupKind::FindNode => Query::FindNode { target },
+                _ => Query::GetPeers { info_hash: target },
+            };
+            let purpose = Purpose::Lookup {
+                lookup: id,
+                round: ask.round,
+            };
+            self.send_query(now, ask.addr, ask.id, query, purpose);
+        }
+        if self.lookups.get(&id).is_some_and(|e| e.lookup.is_done()) {
+            self.finish(id, now);
+        }
+    }
+
+    fn finish(&mut self, id: LookupId, now: Instant) {
+        let Some(entry) = self.lookups.remove(&id) else {
+            return;
+        };
+        if self.bootstrap_lookup == Some(id) {
+            self.bootstrap_lookup = None;
+            if self.table.len() < K {
+                self.next_bootstrap = Some(now + self.bootstrap_backoff);
+                self.bootstrap_backoff = (self.bootstrap_backoff * 2).min(MAX_BOOTSTRAP_BACKOFF);
+            } else {
+                self.bootstrap_backoff = MIN_BOOTSTRAP_BACKOFF;
+                // Kademlia's join: the self-lookup filled the buckets near us; a lookup in
+                // each of the far buckets, where most lookups take their first hop, fills
+                // those too.
+                for depth in 0..JOIN_REFRESH_BUCKETS {
+                    let target = self.own.random_with_prefix(depth, &mut self.rng);
+                    self.start_lookup(target, LookupKind::FindNode, true, now);
+                }
+            }
+        }
+        let lookup = entry.lookup;
+        let mut announced_to = 0;
+        if let LookupKind::Announce { port } = lookup.kind {
+            for (node, token) in lookup.announce_targets() {
+                let query = Query::AnnouncePeer {
+                    info_hash: lookup.target,
+                    port: port.unwrap_or(0),
+                    implied_port: port.is_none(),
+                    token,
+                };
+                let addr = SocketAddr::V4(node.addr);
+                self.send_query(now, addr, Some(node.id), query, Purpose::Announce);
+                announced_to += 1;
+            }
+        }
+        if !entry.internal {
+            self.events.push_back(DhtEvent::LookupDone {
+                lookup: id,
+                target: lookup.target,
+                peers_found: lookup.peers_found(),
+                announced_to,
+                queries: lookup.queries,
+                first_peers_round: lookup.first_peers_round,
+            });
+        }
+    }
+
+    // ---- sending -----------------------------------------------------------------------
+
+    fn send_query(
+        &mut self,
+        now: Instant,
+        addr: SocketAddr,
+        id: Option<NodeId>,
+        query: Query,
+        purpose: Purpose,
+    ) {
+        if self.pending.len() >= self.config.max_pending || !addr.is_ipv4() {
+            if let Purpose::Lookup { lookup, .. } = purpose {
+                if let Some(e) = self.lookups.get_mut(&lookup) {
+                    e.lookup.on_failure(addr, id);
+                }
+            }
+            return;
+        }
+        let mut tid = self.next_tid;
+        while self.pending.contains_key(&tid) {
+            tid = tid.wrapping_add(1);
+        }
+        self.next_tid = tid.wrapping_add(1);
+        let message = Message {
+            tid: tid.to_be_bytes().to_vec(),
+            sender: Some(self.own),
+            your_ip: None,
+            read_only: false,
+            body: Body::Query(query),
+        };
+        self.pending.insert(
+            tid,
+            Pending {
+                addr,
+                id,
+                purpose,
+                deadline: now + self.config.query_timeout,
+            },
+        );
+        self.send(addr, message.encode());
+    }
+
+    fn send(&mut self, addr: SocketAddr, packet: Vec<u8>) {
+        if self.transmit.len() < self.config.max_transmit_queue {
+            self.stats.packets_out += 1;
+            self.transmit.push_back((addr, packet));
+        }
+    }
+
+    fn reply(&mut self, to: SocketAddr, tid: Vec<u8>, body: Body) {
+        let message = Message {
+            tid,
+            sender: matches!(body, Body::Response(_)).then_some(self.own),
+            your_ip: Some(to),
+            read_only: false,
+            body,
+        };
+        self.send(to, message.encode());
+    }
+
+    // ---- driver interface --------------------------------------------------------------
+
+    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        self.transmit.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<DhtEvent> {
+        self.events.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Instant {
+        self.pending
+            .values()
+            .map(|p| p.deadline)
+            .chain(self.next_bootstrap)
+            .fold(self.next_maintenance, Instant::min)
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let expired: Vec<u16> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(&t, _)| t)
+            .collect();
+        for tid in expired {
+            if let Some(p) = self.pending.remove(&tid) {
+                self.on_failure(p, now);
+            }
+        }
+        if self.next_bootstrap.is_some_and(|t| now >= t) {
+            self.next_bootstrap = None;
+            self.bootstrap(now);
+        }
+        if now >= self.next_maintenance {
+            self.next_maintenance = now + MAINTENANCE;
+            self.maintain(now);
+        }
+        // Lookups held back by a full transaction table get their turn.
+        let ids: Vec<LookupId> = self.lookups.keys().copied().collect();
+        for id in ids {
+            self.drive(id, now);
+        }
+    }
+
+    fn maintain(&mut self, now: Instant) {
+        let rng = &mut self.rng;
+        self.tokens.maybe_rotate(now, || rng.gen());
+        self.store.expire(now);
+        for node in self.table.to_ping(now, PINGS_PER_ROUND) {
+            self.send_query(
+                now,
+                SocketAddr::V4(node.addr),
+                Some(node.id),
+                Query::Ping,
+                Purpose::Ping,
+            );
+        }
+        // A table that thinned out (nodes went bad) rejoins through the bootstrap nodes.
+        if self.table.len() < K && self.bootstrap_lookup.is_none() && self.next_bootstrap.is_none()
+        {
+            self.bootstrap(now);
+        }
+        for depth in self.table.stale_buckets(now) {
+            let target = self.own.random_with_prefix(depth, &mut self.rng);
+            self.start_lookup(target, LookupKind::FindNode, true, now);
+        }
+    }
+
+    fn on_failure(&mut self, p: Pending, now: Instant) {
+        if let (Some(id), SocketAddr::V4(v4)) = (p.id, p.addr) {
+            self.table.failed(&id, v4, now);
+        }
+        if let Purpose::Lookup { lookup, .. } = p.purpose {
+            if let Some(e) = self.lookups.get_mut(&lookup) {
+                e.lookup.on_failure(p.addr, p.id);
+            }
+            self.drive(lookup, now);
+        }
+    }
+
+    /// Processes one received UDP packet.
+    pub fn handle_packet(&mut self, now: Instant, from: SocketAddr, packet: &[u8]) {
+        self.stats.packets_in += 1;
+        if !self.limiter.allow(from.ip(), now) {
+            self.stats.rate_limited += 1;
+            return;
+        }
+        let message = match Message::decode(packet) {
+            Ok(m) => m,
+            Err(KrpcError::BadQuery { tid, code, message }) => {
+                self.stats.bad_packets += 1;
+                let body = Body::Error {
+                    code,
+                    message: message.to_owned(),
+                };
+                self.reply(from, tid, body);
+                return;
+            }
+            Err(_) => {
+                self.stats.bad_packets += 1;
+                return;
+            }
+        };
+        if message.sender == Some(self.own) {
+            // Our own id from someone else: a reflection or an attempt to poison tables.
+            self.stats.bad_packets += 1;
+            return;
+        }
+        match message.body {
+            Body::Query(query) => {
+                let sender = message.sender.expect("queries always carry an id");
+                self.on_query(now, from, message.tid, sender, message.read_only, query);
+            }
+            Body::Response(response) => {
+                let sender = message.sender.expect("responses always carry an id");
+                self.on_response(now, from, &message.tid, sender, message.read_only, response);
+            }
+            Body::Error { .. } => {
+                if let Some(p) = self.take_pending(&message.tid, from) {
+                    // The node is alive but refused; a lookup moves on without it.
+                    if let Purpose::Lookup { lookup, .. } = p.purpose {
+                        if let Some(e) = self.lookups.get_mut(&lookup) {
+                            e.lookup.on_failure(p.addr, p.id);
+                        }
+                        self.drive(lookup, now);
+                    }
+                }
+            }
+        }
+    }
+
+    fn take_pending(&mut self, tid: &[u8], from: SocketAddr) -> Option<Pending> {
+        let tid = u16::from_be_bytes(tid.try_into().ok()?);
+        match self.pending.get(&tid) {
+            Some(p) if p.addr == from => self.pending.remove(&tid),
+            _ => None,
+        }
+    }
+
+    /// Whether `id` at `addr` may enter the routing table.
+    fn acceptable(&self, id: &NodeId, addr: SocketAddr) -> bool {
+        addr.is_ipv4() && (!self.config.enforce_node_ids || bep42_valid(id, addr.ip()))
+    }
+
+    fn on_query(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        tid: Vec<u8>,
+        sender: NodeId,
+        read_only: bool,
+        query: Query,
+    ) {
+        self.stats.queries_answered += 1;
+        let body = match query {
+            Query::Ping => Body::Response(Response::default()),
+            Query::FindNode { target } => Body::Response(Response {
+                nodes: self.table.closest(&target, K, now),
+                ..Response::default()
+            }),
+            Query::GetPeers { info_hash } => {
+                let values = self
+                    .store
+                    .get(&info_hash, VALUES_PER_RESPONSE, now, &mut self.rng);
+                Body::Response(Response {
+                    nodes: self.table.closest(&info_hash, K, now),
+                    values,
+                    token: Some(self.tokens.make(from.ip())),
+                })
+            }
+            Query::AnnouncePeer {
+                info_hash,
+                port,
+                implied_port,
+                token,
+            } => {
+                if self.tokens.check(from.ip(), &token) {
+                    let port = if implied_port { from.port() } else { port };
+                    let peer = SocketAddr::new(from.ip(), port);
+                    if self.store.announce(info_hash, peer, now) {
+                        Body::Response(Response::default())
+                    } else {
+                        Body::Error {
+                            code: crate::krpc::ERROR_GENERIC,
+                            message: "peer store full".to_owned(),
+                        }
+                    }
+                } else {
+                    Body::Error {
+                        code: ERROR_PROTOCOL,
+                        message: "bad token".to_owned(),
+                    }
+                }
+            }
+        };
+        self.reply(from, tid, body);
+        let SocketAddr::V4(v4) = from else {
+            return;
+        };
+        if read_only || !self.acceptable(&sender, from) {
+            return;
+        }
+        if self.table.contains(&sender) {
+            self.table.heard_query(&sender, v4, now);
+        } else if self.table.has_room_for(&sender, now)
+            && self.pending.len() < self.config.max_pending / 2
+        {
+            // Learn it only once it answers us: a forged source address never does.
+            self.send_query(now, from, Some(sender), Query::Ping, Purpose::Ping);
+        }
+    }
+
+    fn on_response(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        tid: &[u8],
+        sender: NodeId,
+        read_only: bool,
+        response: Response,
+    ) {
+        let Some(p) = self.take_pending(tid, from) else {
+            self.stats.bad_packets += 1;
+            return;
+        };
+        if let SocketAddr::V4(v4) = from {
+            if let Some(asked) = p.id.filter(|asked| *asked != sender) {
+                // The node we knew at this address is gone; someone else lives there now.
+                self.table.remove(&asked, v4, now);
+            }
+            if !read_only && self.acceptable(&sender, from) {
+                if let Insert::Full { ping } = self.table.heard_response(sender, v4, now) {
+                    for n in ping {
+                        let addr = SocketAddr::V4(n.addr);
+                        self.send_query(now, addr, Some(n.id), Query::Ping, Purpose::Ping);
+                    }
+                }
+            }
+        }
+        if let Purpose::Lookup { lookup, round } = p.purpose {
+            let Some(entry) = self.lookups.get_mut(&lookup) else {
+                return;
+            };
+            let fresh = entry
+                .lookup
+                .on_response(from, p.id, sender, round, response);
+            let info_hash = entry.lookup.target;
+            if !fresh.is_empty() && !entry.internal {
+                self.events.push_back(DhtEvent::Peers {
+                    lookup,
+                    info_hash,
+                    peers: fresh,
+                });
+            }
+            self.drive(lookup, now);
+        }
+    }
+
+    /// Peers we store for `info_hash` (at most 50, as a `get_peers` answer would carry):
+    /// lets the simulator see where announces landed.
+    pub fn stored_peers(
+        &self,
+        info_hash: &NodeId,
+        now: Instant,
+        rng: &mut impl Rng,
+    ) -> Vec<SocketAddr> {
+        self.store.get(info_hash, VALUES_PER_RESPONSE, now, rng)
+    }
+}

@@ -1,0 +1,585 @@
+//! Whole-node tests over an in-memory network: bootstrap, lookups and announces across
+//! many nodes, and TESTING.md items 29–30 (rate limits, forged and stale tokens, our own
+//! id) plus the bounds on what remote parties can grow.
+
+use crate::krpc::{Body, Message, Query, Response};
+use crate::persist::SavedState;
+use crate::{Dht, DhtConfig, DhtEvent, NodeId, PeerStoreLimits, RateLimitConfig};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+struct Net {
+    nodes: Vec<Dht>,
+    addrs: Vec<SocketAddr>,
+    by_addr: HashMap<SocketAddr, usize>,
+    down: Vec<bool>,
+    now: Instant,
+}
+
+fn addr(i: usize) -> SocketAddr {
+    SocketAddr::from(([10, 1, (i / 250) as u8, (i % 250 + 1) as u8], 6881))
+}
+
+impl Net {
+    /// `n` nodes, all bootstrapping from node 0.
+    fn new(n: usize, tweak: impl Fn(usize, &mut DhtConfig)) -> Net {
+        let now = Instant::now();
+        let mut net = Net {
+            nodes: Vec::new(),
+            addrs: Vec::new(),
+            by_addr: HashMap::new(),
+            down: Vec::new(),
+            now,
+        };
+        for i in 0..n {
+            let mut config = DhtConfig {
+                seed: i as u64,
+                bootstrap: if i == 0 { vec![] } else { vec![addr(0)] },
+                ..DhtConfig::default()
+            };
+            tweak(i, &mut config);
+            net.push(config);
+            net.deliver();
+        }
+        net
+    }
+
+    fn push(&mut self, config: DhtConfig) -> usize {
+        let i = self.nodes.len();
+        self.nodes.push(Dht::new(config, self.now));
+        self.addrs.push(addr(i));
+        self.by_addr.insert(addr(i), i);
+        self.down.push(false);
+        i
+    }
+
+    fn deliver(&mut self) {
+        loop {
+            let mut moved = false;
+            for i in 0..self.nodes.len() {
+                while let Some((to, packet)) = self.nodes[i].poll_transmit() {
+                    moved = true;
+                    if let Some(&j) = self.by_addr.get(&to) {
+                        if !self.down[j] && !self.down[i] {
+                            self.nodes[j].handle_packet(self.now, self.addrs[i], &packet);
+                        }
+                    }
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+        for node in &mut self.nodes {
+            node.handle_timeout(self.now);
+        }
+        self.deliver();
+    }
+
+    fn events(&mut self, i: usize) -> Vec<DhtEvent> {
+        std::iter::from_fn(|| self.nodes[i].poll_event()).collect()
+    }
+}
+
+fn peers_of(events: &[DhtEvent]) -> Vec<SocketAddr> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            DhtEvent::Peers { peers, .. } => Some(peers.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+#[test]
+fn announce_then_get_peers_across_forty_nodes() {
+    let mut net = Net::new(40, |_, _| {});
+    for _ in 0..3 {
+        net.advance(Duration::from_secs(5));
+    }
+    for (i, node) in net.nodes.iter().enumerate() {
+        assert!(node.stats().nodes >= 8, "node {i} knows {:?}", node.stats());
+    }
+    let info_hash = NodeId([0x42; 20]);
+    let now = net.now;
+    net.nodes[7].announce(info_hash, Some(7007), now).unwrap();
+    net.deliver();
+    let done = net.events(7);
+    assert!(
+        done.iter()
+            .any(|e| matches!(e, DhtEvent::LookupDone { announced_to, .. } if *announced_to >= 4)),
+        "{done:?}"
+    );
+    let stored: usize = net.nodes.iter().map(|n| n.stats().peers_stored).sum();
+    assert!(stored >= 4, "{stored}");
+    let lookup = net.nodes[31].get_peers(info_hash, now).unwrap();
+    net.deliver();
+    let events = net.events(31);
+    let expected = SocketAddr::new(net.addrs[7].ip(), 7007);
+    assert_eq!(peers_of(&events), vec![expected]);
+    let Some(DhtEvent::LookupDone {
+        lookup: done_id,
+        first_peers_round,
+        queries,
+        ..
+    }) = events.last()
+    else {
+        panic!("{events:?}");
+    };
+    assert_eq!(*done_id, lookup);
+    assert!(first_peers_round.unwrap() <= 4 && *queries < 60);
+}
+
+#[test]
+fn implied_port_uses_the_source_port() {
+    let mut net = Net::new(12, |_, _| {});
+    net.advance(Duration::from_secs(5));
+    let info_hash = NodeId([9; 20]);
+    let now = net.now;
+    net.nodes[3].announce(info_hash, None, now);
+    net.deliver();
+    net.nodes[9].get_peers(info_hash, now);
+    net.deliver();
+    assert_eq!(peers_of(&net.events(9)), vec![net.addrs[3]]);
+}
+
+/// Dead nodes stop costing lookups: right after half the network dies a lookup waits
+/// for timeouts, but once the silent nodes have been pinged (they turn questionable after
+/// 15 minutes, and bad after two unanswered pings) lookups ask only live nodes and finish
+/// without waiting at all.
+#[test]
+fn dead_nodes_are_detected_and_no_longer_asked() {
+    let mut net = Net::new(30, |_, _| {});
+    net.advance(Duration::from_secs(5));
+    let _ = net.events(0);
+    for i in 1..15 {
+        net.down[i] = true;
+    }
+    let lookup_done_at_once = |net: &mut Net, target: u8| {
+        let now = net.now;
+        let id = net.nodes[0].get_peers(NodeId([target; 20]), now).unwrap();
+        net.deliver();
+        let done = net
+            .events(0)
+            .iter()
+            .any(|e| matches!(e, DhtEvent::LookupDone { lookup, .. } if *lookup == id));
+        // Let it finish either way before the next one.
+        net.advance(Duration::from_secs(10));
+        let _ = net.events(0);
+        done
+    };
+    assert!(
+        !lookup_done_at_once(&mut net, 1),
+        "a lookup through dead nodes must wait for their timeouts"
+    );
+    for _ in 0..(16 * 60 / 5 + 4) {
+        net.advance(Duration::from_secs(5));
+    }
+    assert!(
+        lookup_done_at_once(&mut net, 2),
+        "dead nodes are still being asked after 16 minutes"
+    );
+}
+
+fn query(sender: NodeId, tid: &[u8], q: Query) -> Vec<u8> {
+    Message {
+        tid: tid.to_vec(),
+        sender: Some(sender),
+        your_ip: None,
+        read_only: false,
+        body: Body::Query(q),
+    }
+    .encode()
+}
+
+fn answers(dht: &mut Dht) -> Vec<Message> {
+    std::iter::from_fn(|| dht.poll_transmit())
+        .filter_map(|(_, p)| Message::decode(&p).ok())
+        .filter(|m| !matches!(m.body, Body::Query(_)))
+        .collect()
+}
+
+/// Item 29: one IP sending far more than a few packets per second is cut off; others
+/// are still served.
+#[test]
+fn a_flooding_ip_is_rate_limited() {
+    let now = Instant::now();
+    let mut dht = Dht::new(
+        DhtConfig {
+            rate_limit: RateLimitConfig {
+                rate: 5.0,
+                burst: 20.0,
+                max_sources: 1000,
+            },
+            ..DhtConfig::default()
+        },
+        now,
+    );
+    let flooder: SocketAddr = "10.0.0.66:1".parse().unwrap();
+    let ping = query(NodeId([3; 20]), b"aa", Query::Ping);
+    for _ in 0..1000 {
+        dht.handle_packet(now, flooder, &ping);
+    }
+    assert_eq!(answers(&mut dht).len(), 20);
+    assert_eq!(dht.stats().rate_limited, 980);
+    dht.handle_packet(now, "10.0.0.67:1".parse().unwrap(), &ping);
+    assert_eq!(answers(&mut dht).len(), 1);
+    let later = now + Duration::from_secs(2);
+    for _ in 0..100 {
+        dht.handle_packet(later, flooder, &ping);
+    }
+    assert_eq!(answers(&mut dht).len(), 10, "5 per second refill");
+}
+
+/// Item 29: forged and stale tokens are refused and store nothing.
+#[test]
+fn forged_and_stale_tokens_are_ignored() {
+    let t0 = Instant::now();
+    let mut dht = Dht::new(DhtConfig::default(), t0);
+    let info_hash = NodeId([7; 20]);
+    let peer: SocketAddr = "10.0.0.5:4000".parse().unwrap();
+    let other: SocketAddr = "10.0.0.6:4000".parse().unwrap();
+    let them = NodeId([1; 20]);
+    let announce = |token: Vec<u8>| {
+        query(
+            them,
+            b"an",
+            Query::AnnouncePeer {
+                info_hash,
+                port: 5000,
+                implied_port: false,
+                token,
+            },
+        )
+    };
+    // A token for another IP, and a made-up one.
+    dht.handle_packet(
+        t0,
+        other,
+        &query(them, b"gp", Query::GetPeers { info_hash }),
+    );
+    let token_for_other = answers(&mut dht)
+        .into_iter()
+        .find_map(|m| match m.body {
+            Body::Response(Response { token, .. }) => token,
+            _ => None,
+        })
+        .unwrap();
+    for forged in [token_for_other, b"12345678".to_vec(), Vec::new()] {
+        dht.handle_packet(t0, peer, &announce(forged));
+        let replies = answers(&mut dht);
+        assert!(
+            matches!(
+                &replies[..],
+                [Message {
+                    body: Body::Error { code: 203, .. },
+                    ..
+                }]
+            ),
+            "{replies:?}"
+        );
+    }
+    assert_eq!(dht.stats().peers_stored, 0);
+    // A real token works now but not 11 minutes later.
+    dht.handle_packet(t0, peer, &query(them, b"gp", Query::GetPeers { info_hash }));
+    let token = answers(&mut dht)
+        .into_iter()
+        .find_map(|m| match m.body {
+            Body::Response(Response { token, .. }) => token,
+            _ => None,
+        })
+        .unwrap();
+    let later = t0 + Duration::from_secs(11 * 60);
+    for step in 1..=(11 * 60 / 5) {
+        dht.handle_timeout(t0 + Duration::from_secs(5 * step));
+    }
+    let _ = answers(&mut dht);
+    dht.handle_packet(later, peer, &announce(token.clone()));
+    assert!(matches!(
+        &answers(&mut dht)[..],
+        [Message {
+            body: Body::Error { code: 203, .. },
+            ..
+        }]
+    ));
+    assert_eq!(dht.stats().peers_stored, 0);
+    dht.handle_packet(
+        later,
+        peer,
+        &query(them, b"gp", Query::GetPeers { info_hash }),
+    );
+    let fresh = answers(&mut dht)
+        .into_iter()
+        .find_map(|m| match m.body {
+            Body::Response(Response { token, .. }) => token,
+            _ => None,
+        })
+        .unwrap();
+    dht.handle_packet(later, peer, &announce(fresh));
+    assert!(matches!(
+        &answers(&mut dht)[..],
+        [Message {
+            body: Body::Response(_),
+            ..
+        }]
+    ));
+    assert_eq!(dht.stats().peers_stored, 1);
+}
+
+/// Item 30: a message carrying our own node id is ignored: no answer, no table entry.
+#[test]
+fn our_own_id_is_ignored() {
+    let now = Instant::now();
+    let mut dht = Dht::new(DhtConfig::default(), now);
+    let own = dht.id();
+    let from: SocketAddr = "10.0.0.9:1".parse().unwrap();
+    dht.handle_packet(now, from, &query(own, b"aa", Query::Ping));
+    assert!(dht.poll_transmit().is_none());
+    let response = Message {
+        tid: vec![0, 0],
+        sender: Some(own),
+        your_ip: None,
+        read_only: false,
+        body: Body::Response(Response::default()),
+    };
+    dht.handle_packet(now, from, &response.encode());
+    assert_eq!(dht.stats().nodes, 0);
+    assert_eq!(dht.stats().bad_packets, 2);
+}
+
+/// Bounded tables: unsolicited responses, peers announced from thousands of
+/// addresses, and garbage never grow anything past its cap.
+#[test]
+fn remote_parties_cannot_grow_tables() {
+    let now = Instant::now();
+    let mut dht = Dht::new(
+        DhtConfig {
+            peer_store: PeerStoreLimits {
+                max_torrents: 10,
+                max_peers_per_torrent: 20,
+                ttl: Duration::from_secs(1800),
+            },
+            ..DhtConfig::default()
+        },
+        now,
+    );
+    for i in 0..3000u32 {
+        let from = SocketAddr::from((i.to_be_bytes(), 6881));
+        let them = NodeId([(i % 250) as u8; 20]);
+        let info_hash = NodeId([(i % 40) as u8; 20]);
+        dht.handle_packet(
+            now,
+            from,
+            &query(them, b"gp", Query::GetPeers { info_hash }),
+        );
+        let token = answers(&mut dht)
+            .into_iter()
+            .find_map(|m| match m.body {
+                Body::Response(Response { token, .. }) => token,
+                _ => None,
+            })
+            .unwrap();
+        let announce = Query::AnnouncePeer {
+            info_hash,
+            port: 1,
+            implied_port: false,
+            token,
+        };
+        dht.handle_packet(now, from, &query(them, b"an", announce));
+        // An answer to a question never asked (our ids are two bytes), and one under a
+        // live transaction id but from the wrong address.
+        for tid in [b"zzz".to_vec(), (i as u16).to_be_bytes().to_vec()] {
+            let bogus = Message {
+                tid,
+                sender: Some(them),
+                your_ip: None,
+                read_only: false,
+                body: Body::Response(Response::default()),
+            };
+            let wrong = SocketAddr::from(((i + 1).to_be_bytes(), 6882));
+            dht.handle_packet(now, wrong, &bogus.encode());
+        }
+        dht.handle_packet(now, from, b"d1:t2:aa1:y1:q1:q4:ping1:ad2:id3:xyzee");
+    }
+    let stats = dht.stats();
+    assert!(
+        stats.torrents_stored <= 10 && stats.peers_stored <= 200,
+        "{stats:?}"
+    );
+    assert_eq!(
+        stats.nodes, 0,
+        "only nodes that answer our queries enter the table"
+    );
+    let _ = std::iter::from_fn(|| dht.poll_transmit()).count();
+}
+
+/// BEP 42 as a setting: with enforcement on, nodes whose id does not match their public
+/// address stay out of the routing table; our own id follows our external address.
+#[test]
+fn bep42_enforcement_keeps_forged_ids_out() {
+    let now = Instant::now();
+    let ip: std::net::Ipv4Addr = "93.184.216.34".parse().unwrap();
+    let mut dht = Dht::new(
+        DhtConfig {
+            external_ip: Some(ip),
+            enforce_node_ids: true,
+            ..DhtConfig::default()
+        },
+        now,
+    );
+    assert!(crate::id::bep42_valid(&dht.id(), ip.into()));
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1);
+    let honest_ip: std::net::Ipv4Addr = "8.8.4.4".parse().unwrap();
+    let honest = crate::id::bep42_id(honest_ip, &mut rng);
+    let forged = NodeId([0x55; 20]);
+    for (id, from) in [
+        (honest, SocketAddr::from((honest_ip, 1000))),
+        (forged, "8.8.8.8:1000".parse().unwrap()),
+    ] {
+        // A query from it; we ping back; it answers.
+        dht.handle_packet(now, from, &query(id, b"aa", Query::Ping));
+        let pings: Vec<Message> = std::iter::from_fn(|| dht.poll_transmit())
+            .filter_map(|(_, p)| Message::decode(&p).ok())
+            .filter(|m| matches!(m.body, Body::Query(_)))
+            .collect();
+        for ping in pings {
+            let pong = Message {
+                tid: ping.tid,
+                sender: Some(id),
+                your_ip: None,
+                read_only: false,
+                body: Body::Response(Response::default()),
+            };
+            dht.handle_packet(now, from, &pong.encode());
+        }
+    }
+    let ids: Vec<NodeId> = dht.routing_nodes().iter().map(|n| n.id).collect();
+    assert_eq!(ids, vec![honest]);
+}
+
+/// The routing table survives a restart: the saved nodes are enough to rejoin without
+/// any bootstrap address, and the node keeps its id.
+#[test]
+fn routing_table_survives_restart() {
+    let mut net = Net::new(20, |_, _| {});
+    net.advance(Duration::from_secs(5));
+    let saved = SavedState {
+        id: net.nodes[5].id(),
+        nodes: net.nodes[5].routing_nodes(),
+    };
+    let bytes = saved.encode();
+    let loaded = SavedState::decode(&bytes).unwrap();
+    let restarted = Dht::new(
+        DhtConfig {
+            id: Some(loaded.id),
+            saved_nodes: loaded.nodes,
+            seed: 99,
+            ..DhtConfig::default()
+        },
+        net.now,
+    );
+    net.nodes[5] = restarted;
+    net.deliver();
+    net.advance(Duration::from_secs(5));
+    assert_eq!(net.nodes[5].id(), saved.id);
+    assert!(
+        net.nodes[5].stats().nodes >= 8,
+        "{:?}",
+        net.nodes[5].stats()
+    );
+}
+
+/// Item 31: a BEP 44 `put` with a salt over 64 bytes or a value over 1000 bytes is
+/// refused with the BEP's error codes (207, 205); nothing is stored.
+#[test]
+fn oversized_bep44_put_gets_the_beps_error_codes() {
+    let now = Instant::now();
+    let mut dht = Dht::new(DhtConfig::default(), now);
+    let from: SocketAddr = "10.0.0.44:1".parse().unwrap();
+    let put = |salt: usize, value: usize| {
+        let mut a = shoal_bencode::Value::dict();
+        a.insert("id", vec![1u8; 20]);
+        a.insert("token", b"tok".to_vec());
+        a.insert("v", vec![b'x'; value]);
+        if salt > 0 {
+            a.insert("salt", vec![b's'; salt]);
+        }
+        let mut m = shoal_bencode::Value::dict();
+        m.insert("t", b"pt".to_vec());
+        m.insert("y", "q");
+        m.insert("q", "put");
+        m.insert("a", a);
+        m.to_bytes()
+    };
+    for (salt, value, code) in [(65, 10, 207), (0, 1000, 205), (64, 990, 204)] {
+        dht.handle_packet(now, from, &put(salt, value));
+        let replies = answers(&mut dht);
+        assert!(
+            matches!(&replies[..], [Message { body: Body::Error { code: c, .. }, .. }] if *c == code),
+            "salt {salt}, value {value}: {replies:?}"
+        );
+    }
+    assert_eq!(dht.stats().peers_stored, 0);
+}
+
+/// TESTING.md fault scenario: half the nodes restart every 30 s (same id, table reloaded
+/// from their saved state, stored peers lost). After every round an announce still
+/// reaches several nodes, a lookup from another node finds it, and the restarted nodes'
+/// tables refill.
+#[test]
+fn half_the_nodes_restarting_every_30_s() {
+    let mut net = Net::new(40, |_, _| {});
+    net.advance(Duration::from_secs(5));
+    for round in 0..4u8 {
+        // Restart every other node (alternating halves each round), bootstrap node too.
+        for i in (usize::from(round % 2)..40).step_by(2) {
+            let saved = SavedState {
+                id: net.nodes[i].id(),
+                nodes: net.nodes[i].routing_nodes(),
+            };
+            let config = DhtConfig {
+                id: Some(saved.id),
+                saved_nodes: saved.nodes,
+                bootstrap: vec![addr(0)],
+                seed: 1000 + i as u64 + 100 * u64::from(round),
+                ..DhtConfig::default()
+            };
+            net.nodes[i] = Dht::new(config, net.now);
+        }
+        net.deliver();
+        net.advance(Duration::from_secs(30));
+        let info_hash = NodeId([0x70 + round; 20]);
+        let (announcer, searcher) = (3 + usize::from(round), 30 - usize::from(round));
+        let now = net.now;
+        net.nodes[announcer].announce(info_hash, Some(9000), now);
+        net.deliver();
+        let announced = net
+            .events(announcer)
+            .iter()
+            .any(|e| matches!(e, DhtEvent::LookupDone { announced_to, .. } if *announced_to >= 4));
+        assert!(
+            announced,
+            "round {round}: the announce reached too few nodes"
+        );
+        net.nodes[searcher].get_peers(info_hash, now);
+        net.deliver();
+        let expected = SocketAddr::new(net.addrs[announcer].ip(), 9000);
+        assert_eq!(
+            peers_of(&net.events(searcher)),
+            vec![expected],
+            "round {round}"
+        );
+        for (i, node) in net.nodes.iter().enumerate() {
+            assert!(
+                node.stats().nodes >= 8,
+                "round {round}: node {i} has a thin table"
+            );
+        }
+    }
+}

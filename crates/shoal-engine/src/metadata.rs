@@ -1,0 +1,308 @@
+//! The metadata phase of a magnet download (BEP 9): before a torrent can run we need its
+//! info dictionary, and only peers have it.
+//!
+//! [`fetch_metadata`] connects to peers as they become known (a fixed list plus a feed:
+//! the DHT, trackers), a few at a time. With each it does the BitTorrent handshake and
+//! the extension handshake, then asks for every metadata piece. The
+//! [`MetadataAssembler`] checks what comes back, and the first peer whose pieces hash
+//! to the info-hash wins; a peer that fails (no ut_metadata, a bad size, a wrong hash,
+//! silence) is dropped and may be retried later, since it may simply not have been up
+//! yet. Nothing here keeps state for the normal run: the torrent actor starts afresh
+//! with the verified info dictionary.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use shoal_core::{InfoHash, PeerId};
+use shoal_wire::metadata::{
+    piece_count, MetadataAssembler, MetadataMessage, OUR_UT_METADATA_ID, UT_METADATA,
+};
+use shoal_wire::{parse_handshake, ExtensionHandshake, Handshake, Message, HANDSHAKE_LEN};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+/// Longest message accepted in this phase: a metadata piece with its header, or the
+/// bitfield of a torrent with up to 2^21 pieces.
+const MAX_MESSAGE: u32 = 512 * 1024;
+/// Metadata requests kept outstanding at one peer.
+const PIPELINE: usize = 16;
+/// A failed peer is tried again after this long, at most [`MAX_ATTEMPTS`] times.
+const RETRY_AFTER: Duration = Duration::from_secs(3);
+const MAX_ATTEMPTS: u32 = 20;
+
+#[derive(Debug, Clone)]
+pub struct MetadataFetch {
+    pub info_hash: InfoHash,
+    pub peer_id: PeerId,
+    /// Peers known from the start (the magnet's `x.pe`, `--peer`).
+    pub peers: Vec<SocketAddr>,
+    /// Connect from this address (loopback tests give each peer its own 127.0.0.N).
+    pub local_ip: Option<IpAddr>,
+    /// Peers asked at once.
+    pub max_connections: usize,
+    /// How long one peer may take for the whole exchange.
+    pub peer_timeout: Duration,
+}
+
+impl MetadataFetch {
+    pub fn new(info_hash: InfoHash, peer_id: PeerId) -> Self {
+        MetadataFetch {
+            info_hash,
+            peer_id,
+            peers: Vec::new(),
+            local_ip: None,
+            max_connections: 8,
+            peer_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The verified info dictionary, and every peer address learnt on the way (for the
+/// torrent's run).
+#[derive(Debug)]
+pub struct Fetched {
+    pub info: Vec<u8>,
+    pub peers: Vec<SocketAddr>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataFetchError {
+    #[error("stopped before the metadata arrived")]
+    Stopped,
+    #[error("no peer sent the metadata, and no more peers are coming")]
+    NoPeers,
+}
+
+/// Why one peer did not give us the metadata (for the log).
+#[derive(Debug, thiserror::Error)]
+enum PeerFailure {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("timed out")]
+    Timeout,
+    #[error("{0}")]
+    Wire(#[from] shoal_wire::WireError),
+    #[error("{0}")]
+    Metadata(#[from] shoal_wire::metadata::MetadataError),
+    #[error("{0}")]
+    Protocol(&'static str),
+}
+
+/// Fetches the info dictionary for `fetch.info_hash`. Peers come from `fetch.peers` and
+/// `feed` (which the caller gets back untouched for the torrent's run).
+pub async fn fetch_metadata(
+    fetch: MetadataFetch,
+    mut feed: Option<&mut mpsc::UnboundedReceiver<Vec<SocketAddr>>>,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<Fetched, MetadataFetchError> {
+    let mut known: Vec<SocketAddr> = Vec::new();
+    let mut seen: HashSet<SocketAddr> = HashSet::new();
+    let mut queue: VecDeque<SocketAddr> = VecDeque::new();
+    let mut attempts: HashMap<SocketAddr, u32> = HashMap::new();
+    let mut retries: Vec<(Instant, SocketAddr)> = Vec::new();
+    let mut tasks: JoinSet<(SocketAddr, Result<Vec<u8>, PeerFailure>)> = JoinSet::new();
+    let mut add = |addrs: Vec<SocketAddr>, queue: &mut VecDeque<SocketAddr>| {
+        for a in addrs {
+            if seen.insert(a) {
+                known.push(a);
+                queue.push_back(a);
+            }
+        }
+    };
+    add(fetch.peers.clone(), &mut queue);
+    loop {
+        let now = Instant::now();
+        retries.retain(|&(at, addr)| {
+            if at <= now {
+                queue.push_back(addr);
+                false
+            } else {
+                true
+            }
+        });
+        while tasks.len() < fetch.max_connections.max(1) {
+            let Some(addr) = queue.pop_front() else { break };
+            *attempts.entry(addr).or_default() += 1;
+            let fetch = fetch.clone();
+            tasks.spawn(async move {
+                let result = tokio::time::timeout(fetch.peer_timeout, fetch_from(addr, &fetch))
+                    .await
+                    .unwrap_or(Err(PeerFailure::Timeout));
+                (addr, result)
+            });
+        }
+        if tasks.is_empty() && queue.is_empty() && retries.is_empty() && feed.is_none() {
+            return Err(MetadataFetchError::NoPeers);
+        }
+        let next_retry = retries.iter().map(|&(at, _)| at).min();
+        tokio::select! {
+            batch = next_batch(&mut feed) => match batch {
+                Some(addrs) => add(addrs, &mut queue),
+                None => feed = None,
+            },
+            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                let Ok((addr, result)) = joined else { continue };
+                match result {
+                    Ok(info) => {
+                        tasks.abort_all();
+                        return Ok(Fetched { info, peers: known });
+                    }
+                    Err(e) => {
+                        tracing::debug!("metadata from {addr}: {e}");
+                        if attempts.get(&addr).copied().unwrap_or(0) < MAX_ATTEMPTS {
+                            retries.push((Instant::now() + RETRY_AFTER, addr));
+                        }
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(next_retry.unwrap_or(now + Duration::from_secs(3600))),
+                if next_retry.is_some() => {}
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    tasks.abort_all();
+                    return Err(MetadataFetchError::Stopped);
+                }
+            }
+        }
+    }
+}
+
+async fn next_batch(
+    feed: &mut Option<&mut mpsc::UnboundedReceiver<Vec<SocketAddr>>>,
+) -> Option<Vec<SocketAddr>> {
+    match feed {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The whole exchange with one peer.
+async fn fetch_from(addr: SocketAddr, fetch: &MetadataFetch) -> Result<Vec<u8>, PeerFailure> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    if let Some(ip) = fetch
+        .local_ip
+        .filter(|ip| !ip.is_unspecified() && ip.is_ipv4() == addr.is_ipv4())
+    {
+        socket.bind(SocketAddr::new(ip, 0))?;
+    }
+    let mut stream: TcpStream = socket.connect(addr).await?;
+    // Only the extension bit: without the fast extension we owe the peer no bitfield.
+    let mut reserved = [0u8; 8];
+    reserved[5] |= 0x10;
+    let mut out = BytesMut::new();
+    Handshake::new(fetch.info_hash, fetch.peer_id, reserved).encode(&mut out);
+    let ours = ExtensionHandshake {
+        m: [(UT_METADATA.to_owned(), OUR_UT_METADATA_ID)].into(),
+        v: Some(concat!("shoal ", env!("CARGO_PKG_VERSION")).to_owned()),
+        ..ExtensionHandshake::default()
+    };
+    Message::Extended {
+        id: shoal_wire::EXTENDED_HANDSHAKE_ID,
+        payload: ours.encode(),
+    }
+    .encode(&mut out);
+    stream.write_all(&out).await?;
+
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    while buf.len() < HANDSHAKE_LEN {
+        if stream.read_buf(&mut buf).await? == 0 {
+            return Err(PeerFailure::Protocol("closed during the handshake"));
+        }
+    }
+    let theirs =
+        parse_handshake(&buf[..HANDSHAKE_LEN])?.ok_or(PeerFailure::Protocol("short handshake"))?;
+    let _ = buf.split_to(HANDSHAKE_LEN);
+    if theirs.info_hash != fetch.info_hash {
+        return Err(PeerFailure::Protocol("handshake for another torrent"));
+    }
+    if !theirs.supports_extensions() {
+        return Err(PeerFailure::Protocol("no extension protocol"));
+    }
+
+    // The assembler, the peer's id for ut_metadata, and the piece count.
+    let mut assembler: Option<(MetadataAssembler, u8, u32)> = None;
+    let mut outstanding = 0usize;
+    let mut rejects = 0u32;
+    loop {
+        while let Some(message) = Message::decode(&mut buf, MAX_MESSAGE)? {
+            let Message::Extended { id, payload } = message else {
+                continue;
+            };
+            if id == shoal_wire::EXTENDED_HANDSHAKE_ID {
+                if assembler.is_some() {
+                    continue;
+                }
+                let hs = ExtensionHandshake::decode(&payload)?;
+                let their_id = hs
+                    .id_of(UT_METADATA)
+                    .ok_or(PeerFailure::Protocol("no ut_metadata"))?;
+                let size = hs
+                    .metadata_size
+                    .ok_or(PeerFailure::Protocol("no metadata_size"))?;
+                let asm = MetadataAssembler::new(fetch.info_hash, size)?;
+                assembler = Some((asm, their_id, piece_count(size)));
+            } else if id == OUR_UT_METADATA_ID {
+                let Some(msg) = MetadataMessage::decode(&payload)? else {
+                    continue;
+                };
+                let Some((asm, their_id, _)) = assembler.as_mut() else {
+                    continue;
+                };
+                match &msg {
+                    MetadataMessage::Request(piece) => {
+                        // We have nothing to give yet.
+                        let reject = MetadataMessage::Reject(*piece);
+                        send_metadata(&mut stream, *their_id, &reject).await?;
+                        continue;
+                    }
+                    MetadataMessage::Reject(_) => {
+                        rejects += 1;
+                        outstanding = outstanding.saturating_sub(1);
+                    }
+                    MetadataMessage::Data { .. } => outstanding = outstanding.saturating_sub(1),
+                }
+                if let Some(info) = asm.on_message(msg)? {
+                    return Ok(info);
+                }
+            }
+        }
+        if let Some((asm, their_id, pieces)) = assembler.as_mut() {
+            if rejects > 2 * *pieces + 2 {
+                return Err(PeerFailure::Protocol("the peer keeps rejecting requests"));
+            }
+            while outstanding < PIPELINE {
+                let Some(piece) = asm.next_request() else {
+                    break;
+                };
+                send_metadata(&mut stream, *their_id, &MetadataMessage::Request(piece)).await?;
+                outstanding += 1;
+            }
+        }
+        if stream.read_buf(&mut buf).await? == 0 {
+            return Err(PeerFailure::Protocol("connection closed"));
+        }
+    }
+}
+
+async fn send_metadata(
+    stream: &mut TcpStream,
+    their_id: u8,
+    message: &MetadataMessage,
+) -> std::io::Result<()> {
+    let mut out = BytesMut::new();
+    Message::Extended {
+        id: their_id,
+        payload: message.encode(),
+    }
+    .encode(&mut out);
+    stream.write_all(&out).await
+}

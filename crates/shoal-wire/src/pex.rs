@@ -1,0 +1,273 @@
+//! BEP 11 peer exchange (`ut_pex`): connected peers tell each other whom they are
+//! connected to, as `added`/`dropped` lists of compact addresses, about once a minute.
+//!
+//! [`PexPeer`] is the per-connection state, both ways. Sending: it remembers which
+//! addresses this peer has heard from us, so each message carries only the changes (at
+//! most [`MAX_PER_MESSAGE`] each way), never more often than [`SEND_INTERVAL`], and
+//! never empty. Receiving: a peer may send a few messages per minute; more, or a
+//! malformed or oversized message, is an error and the connection should be dropped
+//! (TESTING.md item 25). Only the first [`MAX_PER_MESSAGE`] added peers of a message
+//! are taken, so a peer cannot flood our address book through PEX either.
+
+use bytes::Bytes;
+use shoal_bencode::{Limits, Value};
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+/// The extension's name in the `m` dictionary.
+pub const UT_PEX: &str = "ut_pex";
+/// The id under which we ask peers to send us ut_pex messages.
+pub const OUR_UT_PEX_ID: u8 = 1;
+/// BEP 11: at most 50 added and 50 dropped peers per message.
+pub const MAX_PER_MESSAGE: usize = 50;
+/// We send at most one message per minute to each peer.
+pub const SEND_INTERVAL: Duration = Duration::from_secs(60);
+/// A peer may send at most this many messages per [`RECEIVE_WINDOW`].
+const MAX_RECEIVED_PER_WINDOW: u32 = 4;
+const RECEIVE_WINDOW: Duration = Duration::from_secs(60);
+/// Larger messages are refused outright.
+pub const MAX_MESSAGE_LEN: usize = 500 * 1024;
+
+const LIMITS: Limits = Limits {
+    max_depth: 4,
+    max_tokens: 64,
+};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PexError {
+    #[error("ut_pex: message of {0} bytes is too large")]
+    TooLarge(usize),
+    #[error("ut_pex: {0}")]
+    Bencode(#[from] shoal_bencode::DecodeError),
+    #[error("ut_pex: malformed message: {0}")]
+    Malformed(&'static str),
+    #[error("ut_pex: more than {MAX_RECEIVED_PER_WINDOW} messages a minute")]
+    Flood,
+}
+
+/// One decoded message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PexMessage {
+    pub added: Vec<SocketAddr>,
+    pub dropped: Vec<SocketAddr>,
+}
+
+impl PexMessage {
+    pub fn encode(&self) -> Bytes {
+        let compact = |addrs: &[SocketAddr], v4: bool| {
+            let mut out = Vec::new();
+            for a in addrs.iter().filter(|a| a.is_ipv4() == v4) {
+                match a.ip() {
+                    IpAddr::V4(ip) => out.extend_from_slice(&ip.octets()),
+                    IpAddr::V6(ip) => out.extend_from_slice(&ip.octets()),
+                }
+                out.extend_from_slice(&a.port().to_be_bytes());
+            }
+            out
+        };
+        let mut d = Value::dict();
+        let added4 = compact(&self.added, true);
+        let added6 = compact(&self.added, false);
+        // No flags known: one zero byte per added peer.
+        d.insert("added.f", vec![0u8; added4.len() / 6]);
+        d.insert("added", added4);
+        d.insert("added6.f", vec![0u8; added6.len() / 18]);
+        d.insert("added6", added6);
+        d.insert("dropped", compact(&self.dropped, true));
+        d.insert("dropped6", compact(&self.dropped, false));
+        Bytes::from(d.to_bytes())
+    }
+
+    pub fn decode(payload: &[u8]) -> Result<Self, PexError> {
+        if payload.len() > MAX_MESSAGE_LEN {
+            return Err(PexError::TooLarge(payload.len()));
+        }
+        let doc = shoal_bencode::decode(payload, LIMITS)?;
+        let root = doc.root();
+        let dict = root
+            .as_dict()
+            .ok_or(PexError::Malformed("not a dictionary"))?;
+        let list = |key: &[u8], width: usize| -> Result<Vec<SocketAddr>, PexError> {
+            let Some(bytes) = dict.get(key).and_then(|n| n.as_bytes()) else {
+                return Ok(Vec::new());
+            };
+            if bytes.len() % width != 0 {
+                return Err(PexError::Malformed("compact list of the wrong length"));
+            }
+            Ok(bytes
+                .chunks_exact(width)
+                .filter_map(|c| {
+                    let (ip, port) = c.split_at(width - 2);
+                    let port = u16::from_be_bytes([port[0], port[1]]);
+                    let ip = match ip.len() {
+                        4 => IpAddr::from(<[u8; 4]>::try_from(ip).ok()?),
+                        _ => IpAddr::from(<[u8; 16]>::try_from(ip).ok()?),
+                    };
+                    (port != 0 && !ip.is_unspecified()).then_some(SocketAddr::new(ip, port))
+                })
+                .collect())
+        };
+        let mut added = list(b"added", 6)?;
+        added.extend(list(b"added6", 18)?);
+        let mut dropped = list(b"dropped", 6)?;
+        dropped.extend(list(b"dropped6", 18)?);
+        Ok(PexMessage { added, dropped })
+    }
+}
+
+/// PEX state for one connection; see the module documentation.
+#[derive(Debug)]
+pub struct PexPeer {
+    told: BTreeSet<SocketAddr>,
+    next_send: Instant,
+    window_start: Instant,
+    received_in_window: u32,
+}
+
+impl PexPeer {
+    pub fn new(now: Instant) -> Self {
+        PexPeer {
+            told: BTreeSet::new(),
+            next_send: now,
+            window_start: now,
+            received_in_window: 0,
+        }
+    }
+
+    /// The message to send now, if one is due and there is news: the peers in
+    /// `connected` (other than the recipient) this peer has not heard of, and those it
+    /// heard of that are gone.
+    pub fn poll_send(
+        &mut self,
+        now: Instant,
+        connected: &BTreeSet<SocketAddr>,
+        recipient: SocketAddr,
+    ) -> Option<Bytes> {
+        if now < self.next_send {
+            return None;
+        }
+        let added: Vec<SocketAddr> = connected
+            .difference(&self.told)
+            .filter(|&&a| a != recipient)
+            .take(MAX_PER_MESSAGE)
+            .copied()
+            .collect();
+        let dropped: Vec<SocketAddr> = self
+            .told
+            .difference(connected)
+            .take(MAX_PER_MESSAGE)
+            .copied()
+            .collect();
+        if added.is_empty() && dropped.is_empty() {
+            return None;
+        }
+        self.next_send = now + SEND_INTERVAL;
+        self.told.extend(added.iter().copied());
+        for d in &dropped {
+            self.told.remove(d);
+        }
+        Some(PexMessage { added, dropped }.encode())
+    }
+
+    /// A message from the peer: the peers it added (at most [`MAX_PER_MESSAGE`]), or an
+    /// error when the peer sends too often or sends garbage.
+    pub fn on_receive(
+        &mut self,
+        now: Instant,
+        payload: &[u8],
+    ) -> Result<Vec<SocketAddr>, PexError> {
+        if now >= self.window_start + RECEIVE_WINDOW {
+            self.window_start = now;
+            self.received_in_window = 0;
+        }
+        self.received_in_window += 1;
+        if self.received_in_window > MAX_RECEIVED_PER_WINDOW {
+            return Err(PexError::Flood);
+        }
+        let mut message = PexMessage::decode(payload)?;
+        message.added.truncate(MAX_PER_MESSAGE);
+        Ok(message.added)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn round_trip_and_known_bytes() {
+        let m = PexMessage {
+            added: vec![a("10.0.0.1:6881"), a("[2001:db8::1]:51413")],
+            dropped: vec![a("10.0.0.2:1")],
+        };
+        assert_eq!(PexMessage::decode(&m.encode()), Ok(m));
+        let raw = b"d5:added6:\x7f\x00\x00\x01\x1a\xe17:added.f1:\x007:dropped0:e";
+        assert_eq!(
+            PexMessage::decode(raw).unwrap().added,
+            vec![a("127.0.0.1:6881")]
+        );
+    }
+
+    /// Item 25: oversized, malformed, or too frequent messages are errors.
+    #[test]
+    fn bad_or_flooding_messages_are_errors() {
+        let t0 = Instant::now();
+        let mut peer = PexPeer::new(t0);
+        let huge = vec![b'x'; MAX_MESSAGE_LEN + 1];
+        assert!(matches!(
+            peer.on_receive(t0, &huge),
+            Err(PexError::TooLarge(_))
+        ));
+        let mut peer = PexPeer::new(t0);
+        assert!(peer.on_receive(t0, b"d5:added5:12345e").is_err());
+        assert!(peer.on_receive(t0, b"le").is_err());
+        let ok = PexMessage {
+            added: (1..=200u16)
+                .map(|p| SocketAddr::from(([10, 0, 0, 1], p)))
+                .collect(),
+            dropped: vec![],
+        }
+        .encode();
+        let mut peer = PexPeer::new(t0);
+        for _ in 0..MAX_RECEIVED_PER_WINDOW {
+            assert_eq!(peer.on_receive(t0, &ok).unwrap().len(), MAX_PER_MESSAGE);
+        }
+        assert_eq!(peer.on_receive(t0, &ok), Err(PexError::Flood));
+        let later = t0 + RECEIVE_WINDOW;
+        assert!(peer.on_receive(later, &ok).is_ok());
+    }
+
+    #[test]
+    fn sends_changes_at_most_once_a_minute() {
+        let t0 = Instant::now();
+        let me = a("10.0.0.9:1");
+        let mut peer = PexPeer::new(t0);
+        let mut connected: BTreeSet<SocketAddr> = [a("10.0.0.1:1"), a("10.0.0.2:1"), me].into();
+        let first = PexMessage::decode(&peer.poll_send(t0, &connected, me).unwrap()).unwrap();
+        assert_eq!(first.added, vec![a("10.0.0.1:1"), a("10.0.0.2:1")]);
+        connected.remove(&a("10.0.0.1:1"));
+        connected.insert(a("10.0.0.3:1"));
+        assert_eq!(
+            peer.poll_send(t0 + Duration::from_secs(30), &connected, me),
+            None
+        );
+        let next = t0 + SEND_INTERVAL;
+        let second = PexMessage::decode(&peer.poll_send(next, &connected, me).unwrap()).unwrap();
+        assert_eq!(second.added, vec![a("10.0.0.3:1")]);
+        assert_eq!(second.dropped, vec![a("10.0.0.1:1")]);
+        // Nothing new: nothing sent.
+        assert_eq!(peer.poll_send(next + SEND_INTERVAL, &connected, me), None);
+        // Big swarms go out 50 at a time.
+        let many: BTreeSet<SocketAddr> = (1..=120u16)
+            .map(|p| SocketAddr::from(([10, 1, 0, 1], p)))
+            .collect();
+        let mut peer = PexPeer::new(t0);
+        let m = PexMessage::decode(&peer.poll_send(t0, &many, me).unwrap()).unwrap();
+        assert_eq!(m.added.len(), MAX_PER_MESSAGE);
+    }
+}

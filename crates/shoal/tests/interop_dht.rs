@@ -1,0 +1,549 @@
+//! Trackerless transfers against real clients on loopback (127.0.2.100–229, ports
+//! 19100–19229, multicast port 19970): the Mainline DHT and magnet links with metadata from peers (BEP 9).
+//!
+//! - libtorrent seeds a torrent announced only on the DHT (bootstrapped to a `shoal dht`
+//!   node); `shoal get magnet:` finds it there and downloads it.
+//! - The reverse: a shoal seed on the DHT only; libtorrent downloads the magnet.
+//! - aria2 fetches a magnet's metadata from a shoal seed it found on the DHT.
+//! - 20 in-process shoal nodes and two libtorrent nodes form one DHT; get_peers finds
+//!   peers announced from either kind.
+//! - shoal to shoal with a magnet's `x.pe` peer and no DHT at all.
+//! - Peer exchange (BEP 11) between shoal peers, and local service discovery (BEP 14)
+//!   on a private multicast port.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Kills the child (by its PID, which we started) when dropped, also on test failure.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A libtorrent session with its DHT on, bootstrapped to `boot`, and the settings that
+/// let it route and search among loopback addresses.
+const LT_SESSION: &str = r#"
+import libtorrent as lt, sys, time
+def session(ip, port, boot):
+    return lt.session({
+        'listen_interfaces': '%s:%d' % (ip, port), 'outgoing_interfaces': ip,
+        'enable_dht': True, 'dht_bootstrap_nodes': boot,
+        'enable_lsd': False, 'enable_upnp': False, 'enable_natpmp': False,
+        'enable_incoming_utp': False, 'enable_outgoing_utp': False,
+        'allow_multiple_connections_per_ip': True,
+        'dht_restrict_routing_ips': False, 'dht_restrict_search_ips': False,
+        'dht_ignore_dark_internet': False, 'dht_prefer_verified_node_ids': False,
+        'alert_mask': lt.alert.category_t.all_categories,
+    })
+"#;
+
+/// Seeds a .torrent (argv[1]) from argv[2], announcing on the DHT only, until killed
+/// (at most 120 s); prints READY once seeding.
+const LT_SEED: &str = r#"
+torrent, save, ip, port, boot = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+s = session(ip, port, boot)
+h = s.add_torrent({'ti': lt.torrent_info(torrent), 'save_path': save})
+deadline = time.time() + 120
+ready, last = False, 0
+while time.time() < deadline:
+    s.pop_alerts()
+    if time.time() - last > 2:
+        h.force_dht_announce()
+        last = time.time()
+    if h.status().is_seeding and not ready:
+        print('READY', flush=True)
+        ready = True
+    time.sleep(0.1)
+"#;
+
+/// Downloads a magnet (argv[1]) into argv[2] with peers from the DHT only; prints DONE.
+const LT_GET_MAGNET: &str = r#"
+magnet, save, ip, port, boot = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+s = session(ip, port, boot)
+p = lt.parse_magnet_uri(magnet)
+p.save_path = save
+h = s.add_torrent(p)
+deadline = time.time() + 60
+last = 0
+while time.time() < deadline:
+    s.pop_alerts()
+    if time.time() - last > 2:
+        h.force_dht_announce()
+        last = time.time()
+    st = h.status()
+    if st.is_seeding:
+        print('DONE', st.total_payload_download, flush=True)
+        sys.exit(0)
+    time.sleep(0.1)
+print('TIMEOUT', h.status().progress, h.status().num_peers, flush=True)
+sys.exit(1)
+"#;
+
+/// A libtorrent node that joins the swarm of info-hash argv[4] (as a magnet whose
+/// metadata never comes, so it announces its listen port on the DHT), looks up
+/// argv[5], and prints `FOUND ip:port` for every peer its lookups return (for 60 s).
+const LT_DHT_NODE: &str = r#"
+ip, port, boot, announce, search, save = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
+s = session(ip, port, boot)
+p = lt.parse_magnet_uri('magnet:?xt=urn:btih:' + announce)
+p.save_path = save
+h = s.add_torrent(p)
+want = lt.sha1_hash(bytes.fromhex(search))
+deadline = time.time() + 60
+last = 0
+print('STARTED', flush=True)
+while time.time() < deadline:
+    for a in s.pop_alerts():
+        if isinstance(a, lt.dht_get_peers_reply_alert) and str(a.info_hash) == search:
+            for peer in a.peers():
+                print('FOUND %s:%d' % (peer[0], peer[1]), flush=True)
+    if time.time() - last > 1:
+        h.force_dht_announce()
+        s.dht_get_peers(want)
+        last = time.time()
+    time.sleep(0.05)
+"#;
+
+fn python_script(body: &str) -> String {
+    format!("{LT_SESSION}\n{body}")
+}
+
+fn python_cmd(body: &str, args: &[&str]) -> Command {
+    require("/usr/bin/python3");
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.arg("-c").arg(python_script(body)).args(args);
+    cmd
+}
+
+/// Starts a process and waits (bounded) until it prints `marker` on stdout; the other
+/// lines it prints go to the returned channel.
+fn start_and_wait(
+    mut cmd: Command,
+    marker: &str,
+    limit: Duration,
+) -> (Guard, std::sync::mpsc::Receiver<String>) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("piped");
+    let guard = Guard(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            // Keep draining after the receiver is gone, so the child never meets a
+            // closed pipe.
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains(marker) => return (guard, rx),
+            Ok(_) => {}
+            Err(_) => panic!("{cmd:?} did not print {marker:?} within {limit:?}"),
+        }
+    }
+}
+
+/// A `shoal dht` bootstrap node printing JSON stats every second.
+fn shoal_dht(listen: &str, state: &Path) -> (Guard, std::sync::mpsc::Receiver<String>) {
+    let mut cmd = shoal();
+    cmd.args([
+        "dht",
+        "--listen",
+        listen,
+        "--interval",
+        "1",
+        "--json",
+        "--state",
+        path_str(state),
+    ]);
+    start_and_wait(cmd, "dht_stats", Duration::from_secs(10))
+}
+
+fn shoal_seed(torrent: &Path, data: &Path, state: &Path, listen: &str, boot: &str) -> Guard {
+    let mut cmd = shoal();
+    cmd.args([
+        "seed",
+        path_str(torrent),
+        path_str(data),
+        "--json",
+        "--listen",
+        listen,
+        "--dht-bootstrap",
+        boot,
+        "--state-dir",
+        path_str(state),
+    ]);
+    start_and_wait(cmd, "\"started\"", Duration::from_secs(30)).0
+}
+
+/// Runs `shoal get --no-seed --json` on `source` to completion (bounded).
+fn shoal_get(source: &str, out: &Path, state: &Path, listen: &str, extra: &[&str]) -> String {
+    let mut cmd = shoal();
+    cmd.args(["get", source, "-o", path_str(out), "--no-seed", "--json"])
+        .args(["--listen", listen, "--state-dir", path_str(state)])
+        .args(extra);
+    let (output, _) = run_with_timeout(&mut cmd, Duration::from_secs(90));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "shoal get failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// A 2 MiB + 333 byte file in 64 KiB pieces and its torrent; returns (folder, torrent,
+/// magnet link without peers or trackers).
+fn make_torrent(dir: &Path, seed: u64) -> (PathBuf, PathBuf, String) {
+    let src = dir.join("src");
+    random_file(&src.join("payload.bin"), 2 * 1024 * 1024 + 333, seed);
+    let torrent = dir.join("payload.torrent");
+    run_ok(shoal().args([
+        "create",
+        path_str(&src.join("payload.bin")),
+        "--piece-size",
+        "64K",
+        "-o",
+        path_str(&torrent),
+    ]));
+    let info = shoal_info(path_str(&torrent));
+    let magnet = format!(
+        "magnet:?xt=urn:btih:{}",
+        info["info_hash"].as_str().expect("info_hash")
+    );
+    (src, torrent, magnet)
+}
+
+fn same_files(a: &Path, b: &Path) {
+    assert!(
+        std::fs::read(a).unwrap() == std::fs::read(b).unwrap(),
+        "{a:?} differs from {b:?}"
+    );
+}
+
+#[test]
+fn libtorrent_seeds_on_dht_shoal_gets_magnet() {
+    let dir = tempdir();
+    let (src, torrent, magnet) = make_torrent(dir.path(), 1);
+    let dht_state = dir.path().join("dht.state");
+    let (mut boot, stats) = shoal_dht("127.0.2.100:19100", &dht_state);
+    let _seed = start_and_wait(
+        python_cmd(
+            LT_SEED,
+            &[
+                path_str(&torrent),
+                path_str(&src),
+                "127.0.2.101",
+                "19101",
+                "127.0.2.100:19100",
+            ],
+        ),
+        "READY",
+        Duration::from_secs(60),
+    );
+    let out = dir.path().join("out");
+    let events = shoal_get(
+        &magnet,
+        &out,
+        &dir.path().join("state"),
+        "127.0.2.102:19102",
+        &["--dht-bootstrap", "127.0.2.100:19100"],
+    );
+    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+    assert!(events.contains("\"metadata\""), "{events}");
+
+    // The bootstrap node stored libtorrent's announce, and saves its table on SIGTERM.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = stats
+            .recv_timeout(left)
+            .expect("the shoal DHT node stored no announce");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON stats");
+        if v["peers"].as_u64().unwrap_or(0) >= 1 {
+            break;
+        }
+    }
+    let pid = boot.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while boot.0.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "shoal dht did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let saved = std::fs::read(&dht_state).expect("state file written");
+    assert!(saved.starts_with(b"d2:id20:"), "{saved:?}");
+}
+
+#[test]
+fn shoal_seeds_on_dht_libtorrent_gets_magnet() {
+    let dir = tempdir();
+    let (src, torrent, magnet) = make_torrent(dir.path(), 2);
+    let (_boot, _) = shoal_dht("127.0.2.110:19110", &dir.path().join("dht.state"));
+    let _seed = shoal_seed(
+        &torrent,
+        &src,
+        &dir.path().join("seed-state"),
+        "127.0.2.111:19111",
+        "127.0.2.110:19110",
+    );
+    let out = dir.path().join("lt-out");
+    let stdout = run_ok(&mut python_cmd(
+        LT_GET_MAGNET,
+        &[
+            &magnet,
+            path_str(&out),
+            "127.0.2.112",
+            "19112",
+            "127.0.2.110:19110",
+        ],
+    ));
+    assert!(stdout.contains("DONE"), "{stdout}");
+    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+}
+
+#[test]
+fn aria2_fetches_metadata_from_a_shoal_seed() {
+    require("aria2c");
+    let dir = tempdir();
+    let (src, torrent, magnet) = make_torrent(dir.path(), 3);
+    let (_boot, _) = shoal_dht("127.0.2.120:19120", &dir.path().join("dht.state"));
+    let _seed = shoal_seed(
+        &torrent,
+        &src,
+        &dir.path().join("seed-state"),
+        "127.0.2.121:19121",
+        "127.0.2.120:19120",
+    );
+    let out = dir.path().join("aria-out");
+    // aria2 saves the fetched .torrent only into an existing folder.
+    std::fs::create_dir_all(&out).unwrap();
+    let mut cmd = Command::new("aria2c");
+    cmd.args(["-d", path_str(&out), "--listen-port=19122"])
+        .args(["--interface=127.0.2.122", "--disable-ipv6"])
+        .args(["--enable-dht=true", "--dht-listen-port=19123"])
+        .args(["--dht-entry-point=127.0.2.120:19120", "--dht-file-path"])
+        .arg(dir.path().join("aria2-dht.dat"))
+        .args(["--bt-enable-lpd=false", "--enable-peer-exchange=false"])
+        .args(["--bt-metadata-only=true", "--bt-save-metadata=true"])
+        .args(["--console-log-level=warn", "--summary-interval=0"])
+        .arg(&magnet);
+    let (output, _) = run_with_timeout(&mut cmd, Duration::from_secs(60));
+    assert!(
+        output.status.success(),
+        "aria2c: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let hash = magnet.rsplit(':').next().unwrap();
+    let fetched = out.join(format!("{hash}.torrent"));
+    let info = shoal_info(path_str(&fetched));
+    assert_eq!(info["info_hash"].as_str(), Some(hash));
+    assert_eq!(info["name"].as_str(), Some("payload.bin"));
+}
+
+#[test]
+fn shoal_to_shoal_magnet_with_a_peer_and_no_dht() {
+    let dir = tempdir();
+    let (src, torrent, magnet) = make_torrent(dir.path(), 4);
+    let mut seed = shoal();
+    seed.args([
+        "seed",
+        path_str(&torrent),
+        path_str(&src),
+        "--json",
+        "--no-dht",
+    ])
+    .args(["--listen", "127.0.2.130:19130", "--state-dir"])
+    .arg(dir.path().join("seed-state"));
+    let _seed = start_and_wait(seed, "\"started\"", Duration::from_secs(30));
+    let with_peer = format!("{magnet}&x.pe=127.0.2.130:19130");
+    let out = dir.path().join("out");
+    let state = dir.path().join("state");
+    shoal_get(&with_peer, &out, &state, "127.0.2.131:19131", &["--no-dht"]);
+    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+    // The fetched metadata was kept: a bare info-hash now resumes with no peer at all.
+    let hash = magnet.rsplit(':').next().unwrap();
+    let events = shoal_get(hash, &out, &state, "127.0.2.131:19131", &["--no-dht"]);
+    assert!(!events.contains("fetching_metadata"), "{events}");
+}
+
+/// 20 shoal nodes (in this process, 127.0.2.140–159) and two libtorrent nodes form one
+/// DHT. libtorrent announces one info-hash and a shoal node finds it; a shoal node
+/// announces another and libtorrent finds that.
+#[test]
+fn shoal_and_libtorrent_nodes_find_each_others_peers() {
+    use shoal_dht::driver::{DhtHandle, DriverConfig};
+    let dir = tempdir();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let boot = "127.0.2.140:19140";
+    let nodes: Vec<DhtHandle> = runtime.block_on(async {
+        let mut nodes = Vec::new();
+        for i in 0..20u8 {
+            let addr = SocketAddr::from(([127, 0, 2, 140 + i], 19140));
+            let mut config = DriverConfig::new(addr);
+            if i > 0 {
+                config.dht.bootstrap = vec![boot.parse().unwrap()];
+            }
+            config.dht.seed = u64::from(i);
+            config.retry = Duration::from_millis(500);
+            nodes.push(DhtHandle::spawn(config).await.expect("bind"));
+        }
+        nodes
+    });
+    let from_lt = "aa".repeat(20);
+    let from_shoal = "bb".repeat(20);
+    let mut lt_nodes = Vec::new();
+    for (i, (announce, search)) in [(&from_lt, &from_shoal), (&from_shoal, &from_lt)]
+        .iter()
+        .enumerate()
+    {
+        let ip = format!("127.0.2.{}", 170 + i);
+        let port = (19170 + i).to_string();
+        let save = dir.path().join(format!("lt{i}"));
+        lt_nodes.push(start_and_wait(
+            python_cmd(
+                LT_DHT_NODE,
+                &[&ip, &port, boot, announce, search, path_str(&save)],
+            ),
+            "STARTED",
+            Duration::from_secs(30),
+        ));
+    }
+    // A shoal node finds libtorrent's announce (127.0.2.170, its listen port 19170).
+    let info_hash: shoal_core::InfoHash = from_lt.parse().unwrap();
+    let expected = SocketAddr::from(([127, 0, 2, 170], 19170));
+    let found = runtime.block_on(async {
+        let mut peers = nodes[13].find_peers(info_hash);
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(batch) = peers.recv().await {
+                if batch.contains(&expected) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await
+    });
+    assert_eq!(found, Ok(true), "shoal did not find libtorrent's peer");
+    // libtorrent (the second node, searching `from_shoal`) finds a shoal announce.
+    let theirs: shoal_core::InfoHash = from_shoal.parse().unwrap();
+    let _announcing = nodes[7].announce(theirs, Some(19187));
+    let (_, lines) = &lt_nodes[0];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .expect("libtorrent did not find the shoal node's peer");
+        if line == "FOUND 127.0.2.147:19187" {
+            break;
+        }
+    }
+}
+
+/// BEP 11: two leechers that know only the seed learn about each other from the seed's
+/// peer exchange and connect (whichever dials first; no DHT, no tracker).
+#[test]
+fn peer_exchange_introduces_leechers() {
+    let dir = tempdir();
+    let (src, torrent, _) = make_torrent(dir.path(), 5);
+    let mut seed = shoal();
+    seed.args([
+        "seed",
+        path_str(&torrent),
+        path_str(&src),
+        "--json",
+        "--no-dht",
+    ])
+    .args([
+        "--listen",
+        "127.0.2.190:19190",
+        "--max-up",
+        "1M",
+        "--state-dir",
+    ])
+    .arg(dir.path().join("seed-state"));
+    let _seed = start_and_wait(seed, "\"started\"", Duration::from_secs(30));
+    // The first leecher connects to the seed and keeps running.
+    let mut first = shoal();
+    first
+        .args(["get", path_str(&torrent), "-o"])
+        .arg(dir.path().join("first"))
+        .args(["--json", "--no-dht", "--listen", "127.0.2.191:19191"])
+        .args(["--peer", "127.0.2.190:19190", "--state-dir"])
+        .arg(dir.path().join("first-state"));
+    let _first = start_and_wait(first, "\"peer_connected\"", Duration::from_secs(30));
+    // The second is told only about the seed.
+    let out = dir.path().join("second");
+    let events = shoal_get(
+        path_str(&torrent),
+        &out,
+        &dir.path().join("second-state"),
+        "127.0.2.192:19192",
+        &["--no-dht", "--peer", "127.0.2.190:19190"],
+    );
+    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+    assert!(
+        events
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|e| e["event"] == "peer_connected"
+                && e["addr"].as_str().unwrap_or("").starts_with("127.0.2.191:")),
+        "the leechers never connected to each other: {events}"
+    );
+}
+
+/// BEP 14: with `--lsd` on a private multicast port, a seed and a downloader on the same
+/// machine find each other with no DHT, tracker or peer address.
+#[test]
+fn local_service_discovery_finds_a_seed() {
+    let dir = tempdir();
+    let (src, torrent, _) = make_torrent(dir.path(), 6);
+    let lsd = ["--no-dht", "--lsd", "--lsd-group", "239.192.152.143:19970"];
+    let mut seed = shoal();
+    seed.args(["seed", path_str(&torrent), path_str(&src), "--json"])
+        .args(lsd)
+        .args(["--listen", "127.0.2.220:19220", "--state-dir"])
+        .arg(dir.path().join("seed-state"));
+    let _seed = start_and_wait(seed, "\"started\"", Duration::from_secs(30));
+    let out = dir.path().join("out");
+    shoal_get(
+        path_str(&torrent),
+        &out,
+        &dir.path().join("state"),
+        "127.0.2.221:19221",
+        &lsd,
+    );
+    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+}

@@ -45,8 +45,6 @@ pub type ConnId = u32;
 /// `have`s from queueing for seconds behind block data (libtorrent refills its send buffer
 /// at a low-water mark the same way).
 const MAX_BACKLOG: usize = 64 * 1024;
-/// Bytes per second assumed for a peer whose rate is not measured yet (the engine's).
-const INITIAL_RATE_GUESS: f64 = 512.0 * 1024.0;
 const SNUB_AFTER: Duration = Duration::from_secs(30);
 
 /// What a host does with the blocks it is asked for.
@@ -73,6 +71,9 @@ pub struct TorrentSetup {
     pub first_key: u64,
     /// Super-seed (BEP 16) while we have every piece.
     pub super_seed: bool,
+    /// Bytes per second assumed for a peer whose rate is not measured yet, for the depth
+    /// of its request queue (the engine's `INITIAL_RATE_GUESS` is 512 KiB/s).
+    pub initial_rate: f64,
 }
 
 /// Pieces a super-seed keeps revealed and unannounced per peer.
@@ -203,6 +204,7 @@ pub struct Torrent {
     behaviour: Behaviour,
     banned: BTreeSet<HostId>,
     max_connections: usize,
+    initial_rate: f64,
     downloaded: RateMeter,
     uploaded: RateMeter,
     completed_announced: bool,
@@ -244,6 +246,7 @@ impl Torrent {
             behaviour: setup.behaviour,
             banned: setup.banned,
             max_connections: setup.max_connections,
+            initial_rate: setup.initial_rate,
             downloaded: RateMeter::default(),
             uploaded: RateMeter::default(),
             last_choke: now - Duration::from_secs(60),
@@ -681,7 +684,7 @@ impl Torrent {
         }
         let reqq = state.peer_extensions.as_ref().and_then(|e| e.reqq);
         let depth = queue_depth(
-            peer.downloaded.rate().max(INITIAL_RATE_GUESS),
+            peer.downloaded.rate().max(self.initial_rate),
             Duration::from_secs(2),
             reqq,
         );

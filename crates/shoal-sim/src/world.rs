@@ -347,6 +347,7 @@ impl World {
                 max_connections: scenario.max_connections as usize,
                 first_key: u64::from(host.incarnation) << 40,
                 super_seed: scenario.super_seed && host.role == Role::Seed,
+                initial_rate: scenario.initial_rate as f64,
             },
             instant,
         ));

@@ -84,8 +84,6 @@ const SUPER_SEED_PER_PEER: usize = 2;
 pub struct Counters {
     /// Payload bytes served.
     pub uploaded: u64,
-    /// Payload bytes of requested blocks received.
-    pub downloaded: u64,
     /// Payload bytes received for blocks already had (endgame crossings).
     pub duplicate: u64,
     /// Bytes of pieces that failed the hash check.
@@ -276,11 +274,6 @@ impl Torrent {
 
     pub fn peer_count(&self) -> usize {
         self.peers.len()
-    }
-
-    /// Hosts we are connected to (or connecting with).
-    pub fn remotes(&self) -> impl Iterator<Item = HostId> + '_ {
-        self.peers.values().map(|p| p.remote)
     }
 
     /// Some connection has bytes for the uplink.
@@ -590,7 +583,6 @@ impl Torrent {
         peer.last_block = now;
         peer.downloaded.add(u64::from(block.length));
         self.downloaded.add(u64::from(block.length));
-        self.counters.downloaded += u64::from(block.length);
         match self.picker.block_received(key, block) {
             Received::New {
                 piece_complete,

@@ -58,7 +58,6 @@ pub enum Role {
 #[derive(Debug, Clone)]
 pub struct HostSummary {
     pub role: Role,
-    pub up: u64,
     pub joined_at: Option<Nanos>,
     pub completed_at: Option<Nanos>,
     pub counters: Counters,
@@ -277,7 +276,6 @@ impl World {
                 }
                 HostSummary {
                     role: h.role,
-                    up: h.up,
                     joined_at: h.joined_at,
                     completed_at: h.completed_at,
                     counters,
@@ -655,7 +653,6 @@ impl World {
 
 fn add_counters(total: &mut Counters, more: &Counters) {
     total.uploaded += more.uploaded;
-    total.downloaded += more.downloaded;
     total.duplicate += more.duplicate;
     total.corrupt += more.corrupt;
     total.corrupt_accepted += more.corrupt_accepted;

@@ -178,6 +178,8 @@ impl Scenario {
     /// The Kumar & Ross lower bound on the time for every honest leecher to finish:
     /// `max(F/u_seed, F/d_min, N·F/(u_seed + Σu_i))`, with `u_seed` the seeds' total
     /// upload and N, u_i, d_min over honest leechers (bad peers' upload is worthless).
+    /// It assumes every leecher is there at time zero; with Poisson arrivals it is only a
+    /// reference point.
     pub fn lower_bound(&self) -> Bound {
         let f = self.file_size as f64;
         let u_seed = f64::from(self.seeds) * self.seed_up as f64;

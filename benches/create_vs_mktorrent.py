@@ -10,23 +10,9 @@ writes the table to docs/BENCHMARKS.md (section "create").
 
 Needs: a release build (`cargo build --release`), mktorrent, /usr/bin/time, openssl.
 """
-import argparse, json, os, re, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, statistics, subprocess, tempfile, time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHOAL = os.path.join(ROOT, "target", "release", "shoal")
-
-
-def timed(cmd):
-    """Runs cmd under /usr/bin/time -v; returns (wall s, cpu s, peak RSS KiB)."""
-    start = time.perf_counter()
-    out = subprocess.run(["/usr/bin/time", "-v"] + cmd, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if out.returncode != 0:
-        sys.exit(f"{cmd} failed:\n{out.stderr}")
-    user = float(re.search(r"User time \(seconds\): ([\d.]+)", out.stderr).group(1))
-    system = float(re.search(r"System time \(seconds\): ([\d.]+)", out.stderr).group(1))
-    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", out.stderr).group(1))
-    return wall, user + system, rss
+from benchlib import ROOT, SHOAL, machine, timed, write_section
 
 
 def info_hash(torrent):
@@ -84,12 +70,11 @@ def main():
         rows.append(f"| {name} | {wall:.3f} | {args.size_mib / 1024 * 1073.741824 / wall:.0f} | {cpu:.2f} | {rss / 1024:.1f} |")
     ratio = med["shoal create"] / med["mktorrent -t 2"]
     nproc = os.cpu_count()
-    cpu_model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     section = "\n".join([
         "## create: `shoal create` vs `mktorrent -t 2`",
         "",
         f"{args.size_mib} MiB random file in the page cache, {args.piece} pieces, {args.runs} alternating runs each, medians. "
-        f"Machine: {nproc} cores, {cpu_model}. Date: {time.strftime('%Y-%m-%d')}.",
+        f"Machine: {machine()}. Date: {time.strftime('%Y-%m-%d')}.",
         "",
         "| tool | wall s | MB/s | CPU s | peak RSS MiB |",
         "|---|---|---|---|---|",
@@ -102,17 +87,7 @@ def main():
         f"Reproduce: `python3 benches/create_vs_mktorrent.py --size-mib {args.size_mib} --runs {args.runs} --piece {args.piece}`",
         "",
     ])
-    print(section)
-    path = os.path.join(ROOT, "docs", "BENCHMARKS.md")
-    text = open(path).read() if os.path.exists(path) else "# shoal benchmarks\n\nEach section is written by the script it names.\n\n"
-    start = text.find("## create:")
-    if start >= 0:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    open(path, "w").write(text)
-
+    write_section("create:", section)
 
 if __name__ == "__main__":
     main()

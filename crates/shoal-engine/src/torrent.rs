@@ -25,7 +25,7 @@ use shoal_swarm::{
     queue_depth, BlockData, Choker, ChokerConfig, ChokerPeer, PeerKey, PiecePicker, Received,
     SmartBan,
 };
-use shoal_wire::{ExtensionHandshake, PeerSession, SessionConfig, SessionEvent};
+use shoal_wire::{allowed_fast_set, ExtensionHandshake, PeerSession, SessionConfig, SessionEvent};
 use tokio::sync::{mpsc, watch};
 
 use crate::addresses::AddressBook;
@@ -87,9 +87,12 @@ pub enum EngineEvent {
         addr: SocketAddr,
         client: String,
     },
+    /// A connection ended; `downloaded` and `uploaded` are the payload bytes it carried.
     PeerDisconnected {
         addr: SocketAddr,
         reason: String,
+        downloaded: u64,
+        uploaded: u64,
     },
     PeerBanned {
         addr: SocketAddr,
@@ -113,7 +116,7 @@ pub enum Outcome {
 pub enum EngineError {
     #[error(transparent)]
     Storage(#[from] StorageError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Listen {
         addr: SocketAddr,
         source: std::io::Error,
@@ -318,6 +321,8 @@ struct Actor {
 const MAX_BACKLOG: usize = 4 * 1024 * 1024;
 /// Bytes per second assumed for a peer whose rate is not measured yet (64 requests deep).
 const INITIAL_RATE_GUESS: f64 = 512.0 * 1024.0;
+/// Allowed-fast pieces granted to each peer with the fast extension (libtorrent: 5).
+const ALLOWED_FAST_SET: usize = 8;
 const SNUB_AFTER: Duration = Duration::from_secs(30);
 const RESUME_SAVE_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -373,7 +378,7 @@ impl Actor {
                 let Some(peer) = self.peers.get_mut(&key) else {
                     return Ok(());
                 };
-                if let Err(e) = peer.session.handle_input(now, &bytes) {
+                if let Err(e) = peer.session.handle_input_bytes(now, bytes) {
                     self.remove_peer(key, &e.to_string(), now);
                     return Ok(());
                 }
@@ -482,6 +487,8 @@ impl Actor {
             let _ = self.events.send(EngineEvent::PeerDisconnected {
                 addr: peer.addr,
                 reason: reason.to_owned(),
+                downloaded: peer.downloaded.total,
+                uploaded: peer.uploaded.total,
             });
         }
     }
@@ -538,13 +545,29 @@ impl Actor {
     ) -> Result<(), EngineError> {
         let peer = self.peers.get_mut(&key).expect("caller checked");
         match event {
-            SessionEvent::Connected { peer_id, .. } => {
+            SessionEvent::Connected { peer_id, fast, .. } => {
                 peer.connected = true;
                 let client = client_name(&peer_id.0);
                 let _ = self.events.send(EngineEvent::PeerConnected {
                     addr: peer.addr,
                     client,
                 });
+                if fast {
+                    // BEP 6: a few pieces it may fetch from us even while choked, so a
+                    // new peer has something to trade with sooner.
+                    let info = &self.config.metainfo;
+                    let have = self.picker.have();
+                    for piece in allowed_fast_set(
+                        &info.info_hash,
+                        peer.addr.ip(),
+                        info.info.piece_count() as u32,
+                        ALLOWED_FAST_SET,
+                    ) {
+                        if have.get(piece as usize) {
+                            peer.session.allow_fast(piece);
+                        }
+                    }
+                }
             }
             SessionEvent::PeerBitfield => {
                 let bits = peer.session.state().peer_pieces.clone();
@@ -594,8 +617,8 @@ impl Actor {
             SessionEvent::NotInterested => self.choke_dirty = true,
             SessionEvent::BlockReceived { block, data } => self.on_block(key, block, data, now)?,
             SessionEvent::Closed(_) => {}
+            SessionEvent::AllowedFast(_) => self.request_more(key),
             SessionEvent::Unchoked
-            | SessionEvent::AllowedFast(_)
             | SessionEvent::Suggest(_)
             | SessionEvent::DhtPort(_)
             | SessionEvent::ExtensionHandshake(_)
@@ -652,11 +675,26 @@ impl Actor {
     }
 
     fn piece_complete(&mut self, piece: u32, now: Instant) -> Result<(), EngineError> {
-        let hash = match self.hashes.finish(&self.files, piece) {
-            Ok(hash) => Some(hash),
-            Err(e @ StorageError::Io { .. }) => return Err(e.into()),
-            Err(_) => None,
-        };
+        self.hashes.piece_complete(piece);
+        // Wait for a partner to hash it with only while other blocks are on their way.
+        let more_coming = self.peers.values().any(|p| !p.requested.is_empty());
+        self.verify_ready(!more_coming, now)
+    }
+
+    /// Hashes complete pieces (in pairs; see [`PieceHashes`]) and acts on the results.
+    fn verify_ready(&mut self, force: bool, now: Instant) -> Result<(), EngineError> {
+        for (piece, result) in self.hashes.verify_ready(&self.files, force) {
+            let hash = match result {
+                Ok(hash) => Some(hash),
+                Err(e @ StorageError::Io { .. }) => return Err(e.into()),
+                Err(_) => None,
+            };
+            self.piece_hashed(piece, hash, now);
+        }
+        Ok(())
+    }
+
+    fn piece_hashed(&mut self, piece: u32, hash: Option<[u8; 20]>, now: Instant) {
         if hash.is_some() && hash == self.config.metainfo.info.piece_hash(piece as usize) {
             if self.smart_ban.is_watched(piece) {
                 let blocks = self.read_blocks(
@@ -704,7 +742,6 @@ impl Actor {
                 self.ban(liar, now);
             }
         }
-        Ok(())
     }
 
     /// Reads blocks of `piece` at the given offsets (shorter at the piece's end); a block
@@ -730,7 +767,10 @@ impl Actor {
     fn request_more(&mut self, key: PeerKey) {
         let peer = self.peers.get_mut(&key).expect("caller checked");
         let state = peer.session.state();
-        if !state.am_interested || state.peer_choking || self.picker.is_complete() {
+        if !state.am_interested || self.picker.is_complete() {
+            return;
+        }
+        if state.peer_choking && state.allowed_fast.is_empty() {
             return;
         }
         let reqq = state.peer_extensions.as_ref().and_then(|e| e.reqq);
@@ -746,8 +786,14 @@ impl Actor {
         }
         self.scratch.clear();
         let want = depth - peer.requested.len();
-        self.picker
-            .pick(key, &peer.counted, want, &mut self.rng, &mut self.scratch);
+        if state.peer_choking {
+            let allowed: Vec<u32> = state.allowed_fast.iter().copied().collect();
+            self.picker
+                .pick_from(key, &peer.counted, &allowed, want, &mut self.scratch);
+        } else {
+            self.picker
+                .pick(key, &peer.counted, want, &mut self.rng, &mut self.scratch);
+        }
         for block in self.scratch.drain(..) {
             if peer.session.request(block) {
                 peer.requested.insert(block);
@@ -768,13 +814,12 @@ impl Actor {
                 peer.session.reject(block);
                 continue;
             }
-            let mut data = vec![0u8; block.length as usize];
-            match self.files.read(
-                u64::from(block.piece) * piece_length + u64::from(block.offset),
-                &mut data,
-            ) {
+            let at = u64::from(block.piece) * piece_length + u64::from(block.offset);
+            match peer
+                .session
+                .send_block_with(block, |out| self.files.read(at, out))
+            {
                 Ok(()) => {
-                    peer.session.send_block(block, Bytes::from(data));
                     peer.uploaded.add(u64::from(block.length));
                     self.uploaded.add(u64::from(block.length));
                 }
@@ -792,6 +837,8 @@ impl Actor {
 
     fn tick(&mut self) -> Result<(), EngineError> {
         let now = Instant::now();
+        // A complete piece still waiting for a partner to be hashed with waits no longer.
+        self.verify_ready(true, now)?;
         // Connect to peers that are due.
         let slots = self.config.max_connections.saturating_sub(self.peers.len());
         for addr in self.addresses.due(now, slots.min(10)) {
@@ -928,6 +975,10 @@ impl Actor {
 
     fn shutdown(&mut self) {
         let now = Instant::now();
+        // Complete pieces not hashed yet would otherwise be downloaded again next time.
+        if let Err(e) = self.verify_ready(true, now) {
+            tracing::warn!("cannot verify the last pieces: {e}");
+        }
         self.save_resume();
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         for key in keys {

@@ -5,12 +5,10 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    /// The OS error is part of the message rather than a `source`, so that a report
+    /// that prints the whole error chain shows it once.
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: io::Error },
     #[error("{0}: no files to put in a torrent")]
     NoFiles(PathBuf),
     #[error("{0}: every file is empty, and a torrent needs at least one byte")]
@@ -31,7 +29,7 @@ impl StorageError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
         StorageError::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 }

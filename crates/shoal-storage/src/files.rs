@@ -162,9 +162,7 @@ impl TorrentFiles {
             .map_err(|e| StorageError::io(path, e))?
             .len();
         if len < info.length {
-            // Sparse: the file has its final size at once and takes no space yet.
-            file.set_len(info.length)
-                .map_err(|e| StorageError::io(path, e))?;
+            allocate(&file, len, info.length).map_err(|e| StorageError::io(path, e))?;
         }
         Ok(file)
     }
@@ -188,6 +186,30 @@ impl TorrentFiles {
         }
         Ok(())
     }
+}
+
+/// Gives a file its final `length`, reserving the blocks from `from` on where the file
+/// system can (as aria2 does by default): a full disk then shows up as a clear error
+/// before any data is downloaded rather than halfway through, the file is not
+/// fragmented, and each write no longer allocates blocks page by page (a third of the
+/// kernel's cost of a write on ext4). Elsewhere the file is made sparse.
+fn allocate(file: &File, from: u64, length: u64) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let (Ok(offset), Ok(len)) = (i64::try_from(from), i64::try_from(length - from)) else {
+            return Err(io::ErrorKind::InvalidInput.into());
+        };
+        // SAFETY: a plain system call on a file descriptor we own, no pointers.
+        if unsafe { libc::fallocate(file.as_raw_fd(), 0, offset, len) } == 0 {
+            return Ok(());
+        }
+        let error = io::Error::last_os_error();
+        if error.raw_os_error() != Some(libc::EOPNOTSUPP) {
+            return Err(error);
+        }
+    }
+    file.set_len(length)
 }
 
 #[cfg(test)]

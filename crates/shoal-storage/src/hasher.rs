@@ -1,8 +1,8 @@
 //! Hashing pieces from disk on several cores.
 //!
-//! Workers take piece indices from a shared counter and read each piece with positioned
-//! reads in chunks small enough to stay in the CPU's L2 cache while they are hashed, so
-//! the data is touched from memory once. Memory use is one chunk per worker, whatever the
+//! Workers take pairs of piece indices from a shared counter and read each piece with
+//! positioned reads in chunks small enough to stay in the CPU's L2 cache while they are hashed, so
+//! the data is touched from memory once. Memory use is two chunks per worker, whatever the
 //! piece length or the size of the content.
 
 use std::fs::File;
@@ -11,8 +11,9 @@ use std::ops::ControlFlow;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use sha1::{Digest, Sha1};
+use shoal_hash::Sha1;
 
+use crate::layout::Segment;
 use crate::{FileLayout, StorageError};
 
 /// Read (and hash) this much at a time.
@@ -24,6 +25,8 @@ const CHUNK: usize = 256 * 1024;
 /// with the piece's SHA-1 or the error that stopped it from being read (a missing or
 /// short file is an error here; a recheck treats it as "piece not present"). Returning
 /// [`ControlFlow::Break`] stops all workers early.
+///
+/// Each worker hashes two pieces side by side (see [`shoal_hash::update_pair`]).
 pub fn hash_pieces<F>(layout: &FileLayout, threads: usize, on_piece: F)
 where
     F: Fn(usize, Result<[u8; 20], StorageError>) -> ControlFlow<()> + Sync,
@@ -32,20 +35,23 @@ where
     let stop = AtomicBool::new(false);
     let count = layout.piece_count();
     std::thread::scope(|scope| {
-        for _ in 0..threads.clamp(1, count.max(1)) {
+        for _ in 0..threads.clamp(1, count.div_ceil(2).max(1)) {
             scope.spawn(|| {
-                let mut reader = Reader {
-                    layout,
-                    open: None,
-                    buffer: vec![0; CHUNK],
-                };
+                let mut lanes = [Lane::new(), Lane::new()];
                 while !stop.load(Ordering::Relaxed) {
-                    let index = next.fetch_add(1, Ordering::Relaxed);
-                    if index >= count {
+                    let first = next.fetch_add(2, Ordering::Relaxed);
+                    if first >= count {
                         break;
                     }
-                    if on_piece(index, reader.hash_piece(index)).is_break() {
-                        stop.store(true, Ordering::Relaxed);
+                    let mut pieces = [
+                        PieceRead::new(layout, first),
+                        PieceRead::new(layout, first + 1),
+                    ];
+                    hash_side_by_side(layout, &mut pieces, &mut lanes);
+                    for piece in pieces {
+                        if piece.index < count && on_piece(piece.index, piece.finish()).is_break() {
+                            stop.store(true, Ordering::Relaxed);
+                        }
                     }
                 }
             });
@@ -53,42 +59,113 @@ where
     });
 }
 
-/// One worker's state: its buffer and the file it read last (consecutive pieces of a
-/// worker usually fall in the same file, so one cached handle saves most opens).
-struct Reader<'a> {
-    layout: &'a FileLayout,
+/// Reads and hashes two pieces chunk by chunk, in lockstep.
+fn hash_side_by_side(layout: &FileLayout, pieces: &mut [PieceRead; 2], lanes: &mut [Lane; 2]) {
+    loop {
+        let [a, b] = pieces;
+        let [lane_a, lane_b] = lanes;
+        let n_a = a.read_chunk(layout, lane_a);
+        let n_b = b.read_chunk(layout, lane_b);
+        if n_a == 0 && n_b == 0 {
+            return;
+        }
+        shoal_hash::update_pair(
+            &mut a.sha,
+            &lane_a.buffer[..n_a],
+            &mut b.sha,
+            &lane_b.buffer[..n_b],
+        );
+    }
+}
+
+/// One lane of a worker: its buffer and the file it read last (consecutive pieces of a
+/// lane usually fall in the same file, so one cached handle saves most opens).
+struct Lane {
     open: Option<(usize, File)>,
     buffer: Vec<u8>,
 }
 
-impl Reader<'_> {
-    fn hash_piece(&mut self, index: usize) -> Result<[u8; 20], StorageError> {
-        let layout = self.layout;
-        let mut sha = Sha1::new();
-        for segment in layout.piece_segments(index) {
-            let info = &layout.files()[segment.file];
-            let mut done = 0;
-            while done < segment.length {
-                let n = (segment.length - done).min(CHUNK as u64) as usize;
-                if info.padding {
-                    self.buffer[..n].fill(0);
-                } else {
-                    let offset = segment.file_offset + done;
-                    let file = open_cached(&mut self.open, layout, segment.file)?;
-                    file.read_exact_at(&mut self.buffer[..n], offset)
-                        .map_err(|e| match e.kind() {
-                            io::ErrorKind::UnexpectedEof => StorageError::Changed {
-                                path: info.path.clone(),
-                                expected: info.length,
-                            },
-                            _ => StorageError::io(&info.path, e),
-                        })?;
-                }
-                sha.update(&self.buffer[..n]);
-                done += n as u64;
+impl Lane {
+    fn new() -> Self {
+        Lane {
+            open: None,
+            buffer: vec![0; CHUNK],
+        }
+    }
+}
+
+/// How far the reading and hashing of one piece has got.
+struct PieceRead {
+    index: usize,
+    segments: Vec<Segment>,
+    /// Bytes of `segments` read so far.
+    read: u64,
+    sha: Sha1,
+    error: Option<StorageError>,
+}
+
+impl PieceRead {
+    /// A piece past the end of the torrent reads as empty.
+    fn new(layout: &FileLayout, index: usize) -> Self {
+        let segments = if index < layout.piece_count() {
+            layout.piece_segments(index).collect()
+        } else {
+            Vec::new()
+        };
+        PieceRead {
+            index,
+            segments,
+            read: 0,
+            sha: Sha1::new(),
+            error: None,
+        }
+    }
+
+    /// Reads the piece's next chunk (at most [`CHUNK`], within one file) into the lane's
+    /// buffer; 0 once the piece is done or has failed.
+    fn read_chunk(&mut self, layout: &FileLayout, lane: &mut Lane) -> usize {
+        if self.error.is_some() {
+            return 0;
+        }
+        let mut skip = self.read;
+        let Some(segment) = self.segments.iter().find(|s| {
+            let inside = skip < s.length;
+            if !inside {
+                skip -= s.length;
+            }
+            inside
+        }) else {
+            return 0;
+        };
+        let n = (segment.length - skip).min(CHUNK as u64) as usize;
+        let info = &layout.files()[segment.file];
+        if info.padding {
+            lane.buffer[..n].fill(0);
+        } else {
+            let read = open_cached(&mut lane.open, layout, segment.file).and_then(|file| {
+                file.read_exact_at(&mut lane.buffer[..n], segment.file_offset + skip)
+                    .map_err(|e| match e.kind() {
+                        io::ErrorKind::UnexpectedEof => StorageError::Changed {
+                            path: info.path.clone(),
+                            expected: info.length,
+                        },
+                        _ => StorageError::io(&info.path, e),
+                    })
+            });
+            if let Err(e) = read {
+                self.error = Some(e);
+                return 0;
             }
         }
-        Ok(sha.finalize().into())
+        self.read += n as u64;
+        n
+    }
+
+    fn finish(self) -> Result<[u8; 20], StorageError> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(self.sha.finalize()),
+        }
     }
 }
 
@@ -136,7 +213,7 @@ mod tests {
             ControlFlow::Continue(())
         });
         for (i, chunk) in stream.chunks(262_144).enumerate() {
-            let want: [u8; 20] = Sha1::digest(chunk).into();
+            let want = Sha1::digest(chunk);
             assert_eq!(hashes.lock().unwrap()[i], Some(want), "piece {i}");
         }
     }

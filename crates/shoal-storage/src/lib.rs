@@ -2,10 +2,11 @@
 //! ([`FileLayout`]), hashing pieces from disk on all cores ([`hash_pieces`]), and turning a
 //! file or folder into a new torrent ([`create`]).
 //!
-//! The piece hasher is shared by torrent creation and (later) by the recheck of existing
-//! data, so both run at the same SHA-1 speed: each worker `pread`s whole pieces into its
-//! own buffer and hashes them with the SHA-NI accelerated `sha1` crate; memory is
-//! `threads × piece length` whatever the size of the content.
+//! The piece hasher is shared by torrent creation and the recheck of existing data, so
+//! both run at the same SHA-1 speed: each worker reads two pieces side by side in
+//! L2-sized chunks and hashes them together with `shoal-hash`; memory is two chunks per
+//! worker whatever the size of the content. Pieces arriving from peers are hashed in
+//! pairs too ([`PieceHashes`]).
 
 mod check;
 mod create;

@@ -20,14 +20,16 @@
 //! Every `WireError` is fatal for the connection: the protocol has no way to resynchronise
 //! a byte stream once a peer has broken its rules.
 
+mod allowed_fast;
 mod extension;
 mod handshake;
 mod message;
 mod session;
 
+pub use allowed_fast::allowed_fast_set;
 pub use extension::{ExtensionHandshake, EXTENDED_HANDSHAKE_ID, MAX_REQQ};
 pub use handshake::{parse_handshake, Handshake, HANDSHAKE_LEN, PROTOCOL};
-pub use message::{max_message_len, Message, DEFAULT_MAX_MESSAGE_LEN};
+pub use message::{max_message_len, Frames, Message, DEFAULT_MAX_MESSAGE_LEN};
 pub use session::{PeerSession, PeerState, SessionConfig, SessionEvent};
 
 use shoal_core::{Block, InfoHash};

@@ -100,9 +100,7 @@ impl Message {
                 offset,
                 data,
             } => {
-                header(out, PIECE, 8 + data.len());
-                out.put_u32(*piece);
-                out.put_u32(*offset);
+                piece_header(out, *piece, *offset, data.len());
                 out.put_slice(data);
             }
             Message::Port(port) => {
@@ -124,7 +122,7 @@ impl Message {
     /// any of the body is waited for. Messages with an unknown id are consumed and skipped
     /// (BEP 3 lets clients ignore what they do not understand), and decoding continues with
     /// the next one.
-    pub fn decode(buf: &mut BytesMut, max_len: u32) -> Result<Option<Message>, WireError> {
+    pub fn decode<B: Frames>(buf: &mut B, max_len: u32) -> Result<Option<Message>, WireError> {
         loop {
             if buf.len() < 4 {
                 return Ok(None);
@@ -150,9 +148,28 @@ impl Message {
     }
 }
 
+/// Received bytes that messages are cut from without copying: bytes accumulated in a
+/// `BytesMut`, or a chunk handed over whole as `Bytes`.
+pub trait Frames: Buf + std::ops::Deref<Target = [u8]> {
+    /// Removes and returns the first `n` bytes (`n <= len`).
+    fn take_front(&mut self, n: usize) -> Bytes;
+}
+
+impl Frames for BytesMut {
+    fn take_front(&mut self, n: usize) -> Bytes {
+        self.split_to(n).freeze()
+    }
+}
+
+impl Frames for Bytes {
+    fn take_front(&mut self, n: usize) -> Bytes {
+        self.split_to(n)
+    }
+}
+
 /// Parses a complete message whose `len` bytes (id included) follow the 4-byte prefix at the
 /// front of `buf`, and consumes it. `Ok(None)` for an unknown id (still consumed).
-fn parse_body(id: u8, len: u32, buf: &mut BytesMut) -> Result<Option<Message>, WireError> {
+fn parse_body<B: Frames>(id: u8, len: u32, buf: &mut B) -> Result<Option<Message>, WireError> {
     let exact = |want: u32| {
         if len == want {
             Ok(())
@@ -171,7 +188,7 @@ fn parse_body(id: u8, len: u32, buf: &mut BytesMut) -> Result<Option<Message>, W
         _ => {}
     }
     buf.advance(5);
-    let mut body = buf.split_to(len as usize - 1);
+    let mut body = buf.take_front(len as usize - 1);
     let msg = match id {
         CHOKE => Message::Choke,
         UNCHOKE => Message::Unchoke,
@@ -186,26 +203,33 @@ fn parse_body(id: u8, len: u32, buf: &mut BytesMut) -> Result<Option<Message>, W
         CANCEL => Message::Cancel(read_block(&mut body)),
         REJECT => Message::Reject(read_block(&mut body)),
         PORT => Message::Port(body.get_u16()),
-        BITFIELD => Message::Bitfield(body.freeze()),
+        BITFIELD => Message::Bitfield(body),
         PIECE => {
             let piece = body.get_u32();
             let offset = body.get_u32();
             Message::Piece {
                 piece,
                 offset,
-                data: body.freeze(),
+                data: body,
             }
         }
         EXTENDED => {
             let ext = body.get_u8();
             Message::Extended {
                 id: ext,
-                payload: body.freeze(),
+                payload: body,
             }
         }
         _ => return Ok(None),
     };
     Ok(Some(msg))
+}
+
+/// The start of a `piece` message whose `len` data bytes the caller appends.
+pub(crate) fn piece_header(out: &mut BytesMut, piece: u32, offset: u32, len: usize) {
+    header(out, PIECE, 8 + len);
+    out.put_u32(piece);
+    out.put_u32(offset);
 }
 
 fn header(out: &mut BytesMut, id: u8, payload_len: usize) {
@@ -228,7 +252,7 @@ fn block(out: &mut BytesMut, id: u8, b: &Block) {
     out.put_u32(b.length);
 }
 
-fn read_block(body: &mut BytesMut) -> Block {
+fn read_block(body: &mut Bytes) -> Block {
     Block {
         piece: body.get_u32(),
         offset: body.get_u32(),

@@ -29,7 +29,7 @@
 
 use crate::extension::{ExtensionHandshake, EXTENDED_HANDSHAKE_ID, MAX_REQQ};
 use crate::handshake::{parse_handshake, Handshake, HANDSHAKE_LEN};
-use crate::message::{max_message_len, valid_block_length, Message};
+use crate::message::{max_message_len, piece_header, valid_block_length, Frames, Message};
 use crate::WireError;
 use bytes::{Buf, Bytes, BytesMut};
 use shoal_core::{Bitfield, Block, InfoHash, PeerId};
@@ -132,6 +132,8 @@ pub struct PeerState {
     pub outstanding: BTreeSet<Block>,
     /// Pieces the peer lets us request while it chokes us (BEP 6).
     pub allowed_fast: BTreeSet<u32>,
+    /// Pieces we let the peer request while we choke it (BEP 6).
+    pub granted_fast: BTreeSet<u32>,
     /// Payload bytes of requested blocks received / blocks sent.
     pub downloaded: u64,
     pub uploaded: u64,
@@ -264,6 +266,7 @@ impl PeerSession {
                 peer_extensions: None,
                 outstanding: BTreeSet::new(),
                 allowed_fast: BTreeSet::new(),
+                granted_fast: BTreeSet::new(),
                 downloaded: 0,
                 uploaded: 0,
             },
@@ -287,15 +290,39 @@ impl PeerSession {
     /// (it is also reported as [`SessionEvent::Closed`]); input after that returns the
     /// same error.
     pub fn handle_input(&mut self, now: Instant, bytes: &[u8]) -> Result<(), WireError> {
+        self.begin_input(now, bytes.len())?;
+        self.recv.extend_from_slice(bytes);
+        let result = self.process_input();
+        self.end_input(result)
+    }
+
+    /// [`handle_input`](Self::handle_input) for bytes the caller owns: messages are cut
+    /// from them without copying (blocks keep pointing into `bytes`), and only a partial
+    /// message at the end is buffered.
+    pub fn handle_input_bytes(&mut self, now: Instant, mut bytes: Bytes) -> Result<(), WireError> {
+        if !self.recv.is_empty() || !matches!(self.phase, Phase::Open) {
+            return self.handle_input(now, &bytes);
+        }
+        self.begin_input(now, bytes.len())?;
+        let result = self.process_frames(&mut bytes);
+        if result.is_ok() {
+            self.recv.extend_from_slice(&bytes);
+        }
+        self.end_input(result)
+    }
+
+    fn begin_input(&mut self, now: Instant, len: usize) -> Result<(), WireError> {
         if let Phase::Closed(e) = &self.phase {
             return Err(e.clone());
         }
         self.now = self.now.max(now);
-        if !bytes.is_empty() {
+        if len > 0 {
             self.last_received = self.now;
         }
-        self.recv.extend_from_slice(bytes);
-        let result = self.process_input();
+        Ok(())
+    }
+
+    fn end_input(&mut self, result: Result<(), WireError>) -> Result<(), WireError> {
         if let Err(e) = &result {
             self.close(e.clone());
         }
@@ -405,11 +432,29 @@ impl PeerSession {
         }
         self.state.am_choking = true;
         self.enqueue(&Message::Choke);
-        let dropped: Vec<Block> = self.uploads.drain(..).collect();
+        // Requests for allowed-fast pieces survive a choke (BEP 6); the rest are dropped.
+        let granted = &self.state.granted_fast;
+        let (keep, dropped): (Vec<Block>, Vec<Block>) = self
+            .uploads
+            .drain(..)
+            .partition(|b| granted.contains(&b.piece));
+        self.uploads = keep.into();
         if self.state.fast {
             for block in dropped {
                 self.enqueue(&Message::Reject(block));
             }
+        }
+    }
+
+    /// Lets the peer request `piece` while we choke it (BEP 6 allowed fast; see
+    /// [`allowed_fast_set`](crate::allowed_fast_set)). Only with the fast extension.
+    pub fn allow_fast(&mut self, piece: u32) {
+        if self.is_open()
+            && self.state.fast
+            && piece < self.config.piece_count
+            && self.state.granted_fast.insert(piece)
+        {
+            self.enqueue(&Message::AllowedFast(piece));
         }
     }
 
@@ -475,11 +520,12 @@ impl PeerSession {
         }
     }
 
-    /// The next request of the peer's to serve (oldest first); `None` while we choke it.
-    /// The driver reads the block's data and passes it to [`PeerSession::send_block`], or
-    /// calls [`PeerSession::reject`] if it cannot.
+    /// The next request of the peer's to serve (oldest first); while we choke it, only
+    /// requests for allowed-fast pieces are queued. The driver reads the block's data and
+    /// passes it to [`PeerSession::send_block`], or calls [`PeerSession::reject`] if it
+    /// cannot.
     pub fn next_upload(&mut self) -> Option<Block> {
-        if self.state.am_choking || !self.is_open() {
+        if !self.is_open() {
             return None;
         }
         self.uploads.pop_front()
@@ -487,16 +533,41 @@ impl PeerSession {
 
     /// Sends a block taken from [`PeerSession::next_upload`].
     pub fn send_block(&mut self, block: Block, data: Bytes) {
-        if !self.is_open() {
-            return;
-        }
         debug_assert_eq!(data.len(), block.length as usize, "block data length");
-        self.state.uploaded += data.len() as u64;
-        self.enqueue(&Message::Piece {
-            piece: block.piece,
-            offset: block.offset,
-            data,
+        let copied: Result<(), std::convert::Infallible> = self.send_block_with(block, |out| {
+            out.copy_from_slice(&data);
+            Ok(())
         });
+        let Ok(()) = copied;
+    }
+
+    /// Like [`send_block`](Self::send_block), but `fill` writes the block's data straight
+    /// into the outgoing buffer (a driver reads from disk into it, saving a copy and an
+    /// allocation per block). If `fill` fails nothing is sent, and its error is returned.
+    pub fn send_block_with<E>(
+        &mut self,
+        block: Block,
+        fill: impl FnOnce(&mut [u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        if !self.is_open() {
+            return Ok(());
+        }
+        let start = self.send.len();
+        piece_header(
+            &mut self.send,
+            block.piece,
+            block.offset,
+            block.length as usize,
+        );
+        let data = self.send.len();
+        self.send.resize(data + block.length as usize, 0);
+        if let Err(e) = fill(&mut self.send[data..]) {
+            self.send.truncate(start);
+            return Err(e);
+        }
+        self.state.uploaded += u64::from(block.length);
+        self.last_sent = self.now;
+        Ok(())
     }
 
     /// Refuses one of the peer's requests (queued, or taken but not servable, e.g. after
@@ -631,7 +702,15 @@ impl PeerSession {
             self.recv.advance(HANDSHAKE_LEN);
             self.on_handshake(theirs);
         }
-        while let Some(msg) = Message::decode(&mut self.recv, self.max_message_len)? {
+        let mut recv = std::mem::take(&mut self.recv);
+        let result = self.process_frames(&mut recv);
+        self.recv = recv;
+        result
+    }
+
+    /// Handles every complete message at the front of `frames`, consuming them.
+    fn process_frames(&mut self, frames: &mut impl Frames) -> Result<(), WireError> {
+        while let Some(msg) = Message::decode(frames, self.max_message_len)? {
             self.on_message(msg)?;
         }
         Ok(())
@@ -783,7 +862,7 @@ impl PeerSession {
             self.unservable_requests = 0;
         }
         let duplicate = self.uploads.contains(&block);
-        let servable = !self.state.am_choking
+        let servable = (!self.state.am_choking || self.state.granted_fast.contains(&block.piece))
             && self.config.our_bitfield.get(block.piece as usize)
             && self.uploads.len() < self.config.max_incoming_requests
             && !duplicate;

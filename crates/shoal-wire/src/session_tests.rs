@@ -732,3 +732,123 @@ fn commands_before_the_handshake_are_ignored() {
     assert!(b.state().peer_pieces.get(2));
     assert_eq!(b.state().peer_pieces.count_ones(), 1);
 }
+
+/// Owned input cut at any size gives the same blocks as borrowed input: whole messages
+/// are cut from the chunk, partial ones buffered until the rest arrives.
+#[test]
+fn owned_input_in_any_chunks() {
+    for chunk in [1, 7, 1000, 16_390, 40_000] {
+        let now = Instant::now();
+        let (mut a, mut b) = connect(config(1, false), config(2, true), now);
+        events(&mut a);
+        b.unchoke();
+        pump(&mut a, &mut b, now, usize::MAX);
+        let wanted = [
+            block(0, 0, 16384),
+            block(1, 16384, 16384),
+            block(3, 0, 16384),
+        ];
+        for w in wanted {
+            assert!(a.request(w));
+        }
+        pump(&mut a, &mut b, now, usize::MAX);
+        while let Some(up) = b.next_upload() {
+            b.send_block(up, data_for(up));
+        }
+        b.have(2);
+        let bytes = take_bytes(&mut b).freeze();
+        for start in (0..bytes.len()).step_by(chunk) {
+            let end = (start + chunk).min(bytes.len());
+            a.handle_input_bytes(now, bytes.slice(start..end)).unwrap();
+        }
+        let got: Vec<_> = events(&mut a)
+            .into_iter()
+            .filter_map(|e| match e {
+                SessionEvent::BlockReceived { block, data } => Some((block, data)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            got,
+            wanted.iter().map(|&w| (w, data_for(w))).collect::<Vec<_>>(),
+            "chunk {chunk}"
+        );
+        assert!(a.state().outstanding.is_empty(), "chunk {chunk}");
+    }
+}
+
+/// BEP 6: pieces we grant as allowed-fast are served while the peer is choked, and
+/// their requests survive a choke; requests for other pieces are rejected.
+#[test]
+fn granted_allowed_fast_pieces_are_served_while_choked() {
+    let mut s = open(true, true);
+    s.allow_fast(1);
+    s.allow_fast(1);
+    s.allow_fast(99); // beyond the torrent: ignored
+    assert_eq!(sent(&mut s), [Message::AllowedFast(1)]);
+    let (granted, other) = (block(1, 0, 16384), block(0, 0, 16384));
+    feed(
+        &mut s,
+        &[Message::Request(granted), Message::Request(other)],
+    )
+    .unwrap();
+    assert_eq!(sent(&mut s), [Message::Reject(other)]);
+    assert_eq!(s.next_upload(), Some(granted));
+    assert_eq!(s.next_upload(), None);
+    // Unchoked then choked again: the allowed-fast request stays queued.
+    s.unchoke();
+    feed(
+        &mut s,
+        &[Message::Request(granted), Message::Request(other)],
+    )
+    .unwrap();
+    s.choke();
+    assert_eq!(
+        sent(&mut s),
+        [Message::Unchoke, Message::Choke, Message::Reject(other)]
+    );
+    assert_eq!(s.next_upload(), Some(granted));
+}
+
+#[test]
+fn no_allowed_fast_without_the_fast_extension() {
+    let mut s = open(false, true);
+    s.allow_fast(1);
+    assert!(sent(&mut s).is_empty());
+    feed(&mut s, &[Message::Request(block(1, 0, 16384))]).unwrap();
+    assert_eq!(s.next_upload(), None);
+}
+
+/// A block filled in place goes out like one passed in; a failed fill sends nothing.
+#[test]
+fn blocks_filled_in_place() {
+    let mut s = open(true, true);
+    s.unchoke();
+    let (good, bad) = (block(0, 0, 16384), block(1, 0, 16384));
+    feed(&mut s, &[Message::Request(good), Message::Request(bad)]).unwrap();
+    let up = s.next_upload().unwrap();
+    s.send_block_with(up, |out| {
+        out.copy_from_slice(&data_for(up));
+        Ok::<(), ()>(())
+    })
+    .unwrap();
+    let up = s.next_upload().unwrap();
+    assert_eq!(
+        s.send_block_with(up, |_| Err("read failed")),
+        Err("read failed")
+    );
+    s.reject(up);
+    assert_eq!(
+        sent(&mut s),
+        [
+            Message::Unchoke,
+            Message::Piece {
+                piece: 0,
+                offset: 0,
+                data: data_for(good)
+            },
+            Message::Reject(bad),
+        ]
+    );
+    assert_eq!(s.state().uploaded, 16384);
+}

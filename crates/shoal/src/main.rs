@@ -25,16 +25,29 @@ enum Command {
     Info(commands::info::Args),
     Get(commands::transfer::GetArgs),
     Seed(commands::transfer::SeedArgs),
+    Tracker(commands::tracker::Args),
     Demo(commands::demo::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Warnings from the libraries (a tracker that failed, resume state not saved) go to
+    // standard error; SHOAL_LOG=debug shows more.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
     let result = match cli.command {
         Command::Create(args) => commands::create::run(args),
         Command::Info(args) => commands::info::run(args),
         Command::Get(args) => commands::transfer::run_get(args),
         Command::Seed(args) => commands::transfer::run_seed(args),
+        Command::Tracker(args) => commands::tracker::run(args),
         Command::Demo(args) => commands::demo::run(args),
     };
     match result {

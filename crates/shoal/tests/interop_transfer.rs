@@ -5,187 +5,10 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// Kills the child (by its PID, which we started) when dropped, also on test failure.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// libtorrent session settings for loopback tests: no discovery, TCP only, bound to `ip`.
-const LT_SESSION: &str = r#"
-import libtorrent as lt, sys, time
-def session(ip, port):
-    return lt.session({
-        'listen_interfaces': '%s:%d' % (ip, port), 'outgoing_interfaces': ip,
-        'enable_dht': False, 'enable_lsd': False, 'enable_upnp': False, 'enable_natpmp': False,
-        'enable_incoming_utp': False, 'enable_outgoing_utp': False,
-        'allow_multiple_connections_per_ip': True, 'alert_mask': 0,
-    })
-"#;
-
-/// Seeds `torrent` from `save` until killed (at most 120 s); prints READY when seeding.
-const LT_SEED: &str = r#"
-torrent, save, ip, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-s = session(ip, port)
-h = s.add_torrent({'ti': lt.torrent_info(torrent), 'save_path': save})
-deadline = time.time() + 120
-while time.time() < deadline:
-    st = h.status()
-    if st.is_seeding:
-        print('READY', flush=True)
-        break
-    time.sleep(0.05)
-time.sleep(max(0, deadline - time.time()))
-"#;
-
-/// Downloads `torrent` into `save` from the peer at peer_ip:peer_port; prints DONE.
-const LT_GET: &str = r#"
-torrent, save, ip, port, peer_ip, peer_port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], int(sys.argv[6])
-s = session(ip, port)
-h = s.add_torrent({'ti': lt.torrent_info(torrent), 'save_path': save})
-deadline = time.time() + 60
-last_connect = 0
-while time.time() < deadline:
-    if time.time() - last_connect > 2:
-        h.connect_peer((peer_ip, peer_port))
-        last_connect = time.time()
-    st = h.status()
-    if st.is_seeding:
-        print('DONE', st.total_payload_download, flush=True)
-        sys.exit(0)
-    time.sleep(0.05)
-print('TIMEOUT', h.status().progress, flush=True)
-sys.exit(1)
-"#;
-
-fn python_script(body: &str) -> String {
-    format!("{LT_SESSION}\n{body}")
-}
-
-/// Starts a process and waits (bounded) until it prints `marker` on stdout.
-fn start_and_wait(mut cmd: Command, marker: &str, limit: Duration) -> Guard {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn");
-    let stdout = child.stdout.take().expect("piped");
-    let guard = Guard(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    let marker = marker.to_owned();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if line.contains(&marker) {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(limit)
-        .unwrap_or_else(|_| panic!("{cmd:?} not ready within {limit:?}"));
-    guard
-}
-
-fn lt_seed(torrent: &Path, save: &Path, ip: &str, port: u16) -> Guard {
-    require("/usr/bin/python3");
-    let mut cmd = Command::new("/usr/bin/python3");
-    cmd.arg("-c").arg(python_script(LT_SEED)).args([
-        path_str(torrent),
-        path_str(save),
-        ip,
-        &port.to_string(),
-    ]);
-    start_and_wait(cmd, "READY", Duration::from_secs(60))
-}
-
-/// Runs `shoal get --no-seed --json` to completion; returns its JSON event lines.
-fn shoal_get(
-    torrent: &Path,
-    out: &Path,
-    state: &Path,
-    listen: &str,
-    peers: &[&str],
-) -> Vec<serde_json::Value> {
-    let mut cmd = shoal();
-    cmd.args([
-        "get",
-        path_str(torrent),
-        "-o",
-        path_str(out),
-        "--no-seed",
-        "--json",
-        "--listen",
-        listen,
-    ])
-    .args(["--state-dir", path_str(state)]);
-    for peer in peers {
-        cmd.args(["--peer", peer]);
-    }
-    let (output, _) = run_with_timeout(&mut cmd, Duration::from_secs(120));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "shoal get failed: {}\n{stdout}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON lines"))
-        .collect()
-}
-
-fn shoal_seed(torrent: &Path, data: &Path, state: &Path, listen: &str) -> Guard {
-    let mut cmd = shoal();
-    cmd.args([
-        "seed",
-        path_str(torrent),
-        path_str(data),
-        "--json",
-        "--listen",
-        listen,
-        "--state-dir",
-        path_str(state),
-    ]);
-    start_and_wait(cmd, "\"started\"", Duration::from_secs(30))
-}
-
-fn same_files(a: &Path, b: &Path) {
-    assert_eq!(
-        std::fs::read(a).unwrap(),
-        std::fs::read(b).unwrap(),
-        "{a:?} differs from {b:?}"
-    );
-}
-
-fn make_single(dir: &Path, size: usize, piece: &str) -> (std::path::PathBuf, std::path::PathBuf) {
-    let src = dir.join("src");
-    let file = src.join("payload.bin");
-    random_file(&file, size, 42);
-    let torrent = dir.join("payload.torrent");
-    run_ok(shoal().args([
-        "create",
-        path_str(&file),
-        "--piece-size",
-        piece,
-        "-o",
-        path_str(&torrent),
-    ]));
-    (src, torrent)
-}
 
 #[test]
 fn libtorrent_seeds_shoal_downloads() {
@@ -358,40 +181,6 @@ fn killed_download_resumes_without_refetching_verified_pieces() {
     );
 }
 
-/// Waits (bounded) until something accepts TCP connections on `addr`.
-fn wait_listening(addr: &str, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "nothing listening on {addr}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn aria2(dir: &Path, torrent: &Path, ip: &str, port: u16, extra: &[&str]) -> Command {
-    require("aria2c");
-    let mut cmd = Command::new("aria2c");
-    cmd.args([
-        "-d",
-        path_str(dir),
-        &format!("--listen-port={port}"),
-        &format!("--interface={ip}"),
-    ])
-    .args([
-        "--disable-ipv6",
-        "--enable-dht=false",
-        "--bt-enable-lpd=false",
-        "--enable-peer-exchange=false",
-    ])
-    .args([
-        "--console-log-level=warn",
-        "--summary-interval=0",
-        "--bt-stop-timeout=60",
-    ])
-    .args(extra)
-    .arg(torrent);
-    cmd
-}
-
 #[test]
 fn aria2_seeds_shoal_downloads() {
     let dir = tempdir();
@@ -535,7 +324,13 @@ fn corrupt_peer_is_banned_and_download_is_correct() {
             }
         }
     });
-    let _seed = shoal_seed(&torrent, &src, &dir.path().join("s1"), "127.0.0.82:17082");
+    // The honest seed is slowed down so that the liar surely gets requests (on a busy
+    // machine an unlimited seed on loopback can deliver everything first).
+    let mut seed = shoal();
+    seed.args(["seed", path_str(&torrent), path_str(&src), "--json"])
+        .args(["--listen", "127.0.0.82:17082", "--max-up", "1M"])
+        .args(["--state-dir", path_str(&dir.path().join("s1"))]);
+    let _seed = start_and_wait(seed, "\"started\"", Duration::from_secs(30));
     let out = dir.path().join("out");
     let events = shoal_get(
         &torrent,
@@ -553,4 +348,85 @@ fn corrupt_peer_is_banned_and_download_is_correct() {
     assert_eq!(banned, ["127.0.0.81:17081"], "only the liar is banned");
     assert!(events.iter().any(|e| e["event"] == "piece_failed"));
     let _ = liar_thread.join();
+}
+
+/// BEP 6 over the wire: a shoal seed grants a peer with the fast extension the canonical
+/// allowed-fast set for its address, serves those pieces while the peer is choked (it
+/// never even declares interest), and rejects requests for other pieces.
+#[test]
+fn seed_serves_allowed_fast_pieces_to_a_choked_peer() {
+    use std::io::{Read, Write};
+    let dir = tempdir();
+    let (src, torrent) = make_single(dir.path(), 2 * 1024 * 1024, "64K");
+    let info = shoal_info(path_str(&torrent));
+    let hex = info["info_hash"].as_str().unwrap();
+    let info_hash: [u8; 20] =
+        std::array::from_fn(|i| u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).unwrap());
+    let pieces = info["piece_count"].as_u64().unwrap() as u32;
+    let _seed = shoal_seed(&torrent, &src, &dir.path().join("s"), "127.0.0.85:17085");
+
+    let mut s = std::net::TcpStream::connect("127.0.0.85:17085").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut hello = vec![19u8];
+    hello.extend_from_slice(b"BitTorrent protocol");
+    hello.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0x04]); // fast extension
+    hello.extend_from_slice(&info_hash);
+    hello.extend_from_slice(b"-XX0001-fastfastfast");
+    s.write_all(&hello).unwrap();
+    let mut reply = [0u8; 68];
+    s.read_exact(&mut reply).unwrap();
+    assert_eq!(
+        reply[27] & 0x04,
+        0x04,
+        "the seed supports the fast extension"
+    );
+    // The seed computes the set for the address it sees us at.
+    let ip = s.local_addr().unwrap().ip();
+    let mut writer = s.try_clone().unwrap();
+    let mut next = || {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).unwrap();
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        s.read_exact(&mut body).unwrap();
+        body
+    };
+    let want = shoal_wire::allowed_fast_set(&shoal_core::InfoHash(info_hash), ip, pieces, 8);
+    let mut granted = Vec::new();
+    while granted.len() < want.len() {
+        let body = next();
+        if body.first() == Some(&17) {
+            granted.push(u32::from_be_bytes(body[1..5].try_into().unwrap()));
+        }
+    }
+    assert_eq!(granted, want);
+    let other = (0..pieces).find(|p| !want.contains(p)).unwrap();
+    let request = |piece: u32| {
+        let mut msg = vec![0, 0, 0, 13, 6];
+        for v in [piece, 0, 16384] {
+            msg.extend_from_slice(&v.to_be_bytes());
+        }
+        msg
+    };
+    writer
+        .write_all(&[request(other), request(want[0])].concat())
+        .unwrap();
+    let data = std::fs::read(src.join("payload.bin")).unwrap();
+    let (mut rejected, mut served) = (false, false);
+    while !(rejected && served) {
+        let body = next();
+        match body[0] {
+            16 => {
+                assert_eq!(u32::from_be_bytes(body[1..5].try_into().unwrap()), other);
+                rejected = true;
+            }
+            7 => {
+                assert_eq!(u32::from_be_bytes(body[1..5].try_into().unwrap()), want[0]);
+                let at = want[0] as usize * 65536;
+                assert_eq!(&body[9..], &data[at..at + 16384]);
+                served = true;
+            }
+            1 => panic!("the seed unchoked a peer that is not interested"),
+            _ => {}
+        }
+    }
 }

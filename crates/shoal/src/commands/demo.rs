@@ -1,19 +1,33 @@
-//! `shoal demo`: the whole flow on one machine with no network needed: make a file and
-//! its torrent, start a few seeds on loopback, and download from all of them with the
-//! same progress display `shoal get` shows.
+//! `shoal demo`: the whole flow on one machine with no network needed: start a tracker
+//! on loopback, make a file and a torrent that announces to it, start a few seeds, and
+//! download from all of them with the same progress display `shoal get` shows.
+//!
+//! Nobody is told anybody's address: the seeds and the downloader announce to the
+//! tracker through the same code `shoal get` and `shoal seed` use
+//! ([`super::transfer::run_announced`]), and the downloader connects to the peers the
+//! tracker hands back.
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use serde_json::json;
+use shoal_core::InfoHash;
 use shoal_engine::{EngineEvent, Outcome, TorrentConfig};
+use shoal_tracker::client::UdpConfig;
+use shoal_tracker::driver::http::HttpConfig;
+use shoal_tracker::driver::server::{ServerHandle, ServerOptions, TrackerServer};
+use shoal_tracker::{ScrapeCounts, TrackerUrl};
 use tokio::sync::{mpsc, watch};
 
+use super::transfer::{run_announced, show_progress, Update};
 use crate::units::{format_size, parse_size};
 
-/// Make a sample file and its torrent, seed it from 3 peers on loopback, and download it.
+/// Make a sample file and a torrent for it, start a tracker and 3 seeds on loopback, and
+/// download the file through the tracker.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Size of the generated file.
@@ -28,6 +42,10 @@ pub struct Args {
     /// Print the download's events as JSON lines instead of a progress bar.
     #[arg(long)]
     pub json: bool,
+    /// Announce to this tracker (e.g. a `shoal tracker` or opentracker already running)
+    /// instead of starting one on 127.0.0.99.
+    #[arg(long, value_name = "URL")]
+    pub tracker: Option<String>,
 }
 
 /// Pseudo-random bytes (xorshift64*): incompressible like real media, reproducible.
@@ -54,7 +72,6 @@ fn torrent_config(
     dir: PathBuf,
     state: PathBuf,
     listen: SocketAddr,
-    peers: Vec<SocketAddr>,
     seed: bool,
 ) -> TorrentConfig {
     TorrentConfig {
@@ -63,13 +80,86 @@ fn torrent_config(
         single_file_path: None,
         state_dir: state,
         listen: Some(listen),
-        peers,
+        // No addresses: every peer finds the others through the tracker.
+        peers: Vec::new(),
         peer_feed: None,
         seed,
         max_upload_rate: None,
         max_download_rate: None,
         max_connections: 50,
         check_threads: 0,
+    }
+}
+
+/// How long the seeds may take to be listed by the tracker.
+const SEEDS_LISTED_WITHIN: Duration = Duration::from_secs(10);
+
+/// What the tracker says about the demo torrent, asked over the wire (a scrape) like any
+/// client would.
+async fn scrape(url: &TrackerUrl, hash: InfoHash) -> Result<ScrapeCounts> {
+    let counts =
+        shoal_tracker::driver::scrape(url, &[hash], &HttpConfig::default(), UdpConfig::default())
+            .await
+            .with_context(|| format!("scraping {url}"))?;
+    Ok(counts.first().map(|(_, c)| *c).unwrap_or_default())
+}
+
+/// The tracker the demo started itself: the same server `shoal tracker` runs, in process.
+struct LocalTracker {
+    handle: ServerHandle,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LocalTracker {
+    /// Serves HTTP on 127.0.0.99 (a port the system picks); returns the announce URL.
+    fn start(runtime: &tokio::runtime::Runtime) -> Result<(String, LocalTracker)> {
+        let server = runtime.block_on(TrackerServer::bind(ServerOptions {
+            http: Some(SocketAddr::from(([127, 0, 0, 99], 0))),
+            ..ServerOptions::default()
+        }))?;
+        let url = format!(
+            "http://{}/announce",
+            server
+                .http_addr()
+                .context("the tracker has no HTTP address")?
+        );
+        let handle = server.handle();
+        let (stop, mut stopping) = watch::channel(false);
+        let task = runtime.spawn(server.run(async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        }));
+        Ok((url, LocalTracker { handle, stop, task }))
+    }
+
+    fn stop(self, runtime: &tokio::runtime::Runtime) {
+        let _ = self.stop.send(true);
+        let _ = runtime.block_on(self.task);
+    }
+}
+
+/// Starts a seed that announces to the torrent's tracker; returns once it listens.
+async fn start_seed(
+    config: TorrentConfig,
+    trackers: Vec<Vec<String>>,
+    stop: watch::Receiver<bool>,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<Result<Outcome>>)> {
+    let (updates_tx, mut updates) = mpsc::unbounded_channel();
+    let task = tokio::spawn(run_announced(config, trackers, updates_tx, stop));
+    loop {
+        match updates.recv().await {
+            Some(Update::Engine(EngineEvent::Started {
+                listen: Some(addr), ..
+            })) => {
+                tokio::spawn(async move { while updates.recv().await.is_some() {} });
+                return Ok((addr, task));
+            }
+            Some(_) => continue,
+            None => {
+                task.await??;
+                bail!("a seed stopped before it started");
+            }
+        }
     }
 }
 
@@ -96,9 +186,26 @@ pub fn run(args: Args) -> Result<()> {
         .with_context(|| format!("{}: cannot write", file.display()))?;
     drop(out);
 
+    // The tracker on 127.0.0.99, seeds on 127.0.0.101.., the downloader on 127.0.0.100;
+    // ports picked by the system.
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let (announce_url, local) = match args.tracker {
+        Some(url) => {
+            eprintln!("shoal demo: using the tracker {url}");
+            (url, None)
+        }
+        None => {
+            let (url, local) = LocalTracker::start(&runtime)?;
+            eprintln!("shoal demo: shoal tracker --http 127.0.0.99:0 is listening on {url}");
+            (url, Some(local))
+        }
+    };
+    // Checked before anything announces to it.
+    let tracker_url = TrackerUrl::parse(&announce_url)?;
+
     let torrent = dir.join("sample.bin.torrent");
     eprintln!(
-        "shoal demo: shoal create {} -o {}",
+        "shoal demo: shoal create {} -t {announce_url} -o {}",
         file.display(),
         torrent.display()
     );
@@ -106,83 +213,118 @@ pub fn run(args: Args) -> Result<()> {
         path: file.clone(),
         output: Some(torrent.clone()),
         piece_size: None,
-        trackers: vec![],
+        trackers: vec![announce_url.clone()],
         private: false,
         comment: Some("made by shoal demo".into()),
         no_date: false,
         force: true,
         threads: None,
-        json: false,
+        // Keeps standard output all JSON lines under --json.
+        json: args.json,
     })?;
     let metainfo = Arc::new(super::info::load_torrent(&torrent)?);
+    let trackers = metainfo.trackers.clone();
+    let hash = metainfo.info_hash;
 
-    // Seeds on 127.0.0.101.., the downloader on 127.0.0.100; ports picked by the system.
-    let seeds: Vec<SocketAddr> = (0..args.seeds.max(1))
-        .map(|i| SocketAddr::from(([127, 0, 0, 101 + i], 0)))
-        .collect();
+    let seed_count = args.seeds.max(1);
     let download = dir.join("download");
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let outcome = runtime.block_on(async {
         let (stop_tx, stop) = watch::channel(false);
+        let mut seeds = Vec::new();
         let mut seed_addrs = Vec::new();
-        for (i, listen) in seeds.iter().enumerate() {
-            let (events_tx, mut events) = mpsc::unbounded_channel();
+        for i in 0..seed_count {
             let config = torrent_config(
                 &metainfo,
                 source.clone(),
                 dir.join(format!("state-seed{i}")),
-                *listen,
-                vec![],
+                SocketAddr::from(([127, 0, 0, 101 + i], 0)),
                 true,
             );
-            tokio::spawn(shoal_engine::run(config, events_tx, stop.clone()));
-            // Wait for the seed to check its data and report its port.
-            loop {
-                match events.recv().await {
-                    Some(EngineEvent::Started {
-                        listen: Some(addr), ..
-                    }) => {
-                        seed_addrs.push(addr);
-                        break;
-                    }
-                    Some(_) => continue,
-                    None => bail!("seed {i} stopped before it started"),
-                }
+            let (addr, task) = start_seed(config, trackers.clone(), stop.clone()).await?;
+            seed_addrs.push(addr);
+            seeds.push(task);
+        }
+        // The downloader should find every seed, so wait until the tracker lists them.
+        let deadline = Instant::now() + SEEDS_LISTED_WITHIN;
+        let listed = loop {
+            let counts = scrape(&tracker_url, hash).await?;
+            if counts.complete >= u32::from(seed_count) {
+                break counts;
             }
-            tokio::spawn(async move { while events.recv().await.is_some() {} });
+            if Instant::now() > deadline {
+                bail!(
+                    "the tracker lists {} of the {seed_count} seeds after {}s",
+                    counts.complete,
+                    SEEDS_LISTED_WITHIN.as_secs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let seeds_text = seed_addrs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        if args.json {
+            println!(
+                "{}",
+                json!({"event": "tracker", "url": announce_url, "seeders": listed.complete,
+                "leechers": listed.incomplete, "seeds": seed_addrs.iter().map(ToString::to_string).collect::<Vec<_>>()})
+            );
         }
         eprintln!(
-            "shoal demo: {} seeds on {}; shoal get {} -o {}",
+            "shoal demo: {} seeds on {seeds_text} announced to the tracker; its scrape lists {} seeders",
             seed_addrs.len(),
-            seed_addrs
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", "),
+            listed.complete,
+        );
+        eprintln!(
+            "shoal demo: shoal get {} -o {} (no --peer: the tracker gives the peers)",
             torrent.display(),
             download.display()
         );
-        let (events_tx, events) = mpsc::unbounded_channel();
+        let (updates_tx, updates) = mpsc::unbounded_channel();
         let config = torrent_config(
             &metainfo,
             download.clone(),
             dir.join("state-get"),
             SocketAddr::from(([127, 0, 0, 100], 0)),
-            seed_addrs,
             false,
         );
-        let display = tokio::spawn(super::transfer::show_progress(
-            events,
-            metainfo.clone(),
-            args.json,
-        ));
-        let started = std::time::Instant::now();
-        let outcome = shoal_engine::run(config, events_tx, stop).await;
+        let display = tokio::spawn(show_progress(updates, metainfo.clone(), args.json));
+        let started = Instant::now();
+        let outcome = run_announced(config, trackers.clone(), updates_tx, stop).await;
+        let elapsed = started.elapsed();
         let _ = display.await;
+        // The downloader has told the tracker `completed` and `stopped` on its way out.
+        let after = scrape(&tracker_url, hash).await?;
+        // Only a tracker of our own tells how many announces it served (its /stats).
+        let announces = local
+            .as_ref()
+            .map(|l| l.handle.stats_json()["announces"].clone());
+        if args.json {
+            println!(
+                "{}",
+                json!({"event": "tracker_final", "url": announce_url, "seeders": after.complete,
+                "leechers": after.incomplete, "completed": after.downloaded, "announces": announces})
+            );
+        }
+        eprintln!(
+            "shoal demo: the tracker counts {} completed download(s){}",
+            after.downloaded,
+            announces
+                .map(|n| format!(" and {n} announces"))
+                .unwrap_or_default()
+        );
         let _ = stop_tx.send(true);
-        Ok((outcome?, started.elapsed()))
-    })?;
-    let (outcome, elapsed) = outcome;
+        for seed in seeds {
+            seed.await??;
+        }
+        Ok((outcome?, elapsed))
+    });
+    if let Some(local) = local {
+        local.stop(&runtime);
+    }
+    let (outcome, elapsed) = outcome?;
     if outcome != Outcome::Complete {
         bail!("the demo download did not complete");
     }
@@ -192,9 +334,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     let secs = elapsed.as_secs_f64().max(1e-9);
     eprintln!(
-        "shoal demo: downloaded {} from {} seeds in {:.2} s ({}/s); the copy is identical. Files are in {}",
+        "shoal demo: downloaded {} from {} seeds found through the tracker in {:.2} s ({}/s); the copy is identical. Files are in {}",
         format_size(args.size),
-        seeds.len(),
+        seed_count,
         secs,
         format_size((args.size as f64 / secs) as u64),
         dir.display()

@@ -3,6 +3,7 @@
 pub mod create;
 pub mod demo;
 pub mod info;
+pub mod tracker;
 pub mod transfer;
 
 use std::io::{self, Write};

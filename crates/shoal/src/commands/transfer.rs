@@ -11,6 +11,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use shoal_core::Metainfo;
 use shoal_engine::{EngineEvent, Outcome, TorrentConfig};
+use shoal_tracker::client::UdpConfig;
+use shoal_tracker::driver::http::HttpConfig;
+use shoal_tracker::driver::{Announcer, AnnouncerConfig};
+use shoal_tracker::Progress;
 use tokio::sync::{mpsc, watch};
 
 use crate::units::{format_size, parse_size};
@@ -39,6 +43,9 @@ pub struct PeerOptions {
     /// Where resume state is kept [default: $XDG_DATA_HOME/shoal or ~/.local/share/shoal].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Do not announce to the torrent's trackers (use only --peer and incoming peers).
+    #[arg(long)]
+    pub no_tracker: bool,
 }
 
 /// Download a torrent, verifying every piece, then keep seeding it.
@@ -121,6 +128,11 @@ fn run_torrent(
     opts: PeerOptions,
 ) -> Result<()> {
     let metainfo = Arc::new(metainfo);
+    let trackers = if opts.no_tracker {
+        Vec::new()
+    } else {
+        metainfo.trackers.clone()
+    };
     let config = TorrentConfig {
         metainfo: metainfo.clone(),
         download_dir: dir,
@@ -140,14 +152,14 @@ fn run_torrent(
     };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let outcome = runtime.block_on(async move {
-        let (events_tx, events) = mpsc::unbounded_channel();
         let (stop_tx, stop) = watch::channel(false);
         tokio::spawn(async move {
             wait_for_signal().await;
             let _ = stop_tx.send(true);
         });
-        let display = tokio::spawn(show_progress(events, metainfo, opts.json));
-        let outcome = shoal_engine::run(config, events_tx, stop).await;
+        let (display_tx, display_events) = mpsc::unbounded_channel();
+        let display = tokio::spawn(show_progress(display_events, metainfo, opts.json));
+        let outcome = run_announced(config, trackers, display_tx, stop).await;
         let _ = display.await;
         outcome
     })?;
@@ -160,7 +172,132 @@ fn run_torrent(
     }
 }
 
-async fn wait_for_signal() {
+/// How long a clean exit waits for trackers to acknowledge `stopped`.
+const STOP_ANNOUNCE_WAIT: Duration = Duration::from_secs(2);
+
+/// What the progress display is told: the engine's events, and what the trackers said.
+#[derive(Debug)]
+pub enum Update {
+    Engine(EngineEvent),
+    /// A tracker answered an announce with this many peers.
+    TrackerPeers(usize),
+}
+
+/// Runs one torrent in the engine while announcing it to `trackers` (none: no announcing)
+/// and feeding the peers they return to the engine; everything worth showing goes to
+/// `display`. After the engine stops, the trackers are told `stopped`.
+///
+/// `shoal get`, `shoal seed` and every peer of `shoal demo` run through here, so the demo
+/// finds its peers exactly the way a user's swarm does.
+pub async fn run_announced(
+    mut config: TorrentConfig,
+    trackers: Vec<Vec<String>>,
+    display: mpsc::UnboundedSender<Update>,
+    stop: watch::Receiver<bool>,
+) -> Result<Outcome> {
+    let (feed, peer_feed) = mpsc::unbounded_channel();
+    if !trackers.is_empty() {
+        config.peer_feed = Some(peer_feed);
+    }
+    let (events_tx, events) = mpsc::unbounded_channel();
+    let announcing = tokio::spawn(announce(
+        events,
+        display,
+        config.metainfo.clone(),
+        trackers,
+        feed,
+    ));
+    let outcome = shoal_engine::run(config, events_tx, stop).await;
+    // The engine has dropped its event sender, so `announce` returns.
+    if let Ok(Some(announcer)) = announcing.await {
+        announcer.stop(STOP_ANNOUNCE_WAIT).await;
+    }
+    Ok(outcome?)
+}
+
+/// Passes engine events on to the display and keeps the trackers told: starts announcing
+/// once the engine listens (its port is known then), reports progress and completion,
+/// and relays the peers the trackers return to the engine's `feed`, telling the display
+/// how many. Returns the announcer, so the caller can send `stopped` after the engine
+/// stops.
+async fn announce(
+    mut events: mpsc::UnboundedReceiver<EngineEvent>,
+    display: mpsc::UnboundedSender<Update>,
+    metainfo: Arc<Metainfo>,
+    trackers: Vec<Vec<String>>,
+    feed: mpsc::UnboundedSender<Vec<SocketAddr>>,
+) -> Option<Announcer> {
+    let info = &metainfo.info;
+    let mut announcer = None;
+    let (found_tx, mut found) = mpsc::unbounded_channel::<Vec<SocketAddr>>();
+    // A torrent complete from the start is a seed: no `completed` to report.
+    let mut was_complete = false;
+    loop {
+        let event = tokio::select! {
+            event = events.recv() => match event {
+                Some(event) => event,
+                None => break,
+            },
+            Some(peers) = found.recv() => {
+                let _ = display.send(Update::TrackerPeers(peers.len()));
+                let _ = feed.send(peers);
+                continue;
+            }
+        };
+        match &event {
+            EngineEvent::Started {
+                have,
+                piece_count,
+                listen: Some(listen),
+                ..
+            } if !trackers.is_empty() && announcer.is_none() => {
+                was_complete = have == piece_count;
+                let left = if have == piece_count {
+                    0
+                } else {
+                    info.total_length
+                        .saturating_sub(*have as u64 * u64::from(info.piece_length))
+                        .max(1)
+                };
+                let config = AnnouncerConfig {
+                    trackers: trackers.clone(),
+                    info_hash: metainfo.info_hash,
+                    port: listen.port(),
+                    bind: Some(listen.ip()).filter(|ip| !ip.is_unspecified()),
+                    numwant: Some(50),
+                    http: HttpConfig::default(),
+                    udp: UdpConfig::default(),
+                };
+                let progress = Progress {
+                    uploaded: 0,
+                    downloaded: 0,
+                    left,
+                };
+                announcer = Some(Announcer::spawn(config, progress, found_tx.clone()));
+            }
+            EngineEvent::Stats(s) => {
+                if let Some(a) = &announcer {
+                    a.set_progress(Progress {
+                        uploaded: s.uploaded,
+                        downloaded: s.downloaded,
+                        left: s.total_bytes.saturating_sub(s.bytes_have),
+                    });
+                }
+            }
+            EngineEvent::Completed { .. } if !was_complete => {
+                if let Some(a) = &announcer {
+                    a.completed();
+                }
+            }
+            _ => {}
+        }
+        let _ = display.send(Update::Engine(event));
+    }
+    announcer
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn wait_for_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("signal handler");
     tokio::select! {
@@ -171,7 +308,7 @@ async fn wait_for_signal() {
 
 /// Draws a progress bar (terminal), prints JSON lines (`--json`), or a few plain lines.
 pub async fn show_progress(
-    mut events: mpsc::UnboundedReceiver<EngineEvent>,
+    mut events: mpsc::UnboundedReceiver<Update>,
     metainfo: Arc<Metainfo>,
     json: bool,
 ) {
@@ -190,7 +327,20 @@ pub async fn show_progress(
     let info_hash = metainfo.info_hash.to_hex();
     let mut last_piece_event = Instant::now() - Duration::from_secs(1);
     let emit = |value: serde_json::Value| println!("{value}");
-    while let Some(event) = events.recv().await {
+    while let Some(update) = events.recv().await {
+        let event = match update {
+            Update::Engine(event) => event,
+            Update::TrackerPeers(count) => {
+                if json {
+                    emit(json!({"event": "tracker_peers", "peers": count}));
+                } else if terminal {
+                    bar.println(format!("a tracker gave {count} peers"));
+                } else {
+                    eprintln!("shoal: {name}: a tracker gave {count} peers");
+                }
+                continue;
+            }
+        };
         match event {
             EngineEvent::Checking { done, total } => {
                 bar.set_prefix("checking");
@@ -237,11 +387,17 @@ pub async fn show_progress(
                     );
                 }
             }
-            EngineEvent::PeerDisconnected { addr, reason } => {
+            EngineEvent::PeerDisconnected {
+                addr,
+                reason,
+                downloaded,
+                uploaded,
+            } => {
                 if json {
-                    emit(
-                        json!({"event": "peer_disconnected", "addr": addr.to_string(), "reason": reason}),
-                    );
+                    emit(json!({
+                        "event": "peer_disconnected", "addr": addr.to_string(), "reason": reason,
+                        "downloaded": downloaded, "uploaded": uploaded,
+                    }));
                 }
             }
             EngineEvent::PeerBanned { addr } => {

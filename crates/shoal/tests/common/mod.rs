@@ -8,6 +8,13 @@ use std::time::{Duration, Instant};
 
 use rand::{RngCore, SeedableRng};
 
+mod peers;
+#[allow(unused_imports)] // the tests that start no peers
+pub use peers::*;
+mod tracker;
+#[allow(unused_imports)] // the tests that use no tracker
+pub use tracker::*;
+
 /// The shoal binary under test.
 pub fn shoal() -> Command {
     Command::new(env!("CARGO_BIN_EXE_shoal"))

@@ -1,0 +1,478 @@
+//! When to announce, to which tracker, with which event: the sans-IO core of the
+//! announce client for one torrent.
+//!
+//! One *round* walks the trackers in BEP 12 order (tier by tier, front to back), skipping
+//! trackers that are backing off after a failure, until one answers. The one that
+//! answered moves to the front of its tier and sets the time of the next round (its
+//! interval). A failure backs that tracker off (30 s, doubling, at most an hour) and the
+//! round goes on to the next tracker; when every tracker is backing off the round ends and
+//! the next one starts when the first back-off expires. At most one announce is in flight,
+//! so a dead tracker never delays the download, only the next announce.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use shoal_core::{InfoHash, PeerId};
+
+use super::tiers::Tiers;
+use crate::announce::{AnnounceRequest, AnnounceResponse, Event, Progress};
+use crate::url::{TrackerUrl, UrlError};
+use crate::TrackerError;
+
+/// First back-off after a tracker fails; it doubles with each further failure.
+pub const FIRST_BACKOFF: Duration = Duration::from_secs(30);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+
+/// Who we are, for every announce of one torrent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientParams {
+    pub info_hash: InfoHash,
+    pub peer_id: PeerId,
+    /// The port peers can reach us on.
+    pub port: u16,
+    pub numwant: Option<u32>,
+}
+
+/// An announce the driver should send now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnnounceJob {
+    /// Identifies the tracker in [`TrackerClient::handle_response`].
+    pub tracker: TrackerId,
+    pub url: TrackerUrl,
+    pub request: AnnounceRequest,
+}
+
+/// A stable handle on one tracker of the list (its position changes as tiers reorder).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TrackerId(usize);
+
+/// What the client learned, for the driver to act on or log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientEvent {
+    Peers(Vec<SocketAddr>),
+    Answered {
+        url: TrackerUrl,
+        seeders: Option<u32>,
+        leechers: Option<u32>,
+    },
+    Warning {
+        url: TrackerUrl,
+        message: String,
+    },
+    Failed {
+        url: TrackerUrl,
+        error: TrackerError,
+        retry_in: Duration,
+    },
+}
+
+#[derive(Debug)]
+struct Tracker {
+    id: TrackerId,
+    url: TrackerUrl,
+    /// Told `started` (and not yet `stopped`): it counts us in its swarm.
+    started: bool,
+    failures: u32,
+    retry_at: Option<Instant>,
+    tracker_id: Option<Vec<u8>>,
+}
+
+/// The announce client for one torrent.
+#[derive(Debug)]
+pub struct TrackerClient {
+    params: ClientParams,
+    key: u32,
+    trackers: Tiers<Tracker>,
+    progress: Progress,
+    /// `completed` is owed to a tracker that was told `started` while we were leeching.
+    completed_pending: bool,
+    next_round: Instant,
+    /// Position in announce order of the next tracker to try in the current round.
+    round: Option<usize>,
+    in_flight: Option<TrackerId>,
+    events: VecDeque<ClientEvent>,
+}
+
+impl TrackerClient {
+    /// A client for `tiers` of tracker URLs; URLs that cannot be used are returned with
+    /// the reason so the caller can say so once.
+    pub fn new(
+        params: ClientParams,
+        tiers: &[Vec<String>],
+        progress: Progress,
+        now: Instant,
+        rng: &mut impl Rng,
+    ) -> (Self, Vec<(String, UrlError)>) {
+        let mut next = 0;
+        let (trackers, rejected) = Tiers::new(tiers, rng, |url| {
+            next += 1;
+            Tracker {
+                id: TrackerId(next),
+                url,
+                started: false,
+                failures: 0,
+                retry_at: None,
+                tracker_id: None,
+            }
+        });
+        let client = TrackerClient {
+            params,
+            key: rng.gen(),
+            trackers,
+            progress,
+            completed_pending: false,
+            next_round: now,
+            round: None,
+            in_flight: None,
+            events: VecDeque::new(),
+        };
+        (client, rejected)
+    }
+
+    pub fn tracker_count(&self) -> usize {
+        self.trackers.len()
+    }
+
+    pub fn set_progress(&mut self, progress: Progress) {
+        self.progress = progress;
+    }
+
+    /// The download finished: trackers that saw us leech get `completed` at once.
+    pub fn completed(&mut self, now: Instant) {
+        self.progress.left = 0;
+        if self.trackers.iter().any(|t| t.started) {
+            self.completed_pending = true;
+            self.next_round = self.next_round.min(now);
+        }
+    }
+
+    fn request(&self, t: &Tracker, event: Event) -> AnnounceRequest {
+        AnnounceRequest {
+            info_hash: self.params.info_hash,
+            peer_id: self.params.peer_id,
+            port: self.params.port,
+            progress: self.progress,
+            event,
+            numwant: match event {
+                Event::Stopped => Some(0),
+                _ => self.params.numwant,
+            },
+            key: self.key,
+            tracker_id: t.tracker_id.clone(),
+        }
+    }
+
+    /// The next announce to send, if one is due and none is in flight.
+    pub fn poll_announce(&mut self, now: Instant) -> Option<AnnounceJob> {
+        if self.in_flight.is_some() {
+            return None;
+        }
+        if self.round.is_none() {
+            if now < self.next_round || self.trackers.is_empty() {
+                return None;
+            }
+            self.round = Some(0);
+        }
+        let start = self.round.expect("set above");
+        let position = self
+            .trackers
+            .iter()
+            .skip(start)
+            .position(|t| !matches!(t.retry_at, Some(at) if at > now))
+            .map(|p| p + start);
+        let Some(position) = position else {
+            // Everyone is backing off: try again when the first back-off ends.
+            self.round = None;
+            self.next_round = self
+                .trackers
+                .iter()
+                .filter_map(|t| t.retry_at)
+                .min()
+                .unwrap_or(now + FIRST_BACKOFF)
+                .max(now);
+            return None;
+        };
+        self.round = Some(position + 1);
+        let t = self.trackers.iter().nth(position).expect("position found");
+        let event = if !t.started {
+            Event::Started
+        } else if self.completed_pending {
+            Event::Completed
+        } else {
+            Event::None
+        };
+        let job = AnnounceJob {
+            tracker: t.id,
+            url: t.url.clone(),
+            request: self.request(t, event),
+        };
+        self.in_flight = Some(t.id);
+        Some(job)
+    }
+
+    /// The result of the announce for `job`.
+    pub fn handle_response(
+        &mut self,
+        now: Instant,
+        job: &AnnounceJob,
+        result: Result<AnnounceResponse, TrackerError>,
+    ) {
+        if self.in_flight != Some(job.tracker) {
+            return;
+        }
+        self.in_flight = None;
+        let Some(position) = self.trackers.iter().position(|t| t.id == job.tracker) else {
+            return;
+        };
+        let t = self.trackers.nth_mut(position).expect("position found");
+        match result {
+            Ok(response) => {
+                t.failures = 0;
+                t.retry_at = None;
+                t.started = true;
+                if response.tracker_id.is_some() {
+                    t.tracker_id = response.tracker_id.clone();
+                }
+                let url = t.url.clone();
+                if job.request.event == Event::Completed || self.progress.left == 0 {
+                    self.completed_pending = false;
+                }
+                self.trackers.promote(position);
+                self.round = None;
+                let wait = response
+                    .min_interval
+                    .map_or(response.interval, |m| response.interval.max(m));
+                self.next_round = now + wait;
+                if let Some(message) = response.warning {
+                    self.events.push_back(ClientEvent::Warning {
+                        url: url.clone(),
+                        message,
+                    });
+                }
+                self.events.push_back(ClientEvent::Answered {
+                    url,
+                    seeders: response.complete,
+                    leechers: response.incomplete,
+                });
+                if !response.peers.is_empty() {
+                    self.events.push_back(ClientEvent::Peers(response.peers));
+                }
+            }
+            Err(error) => {
+                t.failures += 1;
+                let retry_in = FIRST_BACKOFF
+                    .saturating_mul(2u32.saturating_pow(t.failures - 1))
+                    .min(MAX_BACKOFF);
+                t.retry_at = Some(now + retry_in);
+                self.events.push_back(ClientEvent::Failed {
+                    url: t.url.clone(),
+                    error,
+                    retry_in,
+                });
+            }
+        }
+    }
+
+    /// When to call [`poll_announce`](Self::poll_announce) again (none while an announce
+    /// is in flight: its result comes first).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.in_flight.is_some() || self.trackers.is_empty() {
+            return None;
+        }
+        // Mid-round (after a failure) the next tracker is due at once, and `next_round`
+        // is already in the past then.
+        Some(self.next_round)
+    }
+
+    pub fn poll_event(&mut self) -> Option<ClientEvent> {
+        self.events.pop_front()
+    }
+
+    /// `stopped` announces for every tracker that counts us, to send on a clean exit.
+    pub fn stop(&mut self) -> Vec<AnnounceJob> {
+        self.in_flight = None;
+        self.round = None;
+        let jobs = self
+            .trackers
+            .iter()
+            .filter(|t| t.started)
+            .map(|t| AnnounceJob {
+                tracker: t.id,
+                url: t.url.clone(),
+                request: self.request(t, Event::Stopped),
+            })
+            .collect();
+        for t in self.trackers.iter_mut() {
+            t.started = false;
+        }
+        jobs
+    }
+}
+
+/// A random identity for a torrent's announces: tracker peer id and key come from the
+/// caller's RNG, like every other random choice in the cores.
+pub fn random_peer_id(rng: &mut impl Rng) -> PeerId {
+    PeerId::shoal(rng.gen())
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    use super::*;
+
+    fn params() -> ClientParams {
+        ClientParams {
+            info_hash: InfoHash([1; 20]),
+            peer_id: PeerId([2; 20]),
+            port: 6881,
+            numwant: Some(50),
+        }
+    }
+
+    fn ok(interval: u64, peers: &[&str]) -> Result<AnnounceResponse, TrackerError> {
+        Ok(AnnounceResponse {
+            interval: Duration::from_secs(interval),
+            peers: peers.iter().map(|p| p.parse().unwrap()).collect(),
+            ..Default::default()
+        })
+    }
+
+    fn client(tiers: &[&[&str]], now: Instant) -> TrackerClient {
+        let tiers: Vec<Vec<String>> = tiers
+            .iter()
+            .map(|t| t.iter().map(|s| s.to_string()).collect())
+            .collect();
+        let mut rng = StdRng::seed_from_u64(7);
+        TrackerClient::new(
+            params(),
+            &tiers,
+            Progress {
+                uploaded: 0,
+                downloaded: 0,
+                left: 100,
+            },
+            now,
+            &mut rng,
+        )
+        .0
+    }
+
+    fn events(c: &mut TrackerClient) -> Vec<ClientEvent> {
+        std::iter::from_fn(|| c.poll_event()).collect()
+    }
+
+    #[test]
+    fn started_then_periodic_then_completed_then_stopped() {
+        let now = Instant::now();
+        let mut c = client(&[&["udp://a:1"]], now);
+        let job = c.poll_announce(now).unwrap();
+        assert_eq!(job.request.event, Event::Started);
+        assert_eq!(job.request.progress.left, 100);
+        assert!(c.poll_announce(now).is_none(), "one in flight");
+        c.handle_response(now, &job, ok(1800, &["127.0.0.1:5"]));
+        assert!(events(&mut c).contains(&ClientEvent::Peers(vec!["127.0.0.1:5".parse().unwrap()])));
+        assert_eq!(c.poll_timeout(), Some(now + Duration::from_secs(1800)));
+        assert!(c.poll_announce(now + Duration::from_secs(1799)).is_none());
+        let later = now + Duration::from_secs(1800);
+        let job = c.poll_announce(later).unwrap();
+        assert_eq!(job.request.event, Event::None);
+        c.handle_response(later, &job, ok(1800, &[]));
+        c.completed(later);
+        let job = c.poll_announce(later).unwrap();
+        assert_eq!(
+            (job.request.event, job.request.progress.left),
+            (Event::Completed, 0)
+        );
+        c.handle_response(later, &job, ok(1800, &[]));
+        let job = c.poll_announce(later + Duration::from_secs(1800)).unwrap();
+        assert_eq!(job.request.event, Event::None, "completed is sent once");
+        c.handle_response(later, &job, ok(1800, &[]));
+        let stops = c.stop();
+        assert_eq!(stops.len(), 1);
+        assert_eq!(stops[0].request.event, Event::Stopped);
+        assert_eq!(stops[0].request.numwant, Some(0));
+    }
+
+    #[test]
+    fn fails_over_within_and_across_tiers_and_promotes() {
+        let now = Instant::now();
+        let mut c = client(&[&["udp://a1:1", "udp://a2:1"], &["udp://b:1"]], now);
+        let first = c.poll_announce(now).unwrap();
+        c.handle_response(now, &first, Err(TrackerError::Timeout));
+        let second = c.poll_announce(now).unwrap();
+        assert_ne!(first.url, second.url);
+        assert!(second.url.host.starts_with('a'));
+        c.handle_response(now, &second, Err(TrackerError::Http(500)));
+        let third = c.poll_announce(now).unwrap();
+        assert_eq!(third.url.host, "b");
+        c.handle_response(now, &third, ok(600, &[]));
+        let failed: Vec<_> = events(&mut c)
+            .into_iter()
+            .filter(|e| matches!(e, ClientEvent::Failed { .. }))
+            .collect();
+        assert_eq!(failed.len(), 2);
+
+        // Next round: both a's still back off (30 s), so b directly... after 600 s the
+        // back-off has expired and tier 1 is tried first again.
+        let later = now + Duration::from_secs(600);
+        let job = c.poll_announce(later).unwrap();
+        assert!(job.url.host.starts_with('a'));
+        assert_eq!(job.request.event, Event::Started);
+        c.handle_response(later, &job, ok(600, &[]));
+        // The one that answered is now first in its tier.
+        let job2 = c.poll_announce(later + Duration::from_secs(600)).unwrap();
+        assert_eq!(job2.url, job.url);
+        assert_eq!(job2.request.event, Event::None);
+    }
+
+    #[test]
+    fn all_failing_backs_off_exponentially() {
+        let now = Instant::now();
+        let mut c = client(&[&["udp://a:1"]], now);
+        let mut at = now;
+        let mut waits = Vec::new();
+        for _ in 0..10 {
+            let job = c.poll_announce(at).expect("due");
+            c.handle_response(at, &job, Err(TrackerError::Timeout));
+            assert!(c.poll_announce(at).is_none());
+            let next = c.poll_timeout().unwrap();
+            waits.push((next - at).as_secs());
+            at = next;
+        }
+        assert_eq!(&waits[..4], &[30, 60, 120, 240]);
+        assert_eq!(*waits.last().unwrap(), 3600);
+        assert!(c.stop().is_empty(), "no tracker counts us");
+    }
+
+    #[test]
+    fn min_interval_and_stale_responses() {
+        let now = Instant::now();
+        let mut c = client(&[&["udp://a:1"]], now);
+        let job = c.poll_announce(now).unwrap();
+        let mut r = ok(60, &[]).unwrap();
+        r.min_interval = Some(Duration::from_secs(300));
+        r.tracker_id = Some(b"x".to_vec());
+        c.handle_response(now, &job, Ok(r));
+        assert_eq!(c.poll_timeout(), Some(now + Duration::from_secs(300)));
+        // A second response for the same job is ignored.
+        c.handle_response(now, &job, Err(TrackerError::Timeout));
+        assert!(!events(&mut c)
+            .iter()
+            .any(|e| matches!(e, ClientEvent::Failed { .. })));
+        let job = c.poll_announce(now + Duration::from_secs(300)).unwrap();
+        assert_eq!(job.request.tracker_id.as_deref(), Some(&b"x"[..]));
+    }
+
+    #[test]
+    fn no_trackers_means_nothing_to_do() {
+        let now = Instant::now();
+        let mut c = client(&[&["wss://x/"]], now);
+        assert_eq!(c.tracker_count(), 0);
+        assert!(c.poll_announce(now).is_none());
+        assert!(c.poll_timeout().is_none());
+    }
+}

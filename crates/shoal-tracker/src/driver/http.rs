@@ -1,0 +1,331 @@
+//! A tracker-sized HTTP/1.1 client over tokio: one `GET`, one deadline, a capped body.
+//!
+//! Why not a general HTTP client: the SSRF rules need the *resolved* address of every
+//! hop (a redirect from a public tracker to a private or loopback address is refused, and
+//! the connection goes to exactly the address that was checked, so DNS cannot change it
+//! in between), and the bad-response rules need the body size checked before it is
+//! buffered. We never ask for a compressed body, and refuse one sent anyway, so a gzip
+//! bomb is just a few bytes of refused data.
+//!
+//! `https` goes through rustls (ring provider, Mozilla's roots from `webpki-roots`, so
+//! it works the same on every system); the certificate must name the tracker's host.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+use tokio_rustls::TlsConnector;
+
+use crate::http1::{decode_chunked, parse_response_head, Framing, HttpError};
+use crate::url::{is_local, Scheme, TrackerUrl};
+use crate::TrackerError;
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// For the whole exchange, redirects included.
+    pub timeout: Duration,
+    /// Largest body accepted (a tracker answer is a few kilobytes).
+    pub max_body: usize,
+    pub max_redirects: u32,
+    /// Local address to send from (so the tracker sees the address peers should use).
+    pub bind: Option<IpAddr>,
+    /// TLS settings for `https`; `None` uses [`default_tls`].
+    pub tls: Option<Arc<ClientConfig>>,
+}
+
+/// TLS client settings with the ring provider and the webpki root certificates.
+pub fn tls_config(roots: RootCertStore) -> Arc<ClientConfig> {
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+/// The settings used when [`HttpConfig::tls`] is `None`, built once.
+pub fn default_tls() -> Arc<ClientConfig> {
+    static CONFIG: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let mut roots = RootCertStore::empty();
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            tls_config(roots)
+        })
+        .clone()
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            timeout: Duration::from_secs(20),
+            max_body: 1024 * 1024,
+            max_redirects: 3,
+            bind: None,
+            tls: None,
+        }
+    }
+}
+
+impl From<HttpError> for TrackerError {
+    fn from(e: HttpError) -> Self {
+        match e {
+            HttpError::TooLarge(n) => TrackerError::TooLarge(n),
+            other => TrackerError::Io(other.to_string()),
+        }
+    }
+}
+
+fn io_error(context: &str, e: std::io::Error) -> TrackerError {
+    TrackerError::Io(format!("{context}: {e}"))
+}
+
+/// Resolves `url`'s host to one address, preferring the family of `bind`.
+pub async fn resolve(url: &TrackerUrl, bind: Option<IpAddr>) -> Result<SocketAddr, TrackerError> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((url.host.as_str(), url.port))
+        .await
+        .map_err(|e| io_error(&format!("cannot resolve {}", url.host), e))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| bind.is_none_or(|b| a.is_ipv4() == b.is_ipv4()))
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| TrackerError::Io(format!("{} has no address", url.host)))
+}
+
+/// `GET`s `target` (path and query) from `url`'s host and returns the body of a 200.
+pub async fn get(
+    url: &TrackerUrl,
+    target: &str,
+    config: &HttpConfig,
+) -> Result<Vec<u8>, TrackerError> {
+    tokio::time::timeout(config.timeout, get_following(url, target, config))
+        .await
+        .unwrap_or(Err(TrackerError::Timeout))
+}
+
+async fn get_following(
+    url: &TrackerUrl,
+    target: &str,
+    config: &HttpConfig,
+) -> Result<Vec<u8>, TrackerError> {
+    let mut url = url.clone();
+    let mut target = target.to_owned();
+    let mut first_was_public = None;
+    for _ in 0..=config.max_redirects {
+        if url.scheme == Scheme::Udp {
+            return Err(TrackerError::Refused(format!("redirect to {url}")));
+        }
+        let addr = resolve(&url, config.bind).await?;
+        check_hop(&mut first_was_public, addr.ip())?;
+        match exchange(addr, &url, &target, config).await? {
+            Reply::Body(body) => return Ok(body),
+            Reply::Redirect(location) => {
+                if location.starts_with('/') {
+                    target = location;
+                } else {
+                    let next = TrackerUrl::parse(&location)?;
+                    if url.scheme == Scheme::Https && next.scheme != Scheme::Https {
+                        return Err(TrackerError::Refused(format!(
+                            "redirect from https to {next}"
+                        )));
+                    }
+                    url = next;
+                    target = url.path.clone();
+                }
+            }
+        }
+    }
+    Err(TrackerError::Refused("too many redirects".into()))
+}
+
+/// The SSRF rule for one hop: a tracker first reached on a public address may not send
+/// us to a local one (loopback, private, link-local), where services trust their
+/// neighbours. A tracker that is itself local may redirect anywhere.
+fn check_hop(first_was_public: &mut Option<bool>, ip: IpAddr) -> Result<(), TrackerError> {
+    let public = !is_local(ip);
+    match *first_was_public {
+        None => *first_was_public = Some(public),
+        Some(true) if !public => {
+            return Err(TrackerError::Refused(format!(
+                "redirect from a public tracker to the local address {ip}"
+            )))
+        }
+        Some(_) => {}
+    }
+    Ok(())
+}
+
+enum Reply {
+    Body(Vec<u8>),
+    Redirect(String),
+}
+
+async fn connect(addr: SocketAddr, bind: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if let Some(ip) = bind.filter(|ip| ip.is_ipv4() == addr.is_ipv4() && !ip.is_unspecified()) {
+        socket.bind(SocketAddr::new(ip, 0))?;
+    }
+    socket.connect(addr).await
+}
+
+async fn exchange(
+    addr: SocketAddr,
+    url: &TrackerUrl,
+    target: &str,
+    config: &HttpConfig,
+) -> Result<Reply, TrackerError> {
+    let stream = connect(addr, config.bind)
+        .await
+        .map_err(|e| io_error(&format!("cannot connect to {url}"), e))?;
+    if url.scheme != Scheme::Https {
+        return exchange_on(stream, url, target, config).await;
+    }
+    let name = ServerName::try_from(url.host.clone())
+        .map_err(|_| TrackerError::Refused(format!("{url}: not a valid TLS server name")))?;
+    let tls = config.tls.clone().unwrap_or_else(default_tls);
+    let stream = TlsConnector::from(tls)
+        .connect(name, stream)
+        .await
+        .map_err(|e| io_error(&format!("TLS with {url}"), e))?;
+    exchange_on(stream, url, target, config).await
+}
+
+async fn exchange_on<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    url: &TrackerUrl,
+    target: &str,
+    config: &HttpConfig,
+) -> Result<Reply, TrackerError> {
+    let request = format!(
+        "GET {target} HTTP/1.1\r\nHost: {}\r\nUser-Agent: shoal/{}\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n",
+        url.authority(),
+        env!("CARGO_PKG_VERSION")
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| io_error("cannot send the request", e))?;
+
+    let mut buf = Vec::with_capacity(4096);
+    let (head, head_len) = loop {
+        if let Some(parsed) = parse_response_head(&buf)? {
+            break parsed;
+        }
+        if read_more(&mut stream, &mut buf).await? == 0 {
+            return Err(TrackerError::Io(
+                "connection closed before a response".into(),
+            ));
+        }
+    };
+    if (300..400).contains(&head.status) {
+        let location = head
+            .header("location")
+            .ok_or(TrackerError::BadResponse("redirect without a location"))?;
+        return Ok(Reply::Redirect(location.to_owned()));
+    }
+    if head.status != 200 {
+        return Err(TrackerError::Http(head.status));
+    }
+    if let Some(encoding) = head
+        .header("content-encoding")
+        .filter(|e| !e.eq_ignore_ascii_case("identity"))
+    {
+        return Err(TrackerError::Encoded(encoding.chars().take(32).collect()));
+    }
+    let max = config.max_body;
+    buf.drain(..head_len);
+    match head.framing()? {
+        Framing::Length(n) => {
+            if n > max as u64 {
+                return Err(TrackerError::TooLarge(max));
+            }
+            let n = n as usize;
+            while buf.len() < n {
+                if read_more(&mut stream, &mut buf).await? == 0 {
+                    return Err(TrackerError::Io(
+                        "body shorter than its Content-Length".into(),
+                    ));
+                }
+            }
+            buf.truncate(n);
+            Ok(Reply::Body(buf))
+        }
+        Framing::Chunked => loop {
+            if let Some(body) = decode_chunked(&buf, max)? {
+                return Ok(Reply::Body(body));
+            }
+            // Chunk framing adds a few bytes per chunk; twice the cap is plenty.
+            if buf.len() > 2 * max + 1024 || read_more(&mut stream, &mut buf).await? == 0 {
+                return Err(TrackerError::BadResponse(
+                    "chunked body incomplete or too large",
+                ));
+            }
+        },
+        Framing::UntilClose => {
+            while read_more(&mut stream, &mut buf).await? > 0 {
+                if buf.len() > max {
+                    return Err(TrackerError::TooLarge(max));
+                }
+            }
+            Ok(Reply::Body(buf))
+        }
+    }
+}
+
+async fn read_more<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+) -> Result<usize, TrackerError> {
+    let mut chunk = [0u8; 16 * 1024];
+    let n = match stream.read(&mut chunk).await {
+        Ok(n) => n,
+        // Servers that close without TLS close_notify: what arrived is all there is.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+        Err(e) => return Err(io_error("reading the response", e)),
+    };
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hops(ips: &[&str]) -> Result<(), TrackerError> {
+        let mut first = None;
+        ips.iter()
+            .try_for_each(|ip| check_hop(&mut first, ip.parse().unwrap()))
+    }
+
+    #[test]
+    fn public_tracker_cannot_redirect_to_local_addresses() {
+        assert!(hops(&["203.0.113.5", "198.51.100.7"]).is_ok());
+        assert!(hops(&["127.0.0.1", "10.0.0.1", "203.0.113.5"]).is_ok());
+        for local in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.1.1",
+            "169.254.169.254",
+            "::1",
+            "fd00::1",
+        ] {
+            assert!(
+                matches!(hops(&["203.0.113.5", local]), Err(TrackerError::Refused(_))),
+                "{local}"
+            );
+        }
+        // Once public, always judged as public.
+        assert!(hops(&["203.0.113.5", "198.51.100.7", "127.0.0.1"]).is_err());
+    }
+}

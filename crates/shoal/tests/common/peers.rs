@@ -1,0 +1,305 @@
+//! Real peers for the transfer tests: libtorrent (through python3-libtorrent), aria2,
+//! Transmission and shoal itself, each started on its own loopback address and killed
+//! (by the PID we started) when its guard drops.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::*;
+
+/// Kills the child (by its PID, which we started) when dropped, also on test failure.
+pub struct Guard(pub Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// libtorrent session settings for loopback tests: no discovery, TCP only, bound to `ip`.
+pub const LT_SESSION: &str = r#"
+import libtorrent as lt, sys, time
+def session(ip, port):
+    return lt.session({
+        'listen_interfaces': '%s:%d' % (ip, port), 'outgoing_interfaces': ip,
+        'enable_dht': False, 'enable_lsd': False, 'enable_upnp': False, 'enable_natpmp': False,
+        'enable_incoming_utp': False, 'enable_outgoing_utp': False,
+        'allow_multiple_connections_per_ip': True, 'alert_mask': 0,
+    })
+"#;
+
+/// Seeds `torrent` from `save` until killed (at most 120 s); prints READY when seeding.
+pub const LT_SEED: &str = r#"
+torrent, save, ip, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+s = session(ip, port)
+h = s.add_torrent({'ti': lt.torrent_info(torrent), 'save_path': save})
+deadline = time.time() + 120
+while time.time() < deadline:
+    st = h.status()
+    if st.is_seeding:
+        print('READY', flush=True)
+        break
+    time.sleep(0.05)
+time.sleep(max(0, deadline - time.time()))
+"#;
+
+/// Downloads `torrent` into `save` from the peer at peer_ip:peer_port; prints DONE.
+pub const LT_GET: &str = r#"
+torrent, save, ip, port, peer_ip, peer_port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], int(sys.argv[6])
+s = session(ip, port)
+h = s.add_torrent({'ti': lt.torrent_info(torrent), 'save_path': save})
+deadline = time.time() + 60
+last_connect = 0
+while time.time() < deadline:
+    if time.time() - last_connect > 2:
+        h.connect_peer((peer_ip, peer_port))
+        last_connect = time.time()
+    st = h.status()
+    if st.is_seeding:
+        print('DONE', st.total_payload_download, flush=True)
+        sys.exit(0)
+    time.sleep(0.05)
+print('TIMEOUT', h.status().progress, flush=True)
+sys.exit(1)
+"#;
+
+pub fn python_script(body: &str) -> String {
+    format!("{LT_SESSION}\n{body}")
+}
+
+/// Starts a process and waits (bounded) until it prints `marker` on stdout.
+pub fn start_and_wait(mut cmd: Command, marker: &str, limit: Duration) -> Guard {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("piped");
+    let guard = Guard(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let marker = marker.to_owned();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains(&marker) {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("{cmd:?} not ready within {limit:?}"));
+    guard
+}
+
+pub fn lt_seed(torrent: &Path, save: &Path, ip: &str, port: u16) -> Guard {
+    require("/usr/bin/python3");
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.arg("-c").arg(python_script(LT_SEED)).args([
+        path_str(torrent),
+        path_str(save),
+        ip,
+        &port.to_string(),
+    ]);
+    start_and_wait(cmd, "READY", Duration::from_secs(60))
+}
+
+/// Runs `shoal get --no-seed --json` to completion; returns its JSON event lines.
+pub fn shoal_get(
+    torrent: &Path,
+    out: &Path,
+    state: &Path,
+    listen: &str,
+    peers: &[&str],
+) -> Vec<serde_json::Value> {
+    let mut cmd = shoal();
+    cmd.args([
+        "get",
+        path_str(torrent),
+        "-o",
+        path_str(out),
+        "--no-seed",
+        "--json",
+        "--listen",
+        listen,
+    ])
+    .args(["--state-dir", path_str(state)]);
+    for peer in peers {
+        cmd.args(["--peer", peer]);
+    }
+    json_events(&mut cmd)
+}
+
+/// Runs a `shoal ... --json` command to success (bounded); returns its JSON event lines.
+pub fn json_events(cmd: &mut Command) -> Vec<serde_json::Value> {
+    let (output, _) = run_with_timeout(cmd, Duration::from_secs(120));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{cmd:?} failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON lines"))
+        .collect()
+}
+
+pub fn shoal_seed(torrent: &Path, data: &Path, state: &Path, listen: &str) -> Guard {
+    let mut cmd = shoal();
+    cmd.args([
+        "seed",
+        path_str(torrent),
+        path_str(data),
+        "--json",
+        "--listen",
+        listen,
+        "--state-dir",
+        path_str(state),
+    ]);
+    start_and_wait(cmd, "\"started\"", Duration::from_secs(30))
+}
+
+pub fn same_files(a: &Path, b: &Path) {
+    assert_eq!(
+        std::fs::read(a).unwrap(),
+        std::fs::read(b).unwrap(),
+        "{a:?} differs from {b:?}"
+    );
+}
+
+pub fn make_single(
+    dir: &Path,
+    size: usize,
+    piece: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let src = dir.join("src");
+    let file = src.join("payload.bin");
+    random_file(&file, size, 42);
+    let torrent = dir.join("payload.torrent");
+    run_ok(shoal().args([
+        "create",
+        path_str(&file),
+        "--piece-size",
+        piece,
+        "-o",
+        path_str(&torrent),
+    ]));
+    (src, torrent)
+}
+
+/// Waits (bounded) until something accepts TCP connections on `addr`.
+pub fn wait_listening(addr: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "nothing listening on {addr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn aria2(dir: &Path, torrent: &Path, ip: &str, port: u16, extra: &[&str]) -> Command {
+    require("aria2c");
+    let mut cmd = Command::new("aria2c");
+    cmd.args([
+        "-d",
+        path_str(dir),
+        &format!("--listen-port={port}"),
+        &format!("--interface={ip}"),
+    ])
+    .args([
+        "--disable-ipv6",
+        "--enable-dht=false",
+        "--bt-enable-lpd=false",
+        "--enable-peer-exchange=false",
+    ])
+    .args([
+        "--console-log-level=warn",
+        "--summary-interval=0",
+        "--bt-stop-timeout=60",
+    ])
+    .args(extra)
+    .arg(torrent);
+    cmd
+}
+
+/// A `transmission-daemon` (Transmission 3) in the foreground with its own config folder,
+/// taking peers on `ip:port` and RPC on `ip:rpc_port`; driven with `transmission-remote`.
+/// uTP, DHT, LPD and port mapping are off so it speaks TCP to the peers it is given only.
+pub struct Transmission {
+    _daemon: Guard,
+    rpc: String,
+}
+
+impl Transmission {
+    pub fn start(config: &Path, download: &Path, ip: &str, port: u16, rpc_port: u16) -> Self {
+        require("transmission-daemon");
+        require("transmission-remote");
+        std::fs::create_dir_all(download).unwrap();
+        let daemon = Command::new("transmission-daemon")
+            .args(["--foreground", "--config-dir", path_str(config)])
+            .args(["--bind-address-ipv4", ip, "--peerport", &port.to_string()])
+            .args(["--rpc-bind-address", ip, "--port", &rpc_port.to_string()])
+            .args(["--allowed", "127.*.*.*", "--no-auth"])
+            .args(["--no-dht", "--no-lpd", "--no-utp", "--no-portmap"])
+            .args(["--encryption-tolerated", "--no-incomplete-dir"])
+            .args(["--download-dir", path_str(download)])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn transmission-daemon");
+        let transmission = Transmission {
+            _daemon: Guard(daemon),
+            rpc: format!("{ip}:{rpc_port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while transmission.remote(&["--list"]).is_none() {
+            assert!(Instant::now() < deadline, "transmission-daemon RPC not up");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        transmission
+    }
+
+    /// Runs transmission-remote against this daemon; its stdout when it succeeded.
+    fn remote(&self, args: &[&str]) -> Option<String> {
+        let (output, _) = run_with_timeout(
+            Command::new("transmission-remote")
+                .arg(&self.rpc)
+                .args(args),
+            Duration::from_secs(10),
+        );
+        output
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    pub fn add(&self, torrent: &Path) {
+        self.remote(&["--add", path_str(torrent)])
+            .expect("transmission-remote --add");
+    }
+
+    /// Waits (bounded) until the first torrent is complete and verified.
+    pub fn wait_complete(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let info = self
+                .remote(&["--torrent", "1", "--info"])
+                .unwrap_or_default();
+            let done = info.contains("Percent Done: 100%") && !info.contains("Verif");
+            if done {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Transmission not complete within {limit:?}:\n{info}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}

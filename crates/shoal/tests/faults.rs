@@ -1,0 +1,203 @@
+//! Fault scenarios from TESTING.md on loopback: the only seed leaving midway and coming
+//! back, and a disk that fills up and then has room again.
+
+mod common;
+
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// CPU seconds (user + system) a process we started has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
+fn seed_cmd(torrent: &Path, src: &Path, state: &Path, listen: &str) -> Command {
+    let mut cmd = shoal();
+    cmd.args(["seed", path_str(torrent), path_str(src), "--json"])
+        .args(["--listen", listen, "--state-dir", path_str(state)])
+        .args(["--max-up", "4M"]);
+    cmd
+}
+
+#[test]
+fn only_seed_leaves_at_forty_percent_and_returns() {
+    let dir = tempdir();
+    let (src, torrent) = make_single(dir.path(), 24 * 1024 * 1024, "256K");
+    let seed_addr = "127.0.0.131:17131";
+    let seed_state = dir.path().join("seed-state");
+    let mut seed = start_and_wait(
+        seed_cmd(&torrent, &src, &seed_state, seed_addr),
+        "\"started\"",
+        Duration::from_secs(30),
+    );
+    let out = dir.path().join("out");
+    let mut get = shoal();
+    get.args(["get", path_str(&torrent), "-o", path_str(&out)])
+        .args(["--no-seed", "--json", "--listen", "127.0.0.132:17132"])
+        .args(["--state-dir", path_str(&dir.path().join("state"))])
+        .args(["--peer", seed_addr])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = get.spawn().expect("spawn shoal get");
+    let pid = child.id();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let get = Guard(child);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    // Until 40 % (38 of 96 pieces) is in, then kill the only seed.
+    for line in lines.by_ref().map_while(Result::ok) {
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if event["event"] == "piece" && event["have"].as_u64().unwrap() >= 38 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no progress");
+    }
+    seed.0.kill().unwrap();
+    seed.0.wait().unwrap();
+    // With no peer left, the downloader waits with back-off instead of spinning.
+    let before = cpu_seconds(pid);
+    std::thread::sleep(Duration::from_secs(3));
+    let spent = cpu_seconds(pid) - before;
+    assert!(
+        spent < 0.3,
+        "{spent} CPU seconds in 3 s with no peers: a busy loop"
+    );
+    // The seed comes back on the same address; the download finishes.
+    let _seed = start_and_wait(
+        seed_cmd(&torrent, &src, &seed_state, seed_addr),
+        "\"started\"",
+        Duration::from_secs(30),
+    );
+    let mut completed = false;
+    for line in lines.map_while(Result::ok) {
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        completed |= event["event"] == "completed";
+        assert!(Instant::now() < deadline, "did not complete in time");
+    }
+    let mut get = get;
+    let status = get.0.wait().unwrap();
+    assert!(status.success() && completed, "shoal get: {status}");
+    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+}
+
+/// A download into a 3 MiB file system of a torrent whose first file (2 MiB) fits and
+/// second (2 MiB) does not: a clear error naming the file, exit 1, the first file's
+/// pieces verified; after the file system grows, a second run fetches only the rest.
+/// Runs in a private mount namespace (`unshare`), so it needs no privileges.
+#[test]
+fn disk_full_is_a_clear_error_and_recovers_when_space_returns() {
+    require("unshare");
+    let dir = tempdir();
+    let root = dir.path().join("src/two");
+    random_file(&root.join("a.bin"), 2 * 1024 * 1024, 7);
+    random_file(&root.join("b.bin"), 2 * 1024 * 1024, 8);
+    let torrent = dir.path().join("two.torrent");
+    run_ok(
+        shoal()
+            .args(["create", path_str(&root), "--piece-size", "64K"])
+            .args(["-o", path_str(&torrent)]),
+    );
+    let _seed = shoal_seed(
+        &torrent,
+        &dir.path().join("src"),
+        &dir.path().join("seed-state"),
+        "127.0.0.133:17133",
+    );
+    let small = dir.path().join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    let get = |extra: &str| {
+        format!(
+            "{shoal} get {torrent} -o {small}/out --no-seed --json --listen 127.0.0.134:17134 \
+             --peer 127.0.0.133:17133 --state-dir {small}/state{extra}",
+            shoal = env!("CARGO_BIN_EXE_shoal"),
+            torrent = path_str(&torrent),
+            small = path_str(&small),
+        )
+    };
+    // One shell in one namespace: mount, fail, grow, succeed, report.
+    let script = format!(
+        "set -u\n\
+         mount -t tmpfs -o size=3m tmpfs {small} || exit 90\n\
+         {first} > {small}/first.json 2> {small}/first.err; echo \"first=$?\"\n\
+         cat {small}/first.json\n\
+         mount -o remount,size=16m {small} || exit 91\n\
+         {second} > {small}/second.json 2>&1; echo \"second=$?\"\n\
+         cmp {src}/a.bin {small}/out/two/a.bin && cmp {src}/b.bin {small}/out/two/b.bin && echo same\n\
+         echo FIRST_ERR; cat {small}/first.err\n\
+         echo SECOND; cat {small}/second.json\n",
+        small = path_str(&small),
+        first = get(""),
+        second = get(""),
+        src = path_str(&root),
+    );
+    let (output, _) = run_with_timeout(
+        Command::new("unshare").args(["-rm", "sh", "-c", &script]),
+        Duration::from_secs(90),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("first=1"),
+        "the first run must fail: {stdout}"
+    );
+    let first_err = stdout
+        .split("FIRST_ERR\n")
+        .nth(1)
+        .unwrap()
+        .split("SECOND\n")
+        .next()
+        .unwrap();
+    // Pieces are picked in random order, so either file may be the one that no longer
+    // fits; the message names it, once.
+    assert!(
+        first_err.matches("No space left on device").count() == 1
+            && (first_err.contains("a.bin") || first_err.contains("b.bin")),
+        "{first_err}"
+    );
+    let verified_first = stdout
+        .lines()
+        .take_while(|l| !l.starts_with("FIRST_ERR"))
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "piece")
+        .map(|e| e["have"].as_u64().unwrap())
+        .max()
+        .unwrap_or(0);
+    assert!(
+        verified_first > 0,
+        "nothing was verified before the disk filled"
+    );
+    assert!(
+        stdout.contains("second=0") && stdout.contains("same"),
+        "{stdout}"
+    );
+    let second: Vec<serde_json::Value> = stdout
+        .split("SECOND\n")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let started = second.iter().find(|e| e["event"] == "started").unwrap();
+    let had = started["have"].as_u64().unwrap();
+    assert!(
+        had >= verified_first,
+        "{verified_first} pieces were verified before the disk filled, {had} found: {started}"
+    );
+    let completed = second.iter().find(|e| e["event"] == "completed").unwrap();
+    assert!(
+        completed["downloaded"].as_u64().unwrap() <= (64 - had) * 64 * 1024,
+        "only missing pieces are fetched again: {completed}"
+    );
+}

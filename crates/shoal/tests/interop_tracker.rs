@@ -1,0 +1,575 @@
+//! Trackers with real clients on loopback (addresses 127.0.1.x, ports 180xx):
+//! libtorrent, aria2 and Transmission announce to `shoal tracker` over HTTP and UDP,
+//! find a shoal peer and each other through it, and finish transfers; scrapes count
+//! seeders and leechers right. `shoal get` finds its seed through opentracker, past
+//! tiers whose trackers are down.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use shoal_core::{InfoHash, Metainfo};
+use shoal_tracker::{ScrapeCounts, TrackerUrl};
+
+/// Creates a torrent of `size` random bytes announcing to `tiers`.
+fn make_torrent(dir: &Path, size: usize, tiers: &[&[&str]]) -> (PathBuf, PathBuf, InfoHash) {
+    let src = dir.join("src");
+    let file = src.join("payload.bin");
+    random_file(&file, size, 7);
+    let torrent = dir.join("payload.torrent");
+    run_ok(shoal().args([
+        "create",
+        path_str(&file),
+        "--piece-size",
+        "64K",
+        "-o",
+        path_str(&torrent),
+    ]));
+    let mut meta = Metainfo::from_bytes(&std::fs::read(&torrent).unwrap()).unwrap();
+    meta.trackers = tiers
+        .iter()
+        .map(|t| t.iter().map(|u| u.to_string()).collect())
+        .collect();
+    std::fs::write(&torrent, meta.to_bytes()).unwrap();
+    (src, torrent, meta.info_hash)
+}
+
+fn http_scrape(addr: &str, hash: InfoHash) -> ScrapeCounts {
+    scrape_url(&format!("http://{addr}/announce"), hash)
+}
+
+fn udp_scrape(addr: &str, hash: InfoHash) -> ScrapeCounts {
+    scrape_url(&format!("udp://{addr}"), hash)
+}
+
+/// Waits (bounded) until `check` holds.
+fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn shoal_seed(torrent: &Path, data: &Path, state: &Path, listen: &str) -> Guard {
+    let mut cmd = shoal();
+    cmd.args([
+        "seed",
+        path_str(torrent),
+        path_str(data),
+        "--json",
+        "--listen",
+        listen,
+    ])
+    .args(["--state-dir", path_str(state)]);
+    start_and_wait(cmd, "\"started\"", Duration::from_secs(30))
+}
+
+/// `shoal get --no-seed` with no peer given: everything comes from the trackers.
+fn shoal_get(torrent: &Path, out: &Path, state: &Path, listen: &str) -> Vec<serde_json::Value> {
+    let mut cmd = shoal();
+    cmd.args([
+        "get",
+        path_str(torrent),
+        "-o",
+        path_str(out),
+        "--no-seed",
+        "--json",
+        "--listen",
+        listen,
+    ])
+    .args(["--state-dir", path_str(state)]);
+    let (output, _) = run_with_timeout(&mut cmd, Duration::from_secs(60));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "shoal get failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON lines"))
+        .collect()
+}
+
+fn connected_to(events: &[serde_json::Value], addr: &str) -> bool {
+    events
+        .iter()
+        .any(|e| e["event"] == "peer_connected" && e["addr"] == addr)
+}
+
+fn same_files(a: &Path, b: &Path) {
+    assert!(
+        std::fs::read(a).unwrap() == std::fs::read(b).unwrap(),
+        "{a:?} differs from {b:?}"
+    );
+}
+
+/// Downloads a torrent through its trackers only; prints DONE once seeding, then seeds.
+const LT_GET_TRACKED: &str = r#"
+torrent, save, ip, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+s = session(ip, port)
+h = s.add_torrent({'ti': lt.torrent_info(torrent), 'save_path': save})
+deadline = time.time() + 60
+while time.time() < deadline:
+    if h.status().is_seeding:
+        print('DONE', flush=True)
+        break
+    time.sleep(0.05)
+time.sleep(max(0, deadline - time.time()))
+"#;
+
+fn lt_get_tracked(torrent: &Path, save: &Path, ip: &str, port: u16) -> Guard {
+    require("/usr/bin/python3");
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.arg("-c").arg(python_script(LT_GET_TRACKED)).args([
+        path_str(torrent),
+        path_str(save),
+        ip,
+        &port.to_string(),
+    ]);
+    start_and_wait(cmd, "DONE", Duration::from_secs(60))
+}
+
+/// Runs aria2c to completion (it exits after downloading with --seed-time=0).
+fn aria2_get(torrent: &Path, out: &Path, ip: &str, port: u16, extra: &[&str]) {
+    let mut args = vec!["--seed-time=0"];
+    args.extend_from_slice(extra);
+    let mut cmd = aria2(out, torrent, ip, port, &args);
+    let (output, _) = run_with_timeout(&mut cmd, Duration::from_secs(60));
+    assert!(
+        output.status.success(),
+        "aria2c failed: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
+
+#[test]
+fn http_tracker_libtorrent_seed_shoal_and_aria2_leech() {
+    let dir = tempdir();
+    let tracker = "127.0.1.20:18020";
+    let url = format!("http://{tracker}/announce");
+    let (src, torrent, hash) = make_torrent(dir.path(), 3 * 1024 * 1024 + 5, &[&[&url]]);
+    let _tracker = shoal_tracker(tracker, &[]);
+    let _lt = lt_seed(&torrent, &src, "127.0.1.21", 18021);
+    wait_until("libtorrent's announce", Duration::from_secs(20), || {
+        stats(tracker)["seeders"] == 1
+    });
+
+    // shoal finds the libtorrent seed through the tracker alone.
+    let out = dir.path().join("shoal-out");
+    let events = shoal_get(
+        &torrent,
+        &out,
+        &dir.path().join("state"),
+        "127.0.1.22:18022",
+    );
+    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+    assert!(connected_to(&events, "127.0.1.21:18021"), "{events:?}");
+    // shoal said completed, then stopped on its way out.
+    let counts = http_scrape(tracker, hash);
+    assert_eq!(
+        (counts.complete, counts.downloaded, counts.incomplete),
+        (1, 1, 0)
+    );
+
+    // aria2 too.
+    let aria_out = dir.path().join("aria-out");
+    aria2_get(&torrent, &aria_out, "127.0.1.23", 18023, &[]);
+    same_files(&src.join("payload.bin"), &aria_out.join("payload.bin"));
+
+    // aria2 (which sends no `completed` when it leaves at once) said stopped: the
+    // libtorrent seed is left. A rate-limited shoal leecher then counts as a leecher.
+    wait_until("aria2's stopped", Duration::from_secs(10), || {
+        stats(tracker)["peers"] == 1
+    });
+    let downloaded = http_scrape(tracker, hash).downloaded;
+    assert_eq!(
+        http_scrape(tracker, hash),
+        ScrapeCounts {
+            complete: 1,
+            downloaded,
+            incomplete: 0
+        }
+    );
+    let mut slow = shoal();
+    slow.args([
+        "get",
+        path_str(&torrent),
+        "-o",
+        path_str(&dir.path().join("slow")),
+        "--json",
+    ])
+    .args(["--listen", "127.0.1.24:18024", "--max-down", "16K"])
+    .args(["--state-dir", path_str(&dir.path().join("slow-state"))]);
+    let _slow = start_and_wait(slow, "\"started\"", Duration::from_secs(30));
+    wait_until(
+        "the slow leecher's announce",
+        Duration::from_secs(10),
+        || http_scrape(tracker, hash).incomplete == 1,
+    );
+    assert_eq!(
+        http_scrape(tracker, hash),
+        ScrapeCounts {
+            complete: 1,
+            downloaded,
+            incomplete: 1
+        }
+    );
+    assert_eq!(
+        udp_scrape(tracker, hash),
+        http_scrape(tracker, hash),
+        "one swarm state"
+    );
+}
+
+#[test]
+fn udp_tracker_shoal_seed_libtorrent_and_aria2_leech() {
+    let dir = tempdir();
+    let tracker = "127.0.1.30:18030";
+    let url = format!("udp://{tracker}");
+    let (src, torrent, hash) = make_torrent(dir.path(), 2 * 1024 * 1024 + 333, &[&[&url]]);
+    let _tracker = shoal_tracker(tracker, &[]);
+    let _seed = shoal_seed(
+        &torrent,
+        &src,
+        &dir.path().join("seed-state"),
+        "127.0.1.31:18031",
+    );
+    wait_until("the seed's announce", Duration::from_secs(10), || {
+        udp_scrape(tracker, hash).complete == 1
+    });
+
+    let lt_out = dir.path().join("lt-out");
+    let _lt = lt_get_tracked(&torrent, &lt_out, "127.0.1.32", 18032);
+    same_files(&src.join("payload.bin"), &lt_out.join("payload.bin"));
+
+    let aria_out = dir.path().join("aria-out");
+    // aria2 speaks UDP trackers only over its DHT socket, so the DHT is switched on
+    // (with no bootstrap nodes it contacts no one).
+    let dht_file = dir.path().join("aria2-dht.dat");
+    let dht_file = format!("--dht-file-path={}", path_str(&dht_file));
+    aria2_get(
+        &torrent,
+        &aria_out,
+        "127.0.1.33",
+        18033,
+        &["--enable-dht=true", "--dht-listen-port=18034", &dht_file],
+    );
+    same_files(&src.join("payload.bin"), &aria_out.join("payload.bin"));
+
+    // The shoal seed and libtorrent (now seeding) remain; aria2 said stopped.
+    wait_until("aria2's stopped", Duration::from_secs(10), || {
+        udp_scrape(tracker, hash).complete == 2
+    });
+    let counts = udp_scrape(tracker, hash);
+    assert_eq!((counts.complete, counts.incomplete), (2, 0), "{counts:?}");
+    assert!(counts.downloaded >= 1, "{counts:?}");
+}
+
+/// Transmission 3 announces to `shoal tracker` over HTTP and UDP; as a leecher it does
+/// not dial 127.x peers it learns from a tracker (seen here, and noted in the testing
+/// guide), so the shoal seed, started after it, learns its address from the tracker and
+/// dials it.
+#[test]
+fn transmission_announces_and_shoal_seed_reaches_it() {
+    require("transmission-cli");
+    let dir = tempdir();
+    // Two trackers in two tiers: Transmission announces to every tier, so it is seen
+    // over HTTP by the first and over UDP by the second.
+    let tracker = "127.0.1.40:18040";
+    let udp_tracker = "127.0.1.43:18043";
+    let url = format!("http://{tracker}/announce");
+    let udp_url = format!("udp://{udp_tracker}");
+    let (src, torrent, hash) =
+        make_torrent(dir.path(), 2 * 1024 * 1024 + 17, &[&[&url], &[&udp_url]]);
+    let _tracker = shoal_tracker(tracker, &[]);
+    let _udp_tracker = shoal_tracker(udp_tracker, &[]);
+    let config = dir.path().join("transmission");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(
+        config.join("settings.json"),
+        r#"{"dht-enabled": false, "lpd-enabled": false, "pex-enabled": false, "utp-enabled": false,
+            "port-forwarding-enabled": false, "peer-port": 18041, "rename-partial-files": true}"#,
+    )
+    .unwrap();
+    let out = dir.path().join("tr-out");
+    std::fs::create_dir_all(&out).unwrap();
+    let _transmission = Guard(
+        Command::new("transmission-cli")
+            .args(["-g", path_str(&config), "-w", path_str(&out), "-p", "18041"])
+            .arg(&torrent)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn transmission-cli"),
+    );
+    wait_until("Transmission's announces", Duration::from_secs(30), || {
+        http_scrape(tracker, hash).incomplete == 1 && udp_scrape(udp_tracker, hash).incomplete == 1
+    });
+    let _seed = shoal_seed(
+        &torrent,
+        &src,
+        &dir.path().join("seed-state"),
+        "127.0.1.42:18042",
+    );
+    let want = std::fs::read(src.join("payload.bin")).unwrap();
+    wait_until("Transmission's download", Duration::from_secs(60), || {
+        std::fs::read(out.join("payload.bin")).is_ok_and(|got| got == want)
+    });
+    // Transmission announces `completed` and becomes the second seeder (the shoal seed
+    // announced to the first tier only, as BEP 12 says).
+    wait_until(
+        "Transmission's completed over UDP",
+        Duration::from_secs(20),
+        || {
+            udp_scrape(udp_tracker, hash)
+                == ScrapeCounts {
+                    complete: 1,
+                    downloaded: 1,
+                    incomplete: 0,
+                }
+        },
+    );
+    wait_until(
+        "Transmission's completed over HTTP",
+        Duration::from_secs(20),
+        || {
+            http_scrape(tracker, hash)
+                == ScrapeCounts {
+                    complete: 2,
+                    downloaded: 1,
+                    incomplete: 0,
+                }
+        },
+    );
+}
+
+/// opentracker from Debian: whitelist-only, drops root to its own user, chroots into
+/// `tracker.rootdir`.
+fn opentracker(dir: &Path, ip: &str, port: u16, hash: InfoHash) -> Guard {
+    use std::os::unix::fs::PermissionsExt;
+    require("opentracker");
+    let root = dir.join("opentracker");
+    std::fs::create_dir_all(&root).unwrap();
+    for p in [dir, &root] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::write(root.join("whitelist.txt"), format!("{}\n", hash.to_hex())).unwrap();
+    let conf = root.join("opentracker.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "tracker.rootdir {}\naccess.whitelist /whitelist.txt\ntracker.user _opentracker\n",
+            root.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("opentracker")
+        .args([
+            "-i",
+            ip,
+            "-p",
+            &port.to_string(),
+            "-P",
+            &port.to_string(),
+            "-f",
+            path_str(&conf),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn opentracker");
+    let guard = Guard(child);
+    wait_listening(&format!("{ip}:{port}"), Duration::from_secs(10));
+    guard
+}
+
+#[test]
+fn shoal_get_through_opentracker_past_dead_trackers() {
+    let dir = tempdir();
+    // Nothing listens on 18063 (TCP or UDP): tier 1 is down, and tier 2 holds a dead
+    // UDP tracker beside opentracker, in a random order.
+    let dead_http = "http://127.0.1.60:18063/announce";
+    let dead_udp = "udp://127.0.1.60:18063";
+    let (src, torrent, hash) = make_torrent(
+        dir.path(),
+        3 * 1024 * 1024 + 1,
+        &[
+            &[dead_http],
+            &[dead_udp, "http://127.0.1.60:18060/announce"],
+        ],
+    );
+    let _tracker = opentracker(dir.path(), "127.0.1.60", 18060, hash);
+    let _seed = shoal_seed(
+        &torrent,
+        &src,
+        &dir.path().join("seed-state"),
+        "127.0.1.61:18061",
+    );
+    let out = dir.path().join("out");
+    let started = Instant::now();
+    let events = shoal_get(
+        &torrent,
+        &out,
+        &dir.path().join("state"),
+        "127.0.1.62:18062",
+    );
+    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+    assert!(connected_to(&events, "127.0.1.61:18061"), "{events:?}");
+    // shoal's scrape client reads opentracker's counts: the seed, and one download.
+    let counts = http_scrape("127.0.1.60:18060", hash);
+    assert_eq!(
+        (counts.complete, counts.incomplete, counts.downloaded),
+        (1, 0, 1)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // The same through opentracker's UDP side.
+    let (src2, torrent2, hash2) = make_torrent(
+        &dir.path().join("udp"),
+        1024 * 1024 + 3,
+        &[&[dead_udp], &["udp://127.0.1.60:18060"]],
+    );
+    drop(_tracker);
+    let _tracker = opentracker(&dir.path().join("udp"), "127.0.1.60", 18060, hash2);
+    let _seed2 = shoal_seed(
+        &torrent2,
+        &src2,
+        &dir.path().join("seed2-state"),
+        "127.0.1.63:18064",
+    );
+    let out2 = dir.path().join("out2");
+    let events = shoal_get(
+        &torrent2,
+        &out2,
+        &dir.path().join("state2"),
+        "127.0.1.64:18065",
+    );
+    same_files(&src2.join("payload.bin"), &out2.join("payload.bin"));
+    assert!(connected_to(&events, "127.0.1.63:18064"), "{events:?}");
+    let counts = udp_scrape("127.0.1.60:18060", hash2);
+    assert_eq!(
+        (counts.complete, counts.incomplete, counts.downloaded),
+        (1, 0, 1)
+    );
+}
+
+/// Sends `signal` (e.g. "-HUP") to a process this test started.
+fn signal(guard: &Guard, signal: &str) {
+    run_ok(Command::new("kill").args([signal, &guard.0.id().to_string()]));
+}
+
+/// One HTTP announce from `ip` (the address the tracker records), through shoal's own
+/// tracker client; returns the parsed answer.
+fn announce_from(
+    tracker: &str,
+    hash: InfoHash,
+    ip: &str,
+    event: shoal_tracker::Event,
+) -> Result<shoal_tracker::AnnounceResponse, shoal_tracker::TrackerError> {
+    use shoal_tracker::client::http::{announce_path, parse_announce};
+    use shoal_tracker::driver::http::{get, HttpConfig};
+    let url = TrackerUrl::parse(&format!("http://{tracker}/announce")).unwrap();
+    let request = shoal_tracker::AnnounceRequest {
+        info_hash: hash,
+        peer_id: shoal_core::PeerId([b'x'; 20]),
+        port: 18099,
+        progress: shoal_tracker::Progress {
+            uploaded: 0,
+            downloaded: 0,
+            left: 1,
+        },
+        event,
+        numwant: None,
+        key: 0,
+        tracker_id: None,
+    };
+    let config = HttpConfig {
+        bind: Some(ip.parse().unwrap()),
+        ..HttpConfig::default()
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let body = runtime.block_on(get(&url, &announce_path(&url, &request), &config))?;
+    parse_announce(&body)
+}
+
+#[test]
+fn tracker_allow_list_reloads_on_sighup_and_stops_on_sigterm() {
+    let dir = tempdir();
+    let tracker = "127.0.1.70:18070";
+    let (a, b) = (InfoHash([0xaa; 20]), InfoHash([0xbb; 20]));
+    let list = dir.path().join("allow.txt");
+    std::fs::write(&list, format!("# served here\n{}\n", a.to_hex())).unwrap();
+    let server = shoal_tracker(tracker, &["--allow-list", path_str(&list)]);
+    use shoal_tracker::Event::Started;
+    assert!(announce_from(tracker, a, "127.0.1.71", Started).is_ok());
+    assert_eq!(
+        announce_from(tracker, b, "127.0.1.71", Started),
+        Err(shoal_tracker::TrackerError::Failure(
+            "info-hash not served by this tracker".into()
+        ))
+    );
+    std::fs::write(&list, format!("{}\n", b.to_hex())).unwrap();
+    signal(&server, "-HUP");
+    wait_until("the reloaded allow-list", Duration::from_secs(5), || {
+        announce_from(tracker, b, "127.0.1.71", Started).is_ok()
+    });
+    assert!(
+        announce_from(tracker, a, "127.0.1.71", Started).is_err(),
+        "a is no longer served"
+    );
+    assert_eq!(stats(tracker)["torrents"], 1, "a's swarm was dropped");
+
+    let mut server = server;
+    signal(&server, "-TERM");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let status = loop {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "shoal tracker ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn seed_says_stopped_on_sigterm() {
+    let dir = tempdir();
+    let tracker = "127.0.1.75:18075";
+    let url = format!("http://{tracker}/announce");
+    let (src, torrent, hash) = make_torrent(dir.path(), 100_000, &[&[&url]]);
+    let _tracker = shoal_tracker(tracker, &[]);
+    let seed = shoal_seed(
+        &torrent,
+        &src,
+        &dir.path().join("state"),
+        "127.0.1.76:18076",
+    );
+    wait_until("the seed's announce", Duration::from_secs(10), || {
+        http_scrape(tracker, hash).complete == 1
+    });
+    // A leecher sees the seed at the address it listens on.
+    let answer = announce_from(tracker, hash, "127.0.1.77", shoal_tracker::Event::Started).unwrap();
+    assert_eq!(answer.peers, vec!["127.0.1.76:18076".parse().unwrap()]);
+    let started = Instant::now();
+    signal(&seed, "-TERM");
+    wait_until("the seed's stopped", Duration::from_secs(3), || {
+        http_scrape(tracker, hash).complete == 0
+    });
+    assert!(started.elapsed() < Duration::from_secs(3));
+}

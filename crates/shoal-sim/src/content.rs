@@ -153,7 +153,7 @@ impl PieceStore {
         <[u8; 20]>::from(hasher.finalize()) == self.content.piece_hash(piece)
     }
 
-    /// Pieces accepted although they hold corrupt blocks (only with [`HashCheck::Off`]).
+    /// Whether a stored block of `piece` differs from the reference.
     pub fn has_overlay(&self, piece: u32) -> bool {
         self.overlay
             .range((piece, 0)..=(piece, u32::MAX))

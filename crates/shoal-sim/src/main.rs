@@ -77,6 +77,10 @@ struct SwarmArgs {
     /// The seeds super-seed (BEP 16): reveal pieces one peer at a time.
     #[arg(long)]
     super_seed: bool,
+    /// Rate assumed for a peer not yet measured, which sets its first request queue depth
+    /// (rate × 2 s / 16 KiB); the engine assumes 512 KiB/s.
+    #[arg(long, default_value = "512KiB", value_parser = parse_rate)]
+    initial_rate: u64,
     /// Peers each host dials when it joins.
     #[arg(long, default_value_t = 25)]
     dial: u32,
@@ -151,6 +155,7 @@ fn scenario(args: &SwarmArgs) -> anyhow::Result<Scenario> {
             HashCheck::Sha1
         },
         super_seed: args.super_seed,
+        initial_rate: args.initial_rate,
         dial: args.dial,
         max_connections: args.max_connections,
         max_time: args.max_time,

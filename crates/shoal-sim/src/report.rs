@@ -179,6 +179,13 @@ impl Report {
         if s.super_seed {
             let _ = writeln!(out, "seed_mode: super-seeding (BEP 16)");
         }
+        if s.initial_rate != Scenario::default().initial_rate {
+            let _ = writeln!(
+                out,
+                "initial_rate_guess: {}/s (engine: 512KiB/s)",
+                format_size(s.initial_rate)
+            );
+        }
         if let Some(leave) = s.seed_leaves_at {
             let _ = writeln!(out, "seeds_leave_at_s: {leave}");
         }

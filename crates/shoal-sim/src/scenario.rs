@@ -77,6 +77,8 @@ pub struct Scenario {
     pub hash_check: HashCheck,
     /// The seeds super-seed (BEP 16).
     pub super_seed: bool,
+    /// Bytes per second assumed for a peer not yet measured, for its request queue depth.
+    pub initial_rate: u64,
     /// Peers a host dials when it joins (the tracker's answer).
     pub dial: u32,
     /// Connections a host accepts at most.
@@ -105,6 +107,7 @@ impl Default for Scenario {
             slow_class: None,
             hash_check: HashCheck::Sha1,
             super_seed: false,
+            initial_rate: 512 << 10,
             dial: 25,
             max_connections: 50,
             max_time: 3600.0,
@@ -135,7 +138,7 @@ impl Scenario {
         if self.file_size.div_ceil(u64::from(self.piece_size)) > 1 << 20 {
             return fail("more than 2^20 pieces");
         }
-        if self.seed_up == 0 || self.peer_up == 0 || self.peer_down == 0 {
+        if self.seed_up == 0 || self.peer_up == 0 || self.peer_down == 0 || self.initial_rate == 0 {
             return fail("rates must be positive");
         }
         if !(0.0..=10_000.0).contains(&self.latency_ms) {
@@ -175,6 +178,8 @@ impl Scenario {
     /// The Kumar & Ross lower bound on the time for every honest leecher to finish:
     /// `max(F/u_seed, F/d_min, N·F/(u_seed + Σu_i))`, with `u_seed` the seeds' total
     /// upload and N, u_i, d_min over honest leechers (bad peers' upload is worthless).
+    /// It assumes every leecher is there at time zero; with Poisson arrivals it is only a
+    /// reference point.
     pub fn lower_bound(&self) -> Bound {
         let f = self.file_size as f64;
         let u_seed = f64::from(self.seeds) * self.seed_up as f64;

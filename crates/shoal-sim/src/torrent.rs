@@ -18,18 +18,19 @@
 //! unified into one sans-IO torrent core in `shoal-swarm`.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use shoal_core::{Bitfield, Block, PeerId, BLOCK_SIZE};
+use shoal_core::{Bitfield, Block, InfoHash, PeerId, BLOCK_SIZE};
 use shoal_swarm::{
     queue_depth, BlockData, Choker, ChokerConfig, ChokerPeer, PeerKey, PiecePicker, RateMeter,
     Received, SmartBan, SuperSeed,
 };
-use shoal_wire::{ExtensionHandshake, PeerSession, SessionConfig, SessionEvent};
+use shoal_wire::{allowed_fast_set, ExtensionHandshake, PeerSession, SessionConfig, SessionEvent};
 
 use crate::content::{Content, HashCheck, PieceStore};
 
@@ -44,9 +45,16 @@ pub type ConnId = u32;
 /// `have`s from queueing for seconds behind block data (libtorrent refills its send buffer
 /// at a low-water mark the same way).
 const MAX_BACKLOG: usize = 64 * 1024;
-/// Bytes per second assumed for a peer whose rate is not measured yet (the engine's).
-const INITIAL_RATE_GUESS: f64 = 512.0 * 1024.0;
+/// Allowed-fast pieces granted to each peer with the fast extension (the engine's).
+const ALLOWED_FAST_SET: usize = 8;
 const SNUB_AFTER: Duration = Duration::from_secs(30);
+/// The torrent every simulated host shares.
+const INFO_HASH: InfoHash = InfoHash([7; 20]);
+
+/// A simulated host's IPv4 address (for the allowed-fast set): one /24 per host.
+fn host_ip(host: HostId) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::from(0x0A00_0001 | ((host & 0xFFFF) << 8)))
+}
 
 /// What a host does with the blocks it is asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +80,9 @@ pub struct TorrentSetup {
     pub first_key: u64,
     /// Super-seed (BEP 16) while we have every piece.
     pub super_seed: bool,
+    /// Bytes per second assumed for a peer whose rate is not measured yet, for the depth
+    /// of its request queue (the engine's `INITIAL_RATE_GUESS` is 512 KiB/s).
+    pub initial_rate: f64,
 }
 
 /// Pieces a super-seed keeps revealed and unannounced per peer.
@@ -82,8 +93,6 @@ const SUPER_SEED_PER_PEER: usize = 2;
 pub struct Counters {
     /// Payload bytes served.
     pub uploaded: u64,
-    /// Payload bytes of requested blocks received.
-    pub downloaded: u64,
     /// Payload bytes received for blocks already had (endgame crossings).
     pub duplicate: u64,
     /// Bytes of pieces that failed the hash check.
@@ -202,6 +211,7 @@ pub struct Torrent {
     behaviour: Behaviour,
     banned: BTreeSet<HostId>,
     max_connections: usize,
+    initial_rate: f64,
     downloaded: RateMeter,
     uploaded: RateMeter,
     completed_announced: bool,
@@ -243,6 +253,7 @@ impl Torrent {
             behaviour: setup.behaviour,
             banned: setup.banned,
             max_connections: setup.max_connections,
+            initial_rate: setup.initial_rate,
             downloaded: RateMeter::default(),
             uploaded: RateMeter::default(),
             last_choke: now - Duration::from_secs(60),
@@ -272,11 +283,6 @@ impl Torrent {
 
     pub fn peer_count(&self) -> usize {
         self.peers.len()
-    }
-
-    /// Hosts we are connected to (or connecting with).
-    pub fn remotes(&self) -> impl Iterator<Item = HostId> + '_ {
-        self.peers.values().map(|p| p.remote)
     }
 
     /// Some connection has bytes for the uplink.
@@ -394,7 +400,7 @@ impl Torrent {
             return;
         };
         for bytes in segments {
-            if peer.session.handle_input(now, bytes).is_err() {
+            if peer.session.handle_input_bytes(now, bytes.clone()).is_err() {
                 self.remove_peer(key);
                 return;
             }
@@ -414,7 +420,7 @@ impl Torrent {
             None => self.picker.have().clone(),
         };
         let mut config = SessionConfig::new(
-            shoal_core::InfoHash([7; 20]),
+            INFO_HASH,
             self.peer_id,
             self.content.piece_count(),
             self.content.piece_length(),
@@ -485,7 +491,25 @@ impl Torrent {
     fn on_event(&mut self, key: PeerKey, event: SessionEvent, now: Instant) {
         let peer = self.peers.get_mut(&key).expect("caller checked");
         match event {
-            SessionEvent::Connected { .. } => peer.connected = true,
+            SessionEvent::Connected { fast, .. } => {
+                peer.connected = true;
+                // A super-seed hides its pieces, so it grants none.
+                if fast && self.super_seed.is_none() {
+                    // BEP 6: a few pieces it may fetch from us even while choked, so a
+                    // new peer has something to trade with sooner.
+                    let have = self.picker.have();
+                    for piece in allowed_fast_set(
+                        &INFO_HASH,
+                        host_ip(peer.remote),
+                        self.content.piece_count(),
+                        ALLOWED_FAST_SET,
+                    ) {
+                        if have.get(piece as usize) {
+                            peer.session.allow_fast(piece);
+                        }
+                    }
+                }
+            }
             SessionEvent::PeerBitfield => {
                 let bits = peer.session.state().peer_pieces.clone();
                 self.picker.peer_disconnected(key, &peer.counted);
@@ -532,9 +556,9 @@ impl Torrent {
             }
             SessionEvent::NotInterested => self.choke_dirty = true,
             SessionEvent::BlockReceived { block, data } => self.on_block(key, block, data, now),
+            SessionEvent::AllowedFast(_) => self.request_more(key),
             SessionEvent::Closed(_)
             | SessionEvent::Unchoked
-            | SessionEvent::AllowedFast(_)
             | SessionEvent::Suggest(_)
             | SessionEvent::DhtPort(_)
             | SessionEvent::ExtensionHandshake(_)
@@ -586,7 +610,6 @@ impl Torrent {
         peer.last_block = now;
         peer.downloaded.add(u64::from(block.length));
         self.downloaded.add(u64::from(block.length));
-        self.counters.downloaded += u64::from(block.length);
         match self.picker.block_received(key, block) {
             Received::New {
                 piece_complete,
@@ -675,12 +698,15 @@ impl Torrent {
     fn request_more(&mut self, key: PeerKey) {
         let peer = self.peers.get_mut(&key).expect("caller checked");
         let state = peer.session.state();
-        if !state.am_interested || state.peer_choking || self.picker.is_complete() {
+        if !state.am_interested || self.picker.is_complete() {
+            return;
+        }
+        if state.peer_choking && state.allowed_fast.is_empty() {
             return;
         }
         let reqq = state.peer_extensions.as_ref().and_then(|e| e.reqq);
         let depth = queue_depth(
-            peer.downloaded.rate().max(INITIAL_RATE_GUESS),
+            peer.downloaded.rate().max(self.initial_rate),
             Duration::from_secs(2),
             reqq,
         );
@@ -689,8 +715,14 @@ impl Torrent {
         }
         self.scratch.clear();
         let want = depth - peer.requested.len();
-        self.picker
-            .pick(key, &peer.counted, want, &mut self.rng, &mut self.scratch);
+        if state.peer_choking {
+            let allowed: Vec<u32> = state.allowed_fast.iter().copied().collect();
+            self.picker
+                .pick_from(key, &peer.counted, &allowed, want, &mut self.scratch);
+        } else {
+            self.picker
+                .pick(key, &peer.counted, want, &mut self.rng, &mut self.scratch);
+        }
         for block in self.scratch.drain(..) {
             if peer.session.request(block) {
                 peer.requested.insert(block);

@@ -58,7 +58,6 @@ pub enum Role {
 #[derive(Debug, Clone)]
 pub struct HostSummary {
     pub role: Role,
-    pub up: u64,
     pub joined_at: Option<Nanos>,
     pub completed_at: Option<Nanos>,
     pub counters: Counters,
@@ -277,7 +276,6 @@ impl World {
                 }
                 HostSummary {
                     role: h.role,
-                    up: h.up,
                     joined_at: h.joined_at,
                     completed_at: h.completed_at,
                     counters,
@@ -347,6 +345,7 @@ impl World {
                 max_connections: scenario.max_connections as usize,
                 first_key: u64::from(host.incarnation) << 40,
                 super_seed: scenario.super_seed && host.role == Role::Seed,
+                initial_rate: scenario.initial_rate as f64,
             },
             instant,
         ));
@@ -654,7 +653,6 @@ impl World {
 
 fn add_counters(total: &mut Counters, more: &Counters) {
     total.uploaded += more.uploaded;
-    total.downloaded += more.downloaded;
     total.duplicate += more.duplicate;
     total.corrupt += more.corrupt;
     total.corrupt_accepted += more.corrupt_accepted;

@@ -17,14 +17,17 @@ fn small_swarm(seed: u64) -> Scenario {
 }
 
 #[test]
-fn hundred_peers_complete_near_the_bound() {
+fn hundred_peers_complete_near_the_bound_and_replay_exactly() {
     let scenario = small_swarm(11);
     let report = run(&scenario).expect("valid scenario");
-    assert_eq!(report.completed, 100, "{}", report.to_text(&scenario));
+    let text = report.to_text(&scenario);
+    assert_eq!(report.completed, 100, "{text}");
     let ratio = report.ratio_to_bound.expect("everyone completed");
-    assert!(ratio <= RATIO_LIMIT, "{}", report.to_text(&scenario));
+    assert!(ratio <= RATIO_LIMIT, "{text}");
     assert_eq!(report.honest_peers_banned, 0);
     assert_eq!(report.wasted_corrupt_bytes, 0);
+    let again = run(&scenario).expect("valid scenario");
+    assert_eq!(text, again.to_text(&scenario), "same seed, same run");
 }
 
 /// What the 100-peer, 8 MiB flash crowd must achieve (T / T_min). A small file makes the
@@ -32,13 +35,16 @@ fn hundred_peers_complete_near_the_bound() {
 const RATIO_LIMIT: f64 = 1.8;
 
 #[test]
-fn same_seed_same_report_other_seed_other_run() {
-    let a = run(&small_swarm(3)).expect("valid");
-    let b = run(&small_swarm(3)).expect("valid");
-    let c = run(&small_swarm(4)).expect("valid");
-    let scenario = small_swarm(3);
-    assert_eq!(a.to_text(&scenario), b.to_text(&scenario));
-    assert_ne!(a.events, c.events, "a different seed gives a different run");
+fn another_seed_gives_another_run() {
+    let scenario = |seed| Scenario {
+        peers: 30,
+        file_size: 2 << 20,
+        rng_seed: seed,
+        ..Scenario::default()
+    };
+    let a = run(&scenario(3)).expect("valid");
+    let b = run(&scenario(4)).expect("valid");
+    assert_ne!(a.to_text(&scenario(3)), b.to_text(&scenario(3)));
 }
 
 #[test]
@@ -132,4 +138,38 @@ fn without_the_hash_check_corruption_is_accepted_and_reported() {
     assert!(text.contains("hash_check: OFF"), "{text}");
     assert_eq!(report.ban_events, 0, "{text}");
     assert!(report.corrupt_pieces_accepted > 0, "{text}");
+}
+
+#[test]
+fn churn_and_corrupt_peers_every_honest_peer_completes_none_banned() {
+    let scenario = Scenario {
+        peers: 60,
+        bad_peers: 3,
+        churn: 0.1,
+        file_size: 4 << 20,
+        rng_seed: 8,
+        ..Scenario::default()
+    };
+    let report = run(&scenario).expect("valid");
+    let text = report.to_text(&scenario);
+    assert_eq!(report.completed, 57, "{text}");
+    assert_eq!(report.honest_peers_banned, 0, "{text}");
+    assert_eq!(report.bad_peers_banned, 3, "{text}");
+}
+
+#[test]
+fn peers_finish_after_the_seed_leaves_once_everything_is_out() {
+    // The super-seed sends each piece once in about F / u_seed = 4 s; it leaves at 8 s.
+    let scenario = Scenario {
+        peers: 30,
+        file_size: 4 << 20,
+        super_seed: true,
+        seed_leaves_at: Some(8.0),
+        rng_seed: 2,
+        ..Scenario::default()
+    };
+    let report = run(&scenario).expect("valid");
+    let text = report.to_text(&scenario);
+    assert_eq!(report.completed, 30, "{text}");
+    assert!(report.seed_upload_copies < 2.1, "{text}");
 }

@@ -563,9 +563,11 @@ impl Actor {
                     addr: peer.addr,
                     client,
                 });
-                if fast {
-                    // BEP 6: a few pieces it may fetch from us even while choked, so a
-                    // new peer has something to trade with sooner.
+                // BEP 6: a few pieces a new peer may fetch from us even while choked, so
+                // it has something to trade with sooner. A seed grants none: its upload
+                // is the swarm's scarcest resource, and choked peers would spend it on
+                // duplicates.
+                if fast && !self.picker.is_complete() {
                     let info = &self.config.metainfo;
                     let have = self.picker.have();
                     for piece in allowed_fast_set(

@@ -493,10 +493,11 @@ impl Torrent {
         match event {
             SessionEvent::Connected { fast, .. } => {
                 peer.connected = true;
-                // A super-seed hides its pieces, so it grants none.
-                if fast && self.super_seed.is_none() {
-                    // BEP 6: a few pieces it may fetch from us even while choked, so a
-                    // new peer has something to trade with sooner.
+                // BEP 6: a few pieces a new peer may fetch from us even while choked, so
+                // it has something to trade with sooner. A seed grants none: its upload
+                // is the swarm's scarcest resource, and choked peers would spend it on
+                // duplicates (a super-seed hides its pieces anyway).
+                if fast && !self.picker.is_complete() {
                     let have = self.picker.have();
                     for piece in allowed_fast_set(
                         &INFO_HASH,

@@ -350,11 +350,12 @@ fn corrupt_peer_is_banned_and_download_is_correct() {
     let _ = liar_thread.join();
 }
 
-/// BEP 6 over the wire: a shoal seed grants a peer with the fast extension the canonical
-/// allowed-fast set for its address, serves those pieces while the peer is choked (it
-/// never even declares interest), and rejects requests for other pieces.
+/// BEP 6 over the wire: a shoal downloader that holds half the pieces grants a peer with
+/// the fast extension the pieces it has of the canonical allowed-fast set for the peer's
+/// address, serves them while the peer is choked (it never even declares interest), and
+/// rejects requests for other pieces.
 #[test]
-fn seed_serves_allowed_fast_pieces_to_a_choked_peer() {
+fn allowed_fast_pieces_are_served_to_a_choked_peer() {
     use std::io::{Read, Write};
     let dir = tempdir();
     let (src, torrent) = make_single(dir.path(), 2 * 1024 * 1024, "64K");
@@ -363,7 +364,20 @@ fn seed_serves_allowed_fast_pieces_to_a_choked_peer() {
     let info_hash: [u8; 20] =
         std::array::from_fn(|i| u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).unwrap());
     let pieces = info["piece_count"].as_u64().unwrap() as u32;
-    let _seed = shoal_seed(&torrent, &src, &dir.path().join("s"), "127.0.0.85:17085");
+    // Half the data is already there; the rest is zeros (a seed grants nothing).
+    let data = std::fs::read(src.join("payload.bin")).unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let half = pieces / 2;
+    let mut partial = data[..half as usize * 65536].to_vec();
+    partial.resize(data.len(), 0);
+    std::fs::write(out.join("payload.bin"), &partial).unwrap();
+    let mut leecher = shoal();
+    leecher
+        .args(["get", path_str(&torrent), "-o", path_str(&out), "--json"])
+        .args(["--listen", "127.0.0.85:17085", "--no-tracker"])
+        .args(["--state-dir", path_str(&dir.path().join("s"))]);
+    let _leecher = start_and_wait(leecher, "\"started\"", Duration::from_secs(30));
 
     let mut s = std::net::TcpStream::connect("127.0.0.85:17085").unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -390,7 +404,12 @@ fn seed_serves_allowed_fast_pieces_to_a_choked_peer() {
         s.read_exact(&mut body).unwrap();
         body
     };
-    let want = shoal_wire::allowed_fast_set(&shoal_core::InfoHash(info_hash), ip, pieces, 8);
+    let want: Vec<u32> =
+        shoal_wire::allowed_fast_set(&shoal_core::InfoHash(info_hash), ip, pieces, 8)
+            .into_iter()
+            .filter(|&p| p < half)
+            .collect();
+    assert!(!want.is_empty(), "no piece of the set is among those held");
     let mut granted = Vec::new();
     while granted.len() < want.len() {
         let body = next();
@@ -410,7 +429,6 @@ fn seed_serves_allowed_fast_pieces_to_a_choked_peer() {
     writer
         .write_all(&[request(other), request(want[0])].concat())
         .unwrap();
-    let data = std::fs::read(src.join("payload.bin")).unwrap();
     let (mut rejected, mut served) = (false, false);
     while !(rejected && served) {
         let body = next();

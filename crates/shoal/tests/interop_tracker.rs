@@ -573,3 +573,47 @@ fn seed_says_stopped_on_sigterm() {
     });
     assert!(started.elapsed() < Duration::from_secs(3));
 }
+
+/// A magnet link whose only source of peers is its `tr=` tracker (no DHT, no `x.pe`):
+/// the tracker finds the seed for the metadata, then for the download.
+#[test]
+fn magnet_with_only_a_tracker() {
+    let dir = tempdir();
+    let tracker = "127.0.1.70:18070";
+    let url = format!("http://{tracker}/announce");
+    let (src, torrent, hash) = make_torrent(dir.path(), 1024 * 1024 + 7, &[&[&url]]);
+    let _tracker = shoal_tracker(tracker, &[]);
+    let _seed = shoal_seed(
+        &torrent,
+        &src,
+        &dir.path().join("seed-state"),
+        "127.0.1.71:18071",
+    );
+    wait_until("the seed's announce", Duration::from_secs(10), || {
+        http_scrape(tracker, hash).complete == 1
+    });
+    let magnet = format!(
+        "magnet:?xt=urn:btih:{}&tr={}",
+        hash.to_hex(),
+        url.replace(':', "%3A").replace('/', "%2F")
+    );
+    let out = dir.path().join("out");
+    let mut get = shoal();
+    get.args([
+        "get",
+        &magnet,
+        "-o",
+        path_str(&out),
+        "--no-seed",
+        "--json",
+        "--no-dht",
+    ])
+    .args(["--listen", "127.0.1.72:18072"])
+    .args(["--state-dir", path_str(&dir.path().join("state"))]);
+    let events = json_events(&mut get);
+    assert!(
+        events.iter().any(|e| e["event"] == "metadata"),
+        "{events:?}"
+    );
+    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+}

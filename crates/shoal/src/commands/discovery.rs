@@ -119,6 +119,13 @@ pub fn peer_feed(
             Err(e) => eprintln!("shoal: warning: local service discovery: {e}"),
         }
     }
+    merge_feeds(feeds)
+}
+
+/// One feed with every batch of `feeds` (none when there are none).
+pub fn merge_feeds(
+    mut feeds: Vec<mpsc::UnboundedReceiver<Vec<SocketAddr>>>,
+) -> Option<mpsc::UnboundedReceiver<Vec<SocketAddr>>> {
     if feeds.len() <= 1 {
         return feeds.pop();
     }

@@ -258,6 +258,23 @@ pub async fn run_announced(
     Ok(outcome?)
 }
 
+/// How shoal announces `info_hash` to `trackers` for a torrent listening on `listen`.
+fn announcer_config(
+    trackers: Vec<Vec<String>>,
+    info_hash: InfoHash,
+    listen: SocketAddr,
+) -> AnnouncerConfig {
+    AnnouncerConfig {
+        trackers,
+        info_hash,
+        port: listen.port(),
+        bind: Some(listen.ip()).filter(|ip| !ip.is_unspecified()),
+        numwant: Some(50),
+        http: HttpConfig::default(),
+        udp: UdpConfig::default(),
+    }
+}
+
 /// Passes engine events on to the display and keeps the trackers told: starts announcing
 /// once the engine listens (its port is known then), reports progress and completion,
 /// and relays the peers the trackers return to the engine's `feed`, telling the display
@@ -302,15 +319,7 @@ async fn announce(
                         .saturating_sub(*have as u64 * u64::from(info.piece_length))
                         .max(1)
                 };
-                let config = AnnouncerConfig {
-                    trackers: trackers.clone(),
-                    info_hash: metainfo.info_hash,
-                    port: listen.port(),
-                    bind: Some(listen.ip()).filter(|ip| !ip.is_unspecified()),
-                    numwant: Some(50),
-                    http: HttpConfig::default(),
-                    udp: UdpConfig::default(),
-                };
+                let config = announcer_config(trackers.clone(), metainfo.info_hash, *listen);
                 let progress = Progress {
                     uploaded: 0,
                     downloaded: 0,
@@ -374,8 +383,29 @@ impl Job {
             }
         }
         let dht = discovery::start(&self.discovery, self.listen(), &self.state_dir()).await?;
-        let mut feed =
-            discovery::peer_feed(dht.as_ref(), &self.discovery, info_hash, self.listen());
+        let mut feeds: Vec<_> =
+            discovery::peer_feed(dht.as_ref(), &self.discovery, info_hash, self.listen())
+                .into_iter()
+                .collect();
+        // The link's trackers (`tr=`, one tier each) find peers for the metadata too. The
+        // size is unknown until then, so `left` says only that something is left.
+        let metadata_announcer =
+            (!self.opts.no_tracker && !magnet.trackers.is_empty()).then(|| {
+                let tiers = magnet.trackers.iter().map(|t| vec![t.clone()]).collect();
+                let (found, feed) = mpsc::unbounded_channel();
+                feeds.push(feed);
+                let progress = Progress {
+                    uploaded: 0,
+                    downloaded: 0,
+                    left: 1,
+                };
+                Announcer::spawn(
+                    announcer_config(tiers, info_hash, self.listen()),
+                    progress,
+                    found,
+                )
+            });
+        let mut feed = discovery::merge_feeds(feeds);
         let mut fetch = MetadataFetch::new(info_hash, PeerId::shoal(rand::random()));
         fetch.peers = self.opts.peers.clone();
         fetch.peers.extend(discovery::resolve(&magnet.peers));
@@ -391,7 +421,12 @@ impl Job {
                 info_hash.to_hex()
             );
         }
-        let fetched = match fetch_metadata(fetch, feed.as_mut(), &mut stop).await {
+        let fetched = fetch_metadata(fetch, feed.as_mut(), &mut stop).await;
+        // From here on the torrent's own announce flow (with these trackers) takes over.
+        if let Some(announcer) = metadata_announcer {
+            announcer.stop(STOP_ANNOUNCE_WAIT).await;
+        }
+        let fetched = match fetched {
             Ok(fetched) => fetched,
             Err(MetadataFetchError::Stopped) => {
                 if let Some(dht) = dht {

@@ -16,7 +16,7 @@ Needs: a release build, python3-libtorrent (hence /usr/bin/python3), aria2c,
 /usr/bin/time, and for rqbit a binary built with `cargo install rqbit --root DIR` (never
 committed); without --rqbit it is left out.
 """
-import argparse, os, shutil, socket, statistics, subprocess, sys, tempfile, time
+import argparse, os, shutil, socket, statistics, subprocess, sys, tempfile, threading, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import SHOAL, ROOT, machine, parse_time_v, timed, write_section
@@ -76,9 +76,22 @@ def run_aria2(torrent, out, seed_stdin):
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wait_listening((ip, port))
-    seed_stdin.write(f"{ip} {port}\n")
-    seed_stdin.flush()
-    _, err = proc.communicate(timeout=600)
+    # aria2 listens before it is ready for peers (it allocates the file first), so the
+    # seed dials it again every two seconds until it is done.
+    err_lines = []
+    drain = threading.Thread(target=lambda: err_lines.extend(proc.stderr), daemon=True)
+    drain.start()
+    deadline = time.time() + 600
+    while proc.poll() is None and time.time() < deadline:
+        seed_stdin.write(f"{ip} {port}\n")
+        seed_stdin.flush()
+        try:
+            proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            pass
+    proc.wait(timeout=10)
+    drain.join(timeout=10)
+    err = "".join(err_lines)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         sys.exit(f"aria2c failed:\n{err}")

@@ -3,8 +3,8 @@
 from the same libtorrent seed on loopback; shoal seed -> shoal get; and the recheck of
 data already on disk.
 
-Every client downloads the whole file from one libtorrent 2.0 seed (TCP, uTP off) into an
-empty folder; clients run alternately (A B C D A B C D ...), and the table gives medians
+Every client downloads the whole file from a libtorrent 2.0 seed (TCP, uTP off; the same
+process for all but aria2, which gets a fresh one each run) into an empty folder; clients run alternately (A B C D A B C D ...), and the table gives medians
 of wall time (start to exit, or to "seeding" for libtorrent, which does not exit), CPU
 seconds and peak RSS (`/usr/bin/time -v`), and each client's time relative to shoal's.
 Writes the section "get:" of docs/BENCHMARKS.md.
@@ -66,8 +66,26 @@ def wait_listening(addr, limit=30):
     sys.exit(f"nothing listening on {addr}")
 
 
-def run_aria2(torrent, out, seed_stdin):
-    """aria2 cannot be given a peer, so it listens and the seed dials it."""
+def start_seed(torrent, src, addr):
+    seed = subprocess.Popen(["/usr/bin/python3", "-c", LT_SEED, torrent, src, *map(str, addr)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert seed.stdout.readline().strip() == "READY"
+    return seed
+
+
+def run_aria2(torrent, src, out):
+    """aria2 cannot be given a peer, so it listens and the seed dials it. The seed is a
+    libtorrent seed of its own, started (untimed) for each run: a seed that had served
+    other clients before sometimes never got through to aria2 (not understood yet)."""
+    seed = start_seed(torrent, src, ("127.0.0.208", 17208))
+    try:
+        return aria2_from(torrent, out, seed.stdin)
+    finally:
+        seed.stdin.close()
+        seed.wait()
+
+
+def aria2_from(torrent, out, seed_stdin):
     ip, port = "127.0.0.204", 17204
     cmd = ["/usr/bin/time", "-v", "aria2c", "-d", out, f"--listen-port={port}", f"--interface={ip}",
            "--disable-ipv6", "--enable-dht=false", "--bt-enable-lpd=false",
@@ -119,9 +137,7 @@ def main():
         torrent = os.path.join(tmp, "payload.torrent")
         subprocess.run([SHOAL, "create", data, "--piece-size", args.piece, "-o", torrent],
                        check=True, capture_output=True)
-        seed = subprocess.Popen(["/usr/bin/python3", "-c", LT_SEED, torrent, src, *map(str, SEED)],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        assert seed.stdout.readline().strip() == "READY"
+        seed = start_seed(torrent, src, SEED)
         out = os.path.join(tmp, "out")
 
         def fresh():
@@ -142,7 +158,7 @@ def main():
                                     "download", "-o", out, "-e", "--disable-http-api",
                                     "--initial-peers", seed_addr, torrent],
                                    env={**os.environ, "XDG_CACHE_HOME": os.path.join(tmp, "cache")}),
-            "aria2": lambda: run_aria2(torrent, out, seed.stdin),
+            "aria2": lambda: run_aria2(torrent, src, out),
         }
         results = {c: [] for c in clients}
         for _ in range(args.runs):

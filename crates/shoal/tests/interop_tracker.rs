@@ -54,47 +54,6 @@ fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
     }
 }
 
-fn shoal_seed(torrent: &Path, data: &Path, state: &Path, listen: &str) -> Guard {
-    let mut cmd = shoal();
-    cmd.args([
-        "seed",
-        path_str(torrent),
-        path_str(data),
-        "--json",
-        "--listen",
-        listen,
-    ])
-    .args(["--state-dir", path_str(state)]);
-    start_and_wait(cmd, "\"started\"", Duration::from_secs(30))
-}
-
-/// `shoal get --no-seed` with no peer given: everything comes from the trackers.
-fn shoal_get(torrent: &Path, out: &Path, state: &Path, listen: &str) -> Vec<serde_json::Value> {
-    let mut cmd = shoal();
-    cmd.args([
-        "get",
-        path_str(torrent),
-        "-o",
-        path_str(out),
-        "--no-seed",
-        "--json",
-        "--listen",
-        listen,
-    ])
-    .args(["--state-dir", path_str(state)]);
-    let (output, _) = run_with_timeout(&mut cmd, Duration::from_secs(60));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "shoal get failed: {}\n{stdout}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON lines"))
-        .collect()
-}
-
 fn connected_to(events: &[serde_json::Value], addr: &str) -> bool {
     events
         .iter()
@@ -167,6 +126,7 @@ fn http_tracker_libtorrent_seed_shoal_and_aria2_leech() {
         &out,
         &dir.path().join("state"),
         "127.0.1.22:18022",
+        &[],
     );
     same_files(&src.join("payload.bin"), &out.join("payload.bin"));
     assert!(connected_to(&events, "127.0.1.21:18021"), "{events:?}");
@@ -420,6 +380,7 @@ fn shoal_get_through_opentracker_past_dead_trackers() {
         &out,
         &dir.path().join("state"),
         "127.0.1.62:18062",
+        &[],
     );
     same_files(&src.join("payload.bin"), &out.join("payload.bin"));
     assert!(connected_to(&events, "127.0.1.61:18061"), "{events:?}");
@@ -455,6 +416,7 @@ fn shoal_get_through_opentracker_past_dead_trackers() {
         &out2,
         &dir.path().join("state2"),
         "127.0.1.64:18065",
+        &[],
     );
     same_files(&src2.join("payload.bin"), &out2.join("payload.bin"));
     assert!(connected_to(&events, "127.0.1.63:18064"), "{events:?}");

@@ -23,7 +23,7 @@ use shoal_core::{Bitfield, Block, Metainfo, PeerId, BLOCK_SIZE};
 use shoal_storage::{resume, FileLayout, PieceHashes, StorageError, TorrentFiles};
 use shoal_swarm::{
     queue_depth, BlockData, Choker, ChokerConfig, ChokerPeer, PeerKey, PiecePicker, RateMeter,
-    Received, SmartBan,
+    Received, SmartBan, SuperSeed,
 };
 use shoal_wire::metadata::{self, OUR_UT_METADATA_ID, UT_METADATA};
 use shoal_wire::pex::{PexPeer, OUR_UT_PEX_ID, UT_PEX};
@@ -54,6 +54,10 @@ pub struct TorrentConfig {
     pub peer_feed: Option<mpsc::UnboundedReceiver<Vec<SocketAddr>>>,
     /// Keep seeding after the download completes (until shutdown).
     pub seed: bool,
+    /// Super-seed (BEP 16) when every piece is here from the start: announce no pieces,
+    /// reveal them one at a time to the peers we upload to, so that an initial seed's
+    /// scarce upload sends each piece about once.
+    pub super_seed: bool,
     /// Bytes per second; `None` for unlimited.
     pub max_upload_rate: Option<u64>,
     pub max_download_rate: Option<u64>,
@@ -184,6 +188,8 @@ pub async fn run(
         ),
         choker: Choker::new(ChokerConfig::default()),
         smart_ban: SmartBan::default(),
+        super_seed: (config.super_seed && have.all())
+            .then(|| SuperSeed::new(info.piece_count() as u32, SUPER_SEED_PER_PEER)),
         hashes: PieceHashes::default(),
         peer_id: PeerId::shoal(random),
         files,
@@ -298,6 +304,7 @@ struct Actor {
     picker: PiecePicker,
     choker: Choker,
     smart_ban: SmartBan,
+    super_seed: Option<SuperSeed>,
     hashes: PieceHashes,
     peer_id: PeerId,
     files: TorrentFiles,
@@ -331,6 +338,8 @@ const BACKLOG_TIME: f64 = 0.5;
 const INITIAL_RATE_GUESS: f64 = 512.0 * 1024.0;
 /// Allowed-fast pieces granted to each peer with the fast extension (libtorrent: 5).
 const ALLOWED_FAST_SET: usize = 8;
+/// Pieces a super-seed keeps revealed and not yet announced back, per peer.
+const SUPER_SEED_PER_PEER: usize = 2;
 const SNUB_AFTER: Duration = Duration::from_secs(30);
 const RESUME_SAVE_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -413,7 +422,11 @@ impl Actor {
             info.piece_count() as u32,
             info.piece_length,
             info.total_length,
-            self.picker.have().clone(),
+            // A super-seed announces nothing at first; pieces are revealed one by one.
+            match self.super_seed {
+                Some(_) => Bitfield::new(info.piece_count()),
+                None => self.picker.have().clone(),
+            },
         );
         config.extension_handshake = ExtensionHandshake {
             m: extensions_offered(&self.config.metainfo),
@@ -492,6 +505,9 @@ impl Actor {
         };
         peer.reader.abort();
         self.picker.peer_disconnected(key, &peer.counted);
+        if let Some(super_seed) = &mut self.super_seed {
+            super_seed.peer_disconnected(key);
+        }
         self.addresses.disconnected(peer.addr, !peer.connected, now);
         self.choke_dirty = true;
         if peer.connected {
@@ -592,12 +608,23 @@ impl Actor {
                 }
                 peer.counted = bits;
                 self.update_interest(key);
+                if self.super_seed.is_some() {
+                    // A super-seed's peers see nothing to be interested in until pieces
+                    // are revealed, and pieces are revealed to unchoked peers only.
+                    self.offer_free_slot(key);
+                    self.reveal(key);
+                }
             }
             SessionEvent::Have(piece) => {
                 if peer.counted.set(piece as usize) {
                     self.picker.peer_have(key, piece);
                 }
                 self.update_interest(key);
+                if let Some(super_seed) = &mut self.super_seed {
+                    if super_seed.peer_have(key, piece) {
+                        self.reveal(key);
+                    }
+                }
             }
             SessionEvent::Choked { dropped } => {
                 for block in dropped {
@@ -612,19 +639,7 @@ impl Actor {
                 }
             }
             SessionEvent::Interested => {
-                // A free upload slot is given at once, as libtorrent does, rather than
-                // at the next choker round.
-                let slots =
-                    self.choker.config().regular_slots + self.choker.config().optimistic_slots;
-                let unchoked = self
-                    .peers
-                    .values()
-                    .filter(|p| !p.session.state().am_choking)
-                    .count();
-                let peer = self.peers.get_mut(&key).expect("caller checked");
-                if unchoked < slots && peer.session.state().am_choking {
-                    peer.session.unchoke();
-                }
+                self.offer_free_slot(key);
                 self.choke_dirty = true;
             }
             SessionEvent::NotInterested => self.choke_dirty = true,
@@ -660,6 +675,36 @@ impl Actor {
             | SessionEvent::Extended { .. } => {}
         }
         Ok(())
+    }
+
+    /// A free upload slot is given at once, as libtorrent does, rather than at the next
+    /// choker round.
+    fn offer_free_slot(&mut self, key: PeerKey) {
+        let slots = self.choker.config().regular_slots + self.choker.config().optimistic_slots;
+        let unchoked = self
+            .peers
+            .values()
+            .filter(|p| !p.session.state().am_choking)
+            .count();
+        let peer = self.peers.get_mut(&key).expect("caller checked");
+        if unchoked < slots && peer.session.state().am_choking {
+            peer.session.unchoke();
+        }
+    }
+
+    /// A super-seed reveals pieces to a peer it uploads to (see [`SuperSeed`]): only the
+    /// unchoked can fetch them, so revealing to others would only make duplicates later.
+    fn reveal(&mut self, key: PeerKey) {
+        let Some(super_seed) = &mut self.super_seed else {
+            return;
+        };
+        let peer = self.peers.get_mut(&key).expect("caller checked");
+        if peer.session.state().am_choking {
+            return;
+        }
+        for piece in super_seed.reveal(key, &peer.counted, &mut self.rng) {
+            peer.session.have(piece);
+        }
     }
 
     fn update_interest(&mut self, key: PeerKey) {
@@ -950,13 +995,16 @@ impl Actor {
         self.last_choke = now;
         self.choke_dirty = false;
         let seeding = self.picker.is_complete();
+        let super_seeding = self.super_seed.is_some();
         let candidates: Vec<ChokerPeer> = self
             .peers
             .iter()
             .filter(|(_, p)| p.connected)
             .map(|(&key, p)| ChokerPeer {
                 key,
-                interested: p.session.state().peer_interested,
+                // A super-seed's leechers cannot be interested before a reveal.
+                interested: p.session.state().peer_interested
+                    || (super_seeding && !p.counted.all()),
                 download_rate: p.downloaded.rate(),
                 upload_rate: p.uploaded.rate(),
                 is_seed: p.counted.all(),
@@ -972,7 +1020,10 @@ impl Actor {
             let peer = self.peers.get_mut(&candidate.key).expect("listed");
             let choking = peer.session.state().am_choking;
             match (unchoke.contains(&candidate.key), choking) {
-                (true, true) => peer.session.unchoke(),
+                (true, true) => {
+                    peer.session.unchoke();
+                    self.reveal(candidate.key);
+                }
                 (false, false) => peer.session.choke(),
                 _ => continue,
             }

@@ -448,3 +448,107 @@ fn allowed_fast_pieces_are_served_to_a_choked_peer() {
         }
     }
 }
+
+/// BEP 16 over the wire: a super-seed announces no pieces, then reveals at most two to a
+/// peer it unchokes, serves those and rejects the others; and a libtorrent leecher
+/// downloads the whole torrent from it.
+#[test]
+fn super_seed_reveals_pieces_one_by_one() {
+    use std::io::{Read, Write};
+    let dir = tempdir();
+    let (src, torrent) = make_single(dir.path(), 2 * 1024 * 1024, "64K");
+    let info = shoal_info(path_str(&torrent));
+    let hex = info["info_hash"].as_str().unwrap();
+    let info_hash: [u8; 20] =
+        std::array::from_fn(|i| u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).unwrap());
+    let mut seed = shoal();
+    seed.args([
+        "seed",
+        path_str(&torrent),
+        path_str(&src),
+        "--json",
+        "--super-seed",
+    ])
+    .args(["--listen", "127.0.0.86:17086", "--no-tracker", "--no-dht"])
+    .args(["--state-dir", path_str(&dir.path().join("s"))]);
+    let _seed = start_and_wait(seed, "\"started\"", Duration::from_secs(30));
+
+    let mut s = std::net::TcpStream::connect("127.0.0.86:17086").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut hello = vec![19u8];
+    hello.extend_from_slice(b"BitTorrent protocol");
+    hello.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0x04]);
+    hello.extend_from_slice(&info_hash);
+    hello.extend_from_slice(b"-XX0001-supersupersu");
+    // Our handshake, have-none and interest.
+    hello.extend_from_slice(&[0, 0, 0, 1, 15, 0, 0, 0, 1, 2]);
+    s.write_all(&hello).unwrap();
+    let mut reply = [0u8; 68];
+    s.read_exact(&mut reply).unwrap();
+    let mut writer = s.try_clone().unwrap();
+    let mut next = || {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).unwrap();
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        s.read_exact(&mut body).unwrap();
+        body
+    };
+    // Have-none (or an empty bitfield), an unchoke, then two pieces revealed.
+    let mut revealed = Vec::new();
+    while revealed.len() < 2 {
+        let body = next();
+        match body.first() {
+            Some(14) => panic!("a super-seed sent have-all"),
+            Some(5) => assert!(body[1..].iter().all(|&b| b == 0), "bitfield with pieces"),
+            Some(4) => revealed.push(u32::from_be_bytes(body[1..5].try_into().unwrap())),
+            _ => {}
+        }
+    }
+    let hidden = (0..32u32).find(|p| !revealed.contains(p)).unwrap();
+    let request = |piece: u32| {
+        let mut msg = vec![0, 0, 0, 13, 6];
+        for v in [piece, 0, 16384] {
+            msg.extend_from_slice(&v.to_be_bytes());
+        }
+        msg
+    };
+    writer
+        .write_all(&[request(hidden), request(revealed[0])].concat())
+        .unwrap();
+    let (mut rejected, mut served) = (false, false);
+    while !(rejected && served) {
+        let body = next();
+        match body[0] {
+            16 => {
+                assert_eq!(u32::from_be_bytes(body[1..5].try_into().unwrap()), hidden);
+                rejected = true;
+            }
+            7 => {
+                assert_eq!(
+                    u32::from_be_bytes(body[1..5].try_into().unwrap()),
+                    revealed[0]
+                );
+                served = true;
+            }
+            4 => panic!("a third piece revealed before one was fetched"),
+            _ => {}
+        }
+    }
+    drop(writer);
+
+    let out = dir.path().join("lt-out");
+    std::fs::create_dir_all(&out).unwrap();
+    let stdout = python(
+        &python_script(LT_GET),
+        &[
+            path_str(&torrent),
+            path_str(&out),
+            "127.0.0.87",
+            "17087",
+            "127.0.0.86",
+            "17086",
+        ],
+    );
+    assert!(stdout.starts_with("DONE"), "{stdout}");
+    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+}

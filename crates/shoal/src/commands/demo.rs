@@ -84,6 +84,7 @@ fn torrent_config(
         peers: Vec::new(),
         peer_feed: None,
         seed,
+        super_seed: false,
         max_upload_rate: None,
         max_download_rate: None,
         max_connections: 50,

@@ -86,6 +86,11 @@ pub struct SeedArgs {
     /// The folder that holds the torrent's content (the one `shoal get -o` wrote into);
     /// for a single-file torrent, the file itself also works.
     pub path: PathBuf,
+    /// Super-seed (BEP 16): announce no pieces and reveal them one at a time to the peers
+    /// being uploaded to, so that an initial seed with little upload sends each piece
+    /// about once. For the first seed of a new torrent; ignored if data is missing.
+    #[arg(long)]
+    pub super_seed: bool,
     #[command(flatten)]
     pub peer: PeerOptions,
     #[command(flatten)]
@@ -137,6 +142,7 @@ pub fn run_get(args: GetArgs) -> Result<()> {
         dir: args.output,
         file: None,
         seed: !args.no_seed,
+        super_seed: false,
         opts: args.peer,
         discovery: args.discovery,
     };
@@ -174,6 +180,7 @@ pub fn run_seed(args: SeedArgs) -> Result<()> {
         dir,
         file,
         seed: true,
+        super_seed: args.super_seed,
         opts: args.peer,
         discovery: args.discovery,
     };
@@ -353,6 +360,7 @@ struct Job {
     dir: PathBuf,
     file: Option<PathBuf>,
     seed: bool,
+    super_seed: bool,
     opts: PeerOptions,
     discovery: DiscoveryOptions,
 }
@@ -489,6 +497,7 @@ impl Job {
             peers: self.opts.peers,
             peer_feed,
             seed: self.seed,
+            super_seed: self.super_seed,
             max_upload_rate: self.opts.max_up,
             max_download_rate: self.opts.max_down,
             max_connections: self.opts.max_peers,

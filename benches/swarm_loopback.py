@@ -26,12 +26,13 @@ def bound(n):
     return max(SIZE / SEED_UP, n * SIZE / (SEED_UP + n * PEER_UP))
 
 
-def run_swarm(tmp, torrent, src, n):
+def run_swarm(tmp, torrent, src, n, super_seed):
     """Returns the completion time of each leecher (seconds from the common start)."""
     procs = []
     try:
         seed = subprocess.Popen([SHOAL, "seed", torrent, src, "--json", "--listen", "127.0.4.1:20001",
-                                 "--max-up", str(SEED_UP), "--state-dir", os.path.join(tmp, "seed-state")],
+                                 "--max-up", str(SEED_UP), "--state-dir", os.path.join(tmp, "seed-state")]
+                                + (["--super-seed"] if super_seed else []),
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         procs.append(seed)
         while '"started"' not in seed.stdout.readline():
@@ -71,11 +72,11 @@ def run_swarm(tmp, torrent, src, n):
                 p.kill()
 
 
-def simulate(n):
+def simulate(n, super_seed):
     cmd = ["cargo", "run", "--release", "-q", "-p", "shoal-sim", "--", "swarm",
            "--peers", str(n), "--seeds", "1", "--file-size", "64MiB", "--piece-size", "256KiB",
            "--seed-up", "2MB", "--peer-up", "1MB", "--peer-down", "1000MB", "--latency", "1",
-           "--seed", "1", "--json"]
+           "--seed", "1", "--json"] + (["--super-seed"] if super_seed else [])
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
     return json.loads(out.splitlines()[0]), " ".join(cmd[7:])
 
@@ -84,6 +85,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--leechers", type=int, default=20)
     ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--super-seed", action="store_true", help="the seed super-seeds (BEP 16)")
     args = ap.parse_args()
     n = args.leechers
     subprocess.run(["cargo", "build", "--release", "-p", "shoal", "-p", "shoal-sim"], cwd=ROOT, check=True)
@@ -104,7 +106,7 @@ def main():
             for r in range(args.runs):
                 run_dir = os.path.join(tmp, f"run{r}")
                 os.makedirs(run_dir)
-                results.append(run_swarm(run_dir, torrent, src, n))
+                results.append(run_swarm(run_dir, torrent, src, n, args.super_seed))
         finally:
             tracker.send_signal(signal.SIGTERM)
             tracker.wait(timeout=10)
@@ -112,12 +114,12 @@ def main():
     swarm_t = statistics.median(max(r) for r in results)
     times = sorted(t for r in results for t in r)
     print(f"swarm T = {swarm_t:.1f} s, bound {t_min:.1f} s", flush=True)
-    sim, sim_cmd = simulate(n)
+    sim, sim_cmd = simulate(n, args.super_seed)
     sim_t = sim["swarm_completion_s"]
     section = "\n".join([
-        "## swarm-loopback: a real shoal swarm vs the bound and the simulator",
+        "## swarm-loopback" + (" (super-seed)" if args.super_seed else "") + ": a real shoal swarm vs the bound and the simulator",
         "",
-        f"1 `shoal seed` at 2 MB/s upload, {n} `shoal get` leechers at 1 MB/s upload (download unlimited), "
+        f"1 `shoal seed{' --super-seed' if args.super_seed else ''}` at 2 MB/s upload, {n} `shoal get` leechers at 1 MB/s upload (download unlimited), "
         f"a 64 MiB file in 256 KiB pieces, each peer on its own 127.0.4.x, all started at once and "
         f"finding each other through `shoal tracker`. {args.runs} run(s), median of the swarm's T. "
         f"Machine: {machine()}. Date: {time.strftime('%Y-%m-%d')}.",
@@ -132,11 +134,12 @@ def main():
         f"- Leecher completion times (s): min {times[0]:.1f}, median {statistics.median(times):.1f}, max {times[-1]:.1f}.",
         f"- Simulator vs real: {100 * (sim_t / swarm_t - 1):+.1f} % (goal within ±5 %). Goal for the swarm: T/T_min ≤ 1.05.",
         "",
-        f"Reproduce: `/usr/bin/python3 benches/swarm_loopback.py --leechers {n} --runs {args.runs}`; "
+        f"Reproduce: `/usr/bin/python3 benches/swarm_loopback.py --leechers {n} --runs {args.runs}"
+        f"{' --super-seed' if args.super_seed else ''}`; "
         f"the simulation alone: `cargo run --release -p shoal-sim -- {sim_cmd}`",
         "",
     ])
-    write_section("swarm-loopback:", section)
+    write_section("swarm-loopback (super-seed):" if args.super_seed else "swarm-loopback:", section)
 
 if __name__ == "__main__":
     main()

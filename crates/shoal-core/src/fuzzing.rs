@@ -55,3 +55,21 @@ pub fn magnet(data: &[u8]) {
         assert_eq!(printed.parse::<Magnet>().as_ref(), Ok(&m), "{printed}");
     }
 }
+
+/// Runs `check` on every file of `fuzz/regressions/<target>/` (the inputs a fuzzer ever
+/// crashed on), failing on a panic or an empty corpus. Each crate's corpus test calls
+/// this, so the corpus replay is written once.
+pub fn replay_regressions(target: &str, check: fn(&[u8])) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/regressions")
+        .join(target);
+    let mut count = 0;
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.expect("readable corpus").path();
+        let data = std::fs::read(&path).expect("readable corpus file");
+        let outcome = std::panic::catch_unwind(|| check(&data));
+        assert!(outcome.is_ok(), "{} fails its fuzz check", path.display());
+        count += 1;
+    }
+    assert!(count > 0, "empty corpus in {}", dir.display());
+}

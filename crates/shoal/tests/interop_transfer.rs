@@ -356,14 +356,10 @@ fn corrupt_peer_is_banned_and_download_is_correct() {
 /// rejects requests for other pieces.
 #[test]
 fn allowed_fast_pieces_are_served_to_a_choked_peer() {
-    use std::io::{Read, Write};
     let dir = tempdir();
     let (src, torrent) = make_single(dir.path(), 2 * 1024 * 1024, "64K");
-    let info = shoal_info(path_str(&torrent));
-    let hex = info["info_hash"].as_str().unwrap();
-    let info_hash: [u8; 20] =
-        std::array::from_fn(|i| u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).unwrap());
-    let pieces = info["piece_count"].as_u64().unwrap() as u32;
+    let info_hash = info_hash_of(&torrent);
+    let pieces = 32;
     // Half the data is already there; the rest is zeros (a seed grants nothing).
     let data = std::fs::read(src.join("payload.bin")).unwrap();
     let out = dir.path().join("out");
@@ -379,74 +375,32 @@ fn allowed_fast_pieces_are_served_to_a_choked_peer() {
         .args(["--state-dir", path_str(&dir.path().join("s"))]);
     let _leecher = start_and_wait(leecher, "\"started\"", Duration::from_secs(30));
 
-    let mut s = std::net::TcpStream::connect("127.0.0.85:17085").unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut hello = vec![19u8];
-    hello.extend_from_slice(b"BitTorrent protocol");
-    hello.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0x04]); // fast extension
-    hello.extend_from_slice(&info_hash);
-    hello.extend_from_slice(b"-XX0001-fastfastfast");
-    s.write_all(&hello).unwrap();
-    let mut reply = [0u8; 68];
-    s.read_exact(&mut reply).unwrap();
+    let mut peer = WirePeer::connect("127.0.0.85:17085", info_hash, &[]);
     assert_eq!(
-        reply[27] & 0x04,
+        peer.reply[27] & 0x04,
         0x04,
-        "the seed supports the fast extension"
+        "shoal supports the fast extension"
     );
-    // The seed computes the set for the address it sees us at.
-    let ip = s.local_addr().unwrap().ip();
-    let mut writer = s.try_clone().unwrap();
-    let mut next = || {
-        let mut len = [0u8; 4];
-        s.read_exact(&mut len).unwrap();
-        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
-        s.read_exact(&mut body).unwrap();
-        body
-    };
+    // The set is computed for the address shoal sees us at.
     let want: Vec<u32> =
-        shoal_wire::allowed_fast_set(&shoal_core::InfoHash(info_hash), ip, pieces, 8)
+        shoal_wire::allowed_fast_set(&shoal_core::InfoHash(info_hash), peer.local_ip(), pieces, 8)
             .into_iter()
             .filter(|&p| p < half)
             .collect();
     assert!(!want.is_empty(), "no piece of the set is among those held");
     let mut granted = Vec::new();
     while granted.len() < want.len() {
-        let body = next();
+        let body = peer.next();
         if body.first() == Some(&17) {
-            granted.push(u32::from_be_bytes(body[1..5].try_into().unwrap()));
+            granted.push(piece_of(&body));
         }
     }
     assert_eq!(granted, want);
     let other = (0..pieces).find(|p| !want.contains(p)).unwrap();
-    let request = |piece: u32| {
-        let mut msg = vec![0, 0, 0, 13, 6];
-        for v in [piece, 0, 16384] {
-            msg.extend_from_slice(&v.to_be_bytes());
-        }
-        msg
-    };
-    writer
-        .write_all(&[request(other), request(want[0])].concat())
-        .unwrap();
-    let (mut rejected, mut served) = (false, false);
-    while !(rejected && served) {
-        let body = next();
-        match body[0] {
-            16 => {
-                assert_eq!(u32::from_be_bytes(body[1..5].try_into().unwrap()), other);
-                rejected = true;
-            }
-            7 => {
-                assert_eq!(u32::from_be_bytes(body[1..5].try_into().unwrap()), want[0]);
-                let at = want[0] as usize * 65536;
-                assert_eq!(&body[9..], &data[at..at + 16384]);
-                served = true;
-            }
-            1 => panic!("the seed unchoked a peer that is not interested"),
-            _ => {}
-        }
-    }
+    // Never unchoked: we never even declare interest.
+    let block = peer.expect_reject_then_serve(other, want[0], 1);
+    let at = want[0] as usize * 65536;
+    assert_eq!(block, &data[at..at + 16384]);
 }
 
 /// BEP 16 over the wire: a super-seed announces no pieces, then reveals at most two to a
@@ -454,87 +408,33 @@ fn allowed_fast_pieces_are_served_to_a_choked_peer() {
 /// downloads the whole torrent from it.
 #[test]
 fn super_seed_reveals_pieces_one_by_one() {
-    use std::io::{Read, Write};
     let dir = tempdir();
     let (src, torrent) = make_single(dir.path(), 2 * 1024 * 1024, "64K");
-    let info = shoal_info(path_str(&torrent));
-    let hex = info["info_hash"].as_str().unwrap();
-    let info_hash: [u8; 20] =
-        std::array::from_fn(|i| u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).unwrap());
     let mut seed = shoal();
-    seed.args([
-        "seed",
-        path_str(&torrent),
-        path_str(&src),
-        "--json",
-        "--super-seed",
-    ])
-    .args(["--listen", "127.0.0.86:17086", "--no-tracker", "--no-dht"])
-    .args(["--state-dir", path_str(&dir.path().join("s"))]);
+    seed.args(["seed", path_str(&torrent), path_str(&src), "--json"])
+        .args(["--super-seed", "--listen", "127.0.0.86:17086"])
+        .args(["--no-tracker", "--no-dht"])
+        .args(["--state-dir", path_str(&dir.path().join("s"))]);
     let _seed = start_and_wait(seed, "\"started\"", Duration::from_secs(30));
 
-    let mut s = std::net::TcpStream::connect("127.0.0.86:17086").unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut hello = vec![19u8];
-    hello.extend_from_slice(b"BitTorrent protocol");
-    hello.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0x04]);
-    hello.extend_from_slice(&info_hash);
-    hello.extend_from_slice(b"-XX0001-supersupersu");
-    // Our handshake, have-none and interest.
-    hello.extend_from_slice(&[0, 0, 0, 1, 15, 0, 0, 0, 1, 2]);
-    s.write_all(&hello).unwrap();
-    let mut reply = [0u8; 68];
-    s.read_exact(&mut reply).unwrap();
-    let mut writer = s.try_clone().unwrap();
-    let mut next = || {
-        let mut len = [0u8; 4];
-        s.read_exact(&mut len).unwrap();
-        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
-        s.read_exact(&mut body).unwrap();
-        body
-    };
+    // Our have-none and interest right after the handshake.
+    let first = [0, 0, 0, 1, 15, 0, 0, 0, 1, 2];
+    let mut peer = WirePeer::connect("127.0.0.86:17086", info_hash_of(&torrent), &first);
     // Have-none (or an empty bitfield), an unchoke, then two pieces revealed.
     let mut revealed = Vec::new();
     while revealed.len() < 2 {
-        let body = next();
+        let body = peer.next();
         match body.first() {
             Some(14) => panic!("a super-seed sent have-all"),
             Some(5) => assert!(body[1..].iter().all(|&b| b == 0), "bitfield with pieces"),
-            Some(4) => revealed.push(u32::from_be_bytes(body[1..5].try_into().unwrap())),
+            Some(4) => revealed.push(piece_of(&body)),
             _ => {}
         }
     }
     let hidden = (0..32u32).find(|p| !revealed.contains(p)).unwrap();
-    let request = |piece: u32| {
-        let mut msg = vec![0, 0, 0, 13, 6];
-        for v in [piece, 0, 16384] {
-            msg.extend_from_slice(&v.to_be_bytes());
-        }
-        msg
-    };
-    writer
-        .write_all(&[request(hidden), request(revealed[0])].concat())
-        .unwrap();
-    let (mut rejected, mut served) = (false, false);
-    while !(rejected && served) {
-        let body = next();
-        match body[0] {
-            16 => {
-                assert_eq!(u32::from_be_bytes(body[1..5].try_into().unwrap()), hidden);
-                rejected = true;
-            }
-            7 => {
-                assert_eq!(
-                    u32::from_be_bytes(body[1..5].try_into().unwrap()),
-                    revealed[0]
-                );
-                served = true;
-            }
-            4 => panic!("a third piece revealed before one was fetched"),
-            _ => {}
-        }
-    }
-    drop(writer);
+    // No third piece is revealed before one of these is fetched.
+    peer.expect_reject_then_serve(hidden, revealed[0], 4);
+    drop(peer);
 
     let out = dir.path().join("lt-out");
     std::fs::create_dir_all(&out).unwrap();

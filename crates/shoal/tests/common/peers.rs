@@ -303,3 +303,99 @@ impl Transmission {
         }
     }
 }
+
+/// A hand-driven BitTorrent peer for wire-level tests: a raw TCP connection to a shoal
+/// instance, past the handshake, reading and writing whole messages.
+pub struct WirePeer {
+    stream: std::net::TcpStream,
+    /// The other side's 68-byte handshake.
+    pub reply: [u8; 68],
+}
+
+impl WirePeer {
+    /// Connects to `addr` for the torrent `info_hash`, offering the fast extension, and
+    /// sends `first` (whole messages) right after the handshake.
+    pub fn connect(addr: &str, info_hash: [u8; 20], first: &[u8]) -> Self {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut hello = vec![19u8];
+        hello.extend_from_slice(b"BitTorrent protocol");
+        hello.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0x04]); // fast extension
+        hello.extend_from_slice(&info_hash);
+        hello.extend_from_slice(b"-XX0001-wirewirewire");
+        hello.extend_from_slice(first);
+        stream.write_all(&hello).unwrap();
+        let mut reply = [0u8; 68];
+        stream.read_exact(&mut reply).unwrap();
+        WirePeer { stream, reply }
+    }
+
+    /// The address the other side sees us at.
+    pub fn local_ip(&self) -> std::net::IpAddr {
+        self.stream.local_addr().unwrap().ip()
+    }
+
+    /// The next message's body (id first; empty for a keep-alive).
+    pub fn next(&mut self) -> Vec<u8> {
+        use std::io::Read;
+        let mut len = [0u8; 4];
+        self.stream.read_exact(&mut len).unwrap();
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        self.stream.read_exact(&mut body).unwrap();
+        body
+    }
+
+    /// Requests the first block of `refused` and of `wanted`; expects a reject of the
+    /// first and the second served (returning its data), panicking on a message with id
+    /// `forbidden` meanwhile.
+    pub fn expect_reject_then_serve(
+        &mut self,
+        refused: u32,
+        wanted: u32,
+        forbidden: u8,
+    ) -> Vec<u8> {
+        use std::io::Write;
+        let request = |piece: u32| {
+            let mut msg = vec![0, 0, 0, 13, 6];
+            for v in [piece, 0, 16384] {
+                msg.extend_from_slice(&v.to_be_bytes());
+            }
+            msg
+        };
+        self.stream
+            .write_all(&[request(refused), request(wanted)].concat())
+            .unwrap();
+        let (mut rejected, mut served) = (false, None);
+        while !(rejected && served.is_some()) {
+            let body = self.next();
+            match body.first() {
+                Some(16) => {
+                    assert_eq!(piece_of(&body), refused, "rejected");
+                    rejected = true;
+                }
+                Some(7) => {
+                    assert_eq!(piece_of(&body), wanted, "served");
+                    served = Some(body[9..].to_vec());
+                }
+                Some(&id) if id == forbidden => panic!("unexpected message {body:?}"),
+                _ => {}
+            }
+        }
+        served.expect("served")
+    }
+}
+
+/// The piece index a `have`, `request`, `piece`, `reject` or `allowed fast` is about.
+pub fn piece_of(body: &[u8]) -> u32 {
+    u32::from_be_bytes(body[1..5].try_into().unwrap())
+}
+
+/// A torrent's info-hash, as `shoal info` reports it.
+pub fn info_hash_of(torrent: &Path) -> [u8; 20] {
+    let info = shoal_info(path_str(torrent));
+    let hex = info["info_hash"].as_str().unwrap().to_owned();
+    std::array::from_fn(|i| u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).unwrap())
+}

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""DHT simulation figures: runs `shoal_dht::sim` (the `dht_sim` example, release build)
+"""DHT simulation figures: runs `shoal_dht::sim` (`shoal-sim dht`, release build)
 for one or more configurations and writes each as a row of the "DHT simulation" table in
 docs/BENCHMARKS.md. A row is keyed by its arguments: running a configuration again
 replaces its row and leaves the others.
@@ -13,14 +13,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT = [
     "--nodes 10000 --churn 0 --seed 1",
     "--nodes 10000 --churn 0.5 --seed 1",
-    "--nodes 10000 --churn 0.5 --seed 1 --reannounce false",
+    "--nodes 10000 --churn 0.5 --seed 1 --no-reannounce",
     "--nodes 10000 --churn 0.5 --seed 1 --loss 0.05",
     "--nodes 100000 --churn 0.5 --seed 1",
 ]
 LINE = re.compile(
     r"nodes (\d+) churn ([\d.]+): (\d+)/(\d+) lookups found the peer \(([\d.]+) %\), rounds median (\d+) p90 (\d+), "
     r"queries per lookup mean ([\d.]+) median (\d+), first peer after (\d+) ms \(median\), (\d+) packets, "
-    r"mean table (\d+) nodes, (\d+) s virtual, ([\d.]+) s wall; (\d+) announces lost")
+    r"mean table (\d+) nodes, (\d+) s virtual; (\d+) announces lost")
 HEADER = [
     "| arguments | found | rounds median / p90 | queries per lookup (mean) | first peer (median ms) | packets | lost announces | wall s | CPU s | peak RSS MiB |",
     "|---|---|---|---|---|---|---|---|---|---|",
@@ -28,9 +28,9 @@ HEADER = [
 
 
 def run(args):
-    binary = os.path.join(ROOT, "target", "release", "examples", "dht_sim")
+    binary = os.path.join(ROOT, "target", "release", "shoal-sim")
     start = time.time()
-    proc = subprocess.Popen([binary, *args.split()], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([binary, "dht", *args.split()], stdout=subprocess.PIPE, text=True)
     out = proc.stdout.read()
     # wait4 gives this child's own CPU time and peak RSS (not the maximum over all children).
     _, status, usage = os.wait4(proc.pid, 0)
@@ -43,7 +43,7 @@ def run(args):
         raise SystemExit(f"dht_sim printed something unexpected:\n{out}")
     g = m.groups()
     cpu = usage.ru_utime + usage.ru_stime
-    return (f"| `{args}` | {g[2]}/{g[3]} ({g[4]} %) | {g[5]} / {g[6]} | {g[7]} | {g[9]} | {g[10]} | {g[14]} "
+    return (f"| `{args}` | {g[2]}/{g[3]} ({g[4]} %) | {g[5]} / {g[6]} | {g[7]} | {g[9]} | {g[10]} | {g[13]} "
             f"| {wall:.0f} | {cpu:.0f} | {usage.ru_maxrss / 1024:.0f} |")
 
 
@@ -52,7 +52,7 @@ def main():
     p.add_argument("--run", action="append", help="arguments for one dht_sim run (repeatable)")
     a = p.parse_args()
     configs = a.run or DEFAULT
-    subprocess.run(["cargo", "build", "--release", "-p", "shoal-dht", "--example", "dht_sim"], cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", "-p", "shoal-sim"], cwd=ROOT, check=True)
     path = os.path.join(ROOT, "docs", "BENCHMARKS.md")
     text = open(path).read()
     start = text.find("## DHT simulation")
@@ -75,7 +75,7 @@ def main():
         "The real `Dht` node code on a virtual clock: nodes join over 120 s (each bootstrapping from a random",
         "earlier node), 200 random nodes announce one info-hash each, then the `--churn` fraction of all nodes",
         "crashes without a word and as many fresh nodes join; surviving announcers re-announce (as clients do",
-        "every 15 minutes) unless `--reannounce false`; then 1000 lookups from random live nodes for random",
+        "every 15 minutes) unless `--no-reannounce`; then 1000 lookups from random live nodes for random",
         "live announcers' info-hashes. One-way latency 10–100 ms, `--loss` drops packets. *Rounds*: the hop in",
         "which the first peer arrived (1 = an answer from a node in the searcher's own table). *Lost announces*:",
         "info-hashes whose every storing node crashed (before any re-announce).",
@@ -89,7 +89,7 @@ def main():
         "Goal (issue 6): 100 000 nodes, 50 % churn, ≥ 99 % of lookups find an announced peer, median ≤ 4 rounds.",
         "",
         "Reproduce: `python3 benches/dht_sim.py` (all rows) or `python3 benches/dht_sim.py --run \"ARGS\"` (one row);",
-        "`cargo run --release -p shoal-dht --example dht_sim -- ARGS` prints one run.",
+        "`cargo run --release -p shoal-sim -- dht ARGS` prints one run.",
         "",
     ])
     if start >= 0:

@@ -27,6 +27,36 @@ struct Cli {
 enum Command {
     /// One torrent, seeds and leechers; prints completion times against the lower bound.
     Swarm(SwarmArgs),
+    /// A Mainline DHT of simulated nodes running shoal's DHT node code: nodes join, a
+    /// fraction crash and are replaced, then lookups look for announced peers.
+    Dht(DhtArgs),
+}
+
+#[derive(Args)]
+struct DhtArgs {
+    #[arg(long, default_value_t = 10_000)]
+    nodes: usize,
+    /// Fraction of nodes that crash (replaced by fresh ones) before the lookups (0.5 or 50%).
+    #[arg(long, default_value = "0.5", value_parser = parse_fraction)]
+    churn: f64,
+    /// Random seed: the same arguments and seed give the same output.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Peers announced before the churn.
+    #[arg(long, default_value_t = 200)]
+    announces: usize,
+    /// get_peers lookups after the churn.
+    #[arg(long, default_value_t = 1000)]
+    lookups: usize,
+    /// Probability that a packet is lost (0.05 or 5%).
+    #[arg(long, default_value = "0", value_parser = parse_fraction)]
+    loss: f64,
+    /// Virtual seconds over which the initial nodes join.
+    #[arg(long, default_value_t = 120)]
+    join_secs: u64,
+    /// Surviving announcers do not announce again after the churn.
+    #[arg(long)]
+    no_reannounce: bool,
 }
 
 #[derive(Args)]
@@ -163,14 +193,57 @@ fn scenario(args: &SwarmArgs) -> anyhow::Result<Scenario> {
 }
 
 fn main() -> ExitCode {
-    let Command::Swarm(args) = Cli::parse().command;
-    match swarm(&args) {
+    let result = match Cli::parse().command {
+        Command::Swarm(args) => swarm(&args),
+        Command::Dht(args) => {
+            dht(&args);
+            Ok(())
+        }
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("shoal-sim: error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn dht(args: &DhtArgs) {
+    let params = shoal_dht::sim::SimParams {
+        nodes: args.nodes,
+        churn: args.churn,
+        seed: args.seed,
+        announces: args.announces,
+        lookups: args.lookups,
+        loss: args.loss,
+        join_secs: args.join_secs,
+        reannounce: !args.no_reannounce,
+        ..shoal_dht::sim::SimParams::default()
+    };
+    let r = shoal_dht::sim::run(&params);
+    println!(
+        "nodes {} churn {:.2}: {}/{} lookups found the peer ({:.1} %), rounds median {} p90 {}, \
+         queries per lookup mean {:.1} median {}, first peer after {} ms (median), \
+         {} packets, mean table {:.0} nodes, {} s virtual; \
+         {} announces lost every storing node in the churn (re-announce: {})",
+        r.nodes,
+        r.churn,
+        r.found,
+        r.lookups,
+        100.0 * r.success_rate(),
+        r.median_rounds,
+        r.p90_rounds,
+        r.mean_queries,
+        r.median_queries,
+        r.median_ms_to_peer,
+        r.packets,
+        r.mean_table,
+        r.virtual_secs,
+        r.lost_announces,
+        params.reannounce
+    );
+    eprintln!("shoal-sim: {:.1} s wall", r.wall_secs);
 }
 
 fn swarm(args: &SwarmArgs) -> anyhow::Result<()> {

@@ -333,6 +333,10 @@ mod tests {
         }
     }
 
+    fn ok_response(interval: u64) -> Result<AnnounceResponse, TrackerError> {
+        ok(interval, &[])
+    }
+
     fn ok(interval: u64, peers: &[&str]) -> Result<AnnounceResponse, TrackerError> {
         Ok(AnnounceResponse {
             interval: Duration::from_secs(interval),
@@ -474,5 +478,56 @@ mod tests {
         assert_eq!(c.tracker_count(), 0);
         assert!(c.poll_announce(now).is_none());
         assert!(c.poll_timeout().is_none());
+    }
+
+    proptest::proptest! {
+        /// Random answers from a random set of tiers: one announce at a time, only
+        /// listed trackers, `started` until a tracker has answered, the time-out always
+        /// leads to an announce (no stall), and `stop` covers exactly the trackers that
+        /// answered.
+        #[test]
+        fn schedule_invariants(
+            tiers in proptest::collection::vec(1usize..4, 1..4),
+            answers in proptest::collection::vec(proptest::bool::ANY, 1..60),
+        ) {
+            let mut n = 0;
+            let urls: Vec<Vec<String>> = tiers
+                .iter()
+                .map(|&k| (0..k).map(|_| { n += 1; format!("udp://t{n}:1") }).collect())
+                .collect();
+            let tiers_ref: Vec<Vec<&str>> = urls.iter().map(|t| t.iter().map(String::as_str).collect()).collect();
+            let tiers_ref: Vec<&[&str]> = tiers_ref.iter().map(Vec::as_slice).collect();
+            let mut now = Instant::now();
+            let mut c = client(&tiers_ref, now);
+            let mut answered = std::collections::HashSet::new();
+            for ok in answers {
+                // Advance to the next due time; something must be due then.
+                let due = c.poll_timeout().expect("trackers and nothing in flight");
+                now = now.max(due);
+                let job = match c.poll_announce(now) {
+                    Some(job) => job,
+                    None => {
+                        // The round ended with everyone backing off: the next time-out
+                        // lies ahead and then there is a job.
+                        let next = c.poll_timeout().unwrap();
+                        proptest::prop_assert!(next > now);
+                        now = next;
+                        c.poll_announce(now).expect("due after the back-off")
+                    }
+                };
+                proptest::prop_assert!(urls.iter().flatten().any(|u| TrackerUrl::parse(u).unwrap() == job.url));
+                proptest::prop_assert!(c.poll_announce(now).is_none(), "one in flight");
+                proptest::prop_assert_eq!(job.request.event == Event::Started, !answered.contains(&job.url));
+                if ok {
+                    answered.insert(job.url.clone());
+                    c.handle_response(now, &job, ok_response(60));
+                } else {
+                    c.handle_response(now, &job, Err(TrackerError::Timeout));
+                }
+                while c.poll_event().is_some() {}
+            }
+            let stopped: std::collections::HashSet<_> = c.stop().into_iter().map(|j| j.url).collect();
+            proptest::prop_assert_eq!(stopped, answered);
+        }
     }
 }

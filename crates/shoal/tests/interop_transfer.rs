@@ -43,19 +43,7 @@ fn shoal_seeds_libtorrent_downloads() {
         "127.0.0.21:17021",
     );
     let out = dir.path().join("lt-out");
-    std::fs::create_dir_all(&out).unwrap();
-    let stdout = python(
-        &python_script(LT_GET),
-        &[
-            path_str(&torrent),
-            path_str(&out),
-            "127.0.0.22",
-            "17022",
-            "127.0.0.21",
-            "17021",
-        ],
-    );
-    assert!(stdout.starts_with("DONE"), "{stdout}");
+    lt_get(&torrent, &out, "127.0.0.22", 17022, "127.0.0.21", 17021);
     same_files(&src.join("payload.bin"), &out.join("payload.bin"));
 }
 
@@ -437,18 +425,6 @@ fn super_seed_reveals_pieces_one_by_one() {
     drop(peer);
 
     let out = dir.path().join("lt-out");
-    std::fs::create_dir_all(&out).unwrap();
-    let stdout = python(
-        &python_script(LT_GET),
-        &[
-            path_str(&torrent),
-            path_str(&out),
-            "127.0.0.87",
-            "17087",
-            "127.0.0.86",
-            "17086",
-        ],
-    );
-    assert!(stdout.starts_with("DONE"), "{stdout}");
+    lt_get(&torrent, &out, "127.0.0.87", 17087, "127.0.0.86", 17086);
     same_files(&src.join("payload.bin"), &out.join("payload.bin"));
 }

@@ -399,3 +399,21 @@ pub fn info_hash_of(torrent: &Path) -> [u8; 20] {
     let hex = info["info_hash"].as_str().unwrap().to_owned();
     std::array::from_fn(|i| u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).unwrap())
 }
+
+/// libtorrent downloads `torrent` into `out` on `ip:port` from the peer at
+/// `peer_ip:peer_port`; panics unless it completes.
+pub fn lt_get(torrent: &Path, out: &Path, ip: &str, port: u16, peer_ip: &str, peer_port: u16) {
+    std::fs::create_dir_all(out).unwrap();
+    let stdout = python(
+        &python_script(LT_GET),
+        &[
+            path_str(torrent),
+            path_str(out),
+            ip,
+            &port.to_string(),
+            peer_ip,
+            &peer_port.to_string(),
+        ],
+    );
+    assert!(stdout.starts_with("DONE"), "{stdout}");
+}

@@ -300,15 +300,40 @@ impl PeerSession {
     /// from them without copying (blocks keep pointing into `bytes`), and only a partial
     /// message at the end is buffered.
     pub fn handle_input_bytes(&mut self, now: Instant, mut bytes: Bytes) -> Result<(), WireError> {
-        if !self.recv.is_empty() || !matches!(self.phase, Phase::Open) {
+        if !matches!(self.phase, Phase::Open) {
             return self.handle_input(now, &bytes);
         }
         self.begin_input(now, bytes.len())?;
+        // A message cut by the end of the last chunk takes only the bytes it lacks, so
+        // the rest of this chunk is still parsed in place: reads rarely end on a message
+        // boundary, and copying the whole chunk would copy nearly everything.
+        while !self.recv.is_empty() && !bytes.is_empty() {
+            let take = self.bytes_to_complete().min(bytes.len());
+            self.recv.extend_from_slice(&bytes[..take]);
+            bytes.advance(take);
+            if let Err(e) = self.process_input() {
+                return self.end_input(Err(e));
+            }
+        }
         let result = self.process_frames(&mut bytes);
         if result.is_ok() {
             self.recv.extend_from_slice(&bytes);
         }
         self.end_input(result)
+    }
+
+    /// Bytes the partial message in `recv` lacks: the rest of its length prefix, then the
+    /// rest of its body. A length over the limit asks for nothing more: parsing rejects it.
+    fn bytes_to_complete(&self) -> usize {
+        let have = self.recv.len();
+        if have < 4 {
+            return 4 - have;
+        }
+        let len = u32::from_be_bytes(self.recv[..4].try_into().expect("four bytes"));
+        if len > self.max_message_len {
+            return 0;
+        }
+        (4 + len as usize).saturating_sub(have)
     }
 
     fn begin_input(&mut self, now: Instant, len: usize) -> Result<(), WireError> {

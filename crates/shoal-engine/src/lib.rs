@@ -7,12 +7,14 @@
 //! socket writes what the actor queues. Keeping all state in one task means no locks on
 //! the hot path and the same order of decisions a simulator would make.
 //!
-//! Disk writes are positioned writes into the page cache and pieces are hashed as their
-//! blocks arrive, so the actor does them inline; the initial recheck runs on all cores
-//! in a blocking thread before the actor starts.
+//! Each torrent has a disk thread (`disk`) that holds incoming blocks until their piece
+//! is complete, hashes pieces in pairs and writes each with one vectored write, so the
+//! actor only parses and decides while the other core hashes and writes. The initial
+//! recheck runs on all cores in a blocking thread before the actor starts.
 
 mod addresses;
 mod connection;
+mod disk;
 pub mod lsd;
 pub mod metadata;
 mod rate;

@@ -20,7 +20,7 @@ use bytes::{Bytes, BytesMut};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use shoal_core::{Bitfield, Block, Metainfo, PeerId, BLOCK_SIZE};
-use shoal_storage::{resume, FileLayout, PieceHashes, StorageError, TorrentFiles};
+use shoal_storage::{resume, FileLayout, StorageError, TorrentFiles};
 use shoal_swarm::{
     queue_depth, BlockData, Choker, ChokerConfig, ChokerPeer, PeerKey, PiecePicker, RateMeter,
     Received, SmartBan, SuperSeed,
@@ -32,6 +32,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::addresses::AddressBook;
 use crate::connection::{self, Backlog, Input};
+use crate::disk::{Disk, DiskResult};
 use crate::{RateLimit, Stats};
 
 /// How a torrent is to be run.
@@ -147,7 +148,9 @@ pub async fn run(
         Some(have) => (have, true),
         None => (check_existing(&config, &layout, &events).await, false),
     };
-    let files = TorrentFiles::new(&config.download_dir, layout);
+    let files = Arc::new(TorrentFiles::new(&config.download_dir, layout));
+    let (disk_results, mut disk_results_rx) = mpsc::unbounded_channel();
+    let disk = Disk::spawn(files.clone(), config.metainfo.clone(), disk_results);
 
     let (to_actor, inputs) = mpsc::channel(256);
     let listen = match config.listen {
@@ -190,7 +193,7 @@ pub async fn run(
         smart_ban: SmartBan::default(),
         super_seed: (config.super_seed && have.all())
             .then(|| SuperSeed::new(info.piece_count() as u32, SUPER_SEED_PER_PEER)),
-        hashes: PieceHashes::default(),
+        disk,
         peer_id: PeerId::shoal(random),
         files,
         addresses,
@@ -212,11 +215,13 @@ pub async fn run(
         config,
         scratch: Vec::new(),
     };
-    let outcome = actor.run_loop(inputs, &mut shutdown).await;
+    let outcome = actor
+        .run_loop(inputs, &mut disk_results_rx, &mut shutdown)
+        .await;
     if let Some((_, acceptor)) = listen {
         acceptor.abort();
     }
-    actor.shutdown();
+    actor.shutdown(&mut disk_results_rx);
     outcome
 }
 
@@ -305,9 +310,9 @@ struct Actor {
     choker: Choker,
     smart_ban: SmartBan,
     super_seed: Option<SuperSeed>,
-    hashes: PieceHashes,
+    disk: Disk,
     peer_id: PeerId,
-    files: TorrentFiles,
+    files: Arc<TorrentFiles>,
     addresses: AddressBook,
     peers: HashMap<PeerKey, Peer>,
     next_key: u64,
@@ -347,6 +352,7 @@ impl Actor {
     async fn run_loop(
         &mut self,
         mut inputs: mpsc::Receiver<Input>,
+        disk_results: &mut mpsc::UnboundedReceiver<DiskResult>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<Outcome, EngineError> {
         let mut ticker = tokio::time::interval(Duration::from_millis(100));
@@ -366,6 +372,7 @@ impl Actor {
                         return Ok(if self.picker.is_complete() { Outcome::Complete } else { Outcome::Stopped });
                     }
                 }
+                Some(result) = disk_results.recv() => self.on_disk(result)?,
                 Some(input) = inputs.recv() => self.handle(input)?,
                 found = next_peers(&mut feed) => match found {
                     Some(found) => self.add_addresses(found),
@@ -739,43 +746,24 @@ impl Actor {
                         }
                     }
                 }
-                let piece_length = u64::from(self.config.metainfo.info.piece_length);
-                self.files.write(
-                    u64::from(block.piece) * piece_length + u64::from(block.offset),
-                    &data,
-                )?;
-                self.hashes.block_written(block.piece, block.offset, &data);
-                if piece_complete {
-                    self.piece_complete(block.piece, now)?;
-                }
+                self.disk.write(block, data, piece_complete);
             }
             Received::Duplicate | Received::Unexpected => {}
         }
         Ok(())
     }
 
-    fn piece_complete(&mut self, piece: u32, now: Instant) -> Result<(), EngineError> {
-        self.hashes.piece_complete(piece);
-        // Wait for a partner to hash it with only while other blocks are on their way.
-        let more_coming = self.peers.values().any(|p| !p.requested.is_empty());
-        self.verify_ready(!more_coming, now)
-    }
-
-    /// Hashes complete pieces (in pairs; see [`PieceHashes`]) and acts on the results.
-    fn verify_ready(&mut self, force: bool, now: Instant) -> Result<(), EngineError> {
-        for (piece, result) in self.hashes.verify_ready(&self.files, force) {
-            let hash = match result {
-                Ok(hash) => Some(hash),
-                Err(e @ StorageError::Io { .. }) => return Err(e.into()),
-                Err(_) => None,
-            };
-            self.piece_hashed(piece, hash, now);
+    fn on_disk(&mut self, result: DiskResult) -> Result<(), EngineError> {
+        match result {
+            DiskResult::Piece { piece, good } => self.piece_hashed(piece, good, Instant::now()),
+            DiskResult::Failed(e) => return Err(e.into()),
         }
         Ok(())
     }
 
-    fn piece_hashed(&mut self, piece: u32, hash: Option<[u8; 20]>, now: Instant) {
-        if hash.is_some() && hash == self.config.metainfo.info.piece_hash(piece as usize) {
+    /// Acts on a piece the disk thread has hashed (and written).
+    fn piece_hashed(&mut self, piece: u32, good: bool, now: Instant) {
+        if good {
             if self.smart_ban.is_watched(piece) {
                 let blocks = self.read_blocks(
                     piece,
@@ -817,7 +805,6 @@ impl Actor {
                 });
             let liars = self.smart_ban.piece_failed(piece, records);
             self.picker.piece_failed(piece);
-            self.hashes.forget(piece);
             for liar in liars {
                 self.ban(liar, now);
             }
@@ -918,8 +905,6 @@ impl Actor {
 
     fn tick(&mut self) -> Result<(), EngineError> {
         let now = Instant::now();
-        // A complete piece still waiting for a partner to be hashed with waits no longer.
-        self.verify_ready(true, now)?;
         // Connect to peers that are due.
         let slots = self.config.max_connections.saturating_sub(self.peers.len());
         for addr in self.addresses.due(now, slots.min(10)) {
@@ -1090,11 +1075,14 @@ impl Actor {
         Ok(())
     }
 
-    fn shutdown(&mut self) {
+    fn shutdown(&mut self, disk_results: &mut mpsc::UnboundedReceiver<DiskResult>) {
         let now = Instant::now();
         // Complete pieces not hashed yet would otherwise be downloaded again next time.
-        if let Err(e) = self.verify_ready(true, now) {
-            tracing::warn!("cannot verify the last pieces: {e}");
+        self.disk.finish();
+        while let Ok(result) = disk_results.try_recv() {
+            if let Err(e) = self.on_disk(result) {
+                tracing::warn!("cannot write the last pieces: {e}");
+            }
         }
         self.save_resume();
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();

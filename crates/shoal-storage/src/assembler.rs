@@ -335,11 +335,7 @@ impl<'a> Feed<'a> {
                 }
                 None => 0,
             },
-            Source::Disk {
-                size,
-                done,
-                buffer,
-            } => {
+            Source::Disk { size, done, buffer } => {
                 if self.error.is_some() || *done >= *size {
                     return 0;
                 }
@@ -368,7 +364,10 @@ impl<'a> Feed<'a> {
         if *next - *written < min || self.error.is_some() {
             return;
         }
-        let run: Vec<&[u8]> = blocks[*written..*next].iter().map(|(_, b)| &b[..]).collect();
+        let run: Vec<&[u8]> = blocks[*written..*next]
+            .iter()
+            .map(|(_, b)| &b[..])
+            .collect();
         let at = piece_start(files, self.piece) + u64::from(blocks[*written].0);
         if let Err(e) = files.write_vectored(at, &run) {
             self.error = Some(e);

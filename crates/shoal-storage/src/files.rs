@@ -7,10 +7,10 @@
 //! write elsewhere. Padding files are never created; they read as zeros.
 
 use std::fs::{File, OpenOptions};
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::{FileLayout, StorageError};
 
@@ -28,8 +28,9 @@ pub struct TorrentFiles {
 #[derive(Debug, Default)]
 struct HandleCache {
     /// (file index, handle, writable, last use tick); a linear scan over 64 entries is
-    /// cheaper than any map here.
-    open: Vec<(usize, File, bool, u64)>,
+    /// cheaper than any map here. Handles are shared so that I/O runs outside the lock:
+    /// the disk thread's writes and the actor's reads for uploads do not wait on each other.
+    open: Vec<(usize, Arc<File>, bool, u64)>,
     tick: u64,
     /// Files written since the last [`TorrentFiles::sync`].
     dirty: Vec<usize>,
@@ -65,6 +66,36 @@ impl TorrentFiles {
         Ok(())
     }
 
+    /// Writes `blocks`, which follow each other from byte `offset` of the torrent's
+    /// stream, with one vectored write per file they touch (a piece's 64 blocks cost one
+    /// system call, not 64).
+    pub fn write_vectored(&self, offset: u64, blocks: &[&[u8]]) -> Result<(), StorageError> {
+        let total: usize = blocks.iter().map(|b| b.len()).sum();
+        let mut rest = blocks.iter().map(|b| &b[..]).filter(|b| !b.is_empty());
+        let mut carry: &[u8] = &[];
+        let mut slices = Vec::with_capacity(blocks.len() + 1);
+        for segment in self.layout.segments(offset, total as u64) {
+            // Gather exactly `segment.length` bytes, splitting a block at a file boundary.
+            slices.clear();
+            let mut want = segment.length as usize;
+            while want > 0 {
+                if carry.is_empty() {
+                    carry = rest.next().expect("blocks cover the segments");
+                }
+                let n = want.min(carry.len());
+                slices.push(IoSlice::new(&carry[..n]));
+                carry = &carry[n..];
+                want -= n;
+            }
+            if !self.layout.files()[segment.file].padding {
+                self.with_file(segment.file, true, |f| {
+                    write_all_vectored_at(f, &mut slices, segment.file_offset)
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     /// Reads `buf.len()` bytes at byte `offset` of the torrent's stream. Missing files or
     /// bytes past a file's end are errors (the data is not there).
     pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), StorageError> {
@@ -93,6 +124,22 @@ impl TorrentFiles {
         Ok(())
     }
 
+    /// Starts writing `length` bytes from `offset` of the torrent's stream to the device,
+    /// without waiting. Left to itself the kernel starts only once a tenth of memory is
+    /// dirty, so a fast download would end with a long [`sync`](Self::sync); started
+    /// piece by piece, the writing overlaps the download and the final sync is short.
+    pub fn start_writeback(&self, offset: u64, length: u64) -> Result<(), StorageError> {
+        for segment in self.layout.segments(offset, length) {
+            if self.layout.files()[segment.file].padding {
+                continue;
+            }
+            self.with_file(segment.file, true, |f| {
+                start_writeback(f, segment.file_offset, segment.length)
+            })?;
+        }
+        Ok(())
+    }
+
     /// Creates every (non-padding) file at its full length, empty files included, so
     /// a finished download has all of its files even where no piece touched them.
     pub fn create_all(&self) -> Result<(), StorageError> {
@@ -111,6 +158,12 @@ impl TorrentFiles {
         op: impl FnOnce(&File) -> io::Result<T>,
     ) -> Result<T, StorageError> {
         let info = &self.layout.files()[index];
+        let file = self.handle(index, write)?;
+        op(&file).map_err(|e| StorageError::io(&info.path, e))
+    }
+
+    /// An open handle of file `index` (writable if `write`), from the cache or opened now.
+    fn handle(&self, index: usize, write: bool) -> Result<Arc<File>, StorageError> {
         let mut cache = self.cache.lock().expect("not poisoned");
         cache.tick += 1;
         let tick = cache.tick;
@@ -122,7 +175,7 @@ impl TorrentFiles {
             Some(slot) => slot,
             None => {
                 cache.open.retain(|(i, _, _, _)| *i != index);
-                let file = self.open(index, write)?;
+                let file = Arc::new(self.open(index, write)?);
                 if cache.open.len() >= OPEN_FILES {
                     let oldest = (0..cache.open.len())
                         .min_by_key(|&s| cache.open[s].3)
@@ -137,7 +190,7 @@ impl TorrentFiles {
         if write && !cache.dirty.contains(&index) {
             cache.dirty.push(index);
         }
-        op(&cache.open[slot].1).map_err(|e| StorageError::io(&info.path, e))
+        Ok(cache.open[slot].1.clone())
     }
 
     fn open(&self, index: usize, write: bool) -> Result<File, StorageError> {
@@ -186,6 +239,70 @@ impl TorrentFiles {
         }
         Ok(())
     }
+}
+
+fn start_writeback(file: &File, offset: u64, length: u64) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let (Ok(offset), Ok(length)) = (i64::try_from(offset), i64::try_from(length)) else {
+            return Err(io::ErrorKind::InvalidInput.into());
+        };
+        // SAFETY: a plain system call on a file descriptor we own, no pointers.
+        let rc = unsafe {
+            libc::sync_file_range(
+                file.as_raw_fd(),
+                offset,
+                length,
+                libc::SYNC_FILE_RANGE_WRITE,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, offset, length);
+    Ok(())
+}
+
+/// `pwritev` until every byte of `slices` is written at `offset`.
+fn write_all_vectored_at(
+    file: &File,
+    mut slices: &mut [IoSlice<'_>],
+    mut offset: u64,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // The kernel takes at most IOV_MAX (1024) slices per call.
+    const IOV_MAX: usize = 1024;
+    while !slices.is_empty() {
+        let count = slices.len().min(IOV_MAX);
+        let at = i64::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: `IoSlice` is ABI-compatible with `struct iovec` (std guarantees it on
+        // Unix), and the slices outlive the call.
+        let n = unsafe {
+            libc::pwritev(
+                file.as_raw_fd(),
+                slices.as_ptr().cast::<libc::iovec>(),
+                count as libc::c_int,
+                at,
+            )
+        };
+        match n {
+            -1 => {
+                let error = io::Error::last_os_error();
+                if error.kind() != io::ErrorKind::Interrupted {
+                    return Err(error);
+                }
+            }
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n => {
+                offset += n as u64;
+                IoSlice::advance_slices(&mut slices, n as usize);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Gives a file its final `length`, reserving the blocks from `from` on where the file

@@ -20,8 +20,9 @@ use shoal_core::{Block, Metainfo};
 use shoal_storage::{PieceAssembler, StorageError, TorrentFiles};
 use tokio::sync::mpsc;
 
-/// Blocks queued for the thread before the actor waits (2 MiB of 16 KiB blocks).
-const QUEUE: usize = 128;
+/// Batches queued for the thread before the actor waits. A batch is the blocks of one
+/// read from one socket (at most 256 KiB, usually far less).
+const QUEUE: usize = 16;
 /// Block data held in memory by pieces being assembled, at least (two pieces always fit).
 const MIN_HELD: usize = 4 * 1024 * 1024;
 const MAX_HELD: usize = 64 * 1024 * 1024;
@@ -40,7 +41,10 @@ pub enum DiskResult {
 
 /// The actor's handle on its disk thread.
 pub struct Disk {
-    jobs: Option<SyncSender<Job>>,
+    jobs: Option<SyncSender<Vec<Job>>>,
+    /// Blocks not handed over yet: the actor hands them over in batches, since waking
+    /// the thread for every 16 KiB block costs more than the block's write.
+    pending: Vec<Job>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -74,25 +78,32 @@ impl Disk {
             .expect("spawning a thread");
         Disk {
             jobs: Some(jobs),
+            pending: Vec::new(),
             thread: Some(thread),
         }
     }
 
-    /// Hands a newly received block to the thread; waits while the thread is behind.
-    pub fn write(&self, block: Block, data: Bytes, completes: bool) {
-        if let Some(jobs) = &self.jobs {
+    /// Queues a newly received block for the thread (see [`flush`](Self::flush)).
+    pub fn write(&mut self, block: Block, data: Bytes, completes: bool) {
+        self.pending.push(Job {
+            block,
+            data,
+            completes,
+        });
+    }
+
+    /// Hands the queued blocks to the thread; waits while the thread is behind.
+    pub fn flush(&mut self) {
+        if let (Some(jobs), false) = (&self.jobs, self.pending.is_empty()) {
             // An error means the thread has stopped after a failure it already reported.
-            let _ = jobs.send(Job {
-                block,
-                data,
-                completes,
-            });
+            let _ = jobs.send(std::mem::take(&mut self.pending));
         }
     }
 
     /// Lets the thread finish the complete pieces it holds and waits for it; their
     /// results are in the results channel when this returns.
     pub fn finish(&mut self) {
+        self.flush();
         self.jobs = None;
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -110,7 +121,7 @@ fn run(
     files: &TorrentFiles,
     metainfo: &Metainfo,
     mut assembler: PieceAssembler,
-    queue: &Receiver<Job>,
+    queue: &Receiver<Vec<Job>>,
     results: &mpsc::UnboundedSender<DiskResult>,
 ) {
     let report = |finished: Vec<shoal_storage::Finished>| -> bool {
@@ -138,23 +149,23 @@ fn run(
         true
     };
     loop {
-        let job = if assembler.ready() == 0 {
+        let batch = if assembler.ready() == 0 {
             queue.recv().map_err(|_| RecvTimeoutError::Disconnected)
         } else {
             queue.recv_timeout(PARTNER_WAIT)
         };
-        let force = match job {
-            Ok(Job {
-                block,
-                data,
-                completes,
-            }) => {
-                if let Err(e) = assembler.add_block(files, block.piece, block.offset, data) {
-                    let _ = results.send(DiskResult::Failed(e));
-                    return;
-                }
-                if completes {
-                    assembler.piece_complete(block.piece);
+        let force = match batch {
+            Ok(batch) => {
+                for job in batch {
+                    let block = job.block;
+                    if let Err(e) = assembler.add_block(files, block.piece, block.offset, job.data)
+                    {
+                        let _ = results.send(DiskResult::Failed(e));
+                        return;
+                    }
+                    if job.completes {
+                        assembler.piece_complete(block.piece);
+                    }
                 }
                 false
             }

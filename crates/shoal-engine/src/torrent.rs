@@ -373,7 +373,10 @@ impl Actor {
                     }
                 }
                 Some(result) = disk_results.recv() => self.on_disk(result)?,
-                Some(input) = inputs.recv() => self.handle(input)?,
+                Some(input) = inputs.recv() => {
+                    self.handle(input)?;
+                    self.disk.flush();
+                }
                 found = next_peers(&mut feed) => match found {
                     Some(found) => self.add_addresses(found),
                     None => feed = None,

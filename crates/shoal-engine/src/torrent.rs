@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use shoal_core::{Bitfield, Block, Metainfo, PeerId, BLOCK_SIZE};
@@ -296,10 +296,9 @@ struct Peer {
 impl Peer {
     /// Hands what the session wants to send to the socket's writer.
     fn flush(&mut self) {
-        let mut out = BytesMut::new();
-        if self.session.poll_transmit(&mut out) && !out.is_empty() {
+        if let Some(out) = self.session.poll_transmit() {
             self.backlog.fetch_add(out.len(), Ordering::Relaxed);
-            let _ = self.writer.send(out.freeze());
+            let _ = self.writer.send(out);
         }
     }
 }

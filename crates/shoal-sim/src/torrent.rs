@@ -22,7 +22,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use shoal_core::{Bitfield, Block, InfoHash, PeerId, BLOCK_SIZE};
@@ -120,12 +120,11 @@ impl Outbox {
 
     /// Moves what the session wants to send here; returns whether there was anything.
     fn push_from(&mut self, session: &mut PeerSession) -> bool {
-        let mut out = BytesMut::new();
-        if !session.poll_transmit(&mut out) || out.is_empty() {
+        let Some(out) = session.poll_transmit() else {
             return false;
-        }
+        };
         self.len += out.len();
-        self.queue.push_back(out.freeze());
+        self.queue.push_back(out);
         true
     }
 

@@ -385,18 +385,12 @@ impl PeerSession {
         }
     }
 
-    /// Appends pending bytes to `out`; returns whether there were any.
-    pub fn poll_transmit(&mut self, out: &mut BytesMut) -> bool {
-        if self.send.is_empty() {
-            return false;
-        }
-        if out.is_empty() {
-            std::mem::swap(out, &mut self.send);
-        } else {
-            out.extend_from_slice(&self.send);
-            self.send.clear();
-        }
-        true
+    /// The bytes waiting to be sent, if any. They are split off the session's send
+    /// buffer, whose allocation is used again once the driver has dropped every chunk
+    /// taken from it, so a busy connection does not allocate (and fault in fresh
+    /// memory) for every message.
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        (!self.send.is_empty()).then(|| self.send.split().freeze())
     }
 
     /// The next event, oldest first. Drain after every input, timeout and command.

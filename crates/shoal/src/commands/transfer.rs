@@ -191,7 +191,7 @@ pub fn run_seed(args: SeedArgs) -> Result<()> {
 fn block_on<F, Fut>(work: F) -> Result<()>
 where
     F: FnOnce(watch::Receiver<bool>) -> Fut,
-    Fut: std::future::Future<Output = Result<Outcome>>,
+    Fut: std::future::Future<Output = Result<Outcome>> + Send + 'static,
 {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let outcome = runtime.block_on(async move {
@@ -200,7 +200,11 @@ where
             wait_for_signal().await;
             let _ = stop_tx.send(true);
         });
-        work(stop).await
+        // On a worker thread rather than this one, so that a socket's reader task wakes
+        // the torrent actor on its own thread instead of across threads.
+        tokio::spawn(work(stop))
+            .await
+            .context("the transfer task failed")?
     })?;
     match outcome {
         Outcome::Complete => Ok(()),

@@ -152,7 +152,7 @@ pub async fn run(
     let (disk_results, mut disk_results_rx) = mpsc::unbounded_channel();
     let disk = Disk::spawn(files.clone(), config.metainfo.clone(), disk_results);
 
-    let (to_actor, inputs) = mpsc::channel(256);
+    let (to_actor, inputs) = mpsc::channel(INPUT_QUEUE);
     let listen = match config.listen {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -331,6 +331,10 @@ struct Actor {
     scratch: Vec<Block>,
 }
 
+/// Inputs queued for the actor before connection tasks wait. Most are socket reads (up
+/// to 256 KiB each), so this bounds what the actor has not looked at yet: when the disk
+/// thread is behind and the actor waits on it, readers stop reading and TCP slows the peers.
+const INPUT_QUEUE: usize = 32;
 /// Bytes queued for one socket before its writer catches up: about half a second of
 /// the peer's measured upload rate, within these bounds. Queuing more only delays every
 /// block behind it (under an upload limit, a few MiB is many seconds), and a peer that

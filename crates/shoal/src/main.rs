@@ -63,15 +63,19 @@ fn main() -> ExitCode {
     }
 }
 
-/// glibc hands memory at the top of a heap back to the kernel as soon as a little of
-/// it is free, so the socket buffers of a transfer, allocated and freed thousands of
-/// times a second, were faulted in and zeroed again by the kernel every time (about
-/// 100 000 page faults per GiB downloaded). Peak memory is bounded by the engine's caps
-/// anyway; keeping what was freed costs nothing more.
+/// Tunes glibc's allocator for a transfer's pattern: socket buffers allocated by a
+/// connection task and freed by the disk thread, thousands of times a second.
+/// - glibc hands memory at the top of a heap back to the kernel as soon as a little of it
+///   is free, so those buffers were faulted in and zeroed by the kernel again every time
+///   (about 100 000 page faults per GiB downloaded): keep what was freed instead.
+/// - With an arena per thread, each arena would keep its own high-water mark of those
+///   buffers; one arena keeps one (peak RSS of a 1 GiB download: about 31 → 18 MiB).
+///   The few threads that allocate contend little for its lock.
 fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets allocator parameters; called before any other thread runs.
     unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
         libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
     }

@@ -291,6 +291,8 @@ struct Peer {
     counted: Bitfield,
     /// Peer exchange (BEP 11) with this peer.
     pex: PexPeer,
+    /// Pieces the peer suggested (BEP 6), newest last, at most [`MAX_SUGGESTED`].
+    suggested: Vec<u32>,
 }
 
 impl Peer {
@@ -346,6 +348,11 @@ const BACKLOG_TIME: f64 = 0.5;
 const INITIAL_RATE_GUESS: f64 = 512.0 * 1024.0;
 /// Allowed-fast pieces granted to each peer with the fast extension (libtorrent: 5).
 const ALLOWED_FAST_SET: usize = 8;
+/// Suggested pieces remembered per peer (libtorrent keeps 10). We send no suggestions:
+/// like libtorrent by default, since a seed steering peers to the pieces it last read
+/// saves disk seeks but makes them fetch the same pieces, which a swarm pays for in
+/// duplicates.
+const MAX_SUGGESTED: usize = 16;
 /// Pieces a super-seed keeps revealed and not yet announced back, per peer.
 const SUPER_SEED_PER_PEER: usize = 2;
 const SNUB_AFTER: Duration = Duration::from_secs(30);
@@ -507,6 +514,7 @@ impl Actor {
                 connected: false,
                 counted: Bitfield::new(piece_count),
                 pex: PexPeer::new(now),
+                suggested: Vec::new(),
             },
         );
         let _ = self.service(key, now);
@@ -681,8 +689,17 @@ impl Actor {
                 Ok(found) => self.add_addresses(found),
                 Err(e) => self.remove_peer(key, &e.to_string(), now),
             },
+            SessionEvent::Suggest(piece) => {
+                // Fetched first when still wanted (as libtorrent does): a seed suggests
+                // what it has in its cache, or what it wants spread (BEP 16).
+                if !self.picker.have().get(piece as usize) && !peer.suggested.contains(&piece) {
+                    if peer.suggested.len() == MAX_SUGGESTED {
+                        peer.suggested.remove(0);
+                    }
+                    peer.suggested.push(piece);
+                }
+            }
             SessionEvent::Unchoked
-            | SessionEvent::Suggest(_)
             | SessionEvent::DhtPort(_)
             | SessionEvent::ExtensionHandshake(_)
             | SessionEvent::Extended { .. } => {}
@@ -864,8 +881,18 @@ impl Actor {
             self.picker
                 .pick_from(key, &peer.counted, &allowed, want, &mut self.scratch);
         } else {
-            self.picker
-                .pick(key, &peer.counted, want, &mut self.rng, &mut self.scratch);
+            let have = self.picker.have();
+            peer.suggested.retain(|&p| !have.get(p as usize));
+            let suggested =
+                self.picker
+                    .pick_from(key, &peer.counted, &peer.suggested, want, &mut self.scratch);
+            self.picker.pick(
+                key,
+                &peer.counted,
+                want - suggested,
+                &mut self.rng,
+                &mut self.scratch,
+            );
         }
         for block in self.scratch.drain(..) {
             if peer.session.request(block) {

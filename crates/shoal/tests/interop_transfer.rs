@@ -428,3 +428,42 @@ fn super_seed_reveals_pieces_one_by_one() {
     lt_get(&torrent, &out, "127.0.0.87", 17087, "127.0.0.86", 17086);
     same_files(&src.join("payload.bin"), &out.join("payload.bin"));
 }
+
+/// BEP 6 suggest: a leecher fetches the pieces a seed suggests before any other.
+#[test]
+fn suggested_pieces_are_requested_first() {
+    let dir = tempdir();
+    let (_src, torrent) = make_single(dir.path(), 2 * 1024 * 1024, "64K");
+    let mut leecher = shoal();
+    leecher
+        .args([
+            "get",
+            path_str(&torrent),
+            "--json",
+            "--no-tracker",
+            "--no-dht",
+        ])
+        .args(["-o", path_str(&dir.path().join("out"))])
+        .args(["--listen", "127.0.0.88:17088"])
+        .args(["--state-dir", path_str(&dir.path().join("s"))]);
+    let _leecher = start_and_wait(leecher, "\"started\"", Duration::from_secs(30));
+    // A seed (have all) that suggests two pieces, then unchokes. With 32 equally rare
+    // pieces, rarest-first alone would start elsewhere.
+    let (first, second) = (23u32, 7u32);
+    let mut hello = vec![0, 0, 0, 1, 14];
+    for piece in [first, second] {
+        hello.extend_from_slice(&[0, 0, 0, 5, 13]);
+        hello.extend_from_slice(&piece.to_be_bytes());
+    }
+    hello.extend_from_slice(&[0, 0, 0, 1, 1]);
+    let mut peer = WirePeer::connect("127.0.0.88:17088", info_hash_of(&torrent), &hello);
+    let mut requested = Vec::new();
+    while requested.len() < 8 {
+        let body = peer.next();
+        if body.first() == Some(&6) {
+            requested.push(piece_of(&body));
+        }
+    }
+    // 64 KiB pieces are four blocks each: both suggested pieces, in order, come first.
+    assert_eq!(requested, [[first; 4], [second; 4]].concat());
+}

@@ -13,6 +13,7 @@ mod info_hash;
 mod magnet;
 pub mod metainfo;
 mod types;
+pub mod units;
 
 pub use info_hash::{InfoHash, InfoHashParseError};
 pub use magnet::{Magnet, MagnetError};

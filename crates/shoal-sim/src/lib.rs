@@ -12,14 +12,14 @@
 //! - [`torrent`]: one host's torrent, the twin of the engine's torrent actor.
 //! - [`world`]: hosts, links (capacity, latency, loss, TCP windows), tracker and faults.
 //! - [`report`]: completion times against the Kumar & Ross bound, waste, fairness, bans.
-//! - [`scenario`] and [`units`]: what to run, as the command line spells it.
+//! - [`scenario`]: what to run, as the command line spells it (sizes and rates in
+//!   `shoal_core::units`, the convention every shoal command shares).
 
 pub mod content;
 pub mod queue;
 pub mod report;
 pub mod scenario;
 pub mod torrent;
-pub mod units;
 pub mod world;
 
 pub use report::Report;

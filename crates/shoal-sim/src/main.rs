@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
+use shoal_core::units::{parse_rate, parse_size};
 use shoal_sim::content::HashCheck;
-use shoal_sim::units::{parse_rate, parse_size};
 use shoal_sim::{Arrival, LinkClass, Scenario};
 
 #[derive(Parser)]

@@ -12,8 +12,8 @@ use serde::Serialize;
 use crate::content::HashCheck;
 use crate::queue::as_secs;
 use crate::scenario::{Bound, Scenario};
-use crate::units::format_size;
 use crate::world::{Outcome, Role};
+use shoal_core::units::format_size;
 
 /// Per-peer completion times in seconds since each peer joined.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]

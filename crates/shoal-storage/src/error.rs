@@ -15,7 +15,7 @@ pub enum StorageError {
     AllEmpty(PathBuf),
     #[error("{path}: file changed size while it was being read (expected {expected} bytes)")]
     Changed { path: PathBuf, expected: u64 },
-    #[error("piece length {0} is not between 16 KiB and 256 MiB")]
+    #[error("piece length {0} is not a power of two between 16 KiB and 256 MiB")]
     BadPieceLength(u64),
     #[error("{0}: outside the download directory")]
     OutsideRoot(PathBuf),

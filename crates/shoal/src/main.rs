@@ -2,7 +2,6 @@
 //! storage logic lives in the library crates; this crate only glues them to a terminal.
 
 mod commands;
-mod units;
 
 use std::process::ExitCode;
 

@@ -11,7 +11,7 @@ use shoal_core::{Metainfo, TorrentBuilder};
 use shoal_storage::{CreateOptions, Scanned};
 
 use super::print;
-use crate::units::{format_size, parse_size};
+use shoal_core::units::{format_size, parse_size};
 
 /// Create a .torrent file (and a magnet link) from a file or a folder.
 ///

@@ -24,7 +24,7 @@ use shoal_tracker::{ScrapeCounts, TrackerUrl};
 use tokio::sync::{mpsc, watch};
 
 use super::transfer::{run_announced, show_progress, Update};
-use crate::units::{format_size, parse_size};
+use shoal_core::units::{format_size, parse_size};
 
 /// Make a sample file and a torrent for it, start a tracker and 3 seeds on loopback, and
 /// download the file through the tracker.

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use shoal_core::{Magnet, Metainfo, MAX_TORRENT_SIZE};
 
 use super::print;
-use crate::units::{format_size, format_timestamp};
+use shoal_core::units::format_size;
 
 /// Show a torrent's name, info-hash, pieces, files, trackers and magnet link.
 ///
@@ -191,4 +191,39 @@ pub fn run(args: Args) -> Result<()> {
         }
     };
     print(&text)
+}
+
+/// A Unix timestamp as `YYYY-MM-DD HH:MM:SS UTC` (proleptic Gregorian calendar).
+pub fn format_timestamp(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(format_timestamp(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(format_timestamp(1_700_000_000), "2023-11-14 22:13:20 UTC");
+        assert_eq!(format_timestamp(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(format_timestamp(-1), "1969-12-31 23:59:59 UTC");
+    }
 }

@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::discovery::{self, DiscoveryOptions};
 
-use crate::units::{format_size, parse_size};
+use shoal_core::units::{format_size, parse_rate};
 
 /// Options shared by `get` and `seed`.
 #[derive(Debug, Clone, clap::Args)]
@@ -34,11 +34,11 @@ pub struct PeerOptions {
     /// Address to accept peers on [default: 0.0.0.0:6881].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
-    /// Upload limit in bytes per second (e.g. 2M); unlimited by default.
-    #[arg(long, value_name = "RATE", value_parser = parse_size)]
+    /// Upload limit in bytes per second (e.g. 2M = 2 MiB/s, 2MB = 2 MB/s); unlimited by default.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub max_up: Option<u64>,
     /// Download limit in bytes per second (e.g. 10M); unlimited by default.
-    #[arg(long, value_name = "RATE", value_parser = parse_size)]
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub max_down: Option<u64>,
     /// Most peer connections at once.
     #[arg(long, value_name = "N", default_value_t = 100)]

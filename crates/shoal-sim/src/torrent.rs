@@ -28,7 +28,7 @@ use rand::SeedableRng;
 use shoal_core::{Bitfield, Block, InfoHash, PeerId, BLOCK_SIZE};
 use shoal_swarm::{
     queue_depth, BlockData, Choker, ChokerConfig, ChokerPeer, PeerKey, PiecePicker, RateMeter,
-    Received, SmartBan, SuperSeed,
+    Received, SmartBan, SuperSeed, REQUEST_WINDOW,
 };
 use shoal_wire::{allowed_fast_set, ExtensionHandshake, PeerSession, SessionConfig, SessionEvent};
 
@@ -708,7 +708,7 @@ impl Torrent {
         let reqq = state.peer_extensions.as_ref().and_then(|e| e.reqq);
         let depth = queue_depth(
             peer.downloaded.rate().max(self.initial_rate),
-            Duration::from_secs(2),
+            REQUEST_WINDOW,
             reqq,
         );
         if peer.requested.len() >= depth {

@@ -240,8 +240,13 @@ impl Torrent {
         Torrent {
             store: PieceStore::new(content.clone(), setup.check),
             completed_announced: picker.is_complete(),
-            super_seed: (setup.super_seed && picker.is_complete())
-                .then(|| SuperSeed::new(content.piece_count(), SUPER_SEED_PER_PEER)),
+            super_seed: (setup.super_seed && picker.is_complete()).then(|| {
+                SuperSeed::new(
+                    content.piece_count(),
+                    content.piece_length(),
+                    SUPER_SEED_PER_PEER,
+                )
+            }),
             picker,
             choker: Choker::new(ChokerConfig::default()),
             smart_ban: SmartBan::default(),
@@ -592,7 +597,7 @@ impl Torrent {
         if peer.session.state().am_choking {
             return;
         }
-        for piece in super_seed.reveal(key, &peer.counted, &mut self.rng) {
+        for piece in super_seed.reveal(key, &peer.counted, peer.uploaded.rate(), &mut self.rng) {
             peer.session.have(piece);
         }
     }

@@ -188,8 +188,13 @@ pub async fn run(
         ),
         choker: Choker::new(ChokerConfig::default()),
         smart_ban: SmartBan::default(),
-        super_seed: (config.super_seed && have.all())
-            .then(|| SuperSeed::new(info.piece_count() as u32, SUPER_SEED_PER_PEER)),
+        super_seed: (config.super_seed && have.all()).then(|| {
+            SuperSeed::new(
+                info.piece_count() as u32,
+                info.piece_length,
+                SUPER_SEED_PER_PEER,
+            )
+        }),
         hashes: PieceHashes::default(),
         peer_id: PeerId::shoal(random),
         files,
@@ -702,7 +707,7 @@ impl Actor {
         if peer.session.state().am_choking {
             return;
         }
-        for piece in super_seed.reveal(key, &peer.counted, &mut self.rng) {
+        for piece in super_seed.reveal(key, &peer.counted, peer.uploaded.rate(), &mut self.rng) {
             peer.session.have(piece);
         }
     }

@@ -86,10 +86,7 @@ mod tests {
         // 1 MiB/s over 2 s = 2 MiB = 128 blocks.
         assert_eq!(queue_depth(1024.0 * 1024.0, TWO_SECONDS, None), 128);
         assert_eq!(queue_depth(1024.0 * 1024.0, TWO_SECONDS, Some(50)), 50);
-        assert_eq!(
-            queue_depth(1e12, TWO_SECONDS, None),
-            DEFAULT_REQQ as usize
-        );
+        assert_eq!(queue_depth(1e12, TWO_SECONDS, None), DEFAULT_REQQ as usize);
         assert_eq!(
             queue_depth(f64::INFINITY, TWO_SECONDS, Some(10_000)),
             MIN_QUEUE_DEPTH

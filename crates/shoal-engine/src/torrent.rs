@@ -23,7 +23,7 @@ use shoal_core::{Bitfield, Block, Metainfo, PeerId, BLOCK_SIZE};
 use shoal_storage::{resume, FileLayout, StorageError, TorrentFiles};
 use shoal_swarm::{
     queue_depth, BlockData, Choker, ChokerConfig, ChokerPeer, PeerKey, PiecePicker, RateMeter,
-    Received, SmartBan, SuperSeed,
+    Received, SmartBan, SuperSeed, REQUEST_WINDOW,
 };
 use shoal_wire::metadata::{self, OUR_UT_METADATA_ID, UT_METADATA};
 use shoal_wire::pex::{PexPeer, OUR_UT_PEX_ID, UT_PEX};
@@ -191,8 +191,13 @@ pub async fn run(
         ),
         choker: Choker::new(ChokerConfig::default()),
         smart_ban: SmartBan::default(),
-        super_seed: (config.super_seed && have.all())
-            .then(|| SuperSeed::new(info.piece_count() as u32, SUPER_SEED_PER_PEER)),
+        super_seed: (config.super_seed && have.all()).then(|| {
+            SuperSeed::new(
+                info.piece_count() as u32,
+                info.piece_length,
+                SUPER_SEED_PER_PEER,
+            )
+        }),
         disk,
         peer_id: PeerId::shoal(random),
         files,
@@ -344,7 +349,7 @@ const INPUT_QUEUE: usize = 32;
 const MIN_BACKLOG: usize = 256 * 1024;
 const MAX_BACKLOG: usize = 4 * 1024 * 1024;
 const BACKLOG_TIME: f64 = 0.5;
-/// Bytes per second assumed for a peer whose rate is not measured yet (64 requests deep).
+/// Bytes per second assumed for a peer whose rate is not measured yet (16 requests deep).
 const INITIAL_RATE_GUESS: f64 = 512.0 * 1024.0;
 /// Allowed-fast pieces granted to each peer with the fast extension (libtorrent: 5).
 const ALLOWED_FAST_SET: usize = 8;
@@ -732,7 +737,7 @@ impl Actor {
         if peer.session.state().am_choking {
             return;
         }
-        for piece in super_seed.reveal(key, &peer.counted, &mut self.rng) {
+        for piece in super_seed.reveal(key, &peer.counted, peer.uploaded.rate(), &mut self.rng) {
             peer.session.have(piece);
         }
     }
@@ -868,7 +873,7 @@ impl Actor {
         // minimum depth and ramp up slowly; assume at least a modest rate until then.
         let depth = queue_depth(
             peer.downloaded.rate().max(INITIAL_RATE_GUESS),
-            Duration::from_secs(2),
+            REQUEST_WINDOW,
             reqq,
         );
         if peer.requested.len() >= depth {

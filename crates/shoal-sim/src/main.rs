@@ -108,7 +108,7 @@ struct SwarmArgs {
     #[arg(long)]
     super_seed: bool,
     /// Rate assumed for a peer not yet measured, which sets its first request queue depth
-    /// (rate × 2 s / 16 KiB); the engine assumes 512 KiB/s.
+    /// (rate × 0.5 s / 16 KiB); the engine assumes 512 KiB/s.
     #[arg(long, default_value = "512KiB", value_parser = parse_rate)]
     initial_rate: u64,
     /// Peers each host dials when it joins.

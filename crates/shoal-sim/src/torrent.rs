@@ -28,7 +28,7 @@ use rand::SeedableRng;
 use shoal_core::{Bitfield, Block, InfoHash, PeerId, BLOCK_SIZE};
 use shoal_swarm::{
     queue_depth, BlockData, Choker, ChokerConfig, ChokerPeer, PeerKey, PiecePicker, RateMeter,
-    Received, SmartBan, SuperSeed,
+    Received, SmartBan, SuperSeed, REQUEST_WINDOW,
 };
 use shoal_wire::{allowed_fast_set, ExtensionHandshake, PeerSession, SessionConfig, SessionEvent};
 
@@ -239,8 +239,13 @@ impl Torrent {
         Torrent {
             store: PieceStore::new(content.clone(), setup.check),
             completed_announced: picker.is_complete(),
-            super_seed: (setup.super_seed && picker.is_complete())
-                .then(|| SuperSeed::new(content.piece_count(), SUPER_SEED_PER_PEER)),
+            super_seed: (setup.super_seed && picker.is_complete()).then(|| {
+                SuperSeed::new(
+                    content.piece_count(),
+                    content.piece_length(),
+                    SUPER_SEED_PER_PEER,
+                )
+            }),
             picker,
             choker: Choker::new(ChokerConfig::default()),
             smart_ban: SmartBan::default(),
@@ -591,7 +596,7 @@ impl Torrent {
         if peer.session.state().am_choking {
             return;
         }
-        for piece in super_seed.reveal(key, &peer.counted, &mut self.rng) {
+        for piece in super_seed.reveal(key, &peer.counted, peer.uploaded.rate(), &mut self.rng) {
             peer.session.have(piece);
         }
     }
@@ -707,7 +712,7 @@ impl Torrent {
         let reqq = state.peer_extensions.as_ref().and_then(|e| e.reqq);
         let depth = queue_depth(
             peer.downloaded.rate().max(self.initial_rate),
-            Duration::from_secs(2),
+            REQUEST_WINDOW,
             reqq,
         );
         if peer.requested.len() >= depth {

@@ -10,14 +10,17 @@
 //!
 //! The seed keeps [`SuperSeed::per_peer`] revealed-but-unannounced pieces per peer (BEP 16
 //! uses one; two keep the connection busy over the round trip between the peer's `have` and
-//! the next reveal).
+//! the next reveal), or more for a peer we upload to fast: as many as it takes in
+//! [`REQUEST_WINDOW`], so that a single fast leecher is not held to two pieces per round
+//! trip (which halved its rate in the simulator) while a crowd of slow ones still gets
+//! each piece about once.
 
 use std::collections::HashMap;
 
 use rand::Rng;
 use shoal_core::Bitfield;
 
-use crate::PeerKey;
+use crate::{PeerKey, REQUEST_WINDOW};
 
 /// Super-seed bookkeeping for one torrent. See the module documentation.
 #[derive(Debug, Clone)]
@@ -27,16 +30,18 @@ pub struct SuperSeed {
     /// Pieces revealed to a peer that it has not announced yet.
     pending: HashMap<PeerKey, Vec<u32>>,
     per_peer: usize,
+    piece_length: u32,
 }
 
 impl SuperSeed {
-    /// For a torrent of `piece_count` pieces, keeping `per_peer` (at least one) pieces
-    /// revealed and unannounced per peer.
-    pub fn new(piece_count: u32, per_peer: usize) -> Self {
+    /// For a torrent of `piece_count` pieces of `piece_length` bytes, keeping at least
+    /// `per_peer` (at least one) pieces revealed and unannounced per peer.
+    pub fn new(piece_count: u32, piece_length: u32, per_peer: usize) -> Self {
         SuperSeed {
             revealed: vec![0; piece_count as usize],
             pending: HashMap::new(),
             per_peer: per_peer.max(1),
+            piece_length: piece_length.max(1),
         }
     }
 
@@ -44,17 +49,38 @@ impl SuperSeed {
         self.per_peer
     }
 
+    /// Revealed-but-unannounced pieces kept for a peer we send `upload_rate` bytes per
+    /// second: [`per_peer`](Self::per_peer), or [`REQUEST_WINDOW`] of its rate if more.
+    pub fn target(&self, upload_rate: f64) -> usize {
+        let rate = if upload_rate.is_finite() {
+            upload_rate.max(0.0)
+        } else {
+            0.0
+        };
+        let pieces = (rate * REQUEST_WINDOW.as_secs_f64() / f64::from(self.piece_length)).ceil();
+        // `as` saturates; the pieces the peer lacks bound the count anyway.
+        (pieces as usize).max(self.per_peer)
+    }
+
     /// The pieces to reveal to `peer` now (send a `have` for each), least revealed first,
-    /// ties broken at random. `peer_bits` are the pieces it has. Call once its bitfield is
-    /// known and again whenever [`peer_have`](Self::peer_have) returns true.
-    pub fn reveal(&mut self, peer: PeerKey, peer_bits: &Bitfield, rng: &mut impl Rng) -> Vec<u32> {
+    /// ties broken at random. `peer_bits` are the pieces it has; `upload_rate` is what we
+    /// send it per second (see [`target`](Self::target)). Call once its bitfield is known
+    /// and again whenever [`peer_have`](Self::peer_have) returns true.
+    pub fn reveal(
+        &mut self,
+        peer: PeerKey,
+        peer_bits: &Bitfield,
+        upload_rate: f64,
+        rng: &mut impl Rng,
+    ) -> Vec<u32> {
         let count = self.revealed.len();
         let mut out = Vec::new();
         if count == 0 {
             return out;
         }
+        let target = self.target(upload_rate);
         let pending = self.pending.entry(peer).or_default();
-        while pending.len() < self.per_peer {
+        while pending.len() < target {
             let start = rng.gen_range(0..count);
             let best = (0..count)
                 .map(|k| (start + k) % count)
@@ -100,25 +126,25 @@ mod tests {
 
     #[test]
     fn every_piece_is_revealed_once_before_any_twice() {
-        let mut seed = SuperSeed::new(8, 2);
+        let mut seed = SuperSeed::new(8, 1 << 18, 2);
         let mut rng = StdRng::seed_from_u64(1);
         let none = Bitfield::new(8);
         let mut seen = Vec::new();
         for peer in 0..4 {
-            let pieces = seed.reveal(PeerKey(peer), &none, &mut rng);
+            let pieces = seed.reveal(PeerKey(peer), &none, 0.0, &mut rng);
             assert_eq!(pieces.len(), 2);
             seen.extend(pieces);
         }
         seen.sort_unstable();
         assert_eq!(seen, (0..8).collect::<Vec<u32>>());
         // Nothing more until a revealed piece is announced.
-        assert!(seed.reveal(PeerKey(0), &none, &mut rng).is_empty());
+        assert!(seed.reveal(PeerKey(0), &none, 0.0, &mut rng).is_empty());
         let first = seed.pending[&PeerKey(0)][0];
         assert!(!seed.peer_have(PeerKey(0), (first + 1) % 8 + 100));
         assert!(seed.peer_have(PeerKey(0), first));
         let mut has = Bitfield::new(8);
         has.set(first as usize);
-        let next = seed.reveal(PeerKey(0), &has, &mut rng);
+        let next = seed.reveal(PeerKey(0), &has, 0.0, &mut rng);
         assert_eq!(next.len(), 1);
         assert_ne!(next[0], first);
         seed.peer_disconnected(PeerKey(0));
@@ -127,13 +153,32 @@ mod tests {
 
     #[test]
     fn a_peer_with_everything_gets_nothing() {
-        let mut seed = SuperSeed::new(4, 1);
+        let mut seed = SuperSeed::new(4, 1 << 18, 1);
         let mut rng = StdRng::seed_from_u64(2);
         assert!(seed
-            .reveal(PeerKey(1), &Bitfield::full(4), &mut rng)
+            .reveal(PeerKey(1), &Bitfield::full(4), 1e12, &mut rng)
             .is_empty());
-        assert!(SuperSeed::new(0, 1)
-            .reveal(PeerKey(1), &Bitfield::new(0), &mut rng)
+        assert!(SuperSeed::new(0, 1 << 18, 1)
+            .reveal(PeerKey(1), &Bitfield::new(0), 0.0, &mut rng)
             .is_empty());
+    }
+
+    #[test]
+    fn a_fast_peer_gets_a_window_of_pieces() {
+        // 256 KiB pieces; 0.5 s at 4 MiB/s is 2 MiB: 8 pieces.
+        let mut seed = SuperSeed::new(100, 1 << 18, 2);
+        let mut rng = StdRng::seed_from_u64(3);
+        assert_eq!(seed.target(0.0), 2);
+        assert_eq!(seed.target(f64::NAN), 2);
+        assert_eq!(seed.target(4.0 * 1024.0 * 1024.0), 8);
+        let none = Bitfield::new(100);
+        assert_eq!(seed.reveal(PeerKey(1), &none, 0.0, &mut rng).len(), 2);
+        assert_eq!(
+            seed.reveal(PeerKey(1), &none, 4.0 * 1024.0 * 1024.0, &mut rng)
+                .len(),
+            6,
+            "topped up to 8"
+        );
+        assert_eq!(seed.reveal(PeerKey(2), &none, 1e300, &mut rng).len(), 100);
     }
 }

@@ -29,7 +29,10 @@
 
 use crate::extension::{ExtensionHandshake, EXTENDED_HANDSHAKE_ID, MAX_REQQ};
 use crate::handshake::{parse_handshake, Handshake, HANDSHAKE_LEN};
-use crate::message::{max_message_len, piece_header, valid_block_length, Frames, Message};
+use crate::message::{
+    max_message_len, parse_piece_header, piece_header, valid_block_length, Frames, Message,
+    PIECE_HEADER_LEN,
+};
 use crate::WireError;
 use bytes::{Buf, Bytes, BytesMut};
 use shoal_core::{Bitfield, Block, InfoHash, PeerId};
@@ -298,13 +301,36 @@ impl PeerSession {
 
     /// [`handle_input`](Self::handle_input) for bytes the caller owns: messages are cut
     /// from them without copying (blocks keep pointing into `bytes`), and only a partial
-    /// message at the end is buffered.
+    /// message at the end is buffered. A block whose header ended the previous input and
+    /// whose data starts this one (a sender's vectored write, see
+    /// [`send_block_header`](Self::send_block_header)) is not copied either.
     pub fn handle_input_bytes(&mut self, now: Instant, mut bytes: Bytes) -> Result<(), WireError> {
-        if !self.recv.is_empty() || !matches!(self.phase, Phase::Open) {
+        if !matches!(self.phase, Phase::Open) {
             return self.handle_input(now, &bytes);
         }
+        let split_block = match self.recv.is_empty() {
+            true => None,
+            false => match parse_piece_header(&self.recv, self.max_message_len) {
+                Some((piece, offset, length)) if length <= bytes.len() => {
+                    Some((piece, offset, length))
+                }
+                _ => return self.handle_input(now, &bytes),
+            },
+        };
         self.begin_input(now, bytes.len())?;
-        let result = self.process_frames(&mut bytes);
+        let result = match split_block {
+            Some((piece, offset, length)) => {
+                self.recv.clear();
+                let data = bytes.split_to(length);
+                self.on_message(Message::Piece {
+                    piece,
+                    offset,
+                    data,
+                })
+            }
+            None => Ok(()),
+        };
+        let result = result.and_then(|()| self.process_frames(&mut bytes));
         if result.is_ok() {
             self.recv.extend_from_slice(&bytes);
         }
@@ -553,6 +579,7 @@ impl PeerSession {
             return Ok(());
         }
         let start = self.send.len();
+        self.send.reserve(PIECE_HEADER_LEN + block.length as usize);
         piece_header(
             &mut self.send,
             block.piece,
@@ -568,6 +595,26 @@ impl PeerSession {
         self.state.uploaded += u64::from(block.length);
         self.last_sent = self.now;
         Ok(())
+    }
+
+    /// Sends a block whose data the driver puts on the wire itself, from a buffer it shares
+    /// (a vectored write): returns every pending byte, as
+    /// [`poll_transmit`](Self::poll_transmit) would, ending with the block's header; the
+    /// driver must send exactly `block.length` bytes of the block's data right after them.
+    /// `None` (nothing to send) if the session is not open.
+    pub fn send_block_header(&mut self, block: Block) -> Option<BytesMut> {
+        if !self.is_open() {
+            return None;
+        }
+        piece_header(
+            &mut self.send,
+            block.piece,
+            block.offset,
+            block.length as usize,
+        );
+        self.state.uploaded += u64::from(block.length);
+        self.last_sent = self.now;
+        Some(std::mem::take(&mut self.send))
     }
 
     /// Refuses one of the peer's requests (queued, or taken but not servable, e.g. after

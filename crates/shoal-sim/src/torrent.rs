@@ -101,12 +101,25 @@ pub struct Counters {
     pub corrupt_accepted: u64,
 }
 
-/// The bytes queued for one connection, as the session produced them (one buffer per
-/// flush, like the engine's writer channel).
+/// The bytes queued for one connection, as the session produced them: one unit per flush
+/// (the engine's writer channel), a served block being its header plus the block's data as
+/// a shared buffer (a vectored write: block bytes are never copied).
 #[derive(Default)]
 struct Outbox {
-    queue: VecDeque<Bytes>,
+    queue: VecDeque<Unit>,
     len: usize,
+}
+
+/// One flush: `head` then `data` (empty unless a block was served).
+struct Unit {
+    head: Bytes,
+    data: Bytes,
+}
+
+impl Unit {
+    fn len(&self) -> usize {
+        self.head.len() + self.data.len()
+    }
 }
 
 impl Outbox {
@@ -118,18 +131,26 @@ impl Outbox {
         self.len == 0
     }
 
+    fn push(&mut self, head: BytesMut, data: Bytes) {
+        let unit = Unit {
+            head: head.freeze(),
+            data,
+        };
+        self.len += unit.len();
+        self.queue.push_back(unit);
+    }
+
     /// Moves what the session wants to send here; returns whether there was anything.
     fn push_from(&mut self, session: &mut PeerSession) -> bool {
         let mut out = BytesMut::new();
         if !session.poll_transmit(&mut out) || out.is_empty() {
             return false;
         }
-        self.len += out.len();
-        self.queue.push_back(out.freeze());
+        self.push(out, Bytes::new());
         true
     }
 
-    /// The next bytes to put on the wire, about `max` of them: whole buffers while they fit
+    /// The next bytes to put on the wire, about `max` of them: whole units while they fit
     /// (a block message, 13 bytes over 16 KiB, goes whole), else a piece of the first.
     /// Buffers are passed on as they are, without copying.
     fn take(&mut self, max: usize) -> Chunk {
@@ -137,14 +158,15 @@ impl Outbox {
         let mut chunk = Chunk::default();
         while let Some(front) = self.queue.front_mut() {
             if chunk.len + front.len() <= limit {
-                chunk.len += front.len();
-                chunk
-                    .segments
-                    .push(self.queue.pop_front().expect("non-empty"));
+                let unit = self.queue.pop_front().expect("non-empty");
+                chunk.push(unit.head);
+                chunk.push(unit.data);
             } else {
                 if chunk.segments.is_empty() {
-                    chunk.len = max;
-                    chunk.segments.push(front.split_to(max));
+                    let head = front.head.split_to(max.min(front.head.len()));
+                    let data = front.data.split_to(max - head.len());
+                    chunk.push(head);
+                    chunk.push(data);
                 }
                 break;
             }
@@ -162,6 +184,13 @@ pub struct Chunk {
 }
 
 impl Chunk {
+    fn push(&mut self, bytes: Bytes) {
+        if !bytes.is_empty() {
+            self.len += bytes.len();
+            self.segments.push(bytes);
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }
@@ -747,12 +776,14 @@ impl Torrent {
                 Behaviour::Honest => self.store.read(block.piece, block.offset, block.length),
                 Behaviour::Corrupt => self.content.corrupted(block),
             };
-            peer.session.send_block(block, data);
+            let Some(head) = peer.session.send_block_header(block) else {
+                break;
+            };
+            peer.outbox.push(head, data);
             peer.uploaded.add(u64::from(block.length));
             self.uploaded.add(u64::from(block.length));
             self.counters.uploaded += u64::from(block.length);
-            // Flush as we go so a large queue doesn't sit in the session's buffer.
-            if peer.outbox.push_from(&mut peer.session) && !peer.queued && !peer.blocked {
+            if !peer.queued && !peer.blocked {
                 peer.queued = true;
                 self.writable.push_back(key);
             }

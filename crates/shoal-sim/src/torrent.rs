@@ -211,8 +211,6 @@ struct Peer {
     /// Bytes the session sent that the uplink has not put on the wire (the engine's
     /// writer queue).
     outbox: Outbox,
-    /// Bytes on the wire not yet delivered (the TCP window in use).
-    in_flight: usize,
     /// In `writable`.
     queued: bool,
     /// Waiting for the window to open.
@@ -330,8 +328,13 @@ impl Torrent {
     // ---- the simulated sockets ---------------------------------------------------------
 
     /// The next chunk of at most `max` bytes for the uplink, round-robin over connections
-    /// with bytes to send whose window (`window` bytes undelivered) is not full.
-    pub fn next_chunk(&mut self, max: usize, window: usize) -> Option<(ConnId, Chunk)> {
+    /// with bytes to send whose TCP window is open (`window_open`, kept by the world, which
+    /// sees the bytes in flight; a blocked connection waits for [`Torrent::window_opened`]).
+    pub fn next_chunk(
+        &mut self,
+        max: usize,
+        window_open: impl Fn(ConnId) -> bool,
+    ) -> Option<(ConnId, Chunk)> {
         while let Some(key) = self.writable.pop_front() {
             let Some(peer) = self.peers.get_mut(&key) else {
                 continue;
@@ -340,12 +343,11 @@ impl Torrent {
             if peer.outbox.is_empty() {
                 continue;
             }
-            if peer.in_flight >= window {
+            if !window_open(peer.conn) {
                 peer.blocked = true;
                 continue;
             }
             let chunk = peer.outbox.take(max);
-            peer.in_flight += chunk.len();
             let conn = peer.conn;
             // The writer's backlog shrank: serve requests that waited for it.
             if peer.outbox.len() < MAX_BACKLOG && peer.session.queued_uploads() > 0 {
@@ -361,12 +363,12 @@ impl Torrent {
         None
     }
 
-    /// `bytes` sent on `key`'s connection reached the other side: the window reopens.
-    pub fn delivered(&mut self, key: PeerKey, bytes: usize) {
+    /// Bytes sent on `key`'s connection, whose window was full, reached the other side: the
+    /// window may be open again.
+    pub fn window_opened(&mut self, key: PeerKey) {
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
-        peer.in_flight = peer.in_flight.saturating_sub(bytes);
         if peer.blocked {
             peer.blocked = false;
             if !peer.outbox.is_empty() && !peer.queued {
@@ -408,7 +410,6 @@ impl Torrent {
                 conn,
                 session,
                 outbox: Outbox::default(),
-                in_flight: 0,
                 queued: false,
                 blocked: false,
                 requested: BTreeSet::new(),

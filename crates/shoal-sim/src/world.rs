@@ -100,6 +100,8 @@ struct Conn {
     latency: Nanos,
     /// Delivery time of the last chunk towards each end (bytes arrive in order).
     last_delivery: [Nanos; 2],
+    /// Bytes each end sent that are not delivered yet (the TCP window in use).
+    in_flight: [usize; 2],
 }
 
 enum Event {
@@ -430,6 +432,7 @@ impl World {
             open: true,
             latency,
             last_delivery: [0, 0],
+            in_flight: [0, 0],
         });
         self.hosts[from as usize].conns.insert(conn);
         self.hosts[to as usize].conns.insert(conn);
@@ -482,6 +485,9 @@ impl World {
         }
         let from = 1 - to as usize;
         let (sender, sender_key) = (c.ends[from].host, c.ends[from].key);
+        // Only a sender whose window was full can have a connection waiting for it.
+        let window_was_full = c.in_flight[from] >= WINDOW;
+        c.in_flight[from] -= chunk.len();
         let end = &mut c.ends[to as usize];
         let receiver = end.host;
         match end.key {
@@ -517,13 +523,15 @@ impl World {
                 }
             }
         }
-        if let (Some(torrent), Some(key)) =
-            (self.hosts[sender as usize].torrent.as_mut(), sender_key)
-        {
-            torrent.delivered(key, chunk.len());
-        }
         self.after(receiver);
-        self.after(sender);
+        if window_was_full {
+            if let (Some(torrent), Some(key)) =
+                (self.hosts[sender as usize].torrent.as_mut(), sender_key)
+            {
+                torrent.window_opened(key);
+            }
+            self.after(sender);
+        }
     }
 
     fn tick(&mut self, id: HostId, incarnation: u32) {
@@ -560,9 +568,16 @@ impl World {
         while total < CHUNK {
             let host = &mut self.hosts[id as usize];
             let torrent = host.torrent.as_mut().expect("checked above");
-            let Some((conn, chunk)) = torrent.next_chunk(CHUNK, WINDOW) else {
+            let conns = &self.conns;
+            let window_open = |conn: ConnId| {
+                let c = &conns[conn as usize];
+                c.in_flight[usize::from(c.ends[0].host != id)] < WINDOW
+            };
+            let Some((conn, chunk)) = torrent.next_chunk(CHUNK, window_open) else {
                 break;
             };
+            let c = &mut self.conns[conn as usize];
+            c.in_flight[usize::from(c.ends[0].host != id)] += chunk.len();
             total += chunk.len();
             sent += transfer_time(chunk.len(), host.up);
             self.transmit(conn, id, sent, chunk);

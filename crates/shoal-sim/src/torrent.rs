@@ -10,14 +10,14 @@
 //! - sockets are simulated: bytes the session wants to send go to the connection's
 //!   `outbox`, which the host's simulated uplink drains ([`Torrent::next_chunk`]);
 //! - storage is the in-memory [`PieceStore`], and a bad host corrupts what it serves;
-//! - maps are ordered (`BTreeMap`/`BTreeSet`) so that iteration order, and so the run,
-//!   depends only on the seed.
+//! - maps are ordered (`BTreeMap`/`BTreeSet`, the key-ordered [`PeerMap`]) so that
+//!   iteration order, and so the run, depends only on the seed.
 //!
 //! Dialling and the address book stay with the world (the simulated tracker), as they
 //! would with a shared torrent core. This file and the engine's glue are twins to be
 //! unified into one sans-IO torrent core in `shoal-swarm`.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,6 +33,7 @@ use shoal_swarm::{
 use shoal_wire::{allowed_fast_set, ExtensionHandshake, PeerSession, SessionConfig, SessionEvent};
 
 use crate::content::{Content, HashCheck, PieceStore};
+use crate::peer_map::PeerMap;
 
 /// A simulated host (its address, as far as other hosts are concerned).
 pub type HostId = u32;
@@ -232,7 +233,7 @@ pub struct Torrent {
     super_seed: Option<SuperSeed>,
     store: PieceStore,
     peer_id: PeerId,
-    peers: BTreeMap<PeerKey, Box<Peer>>,
+    peers: PeerMap<Box<Peer>>,
     next_key: u64,
     rng: StdRng,
     behaviour: Behaviour,
@@ -274,7 +275,7 @@ impl Torrent {
             smart_ban: SmartBan::default(),
             content,
             peer_id: setup.peer_id,
-            peers: BTreeMap::new(),
+            peers: PeerMap::default(),
             next_key: setup.first_key,
             rng: StdRng::seed_from_u64(setup.rng_seed),
             behaviour: setup.behaviour,

@@ -154,9 +154,8 @@ impl Outbox {
     /// The next bytes to put on the wire, about `max` of them: whole units while they fit
     /// (a block message, 13 bytes over 16 KiB, goes whole), else a piece of the first.
     /// Buffers are passed on as they are, without copying.
-    fn take(&mut self, max: usize) -> Chunk {
+    fn take(&mut self, max: usize, chunk: &mut Chunk) {
         let limit = max + 64;
-        let mut chunk = Chunk::default();
         while let Some(front) = self.queue.front_mut() {
             if chunk.len + front.len() <= limit {
                 let unit = self.queue.pop_front().expect("non-empty");
@@ -173,7 +172,6 @@ impl Outbox {
             }
         }
         self.len -= chunk.len;
-        chunk
     }
 }
 
@@ -185,6 +183,12 @@ pub struct Chunk {
 }
 
 impl Chunk {
+    /// Empties the chunk, keeping its room for the next one.
+    pub fn clear(&mut self) {
+        self.segments.clear();
+        self.len = 0;
+    }
+
     fn push(&mut self, bytes: Bytes) {
         if !bytes.is_empty() {
             self.len += bytes.len();
@@ -331,11 +335,13 @@ impl Torrent {
     /// The next chunk of at most `max` bytes for the uplink, round-robin over connections
     /// with bytes to send whose TCP window is open (`window_open`, kept by the world, which
     /// sees the bytes in flight; a blocked connection waits for [`Torrent::window_opened`]).
+    /// The bytes go into `chunk`, which must be empty; returns their connection.
     pub fn next_chunk(
         &mut self,
         max: usize,
         window_open: impl Fn(ConnId) -> bool,
-    ) -> Option<(ConnId, Chunk)> {
+        chunk: &mut Chunk,
+    ) -> Option<ConnId> {
         while let Some(key) = self.writable.pop_front() {
             let Some(peer) = self.peers.get_mut(&key) else {
                 continue;
@@ -348,7 +354,7 @@ impl Torrent {
                 peer.blocked = true;
                 continue;
             }
-            let chunk = peer.outbox.take(max);
+            peer.outbox.take(max, chunk);
             let conn = peer.conn;
             // The writer's backlog shrank: serve requests that waited for it.
             if peer.outbox.len() < MAX_BACKLOG && peer.session.queued_uploads() > 0 {
@@ -359,7 +365,7 @@ impl Torrent {
                 peer.queued = true;
                 self.writable.push_back(key);
             }
-            return Some((conn, chunk));
+            return Some(conn);
         }
         None
     }

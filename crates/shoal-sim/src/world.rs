@@ -104,6 +104,10 @@ struct Conn {
     in_flight: [usize; 2],
 }
 
+/// A chunk on the wire, by its slot in [`World::chunks`] (events stay small, and a slot's
+/// room is reused by the next chunk).
+type ChunkId = u32;
+
 enum Event {
     Join(HostId),
     Crash(HostId),
@@ -115,7 +119,7 @@ enum Event {
     Deliver {
         conn: ConnId,
         to: u8,
-        chunk: Chunk,
+        chunk: ChunkId,
     },
     /// The other end closed; `to` learns of it.
     Closed {
@@ -141,6 +145,9 @@ pub struct World {
     rng: StdRng,
     hosts: Vec<Host>,
     conns: Vec<Conn>,
+    /// Chunks on the wire, and the slots free for the next ones.
+    chunks: Vec<Chunk>,
+    free_chunks: Vec<ChunkId>,
     /// Online hosts, in a deterministic order (for the tracker's random sample).
     online: Vec<HostId>,
     /// The instant that virtual time zero maps to (only differences are ever used).
@@ -250,6 +257,8 @@ impl World {
             rng,
             hosts,
             conns: Vec::new(),
+            chunks: Vec::new(),
+            free_chunks: Vec::new(),
             online: Vec::new(),
             epoch: Instant::now(),
             honest_left,
@@ -477,7 +486,15 @@ impl World {
         self.after(from);
     }
 
-    fn deliver(&mut self, conn: ConnId, to: u8, chunk: Chunk) {
+    fn deliver(&mut self, conn: ConnId, to: u8, id: ChunkId) {
+        let mut chunk = std::mem::take(&mut self.chunks[id as usize]);
+        self.deliver_chunk(conn, to, &chunk);
+        chunk.clear();
+        self.chunks[id as usize] = chunk;
+        self.free_chunks.push(id);
+    }
+
+    fn deliver_chunk(&mut self, conn: ConnId, to: u8, chunk: &Chunk) {
         let instant = self.instant();
         let c = &mut self.conns[conn as usize];
         if !c.open {
@@ -566,6 +583,10 @@ impl World {
         let mut sent = self.queue.now();
         let mut total = 0;
         while total < CHUNK {
+            let chunk = self.free_chunks.pop().unwrap_or_else(|| {
+                self.chunks.push(Chunk::default());
+                (self.chunks.len() - 1) as ChunkId
+            });
             let host = &mut self.hosts[id as usize];
             let torrent = host.torrent.as_mut().expect("checked above");
             let conns = &self.conns;
@@ -573,13 +594,17 @@ impl World {
                 let c = &conns[conn as usize];
                 c.in_flight[usize::from(c.ends[0].host != id)] < WINDOW
             };
-            let Some((conn, chunk)) = torrent.next_chunk(CHUNK, window_open) else {
+            let Some(conn) =
+                torrent.next_chunk(CHUNK, window_open, &mut self.chunks[chunk as usize])
+            else {
+                self.free_chunks.push(chunk);
                 break;
             };
+            let len = self.chunks[chunk as usize].len();
             let c = &mut self.conns[conn as usize];
-            c.in_flight[usize::from(c.ends[0].host != id)] += chunk.len();
-            total += chunk.len();
-            sent += transfer_time(chunk.len(), host.up);
+            c.in_flight[usize::from(c.ends[0].host != id)] += len;
+            total += len;
+            sent += transfer_time(len, host.up);
             self.transmit(conn, id, sent, chunk);
         }
         if total == 0 {
@@ -591,17 +616,20 @@ impl World {
     }
 
     /// `chunk` left `from`'s uplink at `sent` on `conn`: schedule its delivery.
-    fn transmit(&mut self, conn: ConnId, from: HostId, sent: Nanos, chunk: Chunk) {
+    fn transmit(&mut self, conn: ConnId, from: HostId, sent: Nanos, chunk: ChunkId) {
         let c = &self.conns[conn as usize];
         if !c.open {
+            self.chunks[chunk as usize].clear();
+            self.free_chunks.push(chunk);
             return;
         }
+        let len = self.chunks[chunk as usize].len();
         let to = usize::from(c.ends[0].host == from);
         let receiver = c.ends[to].host;
         let latency = c.latency;
-        let arrival = sent + latency + self.retransmission_delay(chunk.len(), latency);
+        let arrival = sent + latency + self.retransmission_delay(len, latency);
         let down = &mut self.hosts[receiver as usize];
-        let received = arrival.max(down.downlink_free) + transfer_time(chunk.len(), down.down);
+        let received = arrival.max(down.downlink_free) + transfer_time(len, down.down);
         down.downlink_free = received;
         let c = &mut self.conns[conn as usize];
         let at = received.max(c.last_delivery[to]);

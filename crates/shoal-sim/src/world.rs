@@ -66,7 +66,6 @@ pub struct HostSummary {
 struct Host {
     role: Role,
     up: u64,
-    down: u64,
     /// Half of the latency of any link to this host comes from here.
     access_latency: Nanos,
     torrent: Option<Torrent>,
@@ -76,7 +75,6 @@ struct Host {
     /// Bumped when the host goes offline; timers of an older incarnation are ignored.
     incarnation: u32,
     uplink_busy: bool,
-    downlink_free: Nanos,
     conns: BTreeSet<ConnId>,
     joined_at: Option<Nanos>,
     completed_at: Option<Nanos>,
@@ -85,6 +83,12 @@ struct Host {
     counters: Counters,
     /// Crash once at this time, for this long.
     crash: Option<(Nanos, Nanos)>,
+}
+
+/// A host's download capacity: a FIFO of `rate` bytes per second, free from `free` on.
+struct Downlink {
+    rate: u64,
+    free: Nanos,
 }
 
 struct End {
@@ -144,6 +148,9 @@ pub struct World {
     queue: EventQueue<Event>,
     rng: StdRng,
     hosts: Vec<Host>,
+    /// Each host's downlink, apart from the rest of the host: every chunk sent touches
+    /// its receiver's, and a compact array of them stays in cache.
+    downlinks: Vec<Downlink>,
     conns: Vec<Conn>,
     /// Chunks on the wire, and the slots free for the next ones.
     chunks: Vec<Chunk>,
@@ -168,6 +175,7 @@ impl World {
         let mut queue = EventQueue::default();
         let latency = (scenario.latency_ms * MILLISECOND as f64) as Nanos;
         let mut hosts = Vec::new();
+        let mut downlinks = Vec::new();
         let seeds = scenario.seeds;
         let slow = scenario.slow_peers();
         let total = seeds + scenario.peers;
@@ -184,10 +192,13 @@ impl World {
                 (Role::Leecher, scenario.peer_up, scenario.peer_down)
             };
             let access_latency = (latency as f64 / 2.0 * rng.gen_range(0.5..1.5)) as Nanos;
+            downlinks.push(Downlink {
+                rate: down,
+                free: 0,
+            });
             hosts.push(Host {
                 role,
                 up,
-                down,
                 access_latency,
                 torrent: None,
                 resume: if role == Role::Seed {
@@ -198,7 +209,6 @@ impl World {
                 banned: BTreeSet::new(),
                 incarnation: 0,
                 uplink_busy: false,
-                downlink_free: 0,
                 conns: BTreeSet::new(),
                 joined_at: None,
                 completed_at: None,
@@ -256,6 +266,7 @@ impl World {
             queue,
             rng,
             hosts,
+            downlinks,
             conns: Vec::new(),
             chunks: Vec::new(),
             free_chunks: Vec::new(),
@@ -628,9 +639,9 @@ impl World {
         let receiver = c.ends[to].host;
         let latency = c.latency;
         let arrival = sent + latency + self.retransmission_delay(len, latency);
-        let down = &mut self.hosts[receiver as usize];
-        let received = arrival.max(down.downlink_free) + transfer_time(len, down.down);
-        down.downlink_free = received;
+        let down = &mut self.downlinks[receiver as usize];
+        let received = arrival.max(down.free) + transfer_time(len, down.rate);
+        down.free = received;
         let c = &mut self.conns[conn as usize];
         let at = received.max(c.last_delivery[to]);
         c.last_delivery[to] = at;

@@ -6,8 +6,9 @@
 //! file, yet real bytes cross every simulated link and every [`PeerSession`].
 //!
 //! [`PieceStore`] is one host's storage. It keeps no copy of good data: a received block
-//! is compared with the reference bytes as it is written (`memcmp`), and only blocks that
-//! differ (corrupt ones) are kept, as an overlay. The piece hash check is then real but
+//! is compared with the reference bytes as it is written (a `memcmp`, skipped when the
+//! block is a slice of the reference buffer itself, as honest blocks are end to end), and
+//! only blocks that differ (corrupt ones) are kept, as an overlay. The piece hash check is then real but
 //! memoized by content: a piece whose blocks all equal the reference has, by definition,
 //! the reference piece's SHA-1 (computed once); a piece with any differing block is
 //! assembled and hashed with SHA-1 for real. The result is exactly what hashing every
@@ -87,6 +88,14 @@ impl Content {
     }
 }
 
+/// Whether `a` and `b` hold the same bytes. Honest blocks travel as slices of the one
+/// [`Content`] buffer (senders write them vectored, receivers parse them in place), so
+/// most comparisons are of a buffer with itself: equal without reading it. Any other
+/// buffer (a corrupt block, or one a session had to copy) is compared byte for byte.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    (a.as_ptr() == b.as_ptr() && a.len() == b.len()) || a == b
+}
+
 /// Whether received pieces are checked against the torrent's hashes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -117,7 +126,7 @@ impl PieceStore {
     /// Stores a received block.
     pub fn write(&mut self, block: Block, data: &Bytes) {
         let key = (block.piece, block.offset);
-        if self.content.block(block) == *data {
+        if same_bytes(&self.content.block(block), data) {
             self.overlay.remove(&key);
         } else {
             self.overlay.insert(key, data.clone());

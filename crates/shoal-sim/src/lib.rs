@@ -9,6 +9,7 @@
 //! Layers, bottom up:
 //! - [`queue`]: virtual time and the event queue.
 //! - [`content`]: the torrent's bytes and piece hashes; each host's in-memory piece store.
+//! - [`peer_map`]: a torrent's connections by key.
 //! - [`torrent`]: one host's torrent, the twin of the engine's torrent actor.
 //! - [`world`]: hosts, links (capacity, latency, loss, TCP windows), tracker and faults.
 //! - [`report`]: completion times against the Kumar & Ross bound, waste, fairness, bans.
@@ -16,6 +17,7 @@
 //!   `shoal_core::units`, the convention every shoal command shares).
 
 pub mod content;
+pub mod peer_map;
 pub mod queue;
 pub mod report;
 pub mod scenario;

@@ -10,14 +10,14 @@
 //! - sockets are simulated: bytes the session wants to send go to the connection's
 //!   `outbox`, which the host's simulated uplink drains ([`Torrent::next_chunk`]);
 //! - storage is the in-memory [`PieceStore`], and a bad host corrupts what it serves;
-//! - maps are ordered (`BTreeMap`/`BTreeSet`) so that iteration order, and so the run,
-//!   depends only on the seed.
+//! - maps are ordered (`BTreeMap`/`BTreeSet`, the key-ordered [`PeerMap`]) so that
+//!   iteration order, and so the run, depends only on the seed.
 //!
 //! Dialling and the address book stay with the world (the simulated tracker), as they
 //! would with a shared torrent core. This file and the engine's glue are twins to be
 //! unified into one sans-IO torrent core in `shoal-swarm`.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,6 +33,7 @@ use shoal_swarm::{
 use shoal_wire::{allowed_fast_set, ExtensionHandshake, PeerSession, SessionConfig, SessionEvent};
 
 use crate::content::{Content, HashCheck, PieceStore};
+use crate::peer_map::PeerMap;
 
 /// A simulated host (its address, as far as other hosts are concerned).
 pub type HostId = u32;
@@ -101,12 +102,25 @@ pub struct Counters {
     pub corrupt_accepted: u64,
 }
 
-/// The bytes queued for one connection, as the session produced them (one buffer per
-/// flush, like the engine's writer channel).
+/// The bytes queued for one connection, as the session produced them: one unit per flush
+/// (the engine's writer channel), a served block being its header plus the block's data as
+/// a shared buffer (a vectored write: block bytes are never copied).
 #[derive(Default)]
 struct Outbox {
-    queue: VecDeque<Bytes>,
+    queue: VecDeque<Unit>,
     len: usize,
+}
+
+/// One flush: `head` then `data` (empty unless a block was served).
+struct Unit {
+    head: Bytes,
+    data: Bytes,
+}
+
+impl Unit {
+    fn len(&self) -> usize {
+        self.head.len() + self.data.len()
+    }
 }
 
 impl Outbox {
@@ -118,38 +132,42 @@ impl Outbox {
         self.len == 0
     }
 
+    fn push(&mut self, head: Bytes, data: Bytes) {
+        let unit = Unit { head, data };
+        self.len += unit.len();
+        self.queue.push_back(unit);
+    }
+
     /// Moves what the session wants to send here; returns whether there was anything.
     fn push_from(&mut self, session: &mut PeerSession) -> bool {
         let Some(out) = session.poll_transmit() else {
             return false;
         };
-        self.len += out.len();
-        self.queue.push_back(out);
+        self.push(out, Bytes::new());
         true
     }
 
-    /// The next bytes to put on the wire, about `max` of them: whole buffers while they fit
+    /// The next bytes to put on the wire, about `max` of them: whole units while they fit
     /// (a block message, 13 bytes over 16 KiB, goes whole), else a piece of the first.
     /// Buffers are passed on as they are, without copying.
-    fn take(&mut self, max: usize) -> Chunk {
+    fn take(&mut self, max: usize, chunk: &mut Chunk) {
         let limit = max + 64;
-        let mut chunk = Chunk::default();
         while let Some(front) = self.queue.front_mut() {
             if chunk.len + front.len() <= limit {
-                chunk.len += front.len();
-                chunk
-                    .segments
-                    .push(self.queue.pop_front().expect("non-empty"));
+                let unit = self.queue.pop_front().expect("non-empty");
+                chunk.push(unit.head);
+                chunk.push(unit.data);
             } else {
                 if chunk.segments.is_empty() {
-                    chunk.len = max;
-                    chunk.segments.push(front.split_to(max));
+                    let head = front.head.split_to(max.min(front.head.len()));
+                    let data = front.data.split_to(max - head.len());
+                    chunk.push(head);
+                    chunk.push(data);
                 }
                 break;
             }
         }
         self.len -= chunk.len;
-        chunk
     }
 }
 
@@ -161,6 +179,19 @@ pub struct Chunk {
 }
 
 impl Chunk {
+    /// Empties the chunk, keeping its room for the next one.
+    pub fn clear(&mut self) {
+        self.segments.clear();
+        self.len = 0;
+    }
+
+    fn push(&mut self, bytes: Bytes) {
+        if !bytes.is_empty() {
+            self.len += bytes.len();
+            self.segments.push(bytes);
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }
@@ -181,8 +212,6 @@ struct Peer {
     /// Bytes the session sent that the uplink has not put on the wire (the engine's
     /// writer queue).
     outbox: Outbox,
-    /// Bytes on the wire not yet delivered (the TCP window in use).
-    in_flight: usize,
     /// In `writable`.
     queued: bool,
     /// Waiting for the window to open.
@@ -204,7 +233,7 @@ pub struct Torrent {
     super_seed: Option<SuperSeed>,
     store: PieceStore,
     peer_id: PeerId,
-    peers: BTreeMap<PeerKey, Box<Peer>>,
+    peers: PeerMap<Box<Peer>>,
     next_key: u64,
     rng: StdRng,
     behaviour: Behaviour,
@@ -251,7 +280,7 @@ impl Torrent {
             smart_ban: SmartBan::default(),
             content,
             peer_id: setup.peer_id,
-            peers: BTreeMap::new(),
+            peers: PeerMap::default(),
             next_key: setup.first_key,
             rng: StdRng::seed_from_u64(setup.rng_seed),
             behaviour: setup.behaviour,
@@ -305,8 +334,15 @@ impl Torrent {
     // ---- the simulated sockets ---------------------------------------------------------
 
     /// The next chunk of at most `max` bytes for the uplink, round-robin over connections
-    /// with bytes to send whose window (`window` bytes undelivered) is not full.
-    pub fn next_chunk(&mut self, max: usize, window: usize) -> Option<(ConnId, Chunk)> {
+    /// with bytes to send whose TCP window is open (`window_open`, kept by the world, which
+    /// sees the bytes in flight; a blocked connection waits for [`Torrent::window_opened`]).
+    /// The bytes go into `chunk`, which must be empty; returns their connection.
+    pub fn next_chunk(
+        &mut self,
+        max: usize,
+        window_open: impl Fn(ConnId) -> bool,
+        chunk: &mut Chunk,
+    ) -> Option<ConnId> {
         while let Some(key) = self.writable.pop_front() {
             let Some(peer) = self.peers.get_mut(&key) else {
                 continue;
@@ -315,12 +351,11 @@ impl Torrent {
             if peer.outbox.is_empty() {
                 continue;
             }
-            if peer.in_flight >= window {
+            if !window_open(peer.conn) {
                 peer.blocked = true;
                 continue;
             }
-            let chunk = peer.outbox.take(max);
-            peer.in_flight += chunk.len();
+            peer.outbox.take(max, chunk);
             let conn = peer.conn;
             // The writer's backlog shrank: serve requests that waited for it.
             if peer.outbox.len() < MAX_BACKLOG && peer.session.queued_uploads() > 0 {
@@ -331,17 +366,17 @@ impl Torrent {
                 peer.queued = true;
                 self.writable.push_back(key);
             }
-            return Some((conn, chunk));
+            return Some(conn);
         }
         None
     }
 
-    /// `bytes` sent on `key`'s connection reached the other side: the window reopens.
-    pub fn delivered(&mut self, key: PeerKey, bytes: usize) {
+    /// Bytes sent on `key`'s connection, whose window was full, reached the other side: the
+    /// window may be open again.
+    pub fn window_opened(&mut self, key: PeerKey) {
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
-        peer.in_flight = peer.in_flight.saturating_sub(bytes);
         if peer.blocked {
             peer.blocked = false;
             if !peer.outbox.is_empty() && !peer.queued {
@@ -383,7 +418,6 @@ impl Torrent {
                 conn,
                 session,
                 outbox: Outbox::default(),
-                in_flight: 0,
                 queued: false,
                 blocked: false,
                 requested: BTreeSet::new(),
@@ -751,12 +785,14 @@ impl Torrent {
                 Behaviour::Honest => self.store.read(block.piece, block.offset, block.length),
                 Behaviour::Corrupt => self.content.corrupted(block),
             };
-            peer.session.send_block(block, data);
+            let Some(head) = peer.session.send_block_header(block) else {
+                break;
+            };
+            peer.outbox.push(head, data);
             peer.uploaded.add(u64::from(block.length));
             self.uploaded.add(u64::from(block.length));
             self.counters.uploaded += u64::from(block.length);
-            // Flush as we go so a large queue doesn't sit in the session's buffer.
-            if peer.outbox.push_from(&mut peer.session) && !peer.queued && !peer.blocked {
+            if !peer.queued && !peer.blocked {
                 peer.queued = true;
                 self.writable.push_back(key);
             }

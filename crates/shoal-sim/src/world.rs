@@ -66,7 +66,6 @@ pub struct HostSummary {
 struct Host {
     role: Role,
     up: u64,
-    down: u64,
     /// Half of the latency of any link to this host comes from here.
     access_latency: Nanos,
     torrent: Option<Torrent>,
@@ -76,7 +75,6 @@ struct Host {
     /// Bumped when the host goes offline; timers of an older incarnation are ignored.
     incarnation: u32,
     uplink_busy: bool,
-    downlink_free: Nanos,
     conns: BTreeSet<ConnId>,
     joined_at: Option<Nanos>,
     completed_at: Option<Nanos>,
@@ -85,6 +83,12 @@ struct Host {
     counters: Counters,
     /// Crash once at this time, for this long.
     crash: Option<(Nanos, Nanos)>,
+}
+
+/// A host's download capacity: a FIFO of `rate` bytes per second, free from `free` on.
+struct Downlink {
+    rate: u64,
+    free: Nanos,
 }
 
 struct End {
@@ -100,7 +104,13 @@ struct Conn {
     latency: Nanos,
     /// Delivery time of the last chunk towards each end (bytes arrive in order).
     last_delivery: [Nanos; 2],
+    /// Bytes each end sent that are not delivered yet (the TCP window in use).
+    in_flight: [usize; 2],
 }
+
+/// A chunk on the wire, by its slot in [`World::chunks`] (events stay small, and a slot's
+/// room is reused by the next chunk).
+type ChunkId = u32;
 
 enum Event {
     Join(HostId),
@@ -113,7 +123,7 @@ enum Event {
     Deliver {
         conn: ConnId,
         to: u8,
-        chunk: Chunk,
+        chunk: ChunkId,
     },
     /// The other end closed; `to` learns of it.
     Closed {
@@ -138,7 +148,13 @@ pub struct World {
     queue: EventQueue<Event>,
     rng: StdRng,
     hosts: Vec<Host>,
+    /// Each host's downlink, apart from the rest of the host: every chunk sent touches
+    /// its receiver's, and a compact array of them stays in cache.
+    downlinks: Vec<Downlink>,
     conns: Vec<Conn>,
+    /// Chunks on the wire, and the slots free for the next ones.
+    chunks: Vec<Chunk>,
+    free_chunks: Vec<ChunkId>,
     /// Online hosts, in a deterministic order (for the tracker's random sample).
     online: Vec<HostId>,
     /// The instant that virtual time zero maps to (only differences are ever used).
@@ -159,6 +175,7 @@ impl World {
         let mut queue = EventQueue::default();
         let latency = (scenario.latency_ms * MILLISECOND as f64) as Nanos;
         let mut hosts = Vec::new();
+        let mut downlinks = Vec::new();
         let seeds = scenario.seeds;
         let slow = scenario.slow_peers();
         let total = seeds + scenario.peers;
@@ -175,10 +192,13 @@ impl World {
                 (Role::Leecher, scenario.peer_up, scenario.peer_down)
             };
             let access_latency = (latency as f64 / 2.0 * rng.gen_range(0.5..1.5)) as Nanos;
+            downlinks.push(Downlink {
+                rate: down,
+                free: 0,
+            });
             hosts.push(Host {
                 role,
                 up,
-                down,
                 access_latency,
                 torrent: None,
                 resume: if role == Role::Seed {
@@ -189,7 +209,6 @@ impl World {
                 banned: BTreeSet::new(),
                 incarnation: 0,
                 uplink_busy: false,
-                downlink_free: 0,
                 conns: BTreeSet::new(),
                 joined_at: None,
                 completed_at: None,
@@ -247,7 +266,10 @@ impl World {
             queue,
             rng,
             hosts,
+            downlinks,
             conns: Vec::new(),
+            chunks: Vec::new(),
+            free_chunks: Vec::new(),
             online: Vec::new(),
             epoch: Instant::now(),
             honest_left,
@@ -430,6 +452,7 @@ impl World {
             open: true,
             latency,
             last_delivery: [0, 0],
+            in_flight: [0, 0],
         });
         self.hosts[from as usize].conns.insert(conn);
         self.hosts[to as usize].conns.insert(conn);
@@ -474,7 +497,15 @@ impl World {
         self.after(from);
     }
 
-    fn deliver(&mut self, conn: ConnId, to: u8, chunk: Chunk) {
+    fn deliver(&mut self, conn: ConnId, to: u8, id: ChunkId) {
+        let mut chunk = std::mem::take(&mut self.chunks[id as usize]);
+        self.deliver_chunk(conn, to, &chunk);
+        chunk.clear();
+        self.chunks[id as usize] = chunk;
+        self.free_chunks.push(id);
+    }
+
+    fn deliver_chunk(&mut self, conn: ConnId, to: u8, chunk: &Chunk) {
         let instant = self.instant();
         let c = &mut self.conns[conn as usize];
         if !c.open {
@@ -482,6 +513,9 @@ impl World {
         }
         let from = 1 - to as usize;
         let (sender, sender_key) = (c.ends[from].host, c.ends[from].key);
+        // Only a sender whose window was full can have a connection waiting for it.
+        let window_was_full = c.in_flight[from] >= WINDOW;
+        c.in_flight[from] -= chunk.len();
         let end = &mut c.ends[to as usize];
         let receiver = end.host;
         match end.key {
@@ -517,13 +551,15 @@ impl World {
                 }
             }
         }
-        if let (Some(torrent), Some(key)) =
-            (self.hosts[sender as usize].torrent.as_mut(), sender_key)
-        {
-            torrent.delivered(key, chunk.len());
-        }
         self.after(receiver);
-        self.after(sender);
+        if window_was_full {
+            if let (Some(torrent), Some(key)) =
+                (self.hosts[sender as usize].torrent.as_mut(), sender_key)
+            {
+                torrent.window_opened(key);
+            }
+            self.after(sender);
+        }
     }
 
     fn tick(&mut self, id: HostId, incarnation: u32) {
@@ -558,13 +594,28 @@ impl World {
         let mut sent = self.queue.now();
         let mut total = 0;
         while total < CHUNK {
+            let chunk = self.free_chunks.pop().unwrap_or_else(|| {
+                self.chunks.push(Chunk::default());
+                (self.chunks.len() - 1) as ChunkId
+            });
             let host = &mut self.hosts[id as usize];
             let torrent = host.torrent.as_mut().expect("checked above");
-            let Some((conn, chunk)) = torrent.next_chunk(CHUNK, WINDOW) else {
+            let conns = &self.conns;
+            let window_open = |conn: ConnId| {
+                let c = &conns[conn as usize];
+                c.in_flight[usize::from(c.ends[0].host != id)] < WINDOW
+            };
+            let Some(conn) =
+                torrent.next_chunk(CHUNK, window_open, &mut self.chunks[chunk as usize])
+            else {
+                self.free_chunks.push(chunk);
                 break;
             };
-            total += chunk.len();
-            sent += transfer_time(chunk.len(), host.up);
+            let len = self.chunks[chunk as usize].len();
+            let c = &mut self.conns[conn as usize];
+            c.in_flight[usize::from(c.ends[0].host != id)] += len;
+            total += len;
+            sent += transfer_time(len, host.up);
             self.transmit(conn, id, sent, chunk);
         }
         if total == 0 {
@@ -576,18 +627,21 @@ impl World {
     }
 
     /// `chunk` left `from`'s uplink at `sent` on `conn`: schedule its delivery.
-    fn transmit(&mut self, conn: ConnId, from: HostId, sent: Nanos, chunk: Chunk) {
+    fn transmit(&mut self, conn: ConnId, from: HostId, sent: Nanos, chunk: ChunkId) {
         let c = &self.conns[conn as usize];
         if !c.open {
+            self.chunks[chunk as usize].clear();
+            self.free_chunks.push(chunk);
             return;
         }
+        let len = self.chunks[chunk as usize].len();
         let to = usize::from(c.ends[0].host == from);
         let receiver = c.ends[to].host;
         let latency = c.latency;
-        let arrival = sent + latency + self.retransmission_delay(chunk.len(), latency);
-        let down = &mut self.hosts[receiver as usize];
-        let received = arrival.max(down.downlink_free) + transfer_time(chunk.len(), down.down);
-        down.downlink_free = received;
+        let arrival = sent + latency + self.retransmission_delay(len, latency);
+        let down = &mut self.downlinks[receiver as usize];
+        let received = arrival.max(down.free) + transfer_time(len, down.rate);
+        down.free = received;
         let c = &mut self.conns[conn as usize];
         let at = received.max(c.last_delivery[to]);
         c.last_delivery[to] = at;

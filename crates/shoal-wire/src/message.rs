@@ -100,6 +100,7 @@ impl Message {
                 offset,
                 data,
             } => {
+                out.reserve(PIECE_HEADER_LEN + data.len());
                 piece_header(out, *piece, *offset, data.len());
                 out.put_slice(data);
             }
@@ -225,11 +226,31 @@ fn parse_body<B: Frames>(id: u8, len: u32, buf: &mut B) -> Result<Option<Message
     Ok(Some(msg))
 }
 
-/// The start of a `piece` message whose `len` data bytes the caller appends.
+/// Bytes of a `piece` message before its data: length prefix, id, index and offset.
+pub(crate) const PIECE_HEADER_LEN: usize = 13;
+
+/// The start of a `piece` message whose `len` data bytes the caller appends (room for
+/// them is not reserved: they may go out as a buffer of their own).
 pub(crate) fn piece_header(out: &mut BytesMut, piece: u32, offset: u32, len: usize) {
-    header(out, PIECE, 8 + len);
+    let len = u32::try_from(9 + len).expect("a block is far below 4 GiB");
+    out.reserve(PIECE_HEADER_LEN);
+    out.put_u32(len);
+    out.put_u8(PIECE);
     out.put_u32(piece);
     out.put_u32(offset);
+}
+
+/// If `head` is exactly the header of a `piece` message whose data fits in `max_len`:
+/// the block's index, offset and data length.
+pub(crate) fn parse_piece_header(head: &[u8], max_len: u32) -> Option<(u32, u32, usize)> {
+    let head: &[u8; PIECE_HEADER_LEN] = head.try_into().ok()?;
+    let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+    if head[4] != PIECE || !(9..=max_len).contains(&len) {
+        return None;
+    }
+    let piece = u32::from_be_bytes([head[5], head[6], head[7], head[8]]);
+    let offset = u32::from_be_bytes([head[9], head[10], head[11], head[12]]);
+    Some((piece, offset, len as usize - 9))
 }
 
 fn header(out: &mut BytesMut, id: u8, payload_len: usize) {

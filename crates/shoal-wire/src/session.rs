@@ -29,7 +29,10 @@
 
 use crate::extension::{ExtensionHandshake, EXTENDED_HANDSHAKE_ID, MAX_REQQ};
 use crate::handshake::{parse_handshake, Handshake, HANDSHAKE_LEN};
-use crate::message::{max_message_len, piece_header, valid_block_length, Frames, Message};
+use crate::message::{
+    max_message_len, parse_piece_header, piece_header, valid_block_length, Frames, Message,
+    PIECE_HEADER_LEN,
+};
 use crate::WireError;
 use bytes::{Buf, Bytes, BytesMut};
 use shoal_core::{Bitfield, Block, InfoHash, PeerId};
@@ -298,7 +301,9 @@ impl PeerSession {
 
     /// [`handle_input`](Self::handle_input) for bytes the caller owns: messages are cut
     /// from them without copying (blocks keep pointing into `bytes`), and only a partial
-    /// message at the end is buffered.
+    /// message at the end is buffered. A block whose header ended the previous input and
+    /// whose data starts this one (a sender's vectored write, see
+    /// [`send_block_header`](Self::send_block_header)) is not copied either.
     pub fn handle_input_bytes(&mut self, now: Instant, mut bytes: Bytes) -> Result<(), WireError> {
         if !matches!(self.phase, Phase::Open) {
             return self.handle_input(now, &bytes);
@@ -306,8 +311,22 @@ impl PeerSession {
         self.begin_input(now, bytes.len())?;
         // A message cut by the end of the last chunk takes only the bytes it lacks, so
         // the rest of this chunk is still parsed in place: reads rarely end on a message
-        // boundary, and copying the whole chunk would copy nearly everything.
+        // boundary, and copying the whole chunk would copy nearly everything. A block
+        // whose header ended the last chunk takes its data without any copy.
         while !self.recv.is_empty() && !bytes.is_empty() {
+            let header = parse_piece_header(&self.recv, self.max_message_len);
+            if let Some((piece, offset, length)) = header.filter(|h| h.2 <= bytes.len()) {
+                self.recv.clear();
+                let data = bytes.split_to(length);
+                if let Err(e) = self.on_message(Message::Piece {
+                    piece,
+                    offset,
+                    data,
+                }) {
+                    return self.end_input(Err(e));
+                }
+                continue;
+            }
             let take = self.bytes_to_complete().min(bytes.len());
             self.recv.extend_from_slice(&bytes[..take]);
             bytes.advance(take);
@@ -572,6 +591,7 @@ impl PeerSession {
             return Ok(());
         }
         let start = self.send.len();
+        self.send.reserve(PIECE_HEADER_LEN + block.length as usize);
         piece_header(
             &mut self.send,
             block.piece,
@@ -587,6 +607,26 @@ impl PeerSession {
         self.state.uploaded += u64::from(block.length);
         self.last_sent = self.now;
         Ok(())
+    }
+
+    /// Sends a block whose data the driver puts on the wire itself, from a buffer it shares
+    /// (a vectored write): returns every pending byte, as
+    /// [`poll_transmit`](Self::poll_transmit) would, ending with the block's header; the
+    /// driver must send exactly `block.length` bytes of the block's data right after them.
+    /// `None` (nothing to send) if the session is not open.
+    pub fn send_block_header(&mut self, block: Block) -> Option<Bytes> {
+        if !self.is_open() {
+            return None;
+        }
+        piece_header(
+            &mut self.send,
+            block.piece,
+            block.offset,
+            block.length as usize,
+        );
+        self.state.uploaded += u64::from(block.length);
+        self.last_sent = self.now;
+        Some(self.send.split().freeze())
     }
 
     /// Refuses one of the peer's requests (queued, or taken but not servable, e.g. after

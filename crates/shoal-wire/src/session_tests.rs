@@ -862,3 +862,55 @@ fn blocks_filled_in_place() {
     );
     assert_eq!(s.state().uploaded, 16384);
 }
+
+/// A block sent as its header plus the driver's own data buffer arrives whole, and the
+/// receiver's block points into that buffer (no copy on either side); data cut short of
+/// the header's length is buffered as usual.
+#[test]
+fn blocks_sent_vectored_arrive_without_copies() {
+    for split_data in [false, true] {
+        let now = Instant::now();
+        let (mut a, mut b) = connect(config(1, false), config(2, true), now);
+        events(&mut a);
+        b.unchoke();
+        pump(&mut a, &mut b, now, usize::MAX);
+        let wanted = [block(0, 0, 16384), block(3, 0, 16384)];
+        for w in wanted {
+            assert!(a.request(w));
+        }
+        pump(&mut a, &mut b, now, usize::MAX);
+        let mut wire = Vec::new();
+        while let Some(up) = b.next_upload() {
+            b.have(1); // pending before the header: it goes first
+            let head = b.send_block_header(up).unwrap();
+            wire.push(head);
+            wire.push(data_for(up));
+        }
+        assert_eq!(b.state().uploaded, 2 * 16384);
+        for bytes in &wire {
+            if split_data && bytes.len() == 16384 {
+                a.handle_input_bytes(now, bytes.slice(..100)).unwrap();
+                a.handle_input_bytes(now, bytes.slice(100..)).unwrap();
+            } else {
+                a.handle_input_bytes(now, bytes.clone()).unwrap();
+            }
+        }
+        let got: Vec<_> = events(&mut a)
+            .into_iter()
+            .filter_map(|e| match e {
+                SessionEvent::BlockReceived { block, data } => Some((block, data)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            got,
+            wanted.iter().map(|&w| (w, data_for(w))).collect::<Vec<_>>()
+        );
+        let shared = got
+            .iter()
+            .zip(wire.iter().skip(1).step_by(2))
+            .all(|((_, data), sent)| data.as_ptr() == sent.as_ptr());
+        assert_eq!(shared, !split_data, "split {split_data}");
+        assert!(a.state().peer_pieces.get(1));
+    }
+}

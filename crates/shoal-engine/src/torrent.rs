@@ -388,16 +388,15 @@ impl Actor {
                     }
                 }
                 Some(result) = disk_results.recv() => self.on_disk(result)?,
-                Some(input) = inputs.recv() => {
-                    self.handle(input)?;
-                    self.disk.flush();
-                }
+                Some(input) = inputs.recv() => self.handle(input)?,
                 found = next_peers(&mut feed) => match found {
                     Some(found) => self.add_addresses(found),
                     None => feed = None,
                 },
                 _ = ticker.tick() => self.tick()?,
             }
+            // Whatever arrived in this round goes to the disk thread as one batch.
+            self.disk.flush();
             if self.picker.is_complete() && !self.completed_announced {
                 self.complete()?;
                 if !self.config.seed {

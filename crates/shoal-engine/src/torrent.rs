@@ -23,7 +23,7 @@ use shoal_core::{Bitfield, Block, Metainfo, PeerId, BLOCK_SIZE};
 use shoal_storage::{resume, FileLayout, StorageError, TorrentFiles};
 use shoal_swarm::{
     queue_depth, BlockData, Choker, ChokerConfig, ChokerPeer, PeerKey, PiecePicker, RateMeter,
-    Received, SmartBan, SuperSeed, REQUEST_WINDOW,
+    Received, Reveal, SmartBan, SuperSeed, REQUEST_WINDOW,
 };
 use shoal_wire::metadata::{self, OUR_UT_METADATA_ID, UT_METADATA};
 use shoal_wire::pex::{PexPeer, OUR_UT_PEX_ID, UT_PEX};
@@ -196,6 +196,7 @@ pub async fn run(
                 info.piece_count() as u32,
                 info.piece_length,
                 SUPER_SEED_PER_PEER,
+                Reveal::Have,
             )
         }),
         disk,

@@ -86,8 +86,6 @@ pub struct TorrentSetup {
     pub initial_rate: f64,
 }
 
-/// Pieces an initial seed keeps revealed (or suggested) and unannounced per peer.
-const SUPER_SEED_PER_PEER: usize = 2;
 /// Suggested pieces remembered per peer, as the engine.
 const MAX_SUGGESTED: usize = 16;
 
@@ -275,15 +273,16 @@ impl Torrent {
             store: PieceStore::new(content.clone(), setup.check),
             completed_announced: picker.is_complete(),
             super_seed: picker.is_complete().then(|| {
+                let by = if setup.super_seed {
+                    Reveal::Have
+                } else {
+                    Reveal::Suggest
+                };
                 SuperSeed::new(
                     content.piece_count(),
                     content.piece_length(),
-                    SUPER_SEED_PER_PEER,
-                    if setup.super_seed {
-                        Reveal::Have
-                    } else {
-                        Reveal::Suggest
-                    },
+                    by.per_peer(),
+                    by,
                 )
             }),
             picker,

@@ -192,15 +192,16 @@ pub async fn run(
         choker: Choker::new(ChokerConfig::default()),
         smart_ban: SmartBan::default(),
         super_seed: have.all().then(|| {
+            let by = if config.super_seed {
+                Reveal::Have
+            } else {
+                Reveal::Suggest
+            };
             SuperSeed::new(
                 info.piece_count() as u32,
                 info.piece_length,
-                SUPER_SEED_PER_PEER,
-                if config.super_seed {
-                    Reveal::Have
-                } else {
-                    Reveal::Suggest
-                },
+                by.per_peer(),
+                by,
             )
         }),
         disk,
@@ -364,8 +365,6 @@ const ALLOWED_FAST_SET: usize = 8;
 /// the pieces it has sent least (see [`SuperSeed`]), never the pieces it last read (as
 /// libtorrent can, to save disk seeks), which would make peers fetch the same pieces.
 const MAX_SUGGESTED: usize = 16;
-/// Pieces a super-seed keeps revealed and not yet announced back, per peer.
-const SUPER_SEED_PER_PEER: usize = 2;
 const SNUB_AFTER: Duration = Duration::from_secs(30);
 const RESUME_SAVE_INTERVAL: Duration = Duration::from_secs(30);
 

@@ -23,7 +23,7 @@ use shoal_core::{Bitfield, Block, Metainfo, PeerId, BLOCK_SIZE};
 use shoal_storage::{resume, FileLayout, StorageError, TorrentFiles};
 use shoal_swarm::{
     queue_depth, BlockData, Choker, ChokerConfig, ChokerPeer, PeerKey, PiecePicker, RateMeter,
-    Received, SmartBan, SuperSeed, REQUEST_WINDOW,
+    Received, Reveal, SmartBan, SuperSeed, REQUEST_WINDOW,
 };
 use shoal_wire::metadata::{self, OUR_UT_METADATA_ID, UT_METADATA};
 use shoal_wire::pex::{PexPeer, OUR_UT_PEX_ID, UT_PEX};
@@ -191,11 +191,17 @@ pub async fn run(
         ),
         choker: Choker::new(ChokerConfig::default()),
         smart_ban: SmartBan::default(),
-        super_seed: (config.super_seed && have.all()).then(|| {
+        super_seed: have.all().then(|| {
+            let by = if config.super_seed {
+                Reveal::Have
+            } else {
+                Reveal::Suggest
+            };
             SuperSeed::new(
                 info.piece_count() as u32,
                 info.piece_length,
-                SUPER_SEED_PER_PEER,
+                by.per_peer(),
+                by,
             )
         }),
         disk,
@@ -315,6 +321,8 @@ struct Actor {
     picker: PiecePicker,
     choker: Choker,
     smart_ban: SmartBan,
+    /// An initial seed's steering: super-seeding (`have`) if configured, otherwise
+    /// `suggest`s.
     super_seed: Option<SuperSeed>,
     disk: Disk,
     peer_id: PeerId,
@@ -353,13 +361,10 @@ const BACKLOG_TIME: f64 = 0.5;
 const INITIAL_RATE_GUESS: f64 = 512.0 * 1024.0;
 /// Allowed-fast pieces granted to each peer with the fast extension (libtorrent: 5).
 const ALLOWED_FAST_SET: usize = 8;
-/// Suggested pieces remembered per peer (libtorrent keeps 10). We send no suggestions:
-/// like libtorrent by default, since a seed steering peers to the pieces it last read
-/// saves disk seeks but makes them fetch the same pieces, which a swarm pays for in
-/// duplicates.
+/// Suggested pieces remembered per peer (libtorrent keeps 10). An initial seed suggests
+/// the pieces it has sent least (see [`SuperSeed`]), never the pieces it last read (as
+/// libtorrent can, to save disk seeks), which would make peers fetch the same pieces.
 const MAX_SUGGESTED: usize = 16;
-/// Pieces a super-seed keeps revealed and not yet announced back, per peer.
-const SUPER_SEED_PER_PEER: usize = 2;
 const SNUB_AFTER: Duration = Duration::from_secs(30);
 const RESUME_SAVE_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -447,9 +452,9 @@ impl Actor {
             info.piece_length,
             info.total_length,
             // A super-seed announces nothing at first; pieces are revealed one by one.
-            match self.super_seed {
-                Some(_) => Bitfield::new(info.piece_count()),
-                None => self.picker.have().clone(),
+            match &self.super_seed {
+                Some(s) if s.reveals_by() == Reveal::Have => Bitfield::new(info.piece_count()),
+                _ => self.picker.have().clone(),
             },
         );
         config.extension_handshake = ExtensionHandshake {
@@ -737,7 +742,10 @@ impl Actor {
             return;
         }
         for piece in super_seed.reveal(key, &peer.counted, peer.uploaded.rate(), &mut self.rng) {
-            peer.session.have(piece);
+            match super_seed.reveals_by() {
+                Reveal::Have => peer.session.have(piece),
+                Reveal::Suggest => peer.session.suggest(piece),
+            }
         }
     }
 
@@ -1017,7 +1025,10 @@ impl Actor {
         self.last_choke = now;
         self.choke_dirty = false;
         let seeding = self.picker.is_complete();
-        let super_seeding = self.super_seed.is_some();
+        let super_seeding = self
+            .super_seed
+            .as_ref()
+            .is_some_and(|s| s.reveals_by() == Reveal::Have);
         let candidates: Vec<ChokerPeer> = self
             .peers
             .iter()

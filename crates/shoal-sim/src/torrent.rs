@@ -28,7 +28,7 @@ use rand::SeedableRng;
 use shoal_core::{Bitfield, Block, InfoHash, PeerId, BLOCK_SIZE};
 use shoal_swarm::{
     queue_depth, BlockData, Choker, ChokerConfig, ChokerPeer, PeerKey, PiecePicker, RateMeter,
-    Received, SmartBan, SuperSeed, REQUEST_WINDOW,
+    Received, Reveal, SmartBan, SuperSeed, REQUEST_WINDOW,
 };
 use shoal_wire::{allowed_fast_set, ExtensionHandshake, PeerSession, SessionConfig, SessionEvent};
 
@@ -86,8 +86,8 @@ pub struct TorrentSetup {
     pub initial_rate: f64,
 }
 
-/// Pieces a super-seed keeps revealed and unannounced per peer.
-const SUPER_SEED_PER_PEER: usize = 2;
+/// Suggested pieces remembered per peer, as the engine.
+const MAX_SUGGESTED: usize = 16;
 
 /// Transfer figures of one torrent, for the report.
 #[derive(Debug, Clone, Default)]
@@ -222,6 +222,8 @@ struct Peer {
     last_block: Instant,
     connected: bool,
     counted: Bitfield,
+    /// Pieces the peer suggested (BEP 6), newest last.
+    suggested: Vec<u32>,
 }
 
 /// One host's torrent. See the module documentation.
@@ -230,6 +232,8 @@ pub struct Torrent {
     picker: PiecePicker,
     choker: Choker,
     smart_ban: SmartBan,
+    /// An initial seed's steering: super-seeding (`have`) with `--super-seed`, otherwise
+    /// `suggest`s, as the engine does.
     super_seed: Option<SuperSeed>,
     store: PieceStore,
     peer_id: PeerId,
@@ -268,11 +272,17 @@ impl Torrent {
         Torrent {
             store: PieceStore::new(content.clone(), setup.check),
             completed_announced: picker.is_complete(),
-            super_seed: (setup.super_seed && picker.is_complete()).then(|| {
+            super_seed: picker.is_complete().then(|| {
+                let by = if setup.super_seed {
+                    Reveal::Have
+                } else {
+                    Reveal::Suggest
+                };
                 SuperSeed::new(
                     content.piece_count(),
                     content.piece_length(),
-                    SUPER_SEED_PER_PEER,
+                    by.per_peer(),
+                    by,
                 )
             }),
             picker,
@@ -426,6 +436,7 @@ impl Torrent {
                 last_block: now,
                 connected: false,
                 counted: Bitfield::new(self.content.piece_count() as usize),
+                suggested: Vec::new(),
             }),
         );
         self.service(key, now);
@@ -453,9 +464,11 @@ impl Torrent {
 
     fn session_config(&self) -> SessionConfig {
         // A super-seed announces nothing at first; pieces are revealed one by one.
-        let announced = match self.super_seed {
-            Some(_) => Bitfield::new(self.content.piece_count() as usize),
-            None => self.picker.have().clone(),
+        let announced = match &self.super_seed {
+            Some(s) if s.reveals_by() == Reveal::Have => {
+                Bitfield::new(self.content.piece_count() as usize)
+            }
+            _ => self.picker.have().clone(),
         };
         let mut config = SessionConfig::new(
             INFO_HASH,
@@ -596,9 +609,17 @@ impl Torrent {
             SessionEvent::NotInterested => self.choke_dirty = true,
             SessionEvent::BlockReceived { block, data } => self.on_block(key, block, data, now),
             SessionEvent::AllowedFast(_) => self.request_more(key),
+            SessionEvent::Suggest(piece) => {
+                if !self.picker.have().get(piece as usize) && !peer.suggested.contains(&piece) {
+                    if peer.suggested.len() == MAX_SUGGESTED {
+                        peer.suggested.remove(0);
+                    }
+                    peer.suggested.push(piece);
+                }
+                self.request_more(key);
+            }
             SessionEvent::Closed(_)
             | SessionEvent::Unchoked
-            | SessionEvent::Suggest(_)
             | SessionEvent::DhtPort(_)
             | SessionEvent::ExtensionHandshake(_)
             | SessionEvent::Extended { .. } => {}
@@ -631,7 +652,10 @@ impl Torrent {
             return;
         }
         for piece in super_seed.reveal(key, &peer.counted, peer.uploaded.rate(), &mut self.rng) {
-            peer.session.have(piece);
+            match super_seed.reveals_by() {
+                Reveal::Have => peer.session.have(piece),
+                Reveal::Suggest => peer.session.suggest(piece),
+            }
         }
     }
 
@@ -759,8 +783,18 @@ impl Torrent {
             self.picker
                 .pick_from(key, &peer.counted, &allowed, want, &mut self.scratch);
         } else {
-            self.picker
-                .pick(key, &peer.counted, want, &mut self.rng, &mut self.scratch);
+            let have = self.picker.have();
+            peer.suggested.retain(|&p| !have.get(p as usize));
+            let suggested =
+                self.picker
+                    .pick_from(key, &peer.counted, &peer.suggested, want, &mut self.scratch);
+            self.picker.pick(
+                key,
+                &peer.counted,
+                want - suggested,
+                &mut self.rng,
+                &mut self.scratch,
+            );
         }
         for block in self.scratch.drain(..) {
             if peer.session.request(block) {
@@ -831,7 +865,10 @@ impl Torrent {
         self.last_choke = now;
         self.choke_dirty = false;
         let seeding = self.picker.is_complete();
-        let super_seeding = self.super_seed.is_some();
+        let super_seeding = self
+            .super_seed
+            .as_ref()
+            .is_some_and(|s| s.reveals_by() == Reveal::Have);
         let candidates: Vec<ChokerPeer> = self
             .peers
             .iter()

@@ -30,7 +30,7 @@ pub use meter::RateMeter;
 pub use picker::{PiecePicker, Received, ENDGAME_MAX_REQUESTERS};
 pub use pipeline::{queue_depth, DEFAULT_REQQ, MAX_QUEUE_DEPTH, MIN_QUEUE_DEPTH, REQUEST_WINDOW};
 pub use smart_ban::{BlockData, SmartBan, DEFAULT_MAX_PIECES, MAX_RECORDS_PER_BLOCK};
-pub use super_seed::SuperSeed;
+pub use super_seed::{Reveal, SuperSeed};
 
 /// An opaque peer handle assigned by the engine (one per connection). The engine must not
 /// reuse a key while the picker still knows the peer (that is, before

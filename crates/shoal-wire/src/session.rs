@@ -530,6 +530,18 @@ impl PeerSession {
         }
     }
 
+    /// Suggests the peer fetch `piece` (BEP 6 `suggest`), one we have. Only with the fast
+    /// extension.
+    pub fn suggest(&mut self, piece: u32) {
+        if self.is_open()
+            && self.state.fast
+            && piece < self.config.piece_count
+            && self.config.our_bitfield.get(piece as usize)
+        {
+            self.enqueue(&Message::Suggest(piece));
+        }
+    }
+
     /// Requests a block. Returns false (and sends nothing) if it is already outstanding,
     /// the outstanding limit is reached, or the peer chokes us and has not allowed this
     /// piece as allowed-fast — a request it would ignore would otherwise hang forever.

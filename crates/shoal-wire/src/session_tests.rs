@@ -829,6 +829,21 @@ fn no_allowed_fast_without_the_fast_extension() {
     assert_eq!(s.next_upload(), None);
 }
 
+/// BEP 6 `suggest`: only with the fast extension, and only for pieces we have.
+#[test]
+fn suggestions_name_pieces_we_have() {
+    let mut s = open(true, true);
+    s.suggest(1);
+    s.suggest(99); // beyond the torrent: ignored
+    assert_eq!(sent(&mut s), [Message::Suggest(1)]);
+    let mut lacking = open(true, false);
+    lacking.suggest(1);
+    assert!(sent(&mut lacking).is_empty());
+    let mut slow = open(false, true);
+    slow.suggest(1);
+    assert!(sent(&mut slow).is_empty());
+}
+
 /// A block filled in place goes out like one passed in; a failed fill sends nothing.
 #[test]
 fn blocks_filled_in_place() {

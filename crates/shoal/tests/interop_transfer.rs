@@ -467,3 +467,42 @@ fn suggested_pieces_are_requested_first() {
     // 64 KiB pieces are four blocks each: both suggested pieces, in order, come first.
     assert_eq!(requested, [[first; 4], [second; 4]].concat());
 }
+
+/// An initial seed that does not super-seed still announces every piece, and suggests
+/// (BEP 6) the pieces it has handed out least: two peers are steered to different ones.
+#[test]
+fn a_plain_seed_suggests_different_pieces_to_each_peer() {
+    let dir = tempdir();
+    let (src, torrent) = make_single(dir.path(), 2 * 1024 * 1024, "64K");
+    let mut seed = shoal();
+    seed.args(["seed", path_str(&torrent), path_str(&src), "--json"])
+        .args(["--listen", "127.0.0.89:17089", "--no-tracker", "--no-dht"])
+        .args(["--state-dir", path_str(&dir.path().join("s"))]);
+    let _seed = start_and_wait(seed, "\"started\"", Duration::from_secs(30));
+    let suggested_to_a_new_peer = || {
+        // Our have-none and interest right after the handshake.
+        let first = [0, 0, 0, 1, 15, 0, 0, 0, 1, 2];
+        let mut peer = WirePeer::connect("127.0.0.89:17089", info_hash_of(&torrent), &first);
+        let (mut have_all, mut suggested) = (false, Vec::new());
+        while suggested.len() < 3 {
+            let body = peer.next();
+            match body.first() {
+                Some(14) => have_all = true,
+                Some(13) => suggested.push(piece_of(&body)),
+                _ => {}
+            }
+        }
+        assert!(have_all, "a plain seed announces every piece");
+        (peer, suggested)
+    };
+    let (_first_peer, first) = suggested_to_a_new_peer();
+    let (_second_peer, second) = suggested_to_a_new_peer();
+    assert!(
+        first.iter().chain(&second).all(|&p| p < 32),
+        "{first:?} {second:?}"
+    );
+    assert!(
+        first.iter().all(|p| !second.contains(p)),
+        "both peers were steered to the same pieces: {first:?} {second:?}"
+    );
+}

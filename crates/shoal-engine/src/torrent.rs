@@ -23,7 +23,7 @@ use shoal_core::{Bitfield, Block, Metainfo, PeerId, BLOCK_SIZE};
 use shoal_storage::{resume, FileLayout, StorageError, TorrentFiles};
 use shoal_swarm::{
     queue_depth, BlockData, Choker, ChokerConfig, ChokerPeer, PeerKey, PiecePicker, RateMeter,
-    Received, Reveal, SmartBan, SuperSeed, REQUEST_WINDOW,
+    Received, Reveal, SmartBan, Suggestions, SuperSeed, REQUEST_WINDOW,
 };
 use shoal_wire::metadata::{self, OUR_UT_METADATA_ID, UT_METADATA};
 use shoal_wire::pex::{PexPeer, OUR_UT_PEX_ID, UT_PEX};
@@ -302,8 +302,8 @@ struct Peer {
     counted: Bitfield,
     /// Peer exchange (BEP 11) with this peer.
     pex: PexPeer,
-    /// Pieces the peer suggested (BEP 6), newest last, at most [`MAX_SUGGESTED`].
-    suggested: Vec<u32>,
+    /// Pieces the peer suggested (BEP 6).
+    suggested: Suggestions,
 }
 
 impl Peer {
@@ -361,10 +361,6 @@ const BACKLOG_TIME: f64 = 0.5;
 const INITIAL_RATE_GUESS: f64 = 512.0 * 1024.0;
 /// Allowed-fast pieces granted to each peer with the fast extension (libtorrent: 5).
 const ALLOWED_FAST_SET: usize = 8;
-/// Suggested pieces remembered per peer (libtorrent keeps 10). An initial seed suggests
-/// the pieces it has sent least (see [`SuperSeed`]), never the pieces it last read (as
-/// libtorrent can, to save disk seeks), which would make peers fetch the same pieces.
-const MAX_SUGGESTED: usize = 16;
 const SNUB_AFTER: Duration = Duration::from_secs(30);
 const RESUME_SAVE_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -523,7 +519,7 @@ impl Actor {
                 connected: false,
                 counted: Bitfield::new(piece_count),
                 pex: PexPeer::new(now),
-                suggested: Vec::new(),
+                suggested: Suggestions::default(),
             },
         );
         let _ = self.service(key, now);
@@ -701,12 +697,7 @@ impl Actor {
             SessionEvent::Suggest(piece) => {
                 // Fetched first when still wanted (as libtorrent does): a seed suggests
                 // what it has in its cache, or what it wants spread (BEP 16).
-                if !self.picker.have().get(piece as usize) && !peer.suggested.contains(&piece) {
-                    if peer.suggested.len() == MAX_SUGGESTED {
-                        peer.suggested.remove(0);
-                    }
-                    peer.suggested.push(piece);
-                }
+                peer.suggested.add(piece, self.picker.have());
             }
             SessionEvent::Unchoked
             | SessionEvent::DhtPort(_)
@@ -893,11 +884,10 @@ impl Actor {
             self.picker
                 .pick_from(key, &peer.counted, &allowed, want, &mut self.scratch);
         } else {
-            let have = self.picker.have();
-            peer.suggested.retain(|&p| !have.get(p as usize));
+            let needed = peer.suggested.needed(self.picker.have());
             let suggested =
                 self.picker
-                    .pick_from(key, &peer.counted, &peer.suggested, want, &mut self.scratch);
+                    .pick_from(key, &peer.counted, needed, want, &mut self.scratch);
             self.picker.pick(
                 key,
                 &peer.counted,

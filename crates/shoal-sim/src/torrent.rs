@@ -28,7 +28,7 @@ use rand::SeedableRng;
 use shoal_core::{Bitfield, Block, InfoHash, PeerId, BLOCK_SIZE};
 use shoal_swarm::{
     queue_depth, BlockData, Choker, ChokerConfig, ChokerPeer, PeerKey, PiecePicker, RateMeter,
-    Received, Reveal, SmartBan, SuperSeed, REQUEST_WINDOW,
+    Received, Reveal, SmartBan, Suggestions, SuperSeed, REQUEST_WINDOW,
 };
 use shoal_wire::{allowed_fast_set, ExtensionHandshake, PeerSession, SessionConfig, SessionEvent};
 
@@ -85,9 +85,6 @@ pub struct TorrentSetup {
     /// of its request queue (the engine's `INITIAL_RATE_GUESS` is 512 KiB/s).
     pub initial_rate: f64,
 }
-
-/// Suggested pieces remembered per peer, as the engine.
-const MAX_SUGGESTED: usize = 16;
 
 /// Transfer figures of one torrent, for the report.
 #[derive(Debug, Clone, Default)]
@@ -223,7 +220,7 @@ struct Peer {
     connected: bool,
     counted: Bitfield,
     /// Pieces the peer suggested (BEP 6), newest last.
-    suggested: Vec<u32>,
+    suggested: Suggestions,
 }
 
 /// One host's torrent. See the module documentation.
@@ -436,7 +433,7 @@ impl Torrent {
                 last_block: now,
                 connected: false,
                 counted: Bitfield::new(self.content.piece_count() as usize),
-                suggested: Vec::new(),
+                suggested: Suggestions::default(),
             }),
         );
         self.service(key, now);
@@ -610,12 +607,7 @@ impl Torrent {
             SessionEvent::BlockReceived { block, data } => self.on_block(key, block, data, now),
             SessionEvent::AllowedFast(_) => self.request_more(key),
             SessionEvent::Suggest(piece) => {
-                if !self.picker.have().get(piece as usize) && !peer.suggested.contains(&piece) {
-                    if peer.suggested.len() == MAX_SUGGESTED {
-                        peer.suggested.remove(0);
-                    }
-                    peer.suggested.push(piece);
-                }
+                peer.suggested.add(piece, self.picker.have());
                 self.request_more(key);
             }
             SessionEvent::Closed(_)
@@ -783,11 +775,10 @@ impl Torrent {
             self.picker
                 .pick_from(key, &peer.counted, &allowed, want, &mut self.scratch);
         } else {
-            let have = self.picker.have();
-            peer.suggested.retain(|&p| !have.get(p as usize));
+            let needed = peer.suggested.needed(self.picker.have());
             let suggested =
                 self.picker
-                    .pick_from(key, &peer.counted, &peer.suggested, want, &mut self.scratch);
+                    .pick_from(key, &peer.counted, needed, want, &mut self.scratch);
             self.picker.pick(
                 key,
                 &peer.counted,

@@ -1,7 +1,7 @@
 //! Per-torrent swarm decisions: which blocks to ask which peer for ([`PiecePicker`]), how
 //! many requests to keep in flight ([`queue_depth`]), whom to upload to ([`Choker`]),
-//! whom to ban after a piece fails its hash check ([`SmartBan`]), and which piece an initial
-//! seed reveals next ([`SuperSeed`]).
+//! whom to ban after a piece fails its hash check ([`SmartBan`]), which piece an initial
+//! seed reveals next ([`SuperSeed`]), and which pieces a peer suggested ([`Suggestions`]).
 //!
 //! # Why sans-IO
 //!
@@ -23,6 +23,7 @@ mod meter;
 mod picker;
 mod pipeline;
 mod smart_ban;
+mod suggestions;
 mod super_seed;
 
 pub use choker::{Choker, ChokerConfig, ChokerPeer};
@@ -30,6 +31,7 @@ pub use meter::RateMeter;
 pub use picker::{PiecePicker, Received, ENDGAME_MAX_REQUESTERS};
 pub use pipeline::{queue_depth, DEFAULT_REQQ, MAX_QUEUE_DEPTH, MIN_QUEUE_DEPTH, REQUEST_WINDOW};
 pub use smart_ban::{BlockData, SmartBan, DEFAULT_MAX_PIECES, MAX_RECORDS_PER_BLOCK};
+pub use suggestions::{Suggestions, MAX_SUGGESTED};
 pub use super_seed::{Reveal, SuperSeed};
 
 /// An opaque peer handle assigned by the engine (one per connection). The engine must not

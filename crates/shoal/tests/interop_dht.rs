@@ -15,20 +15,10 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// Kills the child (by its PID, which we started) when dropped, also on test failure.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A libtorrent session with its DHT on, bootstrapped to `boot`, and the settings that
 /// let it route and search among loopback addresses.
@@ -125,44 +115,6 @@ fn python_cmd(body: &str, args: &[&str]) -> Command {
     cmd
 }
 
-/// Starts a process and waits (bounded) until it prints `marker` on stdout; the other
-/// lines it prints go to the returned channel.
-fn start_and_wait(
-    mut cmd: Command,
-    marker: &str,
-    limit: Duration,
-) -> (Guard, std::sync::mpsc::Receiver<String>) {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn");
-    let stdout = child.stdout.take().expect("piped");
-    let guard = Guard(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            // Keep draining after the receiver is gone, so the child never meets a
-            // closed pipe.
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + limit;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) if line.contains(marker) => return (guard, rx),
-            Ok(_) => {}
-            Err(_) => panic!("{cmd:?} did not print {marker:?} within {limit:?}"),
-        }
-    }
-}
-
 /// A `shoal dht` bootstrap node printing JSON stats every second.
 fn shoal_dht(listen: &str, state: &Path) -> (Guard, std::sync::mpsc::Receiver<String>) {
     let mut cmd = shoal();
@@ -176,7 +128,7 @@ fn shoal_dht(listen: &str, state: &Path) -> (Guard, std::sync::mpsc::Receiver<St
         "--state",
         path_str(state),
     ]);
-    start_and_wait(cmd, "dht_stats", Duration::from_secs(10))
+    start_and_watch(cmd, "dht_stats", Duration::from_secs(10))
 }
 
 fn shoal_seed(torrent: &Path, data: &Path, state: &Path, listen: &str, boot: &str) -> Guard {
@@ -193,7 +145,7 @@ fn shoal_seed(torrent: &Path, data: &Path, state: &Path, listen: &str, boot: &st
         "--state-dir",
         path_str(state),
     ]);
-    start_and_wait(cmd, "\"started\"", Duration::from_secs(30)).0
+    start_and_watch(cmd, "\"started\"", Duration::from_secs(30)).0
 }
 
 /// Runs `shoal get --no-seed --json` on `source` to completion (bounded).
@@ -247,7 +199,7 @@ fn libtorrent_seeds_on_dht_shoal_gets_magnet() {
     let (src, torrent, magnet) = make_torrent(dir.path(), 1);
     let dht_state = dir.path().join("dht.state");
     let (mut boot, stats) = shoal_dht("127.0.2.100:19100", &dht_state);
-    let _seed = start_and_wait(
+    let _seed = start_and_watch(
         python_cmd(
             LT_SEED,
             &[
@@ -382,7 +334,7 @@ fn shoal_to_shoal_magnet_with_a_peer_and_no_dht() {
     ])
     .args(["--listen", "127.0.2.130:19130", "--state-dir"])
     .arg(dir.path().join("seed-state"));
-    let _seed = start_and_wait(seed, "\"started\"", Duration::from_secs(30));
+    let _seed = start_and_watch(seed, "\"started\"", Duration::from_secs(30));
     let with_peer = format!("{magnet}&x.pe=127.0.2.130:19130");
     let out = dir.path().join("out");
     let state = dir.path().join("state");
@@ -431,7 +383,7 @@ fn shoal_and_libtorrent_nodes_find_each_others_peers() {
         let ip = format!("127.0.2.{}", 170 + i);
         let port = (19170 + i).to_string();
         let save = dir.path().join(format!("lt{i}"));
-        lt_nodes.push(start_and_wait(
+        lt_nodes.push(start_and_watch(
             python_cmd(
                 LT_DHT_NODE,
                 &[&ip, &port, boot, announce, search, path_str(&save)],
@@ -494,7 +446,7 @@ fn peer_exchange_introduces_leechers() {
         "--state-dir",
     ])
     .arg(dir.path().join("seed-state"));
-    let _seed = start_and_wait(seed, "\"started\"", Duration::from_secs(30));
+    let _seed = start_and_watch(seed, "\"started\"", Duration::from_secs(30));
     // The first leecher connects to the seed and keeps running.
     let mut first = shoal();
     first
@@ -503,7 +455,7 @@ fn peer_exchange_introduces_leechers() {
         .args(["--json", "--no-dht", "--listen", "127.0.2.191:19191"])
         .args(["--peer", "127.0.2.190:19190", "--state-dir"])
         .arg(dir.path().join("first-state"));
-    let _first = start_and_wait(first, "\"peer_connected\"", Duration::from_secs(30));
+    let _first = start_and_watch(first, "\"peer_connected\"", Duration::from_secs(30));
     // The second is told only about the seed.
     let out = dir.path().join("second");
     let events = shoal_get(
@@ -536,7 +488,7 @@ fn local_service_discovery_finds_a_seed() {
         .args(lsd)
         .args(["--listen", "127.0.2.220:19220", "--state-dir"])
         .arg(dir.path().join("seed-state"));
-    let _seed = start_and_wait(seed, "\"started\"", Duration::from_secs(30));
+    let _seed = start_and_watch(seed, "\"started\"", Duration::from_secs(30));
     let out = dir.path().join("out");
     shoal_get(
         path_str(&torrent),

@@ -70,7 +70,16 @@ pub fn python_script(body: &str) -> String {
 }
 
 /// Starts a process and waits (bounded) until it prints `marker` on stdout.
-pub fn start_and_wait(mut cmd: Command, marker: &str, limit: Duration) -> Guard {
+pub fn start_and_wait(cmd: Command, marker: &str, limit: Duration) -> Guard {
+    start_and_watch(cmd, marker, limit).0
+}
+
+/// [`start_and_wait`], also handing over the lines the process prints after `marker`.
+pub fn start_and_watch(
+    mut cmd: Command,
+    marker: &str,
+    limit: Duration,
+) -> (Guard, std::sync::mpsc::Receiver<String>) {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -80,21 +89,26 @@ pub fn start_and_wait(mut cmd: Command, marker: &str, limit: Duration) -> Guard 
     let stdout = child.stdout.take().expect("piped");
     let guard = Guard(child);
     let (tx, rx) = std::sync::mpsc::channel();
-    let marker = marker.to_owned();
     std::thread::spawn(move || {
         use std::io::BufRead;
         for line in std::io::BufReader::new(stdout)
             .lines()
             .map_while(Result::ok)
         {
-            if line.contains(&marker) {
-                let _ = tx.send(());
-            }
+            // Keep draining after the receiver is gone, so the child never meets a
+            // closed pipe.
+            let _ = tx.send(line);
         }
     });
-    rx.recv_timeout(limit)
-        .unwrap_or_else(|_| panic!("{cmd:?} not ready within {limit:?}"));
-    guard
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains(marker) => return (guard, rx),
+            Ok(_) => {}
+            Err(_) => panic!("{cmd:?} did not print {marker:?} within {limit:?}"),
+        }
+    }
 }
 
 pub fn lt_seed(torrent: &Path, save: &Path, ip: &str, port: u16) -> Guard {

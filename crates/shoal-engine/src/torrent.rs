@@ -925,6 +925,9 @@ impl Actor {
                 Ok(()) => {
                     peer.uploaded.add(u64::from(block.length));
                     self.uploaded.add(u64::from(block.length));
+                    if let Some(super_seed) = &mut self.super_seed {
+                        super_seed.block_sent(key, block.piece);
+                    }
                 }
                 Err(e) => {
                     // Data we claimed vanished (deleted or truncated files): stop claiming it.
@@ -1047,7 +1050,12 @@ impl Actor {
                     peer.session.unchoke();
                     self.reveal(candidate.key);
                 }
-                (false, false) => peer.session.choke(),
+                (false, false) => {
+                    peer.session.choke();
+                    if let Some(super_seed) = &mut self.super_seed {
+                        super_seed.peer_choked(candidate.key);
+                    }
+                }
                 _ => continue,
             }
             self.flush(candidate.key);

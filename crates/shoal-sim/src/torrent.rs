@@ -817,6 +817,9 @@ impl Torrent {
             peer.uploaded.add(u64::from(block.length));
             self.uploaded.add(u64::from(block.length));
             self.counters.uploaded += u64::from(block.length);
+            if let Some(super_seed) = &mut self.super_seed {
+                super_seed.block_sent(key, block.piece);
+            }
             if !peer.queued && !peer.blocked {
                 peer.queued = true;
                 self.writable.push_back(key);
@@ -888,7 +891,12 @@ impl Torrent {
                     peer.session.unchoke();
                     self.reveal(candidate.key);
                 }
-                (false, false) => peer.session.choke(),
+                (false, false) => {
+                    peer.session.choke();
+                    if let Some(super_seed) = &mut self.super_seed {
+                        super_seed.peer_choked(candidate.key);
+                    }
+                }
                 _ => continue,
             }
             self.flush(candidate.key);

@@ -9,7 +9,7 @@
 //! sans-IO cores; what they decide is carried out at once: blocks are requested, written,
 //! hashed, served, and bytes are queued to the socket writers.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,12 +22,12 @@ use rand::{RngCore, SeedableRng};
 use shoal_core::{Bitfield, Block, Metainfo, PeerId, BLOCK_SIZE};
 use shoal_storage::{resume, FileLayout, StorageError, TorrentFiles};
 use shoal_swarm::{
-    queue_depth, BlockData, Choker, ChokerConfig, ChokerPeer, PeerKey, PiecePicker, RateMeter,
-    Received, Reveal, SmartBan, Suggestions, SuperSeed, REQUEST_WINDOW,
+    choke_round, BlockData, ChokeSchedule, Choker, ChokerConfig, PeerKey, PeerLink, PiecePicker,
+    RateMeter, Received, Reveal, SmartBan, SuperSeed,
 };
 use shoal_wire::metadata::{self, OUR_UT_METADATA_ID, UT_METADATA};
 use shoal_wire::pex::{PexPeer, OUR_UT_PEX_ID, UT_PEX};
-use shoal_wire::{allowed_fast_set, ExtensionHandshake, PeerSession, SessionConfig, SessionEvent};
+use shoal_wire::{ExtensionHandshake, PeerSession, SessionConfig, SessionEvent};
 use tokio::sync::{mpsc, watch};
 
 use crate::addresses::AddressBook;
@@ -219,8 +219,7 @@ pub async fn run(
         events,
         resume_path,
         completed_announced: have.all(),
-        last_choke: now - Duration::from_secs(60),
-        choke_dirty: true,
+        choke_schedule: ChokeSchedule::default(),
         last_stats: now,
         last_resume_save: now,
         config,
@@ -287,29 +286,18 @@ async fn check_existing(
 
 struct Peer {
     addr: SocketAddr,
-    session: PeerSession,
+    link: PeerLink,
     writer: mpsc::UnboundedSender<Bytes>,
     backlog: Backlog,
     reader: tokio::task::JoinHandle<()>,
-    /// Requests we have outstanding with this peer (mirrors the session's, so the picker
-    /// can be told when they die).
-    requested: HashSet<Block>,
-    downloaded: RateMeter,
-    uploaded: RateMeter,
-    last_block: Instant,
-    connected: bool,
-    /// The peer's pieces as last given to the picker.
-    counted: Bitfield,
     /// Peer exchange (BEP 11) with this peer.
     pex: PexPeer,
-    /// Pieces the peer suggested (BEP 6).
-    suggested: Suggestions,
 }
 
 impl Peer {
     /// Hands what the session wants to send to the socket's writer.
     fn flush(&mut self) {
-        if let Some(out) = self.session.poll_transmit() {
+        if let Some(out) = self.link.session.poll_transmit() {
             self.backlog.fetch_add(out.len(), Ordering::Relaxed);
             let _ = self.writer.send(out);
         }
@@ -339,8 +327,7 @@ struct Actor {
     events: mpsc::UnboundedSender<EngineEvent>,
     resume_path: PathBuf,
     completed_announced: bool,
-    last_choke: Instant,
-    choke_dirty: bool,
+    choke_schedule: ChokeSchedule,
     last_stats: Instant,
     last_resume_save: Instant,
     scratch: Vec<Block>,
@@ -359,9 +346,6 @@ const MAX_BACKLOG: usize = 4 * 1024 * 1024;
 const BACKLOG_TIME: f64 = 0.5;
 /// Bytes per second assumed for a peer whose rate is not measured yet (16 requests deep).
 const INITIAL_RATE_GUESS: f64 = 512.0 * 1024.0;
-/// Allowed-fast pieces granted to each peer with the fast extension (libtorrent: 5).
-const ALLOWED_FAST_SET: usize = 8;
-const SNUB_AFTER: Duration = Duration::from_secs(30);
 const RESUME_SAVE_INTERVAL: Duration = Duration::from_secs(30);
 
 impl Actor {
@@ -420,7 +404,7 @@ impl Actor {
                 let Some(peer) = self.peers.get_mut(&key) else {
                     return Ok(());
                 };
-                if let Err(e) = peer.session.handle_input_bytes(now, bytes) {
+                if let Err(e) = peer.link.session.handle_input_bytes(now, bytes) {
                     self.remove_peer(key, &e.to_string(), now);
                     return Ok(());
                 }
@@ -508,18 +492,11 @@ impl Actor {
             key,
             Peer {
                 addr,
-                session,
+                link: PeerLink::new(session, piece_count, now),
                 writer,
                 backlog,
                 reader,
-                requested: HashSet::new(),
-                downloaded: RateMeter::default(),
-                uploaded: RateMeter::default(),
-                last_block: now,
-                connected: false,
-                counted: Bitfield::new(piece_count),
                 pex: PexPeer::new(now),
-                suggested: Suggestions::default(),
             },
         );
         let _ = self.service(key, now);
@@ -530,18 +507,19 @@ impl Actor {
             return;
         };
         peer.reader.abort();
-        self.picker.peer_disconnected(key, &peer.counted);
+        self.picker.peer_disconnected(key, &peer.link.counted);
         if let Some(super_seed) = &mut self.super_seed {
             super_seed.peer_disconnected(key);
         }
-        self.addresses.disconnected(peer.addr, !peer.connected, now);
-        self.choke_dirty = true;
-        if peer.connected {
+        self.addresses
+            .disconnected(peer.addr, !peer.link.connected, now);
+        self.choke_schedule.changed();
+        if peer.link.connected {
             let _ = self.events.send(EngineEvent::PeerDisconnected {
                 addr: peer.addr,
                 reason: reason.to_owned(),
-                downloaded: peer.downloaded.total,
-                uploaded: peer.uploaded.total,
+                downloaded: peer.link.downloaded.total,
+                uploaded: peer.link.uploaded.total,
             });
         }
     }
@@ -562,7 +540,7 @@ impl Actor {
             let Some(peer) = self.peers.get_mut(&key) else {
                 return Ok(());
             };
-            let Some(event) = peer.session.poll_event() else {
+            let Some(event) = peer.link.session.poll_event() else {
                 break;
             };
             self.on_event(key, event, now)?;
@@ -570,8 +548,9 @@ impl Actor {
         let Some(peer) = self.peers.get_mut(&key) else {
             return Ok(());
         };
-        if peer.session.is_closed() {
+        if peer.link.session.is_closed() {
             let reason = peer
+                .link
                 .session
                 .close_reason()
                 .map_or("closed".to_owned(), |e| e.to_string());
@@ -599,41 +578,21 @@ impl Actor {
         let peer = self.peers.get_mut(&key).expect("caller checked");
         match event {
             SessionEvent::Connected { peer_id, fast, .. } => {
-                peer.connected = true;
+                peer.link.connected = true;
                 let client = client_name(&peer_id.0);
                 let _ = self.events.send(EngineEvent::PeerConnected {
                     addr: peer.addr,
                     client,
                 });
-                // BEP 6: a few pieces a new peer may fetch from us even while choked, so
-                // it has something to trade with sooner. A seed grants none: its upload
-                // is the swarm's scarcest resource, and choked peers would spend it on
-                // duplicates.
-                if fast && !self.picker.is_complete() {
-                    let info = &self.config.metainfo;
-                    let have = self.picker.have();
-                    for piece in allowed_fast_set(
-                        &info.info_hash,
-                        peer.addr.ip(),
-                        info.info.piece_count() as u32,
-                        ALLOWED_FAST_SET,
-                    ) {
-                        if have.get(piece as usize) {
-                            peer.session.allow_fast(piece);
-                        }
-                    }
+                if fast {
+                    let info_hash = &self.config.metainfo.info_hash;
+                    let ip = peer.addr.ip();
+                    peer.link
+                        .grant_allowed_fast(info_hash, ip, self.picker.have());
                 }
             }
             SessionEvent::PeerBitfield => {
-                let bits = peer.session.state().peer_pieces.clone();
-                self.picker.peer_disconnected(key, &peer.counted);
-                if bits.all() {
-                    self.picker.peer_have_all(key);
-                } else {
-                    self.picker.peer_bitfield(key, &bits);
-                }
-                peer.counted = bits;
-                self.update_interest(key);
+                peer.link.bitfield_received(key, &mut self.picker);
                 if self.super_seed.is_some() {
                     // A super-seed's peers see nothing to be interested in until pieces
                     // are revealed, and pieces are revealed to unchoked peers only.
@@ -642,10 +601,7 @@ impl Actor {
                 }
             }
             SessionEvent::Have(piece) => {
-                if peer.counted.set(piece as usize) {
-                    self.picker.peer_have(key, piece);
-                }
-                self.update_interest(key);
+                peer.link.have_received(key, piece, &mut self.picker);
                 if let Some(super_seed) = &mut self.super_seed {
                     if super_seed.peer_have(key, piece) {
                         self.reveal(key);
@@ -653,22 +609,16 @@ impl Actor {
                 }
             }
             SessionEvent::Choked { dropped } => {
-                for block in dropped {
-                    if peer.requested.remove(&block) {
-                        self.picker.request_cancelled(key, block);
-                    }
-                }
+                peer.link.requests_dropped(key, dropped, &mut self.picker);
             }
             SessionEvent::Rejected(block) => {
-                if peer.requested.remove(&block) {
-                    self.picker.request_cancelled(key, block);
-                }
+                peer.link.requests_dropped(key, [block], &mut self.picker);
             }
             SessionEvent::Interested => {
                 self.offer_free_slot(key);
-                self.choke_dirty = true;
+                self.choke_schedule.changed();
             }
-            SessionEvent::NotInterested => self.choke_dirty = true,
+            SessionEvent::NotInterested => self.choke_schedule.changed(),
             SessionEvent::BlockReceived { block, data } => self.on_block(key, block, data, now)?,
             SessionEvent::Closed(_) => {}
             SessionEvent::AllowedFast(_) => self.request_more(key),
@@ -677,13 +627,13 @@ impl Actor {
                 payload,
             } => {
                 // BEP 9: serve our info dictionary to peers that came from a magnet link.
-                let extensions = peer.session.state().peer_extensions.as_ref();
+                let extensions = peer.link.session.state().peer_extensions.as_ref();
                 let their_id = extensions.and_then(|e| e.id_of(UT_METADATA));
                 let info = &self.config.metainfo.info_bytes;
                 if let (Some(their_id), Some(answer)) = (their_id, metadata::answer(info, &payload))
                 {
                     if peer.backlog.load(Ordering::Relaxed) < MAX_BACKLOG {
-                        peer.session.send_extended(their_id, answer.encode());
+                        peer.link.session.send_extended(their_id, answer.encode());
                     }
                 }
             }
@@ -697,7 +647,7 @@ impl Actor {
             SessionEvent::Suggest(piece) => {
                 // Fetched first when still wanted (as libtorrent does): a seed suggests
                 // what it has in its cache, or what it wants spread (BEP 16).
-                peer.suggested.add(piece, self.picker.have());
+                peer.link.suggested.add(piece, self.picker.have());
             }
             SessionEvent::Unchoked
             | SessionEvent::DhtPort(_)
@@ -714,37 +664,17 @@ impl Actor {
         let unchoked = self
             .peers
             .values()
-            .filter(|p| !p.session.state().am_choking)
+            .filter(|p| !p.link.session.state().am_choking)
             .count();
         let peer = self.peers.get_mut(&key).expect("caller checked");
-        if unchoked < slots && peer.session.state().am_choking {
-            peer.session.unchoke();
+        if unchoked < slots && peer.link.session.state().am_choking {
+            peer.link.session.unchoke();
         }
     }
 
-    /// A super-seed reveals pieces to a peer it uploads to (see [`SuperSeed`]): only the
-    /// unchoked can fetch them, so revealing to others would only make duplicates later.
     fn reveal(&mut self, key: PeerKey) {
-        let Some(super_seed) = &mut self.super_seed else {
-            return;
-        };
-        let peer = self.peers.get_mut(&key).expect("caller checked");
-        if peer.session.state().am_choking {
-            return;
-        }
-        for piece in super_seed.reveal(key, &peer.counted, peer.uploaded.rate(), &mut self.rng) {
-            match super_seed.reveals_by() {
-                Reveal::Have => peer.session.have(piece),
-                Reveal::Suggest => peer.session.suggest(piece),
-            }
-        }
-    }
-
-    fn update_interest(&mut self, key: PeerKey) {
-        let peer = self.peers.get_mut(&key).expect("caller checked");
-        let interesting = self.picker.is_interesting(&peer.counted);
-        if interesting != peer.session.state().am_interested {
-            peer.session.interested(interesting);
+        if let (Some(super_seed), Some(peer)) = (&mut self.super_seed, self.peers.get_mut(&key)) {
+            peer.link.reveal(key, super_seed, &mut self.rng);
         }
     }
 
@@ -756,9 +686,9 @@ impl Actor {
         now: Instant,
     ) -> Result<(), EngineError> {
         let peer = self.peers.get_mut(&key).expect("caller checked");
-        peer.requested.remove(&block);
-        peer.last_block = now;
-        peer.downloaded.add(u64::from(block.length));
+        peer.link.requested.remove(&block);
+        peer.link.last_block = now;
+        peer.link.downloaded.add(u64::from(block.length));
         self.downloaded.add(u64::from(block.length));
         match self.picker.block_received(key, block) {
             Received::New {
@@ -767,8 +697,8 @@ impl Actor {
             } => {
                 for other in cancel {
                     if let Some(p) = self.peers.get_mut(&other) {
-                        if p.requested.remove(&block) {
-                            p.session.cancel(block);
+                        if p.link.requested.remove(&block) {
+                            p.link.session.cancel(block);
                         }
                     }
                 }
@@ -811,8 +741,8 @@ impl Actor {
             let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
             for key in keys {
                 let peer = self.peers.get_mut(&key).expect("listed");
-                peer.session.have(piece);
-                self.update_interest(key);
+                peer.link.session.have(piece);
+                peer.link.update_interest(&self.picker);
                 self.flush(key);
             }
         } else {
@@ -859,71 +789,36 @@ impl Actor {
 
     fn request_more(&mut self, key: PeerKey) {
         let peer = self.peers.get_mut(&key).expect("caller checked");
-        let state = peer.session.state();
-        if !state.am_interested || self.picker.is_complete() {
-            return;
-        }
-        if state.peer_choking && state.allowed_fast.is_empty() {
-            return;
-        }
-        let reqq = state.peer_extensions.as_ref().and_then(|e| e.reqq);
-        // Rates are measured once a second, so a new connection would start with the
-        // minimum depth and ramp up slowly; assume at least a modest rate until then.
-        let depth = queue_depth(
-            peer.downloaded.rate().max(INITIAL_RATE_GUESS),
-            REQUEST_WINDOW,
-            reqq,
+        peer.link.request_more(
+            key,
+            &mut self.picker,
+            INITIAL_RATE_GUESS,
+            &mut self.rng,
+            &mut self.scratch,
         );
-        if peer.requested.len() >= depth {
-            return;
-        }
-        self.scratch.clear();
-        let want = depth - peer.requested.len();
-        if state.peer_choking {
-            let allowed: Vec<u32> = state.allowed_fast.iter().copied().collect();
-            self.picker
-                .pick_from(key, &peer.counted, &allowed, want, &mut self.scratch);
-        } else {
-            let needed = peer.suggested.needed(self.picker.have());
-            let suggested =
-                self.picker
-                    .pick_from(key, &peer.counted, needed, want, &mut self.scratch);
-            self.picker.pick(
-                key,
-                &peer.counted,
-                want - suggested,
-                &mut self.rng,
-                &mut self.scratch,
-            );
-        }
-        for block in self.scratch.drain(..) {
-            if peer.session.request(block) {
-                peer.requested.insert(block);
-            } else {
-                self.picker.request_cancelled(key, block);
-            }
-        }
     }
 
     fn serve_uploads(&mut self, key: PeerKey) -> Result<(), EngineError> {
         let piece_length = u64::from(self.config.metainfo.info.piece_length);
         let peer = self.peers.get_mut(&key).expect("caller checked");
-        let cap = ((peer.uploaded.rate() * BACKLOG_TIME) as usize).clamp(MIN_BACKLOG, MAX_BACKLOG);
+        let cap =
+            ((peer.link.uploaded.rate() * BACKLOG_TIME) as usize).clamp(MIN_BACKLOG, MAX_BACKLOG);
         while peer.backlog.load(Ordering::Relaxed) < cap {
-            let Some(block) = peer.session.next_upload() else {
+            let Some(block) = peer.link.session.next_upload() else {
                 break;
             };
             if !self.picker.have().get(block.piece as usize) {
-                peer.session.reject(block);
+                peer.link.session.reject(block);
                 continue;
             }
             let at = u64::from(block.piece) * piece_length + u64::from(block.offset);
             match peer
+                .link
                 .session
                 .send_block_with(block, |out| self.files.read(at, out))
             {
                 Ok(()) => {
-                    peer.uploaded.add(u64::from(block.length));
+                    peer.link.uploaded.add(u64::from(block.length));
                     self.uploaded.add(u64::from(block.length));
                     if let Some(super_seed) = &mut self.super_seed {
                         super_seed.block_sent(key, block.piece);
@@ -932,7 +827,7 @@ impl Actor {
                 Err(e) => {
                     // Data we claimed vanished (deleted or truncated files): stop claiming it.
                     tracing::warn!("cannot serve piece {}: {e}", block.piece);
-                    peer.session.reject(block);
+                    peer.link.session.reject(block);
                 }
             }
             // Flush as we go so a large queue doesn't sit in the session's buffer.
@@ -959,20 +854,12 @@ impl Actor {
             let Some(peer) = self.peers.get_mut(&key) else {
                 continue;
             };
-            peer.session.handle_timeout(now);
-            if !peer.requested.is_empty() && now.duration_since(peer.last_block) > SNUB_AFTER {
-                for block in peer.requested.drain() {
-                    peer.session.cancel(block);
-                    self.picker.request_cancelled(key, block);
-                }
-                peer.last_block = now;
-            }
+            peer.link.session.handle_timeout(now);
+            peer.link.cancel_if_snubbed(key, now, &mut self.picker);
             self.service(key, now)?;
         }
         self.send_pex(now);
-        if self.choke_dirty && now.duration_since(self.last_choke) >= Duration::from_secs(1)
-            || now.duration_since(self.last_choke) >= Duration::from_secs(10)
-        {
+        if self.choke_schedule.due(now) {
             self.run_choker(now);
         }
         if now.duration_since(self.last_stats) >= Duration::from_secs(1) {
@@ -991,74 +878,46 @@ impl Actor {
         if self.config.metainfo.info.private {
             return;
         }
-        let listen_addr =
-            |p: &Peer| match p.session.state().peer_extensions.as_ref().and_then(|e| e.p) {
-                Some(port) => SocketAddr::new(p.addr.ip(), port),
-                None => p.addr,
-            };
+        let listen_addr = |p: &Peer| match p
+            .link
+            .session
+            .state()
+            .peer_extensions
+            .as_ref()
+            .and_then(|e| e.p)
+        {
+            Some(port) => SocketAddr::new(p.addr.ip(), port),
+            None => p.addr,
+        };
         let connected: BTreeSet<SocketAddr> = self
             .peers
             .values()
-            .filter(|p| p.connected)
+            .filter(|p| p.link.connected)
             .map(listen_addr)
             .collect();
         for peer in self.peers.values_mut() {
-            let extensions = peer.session.state().peer_extensions.as_ref();
+            let extensions = peer.link.session.state().peer_extensions.as_ref();
             let Some(their_id) = extensions.and_then(|e| e.id_of(UT_PEX)) else {
                 continue;
             };
             if let Some(payload) = peer.pex.poll_send(now, &connected, listen_addr(peer)) {
-                peer.session.send_extended(their_id, payload);
+                peer.link.session.send_extended(their_id, payload);
                 peer.flush();
             }
         }
     }
 
     fn run_choker(&mut self, now: Instant) {
-        self.last_choke = now;
-        self.choke_dirty = false;
-        let seeding = self.picker.is_complete();
-        let super_seeding = self
-            .super_seed
-            .as_ref()
-            .is_some_and(|s| s.reveals_by() == Reveal::Have);
-        let candidates: Vec<ChokerPeer> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.connected)
-            .map(|(&key, p)| ChokerPeer {
-                key,
-                // A super-seed's leechers cannot be interested before a reveal.
-                interested: p.session.state().peer_interested
-                    || (super_seeding && !p.counted.all()),
-                download_rate: p.downloaded.rate(),
-                upload_rate: p.uploaded.rate(),
-                is_seed: p.counted.all(),
-                snubbed: !p.requested.is_empty() && now.duration_since(p.last_block) > SNUB_AFTER,
-            })
-            .collect();
-        let unchoke: HashSet<PeerKey> = self
-            .choker
-            .run(now, &candidates, seeding, &mut self.rng)
-            .into_iter()
-            .collect();
-        for candidate in candidates {
-            let peer = self.peers.get_mut(&candidate.key).expect("listed");
-            let choking = peer.session.state().am_choking;
-            match (unchoke.contains(&candidate.key), choking) {
-                (true, true) => {
-                    peer.session.unchoke();
-                    self.reveal(candidate.key);
-                }
-                (false, false) => {
-                    peer.session.choke();
-                    if let Some(super_seed) = &mut self.super_seed {
-                        super_seed.peer_choked(candidate.key);
-                    }
-                }
-                _ => continue,
-            }
-            self.flush(candidate.key);
+        let changed = choke_round(
+            &mut self.choker,
+            self.peers.iter_mut().map(|(&key, p)| (key, &mut p.link)),
+            self.picker.is_complete(),
+            self.super_seed.as_mut(),
+            now,
+            &mut self.rng,
+        );
+        for key in changed {
+            self.flush(key);
         }
     }
 
@@ -1068,15 +927,15 @@ impl Actor {
         self.downloaded.tick(elapsed);
         self.uploaded.tick(elapsed);
         for peer in self.peers.values_mut() {
-            peer.downloaded.tick(elapsed);
-            peer.uploaded.tick(elapsed);
+            peer.link.downloaded.tick(elapsed);
+            peer.link.uploaded.tick(elapsed);
         }
         let info = &self.config.metainfo.info;
         let left = self.picker.bytes_left();
         let rate = self.downloaded.rate();
         let mut available = self.picker.have().clone();
         for peer in self.peers.values() {
-            for piece in peer.counted.iter_ones() {
+            for piece in peer.link.counted.iter_ones() {
                 available.set(piece);
             }
         }
@@ -1089,7 +948,7 @@ impl Actor {
             uploaded: self.uploaded.total,
             download_rate: rate,
             upload_rate: self.uploaded.rate(),
-            peers: self.peers.values().filter(|p| p.connected).count(),
+            peers: self.peers.values().filter(|p| p.link.connected).count(),
             eta_secs: (left > 0 && rate > 1.0).then(|| (left as f64 / rate) as u64),
             available_pieces: available.count_ones(),
         }));
@@ -1115,7 +974,8 @@ impl Actor {
         });
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         for key in keys {
-            self.update_interest(key);
+            let peer = self.peers.get_mut(&key).expect("listed");
+            peer.link.update_interest(&self.picker);
             self.flush(key);
         }
         Ok(())

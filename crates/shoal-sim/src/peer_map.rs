@@ -82,6 +82,10 @@ impl<V> PeerMap<V> {
         self.slots.iter().flatten().map(|(k, v)| (k, v))
     }
 
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&PeerKey, &mut V)> {
+        self.slots.iter_mut().flatten().map(|(k, v)| (&*k, v))
+    }
+
     pub fn keys(&self) -> impl Iterator<Item = &PeerKey> {
         self.iter().map(|(k, _)| k)
     }

@@ -27,10 +27,10 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use shoal_core::{Bitfield, Block, InfoHash, PeerId, BLOCK_SIZE};
 use shoal_swarm::{
-    queue_depth, BlockData, Choker, ChokerConfig, ChokerPeer, PeerKey, PiecePicker, RateMeter,
-    Received, Reveal, SmartBan, Suggestions, SuperSeed, REQUEST_WINDOW,
+    choke_round, BlockData, ChokeSchedule, Choker, ChokerConfig, PeerKey, PeerLink, PiecePicker,
+    RateMeter, Received, Reveal, SmartBan, SuperSeed,
 };
-use shoal_wire::{allowed_fast_set, ExtensionHandshake, PeerSession, SessionConfig, SessionEvent};
+use shoal_wire::{ExtensionHandshake, PeerSession, SessionConfig, SessionEvent};
 
 use crate::content::{Content, HashCheck, PieceStore};
 use crate::peer_map::PeerMap;
@@ -46,9 +46,6 @@ pub type ConnId = u32;
 /// `have`s from queueing for seconds behind block data (libtorrent refills its send buffer
 /// at a low-water mark the same way).
 const MAX_BACKLOG: usize = 64 * 1024;
-/// Allowed-fast pieces granted to each peer with the fast extension (the engine's).
-const ALLOWED_FAST_SET: usize = 8;
-const SNUB_AFTER: Duration = Duration::from_secs(30);
 /// The torrent every simulated host shares.
 const INFO_HASH: InfoHash = InfoHash([7; 20]);
 
@@ -205,7 +202,7 @@ impl Chunk {
 struct Peer {
     remote: HostId,
     conn: ConnId,
-    session: PeerSession,
+    link: PeerLink,
     /// Bytes the session sent that the uplink has not put on the wire (the engine's
     /// writer queue).
     outbox: Outbox,
@@ -213,14 +210,6 @@ struct Peer {
     queued: bool,
     /// Waiting for the window to open.
     blocked: bool,
-    requested: BTreeSet<Block>,
-    downloaded: RateMeter,
-    uploaded: RateMeter,
-    last_block: Instant,
-    connected: bool,
-    counted: Bitfield,
-    /// Pieces the peer suggested (BEP 6), newest last.
-    suggested: Suggestions,
 }
 
 /// One host's torrent. See the module documentation.
@@ -244,8 +233,7 @@ pub struct Torrent {
     downloaded: RateMeter,
     uploaded: RateMeter,
     completed_announced: bool,
-    last_choke: Instant,
-    choke_dirty: bool,
+    choke_schedule: ChokeSchedule,
     last_stats: Instant,
     scratch: Vec<Block>,
     /// Connections with bytes for the uplink, in round-robin order.
@@ -296,8 +284,7 @@ impl Torrent {
             initial_rate: setup.initial_rate,
             downloaded: RateMeter::default(),
             uploaded: RateMeter::default(),
-            last_choke: now - Duration::from_secs(60),
-            choke_dirty: true,
+            choke_schedule: ChokeSchedule::default(),
             last_stats: now,
             scratch: Vec::new(),
             writable: VecDeque::new(),
@@ -365,7 +352,7 @@ impl Torrent {
             peer.outbox.take(max, chunk);
             let conn = peer.conn;
             // The writer's backlog shrank: serve requests that waited for it.
-            if peer.outbox.len() < MAX_BACKLOG && peer.session.queued_uploads() > 0 {
+            if peer.outbox.len() < MAX_BACKLOG && peer.link.session.queued_uploads() > 0 {
                 self.serve_uploads(key);
             }
             let peer = self.peers.get_mut(&key).expect("present");
@@ -423,17 +410,10 @@ impl Torrent {
             Box::new(Peer {
                 remote,
                 conn,
-                session,
+                link: PeerLink::new(session, self.content.piece_count() as usize, now),
                 outbox: Outbox::default(),
                 queued: false,
                 blocked: false,
-                requested: BTreeSet::new(),
-                downloaded: RateMeter::default(),
-                uploaded: RateMeter::default(),
-                last_block: now,
-                connected: false,
-                counted: Bitfield::new(self.content.piece_count() as usize),
-                suggested: Suggestions::default(),
             }),
         );
         self.service(key, now);
@@ -446,7 +426,12 @@ impl Torrent {
             return;
         };
         for bytes in segments {
-            if peer.session.handle_input_bytes(now, bytes.clone()).is_err() {
+            if peer
+                .link
+                .session
+                .handle_input_bytes(now, bytes.clone())
+                .is_err()
+            {
                 self.remove_peer(key);
                 return;
             }
@@ -486,11 +471,11 @@ impl Torrent {
         let Some(peer) = self.peers.remove(&key) else {
             return;
         };
-        self.picker.peer_disconnected(key, &peer.counted);
+        self.picker.peer_disconnected(key, &peer.link.counted);
         if let Some(super_seed) = &mut self.super_seed {
             super_seed.peer_disconnected(key);
         }
-        self.choke_dirty = true;
+        self.choke_schedule.changed();
         self.closed.push(peer.conn);
     }
 
@@ -510,7 +495,7 @@ impl Torrent {
             let Some(peer) = self.peers.get_mut(&key) else {
                 return;
             };
-            let Some(event) = peer.session.poll_event() else {
+            let Some(event) = peer.link.session.poll_event() else {
                 break;
             };
             self.on_event(key, event, now);
@@ -518,7 +503,7 @@ impl Torrent {
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
-        if peer.session.is_closed() {
+        if peer.link.session.is_closed() {
             self.remove_peer(key);
             return;
         }
@@ -529,7 +514,7 @@ impl Torrent {
 
     fn flush(&mut self, key: PeerKey) {
         if let Some(peer) = self.peers.get_mut(&key) {
-            if peer.outbox.push_from(&mut peer.session) && !peer.queued && !peer.blocked {
+            if peer.outbox.push_from(&mut peer.link.session) && !peer.queued && !peer.blocked {
                 peer.queued = true;
                 self.writable.push_back(key);
             }
@@ -540,35 +525,15 @@ impl Torrent {
         let peer = self.peers.get_mut(&key).expect("caller checked");
         match event {
             SessionEvent::Connected { fast, .. } => {
-                peer.connected = true;
-                // BEP 6: a few pieces a new peer may fetch from us even while choked, so
-                // it has something to trade with sooner. A seed grants none: its upload
-                // is the swarm's scarcest resource, and choked peers would spend it on
-                // duplicates (a super-seed hides its pieces anyway).
-                if fast && !self.picker.is_complete() {
-                    let have = self.picker.have();
-                    for piece in allowed_fast_set(
-                        &INFO_HASH,
-                        host_ip(peer.remote),
-                        self.content.piece_count(),
-                        ALLOWED_FAST_SET,
-                    ) {
-                        if have.get(piece as usize) {
-                            peer.session.allow_fast(piece);
-                        }
-                    }
+                peer.link.connected = true;
+                if fast {
+                    let ip = host_ip(peer.remote);
+                    peer.link
+                        .grant_allowed_fast(&INFO_HASH, ip, self.picker.have());
                 }
             }
             SessionEvent::PeerBitfield => {
-                let bits = peer.session.state().peer_pieces.clone();
-                self.picker.peer_disconnected(key, &peer.counted);
-                if bits.all() {
-                    self.picker.peer_have_all(key);
-                } else {
-                    self.picker.peer_bitfield(key, &bits);
-                }
-                peer.counted = bits;
-                self.update_interest(key);
+                peer.link.bitfield_received(key, &mut self.picker);
                 if self.super_seed.is_some() {
                     // A super-seed's peers see nothing to be interested in until pieces
                     // are revealed, and pieces are revealed to unchoked peers only.
@@ -577,10 +542,7 @@ impl Torrent {
                 }
             }
             SessionEvent::Have(piece) => {
-                if peer.counted.set(piece as usize) {
-                    self.picker.peer_have(key, piece);
-                }
-                self.update_interest(key);
+                peer.link.have_received(key, piece, &mut self.picker);
                 if let Some(super_seed) = &mut self.super_seed {
                     if super_seed.peer_have(key, piece) {
                         self.reveal(key);
@@ -588,26 +550,20 @@ impl Torrent {
                 }
             }
             SessionEvent::Choked { dropped } => {
-                for block in dropped {
-                    if peer.requested.remove(&block) {
-                        self.picker.request_cancelled(key, block);
-                    }
-                }
+                peer.link.requests_dropped(key, dropped, &mut self.picker);
             }
             SessionEvent::Rejected(block) => {
-                if peer.requested.remove(&block) {
-                    self.picker.request_cancelled(key, block);
-                }
+                peer.link.requests_dropped(key, [block], &mut self.picker);
             }
             SessionEvent::Interested => {
                 self.offer_free_slot(key);
-                self.choke_dirty = true;
+                self.choke_schedule.changed();
             }
-            SessionEvent::NotInterested => self.choke_dirty = true,
+            SessionEvent::NotInterested => self.choke_schedule.changed(),
             SessionEvent::BlockReceived { block, data } => self.on_block(key, block, data, now),
             SessionEvent::AllowedFast(_) => self.request_more(key),
             SessionEvent::Suggest(piece) => {
-                peer.suggested.add(piece, self.picker.have());
+                peer.link.suggested.add(piece, self.picker.have());
                 self.request_more(key);
             }
             SessionEvent::Closed(_)
@@ -625,45 +581,25 @@ impl Torrent {
         let unchoked = self
             .peers
             .values()
-            .filter(|p| !p.session.state().am_choking)
+            .filter(|p| !p.link.session.state().am_choking)
             .count();
         let peer = self.peers.get_mut(&key).expect("caller checked");
-        if unchoked < slots && peer.session.state().am_choking {
-            peer.session.unchoke();
+        if unchoked < slots && peer.link.session.state().am_choking {
+            peer.link.session.unchoke();
         }
     }
 
-    /// A super-seed reveals pieces to a peer it uploads to (see [`SuperSeed`]): only the
-    /// unchoked can fetch them, so revealing to others would only make duplicates later.
     fn reveal(&mut self, key: PeerKey) {
-        let Some(super_seed) = &mut self.super_seed else {
-            return;
-        };
-        let peer = self.peers.get_mut(&key).expect("caller checked");
-        if peer.session.state().am_choking {
-            return;
-        }
-        for piece in super_seed.reveal(key, &peer.counted, peer.uploaded.rate(), &mut self.rng) {
-            match super_seed.reveals_by() {
-                Reveal::Have => peer.session.have(piece),
-                Reveal::Suggest => peer.session.suggest(piece),
-            }
-        }
-    }
-
-    fn update_interest(&mut self, key: PeerKey) {
-        let peer = self.peers.get_mut(&key).expect("caller checked");
-        let interesting = self.picker.is_interesting(&peer.counted);
-        if interesting != peer.session.state().am_interested {
-            peer.session.interested(interesting);
+        if let (Some(super_seed), Some(peer)) = (&mut self.super_seed, self.peers.get_mut(&key)) {
+            peer.link.reveal(key, super_seed, &mut self.rng);
         }
     }
 
     fn on_block(&mut self, key: PeerKey, block: Block, data: Bytes, now: Instant) {
         let peer = self.peers.get_mut(&key).expect("caller checked");
-        peer.requested.remove(&block);
-        peer.last_block = now;
-        peer.downloaded.add(u64::from(block.length));
+        peer.link.requested.remove(&block);
+        peer.link.last_block = now;
+        peer.link.downloaded.add(u64::from(block.length));
         self.downloaded.add(u64::from(block.length));
         match self.picker.block_received(key, block) {
             Received::New {
@@ -672,8 +608,8 @@ impl Torrent {
             } => {
                 for other in cancel {
                     if let Some(p) = self.peers.get_mut(&other) {
-                        if p.requested.remove(&block) {
-                            p.session.cancel(block);
+                        if p.link.requested.remove(&block) {
+                            p.link.session.cancel(block);
                         }
                     }
                 }
@@ -711,8 +647,8 @@ impl Torrent {
             let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
             for key in keys {
                 let peer = self.peers.get_mut(&key).expect("listed");
-                peer.session.have(piece);
-                self.update_interest(key);
+                peer.link.session.have(piece);
+                peer.link.update_interest(&self.picker);
                 self.flush(key);
             }
             if self.picker.is_complete() && !self.completed_announced {
@@ -752,69 +688,34 @@ impl Torrent {
 
     fn request_more(&mut self, key: PeerKey) {
         let peer = self.peers.get_mut(&key).expect("caller checked");
-        let state = peer.session.state();
-        if !state.am_interested || self.picker.is_complete() {
-            return;
-        }
-        if state.peer_choking && state.allowed_fast.is_empty() {
-            return;
-        }
-        let reqq = state.peer_extensions.as_ref().and_then(|e| e.reqq);
-        let depth = queue_depth(
-            peer.downloaded.rate().max(self.initial_rate),
-            REQUEST_WINDOW,
-            reqq,
+        peer.link.request_more(
+            key,
+            &mut self.picker,
+            self.initial_rate,
+            &mut self.rng,
+            &mut self.scratch,
         );
-        if peer.requested.len() >= depth {
-            return;
-        }
-        self.scratch.clear();
-        let want = depth - peer.requested.len();
-        if state.peer_choking {
-            let allowed: Vec<u32> = state.allowed_fast.iter().copied().collect();
-            self.picker
-                .pick_from(key, &peer.counted, &allowed, want, &mut self.scratch);
-        } else {
-            let needed = peer.suggested.needed(self.picker.have());
-            let suggested =
-                self.picker
-                    .pick_from(key, &peer.counted, needed, want, &mut self.scratch);
-            self.picker.pick(
-                key,
-                &peer.counted,
-                want - suggested,
-                &mut self.rng,
-                &mut self.scratch,
-            );
-        }
-        for block in self.scratch.drain(..) {
-            if peer.session.request(block) {
-                peer.requested.insert(block);
-            } else {
-                self.picker.request_cancelled(key, block);
-            }
-        }
     }
 
     fn serve_uploads(&mut self, key: PeerKey) {
         let peer = self.peers.get_mut(&key).expect("caller checked");
         while peer.outbox.len() < MAX_BACKLOG {
-            let Some(block) = peer.session.next_upload() else {
+            let Some(block) = peer.link.session.next_upload() else {
                 break;
             };
             if !self.picker.have().get(block.piece as usize) {
-                peer.session.reject(block);
+                peer.link.session.reject(block);
                 continue;
             }
             let data = match self.behaviour {
                 Behaviour::Honest => self.store.read(block.piece, block.offset, block.length),
                 Behaviour::Corrupt => self.content.corrupted(block),
             };
-            let Some(head) = peer.session.send_block_header(block) else {
+            let Some(head) = peer.link.session.send_block_header(block) else {
                 break;
             };
             peer.outbox.push(head, data);
-            peer.uploaded.add(u64::from(block.length));
+            peer.link.uploaded.add(u64::from(block.length));
             self.uploaded.add(u64::from(block.length));
             self.counters.uploaded += u64::from(block.length);
             if let Some(super_seed) = &mut self.super_seed {
@@ -835,19 +736,11 @@ impl Torrent {
             let Some(peer) = self.peers.get_mut(&key) else {
                 continue;
             };
-            peer.session.handle_timeout(now);
-            if !peer.requested.is_empty() && now.duration_since(peer.last_block) > SNUB_AFTER {
-                for block in std::mem::take(&mut peer.requested) {
-                    peer.session.cancel(block);
-                    self.picker.request_cancelled(key, block);
-                }
-                peer.last_block = now;
-            }
+            peer.link.session.handle_timeout(now);
+            peer.link.cancel_if_snubbed(key, now, &mut self.picker);
             self.service(key, now);
         }
-        if self.choke_dirty && now.duration_since(self.last_choke) >= Duration::from_secs(1)
-            || now.duration_since(self.last_choke) >= Duration::from_secs(10)
-        {
+        if self.choke_schedule.due(now) {
             self.run_choker(now);
         }
         if now.duration_since(self.last_stats) >= Duration::from_secs(1) {
@@ -856,50 +749,16 @@ impl Torrent {
     }
 
     fn run_choker(&mut self, now: Instant) {
-        self.last_choke = now;
-        self.choke_dirty = false;
-        let seeding = self.picker.is_complete();
-        let super_seeding = self
-            .super_seed
-            .as_ref()
-            .is_some_and(|s| s.reveals_by() == Reveal::Have);
-        let candidates: Vec<ChokerPeer> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.connected)
-            .map(|(&key, p)| ChokerPeer {
-                key,
-                // A super-seed's leechers cannot be interested before a reveal.
-                interested: p.session.state().peer_interested
-                    || (super_seeding && !p.counted.all()),
-                download_rate: p.downloaded.rate(),
-                upload_rate: p.uploaded.rate(),
-                is_seed: p.counted.all(),
-                snubbed: !p.requested.is_empty() && now.duration_since(p.last_block) > SNUB_AFTER,
-            })
-            .collect();
-        let unchoke: BTreeSet<PeerKey> = self
-            .choker
-            .run(now, &candidates, seeding, &mut self.rng)
-            .into_iter()
-            .collect();
-        for candidate in candidates {
-            let peer = self.peers.get_mut(&candidate.key).expect("listed");
-            let choking = peer.session.state().am_choking;
-            match (unchoke.contains(&candidate.key), choking) {
-                (true, true) => {
-                    peer.session.unchoke();
-                    self.reveal(candidate.key);
-                }
-                (false, false) => {
-                    peer.session.choke();
-                    if let Some(super_seed) = &mut self.super_seed {
-                        super_seed.peer_choked(candidate.key);
-                    }
-                }
-                _ => continue,
-            }
-            self.flush(candidate.key);
+        let changed = choke_round(
+            &mut self.choker,
+            self.peers.iter_mut().map(|(&key, p)| (key, &mut p.link)),
+            self.picker.is_complete(),
+            self.super_seed.as_mut(),
+            now,
+            &mut self.rng,
+        );
+        for key in changed {
+            self.flush(key);
         }
     }
 
@@ -909,8 +768,8 @@ impl Torrent {
         self.downloaded.tick(elapsed);
         self.uploaded.tick(elapsed);
         for peer in self.peers.values_mut() {
-            peer.downloaded.tick(elapsed);
-            peer.uploaded.tick(elapsed);
+            peer.link.downloaded.tick(elapsed);
+            peer.link.uploaded.tick(elapsed);
         }
     }
 
@@ -918,7 +777,8 @@ impl Torrent {
         self.completed_announced = true;
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         for key in keys {
-            self.update_interest(key);
+            let peer = self.peers.get_mut(&key).expect("listed");
+            peer.link.update_interest(&self.picker);
             self.flush(key);
         }
     }

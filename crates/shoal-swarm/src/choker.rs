@@ -1,6 +1,7 @@
 //! The choker: which peers we upload to.
 //!
-//! The engine calls [`Choker::run`] every 10 s with a snapshot of its peers and unchokes
+//! The engine calls [`Choker::run`] every 10 s (see [`ChokeSchedule`]) with a snapshot of
+//! its peers and unchokes
 //! exactly the peers returned (choking all others).
 //!
 //! - **Regular slots** ([`ChokerConfig::regular_slots`], 4 by default) go to interested
@@ -67,6 +68,39 @@ impl Default for ChokerConfig {
             newcomer_window: Duration::from_secs(60),
             newcomer_weight: 3,
         }
+    }
+}
+
+/// When the choker runs: every [`CHOKE_INTERVAL`], and within [`CHOKE_REACTION`] of a
+/// change that may alter its choice (a peer became interested or not interested, or left).
+#[derive(Debug, Clone, Default)]
+pub struct ChokeSchedule {
+    last: Option<Instant>,
+    changed: bool,
+}
+
+/// The choker's regular period (BEP 3 suggests 10 s).
+pub const CHOKE_INTERVAL: Duration = Duration::from_secs(10);
+/// How soon after a change the choker runs again, at the soonest.
+pub const CHOKE_REACTION: Duration = Duration::from_secs(1);
+
+impl ChokeSchedule {
+    /// Something the choker looks at changed.
+    pub fn changed(&mut self) {
+        self.changed = true;
+    }
+
+    /// Whether a round is due at `now`; if so, it counts as run.
+    pub fn due(&mut self, now: Instant) -> bool {
+        let due = self.last.is_none_or(|last| {
+            let since = now.saturating_duration_since(last);
+            self.changed && since >= CHOKE_REACTION || since >= CHOKE_INTERVAL
+        });
+        if due {
+            self.last = Some(now);
+            self.changed = false;
+        }
+        due
     }
 }
 
@@ -349,5 +383,23 @@ mod tests {
         let now = t0 + Duration::from_secs(120);
         let unchoked = choker.run(now, &peers, false, &mut rng);
         assert_eq!(unchoked[4], PeerKey(10));
+    }
+
+    #[test]
+    fn the_schedule_runs_every_interval_and_soon_after_a_change() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut schedule = ChokeSchedule::default();
+        assert!(schedule.due(at(0)), "the first round is due at once");
+        assert!(!schedule.due(at(500)));
+        schedule.changed();
+        assert!(
+            !schedule.due(at(900)),
+            "not within a second of the last round"
+        );
+        assert!(schedule.due(at(1000)));
+        assert!(!schedule.due(at(5000)), "the change was handled");
+        assert!(!schedule.due(at(10_999)));
+        assert!(schedule.due(at(11_000)), "ten seconds after the last round");
     }
 }

@@ -1,7 +1,9 @@
 //! Per-torrent swarm decisions: which blocks to ask which peer for ([`PiecePicker`]), how
 //! many requests to keep in flight ([`queue_depth`]), whom to upload to ([`Choker`]),
 //! whom to ban after a piece fails its hash check ([`SmartBan`]), which piece an initial
-//! seed reveals next ([`SuperSeed`]), and which pieces a peer suggested ([`Suggestions`]).
+//! seed reveals next ([`SuperSeed`]), and which pieces a peer suggested ([`Suggestions`]);
+//! and [`PeerLink`], a connected peer's wire session with the decisions that concern only
+//! it, which the engine and the simulator both hold per connection.
 //!
 //! # Why sans-IO
 //!
@@ -19,6 +21,7 @@
 //! addresses or connections.
 
 mod choker;
+mod link;
 mod meter;
 mod picker;
 mod pipeline;
@@ -26,7 +29,8 @@ mod smart_ban;
 mod suggestions;
 mod super_seed;
 
-pub use choker::{Choker, ChokerConfig, ChokerPeer};
+pub use choker::{ChokeSchedule, Choker, ChokerConfig, ChokerPeer, CHOKE_INTERVAL, CHOKE_REACTION};
+pub use link::{choke_round, PeerLink, ALLOWED_FAST_SET, SNUB_AFTER};
 pub use meter::RateMeter;
 pub use picker::{PiecePicker, Received, ENDGAME_MAX_REQUESTERS};
 pub use pipeline::{queue_depth, DEFAULT_REQQ, MAX_QUEUE_DEPTH, MIN_QUEUE_DEPTH, REQUEST_WINDOW};

@@ -1,0 +1,274 @@
+//! One connected peer as the swarm logic sees it: its wire session and our bookkeeping
+//! of it, and the decisions that touch only that peer.
+//!
+//! The engine's torrent actor and the simulator's torrent both hold a [`PeerLink`] per
+//! connection next to their own I/O state (a socket writer, a simulated outbox), so the
+//! protocol decisions — what to tell the picker when a bitfield or `have` arrives, when to
+//! be interested, what to request, what a seed reveals, how the choker sees the peer —
+//! are one piece of code that the simulator measures and the engine runs.
+
+use std::collections::{BTreeSet, HashSet};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use shoal_core::{Bitfield, Block, InfoHash};
+use shoal_wire::{allowed_fast_set, PeerSession};
+
+use crate::{
+    queue_depth, Choker, ChokerPeer, PeerKey, PiecePicker, RateMeter, Reveal, Suggestions,
+    SuperSeed, REQUEST_WINDOW,
+};
+
+/// A peer that has sent no block for this long while we had requests out is snubbed: its
+/// requests are cancelled (and go to other peers) and it gets no regular upload slot.
+pub const SNUB_AFTER: Duration = Duration::from_secs(30);
+
+/// Allowed-fast pieces (BEP 6) offered to each peer with the fast extension.
+pub const ALLOWED_FAST_SET: usize = 8;
+
+/// A connected peer: the session and what the swarm logic keeps about it.
+pub struct PeerLink {
+    pub session: PeerSession,
+    /// Requests outstanding with this peer (mirrors the session's, so the picker can be
+    /// told when they die). Ordered, so that a simulated run replays byte for byte.
+    pub requested: BTreeSet<Block>,
+    pub downloaded: RateMeter,
+    pub uploaded: RateMeter,
+    /// When the peer last sent us a block (or when its requests were last cancelled).
+    pub last_block: Instant,
+    /// The handshake is done.
+    pub connected: bool,
+    /// The peer's pieces as last given to the picker.
+    pub counted: Bitfield,
+    /// Pieces the peer suggested (BEP 6).
+    pub suggested: Suggestions,
+}
+
+impl PeerLink {
+    pub fn new(session: PeerSession, piece_count: usize, now: Instant) -> Self {
+        PeerLink {
+            session,
+            requested: BTreeSet::new(),
+            downloaded: RateMeter::default(),
+            uploaded: RateMeter::default(),
+            last_block: now,
+            connected: false,
+            counted: Bitfield::new(piece_count),
+            suggested: Suggestions::default(),
+        }
+    }
+
+    /// No block for [`SNUB_AFTER`] although we have requests out.
+    pub fn is_snubbed(&self, now: Instant) -> bool {
+        !self.requested.is_empty() && now.duration_since(self.last_block) > SNUB_AFTER
+    }
+
+    /// BEP 6: a few pieces a new peer (at `ip`) may fetch from us even while choked, so it
+    /// has something to trade with sooner. A seed grants none: its upload is the swarm's
+    /// scarcest resource, and choked peers would spend it on duplicates (a super-seed
+    /// hides its pieces anyway).
+    pub fn grant_allowed_fast(&mut self, info_hash: &InfoHash, ip: IpAddr, have: &Bitfield) {
+        if have.all() {
+            return;
+        }
+        let pieces = u32::try_from(have.len()).unwrap_or(u32::MAX);
+        for piece in allowed_fast_set(info_hash, ip, pieces, ALLOWED_FAST_SET) {
+            if have.get(piece as usize) {
+                self.session.allow_fast(piece);
+            }
+        }
+    }
+
+    /// The peer's bitfield (or have-all / have-none) arrived: tell the picker, replacing
+    /// whatever it was told before, and update our interest.
+    pub fn bitfield_received(&mut self, key: PeerKey, picker: &mut PiecePicker) {
+        let bits = self.session.state().peer_pieces.clone();
+        picker.peer_disconnected(key, &self.counted);
+        if bits.all() {
+            picker.peer_have_all(key);
+        } else {
+            picker.peer_bitfield(key, &bits);
+        }
+        self.counted = bits;
+        self.update_interest(picker);
+    }
+
+    /// The peer announced `piece`.
+    pub fn have_received(&mut self, key: PeerKey, piece: u32, picker: &mut PiecePicker) {
+        if self.counted.set(piece as usize) {
+            picker.peer_have(key, piece);
+        }
+        self.update_interest(picker);
+    }
+
+    /// Requests the peer dropped (it choked us) or rejected: back to the picker.
+    pub fn requests_dropped(
+        &mut self,
+        key: PeerKey,
+        blocks: impl IntoIterator<Item = Block>,
+        picker: &mut PiecePicker,
+    ) {
+        for block in blocks {
+            if self.requested.remove(&block) {
+                picker.request_cancelled(key, block);
+            }
+        }
+    }
+
+    /// Cancels every outstanding request if the peer is snubbed, so other peers get them.
+    pub fn cancel_if_snubbed(&mut self, key: PeerKey, now: Instant, picker: &mut PiecePicker) {
+        if !self.is_snubbed(now) {
+            return;
+        }
+        for block in std::mem::take(&mut self.requested) {
+            self.session.cancel(block);
+            picker.request_cancelled(key, block);
+        }
+        self.last_block = now;
+    }
+
+    /// Interested exactly while the peer has a piece we lack.
+    pub fn update_interest(&mut self, picker: &PiecePicker) {
+        let interesting = picker.is_interesting(&self.counted);
+        if interesting != self.session.state().am_interested {
+            self.session.interested(interesting);
+        }
+    }
+
+    /// An initial seed reveals (or suggests) pieces to a peer it uploads to (see
+    /// [`SuperSeed`]): only the unchoked can fetch them, so revealing to others would
+    /// only make duplicates later.
+    pub fn reveal(&mut self, key: PeerKey, super_seed: &mut SuperSeed, rng: &mut impl Rng) {
+        if self.session.state().am_choking {
+            return;
+        }
+        for piece in super_seed.reveal(key, &self.counted, self.uploaded.rate(), rng) {
+            match super_seed.reveals_by() {
+                Reveal::Have => self.session.have(piece),
+                Reveal::Suggest => self.session.suggest(piece),
+            }
+        }
+    }
+
+    /// Unchokes or chokes the peer (a choker decision), revealing pieces to it or taking
+    /// back what was revealed, if we are an initial seed.
+    pub fn set_choking(
+        &mut self,
+        key: PeerKey,
+        choke: bool,
+        super_seed: Option<&mut SuperSeed>,
+        rng: &mut impl Rng,
+    ) {
+        if choke {
+            self.session.choke();
+            if let Some(super_seed) = super_seed {
+                super_seed.peer_choked(key);
+            }
+        } else {
+            self.session.unchoke();
+            if let Some(super_seed) = super_seed {
+                self.reveal(key, super_seed, rng);
+            }
+        }
+    }
+
+    /// Tops up our requests to the peer's queue depth (its measured rate, or
+    /// `initial_rate` until measured, over [`REQUEST_WINDOW`]): allowed-fast pieces while
+    /// it chokes us, else the pieces it suggested first, then the picker's choice.
+    /// `scratch` is a buffer reused across calls.
+    pub fn request_more(
+        &mut self,
+        key: PeerKey,
+        picker: &mut PiecePicker,
+        initial_rate: f64,
+        rng: &mut impl Rng,
+        scratch: &mut Vec<Block>,
+    ) {
+        let state = self.session.state();
+        if !state.am_interested || picker.is_complete() {
+            return;
+        }
+        if state.peer_choking && state.allowed_fast.is_empty() {
+            return;
+        }
+        let reqq = state.peer_extensions.as_ref().and_then(|e| e.reqq);
+        // Rates are measured once a second, so a new connection would start with the
+        // minimum depth and ramp up slowly; assume at least a modest rate until then.
+        let depth = queue_depth(
+            self.downloaded.rate().max(initial_rate),
+            REQUEST_WINDOW,
+            reqq,
+        );
+        if self.requested.len() >= depth {
+            return;
+        }
+        scratch.clear();
+        let want = depth - self.requested.len();
+        if state.peer_choking {
+            let allowed: Vec<u32> = state.allowed_fast.iter().copied().collect();
+            picker.pick_from(key, &self.counted, &allowed, want, scratch);
+        } else {
+            let needed = self.suggested.needed(picker.have());
+            let suggested = picker.pick_from(key, &self.counted, needed, want, scratch);
+            picker.pick(key, &self.counted, want - suggested, rng, scratch);
+        }
+        for block in scratch.drain(..) {
+            if self.session.request(block) {
+                self.requested.insert(block);
+            } else {
+                picker.request_cancelled(key, block);
+            }
+        }
+    }
+
+    /// How the choker sees the peer, once connected. A super-seed's peers cannot be
+    /// interested before a reveal, so they count as interested while they lack anything.
+    pub fn choker_view(&self, key: PeerKey, now: Instant, super_seeding: bool) -> ChokerPeer {
+        ChokerPeer {
+            key,
+            interested: self.session.state().peer_interested
+                || (super_seeding && !self.counted.all()),
+            download_rate: self.downloaded.rate(),
+            upload_rate: self.uploaded.rate(),
+            is_seed: self.counted.all(),
+            snubbed: self.is_snubbed(now),
+        }
+    }
+}
+
+/// One choker round over every connected link: unchokes the peers the choker picks,
+/// chokes the rest (a seed revealing to, or taking back from, each as it goes), and
+/// returns the peers whose choke state changed, whose sessions have messages to flush.
+/// `super_seed` is the initial seed's steering, if we are one.
+pub fn choke_round<'a>(
+    choker: &mut Choker,
+    links: impl Iterator<Item = (PeerKey, &'a mut PeerLink)>,
+    seeding: bool,
+    mut super_seed: Option<&mut SuperSeed>,
+    now: Instant,
+    rng: &mut impl Rng,
+) -> Vec<PeerKey> {
+    let super_seeding = super_seed
+        .as_ref()
+        .is_some_and(|s| s.reveals_by() == Reveal::Have);
+    let mut links: Vec<(PeerKey, &mut PeerLink)> =
+        links.filter(|(_, link)| link.connected).collect();
+    let candidates: Vec<ChokerPeer> = links
+        .iter()
+        .map(|(key, link)| link.choker_view(*key, now, super_seeding))
+        .collect();
+    let unchoke: HashSet<PeerKey> = choker
+        .run(now, &candidates, seeding, rng)
+        .into_iter()
+        .collect();
+    let mut changed = Vec::new();
+    for (key, link) in &mut links {
+        let choke = !unchoke.contains(key);
+        if choke != link.session.state().am_choking {
+            link.set_choking(*key, choke, super_seed.as_deref_mut(), rng);
+            changed.push(*key);
+        }
+    }
+    changed
+}

@@ -13,6 +13,8 @@
 //! - [`torrent`]: one host's torrent, the twin of the engine's torrent actor.
 //! - [`world`]: hosts, links (capacity, latency, loss, TCP windows), tracker and faults.
 //! - [`report`]: completion times against the Kumar & Ross bound, waste, fairness, bans.
+//! - [`timeline`]: on request, what the swarm did bucket by bucket (uplink use and why
+//!   uplinks idled, the seeds' new and repeated pieces, completions).
 //! - [`scenario`]: what to run, as the command line spells it (sizes and rates in
 //!   `shoal_core::units`, the convention every shoal command shares).
 
@@ -21,6 +23,7 @@ pub mod peer_map;
 pub mod queue;
 pub mod report;
 pub mod scenario;
+pub mod timeline;
 pub mod torrent;
 pub mod world;
 

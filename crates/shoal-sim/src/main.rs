@@ -126,6 +126,10 @@ struct SwarmArgs {
     /// Stop at this virtual time (seconds) even if peers are unfinished.
     #[arg(long, default_value_t = 3600.0)]
     max_time: f64,
+    /// Also report, every SECS of virtual time, how busy the leechers' uplinks were and
+    /// why they idled, the seeds' new and repeated pieces, and completions.
+    #[arg(long, value_name = "SECS")]
+    timeline: Option<f64>,
     /// Print the report as one JSON line (followed by the ratio line).
     #[arg(long)]
     json: bool,
@@ -195,6 +199,7 @@ fn scenario(args: &SwarmArgs) -> anyhow::Result<Scenario> {
         dial: args.dial,
         max_connections: args.max_connections,
         max_time: args.max_time,
+        timeline: args.timeline,
     })
 }
 

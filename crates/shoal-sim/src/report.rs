@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::content::HashCheck;
 use crate::queue::as_secs;
 use crate::scenario::{Bound, Scenario};
+use crate::timeline::TimelineRow;
 use crate::world::{Outcome, Role};
 use shoal_core::units::format_size;
 
@@ -60,6 +61,9 @@ pub struct Report {
     pub events: u64,
     /// Virtual time at which the run stopped.
     pub end_s: f64,
+    /// With `--timeline`: what the swarm did, bucket by bucket.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<TimelineRow>,
 }
 
 impl Report {
@@ -134,6 +138,7 @@ impl Report {
             ban_events: outcome.bans.len(),
             events: outcome.events,
             end_s: as_secs(outcome.end_time),
+            timeline: outcome.timeline.clone(),
         }
     }
 
@@ -255,8 +260,36 @@ impl Report {
             self.bad_peers_banned, self.bad_peers, self.honest_peers_banned, self.ban_events
         );
         let _ = writeln!(out, "events: {}", self.events);
+        if !self.timeline.is_empty() {
+            out.push_str(&timeline_table(&self.timeline));
+        }
         out.push_str(&self.ratio_line());
         out.push('\n');
         out
     }
+}
+
+/// The timeline as a table: percentages of the leechers' capacity, and pieces.
+fn timeline_table(rows: &[TimelineRow]) -> String {
+    let mut out = String::from(
+        "timeline: from_s leecher_busy% | idle%: unwanted choking unasked window_full \
+         | seed_pieces: new repeat | completed\n",
+    );
+    let pct = |x: f64| 100.0 * x;
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "timeline: {:7.1} {:5.1} | {:5.1} {:5.1} {:5.1} {:5.1} | {:6.1} {:6.1} | {}",
+            r.start_s,
+            pct(r.leecher_busy),
+            pct(r.idle_unwanted),
+            pct(r.idle_choking),
+            pct(r.idle_unasked),
+            pct(r.idle_window_full),
+            r.seed_new_pieces,
+            r.seed_repeat_pieces,
+            r.completed
+        );
+    }
+    out
 }

@@ -85,6 +85,8 @@ pub struct Scenario {
     pub max_connections: u32,
     /// The run stops at this virtual time even if peers are still downloading.
     pub max_time: f64,
+    /// Record a timeline in buckets of this many seconds (`crate::timeline`).
+    pub timeline: Option<f64>,
 }
 
 impl Default for Scenario {
@@ -111,6 +113,7 @@ impl Default for Scenario {
             dial: 25,
             max_connections: 50,
             max_time: 3600.0,
+            timeline: None,
         }
     }
 }
@@ -154,6 +157,12 @@ impl Scenario {
             if !(0.0..=1.0).contains(&class.fraction) || class.up == 0 || class.down == 0 {
                 return fail("a link class needs a fraction in [0, 1] and positive rates");
             }
+        }
+        if self
+            .timeline
+            .is_some_and(|secs| !(secs >= 0.001 && secs <= self.max_time))
+        {
+            return fail("a timeline bucket must be between 1 ms and the run's time limit");
         }
         if self.dial == 0 || self.max_connections < self.dial {
             return fail("dial at least one peer, and accept at least as many as dialled");

@@ -34,6 +34,7 @@ use shoal_wire::{ExtensionHandshake, PeerSession, SessionConfig, SessionEvent};
 
 use crate::content::{Content, HashCheck, PieceStore};
 use crate::peer_map::PeerMap;
+use crate::timeline::Idle;
 
 /// A simulated host (its address, as far as other hosts are concerned).
 pub type HostId = u32;
@@ -94,6 +95,8 @@ pub struct Counters {
     pub corrupt: u64,
     /// Pieces accepted with corrupt blocks (hash check off).
     pub corrupt_accepted: u64,
+    /// Of `uploaded`, the bytes of each piece's first copy (hosts that started complete).
+    pub first_copy: u64,
 }
 
 /// The bytes queued for one connection, as the session produced them: one unit per flush
@@ -243,6 +246,9 @@ pub struct Torrent {
     /// Hosts banned since the world last asked.
     new_bans: Vec<HostId>,
     pub counters: Counters,
+    /// Payload bytes served per piece, for [`Counters::first_copy`]; kept by a host that
+    /// started with every piece.
+    served: Option<Vec<u64>>,
 }
 
 impl Torrent {
@@ -255,6 +261,9 @@ impl Torrent {
             &setup.have,
         );
         Torrent {
+            served: picker
+                .is_complete()
+                .then(|| vec![0; content.piece_count() as usize]),
             store: PieceStore::new(content.clone(), setup.check),
             completed_announced: picker.is_complete(),
             super_seed: picker.is_complete().then(|| {
@@ -315,6 +324,28 @@ impl Torrent {
     /// Some connection has bytes for the uplink.
     pub fn wants_uplink(&self) -> bool {
         !self.writable.is_empty()
+    }
+
+    /// Why the uplink has nothing to send (see [`Idle`]).
+    pub fn idle_reason(&self) -> Idle {
+        let mut reason = Idle::Unwanted;
+        for peer in self.peers.values() {
+            let state = peer.link.session.state();
+            if !state.peer_interested {
+                continue;
+            }
+            if state.am_choking {
+                if reason == Idle::Unwanted {
+                    reason = Idle::Choking;
+                }
+                continue;
+            }
+            if peer.blocked {
+                return Idle::WindowFull;
+            }
+            reason = Idle::Unasked;
+        }
+        reason
     }
 
     pub fn take_closed(&mut self) -> Vec<ConnId> {
@@ -718,6 +749,13 @@ impl Torrent {
             peer.link.uploaded.add(u64::from(block.length));
             self.uploaded.add(u64::from(block.length));
             self.counters.uploaded += u64::from(block.length);
+            if let Some(served) = &mut self.served {
+                let before = served[block.piece as usize];
+                let size = u64::from(self.picker.piece_size(block.piece));
+                served[block.piece as usize] += u64::from(block.length);
+                self.counters.first_copy +=
+                    size.saturating_sub(before).min(u64::from(block.length));
+            }
             if let Some(super_seed) = &mut self.super_seed {
                 super_seed.block_sent(key, block.piece);
             }

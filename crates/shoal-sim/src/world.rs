@@ -37,6 +37,7 @@ use shoal_wire::HANDSHAKE_LEN;
 use crate::content::Content;
 use crate::queue::{transfer_time, EventQueue, Nanos, MILLISECOND, SECOND};
 use crate::scenario::{Arrival, Scenario};
+use crate::timeline::{Idle, Timeline, TimelineRow};
 use crate::torrent::{Behaviour, Chunk, ConnId, Counters, HostId, Torrent, TorrentSetup};
 
 /// The most bytes an uplink sends as one unit.
@@ -83,6 +84,10 @@ struct Host {
     counters: Counters,
     /// Crash once at this time, for this long.
     crash: Option<(Nanos, Nanos)>,
+    /// Since when, and why, the uplink of this downloading leecher has been idle.
+    idle: Option<(Nanos, Idle)>,
+    /// The torrent's served and first-copy bytes when the timeline last looked.
+    served: (u64, u64),
 }
 
 /// A host's download capacity: a FIFO of `rate` bytes per second, free from `free` on.
@@ -139,6 +144,8 @@ pub struct Outcome {
     pub bans: Vec<(HostId, HostId)>,
     pub events: u64,
     pub end_time: Nanos,
+    /// Empty unless the scenario asked for a timeline.
+    pub timeline: Vec<TimelineRow>,
 }
 
 /// The simulated swarm. See the module documentation.
@@ -161,6 +168,7 @@ pub struct World {
     epoch: Instant,
     honest_left: usize,
     bans: Vec<(HostId, HostId)>,
+    timeline: Option<Timeline>,
 }
 
 impl World {
@@ -215,6 +223,8 @@ impl World {
                 last_announce: 0,
                 counters: Counters::default(),
                 crash: None,
+                idle: None,
+                served: (0, 0),
             });
         }
         // Arrivals: seeds at zero, leechers at once or as a Poisson process. The roles
@@ -260,6 +270,9 @@ impl World {
             }
         }
         let honest_left = honest.len();
+        let timeline = scenario
+            .timeline
+            .map(|secs| Timeline::new((secs * SECOND as f64) as Nanos));
         World {
             scenario,
             content,
@@ -274,6 +287,7 @@ impl World {
             epoch: Instant::now(),
             honest_left,
             bans: Vec::new(),
+            timeline,
         }
     }
 
@@ -288,6 +302,18 @@ impl World {
             self.handle(event);
         }
         let end_time = self.queue.now();
+        for id in 0..self.hosts.len() {
+            self.end_idle(id as HostId, end_time);
+        }
+        let timeline = match self.timeline.take() {
+            Some(timeline) => {
+                let leechers = self.hosts.iter().filter(|h| h.role != Role::Seed);
+                let rate = leechers.clone().map(|h| h.up).sum();
+                let piece_size = self.scenario.piece_size;
+                timeline.rows(end_time, rate, leechers.count(), piece_size)
+            }
+            None => Vec::new(),
+        };
         let hosts = self
             .hosts
             .iter_mut()
@@ -309,6 +335,7 @@ impl World {
             bans: self.bans,
             events: self.queue.processed(),
             end_time,
+            timeline,
         }
     }
 
@@ -383,6 +410,7 @@ impl World {
     }
 
     fn go_offline(&mut self, id: HostId) {
+        self.end_idle(id, self.queue.now());
         let host = &mut self.hosts[id as usize];
         let Some(torrent) = host.torrent.take() else {
             return;
@@ -618,11 +646,36 @@ impl World {
             sent += transfer_time(len, host.up);
             self.transmit(conn, id, sent, chunk);
         }
+        if let Some(timeline) = &mut self.timeline {
+            let now = self.queue.now();
+            let host = &mut self.hosts[id as usize];
+            let torrent = host.torrent.as_ref().expect("checked above");
+            if host.role != Role::Seed {
+                timeline.leecher_sent(now, total as u64);
+                if total == 0 && !torrent.is_complete() {
+                    host.idle = Some((now, torrent.idle_reason()));
+                }
+            } else {
+                let counters = &torrent.counters;
+                let (served, first) = host.served;
+                let new = counters.first_copy - first;
+                timeline.seed_served(now, new, counters.uploaded - served - new);
+                host.served = (counters.uploaded, counters.first_copy);
+            }
+        }
         if total == 0 {
             self.hosts[id as usize].uplink_busy = false;
         } else {
             self.queue
                 .schedule(sent, Event::UplinkFree(id, incarnation));
+        }
+    }
+
+    /// Closes a leecher's idle stretch on the timeline, if one is open.
+    fn end_idle(&mut self, id: HostId, now: Nanos) {
+        let host = &mut self.hosts[id as usize];
+        if let (Some((since, why)), Some(timeline)) = (host.idle.take(), &mut self.timeline) {
+            timeline.idled(since, now, why);
         }
     }
 
@@ -688,16 +741,25 @@ impl World {
         for banned in torrent.take_bans() {
             self.bans.push((id, banned));
         }
+        let mut ends_idle = false;
         if host.completed_at.is_none() && host.role != Role::Seed && torrent.is_complete() {
             host.completed_at = Some(now);
+            ends_idle = true;
             if host.role == Role::Leecher {
                 self.honest_left -= 1;
+                if let Some(timeline) = &mut self.timeline {
+                    timeline.completed(now);
+                }
             }
         }
         if !host.uplink_busy && torrent.wants_uplink() {
             host.uplink_busy = true;
+            ends_idle = true;
             self.queue
                 .schedule(now, Event::UplinkFree(id, host.incarnation));
+        }
+        if ends_idle {
+            self.end_idle(id, now);
         }
         for conn in closed {
             self.close(conn, id);
@@ -710,4 +772,5 @@ fn add_counters(total: &mut Counters, more: &Counters) {
     total.duplicate += more.duplicate;
     total.corrupt += more.corrupt;
     total.corrupt_accepted += more.corrupt_accepted;
+    total.first_copy += more.first_copy;
 }

@@ -195,3 +195,54 @@ fn dht_subcommand_finds_peers_and_replays_exactly() {
     assert!(first.contains("40/40 lookups found the peer"), "{first}");
     assert_eq!(first, run(), "not deterministic");
 }
+
+#[test]
+fn the_timeline_accounts_for_the_run_without_changing_it() {
+    let plain = Scenario {
+        peers: 40,
+        file_size: 4 << 20,
+        piece_size: 64 << 10,
+        rng_seed: 21,
+        ..Scenario::default()
+    };
+    let traced = Scenario {
+        timeline: Some(2.0),
+        ..plain.clone()
+    };
+    let without = run(&plain).expect("valid");
+    let with = run(&traced).expect("valid");
+    let text = with.to_text(&traced);
+    assert!(without.timeline.is_empty());
+    let rest: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with("timeline:"))
+        .collect();
+    assert_eq!(
+        rest.join("\n") + "\n",
+        without.to_text(&plain),
+        "recording a timeline changes nothing else"
+    );
+    let rows = &with.timeline;
+    let end = with.swarm_completion_s.expect("everyone completed");
+    assert_eq!(rows.len(), (end / 2.0) as usize + 1, "{text}");
+    // One seed: every piece leaves it once as a first copy, and the rest are repeats.
+    let pieces = (plain.file_size / u64::from(plain.piece_size)) as f64;
+    let new: f64 = rows.iter().map(|r| r.seed_new_pieces).sum();
+    let repeat: f64 = rows.iter().map(|r| r.seed_repeat_pieces).sum();
+    assert!((new - pieces).abs() < 1e-9, "{new} new pieces of {pieces}");
+    let copies = with.seed_upload_copies * pieces;
+    assert!((new + repeat - copies).abs() < 1e-6, "{text}");
+    for row in rows {
+        let idle = row.idle_unwanted + row.idle_choking + row.idle_unasked + row.idle_window_full;
+        assert!(
+            row.leecher_busy <= 1.0 + 1e-9 && idle <= 1.0 + 1e-9,
+            "{text}"
+        );
+    }
+    assert!(
+        rows[0].idle_unwanted > 0.5,
+        "nobody has anything to trade at first: {text}"
+    );
+    assert_eq!(rows.last().expect("rows").completed, 40);
+    assert!(rows.windows(2).all(|w| w[0].completed <= w[1].completed));
+}

@@ -5,10 +5,10 @@
 //! exactly the peers returned (choking all others).
 //!
 //! - **Regular slots** ([`ChokerConfig::regular_slots`], 4 by default) go to interested
-//!   peers ranked by rate, ties broken at random:
+//!   peers ranked by rate; among equal rates, peers already unchoked first, then at random:
 //!   - while *leeching*, by their download rate to us (tit-for-tat: upload to those who
-//!     upload to us). Snubbed peers (no block for 60 s although we had requests out) never
-//!     get a regular slot.
+//!     upload to us). Snubbed peers (no block for [`SNUB_AFTER`](crate::SNUB_AFTER)
+//!     although we had requests out) never get a regular slot.
 //!   - while *seeding*, by our upload rate to them ("fastest upload", as libtorrent's
 //!     `fastest_upload` seed choker): a seed's bandwidth goes to the peers that can take it
 //!     fastest, which spreads pieces through the swarm quickest. Rotation to other peers
@@ -40,8 +40,11 @@ pub struct ChokerPeer {
     pub upload_rate: f64,
     /// The peer has every piece (it never needs our upload).
     pub is_seed: bool,
-    /// No block from this peer for 60 s although we had requests outstanding with it.
+    /// No block from this peer for [`SNUB_AFTER`](crate::SNUB_AFTER) although we had requests
+    /// outstanding with it.
     pub snubbed: bool,
+    /// We unchoke the peer now.
+    pub unchoked: bool,
 }
 
 /// Choker settings.
@@ -153,7 +156,8 @@ impl Choker {
             self.first_seen.entry(peer.key).or_insert(now);
         }
 
-        // Regular slots. Shuffle first so the stable sort breaks ties at random.
+        // Regular slots. Shuffle first so the stable sort breaks the remaining ties at
+        // random.
         let mut ranked: Vec<&ChokerPeer> = peers
             .iter()
             .filter(|p| p.interested && !p.is_seed && !p.snubbed)
@@ -166,7 +170,18 @@ impl Choker {
                 p.download_rate
             }
         };
-        ranked.sort_by(|a, b| rate(b).total_cmp(&rate(a)));
+        // Equal rates keep the status quo: an unchoke is not withdrawn for a peer that is
+        // no better (libtorrent likewise ranks peers it is uploading to first among
+        // equals). Early on every rate is zero, and a random reshuffle at each round
+        // choked peers in the middle of their pieces: with this, the 1000-peer flash
+        // crowd's leechers were 54 % busy in 5-10 s instead of 40 %, and T/T_min went
+        // from 1.332 to 1.312 (200 peers, seeds 1-6: 1.261 → 1.254; the 20-peer
+        // loopback scenario: 1.076 → 1.080 in the simulator, 1.047 → 1.046 for real).
+        ranked.sort_by(|a, b| {
+            rate(b)
+                .total_cmp(&rate(a))
+                .then(b.unchoked.cmp(&a.unchoked))
+        });
         let mut unchoked: Vec<PeerKey> = ranked
             .iter()
             .take(self.config.regular_slots)
@@ -264,6 +279,7 @@ mod tests {
             upload_rate: 0.0,
             is_seed: false,
             snubbed: false,
+            unchoked: false,
         }
     }
 
@@ -401,5 +417,34 @@ mod tests {
         assert!(!schedule.due(at(5000)), "the change was handled");
         assert!(!schedule.due(at(10_999)));
         assert!(schedule.due(at(11_000)), "ten seconds after the last round");
+    }
+
+    #[test]
+    fn equal_rates_keep_the_peers_already_unchoked() {
+        // Nobody has sent anything yet: the four peers we unchoke keep their slots
+        // round after round instead of being reshuffled.
+        let peers: Vec<ChokerPeer> = (1..=12)
+            .map(|k| ChokerPeer {
+                unchoked: k > 8,
+                ..peer(k, 0.0)
+            })
+            .collect();
+        let mut choker = Choker::new(ChokerConfig {
+            optimistic_slots: 0,
+            ..ChokerConfig::default()
+        });
+        let mut rng = StdRng::seed_from_u64(9);
+        let t0 = Instant::now();
+        for round in 0..5 {
+            let mut unchoked = choker.run(t0 + Duration::from_secs(round), &peers, false, &mut rng);
+            unchoked.sort_unstable();
+            assert_eq!(unchoked, (9..=12).map(PeerKey).collect::<Vec<_>>());
+        }
+        // A peer that sends us more still takes a slot.
+        let mut better = peers.clone();
+        better[0].download_rate = 1000.0;
+        let unchoked = choker.run(t0, &better, false, &mut rng);
+        assert!(unchoked.contains(&PeerKey(1)));
+        assert_eq!(unchoked.len(), 4);
     }
 }

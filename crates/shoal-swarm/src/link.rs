@@ -233,6 +233,7 @@ impl PeerLink {
             upload_rate: self.uploaded.rate(),
             is_seed: self.counted.all(),
             snubbed: self.is_snubbed(now),
+            unchoked: !self.session.state().am_choking,
         }
     }
 }

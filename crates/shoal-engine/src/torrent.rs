@@ -686,9 +686,7 @@ impl Actor {
         now: Instant,
     ) -> Result<(), EngineError> {
         let peer = self.peers.get_mut(&key).expect("caller checked");
-        peer.link.requested.remove(&block);
-        peer.link.last_block = now;
-        peer.link.downloaded.add(u64::from(block.length));
+        peer.link.block_arrived(block, now);
         self.downloaded.add(u64::from(block.length));
         match self.picker.block_received(key, block) {
             Received::New {

@@ -628,9 +628,7 @@ impl Torrent {
 
     fn on_block(&mut self, key: PeerKey, block: Block, data: Bytes, now: Instant) {
         let peer = self.peers.get_mut(&key).expect("caller checked");
-        peer.link.requested.remove(&block);
-        peer.link.last_block = now;
-        peer.link.downloaded.add(u64::from(block.length));
+        peer.link.block_arrived(block, now);
         self.downloaded.add(u64::from(block.length));
         match self.picker.block_received(key, block) {
             Received::New {

@@ -399,6 +399,8 @@ impl World {
             instant,
         ));
         host.joined_at.get_or_insert(now);
+        // A new torrent's counters start from zero.
+        host.served = (0, 0);
         host.uplink_busy = false;
         let incarnation = host.incarnation;
         self.online.push(id);

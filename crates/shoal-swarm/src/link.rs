@@ -102,6 +102,14 @@ impl PeerLink {
         self.update_interest(picker);
     }
 
+    /// A block we asked for arrived (the picker is told separately): it is no longer
+    /// outstanding, the peer is not snubbing us, and it counts toward its rate.
+    pub fn block_arrived(&mut self, block: Block, now: Instant) {
+        self.requested.remove(&block);
+        self.last_block = now;
+        self.downloaded.add(u64::from(block.length));
+    }
+
     /// Requests the peer dropped (it choked us) or rejected: back to the picker.
     pub fn requests_dropped(
         &mut self,

@@ -2,10 +2,18 @@
 //!
 //! # Policy
 //!
-//! 1. **Finish what is started.** Pieces with blocks requested or received ("partial"
-//!    pieces) are completed before new ones are opened, so the number of half-done pieces
-//!    stays small and pieces reach the hash check (and can be shared) early.
-//! 2. **Rarest first**, random among equally rare pieces, for new pieces.
+//! 1. **Rarest first**, over new and partial pieces (those with blocks requested or
+//!    received) alike; among equally rare pieces a partial one first, then new ones at
+//!    random. A rare piece is what our own peers will want from us, so it is fetched
+//!    first even if a more common piece is half done: finishing every partial piece
+//!    first, as shoal did before, made each downloader spend its new unchokers on common
+//!    pieces, and a piece just out of the seed took ~7 s to reach a tenth of a 200-peer
+//!    swarm (simulator: 1.25 → 1.22 of the bound at 200 peers, 1.31 → 1.28 at 1000).
+//!    libtorrent orders partial pieces by rarity too.
+//! 2. **A bounded number of partial pieces.** While there are more than one and a half
+//!    per peer (or [`MAX_PARTIAL_BLOCKS`] blocks' worth), partial pieces are finished
+//!    before anything is opened, as libtorrent does, so memory and the pieces that cannot
+//!    be shared yet stay bounded.
 //! 3. **No block is requested twice** — until *endgame*: once every missing block is in
 //!    flight, a peer may be given blocks already requested from others (each block from at
 //!    most [`ENDGAME_MAX_REQUESTERS`] peers); when one copy arrives,
@@ -43,6 +51,10 @@ use rand::Rng;
 use shoal_core::{Bitfield, Block, BLOCK_SIZE};
 
 use crate::PeerKey;
+
+/// Blocks in partial pieces beyond which the picker finishes partial pieces before it
+/// opens rarer ones (2048, libtorrent's figure: 32 MiB of 16 KiB blocks).
+pub const MAX_PARTIAL_BLOCKS: usize = 2048;
 
 /// In endgame, a block is requested from at most this many peers at once.
 pub const ENDGAME_MAX_REQUESTERS: usize = 3;
@@ -492,8 +504,10 @@ impl PiecePicker {
     // ----- picking -----
 
     /// Appends up to `max` new block requests for `peer` (whose pieces are `peer_bits`) to
-    /// `out`; returns how many. Partial pieces first, then new pieces rarest first with
-    /// random tie-breaks, then (in endgame only) blocks already requested from others.
+    /// `out`; returns how many. Pieces rarest first, a partial piece before a new one as
+    /// rare (random among new ones equally rare), then (in endgame only) blocks already
+    /// requested from others. While there are more partial pieces than
+    /// [`partial_limit`](Self::partial_limit), partial pieces all come first.
     pub fn pick(
         &mut self,
         peer: PeerKey,
@@ -506,29 +520,64 @@ impl PiecePicker {
         if max == 0 || self.is_complete() {
             return 0;
         }
-        // 1. Finish partial pieces.
-        for slot in 0..self.partials.len() {
-            if picked == max {
-                return picked;
-            }
-            let partial = &self.partials[slot];
-            if partial.free > 0 && peer_bits.get(partial.piece as usize) {
+        let mut partials: Vec<(u32, usize)> = self
+            .partials
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.free > 0 && peer_bits.get(p.piece as usize))
+            .map(|(slot, p)| (self.pieces[p.piece as usize].avail, slot))
+            .collect();
+        let finish_first = self.partials.len() > self.partial_limit();
+        if finish_first {
+            for &(_, slot) in &partials {
+                if picked == max {
+                    return picked;
+                }
                 picked += self.take_free_blocks(slot, peer, max - picked, out);
             }
+            partials.clear();
         }
-        // 2. Open new pieces, rarest first.
-        if picked < max && self.free_pieces > 0 {
-            let pieces = self.rarest_pieces(peer_bits, max - picked, rng);
-            for piece in pieces {
-                let slot = self.start_partial(piece);
-                picked += self.take_free_blocks(slot, peer, max - picked, out);
-            }
+        partials.sort_unstable();
+        let fresh = if picked < max && self.free_pieces > 0 {
+            self.rarest_pieces(peer_bits, max - picked, rng)
+        } else {
+            Vec::new()
+        };
+        // Merge the two rarest-first lists. New pieces open at the end of `partials`, so
+        // the slots collected above stay valid.
+        let (mut partials, mut fresh) = (
+            partials.into_iter().peekable(),
+            fresh.into_iter().peekable(),
+        );
+        while picked < max {
+            let partial_first = match (partials.peek(), fresh.peek()) {
+                (Some(&(avail, _)), Some(&piece)) => avail <= self.pieces[piece as usize].avail,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            let slot = if partial_first {
+                partials.next().expect("peeked").1
+            } else {
+                let piece = fresh.next().expect("peeked");
+                self.start_partial(piece)
+            };
+            picked += self.take_free_blocks(slot, peer, max - picked, out);
         }
-        // 3. Endgame: duplicate requests of blocks in flight elsewhere.
+        // Endgame: duplicate requests of blocks in flight elsewhere.
         if picked < max && self.in_endgame() {
             picked += self.pick_endgame(peer, peer_bits, max - picked, out);
         }
         picked
+    }
+
+    /// Partial pieces beyond which [`pick`](Self::pick) finishes partial pieces before it
+    /// looks at rarity: one and a half per connected peer, as libtorrent, and at most
+    /// [`MAX_PARTIAL_BLOCKS`] blocks' worth. Partial pieces cost memory and cannot be shared
+    /// until complete, so their number stays bounded however peers come and go.
+    fn partial_limit(&self) -> usize {
+        let blocks = self.blocks_in_piece(0).max(1) as usize;
+        (self.peers.len() * 3 / 2).clamp(1, (MAX_PARTIAL_BLOCKS / blocks).max(1))
     }
 
     /// Like [`pick`](Self::pick) but only from `pieces` (BEP 6 allowed-fast pieces while
@@ -974,7 +1023,7 @@ mod tests {
     }
 
     #[test]
-    fn partial_pieces_are_finished_first() {
+    fn partial_pieces_compete_on_rarity() {
         let mut picker = PiecePicker::new(3, 4 * B, 12 * u64::from(B), &Bitfield::new(3));
         let all = Bitfield::full(3);
         for peer in 1..=3 {
@@ -984,18 +1033,48 @@ mod tests {
         let mut rng = rng();
         let first = pick(&mut picker, 4, &all, 2, &mut rng);
         assert!(first.iter().all(|b| b.piece == 2), "rarest piece 2 first");
-        // Piece 2 becomes the most common, yet its remaining blocks come first.
+        // As rare as the others, piece 2's remaining blocks come before a new piece.
         for peer in 1..=3 {
             picker.peer_have(PeerKey(peer), 2);
         }
-        picker.peer_have(PeerKey(5), 2);
-        let next = pick(&mut picker, 5, &all, 3, &mut rng);
+        let next = pick(&mut picker, 4, &all, 3, &mut rng);
         assert_eq!(next.iter().filter(|b| b.piece == 2).count(), 2);
         assert_eq!(next.len(), 3);
-        let mut all_blocks: Vec<Block> = first.into_iter().chain(next).collect();
+        // Piece 2 becomes the most common: a rarer new piece comes before its last block,
+        // since a rare piece is what this peer's own peers will want from it.
+        picker.peer_have(PeerKey(5), 2);
+        let last = pick(&mut picker, 5, &all, 1, &mut rng);
+        assert_ne!(last[0].piece, 2, "{last:?}");
+        let mut all_blocks: Vec<Block> = first.into_iter().chain(next).chain(last).collect();
         all_blocks.sort();
         all_blocks.dedup();
-        assert_eq!(all_blocks.len(), 5, "no block twice");
+        assert_eq!(all_blocks.len(), 6, "no block twice");
+    }
+
+    #[test]
+    fn too_many_partial_pieces_are_finished_first() {
+        // Pieces of 1024 blocks: at most two partial pieces before rarity stops counting.
+        let blocks = (MAX_PARTIAL_BLOCKS / 2) as u32;
+        let mut picker =
+            PiecePicker::new(5, blocks * B, 5 * u64::from(blocks * B), &Bitfield::new(5));
+        let mine = bits(5, &[0, 1, 2, 3]);
+        picker.peer_bitfield(PeerKey(1), &mine);
+        let mut rng = rng();
+        let mut opened = Vec::new();
+        for other in 2..=4 {
+            let block = pick(&mut picker, 1, &mine, 1, &mut rng)[0];
+            assert!(
+                !opened.contains(&block.piece),
+                "a new, rarer piece each time"
+            );
+            opened.push(block.piece);
+            // Another peer gets the piece just opened: the unopened ones are now rarer.
+            picker.peer_bitfield(PeerKey(other), &bits(5, &[block.piece as usize]));
+        }
+        assert_eq!(picker.partial_pieces(), 3);
+        let next = pick(&mut picker, 1, &mine, 1, &mut rng)[0];
+        assert!(opened.contains(&next.piece), "{next:?} {opened:?}");
+        assert_eq!(picker.partial_pieces(), 3);
     }
 
     #[test]

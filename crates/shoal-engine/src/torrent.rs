@@ -23,7 +23,7 @@ use shoal_core::{Bitfield, Block, Metainfo, PeerId, BLOCK_SIZE};
 use shoal_storage::{resume, FileLayout, StorageError, TorrentFiles};
 use shoal_swarm::{
     choke_round, BlockData, ChokeSchedule, Choker, ChokerConfig, PeerKey, PeerLink, PiecePicker,
-    RateMeter, Received, Reveal, SmartBan, SuperSeed,
+    RateMeter, Received, Reveal, SmartBan, SuperSeed, INITIAL_RATE_GUESS,
 };
 use shoal_wire::metadata::{self, OUR_UT_METADATA_ID, UT_METADATA};
 use shoal_wire::pex::{PexPeer, OUR_UT_PEX_ID, UT_PEX};
@@ -344,8 +344,6 @@ const INPUT_QUEUE: usize = 32;
 const MIN_BACKLOG: usize = 256 * 1024;
 const MAX_BACKLOG: usize = 4 * 1024 * 1024;
 const BACKLOG_TIME: f64 = 0.5;
-/// Bytes per second assumed for a peer whose rate is not measured yet (16 requests deep).
-const INITIAL_RATE_GUESS: f64 = 512.0 * 1024.0;
 const RESUME_SAVE_INTERVAL: Duration = Duration::from_secs(30);
 
 impl Actor {
@@ -790,7 +788,7 @@ impl Actor {
         peer.link.request_more(
             key,
             &mut self.picker,
-            INITIAL_RATE_GUESS,
+            INITIAL_RATE_GUESS as f64,
             &mut self.rng,
             &mut self.scratch,
         );

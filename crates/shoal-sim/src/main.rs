@@ -114,8 +114,8 @@ struct SwarmArgs {
     #[arg(long)]
     super_seed: bool,
     /// Rate assumed for a peer not yet measured, which sets its first request queue depth
-    /// (rate × 0.5 s / 16 KiB); the engine assumes 512 KiB/s.
-    #[arg(long, default_value = "512KiB", value_parser = parse_rate)]
+    /// (rate × 0.5 s / 16 KiB); the engine assumes 256 KiB/s.
+    #[arg(long, default_value = "256KiB", value_parser = parse_rate)]
     initial_rate: u64,
     /// Peers each host dials when it joins.
     #[arg(long, default_value_t = 25)]

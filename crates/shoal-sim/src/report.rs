@@ -15,6 +15,7 @@ use crate::scenario::{Bound, Scenario};
 use crate::timeline::TimelineRow;
 use crate::world::{Outcome, Role};
 use shoal_core::units::format_size;
+use shoal_swarm::INITIAL_RATE_GUESS;
 
 /// Per-peer completion times in seconds since each peer joined.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -187,8 +188,9 @@ impl Report {
         if s.initial_rate != Scenario::default().initial_rate {
             let _ = writeln!(
                 out,
-                "initial_rate_guess: {}/s (engine: 512KiB/s)",
-                format_size(s.initial_rate)
+                "initial_rate_guess: {}/s (engine: {}/s)",
+                format_size(s.initial_rate),
+                format_size(INITIAL_RATE_GUESS)
             );
         }
         if let Some(leave) = s.seed_leaves_at {

@@ -1,6 +1,8 @@
 //! What to simulate: the swarm, the links and the faults, and the lower bound on the
 //! swarm's completion time that the result is measured against.
 
+use shoal_swarm::INITIAL_RATE_GUESS;
+
 use crate::content::HashCheck;
 
 /// When leechers arrive.
@@ -109,7 +111,7 @@ impl Default for Scenario {
             slow_class: None,
             hash_check: HashCheck::Sha1,
             super_seed: false,
-            initial_rate: 512 << 10,
+            initial_rate: INITIAL_RATE_GUESS,
             dial: 25,
             max_connections: 50,
             max_time: 3600.0,

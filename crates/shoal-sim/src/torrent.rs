@@ -80,7 +80,7 @@ pub struct TorrentSetup {
     /// Super-seed (BEP 16) while we have every piece.
     pub super_seed: bool,
     /// Bytes per second assumed for a peer whose rate is not measured yet, for the depth
-    /// of its request queue (the engine's `INITIAL_RATE_GUESS` is 512 KiB/s).
+    /// of its request queue (the engine uses [`shoal_swarm::INITIAL_RATE_GUESS`]).
     pub initial_rate: f64,
 }
 

@@ -33,7 +33,9 @@ pub use choker::{ChokeSchedule, Choker, ChokerConfig, ChokerPeer, CHOKE_INTERVAL
 pub use link::{choke_round, PeerLink, ALLOWED_FAST_SET, SNUB_AFTER};
 pub use meter::RateMeter;
 pub use picker::{PiecePicker, Received, ENDGAME_MAX_REQUESTERS};
-pub use pipeline::{queue_depth, DEFAULT_REQQ, MAX_QUEUE_DEPTH, MIN_QUEUE_DEPTH, REQUEST_WINDOW};
+pub use pipeline::{
+    queue_depth, DEFAULT_REQQ, INITIAL_RATE_GUESS, MAX_QUEUE_DEPTH, MIN_QUEUE_DEPTH, REQUEST_WINDOW,
+};
 pub use smart_ban::{BlockData, SmartBan, DEFAULT_MAX_PIECES, MAX_RECORDS_PER_BLOCK};
 pub use suggestions::{Suggestions, MAX_SUGGESTED};
 pub use super_seed::{Reveal, SuperSeed};

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use shoal_core::{Bitfield, Block, InfoHash};
+use shoal_core::{Bitfield, Block, InfoHash, BLOCK_SIZE};
 use shoal_wire::{allowed_fast_set, PeerSession};
 
 use crate::{
@@ -43,6 +43,9 @@ pub struct PeerLink {
     pub counted: Bitfield,
     /// Pieces the peer suggested (BEP 6).
     pub suggested: Suggestions,
+    /// Until the peer's rate is first measured, the request queue grows by a block for
+    /// every block that arrives (see [`request_more`](Self::request_more)): the extra depth.
+    slow_start: Option<usize>,
 }
 
 impl PeerLink {
@@ -56,6 +59,7 @@ impl PeerLink {
             connected: false,
             counted: Bitfield::new(piece_count),
             suggested: Suggestions::default(),
+            slow_start: Some(0),
         }
     }
 
@@ -108,6 +112,9 @@ impl PeerLink {
         self.requested.remove(&block);
         self.last_block = now;
         self.downloaded.add(u64::from(block.length));
+        if let Some(extra) = &mut self.slow_start {
+            *extra += 1;
+        }
     }
 
     /// Requests the peer dropped (it choked us) or rejected: back to the picker.
@@ -181,8 +188,9 @@ impl PeerLink {
         }
     }
 
-    /// Tops up our requests to the peer's queue depth (its measured rate, or
-    /// `initial_rate` until measured, over [`REQUEST_WINDOW`]): allowed-fast pieces while
+    /// Tops up our requests to the peer's queue depth (its measured rate, at least
+    /// `initial_rate`, over [`REQUEST_WINDOW`]; until the rate is first measured, a block
+    /// more for every block received, as TCP's slow start): allowed-fast pieces while
     /// it chokes us, else the pieces it suggested first, then the picker's choice.
     /// `scratch` is a buffer reused across calls.
     pub fn request_more(
@@ -203,8 +211,13 @@ impl PeerLink {
         let reqq = state.peer_extensions.as_ref().and_then(|e| e.reqq);
         // Rates are measured once a second, so a new connection would start with the
         // minimum depth and ramp up slowly; assume at least a modest rate until then.
+        if self.downloaded.rate() > 0.0 {
+            self.slow_start = None;
+        }
+        let slow_start = self.slow_start.unwrap_or(0) as f64 * f64::from(BLOCK_SIZE)
+            / REQUEST_WINDOW.as_secs_f64();
         let depth = queue_depth(
-            self.downloaded.rate().max(initial_rate),
+            self.downloaded.rate().max(initial_rate) + slow_start,
             REQUEST_WINDOW,
             reqq,
         );

@@ -755,7 +755,10 @@ impl Actor {
                     peer: *peer,
                     data,
                 });
-            let liars = self.smart_ban.piece_failed(piece, records);
+            let picker = &self.picker;
+            let liars = self
+                .smart_ban
+                .piece_failed(piece, records, |peer| picker.on_parole(peer));
             self.picker.piece_failed(piece);
             for liar in liars {
                 self.ban(liar, now);

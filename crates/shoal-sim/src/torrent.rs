@@ -695,7 +695,10 @@ impl Torrent {
                     peer: *peer,
                     data,
                 });
-            let liars = self.smart_ban.piece_failed(piece, records);
+            let picker = &self.picker;
+            let liars = self
+                .smart_ban
+                .piece_failed(piece, records, |peer| picker.on_parole(peer));
             self.picker.piece_failed(piece);
             self.store.forget(piece);
             for liar in liars {

@@ -98,11 +98,22 @@ struct Partial {
     received: u32,
     /// No block before this index is free.
     first_free: u32,
+    /// A peer on parole fetches this piece alone (see [`PiecePicker::on_parole`]).
+    exclusive: Option<PeerKey>,
 }
 
 impl Partial {
     fn is_complete(&self) -> bool {
         self.received as usize == self.blocks.len()
+    }
+
+    /// Whether `peer` (on parole or not, as `parole` says) may be given blocks of this
+    /// piece: a peer on parole only its own pieces, others none of a parole peer's.
+    fn open_to(&self, peer: PeerKey, parole: bool) -> bool {
+        match self.exclusive {
+            Some(owner) => owner == peer,
+            None => !parole,
+        }
     }
 }
 
@@ -131,6 +142,8 @@ struct PeerEntry {
     /// Blocks currently requested from this peer (so a disconnect without any can skip
     /// the walk over partial pieces).
     in_flight: u32,
+    /// Sent a block of a piece that failed its hash check: see [`PiecePicker::on_parole`].
+    parole: bool,
 }
 
 /// Block-level rarest-first piece picker with endgame. See the module documentation.
@@ -286,6 +299,13 @@ impl PiecePicker {
     /// it) and return every block requested from it to the pool.
     pub fn peer_disconnected(&mut self, peer: PeerKey, bits: &Bitfield) {
         let entry = self.peers.remove(&peer).unwrap_or_default();
+        if entry.parole {
+            for partial in &mut self.partials {
+                if partial.exclusive == Some(peer) {
+                    partial.exclusive = None;
+                }
+            }
+        }
         if entry.seed {
             self.seeds -= 1;
         } else {
@@ -376,10 +396,20 @@ impl PiecePicker {
             requested: 0,
             received: 0,
             first_free: 0,
+            exclusive: None,
         });
         self.partial_free_blocks += u64::from(count);
         self.pieces[piece as usize].place = Place::Partial;
         self.pieces[piece as usize].index = slot as u32;
+        slot
+    }
+
+    /// Opens a free piece for `peer`: its own if it is on parole.
+    fn start_partial_for(&mut self, piece: u32, peer: PeerKey, parole: bool) -> usize {
+        let slot = self.start_partial(piece);
+        if parole {
+            self.partials[slot].exclusive = Some(peer);
+        }
         slot
     }
 
@@ -449,6 +479,13 @@ impl PiecePicker {
                     partial.requested -= 1;
                     partial.first_free = partial.first_free.min(index);
                     self.partial_free_blocks += 1;
+                    // A parole peer that no longer fetches its piece (it choked us or
+                    // rejected) does not keep it from others.
+                    if partial.exclusive == Some(peer)
+                        && !partial.blocks.contains(&BlockState::Requested(peer))
+                    {
+                        partial.exclusive = None;
+                    }
                 }
             }
         } else {
@@ -520,11 +557,14 @@ impl PiecePicker {
         if max == 0 || self.is_complete() {
             return 0;
         }
+        let parole = self.on_parole(peer);
         let mut partials: Vec<(u32, usize)> = self
             .partials
             .iter()
             .enumerate()
-            .filter(|(_, p)| p.free > 0 && peer_bits.get(p.piece as usize))
+            .filter(|(_, p)| {
+                p.free > 0 && peer_bits.get(p.piece as usize) && p.open_to(peer, parole)
+            })
             .map(|(slot, p)| (self.pieces[p.piece as usize].avail, slot))
             .collect();
         let finish_first = self.partials.len() > self.partial_limit();
@@ -560,12 +600,13 @@ impl PiecePicker {
                 partials.next().expect("peeked").1
             } else {
                 let piece = fresh.next().expect("peeked");
-                self.start_partial(piece)
+                self.start_partial_for(piece, peer, parole)
             };
             picked += self.take_free_blocks(slot, peer, max - picked, out);
         }
-        // Endgame: duplicate requests of blocks in flight elsewhere.
-        if picked < max && self.in_endgame() {
+        // Endgame: duplicate requests of blocks in flight elsewhere (never from a peer on
+        // parole: its pieces must stay its own).
+        if picked < max && !parole && self.in_endgame() {
             picked += self.pick_endgame(peer, peer_bits, max - picked, out);
         }
         picked
@@ -591,6 +632,7 @@ impl PiecePicker {
         max: usize,
         out: &mut Vec<Block>,
     ) -> usize {
+        let parole = self.on_parole(peer);
         let mut picked = 0;
         for &piece in pieces {
             if picked == max {
@@ -602,8 +644,11 @@ impl PiecePicker {
             let slot = match self.pieces[piece as usize].place {
                 Place::Had => continue,
                 Place::Partial => self.pieces[piece as usize].index as usize,
-                Place::Free => self.start_partial(piece),
+                Place::Free => self.start_partial_for(piece, peer, parole),
             };
+            if !self.partials[slot].open_to(peer, parole) {
+                continue;
+            }
             picked += self.take_free_blocks(slot, peer, max - picked, out);
         }
         picked
@@ -660,7 +705,10 @@ impl PiecePicker {
         let mut picked = 0;
         for slot in 0..self.partials.len() {
             let piece = self.partials[slot].piece;
-            if self.partials[slot].is_complete() || !peer_bits.get(piece as usize) {
+            if self.partials[slot].is_complete()
+                || !peer_bits.get(piece as usize)
+                || self.partials[slot].exclusive.is_some()
+            {
                 continue;
             }
             for index in 0..self.partials[slot].blocks.len() as u32 {
@@ -788,7 +836,20 @@ impl PiecePicker {
             .collect();
         senders.sort_unstable();
         senders.dedup();
+        for &sender in &senders {
+            self.peers.entry(sender).or_default().parole = true;
+        }
         senders
+    }
+
+    /// The peer sent a block of a piece that failed its hash check, so it may be the liar.
+    /// As in libtorrent, a peer on parole gets whole pieces to itself (no block of them
+    /// from anyone else, nor of anyone else's from it), so that the next piece of its that
+    /// fails names it alone (see [`SmartBan::piece_failed`](crate::SmartBan::piece_failed)).
+    /// Without this, a liar's blocks spread over many pieces shared with honest peers,
+    /// each of which had to fail and pass again before it was caught.
+    pub fn on_parole(&self, peer: PeerKey) -> bool {
+        self.peers.get(&peer).is_some_and(|e| e.parole)
     }
 
     /// Which peer each received block of a partial `piece` came from, as (offset, peer).
@@ -1075,6 +1136,41 @@ mod tests {
         let next = pick(&mut picker, 1, &mine, 1, &mut rng)[0];
         assert!(opened.contains(&next.piece), "{next:?} {opened:?}");
         assert_eq!(picker.partial_pieces(), 3);
+    }
+
+    #[test]
+    fn a_peer_on_parole_fetches_whole_pieces_alone() {
+        let mut picker = PiecePicker::new(6, 4 * B, 24 * u64::from(B), &Bitfield::new(6));
+        let all = Bitfield::full(6);
+        for peer in 1..=2 {
+            picker.peer_have_all(PeerKey(peer));
+        }
+        let mut rng = rng();
+        // Peer 1 sends a whole piece that fails: it goes on parole, peer 2 does not.
+        let first = pick(&mut picker, 1, &all, 4, &mut rng);
+        for block in &first {
+            picker.block_received(PeerKey(1), *block);
+        }
+        assert_eq!(picker.piece_failed(first[0].piece), vec![PeerKey(1)]);
+        assert!(picker.on_parole(PeerKey(1)) && !picker.on_parole(PeerKey(2)));
+        // Peer 2 starts a piece; peer 1 gets none of it, only fresh pieces of its own.
+        let shared = pick(&mut picker, 2, &all, 2, &mut rng);
+        let own = pick(&mut picker, 1, &all, 8, &mut rng);
+        assert_eq!(own.len(), 8);
+        assert!(own.iter().all(|b| b.piece != shared[0].piece), "{own:?}");
+        // Peer 2 gets nothing of peer 1's pieces, in endgame or not.
+        let others = pick(&mut picker, 2, &all, 100, &mut rng);
+        assert!(others.iter().all(|b| own.iter().all(|o| o.piece != b.piece)));
+        assert!(picker.in_endgame());
+        assert!(pick(&mut picker, 2, &all, 100, &mut rng)
+            .iter()
+            .all(|b| own.iter().all(|o| o.piece != b.piece)));
+        // Once peer 1 stops fetching them (it choked us), its pieces are open to others.
+        for block in &own {
+            picker.request_cancelled(PeerKey(1), *block);
+        }
+        let freed = pick(&mut picker, 2, &all, 100, &mut rng);
+        assert_eq!(freed.len(), own.len(), "{freed:?}");
     }
 
     #[test]
@@ -1414,7 +1510,9 @@ mod tests {
                                         }
                                     })
                                     .collect();
-                                banned.extend(smart_ban.piece_failed(piece, failed));
+                                banned.extend(
+                                    smart_ban.piece_failed(piece, failed, |p| picker.on_parole(p)),
+                                );
                                 let contributors = picker.piece_failed(piece);
                                 assert!(contributors.iter().any(|k| liar_keys.contains(k)));
                                 failures += 1;

@@ -8,8 +8,12 @@
 //! differs from the verified block's was corrupt, and its sender is banned. A peer whose
 //! blocks all matched is never banned: its data was the verified data.
 //!
-//! One extra rule catches a liar before any pass: if a piece fails *again* and every block
-//! of the new attempt came from a single peer, that peer alone sent the bad piece.
+//! Two extra rules catch a liar before any pass: if a piece fails *again* and every block
+//! of the new attempt came from a single peer, that peer alone sent the bad piece; and if
+//! every block of a failed piece came from a peer already *on parole* (it sent a block of
+//! an earlier failed piece: see `PiecePicker::on_parole`, which gives such a peer whole
+//! pieces to itself), it has now sent a bad piece on its own. An honest peer only ever
+//! sends data it verified, so a piece it sent alone never fails.
 //!
 //! Memory is bounded: only failed pieces are remembered, at most
 //! [`SmartBan::max_pieces`] of them (the oldest is forgotten first), with at most
@@ -80,12 +84,14 @@ impl SmartBan {
     }
 
     /// `piece` failed its hash check; `blocks` are its blocks as received, with their
-    /// senders (see `PiecePicker::block_senders`). Returns peers to ban now: the sole
-    /// sender of a piece that failed before.
+    /// senders (see `PiecePicker::block_senders`); `on_parole` says whether a peer was on
+    /// parole before this failure. Returns peers to ban now: the sole sender of a piece
+    /// that failed before, or of a piece sent on parole.
     pub fn piece_failed<'a>(
         &mut self,
         piece: u32,
         blocks: impl IntoIterator<Item = BlockData<'a>>,
+        on_parole: impl Fn(PeerKey) -> bool,
     ) -> Vec<PeerKey> {
         if !self.pieces.contains_key(&piece) {
             if self.pieces.len() >= self.max_pieces {
@@ -108,7 +114,7 @@ impl SmartBan {
                 list.push(record);
             }
         }
-        if entry.failures >= 2 && senders.len() == 1 {
+        if senders.len() == 1 && (entry.failures >= 2 || on_parole(senders[0])) {
             senders
         } else {
             Vec::new()
@@ -189,7 +195,9 @@ mod tests {
         let mut bad = good.clone();
         bad[2][100] ^= 0xff; // peer 3 corrupts block 2
                              // Attempt 1: peers 1, 2, 3, 1 — fails.
-        assert!(ban.piece_failed(7, blocks(&[1, 2, 3, 1], &bad)).is_empty());
+        assert!(ban
+            .piece_failed(7, blocks(&[1, 2, 3, 1], &bad), |_| false)
+            .is_empty());
         assert!(ban.is_watched(7));
         // Attempt 2 from honest peers passes.
         let verified: Vec<(u32, &[u8])> = good
@@ -208,15 +216,37 @@ mod tests {
         let mut ban = SmartBan::default();
         let bad = piece(9);
         assert!(
-            ban.piece_failed(1, blocks(&[5, 5, 5, 5], &bad)).is_empty(),
+            ban.piece_failed(1, blocks(&[5, 5, 5, 5], &bad), |_| false)
+                .is_empty(),
             "first failure: maybe our fault"
         );
         assert_eq!(
-            ban.piece_failed(1, blocks(&[5, 5, 5, 5], &bad)),
+            ban.piece_failed(1, blocks(&[5, 5, 5, 5], &bad), |_| false),
             vec![PeerKey(5)]
         );
         // Two senders on a repeated failure: no conclusion.
-        assert!(ban.piece_failed(1, blocks(&[5, 6, 5, 6], &bad)).is_empty());
+        assert!(ban
+            .piece_failed(1, blocks(&[5, 6, 5, 6], &bad), |_| false)
+            .is_empty());
+    }
+
+    #[test]
+    fn a_sole_sender_on_parole_is_banned_at_the_first_failure() {
+        let mut ban = SmartBan::default();
+        let bad = piece(4);
+        let parole = |peer: PeerKey| peer == PeerKey(5);
+        assert_eq!(
+            ban.piece_failed(2, blocks(&[5, 5, 5, 5], &bad), parole),
+            vec![PeerKey(5)]
+        );
+        // Not on parole: a first failure may be our fault.
+        assert!(ban
+            .piece_failed(3, blocks(&[6, 6, 6, 6], &bad), parole)
+            .is_empty());
+        // On parole but not alone: no conclusion.
+        assert!(ban
+            .piece_failed(4, blocks(&[5, 6, 5, 5], &bad), parole)
+            .is_empty());
     }
 
     #[test]
@@ -224,7 +254,7 @@ mod tests {
         let mut ban = SmartBan::new(2);
         let data = piece(0);
         for p in 0..5 {
-            ban.piece_failed(p, blocks(&[1, 1, 1, 1], &data));
+            ban.piece_failed(p, blocks(&[1, 1, 1, 1], &data), |_| false);
         }
         assert_eq!(ban.pieces.len(), 2);
         assert!(ban.is_watched(3) && ban.is_watched(4) && !ban.is_watched(0));

@@ -1160,7 +1160,9 @@ mod tests {
         assert!(own.iter().all(|b| b.piece != shared[0].piece), "{own:?}");
         // Peer 2 gets nothing of peer 1's pieces, in endgame or not.
         let others = pick(&mut picker, 2, &all, 100, &mut rng);
-        assert!(others.iter().all(|b| own.iter().all(|o| o.piece != b.piece)));
+        assert!(others
+            .iter()
+            .all(|b| own.iter().all(|o| o.piece != b.piece)));
         assert!(picker.in_endgame());
         assert!(pick(&mut picker, 2, &all, 100, &mut rng)
             .iter()

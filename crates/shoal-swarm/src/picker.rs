@@ -108,11 +108,20 @@ impl Partial {
     }
 
     /// Whether `peer` (on parole or not, as `parole` says) may be given blocks of this
-    /// piece: a peer on parole only its own pieces, others none of a parole peer's.
+    /// piece: nobody but a parole peer may join its own pieces, and a parole peer joins no
+    /// piece another peer is fetching. It may finish one nobody is fetching: blocks of a
+    /// piece whose other senders left would otherwise wait for good when only peers on
+    /// parole are left.
     fn open_to(&self, peer: PeerKey, parole: bool) -> bool {
         match self.exclusive {
             Some(owner) => owner == peer,
-            None => !parole,
+            None => {
+                !parole
+                    || self
+                        .blocks
+                        .iter()
+                        .all(|b| !matches!(b, BlockState::Requested(other) if *other != peer))
+            }
         }
     }
 }
@@ -1173,6 +1182,34 @@ mod tests {
         }
         let freed = pick(&mut picker, 2, &all, 100, &mut rng);
         assert_eq!(freed.len(), own.len(), "{freed:?}");
+    }
+
+    #[test]
+    fn a_peer_on_parole_finishes_a_piece_nobody_else_fetches() {
+        let mut picker = PiecePicker::new(2, 4 * B, 8 * u64::from(B), &Bitfield::new(2));
+        let all = Bitfield::full(2);
+        let mut rng = rng();
+        for peer in 1..=2 {
+            picker.peer_have_all(PeerKey(peer));
+        }
+        // Both send half of a piece that fails: both go on parole.
+        let mut first = pick(&mut picker, 1, &all, 2, &mut rng);
+        first.extend(pick(&mut picker, 2, &all, 2, &mut rng));
+        assert!(first.iter().all(|b| b.piece == first[0].piece));
+        picker.block_received(PeerKey(1), first[0]);
+        picker.block_received(PeerKey(1), first[1]);
+        picker.block_received(PeerKey(2), first[2]);
+        picker.block_received(PeerKey(2), first[3]);
+        picker.piece_failed(first[0].piece);
+        // Peer 1 starts a piece of its own, sends one block and is banned.
+        let own = pick(&mut picker, 1, &all, 2, &mut rng);
+        assert!(own.iter().all(|b| b.piece != first[0].piece));
+        picker.block_received(PeerKey(1), own[0]);
+        picker.peer_disconnected(PeerKey(1), &all);
+        // Peer 2, on parole and the only peer left, gets the whole failed piece and the
+        // rest of the one nobody fetches any more.
+        let rest = pick(&mut picker, 2, &all, 100, &mut rng);
+        assert_eq!(rest.len(), 7, "{rest:?}");
     }
 
     #[test]

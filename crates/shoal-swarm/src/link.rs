@@ -209,8 +209,8 @@ impl PeerLink {
             return;
         }
         let reqq = state.peer_extensions.as_ref().and_then(|e| e.reqq);
-        // Rates are measured once a second, so a new connection would start with the
-        // minimum depth and ramp up slowly; assume at least a modest rate until then.
+        // Rates are measured once a second: until then a new connection assumes a modest
+        // rate (which stays the floor after) plus the slow start's extra blocks.
         if self.downloaded.rate() > 0.0 {
             self.slow_start = None;
         }

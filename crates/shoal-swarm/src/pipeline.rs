@@ -44,9 +44,9 @@ pub const REQUEST_WINDOW: Duration = Duration::from_millis(500);
 /// Bytes per second assumed for a peer whose rate is not measured yet, and the least
 /// assumed after: 8 requests deep, half a piece of 256 KiB. Half a piece rather than a
 /// whole one: an uploader that unchokes us shares its upload among several peers, so a
-/// rare piece we ask for waits behind everything queued before it (simulator, 1000-peer
-/// flash crowd: 1.28 of the bound with 512 KiB/s, 1.24 with 256 KiB/s, 200 peers 1.19
-/// with 192 KiB/s). A fast peer is not held to it: until its rate is first measured the
+/// rare piece we ask for waits behind everything queued before it (simulator flash crowd,
+/// 1000 peers: 1.28 of the bound with 512 KiB/s, 1.24 with 256 KiB/s; 200 peers: 1.22 →
+/// 1.19, and 128, 192 or 320 KiB/s no better). A fast peer is not held to it: until its rate is first measured the
 /// queue grows by a block for every block that arrives (as libtorrent's slow start), so a
 /// lone leecher on a 100 MiB/s, 1 ms link fetches 64 MiB in 0.68 s (1.01 s before, with a
 /// fixed 512 KiB/s).

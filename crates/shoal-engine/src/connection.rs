@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use shoal_swarm::PeerKey;
+use shoal_swarm::{PeerKey, PieceProgress};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -63,7 +63,7 @@ pub fn spawn_reader(
             match read.read_buf(&mut buf).await {
                 Ok(0) => break "connection closed by peer".to_owned(),
                 Ok(n) => {
-                    limit.acquire(n).await;
+                    limit.acquire(n, 0).await;
                     if to_actor
                         .send(Input::Data {
                             key,
@@ -88,29 +88,67 @@ pub fn spawn_reader(
 const MAX_WRITE_BATCH: usize = 256 * 1024;
 const MAX_WRITE_BUFFERS: usize = 64;
 
+/// Bytes the actor queues for a socket: one flush of the session, ending with the block
+/// message of `piece` if a block was served.
+#[derive(Debug)]
+pub struct Outgoing {
+    pub bytes: Bytes,
+    pub piece: Option<u32>,
+}
+
 pub fn spawn_writer(
     mut write: OwnedWriteHalf,
     limit: Arc<RateLimit>,
     backlog: Backlog,
-    mut from_actor: mpsc::UnboundedReceiver<Bytes>,
+    mut from_actor: mpsc::UnboundedReceiver<Outgoing>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut batch = VecDeque::new();
-        while let Some(first) = from_actor.recv().await {
-            let mut len = first.len();
-            batch.push_back(first);
-            while len < MAX_WRITE_BATCH && batch.len() < MAX_WRITE_BUFFERS {
-                let Ok(more) = from_actor.try_recv() else {
+        let mut sent_of: Vec<(u32, usize)> = Vec::new();
+        let mut progress = PieceProgress::default();
+        let mut held: Option<Outgoing> = None;
+        loop {
+            let first = match held.take() {
+                Some(first) => first,
+                None => match from_actor.recv().await {
+                    Some(first) => first,
+                    None => break,
+                },
+            };
+            // Under a limit, a batch waits for the uplink with its rank (see
+            // `PieceProgress`), so it holds block data of one piece at most, and control
+            // messages (which rank first) only with other control messages.
+            let rank = progress.rank(first.piece);
+            let piece = first.piece;
+            let mut len = 0;
+            let mut next = Some(first);
+            while let Some(item) = next.take() {
+                len += item.bytes.len();
+                if let Some(piece) = item.piece {
+                    sent_of.push((piece, item.bytes.len()));
+                }
+                batch.push_back(item.bytes);
+                if len >= MAX_WRITE_BATCH || batch.len() >= MAX_WRITE_BUFFERS {
                     break;
-                };
-                len += more.len();
-                batch.push_back(more);
+                }
+                match from_actor.try_recv() {
+                    Ok(more)
+                        if limit.is_limited() && more.piece.is_some() && more.piece != piece =>
+                    {
+                        held = Some(more);
+                    }
+                    Ok(more) => next = Some(more),
+                    Err(_) => {}
+                }
             }
-            limit.acquire(len).await;
+            limit.acquire(len, rank).await;
             let result = write_all_vectored(&mut write, &mut batch).await;
             backlog.fetch_sub(len, Ordering::Relaxed);
             if result.is_err() {
                 return;
+            }
+            for (piece, bytes) in sent_of.drain(..) {
+                progress.sent(piece, u32::try_from(bytes).unwrap_or(u32::MAX));
             }
         }
         let _ = write.shutdown().await;

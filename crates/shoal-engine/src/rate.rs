@@ -1,8 +1,15 @@
 //! Token-bucket rate limits shared by all connections of a process.
+//!
+//! Callers wait in line by rank (then first come, first served): the upload limit lets the
+//! connection whose piece is closest to done write first (see [`shoal_swarm::PieceProgress`]),
+//! so that under a limit pieces are sent one after another rather than all at once.
 
+use std::cmp::Reverse;
+use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// A token bucket: `rate` bytes per second with one second of burst. `None` rate means
@@ -10,38 +17,110 @@ use tokio::time::Instant;
 #[derive(Debug)]
 pub struct RateLimit {
     rate: Option<u64>,
-    state: Mutex<(f64, Instant)>,
+    state: Mutex<State>,
+    /// Wakes the line when its head leaves.
+    turn: Notify,
 }
+
+#[derive(Debug)]
+struct State {
+    tokens: f64,
+    last: Instant,
+    /// Callers waiting, best first: highest rank, then lowest ticket.
+    line: BTreeSet<Place>,
+    next_ticket: u64,
+}
+
+type Place = (Reverse<u32>, u64);
 
 impl RateLimit {
     pub fn new(rate: Option<u64>) -> Self {
         let burst = rate.unwrap_or(0) as f64;
         RateLimit {
             rate: rate.filter(|&r| r > 0),
-            state: Mutex::new((burst, Instant::now())),
+            state: Mutex::new(State {
+                tokens: burst,
+                last: Instant::now(),
+                line: BTreeSet::new(),
+                next_ticket: 0,
+            }),
+            turn: Notify::new(),
         }
     }
 
-    /// Takes `bytes` tokens, waiting until the bucket has them. Debt is allowed (a
-    /// large read is taken whole), and the next caller waits it off.
-    pub async fn acquire(&self, bytes: usize) {
+    /// Whether callers may have to wait.
+    pub fn is_limited(&self) -> bool {
+        self.rate.is_some()
+    }
+
+    /// Takes `bytes` tokens once the bucket is out of debt and no caller of a higher rank
+    /// (or of the same rank, who came first) is waiting. Debt is allowed (a large write is
+    /// taken whole), and the next caller waits it off. A caller that gives up (its future
+    /// is dropped) leaves the line.
+    pub async fn acquire(&self, bytes: usize, rank: u32) {
         let Some(rate) = self.rate else { return };
-        let wait = {
+        let place = {
             let mut state = self.state.lock().expect("not poisoned");
-            let now = Instant::now();
-            let (tokens, last) = &mut *state;
-            *tokens =
-                (*tokens + now.duration_since(*last).as_secs_f64() * rate as f64).min(rate as f64);
-            *last = now;
-            *tokens -= bytes as f64;
-            if *tokens >= 0.0 {
-                None
-            } else {
-                Some(Duration::from_secs_f64(-*tokens / rate as f64))
-            }
+            let place = (Reverse(rank), state.next_ticket);
+            state.next_ticket += 1;
+            state.line.insert(place);
+            place
         };
-        if let Some(wait) = wait {
-            tokio::time::sleep(wait).await;
+        let mut in_line = InLine {
+            limit: self,
+            place: Some(place),
+        };
+        loop {
+            let notified = self.turn.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let wait = {
+                let mut state = self.state.lock().expect("not poisoned");
+                if state.line.first() == Some(&place) {
+                    let now = Instant::now();
+                    state.tokens = (state.tokens
+                        + now.duration_since(state.last).as_secs_f64() * rate as f64)
+                        .min(rate as f64);
+                    state.last = now;
+                    if state.tokens >= 0.0 {
+                        state.tokens -= bytes as f64;
+                        state.line.remove(&place);
+                        in_line.place = None;
+                        drop(state);
+                        self.turn.notify_waiters();
+                        return;
+                    }
+                    Some(Duration::from_secs_f64(-state.tokens / rate as f64))
+                } else {
+                    None
+                }
+            };
+            match wait {
+                Some(wait) => {
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = &mut notified => {}
+                    }
+                }
+                None => notified.await,
+            }
+        }
+    }
+}
+
+/// A caller's place in line, given up if it stops waiting.
+struct InLine<'a> {
+    limit: &'a RateLimit,
+    place: Option<Place>,
+}
+
+impl Drop for InLine<'_> {
+    fn drop(&mut self) {
+        if let Some(place) = self.place.take() {
+            if let Ok(mut state) = self.limit.state.lock() {
+                state.line.remove(&place);
+            }
+            self.limit.turn.notify_waiters();
         }
     }
 }
@@ -55,11 +134,41 @@ mod tests {
         let limit = RateLimit::new(Some(100_000));
         let start = tokio::time::Instant::now();
         for _ in 0..30 {
-            limit.acquire(10_000).await;
+            limit.acquire(10_000, 0).await;
         }
         // 300 kB at 100 kB/s with a 100 kB burst: about 2 s.
         let elapsed = start.elapsed().as_secs_f64();
         assert!((1.8..2.3).contains(&elapsed), "{elapsed}");
-        RateLimit::new(None).acquire(usize::MAX).await;
+        RateLimit::new(None).acquire(usize::MAX, 0).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_highest_rank_goes_first_and_a_caller_that_gives_up_leaves_the_line() {
+        let start = Instant::now();
+        let limit = std::sync::Arc::new(RateLimit::new(Some(100_000)));
+        // Spend the burst and go 100 kB into debt: the next caller waits a second.
+        limit.acquire(200_000, 0).await;
+        let order = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for (name, rank) in [("low", 1), ("gives up", 9), ("high", 5), ("also low", 1)] {
+            let (limit, order) = (limit.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                limit.acquire(10_000, rank).await;
+                order.lock().expect("not poisoned").push(name);
+            }));
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        tasks.remove(1).abort();
+        for task in tasks {
+            task.await.expect("not aborted");
+        }
+        assert_eq!(
+            *order.lock().expect("not poisoned"),
+            ["high", "low", "also low"]
+        );
+        // 100 kB of debt, then 10 kB each for the first two: about 1.2 s.
+        let elapsed = start.elapsed().as_secs_f64();
+        assert!((1.1..1.5).contains(&elapsed), "{elapsed}");
     }
 }

@@ -31,7 +31,7 @@ use shoal_wire::{ExtensionHandshake, PeerSession, SessionConfig, SessionEvent};
 use tokio::sync::{mpsc, watch};
 
 use crate::addresses::AddressBook;
-use crate::connection::{self, Backlog, Input};
+use crate::connection::{self, Backlog, Input, Outgoing};
 use crate::disk::{Disk, DiskResult};
 use crate::{RateLimit, Stats};
 
@@ -287,7 +287,7 @@ async fn check_existing(
 struct Peer {
     addr: SocketAddr,
     link: PeerLink,
-    writer: mpsc::UnboundedSender<Bytes>,
+    writer: mpsc::UnboundedSender<Outgoing>,
     backlog: Backlog,
     reader: tokio::task::JoinHandle<()>,
     /// Peer exchange (BEP 11) with this peer.
@@ -297,9 +297,15 @@ struct Peer {
 impl Peer {
     /// Hands what the session wants to send to the socket's writer.
     fn flush(&mut self) {
-        if let Some(out) = self.link.session.poll_transmit() {
-            self.backlog.fetch_add(out.len(), Ordering::Relaxed);
-            let _ = self.writer.send(out);
+        self.flush_block(None);
+    }
+
+    /// Hands what the session wants to send to the socket's writer, the last of it a
+    /// block of `piece` if given.
+    fn flush_block(&mut self, piece: Option<u32>) {
+        if let Some(bytes) = self.link.session.poll_transmit() {
+            self.backlog.fetch_add(bytes.len(), Ordering::Relaxed);
+            let _ = self.writer.send(Outgoing { bytes, piece });
         }
     }
 }
@@ -811,7 +817,7 @@ impl Actor {
                 continue;
             }
             let at = u64::from(block.piece) * piece_length + u64::from(block.offset);
-            match peer
+            let served = match peer
                 .link
                 .session
                 .send_block_with(block, |out| self.files.read(at, out))
@@ -819,18 +825,17 @@ impl Actor {
                 Ok(()) => {
                     peer.link.uploaded.add(u64::from(block.length));
                     self.uploaded.add(u64::from(block.length));
-                    if let Some(super_seed) = &mut self.super_seed {
-                        super_seed.block_sent(key, block.piece);
-                    }
+                    Some(block.piece)
                 }
                 Err(e) => {
                     // Data we claimed vanished (deleted or truncated files): stop claiming it.
                     tracing::warn!("cannot serve piece {}: {e}", block.piece);
                     peer.link.session.reject(block);
+                    None
                 }
-            }
+            };
             // Flush as we go so a large queue doesn't sit in the session's buffer.
-            peer.flush();
+            peer.flush_block(served);
         }
         Ok(())
     }

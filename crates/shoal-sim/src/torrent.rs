@@ -17,6 +17,7 @@
 //! would with a shared torrent core. This file and the engine's glue are twins to be
 //! unified into one sans-IO torrent core in `shoal-swarm`.
 
+use std::cmp::Reverse;
 use std::collections::{BTreeSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -28,7 +29,7 @@ use rand::SeedableRng;
 use shoal_core::{Bitfield, Block, InfoHash, PeerId, BLOCK_SIZE};
 use shoal_swarm::{
     choke_round, BlockData, ChokeSchedule, Choker, ChokerConfig, PeerKey, PeerLink, PiecePicker,
-    RateMeter, Received, Reveal, SmartBan, SuperSeed,
+    PieceProgress, RateMeter, Received, Reveal, SmartBan, SuperSeed,
 };
 use shoal_wire::{ExtensionHandshake, PeerSession, SessionConfig, SessionEvent};
 
@@ -106,12 +107,15 @@ pub struct Counters {
 struct Outbox {
     queue: VecDeque<Unit>,
     len: usize,
+    /// Of the piece last sent: its rank on the uplink.
+    progress: PieceProgress,
 }
 
-/// One flush: `head` then `data` (empty unless a block was served).
+/// One flush: `head` then `data` (empty unless a block of `piece` was served).
 struct Unit {
     head: Bytes,
     data: Bytes,
+    piece: Option<u32>,
 }
 
 impl Unit {
@@ -129,8 +133,14 @@ impl Outbox {
         self.len == 0
     }
 
-    fn push(&mut self, head: Bytes, data: Bytes) {
-        let unit = Unit { head, data };
+    /// The rank on the uplink of the next bytes (see [`PieceProgress`]).
+    fn rank(&self) -> u32 {
+        self.progress
+            .rank(self.queue.front().and_then(|unit| unit.piece))
+    }
+
+    fn push(&mut self, head: Bytes, data: Bytes, piece: Option<u32>) {
+        let unit = Unit { head, data, piece };
         self.len += unit.len();
         self.queue.push_back(unit);
     }
@@ -140,7 +150,7 @@ impl Outbox {
         let Some(out) = session.poll_transmit() else {
             return false;
         };
-        self.push(out, Bytes::new());
+        self.push(out, Bytes::new(), None);
         true
     }
 
@@ -152,12 +162,18 @@ impl Outbox {
         while let Some(front) = self.queue.front_mut() {
             if chunk.len + front.len() <= limit {
                 let unit = self.queue.pop_front().expect("non-empty");
+                if let Some(piece) = unit.piece {
+                    self.progress.sent(piece, unit.data.len() as u32);
+                }
                 chunk.push(unit.head);
                 chunk.push(unit.data);
             } else {
                 if chunk.segments.is_empty() {
                     let head = front.head.split_to(max.min(front.head.len()));
                     let data = front.data.split_to(max - head.len());
+                    if let Some(piece) = front.piece {
+                        self.progress.sent(piece, data.len() as u32);
+                    }
                     chunk.push(head);
                     chunk.push(data);
                 }
@@ -358,42 +374,52 @@ impl Torrent {
 
     // ---- the simulated sockets ---------------------------------------------------------
 
-    /// The next chunk of at most `max` bytes for the uplink, round-robin over connections
-    /// with bytes to send whose TCP window is open (`window_open`, kept by the world, which
-    /// sees the bytes in flight; a blocked connection waits for [`Torrent::window_opened`]).
-    /// The bytes go into `chunk`, which must be empty; returns their connection.
+    /// The next chunk of at most `max` bytes for the uplink, from the connection with bytes
+    /// to send and an open TCP window (`window_open`, kept by the world, which sees the
+    /// bytes in flight; a blocked connection waits for [`Torrent::window_opened`]) that
+    /// ranks highest on the uplink (see [`PieceProgress`]), round-robin among equals. The
+    /// bytes go into `chunk`, which must be empty; returns their connection.
     pub fn next_chunk(
         &mut self,
         max: usize,
         window_open: impl Fn(ConnId) -> bool,
         chunk: &mut Chunk,
     ) -> Option<ConnId> {
-        while let Some(key) = self.writable.pop_front() {
-            let Some(peer) = self.peers.get_mut(&key) else {
-                continue;
+        let peers = &mut self.peers;
+        self.writable.retain(|key| {
+            let Some(peer) = peers.get_mut(key) else {
+                return false;
             };
-            peer.queued = false;
             if peer.outbox.is_empty() {
-                continue;
+                peer.queued = false;
+                return false;
             }
             if !window_open(peer.conn) {
+                peer.queued = false;
                 peer.blocked = true;
-                continue;
+                return false;
             }
-            peer.outbox.take(max, chunk);
-            let conn = peer.conn;
-            // The writer's backlog shrank: serve requests that waited for it.
-            if peer.outbox.len() < MAX_BACKLOG && peer.link.session.queued_uploads() > 0 {
-                self.serve_uploads(key);
-            }
-            let peer = self.peers.get_mut(&key).expect("present");
-            if !peer.outbox.is_empty() && !peer.queued {
-                peer.queued = true;
-                self.writable.push_back(key);
-            }
-            return Some(conn);
+            true
+        });
+        let (at, _) = self.writable.iter().enumerate().max_by_key(|&(at, key)| {
+            let peer = self.peers.get(key).expect("kept above");
+            (peer.outbox.rank(), Reverse(at))
+        })?;
+        let key = self.writable.remove(at).expect("in range");
+        let peer = self.peers.get_mut(&key).expect("kept above");
+        peer.queued = false;
+        peer.outbox.take(max, chunk);
+        let conn = peer.conn;
+        // The writer's backlog shrank: serve requests that waited for it.
+        if peer.outbox.len() < MAX_BACKLOG && peer.link.session.queued_uploads() > 0 {
+            self.serve_uploads(key);
         }
-        None
+        let peer = self.peers.get_mut(&key).expect("present");
+        if !peer.outbox.is_empty() && !peer.queued {
+            peer.queued = true;
+            self.writable.push_back(key);
+        }
+        Some(conn)
     }
 
     /// Bytes sent on `key`'s connection, whose window was full, reached the other side: the
@@ -746,7 +772,7 @@ impl Torrent {
             let Some(head) = peer.link.session.send_block_header(block) else {
                 break;
             };
-            peer.outbox.push(head, data);
+            peer.outbox.push(head, data, Some(block.piece));
             peer.link.uploaded.add(u64::from(block.length));
             self.uploaded.add(u64::from(block.length));
             self.counters.uploaded += u64::from(block.length);
@@ -756,9 +782,6 @@ impl Torrent {
                 served[block.piece as usize] += u64::from(block.length);
                 self.counters.first_copy +=
                     size.saturating_sub(before).min(u64::from(block.length));
-            }
-            if let Some(super_seed) = &mut self.super_seed {
-                super_seed.block_sent(key, block.piece);
             }
             if !peer.queued && !peer.blocked {
                 peer.queued = true;

@@ -1,7 +1,8 @@
 //! Per-torrent swarm decisions: which blocks to ask which peer for ([`PiecePicker`]), how
 //! many requests to keep in flight ([`queue_depth`]), whom to upload to ([`Choker`]),
 //! whom to ban after a piece fails its hash check ([`SmartBan`]), which piece an initial
-//! seed reveals next ([`SuperSeed`]), and which pieces a peer suggested ([`Suggestions`]);
+//! seed reveals next ([`SuperSeed`]), which pieces a peer suggested ([`Suggestions`]), and
+//! which connection's blocks go on the uplink first ([`PieceProgress`]);
 //! and [`PeerLink`], a connected peer's wire session with the decisions that concern only
 //! it, which the engine and the simulator both hold per connection.
 //!
@@ -28,6 +29,7 @@ mod pipeline;
 mod smart_ban;
 mod suggestions;
 mod super_seed;
+mod uplink;
 
 pub use choker::{ChokeSchedule, Choker, ChokerConfig, ChokerPeer, CHOKE_INTERVAL, CHOKE_REACTION};
 pub use link::{choke_round, PeerLink, ALLOWED_FAST_SET, SNUB_AFTER};
@@ -39,6 +41,7 @@ pub use pipeline::{
 pub use smart_ban::{BlockData, SmartBan, DEFAULT_MAX_PIECES, MAX_RECORDS_PER_BLOCK};
 pub use suggestions::{Suggestions, MAX_SUGGESTED};
 pub use super_seed::{Reveal, SuperSeed};
+pub use uplink::{PieceProgress, CONTROL_RANK};
 
 /// An opaque peer handle assigned by the engine (one per connection). The engine must not
 /// reuse a key while the picker still knows the peer (that is, before

@@ -8,8 +8,8 @@
 //! piece it has handed out least often. When a peer announces a piece revealed to it, it
 //! has it and will spread it, and the seed reveals the next one. A piece counts as handed
 //! out while it is revealed to a peer that can fetch it, and for good once that peer
-//! announces it; reveals to a peer we choke before it started the piece, or that leaves,
-//! are taken back.
+//! announces it; reveals to a peer that leaves, and a suggesting seed's to a peer it
+//! chokes, are taken back.
 //!
 //! The seed keeps [`SuperSeed::per_peer`] revealed-but-unannounced pieces per peer (BEP 16
 //! uses one; two keep the connection busy over the round trip between the peer's `have` and
@@ -67,7 +67,7 @@ pub struct SuperSeed {
     /// while nobody got it.
     given: Vec<u32>,
     /// Pieces revealed to a peer that it has not announced yet.
-    pending: HashMap<PeerKey, Vec<Revealed>>,
+    pending: HashMap<PeerKey, Vec<u32>>,
     per_peer: usize,
     piece_length: u32,
 }
@@ -130,16 +130,13 @@ impl SuperSeed {
             let start = rng.gen_range(0..count);
             let best = (0..count)
                 .map(|k| (start + k) % count)
-                .filter(|&p| !peer_bits.get(p) && !pending.iter().any(|r| r.piece == p as u32))
+                .filter(|&p| !peer_bits.get(p) && !pending.contains(&(p as u32)))
                 .min_by_key(|&p| self.given[p]);
             let Some(piece) = best else {
                 break;
             };
             self.given[piece] += 1;
-            pending.push(Revealed {
-                piece: piece as u32,
-                started: false,
-            });
+            pending.push(piece as u32);
             out.push(piece as u32);
         }
         out
@@ -151,7 +148,7 @@ impl SuperSeed {
         let Some(pending) = self.pending.get_mut(&peer) else {
             return false;
         };
-        match pending.iter().position(|r| r.piece == piece) {
+        match pending.iter().position(|&r| r == piece) {
             Some(i) => {
                 pending.swap_remove(i);
                 true
@@ -160,55 +157,32 @@ impl SuperSeed {
         }
     }
 
-    /// We sent `peer` a block of `piece`: if the piece was revealed to it, a choke no
-    /// longer takes the reveal back (the peer holds part of it and will finish it).
-    pub fn block_sent(&mut self, peer: PeerKey, piece: u32) {
-        if let Some(revealed) = self
-            .pending
-            .get_mut(&peer)
-            .and_then(|pending| pending.iter_mut().find(|r| r.piece == piece))
-        {
-            revealed.started = true;
-        }
-    }
-
-    /// We choked `peer`: a suggesting seed takes back the suggestions it has not started,
-    /// and gives them to other peers (an unchoke suggests afresh). Without this, the last
-    /// pieces to leave the seed waited on peers that could not fetch them while the seed
-    /// handed out second copies (simulator, 200 peers uploading twice the seed's rate,
-    /// seeds 1–3: 1.102 of the bound on average, 1.090 with it). A super-seed keeps its
-    /// reveals: the peer was told it has the piece and asks for it once unchoked, so
-    /// showing it to another peer made a second copy (200-peer flash crowd: 1.273 → 1.282).
+    /// We choked `peer`: a suggesting seed takes back its suggestions, started or not,
+    /// and gives them to other peers (an unchoke suggests afresh). A choked peer cannot
+    /// finish a piece from us, and while nobody else has the piece nobody else can finish
+    /// it. Without this, the last pieces to leave the seed waited on peers that could not
+    /// fetch them while the seed handed out second copies: taking back untouched
+    /// suggestions took the simulator's 200 peers uploading twice the seed's rate from
+    /// 1.102 of the bound to 1.090 (seeds 1–3), and taking back started ones as well took
+    /// the 1000-peer flash crowd from 1.211 to 1.190 (seed 7; the seed's last new piece
+    /// left at ~65 s instead of ~71 s). A super-seed keeps its reveals: the peer was told
+    /// it has the piece and asks for it once unchoked, so showing it to another peer made
+    /// a second copy (200-peer flash crowd: 1.273 → 1.282).
     pub fn peer_choked(&mut self, peer: PeerKey) {
         if self.by == Reveal::Have {
             return;
         }
-        let Some(pending) = self.pending.get_mut(&peer) else {
-            return;
-        };
-        let given = &mut self.given;
-        pending.retain(|r| {
-            if !r.started {
-                given[r.piece as usize] -= 1;
-            }
-            r.started
-        });
+        for piece in self.pending.remove(&peer).unwrap_or_default() {
+            self.given[piece as usize] -= 1;
+        }
     }
 
     /// The peer is gone: what was revealed to it and not announced is taken back.
     pub fn peer_disconnected(&mut self, peer: PeerKey) {
-        for revealed in self.pending.remove(&peer).unwrap_or_default() {
-            self.given[revealed.piece as usize] -= 1;
+        for piece in self.pending.remove(&peer).unwrap_or_default() {
+            self.given[piece as usize] -= 1;
         }
     }
-}
-
-/// A piece revealed to a peer.
-#[derive(Debug, Clone, Copy)]
-struct Revealed {
-    piece: u32,
-    /// We sent the peer a block of it.
-    started: bool,
 }
 
 #[cfg(test)]
@@ -233,7 +207,7 @@ mod tests {
         assert_eq!(seen, (0..8).collect::<Vec<u32>>());
         // Nothing more until a revealed piece is announced.
         assert!(seed.reveal(PeerKey(0), &none, 0.0, &mut rng).is_empty());
-        let first = seed.pending[&PeerKey(0)][0].piece;
+        let first = seed.pending[&PeerKey(0)][0];
         assert!(!seed.peer_have(PeerKey(0), (first + 1) % 8 + 100));
         assert!(seed.peer_have(PeerKey(0), first));
         let mut has = Bitfield::new(8);
@@ -278,28 +252,44 @@ mod tests {
 
     #[test]
     fn reveals_to_a_choked_or_departed_peer_are_taken_back() {
-        let mut seed = SuperSeed::new(3, 1 << 18, 2, Reveal::Suggest);
+        let mut seed = SuperSeed::new(4, 1 << 18, 2, Reveal::Suggest);
         let mut rng = StdRng::seed_from_u64(4);
-        let none = Bitfield::new(3);
+        let none = Bitfield::new(4);
         let first = seed.reveal(PeerKey(1), &none, 0.0, &mut rng);
         assert_eq!(first.len(), 2);
-        // Peer 1 gets a block of its first piece, then is choked: only the piece it has
-        // not started goes back, so peer 2 is shown it and the one never shown before.
-        seed.block_sent(PeerKey(1), first[0]);
+        // Peer 1 is choked (perhaps halfway through a piece): both its pieces go back, so
+        // peers 2 and 3 are shown all four pieces, each once.
         seed.peer_choked(PeerKey(1));
         let second = seed.reveal(PeerKey(2), &none, 0.0, &mut rng);
-        assert!(!second.contains(&first[0]), "{first:?} {second:?}");
-        assert!(second.contains(&first[1]), "{first:?} {second:?}");
-        // Peer 2 leaves: both its pieces go back, and peer 3 is shown them, not the one
-        // peer 1 is still fetching.
-        seed.peer_disconnected(PeerKey(2));
-        let mut third = seed.reveal(PeerKey(3), &none, 0.0, &mut rng);
-        let mut second = second;
-        third.sort_unstable();
-        second.sort_unstable();
-        assert_eq!(third, second);
-        // Peer 1 finishes the piece it started: it counts as given for good.
-        assert!(seed.peer_have(PeerKey(1), first[0]));
+        let third = seed.reveal(PeerKey(3), &none, 0.0, &mut rng);
+        let mut all: Vec<u32> = second.iter().chain(&third).copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, [0, 1, 2, 3]);
+        // Peer 1 announces one of its pieces later (it had it from another peer): the
+        // count stays with the peer it is now revealed to.
+        assert!(!seed.peer_have(PeerKey(1), first[0]));
         assert_eq!(seed.given[first[0] as usize], 1);
+        // Peer 2 leaves: both its pieces go back, and peer 4 is shown them.
+        seed.peer_disconnected(PeerKey(2));
+        let mut fourth = seed.reveal(PeerKey(4), &none, 0.0, &mut rng);
+        let mut second = second;
+        fourth.sort_unstable();
+        second.sort_unstable();
+        assert_eq!(fourth, second);
+    }
+
+    #[test]
+    fn a_super_seed_keeps_its_reveals_to_a_choked_peer() {
+        let mut seed = SuperSeed::new(4, 1 << 18, 2, Reveal::Have);
+        let mut rng = StdRng::seed_from_u64(5);
+        let none = Bitfield::new(4);
+        let first = seed.reveal(PeerKey(1), &none, 0.0, &mut rng);
+        seed.peer_choked(PeerKey(1));
+        let second = seed.reveal(PeerKey(2), &none, 0.0, &mut rng);
+        assert!(
+            second.iter().all(|p| !first.contains(p)),
+            "{first:?} {second:?}"
+        );
+        assert!(seed.peer_have(PeerKey(1), first[0]));
     }
 }

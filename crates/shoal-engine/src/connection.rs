@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use shoal_swarm::{PeerKey, PieceProgress};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
@@ -97,7 +97,7 @@ pub struct Outgoing {
 }
 
 pub fn spawn_writer(
-    mut write: OwnedWriteHalf,
+    mut write: impl AsyncWrite + Unpin + Send + 'static,
     limit: Arc<RateLimit>,
     backlog: Backlog,
     mut from_actor: mpsc::UnboundedReceiver<Outgoing>,
@@ -157,7 +157,7 @@ pub fn spawn_writer(
 
 /// Writes every buffer of `batch`, in order, emptying it.
 async fn write_all_vectored(
-    write: &mut OwnedWriteHalf,
+    write: &mut (impl AsyncWrite + Unpin),
     batch: &mut VecDeque<Bytes>,
 ) -> std::io::Result<()> {
     while !batch.is_empty() {
@@ -252,4 +252,95 @@ pub fn spawn_acceptor(
             });
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+
+    const BLOCK: usize = 16 * 1024;
+
+    fn block(piece: u32, fill: u8) -> Outgoing {
+        Outgoing {
+            bytes: Bytes::from(vec![fill; BLOCK]),
+            piece: Some(piece),
+        }
+    }
+
+    /// Under an upload limit, of two connections waiting for it, the one further into its
+    /// piece writes first, whichever came first.
+    #[tokio::test(start_paused = true)]
+    async fn under_a_limit_the_piece_furthest_along_is_written_first() {
+        let limit = Arc::new(RateLimit::new(Some(4 * BLOCK as u64)));
+        let (a_write, mut a_read) = tokio::io::duplex(1 << 20);
+        let (b_write, mut b_read) = tokio::io::duplex(1 << 20);
+        let (a_tx, a_rx) = mpsc::unbounded_channel();
+        let (b_tx, b_rx) = mpsc::unbounded_channel();
+        spawn_writer(a_write, limit.clone(), Backlog::default(), a_rx);
+        spawn_writer(b_write, limit.clone(), Backlog::default(), b_rx);
+        // A sends half of piece 1 with the bucket's burst.
+        for _ in 0..2 {
+            a_tx.send(block(1, 1)).expect("writer alive");
+        }
+        let mut buf = vec![0; 2 * BLOCK];
+        a_read.read_exact(&mut buf).await.expect("written");
+        // The bucket is a second in debt. B asks for the uplink first, for a new piece;
+        // then A, for the rest of piece 1.
+        limit.acquire(4 * BLOCK, 0).await;
+        b_tx.send(block(2, 2)).expect("writer alive");
+        tokio::task::yield_now().await;
+        a_tx.send(block(1, 1)).expect("writer alive");
+        let start = tokio::time::Instant::now();
+        let mut one = vec![0; BLOCK];
+        let a_done = async {
+            a_read.read_exact(&mut one).await.expect("written");
+            start.elapsed()
+        };
+        let mut other = vec![0; BLOCK];
+        let b_done = async {
+            b_read.read_exact(&mut other).await.expect("written");
+            start.elapsed()
+        };
+        let (a_at, b_at) = tokio::join!(a_done, b_done);
+        assert!(a_at < b_at, "A at {a_at:?}, B at {b_at:?}");
+        // A waited off the debt (1 s), B then A's block (0.25 s more).
+        assert!(
+            b_at >= a_at + Duration::from_millis(200),
+            "A at {a_at:?}, B at {b_at:?}"
+        );
+    }
+
+    /// Without a limit a writer batches whatever is queued, pieces mixed, in order.
+    #[tokio::test]
+    async fn without_a_limit_everything_is_written_in_order() {
+        let limit = Arc::new(RateLimit::new(None));
+        let (write, mut read) = tokio::io::duplex(1 << 20);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let backlog = Backlog::default();
+        backlog.fetch_add(3 * BLOCK + 3, Ordering::Relaxed);
+        for item in [
+            block(1, 1),
+            Outgoing {
+                bytes: Bytes::from_static(b"req"),
+                piece: None,
+            },
+            block(2, 2),
+            block(1, 3),
+        ] {
+            tx.send(item).expect("writer alive");
+        }
+        drop(tx);
+        spawn_writer(write, limit, backlog.clone(), rx)
+            .await
+            .expect("writer finished");
+        let mut all = Vec::new();
+        read.read_to_end(&mut all).await.expect("read");
+        assert_eq!(all.len(), 3 * BLOCK + 3);
+        assert_eq!(&all[BLOCK..BLOCK + 3], b"req");
+        assert_eq!(all[BLOCK + 3], 2);
+        assert_eq!(all[2 * BLOCK + 3], 3);
+        assert_eq!(backlog.load(Ordering::Relaxed), 0);
+    }
 }

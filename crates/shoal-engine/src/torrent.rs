@@ -825,6 +825,9 @@ impl Actor {
                 Ok(()) => {
                     peer.link.uploaded.add(u64::from(block.length));
                     self.uploaded.add(u64::from(block.length));
+                    if let Some(super_seed) = &mut self.super_seed {
+                        super_seed.block_sent(block.piece);
+                    }
                     Some(block.piece)
                 }
                 Err(e) => {

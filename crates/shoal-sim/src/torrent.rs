@@ -776,6 +776,9 @@ impl Torrent {
             peer.link.uploaded.add(u64::from(block.length));
             self.uploaded.add(u64::from(block.length));
             self.counters.uploaded += u64::from(block.length);
+            if let Some(super_seed) = &mut self.super_seed {
+                super_seed.block_sent(block.piece);
+            }
             if let Some(served) = &mut self.served {
                 let before = served[block.piece as usize];
                 let size = u64::from(self.picker.piece_size(block.piece));

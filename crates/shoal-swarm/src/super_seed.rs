@@ -66,6 +66,8 @@ pub struct SuperSeed {
     /// before announcing the piece are taken back, so a piece is never counted as given
     /// while nobody got it.
     given: Vec<u32>,
+    /// Pieces we have sent a block of to anyone.
+    sent: Bitfield,
     /// Pieces revealed to a peer that it has not announced yet.
     pending: HashMap<PeerKey, Vec<u32>>,
     per_peer: usize,
@@ -82,6 +84,7 @@ impl SuperSeed {
             pending: HashMap::new(),
             per_peer: per_peer.max(1),
             piece_length: piece_length.max(1),
+            sent: Bitfield::new(piece_count as usize),
         }
     }
 
@@ -108,8 +111,12 @@ impl SuperSeed {
         (pieces as usize).max(self.per_peer)
     }
 
-    /// The pieces to reveal to `peer` now (send a `have` for each), least revealed first,
-    /// ties broken at random. `peer_bits` are the pieces it has; `upload_rate` is what we
+    /// The pieces to reveal to `peer` now (send a `have` for each), least revealed first;
+    /// among those, pieces not sent to anyone yet first (near the end every piece has been
+    /// revealed once, and some of them still wait behind other reveals at their peers:
+    /// showing those to a second peer gets them out of the seed sooner than a second copy
+    /// of a piece already out; simulator, 1000-peer flash crowd, seeds 7–9: 1.208 /
+    /// 1.209 / 1.187 of the bound → 1.196 / 1.186 / 1.189); remaining ties at random. `peer_bits` are the pieces it has; `upload_rate` is what we
     /// send it per second (see [`target`](Self::target)). Call once its bitfield is known
     /// and again whenever [`peer_have`](Self::peer_have) returns true.
     pub fn reveal(
@@ -131,7 +138,7 @@ impl SuperSeed {
             let best = (0..count)
                 .map(|k| (start + k) % count)
                 .filter(|&p| !peer_bits.get(p) && !pending.contains(&(p as u32)))
-                .min_by_key(|&p| self.given[p]);
+                .min_by_key(|&p| (self.given[p], self.sent.get(p)));
             let Some(piece) = best else {
                 break;
             };
@@ -140,6 +147,13 @@ impl SuperSeed {
             out.push(piece as u32);
         }
         out
+    }
+
+    /// We sent a block of `piece`.
+    pub fn block_sent(&mut self, piece: u32) {
+        if (piece as usize) < self.sent.len() {
+            self.sent.set(piece as usize);
+        }
     }
 
     /// `peer` announced `piece`. Returns true if it was revealed to it: it now has it,
@@ -291,5 +305,18 @@ mod tests {
             "{first:?} {second:?}"
         );
         assert!(seed.peer_have(PeerKey(1), first[0]));
+    }
+
+    #[test]
+    fn a_piece_revealed_but_not_yet_sent_is_revealed_again_before_one_already_sent() {
+        let mut seed = SuperSeed::new(2, 1 << 18, 1, Reveal::Suggest);
+        let mut rng = StdRng::seed_from_u64(6);
+        let none = Bitfield::new(2);
+        let a = seed.reveal(PeerKey(1), &none, 0.0, &mut rng)[0];
+        let b = seed.reveal(PeerKey(2), &none, 0.0, &mut rng)[0];
+        assert_ne!(a, b);
+        // Peer 1 has started its piece; peer 2 has not. Peer 3 is shown peer 2's.
+        seed.block_sent(a);
+        assert_eq!(seed.reveal(PeerKey(3), &none, 0.0, &mut rng), [b]);
     }
 }

@@ -55,8 +55,9 @@ pub struct ChokerConfig {
     /// fairly among its connections and each more slot slowed every piece down. Since the
     /// uplink serves the piece closest to done first (see [`PieceProgress`](crate::PieceProgress)),
     /// more slots mean more peers to serve when some have nothing to ask: in the
-    /// simulator's 1000-peer flash crowd, 4 / 7 / 8 / 12 regular slots gave 1.220 / 1.191 /
-    /// 1.190 / ~1.23 of the bound (seed 7; seeds 8 and 9 with 7: 1.195, 1.200).
+    /// simulator's 1000-peer flash crowd (seed 7, measured with an early form of that
+    /// ranking), 4 / 7 / 8 regular slots gave 1.220 / 1.191 / 1.190 of the bound (seeds 8
+    /// and 9 with 7: 1.195, 1.200), and 12 slots 1.234 where 8 gave 1.211.
     pub regular_slots: usize,
     /// Peers unchoked at random.
     pub optimistic_slots: usize,

@@ -403,7 +403,8 @@ fn super_seed_reveals_pieces_one_by_one() {
         .args(["--super-seed", "--listen", "127.0.0.86:17086"])
         .args(["--no-tracker", "--no-dht"])
         .args(["--state-dir", path_str(&dir.path().join("s"))]);
-    let _seed = start_and_wait(seed, "\"started\"", Duration::from_secs(30));
+    let (_seed, lines) = start_and_watch(seed, "\"started\"", Duration::from_secs(30));
+    let _transcript = Transcript::new("seed", lines);
 
     // Our have-none and interest right after the handshake.
     let first = [0, 0, 0, 1, 15, 0, 0, 0, 1, 2];

@@ -50,7 +50,8 @@ pub const LT_GET: &str = r#"
 torrent, save, ip, port, peer_ip, peer_port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], int(sys.argv[6])
 s = session(ip, port)
 h = s.add_torrent({'ti': lt.torrent_info(torrent), 'save_path': save})
-deadline = time.time() + 60
+# Give up before the test's 60 s limit for the process, so that what went wrong is printed.
+deadline = time.time() + 50
 last_connect = 0
 while time.time() < deadline:
     if time.time() - last_connect > 2:
@@ -61,12 +62,39 @@ while time.time() < deadline:
         print('DONE', st.total_payload_download, flush=True)
         sys.exit(0)
     time.sleep(0.05)
-print('TIMEOUT', h.status().progress, flush=True)
+st = h.status()
+print('TIMEOUT progress', st.progress, 'state', st.state, 'peers', st.num_peers, flush=True)
+for p in h.get_peer_info():
+    print('  peer', p.ip, 'flags', hex(p.flags), 'pieces', p.num_pieces, 'down', p.total_download,
+          'up', p.total_upload, 'queue', p.download_queue_length, flush=True)
 sys.exit(1)
 "#;
 
 pub fn python_script(body: &str) -> String {
     format!("{LT_SESSION}\n{body}")
+}
+
+/// Lines a process printed, shown on standard error if the test fails while this is in
+/// scope: a peer that stalls once in many runs is only diagnosable with its own account.
+pub struct Transcript {
+    name: &'static str,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Transcript {
+    pub fn new(name: &'static str, lines: std::sync::mpsc::Receiver<String>) -> Self {
+        Transcript { name, lines }
+    }
+}
+
+impl Drop for Transcript {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for line in self.lines.try_iter() {
+                eprintln!("{}: {line}", self.name);
+            }
+        }
+    }
 }
 
 /// Starts a process and waits (bounded) until it prints `marker` on stdout.

@@ -183,16 +183,17 @@ impl SuperSeed {
     /// it has the piece and asks for it once unchoked, so showing it to another peer made
     /// a second copy (200-peer flash crowd: 1.273 → 1.282).
     pub fn peer_choked(&mut self, peer: PeerKey) {
-        if self.by == Reveal::Have {
-            return;
-        }
-        for piece in self.pending.remove(&peer).unwrap_or_default() {
-            self.given[piece as usize] -= 1;
+        if self.by == Reveal::Suggest {
+            self.take_back(peer);
         }
     }
 
     /// The peer is gone: what was revealed to it and not announced is taken back.
     pub fn peer_disconnected(&mut self, peer: PeerKey) {
+        self.take_back(peer);
+    }
+
+    fn take_back(&mut self, peer: PeerKey) {
         for piece in self.pending.remove(&peer).unwrap_or_default() {
             self.given[piece as usize] -= 1;
         }

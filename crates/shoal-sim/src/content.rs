@@ -63,6 +63,12 @@ impl Content {
         self.hashes.len() as u32
     }
 
+    /// Size of `piece` in bytes (the last piece may be shorter).
+    pub fn piece_size(&self, piece: u32) -> u32 {
+        let start = u64::from(piece) * u64::from(self.piece_length);
+        (self.total_length() - start).min(u64::from(self.piece_length)) as u32
+    }
+
     fn range(&self, piece: u32, offset: u32, length: u32) -> std::ops::Range<usize> {
         let start = u64::from(piece) * u64::from(self.piece_length) + u64::from(offset);
         start as usize..start as usize + length as usize

@@ -9,8 +9,8 @@
 //! Layers, bottom up:
 //! - [`queue`]: virtual time and the event queue.
 //! - [`content`]: the torrent's bytes and piece hashes; each host's in-memory piece store.
-//! - [`peer_map`]: a torrent's connections by key.
-//! - [`torrent`]: one host's torrent, the twin of the engine's torrent actor.
+//! - [`torrent`]: one host's torrent: `shoal_swarm::TorrentCore` over simulated sockets
+//!   and an in-memory store, as the engine's torrent actor runs it over real ones.
 //! - [`world`]: hosts, links (capacity, latency, loss, TCP windows), tracker and faults.
 //! - [`report`]: completion times against the Kumar & Ross bound, waste, fairness, bans.
 //! - [`timeline`]: on request, what the swarm did bucket by bucket (uplink use and why
@@ -19,7 +19,6 @@
 //!   `shoal_core::units`, the convention every shoal command shares).
 
 pub mod content;
-pub mod peer_map;
 pub mod queue;
 pub mod report;
 pub mod scenario;

@@ -1,40 +1,33 @@
 //! One simulated host's torrent: the simulator's counterpart of the engine's torrent actor
 //! (`shoal-engine/src/torrent.rs`).
 //!
-//! It owns the same sans-IO cores — a [`PeerSession`] per connection, the
-//! [`PiecePicker`], the [`Choker`] and [`SmartBan`] — and reacts to each
-//! [`SessionEvent`] the way the engine does: the methods below (`service`, `on_event`,
-//! `on_block`, `piece_complete`, `request_more`, `serve_uploads`, `tick`, `run_choker`)
-//! follow the engine's of the same names step for step, with three differences of
+//! Both hand every session event to the same [`TorrentCore`], which makes the torrent's
+//! decisions; this file is the host's side of it ([`Io`]), with three differences of
 //! environment, not of policy:
 //! - sockets are simulated: bytes the session wants to send go to the connection's
 //!   `outbox`, which the host's simulated uplink drains ([`Torrent::next_chunk`]);
-//! - storage is the in-memory [`PieceStore`], and a bad host corrupts what it serves;
-//! - maps are ordered (`BTreeMap`/`BTreeSet`, the key-ordered [`PeerMap`]) so that
-//!   iteration order, and so the run, depends only on the seed.
+//! - storage is the in-memory [`PieceStore`], a piece is checked as soon as it is
+//!   complete, and a bad host corrupts what it serves;
+//! - maps are ordered (`BTreeMap`/`BTreeSet`, the core's key-ordered
+//!   [`PeerMap`](shoal_swarm::PeerMap)) so that iteration order, and so the run, depends
+//!   only on the seed.
 //!
-//! Dialling and the address book stay with the world (the simulated tracker), as they
-//! would with a shared torrent core. This file and the engine's glue are twins to be
-//! unified into one sans-IO torrent core in `shoal-swarm`.
+//! Dialling and the address book stay with the world (the simulated tracker).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use shoal_core::{Bitfield, Block, InfoHash, PeerId, BLOCK_SIZE};
-use shoal_swarm::{
-    choke_round, BlockData, ChokeSchedule, Choker, ChokerConfig, PeerKey, PeerLink, PiecePicker,
-    PieceProgress, RateMeter, Received, Reveal, SmartBan, SuperSeed,
-};
-use shoal_wire::{ExtensionHandshake, PeerSession, SessionConfig, SessionEvent};
+use shoal_core::{Bitfield, Block, InfoHash, PeerId};
+use shoal_swarm::{Connection, CoreConfig, Io, PeerKey, PeerLink, PieceProgress, TorrentCore};
+use shoal_wire::{ExtensionHandshake, PeerSession, SessionConfig};
 
 use crate::content::{Content, HashCheck, PieceStore};
-use crate::peer_map::PeerMap;
 use crate::timeline::Idle;
 
 /// A simulated host (its address, as far as other hosts are concerned).
@@ -231,121 +224,191 @@ struct Peer {
     blocked: bool,
 }
 
+impl Connection for Peer {
+    fn link(&self) -> &PeerLink {
+        &self.link
+    }
+
+    fn link_mut(&mut self) -> &mut PeerLink {
+        &mut self.link
+    }
+
+    fn ip(&self) -> IpAddr {
+        host_ip(self.remote)
+    }
+}
+
 /// One host's torrent. See the module documentation.
 pub struct Torrent {
-    content: Arc<Content>,
-    picker: PiecePicker,
-    choker: Choker,
-    smart_ban: SmartBan,
-    /// An initial seed's steering: super-seeding (`have`) with `--super-seed`, otherwise
-    /// `suggest`s, as the engine does.
-    super_seed: Option<SuperSeed>,
-    store: PieceStore,
+    core: TorrentCore<Peer>,
+    host: Host,
     peer_id: PeerId,
-    peers: PeerMap<Box<Peer>>,
-    next_key: u64,
-    rng: StdRng,
+    max_connections: usize,
+}
+
+/// A host's side of its torrent: storage, its simulated sockets' queues and what the
+/// world reads back (see [`Io`]).
+struct Host {
+    content: Arc<Content>,
+    store: PieceStore,
     behaviour: Behaviour,
     banned: BTreeSet<HostId>,
-    max_connections: usize,
-    initial_rate: f64,
-    downloaded: RateMeter,
-    uploaded: RateMeter,
-    completed_announced: bool,
-    choke_schedule: ChokeSchedule,
-    last_stats: Instant,
-    scratch: Vec<Block>,
     /// Connections with bytes for the uplink, in round-robin order.
     writable: VecDeque<PeerKey>,
     /// Connections this torrent dropped; the world closes them.
     closed: Vec<ConnId>,
     /// Hosts banned since the world last asked.
     new_bans: Vec<HostId>,
-    pub counters: Counters,
+    counters: Counters,
     /// Payload bytes served per piece, for [`Counters::first_copy`]; kept by a host that
     /// started with every piece.
     served: Option<Vec<u64>>,
 }
 
+impl Host {
+    fn mark_writable(&mut self, key: PeerKey, peer: &mut Peer) {
+        if !peer.queued && !peer.blocked {
+            peer.queued = true;
+            self.writable.push_back(key);
+        }
+    }
+}
+
+impl Io<Peer> for Host {
+    fn flush(&mut self, key: PeerKey, peer: &mut Peer) {
+        if peer.outbox.push_from(&mut peer.link.session) {
+            self.mark_writable(key, peer);
+        }
+    }
+
+    fn upload_room(&self, peer: &Peer) -> bool {
+        peer.outbox.len() < MAX_BACKLOG
+    }
+
+    fn send_block(&mut self, key: PeerKey, peer: &mut Peer, block: Block) -> bool {
+        let data = match self.behaviour {
+            Behaviour::Honest => self.store.read(block.piece, block.offset, block.length),
+            Behaviour::Corrupt => self.content.corrupted(block),
+        };
+        let Some(head) = peer.link.session.send_block_header(block) else {
+            return false;
+        };
+        peer.outbox.push(head, data, Some(block.piece));
+        self.counters.uploaded += u64::from(block.length);
+        if let Some(served) = &mut self.served {
+            let before = served[block.piece as usize];
+            let size = u64::from(self.content.piece_size(block.piece));
+            served[block.piece as usize] += u64::from(block.length);
+            self.counters.first_copy += size.saturating_sub(before).min(u64::from(block.length));
+        }
+        self.mark_writable(key, peer);
+        true
+    }
+
+    fn store_block(&mut self, block: Block, data: Bytes, piece_complete: bool) -> Option<bool> {
+        self.store.write(block, &data);
+        if !piece_complete {
+            return None;
+        }
+        let good = self
+            .store
+            .verify(block.piece, self.content.piece_size(block.piece));
+        if good && self.store.has_overlay(block.piece) {
+            self.counters.corrupt_accepted += 1;
+        }
+        Some(good)
+    }
+
+    fn read_block(&self, piece: u32, offset: u32, length: u32) -> Bytes {
+        self.store.read(piece, offset, length)
+    }
+
+    fn piece_failed(&mut self, piece: u32, size: u32) {
+        self.counters.corrupt += u64::from(size);
+        self.store.forget(piece);
+    }
+
+    fn banning(&mut self, peer: &Peer) {
+        if self.banned.insert(peer.remote) {
+            self.new_bans.push(peer.remote);
+        }
+    }
+
+    fn removed(&mut self, peer: Peer, _reason: &str, _now: Instant) {
+        self.closed.push(peer.conn);
+    }
+}
+
 impl Torrent {
     pub fn new(setup: TorrentSetup, now: Instant) -> Self {
         let content = setup.content;
-        let picker = PiecePicker::new(
-            content.piece_count(),
-            content.piece_length(),
-            content.total_length(),
-            &setup.have,
-        );
-        Torrent {
-            served: picker
-                .is_complete()
-                .then(|| vec![0; content.piece_count() as usize]),
-            store: PieceStore::new(content.clone(), setup.check),
-            completed_announced: picker.is_complete(),
-            super_seed: picker.is_complete().then(|| {
-                let by = if setup.super_seed {
-                    Reveal::Have
-                } else {
-                    Reveal::Suggest
-                };
-                SuperSeed::new(
-                    content.piece_count(),
-                    content.piece_length(),
-                    by.per_peer(),
-                    by,
-                )
-            }),
-            picker,
-            choker: Choker::new(ChokerConfig::default()),
-            smart_ban: SmartBan::default(),
-            content,
-            peer_id: setup.peer_id,
-            peers: PeerMap::default(),
-            next_key: setup.first_key,
-            rng: StdRng::seed_from_u64(setup.rng_seed),
-            behaviour: setup.behaviour,
-            banned: setup.banned,
-            max_connections: setup.max_connections,
+        let core = TorrentCore::new(CoreConfig {
+            info_hash: INFO_HASH,
+            piece_count: content.piece_count(),
+            piece_length: content.piece_length(),
+            total_length: content.total_length(),
+            have: &setup.have,
+            super_seed: setup.super_seed,
             initial_rate: setup.initial_rate,
-            downloaded: RateMeter::default(),
-            uploaded: RateMeter::default(),
-            choke_schedule: ChokeSchedule::default(),
-            last_stats: now,
-            scratch: Vec::new(),
-            writable: VecDeque::new(),
-            closed: Vec::new(),
-            new_bans: Vec::new(),
-            counters: Counters::default(),
+            first_key: setup.first_key,
+            rng: StdRng::seed_from_u64(setup.rng_seed),
+            now,
+        });
+        Torrent {
+            host: Host {
+                served: core
+                    .is_complete()
+                    .then(|| vec![0; content.piece_count() as usize]),
+                store: PieceStore::new(content.clone(), setup.check),
+                content,
+                behaviour: setup.behaviour,
+                banned: setup.banned,
+                writable: VecDeque::new(),
+                closed: Vec::new(),
+                new_bans: Vec::new(),
+                counters: Counters::default(),
+            },
+            core,
+            peer_id: setup.peer_id,
+            max_connections: setup.max_connections,
         }
     }
 
     // ---- queries for the world ---------------------------------------------------------
 
     pub fn is_complete(&self) -> bool {
-        self.picker.is_complete()
+        self.core.is_complete()
     }
 
     pub fn have(&self) -> &Bitfield {
-        self.picker.have()
+        self.core.have()
     }
 
     pub fn banned(&self) -> &BTreeSet<HostId> {
-        &self.banned
+        &self.host.banned
     }
 
     pub fn peer_count(&self) -> usize {
-        self.peers.len()
+        self.core.peers().len()
+    }
+
+    /// Transfer figures so far.
+    pub fn counters(&self) -> Counters {
+        Counters {
+            duplicate: self.core.duplicate_bytes,
+            ..self.host.counters.clone()
+        }
     }
 
     /// Some connection has bytes for the uplink.
     pub fn wants_uplink(&self) -> bool {
-        !self.writable.is_empty()
+        !self.host.writable.is_empty()
     }
 
     /// Why the uplink has nothing to send (see [`Idle`]).
     pub fn idle_reason(&self) -> Idle {
         let mut reason = Idle::Unwanted;
-        for peer in self.peers.values() {
+        for peer in self.core.peers().values() {
             let state = peer.link.session.state();
             if !state.peer_interested {
                 continue;
@@ -365,11 +428,11 @@ impl Torrent {
     }
 
     pub fn take_closed(&mut self) -> Vec<ConnId> {
-        std::mem::take(&mut self.closed)
+        std::mem::take(&mut self.host.closed)
     }
 
     pub fn take_bans(&mut self) -> Vec<HostId> {
-        std::mem::take(&mut self.new_bans)
+        std::mem::take(&mut self.host.new_bans)
     }
 
     // ---- the simulated sockets ---------------------------------------------------------
@@ -385,8 +448,8 @@ impl Torrent {
         window_open: impl Fn(ConnId) -> bool,
         chunk: &mut Chunk,
     ) -> Option<ConnId> {
-        let peers = &mut self.peers;
-        self.writable.retain(|key| {
+        let peers = self.core.peers_mut();
+        self.host.writable.retain(|key| {
             let Some(peer) = peers.get_mut(key) else {
                 return false;
             };
@@ -401,23 +464,28 @@ impl Torrent {
             }
             true
         });
-        let (at, _) = self.writable.iter().enumerate().max_by_key(|&(at, key)| {
-            let peer = self.peers.get(key).expect("kept above");
-            (peer.outbox.rank(), Reverse(at))
-        })?;
-        let key = self.writable.remove(at).expect("in range");
-        let peer = self.peers.get_mut(&key).expect("kept above");
+        let (at, _) = self
+            .host
+            .writable
+            .iter()
+            .enumerate()
+            .max_by_key(|&(at, key)| {
+                let peer = peers.get(key).expect("kept above");
+                (peer.outbox.rank(), Reverse(at))
+            })?;
+        let key = self.host.writable.remove(at).expect("in range");
+        let peer = peers.get_mut(&key).expect("kept above");
         peer.queued = false;
         peer.outbox.take(max, chunk);
         let conn = peer.conn;
         // The writer's backlog shrank: serve requests that waited for it.
         if peer.outbox.len() < MAX_BACKLOG && peer.link.session.queued_uploads() > 0 {
-            self.serve_uploads(key);
+            self.core.serve_uploads(key, &mut self.host);
         }
-        let peer = self.peers.get_mut(&key).expect("present");
+        let peer = self.core.peers_mut().get_mut(&key).expect("present");
         if !peer.outbox.is_empty() && !peer.queued {
             peer.queued = true;
-            self.writable.push_back(key);
+            self.host.writable.push_back(key);
         }
         Some(conn)
     }
@@ -425,14 +493,14 @@ impl Torrent {
     /// Bytes sent on `key`'s connection, whose window was full, reached the other side: the
     /// window may be open again.
     pub fn window_opened(&mut self, key: PeerKey) {
-        let Some(peer) = self.peers.get_mut(&key) else {
+        let Some(peer) = self.core.peers_mut().get_mut(&key) else {
             return;
         };
         if peer.blocked {
             peer.blocked = false;
             if !peer.outbox.is_empty() && !peer.queued {
                 peer.queued = true;
-                self.writable.push_back(key);
+                self.host.writable.push_back(key);
             }
         }
     }
@@ -449,7 +517,7 @@ impl Torrent {
         incoming: Option<&[u8]>,
         now: Instant,
     ) -> Option<PeerKey> {
-        if self.peers.len() >= self.max_connections || self.banned.contains(&remote) {
+        if self.core.peers().len() >= self.max_connections || self.host.banned.contains(&remote) {
             return None;
         }
         let config = self.session_config();
@@ -460,62 +528,47 @@ impl Torrent {
                 PeerSession::new_after_handshake(config, handshake, now).ok()?
             }
         };
-        let key = PeerKey(self.next_key);
-        self.next_key += 1;
-        self.peers.insert(
-            key,
-            Box::new(Peer {
-                remote,
-                conn,
-                link: PeerLink::new(session, self.content.piece_count() as usize, now),
-                outbox: Outbox::default(),
-                queued: false,
-                blocked: false,
-            }),
-        );
-        self.service(key, now);
-        Some(key)
+        let piece_count = self.host.content.piece_count() as usize;
+        let make = |_| Peer {
+            remote,
+            conn,
+            link: PeerLink::new(session, piece_count, now),
+            outbox: Outbox::default(),
+            queued: false,
+            blocked: false,
+        };
+        Some(self.core.add_peer(make, now, &mut self.host))
     }
 
     /// Bytes arrived on `key`'s connection (a chunk is one socket read).
     pub fn on_data(&mut self, key: PeerKey, segments: &[Bytes], now: Instant) {
-        let Some(peer) = self.peers.get_mut(&key) else {
+        let Some(peer) = self.core.peers_mut().get_mut(&key) else {
             return;
         };
         for bytes in segments {
-            if peer
-                .link
-                .session
-                .handle_input_bytes(now, bytes.clone())
-                .is_err()
-            {
-                self.remove_peer(key);
+            if let Err(e) = peer.link.session.handle_input_bytes(now, bytes.clone()) {
+                self.core
+                    .remove_peer(key, &e.to_string(), now, &mut self.host);
                 return;
             }
         }
-        self.service(key, now);
+        self.core.service(key, now, &mut self.host);
     }
 
     /// The other side closed the connection.
-    pub fn on_closed(&mut self, key: PeerKey) {
-        self.remove_peer(key);
+    pub fn on_closed(&mut self, key: PeerKey, now: Instant) {
+        self.core.remove_peer(key, "closed", now, &mut self.host);
     }
 
     fn session_config(&self) -> SessionConfig {
-        // A super-seed announces nothing at first; pieces are revealed one by one.
-        let announced = match &self.super_seed {
-            Some(s) if s.reveals_by() == Reveal::Have => {
-                Bitfield::new(self.content.piece_count() as usize)
-            }
-            _ => self.picker.have().clone(),
-        };
+        let content = &self.host.content;
         let mut config = SessionConfig::new(
             INFO_HASH,
             self.peer_id,
-            self.content.piece_count(),
-            self.content.piece_length(),
-            self.content.total_length(),
-            announced,
+            content.piece_count(),
+            content.piece_length(),
+            content.total_length(),
+            self.core.announced(),
         );
         config.extension_handshake = ExtensionHandshake {
             v: Some("shoal-sim".to_owned()),
@@ -524,327 +577,9 @@ impl Torrent {
         config
     }
 
-    fn remove_peer(&mut self, key: PeerKey) {
-        let Some(peer) = self.peers.remove(&key) else {
-            return;
-        };
-        self.picker.peer_disconnected(key, &peer.link.counted);
-        if let Some(super_seed) = &mut self.super_seed {
-            super_seed.peer_disconnected(key);
-        }
-        self.choke_schedule.changed();
-        self.closed.push(peer.conn);
-    }
-
-    fn ban(&mut self, key: PeerKey) {
-        if let Some(peer) = self.peers.get(&key) {
-            if self.banned.insert(peer.remote) {
-                self.new_bans.push(peer.remote);
-            }
-            self.remove_peer(key);
-        }
-    }
-
-    /// Processes a peer's events, then tops up its requests, serves its uploads, and
-    /// flushes what the session wants to send.
-    fn service(&mut self, key: PeerKey, now: Instant) {
-        loop {
-            let Some(peer) = self.peers.get_mut(&key) else {
-                return;
-            };
-            let Some(event) = peer.link.session.poll_event() else {
-                break;
-            };
-            self.on_event(key, event, now);
-        }
-        let Some(peer) = self.peers.get_mut(&key) else {
-            return;
-        };
-        if peer.link.session.is_closed() {
-            self.remove_peer(key);
-            return;
-        }
-        self.request_more(key);
-        self.serve_uploads(key);
-        self.flush(key);
-    }
-
-    fn flush(&mut self, key: PeerKey) {
-        if let Some(peer) = self.peers.get_mut(&key) {
-            if peer.outbox.push_from(&mut peer.link.session) && !peer.queued && !peer.blocked {
-                peer.queued = true;
-                self.writable.push_back(key);
-            }
-        }
-    }
-
-    fn on_event(&mut self, key: PeerKey, event: SessionEvent, now: Instant) {
-        let peer = self.peers.get_mut(&key).expect("caller checked");
-        match event {
-            SessionEvent::Connected { fast, .. } => {
-                peer.link.connected = true;
-                if fast {
-                    let ip = host_ip(peer.remote);
-                    peer.link
-                        .grant_allowed_fast(&INFO_HASH, ip, self.picker.have());
-                }
-            }
-            SessionEvent::PeerBitfield => {
-                peer.link.bitfield_received(key, &mut self.picker);
-                if self.super_seed.is_some() {
-                    // A super-seed's peers see nothing to be interested in until pieces
-                    // are revealed, and pieces are revealed to unchoked peers only.
-                    self.offer_free_slot(key);
-                    self.reveal(key);
-                }
-            }
-            SessionEvent::Have(piece) => {
-                peer.link.have_received(key, piece, &mut self.picker);
-                if let Some(super_seed) = &mut self.super_seed {
-                    if super_seed.peer_have(key, piece) {
-                        self.reveal(key);
-                    }
-                }
-            }
-            SessionEvent::Choked { dropped } => {
-                peer.link.requests_dropped(key, dropped, &mut self.picker);
-            }
-            SessionEvent::Rejected(block) => {
-                peer.link.requests_dropped(key, [block], &mut self.picker);
-            }
-            SessionEvent::Interested => {
-                self.offer_free_slot(key);
-                self.choke_schedule.changed();
-            }
-            SessionEvent::NotInterested => self.choke_schedule.changed(),
-            SessionEvent::BlockReceived { block, data } => self.on_block(key, block, data, now),
-            SessionEvent::AllowedFast(_) => self.request_more(key),
-            SessionEvent::Suggest(piece) => {
-                peer.link.suggested.add(piece, self.picker.have());
-                self.request_more(key);
-            }
-            SessionEvent::Closed(_)
-            | SessionEvent::Unchoked
-            | SessionEvent::DhtPort(_)
-            | SessionEvent::ExtensionHandshake(_)
-            | SessionEvent::Extended { .. } => {}
-        }
-    }
-
-    /// A free upload slot is given at once, as the engine does on `Interested`, rather
-    /// than at the next choker round.
-    fn offer_free_slot(&mut self, key: PeerKey) {
-        let slots = self.choker.config().regular_slots + self.choker.config().optimistic_slots;
-        let unchoked = self
-            .peers
-            .values()
-            .filter(|p| !p.link.session.state().am_choking)
-            .count();
-        let peer = self.peers.get_mut(&key).expect("caller checked");
-        if unchoked < slots && peer.link.session.state().am_choking {
-            peer.link.session.unchoke();
-        }
-    }
-
-    fn reveal(&mut self, key: PeerKey) {
-        if let (Some(super_seed), Some(peer)) = (&mut self.super_seed, self.peers.get_mut(&key)) {
-            peer.link.reveal(key, super_seed, &mut self.rng);
-        }
-    }
-
-    fn on_block(&mut self, key: PeerKey, block: Block, data: Bytes, now: Instant) {
-        let peer = self.peers.get_mut(&key).expect("caller checked");
-        peer.link.block_arrived(block, now);
-        self.downloaded.add(u64::from(block.length));
-        match self.picker.block_received(key, block) {
-            Received::New {
-                piece_complete,
-                cancel,
-            } => {
-                for other in cancel {
-                    if let Some(p) = self.peers.get_mut(&other) {
-                        if p.link.requested.remove(&block) {
-                            p.link.session.cancel(block);
-                        }
-                    }
-                }
-                self.store.write(block, &data);
-                if piece_complete {
-                    self.piece_complete(block.piece);
-                }
-            }
-            Received::Duplicate | Received::Unexpected => {
-                self.counters.duplicate += u64::from(block.length);
-            }
-        }
-    }
-
-    fn piece_complete(&mut self, piece: u32) {
-        let size = self.picker.piece_size(piece);
-        if self.store.verify(piece, size) {
-            if self.store.has_overlay(piece) {
-                self.counters.corrupt_accepted += 1;
-            }
-            if self.smart_ban.is_watched(piece) {
-                let blocks = self.read_blocks(
-                    piece,
-                    (0..self.picker.blocks_in_piece(piece)).map(|i| i * BLOCK_SIZE),
-                );
-                let liars = self.smart_ban.piece_passed(
-                    piece,
-                    blocks.iter().map(|(offset, data)| (*offset, &data[..])),
-                );
-                for liar in liars {
-                    self.ban(liar);
-                }
-            }
-            self.picker.piece_verified(piece);
-            let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
-            for key in keys {
-                let peer = self.peers.get_mut(&key).expect("listed");
-                peer.link.session.have(piece);
-                peer.link.update_interest(&self.picker);
-                self.flush(key);
-            }
-            if self.picker.is_complete() && !self.completed_announced {
-                self.complete();
-            }
-        } else {
-            self.counters.corrupt += u64::from(size);
-            let senders = self.picker.block_senders(piece);
-            let blocks = self.read_blocks(piece, senders.iter().map(|(offset, _)| *offset));
-            let records = senders
-                .iter()
-                .zip(&blocks)
-                .map(|((_, peer), (offset, data))| BlockData {
-                    offset: *offset,
-                    peer: *peer,
-                    data,
-                });
-            let picker = &self.picker;
-            let liars = self
-                .smart_ban
-                .piece_failed(piece, records, |peer| picker.on_parole(peer));
-            self.picker.piece_failed(piece);
-            self.store.forget(piece);
-            for liar in liars {
-                self.ban(liar);
-            }
-        }
-    }
-
-    /// Blocks of `piece` at the given offsets as stored (shorter at the piece's end).
-    fn read_blocks(&self, piece: u32, offsets: impl Iterator<Item = u32>) -> Vec<(u32, Bytes)> {
-        let size = self.picker.piece_size(piece);
-        offsets
-            .map(|offset| {
-                let length = BLOCK_SIZE.min(size - offset);
-                (offset, self.store.read(piece, offset, length))
-            })
-            .collect()
-    }
-
-    fn request_more(&mut self, key: PeerKey) {
-        let peer = self.peers.get_mut(&key).expect("caller checked");
-        peer.link.request_more(
-            key,
-            &mut self.picker,
-            self.initial_rate,
-            &mut self.rng,
-            &mut self.scratch,
-        );
-    }
-
-    fn serve_uploads(&mut self, key: PeerKey) {
-        let peer = self.peers.get_mut(&key).expect("caller checked");
-        while peer.outbox.len() < MAX_BACKLOG {
-            let Some(block) = peer.link.session.next_upload() else {
-                break;
-            };
-            if !self.picker.have().get(block.piece as usize) {
-                peer.link.session.reject(block);
-                continue;
-            }
-            let data = match self.behaviour {
-                Behaviour::Honest => self.store.read(block.piece, block.offset, block.length),
-                Behaviour::Corrupt => self.content.corrupted(block),
-            };
-            let Some(head) = peer.link.session.send_block_header(block) else {
-                break;
-            };
-            peer.outbox.push(head, data, Some(block.piece));
-            peer.link.uploaded.add(u64::from(block.length));
-            self.uploaded.add(u64::from(block.length));
-            self.counters.uploaded += u64::from(block.length);
-            if let Some(super_seed) = &mut self.super_seed {
-                super_seed.block_sent(block.piece);
-            }
-            if let Some(served) = &mut self.served {
-                let before = served[block.piece as usize];
-                let size = u64::from(self.picker.piece_size(block.piece));
-                served[block.piece as usize] += u64::from(block.length);
-                self.counters.first_copy +=
-                    size.saturating_sub(before).min(u64::from(block.length));
-            }
-            if !peer.queued && !peer.blocked {
-                peer.queued = true;
-                self.writable.push_back(key);
-            }
-        }
-    }
-
     /// The engine's 100 ms tick, run by the world once a second: timers, snubbing,
     /// topping up every connection, the choker, and the rate meters.
     pub fn tick(&mut self, now: Instant) {
-        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
-        for &key in &keys {
-            let Some(peer) = self.peers.get_mut(&key) else {
-                continue;
-            };
-            peer.link.session.handle_timeout(now);
-            peer.link.cancel_if_snubbed(key, now, &mut self.picker);
-            self.service(key, now);
-        }
-        if self.choke_schedule.due(now) {
-            self.run_choker(now);
-        }
-        if now.duration_since(self.last_stats) >= Duration::from_secs(1) {
-            self.report_stats(now);
-        }
-    }
-
-    fn run_choker(&mut self, now: Instant) {
-        let changed = choke_round(
-            &mut self.choker,
-            self.peers.iter_mut().map(|(&key, p)| (key, &mut p.link)),
-            self.picker.is_complete(),
-            self.super_seed.as_mut(),
-            now,
-            &mut self.rng,
-        );
-        for key in changed {
-            self.flush(key);
-        }
-    }
-
-    fn report_stats(&mut self, now: Instant) {
-        let elapsed = now.duration_since(self.last_stats);
-        self.last_stats = now;
-        self.downloaded.tick(elapsed);
-        self.uploaded.tick(elapsed);
-        for peer in self.peers.values_mut() {
-            peer.link.downloaded.tick(elapsed);
-            peer.link.uploaded.tick(elapsed);
-        }
-    }
-
-    fn complete(&mut self) {
-        self.completed_announced = true;
-        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
-        for key in keys {
-            let peer = self.peers.get_mut(&key).expect("listed");
-            peer.link.update_interest(&self.picker);
-            self.flush(key);
-        }
+        self.core.tick(now, &mut self.host);
     }
 }

@@ -320,7 +320,7 @@ impl World {
             .map(|h| {
                 let mut counters = h.counters.clone();
                 if let Some(t) = &h.torrent {
-                    add_counters(&mut counters, &t.counters);
+                    add_counters(&mut counters, &t.counters());
                 }
                 HostSummary {
                     role: h.role,
@@ -360,10 +360,11 @@ impl World {
             Event::Closed { conn, to } => {
                 let end = &self.conns[conn as usize].ends[to as usize];
                 let (host, key) = (end.host, end.key);
+                let instant = self.instant();
                 if let (Some(torrent), Some(key)) =
                     (self.hosts[host as usize].torrent.as_mut(), key)
                 {
-                    torrent.on_closed(key);
+                    torrent.on_closed(key, instant);
                     self.after(host);
                 }
             }
@@ -419,7 +420,7 @@ impl World {
         };
         host.resume = torrent.have().clone();
         host.banned = torrent.banned().clone();
-        add_counters(&mut host.counters, &torrent.counters);
+        add_counters(&mut host.counters, &torrent.counters());
         host.incarnation += 1;
         host.uplink_busy = false;
         let conns: Vec<ConnId> = host.conns.iter().copied().collect();
@@ -658,7 +659,7 @@ impl World {
                     host.idle = Some((now, torrent.idle_reason()));
                 }
             } else {
-                let counters = &torrent.counters;
+                let counters = torrent.counters();
                 let (served, first) = host.served;
                 let new = counters.first_copy - first;
                 timeline.seed_served(now, new, counters.uploaded - served - new);

@@ -3,8 +3,10 @@
 //! whom to ban after a piece fails its hash check ([`SmartBan`]), which piece an initial
 //! seed reveals next ([`SuperSeed`]), which pieces a peer suggested ([`Suggestions`]), and
 //! which connection's blocks go on the uplink first ([`PieceProgress`]);
-//! and [`PeerLink`], a connected peer's wire session with the decisions that concern only
-//! it, which the engine and the simulator both hold per connection.
+//! [`PeerLink`], a connected peer's wire session with the decisions that concern only it;
+//! and [`TorrentCore`], which holds a torrent's links with all of the above and reacts to
+//! every session event, for the engine and the simulator alike (each implements [`Io`]
+//! for its sockets and storage).
 //!
 //! # Why sans-IO
 //!
@@ -24,16 +26,19 @@
 mod choker;
 mod link;
 mod meter;
+mod peer_map;
 mod picker;
 mod pipeline;
 mod smart_ban;
 mod suggestions;
 mod super_seed;
+mod torrent;
 mod uplink;
 
 pub use choker::{ChokeSchedule, Choker, ChokerConfig, ChokerPeer, CHOKE_INTERVAL, CHOKE_REACTION};
 pub use link::{choke_round, PeerLink, ALLOWED_FAST_SET, SNUB_AFTER};
 pub use meter::RateMeter;
+pub use peer_map::PeerMap;
 pub use picker::{PiecePicker, Received, ENDGAME_MAX_REQUESTERS};
 pub use pipeline::{
     queue_depth, DEFAULT_REQQ, INITIAL_RATE_GUESS, MAX_QUEUE_DEPTH, MIN_QUEUE_DEPTH, REQUEST_WINDOW,
@@ -41,6 +46,7 @@ pub use pipeline::{
 pub use smart_ban::{BlockData, SmartBan, DEFAULT_MAX_PIECES, MAX_RECORDS_PER_BLOCK};
 pub use suggestions::{Suggestions, MAX_SUGGESTED};
 pub use super_seed::{Reveal, SuperSeed};
+pub use torrent::{Connection, CoreConfig, Io, TorrentCore};
 pub use uplink::{PieceProgress, CONTROL_RANK};
 
 /// An opaque peer handle assigned by the engine (one per connection). The engine must not

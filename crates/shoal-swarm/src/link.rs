@@ -1,9 +1,9 @@
 //! One connected peer as the swarm logic sees it: its wire session and our bookkeeping
 //! of it, and the decisions that touch only that peer.
 //!
-//! The engine's torrent actor and the simulator's torrent both hold a [`PeerLink`] per
-//! connection next to their own I/O state (a socket writer, a simulated outbox), so the
-//! protocol decisions — what to tell the picker when a bitfield or `have` arrives, when to
+//! [`TorrentCore`](crate::TorrentCore) holds a [`PeerLink`] per connection next to the
+//! driver's own I/O state (a socket writer, a simulated outbox), so the protocol
+//! decisions — what to tell the picker when a bitfield or `have` arrives, when to
 //! be interested, what to request, what a seed reveals, how the choker sees the peer —
 //! are one piece of code that the simulator measures and the engine runs.
 

@@ -1,0 +1,532 @@
+//! [`TorrentCore`]: one torrent's swarm side, from a session's events to the choker
+//! round, shared by the engine's torrent actor and the simulator's hosts.
+//!
+//! The core owns the connections' [`PeerLink`]s (next to each driver's own per-connection
+//! state) and the torrent's picker, choker, smart ban and initial-seed steering, and
+//! reacts to each [`SessionEvent`]: what to tell the picker, when to unchoke, what to
+//! request and serve, what a verified or failed piece means for every peer, whom to ban.
+//! What touches the outside world goes through [`Io`]: sockets (the engine's writer
+//! tasks, the simulator's outboxes), storage (files and a disk thread, an in-memory
+//! store), the address book and the user interface. So the simulator measures exactly
+//! the decisions the engine runs.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand::rngs::StdRng;
+use shoal_core::{Bitfield, Block, InfoHash, PeerId, BLOCK_SIZE};
+use shoal_wire::SessionEvent;
+
+use crate::{
+    choke_round, BlockData, ChokeSchedule, Choker, ChokerConfig, PeerKey, PeerLink, PeerMap,
+    PiecePicker, RateMeter, Received, Reveal, SmartBan, SuperSeed,
+};
+
+/// A driver's connection: its [`PeerLink`] and whatever the driver keeps beside it.
+pub trait Connection {
+    fn link(&self) -> &PeerLink;
+    fn link_mut(&mut self) -> &mut PeerLink;
+    /// The peer's address, for its allowed-fast set (BEP 6).
+    fn ip(&self) -> IpAddr;
+}
+
+/// What the core asks of its driver. Calls come while the core is in the middle of
+/// reacting, so a method must not reenter the core; it reports back by its return value.
+pub trait Io<P: Connection> {
+    /// Hands what `peer`'s session has queued to its socket.
+    fn flush(&mut self, key: PeerKey, peer: &mut P);
+    /// Whether `peer`'s socket takes more block data now (its backlog is short).
+    fn upload_room(&self, peer: &P) -> bool;
+    /// Sends `block`, one of our verified pieces' blocks that `peer` asked for, through
+    /// its session to its socket. `false` if it could not be read (the driver has then
+    /// rejected the request) or the session is closed.
+    fn send_block(&mut self, key: PeerKey, peer: &mut P, block: Block) -> bool;
+    /// Stores a block that arrived first. When it completes its piece: `Some(verdict)` if
+    /// the piece was checked at once, `None` if the driver checks it later and then
+    /// calls [`TorrentCore::piece_checked`].
+    fn store_block(&mut self, block: Block, data: Bytes, piece_complete: bool) -> Option<bool>;
+    /// A block of a stored piece, as stored (for smart ban); empty if it cannot be read.
+    fn read_block(&self, piece: u32, offset: u32, length: u32) -> Bytes;
+    /// The handshake with `peer` is done.
+    fn connected(&mut self, _peer: &P, _peer_id: &PeerId) {}
+    /// An extension message (BEP 10) the core does not handle. `Err(reason)` drops the
+    /// connection.
+    fn extended(
+        &mut self,
+        _peer: &mut P,
+        _id: u8,
+        _payload: Bytes,
+        _now: Instant,
+    ) -> Result<(), String> {
+        Ok(())
+    }
+    /// A piece passed its hash check; `have` pieces are verified now.
+    fn piece_verified(&mut self, _piece: u32, _have: usize) {}
+    /// A piece failed its hash check (its blocks are read back already).
+    fn piece_failed(&mut self, _piece: u32, _size: u32) {}
+    /// `peer` is about to be dropped for sending data that failed the hash check.
+    fn banning(&mut self, peer: &P);
+    /// `peer`'s connection is gone from the core; close it and forget it.
+    fn removed(&mut self, peer: P, reason: &str, now: Instant);
+}
+
+/// What a torrent starts from.
+pub struct CoreConfig<'a> {
+    pub info_hash: InfoHash,
+    pub piece_count: u32,
+    pub piece_length: u32,
+    pub total_length: u64,
+    /// Verified pieces.
+    pub have: &'a Bitfield,
+    /// Super-seed (BEP 16) if we start with every piece; otherwise an initial seed
+    /// suggests (BEP 6) what it has sent least.
+    pub super_seed: bool,
+    /// Bytes per second assumed for a peer whose rate is not measured yet, for the depth
+    /// of its request queue ([`crate::INITIAL_RATE_GUESS`] in the engine).
+    pub initial_rate: f64,
+    /// Keys start here.
+    pub first_key: u64,
+    pub rng: StdRng,
+    pub now: Instant,
+}
+
+/// One torrent's swarm side. See the module documentation.
+pub struct TorrentCore<P> {
+    info_hash: InfoHash,
+    picker: PiecePicker,
+    choker: Choker,
+    choke_schedule: ChokeSchedule,
+    smart_ban: SmartBan,
+    /// An initial seed's steering: super-seeding (`have`) if configured, otherwise
+    /// `suggest`s.
+    super_seed: Option<SuperSeed>,
+    /// Boxed, so that removing a connection moves pointers, not connections.
+    peers: PeerMap<Box<P>>,
+    next_key: u64,
+    rng: StdRng,
+    initial_rate: f64,
+    scratch: Vec<Block>,
+    pub downloaded: RateMeter,
+    pub uploaded: RateMeter,
+    /// Payload bytes received for blocks already had (endgame crossings).
+    pub duplicate_bytes: u64,
+    last_stats: Instant,
+}
+
+impl<P: Connection> TorrentCore<P> {
+    pub fn new(config: CoreConfig<'_>) -> Self {
+        let picker = PiecePicker::new(
+            config.piece_count,
+            config.piece_length,
+            config.total_length,
+            config.have,
+        );
+        let super_seed = picker.is_complete().then(|| {
+            let by = if config.super_seed {
+                Reveal::Have
+            } else {
+                Reveal::Suggest
+            };
+            SuperSeed::new(config.piece_count, config.piece_length, by.per_peer(), by)
+        });
+        TorrentCore {
+            info_hash: config.info_hash,
+            picker,
+            choker: Choker::new(ChokerConfig::default()),
+            choke_schedule: ChokeSchedule::default(),
+            smart_ban: SmartBan::default(),
+            super_seed,
+            peers: PeerMap::default(),
+            next_key: config.first_key,
+            rng: config.rng,
+            initial_rate: config.initial_rate,
+            scratch: Vec::new(),
+            downloaded: RateMeter::default(),
+            uploaded: RateMeter::default(),
+            duplicate_bytes: 0,
+            last_stats: config.now,
+        }
+    }
+
+    // ---- views -------------------------------------------------------------------------
+
+    pub fn picker(&self) -> &PiecePicker {
+        &self.picker
+    }
+
+    pub fn have(&self) -> &Bitfield {
+        self.picker.have()
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.picker.is_complete()
+    }
+
+    pub fn peers(&self) -> &PeerMap<Box<P>> {
+        &self.peers
+    }
+
+    pub fn peers_mut(&mut self) -> &mut PeerMap<Box<P>> {
+        &mut self.peers
+    }
+
+    /// The pieces a new connection's bitfield announces: none for a super-seed, which
+    /// reveals them one by one.
+    pub fn announced(&self) -> Bitfield {
+        match &self.super_seed {
+            Some(s) if s.reveals_by() == Reveal::Have => Bitfield::new(self.picker.have().len()),
+            _ => self.picker.have().clone(),
+        }
+    }
+
+    // ---- connections -------------------------------------------------------------------
+
+    /// Adds a connection made by `make` from its key, and services it.
+    pub fn add_peer(
+        &mut self,
+        make: impl FnOnce(PeerKey) -> P,
+        now: Instant,
+        io: &mut impl Io<P>,
+    ) -> PeerKey {
+        let key = PeerKey(self.next_key);
+        self.next_key += 1;
+        self.peers.insert(key, Box::new(make(key)));
+        self.service(key, now, io);
+        key
+    }
+
+    /// Drops a connection, telling the picker and the seed's steering that its pieces and
+    /// requests are gone.
+    pub fn remove_peer(&mut self, key: PeerKey, reason: &str, now: Instant, io: &mut impl Io<P>) {
+        let Some(peer) = self.peers.remove(&key) else {
+            return;
+        };
+        self.picker.peer_disconnected(key, &peer.link().counted);
+        if let Some(super_seed) = &mut self.super_seed {
+            super_seed.peer_disconnected(key);
+        }
+        self.choke_schedule.changed();
+        io.removed(*peer, reason, now);
+    }
+
+    fn ban(&mut self, key: PeerKey, now: Instant, io: &mut impl Io<P>) {
+        if let Some(peer) = self.peers.get(&key) {
+            io.banning(peer);
+            self.remove_peer(key, "banned: sent data that failed the hash check", now, io);
+        }
+    }
+
+    /// Bytes arrived from `key`'s peer.
+    pub fn on_data(&mut self, key: PeerKey, bytes: Bytes, now: Instant, io: &mut impl Io<P>) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if let Err(e) = peer.link_mut().session.handle_input_bytes(now, bytes) {
+            self.remove_peer(key, &e.to_string(), now, io);
+            return;
+        }
+        self.service(key, now, io);
+    }
+
+    /// Processes a peer's events, then tops up its requests, serves its uploads, and
+    /// flushes what the session wants to send.
+    pub fn service(&mut self, key: PeerKey, now: Instant, io: &mut impl Io<P>) {
+        loop {
+            let Some(peer) = self.peers.get_mut(&key) else {
+                return;
+            };
+            let Some(event) = peer.link_mut().session.poll_event() else {
+                break;
+            };
+            self.on_event(key, event, now, io);
+        }
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let session = &peer.link().session;
+        if session.is_closed() {
+            let reason = session
+                .close_reason()
+                .map_or("closed".to_owned(), |e| e.to_string());
+            self.remove_peer(key, &reason, now, io);
+            return;
+        }
+        self.request_more(key);
+        self.serve_uploads(key, io);
+        self.flush(key, io);
+    }
+
+    fn flush(&mut self, key: PeerKey, io: &mut impl Io<P>) {
+        if let Some(peer) = self.peers.get_mut(&key) {
+            io.flush(key, peer);
+        }
+    }
+
+    fn on_event(&mut self, key: PeerKey, event: SessionEvent, now: Instant, io: &mut impl Io<P>) {
+        let peer = self.peers.get_mut(&key).expect("caller checked");
+        let link = peer.link_mut();
+        match event {
+            SessionEvent::Connected { peer_id, fast, .. } => {
+                link.connected = true;
+                if fast {
+                    let ip = peer.ip();
+                    peer.link_mut()
+                        .grant_allowed_fast(&self.info_hash, ip, self.picker.have());
+                }
+                io.connected(peer, &peer_id);
+            }
+            SessionEvent::PeerBitfield => {
+                link.bitfield_received(key, &mut self.picker);
+                if self.super_seed.is_some() {
+                    // A super-seed's peers see nothing to be interested in until pieces
+                    // are revealed, and pieces are revealed to unchoked peers only.
+                    self.offer_free_slot(key);
+                    self.reveal(key);
+                }
+            }
+            SessionEvent::Have(piece) => {
+                link.have_received(key, piece, &mut self.picker);
+                if let Some(super_seed) = &mut self.super_seed {
+                    if super_seed.peer_have(key, piece) {
+                        self.reveal(key);
+                    }
+                }
+            }
+            SessionEvent::Choked { dropped } => {
+                link.requests_dropped(key, dropped, &mut self.picker);
+            }
+            SessionEvent::Rejected(block) => {
+                link.requests_dropped(key, [block], &mut self.picker);
+            }
+            SessionEvent::Interested => {
+                self.offer_free_slot(key);
+                self.choke_schedule.changed();
+            }
+            SessionEvent::NotInterested => self.choke_schedule.changed(),
+            SessionEvent::BlockReceived { block, data } => self.on_block(key, block, data, now, io),
+            SessionEvent::AllowedFast(_) => self.request_more(key),
+            SessionEvent::Suggest(piece) => {
+                // Fetched first when still wanted (as libtorrent does): a seed suggests
+                // what it has in its cache, or what it wants spread (BEP 16).
+                link.suggested.add(piece, self.picker.have());
+            }
+            SessionEvent::Extended { id, payload } => {
+                if let Err(reason) = io.extended(peer, id, payload, now) {
+                    self.remove_peer(key, &reason, now, io);
+                }
+            }
+            SessionEvent::Closed(_)
+            | SessionEvent::Unchoked
+            | SessionEvent::DhtPort(_)
+            | SessionEvent::ExtensionHandshake(_) => {}
+        }
+    }
+
+    /// A free upload slot is given at once, as libtorrent does, rather than at the next
+    /// choker round.
+    fn offer_free_slot(&mut self, key: PeerKey) {
+        let slots = self.choker.config().regular_slots + self.choker.config().optimistic_slots;
+        let unchoked = self
+            .peers
+            .values()
+            .filter(|p| !p.link().session.state().am_choking)
+            .count();
+        let link = self.peers.get_mut(&key).expect("caller checked").link_mut();
+        if unchoked < slots && link.session.state().am_choking {
+            link.session.unchoke();
+        }
+    }
+
+    fn reveal(&mut self, key: PeerKey) {
+        if let (Some(super_seed), Some(peer)) = (&mut self.super_seed, self.peers.get_mut(&key)) {
+            peer.link_mut().reveal(key, super_seed, &mut self.rng);
+        }
+    }
+
+    fn on_block(
+        &mut self,
+        key: PeerKey,
+        block: Block,
+        data: Bytes,
+        now: Instant,
+        io: &mut impl Io<P>,
+    ) {
+        let peer = self.peers.get_mut(&key).expect("caller checked");
+        peer.link_mut().block_arrived(block, now);
+        self.downloaded.add(u64::from(block.length));
+        match self.picker.block_received(key, block) {
+            Received::New {
+                piece_complete,
+                cancel,
+            } => {
+                for other in cancel {
+                    if let Some(p) = self.peers.get_mut(&other) {
+                        let link = p.link_mut();
+                        if link.requested.remove(&block) {
+                            link.session.cancel(block);
+                        }
+                    }
+                }
+                if let Some(good) = io.store_block(block, data, piece_complete) {
+                    self.piece_checked(block.piece, good, now, io);
+                }
+            }
+            Received::Duplicate | Received::Unexpected => {
+                self.duplicate_bytes += u64::from(block.length);
+            }
+        }
+    }
+
+    /// Acts on a complete piece's hash check: a good piece is announced to every peer (and
+    /// clears or convicts the peers smart ban watched for it); a bad one is fetched again,
+    /// and its senders are banned once smart ban can tell who lied.
+    pub fn piece_checked(&mut self, piece: u32, good: bool, now: Instant, io: &mut impl Io<P>) {
+        if good {
+            if self.smart_ban.is_watched(piece) {
+                let blocks = self.read_blocks(
+                    piece,
+                    (0..self.picker.blocks_in_piece(piece)).map(|i| i * BLOCK_SIZE),
+                    io,
+                );
+                let liars = self.smart_ban.piece_passed(
+                    piece,
+                    blocks.iter().map(|(offset, data)| (*offset, &data[..])),
+                );
+                for liar in liars {
+                    self.ban(liar, now, io);
+                }
+            }
+            self.picker.piece_verified(piece);
+            io.piece_verified(piece, self.picker.have().count_ones());
+            let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+            for key in keys {
+                let peer = self.peers.get_mut(&key).expect("listed");
+                let link = peer.link_mut();
+                link.session.have(piece);
+                link.update_interest(&self.picker);
+                io.flush(key, peer);
+            }
+        } else {
+            // The bad data is still stored: read it back so smart ban can compare it with
+            // the good copy later.
+            let senders = self.picker.block_senders(piece);
+            let blocks = self.read_blocks(piece, senders.iter().map(|(offset, _)| *offset), io);
+            let records = senders
+                .iter()
+                .zip(&blocks)
+                .map(|((_, peer), (offset, data))| BlockData {
+                    offset: *offset,
+                    peer: *peer,
+                    data,
+                });
+            let picker = &self.picker;
+            let liars = self
+                .smart_ban
+                .piece_failed(piece, records, |peer| picker.on_parole(peer));
+            self.picker.piece_failed(piece);
+            io.piece_failed(piece, self.picker.piece_size(piece));
+            for liar in liars {
+                self.ban(liar, now, io);
+            }
+        }
+    }
+
+    /// Blocks of `piece` at the given offsets as stored (shorter at the piece's end).
+    fn read_blocks(
+        &self,
+        piece: u32,
+        offsets: impl Iterator<Item = u32>,
+        io: &impl Io<P>,
+    ) -> Vec<(u32, Bytes)> {
+        let size = self.picker.piece_size(piece);
+        offsets
+            .map(|offset| {
+                let length = BLOCK_SIZE.min(size - offset);
+                (offset, io.read_block(piece, offset, length))
+            })
+            .collect()
+    }
+
+    fn request_more(&mut self, key: PeerKey) {
+        let peer = self.peers.get_mut(&key).expect("caller checked");
+        peer.link_mut().request_more(
+            key,
+            &mut self.picker,
+            self.initial_rate,
+            &mut self.rng,
+            &mut self.scratch,
+        );
+    }
+
+    /// Serves `key`'s queued requests while its socket has room: blocks of pieces we
+    /// have, and a reject for any other.
+    pub fn serve_uploads(&mut self, key: PeerKey, io: &mut impl Io<P>) {
+        let peer = self.peers.get_mut(&key).expect("caller checked");
+        while io.upload_room(peer) {
+            let Some(block) = peer.link_mut().session.next_upload() else {
+                break;
+            };
+            if !self.picker.have().get(block.piece as usize) {
+                peer.link_mut().session.reject(block);
+                continue;
+            }
+            if io.send_block(key, peer, block) {
+                peer.link_mut().uploaded.add(u64::from(block.length));
+                self.uploaded.add(u64::from(block.length));
+                if let Some(super_seed) = &mut self.super_seed {
+                    super_seed.block_sent(block.piece);
+                }
+            }
+        }
+    }
+
+    /// The periodic work (the engine's 100 ms tick): session timers, snubbing, topping up
+    /// every connection, the choker when due, and once a second the rate meters. Returns
+    /// whether the meters were updated.
+    pub fn tick(&mut self, now: Instant, io: &mut impl Io<P>) -> bool {
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for &key in &keys {
+            let Some(peer) = self.peers.get_mut(&key) else {
+                continue;
+            };
+            let link = peer.link_mut();
+            link.session.handle_timeout(now);
+            link.cancel_if_snubbed(key, now, &mut self.picker);
+            self.service(key, now, io);
+        }
+        if self.choke_schedule.due(now) {
+            self.run_choker(now, io);
+        }
+        if now.duration_since(self.last_stats) < Duration::from_secs(1) {
+            return false;
+        }
+        let elapsed = now.duration_since(self.last_stats);
+        self.last_stats = now;
+        self.downloaded.tick(elapsed);
+        self.uploaded.tick(elapsed);
+        for peer in self.peers.values_mut() {
+            let link = peer.link_mut();
+            link.downloaded.tick(elapsed);
+            link.uploaded.tick(elapsed);
+        }
+        true
+    }
+
+    fn run_choker(&mut self, now: Instant, io: &mut impl Io<P>) {
+        let changed = choke_round(
+            &mut self.choker,
+            self.peers.iter_mut().map(|(&key, p)| (key, p.link_mut())),
+            self.picker.is_complete(),
+            self.super_seed.as_mut(),
+            now,
+            &mut self.rng,
+        );
+        for key in changed {
+            self.flush(key, io);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,276 @@
+//! Two [`TorrentCore`]s wired back to back in memory: a seed and a leecher, each with a
+//! small [`Io`] of its own, so the core's contract with its drivers is checked without
+//! either driver: pieces checked at once (the simulator's way) or later through
+//! [`TorrentCore::piece_checked`] (the engine's), and a sender of bad data banned.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use shoal_core::{Bitfield, Block, InfoHash, PeerId};
+use shoal_wire::{PeerSession, SessionConfig};
+
+use super::{Connection, CoreConfig, Io, TorrentCore};
+use crate::{PeerKey, PeerLink};
+
+const PIECE_LENGTH: u32 = 32 * 1024;
+const PIECES: u32 = 6;
+/// The last piece is short.
+const TOTAL: u64 = PIECES as u64 * PIECE_LENGTH as u64 - 5000;
+const INFO_HASH: InfoHash = InfoHash([3; 20]);
+
+fn content() -> Vec<u8> {
+    (0..TOTAL).map(|i| (i * 7 + i / 1000) as u8).collect()
+}
+
+struct TestPeer {
+    link: PeerLink,
+    /// Bytes flushed to the "socket", not yet delivered.
+    wire: VecDeque<Bytes>,
+}
+
+impl Connection for TestPeer {
+    fn link(&self) -> &PeerLink {
+        &self.link
+    }
+
+    fn link_mut(&mut self) -> &mut PeerLink {
+        &mut self.link
+    }
+
+    fn ip(&self) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    }
+}
+
+/// Storage is a byte vector; the piece check compares with the true content.
+struct TestIo {
+    truth: Vec<u8>,
+    stored: Vec<u8>,
+    /// Serve every block with its first byte flipped.
+    corrupt: bool,
+    /// Check complete pieces later (the harness calls `piece_checked`), as the engine's
+    /// disk thread does.
+    check_later: bool,
+    to_check: Vec<u32>,
+    verified: Vec<u32>,
+    failed: Vec<u32>,
+    banned: usize,
+    removed: Vec<String>,
+}
+
+impl TestIo {
+    fn new(have_all: bool, corrupt: bool, check_later: bool) -> Self {
+        let truth = content();
+        TestIo {
+            stored: if have_all {
+                truth.clone()
+            } else {
+                vec![0; truth.len()]
+            },
+            truth,
+            corrupt,
+            check_later,
+            to_check: Vec::new(),
+            verified: Vec::new(),
+            failed: Vec::new(),
+            banned: 0,
+            removed: Vec::new(),
+        }
+    }
+
+    fn range(piece: u32, offset: u32, length: u32) -> std::ops::Range<usize> {
+        let start = (piece * PIECE_LENGTH + offset) as usize;
+        start..start + length as usize
+    }
+
+    fn piece_is_true(&self, piece: u32) -> bool {
+        let start = (piece * PIECE_LENGTH) as usize;
+        let end = (start + PIECE_LENGTH as usize).min(self.truth.len());
+        self.stored[start..end] == self.truth[start..end]
+    }
+}
+
+impl Io<TestPeer> for TestIo {
+    fn flush(&mut self, _key: PeerKey, peer: &mut TestPeer) {
+        if let Some(bytes) = peer.link.session.poll_transmit() {
+            peer.wire.push_back(bytes);
+        }
+    }
+
+    fn upload_room(&self, peer: &TestPeer) -> bool {
+        peer.wire.len() < 64
+    }
+
+    fn send_block(&mut self, _key: PeerKey, peer: &mut TestPeer, block: Block) -> bool {
+        let mut data = self.stored[Self::range(block.piece, block.offset, block.length)].to_vec();
+        if self.corrupt {
+            data[0] ^= 0xff;
+        }
+        peer.link.session.send_block(block, Bytes::from(data));
+        if let Some(bytes) = peer.link.session.poll_transmit() {
+            peer.wire.push_back(bytes);
+        }
+        true
+    }
+
+    fn store_block(&mut self, block: Block, data: Bytes, piece_complete: bool) -> Option<bool> {
+        self.stored[Self::range(block.piece, block.offset, block.length)].copy_from_slice(&data);
+        if !piece_complete {
+            None
+        } else if self.check_later {
+            self.to_check.push(block.piece);
+            None
+        } else {
+            Some(self.piece_is_true(block.piece))
+        }
+    }
+
+    fn read_block(&self, piece: u32, offset: u32, length: u32) -> Bytes {
+        Bytes::copy_from_slice(&self.stored[Self::range(piece, offset, length)])
+    }
+
+    fn piece_verified(&mut self, piece: u32, _have: usize) {
+        self.verified.push(piece);
+    }
+
+    fn piece_failed(&mut self, piece: u32, _size: u32) {
+        self.failed.push(piece);
+    }
+
+    fn banning(&mut self, _peer: &TestPeer) {
+        self.banned += 1;
+    }
+
+    fn removed(&mut self, _peer: TestPeer, reason: &str, _now: Instant) {
+        self.removed.push(reason.to_owned());
+    }
+}
+
+struct Side {
+    core: TorrentCore<TestPeer>,
+    io: TestIo,
+    key: PeerKey,
+}
+
+impl Side {
+    fn new(id: u8, io: TestIo, have: &Bitfield, now: Instant) -> Self {
+        let mut core = TorrentCore::new(CoreConfig {
+            info_hash: INFO_HASH,
+            piece_count: PIECES,
+            piece_length: PIECE_LENGTH,
+            total_length: TOTAL,
+            have,
+            super_seed: false,
+            initial_rate: 256.0 * 1024.0,
+            first_key: 0,
+            rng: StdRng::seed_from_u64(u64::from(id)),
+            now,
+        });
+        let config = SessionConfig::new(
+            INFO_HASH,
+            PeerId::shoal([id; 12]),
+            PIECES,
+            PIECE_LENGTH,
+            TOTAL,
+            core.announced(),
+        );
+        let session = PeerSession::new(config, now);
+        let mut io = io;
+        let make = |_| TestPeer {
+            link: PeerLink::new(session, PIECES as usize, now),
+            wire: VecDeque::new(),
+        };
+        let key = core.add_peer(make, now, &mut io);
+        Side { core, io, key }
+    }
+
+    /// What this side flushed towards the other.
+    fn take_wire(&mut self) -> Vec<Bytes> {
+        match self.core.peers_mut().get_mut(&self.key) {
+            Some(peer) => peer.wire.drain(..).collect(),
+            None => Vec::new(),
+        }
+    }
+
+    fn deliver(&mut self, bytes: Vec<Bytes>, now: Instant) {
+        for chunk in bytes {
+            self.core.on_data(self.key, chunk, now, &mut self.io);
+        }
+        for piece in std::mem::take(&mut self.io.to_check) {
+            let good = self.io.piece_is_true(piece);
+            self.core.piece_checked(piece, good, now, &mut self.io);
+        }
+    }
+}
+
+/// Runs a seed and a leecher until nothing moves or `limit` virtual seconds pass;
+/// returns the leecher.
+fn transfer(seed_corrupts: bool, check_later: bool, limit: u64) -> Side {
+    let start = Instant::now();
+    let all = {
+        let mut b = Bitfield::new(PIECES as usize);
+        for piece in 0..PIECES as usize {
+            b.set(piece);
+        }
+        b
+    };
+    let mut seed = Side::new(1, TestIo::new(true, seed_corrupts, false), &all, start);
+    let none = Bitfield::new(PIECES as usize);
+    let mut leecher = Side::new(2, TestIo::new(false, false, check_later), &none, start);
+    for step in 0..limit * 10 {
+        let now = start + Duration::from_millis(100 * step);
+        let (up, down) = (seed.take_wire(), leecher.take_wire());
+        leecher.deliver(up, now);
+        seed.deliver(down, now);
+        seed.core.tick(now, &mut seed.io);
+        leecher.core.tick(now, &mut leecher.io);
+        if leecher.core.is_complete() || leecher.core.peers().is_empty() {
+            break;
+        }
+    }
+    leecher
+}
+
+#[test]
+fn a_leecher_verifies_every_piece_checked_at_once() {
+    let leecher = transfer(false, false, 30);
+    assert!(leecher.core.is_complete());
+    assert_eq!(leecher.io.stored, leecher.io.truth);
+    let mut verified = leecher.io.verified.clone();
+    verified.sort_unstable();
+    assert_eq!(verified, (0..PIECES).collect::<Vec<_>>());
+    assert!(leecher.io.failed.is_empty());
+    // Complete: no longer interested in the seed.
+    let peer = leecher
+        .core
+        .peers()
+        .get(&leecher.key)
+        .expect("still connected");
+    assert!(!peer.link.session.state().am_interested);
+}
+
+#[test]
+fn a_leecher_verifies_every_piece_checked_later() {
+    let leecher = transfer(false, true, 30);
+    assert!(leecher.core.is_complete());
+    assert_eq!(leecher.io.stored, leecher.io.truth);
+    assert_eq!(leecher.io.verified.len(), PIECES as usize);
+}
+
+#[test]
+fn a_seed_sending_bad_data_is_banned() {
+    let leecher = transfer(true, false, 60);
+    assert!(!leecher.core.is_complete());
+    assert!(leecher.io.verified.is_empty(), "no corrupt piece passes");
+    assert!(!leecher.io.failed.is_empty());
+    assert_eq!(leecher.io.banned, 1);
+    assert_eq!(leecher.io.removed.len(), 1);
+    assert!(leecher.io.removed[0].starts_with("banned"));
+    assert!(leecher.core.peers().is_empty());
+    // Nothing of the failed pieces counts as had.
+    assert_eq!(leecher.core.have().count_ones(), 0);
+}

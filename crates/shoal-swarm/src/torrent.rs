@@ -101,7 +101,7 @@ pub struct TorrentCore<P> {
     /// An initial seed's steering: super-seeding (`have`) if configured, otherwise
     /// `suggest`s.
     super_seed: Option<SuperSeed>,
-    /// Boxed, so that removing a connection moves pointers, not connections.
+    /// Boxed: the map keeps a slot per key across gaps, and a slot is then a pointer.
     peers: PeerMap<Box<P>>,
     next_key: u64,
     rng: StdRng,

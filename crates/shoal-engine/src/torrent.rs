@@ -103,8 +103,10 @@ pub enum EngineEvent {
         addr: SocketAddr,
     },
     Stats(Stats),
+    /// Every piece is verified; `wasted` as in [`Stats::wasted`].
     Completed {
         downloaded: u64,
+        wasted: u64,
     },
 }
 
@@ -446,7 +448,7 @@ impl Io<Peer> for EngineIo {
         let _ = self.events.send(EngineEvent::PieceVerified { piece, have });
     }
 
-    fn piece_failed(&mut self, piece: u32, _size: u32) {
+    fn piece_failed(&mut self, piece: u32) {
         let _ = self.events.send(EngineEvent::PieceFailed { piece });
     }
 
@@ -699,7 +701,13 @@ impl Actor {
                 .count(),
             eta_secs: (left > 0 && rate > 1.0).then(|| (left as f64 / rate) as u64),
             available_pieces: available.count_ones(),
+            wasted: self.wasted(),
         }));
+    }
+
+    /// Bytes downloaded for nothing: duplicates and pieces that failed the hash check.
+    fn wasted(&self) -> u64 {
+        self.core.duplicate_bytes + self.core.failed_bytes
     }
 
     fn save_resume(&self) {
@@ -721,6 +729,7 @@ impl Actor {
         self.save_resume();
         let _ = self.io.events.send(EngineEvent::Completed {
             downloaded: self.core.downloaded.total,
+            wasted: self.wasted(),
         });
         Ok(())
     }

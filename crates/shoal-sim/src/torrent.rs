@@ -323,8 +323,7 @@ impl Io<Peer> for Host {
         self.store.read(piece, offset, length)
     }
 
-    fn piece_failed(&mut self, piece: u32, size: u32) {
-        self.counters.corrupt += u64::from(size);
+    fn piece_failed(&mut self, piece: u32) {
         self.store.forget(piece);
     }
 
@@ -396,6 +395,7 @@ impl Torrent {
     pub fn counters(&self) -> Counters {
         Counters {
             duplicate: self.core.duplicate_bytes,
+            corrupt: self.core.failed_bytes,
             ..self.host.counters.clone()
         }
     }

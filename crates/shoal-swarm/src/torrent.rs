@@ -64,7 +64,7 @@ pub trait Io<P: Connection> {
     /// A piece passed its hash check; `have` pieces are verified now.
     fn piece_verified(&mut self, _piece: u32, _have: usize) {}
     /// A piece failed its hash check (its blocks are read back already).
-    fn piece_failed(&mut self, _piece: u32, _size: u32) {}
+    fn piece_failed(&mut self, _piece: u32) {}
     /// `peer` is about to be dropped for sending data that failed the hash check.
     fn banning(&mut self, peer: &P);
     /// `peer`'s connection is gone from the core; close it and forget it.
@@ -109,8 +109,11 @@ pub struct TorrentCore<P> {
     scratch: Vec<Block>,
     pub downloaded: RateMeter,
     pub uploaded: RateMeter,
-    /// Payload bytes received for blocks already had (endgame crossings).
+    /// Payload bytes received for blocks already had (endgame crossings); with
+    /// `failed_bytes`, what libtorrent calls redundant and failed bytes, shown as wasted.
     pub duplicate_bytes: u64,
+    /// Bytes of pieces that failed their hash check.
+    pub failed_bytes: u64,
     last_stats: Instant,
 }
 
@@ -145,6 +148,7 @@ impl<P: Connection> TorrentCore<P> {
             downloaded: RateMeter::default(),
             uploaded: RateMeter::default(),
             duplicate_bytes: 0,
+            failed_bytes: 0,
             last_stats: config.now,
         }
     }
@@ -425,7 +429,8 @@ impl<P: Connection> TorrentCore<P> {
                 .smart_ban
                 .piece_failed(piece, records, |peer| picker.on_parole(peer));
             self.picker.piece_failed(piece);
-            io.piece_failed(piece, self.picker.piece_size(piece));
+            self.failed_bytes += u64::from(self.picker.piece_size(piece));
+            io.piece_failed(piece);
             for liar in liars {
                 self.ban(liar, now, io);
             }

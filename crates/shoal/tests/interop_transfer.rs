@@ -334,7 +334,22 @@ fn corrupt_peer_is_banned_and_download_is_correct() {
         .map(|e| e["addr"].as_str().unwrap())
         .collect();
     assert_eq!(banned, ["127.0.0.81:17081"], "only the liar is banned");
-    assert!(events.iter().any(|e| e["event"] == "piece_failed"));
+    let failed = events
+        .iter()
+        .filter(|e| e["event"] == "piece_failed")
+        .count() as u64;
+    assert!(failed > 0);
+    // Every failed piece's bytes count as wasted (so may endgame duplicates).
+    let completed = events
+        .iter()
+        .find(|e| e["event"] == "completed")
+        .expect("a completed event");
+    let wasted = completed["wasted"].as_u64().unwrap();
+    assert!(
+        wasted >= failed * 65536,
+        "{wasted} wasted, {failed} pieces failed"
+    );
+    assert!(wasted < completed["downloaded"].as_u64().unwrap());
     let _ = liar_thread.join();
 }
 

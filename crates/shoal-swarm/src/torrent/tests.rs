@@ -137,7 +137,7 @@ impl Io<TestPeer> for TestIo {
         self.verified.push(piece);
     }
 
-    fn piece_failed(&mut self, piece: u32, _size: u32) {
+    fn piece_failed(&mut self, piece: u32) {
         self.failed.push(piece);
     }
 
@@ -271,6 +271,19 @@ fn a_seed_sending_bad_data_is_banned() {
     assert_eq!(leecher.io.removed.len(), 1);
     assert!(leecher.io.removed[0].starts_with("banned"));
     assert!(leecher.core.peers().is_empty());
-    // Nothing of the failed pieces counts as had.
+    // Nothing of the failed pieces counts as had, and all of it counts as wasted.
     assert_eq!(leecher.core.have().count_ones(), 0);
+    let failed_bytes: u64 = leecher
+        .io
+        .failed
+        .iter()
+        .map(|&p| {
+            if p == PIECES - 1 {
+                TOTAL % u64::from(PIECE_LENGTH)
+            } else {
+                u64::from(PIECE_LENGTH)
+            }
+        })
+        .sum();
+    assert_eq!(leecher.core.failed_bytes, failed_bytes);
 }

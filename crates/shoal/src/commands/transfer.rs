@@ -652,29 +652,32 @@ pub async fn show_progress(
                 bar.set_position(s.bytes_have);
                 let eta = s.eta_secs.map(|e| format!(" eta {e}s")).unwrap_or_default();
                 bar.set_message(format!(
-                    "{}/s down {}/s up, {} peers{eta}",
+                    "{}/s down {}/s up, {} peers{eta}{}",
                     format_size(s.download_rate as u64),
                     format_size(s.upload_rate as u64),
-                    s.peers
+                    s.peers,
+                    wasted_note(s.wasted)
                 ));
                 if json {
                     emit(
                         json!({"event": "stats", "have": s.pieces_have, "piece_count": s.piece_count,
                         "bytes_have": s.bytes_have, "total_bytes": s.total_bytes, "downloaded": s.downloaded,
                         "uploaded": s.uploaded, "download_rate": s.download_rate as u64,
-                        "upload_rate": s.upload_rate as u64, "peers": s.peers, "eta_secs": s.eta_secs}),
+                        "upload_rate": s.upload_rate as u64, "peers": s.peers, "eta_secs": s.eta_secs,
+                        "wasted": s.wasted}),
                     );
                 }
             }
-            EngineEvent::Completed { downloaded } => {
+            EngineEvent::Completed { downloaded, wasted } => {
                 bar.set_prefix("seeding");
                 bar.set_position(metainfo.info.total_length);
                 if json {
-                    emit(json!({"event": "completed", "downloaded": downloaded}));
+                    emit(json!({"event": "completed", "downloaded": downloaded, "wasted": wasted}));
                 } else {
                     bar.println(format!(
-                        "{name}: complete, every piece verified ({} downloaded)",
-                        format_size(downloaded)
+                        "{name}: complete, every piece verified ({} downloaded{})",
+                        format_size(downloaded),
+                        wasted_note(wasted)
                     ));
                     if !terminal {
                         eprintln!("shoal: {name}: complete, every piece verified");
@@ -684,4 +687,13 @@ pub async fn show_progress(
         }
     }
     bar.finish_and_clear();
+}
+
+/// ", 1.2 MiB wasted" when something was (duplicates, pieces that failed their check).
+fn wasted_note(wasted: u64) -> String {
+    if wasted == 0 {
+        String::new()
+    } else {
+        format!(", {} wasted", format_size(wasted))
+    }
 }

@@ -129,3 +129,28 @@ fn demo_swarm_through_a_running_shoal_tracker() {
         "{stats}"
     );
 }
+
+/// README's commands must run as written on a fresh clone: the workspace has more than one
+/// binary (`shoal`, `shoal-sim`), so a bare `cargo run` cannot tell which one is meant.
+#[test]
+fn readme_cargo_run_commands_name_their_binary() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .expect("README.md");
+    let runs: Vec<&str> = readme
+        .lines()
+        .map(str::trim)
+        .filter(|line| line.starts_with("cargo run"))
+        .collect();
+    assert!(!runs.is_empty(), "README runs the main job with cargo run");
+    for line in runs {
+        let command = line.split(" -- ").next().unwrap_or(line);
+        let words: Vec<&str> = command.split_whitespace().collect();
+        assert!(
+            words
+                .iter()
+                .any(|w| ["--bin", "-p", "--package"].contains(w)),
+            "README: `{line}` does not say which binary to run"
+        );
+    }
+}

@@ -520,7 +520,7 @@ impl Actor {
                 incoming_handshake,
             } => self.add_peer(addr, stream, incoming_handshake, now),
             Input::ConnectFailed { addr } => self.io.addresses.disconnected(addr, true, now),
-            Input::Data { key, bytes } => self.core.on_data(key, bytes, now, &mut self.io),
+            Input::Data { key, bytes } => self.core.on_data(key, [bytes], now, &mut self.io),
             Input::Closed { key, reason } => self.core.remove_peer(key, &reason, now, &mut self.io),
         }
     }

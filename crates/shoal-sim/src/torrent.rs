@@ -483,9 +483,8 @@ impl Torrent {
             self.core.serve_uploads(key, &mut self.host);
         }
         let peer = self.core.peers_mut().get_mut(&key).expect("present");
-        if !peer.outbox.is_empty() && !peer.queued {
-            peer.queued = true;
-            self.host.writable.push_back(key);
+        if !peer.outbox.is_empty() {
+            self.host.mark_writable(key, peer);
         }
         Some(conn)
     }
@@ -498,9 +497,8 @@ impl Torrent {
         };
         if peer.blocked {
             peer.blocked = false;
-            if !peer.outbox.is_empty() && !peer.queued {
-                peer.queued = true;
-                self.host.writable.push_back(key);
+            if !peer.outbox.is_empty() {
+                self.host.mark_writable(key, peer);
             }
         }
     }
@@ -542,17 +540,8 @@ impl Torrent {
 
     /// Bytes arrived on `key`'s connection (a chunk is one socket read).
     pub fn on_data(&mut self, key: PeerKey, segments: &[Bytes], now: Instant) {
-        let Some(peer) = self.core.peers_mut().get_mut(&key) else {
-            return;
-        };
-        for bytes in segments {
-            if let Err(e) = peer.link.session.handle_input_bytes(now, bytes.clone()) {
-                self.core
-                    .remove_peer(key, &e.to_string(), now, &mut self.host);
-                return;
-            }
-        }
-        self.core.service(key, now, &mut self.host);
+        self.core
+            .on_data(key, segments.iter().cloned(), now, &mut self.host);
     }
 
     /// The other side closed the connection.

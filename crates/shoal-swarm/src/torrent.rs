@@ -221,14 +221,23 @@ impl<P: Connection> TorrentCore<P> {
         }
     }
 
-    /// Bytes arrived from `key`'s peer.
-    pub fn on_data(&mut self, key: PeerKey, bytes: Bytes, now: Instant, io: &mut impl Io<P>) {
+    /// Bytes arrived from `key`'s peer, in one or more buffers (one socket read); the
+    /// events they carry are handled once all are in.
+    pub fn on_data(
+        &mut self,
+        key: PeerKey,
+        bytes: impl IntoIterator<Item = Bytes>,
+        now: Instant,
+        io: &mut impl Io<P>,
+    ) {
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
-        if let Err(e) = peer.link_mut().session.handle_input_bytes(now, bytes) {
-            self.remove_peer(key, &e.to_string(), now, io);
-            return;
+        for bytes in bytes {
+            if let Err(e) = peer.link_mut().session.handle_input_bytes(now, bytes) {
+                self.remove_peer(key, &e.to_string(), now, io);
+                return;
+            }
         }
         self.service(key, now, io);
     }

@@ -197,9 +197,7 @@ impl Side {
     }
 
     fn deliver(&mut self, bytes: Vec<Bytes>, now: Instant) {
-        for chunk in bytes {
-            self.core.on_data(self.key, chunk, now, &mut self.io);
-        }
+        self.core.on_data(self.key, bytes, now, &mut self.io);
         for piece in std::mem::take(&mut self.io.to_check) {
             let good = self.io.piece_is_true(piece);
             self.core.piece_checked(piece, good, now, &mut self.io);

@@ -45,6 +45,16 @@ pub enum Input {
 /// actor stops serving uploads to a peer whose queue is long.
 pub type Backlog = Arc<AtomicUsize>;
 
+/// Bytes queued for all of a torrent's sockets together, and a wake-up for the actor when
+/// a writer has written some: under an upload limit the actor keeps only a little queued
+/// and chooses, as the uplink drains, whose request goes next (see
+/// [`shoal_swarm::Uplink::Shared`]).
+#[derive(Debug, Clone, Default)]
+pub struct UplinkQueue {
+    pub bytes: Backlog,
+    pub drained: Arc<tokio::sync::Notify>,
+}
+
 /// Read size: large enough that a fast transfer costs few messages to the actor.
 const READ_CHUNK: usize = 256 * 1024;
 
@@ -100,6 +110,7 @@ pub fn spawn_writer(
     mut write: impl AsyncWrite + Unpin + Send + 'static,
     limit: Arc<RateLimit>,
     backlog: Backlog,
+    uplink: UplinkQueue,
     mut from_actor: mpsc::UnboundedReceiver<Outgoing>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -144,6 +155,10 @@ pub fn spawn_writer(
             limit.acquire(len, rank).await;
             let result = write_all_vectored(&mut write, &mut batch).await;
             backlog.fetch_sub(len, Ordering::Relaxed);
+            uplink.bytes.fetch_sub(len, Ordering::Relaxed);
+            if limit.is_limited() {
+                uplink.drained.notify_one();
+            }
             if result.is_err() {
                 return;
             }
@@ -278,8 +293,20 @@ mod tests {
         let (b_write, mut b_read) = tokio::io::duplex(1 << 20);
         let (a_tx, a_rx) = mpsc::unbounded_channel();
         let (b_tx, b_rx) = mpsc::unbounded_channel();
-        spawn_writer(a_write, limit.clone(), Backlog::default(), a_rx);
-        spawn_writer(b_write, limit.clone(), Backlog::default(), b_rx);
+        spawn_writer(
+            a_write,
+            limit.clone(),
+            Backlog::default(),
+            UplinkQueue::default(),
+            a_rx,
+        );
+        spawn_writer(
+            b_write,
+            limit.clone(),
+            Backlog::default(),
+            UplinkQueue::default(),
+            b_rx,
+        );
         // A sends half of piece 1 with the bucket's burst.
         for _ in 0..2 {
             a_tx.send(block(1, 1)).expect("writer alive");
@@ -332,7 +359,7 @@ mod tests {
             tx.send(item).expect("writer alive");
         }
         drop(tx);
-        spawn_writer(write, limit, backlog.clone(), rx)
+        spawn_writer(write, limit, backlog.clone(), UplinkQueue::default(), rx)
             .await
             .expect("writer finished");
         let mut all = Vec::new();

@@ -21,16 +21,18 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
-use shoal_core::{Bitfield, Block, Metainfo, PeerId};
+use shoal_core::{Bitfield, Block, Metainfo, PeerId, BLOCK_SIZE};
 use shoal_storage::{resume, FileLayout, StorageError, TorrentFiles};
-use shoal_swarm::{Connection, CoreConfig, Io, PeerKey, PeerLink, TorrentCore, INITIAL_RATE_GUESS};
+use shoal_swarm::{
+    Connection, CoreConfig, Io, PeerKey, PeerLink, TorrentCore, Uplink, INITIAL_RATE_GUESS,
+};
 use shoal_wire::metadata::{self, OUR_UT_METADATA_ID, UT_METADATA};
 use shoal_wire::pex::{PexPeer, OUR_UT_PEX_ID, UT_PEX};
 use shoal_wire::{ExtensionHandshake, PeerSession, SessionConfig};
 use tokio::sync::{mpsc, watch};
 
 use crate::addresses::AddressBook;
-use crate::connection::{self, Backlog, Input, Outgoing};
+use crate::connection::{self, Backlog, Input, Outgoing, UplinkQueue};
 use crate::disk::{Disk, DiskResult};
 use crate::{RateLimit, Stats};
 
@@ -210,6 +212,7 @@ pub async fn run(
             files,
             addresses,
             events,
+            uplink: UplinkQueue::default(),
         },
     };
     let outcome = actor
@@ -276,6 +279,8 @@ struct Peer {
     link: PeerLink,
     writer: mpsc::UnboundedSender<Outgoing>,
     backlog: Backlog,
+    /// The torrent's [`UplinkQueue`] bytes, which this connection's count toward too.
+    uplink: Backlog,
     reader: tokio::task::JoinHandle<()>,
     /// Peer exchange (BEP 11) with this peer.
     pex: PexPeer,
@@ -292,6 +297,7 @@ impl Peer {
     fn flush_block(&mut self, piece: Option<u32>) {
         if let Some(bytes) = self.link.session.poll_transmit() {
             self.backlog.fetch_add(bytes.len(), Ordering::Relaxed);
+            self.uplink.fetch_add(bytes.len(), Ordering::Relaxed);
             let _ = self.writer.send(Outgoing { bytes, piece });
         }
     }
@@ -332,6 +338,7 @@ struct EngineIo {
     files: Arc<TorrentFiles>,
     addresses: AddressBook,
     events: mpsc::UnboundedSender<EngineEvent>,
+    uplink: UplinkQueue,
 }
 
 /// Inputs queued for the actor before connection tasks wait. Most are socket reads (up
@@ -346,6 +353,12 @@ const MIN_BACKLOG: usize = 256 * 1024;
 const MAX_BACKLOG: usize = 4 * 1024 * 1024;
 const BACKLOG_TIME: f64 = 0.5;
 const RESUME_SAVE_INTERVAL: Duration = Duration::from_secs(30);
+/// Under an upload limit, the actor serves another block while less than this much of
+/// the limit's time is queued for the writers, all connections together (at least a
+/// block): little enough that each block goes to whoever the core chooses when the
+/// uplink can take it (see [`Uplink::Shared`]), enough that the uplink never waits for
+/// the actor.
+const UPLINK_QUEUE_TIME: f64 = 0.01;
 
 impl EngineIo {
     fn add_addresses(&mut self, found: Vec<SocketAddr>) {
@@ -366,6 +379,19 @@ impl Io<Peer> for EngineIo {
         let cap =
             ((peer.link.uploaded.rate() * BACKLOG_TIME) as usize).clamp(MIN_BACKLOG, MAX_BACKLOG);
         peer.backlog.load(Ordering::Relaxed) < cap
+    }
+
+    fn uplink(&self) -> Uplink {
+        // Without a limit the uplink's capacity is unknown and the sockets share it.
+        match self.config.max_upload_rate.filter(|&rate| rate > 0) {
+            None => Uplink::PerConnection,
+            Some(rate) => {
+                let cap = ((rate as f64 * UPLINK_QUEUE_TIME) as usize).max(BLOCK_SIZE as usize);
+                Uplink::Shared {
+                    room: self.uplink.bytes.load(Ordering::Relaxed) < cap,
+                }
+            }
+        }
     }
 
     fn send_block(&mut self, _key: PeerKey, peer: &mut Peer, block: Block) -> bool {
@@ -484,6 +510,8 @@ impl Actor {
         let mut ticker = tokio::time::interval(Duration::from_millis(100));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut feed = self.io.config.peer_feed.take();
+        let drained = self.io.uplink.drained.clone();
+        let limited = self.upload_limit.is_limited();
         loop {
             if self.core.is_complete() && !self.completion_reported {
                 self.report_completion()?;
@@ -504,6 +532,7 @@ impl Actor {
                     Some(found) => self.io.add_addresses(found),
                     None => feed = None,
                 },
+                () = drained.notified(), if limited => self.core.serve_uplink(&mut self.io),
                 _ = ticker.tick() => self.tick(),
             }
             // Whatever arrived in this round goes to the disk thread as one batch.
@@ -578,11 +607,18 @@ impl Actor {
         let piece_count = self.io.config.metainfo.info.piece_count();
         let (download_limit, upload_limit) = (&self.download_limit, &self.upload_limit);
         let to_actor = &self.to_actor;
+        let uplink = self.io.uplink.clone();
         let make = |key| {
             let (read, write) = stream.into_split();
             let (writer, writer_rx) = mpsc::unbounded_channel();
             let backlog = Backlog::default();
-            connection::spawn_writer(write, upload_limit.clone(), backlog.clone(), writer_rx);
+            connection::spawn_writer(
+                write,
+                upload_limit.clone(),
+                backlog.clone(),
+                uplink.clone(),
+                writer_rx,
+            );
             let reader =
                 connection::spawn_reader(key, read, download_limit.clone(), to_actor.clone());
             Peer {
@@ -590,6 +626,7 @@ impl Actor {
                 link: PeerLink::new(session, piece_count, now),
                 writer,
                 backlog,
+                uplink: uplink.bytes.clone(),
                 reader,
                 pex: PexPeer::new(now),
             }

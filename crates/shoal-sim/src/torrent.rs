@@ -24,7 +24,9 @@ use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use shoal_core::{Bitfield, Block, InfoHash, PeerId};
-use shoal_swarm::{Connection, CoreConfig, Io, PeerKey, PeerLink, PieceProgress, TorrentCore};
+use shoal_swarm::{
+    Connection, CoreConfig, Io, PeerKey, PeerLink, PieceProgress, TorrentCore, Uplink,
+};
 use shoal_wire::{ExtensionHandshake, PeerSession, SessionConfig};
 
 use crate::content::{Content, HashCheck, PieceStore};
@@ -35,12 +37,13 @@ pub type HostId = u32;
 /// A simulated TCP connection.
 pub type ConnId = u32;
 
-/// Blocks are served to a connection while fewer bytes than this wait for the uplink, and
-/// again as the uplink drains it. The engine's writer allows 4 MiB (`MAX_BACKLOG`); a
-/// thousand hosts cannot each hold that much, and a short backlog also keeps requests and
-/// `have`s from queueing for seconds behind block data (libtorrent refills its send buffer
-/// at a low-water mark the same way).
+/// A connection takes no more blocks while this much waits in its outbox (a bound that
+/// the shared uplink below, which keeps far less queued, does not reach in practice).
 const MAX_BACKLOG: usize = 64 * 1024;
+/// A host's uplink takes another block while less block data than this waits for it, all
+/// connections together: the core then chooses which connection's request goes next (see
+/// [`Uplink::Shared`]), as the engine does under an upload limit.
+const UPLINK_BACKLOG: usize = 16 * 1024;
 /// The torrent every simulated host shares.
 const INFO_HASH: InfoHash = InfoHash([7; 20]);
 
@@ -100,6 +103,8 @@ pub struct Counters {
 struct Outbox {
     queue: VecDeque<Unit>,
     len: usize,
+    /// Of `len`, block data.
+    data_len: usize,
     /// Of the piece last sent: its rank on the uplink.
     progress: PieceProgress,
 }
@@ -126,6 +131,12 @@ impl Outbox {
         self.len == 0
     }
 
+    /// The queued unit that goes next: `Some(piece)` for a block, `Some(None)` for other
+    /// messages, `None` if nothing is queued.
+    fn front_piece(&self) -> Option<Option<u32>> {
+        self.queue.front().map(|unit| unit.piece)
+    }
+
     /// The rank on the uplink of the next bytes (see [`PieceProgress`]).
     fn rank(&self) -> u32 {
         self.progress
@@ -135,6 +146,7 @@ impl Outbox {
     fn push(&mut self, head: Bytes, data: Bytes, piece: Option<u32>) {
         let unit = Unit { head, data, piece };
         self.len += unit.len();
+        self.data_len += unit.data.len();
         self.queue.push_back(unit);
     }
 
@@ -147,10 +159,13 @@ impl Outbox {
         true
     }
 
-    /// The next bytes to put on the wire, about `max` of them: whole units while they fit
-    /// (a block message, 13 bytes over 16 KiB, goes whole), else a piece of the first.
-    /// Buffers are passed on as they are, without copying.
-    fn take(&mut self, max: usize, chunk: &mut Chunk) {
+    /// Appends the next bytes to put on the wire to `chunk`, until it holds about `max`:
+    /// whole units while they fit (a block message, 13 bytes over 16 KiB, goes whole),
+    /// else, into an empty chunk, a piece of the first. Buffers are passed on as they are,
+    /// without copying. Returns the block data bytes taken.
+    fn take(&mut self, max: usize, chunk: &mut Chunk) -> usize {
+        let data_before = self.data_len;
+        let chunk_before = chunk.len;
         let limit = max + 64;
         while let Some(front) = self.queue.front_mut() {
             if chunk.len + front.len() <= limit {
@@ -158,6 +173,7 @@ impl Outbox {
                 if let Some(piece) = unit.piece {
                     self.progress.sent(piece, unit.data.len() as u32);
                 }
+                self.data_len -= unit.data.len();
                 chunk.push(unit.head);
                 chunk.push(unit.data);
             } else {
@@ -167,13 +183,15 @@ impl Outbox {
                     if let Some(piece) = front.piece {
                         self.progress.sent(piece, data.len() as u32);
                     }
+                    self.data_len -= data.len();
                     chunk.push(head);
                     chunk.push(data);
                 }
                 break;
             }
         }
-        self.len -= chunk.len;
+        self.len -= chunk.len - chunk_before;
+        data_before - self.data_len
     }
 }
 
@@ -263,6 +281,8 @@ struct Host {
     /// Payload bytes served per piece, for [`Counters::first_copy`]; kept by a host that
     /// started with every piece.
     served: Option<Vec<u64>>,
+    /// Block data waiting for the uplink, all connections together.
+    backlog: usize,
 }
 
 impl Host {
@@ -285,6 +305,12 @@ impl Io<Peer> for Host {
         peer.outbox.len() < MAX_BACKLOG
     }
 
+    fn uplink(&self) -> Uplink {
+        Uplink::Shared {
+            room: self.backlog < UPLINK_BACKLOG,
+        }
+    }
+
     fn send_block(&mut self, key: PeerKey, peer: &mut Peer, block: Block) -> bool {
         let data = match self.behaviour {
             Behaviour::Honest => self.store.read(block.piece, block.offset, block.length),
@@ -293,6 +319,7 @@ impl Io<Peer> for Host {
         let Some(head) = peer.link.session.send_block_header(block) else {
             return false;
         };
+        self.backlog += data.len();
         peer.outbox.push(head, data, Some(block.piece));
         self.counters.uploaded += u64::from(block.length);
         if let Some(served) = &mut self.served {
@@ -334,6 +361,7 @@ impl Io<Peer> for Host {
     }
 
     fn removed(&mut self, peer: Peer, _reason: &str, _now: Instant) {
+        self.backlog -= peer.outbox.data_len;
         self.closed.push(peer.conn);
     }
 }
@@ -366,6 +394,7 @@ impl Torrent {
                 closed: Vec::new(),
                 new_bans: Vec::new(),
                 counters: Counters::default(),
+                backlog: 0,
             },
             core,
             peer_id: setup.peer_id,
@@ -476,11 +505,27 @@ impl Torrent {
         let key = self.host.writable.remove(at).expect("in range");
         let peer = peers.get_mut(&key).expect("kept above");
         peer.queued = false;
-        peer.outbox.take(max, chunk);
+        self.host.backlog -= peer.outbox.take(max, chunk);
         let conn = peer.conn;
-        // The writer's backlog shrank: serve requests that waited for it.
-        if peer.outbox.len() < MAX_BACKLOG && peer.link.session.queued_uploads() > 0 {
-            self.core.serve_uploads(key, &mut self.host);
+        let mut piece = peer.outbox.progress.piece();
+        loop {
+            // The uplink's backlog shrank: serve requests that waited for it.
+            self.core.serve_uplink(&mut self.host);
+            // Blocks that go on with the same piece to the same peer join this chunk (one
+            // event on the link, not one per block); another piece waits for the next.
+            let Some(peer) = self.core.peers_mut().get_mut(&key) else {
+                return Some(conn);
+            };
+            let next = peer.outbox.front_piece();
+            if chunk.len() >= max || next.is_none() || next != piece.map(Some) {
+                break;
+            }
+            let taken = chunk.len();
+            self.host.backlog -= peer.outbox.take(max, chunk);
+            if chunk.len() == taken {
+                break;
+            }
+            piece = peer.outbox.progress.piece();
         }
         let peer = self.core.peers_mut().get_mut(&key).expect("present");
         if !peer.outbox.is_empty() {

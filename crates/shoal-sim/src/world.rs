@@ -21,7 +21,8 @@
 //!   ends learn of it one latency later; the crashed host keeps its verified pieces
 //!   (resume state) and rejoins later with new connections.
 //! - **The tracker** answers a joining host with up to `dial` random online hosts, and
-//!   again every 30 s while a host is downloading with fewer than `dial / 2` connections.
+//!   again every 30 s while a host is downloading with fewer than `dial` connections (the
+//!   engine, too, keeps dialling addresses it knows while below its connection limit).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -605,7 +606,7 @@ impl World {
         };
         torrent.tick(instant);
         let reannounce = !torrent.is_complete()
-            && torrent.peer_count() < self.scenario.dial as usize / 2
+            && torrent.peer_count() < self.scenario.dial as usize
             && now >= host.last_announce + REANNOUNCE;
         if reannounce {
             self.announce(id);

@@ -16,8 +16,8 @@ use shoal_core::{Bitfield, Block, InfoHash, BLOCK_SIZE};
 use shoal_wire::{allowed_fast_set, PeerSession};
 
 use crate::{
-    queue_depth, Choker, ChokerPeer, PeerKey, PiecePicker, RateMeter, Reveal, Suggestions,
-    SuperSeed, REQUEST_WINDOW,
+    queue_depth, Choker, ChokerPeer, PeerKey, PiecePicker, PieceProgress, RateMeter, Reveal,
+    Suggestions, SuperSeed, REQUEST_WINDOW,
 };
 
 /// A peer that has sent no block for this long while we had requests out is snubbed: its
@@ -43,6 +43,8 @@ pub struct PeerLink {
     pub counted: Bitfield,
     /// Pieces the peer suggested (BEP 6).
     pub suggested: Suggestions,
+    /// The piece we last served the peer a block of, and how much of it.
+    pub served: PieceProgress,
     /// Until the peer's rate is first measured, the request queue grows by a block for
     /// every block that arrives (see [`request_more`](Self::request_more)): the extra depth.
     slow_start: Option<usize>,
@@ -59,6 +61,7 @@ impl PeerLink {
             connected: false,
             counted: Bitfield::new(piece_count),
             suggested: Suggestions::default(),
+            served: PieceProgress::default(),
             slow_start: Some(0),
         }
     }

@@ -20,7 +20,7 @@ use shoal_wire::SessionEvent;
 
 use crate::{
     choke_round, BlockData, ChokeSchedule, Choker, ChokerConfig, PeerKey, PeerLink, PeerMap,
-    PiecePicker, RateMeter, Received, Reveal, SmartBan, SuperSeed,
+    PiecePicker, RateMeter, Received, Reveal, SharedUplink, SmartBan, SuperSeed,
 };
 
 /// A driver's connection: its [`PeerLink`] and whatever the driver keeps beside it.
@@ -38,6 +38,10 @@ pub trait Io<P: Connection> {
     fn flush(&mut self, key: PeerKey, peer: &mut P);
     /// Whether `peer`'s socket takes more block data now (its backlog is short).
     fn upload_room(&self, peer: &P) -> bool;
+    /// How the uplink is shared among the connections (see [`Uplink`]).
+    fn uplink(&self) -> Uplink {
+        Uplink::PerConnection
+    }
     /// Sends `block`, one of our verified pieces' blocks that `peer` asked for, through
     /// its session to its socket. `false` if it could not be read (the driver has then
     /// rejected the request) or the session is closed.
@@ -69,6 +73,19 @@ pub trait Io<P: Connection> {
     fn banning(&mut self, peer: &P);
     /// `peer`'s connection is gone from the core; close it and forget it.
     fn removed(&mut self, peer: P, reason: &str, now: Instant);
+}
+
+/// How a driver's uplink is shared among its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Uplink {
+    /// Each connection is served while its own socket takes more, and the sockets (or a
+    /// rate limit in front of them) decide what goes on the wire first. For a driver that
+    /// does not know its uplink's capacity.
+    PerConnection,
+    /// The core chooses, a block at a time, which connection is served next
+    /// ([`SharedUplink`]); `room` says whether the uplink takes another block now. The
+    /// driver calls [`TorrentCore::serve_uplink`] whenever room frees up.
+    Shared { room: bool },
 }
 
 /// What a torrent starts from.
@@ -103,6 +120,7 @@ pub struct TorrentCore<P> {
     super_seed: Option<SuperSeed>,
     /// Boxed: the map keeps a slot per key across gaps, and a slot is then a pointer.
     peers: PeerMap<Box<P>>,
+    uplink: SharedUplink,
     next_key: u64,
     rng: StdRng,
     initial_rate: f64,
@@ -141,6 +159,7 @@ impl<P: Connection> TorrentCore<P> {
             smart_ban: SmartBan::default(),
             super_seed,
             peers: PeerMap::default(),
+            uplink: SharedUplink::default(),
             next_key: config.first_key,
             rng: config.rng,
             initial_rate: config.initial_rate,
@@ -266,7 +285,10 @@ impl<P: Connection> TorrentCore<P> {
             return;
         }
         self.request_more(key);
-        self.serve_uploads(key, io);
+        match io.uplink() {
+            Uplink::PerConnection => self.serve_uploads(key, io),
+            Uplink::Shared { .. } => self.serve_uplink(io),
+        }
         self.flush(key, io);
     }
 
@@ -474,23 +496,61 @@ impl<P: Connection> TorrentCore<P> {
     }
 
     /// Serves `key`'s queued requests while its socket has room: blocks of pieces we
-    /// have, and a reject for any other.
+    /// have, and a reject for any other. For [`Uplink::PerConnection`].
     pub fn serve_uploads(&mut self, key: PeerKey, io: &mut impl Io<P>) {
-        let peer = self.peers.get_mut(&key).expect("caller checked");
-        while io.upload_room(peer) {
-            let Some(block) = peer.link_mut().session.next_upload() else {
-                break;
-            };
-            if !self.picker.have().get(block.piece as usize) {
-                peer.link_mut().session.reject(block);
-                continue;
+        loop {
+            let peer = self.peers.get_mut(&key).expect("caller checked");
+            if !io.upload_room(peer) {
+                return;
             }
-            if io.send_block(key, peer, block) {
-                peer.link_mut().uploaded.add(u64::from(block.length));
-                self.uploaded.add(u64::from(block.length));
-                if let Some(super_seed) = &mut self.super_seed {
-                    super_seed.block_sent(block.piece);
-                }
+            let Some(block) = peer.link_mut().session.next_upload() else {
+                return;
+            };
+            self.serve(key, block, io);
+        }
+    }
+
+    /// Serves the uplink while it has room ([`Uplink::Shared`]), a block at a time, the
+    /// next one chosen by [`SharedUplink`] among every connection's queued requests.
+    pub fn serve_uplink(&mut self, io: &mut impl Io<P>) {
+        while io.uplink() == (Uplink::Shared { room: true }) {
+            let with_room = |peer: &P| io.upload_room(peer);
+            let link_of = |key| {
+                self.peers
+                    .get(&key)
+                    .filter(|peer| with_room(peer))
+                    .map(|peer| peer.link())
+            };
+            let links = self
+                .peers
+                .iter()
+                .filter(|(_, peer)| with_room(peer))
+                .map(|(&key, peer)| (key, peer.link()));
+            let Some((key, block)) = self.uplink.next(link_of, links, &mut self.rng) else {
+                return;
+            };
+            let peer = self.peers.get_mut(&key).expect("chosen among them");
+            peer.link_mut().session.take_upload(block);
+            self.serve(key, block, io);
+            self.flush(key, io);
+        }
+    }
+
+    /// Sends `block`, taken from `key`'s queued requests, if it is of a piece we have;
+    /// rejects it otherwise.
+    fn serve(&mut self, key: PeerKey, block: Block, io: &mut impl Io<P>) {
+        let peer = self.peers.get_mut(&key).expect("caller checked");
+        if !self.picker.have().get(block.piece as usize) {
+            peer.link_mut().session.reject(block);
+            return;
+        }
+        if io.send_block(key, peer, block) {
+            let link = peer.link_mut();
+            link.uploaded.add(u64::from(block.length));
+            link.served.sent(block.piece, block.length);
+            self.uploaded.add(u64::from(block.length));
+            if let Some(super_seed) = &mut self.super_seed {
+                super_seed.block_sent(block.piece);
             }
         }
     }

@@ -581,6 +581,27 @@ impl PeerSession {
         self.uploads.pop_front()
     }
 
+    /// The peer's queued requests, oldest first (see [`next_upload`](Self::next_upload)).
+    pub fn upload_queue(&self) -> impl Iterator<Item = &Block> {
+        self.uploads.iter()
+    }
+
+    /// Takes `block`, one of the queued requests, out of the queue to serve it now, out of
+    /// turn (an uplink shared by many peers chooses what goes next); false if it is not
+    /// queued or the session is closed.
+    pub fn take_upload(&mut self, block: Block) -> bool {
+        if !self.is_open() {
+            return false;
+        }
+        match self.uploads.iter().position(|b| *b == block) {
+            Some(at) => {
+                self.uploads.remove(at);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Sends a block taken from [`PeerSession::next_upload`].
     pub fn send_block(&mut self, block: Block, data: Bytes) {
         debug_assert_eq!(data.len(), block.length as usize, "block data length");

@@ -135,6 +135,14 @@ fn transfer(a_cfg: SessionConfig, b_cfg: SessionConfig) -> (Vec<SessionEvent>, P
     assert_eq!(a.state().outstanding.len(), 3);
     pump(&mut a, &mut b, now, usize::MAX);
     assert_eq!(b.queued_uploads(), 3);
+    assert!(
+        b.upload_queue().eq(wanted.iter()),
+        "queued in arrival order"
+    );
+    // Served out of turn: the last request first, then the rest in order.
+    assert!(b.take_upload(wanted[2]));
+    assert!(!b.take_upload(wanted[2]), "taken once");
+    b.send_block(wanted[2], data_for(wanted[2]));
     while let Some(up) = b.next_upload() {
         b.send_block(up, data_for(up));
     }
@@ -149,7 +157,10 @@ fn transfer(a_cfg: SessionConfig, b_cfg: SessionConfig) -> (Vec<SessionEvent>, P
         .collect();
     assert_eq!(
         received,
-        wanted.iter().map(|&w| (w, data_for(w))).collect::<Vec<_>>()
+        [wanted[2], wanted[0], wanted[1]]
+            .iter()
+            .map(|&w| (w, data_for(w)))
+            .collect::<Vec<_>>()
     );
     assert!(a.state().outstanding.is_empty());
     assert_eq!(a.state().downloaded, 16384 * 2 + 20_000 - 16384);

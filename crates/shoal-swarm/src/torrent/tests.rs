@@ -13,7 +13,7 @@ use rand::SeedableRng;
 use shoal_core::{Bitfield, Block, InfoHash, PeerId};
 use shoal_wire::{PeerSession, SessionConfig};
 
-use super::{Connection, CoreConfig, Io, TorrentCore};
+use super::{Connection, CoreConfig, Io, TorrentCore, Uplink};
 use crate::{PeerKey, PeerLink};
 
 const PIECE_LENGTH: u32 = 32 * 1024;
@@ -60,6 +60,10 @@ struct TestIo {
     failed: Vec<u32>,
     banned: usize,
     removed: Vec<String>,
+    /// A shared uplink ([`Uplink::Shared`]) that takes one block per step: blocks handed
+    /// to it this step, and every block served, in order.
+    shared: Option<usize>,
+    served: Vec<(PeerKey, Block)>,
 }
 
 impl TestIo {
@@ -79,6 +83,8 @@ impl TestIo {
             failed: Vec::new(),
             banned: 0,
             removed: Vec::new(),
+            shared: None,
+            served: Vec::new(),
         }
     }
 
@@ -105,7 +111,20 @@ impl Io<TestPeer> for TestIo {
         peer.wire.len() < 64
     }
 
-    fn send_block(&mut self, _key: PeerKey, peer: &mut TestPeer, block: Block) -> bool {
+    fn uplink(&self) -> Uplink {
+        match self.shared {
+            None => Uplink::PerConnection,
+            Some(this_step) => Uplink::Shared {
+                room: this_step == 0,
+            },
+        }
+    }
+
+    fn send_block(&mut self, key: PeerKey, peer: &mut TestPeer, block: Block) -> bool {
+        if let Some(this_step) = &mut self.shared {
+            *this_step += 1;
+        }
+        self.served.push((key, block));
         let mut data = self.stored[Self::range(block.piece, block.offset, block.length)].to_vec();
         if self.corrupt {
             data[0] ^= 0xff;
@@ -284,4 +303,82 @@ fn a_seed_sending_bad_data_is_banned() {
         })
         .sum();
     assert_eq!(leecher.core.failed_bytes, failed_bytes);
+}
+
+/// A seed whose uplink the core shares between two leechers, a block per step: it
+/// finishes the piece under way before it starts another, sends nothing beyond its
+/// room, and both leechers get pieces in turn.
+#[test]
+fn a_shared_uplink_sends_a_piece_at_a_time_to_each_leecher_in_turn() {
+    let start = Instant::now();
+    let mut all = Bitfield::new(PIECES as usize);
+    for piece in 0..PIECES as usize {
+        all.set(piece);
+    }
+    let mut seed_io = TestIo::new(true, false, false);
+    seed_io.shared = Some(0);
+    let mut seed = Side::new(1, seed_io, &all, start);
+    let to_b = {
+        let config = SessionConfig::new(
+            INFO_HASH,
+            PeerId::shoal([1; 12]),
+            PIECES,
+            PIECE_LENGTH,
+            TOTAL,
+            seed.core.announced(),
+        );
+        let session = PeerSession::new(config, start);
+        let make = |_| TestPeer {
+            link: PeerLink::new(session, PIECES as usize, start),
+            wire: VecDeque::new(),
+        };
+        seed.core.add_peer(make, start, &mut seed.io)
+    };
+    let to_a = seed.key;
+    let none = Bitfield::new(PIECES as usize);
+    let mut a = Side::new(2, TestIo::new(false, false, false), &none, start);
+    let mut b = Side::new(3, TestIo::new(false, false, false), &none, start);
+    for step in 0..600 {
+        let now = start + Duration::from_millis(100 * step);
+        let wire = |seed: &mut Side, key| match seed.core.peers_mut().get_mut(&key) {
+            Some(peer) => peer.wire.drain(..).collect(),
+            None => Vec::new(),
+        };
+        let (for_a, for_b) = (wire(&mut seed, to_a), wire(&mut seed, to_b));
+        a.deliver(for_a, now);
+        b.deliver(for_b, now);
+        let (from_a, from_b) = (a.take_wire(), b.take_wire());
+        seed.io.shared = Some(0);
+        seed.core.on_data(to_a, from_a, now, &mut seed.io);
+        seed.core.on_data(to_b, from_b, now, &mut seed.io);
+        seed.core.serve_uplink(&mut seed.io);
+        seed.core.tick(now, &mut seed.io);
+        assert!(
+            seed.io.shared.is_some_and(|sent| sent <= 1),
+            "room for one block"
+        );
+        a.core.tick(now, &mut a.io);
+        b.core.tick(now, &mut b.io);
+        if a.core.is_complete() && b.core.is_complete() {
+            break;
+        }
+    }
+    assert!(a.core.is_complete() && b.core.is_complete());
+    assert_eq!(a.io.stored, a.io.truth);
+    assert_eq!(b.io.stored, b.io.truth);
+    // Runs of blocks of one piece to one leecher: each (leecher, piece) in one run.
+    let mut runs: Vec<(PeerKey, u32)> = seed.io.served.iter().map(|(k, b)| (*k, b.piece)).collect();
+    runs.dedup();
+    let mut distinct = runs.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(
+        runs.len(),
+        distinct.len(),
+        "a piece was interrupted: {runs:?}"
+    );
+    assert_eq!(runs.len(), 2 * PIECES as usize);
+    // Turns: the uplink did not serve one leecher all its pieces, then the other.
+    let switches = runs.windows(2).filter(|w| w[0].0 != w[1].0).count();
+    assert!(switches >= 3, "{runs:?}");
 }

@@ -524,7 +524,7 @@ impl<P: Connection> TorrentCore<P> {
             let links = self
                 .peers
                 .iter()
-                .filter(|(_, peer)| with_room(peer))
+                .filter(|(_, peer)| peer.link().session.queued_uploads() > 0 && with_room(peer))
                 .map(|(&key, peer)| (key, peer.link()));
             let Some((key, block)) = self.uplink.next(link_of, links, &mut self.rng) else {
                 return;

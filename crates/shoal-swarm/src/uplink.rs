@@ -100,9 +100,9 @@ pub struct SharedUplink {
 impl SharedUplink {
     /// The next request to serve: more of the piece last served while its requests are
     /// queued (`link_of` gives a connection's link if its socket takes more); else, among
-    /// `links`, the piece with the most bytes already sent to its connection
-    /// ([`PeerLink::served`]); else a connection's oldest request, the connection drawn at
-    /// random.
+    /// `links`, the oldest request of the connection whose oldest request goes on with the
+    /// piece with the most bytes already sent to it ([`PeerLink::served`]); else a
+    /// connection's oldest request, the connection drawn at random.
     pub fn next<'a>(
         &mut self,
         link_of: impl FnOnce(PeerKey) -> Option<&'a PeerLink>,
@@ -123,14 +123,13 @@ impl SharedUplink {
         let mut best: Option<(u32, PeerKey, Block)> = None;
         let mut ties = 0u32;
         for (key, link) in links {
-            let mut queue = link.session.upload_queue().peekable();
-            let Some(&&oldest) = queue.peek() else {
+            // Requests come in order, so the rest of a piece under way is first in line.
+            let Some(&block) = link.session.upload_queue().next() else {
                 continue;
             };
-            let under_way = link.served.piece();
-            let (rank, block) = match queue.find(|b| Some(b.piece) == under_way) {
-                Some(&block) => (link.served.rank(Some(block.piece)).saturating_add(1), block),
-                None => (0, oldest),
+            let rank = match link.served.piece() {
+                Some(piece) if piece == block.piece => link.served.rank(Some(piece)) + 1,
+                _ => 0,
             };
             match best {
                 Some((top, ..)) if rank < top => continue,

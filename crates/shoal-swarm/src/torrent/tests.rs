@@ -189,21 +189,9 @@ impl Side {
             rng: StdRng::seed_from_u64(u64::from(id)),
             now,
         });
-        let config = SessionConfig::new(
-            INFO_HASH,
-            PeerId::shoal([id; 12]),
-            PIECES,
-            PIECE_LENGTH,
-            TOTAL,
-            core.announced(),
-        );
-        let session = PeerSession::new(config, now);
         let mut io = io;
-        let make = |_| TestPeer {
-            link: PeerLink::new(session, PIECES as usize, now),
-            wire: VecDeque::new(),
-        };
-        let key = core.add_peer(make, now, &mut io);
+        let peer = new_peer(id, core.announced(), now);
+        let key = core.add_peer(|_| peer, now, &mut io);
         Side { core, io, key }
     }
 
@@ -224,18 +212,40 @@ impl Side {
     }
 }
 
+/// A connection of host `id`, which announces `announced`, before its handshake.
+fn new_peer(id: u8, announced: Bitfield, now: Instant) -> TestPeer {
+    let config = SessionConfig::new(
+        INFO_HASH,
+        PeerId::shoal([id; 12]),
+        PIECES,
+        PIECE_LENGTH,
+        TOTAL,
+        announced,
+    );
+    TestPeer {
+        link: PeerLink::new(PeerSession::new(config, now), PIECES as usize, now),
+        wire: VecDeque::new(),
+    }
+}
+
+fn all_pieces() -> Bitfield {
+    let mut all = Bitfield::new(PIECES as usize);
+    for piece in 0..PIECES as usize {
+        all.set(piece);
+    }
+    all
+}
+
 /// Runs a seed and a leecher until nothing moves or `limit` virtual seconds pass;
 /// returns the leecher.
 fn transfer(seed_corrupts: bool, check_later: bool, limit: u64) -> Side {
     let start = Instant::now();
-    let all = {
-        let mut b = Bitfield::new(PIECES as usize);
-        for piece in 0..PIECES as usize {
-            b.set(piece);
-        }
-        b
-    };
-    let mut seed = Side::new(1, TestIo::new(true, seed_corrupts, false), &all, start);
+    let mut seed = Side::new(
+        1,
+        TestIo::new(true, seed_corrupts, false),
+        &all_pieces(),
+        start,
+    );
     let none = Bitfield::new(PIECES as usize);
     let mut leecher = Side::new(2, TestIo::new(false, false, check_later), &none, start);
     for step in 0..limit * 10 {
@@ -311,28 +321,12 @@ fn a_seed_sending_bad_data_is_banned() {
 #[test]
 fn a_shared_uplink_sends_a_piece_at_a_time_to_each_leecher_in_turn() {
     let start = Instant::now();
-    let mut all = Bitfield::new(PIECES as usize);
-    for piece in 0..PIECES as usize {
-        all.set(piece);
-    }
     let mut seed_io = TestIo::new(true, false, false);
     seed_io.shared = Some(0);
-    let mut seed = Side::new(1, seed_io, &all, start);
+    let mut seed = Side::new(1, seed_io, &all_pieces(), start);
     let to_b = {
-        let config = SessionConfig::new(
-            INFO_HASH,
-            PeerId::shoal([1; 12]),
-            PIECES,
-            PIECE_LENGTH,
-            TOTAL,
-            seed.core.announced(),
-        );
-        let session = PeerSession::new(config, start);
-        let make = |_| TestPeer {
-            link: PeerLink::new(session, PIECES as usize, start),
-            wire: VecDeque::new(),
-        };
-        seed.core.add_peer(make, start, &mut seed.io)
+        let peer = new_peer(1, seed.core.announced(), start);
+        seed.core.add_peer(|_| peer, start, &mut seed.io)
     };
     let to_a = seed.key;
     let none = Bitfield::new(PIECES as usize);

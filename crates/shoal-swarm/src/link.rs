@@ -35,7 +35,8 @@ pub struct PeerLink {
     pub requested: BTreeSet<Block>,
     pub downloaded: RateMeter,
     pub uploaded: RateMeter,
-    /// When the peer last sent us a block (or when its requests were last cancelled).
+    /// When the peer last sent us a block, or when our requests to it were last cancelled,
+    /// or last made with none outstanding: the snub clock runs from here.
     pub last_block: Instant,
     /// The handshake is done.
     pub connected: bool,
@@ -201,6 +202,7 @@ impl PeerLink {
         key: PeerKey,
         picker: &mut PiecePicker,
         initial_rate: f64,
+        now: Instant,
         rng: &mut impl Rng,
         scratch: &mut Vec<Block>,
     ) {
@@ -236,6 +238,11 @@ impl PeerLink {
             let needed = self.suggested.needed(picker.have());
             let suggested = picker.pick_from(key, &self.counted, needed, want, scratch);
             picker.pick(key, &self.counted, want - suggested, rng, scratch);
+        }
+        // A peer owes us nothing while we ask it for nothing: a first request after a
+        // quiet spell starts the snub clock afresh.
+        if self.requested.is_empty() && !scratch.is_empty() {
+            self.last_block = now;
         }
         for block in scratch.drain(..) {
             if self.session.request(block) {

@@ -127,8 +127,9 @@ pub struct TorrentCore<P> {
     scratch: Vec<Block>,
     pub downloaded: RateMeter,
     pub uploaded: RateMeter,
-    /// Payload bytes received for blocks already had (endgame crossings); with
-    /// `failed_bytes`, what libtorrent calls redundant and failed bytes, shown as wasted.
+    /// Payload bytes received for blocks already had, or no longer requested (both mostly
+    /// copies that crossed our `cancel`); with `failed_bytes`, what libtorrent calls
+    /// redundant and failed bytes, shown as wasted.
     pub duplicate_bytes: u64,
     /// Bytes of pieces that failed their hash check.
     pub failed_bytes: u64,
@@ -252,11 +253,19 @@ impl<P: Connection> TorrentCore<P> {
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
+        let session = &mut peer.link_mut().session;
+        let unrequested = session.state().unrequested;
+        let mut result = Ok(());
         for bytes in bytes {
-            if let Err(e) = peer.link_mut().session.handle_input_bytes(now, bytes) {
-                self.remove_peer(key, &e.to_string(), now, io);
-                return;
+            result = session.handle_input_bytes(now, bytes);
+            if result.is_err() {
+                break;
             }
+        }
+        self.duplicate_bytes += session.state().unrequested - unrequested;
+        if let Err(e) = result {
+            self.remove_peer(key, &e.to_string(), now, io);
+            return;
         }
         self.service(key, now, io);
     }
@@ -284,7 +293,7 @@ impl<P: Connection> TorrentCore<P> {
             self.remove_peer(key, &reason, now, io);
             return;
         }
-        self.request_more(key);
+        self.request_more(key, now);
         match io.uplink() {
             Uplink::PerConnection => self.serve_uploads(key, io),
             Uplink::Shared { .. } => self.serve_uplink(io),
@@ -340,7 +349,7 @@ impl<P: Connection> TorrentCore<P> {
             }
             SessionEvent::NotInterested => self.choke_schedule.changed(),
             SessionEvent::BlockReceived { block, data } => self.on_block(key, block, data, now, io),
-            SessionEvent::AllowedFast(_) => self.request_more(key),
+            SessionEvent::AllowedFast(_) => self.request_more(key, now),
             SessionEvent::Suggest(piece) => {
                 // Fetched first when still wanted (as libtorrent does): a seed suggests
                 // what it has in its cache, or what it wants spread (BEP 16).
@@ -484,12 +493,13 @@ impl<P: Connection> TorrentCore<P> {
             .collect()
     }
 
-    fn request_more(&mut self, key: PeerKey) {
+    fn request_more(&mut self, key: PeerKey, now: Instant) {
         let peer = self.peers.get_mut(&key).expect("caller checked");
         peer.link_mut().request_more(
             key,
             &mut self.picker,
             self.initial_rate,
+            now,
             &mut self.rng,
             &mut self.scratch,
         );

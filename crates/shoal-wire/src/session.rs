@@ -140,6 +140,10 @@ pub struct PeerState {
     /// Payload bytes of requested blocks received / blocks sent.
     pub downloaded: u64,
     pub uploaded: u64,
+    /// Payload bytes of blocks received that were not outstanding, and so dropped: mostly
+    /// blocks already on the way when we cancelled them (libtorrent counts these as
+    /// redundant bytes too).
+    pub unrequested: u64,
 }
 
 /// What happened on the connection, for the torrent.
@@ -271,6 +275,7 @@ impl PeerSession {
                 allowed_fast: BTreeSet::new(),
                 granted_fast: BTreeSet::new(),
                 downloaded: 0,
+                unrequested: 0,
                 uploaded: 0,
             },
             config,
@@ -889,6 +894,8 @@ impl PeerSession {
                 if self.state.outstanding.remove(&block) {
                     self.state.downloaded += u64::from(length);
                     self.emit(SessionEvent::BlockReceived { block, data });
+                } else {
+                    self.state.unrequested += u64::from(length);
                 }
             }
             Message::Cancel(block) => {

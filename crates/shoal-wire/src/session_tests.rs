@@ -593,6 +593,8 @@ fn unrequested_pieces_are_discarded() {
     .unwrap();
     assert_eq!(events(&mut s), []);
     assert_eq!(s.state().downloaded, 0);
+    // Counted as received for nothing (the torrent reports them as wasted).
+    assert_eq!(s.state().unrequested, 3 * 16384 + 100);
     assert_eq!(s.state().outstanding.len(), 1);
     feed(&mut s, &[piece(wanted, 16384), piece(wanted, 16384)]).unwrap();
     assert_eq!(
@@ -600,6 +602,8 @@ fn unrequested_pieces_are_discarded() {
         1,
         "a duplicate delivery is discarded too"
     );
+    assert_eq!(s.state().downloaded, 16384);
+    assert_eq!(s.state().unrequested, 4 * 16384 + 100);
 }
 
 #[test]

@@ -376,3 +376,60 @@ fn a_shared_uplink_sends_a_piece_at_a_time_to_each_leecher_in_turn() {
     let switches = runs.windows(2).filter(|w| w[0].0 != w[1].0).count();
     assert!(switches >= 3, "{runs:?}");
 }
+
+/// A seed and a leecher for `steps` steps of 100 ms, with everything the seed sends in
+/// steps `silent` held back and delivered after. Returns the leecher and, for every step,
+/// how many requests it had out with the seed after its tick.
+fn seed_silent(silent: std::ops::RangeInclusive<u64>, steps: u64) -> (Side, Vec<usize>) {
+    let start = Instant::now();
+    let mut seed = Side::new(1, TestIo::new(true, false, false), &all_pieces(), start);
+    let none = Bitfield::new(PIECES as usize);
+    let mut leecher = Side::new(2, TestIo::new(false, false, false), &none, start);
+    let mut held = Vec::new();
+    let mut requested = Vec::new();
+    for step in 0..steps {
+        let now = start + Duration::from_millis(100 * step);
+        held.extend(seed.take_wire());
+        if !silent.contains(&step) {
+            leecher.deliver(std::mem::take(&mut held), now);
+        }
+        seed.deliver(leecher.take_wire(), now);
+        seed.core.tick(now, &mut seed.io);
+        leecher.core.tick(now, &mut leecher.io);
+        let link = leecher
+            .core
+            .peers()
+            .get(&leecher.key)
+            .expect("connected")
+            .link();
+        requested.push(link.requested.len());
+    }
+    (leecher, requested)
+}
+
+/// The snub clock starts when we ask: a peer that has sent us nothing because we asked
+/// it nothing (here: its bitfield and unchoke took 40 s to arrive) is not snubbed as soon
+/// as we ask, which would cancel the requests it is answering.
+#[test]
+fn a_peer_first_asked_late_is_not_snubbed_at_once() {
+    let (leecher, requested) = seed_silent(1..=400, 450);
+    let asked = requested.iter().position(|&n| n > 0).expect("asked");
+    assert!(asked > 400, "asked at step {asked}");
+    assert!(leecher.core.is_complete());
+    assert_eq!(leecher.core.duplicate_bytes, 0, "nothing sent twice");
+}
+
+/// A peer that sends nothing for 30 s although asked is snubbed: its requests are
+/// cancelled (and asked again: it is the only peer), and what it sent twice counts as
+/// wasted, whether the copy that lost is a duplicate or a block no longer requested.
+#[test]
+fn blocks_sent_twice_after_a_snub_count_as_wasted() {
+    let (leecher, requested) = seed_silent(3..=350, 450);
+    assert!(requested[2] > 0, "asked before the silence");
+    assert!(leecher.core.is_complete());
+    assert!(leecher.core.duplicate_bytes > 0);
+    assert_eq!(
+        leecher.core.duplicate_bytes % u64::from(shoal_core::BLOCK_SIZE),
+        0
+    );
+}

@@ -18,7 +18,7 @@ pub struct Stats {
     pub eta_secs: Option<u64>,
     /// Pieces available from at least one connected peer, or that we have.
     pub available_pieces: usize,
-    /// Bytes downloaded for nothing: blocks that arrived twice (endgame) and pieces that
-    /// failed the hash check.
+    /// Bytes downloaded for nothing: blocks that arrived twice (endgame) or after we had
+    /// cancelled them, and pieces that failed the hash check.
     pub wasted: u64,
 }

@@ -274,18 +274,20 @@ impl Report {
 /// The timeline as a table: percentages of the leechers' capacity, and pieces.
 fn timeline_table(rows: &[TimelineRow]) -> String {
     let mut out = String::from(
-        "timeline: from_s leecher_busy% | idle%: unwanted choking unasked window_full \
-         | seed_pieces: new repeat | completed\n",
+        "timeline: from_s leecher_busy% | idle%: unwanted choking in_transit elsewhere \
+         unasked window_full | seed_pieces: new repeat | completed\n",
     );
     let pct = |x: f64| 100.0 * x;
     for r in rows {
         let _ = writeln!(
             out,
-            "timeline: {:7.1} {:5.1} | {:5.1} {:5.1} {:5.1} {:5.1} | {:6.1} {:6.1} | {}",
+            "timeline: {:7.1} {:5.1} | {:5.1} {:5.1} {:5.1} {:5.1} {:5.1} {:5.1} | {:6.1} {:6.1} | {}",
             r.start_s,
             pct(r.leecher_busy),
             pct(r.idle_unwanted),
             pct(r.idle_choking),
+            pct(r.idle_in_transit),
+            pct(r.idle_elsewhere),
             pct(r.idle_unasked),
             pct(r.idle_window_full),
             r.seed_new_pieces,

@@ -18,22 +18,31 @@ pub enum Idle {
     Unwanted,
     /// Peers want its pieces, but it chokes all of them.
     Choking,
-    /// It unchokes peers that want its pieces, and none of them has a request queued
-    /// (they asked other peers for those pieces, or their requests are on the way).
+    /// It unchokes peers that want its pieces, none of them has a request queued, and
+    /// for one of them a message that would end this is on the wire: its request, our
+    /// unchoke, or its not-interested (it has our pieces now).
+    InTransit,
+    /// It unchokes peers that want its pieces, none of them has a request queued, and
+    /// they fetch every piece of ours they lack from others.
+    Elsewhere,
+    /// It unchokes peers that want its pieces, none of them has a request queued, and
+    /// one of them could ask for a piece nobody sends it yet.
     Unasked,
     /// Data is queued, but every such connection's TCP window is full.
     WindowFull,
 }
 
-const REASONS: usize = 4;
+const REASONS: usize = 6;
 
 impl Idle {
     fn index(self) -> usize {
         match self {
             Idle::Unwanted => 0,
             Idle::Choking => 1,
-            Idle::Unasked => 2,
-            Idle::WindowFull => 3,
+            Idle::InTransit => 2,
+            Idle::Elsewhere => 3,
+            Idle::Unasked => 4,
+            Idle::WindowFull => 5,
         }
     }
 }
@@ -47,6 +56,8 @@ pub struct TimelineRow {
     pub leecher_busy: f64,
     pub idle_unwanted: f64,
     pub idle_choking: f64,
+    pub idle_in_transit: f64,
+    pub idle_elsewhere: f64,
     pub idle_unasked: f64,
     pub idle_window_full: f64,
     /// Pieces' worth of first copies the seeds sent (each seed counts its own).
@@ -144,6 +155,8 @@ impl Timeline {
                     leecher_busy: share(b.leecher_bytes as f64, capacity),
                     idle_unwanted: idle(Idle::Unwanted),
                     idle_choking: idle(Idle::Choking),
+                    idle_in_transit: idle(Idle::InTransit),
+                    idle_elsewhere: idle(Idle::Elsewhere),
                     idle_unasked: idle(Idle::Unasked),
                     idle_window_full: idle(Idle::WindowFull),
                     seed_new_pieces: b.seed_new_bytes as f64 / piece,

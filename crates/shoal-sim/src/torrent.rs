@@ -434,7 +434,36 @@ impl Torrent {
         !self.host.writable.is_empty()
     }
 
-    /// Why the uplink has nothing to send (see [`Idle`]).
+    /// The peers we unchoke that want our pieces, by host and connection.
+    pub fn unchoked_and_interested(&self) -> impl Iterator<Item = (HostId, ConnId)> + '_ {
+        self.core.peers().values().filter_map(|peer| {
+            let state = peer.link.session.state();
+            (state.peer_interested && !state.am_choking).then_some((peer.remote, peer.conn))
+        })
+    }
+
+    /// Why we ask nothing on `conn` of a peer that unchokes us and has `theirs`, as the
+    /// reason its uplink idles (see [`Idle`]); `None` if the connection is gone.
+    pub fn why_not_asking(&self, conn: ConnId, theirs: &Bitfield) -> Option<Idle> {
+        let peer = self.core.peers().values().find(|p| p.conn == conn)?;
+        let state = peer.link.session.state();
+        if !peer.link.requested.is_empty() || state.peer_choking || !state.am_interested {
+            return Some(Idle::InTransit);
+        }
+        let picker = self.core.picker();
+        let askable = (0..theirs.len()).any(|piece| {
+            theirs.get(piece) && !picker.have().get(piece) && !picker.in_progress(piece as u32)
+        });
+        Some(if askable {
+            Idle::Unasked
+        } else {
+            Idle::Elsewhere
+        })
+    }
+
+    /// Why the uplink has nothing to send, as far as this host can tell: [`Idle::Unasked`]
+    /// stands for all three reasons that need the other side's view (see
+    /// [`why_not_asking`](Self::why_not_asking)).
     pub fn idle_reason(&self) -> Idle {
         let mut reason = Idle::Unwanted;
         for peer in self.core.peers().values() {

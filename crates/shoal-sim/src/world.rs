@@ -657,7 +657,11 @@ impl World {
             if host.role != Role::Seed {
                 timeline.leecher_sent(now, total as u64);
                 if total == 0 && !torrent.is_complete() {
-                    host.idle = Some((now, torrent.idle_reason()));
+                    let why = match torrent.idle_reason() {
+                        Idle::Unasked => self.why_unasked(id),
+                        why => why,
+                    };
+                    self.hosts[id as usize].idle = Some((now, why));
                 }
             } else {
                 let counters = torrent.counters();
@@ -673,6 +677,26 @@ impl World {
             self.queue
                 .schedule(sent, Event::UplinkFree(id, incarnation));
         }
+    }
+
+    /// Why the peers `id` unchokes ask it for nothing, from their side of each
+    /// connection: the reason closest to ending the idle among them (a message on the
+    /// wire, then a piece one of them could ask for, then all fetched elsewhere).
+    fn why_unasked(&self, id: HostId) -> Idle {
+        let Some(torrent) = self.hosts[id as usize].torrent.as_ref() else {
+            return Idle::Unasked;
+        };
+        let ours = torrent.have();
+        let mut why = Idle::Elsewhere;
+        for (remote, conn) in torrent.unchoked_and_interested() {
+            let theirs = self.hosts[remote as usize].torrent.as_ref();
+            match theirs.and_then(|t| t.why_not_asking(conn, ours)) {
+                Some(Idle::InTransit) => return Idle::InTransit,
+                Some(Idle::Unasked) => why = Idle::Unasked,
+                _ => {}
+            }
+        }
+        why
     }
 
     /// Closes a leecher's idle stretch on the timeline, if one is open.

@@ -233,7 +233,12 @@ fn the_timeline_accounts_for_the_run_without_changing_it() {
     let copies = with.seed_upload_copies * pieces;
     assert!((new + repeat - copies).abs() < 1e-6, "{text}");
     for row in rows {
-        let idle = row.idle_unwanted + row.idle_choking + row.idle_unasked + row.idle_window_full;
+        let idle = row.idle_unwanted
+            + row.idle_choking
+            + row.idle_in_transit
+            + row.idle_elsewhere
+            + row.idle_unasked
+            + row.idle_window_full;
         assert!(
             row.leecher_busy <= 1.0 + 1e-9 && idle <= 1.0 + 1e-9,
             "{text}"
@@ -243,6 +248,8 @@ fn the_timeline_accounts_for_the_run_without_changing_it() {
         rows[0].idle_unwanted > 0.5,
         "nobody has anything to trade at first: {text}"
     );
+    // Later, uplinks wait on round trips: a request or an unchoke on the wire.
+    assert!(rows.iter().any(|r| r.idle_in_transit > 0.0), "{text}");
     assert_eq!(rows.last().expect("rows").completed, 40);
     assert!(rows.windows(2).all(|w| w[0].completed <= w[1].completed));
 }

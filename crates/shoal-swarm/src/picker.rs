@@ -909,6 +909,13 @@ impl PiecePicker {
             .any(|(theirs, ours)| theirs & !ours != 0)
     }
 
+    /// Blocks of `piece` are requested or received, and it is not verified yet.
+    pub fn in_progress(&self, piece: u32) -> bool {
+        self.pieces
+            .get(piece as usize)
+            .is_some_and(|slot| slot.place == Place::Partial)
+    }
+
     /// Every missing block is requested or received: new requests may duplicate ones in
     /// flight.
     pub fn in_endgame(&self) -> bool {

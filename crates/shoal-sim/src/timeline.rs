@@ -18,15 +18,16 @@ pub enum Idle {
     Unwanted,
     /// Peers want its pieces, but it chokes all of them.
     Choking,
-    /// It unchokes peers that want its pieces, none of them has a request queued, and
-    /// for one of them a message that would end this is on the wire: its request, our
-    /// unchoke, or its not-interested (it has our pieces now).
+    /// It unchokes peers that want its pieces, none of them has a request queued, none
+    /// could ask for a piece of ours that nobody sends it yet, and one of them, with
+    /// requests out to us, has bytes on the wire to us: a request, presumably.
     InTransit,
     /// It unchokes peers that want its pieces, none of them has a request queued, and
-    /// they fetch every piece of ours they lack from others.
+    /// every piece of ours they lack is on its way to them, from us or from others.
     Elsewhere,
     /// It unchokes peers that want its pieces, none of them has a request queued, and
-    /// one of them could ask for a piece nobody sends it yet.
+    /// one of them could ask for a piece of ours that nobody sends it yet (it may not
+    /// know yet that we unchoke it).
     Unasked,
     /// Data is queued, but every such connection's TCP window is full.
     WindowFull,

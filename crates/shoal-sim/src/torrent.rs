@@ -443,19 +443,18 @@ impl Torrent {
     }
 
     /// Why we ask nothing on `conn` of a peer that unchokes us and has `theirs`, as the
-    /// reason its uplink idles (see [`Idle`]); `None` if the connection is gone.
-    pub fn why_not_asking(&self, conn: ConnId, theirs: &Bitfield) -> Option<Idle> {
+    /// reason its uplink idles (see [`Idle`]); `sending` says bytes of ours are on the
+    /// wire to it. `None` if the connection is gone.
+    pub fn why_not_asking(&self, conn: ConnId, theirs: &Bitfield, sending: bool) -> Option<Idle> {
         let peer = self.core.peers().values().find(|p| p.conn == conn)?;
-        let state = peer.link.session.state();
-        if !peer.link.requested.is_empty() || state.peer_choking || !state.am_interested {
-            return Some(Idle::InTransit);
-        }
         let picker = self.core.picker();
         let askable = (0..theirs.len()).any(|piece| {
             theirs.get(piece) && !picker.have().get(piece) && !picker.in_progress(piece as u32)
         });
         Some(if askable {
             Idle::Unasked
+        } else if sending && !peer.link.requested.is_empty() {
+            Idle::InTransit
         } else {
             Idle::Elsewhere
         })

@@ -689,10 +689,12 @@ impl World {
         let ours = torrent.have();
         let mut why = Idle::Elsewhere;
         for (remote, conn) in torrent.unchoked_and_interested() {
+            let c = &self.conns[conn as usize];
+            let sending = c.in_flight[usize::from(c.ends[0].host != remote)] > 0;
             let theirs = self.hosts[remote as usize].torrent.as_ref();
-            match theirs.and_then(|t| t.why_not_asking(conn, ours)) {
-                Some(Idle::InTransit) => return Idle::InTransit,
-                Some(Idle::Unasked) => why = Idle::Unasked,
+            match theirs.and_then(|t| t.why_not_asking(conn, ours, sending)) {
+                Some(Idle::Unasked) => return Idle::Unasked,
+                Some(Idle::InTransit) => why = Idle::InTransit,
                 _ => {}
             }
         }

@@ -248,7 +248,9 @@ fn the_timeline_accounts_for_the_run_without_changing_it() {
         rows[0].idle_unwanted > 0.5,
         "nobody has anything to trade at first: {text}"
     );
-    // Later, uplinks wait on round trips: a request or an unchoke on the wire.
+    // Later, uplinks idle because the peers they unchoke get their pieces from others,
+    // or while a request is on its way.
+    assert!(rows.iter().any(|r| r.idle_elsewhere > 0.0), "{text}");
     assert!(rows.iter().any(|r| r.idle_in_transit > 0.0), "{text}");
     assert_eq!(rows.last().expect("rows").completed, 40);
     assert!(rows.windows(2).all(|w| w[0].completed <= w[1].completed));

@@ -680,8 +680,8 @@ impl World {
     }
 
     /// Why the peers `id` unchokes ask it for nothing, from their side of each
-    /// connection: the reason closest to ending the idle among them (a message on the
-    /// wire, then a piece one of them could ask for, then all fetched elsewhere).
+    /// connection: the reason closest to ending the idle among them (a piece one of them
+    /// could ask for, then a request on the wire, then all on their way from elsewhere).
     fn why_unasked(&self, id: HostId) -> Idle {
         let Some(torrent) = self.hosts[id as usize].torrent.as_ref() else {
             return Idle::Unasked;

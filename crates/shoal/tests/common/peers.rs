@@ -50,6 +50,10 @@ pub const LT_GET: &str = r#"
 torrent, save, ip, port, peer_ip, peer_port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], int(sys.argv[6])
 s = session(ip, port)
 h = s.add_torrent({'ti': lt.torrent_info(torrent), 'save_path': save})
+# Peer and error alerts are kept, to say on a timeout why the connection went.
+c = lt.alert.category_t
+s.apply_settings({'alert_mask': c.error_notification | c.peer_notification | c.connect_notification})
+seen = []
 # Give up before the test's 60 s limit for the process, so that what went wrong is printed.
 deadline = time.time() + 50
 last_connect = 0
@@ -61,9 +65,12 @@ while time.time() < deadline:
     if st.is_seeding:
         print('DONE', st.total_payload_download, flush=True)
         sys.exit(0)
+    seen = (seen + ['%.2f %s' % (time.time(), a.message()) for a in s.pop_alerts()])[-40:]
     time.sleep(0.05)
 st = h.status()
 print('TIMEOUT progress', st.progress, 'state', st.state, 'peers', st.num_peers, flush=True)
+for line in seen:
+    print('  alert', line, flush=True)
 for p in h.get_peer_info():
     print('  peer', p.ip, 'flags', hex(p.flags), 'pieces', p.num_pieces, 'down', p.total_download,
           'up', p.total_upload, 'queue', p.download_queue_length, flush=True)

@@ -162,7 +162,9 @@ impl PeerLink {
         if self.session.state().am_choking {
             return;
         }
-        for piece in super_seed.reveal(key, &self.counted, self.uploaded.rate(), rng) {
+        let shown = self.session.announced();
+        let rate = self.uploaded.rate();
+        for piece in super_seed.reveal(key, &self.counted, shown, rate, rng) {
             match super_seed.reveals_by() {
                 Reveal::Have => self.session.have(piece),
                 Reveal::Suggest => self.session.suggest(piece),

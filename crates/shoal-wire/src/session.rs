@@ -448,6 +448,11 @@ impl PeerSession {
         &self.state
     }
 
+    /// The pieces the peer was told we have: our bitfield, then each `have`.
+    pub fn announced(&self) -> &Bitfield {
+        &self.config.our_bitfield
+    }
+
     /// How many of the peer's requests wait in the upload queue.
     pub fn queued_uploads(&self) -> usize {
         self.uploads.len()

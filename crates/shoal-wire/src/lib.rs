@@ -29,6 +29,7 @@ pub mod fuzzing;
 mod handshake;
 mod message;
 pub mod metadata;
+pub mod mse;
 pub mod pex;
 mod session;
 

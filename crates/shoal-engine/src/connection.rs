@@ -16,17 +16,21 @@ use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+use crate::encryption::{self, Encryption, Secured};
 use crate::RateLimit;
+use shoal_wire::mse::Cipher;
 
 /// What connection tasks tell the torrent actor.
 #[derive(Debug)]
 pub enum Input {
     /// A TCP connection is up. For incoming connections the acceptor has already read
-    /// the peer's 68-byte handshake (to find the torrent); it is passed along.
+    /// the peer's 68-byte handshake (to find the torrent); it is passed along, with the
+    /// connection's encryption state and any bytes read past the handshakes.
     Connected {
         addr: SocketAddr,
         stream: TcpStream,
         incoming_handshake: Option<Vec<u8>>,
+        secured: Secured,
     },
     ConnectFailed {
         addr: SocketAddr,
@@ -58,9 +62,11 @@ pub struct UplinkQueue {
 /// Read size: large enough that a fast transfer costs few messages to the actor.
 const READ_CHUNK: usize = 256 * 1024;
 
+/// Reads `read` into the actor, decrypting with `decrypt` if the connection is encrypted.
 pub fn spawn_reader(
     key: PeerKey,
     mut read: OwnedReadHalf,
+    mut decrypt: Option<Cipher>,
     limit: Arc<RateLimit>,
     to_actor: mpsc::Sender<Input>,
 ) -> tokio::task::JoinHandle<()> {
@@ -73,6 +79,9 @@ pub fn spawn_reader(
             match read.read_buf(&mut buf).await {
                 Ok(0) => break "connection closed by peer".to_owned(),
                 Ok(n) => {
+                    if let Some(decrypt) = decrypt.as_mut() {
+                        decrypt.apply(&mut buf);
+                    }
                     limit.acquire(n, 0).await;
                     if to_actor
                         .send(Input::Data {
@@ -106,8 +115,11 @@ pub struct Outgoing {
     pub piece: Option<u32>,
 }
 
+/// Writes what the actor queues to `write`, encrypting with `encrypt` if the connection
+/// is encrypted (in queue order, so the keystream stays in step with the peer's).
 pub fn spawn_writer(
     mut write: impl AsyncWrite + Unpin + Send + 'static,
+    mut encrypt: Option<Cipher>,
     limit: Arc<RateLimit>,
     backlog: Backlog,
     uplink: UplinkQueue,
@@ -138,7 +150,15 @@ pub fn spawn_writer(
                 if let Some(piece) = item.piece {
                     sent_of.push((piece, item.bytes.len()));
                 }
-                batch.push_back(item.bytes);
+                let bytes = match encrypt.as_mut() {
+                    Some(encrypt) => {
+                        let mut bytes = BytesMut::from(&item.bytes[..]);
+                        encrypt.apply(&mut bytes);
+                        bytes.freeze()
+                    }
+                    None => item.bytes,
+                };
+                batch.push_back(bytes);
                 if len >= MAX_WRITE_BATCH || batch.len() >= MAX_WRITE_BUFFERS {
                     break;
                 }
@@ -196,47 +216,36 @@ async fn write_all_vectored(
 
 /// Connects to `addr` within `timeout` and reports the outcome to the actor. With
 /// `local`, the connection comes from that IP (so that a peer listening on 127.0.0.5 is
-/// seen by others as 127.0.0.5, which loopback tests and multi-homed hosts need).
+/// seen by others as 127.0.0.5, which loopback tests and multi-homed hosts need). The
+/// encrypted handshake, if `policy` wants one, comes first (see [`Encryption`]).
 pub fn spawn_connect(
     addr: SocketAddr,
     local: Option<std::net::IpAddr>,
     timeout: Duration,
+    (policy, info_hash): (Encryption, [u8; 20]),
     to_actor: mpsc::Sender<Input>,
 ) {
     tokio::spawn(async move {
-        let connect = async {
-            let socket = if addr.is_ipv4() {
-                tokio::net::TcpSocket::new_v4()?
-            } else {
-                tokio::net::TcpSocket::new_v6()?
-            };
-            if let Some(ip) =
-                local.filter(|ip| !ip.is_unspecified() && ip.is_ipv4() == addr.is_ipv4())
-            {
-                socket.bind(SocketAddr::new(ip, 0))?;
-            }
-            socket.connect(addr).await
-        };
-        let input = match tokio::time::timeout(timeout, connect).await {
-            Ok(Ok(stream)) => {
-                let _ = stream.set_nodelay(true);
-                Input::Connected {
-                    addr,
-                    stream,
-                    incoming_handshake: None,
-                }
-            }
-            _ => Input::ConnectFailed { addr },
+        let input = match encryption::dial(addr, local, policy, info_hash, timeout).await {
+            Some((stream, secured)) => Input::Connected {
+                addr,
+                stream,
+                incoming_handshake: None,
+                secured,
+            },
+            None => Input::ConnectFailed { addr },
         };
         let _ = to_actor.send(input).await;
     });
 }
 
-/// Accepts connections, reads each one's handshake (bounded in time) and hands those
-/// for our torrent to the actor; others are closed.
+/// Accepts connections, reads each one's handshake (bounded in time; plain or behind an
+/// encrypted one, as `policy` allows) and hands those for our torrent to the actor;
+/// others are closed.
 pub fn spawn_acceptor(
     listener: tokio::net::TcpListener,
     info_hash: [u8; 20],
+    policy: Encryption,
     to_actor: mpsc::Sender<Input>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -247,21 +256,18 @@ pub fn spawn_acceptor(
             };
             let to_actor = to_actor.clone();
             tokio::spawn(async move {
-                let mut handshake = vec![0u8; 68];
-                let read = tokio::time::timeout(
-                    Duration::from_secs(10),
-                    stream.read_exact(&mut handshake),
-                )
-                .await;
-                if !matches!(read, Ok(Ok(_))) || handshake[28..48] != info_hash {
+                let Some((handshake, secured)) =
+                    encryption::accept(&mut stream, info_hash, policy).await
+                else {
                     return;
-                }
+                };
                 let _ = stream.set_nodelay(true);
                 let _ = to_actor
                     .send(Input::Connected {
                         addr,
                         stream,
                         incoming_handshake: Some(handshake),
+                        secured,
                     })
                     .await;
             });
@@ -295,6 +301,7 @@ mod tests {
         let (b_tx, b_rx) = mpsc::unbounded_channel();
         spawn_writer(
             a_write,
+            None,
             limit.clone(),
             Backlog::default(),
             UplinkQueue::default(),
@@ -302,6 +309,7 @@ mod tests {
         );
         spawn_writer(
             b_write,
+            None,
             limit.clone(),
             Backlog::default(),
             UplinkQueue::default(),
@@ -359,9 +367,16 @@ mod tests {
             tx.send(item).expect("writer alive");
         }
         drop(tx);
-        spawn_writer(write, limit, backlog.clone(), UplinkQueue::default(), rx)
-            .await
-            .expect("writer finished");
+        spawn_writer(
+            write,
+            None,
+            limit,
+            backlog.clone(),
+            UplinkQueue::default(),
+            rx,
+        )
+        .await
+        .expect("writer finished");
         let mut all = Vec::new();
         read.read_to_end(&mut all).await.expect("read");
         assert_eq!(all.len(), 3 * BLOCK + 3);

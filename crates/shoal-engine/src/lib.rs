@@ -15,12 +15,14 @@
 mod addresses;
 mod connection;
 mod disk;
+mod encryption;
 pub mod lsd;
 pub mod metadata;
 mod rate;
 mod stats;
 pub mod torrent;
 
+pub use encryption::Encryption;
 pub use rate::RateLimit;
 pub use stats::Stats;
 pub use torrent::{run, EngineEvent, Outcome, TorrentConfig};

@@ -26,6 +26,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::encryption::{self, Secured};
+use crate::Encryption;
+use shoal_wire::mse::Cipher;
+
 /// Longest message accepted in this phase: a metadata piece with its header, or the
 /// bitfield of a torrent with up to 2^21 pieces.
 const MAX_MESSAGE: u32 = 512 * 1024;
@@ -47,6 +51,8 @@ pub struct MetadataFetch {
     pub max_connections: usize,
     /// How long one peer may take for the whole exchange.
     pub peer_timeout: Duration,
+    /// Whether each exchange starts with an encrypted handshake (see [`Encryption`]).
+    pub encryption: Encryption,
 }
 
 impl MetadataFetch {
@@ -58,6 +64,7 @@ impl MetadataFetch {
             local_ip: None,
             max_connections: 8,
             peer_timeout: Duration::from_secs(30),
+            encryption: Encryption::default(),
         }
     }
 }
@@ -183,18 +190,16 @@ async fn next_batch(
 
 /// The whole exchange with one peer.
 async fn fetch_from(addr: SocketAddr, fetch: &MetadataFetch) -> Result<Vec<u8>, PeerFailure> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    if let Some(ip) = fetch
-        .local_ip
-        .filter(|ip| !ip.is_unspecified() && ip.is_ipv4() == addr.is_ipv4())
-    {
-        socket.bind(SocketAddr::new(ip, 0))?;
-    }
-    let mut stream: TcpStream = socket.connect(addr).await?;
+    let (stream, secured) = encryption::dial(
+        addr,
+        fetch.local_ip,
+        fetch.encryption,
+        fetch.info_hash.0,
+        fetch.peer_timeout,
+    )
+    .await
+    .ok_or(PeerFailure::Protocol("could not connect"))?;
+    let mut stream = Link::new(stream, secured);
     // Only the extension bit: without the fast extension we owe the peer no bitfield.
     let mut reserved = [0u8; 8];
     reserved[5] |= 0x10;
@@ -213,6 +218,7 @@ async fn fetch_from(addr: SocketAddr, fetch: &MetadataFetch) -> Result<Vec<u8>, 
     stream.write_all(&out).await?;
 
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    buf.extend_from_slice(&std::mem::take(&mut stream.leftover));
     while buf.len() < HANDSHAKE_LEN {
         if stream.read_buf(&mut buf).await? == 0 {
             return Err(PeerFailure::Protocol("closed during the handshake"));
@@ -293,8 +299,46 @@ async fn fetch_from(addr: SocketAddr, fetch: &MetadataFetch) -> Result<Vec<u8>, 
     }
 }
 
+/// A connection, encrypted or not.
+struct Link {
+    stream: TcpStream,
+    ciphers: Option<(Cipher, Cipher)>,
+    /// Bytes read during the encrypted handshake, decrypted.
+    leftover: Vec<u8>,
+}
+
+impl Link {
+    fn new(stream: TcpStream, secured: Secured) -> Self {
+        Link {
+            stream,
+            ciphers: secured.ciphers,
+            leftover: secured.leftover,
+        }
+    }
+
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self.ciphers.as_mut() {
+            Some((send, _)) => {
+                let mut bytes = bytes.to_vec();
+                send.apply(&mut bytes);
+                self.stream.write_all(&bytes).await
+            }
+            None => self.stream.write_all(bytes).await,
+        }
+    }
+
+    async fn read_buf(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
+        let before = buf.len();
+        let n = self.stream.read_buf(buf).await?;
+        if let Some((_, receive)) = self.ciphers.as_mut() {
+            receive.apply(&mut buf[before..]);
+        }
+        Ok(n)
+    }
+}
+
 async fn send_metadata(
-    stream: &mut TcpStream,
+    stream: &mut Link,
     their_id: u8,
     message: &MetadataMessage,
 ) -> std::io::Result<()> {

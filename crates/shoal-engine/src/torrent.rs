@@ -34,6 +34,7 @@ use tokio::sync::{mpsc, watch};
 use crate::addresses::AddressBook;
 use crate::connection::{self, Backlog, Input, Outgoing, UplinkQueue};
 use crate::disk::{Disk, DiskResult};
+use crate::encryption::{Encryption, Secured};
 use crate::{RateLimit, Stats};
 
 /// How a torrent is to be run.
@@ -66,6 +67,8 @@ pub struct TorrentConfig {
     pub max_connections: usize,
     /// Threads for the initial recheck (0: one per core).
     pub check_threads: usize,
+    /// Message stream encryption (MSE/PE) for the torrent's connections.
+    pub encryption: Encryption,
 }
 
 /// What happened, for the user interface.
@@ -164,8 +167,12 @@ pub async fn run(
             let bound = listener
                 .local_addr()
                 .map_err(|source| EngineError::Listen { addr, source })?;
-            let acceptor =
-                connection::spawn_acceptor(listener, config.metainfo.info_hash.0, to_actor.clone());
+            let acceptor = connection::spawn_acceptor(
+                listener,
+                config.metainfo.info_hash.0,
+                config.encryption,
+                to_actor.clone(),
+            );
             Some((bound, acceptor))
         }
         None => None,
@@ -547,7 +554,8 @@ impl Actor {
                 addr,
                 stream,
                 incoming_handshake,
-            } => self.add_peer(addr, stream, incoming_handshake, now),
+                secured,
+            } => self.add_peer(addr, stream, incoming_handshake, secured, now),
             Input::ConnectFailed { addr } => self.io.addresses.disconnected(addr, true, now),
             Input::Data { key, bytes } => self.core.on_data(key, [bytes], now, &mut self.io),
             Input::Closed { key, reason } => self.core.remove_peer(key, &reason, now, &mut self.io),
@@ -580,6 +588,7 @@ impl Actor {
         addr: SocketAddr,
         stream: tokio::net::TcpStream,
         incoming: Option<Vec<u8>>,
+        secured: Secured,
         now: Instant,
     ) {
         let io = &mut self.io;
@@ -608,19 +617,29 @@ impl Actor {
         let (download_limit, upload_limit) = (&self.download_limit, &self.upload_limit);
         let to_actor = &self.to_actor;
         let uplink = self.io.uplink.clone();
+        let Secured { ciphers, leftover } = secured;
+        let (encrypt, decrypt) = ciphers.map_or((None, None), |(e, d)| (Some(e), Some(d)));
+        let mut added = None;
         let make = |key| {
+            added = Some(key);
             let (read, write) = stream.into_split();
             let (writer, writer_rx) = mpsc::unbounded_channel();
             let backlog = Backlog::default();
             connection::spawn_writer(
                 write,
+                encrypt,
                 upload_limit.clone(),
                 backlog.clone(),
                 uplink.clone(),
                 writer_rx,
             );
-            let reader =
-                connection::spawn_reader(key, read, download_limit.clone(), to_actor.clone());
+            let reader = connection::spawn_reader(
+                key,
+                read,
+                decrypt,
+                download_limit.clone(),
+                to_actor.clone(),
+            );
             Peer {
                 addr,
                 link: PeerLink::new(session, piece_count, now),
@@ -632,6 +651,11 @@ impl Actor {
             }
         };
         self.core.add_peer(make, now, &mut self.io);
+        // Bytes that came with the handshakes (an encrypted one is read in chunks).
+        if let (Some(key), false) = (added, leftover.is_empty()) {
+            self.core
+                .on_data(key, [Bytes::from(leftover)], now, &mut self.io);
+        }
     }
 
     fn on_disk(&mut self, result: DiskResult) -> Result<(), EngineError> {
@@ -657,6 +681,7 @@ impl Actor {
                 addr,
                 config.listen.map(|a| a.ip()),
                 Duration::from_secs(10),
+                (config.encryption, config.metainfo.info_hash.0),
                 self.to_actor.clone(),
             );
         }

@@ -14,7 +14,7 @@ use shoal_bencode::Value;
 use shoal_core::{InfoHash, Magnet, Metainfo, PeerId};
 use shoal_dht::driver::DhtHandle;
 use shoal_engine::metadata::{fetch_metadata, MetadataFetch, MetadataFetchError};
-use shoal_engine::{EngineEvent, Outcome, TorrentConfig};
+use shoal_engine::{Encryption, EngineEvent, Outcome, TorrentConfig};
 use shoal_tracker::client::UdpConfig;
 use shoal_tracker::driver::http::HttpConfig;
 use shoal_tracker::driver::{Announcer, AnnouncerConfig};
@@ -52,6 +52,30 @@ pub struct PeerOptions {
     /// Do not announce to the torrent's trackers (use only --peer and incoming peers).
     #[arg(long)]
     pub no_tracker: bool,
+    /// Message stream encryption (MSE/PE), as libtorrent and Transmission speak it:
+    /// `prefer` dials with an encrypted handshake (again in plaintext if the peer does
+    /// not answer it) and accepts both kinds; `require` encrypts every connection with
+    /// RC4, both ways, and refuses plain ones; `off` refuses encrypted ones.
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = EncryptionMode::Prefer)]
+    pub encryption: EncryptionMode,
+}
+
+/// `--encryption`'s values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EncryptionMode {
+    Off,
+    Prefer,
+    Require,
+}
+
+impl From<EncryptionMode> for Encryption {
+    fn from(mode: EncryptionMode) -> Self {
+        match mode {
+            EncryptionMode::Off => Encryption::Off,
+            EncryptionMode::Prefer => Encryption::Prefer,
+            EncryptionMode::Require => Encryption::Require,
+        }
+    }
 }
 
 /// Download a torrent, verifying every piece, then keep seeding it.
@@ -422,6 +446,7 @@ impl Job {
         fetch.peers = self.opts.peers.clone();
         fetch.peers.extend(discovery::resolve(&magnet.peers));
         fetch.local_ip = self.opts.listen.map(|a| a.ip());
+        fetch.encryption = self.opts.encryption.into();
         if self.opts.json {
             println!(
                 "{}",
@@ -506,6 +531,7 @@ impl Job {
             max_download_rate: self.opts.max_down,
             max_connections: self.opts.max_peers,
             check_threads: 0,
+            encryption: self.opts.encryption.into(),
         };
         let (display_tx, display_events) = mpsc::unbounded_channel();
         let display = tokio::spawn(show_progress(display_events, metainfo, self.opts.json));

@@ -20,15 +20,39 @@ impl Drop for Guard {
 
 /// libtorrent session settings for loopback tests: no discovery, TCP only, bound to `ip`.
 pub const LT_SESSION: &str = r#"
-import libtorrent as lt, sys, time
+import libtorrent as lt, os, sys, time
 def session(ip, port):
-    return lt.session({
+    settings = {
         'listen_interfaces': '%s:%d' % (ip, port), 'outgoing_interfaces': ip,
         'enable_dht': False, 'enable_lsd': False, 'enable_upnp': False, 'enable_natpmp': False,
         'enable_incoming_utp': False, 'enable_outgoing_utp': False,
         'allow_multiple_connections_per_ip': True, 'alert_mask': 0,
-    })
+    }
+    if os.environ.get('SHOAL_TEST_LT_RC4'):
+        # Encrypted connections only, both ways, and RC4 only after the handshake.
+        settings.update({'out_enc_policy': int(lt.enc_policy.forced),
+                         'in_enc_policy': int(lt.enc_policy.forced),
+                         'allowed_enc_level': int(lt.enc_level.rc4), 'prefer_rc4': True})
+    return lt.session(settings)
 "#;
+
+/// How a libtorrent helper connects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LtWire {
+    /// libtorrent's defaults (it tries an encrypted handshake first, then plaintext).
+    Default,
+    /// RC4-encrypted connections only.
+    Rc4Only,
+}
+
+impl LtWire {
+    fn apply(self, cmd: &mut Command) -> &mut Command {
+        if self == LtWire::Rc4Only {
+            cmd.env("SHOAL_TEST_LT_RC4", "1");
+        }
+        cmd
+    }
+}
 
 /// Seeds `torrent` from `save` until killed (at most 120 s); prints READY when seeding.
 pub const LT_SEED: &str = r#"
@@ -147,6 +171,11 @@ pub fn start_and_watch(
 }
 
 pub fn lt_seed(torrent: &Path, save: &Path, ip: &str, port: u16) -> Guard {
+    lt_seed_over(LtWire::Default, torrent, save, ip, port)
+}
+
+/// [`lt_seed`], connecting as `wire` says.
+pub fn lt_seed_over(wire: LtWire, torrent: &Path, save: &Path, ip: &str, port: u16) -> Guard {
     require("/usr/bin/python3");
     let mut cmd = Command::new("/usr/bin/python3");
     cmd.arg("-c").arg(python_script(LT_SEED)).args([
@@ -155,6 +184,7 @@ pub fn lt_seed(torrent: &Path, save: &Path, ip: &str, port: u16) -> Guard {
         ip,
         &port.to_string(),
     ]);
+    wire.apply(&mut cmd);
     start_and_wait(cmd, "READY", Duration::from_secs(60))
 }
 
@@ -452,17 +482,28 @@ pub fn info_hash_of(torrent: &Path) -> [u8; 20] {
 /// libtorrent downloads `torrent` into `out` on `ip:port` from the peer at
 /// `peer_ip:peer_port`; panics unless it completes.
 pub fn lt_get(torrent: &Path, out: &Path, ip: &str, port: u16, peer_ip: &str, peer_port: u16) {
-    std::fs::create_dir_all(out).unwrap();
-    let stdout = python(
-        &python_script(LT_GET),
-        &[
-            path_str(torrent),
-            path_str(out),
-            ip,
-            &port.to_string(),
-            peer_ip,
-            &peer_port.to_string(),
-        ],
+    lt_get_over(
+        LtWire::Default,
+        torrent,
+        out,
+        (ip, port),
+        (peer_ip, peer_port),
     );
+}
+
+/// [`lt_get`], connecting as `wire` says; `us` and `peer` are (IP, port).
+pub fn lt_get_over(wire: LtWire, torrent: &Path, out: &Path, us: (&str, u16), peer: (&str, u16)) {
+    require("/usr/bin/python3");
+    std::fs::create_dir_all(out).unwrap();
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.arg("-c").arg(python_script(LT_GET)).args([
+        path_str(torrent),
+        path_str(out),
+        us.0,
+        &us.1.to_string(),
+        peer.0,
+        &peer.1.to_string(),
+    ]);
+    let stdout = run_ok(wire.apply(&mut cmd));
     assert!(stdout.starts_with("DONE"), "{stdout}");
 }

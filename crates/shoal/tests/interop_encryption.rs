@@ -1,0 +1,135 @@
+//! Message stream encryption (MSE/PE) against libtorrent and between shoal peers, on
+//! loopback. libtorrent set to RC4-only connections is the proof that the stream is
+//! encrypted: it will not talk otherwise.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::*;
+
+/// `shoal get --encryption MODE` from a libtorrent seed that takes RC4 connections only.
+fn get_from_rc4_only_libtorrent(mode: &str, seed_port: u16, our_port: u16) {
+    let dir = tempdir();
+    let (src, torrent) = make_single(dir.path(), 3 * 1024 * 1024 + 333, "256K");
+    let seed_ip = format!("127.0.0.{}", seed_port - 17000);
+    let _seed = lt_seed_over(LtWire::Rc4Only, &torrent, &src, &seed_ip, seed_port);
+    let out = dir.path().join("out");
+    let mut cmd = shoal();
+    cmd.args(["get", path_str(&torrent), "-o", path_str(&out)])
+        .args(["--no-seed", "--json", "--no-dht", "--encryption", mode])
+        .args([
+            "--listen",
+            &format!("127.0.0.{}:{our_port}", our_port - 17000),
+        ])
+        .args(["--peer", &format!("{seed_ip}:{seed_port}")])
+        .args(["--state-dir", path_str(&dir.path().join("state"))]);
+    let events = json_events(&mut cmd);
+    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+    assert!(events.iter().any(|e| e["event"] == "completed"));
+}
+
+#[test]
+fn libtorrent_rc4_only_seeds_shoal_requiring_encryption() {
+    get_from_rc4_only_libtorrent("require", 17151, 17152);
+}
+
+/// The default dials with an encrypted handshake offering both; libtorrent picks RC4.
+#[test]
+fn libtorrent_rc4_only_seeds_shoal_preferring_encryption() {
+    get_from_rc4_only_libtorrent("prefer", 17158, 17159);
+}
+
+#[test]
+fn shoal_seeds_libtorrent_rc4_only() {
+    let dir = tempdir();
+    let (src, torrent) = make_single(dir.path(), 2 * 1024 * 1024 + 5, "64K");
+    // The default (`prefer`) answers an encrypted handshake.
+    let _seed = shoal_seed(
+        &torrent,
+        &src,
+        &dir.path().join("state"),
+        "127.0.0.153:17153",
+    );
+    let out = dir.path().join("lt-out");
+    lt_get_over(
+        LtWire::Rc4Only,
+        &torrent,
+        &out,
+        ("127.0.0.154", 17154),
+        ("127.0.0.153", 17153),
+    );
+    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+}
+
+#[test]
+fn shoal_to_shoal_with_encryption_required() {
+    let dir = tempdir();
+    let (src, torrent) = make_single(dir.path(), 2 * 1024 * 1024 + 99, "64K");
+    let mut seed = shoal();
+    seed.args(["seed", path_str(&torrent), path_str(&src), "--json"])
+        .args(["--listen", "127.0.0.155:17155", "--encryption", "require"])
+        .args(["--no-tracker", "--no-dht"])
+        .args(["--state-dir", path_str(&dir.path().join("s"))]);
+    let _seed = start_and_wait(seed, "\"started\"", Duration::from_secs(30));
+    let out = dir.path().join("out");
+    let mut cmd = shoal();
+    cmd.args(["get", path_str(&torrent), "-o", path_str(&out)])
+        .args(["--no-seed", "--json", "--no-dht", "--encryption", "require"])
+        .args([
+            "--listen",
+            "127.0.0.156:17156",
+            "--peer",
+            "127.0.0.155:17155",
+        ])
+        .args(["--state-dir", path_str(&dir.path().join("g"))]);
+    let events = json_events(&mut cmd);
+    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+    assert!(events.iter().any(|e| e["event"] == "completed"));
+}
+
+/// A seed that requires encryption hangs up on a plain BitTorrent handshake without a
+/// word, and answers an encrypted one (its public key comes back).
+#[test]
+fn a_seed_requiring_encryption_refuses_a_plain_handshake() {
+    let dir = tempdir();
+    let (src, torrent) = make_single(dir.path(), 256 * 1024, "64K");
+    let mut seed = shoal();
+    seed.args(["seed", path_str(&torrent), path_str(&src), "--json"])
+        .args(["--listen", "127.0.0.157:17157", "--encryption", "require"])
+        .args(["--no-tracker", "--no-dht"])
+        .args(["--state-dir", path_str(&dir.path().join("s"))]);
+    let _seed = start_and_wait(seed, "\"started\"", Duration::from_secs(30));
+
+    let mut plain = TcpStream::connect("127.0.0.157:17157").unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let mut hello = vec![19];
+    hello.extend_from_slice(b"BitTorrent protocol");
+    hello.extend_from_slice(&[0; 8]);
+    hello.extend_from_slice(&info_hash_of(&torrent));
+    hello.extend_from_slice(b"-XX0001-abcdefghijkl");
+    plain.write_all(&hello).unwrap();
+    let mut reply = Vec::new();
+    let read = plain.read_to_end(&mut reply);
+    assert!(
+        matches!(read, Ok(0)) || read.is_err(),
+        "closed without a reply, got {reply:?}"
+    );
+    assert!(reply.is_empty());
+
+    // 96 bytes of a (valid-looking) public key: the seed answers with its own.
+    let mut encrypted = TcpStream::connect("127.0.0.157:17157").unwrap();
+    encrypted
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let mut key = [0x5au8; 96];
+    key[0] = 0x12;
+    encrypted.write_all(&key).unwrap();
+    let mut theirs = [0u8; 96];
+    encrypted.read_exact(&mut theirs).unwrap();
+    assert_ne!(theirs, [0u8; 96]);
+}

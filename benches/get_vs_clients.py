@@ -23,13 +23,20 @@ from benchlib import SHOAL, ROOT, machine, parse_time_v, timed, write_section
 
 SEED = ("127.0.0.201", 17201)
 
+# With SHOAL_BENCH_LT_RC4 set in its environment, a session takes RC4-encrypted
+# connections only (benches/encryption.py).
 LT_SESSION = """
-import libtorrent as lt, sys, time, select
+import libtorrent as lt, os, sys, time, select
 def session(ip, port):
-    return lt.session({'listen_interfaces': '%s:%d' % (ip, port), 'outgoing_interfaces': ip,
+    settings = {'listen_interfaces': '%s:%d' % (ip, port), 'outgoing_interfaces': ip,
         'enable_dht': False, 'enable_lsd': False, 'enable_upnp': False, 'enable_natpmp': False,
         'enable_incoming_utp': False, 'enable_outgoing_utp': False,
-        'allow_multiple_connections_per_ip': True, 'alert_mask': 0})
+        'allow_multiple_connections_per_ip': True, 'alert_mask': 0}
+    if os.environ.get('SHOAL_BENCH_LT_RC4'):
+        settings.update({'out_enc_policy': int(lt.enc_policy.forced),
+                         'in_enc_policy': int(lt.enc_policy.forced),
+                         'allowed_enc_level': int(lt.enc_level.rc4), 'prefer_rc4': True})
+    return lt.session(settings)
 """
 
 # Seeds until stdin closes; each line "ip port" on stdin makes it dial that peer.

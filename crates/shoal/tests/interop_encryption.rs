@@ -6,6 +6,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
@@ -132,4 +133,50 @@ fn a_seed_requiring_encryption_refuses_a_plain_handshake() {
     let mut theirs = [0u8; 96];
     encrypted.read_exact(&mut theirs).unwrap();
     assert_ne!(theirs, [0u8; 96]);
+}
+
+/// aria2 set to encrypted connections with RC4 only seeds; `shoal get --encryption
+/// require` dials it and downloads.
+#[test]
+fn aria2_requiring_rc4_seeds_shoal() {
+    let dir = tempdir();
+    let (src, torrent) = make_single(dir.path(), 2 * 1024 * 1024 + 7, "128K");
+    let mut cmd = aria2(
+        &src,
+        &torrent,
+        "127.0.0.160",
+        17160,
+        &[
+            "-V",
+            "--seed-ratio=0.0",
+            "--bt-require-crypto=true",
+            "--bt-min-crypto-level=arc4",
+        ],
+    );
+    let _seed = Guard(
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn aria2c"),
+    );
+    wait_listening("127.0.0.160:17160", Duration::from_secs(30));
+    let out = dir.path().join("out");
+    let mut get = shoal();
+    get.args(["get", path_str(&torrent), "-o", path_str(&out)])
+        .args(["--no-seed", "--json", "--no-dht", "--encryption", "require"])
+        .args([
+            "--listen",
+            "127.0.0.161:17161",
+            "--peer",
+            "127.0.0.160:17160",
+        ])
+        .args(["--state-dir", path_str(&dir.path().join("state"))]);
+    let events = json_events(&mut get);
+    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "peer_connected"
+                && e["client"].as_str().unwrap().starts_with("A2"))
+    );
 }

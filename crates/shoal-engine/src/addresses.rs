@@ -14,6 +14,9 @@ struct Entry {
     next_attempt: Instant,
     connected: bool,
     banned: bool,
+    /// It hung up on our encrypted handshake and took a plaintext one: dial it in
+    /// plaintext from now on (libtorrent keeps the same per peer).
+    plain_only: bool,
 }
 
 #[derive(Debug, Default)]
@@ -29,6 +32,7 @@ impl AddressBook {
                 next_attempt: now,
                 connected: false,
                 banned: false,
+                plain_only: false,
             });
         }
     }
@@ -82,6 +86,17 @@ impl AddressBook {
     pub fn is_banned(&self, addr: &SocketAddr) -> bool {
         self.entries.get(addr).is_some_and(|e| e.banned)
     }
+
+    /// The peer at `addr` does not speak MSE (see [`Entry`]).
+    pub fn set_plain_only(&mut self, addr: SocketAddr) {
+        if let Some(e) = self.entries.get_mut(&addr) {
+            e.plain_only = true;
+        }
+    }
+
+    pub fn is_plain_only(&self, addr: &SocketAddr) -> bool {
+        self.entries.get(addr).is_some_and(|e| e.plain_only)
+    }
 }
 
 #[cfg(test)]
@@ -103,5 +118,17 @@ mod tests {
         assert!(book.due(now + Duration::from_secs(9), 10).is_empty());
         book.ban(a);
         assert!(book.due(now + Duration::from_secs(3600), 10).is_empty());
+    }
+
+    #[test]
+    fn a_peer_without_encryption_is_remembered() {
+        let now = Instant::now();
+        let a: SocketAddr = "127.0.0.2:1".parse().unwrap();
+        let mut book = AddressBook::default();
+        book.add(a, now);
+        assert!(!book.is_plain_only(&a));
+        book.set_plain_only(a);
+        book.disconnected(a, false, now);
+        assert!(book.is_plain_only(&a), "kept across connections");
     }
 }

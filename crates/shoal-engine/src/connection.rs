@@ -80,7 +80,8 @@ pub fn spawn_reader(
                 Ok(0) => break "connection closed by peer".to_owned(),
                 Ok(n) => {
                     if let Some(decrypt) = decrypt.as_mut() {
-                        decrypt.apply(&mut buf);
+                        let start = buf.len() - n;
+                        decrypt.apply(&mut buf[start..]);
                     }
                     limit.acquire(n, 0).await;
                     if to_actor
@@ -239,9 +240,14 @@ pub fn spawn_connect(
     });
 }
 
-/// Accepts connections, reads each one's handshake (bounded in time; plain or behind an
-/// encrypted one, as `policy` allows) and hands those for our torrent to the actor;
-/// others are closed.
+/// Incoming connections whose handshakes are read at once; more are closed. Each may take
+/// up to 10 s and, encrypted, a 768-bit modular exponentiation, so a flood of connections
+/// must not tie up unbounded tasks and CPU.
+pub const MAX_HANDSHAKES: usize = 64;
+
+/// Accepts connections, reads each one's handshake (bounded in time and in number; plain
+/// or behind an encrypted one, as `policy` allows) and hands those for our torrent to the
+/// actor; others are closed.
 pub fn spawn_acceptor(
     listener: tokio::net::TcpListener,
     info_hash: [u8; 20],
@@ -249,13 +255,18 @@ pub fn spawn_acceptor(
     to_actor: mpsc::Sender<Input>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
         loop {
             let Ok((mut stream, addr)) = listener.accept().await else {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             };
+            let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+                continue; // too many at once: this one is closed
+            };
             let to_actor = to_actor.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 let Some((handshake, secured)) =
                     encryption::accept(&mut stream, info_hash, policy).await
                 else {
@@ -282,6 +293,43 @@ mod tests {
     use super::*;
 
     const BLOCK: usize = 16 * 1024;
+
+    /// Connections that send nothing hold at most `MAX_HANDSHAKES` handshake tasks; one
+    /// more is closed at once, and once they go a real handshake gets through.
+    #[tokio::test]
+    async fn silent_connections_cannot_hold_more_than_the_handshake_limit() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (to_actor, mut inputs) = mpsc::channel(8);
+        let info_hash = [9u8; 20];
+        spawn_acceptor(listener, info_hash, Encryption::Prefer, to_actor);
+        let mut silent = Vec::new();
+        for _ in 0..MAX_HANDSHAKES {
+            silent.push(TcpStream::connect(addr).await.unwrap());
+        }
+        // Let the acceptor take them all before the next one.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut extra = TcpStream::connect(addr).await.unwrap();
+        let mut byte = [0u8; 1];
+        let closed = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut byte)).await;
+        assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
+        drop(silent);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut real = TcpStream::connect(addr).await.unwrap();
+        let mut hello = vec![19u8];
+        hello.extend_from_slice(shoal_wire::PROTOCOL);
+        hello.extend_from_slice(&[0; 8]);
+        hello.extend_from_slice(&info_hash);
+        hello.extend_from_slice(&[1; 20]);
+        real.write_all(&hello).await.unwrap();
+        let input = tokio::time::timeout(Duration::from_secs(5), inputs.recv())
+            .await
+            .expect("handed over")
+            .expect("channel open");
+        assert!(
+            matches!(input, Input::Connected { incoming_handshake: Some(h), .. } if h == hello)
+        );
+    }
 
     fn block(piece: u32, fill: u8) -> Outgoing {
         Outgoing {

@@ -46,6 +46,8 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Secured {
     pub ciphers: Option<(Cipher, Cipher)>,
     pub leftover: Vec<u8>,
+    /// A plaintext dial after the peer hung up on our encrypted handshake.
+    pub plain_retry: bool,
 }
 
 /// Runs `handshake` over `stream` until it is established.
@@ -83,6 +85,7 @@ async fn secure_outgoing(
     Some(Secured {
         ciphers: done.ciphers,
         leftover: done.payload,
+        plain_retry: false,
     })
 }
 
@@ -125,11 +128,17 @@ pub async fn dial(
         return Some((stream, secured));
     }
     // A peer that does not speak MSE hangs up on it: dial again in plaintext, unless we
-    // insist on encryption.
+    // insist on encryption. The failed connection goes first: a peer may take only one
+    // connection from an address.
+    drop(stream);
     if policy == Encryption::Require {
         return None;
     }
-    Some((attempt().await?, Secured::default()))
+    let secured = Secured {
+        plain_retry: true,
+        ..Secured::default()
+    };
+    Some((attempt().await?, secured))
 }
 
 /// A peer dialled us: reads its BitTorrent handshake, plain or behind an encrypted one as
@@ -221,6 +230,7 @@ mod tests {
             .await
             .expect("plaintext after the encrypted handshake failed");
         assert!(secured.ciphers.is_none() && secured.leftover.is_empty());
+        assert!(secured.plain_retry);
         let mut hello = vec![19];
         hello.extend_from_slice(PROTOCOL);
         stream.write_all(&hello).await.unwrap();

@@ -617,7 +617,14 @@ impl Actor {
         let (download_limit, upload_limit) = (&self.download_limit, &self.upload_limit);
         let to_actor = &self.to_actor;
         let uplink = self.io.uplink.clone();
-        let Secured { ciphers, leftover } = secured;
+        let Secured {
+            ciphers,
+            leftover,
+            plain_retry,
+        } = secured;
+        if plain_retry {
+            self.io.addresses.set_plain_only(addr);
+        }
         let (encrypt, decrypt) = ciphers.map_or((None, None), |(e, d)| (Some(e), Some(d)));
         let mut added = None;
         let make = |key| {
@@ -677,11 +684,15 @@ impl Actor {
             .max_connections
             .saturating_sub(self.core.peers().len());
         for addr in self.io.addresses.due(now, slots.min(10)) {
+            let policy = match config.encryption {
+                Encryption::Prefer if self.io.addresses.is_plain_only(&addr) => Encryption::Off,
+                policy => policy,
+            };
             connection::spawn_connect(
                 addr,
                 config.listen.map(|a| a.ip()),
                 Duration::from_secs(10),
-                (config.encryption, config.metainfo.info_hash.0),
+                (policy, config.metainfo.info_hash.0),
                 self.to_actor.clone(),
             );
         }

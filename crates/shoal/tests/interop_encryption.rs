@@ -180,3 +180,35 @@ fn aria2_requiring_rc4_seeds_shoal() {
                 && e["client"].as_str().unwrap().starts_with("A2"))
     );
 }
+
+/// Transmission requiring encryption seeds; `shoal get` with its default (`prefer`)
+/// downloads, over the encrypted handshake.
+#[test]
+fn transmission_requiring_encryption_seeds_shoal() {
+    let dir = tempdir();
+    let (src, torrent) = make_single(dir.path(), 2 * 1024 * 1024 + 3, "128K");
+    let seed = Transmission::start_with(
+        &dir.path().join("tr-config"),
+        &src,
+        ("127.0.0.162", 17162, 17262),
+        "--encryption-required",
+    );
+    seed.add(&torrent);
+    seed.wait_complete(Duration::from_secs(30));
+    let out = dir.path().join("out");
+    let mut get = shoal();
+    get.args(["get", path_str(&torrent), "-o", path_str(&out)])
+        .args(["--no-seed", "--json", "--no-dht"])
+        .args([
+            "--listen",
+            "127.0.0.163:17163",
+            "--peer",
+            "127.0.0.162:17162",
+        ])
+        .args(["--state-dir", path_str(&dir.path().join("state"))]);
+    let events = json_events(&mut get);
+    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+    assert!(events
+        .iter()
+        .any(|e| e["event"] == "peer_connected" && e["client"] == "TR 3000"));
+}

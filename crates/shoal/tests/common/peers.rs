@@ -315,7 +315,24 @@ pub struct Transmission {
 }
 
 impl Transmission {
+    /// Accepting both plain and encrypted connections (`--encryption-tolerated`).
     pub fn start(config: &Path, download: &Path, ip: &str, port: u16, rpc_port: u16) -> Self {
+        Self::start_with(
+            config,
+            download,
+            (ip, port, rpc_port),
+            "--encryption-tolerated",
+        )
+    }
+
+    /// [`start`](Self::start) with Transmission's `encryption` flag
+    /// (`--encryption-required`, `--encryption-preferred`, `--encryption-tolerated`).
+    pub fn start_with(
+        config: &Path,
+        download: &Path,
+        (ip, port, rpc_port): (&str, u16, u16),
+        encryption: &str,
+    ) -> Self {
         require("transmission-daemon");
         require("transmission-remote");
         std::fs::create_dir_all(download).unwrap();
@@ -325,7 +342,7 @@ impl Transmission {
             .args(["--rpc-bind-address", ip, "--port", &rpc_port.to_string()])
             .args(["--allowed", "127.*.*.*", "--no-auth"])
             .args(["--no-dht", "--no-lpd", "--no-utp", "--no-portmap"])
-            .args(["--encryption-tolerated", "--no-incomplete-dir"])
+            .args([encryption, "--no-incomplete-dir"])
             .args(["--download-dir", path_str(download)])
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -1,8 +1,9 @@
-//! Properties the `ut_metadata` and `ut_pex` fuzz targets check, shared with the tests
-//! that replay their regression corpora. Each function panics when an invariant breaks;
+//! Properties the `ut_metadata`, `ut_pex` and `mse` fuzz targets check, shared with the
+//! tests that replay their regression corpora. Each function panics when an invariant breaks;
 //! errors on bad input are the expected outcome.
 
 use crate::metadata::{MetadataAssembler, MetadataMessage};
+use crate::mse::{CryptoSet, MseError, MseHandshake};
 use crate::pex::{PexMessage, PexPeer};
 use bytes::Bytes;
 use shoal_core::InfoHash;
@@ -35,5 +36,36 @@ pub fn ut_pex(data: &[u8]) {
     let mut peer = PexPeer::new(Instant::now());
     if let Ok(added) = peer.on_receive(Instant::now(), data) {
         assert!(added.len() <= crate::pex::MAX_PER_MESSAGE);
+    }
+}
+
+/// The MSE handshake, in either role, fed `data` whole and then a byte at a time: never
+/// a panic, the same outcome both ways (an error, a finished handshake with the same
+/// payload, or still waiting), and never more than the handshake's windows kept.
+pub fn mse(data: &[u8]) {
+    use rand::SeedableRng;
+    /// Ya or Yb, the largest pad, the marker and the fixed fields, plus the largest
+    /// chunk a caller feeds at once here (one byte, or all of `data`).
+    fn bound(data: &[u8]) -> usize {
+        96 + 512 + 40 + 512 + 2 + 68 + data.len()
+    }
+    type Outcome = Result<Option<Vec<u8>>, MseError>;
+    let run = |initiator: bool, chunk: usize| -> Outcome {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+        let mut side = if initiator {
+            MseHandshake::initiator([3; 20], CryptoSet::BOTH, &mut rng)
+        } else {
+            MseHandshake::responder([3; 20], CryptoSet::BOTH, &mut rng)
+        };
+        for piece in data.chunks(chunk.max(1)) {
+            if let Some(done) = side.feed(piece)? {
+                return Ok(Some(done.payload));
+            }
+            assert!(side.buffered() <= bound(data));
+        }
+        Ok(None)
+    };
+    for initiator in [false, true] {
+        assert_eq!(run(initiator, data.len()), run(initiator, 1));
     }
 }

@@ -1,4 +1,4 @@
-//! Replays `fuzz/regressions/{ut_metadata,ut_pex}/*` through the fuzz targets' checks, so
+//! Replays `fuzz/regressions/{ut_metadata,ut_pex,mse}/*` through the fuzz targets' checks, so
 //! every input a fuzzer ever crashed on stays fixed.
 
 use shoal_core::fuzzing::replay_regressions as replay;
@@ -11,4 +11,9 @@ fn ut_metadata_corpus() {
 #[test]
 fn ut_pex_corpus() {
     replay("ut_pex", shoal_wire::fuzzing::ut_pex);
+}
+
+#[test]
+fn mse_corpus() {
+    replay("mse", shoal_wire::fuzzing::mse);
 }

@@ -45,3 +45,18 @@ def write_section(key, section):
     else:
         text = text.rstrip("\n") + "\n\n" + section
     open(path, "w").write(text)
+
+
+def random_torrent(tmp, size_mib, piece):
+    """Writes tmp/src/payload.bin (size_mib MiB of random bytes) and tmp/payload.torrent
+    for it; returns (src folder, payload path, torrent path)."""
+    src = os.path.join(tmp, "src")
+    os.makedirs(src)
+    data = os.path.join(src, "payload.bin")
+    with open(data, "wb") as f:
+        for _ in range(size_mib):
+            f.write(os.urandom(1 << 20))
+    torrent = os.path.join(tmp, "payload.torrent")
+    subprocess.run([SHOAL, "create", data, "--piece-size", piece, "-o", torrent],
+                   check=True, capture_output=True)
+    return src, data, torrent

@@ -18,7 +18,7 @@ Needs: a release build, python3-libtorrent (hence /usr/bin/python3), /usr/bin/ti
 import argparse, os, shutil, statistics, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import SHOAL, ROOT, machine, timed, write_section
+from benchlib import SHOAL, ROOT, machine, random_torrent, timed, write_section
 from get_vs_clients import LT_GET, lt_version, start_seed
 
 LT_SEED_ADDR = ("127.0.0.211", 17211)
@@ -34,15 +34,7 @@ def main():
     subprocess.run(["cargo", "build", "--release", "-p", "shoal"], cwd=ROOT, check=True)
 
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR", "/tmp")) as tmp:
-        src = os.path.join(tmp, "src")
-        os.makedirs(src)
-        data = os.path.join(src, "payload.bin")
-        with open(data, "wb") as f:
-            for _ in range(args.size_mib):
-                f.write(os.urandom(1 << 20))
-        torrent = os.path.join(tmp, "payload.torrent")
-        subprocess.run([SHOAL, "create", data, "--piece-size", args.piece, "-o", torrent],
-                       check=True, capture_output=True)
+        src, data, torrent = random_torrent(tmp, args.size_mib, args.piece)
         out = os.path.join(tmp, "out")
 
         def fresh():

@@ -19,7 +19,7 @@ committed); without --rqbit it is left out.
 import argparse, os, shutil, socket, statistics, subprocess, sys, tempfile, threading, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import SHOAL, ROOT, machine, parse_time_v, timed, write_section
+from benchlib import SHOAL, ROOT, machine, parse_time_v, random_torrent, timed, write_section
 
 SEED = ("127.0.0.201", 17201)
 
@@ -135,15 +135,7 @@ def main():
     subprocess.run(["cargo", "build", "--release", "-p", "shoal"], cwd=ROOT, check=True)
 
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR", "/tmp")) as tmp:
-        src = os.path.join(tmp, "src")
-        os.makedirs(src)
-        data = os.path.join(src, "payload.bin")
-        with open(data, "wb") as f:
-            for _ in range(args.size_mib):
-                f.write(os.urandom(1 << 20))
-        torrent = os.path.join(tmp, "payload.torrent")
-        subprocess.run([SHOAL, "create", data, "--piece-size", args.piece, "-o", torrent],
-                       check=True, capture_output=True)
+        src, data, torrent = random_torrent(tmp, args.size_mib, args.piece)
         seed = start_seed(torrent, src, SEED)
         out = os.path.join(tmp, "out")
 

@@ -532,8 +532,9 @@ mod tests {
 
     #[test]
     fn bytes_after_the_handshake_come_out_decrypted() {
-        // A responder that received the initiator's handshake and the first encrypted
-        // bytes of the stream in one read hands those back decrypted.
+        // Step by step, each side's whole output at once: the ciphers each side ends
+        // with carry the stream (the initiator's bytes come out right at the responder),
+        // and nothing is left over as payload.
         let mut rng = StdRng::seed_from_u64(6);
         let mut a = MseHandshake::initiator(HASH, CryptoSet::RC4, &mut rng);
         let mut b = MseHandshake::responder(HASH, CryptoSet::BOTH, &mut rng);

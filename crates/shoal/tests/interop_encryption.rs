@@ -6,7 +6,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
@@ -18,16 +17,14 @@ fn get_from_rc4_only_libtorrent(mode: &str, seed_port: u16, our_port: u16) {
     let seed_ip = format!("127.0.0.{}", seed_port - 17000);
     let _seed = lt_seed_over(LtWire::Rc4Only, &torrent, &src, &seed_ip, seed_port);
     let out = dir.path().join("out");
-    let mut cmd = shoal();
-    cmd.args(["get", path_str(&torrent), "-o", path_str(&out)])
-        .args(["--no-seed", "--json", "--no-dht", "--encryption", mode])
-        .args([
-            "--listen",
-            &format!("127.0.0.{}:{our_port}", our_port - 17000),
-        ])
-        .args(["--peer", &format!("{seed_ip}:{seed_port}")])
-        .args(["--state-dir", path_str(&dir.path().join("state"))]);
-    let events = json_events(&mut cmd);
+    let events = shoal_get_with(
+        &torrent,
+        &out,
+        &dir.path().join("state"),
+        &format!("127.0.0.{}:{our_port}", our_port - 17000),
+        &[&format!("{seed_ip}:{seed_port}")],
+        &["--no-dht", "--encryption", mode],
+    );
     same_files(&src.join("payload.bin"), &out.join("payload.bin"));
     assert!(events.iter().any(|e| e["event"] == "completed"));
 }
@@ -69,24 +66,22 @@ fn shoal_seeds_libtorrent_rc4_only() {
 fn shoal_to_shoal_with_encryption_required() {
     let dir = tempdir();
     let (src, torrent) = make_single(dir.path(), 2 * 1024 * 1024 + 99, "64K");
-    let mut seed = shoal();
-    seed.args(["seed", path_str(&torrent), path_str(&src), "--json"])
-        .args(["--listen", "127.0.0.155:17155", "--encryption", "require"])
-        .args(["--no-tracker", "--no-dht"])
-        .args(["--state-dir", path_str(&dir.path().join("s"))]);
-    let _seed = start_and_wait(seed, "\"started\"", Duration::from_secs(30));
+    let _seed = shoal_seed_with(
+        &torrent,
+        &src,
+        &dir.path().join("s"),
+        "127.0.0.155:17155",
+        &["--encryption", "require", "--no-tracker", "--no-dht"],
+    );
     let out = dir.path().join("out");
-    let mut cmd = shoal();
-    cmd.args(["get", path_str(&torrent), "-o", path_str(&out)])
-        .args(["--no-seed", "--json", "--no-dht", "--encryption", "require"])
-        .args([
-            "--listen",
-            "127.0.0.156:17156",
-            "--peer",
-            "127.0.0.155:17155",
-        ])
-        .args(["--state-dir", path_str(&dir.path().join("g"))]);
-    let events = json_events(&mut cmd);
+    let events = shoal_get_with(
+        &torrent,
+        &out,
+        &dir.path().join("g"),
+        "127.0.0.156:17156",
+        &["127.0.0.155:17155"],
+        &["--no-dht", "--encryption", "require"],
+    );
     same_files(&src.join("payload.bin"), &out.join("payload.bin"));
     assert!(events.iter().any(|e| e["event"] == "completed"));
 }
@@ -97,12 +92,13 @@ fn shoal_to_shoal_with_encryption_required() {
 fn a_seed_requiring_encryption_refuses_a_plain_handshake() {
     let dir = tempdir();
     let (src, torrent) = make_single(dir.path(), 256 * 1024, "64K");
-    let mut seed = shoal();
-    seed.args(["seed", path_str(&torrent), path_str(&src), "--json"])
-        .args(["--listen", "127.0.0.157:17157", "--encryption", "require"])
-        .args(["--no-tracker", "--no-dht"])
-        .args(["--state-dir", path_str(&dir.path().join("s"))]);
-    let _seed = start_and_wait(seed, "\"started\"", Duration::from_secs(30));
+    let _seed = shoal_seed_with(
+        &torrent,
+        &src,
+        &dir.path().join("s"),
+        "127.0.0.157:17157",
+        &["--encryption", "require", "--no-tracker", "--no-dht"],
+    );
 
     let mut plain = TcpStream::connect("127.0.0.157:17157").unwrap();
     plain
@@ -141,37 +137,22 @@ fn a_seed_requiring_encryption_refuses_a_plain_handshake() {
 fn aria2_requiring_rc4_seeds_shoal() {
     let dir = tempdir();
     let (src, torrent) = make_single(dir.path(), 2 * 1024 * 1024 + 7, "128K");
-    let mut cmd = aria2(
+    let _seed = aria2_seed(
         &src,
         &torrent,
         "127.0.0.160",
         17160,
-        &[
-            "-V",
-            "--seed-ratio=0.0",
-            "--bt-require-crypto=true",
-            "--bt-min-crypto-level=arc4",
-        ],
+        &["--bt-require-crypto=true", "--bt-min-crypto-level=arc4"],
     );
-    let _seed = Guard(
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn aria2c"),
-    );
-    wait_listening("127.0.0.160:17160", Duration::from_secs(30));
     let out = dir.path().join("out");
-    let mut get = shoal();
-    get.args(["get", path_str(&torrent), "-o", path_str(&out)])
-        .args(["--no-seed", "--json", "--no-dht", "--encryption", "require"])
-        .args([
-            "--listen",
-            "127.0.0.161:17161",
-            "--peer",
-            "127.0.0.160:17160",
-        ])
-        .args(["--state-dir", path_str(&dir.path().join("state"))]);
-    let events = json_events(&mut get);
+    let events = shoal_get_with(
+        &torrent,
+        &out,
+        &dir.path().join("state"),
+        "127.0.0.161:17161",
+        &["127.0.0.160:17160"],
+        &["--no-dht", "--encryption", "require"],
+    );
     same_files(&src.join("payload.bin"), &out.join("payload.bin"));
     assert!(
         events
@@ -196,17 +177,14 @@ fn transmission_requiring_encryption_seeds_shoal() {
     seed.add(&torrent);
     seed.wait_complete(Duration::from_secs(30));
     let out = dir.path().join("out");
-    let mut get = shoal();
-    get.args(["get", path_str(&torrent), "-o", path_str(&out)])
-        .args(["--no-seed", "--json", "--no-dht"])
-        .args([
-            "--listen",
-            "127.0.0.163:17163",
-            "--peer",
-            "127.0.0.162:17162",
-        ])
-        .args(["--state-dir", path_str(&dir.path().join("state"))]);
-    let events = json_events(&mut get);
+    let events = shoal_get_with(
+        &torrent,
+        &out,
+        &dir.path().join("state"),
+        "127.0.0.163:17163",
+        &["127.0.0.162:17162"],
+        &["--no-dht"],
+    );
     same_files(&src.join("payload.bin"), &out.join("payload.bin"));
     assert!(events
         .iter()

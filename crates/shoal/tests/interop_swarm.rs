@@ -73,13 +73,7 @@ fn three_seeds(dir: &Path, src: &Path, torrent: &Path, base: u8) -> (Vec<Guard>,
     let ip = |n: u8| format!("127.0.0.{}", base + n);
     let port = |n: u8| 17000 + u16::from(base + n);
     let lt = lt_seed(torrent, src, &ip(0), port(0));
-    let mut aria = aria2(src, torrent, &ip(1), port(1), &["-V", "--seed-ratio=0.0"]);
-    let aria = Guard(
-        aria.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn aria2c"),
-    );
+    let aria = aria2_seed(src, torrent, &ip(1), port(1), &[]);
     let shoal = shoal_seed(
         torrent,
         src,
@@ -87,7 +81,6 @@ fn three_seeds(dir: &Path, src: &Path, torrent: &Path, base: u8) -> (Vec<Guard>,
         &format!("{}:{}", ip(2), port(2)),
     );
     let addrs: Vec<String> = (0..3).map(|n| format!("{}:{}", ip(n), port(n))).collect();
-    wait_listening(&addrs[1], Duration::from_secs(30));
     (vec![lt, aria, shoal], addrs)
 }
 

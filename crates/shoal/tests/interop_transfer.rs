@@ -173,20 +173,7 @@ fn killed_download_resumes_without_refetching_verified_pieces() {
 fn aria2_seeds_shoal_downloads() {
     let dir = tempdir();
     let (src, torrent) = make_single(dir.path(), 4 * 1024 * 1024 + 99, "128K");
-    let mut cmd = aria2(
-        &src,
-        &torrent,
-        "127.0.0.61",
-        17061,
-        &["-V", "--seed-ratio=0.0"],
-    );
-    let _seed = Guard(
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn aria2c"),
-    );
-    wait_listening("127.0.0.61:17061", Duration::from_secs(30));
+    let _seed = aria2_seed(&src, &torrent, "127.0.0.61", 17061, &[]);
     let out = dir.path().join("out");
     let events = shoal_get(
         &torrent,

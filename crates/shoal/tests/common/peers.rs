@@ -196,6 +196,18 @@ pub fn shoal_get(
     listen: &str,
     peers: &[&str],
 ) -> Vec<serde_json::Value> {
+    shoal_get_with(torrent, out, state, listen, peers, &[])
+}
+
+/// [`shoal_get`] with `extra` arguments.
+pub fn shoal_get_with(
+    torrent: &Path,
+    out: &Path,
+    state: &Path,
+    listen: &str,
+    peers: &[&str],
+    extra: &[&str],
+) -> Vec<serde_json::Value> {
     let mut cmd = shoal();
     cmd.args([
         "get",
@@ -211,7 +223,7 @@ pub fn shoal_get(
     for peer in peers {
         cmd.args(["--peer", peer]);
     }
-    json_events(&mut cmd)
+    json_events(cmd.args(extra))
 }
 
 /// Runs a `shoal ... --json` command to success (bounded); returns its JSON event lines.
@@ -230,6 +242,17 @@ pub fn json_events(cmd: &mut Command) -> Vec<serde_json::Value> {
 }
 
 pub fn shoal_seed(torrent: &Path, data: &Path, state: &Path, listen: &str) -> Guard {
+    shoal_seed_with(torrent, data, state, listen, &[])
+}
+
+/// [`shoal_seed`] with `extra` arguments.
+pub fn shoal_seed_with(
+    torrent: &Path,
+    data: &Path,
+    state: &Path,
+    listen: &str,
+    extra: &[&str],
+) -> Guard {
     let mut cmd = shoal();
     cmd.args([
         "seed",
@@ -240,7 +263,8 @@ pub fn shoal_seed(torrent: &Path, data: &Path, state: &Path, listen: &str) -> Gu
         listen,
         "--state-dir",
         path_str(state),
-    ]);
+    ])
+    .args(extra);
     start_and_wait(cmd, "\"started\"", Duration::from_secs(30))
 }
 
@@ -304,6 +328,24 @@ pub fn aria2(dir: &Path, torrent: &Path, ip: &str, port: u16, extra: &[&str]) ->
     .args(extra)
     .arg(torrent);
     cmd
+}
+
+/// An aria2 seed of `torrent` (data in `dir`) on `ip:port`, once it listens.
+pub fn aria2_seed(dir: &Path, torrent: &Path, ip: &str, port: u16, extra: &[&str]) -> Guard {
+    let seed = aria2(
+        dir,
+        torrent,
+        ip,
+        port,
+        &[&["-V", "--seed-ratio=0.0"], extra].concat(),
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .spawn()
+    .expect("spawn aria2c");
+    let seed = Guard(seed);
+    wait_listening(&format!("{ip}:{port}"), Duration::from_secs(30));
+    seed
 }
 
 /// A `transmission-daemon` (Transmission 3) in the foreground with its own config folder,

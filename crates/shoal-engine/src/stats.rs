@@ -6,8 +6,12 @@
 pub struct Stats {
     pub pieces_have: usize,
     pub piece_count: usize,
+    /// Verified bytes and all bytes of the torrent (what a tracker's `left` is made of).
     pub bytes_have: u64,
     pub total_bytes: u64,
+    /// The same over the pieces we download: those of the selected files, or all.
+    pub selected_have: u64,
+    pub selected_bytes: u64,
     pub downloaded: u64,
     pub uploaded: u64,
     /// Bytes per second.

@@ -69,6 +69,10 @@ pub struct TorrentConfig {
     pub check_threads: usize,
     /// Message stream encryption (MSE/PE) for the torrent's connections.
     pub encryption: Encryption,
+    /// The files to download, as indices into the torrent's file list (padding files
+    /// included); `None` for all. Only the pieces holding their bytes are fetched, so
+    /// files next to a selected one get the bytes of the pieces they share with it.
+    pub selected_files: Option<Vec<usize>>,
 }
 
 /// What happened, for the user interface.
@@ -108,17 +112,21 @@ pub enum EngineEvent {
         addr: SocketAddr,
     },
     Stats(Stats),
-    /// Every piece is verified; `wasted` as in [`Stats::wasted`].
+    /// Every piece is verified (every piece of the selected files, with
+    /// [`TorrentConfig::selected_files`]); `wasted` as in [`Stats::wasted`]. `seed`: every
+    /// piece of the torrent is here, so we are a seed.
     Completed {
         downloaded: u64,
         wasted: u64,
+        seed: bool,
     },
 }
 
 /// How [`run`] ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Every piece is verified on disk.
+    /// Every piece is verified on disk (every piece of the selected files, with
+    /// [`TorrentConfig::selected_files`]).
     Complete,
     /// Stopped by the shutdown signal before completion.
     Stopped,
@@ -192,12 +200,23 @@ pub async fn run(
     for peer in &config.peers {
         addresses.add(*peer, now);
     }
+    let wanted = config
+        .selected_files
+        .as_deref()
+        .map(|selected| files.layout().pieces_of(selected));
+    let selected_bytes = wanted.as_ref().map_or(info.total_length, |wanted| {
+        wanted
+            .iter_ones()
+            .map(|piece| files.layout().piece_size(piece))
+            .sum()
+    });
     let core = TorrentCore::new(CoreConfig {
         info_hash: config.metainfo.info_hash,
         piece_count: info.piece_count() as u32,
         piece_length: info.piece_length,
         total_length: info.total_length,
         have: &have,
+        wanted: wanted.as_ref(),
         super_seed: config.super_seed,
         initial_rate: INITIAL_RATE_GUESS as f64,
         first_key: 0,
@@ -212,6 +231,7 @@ pub async fn run(
         upload_limit: Arc::new(RateLimit::new(config.max_upload_rate)),
         resume_path,
         completion_reported: false,
+        selected_bytes,
         last_resume_save: now,
         io: EngineIo {
             config,
@@ -334,6 +354,8 @@ struct Actor {
     resume_path: PathBuf,
     /// The files are complete and the user was told.
     completion_reported: bool,
+    /// Bytes in the pieces we download: all of them, or those of the selected files.
+    selected_bytes: u64,
     last_resume_save: Instant,
 }
 
@@ -749,6 +771,7 @@ impl Actor {
         let info = &self.io.config.metainfo.info;
         let picker = self.core.picker();
         let left = picker.bytes_left();
+        let wanted_left = picker.wanted_bytes_left();
         let (downloaded, uploaded) = (&self.core.downloaded, &self.core.uploaded);
         let rate = downloaded.rate();
         let mut available = picker.have().clone();
@@ -762,6 +785,8 @@ impl Actor {
             piece_count: info.piece_count(),
             bytes_have: info.total_length - left,
             total_bytes: info.total_length,
+            selected_have: self.selected_bytes - wanted_left,
+            selected_bytes: self.selected_bytes,
             downloaded: downloaded.total,
             uploaded: uploaded.total,
             download_rate: rate,
@@ -772,7 +797,7 @@ impl Actor {
                 .values()
                 .filter(|p| p.link.connected)
                 .count(),
-            eta_secs: (left > 0 && rate > 1.0).then(|| (left as f64 / rate) as u64),
+            eta_secs: (wanted_left > 0 && rate > 1.0).then(|| (wanted_left as f64 / rate) as u64),
             available_pieces: available.count_ones(),
             wasted: self.wasted(),
         }));
@@ -794,15 +819,19 @@ impl Actor {
         }
     }
 
-    /// Every piece is verified: the files are made whole (empty files too), the resume
-    /// state saved and the user told.
+    /// Every (selected) piece is verified: the (selected) files are made whole (empty
+    /// files too), the resume state saved and the user told.
     fn report_completion(&mut self) -> Result<(), EngineError> {
         self.completion_reported = true;
-        self.io.files.create_all()?;
+        match &self.io.config.selected_files {
+            Some(selected) => self.io.files.create_files(selected)?,
+            None => self.io.files.create_all()?,
+        }
         self.save_resume();
         let _ = self.io.events.send(EngineEvent::Completed {
             downloaded: self.core.downloaded.total,
             wasted: self.wasted(),
+            seed: self.core.picker().is_seed(),
         });
         Ok(())
     }

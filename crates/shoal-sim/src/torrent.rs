@@ -375,6 +375,7 @@ impl Torrent {
             piece_length: content.piece_length(),
             total_length: content.total_length(),
             have: &setup.have,
+            wanted: None,
             super_seed: setup.super_seed,
             initial_rate: setup.initial_rate,
             first_key: setup.first_key,

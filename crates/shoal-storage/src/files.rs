@@ -143,8 +143,14 @@ impl TorrentFiles {
     /// Creates every (non-padding) file at its full length, empty files included, so
     /// a finished download has all of its files even where no piece touched them.
     pub fn create_all(&self) -> Result<(), StorageError> {
-        for index in 0..self.layout.files().len() {
-            if !self.layout.files()[index].padding {
+        let all: Vec<usize> = (0..self.layout.files().len()).collect();
+        self.create_files(&all)
+    }
+
+    /// Like [`create_all`](Self::create_all), for the files whose indices are in `files`.
+    pub fn create_files(&self, files: &[usize]) -> Result<(), StorageError> {
+        for &index in files {
+            if self.layout.files().get(index).is_some_and(|f| !f.padding) {
                 self.with_file(index, true, |_| Ok(()))?;
             }
         }

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use shoal_core::Info;
+use shoal_core::{Bitfield, Info};
 
 /// One file of the torrent's byte stream, at its place on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,6 +120,24 @@ impl FileLayout {
     pub fn piece_segments(&self, index: usize) -> impl Iterator<Item = Segment> + '_ {
         self.segments(index as u64 * self.piece_length, self.piece_size(index))
     }
+
+    /// The pieces that hold bytes of the files whose indices are in `files` (indices out
+    /// of range and empty files add none). A piece at a file's edge also holds bytes of
+    /// its neighbour, which is therefore written to as well.
+    pub fn pieces_of(&self, files: &[usize]) -> Bitfield {
+        let mut pieces = Bitfield::new(self.piece_count());
+        for file in files.iter().filter_map(|&i| self.files.get(i)) {
+            if file.length == 0 {
+                continue;
+            }
+            let first = file.offset / self.piece_length;
+            let last = (file.offset + file.length - 1) / self.piece_length;
+            for piece in first..=last {
+                pieces.set(piece as usize);
+            }
+        }
+        pieces
+    }
 }
 
 #[cfg(test)]
@@ -148,5 +166,15 @@ mod tests {
         assert_eq!(seg(1), [(2, 6, 16)]);
         assert_eq!(seg(2), [(2, 22, 3), (3, 0, 5)]);
         assert_eq!(layout.piece_size(2), 8);
+        let ones = |files: &[usize]| layout.pieces_of(files).iter_ones().collect::<Vec<_>>();
+        assert_eq!(ones(&[0]), [0]);
+        assert_eq!(ones(&[1]), [] as [usize; 0], "an empty file needs no piece");
+        assert_eq!(ones(&[2]), [0, 1, 2]);
+        assert_eq!(ones(&[3]), [2]);
+        assert_eq!(
+            ones(&[0, 3, 9]),
+            [0, 2],
+            "an index out of range adds nothing"
+        );
     }
 }

@@ -134,6 +134,9 @@ enum Place {
     Partial,
     /// Verified.
     Had,
+    /// Neither verified nor wanted (it lies only in files the user did not select): never
+    /// requested, and peers that have only such pieces are not interesting.
+    Skipped,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -161,7 +164,14 @@ pub struct PiecePicker {
     piece_length: u32,
     total_length: u64,
     have: Bitfield,
+    /// The pieces to download; `None` for all of them.
+    wanted: Option<Bitfield>,
+    /// Bytes in pieces not verified, wanted or not.
     bytes_left: u64,
+    /// Bytes in wanted pieces not verified.
+    wanted_left: u64,
+    /// Wanted pieces not verified.
+    wanted_missing: u32,
     pieces: Vec<PieceSlot>,
     buckets: Vec<Vec<u32>>,
     free_pieces: usize,
@@ -183,6 +193,22 @@ impl PiecePicker {
     /// rounded up, `have` must have `piece_count` bits). Callers pass values from a parsed
     /// `Metainfo`, which guarantees this.
     pub fn new(piece_count: u32, piece_length: u32, total_length: u64, have: &Bitfield) -> Self {
+        Self::with_wanted(piece_count, piece_length, total_length, have, None)
+    }
+
+    /// Like [`new`](Self::new), but only the pieces in `wanted` are fetched (those that
+    /// overlap the files the user selected); the picker is complete when they are all
+    /// verified. `None` wants every piece.
+    ///
+    /// # Panics
+    /// As [`new`](Self::new), and if `wanted` does not have `piece_count` bits.
+    pub fn with_wanted(
+        piece_count: u32,
+        piece_length: u32,
+        total_length: u64,
+        have: &Bitfield,
+        wanted: Option<&Bitfield>,
+    ) -> Self {
         assert!(
             piece_length > 0 || piece_count == 0,
             "piece length must be positive"
@@ -201,12 +227,22 @@ impl PiecePicker {
             piece_count as usize,
             "bitfield length must be the piece count"
         );
+        if let Some(wanted) = wanted {
+            assert_eq!(
+                wanted.len(),
+                piece_count as usize,
+                "wanted bitfield length must be the piece count"
+            );
+        }
         let mut picker = PiecePicker {
             piece_count,
             piece_length,
             total_length,
             have: have.clone(),
+            wanted: wanted.filter(|w| !w.all()).cloned(),
             bytes_left: 0,
+            wanted_left: 0,
+            wanted_missing: 0,
             pieces: vec![
                 PieceSlot {
                     avail: 0,
@@ -224,9 +260,17 @@ impl PiecePicker {
             seeds: 0,
         };
         for piece in 0..piece_count {
-            if !have.get(piece as usize) {
-                picker.bytes_left += u64::from(picker.piece_size(piece));
+            if have.get(piece as usize) {
+                continue;
+            }
+            let size = u64::from(picker.piece_size(piece));
+            picker.bytes_left += size;
+            if picker.is_wanted(piece) {
+                picker.wanted_left += size;
+                picker.wanted_missing += 1;
                 picker.bucket_insert(piece);
+            } else {
+                picker.pieces[piece as usize].place = Place::Skipped;
             }
         }
         picker
@@ -651,7 +695,7 @@ impl PiecePicker {
                 continue;
             }
             let slot = match self.pieces[piece as usize].place {
-                Place::Had => continue,
+                Place::Had | Place::Skipped => continue,
                 Place::Partial => self.pieces[piece as usize].index as usize,
                 Place::Free => self.start_partial_for(piece, peer, parole),
             };
@@ -759,7 +803,7 @@ impl PiecePicker {
         } = self.pieces[block.piece as usize];
         match place {
             Place::Had => Received::Duplicate,
-            Place::Free => Received::Unexpected,
+            Place::Free | Place::Skipped => Received::Unexpected,
             Place::Partial => {
                 let slot = slot as usize;
                 let mut cancel = Vec::new();
@@ -814,14 +858,20 @@ impl PiecePicker {
         };
         match slot.place {
             Place::Had => return,
+            Place::Skipped => {}
             Place::Partial => {
                 self.remove_partial(slot.index as usize);
             }
             Place::Free => self.bucket_remove(piece),
         }
+        let size = u64::from(self.piece_size(piece));
+        if slot.place != Place::Skipped {
+            self.wanted_left -= size;
+            self.wanted_missing -= 1;
+        }
         self.pieces[piece as usize].place = Place::Had;
         self.have.set(piece as usize);
-        self.bytes_left -= u64::from(self.piece_size(piece));
+        self.bytes_left -= size;
     }
 
     /// The piece failed its hash check: it is downloaded again from scratch. Returns the
@@ -885,28 +935,51 @@ impl PiecePicker {
         &self.have
     }
 
-    /// Every piece verified.
+    /// Every wanted piece verified: the download is done (we are a seed only if every
+    /// piece was wanted, see [`is_seed`](Self::is_seed)).
     pub fn is_complete(&self) -> bool {
+        self.wanted_missing == 0
+    }
+
+    /// Every piece verified.
+    pub fn is_seed(&self) -> bool {
         self.have.all()
     }
 
-    /// Number of pieces not yet verified.
-    pub fn missing_pieces(&self) -> u32 {
-        self.piece_count - self.have.count_ones() as u32
+    /// Whether `piece` is to be downloaded.
+    pub fn is_wanted(&self, piece: u32) -> bool {
+        match &self.wanted {
+            Some(wanted) => wanted.get(piece as usize),
+            None => true,
+        }
     }
 
-    /// Bytes in pieces not yet verified.
+    /// Number of wanted pieces not yet verified.
+    pub fn missing_pieces(&self) -> u32 {
+        self.wanted_missing
+    }
+
+    /// Bytes in pieces not yet verified, wanted or not (a tracker's `left`).
     pub fn bytes_left(&self) -> u64 {
         self.bytes_left
     }
 
-    /// The peer has a piece we have not verified.
+    /// Bytes in wanted pieces not yet verified.
+    pub fn wanted_bytes_left(&self) -> u64 {
+        self.wanted_left
+    }
+
+    /// The peer has a wanted piece we have not verified.
     pub fn is_interesting(&self, peer_bits: &Bitfield) -> bool {
-        peer_bits
-            .as_bytes()
-            .iter()
-            .zip(self.have.as_bytes())
-            .any(|(theirs, ours)| theirs & !ours != 0)
+        let theirs = peer_bits.as_bytes().iter();
+        let ours = self.have.as_bytes();
+        match &self.wanted {
+            None => theirs.zip(ours).any(|(t, o)| t & !o != 0),
+            Some(wanted) => theirs
+                .zip(ours)
+                .zip(wanted.as_bytes())
+                .any(|((t, o), w)| t & !o & w != 0),
+        }
     }
 
     /// Blocks of `piece` are requested or received, and it is not verified yet.
@@ -1358,6 +1431,78 @@ mod tests {
         );
         assert_eq!(pick(&mut picker, 2, &all, 10, &mut rng).len(), 4);
         assert!(picker.piece_failed(7).is_empty());
+    }
+
+    #[test]
+    fn only_wanted_pieces_are_fetched_and_complete_the_download() {
+        // 10 pieces of one block each (the last 5 bytes); piece 0 is had, and the user
+        // selected files whose bytes lie in pieces 0-3 and 8.
+        let (count, total) = (10, 9 * u64::from(B) + 5);
+        let have = bits(count, &[0]);
+        let wanted = bits(count, &[0, 1, 2, 3, 8]);
+        let mut picker = PiecePicker::with_wanted(10, B, total, &have, Some(&wanted));
+        let mut rng = rng();
+        assert_eq!(picker.missing_pieces(), 4);
+        assert_eq!(picker.wanted_bytes_left(), 4 * u64::from(B));
+        assert_eq!(
+            picker.bytes_left(),
+            total - u64::from(B),
+            "a tracker's left"
+        );
+        assert!(!picker.is_interesting(&bits(count, &[0, 4, 5, 9])));
+        assert!(picker.is_interesting(&bits(count, &[4, 8])));
+
+        let all = bits(count, &(0..count).collect::<Vec<_>>());
+        picker.peer_have_all(PeerKey(1));
+        let blocks = pick(&mut picker, 1, &all, 100, &mut rng);
+        let mut pieces: Vec<u32> = blocks.iter().map(|b| b.piece).collect();
+        pieces.sort_unstable();
+        assert_eq!(pieces, [1, 2, 3, 8]);
+        assert!(picker.in_endgame(), "every wanted block is requested");
+        let duplicates = pick(&mut picker, 2, &all, 100, &mut rng);
+        assert!(!duplicates.is_empty());
+        assert!(duplicates.iter().all(|b| [1, 2, 3, 8].contains(&b.piece)));
+        let mut out = Vec::new();
+        assert_eq!(
+            picker.pick_from(PeerKey(1), &all, &[4, 5, 9], 10, &mut out),
+            0,
+            "a suggested or allowed-fast piece that is not wanted is not fetched"
+        );
+        assert_eq!(
+            picker.block_received(PeerKey(1), picker.block(5, 0)),
+            Received::Unexpected
+        );
+
+        for block in blocks {
+            let received = picker.block_received(PeerKey(1), block);
+            assert!(matches!(
+                received,
+                Received::New {
+                    piece_complete: true,
+                    ..
+                }
+            ));
+            assert!(!picker.is_complete());
+            picker.piece_verified(block.piece);
+        }
+        assert!(picker.is_complete() && !picker.is_seed());
+        assert_eq!(picker.missing_pieces(), 0);
+        assert_eq!(picker.wanted_bytes_left(), 0);
+        assert_eq!(picker.bytes_left(), 4 * u64::from(B) + 5);
+        assert!(!picker.is_interesting(&all), "nothing wanted is left");
+        assert!(pick(&mut picker, 1, &all, 100, &mut rng).is_empty());
+        assert!(!picker.in_endgame());
+
+        // A piece that is not wanted but verified anyway (found on disk) counts as had.
+        picker.piece_verified(9);
+        assert!(picker.have().get(9));
+        assert_eq!(picker.bytes_left(), 4 * u64::from(B));
+        let every = PiecePicker::with_wanted(10, B, total, &have, Some(&all));
+        assert_eq!(
+            every.missing_pieces(),
+            9,
+            "wanting every piece is the default"
+        );
     }
 
     #[test]

@@ -96,6 +96,8 @@ pub struct CoreConfig<'a> {
     pub total_length: u64,
     /// Verified pieces.
     pub have: &'a Bitfield,
+    /// The pieces to download (those of the files the user selected); `None` for all.
+    pub wanted: Option<&'a Bitfield>,
     /// Super-seed (BEP 16) if we start with every piece; otherwise an initial seed
     /// suggests (BEP 6) what it has sent least.
     pub super_seed: bool,
@@ -138,13 +140,14 @@ pub struct TorrentCore<P> {
 
 impl<P: Connection> TorrentCore<P> {
     pub fn new(config: CoreConfig<'_>) -> Self {
-        let picker = PiecePicker::new(
+        let picker = PiecePicker::with_wanted(
             config.piece_count,
             config.piece_length,
             config.total_length,
             config.have,
+            config.wanted,
         );
-        let super_seed = picker.is_complete().then(|| {
+        let super_seed = picker.is_seed().then(|| {
             let by = if config.super_seed {
                 Reveal::Have
             } else {

@@ -183,6 +183,7 @@ impl Side {
             piece_length: PIECE_LENGTH,
             total_length: TOTAL,
             have,
+            wanted: None,
             super_seed: false,
             initial_rate: 256.0 * 1024.0,
             first_key: 0,

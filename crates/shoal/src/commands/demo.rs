@@ -90,6 +90,7 @@ fn torrent_config(
         max_connections: 50,
         check_threads: 0,
         encryption: Encryption::default(),
+        selected_files: None,
     }
 }
 

@@ -123,13 +123,18 @@ fn torrent_text(m: &Metainfo) -> String {
     line("magnet:", &m.magnet().to_string());
     let files: Vec<_> = m.info.files.iter().filter(|f| !f.attr.padding).collect();
     out.push_str(&format!("files ({}):\n", files.len()));
-    for f in files {
+    // Numbered from 1, as `shoal get --select-file` takes them.
+    for (number, f) in files.iter().enumerate().map(|(i, f)| (i + 1, f)) {
         let link = f
             .symlink_target
             .as_ref()
             .map(|t| format!(" -> {}", t.join("/")))
             .unwrap_or_default();
-        out.push_str(&format!("  {:>12}  {}{link}\n", f.length, f.display_path()));
+        out.push_str(&format!(
+            "  {number:>4}  {:>12}  {}{link}\n",
+            f.length,
+            f.display_path()
+        ));
     }
     out
 }

@@ -5,6 +5,7 @@ pub mod demo;
 pub mod dht;
 pub mod discovery;
 pub mod info;
+pub mod select;
 pub mod tracker;
 pub mod transfer;
 

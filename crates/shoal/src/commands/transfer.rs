@@ -22,6 +22,7 @@ use shoal_tracker::Progress;
 use tokio::sync::{mpsc, watch};
 
 use super::discovery::{self, DiscoveryOptions};
+use super::select::FileSelection;
 
 use shoal_core::units::{format_size, parse_rate};
 
@@ -84,7 +85,8 @@ impl From<EncryptionMode> for Encryption {
 /// fetched, so an interrupted download resumes where it stopped. For a magnet link or a
 /// bare info-hash, peers come from the DHT (and the link's `x.pe` peers) and the
 /// metadata from those peers, checked against the info-hash. Exits 0 only when every
-/// piece is verified on disk; 3 when stopped (Ctrl-C) before that.
+/// piece (of the selected files, with --select-file) is verified on disk; 3 when stopped
+/// (Ctrl-C) before that.
 #[derive(Debug, clap::Args)]
 pub struct GetArgs {
     /// A .torrent file, a magnet link, or an info-hash (40 hex or 32 base32 characters).
@@ -96,6 +98,12 @@ pub struct GetArgs {
     /// Stop when the download is complete instead of seeding until Ctrl-C.
     #[arg(long)]
     pub no_seed: bool,
+    /// Download only these files, numbered from 1 as `shoal info` lists them: `2`,
+    /// `1,3-5`. A piece that a selected file shares with its neighbour is written into
+    /// the neighbour too, so that file may appear, incomplete. Afterwards the pieces that
+    /// are here are seeded.
+    #[arg(long, value_name = "LIST")]
+    pub select_file: Option<FileSelection>,
     #[command(flatten)]
     pub peer: PeerOptions,
     #[command(flatten)]
@@ -160,6 +168,10 @@ fn parse_source(arg: &str) -> Result<Source> {
 
 pub fn run_get(args: GetArgs) -> Result<()> {
     let source = parse_source(&args.torrent)?;
+    // Known files: refuse a bad selection before anything starts.
+    if let (Source::Torrent(metainfo), Some(select)) = (&source, &args.select_file) {
+        select.resolve(&metainfo.info.files)?;
+    }
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("{}: cannot create", args.output.display()))?;
     let job = Job {
@@ -167,6 +179,7 @@ pub fn run_get(args: GetArgs) -> Result<()> {
         file: None,
         seed: !args.no_seed,
         super_seed: false,
+        select: args.select_file,
         opts: args.peer,
         discovery: args.discovery,
     };
@@ -205,6 +218,7 @@ pub fn run_seed(args: SeedArgs) -> Result<()> {
         file,
         seed: true,
         super_seed: args.super_seed,
+        select: None,
         opts: args.peer,
         discovery: args.discovery,
     };
@@ -371,7 +385,8 @@ async fn announce(
                     });
                 }
             }
-            EngineEvent::Completed { .. } if !was_complete => {
+            // Only a download that made us a seed is `completed` to a tracker.
+            EngineEvent::Completed { seed: true, .. } if !was_complete => {
                 if let Some(a) = &announcer {
                     a.completed();
                 }
@@ -389,6 +404,8 @@ struct Job {
     file: Option<PathBuf>,
     seed: bool,
     super_seed: bool,
+    /// Only these files (`get --select-file`).
+    select: Option<FileSelection>,
     opts: PeerOptions,
     discovery: DiscoveryOptions,
 }
@@ -510,6 +527,10 @@ impl Job {
         peer_feed: Option<mpsc::UnboundedReceiver<Vec<SocketAddr>>>,
         stop: watch::Receiver<bool>,
     ) -> Result<Outcome> {
+        let selected_files = match &self.select {
+            Some(select) => Some(select.resolve(&metainfo.info.files)?),
+            None => None,
+        };
         let metainfo = Arc::new(metainfo);
         let listen = self.listen();
         let trackers = if self.opts.no_tracker {
@@ -532,6 +553,7 @@ impl Job {
             max_connections: self.opts.max_peers,
             check_threads: 0,
             encryption: self.opts.encryption.into(),
+            selected_files,
         };
         let (display_tx, display_events) = mpsc::unbounded_channel();
         let display = tokio::spawn(show_progress(display_events, metainfo, self.opts.json));
@@ -674,8 +696,8 @@ pub async fn show_progress(
                 }
             }
             EngineEvent::Stats(s) => {
-                bar.set_length(s.total_bytes.max(1));
-                bar.set_position(s.bytes_have);
+                bar.set_length(s.selected_bytes.max(1));
+                bar.set_position(s.selected_have);
                 let eta = s.eta_secs.map(|e| format!(" eta {e}s")).unwrap_or_default();
                 bar.set_message(format!(
                     "{}/s down {}/s up, {} peers{eta}{}",
@@ -687,26 +709,38 @@ pub async fn show_progress(
                 if json {
                     emit(
                         json!({"event": "stats", "have": s.pieces_have, "piece_count": s.piece_count,
-                        "bytes_have": s.bytes_have, "total_bytes": s.total_bytes, "downloaded": s.downloaded,
+                        "bytes_have": s.bytes_have, "total_bytes": s.total_bytes, "selected_have": s.selected_have,
+                        "selected_bytes": s.selected_bytes, "downloaded": s.downloaded,
                         "uploaded": s.uploaded, "download_rate": s.download_rate as u64,
                         "upload_rate": s.upload_rate as u64, "peers": s.peers, "eta_secs": s.eta_secs,
                         "wasted": s.wasted}),
                     );
                 }
             }
-            EngineEvent::Completed { downloaded, wasted } => {
+            EngineEvent::Completed {
+                downloaded,
+                wasted,
+                seed,
+            } => {
                 bar.set_prefix("seeding");
-                bar.set_position(metainfo.info.total_length);
+                bar.set_position(bar.length().unwrap_or(0));
+                let what = if seed {
+                    "every piece verified"
+                } else {
+                    "every piece of the selected files verified"
+                };
                 if json {
-                    emit(json!({"event": "completed", "downloaded": downloaded, "wasted": wasted}));
+                    emit(
+                        json!({"event": "completed", "downloaded": downloaded, "wasted": wasted, "seed": seed}),
+                    );
                 } else {
                     bar.println(format!(
-                        "{name}: complete, every piece verified ({} downloaded{})",
+                        "{name}: complete, {what} ({} downloaded{})",
                         format_size(downloaded),
                         wasted_note(wasted)
                     ));
                     if !terminal {
-                        eprintln!("shoal: {name}: complete, every piece verified");
+                        eprintln!("shoal: {name}: complete, {what}");
                     }
                 }
             }

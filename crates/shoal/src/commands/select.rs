@@ -1,0 +1,115 @@
+//! `shoal get --select-file`: which of a torrent's files to download, numbered from 1 as
+//! `shoal info` lists them (padding files are neither listed nor numbered), written as
+//! aria2 takes them: `2`, `1,3-5`.
+
+use std::ops::RangeInclusive;
+use std::str::FromStr;
+
+use anyhow::{bail, Result};
+use shoal_core::metainfo::FileEntry;
+
+/// A parsed `--select-file` list, not yet checked against a torrent (a magnet's file list
+/// is known only once its metadata is).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSelection(Vec<RangeInclusive<usize>>);
+
+impl FromStr for FileSelection {
+    type Err = String;
+
+    fn from_str(list: &str) -> Result<Self, String> {
+        let number = |s: &str| -> Result<usize, String> {
+            match s.trim().parse::<usize>() {
+                Ok(n) if n >= 1 => Ok(n),
+                _ => Err(format!(
+                    "'{s}' is not a file number (files are numbered from 1, as `shoal info` lists them)"
+                )),
+            }
+        };
+        let mut ranges = Vec::new();
+        for item in list.split(',') {
+            let range = match item.split_once('-') {
+                Some((first, last)) => number(first)?..=number(last)?,
+                None => {
+                    let n = number(item)?;
+                    n..=n
+                }
+            };
+            if range.is_empty() {
+                return Err(format!("'{item}' is an empty range"));
+            }
+            ranges.push(range);
+        }
+        Ok(FileSelection(ranges))
+    }
+}
+
+impl FileSelection {
+    /// The selected files as indices into the torrent's `files` (padding files included
+    /// there), in order, without repeats. Fails if a number is beyond the torrent's files.
+    pub fn resolve(&self, files: &[FileEntry]) -> Result<Vec<usize>> {
+        let numbered: Vec<usize> = (0..files.len())
+            .filter(|&i| !files[i].attr.padding)
+            .collect();
+        let mut selected = Vec::new();
+        for range in &self.0 {
+            if *range.end() > numbered.len() {
+                bail!(
+                    "--select-file {}: the torrent has {} file{} (see `shoal info`)",
+                    range.end(),
+                    numbered.len(),
+                    if numbered.len() == 1 { "" } else { "s" }
+                );
+            }
+            selected.extend(range.clone().map(|n| numbered[n - 1]));
+        }
+        selected.sort_unstable();
+        selected.dedup();
+        Ok(selected)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_core::metainfo::FileAttr;
+
+    fn files(padding: &[bool]) -> Vec<FileEntry> {
+        padding
+            .iter()
+            .enumerate()
+            .map(|(i, &padding)| FileEntry {
+                path: vec!["t".into(), format!("f{i}")],
+                length: 5,
+                offset: 5 * i as u64,
+                attr: FileAttr {
+                    padding,
+                    ..FileAttr::default()
+                },
+                symlink_target: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lists_and_ranges_parse() {
+        let sel: FileSelection = "2,4-5, 1".parse().unwrap();
+        assert_eq!(sel, FileSelection(vec![2..=2, 4..=5, 1..=1]));
+        for bad in ["", "0", "x", "3-1", "1,,2", "-2", "2-", "1.5"] {
+            assert!(
+                bad.parse::<FileSelection>().is_err(),
+                "{bad:?} was accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn numbers_skip_padding_files_and_are_checked() {
+        // Files: 0 real, 1 padding, 2 real, 3 padding, 4 real: numbered 1, 2, 3.
+        let files = files(&[false, true, false, true, false]);
+        let sel: FileSelection = "3,2,2-3".parse().unwrap();
+        assert_eq!(sel.resolve(&files).unwrap(), [2, 4]);
+        let err = "4".parse::<FileSelection>().unwrap().resolve(&files);
+        let msg = format!("{:#}", err.unwrap_err());
+        assert!(msg.contains("has 3 files"), "{msg}");
+    }
+}

@@ -19,10 +19,12 @@ mod encryption;
 pub mod lsd;
 pub mod metadata;
 mod rate;
+mod seeding;
 mod stats;
 pub mod torrent;
 
 pub use encryption::Encryption;
 pub use rate::RateLimit;
+pub use seeding::SeedLimit;
 pub use stats::Stats;
 pub use torrent::{run, EngineEvent, Outcome, TorrentConfig};

@@ -35,7 +35,7 @@ use crate::addresses::AddressBook;
 use crate::connection::{self, Backlog, Input, Outgoing, UplinkQueue};
 use crate::disk::{Disk, DiskResult};
 use crate::encryption::{Encryption, Secured};
-use crate::{RateLimit, Stats};
+use crate::{RateLimit, SeedLimit, Stats};
 
 /// How a torrent is to be run.
 #[derive(Debug)]
@@ -55,8 +55,10 @@ pub struct TorrentConfig {
     /// More peers as they are discovered while the torrent runs (trackers, DHT, PEX).
     /// Addresses already known are ignored, so a source may repeat itself freely.
     pub peer_feed: Option<mpsc::UnboundedReceiver<Vec<SocketAddr>>>,
-    /// Keep seeding after the download completes (until shutdown).
+    /// Keep seeding after the download completes (until shutdown or `seed_limit`).
     pub seed: bool,
+    /// When to stop seeding, if `seed`.
+    pub seed_limit: SeedLimit,
     /// Super-seed (BEP 16) when every piece is here from the start: announce no pieces,
     /// reveal them one at a time to the peers we upload to, so that an initial seed's
     /// scarce upload sends each piece about once.
@@ -119,6 +121,12 @@ pub enum EngineEvent {
         downloaded: u64,
         wasted: u64,
         seed: bool,
+    },
+    /// Seeding stopped at [`TorrentConfig::seed_limit`], having uploaded this much (this
+    /// run) against `size` bytes held.
+    SeedLimitReached {
+        uploaded: u64,
+        size: u64,
     },
 }
 
@@ -232,6 +240,7 @@ pub async fn run(
         resume_path,
         completion_reported: false,
         selected_bytes,
+        seeding_since: None,
         last_resume_save: now,
         io: EngineIo {
             config,
@@ -356,6 +365,8 @@ struct Actor {
     completion_reported: bool,
     /// Bytes in the pieces we download: all of them, or those of the selected files.
     selected_bytes: u64,
+    /// When the download completed (or the torrent started complete).
+    seeding_since: Option<Instant>,
     last_resume_save: Instant,
 }
 
@@ -545,6 +556,21 @@ impl Actor {
             if self.core.is_complete() && !self.completion_reported {
                 self.report_completion()?;
                 if !self.io.config.seed {
+                    return Ok(Outcome::Complete);
+                }
+            }
+            if let Some(since) = self.seeding_since {
+                let (uploaded, size) = (self.core.uploaded.total, self.selected_bytes);
+                if self
+                    .io
+                    .config
+                    .seed_limit
+                    .reached(since.elapsed(), uploaded, size)
+                {
+                    let _ = self
+                        .io
+                        .events
+                        .send(EngineEvent::SeedLimitReached { uploaded, size });
                     return Ok(Outcome::Complete);
                 }
             }
@@ -823,6 +849,7 @@ impl Actor {
     /// files too), the resume state saved and the user told.
     fn report_completion(&mut self) -> Result<(), EngineError> {
         self.completion_reported = true;
+        self.seeding_since = Some(Instant::now());
         match &self.io.config.selected_files {
             Some(selected) => self.io.files.create_files(selected)?,
             None => self.io.files.create_all()?,

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 use shoal_core::InfoHash;
-use shoal_engine::{Encryption, EngineEvent, Outcome, TorrentConfig};
+use shoal_engine::{Encryption, EngineEvent, Outcome, SeedLimit, TorrentConfig};
 use shoal_tracker::client::UdpConfig;
 use shoal_tracker::driver::http::HttpConfig;
 use shoal_tracker::driver::server::{ServerHandle, ServerOptions, TrackerServer};
@@ -91,6 +91,7 @@ fn torrent_config(
         check_threads: 0,
         encryption: Encryption::default(),
         selected_files: None,
+        seed_limit: SeedLimit::default(),
     }
 }
 

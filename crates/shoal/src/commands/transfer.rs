@@ -14,7 +14,7 @@ use shoal_bencode::Value;
 use shoal_core::{InfoHash, Magnet, Metainfo, PeerId};
 use shoal_dht::driver::DhtHandle;
 use shoal_engine::metadata::{fetch_metadata, MetadataFetch, MetadataFetchError};
-use shoal_engine::{Encryption, EngineEvent, Outcome, TorrentConfig};
+use shoal_engine::{Encryption, EngineEvent, Outcome, SeedLimit, TorrentConfig};
 use shoal_tracker::client::UdpConfig;
 use shoal_tracker::driver::http::HttpConfig;
 use shoal_tracker::driver::{Announcer, AnnouncerConfig};
@@ -59,6 +59,38 @@ pub struct PeerOptions {
     /// RC4, both ways, and refuses plain ones; `off` refuses encrypted ones.
     #[arg(long, value_name = "MODE", value_enum, default_value_t = EncryptionMode::Prefer)]
     pub encryption: EncryptionMode,
+    /// Stop seeding (exit 0) once the bytes uploaded reach RATIO times the bytes held, as
+    /// aria2's --seed-ratio (e.g. 1.0; 0 for no ratio limit). With --seed-time, whichever
+    /// comes first.
+    #[arg(long, value_name = "RATIO", value_parser = parse_ratio)]
+    pub seed_ratio: Option<f64>,
+    /// Stop seeding (exit 0) after this many minutes, as aria2's --seed-time (0 stops once
+    /// the download is complete).
+    #[arg(long, value_name = "MINUTES", value_parser = parse_minutes)]
+    pub seed_time: Option<Duration>,
+}
+
+impl PeerOptions {
+    fn seed_limit(&self) -> SeedLimit {
+        SeedLimit {
+            ratio: self.seed_ratio.filter(|&r| r > 0.0),
+            time: self.seed_time,
+        }
+    }
+}
+
+fn parse_ratio(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
+        _ => Err(format!("'{text}' is not a ratio (a number such as 1.0)")),
+    }
+}
+
+fn parse_minutes(text: &str) -> Result<Duration, String> {
+    match text.trim().parse::<f64>() {
+        Ok(m) if m.is_finite() && (0.0..=1e9).contains(&m) => Ok(Duration::from_secs_f64(m * 60.0)),
+        _ => Err(format!("'{text}' is not a number of minutes")),
+    }
 }
 
 /// `--encryption`'s values.
@@ -96,7 +128,7 @@ pub struct GetArgs {
     #[arg(short, long, value_name = "DIR", default_value = ".")]
     pub output: PathBuf,
     /// Stop when the download is complete instead of seeding until Ctrl-C.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["seed_ratio", "seed_time"])]
     pub no_seed: bool,
     /// Download only these files, numbered from 1 as `shoal info` lists them: `2`,
     /// `1,3-5`. A piece that a selected file shares with its neighbour is written into
@@ -533,6 +565,7 @@ impl Job {
         };
         let metainfo = Arc::new(metainfo);
         let listen = self.listen();
+        let seed_limit = self.opts.seed_limit();
         let trackers = if self.opts.no_tracker {
             Vec::new()
         } else {
@@ -547,6 +580,7 @@ impl Job {
             peers: self.opts.peers,
             peer_feed,
             seed: self.seed,
+            seed_limit,
             super_seed: self.super_seed,
             max_upload_rate: self.opts.max_up,
             max_download_rate: self.opts.max_down,
@@ -715,6 +749,19 @@ pub async fn show_progress(
                         "upload_rate": s.upload_rate as u64, "peers": s.peers, "eta_secs": s.eta_secs,
                         "wasted": s.wasted}),
                     );
+                }
+            }
+            EngineEvent::SeedLimitReached { uploaded, size } => {
+                let ratio = uploaded as f64 / size.max(1) as f64;
+                if json {
+                    emit(
+                        json!({"event": "seed_limit_reached", "uploaded": uploaded, "ratio": ratio}),
+                    );
+                } else {
+                    bar.println(format!(
+                        "{name}: seeding done, {} uploaded (ratio {ratio:.2})",
+                        format_size(uploaded)
+                    ));
                 }
             }
             EngineEvent::Completed {

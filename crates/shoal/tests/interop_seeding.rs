@@ -1,0 +1,109 @@
+//! When shoal stops seeding on its own: `--seed-ratio` once a libtorrent peer has taken
+//! enough, `--seed-time` after the time, both exiting 0 with a `seed_limit_reached` event.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[test]
+fn a_seed_stops_at_its_ratio_once_libtorrent_has_the_file() {
+    let dir = tempdir();
+    let size = 3 * 1024 * 1024 + 11;
+    let (src, torrent) = make_single(dir.path(), size, "256K");
+    let mut cmd = shoal();
+    cmd.args([
+        "seed",
+        path_str(&torrent),
+        path_str(&src),
+        "--json",
+        "--listen",
+        "127.0.4.11:17411",
+        "--no-dht",
+        "--no-tracker",
+        "--seed-ratio",
+        "1.0",
+        "--state-dir",
+        path_str(&dir.path().join("state")),
+    ]);
+    let (mut seed, lines) = start_and_watch(cmd, "\"started\"", Duration::from_secs(30));
+    let out = dir.path().join("lt-out");
+    lt_get(&torrent, &out, "127.0.4.12", 17412, "127.0.4.11", 17411);
+    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+
+    // libtorrent took every byte from us, so the ratio is reached: the seed exits by itself.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = seed.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the seed kept running past its ratio"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    // The process is gone, so its stdout ends and so does this iterator.
+    let reached: serde_json::Value = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
+        .find(|e| e["event"] == "seed_limit_reached")
+        .expect("a seed_limit_reached event");
+    assert!(
+        reached["uploaded"].as_u64().unwrap() >= size as u64,
+        "{reached}"
+    );
+    assert!(reached["ratio"].as_f64().unwrap() >= 1.0, "{reached}");
+}
+
+#[test]
+fn a_download_seeds_for_its_seed_time_then_exits() {
+    let dir = tempdir();
+    let (src, torrent) = make_single(dir.path(), 1024 * 1024 + 3, "64K");
+    let _seed = lt_seed(&torrent, &src, "127.0.4.21", 17421);
+    let out = dir.path().join("out");
+    let mut cmd = shoal();
+    cmd.args([
+        "get",
+        path_str(&torrent),
+        "-o",
+        path_str(&out),
+        "--json",
+        "--listen",
+        "127.0.4.22:17422",
+        "--peer",
+        "127.0.4.21:17421",
+        "--no-dht",
+        "--no-tracker",
+        "--seed-time",
+        "0.05",
+        "--state-dir",
+        path_str(&dir.path().join("state")),
+    ]);
+    let started = Instant::now();
+    let events = json_events(&mut cmd);
+    // 0.05 minutes is 3 s of seeding after the download, which cannot take less.
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+    let names: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    let done = names
+        .iter()
+        .position(|&n| n == "completed")
+        .expect("completed");
+    let stop = names
+        .iter()
+        .position(|&n| n == "seed_limit_reached")
+        .expect("seed_limit_reached");
+    assert!(done < stop, "{names:?}");
+
+    // --no-seed and a seeding limit contradict each other.
+    let (output, _) = run_with_timeout(
+        shoal().args(["get", path_str(&torrent), "--no-seed", "--seed-time", "1"]),
+        Duration::from_secs(30),
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
+}

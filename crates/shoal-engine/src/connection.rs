@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
+use shoal_core::Block;
 use shoal_swarm::{PeerKey, PieceProgress};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::OwnedReadHalf;
@@ -42,6 +43,21 @@ pub enum Input {
     Closed {
         key: PeerKey,
         reason: String,
+    },
+    /// Blocks a web seed's fetch returned (one run of adjacent blocks).
+    WebBlocks {
+        key: PeerKey,
+        blocks: Vec<(Block, Bytes)>,
+    },
+    /// A web seed's fetch failed; `blocks` were not fetched. The fetch is over.
+    WebFailed {
+        key: PeerKey,
+        blocks: Vec<Block>,
+        reason: String,
+    },
+    /// A web seed's fetch delivered everything.
+    WebDone {
+        key: PeerKey,
     },
 }
 

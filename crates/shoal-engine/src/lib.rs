@@ -22,6 +22,7 @@ mod rate;
 mod seeding;
 mod stats;
 pub mod torrent;
+mod web_seed;
 
 pub use encryption::Encryption;
 pub use rate::RateLimit;

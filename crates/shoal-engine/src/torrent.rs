@@ -35,6 +35,7 @@ use crate::addresses::AddressBook;
 use crate::connection::{self, Backlog, Input, Outgoing, UplinkQueue};
 use crate::disk::{Disk, DiskResult};
 use crate::encryption::{Encryption, Secured};
+use crate::web_seed::{FetchContext, WebSeeds};
 use crate::{RateLimit, SeedLimit, Stats};
 
 /// How a torrent is to be run.
@@ -128,6 +129,16 @@ pub enum EngineEvent {
         uploaded: u64,
         size: u64,
     },
+    /// A web seed (BEP 19) could not deliver; it is tried again in `retry_secs`.
+    WebSeedFailed {
+        url: String,
+        reason: String,
+        retry_secs: u64,
+    },
+    /// A web seed sent data that failed the hash check and is no longer used.
+    WebSeedBanned {
+        url: String,
+    },
 }
 
 /// How [`run`] ended.
@@ -218,7 +229,7 @@ pub async fn run(
             .map(|piece| files.layout().piece_size(piece))
             .sum()
     });
-    let core = TorrentCore::new(CoreConfig {
+    let mut core = TorrentCore::new(CoreConfig {
         info_hash: config.metainfo.info_hash,
         piece_count: info.piece_count() as u32,
         piece_length: info.piece_length,
@@ -231,11 +242,24 @@ pub async fn run(
         rng,
         now,
     });
+    let download_limit = Arc::new(RateLimit::new(config.max_download_rate));
+    let web_seeds = WebSeeds::new(
+        &mut core,
+        &config.metainfo.url_list,
+        FetchContext {
+            metainfo: config.metainfo.clone(),
+            layout: Arc::new(files.layout().clone()),
+            http: web_seed_http(&config),
+            download_limit: download_limit.clone(),
+            to_actor: to_actor.clone(),
+        },
+    );
     let mut actor = Actor {
         core,
+        web_seeds,
         peer_id: PeerId::shoal(random),
         to_actor,
-        download_limit: Arc::new(RateLimit::new(config.max_download_rate)),
+        download_limit,
         upload_limit: Arc::new(RateLimit::new(config.max_upload_rate)),
         resume_path,
         completion_reported: false,
@@ -355,6 +379,7 @@ impl Connection for Peer {
 
 struct Actor {
     core: TorrentCore<Peer>,
+    web_seeds: WebSeeds,
     io: EngineIo,
     peer_id: PeerId,
     to_actor: mpsc::Sender<Input>,
@@ -597,6 +622,10 @@ impl Actor {
 
     fn handle(&mut self, input: Input) {
         let now = Instant::now();
+        let is_web = matches!(
+            input,
+            Input::WebBlocks { .. } | Input::WebFailed { .. } | Input::WebDone { .. }
+        );
         match input {
             Input::Connected {
                 addr,
@@ -607,6 +636,27 @@ impl Actor {
             Input::ConnectFailed { addr } => self.io.addresses.disconnected(addr, true, now),
             Input::Data { key, bytes } => self.core.on_data(key, [bytes], now, &mut self.io),
             Input::Closed { key, reason } => self.core.remove_peer(key, &reason, now, &mut self.io),
+            Input::WebBlocks { key, blocks } => {
+                self.web_seeds.delivered(key);
+                for (block, data) in blocks {
+                    self.core
+                        .web_seed_block(key, block, data, now, &mut self.io);
+                }
+            }
+            Input::WebFailed {
+                key,
+                blocks,
+                reason,
+            } => {
+                self.core.web_seed_failed(key, &blocks);
+                let events = &self.io.events;
+                self.web_seeds.ended(key, Some(reason), now, events);
+            }
+            Input::WebDone { key } => self.web_seeds.ended(key, None, now, &self.io.events),
+        }
+        if is_web {
+            let events = &self.io.events;
+            self.web_seeds.schedule(&mut self.core, now, events);
         }
     }
 
@@ -747,6 +797,8 @@ impl Actor {
         // Timers, snubbing, uploads that waited for the writer's backlog to drain, the
         // choker.
         let metered = self.core.tick(now, &mut self.io);
+        self.web_seeds
+            .schedule(&mut self.core, now, &self.io.events);
         self.send_pex(now);
         if metered {
             self.report_stats();
@@ -878,6 +930,19 @@ impl Actor {
             self.core
                 .remove_peer(key, "shutting down", now, &mut self.io);
         }
+    }
+}
+
+/// HTTP settings for web seeds: a fetch of up to a few MiB may take a while, and the
+/// requests go out from the address peers know us by.
+fn web_seed_http(config: &TorrentConfig) -> shoal_tracker::driver::http::HttpConfig {
+    shoal_tracker::driver::http::HttpConfig {
+        timeout: Duration::from_secs(120),
+        bind: config
+            .listen
+            .map(|a| a.ip())
+            .filter(|ip| !ip.is_unspecified()),
+        ..Default::default()
     }
 }
 

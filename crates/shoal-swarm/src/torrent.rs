@@ -18,6 +18,9 @@ use rand::rngs::StdRng;
 use shoal_core::{Bitfield, Block, InfoHash, PeerId, BLOCK_SIZE};
 use shoal_wire::SessionEvent;
 
+mod web;
+
+use self::web::WebSeeds;
 use crate::{
     choke_round, BlockData, ChokeSchedule, Choker, ChokerConfig, PeerKey, PeerLink, PeerMap,
     PiecePicker, RateMeter, Received, Reveal, SharedUplink, SmartBan, SuperSeed,
@@ -122,6 +125,9 @@ pub struct TorrentCore<P> {
     super_seed: Option<SuperSeed>,
     /// Boxed: the map keeps a slot per key across gaps, and a slot is then a pointer.
     peers: PeerMap<Box<P>>,
+    /// HTTP sources of every piece (BEP 19 web seeds) that the driver fetches from; see
+    /// [`add_web_seed`](Self::add_web_seed).
+    web_seeds: WebSeeds,
     uplink: SharedUplink,
     next_key: u64,
     rng: StdRng,
@@ -163,6 +169,7 @@ impl<P: Connection> TorrentCore<P> {
             smart_ban: SmartBan::default(),
             super_seed,
             peers: PeerMap::default(),
+            web_seeds: WebSeeds::default(),
             uplink: SharedUplink::default(),
             next_key: config.first_key,
             rng: config.rng,
@@ -238,7 +245,9 @@ impl<P: Connection> TorrentCore<P> {
     }
 
     fn ban(&mut self, key: PeerKey, now: Instant, io: &mut impl Io<P>) {
-        if let Some(peer) = self.peers.get(&key) {
+        if self.web_seeds.ban(key) {
+            self.picker.peer_disconnected(key, &Bitfield::new(0));
+        } else if let Some(peer) = self.peers.get(&key) {
             io.banning(peer);
             self.remove_peer(key, "banned: sent data that failed the hash check", now, io);
         }
@@ -401,6 +410,19 @@ impl<P: Connection> TorrentCore<P> {
     ) {
         let peer = self.peers.get_mut(&key).expect("caller checked");
         peer.link_mut().block_arrived(block, now);
+        self.accept_block(key, block, data, now, io);
+    }
+
+    /// A block arrived from `key` (a connection or a web seed): stored if it is new,
+    /// cancelled at the other peers it was asked of, its piece checked when complete.
+    fn accept_block(
+        &mut self,
+        key: PeerKey,
+        block: Block,
+        data: Bytes,
+        now: Instant,
+        io: &mut impl Io<P>,
+    ) {
         self.downloaded.add(u64::from(block.length));
         match self.picker.block_received(key, block) {
             Received::New {

@@ -36,6 +36,8 @@ pub struct TorrentBuilder {
     pub pieces: Vec<u8>,
     pub private: bool,
     pub trackers: Vec<Vec<String>>,
+    /// Web seeds (BEP 19 `url-list`).
+    pub web_seeds: Vec<String>,
     pub comment: Option<String>,
     pub created_by: Option<String>,
     pub creation_date: Option<i64>,
@@ -81,6 +83,10 @@ impl TorrentBuilder {
         }
         if self.trackers.iter().map(Vec::len).sum::<usize>() > 1 {
             top.insert("announce-list", tiers_value(&self.trackers));
+        }
+        if !self.web_seeds.is_empty() {
+            let urls = self.web_seeds.iter().map(|u| u.as_str().into()).collect();
+            top.insert("url-list", Value::List(urls));
         }
         if let Some(comment) = &self.comment {
             top.insert("comment", comment.as_str());

@@ -434,3 +434,88 @@ fn blocks_sent_twice_after_a_snub_count_as_wasted() {
         0
     );
 }
+
+/// A leecher with no connection and two web seeds, the first serving `bad_first`
+/// corrupt data; each web seed fetches what it is asked, a batch a round. Returns the
+/// leecher and the web seeds' keys.
+fn web_download(bad_first: bool) -> (Side, [PeerKey; 2]) {
+    let now = Instant::now();
+    let none = Bitfield::new(PIECES as usize);
+    let mut leecher = Side::new(2, TestIo::new(false, false, true), &none, now);
+    let gone = leecher.key;
+    leecher
+        .core
+        .remove_peer(gone, "not needed", now, &mut leecher.io);
+    let web = [leecher.core.add_web_seed(), leecher.core.add_web_seed()];
+    let truth = content();
+    for _round in 0..50 {
+        for (i, &key) in web.iter().enumerate() {
+            let blocks = leecher.core.web_seed_requests(key, 3);
+            for block in blocks {
+                let range = TestIo::range(block.piece, block.offset, block.length);
+                let mut data = truth[range].to_vec();
+                if bad_first && i == 0 {
+                    data[0] ^= 1;
+                }
+                let core = &mut leecher.core;
+                core.web_seed_block(key, block, Bytes::from(data), now, &mut leecher.io);
+            }
+        }
+        for piece in std::mem::take(&mut leecher.io.to_check) {
+            let good = leecher.io.piece_is_true(piece);
+            leecher
+                .core
+                .piece_checked(piece, good, now, &mut leecher.io);
+        }
+        if leecher.core.is_complete() {
+            break;
+        }
+    }
+    (leecher, web)
+}
+
+#[test]
+fn web_seeds_alone_complete_a_download() {
+    let (mut leecher, web) = web_download(false);
+    assert!(leecher.core.is_complete());
+    assert_eq!(leecher.io.stored, leecher.io.truth);
+    assert!(leecher.core.take_banned_web_seeds().is_empty());
+    assert!(
+        leecher.core.web_seed_requests(web[0], 3).is_empty(),
+        "nothing left"
+    );
+}
+
+#[test]
+fn a_web_seed_serving_bad_data_is_banned_and_the_other_finishes() {
+    let (mut leecher, web) = web_download(true);
+    assert!(leecher.core.is_complete());
+    assert_eq!(leecher.io.stored, leecher.io.truth);
+    assert!(!leecher.io.failed.is_empty());
+    assert_eq!(leecher.core.take_banned_web_seeds(), [web[0]]);
+    assert!(
+        leecher.core.take_banned_web_seeds().is_empty(),
+        "reported once"
+    );
+}
+
+#[test]
+fn a_failed_web_fetch_returns_its_blocks_to_the_pool() {
+    let now = Instant::now();
+    let none = Bitfield::new(PIECES as usize);
+    let mut leecher = Side::new(2, TestIo::new(false, false, false), &none, now);
+    let web = leecher.core.add_web_seed();
+    let asked = leecher.core.web_seed_requests(web, 4);
+    assert_eq!(asked.len(), 4);
+    assert!(asked
+        .windows(2)
+        .all(|w| (w[0].piece, w[0].offset) < (w[1].piece, w[1].offset)));
+    leecher.core.web_seed_failed(web, &asked);
+    let again = leecher.core.web_seed_requests(web, 64);
+    assert!(
+        asked.iter().all(|b| again.contains(b)),
+        "asked again after the failure"
+    );
+    leecher.core.remove_web_seed(web);
+    assert!(leecher.core.web_seed_requests(web, 4).is_empty());
+}

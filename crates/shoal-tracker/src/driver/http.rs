@@ -1,4 +1,5 @@
 //! A tracker-sized HTTP/1.1 client over tokio: one `GET`, one deadline, a capped body.
+//! Web seeds (BEP 19) use it too, for byte ranges of files ([`get_range`]).
 //!
 //! Why not a general HTTP client: the SSRF rules need the *resolved* address of every
 //! hop (a redirect from a public tracker to a private or loopback address is refused, and
@@ -105,7 +106,27 @@ pub async fn get(
     target: &str,
     config: &HttpConfig,
 ) -> Result<Vec<u8>, TrackerError> {
-    tokio::time::timeout(config.timeout, get_following(url, target, config))
+    tokio::time::timeout(config.timeout, get_following(url, target, None, config))
+        .await
+        .unwrap_or(Err(TrackerError::Timeout))
+}
+
+/// `GET`s bytes `first..=last` of the resource at `target` (a `Range` request) and
+/// returns exactly those bytes: from a 206 whose `Content-Range` matches, or from a 200
+/// whose body is exactly the range (a resource no longer than it). `config.max_body` is
+/// ignored: the body may be the range's length and no more.
+pub async fn get_range(
+    url: &TrackerUrl,
+    target: &str,
+    first: u64,
+    last: u64,
+    config: &HttpConfig,
+) -> Result<Vec<u8>, TrackerError> {
+    if last < first || last - first >= usize::MAX as u64 {
+        return Err(TrackerError::Refused(format!("bad range {first}-{last}")));
+    }
+    let range = Some((first, last));
+    tokio::time::timeout(config.timeout, get_following(url, target, range, config))
         .await
         .unwrap_or(Err(TrackerError::Timeout))
 }
@@ -113,6 +134,7 @@ pub async fn get(
 async fn get_following(
     url: &TrackerUrl,
     target: &str,
+    range: Option<(u64, u64)>,
     config: &HttpConfig,
 ) -> Result<Vec<u8>, TrackerError> {
     let mut url = url.clone();
@@ -124,7 +146,7 @@ async fn get_following(
         }
         let addr = resolve(&url, config.bind).await?;
         check_hop(&mut first_was_public, addr.ip())?;
-        match exchange(addr, &url, &target, config).await? {
+        match exchange(addr, &url, &target, range, config).await? {
             Reply::Body(body) => return Ok(body),
             Reply::Redirect(location) => {
                 if location.starts_with('/') {
@@ -183,13 +205,14 @@ async fn exchange(
     addr: SocketAddr,
     url: &TrackerUrl,
     target: &str,
+    range: Option<(u64, u64)>,
     config: &HttpConfig,
 ) -> Result<Reply, TrackerError> {
     let stream = connect(addr, config.bind)
         .await
         .map_err(|e| io_error(&format!("cannot connect to {url}"), e))?;
     if url.scheme != Scheme::Https {
-        return exchange_on(stream, url, target, config).await;
+        return exchange_on(stream, url, target, range, config).await;
     }
     let name = ServerName::try_from(url.host.clone())
         .map_err(|_| TrackerError::Refused(format!("{url}: not a valid TLS server name")))?;
@@ -198,17 +221,21 @@ async fn exchange(
         .connect(name, stream)
         .await
         .map_err(|e| io_error(&format!("TLS with {url}"), e))?;
-    exchange_on(stream, url, target, config).await
+    exchange_on(stream, url, target, range, config).await
 }
 
 async fn exchange_on<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     url: &TrackerUrl,
     target: &str,
+    range: Option<(u64, u64)>,
     config: &HttpConfig,
 ) -> Result<Reply, TrackerError> {
+    let range_header = range
+        .map(|(first, last)| format!("Range: bytes={first}-{last}\r\n"))
+        .unwrap_or_default();
     let request = format!(
-        "GET {target} HTTP/1.1\r\nHost: {}\r\nUser-Agent: shoal/{}\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n",
+        "GET {target} HTTP/1.1\r\nHost: {}\r\nUser-Agent: shoal/{}\r\n{range_header}Accept-Encoding: identity\r\nConnection: close\r\n\r\n",
         url.authority(),
         env!("CARGO_PKG_VERSION")
     );
@@ -234,16 +261,24 @@ async fn exchange_on<S: AsyncRead + AsyncWrite + Unpin>(
             .ok_or(TrackerError::BadResponse("redirect without a location"))?;
         return Ok(Reply::Redirect(location.to_owned()));
     }
-    if head.status != 200 {
-        return Err(TrackerError::Http(head.status));
-    }
+    // With a range, exactly its bytes are accepted: a 206 for them, or a 200 that is
+    // the whole resource and as long as the range (checked against the length below).
+    let max = match range {
+        None if head.status == 200 => config.max_body,
+        Some((first, last)) if head.status == 206 || (head.status == 200 && first == 0) => {
+            if head.status == 206 {
+                check_content_range(head.header("content-range"), first, last)?;
+            }
+            (last - first + 1) as usize
+        }
+        _ => return Err(TrackerError::Http(head.status)),
+    };
     if let Some(encoding) = head
         .header("content-encoding")
         .filter(|e| !e.eq_ignore_ascii_case("identity"))
     {
         return Err(TrackerError::Encoded(encoding.chars().take(32).collect()));
     }
-    let max = config.max_body;
     buf.drain(..head_len);
     match head.framing()? {
         Framing::Length(n) => {
@@ -259,11 +294,11 @@ async fn exchange_on<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
             buf.truncate(n);
-            Ok(Reply::Body(buf))
+            exact(buf, range)
         }
         Framing::Chunked => loop {
             if let Some(body) = decode_chunked(&buf, max)? {
-                return Ok(Reply::Body(body));
+                return exact(body, range);
             }
             // Chunk framing adds a few bytes per chunk; twice the cap is plenty.
             if buf.len() > 2 * max + 1024 || read_more(&mut stream, &mut buf).await? == 0 {
@@ -278,8 +313,34 @@ async fn exchange_on<S: AsyncRead + AsyncWrite + Unpin>(
                     return Err(TrackerError::TooLarge(max));
                 }
             }
-            Ok(Reply::Body(buf))
+            exact(buf, range)
         }
+    }
+}
+
+/// The body, if it is as long as the range asked for (any length without a range).
+fn exact(body: Vec<u8>, range: Option<(u64, u64)>) -> Result<Reply, TrackerError> {
+    match range {
+        Some((first, last)) if body.len() as u64 != last - first + 1 => Err(
+            TrackerError::BadResponse("the body is not the range asked for"),
+        ),
+        _ => Ok(Reply::Body(body)),
+    }
+}
+
+/// A 206's `Content-Range: bytes FIRST-LAST/TOTAL` must name the range asked for.
+fn check_content_range(header: Option<&str>, first: u64, last: u64) -> Result<(), TrackerError> {
+    let named = header
+        .and_then(|h| h.trim().strip_prefix("bytes "))
+        .and_then(|h| h.split_once('/'))
+        .and_then(|(span, _)| span.split_once('-'))
+        .and_then(|(a, b)| Some((a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?)));
+    if named == Some((first, last)) {
+        Ok(())
+    } else {
+        Err(TrackerError::BadResponse(
+            "Content-Range is not the range asked for",
+        ))
     }
 }
 
@@ -306,6 +367,25 @@ mod tests {
         let mut first = None;
         ips.iter()
             .try_for_each(|ip| check_hop(&mut first, ip.parse().unwrap()))
+    }
+
+    #[test]
+    fn a_range_answer_must_be_the_range_asked_for() {
+        assert!(check_content_range(Some("bytes 10-19/100"), 10, 19).is_ok());
+        assert!(check_content_range(Some("bytes 10-19/*"), 10, 19).is_ok());
+        for bad in [
+            None,
+            Some("bytes 0-19/100"),
+            Some("bytes 10-18/100"),
+            Some("10-19/100"),
+            Some("bytes x-y/z"),
+        ] {
+            assert!(check_content_range(bad, 10, 19).is_err(), "{bad:?}");
+        }
+        assert!(exact(vec![0; 10], Some((10, 19))).is_ok());
+        assert!(exact(vec![0; 9], Some((10, 19))).is_err());
+        assert!(exact(vec![0; 11], Some((10, 19))).is_err());
+        assert!(exact(vec![0; 3], None).is_ok());
     }
 
     #[test]

@@ -33,6 +33,11 @@ pub struct Args {
     /// URLs with commas to put them in one tier.
     #[arg(short, long = "tracker", value_name = "URL")]
     pub trackers: Vec<String>,
+    /// A web seed (BEP 19): an http(s) URL that serves the torrent's content, as
+    /// mktorrent's -w. For a folder, the URL of the folder that holds it (ending in `/`);
+    /// for a single file, that of the file or of its folder. Repeat for several.
+    #[arg(short, long = "web-seed", value_name = "URL")]
+    pub web_seeds: Vec<String>,
     /// Mark the torrent private (BEP 27): peers only from its trackers, no DHT or PEX.
     #[arg(long)]
     pub private: bool,
@@ -151,6 +156,12 @@ fn write_atomically(path: &Path, bytes: &[u8], force: bool) -> Result<()> {
 
 pub fn run(args: Args) -> Result<()> {
     let trackers = tracker_tiers(&args.trackers)?;
+    for url in &args.web_seeds {
+        let lower = url.to_ascii_lowercase();
+        if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+            bail!("web seed URL '{url}' must start with http:// or https://");
+        }
+    }
     let piece_length = args
         .piece_size
         .map(shoal_storage::check_piece_length)
@@ -170,6 +181,7 @@ pub fn run(args: Args) -> Result<()> {
     let (mut builder, elapsed) = hash_with_progress(&scanned, &options)?;
     builder.private = args.private;
     builder.trackers = trackers;
+    builder.web_seeds = args.web_seeds;
     builder.comment = args.comment;
     builder.created_by = Some(concat!("shoal/", env!("CARGO_PKG_VERSION")).to_owned());
     if !args.no_date {

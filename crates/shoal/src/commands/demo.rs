@@ -218,6 +218,7 @@ pub fn run(args: Args) -> Result<()> {
         output: Some(torrent.clone()),
         piece_size: None,
         trackers: vec![announce_url.clone()],
+        web_seeds: Vec::new(),
         private: false,
         comment: Some("made by shoal demo".into()),
         no_date: false,

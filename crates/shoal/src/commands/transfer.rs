@@ -751,6 +751,30 @@ pub async fn show_progress(
                     );
                 }
             }
+            EngineEvent::WebSeedFailed {
+                url,
+                reason,
+                retry_secs,
+            } => {
+                if json {
+                    emit(
+                        json!({"event": "web_seed_error", "url": url, "reason": reason, "retry_secs": retry_secs}),
+                    );
+                } else {
+                    bar.println(format!(
+                        "web seed {url}: {reason} (trying again in {retry_secs} s)"
+                    ));
+                }
+            }
+            EngineEvent::WebSeedBanned { url } => {
+                if json {
+                    emit(json!({"event": "web_seed_banned", "url": url}));
+                } else {
+                    bar.println(format!(
+                        "web seed {url} dropped: it sent data that failed the hash check"
+                    ));
+                }
+            }
             EngineEvent::SeedLimitReached { uploaded, size } => {
                 let ratio = uploaded as f64 / size.max(1) as f64;
                 if json {

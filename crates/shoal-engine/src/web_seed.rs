@@ -1,0 +1,350 @@
+//! Web seeds (BEP 19, a torrent's `url-list`): HTTP servers that hold the torrent's
+//! files. The core decides what each is asked for ([`TorrentCore::web_seed_requests`]);
+//! here a fetch task turns those blocks into HTTP range requests — one per file that a
+//! run of adjacent blocks crosses, padding files read as zeros — and hands the blocks to
+//! the torrent actor, which takes them like a peer's (hash check, smart ban).
+//!
+//! A web seed that fails (refused, 404, a short or wrong answer, a timeout) is tried
+//! again after 10 s, doubling up to 5 minutes, as libtorrent retries after
+//! `urlseed_wait_retry`; one that serves data failing the hash check is dropped.
+//!
+//! [`TorrentCore::web_seed_requests`]: shoal_swarm::TorrentCore::web_seed_requests
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use shoal_core::{Block, Info, Metainfo};
+use shoal_storage::FileLayout;
+use shoal_swarm::{Connection, PeerKey, TorrentCore};
+use shoal_tracker::driver::http::{get_range, HttpConfig};
+use shoal_tracker::url::{Scheme, TrackerUrl};
+use tokio::sync::mpsc;
+
+use crate::connection::Input;
+use crate::{EngineEvent, RateLimit};
+
+/// Fetches under way at once per web seed: one waits on the network while the other's
+/// blocks are taken in.
+pub const FETCHES_PER_SEED: usize = 2;
+
+/// Most bytes asked of a web seed in one fetch (a few HTTP requests).
+const FETCH_BYTES: usize = 1024 * 1024;
+
+/// A web seed's first retry delay, and the longest.
+const RETRY_FIRST: Duration = Duration::from_secs(10);
+const RETRY_MAX: Duration = Duration::from_secs(300);
+
+/// One web seed and how it is doing.
+#[derive(Debug)]
+pub struct WebSeed {
+    pub key: PeerKey,
+    /// As the torrent gives it, for messages.
+    pub url: String,
+    base: TrackerUrl,
+    pub in_flight: usize,
+    failures: u32,
+    retry_at: Option<Instant>,
+    pub banned: bool,
+}
+
+impl WebSeed {
+    /// A web seed for `url`, if it is an `http` or `https` URL we can use; `key` is the
+    /// core's name for it.
+    pub fn new(key: PeerKey, url: &str) -> Option<Self> {
+        let base = TrackerUrl::parse(url).ok()?;
+        if base.scheme == Scheme::Udp || base.path.contains('?') {
+            return None;
+        }
+        Some(WebSeed {
+            key,
+            url: url.to_owned(),
+            base,
+            in_flight: 0,
+            failures: 0,
+            retry_at: None,
+            banned: false,
+        })
+    }
+
+    /// Whether to start a fetch now.
+    pub fn ready(&self, now: Instant) -> bool {
+        !self.banned
+            && self.in_flight < FETCHES_PER_SEED
+            && self.retry_at.is_none_or(|at| now >= at)
+    }
+
+    /// Blocks to ask for in one fetch of a torrent with `piece_length` pieces.
+    pub fn fetch_blocks(piece_length: u32) -> usize {
+        (FETCH_BYTES.max(piece_length as usize) / shoal_core::BLOCK_SIZE as usize).max(1)
+    }
+
+    pub fn succeeded(&mut self) {
+        self.failures = 0;
+        self.retry_at = None;
+    }
+
+    /// A fetch failed: wait before the next, longer each time in a row.
+    pub fn failed(&mut self, now: Instant) -> Duration {
+        self.failures += 1;
+        let wait = RETRY_FIRST
+            .saturating_mul(1 << (self.failures - 1).min(8))
+            .min(RETRY_MAX);
+        self.retry_at = Some(now + wait);
+        wait
+    }
+
+    /// The request target of `path` (the file's components, the torrent's name first):
+    /// BEP 19 appends them to a URL ending in `/`; a single file's URL may name the file
+    /// itself.
+    fn target(&self, info: &Info, path: &[String]) -> String {
+        let base = &self.base.path;
+        if !info.multi_file && !base.ends_with('/') {
+            return base.clone();
+        }
+        let mut target = base.clone();
+        if !target.ends_with('/') {
+            target.push('/');
+        }
+        let encoded: Vec<String> = path
+            .iter()
+            .map(|c| percent_encoding::utf8_percent_encode(c, PATH_COMPONENT).to_string())
+            .collect();
+        target.push_str(&encoded.join("/"));
+        target
+    }
+}
+
+/// What is escaped in a path component: everything but RFC 3986's unreserved
+/// characters.
+const PATH_COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// What a fetch needs besides its web seed.
+#[derive(Clone)]
+pub struct FetchContext {
+    pub metainfo: Arc<Metainfo>,
+    pub layout: Arc<FileLayout>,
+    pub http: HttpConfig,
+    pub download_limit: Arc<RateLimit>,
+    pub to_actor: mpsc::Sender<Input>,
+}
+
+/// Fetches `blocks` (sorted, as the core gives them) from `seed` in a task; the blocks
+/// go to the actor run by run, and whatever could not be fetched is reported with the
+/// reason.
+pub fn spawn_fetch(seed: &WebSeed, blocks: Vec<Block>, context: FetchContext) {
+    let (key, base) = (seed.key, seed.base.clone());
+    let info = &context.metainfo.info;
+    let targets: Vec<Option<String>> = info
+        .files
+        .iter()
+        .map(|f| (!f.attr.padding).then(|| seed.target(info, &f.path)))
+        .collect();
+    tokio::spawn(async move {
+        let mut rest = &blocks[..];
+        while !rest.is_empty() {
+            let run = adjacent_run(rest, context.metainfo.info.piece_length);
+            let fetched = fetch_run(&base, &targets, &rest[..run], &context).await;
+            let input = match fetched {
+                Ok(data) => Input::WebBlocks { key, blocks: data },
+                Err(reason) => Input::WebFailed {
+                    key,
+                    blocks: rest.to_vec(),
+                    reason,
+                },
+            };
+            let failed = matches!(input, Input::WebFailed { .. });
+            if context.to_actor.send(input).await.is_err() || failed {
+                return;
+            }
+            rest = &rest[run..];
+        }
+        let _ = context.to_actor.send(Input::WebDone { key }).await;
+    });
+}
+
+/// How many blocks from the start of `blocks` follow each other in the torrent's bytes.
+fn adjacent_run(blocks: &[Block], piece_length: u32) -> usize {
+    let end = |b: &Block| start(b, piece_length) + u64::from(b.length);
+    1 + blocks
+        .windows(2)
+        .take_while(|w| end(&w[0]) == start(&w[1], piece_length))
+        .count()
+}
+
+fn start(block: &Block, piece_length: u32) -> u64 {
+    u64::from(block.piece) * u64::from(piece_length) + u64::from(block.offset)
+}
+
+/// The bytes of a run of adjacent blocks, one range request per file it crosses, cut
+/// back into blocks.
+async fn fetch_run(
+    base: &TrackerUrl,
+    targets: &[Option<String>],
+    run: &[Block],
+    context: &FetchContext,
+) -> Result<Vec<(Block, Bytes)>, String> {
+    let first = start(&run[0], context.metainfo.info.piece_length);
+    let length: u64 = run.iter().map(|b| u64::from(b.length)).sum();
+    context.download_limit.acquire(length as usize, 0).await;
+    let mut data = BytesMut::with_capacity(length as usize);
+    for segment in context.layout.segments(first, length) {
+        let (from, to) = (
+            segment.file_offset,
+            segment.file_offset + segment.length - 1,
+        );
+        match &targets[segment.file] {
+            None => data.resize(data.len() + segment.length as usize, 0),
+            Some(target) => {
+                let body = get_range(base, target, from, to, &context.http)
+                    .await
+                    .map_err(|e| format!("{target} bytes {from}-{to}: {e}"))?;
+                data.extend_from_slice(&body);
+            }
+        }
+    }
+    let mut data = data.freeze();
+    Ok(run
+        .iter()
+        .map(|&block| (block, data.split_to(block.length as usize)))
+        .collect())
+}
+
+/// A torrent's web seeds and what their fetches need.
+pub struct WebSeeds {
+    seeds: Vec<WebSeed>,
+    context: FetchContext,
+}
+
+impl WebSeeds {
+    /// The usable URLs of `urls` as web seeds of `core`; the others are skipped with a
+    /// warning.
+    pub fn new<P: Connection>(
+        core: &mut TorrentCore<P>,
+        urls: &[String],
+        context: FetchContext,
+    ) -> Self {
+        let mut seeds = Vec::new();
+        for url in urls {
+            match WebSeed::new(PeerKey(0), url) {
+                Some(mut seed) => {
+                    seed.key = core.add_web_seed();
+                    seeds.push(seed);
+                }
+                None => tracing::warn!("web seed {url:?} skipped: not an http(s) URL"),
+            }
+        }
+        WebSeeds { seeds, context }
+    }
+
+    fn get(&mut self, key: PeerKey) -> Option<&mut WebSeed> {
+        self.seeds.iter_mut().find(|s| s.key == key)
+    }
+
+    /// Starts the fetches that are due, unless the download is complete, and tells
+    /// `events` of web seeds the core banned.
+    pub fn schedule<P: Connection>(
+        &mut self,
+        core: &mut TorrentCore<P>,
+        now: Instant,
+        events: &mpsc::UnboundedSender<EngineEvent>,
+    ) {
+        for key in core.take_banned_web_seeds() {
+            if let Some(seed) = self.get(key) {
+                seed.banned = true;
+                let url = seed.url.clone();
+                let _ = events.send(EngineEvent::WebSeedBanned { url });
+            }
+        }
+        if core.is_complete() {
+            return;
+        }
+        let max = WebSeed::fetch_blocks(self.context.metainfo.info.piece_length);
+        for seed in &mut self.seeds {
+            if !seed.ready(now) {
+                continue;
+            }
+            let blocks = core.web_seed_requests(seed.key, max);
+            if blocks.is_empty() {
+                continue;
+            }
+            seed.in_flight += 1;
+            spawn_fetch(seed, blocks, self.context.clone());
+        }
+    }
+
+    /// A run of a fetch arrived.
+    pub fn delivered(&mut self, key: PeerKey) {
+        if let Some(seed) = self.get(key) {
+            seed.succeeded();
+        }
+    }
+
+    /// A fetch ended, having delivered everything or failed with `failure`.
+    pub fn ended(
+        &mut self,
+        key: PeerKey,
+        failure: Option<String>,
+        now: Instant,
+        events: &mpsc::UnboundedSender<EngineEvent>,
+    ) {
+        let Some(seed) = self.get(key) else { return };
+        seed.in_flight = seed.in_flight.saturating_sub(1);
+        if let Some(reason) = failure {
+            let retry = seed.failed(now);
+            let _ = events.send(EngineEvent::WebSeedFailed {
+                url: seed.url.clone(),
+                reason,
+                retry_secs: retry.as_secs(),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_follow_the_torrents_bytes() {
+        let b = |piece, offset, length| Block {
+            piece,
+            offset,
+            length,
+        };
+        let piece = 32 * 1024;
+        let blocks = [
+            b(0, 0, 16384),
+            b(0, 16384, 16384),
+            b(1, 0, 16384),
+            b(1, 32768, 16384),
+            b(3, 0, 100),
+        ];
+        assert_eq!(adjacent_run(&blocks, piece), 3);
+        assert_eq!(adjacent_run(&blocks[3..], piece), 1);
+        assert_eq!(adjacent_run(&blocks[4..], piece), 1);
+    }
+
+    #[test]
+    fn retries_back_off_and_reset() {
+        let mut seed = WebSeed::new(PeerKey(1), "http://127.0.0.1:8000/x/").unwrap();
+        let now = Instant::now();
+        assert!(seed.ready(now));
+        assert_eq!(seed.failed(now), Duration::from_secs(10));
+        assert!(!seed.ready(now + Duration::from_secs(9)));
+        assert!(seed.ready(now + Duration::from_secs(10)));
+        assert_eq!(seed.failed(now), Duration::from_secs(20));
+        for _ in 0..20 {
+            seed.failed(now);
+        }
+        assert_eq!(seed.failed(now), RETRY_MAX);
+        seed.succeeded();
+        assert!(seed.ready(now));
+        assert!(WebSeed::new(PeerKey(2), "udp://h:1/x").is_none());
+        assert!(WebSeed::new(PeerKey(2), "ftp://h/x").is_none());
+    }
+}

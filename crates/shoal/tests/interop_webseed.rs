@@ -1,0 +1,164 @@
+//! Web seeds (BEP 19): `shoal get` fetching from an HTTP server named in the torrent's
+//! `url-list` (made with `shoal create --web-seed`), alone or beside a libtorrent seed,
+//! and dropping a web seed whose data fails the hash check.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+/// `shoal create PATH --web-seed URL --piece-size PIECE -o OUT`.
+fn create_with_web_seed(path: &Path, url: &str, piece: &str, out: &Path) {
+    run_ok(shoal().args([
+        "create",
+        path_str(path),
+        "--web-seed",
+        url,
+        "--piece-size",
+        piece,
+        "-o",
+        path_str(out),
+    ]));
+}
+
+/// `shoal get --no-seed --json` with no DHT and no tracker, from `peers` (and the web
+/// seeds) only.
+fn get_alone(torrent: &Path, dir: &Path, listen: &str, peers: &[&str]) -> Vec<serde_json::Value> {
+    shoal_get_with(
+        torrent,
+        &dir.join("out"),
+        &dir.join("state"),
+        listen,
+        peers,
+        &["--no-dht", "--no-tracker"],
+    )
+}
+
+#[test]
+fn a_folder_downloads_from_a_web_seed_alone() {
+    let dir = tempdir();
+    let root = dir.path().join("src/web album");
+    // Names that must be percent-encoded in the URL; sizes that cross pieces.
+    let files = [
+        ("a.bin", 700 * 1024 + 3),
+        ("b c.bin", 300 * 1024),
+        ("sub/ü&x.bin", 1024 * 1024 + 17),
+    ];
+    for (i, (name, size)) in files.iter().enumerate() {
+        random_file(&root.join(name), *size, 60 + i as u64);
+    }
+    let torrent = dir.path().join("album.torrent");
+    create_with_web_seed(&root, "http://127.0.4.31:17431/", "256K", &torrent);
+    let info = shoal_info(path_str(&torrent));
+    assert_eq!(info["url_list"][0], "http://127.0.4.31:17431/");
+    let (_server, requests) = web_seed(&dir.path().join("src"), "127.0.4.31", 17431, false);
+
+    let events = get_alone(&torrent, dir.path(), "127.0.4.32:17432", &[]);
+    for (name, _) in files {
+        same_files(
+            &root.join(name),
+            &dir.path().join("out/web album").join(name),
+        );
+    }
+    assert!(events.iter().any(|e| e["event"] == "completed"));
+    assert!(!events.iter().any(|e| e["event"] == "peer_connected"));
+    // The server prints a request after answering it: wait a little for the line.
+    let wanted = "GET /web%20album/sub/%C3%BC%26x.bin ";
+    let mut seen = Vec::new();
+    while let Ok(line) = requests.recv_timeout(std::time::Duration::from_secs(5)) {
+        if line.starts_with(wanted) {
+            return;
+        }
+        seen.push(line);
+    }
+    panic!("no request for {wanted:?}: {seen:?}");
+}
+
+#[test]
+fn a_single_file_web_seed_url_may_name_the_file() {
+    let dir = tempdir();
+    let (src, torrent) = make_single(dir.path(), 2 * 1024 * 1024 + 5, "64K");
+    let torrent_web = dir.path().join("web.torrent");
+    create_with_web_seed(
+        &src.join("payload.bin"),
+        "http://127.0.4.33:17433/payload.bin",
+        "64K",
+        &torrent_web,
+    );
+    assert_eq!(
+        shoal_info(path_str(&torrent))["info_hash"],
+        shoal_info(path_str(&torrent_web))["info_hash"],
+        "the web seed is outside the info dictionary"
+    );
+    let (_server, _) = web_seed(&src, "127.0.4.33", 17433, false);
+    get_alone(&torrent_web, dir.path(), "127.0.4.34:17434", &[]);
+    same_files(
+        &src.join("payload.bin"),
+        &dir.path().join("out/payload.bin"),
+    );
+}
+
+#[test]
+fn a_lying_web_seed_is_dropped_and_a_libtorrent_seed_finishes() {
+    let dir = tempdir();
+    let (src, _) = make_single(dir.path(), 3 * 1024 * 1024 + 9, "256K");
+    let torrent = dir.path().join("web.torrent");
+    create_with_web_seed(
+        &src.join("payload.bin"),
+        "http://127.0.4.35:17435/",
+        "256K",
+        &torrent,
+    );
+    let (_server, _) = web_seed(&src, "127.0.4.35", 17435, true);
+    let _seed = lt_seed(&torrent, &src, "127.0.4.36", 17436);
+    let events = get_alone(
+        &torrent,
+        dir.path(),
+        "127.0.4.37:17437",
+        &["127.0.4.36:17436"],
+    );
+    same_files(
+        &src.join("payload.bin"),
+        &dir.path().join("out/payload.bin"),
+    );
+    let banned: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "web_seed_banned")
+        .collect();
+    assert_eq!(banned.len(), 1, "{events:?}");
+    assert_eq!(banned[0]["url"], "http://127.0.4.35:17435/");
+    assert!(events.iter().any(|e| e["event"] == "piece_failed"));
+}
+
+#[test]
+fn an_unreachable_web_seed_backs_off_while_a_peer_serves() {
+    let dir = tempdir();
+    let (src, _) = make_single(dir.path(), 2 * 1024 * 1024 + 1, "256K");
+    let torrent = dir.path().join("web.torrent");
+    // Nothing listens there.
+    create_with_web_seed(
+        &src.join("payload.bin"),
+        "http://127.0.4.38:17438/",
+        "256K",
+        &torrent,
+    );
+    let _seed = lt_seed(&torrent, &src, "127.0.4.39", 17439);
+    let events = get_alone(
+        &torrent,
+        dir.path(),
+        "127.0.4.40:17440",
+        &["127.0.4.39:17439"],
+    );
+    same_files(
+        &src.join("payload.bin"),
+        &dir.path().join("out/payload.bin"),
+    );
+    let errors: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "web_seed_error")
+        .collect();
+    assert!(!errors.is_empty(), "{events:?}");
+    assert_eq!(errors[0]["retry_secs"], 10, "{}", errors[0]);
+    assert!(errors.len() <= 2, "retried without waiting: {errors:?}");
+}

@@ -101,44 +101,8 @@ for p in h.get_peer_info():
 sys.exit(1)
 "#;
 
-/// A web seed for the tests: an HTTP/1.1 server of the files under a folder that
-/// answers single `Range: bytes=A-B` requests with 206 (Python's own server ignores
-/// ranges), prints `READY`, then one `GET path first last` line per answer. With
-/// `corrupt` it flips the first byte of every answer. Exits by itself after 120 s.
-pub const WEB_SEED: &str = r#"
-import http.server, os, re, sys, threading
-from urllib.parse import unquote
-root, ip, port, corrupt = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == '1'
-class Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = 'HTTP/1.1'
-    def do_GET(self):
-        path = os.path.realpath(os.path.join(root, unquote(self.path.lstrip('/'))))
-        if not path.startswith(os.path.realpath(root) + os.sep) or not os.path.isfile(path):
-            self.send_error(404)
-            return
-        size = os.path.getsize(path)
-        m = re.fullmatch(r'bytes=(\d+)-(\d+)', self.headers.get('Range', ''))
-        first, last, status = (int(m[1]), min(int(m[2]), size - 1), 206) if m else (0, size - 1, 200)
-        with open(path, 'rb') as f:
-            f.seek(first)
-            data = bytearray(f.read(last - first + 1))
-        if corrupt and data:
-            data[0] ^= 0xff
-        self.send_response(status)
-        if status == 206:
-            self.send_header('Content-Range', 'bytes %d-%d/%d' % (first, last, size))
-        self.send_header('Content-Length', str(len(data)))
-        self.send_header('Connection', 'close')
-        self.end_headers()
-        self.wfile.write(data)
-        print('GET', self.path, first, last, flush=True)
-    def log_message(self, *args):
-        pass
-threading.Timer(120, lambda: os._exit(0)).start()
-server = http.server.ThreadingHTTPServer((ip, port), Handler)
-print('READY', flush=True)
-server.serve_forever()
-"#;
+/// A web seed for the tests (`web_seed.py` beside this file, which says what it does).
+pub const WEB_SEED: &str = include_str!("web_seed.py");
 
 /// Serves the files under `root` at http://ip:port/ as [`WEB_SEED`] does; returns the
 /// guard and the lines it prints per request.

@@ -1,4 +1,5 @@
-//! Magnet links (BEP 9): `magnet:?xt=urn:btih:<hash>&dn=<name>&tr=<tracker>&x.pe=<peer>`.
+//! Magnet links (BEP 9): `magnet:?xt=urn:btih:<hash>&dn=<name>&tr=<tracker>&x.pe=<peer>`,
+//! and `ws=<url>` for web seeds (BEP 19), as libtorrent and WebTorrent write them.
 
 use std::fmt;
 use std::str::FromStr;
@@ -26,6 +27,8 @@ pub struct Magnet {
     pub trackers: Vec<String>,
     /// Every `x.pe`: peer addresses (`host:port`) to try directly.
     pub peers: Vec<String>,
+    /// Every `ws`: web seed URLs, used once the metadata is known.
+    pub web_seeds: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,6 +64,7 @@ impl FromStr for Magnet {
         let mut info_hash = None;
         let mut saw_v2 = false;
         let (mut name, mut trackers, mut peers) = (None, Vec::<String>::new(), Vec::new());
+        let mut web_seeds = Vec::<String>::new();
         for pair in query.split('&') {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             // `xt.1`, `tr.2`, …: numbered forms of the same keys.
@@ -87,6 +91,12 @@ impl FromStr for Magnet {
                     }
                 }
                 "x.pe" => peers.push(unescape(value)),
+                "ws" => {
+                    let url = unescape(value);
+                    if !url.is_empty() && !web_seeds.contains(&url) {
+                        web_seeds.push(url);
+                    }
+                }
                 _ => {}
             }
         }
@@ -100,6 +110,7 @@ impl FromStr for Magnet {
             name,
             trackers,
             peers,
+            web_seeds,
         })
     }
 }
@@ -116,6 +127,9 @@ impl fmt::Display for Magnet {
         for peer in &self.peers {
             write!(f, "&x.pe={}", utf8_percent_encode(peer, VALUE))?;
         }
+        for url in &self.web_seeds {
+            write!(f, "&ws={}", utf8_percent_encode(url, VALUE))?;
+        }
         Ok(())
     }
 }
@@ -128,13 +142,14 @@ mod tests {
 
     #[test]
     fn parses_every_field() {
-        let m: Magnet = "magnet:?xt=urn:btih:YEX6DQDLXISUVHOJ6UM3GNNKPQJWPKEK&dn=Some+File%20x&tr=udp%3A%2F%2Ft1%3A80&tr=http://t2/a&tr.1=http://t2/a&x.pe=127.0.0.2:6881&x.pe=[::1]:7000"
+        let m: Magnet = "magnet:?xt=urn:btih:YEX6DQDLXISUVHOJ6UM3GNNKPQJWPKEK&dn=Some+File%20x&tr=udp%3A%2F%2Ft1%3A80&tr=http://t2/a&tr.1=http://t2/a&x.pe=127.0.0.2:6881&x.pe=[::1]:7000&ws=http%3A%2F%2Fw%2Fa%2F&ws=http://w/a/"
             .parse()
         .unwrap();
         assert_eq!(m.info_hash.to_hex(), HEX);
         assert_eq!(m.name.as_deref(), Some("Some File x"));
         assert_eq!(m.trackers, ["udp://t1:80", "http://t2/a"]);
         assert_eq!(m.peers, ["127.0.0.2:6881", "[::1]:7000"]);
+        assert_eq!(m.web_seeds, ["http://w/a/"]);
     }
 
     #[test]
@@ -144,6 +159,7 @@ mod tests {
             name: Some("a b&c=d/é".into()),
             trackers: vec!["http://tracker.example/announce?x=1&y=2".into()],
             peers: vec!["127.0.0.1:1".into()],
+            web_seeds: vec!["https://files.example/x y/".into()],
         };
         let text = m.to_string();
         assert!(text.starts_with(&format!(

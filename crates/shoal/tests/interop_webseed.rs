@@ -162,3 +162,70 @@ fn an_unreachable_web_seed_backs_off_while_a_peer_serves() {
     assert_eq!(errors[0]["retry_secs"], 10, "{}", errors[0]);
     assert!(errors.len() <= 2, "retried without waiting: {errors:?}");
 }
+
+#[test]
+fn a_magnets_ws_web_seed_is_used_once_a_peer_gave_the_metadata() {
+    let dir = tempdir();
+    let (src, torrent) = make_single(dir.path(), 8 * 1024 * 1024 + 3, "256K");
+    let (_server, requests) = web_seed(&src, "127.0.4.41", 17441, false);
+    // A slow peer, so that the web seed is asked before the peer has sent everything.
+    let _seed = shoal_seed_with(
+        &torrent,
+        &src,
+        &dir.path().join("s1"),
+        "127.0.4.42:17442",
+        &["--max-up", "1M"],
+    );
+    let hash = shoal_info(path_str(&torrent))["info_hash"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let magnet = format!(
+        "magnet:?xt=urn:btih:{hash}&x.pe=127.0.4.42:17442&ws=http%3A%2F%2F127.0.4.41%3A17441%2F"
+    );
+    let events = json_events(shoal().args([
+        "get",
+        &magnet,
+        "-o",
+        path_str(&dir.path().join("out")),
+        "--no-seed",
+        "--json",
+        "--no-dht",
+        "--listen",
+        "127.0.4.43:17443",
+        "--state-dir",
+        path_str(&dir.path().join("s2")),
+    ]));
+    same_files(
+        &src.join("payload.bin"),
+        &dir.path().join("out/payload.bin"),
+    );
+    assert!(events.iter().any(|e| e["event"] == "metadata"));
+    let first = requests.recv_timeout(std::time::Duration::from_secs(5));
+    assert!(
+        first
+            .as_deref()
+            .is_ok_and(|r| r.starts_with("GET /payload.bin ")),
+        "the web seed was not asked: {first:?}"
+    );
+}
+
+#[test]
+fn aria2_downloads_from_the_web_seed_shoal_create_wrote() {
+    let dir = tempdir();
+    let root = dir.path().join("src/set");
+    random_file(&root.join("one.bin"), 600 * 1024 + 1, 71);
+    random_file(&root.join("two words.bin"), 900 * 1024, 72);
+    let torrent = dir.path().join("set.torrent");
+    create_with_web_seed(&root, "http://127.0.4.44:17444/", "64K", &torrent);
+    let (_server, _) = web_seed(&dir.path().join("src"), "127.0.4.44", 17444, false);
+    let out = dir.path().join("aria2-out");
+    let (output, _) = run_with_timeout(
+        &mut aria2(&out, &torrent, "127.0.4.45", 17445, &["--seed-time=0"]),
+        std::time::Duration::from_secs(60),
+    );
+    assert!(output.status.success(), "{output:?}");
+    for name in ["one.bin", "two words.bin"] {
+        same_files(&root.join(name), &out.join("set").join(name));
+    }
+}

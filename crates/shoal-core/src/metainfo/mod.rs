@@ -299,6 +299,7 @@ impl Metainfo {
             name: Some(self.info.name.clone()),
             trackers: self.trackers.iter().flatten().cloned().collect(),
             peers: Vec::new(),
+            web_seeds: self.url_list.clone(),
         }
     }
 }

@@ -192,6 +192,7 @@ fn parse_source(arg: &str) -> Result<Source> {
                 name: None,
                 trackers: Vec::new(),
                 peers: Vec::new(),
+                web_seeds: Vec::new(),
             }));
         }
     }
@@ -612,6 +613,10 @@ fn metainfo_from_info(info: &[u8], magnet: &Magnet) -> Result<Metainfo> {
             .map(|t| Value::List(vec![t.as_str().into()]))
             .collect::<Vec<_>>();
         root.insert("announce-list", Value::List(tiers));
+    }
+    if !magnet.web_seeds.is_empty() {
+        let urls = magnet.web_seeds.iter().map(|u| u.as_str().into()).collect();
+        root.insert("url-list", Value::List(urls));
     }
     Metainfo::from_bytes(&root.to_bytes()).context("the peers' metadata is not a usable torrent")
 }

@@ -32,7 +32,8 @@ pub struct PeerOptions {
     /// A peer to connect to (IP:PORT). Repeat for several.
     #[arg(long = "peer", value_name = "ADDR")]
     pub peers: Vec<SocketAddr>,
-    /// Address to accept peers on [default: 0.0.0.0:6881].
+    /// Address to accept peers on [default: 0.0.0.0 on the first port of 6881-6999 free
+    /// for TCP (and UDP, for the DHT), as aria2 picks one].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
     /// Upload limit in bytes per second (e.g. 2M = 2 MiB/s, 2MB = 2 MB/s); unlimited by default.
@@ -215,7 +216,8 @@ pub fn run_get(args: GetArgs) -> Result<()> {
         select: args.select_file,
         opts: args.peer,
         discovery: args.discovery,
-    };
+    }
+    .choose_listen()?;
     block_on(move |stop| async move {
         match source {
             Source::Torrent(metainfo) => job.run(metainfo, stop).await,
@@ -254,7 +256,8 @@ pub fn run_seed(args: SeedArgs) -> Result<()> {
         select: None,
         opts: args.peer,
         discovery: args.discovery,
-    };
+    }
+    .choose_listen()?;
     block_on(move |stop| job.run(metainfo, stop))
 }
 
@@ -443,11 +446,46 @@ struct Job {
     discovery: DiscoveryOptions,
 }
 
+/// The ports tried when no `--listen` is given: aria2's default range.
+const DEFAULT_PORTS: std::ops::RangeInclusive<u16> = 6881..=6999;
+
+/// The first address on `ip` with a port of `ports` that is free for TCP, and for UDP
+/// too if `udp` (the DHT node listens on the same port), so that a second shoal on the
+/// machine does not fail for want of `--listen`. The probe sockets are closed at once;
+/// the engine and the DHT bind for real right after.
+fn free_listen_addr(
+    ip: std::net::IpAddr,
+    ports: std::ops::RangeInclusive<u16>,
+    udp: bool,
+) -> Result<SocketAddr> {
+    let (first, last) = (*ports.start(), *ports.end());
+    for port in ports {
+        let addr = SocketAddr::new(ip, port);
+        let free = std::net::TcpListener::bind(addr).is_ok()
+            && (!udp || std::net::UdpSocket::bind(addr).is_ok());
+        if free {
+            return Ok(addr);
+        }
+    }
+    bail!("no port of {first}-{last} is free on {ip}; choose one with --listen")
+}
+
 impl Job {
+    /// The address peers reach us at: `--listen`, else a free port of [`DEFAULT_PORTS`]
+    /// (chosen once, by [`Job::choose_listen`]).
     fn listen(&self) -> SocketAddr {
         self.opts
             .listen
-            .unwrap_or_else(|| "0.0.0.0:6881".parse().expect("valid"))
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], *DEFAULT_PORTS.start())))
+    }
+
+    fn choose_listen(mut self) -> Result<Self> {
+        if self.opts.listen.is_none() {
+            let udp = !self.discovery.no_dht && self.discovery.dht_listen.is_none();
+            let any = std::net::IpAddr::from([0, 0, 0, 0]);
+            self.opts.listen = Some(free_listen_addr(any, DEFAULT_PORTS, udp)?);
+        }
+        Ok(self)
     }
 
     fn state_dir(&self) -> PathBuf {
@@ -831,5 +869,27 @@ fn wasted_note(wasted: u64) -> String {
         String::new()
     } else {
         format!(", {} wasted", format_size(wasted))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_port_is_skipped_for_tcp_and_for_udp() {
+        let ip: std::net::IpAddr = "127.0.4.50".parse().unwrap();
+        let _tcp = std::net::TcpListener::bind((ip, 17450)).unwrap();
+        let _udp = std::net::UdpSocket::bind((ip, 17451)).unwrap();
+        let pick = |udp| free_listen_addr(ip, 17450..=17453, udp).unwrap().port();
+        assert_eq!(
+            pick(true),
+            17452,
+            "17450 has a TCP listener, 17451 a UDP socket"
+        );
+        assert_eq!(pick(false), 17451, "without the DHT only TCP matters");
+        let _more = std::net::TcpListener::bind((ip, 17452)).unwrap();
+        let none = free_listen_addr(ip, 17450..=17452, true).unwrap_err();
+        assert!(format!("{none}").contains("--listen"), "{none}");
     }
 }

@@ -49,15 +49,17 @@ pub enum Input {
         key: PeerKey,
         blocks: Vec<(Block, Bytes)>,
     },
-    /// A web seed's fetch failed; `blocks` were not fetched. The fetch is over.
+    /// A web seed worker's fetch failed; `blocks` were not fetched. The fetch is over.
     WebFailed {
         key: PeerKey,
+        worker: usize,
         blocks: Vec<Block>,
         reason: String,
     },
-    /// A web seed's fetch delivered everything.
+    /// A web seed worker's fetch delivered everything.
     WebDone {
         key: PeerKey,
+        worker: usize,
     },
 }
 

@@ -645,14 +645,18 @@ impl Actor {
             }
             Input::WebFailed {
                 key,
+                worker,
                 blocks,
                 reason,
             } => {
                 self.core.web_seed_failed(key, &blocks);
                 let events = &self.io.events;
-                self.web_seeds.ended(key, Some(reason), now, events);
+                self.web_seeds.ended(key, worker, Some(reason), now, events);
             }
-            Input::WebDone { key } => self.web_seeds.ended(key, None, now, &self.io.events),
+            Input::WebDone { key, worker } => {
+                let events = &self.io.events;
+                self.web_seeds.ended(key, worker, None, now, events);
+            }
         }
         if is_web {
             let events = &self.io.events;

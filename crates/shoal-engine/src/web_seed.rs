@@ -1,8 +1,11 @@
 //! Web seeds (BEP 19, a torrent's `url-list`): HTTP servers that hold the torrent's
 //! files. The core decides what each is asked for ([`TorrentCore::web_seed_requests`]);
-//! here a fetch task turns those blocks into HTTP range requests — one per file that a
-//! run of adjacent blocks crosses, padding files read as zeros — and hands the blocks to
-//! the torrent actor, which takes them like a peer's (hash check, smart ban).
+//! here each web seed has two worker tasks, each with its own HTTP/1.1 connection kept
+//! alive between requests (so a fetch after the first skips the TCP and TLS handshakes
+//! and TCP's slow start). A worker turns a fetch's blocks into range requests — one per
+//! file that a run of adjacent blocks crosses, padding files read as zeros — and hands
+//! the blocks to the torrent actor, which takes them like a peer's (hash check, smart
+//! ban).
 //!
 //! A web seed that fails (refused, 404, a short or wrong answer, a timeout) is tried
 //! again after 10 s, doubling up to 5 minutes, as libtorrent retries after
@@ -17,16 +20,16 @@ use bytes::{Bytes, BytesMut};
 use shoal_core::{Block, Info, Metainfo};
 use shoal_storage::FileLayout;
 use shoal_swarm::{Connection, PeerKey, TorrentCore};
-use shoal_tracker::driver::http::{get_range, HttpConfig};
+use shoal_tracker::driver::http::{get_range_kept, HttpConfig, KeptAlive};
 use shoal_tracker::url::{Scheme, TrackerUrl};
 use tokio::sync::mpsc;
 
 use crate::connection::Input;
 use crate::{EngineEvent, RateLimit};
 
-/// Fetches under way at once per web seed: one waits on the network while the other's
-/// blocks are taken in.
-pub const FETCHES_PER_SEED: usize = 2;
+/// Workers (fetches under way at once, connections) per web seed: one waits on the
+/// network while the other's blocks are taken in.
+const WORKERS_PER_SEED: usize = 2;
 
 /// Most bytes asked of a web seed in one fetch (a few HTTP requests).
 const FETCH_BYTES: usize = 1024 * 1024;
@@ -42,10 +45,10 @@ pub struct WebSeed {
     /// As the torrent gives it, for messages.
     pub url: String,
     base: TrackerUrl,
-    pub in_flight: usize,
+    /// Each worker's job queue, and whether it has a fetch under way; none once banned.
+    workers: Vec<(mpsc::Sender<Vec<Block>>, bool)>,
     failures: u32,
     retry_at: Option<Instant>,
-    pub banned: bool,
 }
 
 impl WebSeed {
@@ -60,18 +63,18 @@ impl WebSeed {
             key,
             url: url.to_owned(),
             base,
-            in_flight: 0,
+            workers: Vec::new(),
             failures: 0,
             retry_at: None,
-            banned: false,
         })
     }
 
-    /// Whether to start a fetch now.
-    pub fn ready(&self, now: Instant) -> bool {
-        !self.banned
-            && self.in_flight < FETCHES_PER_SEED
-            && self.retry_at.is_none_or(|at| now >= at)
+    /// An idle worker, if a fetch may start now.
+    fn idle_worker(&self, now: Instant) -> Option<usize> {
+        if self.retry_at.is_some_and(|at| now < at) {
+            return None;
+        }
+        self.workers.iter().position(|(_, busy)| !busy)
     }
 
     /// Blocks to ask for in one fetch of a torrent with `piece_length` pieces.
@@ -133,38 +136,60 @@ pub struct FetchContext {
     pub to_actor: mpsc::Sender<Input>,
 }
 
-/// Fetches `blocks` (sorted, as the core gives them) from `seed` in a task; the blocks
-/// go to the actor run by run, and whatever could not be fetched is reported with the
-/// reason.
-pub fn spawn_fetch(seed: &WebSeed, blocks: Vec<Block>, context: FetchContext) {
-    let (key, base) = (seed.key, seed.base.clone());
+/// Starts `seed`'s workers. Each takes fetches (blocks sorted as the core gives them)
+/// from its queue until the queue is dropped; a fetch's blocks go to the actor run by
+/// run, then `WebDone`, or `WebFailed` with what could not be fetched and why.
+fn spawn_workers(seed: &mut WebSeed, context: &FetchContext) {
     let info = &context.metainfo.info;
-    let targets: Vec<Option<String>> = info
-        .files
-        .iter()
-        .map(|f| (!f.attr.padding).then(|| seed.target(info, &f.path)))
-        .collect();
-    tokio::spawn(async move {
-        let mut rest = &blocks[..];
-        while !rest.is_empty() {
-            let run = adjacent_run(rest, context.metainfo.info.piece_length);
-            let fetched = fetch_run(&base, &targets, &rest[..run], &context).await;
-            let input = match fetched {
-                Ok(data) => Input::WebBlocks { key, blocks: data },
-                Err(reason) => Input::WebFailed {
-                    key,
-                    blocks: rest.to_vec(),
-                    reason,
-                },
-            };
-            let failed = matches!(input, Input::WebFailed { .. });
-            if context.to_actor.send(input).await.is_err() || failed {
-                return;
+    let targets: Arc<Vec<Option<String>>> = Arc::new(
+        info.files
+            .iter()
+            .map(|f| (!f.attr.padding).then(|| seed.target(info, &f.path)))
+            .collect(),
+    );
+    for worker in 0..WORKERS_PER_SEED {
+        let (jobs_tx, mut jobs) = mpsc::channel::<Vec<Block>>(1);
+        seed.workers.push((jobs_tx, false));
+        let (key, base, targets, context) = (
+            seed.key,
+            seed.base.clone(),
+            targets.clone(),
+            context.clone(),
+        );
+        tokio::spawn(async move {
+            let mut kept = None;
+            while let Some(blocks) = jobs.recv().await {
+                let mut rest = &blocks[..];
+                let mut ended = Input::WebDone { key, worker };
+                while !rest.is_empty() {
+                    let run = adjacent_run(rest, context.metainfo.info.piece_length);
+                    match fetch_run(&mut kept, &base, &targets, &rest[..run], &context).await {
+                        Ok(data) => {
+                            let delivered = Input::WebBlocks { key, blocks: data };
+                            if context.to_actor.send(delivered).await.is_err() {
+                                return;
+                            }
+                            rest = &rest[run..];
+                        }
+                        Err(reason) => {
+                            kept = None;
+                            let blocks = rest.to_vec();
+                            ended = Input::WebFailed {
+                                key,
+                                worker,
+                                blocks,
+                                reason,
+                            };
+                            break;
+                        }
+                    }
+                }
+                if context.to_actor.send(ended).await.is_err() {
+                    return;
+                }
             }
-            rest = &rest[run..];
-        }
-        let _ = context.to_actor.send(Input::WebDone { key }).await;
-    });
+        });
+    }
 }
 
 /// How many blocks from the start of `blocks` follow each other in the torrent's bytes.
@@ -183,6 +208,7 @@ fn start(block: &Block, piece_length: u32) -> u64 {
 /// The bytes of a run of adjacent blocks, one range request per file it crosses, cut
 /// back into blocks.
 async fn fetch_run(
+    kept: &mut Option<KeptAlive>,
     base: &TrackerUrl,
     targets: &[Option<String>],
     run: &[Block],
@@ -200,7 +226,7 @@ async fn fetch_run(
         match &targets[segment.file] {
             None => data.resize(data.len() + segment.length as usize, 0),
             Some(target) => {
-                let body = get_range(base, target, from, to, &context.http)
+                let body = get_range_kept(kept, base, target, from, to, &context.http)
                     .await
                     .map_err(|e| format!("{target} bytes {from}-{to}: {e}"))?;
                 data.extend_from_slice(&body);
@@ -233,6 +259,7 @@ impl WebSeeds {
             match WebSeed::new(PeerKey(0), url) {
                 Some(mut seed) => {
                     seed.key = core.add_web_seed();
+                    spawn_workers(&mut seed, &context);
                     seeds.push(seed);
                 }
                 None => tracing::warn!("web seed {url:?} skipped: not an http(s) URL"),
@@ -255,7 +282,8 @@ impl WebSeeds {
     ) {
         for key in core.take_banned_web_seeds() {
             if let Some(seed) = self.get(key) {
-                seed.banned = true;
+                // Dropping the queues ends the workers once their fetches are over.
+                seed.workers.clear();
                 let url = seed.url.clone();
                 let _ = events.send(EngineEvent::WebSeedBanned { url });
             }
@@ -265,15 +293,19 @@ impl WebSeeds {
         }
         let max = WebSeed::fetch_blocks(self.context.metainfo.info.piece_length);
         for seed in &mut self.seeds {
-            if !seed.ready(now) {
-                continue;
+            while let Some(worker) = seed.idle_worker(now) {
+                let blocks = core.web_seed_requests(seed.key, max);
+                if blocks.is_empty() {
+                    break;
+                }
+                let (jobs, busy) = &mut seed.workers[worker];
+                if let Err(refused) = jobs.try_send(blocks) {
+                    // Only if the worker is gone (the runtime shutting down).
+                    core.web_seed_failed(seed.key, &refused.into_inner());
+                    break;
+                }
+                *busy = true;
             }
-            let blocks = core.web_seed_requests(seed.key, max);
-            if blocks.is_empty() {
-                continue;
-            }
-            seed.in_flight += 1;
-            spawn_fetch(seed, blocks, self.context.clone());
         }
     }
 
@@ -284,16 +316,19 @@ impl WebSeeds {
         }
     }
 
-    /// A fetch ended, having delivered everything or failed with `failure`.
+    /// `worker`'s fetch ended, having delivered everything or failed with `failure`.
     pub fn ended(
         &mut self,
         key: PeerKey,
+        worker: usize,
         failure: Option<String>,
         now: Instant,
         events: &mpsc::UnboundedSender<EngineEvent>,
     ) {
         let Some(seed) = self.get(key) else { return };
-        seed.in_flight = seed.in_flight.saturating_sub(1);
+        if let Some((_, busy)) = seed.workers.get_mut(worker) {
+            *busy = false;
+        }
         if let Some(reason) = failure {
             let retry = seed.failed(now);
             let _ = events.send(EngineEvent::WebSeedFailed {
@@ -332,18 +367,22 @@ mod tests {
     #[test]
     fn retries_back_off_and_reset() {
         let mut seed = WebSeed::new(PeerKey(1), "http://127.0.0.1:8000/x/").unwrap();
+        let (jobs, _queued) = mpsc::channel(1);
+        seed.workers.push((jobs, false));
         let now = Instant::now();
-        assert!(seed.ready(now));
+        assert_eq!(seed.idle_worker(now), Some(0));
         assert_eq!(seed.failed(now), Duration::from_secs(10));
-        assert!(!seed.ready(now + Duration::from_secs(9)));
-        assert!(seed.ready(now + Duration::from_secs(10)));
+        assert_eq!(seed.idle_worker(now + Duration::from_secs(9)), None);
+        assert_eq!(seed.idle_worker(now + Duration::from_secs(10)), Some(0));
         assert_eq!(seed.failed(now), Duration::from_secs(20));
         for _ in 0..20 {
             seed.failed(now);
         }
         assert_eq!(seed.failed(now), RETRY_MAX);
         seed.succeeded();
-        assert!(seed.ready(now));
+        assert_eq!(seed.idle_worker(now), Some(0));
+        seed.workers[0].1 = true;
+        assert_eq!(seed.idle_worker(now), None, "its one worker is busy");
         assert!(WebSeed::new(PeerKey(2), "udp://h:1/x").is_none());
         assert!(WebSeed::new(PeerKey(2), "ftp://h/x").is_none());
     }

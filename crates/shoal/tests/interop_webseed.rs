@@ -76,6 +76,41 @@ fn a_folder_downloads_from_a_web_seed_alone() {
 }
 
 #[test]
+fn many_small_files_go_over_few_kept_alive_connections() {
+    let dir = tempdir();
+    let root = dir.path().join("src/small");
+    for i in 0..40 {
+        random_file(
+            &root.join(format!("f{i:02}.bin")),
+            5000 + i * 37,
+            80 + i as u64,
+        );
+    }
+    let torrent = dir.path().join("small.torrent");
+    create_with_web_seed(&root, "http://127.0.4.46:17446/", "16K", &torrent);
+    let (_server, requests) = web_seed(&dir.path().join("src"), "127.0.4.46", 17446, false);
+    get_alone(&torrent, dir.path(), "127.0.4.47:17447", &[]);
+    for i in 0..40 {
+        let name = format!("f{i:02}.bin");
+        same_files(&root.join(&name), &dir.path().join("out/small").join(&name));
+    }
+    // Every file was asked for; the server prints each answer just after sending it.
+    let mut lines = Vec::new();
+    while let Ok(line) = requests.recv_timeout(std::time::Duration::from_secs(2)) {
+        lines.push(line);
+    }
+    assert!(lines.len() >= 40, "{lines:?}");
+    let ports: std::collections::BTreeSet<&str> =
+        lines.iter().filter_map(|l| l.rsplit(' ').next()).collect();
+    assert!(
+        ports.len() <= 4,
+        "{} requests over {} connections",
+        lines.len(),
+        ports.len()
+    );
+}
+
+#[test]
 fn a_single_file_web_seed_url_may_name_the_file() {
     let dir = tempdir();
     let (src, torrent) = make_single(dir.path(), 2 * 1024 * 1024 + 5, "64K");

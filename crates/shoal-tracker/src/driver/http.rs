@@ -1,5 +1,6 @@
 //! A tracker-sized HTTP/1.1 client over tokio: one `GET`, one deadline, a capped body.
-//! Web seeds (BEP 19) use it too, for byte ranges of files ([`get_range`]).
+//! Web seeds (BEP 19) use it too, for byte ranges of files over a connection kept open
+//! between requests ([`get_range_kept`]).
 //!
 //! Why not a general HTTP client: the SSRF rules need the *resolved* address of every
 //! hop (a redirect from a public tracker to a private or loopback address is refused, and
@@ -111,26 +112,6 @@ pub async fn get(
         .unwrap_or(Err(TrackerError::Timeout))
 }
 
-/// `GET`s bytes `first..=last` of the resource at `target` (a `Range` request) and
-/// returns exactly those bytes: from a 206 whose `Content-Range` matches, or from a 200
-/// whose body is exactly the range (a resource no longer than it). `config.max_body` is
-/// ignored: the body may be the range's length and no more.
-pub async fn get_range(
-    url: &TrackerUrl,
-    target: &str,
-    first: u64,
-    last: u64,
-    config: &HttpConfig,
-) -> Result<Vec<u8>, TrackerError> {
-    if last < first || last - first >= usize::MAX as u64 {
-        return Err(TrackerError::Refused(format!("bad range {first}-{last}")));
-    }
-    let range = Some((first, last));
-    tokio::time::timeout(config.timeout, get_following(url, target, range, config))
-        .await
-        .unwrap_or(Err(TrackerError::Timeout))
-}
-
 async fn get_following(
     url: &TrackerUrl,
     target: &str,
@@ -208,11 +189,27 @@ async fn exchange(
     range: Option<(u64, u64)>,
     config: &HttpConfig,
 ) -> Result<Reply, TrackerError> {
+    let mut stream = open(addr, url, config).await?;
+    Ok(exchange_on(&mut stream, url, target, range, false, config)
+        .await?
+        .0)
+}
+
+/// A byte stream to an HTTP server, plain or TLS.
+trait HttpStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> HttpStream for S {}
+
+/// A connection to `url`'s server at `addr` (TLS for `https`, naming its host).
+async fn open(
+    addr: SocketAddr,
+    url: &TrackerUrl,
+    config: &HttpConfig,
+) -> Result<Box<dyn HttpStream>, TrackerError> {
     let stream = connect(addr, config.bind)
         .await
         .map_err(|e| io_error(&format!("cannot connect to {url}"), e))?;
     if url.scheme != Scheme::Https {
-        return exchange_on(stream, url, target, range, config).await;
+        return Ok(Box::new(stream));
     }
     let name = ServerName::try_from(url.host.clone())
         .map_err(|_| TrackerError::Refused(format!("{url}: not a valid TLS server name")))?;
@@ -221,23 +218,103 @@ async fn exchange(
         .connect(name, stream)
         .await
         .map_err(|e| io_error(&format!("TLS with {url}"), e))?;
-    exchange_on(stream, url, target, range, config).await
+    Ok(Box::new(stream))
 }
 
-async fn exchange_on<S: AsyncRead + AsyncWrite + Unpin>(
-    mut stream: S,
+/// A connection kept open between requests to one server (HTTP/1.1 keep-alive), so that
+/// a web seed's requests in a row skip the TCP (and TLS) handshakes and TCP's slow start.
+pub struct KeptAlive {
+    origin: (Scheme, String, u16),
+    stream: Box<dyn HttpStream>,
+}
+
+impl std::fmt::Debug for KeptAlive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeptAlive")
+            .field("origin", &self.origin)
+            .finish()
+    }
+}
+
+fn origin(url: &TrackerUrl) -> (Scheme, String, u16) {
+    (url.scheme, url.host.to_ascii_lowercase(), url.port)
+}
+
+/// `GET`s bytes `first..=last` of the resource at `target` (a `Range` request) and
+/// returns exactly those bytes: from a 206 whose `Content-Range` matches, or from a 200
+/// whose body is exactly the range (a resource no longer than it); `config.max_body` is
+/// ignored. It goes over `kept`, a connection to the same server left open by the
+/// previous call (a fresh one if there is none, it is to another server, or it has gone
+/// stale), and leaves the connection there if the server keeps it open. A redirect is
+/// followed on fresh connections, under the same rules as [`get`].
+pub async fn get_range_kept(
+    kept: &mut Option<KeptAlive>,
+    url: &TrackerUrl,
+    target: &str,
+    first: u64,
+    last: u64,
+    config: &HttpConfig,
+) -> Result<Vec<u8>, TrackerError> {
+    if last < first || last - first >= usize::MAX as u64 {
+        return Err(TrackerError::Refused(format!("bad range {first}-{last}")));
+    }
+    let range = Some((first, last));
+    let attempt = async {
+        if let Some(mut conn) = kept.take().filter(|k| k.origin == origin(url)) {
+            match exchange_on(&mut conn.stream, url, target, range, true, config).await {
+                Ok((Reply::Body(body), reusable)) => {
+                    if reusable {
+                        *kept = Some(conn);
+                    }
+                    return Ok(body);
+                }
+                Ok((Reply::Redirect(_), _)) => {
+                    return get_following(url, target, range, config).await;
+                }
+                // Closed while idle: a fresh connection below.
+                Err(TrackerError::Io(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let addr = resolve(url, config.bind).await?;
+        let mut stream = open(addr, url, config).await?;
+        match exchange_on(&mut stream, url, target, range, true, config).await? {
+            (Reply::Body(body), reusable) => {
+                if reusable {
+                    *kept = Some(KeptAlive {
+                        origin: origin(url),
+                        stream,
+                    });
+                }
+                Ok(body)
+            }
+            (Reply::Redirect(_), _) => get_following(url, target, range, config).await,
+        }
+    };
+    tokio::time::timeout(config.timeout, attempt)
+        .await
+        .unwrap_or(Err(TrackerError::Timeout))
+}
+
+/// One request and its answer on `stream`. With `keep_alive` the server is asked to keep
+/// the connection open, and the second value says whether it may be used again (the
+/// body was delimited by its length and the server did not say `close`).
+async fn exchange_on<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
+    stream: &mut S,
     url: &TrackerUrl,
     target: &str,
     range: Option<(u64, u64)>,
+    keep_alive: bool,
     config: &HttpConfig,
-) -> Result<Reply, TrackerError> {
+) -> Result<(Reply, bool), TrackerError> {
     let range_header = range
         .map(|(first, last)| format!("Range: bytes={first}-{last}\r\n"))
         .unwrap_or_default();
     let request = format!(
-        "GET {target} HTTP/1.1\r\nHost: {}\r\nUser-Agent: shoal/{}\r\n{range_header}Accept-Encoding: identity\r\nConnection: close\r\n\r\n",
+        "GET {target} HTTP/1.1\r\nHost: {}\r\nUser-Agent: shoal/{}\r\n{range_header}Accept-Encoding: identity\r\nConnection: {}\r\n\r\n",
         url.authority(),
-        env!("CARGO_PKG_VERSION")
+        env!("CARGO_PKG_VERSION"),
+        if keep_alive { "keep-alive" } else { "close" },
     );
     stream
         .write_all(request.as_bytes())
@@ -249,7 +326,7 @@ async fn exchange_on<S: AsyncRead + AsyncWrite + Unpin>(
         if let Some(parsed) = parse_response_head(&buf)? {
             break parsed;
         }
-        if read_more(&mut stream, &mut buf).await? == 0 {
+        if read_more(stream, &mut buf).await? == 0 {
             return Err(TrackerError::Io(
                 "connection closed before a response".into(),
             ));
@@ -259,8 +336,12 @@ async fn exchange_on<S: AsyncRead + AsyncWrite + Unpin>(
         let location = head
             .header("location")
             .ok_or(TrackerError::BadResponse("redirect without a location"))?;
-        return Ok(Reply::Redirect(location.to_owned()));
+        return Ok((Reply::Redirect(location.to_owned()), false));
     }
+    let reusable = keep_alive
+        && !head
+            .header("connection")
+            .is_some_and(|c| c.to_ascii_lowercase().contains("close"));
     // With a range, exactly its bytes are accepted: a 206 for them, or a 200 that is
     // the whole resource and as long as the range (checked against the length below).
     let max = match range {
@@ -287,33 +368,35 @@ async fn exchange_on<S: AsyncRead + AsyncWrite + Unpin>(
             }
             let n = n as usize;
             while buf.len() < n {
-                if read_more(&mut stream, &mut buf).await? == 0 {
+                if read_more(stream, &mut buf).await? == 0 {
                     return Err(TrackerError::Io(
                         "body shorter than its Content-Length".into(),
                     ));
                 }
             }
+            // Bytes past the body would be an answer we never asked for.
+            let reusable = reusable && buf.len() == n;
             buf.truncate(n);
-            exact(buf, range)
+            Ok((exact(buf, range)?, reusable))
         }
         Framing::Chunked => loop {
             if let Some(body) = decode_chunked(&buf, max)? {
-                return exact(body, range);
+                return Ok((exact(body, range)?, false));
             }
             // Chunk framing adds a few bytes per chunk; twice the cap is plenty.
-            if buf.len() > 2 * max + 1024 || read_more(&mut stream, &mut buf).await? == 0 {
+            if buf.len() > 2 * max + 1024 || read_more(stream, &mut buf).await? == 0 {
                 return Err(TrackerError::BadResponse(
                     "chunked body incomplete or too large",
                 ));
             }
         },
         Framing::UntilClose => {
-            while read_more(&mut stream, &mut buf).await? > 0 {
+            while read_more(stream, &mut buf).await? > 0 {
                 if buf.len() > max {
                     return Err(TrackerError::TooLarge(max));
                 }
             }
-            exact(buf, range)
+            Ok((exact(buf, range)?, false))
         }
     }
 }
@@ -344,7 +427,7 @@ fn check_content_range(header: Option<&str>, first: u64, last: u64) -> Result<()
     }
 }
 
-async fn read_more<S: AsyncRead + Unpin>(
+async fn read_more<S: AsyncRead + Unpin + ?Sized>(
     stream: &mut S,
     buf: &mut Vec<u8>,
 ) -> Result<usize, TrackerError> {

@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 """A web seed (BEP 19) for the tests and benches/webseed.py: an HTTP/1.1 server of the
 files under a folder that answers single `Range: bytes=A-B` requests with 206 (Python's
-own server ignores ranges). Prints READY, then one `GET path first last` line per
-answer. With corrupt=1 it flips the first byte of every answer. Exits by itself after
+own server ignores ranges), keeping connections open between requests as HTTP/1.1
+does. Prints READY, then one `GET path first last client_port` line per answer (the
+port tells connections apart). With corrupt=1 it flips the first byte of every answer. Exits by itself after
 120 s (or the number of seconds given fifth).
 
     web_seed.py ROOT IP PORT CORRUPT [LIFETIME]
@@ -29,10 +30,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if status == 206:
             self.send_header('Content-Range', 'bytes %d-%d/%d' % (first, last, size))
         self.send_header('Content-Length', str(len(data)))
-        self.send_header('Connection', 'close')
         self.end_headers()
         self.wfile.write(data)
-        print('GET', self.path, first, last, flush=True)
+        print('GET', self.path, first, last, self.client_address[1], flush=True)
     def log_message(self, *args):
         pass
 threading.Timer(float(sys.argv[5]) if len(sys.argv) > 5 else 120, lambda: os._exit(0)).start()

@@ -17,6 +17,8 @@ struct Entry {
     /// It hung up on our encrypted handshake and took a plaintext one: dial it in
     /// plaintext from now on (libtorrent keeps the same per peer).
     plain_only: bool,
+    /// It had every piece when last connected: not worth dialling once we are done.
+    seed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -33,16 +35,20 @@ impl AddressBook {
                 connected: false,
                 banned: false,
                 plain_only: false,
+                seed: false,
             });
         }
     }
 
-    /// Addresses due for a connection attempt, marked as connecting.
-    pub fn due(&mut self, now: Instant, max: usize) -> Vec<SocketAddr> {
+    /// Addresses due for a connection attempt, marked as connecting; seeds are skipped
+    /// when we are `done` (have every piece we want), as they could give us nothing and
+    /// want nothing from us.
+    pub fn due(&mut self, now: Instant, max: usize, done: bool) -> Vec<SocketAddr> {
         let mut due: Vec<SocketAddr> = self
             .entries
             .iter()
             .filter(|(_, e)| !e.connected && !e.banned && e.next_attempt <= now)
+            .filter(|(_, e)| !(done && e.seed))
             .map(|(a, _)| *a)
             .take(max)
             .collect();
@@ -61,10 +67,14 @@ impl AddressBook {
         }
     }
 
-    /// The connection ended; `failed` when it never got going (refused, handshake error).
-    pub fn disconnected(&mut self, addr: SocketAddr, failed: bool, now: Instant) {
+    /// The connection ended; `failed` when it never got going (refused, handshake error);
+    /// otherwise `seed` says whether the peer had every piece.
+    pub fn disconnected(&mut self, addr: SocketAddr, failed: bool, seed: bool, now: Instant) {
         if let Some(e) = self.entries.get_mut(&addr) {
             e.connected = false;
+            if !failed {
+                e.seed = seed;
+            }
             e.failures = if failed {
                 e.failures.saturating_add(1)
             } else {
@@ -109,15 +119,39 @@ mod tests {
         let a: SocketAddr = "127.0.0.2:1".parse().unwrap();
         let mut book = AddressBook::default();
         book.add(a, now);
-        assert_eq!(book.due(now, 10), [a]);
-        assert!(book.due(now, 10).is_empty(), "already connecting");
-        book.disconnected(a, true, now);
-        assert!(book.due(now + Duration::from_secs(4), 10).is_empty());
-        assert_eq!(book.due(now + Duration::from_secs(5), 10), [a]);
-        book.disconnected(a, true, now);
-        assert!(book.due(now + Duration::from_secs(9), 10).is_empty());
+        assert_eq!(book.due(now, 10, false), [a]);
+        assert!(book.due(now, 10, false).is_empty(), "already connecting");
+        book.disconnected(a, true, false, now);
+        assert!(book.due(now + Duration::from_secs(4), 10, false).is_empty());
+        assert_eq!(book.due(now + Duration::from_secs(5), 10, false), [a]);
+        book.disconnected(a, true, false, now);
+        assert!(book.due(now + Duration::from_secs(9), 10, false).is_empty());
         book.ban(a);
-        assert!(book.due(now + Duration::from_secs(3600), 10).is_empty());
+        assert!(book
+            .due(now + Duration::from_secs(3600), 10, false)
+            .is_empty());
+    }
+
+    #[test]
+    fn seeds_are_not_dialled_once_we_are_done() {
+        let now = Instant::now();
+        let (a, b): (SocketAddr, SocketAddr) = (
+            "127.0.0.2:1".parse().unwrap(),
+            "127.0.0.3:1".parse().unwrap(),
+        );
+        let mut book = AddressBook::default();
+        book.add(a, now);
+        book.add(b, now);
+        assert_eq!(book.due(now, 10, true), [a, b], "not known as seeds yet");
+        book.disconnected(a, false, true, now);
+        book.disconnected(b, false, false, now);
+        let later = now + Duration::from_secs(5);
+        assert_eq!(book.due(later, 10, true), [b]);
+        assert_eq!(
+            book.due(later, 10, false),
+            [a],
+            "still a source while we download"
+        );
     }
 
     #[test]
@@ -128,7 +162,7 @@ mod tests {
         book.add(a, now);
         assert!(!book.is_plain_only(&a));
         book.set_plain_only(a);
-        book.disconnected(a, false, now);
+        book.disconnected(a, false, false, now);
         assert!(book.is_plain_only(&a), "kept across connections");
     }
 }

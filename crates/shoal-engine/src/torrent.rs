@@ -552,8 +552,8 @@ impl Io<Peer> for EngineIo {
 
     fn removed(&mut self, peer: Peer, reason: &str, now: Instant) {
         peer.reader.abort();
-        self.addresses
-            .disconnected(peer.addr, !peer.link.connected, now);
+        let (failed, seed) = (!peer.link.connected, peer.link.counted.all());
+        self.addresses.disconnected(peer.addr, failed, seed, now);
         if peer.link.connected {
             let _ = self.events.send(EngineEvent::PeerDisconnected {
                 addr: peer.addr,
@@ -633,7 +633,7 @@ impl Actor {
                 incoming_handshake,
                 secured,
             } => self.add_peer(addr, stream, incoming_handshake, secured, now),
-            Input::ConnectFailed { addr } => self.io.addresses.disconnected(addr, true, now),
+            Input::ConnectFailed { addr } => self.io.addresses.disconnected(addr, true, false, now),
             Input::Data { key, bytes } => self.core.on_data(key, [bytes], now, &mut self.io),
             Input::Closed { key, reason } => self.core.remove_peer(key, &reason, now, &mut self.io),
             Input::WebBlocks { key, blocks } => {
@@ -696,7 +696,7 @@ impl Actor {
         let io = &mut self.io;
         if self.core.peers().len() >= io.config.max_connections || io.addresses.is_banned(&addr) {
             if incoming.is_none() {
-                io.addresses.disconnected(addr, false, now);
+                io.addresses.disconnected(addr, false, false, now);
             }
             return;
         }
@@ -785,7 +785,8 @@ impl Actor {
         let slots = config
             .max_connections
             .saturating_sub(self.core.peers().len());
-        for addr in self.io.addresses.due(now, slots.min(10)) {
+        let done = self.core.is_complete();
+        for addr in self.io.addresses.due(now, slots.min(10), done) {
             let policy = match config.encryption {
                 Encryption::Prefer if self.io.addresses.is_plain_only(&addr) => Encryption::Off,
                 policy => policy,

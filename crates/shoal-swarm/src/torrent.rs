@@ -26,6 +26,9 @@ use crate::{
     PiecePicker, RateMeter, Received, Reveal, SharedUplink, SmartBan, SuperSeed,
 };
 
+/// Why a connection is dropped when neither side wants anything from the other.
+pub const BOTH_DONE: &str = "both done: we have what we want and the peer has every piece";
+
 /// A driver's connection: its [`PeerLink`] and whatever the driver keeps beside it.
 pub trait Connection {
     fn link(&self) -> &PeerLink;
@@ -322,6 +325,7 @@ impl<P: Connection> TorrentCore<P> {
     fn on_event(&mut self, key: PeerKey, event: SessionEvent, now: Instant, io: &mut impl Io<P>) {
         let peer = self.peers.get_mut(&key).expect("caller checked");
         let link = peer.link_mut();
+        let pieces_changed = matches!(event, SessionEvent::PeerBitfield | SessionEvent::Have(_));
         match event {
             SessionEvent::Connected { peer_id, fast, .. } => {
                 link.connected = true;
@@ -376,6 +380,22 @@ impl<P: Connection> TorrentCore<P> {
             | SessionEvent::Unchoked
             | SessionEvent::DhtPort(_)
             | SessionEvent::ExtensionHandshake(_) => {}
+        }
+        if pieces_changed {
+            self.drop_if_both_done(key, now, io);
+        }
+    }
+
+    /// Drops `key`'s connection if neither side can give the other anything: we have
+    /// every piece we want and the peer has every piece. Such connections only hold slots
+    /// that other peers could use (libtorrent and Transmission close them too).
+    fn drop_if_both_done(&mut self, key: PeerKey, now: Instant, io: &mut impl Io<P>) {
+        let peer_is_seed = self
+            .peers
+            .get(&key)
+            .is_some_and(|p| p.link().connected && p.link().counted.all());
+        if peer_is_seed && self.picker.is_complete() {
+            self.remove_peer(key, BOTH_DONE, now, io);
         }
     }
 
@@ -469,12 +489,17 @@ impl<P: Connection> TorrentCore<P> {
             self.picker.piece_verified(piece);
             io.piece_verified(piece, self.picker.have().count_ones());
             let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
-            for key in keys {
+            for &key in &keys {
                 let peer = self.peers.get_mut(&key).expect("listed");
                 let link = peer.link_mut();
                 link.session.have(piece);
                 link.update_interest(&self.picker);
                 io.flush(key, peer);
+            }
+            if self.picker.is_complete() {
+                for key in keys {
+                    self.drop_if_both_done(key, now, io);
+                }
             }
         } else {
             // The bad data is still stored: read it back so smart ban can compare it with

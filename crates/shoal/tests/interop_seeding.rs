@@ -107,3 +107,49 @@ fn a_download_seeds_for_its_seed_time_then_exits() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cannot be used with"), "{stderr}");
 }
+
+#[test]
+fn a_finished_download_drops_its_connection_to_a_seed() {
+    let dir = tempdir();
+    let (src, torrent) = make_single(dir.path(), 2 * 1024 * 1024 + 9, "256K");
+    let _seed = lt_seed(&torrent, &src, "127.0.4.61", 17461);
+    let mut cmd = shoal();
+    cmd.args([
+        "get",
+        path_str(&torrent),
+        "-o",
+        path_str(&dir.path().join("out")),
+        "--json",
+        "--listen",
+        "127.0.4.62:17462",
+        "--peer",
+        "127.0.4.61:17461",
+        "--no-dht",
+        "--no-tracker",
+        // 7.2 s: longer than the 5 s after which a peer that left is dialled again.
+        "--seed-time",
+        "0.12",
+        "--state-dir",
+        path_str(&dir.path().join("state")),
+    ]);
+    let events = json_events(&mut cmd);
+    same_files(
+        &src.join("payload.bin"),
+        &dir.path().join("out/payload.bin"),
+    );
+    // Both sides have everything: the connection is closed, not kept for nothing, and the
+    // seed is not dialled again while we seed.
+    let dropped: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "peer_disconnected" && e["addr"] == "127.0.4.61:17461")
+        .collect();
+    assert_eq!(dropped.len(), 1, "{events:?}");
+    assert!(
+        dropped[0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("both done"),
+        "{}",
+        dropped[0]
+    );
+}

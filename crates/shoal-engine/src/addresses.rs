@@ -87,6 +87,15 @@ impl AddressBook {
         }
     }
 
+    /// A connection to `addr` was not taken up (we were at our limit): try again in 5 s,
+    /// with what we know of the peer unchanged.
+    pub fn not_taken(&mut self, addr: SocketAddr, now: Instant) {
+        if let Some(e) = self.entries.get_mut(&addr) {
+            e.connected = false;
+            e.next_attempt = now + Duration::from_secs(5);
+        }
+    }
+
     pub fn ban(&mut self, addr: SocketAddr) {
         if let Some(e) = self.entries.get_mut(&addr) {
             e.banned = true;
@@ -151,6 +160,12 @@ mod tests {
             book.due(later, 10, false),
             [a],
             "still a source while we download"
+        );
+        book.not_taken(a, later);
+        let after = later + Duration::from_secs(5);
+        assert!(
+            book.due(after, 10, true).is_empty(),
+            "still known as a seed"
         );
     }
 

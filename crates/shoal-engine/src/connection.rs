@@ -54,7 +54,7 @@ pub enum Input {
         key: PeerKey,
         worker: usize,
         blocks: Vec<Block>,
-        reason: String,
+        failure: crate::web_seed::FetchFailure,
     },
     /// A web seed worker's fetch delivered everything.
     WebDone {

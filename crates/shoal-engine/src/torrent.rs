@@ -637,7 +637,6 @@ impl Actor {
             Input::Data { key, bytes } => self.core.on_data(key, [bytes], now, &mut self.io),
             Input::Closed { key, reason } => self.core.remove_peer(key, &reason, now, &mut self.io),
             Input::WebBlocks { key, blocks } => {
-                self.web_seeds.delivered(key);
                 for (block, data) in blocks {
                     self.core
                         .web_seed_block(key, block, data, now, &mut self.io);
@@ -647,11 +646,12 @@ impl Actor {
                 key,
                 worker,
                 blocks,
-                reason,
+                failure,
             } => {
                 self.core.web_seed_failed(key, &blocks);
                 let events = &self.io.events;
-                self.web_seeds.ended(key, worker, Some(reason), now, events);
+                self.web_seeds
+                    .ended(key, worker, Some(failure), now, events);
             }
             Input::WebDone { key, worker } => {
                 let events = &self.io.events;
@@ -696,7 +696,7 @@ impl Actor {
         let io = &mut self.io;
         if self.core.peers().len() >= io.config.max_connections || io.addresses.is_banned(&addr) {
             if incoming.is_none() {
-                io.addresses.disconnected(addr, false, false, now);
+                io.addresses.not_taken(addr, now);
             }
             return;
         }
@@ -942,7 +942,10 @@ impl Actor {
 /// requests go out from the address peers know us by.
 fn web_seed_http(config: &TorrentConfig) -> shoal_tracker::driver::http::HttpConfig {
     shoal_tracker::driver::http::HttpConfig {
-        timeout: Duration::from_secs(120),
+        // A 1 MiB fetch from a slow server may take minutes; a silent one is left after
+        // 20 s (libtorrent's `urlseed_timeout`).
+        timeout: Duration::from_secs(600),
+        idle_timeout: Some(Duration::from_secs(20)),
         bind: config
             .listen
             .map(|a| a.ip())

@@ -17,11 +17,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use shoal_core::{Block, Info, Metainfo};
+use shoal_core::{Bitfield, Block, Info, Metainfo};
 use shoal_storage::FileLayout;
 use shoal_swarm::{Connection, PeerKey, TorrentCore};
 use shoal_tracker::driver::http::{get_range_kept, HttpConfig, KeptAlive};
 use shoal_tracker::url::{Scheme, TrackerUrl};
+use shoal_tracker::TrackerError;
 use tokio::sync::mpsc;
 
 use crate::connection::Input;
@@ -31,8 +32,13 @@ use crate::{EngineEvent, RateLimit};
 /// network while the other's blocks are taken in.
 const WORKERS_PER_SEED: usize = 2;
 
-/// Most bytes asked of a web seed in one fetch (a few HTTP requests).
-const FETCH_BYTES: usize = 1024 * 1024;
+/// Blocks asked of a web seed in one fetch: 1 MiB, whatever the piece size (a fetch need
+/// not be whole pieces), so memory per worker stays bounded.
+const FETCH_BLOCKS: usize = 64;
+
+/// Web seeds used at once; the torrent's others are ignored (libtorrent's
+/// `max_web_seed_connections` is 3 too). Each has [`WORKERS_PER_SEED`] connections.
+const MAX_WEB_SEEDS: usize = 3;
 
 /// A web seed's first retry delay, and the longest.
 const RETRY_FIRST: Duration = Duration::from_secs(10);
@@ -45,8 +51,11 @@ pub struct WebSeed {
     /// As the torrent gives it, for messages.
     pub url: String,
     base: TrackerUrl,
-    /// Each worker's job queue, and whether it has a fetch under way; none once banned.
+    /// Each worker's job queue, and whether it has a fetch under way; none once banned
+    /// or done.
     workers: Vec<(mpsc::Sender<Vec<Block>>, bool)>,
+    /// The pieces it can serve: all, less those of files it answered 404 or 410 for.
+    serves: Bitfield,
     failures: u32,
     retry_at: Option<Instant>,
 }
@@ -54,8 +63,11 @@ pub struct WebSeed {
 impl WebSeed {
     /// A web seed for `url`, if it is an `http` or `https` URL we can use; `key` is the
     /// core's name for it.
-    pub fn new(key: PeerKey, url: &str) -> Option<Self> {
-        let base = TrackerUrl::parse(url).ok()?;
+    pub fn new(key: PeerKey, url: &str, piece_count: usize) -> Option<Self> {
+        // A URL may come unescaped (a magnet's `ws=` is decoded): escape what cannot
+        // stand in a URL as it is.
+        let escaped = percent_encoding::utf8_percent_encode(url, UNSAFE_IN_URL).to_string();
+        let base = TrackerUrl::parse(&escaped).ok()?;
         if base.scheme == Scheme::Udp || base.path.contains('?') {
             return None;
         }
@@ -64,6 +76,7 @@ impl WebSeed {
             url: url.to_owned(),
             base,
             workers: Vec::new(),
+            serves: every_piece(piece_count),
             failures: 0,
             retry_at: None,
         })
@@ -77,9 +90,12 @@ impl WebSeed {
         self.workers.iter().position(|(_, busy)| !busy)
     }
 
-    /// Blocks to ask for in one fetch of a torrent with `piece_length` pieces.
-    pub fn fetch_blocks(piece_length: u32) -> usize {
-        (FETCH_BYTES.max(piece_length as usize) / shoal_core::BLOCK_SIZE as usize).max(1)
+    /// The server does not have file `file`: the pieces holding its bytes are not asked
+    /// of it any more.
+    fn lacks_file(&mut self, layout: &FileLayout, file: usize) {
+        for piece in layout.pieces_of(&[file]).iter_ones() {
+            self.serves.clear(piece);
+        }
     }
 
     pub fn succeeded(&mut self) {
@@ -116,6 +132,25 @@ impl WebSeed {
         target.push_str(&encoded.join("/"));
         target
     }
+}
+
+/// What is escaped in a web seed's URL as given: controls, space, non-ASCII and the
+/// few characters that cannot appear in a URL at all.
+const UNSAFE_IN_URL: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'<')
+    .add(b'>')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
+
+fn every_piece(count: usize) -> Bitfield {
+    let mut all = Bitfield::new(count);
+    for piece in 0..count {
+        all.set(piece);
+    }
+    all
 }
 
 /// What is escaped in a path component: everything but RFC 3986's unreserved
@@ -171,14 +206,14 @@ fn spawn_workers(seed: &mut WebSeed, context: &FetchContext) {
                             }
                             rest = &rest[run..];
                         }
-                        Err(reason) => {
+                        Err(failure) => {
                             kept = None;
                             let blocks = rest.to_vec();
                             ended = Input::WebFailed {
                                 key,
                                 worker,
                                 blocks,
-                                reason,
+                                failure,
                             };
                             break;
                         }
@@ -207,13 +242,21 @@ fn start(block: &Block, piece_length: u32) -> u64 {
 
 /// The bytes of a run of adjacent blocks, one range request per file it crosses, cut
 /// back into blocks.
+/// Why a fetch failed.
+#[derive(Debug)]
+pub struct FetchFailure {
+    reason: String,
+    /// The file the server said it does not have (404 or 410).
+    missing_file: Option<usize>,
+}
+
 async fn fetch_run(
     kept: &mut Option<KeptAlive>,
     base: &TrackerUrl,
     targets: &[Option<String>],
     run: &[Block],
     context: &FetchContext,
-) -> Result<Vec<(Block, Bytes)>, String> {
+) -> Result<Vec<(Block, Bytes)>, FetchFailure> {
     let first = start(&run[0], context.metainfo.info.piece_length);
     let length: u64 = run.iter().map(|b| u64::from(b.length)).sum();
     context.download_limit.acquire(length as usize, 0).await;
@@ -228,7 +271,11 @@ async fn fetch_run(
             Some(target) => {
                 let body = get_range_kept(kept, base, target, from, to, &context.http)
                     .await
-                    .map_err(|e| format!("{target} bytes {from}-{to}: {e}"))?;
+                    .map_err(|e| FetchFailure {
+                        missing_file: matches!(e, TrackerError::Http(404 | 410))
+                            .then_some(segment.file),
+                        reason: format!("{target} bytes {from}-{to}: {e}"),
+                    })?;
                 data.extend_from_slice(&body);
             }
         }
@@ -254,9 +301,17 @@ impl WebSeeds {
         urls: &[String],
         context: FetchContext,
     ) -> Self {
-        let mut seeds = Vec::new();
+        let mut seeds: Vec<WebSeed> = Vec::new();
+        let piece_count = context.metainfo.info.piece_count();
         for url in urls {
-            match WebSeed::new(PeerKey(0), url) {
+            if seeds.iter().any(|s| &s.url == url) {
+                continue;
+            }
+            if seeds.len() == MAX_WEB_SEEDS {
+                tracing::info!("web seeds beyond the first {MAX_WEB_SEEDS} are not used");
+                break;
+            }
+            match WebSeed::new(PeerKey(0), url, piece_count) {
                 Some(mut seed) => {
                     seed.key = core.add_web_seed();
                     spawn_workers(&mut seed, &context);
@@ -289,12 +344,15 @@ impl WebSeeds {
             }
         }
         if core.is_complete() {
+            // Nothing more to fetch: the workers end, and their connections close.
+            for seed in &mut self.seeds {
+                seed.workers.clear();
+            }
             return;
         }
-        let max = WebSeed::fetch_blocks(self.context.metainfo.info.piece_length);
         for seed in &mut self.seeds {
             while let Some(worker) = seed.idle_worker(now) {
-                let blocks = core.web_seed_requests(seed.key, max);
+                let blocks = core.web_seed_requests(seed.key, &seed.serves, FETCH_BLOCKS);
                 if blocks.is_empty() {
                     break;
                 }
@@ -309,34 +367,35 @@ impl WebSeeds {
         }
     }
 
-    /// A run of a fetch arrived.
-    pub fn delivered(&mut self, key: PeerKey) {
-        if let Some(seed) = self.get(key) {
-            seed.succeeded();
-        }
-    }
-
-    /// `worker`'s fetch ended, having delivered everything or failed with `failure`.
+    /// `worker`'s fetch ended, having delivered everything or failed with `failure`. A
+    /// success ends the web seed's back-off; a failure extends it, and a file the server
+    /// says it lacks is not asked of it again.
     pub fn ended(
         &mut self,
         key: PeerKey,
         worker: usize,
-        failure: Option<String>,
+        failure: Option<FetchFailure>,
         now: Instant,
         events: &mpsc::UnboundedSender<EngineEvent>,
     ) {
+        let layout = self.context.layout.clone();
         let Some(seed) = self.get(key) else { return };
         if let Some((_, busy)) = seed.workers.get_mut(worker) {
             *busy = false;
         }
-        if let Some(reason) = failure {
-            let retry = seed.failed(now);
-            let _ = events.send(EngineEvent::WebSeedFailed {
-                url: seed.url.clone(),
-                reason,
-                retry_secs: retry.as_secs(),
-            });
+        let Some(failure) = failure else {
+            seed.succeeded();
+            return;
+        };
+        if let Some(file) = failure.missing_file {
+            seed.lacks_file(&layout, file);
         }
+        let retry = seed.failed(now);
+        let _ = events.send(EngineEvent::WebSeedFailed {
+            url: seed.url.clone(),
+            reason: failure.reason,
+            retry_secs: retry.as_secs(),
+        });
     }
 }
 
@@ -365,8 +424,24 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_file_takes_its_pieces_off_the_web_seed() {
+        let layout = FileLayout::new(
+            [
+                ("a".into(), 20, false),
+                ("b".into(), 30, false),
+                ("c".into(), 14, false),
+            ],
+            16,
+        );
+        let mut seed = WebSeed::new(PeerKey(1), "http://h/x/", layout.piece_count()).unwrap();
+        seed.lacks_file(&layout, 1);
+        // b is bytes 20..50: pieces 1, 2 and 3 (they also hold a's tail and c's head).
+        assert_eq!(seed.serves.iter_ones().collect::<Vec<_>>(), [0]);
+    }
+
+    #[test]
     fn retries_back_off_and_reset() {
-        let mut seed = WebSeed::new(PeerKey(1), "http://127.0.0.1:8000/x/").unwrap();
+        let mut seed = WebSeed::new(PeerKey(1), "http://127.0.0.1:8000/x/", 4).unwrap();
         let (jobs, _queued) = mpsc::channel(1);
         seed.workers.push((jobs, false));
         let now = Instant::now();
@@ -383,7 +458,12 @@ mod tests {
         assert_eq!(seed.idle_worker(now), Some(0));
         seed.workers[0].1 = true;
         assert_eq!(seed.idle_worker(now), None, "its one worker is busy");
-        assert!(WebSeed::new(PeerKey(2), "udp://h:1/x").is_none());
-        assert!(WebSeed::new(PeerKey(2), "ftp://h/x").is_none());
+        assert!(WebSeed::new(PeerKey(2), "udp://h:1/x", 4).is_none());
+        assert!(WebSeed::new(PeerKey(2), "ftp://h/x", 4).is_none());
+        let spaced = WebSeed::new(PeerKey(3), "http://h/my files/ü/", 4).unwrap();
+        assert_eq!(
+            spaced.base.path, "/my%20files/%C3%BC/",
+            "escaped as a URL needs"
+        );
     }
 }

@@ -896,7 +896,10 @@ impl PiecePicker {
         senders.sort_unstable();
         senders.dedup();
         for &sender in &senders {
-            self.peers.entry(sender).or_default().parole = true;
+            // Only peers still connected: an entry for one gone would never be removed.
+            if let Some(entry) = self.peers.get_mut(&sender) {
+                entry.parole = true;
+            }
         }
         senders
     }

@@ -27,6 +27,8 @@ pub struct Head {
     /// Request: method and target. Response: empty.
     pub method: String,
     pub target: String,
+    /// HTTP/1.0 rather than 1.1 (whose connections stay open unless one side says not).
+    pub http10: bool,
     pub headers: Vec<(String, String)>,
 }
 
@@ -108,6 +110,7 @@ pub fn parse_response_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HttpErro
             status,
             method: String::new(),
             target: String::new(),
+            http10: version == "HTTP/1.0",
             headers: parse_headers(lines)?,
         },
         end,
@@ -134,6 +137,7 @@ pub fn parse_request_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HttpError
             status: 0,
             method: method.to_owned(),
             target: target.to_owned(),
+            http10: version == "HTTP/1.0",
             headers: parse_headers(lines)?,
         },
         end,

@@ -442,7 +442,7 @@ fn web_download(bad_first: bool) -> (Side, [PeerKey; 2]) {
     let truth = content();
     for _round in 0..50 {
         for (i, &key) in web.iter().enumerate() {
-            let blocks = leecher.core.web_seed_requests(key, 3);
+            let blocks = leecher.core.web_seed_requests(key, &all_pieces(), 3);
             for block in blocks {
                 let range = TestIo::range(block.piece, block.offset, block.length);
                 let mut data = truth[range].to_vec();
@@ -473,7 +473,10 @@ fn web_seeds_alone_complete_a_download() {
     assert_eq!(leecher.io.stored, leecher.io.truth);
     assert!(leecher.core.take_banned_web_seeds().is_empty());
     assert!(
-        leecher.core.web_seed_requests(web[0], 3).is_empty(),
+        leecher
+            .core
+            .web_seed_requests(web[0], &all_pieces(), 3)
+            .is_empty(),
         "nothing left"
     );
 }
@@ -497,17 +500,29 @@ fn a_failed_web_fetch_returns_its_blocks_to_the_pool() {
     let none = Bitfield::new(PIECES as usize);
     let mut leecher = Side::new(2, TestIo::new(false, false, false), &none, now);
     let web = leecher.core.add_web_seed();
-    let asked = leecher.core.web_seed_requests(web, 4);
+    let asked = leecher.core.web_seed_requests(web, &all_pieces(), 4);
     assert_eq!(asked.len(), 4);
     assert!(asked
         .windows(2)
         .all(|w| (w[0].piece, w[0].offset) < (w[1].piece, w[1].offset)));
     leecher.core.web_seed_failed(web, &asked);
-    let again = leecher.core.web_seed_requests(web, 64);
+    let again = leecher.core.web_seed_requests(web, &all_pieces(), 64);
     assert!(
         asked.iter().all(|b| again.contains(b)),
         "asked again after the failure"
     );
+    leecher.core.web_seed_failed(web, &again);
+    // A web seed missing a file is asked only for the pieces it can serve.
+    let mut some = Bitfield::new(PIECES as usize);
+    some.set(4);
+    let only = leecher.core.web_seed_requests(web, &some, 64);
+    assert!(
+        !only.is_empty() && only.iter().all(|b| b.piece == 4),
+        "{only:?}"
+    );
     leecher.core.remove_web_seed(web);
-    assert!(leecher.core.web_seed_requests(web, 4).is_empty());
+    assert!(leecher
+        .core
+        .web_seed_requests(web, &all_pieces(), 4)
+        .is_empty());
 }

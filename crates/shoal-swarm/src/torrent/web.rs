@@ -41,18 +41,15 @@ impl<P: Connection> TorrentCore<P> {
         key
     }
 
-    /// Up to `max` blocks for web seed `key` to fetch, sorted by piece and offset so that
-    /// each run of adjacent blocks can be one HTTP range. None once the download is
-    /// complete, or if `key` is not an active web seed.
-    pub fn web_seed_requests(&mut self, key: PeerKey, max: usize) -> Vec<Block> {
+    /// Up to `max` blocks of `pieces` (those web seed `key` can serve: every piece, less
+    /// those of files it lacks) for it to fetch, sorted by piece and offset so that each
+    /// run of adjacent blocks can be one HTTP range. None once the download is complete,
+    /// or if `key` is not an active web seed.
+    pub fn web_seed_requests(&mut self, key: PeerKey, pieces: &Bitfield, max: usize) -> Vec<Block> {
         let mut blocks = Vec::new();
         if self.web_seeds.active.contains(&key) {
-            let mut every = Bitfield::new(self.picker.have().len());
-            for piece in 0..every.len() {
-                every.set(piece);
-            }
             self.picker
-                .pick(key, &every, max, &mut self.rng, &mut blocks);
+                .pick(key, pieces, max, &mut self.rng, &mut blocks);
             blocks.sort_unstable_by_key(|b| (b.piece, b.offset));
         }
         blocks

@@ -37,6 +37,10 @@ pub struct HttpConfig {
     pub bind: Option<IpAddr>,
     /// TLS settings for `https`; `None` uses [`default_tls`].
     pub tls: Option<Arc<ClientConfig>>,
+    /// Longest wait for the next bytes of an answer; `None`: only `timeout` applies.
+    /// Web seeds set it, so that a slow server still delivers a large range while a
+    /// silent one (or a kept connection the network dropped) is given up quickly.
+    pub idle_timeout: Option<Duration>,
 }
 
 /// TLS client settings with the ring provider and the webpki root certificates.
@@ -70,6 +74,7 @@ impl Default for HttpConfig {
             max_redirects: 3,
             bind: None,
             tls: None,
+            idle_timeout: None,
         }
     }
 }
@@ -326,7 +331,7 @@ async fn exchange_on<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
         if let Some(parsed) = parse_response_head(&buf)? {
             break parsed;
         }
-        if read_more(stream, &mut buf).await? == 0 {
+        if read_more(stream, &mut buf, config.idle_timeout).await? == 0 {
             return Err(TrackerError::Io(
                 "connection closed before a response".into(),
             ));
@@ -338,10 +343,13 @@ async fn exchange_on<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
             .ok_or(TrackerError::BadResponse("redirect without a location"))?;
         return Ok((Reply::Redirect(location.to_owned()), false));
     }
+    let connection = head.header("connection").map(str::to_ascii_lowercase);
     let reusable = keep_alive
-        && !head
-            .header("connection")
-            .is_some_and(|c| c.to_ascii_lowercase().contains("close"));
+        && match connection {
+            Some(c) if c.contains("close") => false,
+            Some(c) if c.contains("keep-alive") => true,
+            _ => !head.http10,
+        };
     // With a range, exactly its bytes are accepted: a 206 for them, or a 200 that is
     // the whole resource and as long as the range (checked against the length below).
     let max = match range {
@@ -368,7 +376,7 @@ async fn exchange_on<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
             }
             let n = n as usize;
             while buf.len() < n {
-                if read_more(stream, &mut buf).await? == 0 {
+                if read_more(stream, &mut buf, config.idle_timeout).await? == 0 {
                     return Err(TrackerError::Io(
                         "body shorter than its Content-Length".into(),
                     ));
@@ -384,14 +392,16 @@ async fn exchange_on<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
                 return Ok((exact(body, range)?, false));
             }
             // Chunk framing adds a few bytes per chunk; twice the cap is plenty.
-            if buf.len() > 2 * max + 1024 || read_more(stream, &mut buf).await? == 0 {
+            if buf.len() > 2 * max + 1024
+                || read_more(stream, &mut buf, config.idle_timeout).await? == 0
+            {
                 return Err(TrackerError::BadResponse(
                     "chunked body incomplete or too large",
                 ));
             }
         },
         Framing::UntilClose => {
-            while read_more(stream, &mut buf).await? > 0 {
+            while read_more(stream, &mut buf, config.idle_timeout).await? > 0 {
                 if buf.len() > max {
                     return Err(TrackerError::TooLarge(max));
                 }
@@ -430,9 +440,17 @@ fn check_content_range(header: Option<&str>, first: u64, last: u64) -> Result<()
 async fn read_more<S: AsyncRead + Unpin + ?Sized>(
     stream: &mut S,
     buf: &mut Vec<u8>,
+    idle_timeout: Option<Duration>,
 ) -> Result<usize, TrackerError> {
     let mut chunk = [0u8; 16 * 1024];
-    let n = match stream.read(&mut chunk).await {
+    let read = stream.read(&mut chunk);
+    let result = match idle_timeout {
+        Some(idle) => tokio::time::timeout(idle, read)
+            .await
+            .map_err(|_| TrackerError::Io(format!("nothing received for {idle:?}")))?,
+        None => read.await,
+    };
+    let n = match result {
         Ok(n) => n,
         // Servers that close without TLS close_notify: what arrived is all there is.
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,

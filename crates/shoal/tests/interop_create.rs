@@ -34,20 +34,9 @@ fn make_folder(root: &Path) {
     std::fs::write(root.join("a/empty"), b"").unwrap();
 }
 
-fn shoal_create(path: &Path, piece: &str, out: &Path, extra: &[&str]) -> String {
-    run_ok(
-        shoal()
-            .args([
-                "create",
-                path_str(path),
-                "--no-date",
-                "--piece-size",
-                piece,
-                "-o",
-                path_str(out),
-            ])
-            .args(extra),
-    );
+/// `shoal create --no-date` (see [`shoal_create`]); returns the info-hash.
+fn create_hash(path: &Path, piece: &str, out: &Path, extra: &[&str]) -> String {
+    shoal_create(path, piece, out, &[&["--no-date"], extra].concat());
     shoal_info(path_str(out))["info_hash"]
         .as_str()
         .unwrap()
@@ -111,7 +100,7 @@ fn single_file_matches_mktorrent_and_libtorrent() {
     let file = dir.path().join("Single File.bin");
     random_file(&file, 3 * 262_144 + 12_345, 7);
 
-    let ours = shoal_create(&file, "256K", &dir.path().join("shoal.torrent"), &[]);
+    let ours = create_hash(&file, "256K", &dir.path().join("shoal.torrent"), &[]);
     mktorrent(&file, 18, &dir.path().join("mk.torrent"));
     assert_eq!(
         shoal_info(path_str(&dir.path().join("mk.torrent")))["info_hash"],
@@ -140,7 +129,7 @@ fn folder_matches_mktorrent() {
     let root = dir.path().join("Mixed Case Folder");
     make_folder(&root);
     let ours_path = dir.path().join("shoal.torrent");
-    let ours = shoal_create(&root, "256K", &ours_path, &[]);
+    let ours = create_hash(&root, "256K", &ours_path, &[]);
     let mk = dir.path().join("mk.torrent");
     mktorrent(&root, 18, &mk);
     let theirs = shoal_info(path_str(&mk));
@@ -178,7 +167,7 @@ fn other_piece_sizes_and_options_are_read_by_every_client() {
     make_folder(&root);
     for (piece, exponent) in [("32K", 15), ("1M", 20)] {
         let ours_path = dir.path().join(format!("shoal-{piece}.torrent"));
-        let ours = shoal_create(&root, piece, &ours_path, &[]);
+        let ours = create_hash(&root, piece, &ours_path, &[]);
         let mk = dir.path().join(format!("mk-{piece}.torrent"));
         mktorrent(&root, exponent, &mk);
         assert_eq!(
@@ -189,7 +178,7 @@ fn other_piece_sizes_and_options_are_read_by_every_client() {
     }
     // Trackers in two tiers, private, a comment: outside the info-hash except `private`.
     let torrent = dir.path().join("full.torrent");
-    let hash = shoal_create(
+    let hash = create_hash(
         &root,
         "512K",
         &torrent,
@@ -245,7 +234,7 @@ fn magnet_links_are_understood_by_libtorrent_and_aria2() {
     let file = dir.path().join("m.bin");
     random_file(&file, 100_000, 9);
     let torrent = dir.path().join("m.torrent");
-    let hash = shoal_create(
+    let hash = create_hash(
         &file,
         "16K",
         &torrent,

@@ -23,14 +23,7 @@ fn selected_files_only_then_the_rest() {
     }
     let total: usize = sizes.iter().map(|(_, s)| s).sum();
     let torrent = dir.path().join("album.torrent");
-    run_ok(shoal().args([
-        "create",
-        path_str(&root),
-        "--piece-size",
-        "256K",
-        "-o",
-        path_str(&torrent),
-    ]));
+    shoal_create(&root, "256K", &torrent, &[]);
     let _seed = lt_seed(&torrent, &dir.path().join("src"), "127.0.4.1", 17401);
     let (out, state) = (dir.path().join("out"), dir.path().join("state"));
     let got = |extra: &[&str]| {

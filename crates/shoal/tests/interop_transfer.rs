@@ -55,14 +55,7 @@ fn shoal_to_shoal_multi_file_with_empty_file() {
     std::fs::write(root.join("empty"), b"").unwrap();
     random_file(&root.join("sub/three.bin"), 5 * 1024 * 1024 - 7, 3);
     let torrent = dir.path().join("multi.torrent");
-    run_ok(shoal().args([
-        "create",
-        path_str(&root),
-        "--piece-size",
-        "256K",
-        "-o",
-        path_str(&torrent),
-    ]));
+    shoal_create(&root, "256K", &torrent, &[]);
     let _seed = shoal_seed(
         &torrent,
         &dir.path().join("src"),

@@ -307,15 +307,23 @@ pub fn make_single(
     let file = src.join("payload.bin");
     random_file(&file, size, 42);
     let torrent = dir.join("payload.torrent");
-    run_ok(shoal().args([
-        "create",
-        path_str(&file),
-        "--piece-size",
-        piece,
-        "-o",
-        path_str(&torrent),
-    ]));
+    shoal_create(&file, piece, &torrent, &[]);
     (src, torrent)
+}
+
+/// `shoal create PATH --piece-size PIECE -o OUT` with `extra` arguments.
+pub fn shoal_create(path: &Path, piece: &str, out: &Path, extra: &[&str]) {
+    run_ok(
+        shoal()
+            .args(["create", path_str(path), "--piece-size", piece, "-o"])
+            .arg(out)
+            .args(extra),
+    );
+}
+
+/// The events named `name` among `events`.
+pub fn events_named<'a>(events: &'a [serde_json::Value], name: &str) -> Vec<&'a serde_json::Value> {
+    events.iter().filter(|e| e["event"] == name).collect()
 }
 
 /// Waits (bounded) until something accepts TCP connections on `addr`.

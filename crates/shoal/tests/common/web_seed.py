@@ -10,6 +10,7 @@ port tells connections apart). With corrupt=1 it flips the first byte of every a
 """
 import http.server, os, re, sys, threading
 from urllib.parse import unquote
+PRINTING = threading.Lock()
 root, ip, port, corrupt = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == '1'
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = 'HTTP/1.1'
@@ -32,7 +33,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header('Content-Length', str(len(data)))
         self.end_headers()
         self.wfile.write(data)
-        print('GET', self.path, first, last, self.client_address[1], flush=True)
+        line = 'GET %s %d %d %d' % (self.path, first, last, self.client_address[1])
+        with PRINTING:  # one line at a time from the server's threads
+            print(line, flush=True)
     def log_message(self, *args):
         pass
 threading.Timer(float(sys.argv[5]) if len(sys.argv) > 5 else 120, lambda: os._exit(0)).start()

@@ -20,7 +20,7 @@ use bytes::{Bytes, BytesMut};
 use shoal_core::{Bitfield, Block, Info, Metainfo};
 use shoal_storage::FileLayout;
 use shoal_swarm::{Connection, PeerKey, TorrentCore};
-use shoal_tracker::driver::http::{get_range_kept, HttpConfig, KeptAlive};
+use shoal_tracker::driver::http::{get_range_kept, HttpConfig, KeptAlive, Moved};
 use shoal_tracker::url::{Scheme, TrackerUrl};
 use shoal_tracker::TrackerError;
 use tokio::sync::mpsc;
@@ -192,13 +192,13 @@ fn spawn_workers(seed: &mut WebSeed, context: &FetchContext) {
             context.clone(),
         );
         tokio::spawn(async move {
-            let mut kept = None;
+            let mut conn = WorkerConn::default();
             while let Some(blocks) = jobs.recv().await {
                 let mut rest = &blocks[..];
                 let mut ended = Input::WebDone { key, worker };
                 while !rest.is_empty() {
                     let run = adjacent_run(rest, context.metainfo.info.piece_length);
-                    match fetch_run(&mut kept, &base, &targets, &rest[..run], &context).await {
+                    match fetch_run(&mut conn, &base, &targets, &rest[..run], &context).await {
                         Ok(data) => {
                             let delivered = Input::WebBlocks { key, blocks: data };
                             if context.to_actor.send(delivered).await.is_err() {
@@ -207,7 +207,7 @@ fn spawn_workers(seed: &mut WebSeed, context: &FetchContext) {
                             rest = &rest[run..];
                         }
                         Err(failure) => {
-                            kept = None;
+                            conn.kept = None;
                             let blocks = rest.to_vec();
                             ended = Input::WebFailed {
                                 key,
@@ -250,8 +250,16 @@ pub struct FetchFailure {
     missing_file: Option<usize>,
 }
 
+/// A worker's connection, and where the server redirected requests for each file (asked
+/// there directly from then on; forgotten when asking there fails).
+#[derive(Default)]
+struct WorkerConn {
+    kept: Option<KeptAlive>,
+    moved: std::collections::HashMap<usize, Moved>,
+}
+
 async fn fetch_run(
-    kept: &mut Option<KeptAlive>,
+    conn: &mut WorkerConn,
     base: &TrackerUrl,
     targets: &[Option<String>],
     run: &[Block],
@@ -269,13 +277,26 @@ async fn fetch_run(
         match &targets[segment.file] {
             None => data.resize(data.len() + segment.length as usize, 0),
             Some(target) => {
-                let body = get_range_kept(kept, base, target, from, to, &context.http)
-                    .await
-                    .map_err(|e| FetchFailure {
-                        missing_file: matches!(e, TrackerError::Http(404 | 410))
+                let (url, at) = match conn.moved.get(&segment.file) {
+                    Some((url, at)) => (url, at.as_str()),
+                    None => (base, target.as_str()),
+                };
+                let got = get_range_kept(&mut conn.kept, url, at, from, to, &context.http).await;
+                let (body, moved) = match got {
+                    Ok(got) => got,
+                    Err(e) => {
+                        let redirected = conn.moved.remove(&segment.file).is_some();
+                        return Err(FetchFailure {
+                            missing_file: (!redirected
+                                && matches!(e, TrackerError::Http(404 | 410)))
                             .then_some(segment.file),
-                        reason: format!("{target} bytes {from}-{to}: {e}"),
-                    })?;
+                            reason: format!("{target} bytes {from}-{to}: {e}"),
+                        });
+                    }
+                };
+                if let Some(moved) = moved {
+                    conn.moved.insert(segment.file, moved);
+                }
                 data.extend_from_slice(&body);
             }
         }

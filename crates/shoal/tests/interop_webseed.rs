@@ -103,6 +103,43 @@ fn many_small_files_go_over_few_kept_alive_connections() {
 }
 
 #[test]
+fn a_redirect_is_followed_once_per_file_then_asked_directly() {
+    let dir = tempdir();
+    let (src, _) = make_single(dir.path(), 8 * 1024 * 1024 + 5, "256K");
+    let torrent = dir.path().join("web.torrent");
+    create_with_web_seed(
+        &src.join("payload.bin"),
+        "http://127.0.4.51:17451/",
+        "256K",
+        &torrent,
+    );
+    let (_front, redirects) = web_seed_redirecting("127.0.4.51", 17451, "http://127.0.4.52:17452");
+    let (_data, requests) = web_seed(&src, "127.0.4.52", 17452, false);
+    get_alone(&torrent, dir.path(), "127.0.4.53:17453", &[]);
+    same_files(
+        &src.join("payload.bin"),
+        &dir.path().join("out/payload.bin"),
+    );
+    let lines = |rx: &std::sync::mpsc::Receiver<String>| {
+        let mut lines = Vec::new();
+        while let Ok(line) = rx.recv_timeout(Duration::from_secs(2)) {
+            lines.push(line);
+        }
+        lines
+    };
+    let (redirects, requests) = (lines(&redirects), lines(&requests));
+    // Eight 1 MiB fetches at least; each worker is redirected once and then asks the
+    // data server directly, over its kept connection.
+    assert!(requests.len() >= 8, "{requests:?}");
+    assert!(
+        (1..=2).contains(&redirects.len()),
+        "{} redirects for {} requests",
+        redirects.len(),
+        requests.len()
+    );
+}
+
+#[test]
 fn a_single_file_web_seed_url_may_name_the_file() {
     let dir = tempdir();
     let (src, torrent) = make_single(dir.path(), 2 * 1024 * 1024 + 5, "64K");

@@ -112,45 +112,62 @@ pub async fn get(
     target: &str,
     config: &HttpConfig,
 ) -> Result<Vec<u8>, TrackerError> {
-    tokio::time::timeout(config.timeout, get_following(url, target, None, config))
-        .await
-        .unwrap_or(Err(TrackerError::Timeout))
+    let got = tokio::time::timeout(config.timeout, get_following(url, target, None, config)).await;
+    got.unwrap_or(Err(TrackerError::Timeout))
+        .map(|(body, _)| body)
 }
 
+/// Where a redirect led: the server and the request target there.
+pub type Moved = (TrackerUrl, String);
+
+/// The body, and where the last redirect led if there was one.
 async fn get_following(
     url: &TrackerUrl,
     target: &str,
     range: Option<(u64, u64)>,
     config: &HttpConfig,
-) -> Result<Vec<u8>, TrackerError> {
-    let mut url = url.clone();
-    let mut target = target.to_owned();
-    let mut first_was_public = None;
-    for _ in 0..=config.max_redirects {
+) -> Result<(Vec<u8>, Option<Moved>), TrackerError> {
+    let start = (url.clone(), target.to_owned());
+    follow(start, None, 0, range, config).await
+}
+
+/// Requests `at` and follows redirects from there; `first_was_public` and `hops` say
+/// what came before (nothing, for a first request).
+async fn follow(
+    at: Moved,
+    mut first_was_public: Option<bool>,
+    hops: u32,
+    range: Option<(u64, u64)>,
+    config: &HttpConfig,
+) -> Result<(Vec<u8>, Option<Moved>), TrackerError> {
+    let (mut url, mut target) = at;
+    for hop in hops..=config.max_redirects {
         if url.scheme == Scheme::Udp {
             return Err(TrackerError::Refused(format!("redirect to {url}")));
         }
         let addr = resolve(&url, config.bind).await?;
         check_hop(&mut first_was_public, addr.ip())?;
         match exchange(addr, &url, &target, range, config).await? {
-            Reply::Body(body) => return Ok(body),
-            Reply::Redirect(location) => {
-                if location.starts_with('/') {
-                    target = location;
-                } else {
-                    let next = TrackerUrl::parse(&location)?;
-                    if url.scheme == Scheme::Https && next.scheme != Scheme::Https {
-                        return Err(TrackerError::Refused(format!(
-                            "redirect from https to {next}"
-                        )));
-                    }
-                    url = next;
-                    target = url.path.clone();
-                }
-            }
+            Reply::Body(body) => return Ok((body, (hop > 0).then_some((url, target)))),
+            Reply::Redirect(location) => (url, target) = next_hop(&url, location)?,
         }
     }
     Err(TrackerError::Refused("too many redirects".into()))
+}
+
+/// Where a redirect from `url` to `location` leads (never from https to plain http).
+fn next_hop(url: &TrackerUrl, location: String) -> Result<Moved, TrackerError> {
+    if location.starts_with('/') {
+        return Ok((url.clone(), location));
+    }
+    let next = TrackerUrl::parse(&location)?;
+    if url.scheme == Scheme::Https && next.scheme != Scheme::Https {
+        return Err(TrackerError::Refused(format!(
+            "redirect from https to {next}"
+        )));
+    }
+    let target = next.path.clone();
+    Ok((next, target))
 }
 
 /// The SSRF rule for one hop: a tracker first reached on a public address may not send
@@ -230,6 +247,8 @@ async fn open(
 /// a web seed's requests in a row skip the TCP (and TLS) handshakes and TCP's slow start.
 pub struct KeptAlive {
     origin: (Scheme, String, u16),
+    /// Whether the server is on a public address (for the redirect rule).
+    public: bool,
     stream: Box<dyn HttpStream>,
 }
 
@@ -251,7 +270,9 @@ fn origin(url: &TrackerUrl) -> (Scheme, String, u16) {
 /// ignored. It goes over `kept`, a connection to the same server left open by the
 /// previous call (a fresh one if there is none, it is to another server, or it has gone
 /// stale), and leaves the connection there if the server keeps it open. A redirect is
-/// followed on fresh connections, under the same rules as [`get`].
+/// followed on fresh connections, under the same rules as [`get`], and where it led is
+/// returned, so that the caller can ask there directly next time (archive.org sends
+/// every file to one of its data servers).
 pub async fn get_range_kept(
     kept: &mut Option<KeptAlive>,
     url: &TrackerUrl,
@@ -259,7 +280,7 @@ pub async fn get_range_kept(
     first: u64,
     last: u64,
     config: &HttpConfig,
-) -> Result<Vec<u8>, TrackerError> {
+) -> Result<(Vec<u8>, Option<Moved>), TrackerError> {
     if last < first || last - first >= usize::MAX as u64 {
         return Err(TrackerError::Refused(format!("bad range {first}-{last}")));
     }
@@ -271,10 +292,12 @@ pub async fn get_range_kept(
                     if reusable {
                         *kept = Some(conn);
                     }
-                    return Ok(body);
+                    return Ok((body, None));
                 }
-                Ok((Reply::Redirect(_), _)) => {
-                    return get_following(url, target, range, config).await;
+                Ok((Reply::Redirect(location), _)) => {
+                    let public = conn.public;
+                    let next = next_hop(url, location)?;
+                    return follow(next, Some(public), 1, range, config).await;
                 }
                 // Closed while idle: a fresh connection below.
                 Err(TrackerError::Io(_)) => {}
@@ -282,18 +305,23 @@ pub async fn get_range_kept(
             }
         }
         let addr = resolve(url, config.bind).await?;
+        let public = !is_local(addr.ip());
         let mut stream = open(addr, url, config).await?;
         match exchange_on(&mut stream, url, target, range, true, config).await? {
             (Reply::Body(body), reusable) => {
                 if reusable {
                     *kept = Some(KeptAlive {
                         origin: origin(url),
+                        public,
                         stream,
                     });
                 }
-                Ok(body)
+                Ok((body, None))
             }
-            (Reply::Redirect(_), _) => get_following(url, target, range, config).await,
+            (Reply::Redirect(location), _) => {
+                let next = next_hop(url, location)?;
+                follow(next, Some(public), 1, range, config).await
+            }
         }
     };
     tokio::time::timeout(config.timeout, attempt)

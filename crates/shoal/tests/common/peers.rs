@@ -112,14 +112,24 @@ pub fn web_seed(
     port: u16,
     corrupt: bool,
 ) -> (Guard, std::sync::mpsc::Receiver<String>) {
+    let corrupt = if corrupt { "1" } else { "0" };
+    start_web_seed(&[path_str(root), ip, &port.to_string(), corrupt])
+}
+
+/// A server at http://ip:port/ that redirects every request to `to` + its path; the
+/// lines say `REDIRECT path` per request.
+pub fn web_seed_redirecting(
+    ip: &str,
+    port: u16,
+    to: &str,
+) -> (Guard, std::sync::mpsc::Receiver<String>) {
+    start_web_seed(&[".", ip, &port.to_string(), "0", "120", to])
+}
+
+fn start_web_seed(args: &[&str]) -> (Guard, std::sync::mpsc::Receiver<String>) {
     require("/usr/bin/python3");
     let mut cmd = Command::new("/usr/bin/python3");
-    cmd.arg("-c").arg(WEB_SEED).args([
-        path_str(root),
-        ip,
-        &port.to_string(),
-        if corrupt { "1" } else { "0" },
-    ]);
+    cmd.arg("-c").arg(WEB_SEED).args(args);
     start_and_watch(cmd, "READY", Duration::from_secs(30))
 }
 

@@ -690,16 +690,22 @@ pub async fn show_progress(
     let info_hash = metainfo.info_hash.to_hex();
     let mut last_piece_event = Instant::now() - Duration::from_secs(1);
     let emit = |value: serde_json::Value| println!("{value}");
+    // A line for the user: above the bar on a terminal, else on standard error.
+    let say = |line: String| {
+        if terminal {
+            bar.println(line);
+        } else {
+            eprintln!("shoal: {name}: {line}");
+        }
+    };
     while let Some(update) = events.recv().await {
         let event = match update {
             Update::Engine(event) => event,
             Update::TrackerPeers(count) => {
                 if json {
                     emit(json!({"event": "tracker_peers", "peers": count}));
-                } else if terminal {
-                    bar.println(format!("a tracker gave {count} peers"));
                 } else {
-                    eprintln!("shoal: {name}: a tracker gave {count} peers");
+                    say(format!("a tracker gave {count} peers"));
                 }
                 continue;
             }
@@ -767,7 +773,7 @@ pub async fn show_progress(
                 if json {
                     emit(json!({"event": "peer_banned", "addr": addr.to_string()}));
                 } else {
-                    bar.println(format!(
+                    say(format!(
                         "banned {addr}: it sent data that failed the hash check"
                     ));
                 }
@@ -804,7 +810,7 @@ pub async fn show_progress(
                         json!({"event": "web_seed_error", "url": url, "reason": reason, "retry_secs": retry_secs}),
                     );
                 } else {
-                    bar.println(format!(
+                    say(format!(
                         "web seed {url}: {reason} (trying again in {retry_secs} s)"
                     ));
                 }
@@ -813,7 +819,7 @@ pub async fn show_progress(
                 if json {
                     emit(json!({"event": "web_seed_banned", "url": url}));
                 } else {
-                    bar.println(format!(
+                    say(format!(
                         "web seed {url} dropped: it sent data that failed the hash check"
                     ));
                 }
@@ -825,8 +831,8 @@ pub async fn show_progress(
                         json!({"event": "seed_limit_reached", "uploaded": uploaded, "ratio": ratio}),
                     );
                 } else {
-                    bar.println(format!(
-                        "{name}: seeding done, {} uploaded (ratio {ratio:.2})",
+                    say(format!(
+                        "seeding done, {} uploaded (ratio {ratio:.2})",
                         format_size(uploaded)
                     ));
                 }

@@ -113,10 +113,11 @@ impl WebSeed {
         wait
     }
 
-    /// The request target of `path` (the file's components, the torrent's name first):
-    /// BEP 19 appends them to a URL ending in `/`; a single file's URL may name the file
-    /// itself.
-    fn target(&self, info: &Info, path: &[String]) -> String {
+    /// The request target of `path` (the file's components as the torrent gives them,
+    /// the torrent's name first, not the sanitised names written to disk: the server
+    /// holds the originals): BEP 19 appends them to a URL ending in `/`; a single file's
+    /// URL may name the file itself.
+    fn target(&self, info: &Info, path: &[Vec<u8>]) -> String {
         let base = &self.base.path;
         if !info.multi_file && !base.ends_with('/') {
             return base.clone();
@@ -127,7 +128,7 @@ impl WebSeed {
         }
         let encoded: Vec<String> = path
             .iter()
-            .map(|c| percent_encoding::utf8_percent_encode(c, PATH_COMPONENT).to_string())
+            .map(|c| percent_encoding::percent_encode(c, PATH_COMPONENT).to_string())
             .collect();
         target.push_str(&encoded.join("/"));
         target
@@ -179,7 +180,7 @@ fn spawn_workers(seed: &mut WebSeed, context: &FetchContext) {
     let targets: Arc<Vec<Option<String>>> = Arc::new(
         info.files
             .iter()
-            .map(|f| (!f.attr.padding).then(|| seed.target(info, &f.path)))
+            .map(|f| (!f.attr.padding).then(|| seed.target(info, &f.url_path)))
             .collect(),
     );
     for worker in 0..WORKERS_PER_SEED {

@@ -97,6 +97,9 @@ pub struct FileEntry {
     /// For a symlink: its sanitised target, relative to the torrent's root. Sanitising
     /// drops `..`, so the target can never point outside the torrent.
     pub symlink_target: Option<Vec<String>>,
+    /// The path as the torrent gives it, bytes as they are (the name first, as in
+    /// `path`): what a web seed (BEP 19) serves the file under. Never a path on disk.
+    pub url_path: Vec<Vec<u8>>,
 }
 
 impl FileEntry {
@@ -376,17 +379,21 @@ fn parse_info(info: Fields, info_hash: InfoHash) -> Result<Info, MetainfoError> 
         return Err(MetainfoError::TooManyPieces(pieces.len() / 20));
     }
 
-    let name = info
+    let raw_name = info
         .utf8_preferred("name", "name.utf-8")
-        .and_then(|n| n.as_bytes())
+        .and_then(|n| n.as_bytes());
+    let name = raw_name
         .and_then(path::sanitize_component)
         .unwrap_or_else(|| info_hash.to_hex());
+    let raw_name = raw_name.map_or_else(|| name.as_bytes().to_vec(), <[u8]>::to_vec);
 
     let mut files = Vec::new();
     let multi_file = match info.typed("files", Kind::List)? {
         Some(list) => {
             for (index, entry) in list.as_list().expect("kind checked").iter().enumerate() {
-                files.push(parse_file_entry(entry, index, &name)?);
+                let mut file = parse_file_entry(entry, index, &name)?;
+                file.url_path.insert(0, raw_name.clone());
+                files.push(file);
             }
             if files.is_empty() {
                 return Err(MetainfoError::NoFiles);
@@ -407,6 +414,7 @@ fn parse_info(info: Fields, info_hash: InfoHash) -> Result<Info, MetainfoError> 
                 offset: 0,
                 attr,
                 symlink_target: None,
+                url_path: vec![raw_name.clone()],
             });
             false
         }
@@ -455,7 +463,9 @@ fn parse_info(info: Fields, info_hash: InfoHash) -> Result<Info, MetainfoError> 
 }
 
 /// Reads a path list into sanitised components.
-fn path_components(node: Node) -> Result<Vec<String>, MetainfoError> {
+/// A path list's elements as they are; an error if one is not a string or there are too
+/// many.
+fn raw_components<'a>(node: Node<'_, 'a>) -> Result<Vec<&'a [u8]>, MetainfoError> {
     let list = node.as_list().ok_or(MetainfoError::BadPath)?;
     let mut raw = Vec::new();
     for element in list.iter() {
@@ -464,7 +474,11 @@ fn path_components(node: Node) -> Result<Vec<String>, MetainfoError> {
             return Err(MetainfoError::PathTooDeep);
         }
     }
-    Ok(path::sanitize_path(raw))
+    Ok(raw)
+}
+
+fn path_components(node: Node) -> Result<Vec<String>, MetainfoError> {
+    Ok(path::sanitize_path(raw_components(node)?))
 }
 
 fn parse_file_entry(entry: Node, index: usize, name: &str) -> Result<FileEntry, MetainfoError> {
@@ -477,6 +491,10 @@ fn parse_file_entry(entry: Node, index: usize, name: &str) -> Result<FileEntry, 
     let path_node = fields
         .utf8_preferred("path", "path.utf-8")
         .ok_or(MetainfoError::Missing("path"))?;
+    let url_path = raw_components(path_node)?
+        .into_iter()
+        .map(<[u8]>::to_vec)
+        .collect();
     let mut path = path_components(path_node)?;
     if path.is_empty() {
         // Every element was unusable: give the file a name that cannot clash with a
@@ -499,6 +517,7 @@ fn parse_file_entry(entry: Node, index: usize, name: &str) -> Result<FileEntry, 
         offset: 0,
         attr,
         symlink_target,
+        url_path,
     })
 }
 

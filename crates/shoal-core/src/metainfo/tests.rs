@@ -141,6 +141,31 @@ fn item5_control_characters_invalid_utf8_and_bidi() {
 }
 
 #[test]
+fn web_seed_paths_keep_the_torrents_own_bytes() {
+    let m = parse(info(
+        Some(vec![
+            file(&[b"sub", b"bad\xff"], 1),
+            file(&[b"..", b"CON"], 1),
+        ]),
+        2,
+        16384,
+    ))
+    .unwrap();
+    assert_eq!(paths(&m), ["test/sub/bad_", "test/CON_"]);
+    let url_paths: Vec<&Vec<Vec<u8>>> = m.info.files.iter().map(|f| &f.url_path).collect();
+    assert_eq!(
+        url_paths[0],
+        &[b"test".to_vec(), b"sub".to_vec(), b"bad\xff".to_vec()]
+    );
+    assert_eq!(
+        url_paths[1],
+        &[b"test".to_vec(), b"..".to_vec(), b"CON".to_vec()]
+    );
+    let single = parse(info(None, 10, 16384)).unwrap();
+    assert_eq!(single.info.files[0].url_path, [b"test".to_vec()]);
+}
+
+#[test]
 fn name_utf8_is_preferred() {
     let mut i = info(None, 10, 16384);
     i.insert("name", &b"caf\xe9"[..]);

@@ -86,6 +86,7 @@ mod tests {
                     ..FileAttr::default()
                 },
                 symlink_target: None,
+                url_path: Vec::new(),
             })
             .collect()
     }

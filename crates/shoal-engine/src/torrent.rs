@@ -248,7 +248,7 @@ pub async fn run(
         &config.metainfo.url_list,
         FetchContext {
             metainfo: config.metainfo.clone(),
-            layout: Arc::new(files.layout().clone()),
+            files: files.clone(),
             http: web_seed_http(&config),
             download_limit: download_limit.clone(),
             to_actor: to_actor.clone(),

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use shoal_core::{Bitfield, Block, Info, Metainfo};
-use shoal_storage::FileLayout;
+use shoal_storage::{FileLayout, TorrentFiles};
 use shoal_swarm::{Connection, PeerKey, TorrentCore};
 use shoal_tracker::driver::http::{get_range_kept, HttpConfig, KeptAlive, Moved};
 use shoal_tracker::url::{Scheme, TrackerUrl};
@@ -166,7 +166,8 @@ const PATH_COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHA
 #[derive(Clone)]
 pub struct FetchContext {
     pub metainfo: Arc<Metainfo>,
-    pub layout: Arc<FileLayout>,
+    /// The torrent's files, for their layout (where each block lies).
+    pub files: Arc<TorrentFiles>,
     pub http: HttpConfig,
     pub download_limit: Arc<RateLimit>,
     pub to_actor: mpsc::Sender<Input>,
@@ -270,7 +271,7 @@ async fn fetch_run(
     let length: u64 = run.iter().map(|b| u64::from(b.length)).sum();
     context.download_limit.acquire(length as usize, 0).await;
     let mut data = BytesMut::with_capacity(length as usize);
-    for segment in context.layout.segments(first, length) {
+    for segment in context.files.layout().segments(first, length) {
         let (from, to) = (
             segment.file_offset,
             segment.file_offset + segment.length - 1,
@@ -400,7 +401,7 @@ impl WebSeeds {
         now: Instant,
         events: &mpsc::UnboundedSender<EngineEvent>,
     ) {
-        let layout = self.context.layout.clone();
+        let files = self.context.files.clone();
         let Some(seed) = self.get(key) else { return };
         if let Some((_, busy)) = seed.workers.get_mut(worker) {
             *busy = false;
@@ -410,7 +411,7 @@ impl WebSeeds {
             return;
         };
         if let Some(file) = failure.missing_file {
-            seed.lacks_file(&layout, file);
+            seed.lacks_file(files.layout(), file);
         }
         let retry = seed.failed(now);
         let _ = events.send(EngineEvent::WebSeedFailed {

@@ -33,17 +33,10 @@ fn a_seed_stops_at_its_ratio_once_libtorrent_has_the_file() {
     same_files(&src.join("payload.bin"), &out.join("payload.bin"));
 
     // libtorrent took every byte from us, so the ratio is reached: the seed exits by itself.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = seed.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the seed kept running past its ratio"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = seed.wait_exit(
+        Duration::from_secs(30),
+        "the seed kept running past its ratio",
+    );
     assert!(status.success(), "{status}");
     // The process is gone, so its stdout ends and so does this iterator.
     let reached: serde_json::Value = lines

@@ -498,14 +498,7 @@ fn tracker_allow_list_reloads_on_sighup_and_stops_on_sigterm() {
 
     let mut server = server;
     signal(&server, "-TERM");
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let status = loop {
-        if let Some(status) = server.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "shoal tracker ignored SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = server.wait_exit(Duration::from_secs(3), "shoal tracker ignored SIGTERM");
     assert!(status.success(), "{status}");
 }
 

@@ -217,14 +217,7 @@ fn shoal_seeds_aria2_downloads() {
             .spawn()
             .expect("spawn"),
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = leecher.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "aria2 did not finish");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = leecher.wait_exit(Duration::from_secs(60), "aria2 did not finish");
     assert!(status.success(), "aria2c exited with {status}");
     same_files(&src.join("payload.bin"), &out.join("payload.bin"));
 }

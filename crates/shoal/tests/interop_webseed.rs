@@ -5,7 +5,7 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -197,14 +197,7 @@ fn a_lying_web_seed_is_dropped_and_a_libtorrent_seed_finishes() {
     ]);
     let (mut get, lines) = start_and_watch(cmd, "web_seed_banned", Duration::from_secs(30));
     let _seed = lt_seed(&torrent, &src, "127.0.4.36", 17436);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = get.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the download did not finish");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = get.wait_exit(Duration::from_secs(60), "the download did not finish");
     assert!(status.success(), "{status}");
     same_files(
         &src.join("payload.bin"),

@@ -11,6 +11,21 @@ use super::*;
 /// Kills the child (by its PID, which we started) when dropped, also on test failure.
 pub struct Guard(pub Child);
 
+impl Guard {
+    /// Waits (at most `limit`) for the process to exit by itself; panics saying `what`
+    /// did not happen if it is still running then.
+    pub fn wait_exit(&mut self, limit: Duration, what: &str) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.0.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "{what} within {limit:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 impl Drop for Guard {
     fn drop(&mut self) {
         let _ = self.0.kill();

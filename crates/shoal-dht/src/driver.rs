@@ -7,10 +7,14 @@
 //! nowhere, every [`DriverConfig::repeat`] otherwise) for as long as the receiver is
 //! alive. Dropping the receiver ends the subscription; dropping every handle stops the
 //! node and saves its routing table.
+//!
+//! BEP 44 gets and puts are one-shot: [`DhtHandle::get_item`] and
+//! [`DhtHandle::put_item`] run one lookup and return its outcome.
 
 use crate::persist::SavedState;
-use crate::{Dht, DhtConfig, DhtEvent, DhtStats, LookupId, NodeId};
+use crate::{Dht, DhtConfig, DhtEvent, DhtStats, Item, LookupId, NodeId, PutRequest};
 use shoal_core::InfoHash;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -48,9 +52,45 @@ enum Command {
         announce: Option<Option<u16>>,
         peers: mpsc::UnboundedSender<Vec<SocketAddr>>,
     },
+    Get {
+        query: ItemQuery,
+        reply: oneshot::Sender<Option<Item>>,
+    },
+    Put {
+        // Boxed: a signing key is large next to the other commands.
+        request: Box<PutRequest>,
+        reply: oneshot::Sender<PutOutcome>,
+    },
     Stats(oneshot::Sender<DhtStats>),
     Shutdown(oneshot::Sender<()>),
 }
+
+/// Which item [`DhtHandle::get_item`] looks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ItemQuery {
+    /// The immutable item whose value hashes to this target.
+    Immutable(NodeId),
+    /// The mutable item of this public key under this salt (empty for none).
+    Mutable { key: [u8; 32], salt: Vec<u8> },
+}
+
+/// How a put went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PutOutcome {
+    pub target: NodeId,
+    /// The version put, for a mutable item.
+    pub seq: Option<i64>,
+    /// The closest nodes that gave a write token, all asked to store it.
+    pub asked: usize,
+    pub stored: usize,
+    /// Nodes that hold a newer version and refused.
+    pub outdated: usize,
+}
+
+/// The node has stopped, or runs as many lookups as it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the DHT node is stopped or too busy to start a lookup")]
+pub struct DhtUnavailable;
 
 /// A handle to the running node; clone it freely.
 #[derive(Clone)]
@@ -125,6 +165,27 @@ impl DhtHandle {
         rx
     }
 
+    /// Looks the item up: `Ok(None)` when no node had it (or none that checked out).
+    pub async fn get_item(&self, query: ItemQuery) -> Result<Option<Item>, DhtUnavailable> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Get { query, reply })
+            .map_err(|_| DhtUnavailable)?;
+        rx.await.map_err(|_| DhtUnavailable)
+    }
+
+    /// Stores the item on the closest nodes to its target.
+    pub async fn put_item(&self, request: PutRequest) -> Result<PutOutcome, DhtUnavailable> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Put {
+                request: Box::new(request),
+                reply,
+            })
+            .map_err(|_| DhtUnavailable)?;
+        rx.await.map_err(|_| DhtUnavailable)
+    }
+
     /// The node's counters; `None` once it has stopped.
     pub async fn stats(&self) -> Option<DhtStats> {
         let (tx, rx) = oneshot::channel();
@@ -158,6 +219,7 @@ async fn run(
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
     let mut subs: Vec<Subscription> = Vec::new();
+    let mut oneshots = Oneshots::default();
     let mut buf = vec![0u8; 2048];
     let mut next_save = Instant::now() + SAVE_EVERY;
     loop {
@@ -174,7 +236,7 @@ async fn run(
             }
         }
         while let Some(event) = dht.poll_event() {
-            on_event(event, &mut subs, &config, now);
+            on_event(event, &mut subs, &mut oneshots, &config, now);
         }
         while let Some((to, packet)) = dht.poll_transmit() {
             let _ = socket.send_to(&packet, to).await;
@@ -205,6 +267,22 @@ async fn run(
                     lookup: None,
                     next_run: now,
                 }),
+                Some(Command::Get { query, reply }) => {
+                    let now = Instant::now();
+                    let lookup = match query {
+                        ItemQuery::Immutable(target) => dht.get_immutable(target, now),
+                        ItemQuery::Mutable { key, salt } => dht.get_mutable(key, salt, now),
+                    };
+                    // Refused: dropping `reply` tells the caller.
+                    if let Some(lookup) = lookup {
+                        oneshots.gets.insert(lookup, reply);
+                    }
+                }
+                Some(Command::Put { request, reply }) => {
+                    if let Some(lookup) = dht.put_item(*request, Instant::now()) {
+                        oneshots.puts.insert(lookup, reply);
+                    }
+                }
                 Some(Command::Stats(reply)) => {
                     let _ = reply.send(dht.stats());
                 }
@@ -222,8 +300,44 @@ async fn run(
     save(&dht, &config);
 }
 
-fn on_event(event: DhtEvent, subs: &mut [Subscription], config: &DriverConfig, now: Instant) {
+/// Callers waiting for a get or a put, by lookup.
+#[derive(Default)]
+struct Oneshots {
+    gets: HashMap<LookupId, oneshot::Sender<Option<Item>>>,
+    puts: HashMap<LookupId, oneshot::Sender<PutOutcome>>,
+}
+
+fn on_event(
+    event: DhtEvent,
+    subs: &mut [Subscription],
+    oneshots: &mut Oneshots,
+    config: &DriverConfig,
+    now: Instant,
+) {
     match event {
+        DhtEvent::ItemFound { lookup, item, .. } => {
+            if let Some(reply) = oneshots.gets.remove(&lookup) {
+                let _ = reply.send(item);
+            }
+        }
+        DhtEvent::ItemStored {
+            lookup,
+            target,
+            seq,
+            asked,
+            stored,
+            outdated,
+        } => {
+            if let Some(reply) = oneshots.puts.remove(&lookup) {
+                let _ = reply.send(PutOutcome {
+                    target,
+                    seq,
+                    asked,
+                    stored,
+                    outdated,
+                });
+            }
+        }
         DhtEvent::Peers { lookup, peers, .. } => {
             if let Some(sub) = subs.iter().find(|s| s.lookup == Some(lookup)) {
                 let _ = sub.peers.send(peers);

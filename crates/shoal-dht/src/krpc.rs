@@ -8,6 +8,7 @@
 //! (or answered with error 203 when it was a query we could identify).
 
 use crate::id::NodeId;
+use crate::item::{Item, MutableItem, MAX_SALT, MAX_VALUE};
 use shoal_bencode::{Dict, Limits, Value};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 
@@ -20,21 +21,22 @@ pub const MAX_VALUES: usize = 100;
 /// Peers we put in one `values` list: 50 × 8 bytes keeps the packet small.
 pub const VALUES_PER_RESPONSE: usize = 50;
 
+/// A 1500-byte packet holds at most 750 bencode tokens; a BEP 44 value may use most.
 const LIMITS: Limits = Limits {
     max_depth: 8,
-    max_tokens: 512,
+    max_tokens: 1024,
 };
 
 /// KRPC error codes (BEP 5).
 pub const ERROR_GENERIC: i64 = 201;
 pub const ERROR_PROTOCOL: i64 = 203;
 pub const ERROR_METHOD_UNKNOWN: i64 = 204;
-/// BEP 44 error codes for oversized `put` arguments.
+/// BEP 44 error codes.
 pub const ERROR_VALUE_TOO_BIG: i64 = 205;
+pub const ERROR_BAD_SIGNATURE: i64 = 206;
 pub const ERROR_SALT_TOO_BIG: i64 = 207;
-/// BEP 44 limits: the bencoded value and the salt.
-pub const MAX_ITEM_VALUE: usize = 1000;
-pub const MAX_ITEM_SALT: usize = 64;
+pub const ERROR_CAS_MISMATCH: i64 = 301;
+pub const ERROR_SEQ_OUTDATED: i64 = 302;
 
 /// A node as it travels in `nodes`: 20-byte id, 4-byte IPv4, 2-byte port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +61,18 @@ pub enum Query {
         implied_port: bool,
         token: Vec<u8>,
     },
+    /// BEP 44: the item stored under `target`, if any; with `seq`, only a newer version's
+    /// value is wanted.
+    Get {
+        target: NodeId,
+        seq: Option<i64>,
+    },
+    /// BEP 44: store `item` (its signature is checked by the node, not here).
+    Put {
+        item: Item,
+        token: Vec<u8>,
+        cas: Option<i64>,
+    },
 }
 
 impl Query {
@@ -68,6 +82,8 @@ impl Query {
             Query::FindNode { .. } => "find_node",
             Query::GetPeers { .. } => "get_peers",
             Query::AnnouncePeer { .. } => "announce_peer",
+            Query::Get { .. } => "get",
+            Query::Put { .. } => "put",
         }
     }
 }
@@ -78,6 +94,52 @@ pub struct Response {
     pub nodes: Vec<NodeInfo>,
     pub values: Vec<SocketAddr>,
     pub token: Option<Vec<u8>>,
+    /// A BEP 44 `get` answer's item fields, as sent (a lookup checks them).
+    pub item: ItemFields,
+}
+
+/// The item fields of a `get` answer: `v` alone for an immutable item; `k`, `seq`,
+/// `sig` and `v` for a mutable one (`seq` alone when asked for newer than what is held).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ItemFields {
+    /// The bencoded value, verbatim.
+    pub value: Option<Vec<u8>>,
+    pub key: Option<[u8; 32]>,
+    pub signature: Option<[u8; 64]>,
+    pub seq: Option<i64>,
+}
+
+impl ItemFields {
+    /// The fields that describe `item` in an answer.
+    pub fn of(item: &Item) -> ItemFields {
+        match item {
+            Item::Immutable { value } => ItemFields {
+                value: Some(value.clone()),
+                ..ItemFields::default()
+            },
+            Item::Mutable(m) => ItemFields {
+                value: Some(m.value.clone()),
+                key: Some(m.key),
+                signature: Some(m.signature),
+                seq: Some(m.seq),
+            },
+        }
+    }
+
+    fn encode_into(&self, d: &mut Value) {
+        if let Some(v) = &self.value {
+            d.insert("v", Value::Raw(v.clone()));
+        }
+        if let Some(k) = &self.key {
+            d.insert("k", k.to_vec());
+        }
+        if let Some(sig) = &self.signature {
+            d.insert("sig", sig.to_vec());
+        }
+        if let Some(seq) = self.seq {
+            d.insert("seq", seq);
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,6 +281,24 @@ impl Message {
                         a.insert("implied_port", i64::from(*implied_port));
                         a.insert("token", token.clone());
                     }
+                    Query::Get { target, seq } => {
+                        a.insert("target", target.0.to_vec());
+                        if let Some(seq) = seq {
+                            a.insert("seq", *seq);
+                        }
+                    }
+                    Query::Put { item, token, cas } => {
+                        a.insert("token", token.clone());
+                        if let Some(cas) = cas {
+                            a.insert("cas", *cas);
+                        }
+                        if let Item::Mutable(m) = item {
+                            if !m.salt.is_empty() {
+                                a.insert("salt", m.salt.clone());
+                            }
+                        }
+                        ItemFields::of(item).encode_into(&mut a);
+                    }
                 }
                 root.insert("a", a);
             }
@@ -238,6 +318,7 @@ impl Message {
                 if let Some(token) = &r.token {
                     d.insert("token", token.clone());
                 }
+                r.item.encode_into(&mut d);
                 root.insert("r", d);
             }
             Body::Error { code, message } => {
@@ -301,7 +382,11 @@ fn decode_query(tid: &[u8], method: &[u8], args: &Dict<'_, '_>) -> Result<Query,
                 token,
             }
         }
-        b"put" => return Err(check_put(tid, args)),
+        b"get" => Query::Get {
+            target: id_field(args, b"target").ok_or_else(|| bad_query(tid, "bad target"))?,
+            seq: args.get(b"seq").and_then(|n| n.as_int()),
+        },
+        b"put" => decode_put(tid, args)?,
         _ => {
             return Err(KrpcError::BadQuery {
                 tid: tid.to_vec(),
@@ -312,27 +397,64 @@ fn decode_query(tid: &[u8], method: &[u8], args: &Dict<'_, '_>) -> Result<Query,
     })
 }
 
-/// BEP 44 data storage is not served by this node yet, but a `put` is still checked
-/// against the BEP's limits first (TESTING.md item 31), so an oversized salt or value gets
-/// the BEP's own error code; a well-formed one is refused as an unknown method.
-fn check_put(tid: &[u8], args: &Dict<'_, '_>) -> KrpcError {
-    let salt = args
-        .get(b"salt")
-        .and_then(|n| n.as_bytes())
-        .map_or(0, <[u8]>::len);
-    let value = args.get(b"v").map_or(0, |n| n.raw().len());
-    let (code, message) = if salt > MAX_ITEM_SALT {
-        (ERROR_SALT_TOO_BIG, "salt (salt field) too big")
-    } else if value > MAX_ITEM_VALUE {
-        (ERROR_VALUE_TOO_BIG, "message (v field) too big")
-    } else {
-        (ERROR_METHOD_UNKNOWN, "method unknown")
-    };
-    KrpcError::BadQuery {
+/// A BEP 44 `put`: sizes first (TESTING.md item 31: an oversized salt or value gets the
+/// BEP's own error code), then the fields' shapes. With `k` it is a mutable item.
+fn decode_put(tid: &[u8], args: &Dict<'_, '_>) -> Result<Query, KrpcError> {
+    let refuse = |code, message| KrpcError::BadQuery {
         tid: tid.to_vec(),
         code,
         message,
+    };
+    let salt = args.get(b"salt").map(|n| n.as_bytes());
+    let salt = match salt {
+        None => &[][..],
+        Some(Some(salt)) if salt.len() <= MAX_SALT => salt,
+        Some(Some(_)) => return Err(refuse(ERROR_SALT_TOO_BIG, "salt (salt field) too big")),
+        Some(None) => return Err(bad_query(tid, "bad salt")),
+    };
+    let value = args
+        .get(b"v")
+        .ok_or_else(|| bad_query(tid, "missing v"))?
+        .raw();
+    if value.len() > MAX_VALUE {
+        return Err(refuse(ERROR_VALUE_TOO_BIG, "message (v field) too big"));
     }
+    let token = args
+        .get(b"token")
+        .and_then(|n| n.as_bytes())
+        .filter(|t| t.len() <= 64)
+        .ok_or_else(|| bad_query(tid, "bad token"))?
+        .to_vec();
+    let cas = args.get(b"cas").and_then(|n| n.as_int());
+    let item = match args.get(b"k") {
+        None => Item::Immutable {
+            value: value.to_vec(),
+        },
+        Some(k) => {
+            let key = k
+                .as_bytes()
+                .and_then(|k| <[u8; 32]>::try_from(k).ok())
+                .ok_or_else(|| bad_query(tid, "bad k"))?;
+            let signature = args
+                .get(b"sig")
+                .and_then(|n| n.as_bytes())
+                .and_then(|s| <[u8; 64]>::try_from(s).ok())
+                .ok_or_else(|| bad_query(tid, "bad sig"))?;
+            let seq = args
+                .get(b"seq")
+                .and_then(|n| n.as_int())
+                .filter(|&seq| seq >= 0)
+                .ok_or_else(|| bad_query(tid, "bad seq"))?;
+            Item::Mutable(MutableItem {
+                key,
+                salt: salt.to_vec(),
+                seq,
+                value: value.to_vec(),
+                signature,
+            })
+        }
+    };
+    Ok(Query::Put { item, token, cas })
 }
 
 fn decode_response(r: &Dict<'_, '_>) -> Result<Response, KrpcError> {
@@ -355,10 +477,27 @@ fn decode_response(r: &Dict<'_, '_>) -> Result<Response, KrpcError> {
         .and_then(|n| n.as_bytes())
         .filter(|t| t.len() <= 64)
         .map(<[u8]>::to_vec);
+    let item = ItemFields {
+        value: r
+            .get(b"v")
+            .map(|n| n.raw())
+            .filter(|v| v.len() <= MAX_VALUE)
+            .map(<[u8]>::to_vec),
+        key: r
+            .get(b"k")
+            .and_then(|n| n.as_bytes())
+            .and_then(|k| k.try_into().ok()),
+        signature: r
+            .get(b"sig")
+            .and_then(|n| n.as_bytes())
+            .and_then(|k| k.try_into().ok()),
+        seq: r.get(b"seq").and_then(|n| n.as_int()),
+    };
     Ok(Response {
         nodes,
         values,
         token,
+        item,
     })
 }
 
@@ -439,6 +578,29 @@ mod tests {
                 implied_port: false,
                 token: b"tok".to_vec(),
             },
+            Query::Get {
+                target: id(5),
+                seq: Some(3),
+            },
+            Query::Get {
+                target: id(5),
+                seq: None,
+            },
+            Query::Put {
+                item: Item::immutable(b"li1e3:abce".to_vec()).unwrap(),
+                token: b"tok".to_vec(),
+                cas: None,
+            },
+            Query::Put {
+                item: Item::Mutable(
+                    crate::item::ItemSigner::from_secret(&[9; 32])
+                        .unwrap()
+                        .sign(b"salty", 7, b"d1:ai1ee".to_vec())
+                        .unwrap(),
+                ),
+                token: b"tok".to_vec(),
+                cas: Some(6),
+            },
         ] {
             let m = Message {
                 tid: b"aa".to_vec(),
@@ -465,6 +627,12 @@ mod tests {
                 }],
                 values: vec!["127.0.0.1:1".parse().unwrap(), "[::1]:2".parse().unwrap()],
                 token: Some(vec![1; 8]),
+                item: ItemFields {
+                    value: Some(b"l1:xi-3ee".to_vec()),
+                    key: Some([4; 32]),
+                    signature: Some([5; 64]),
+                    seq: Some(9),
+                },
             }),
         };
         assert_eq!(Message::decode(&m.encode()), Ok(m));

@@ -9,6 +9,8 @@
 //!   answered).
 //! - `tokens`, `peer_store`, `rate_limit`: write tokens from a rotating secret, the
 //!   bounded store of announced peers, per-IP limits on incoming packets.
+//! - [`item`], `item_store`: BEP 44 items (immutable, and mutable ones signed with
+//!   ed25519) and the bounded store of those other nodes `put` here.
 //! - [`Dht`]: ties them together behind `handle_packet` / `handle_timeout` /
 //!   `poll_transmit` / `poll_event` / `poll_timeout`.
 //! - [`persist`]: the routing table saved for the next start.
@@ -17,6 +19,8 @@
 pub mod driver;
 pub mod fuzzing;
 pub mod id;
+pub mod item;
+mod item_store;
 pub mod krpc;
 pub mod lookup;
 mod node;
@@ -28,8 +32,10 @@ pub mod sim;
 mod tokens;
 
 pub use id::NodeId;
+pub use item::{Item, ItemError, ItemSigner, MutableItem};
+pub use item_store::ItemStoreLimits;
 pub use lookup::LookupId;
-pub use node::{Dht, DhtConfig, DhtEvent, DhtStats};
+pub use node::{Dht, DhtConfig, DhtEvent, DhtStats, PutRequest};
 pub use peer_store::PeerStoreLimits;
 pub use rate_limit::RateLimitConfig;
 

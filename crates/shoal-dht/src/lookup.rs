@@ -33,6 +33,10 @@ pub enum LookupKind {
     /// get_peers, then announce_peer to the closest nodes that gave us a token.
     /// `port: None` asks them to use the UDP source port (`implied_port`).
     Announce { port: Option<u16> },
+    /// BEP 44 get: the item stored under the target.
+    GetItem,
+    /// BEP 44 get, then put to the closest nodes that gave us a token.
+    PutItem,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,6 +202,7 @@ impl Lookup {
             nodes,
             values,
             token,
+            item: _,
         } = response;
         self.in_flight = self.in_flight.saturating_sub(1);
         self.responses += 1;
@@ -263,7 +268,7 @@ impl Lookup {
                 || (self.seeds.is_empty() && self.next_fresh().is_none()))
     }
 
-    /// The closest answered nodes that gave a token: where to announce.
+    /// The closest answered nodes that gave a token: where to announce or put.
     pub fn announce_targets(&self) -> Vec<(NodeInfo, Vec<u8>)> {
         self.candidates
             .iter()
@@ -320,6 +325,7 @@ mod tests {
                 nodes: vec![node(1), node(2)],
                 values: vec!["1.2.3.4:5".parse().unwrap()],
                 token: Some(b"tok".to_vec()),
+                ..Response::default()
             },
         );
         assert_eq!(fresh.len(), 1);

@@ -13,8 +13,11 @@
 //! transaction id we issued and still wait for; anything else is dropped).
 
 use crate::id::{bep42_id, bep42_valid, NodeId};
+use crate::item::{immutable_target, mutable_target, Item, ItemSigner, MutableItem};
+use crate::item_store::{ItemStore, ItemStoreLimits, PutRefused};
 use crate::krpc::{
-    Body, KrpcError, Message, NodeInfo, Query, Response, ERROR_PROTOCOL, VALUES_PER_RESPONSE,
+    Body, ItemFields, KrpcError, Message, NodeInfo, Query, Response, ERROR_BAD_SIGNATURE,
+    ERROR_CAS_MISMATCH, ERROR_PROTOCOL, ERROR_SEQ_OUTDATED, VALUES_PER_RESPONSE,
 };
 use crate::lookup::{Lookup, LookupId, LookupKind};
 use crate::peer_store::{PeerStore, PeerStoreLimits};
@@ -47,6 +50,8 @@ pub struct DhtConfig {
     pub query_timeout: Duration,
     pub rate_limit: RateLimitConfig,
     pub peer_store: PeerStoreLimits,
+    /// BEP 44 items stored for others.
+    pub items: ItemStoreLimits,
     /// Queries we wait for at once, over all lookups; more wait their turn.
     pub max_pending: usize,
     /// Lookups run at once; further `get_peers`/`announce` calls are refused.
@@ -69,6 +74,7 @@ impl Default for DhtConfig {
             query_timeout: Duration::from_secs(3),
             rate_limit: RateLimitConfig::default(),
             peer_store: PeerStoreLimits::default(),
+            items: ItemStoreLimits::default(),
             max_pending: 1024,
             max_lookups: 256,
             max_transmit_queue: 4096,
@@ -96,6 +102,50 @@ pub enum DhtEvent {
         /// The round of the first answer with peers (1 = asked straight from our table).
         first_peers_round: Option<u32>,
     },
+    /// A BEP 44 get finished: the item found (for a mutable item, the highest version
+    /// any node had), checked against the target and, if mutable, its signature.
+    ItemFound {
+        lookup: LookupId,
+        target: NodeId,
+        item: Option<Item>,
+        queries: u32,
+    },
+    /// A BEP 44 put finished: `stored` of the `asked` closest nodes took the item.
+    ItemStored {
+        lookup: LookupId,
+        target: NodeId,
+        /// The version put, for a mutable item.
+        seq: Option<i64>,
+        asked: usize,
+        stored: usize,
+        /// Nodes that refused because they hold a newer version (error 302) or another
+        /// than the `cas` named (301).
+        outdated: usize,
+    },
+}
+
+/// What to store with [`Dht::put_item`].
+#[derive(Debug)]
+pub enum PutRequest {
+    Immutable(Item),
+    /// Signed once the lookup has seen the versions already stored: with `seq: None`,
+    /// one more than the highest found (1 if none), as libtorrent does.
+    Mutable {
+        signer: ItemSigner,
+        salt: Vec<u8>,
+        value: Vec<u8>,
+        seq: Option<i64>,
+    },
+}
+
+impl PutRequest {
+    /// Where the item goes.
+    pub fn target(&self) -> NodeId {
+        match self {
+            PutRequest::Immutable(item) => item.target(),
+            PutRequest::Mutable { signer, salt, .. } => mutable_target(&signer.public_key(), salt),
+        }
+    }
 }
 
 /// Counters for the `shoal dht` display and tests.
@@ -105,6 +155,7 @@ pub struct DhtStats {
     pub buckets: usize,
     pub torrents_stored: usize,
     pub peers_stored: usize,
+    pub items_stored: usize,
     pub packets_in: u64,
     pub packets_out: u64,
     pub rate_limited: u64,
@@ -118,6 +169,7 @@ enum Purpose {
     Lookup { lookup: LookupId, round: u32 },
     Ping,
     Announce,
+    Put { lookup: LookupId },
 }
 
 #[derive(Debug, Clone)]
@@ -144,6 +196,64 @@ struct LookupEntry {
     lookup: Lookup,
     /// Internal lookups (bootstrap, refresh) report nothing.
     internal: bool,
+    /// For BEP 44 gets and puts.
+    item: Option<ItemSearch>,
+}
+
+/// What a get or put lookup looks for besides closer nodes.
+struct ItemSearch {
+    /// The salt of a mutable item (empty for none); `None` for an immutable one.
+    salt: Option<Vec<u8>>,
+    best: Option<Item>,
+    put: Option<PutRequest>,
+}
+
+impl ItemSearch {
+    /// Takes the item an answer carries if it is the one looked for (its hash, or its key
+    /// and signature, check out) and newer than what we have.
+    fn offer(&mut self, target: &NodeId, fields: ItemFields) -> bool {
+        let Some(value) = fields.value else {
+            return false;
+        };
+        let item = match (&self.salt, fields.key, fields.signature, fields.seq) {
+            (None, ..) => {
+                if immutable_target(&value) != *target {
+                    return false;
+                }
+                Item::Immutable { value }
+            }
+            (Some(salt), Some(key), Some(signature), Some(seq)) => {
+                let item = MutableItem {
+                    key,
+                    salt: salt.clone(),
+                    seq,
+                    value,
+                    signature,
+                };
+                if mutable_target(&key, salt) != *target || item.check().is_err() || !item.verify()
+                {
+                    return false;
+                }
+                Item::Mutable(item)
+            }
+            _ => return false,
+        };
+        if self.best.as_ref().is_some_and(|b| b.seq() >= item.seq()) {
+            return false;
+        }
+        self.best = Some(item);
+        true
+    }
+}
+
+/// A put's answers still awaited.
+struct PutProgress {
+    target: NodeId,
+    seq: Option<i64>,
+    asked: usize,
+    waiting: usize,
+    stored: usize,
+    outdated: usize,
 }
 
 pub struct Dht {
@@ -153,6 +263,8 @@ pub struct Dht {
     table: RoutingTable,
     tokens: Tokens,
     store: PeerStore,
+    items: ItemStore,
+    puts: BTreeMap<LookupId, PutProgress>,
     limiter: SourceLimiter,
     pending: BTreeMap<u16, Pending>,
     next_tid: u16,
@@ -180,6 +292,8 @@ impl Dht {
             table: RoutingTable::new(own, now),
             tokens: Tokens::new(secret, now),
             store: PeerStore::new(config.peer_store),
+            items: ItemStore::new(config.items),
+            puts: BTreeMap::new(),
             limiter: SourceLimiter::new(config.rate_limit),
             own,
             rng,
@@ -210,6 +324,7 @@ impl Dht {
             buckets: self.table.bucket_count(),
             torrents_stored: self.store.torrent_count(),
             peers_stored: self.store.peer_count(),
+            items_stored: self.items.len(),
             lookups_running: self.lookups.len(),
             ..self.stats
         }
@@ -238,12 +353,70 @@ impl Dht {
         self.start_lookup(info_hash, LookupKind::Announce { port }, false, now)
     }
 
+    /// Looks up the immutable item stored under `target` (the SHA-1 of its value); the
+    /// answer arrives as [`DhtEvent::ItemFound`], as soon as one node returns it.
+    pub fn get_immutable(&mut self, target: NodeId, now: Instant) -> Option<LookupId> {
+        self.start_item_lookup(target, None, None, now)
+    }
+
+    /// Looks up the mutable item of public key `key` under `salt` (empty for none); the
+    /// highest version found arrives as [`DhtEvent::ItemFound`] when the lookup ends.
+    pub fn get_mutable(&mut self, key: [u8; 32], salt: Vec<u8>, now: Instant) -> Option<LookupId> {
+        let target = mutable_target(&key, &salt);
+        self.start_item_lookup(target, Some(salt), None, now)
+    }
+
+    /// Stores an item on the closest nodes to its target, after a get that collects their
+    /// write tokens (and, for a mutable item, the version already there). The outcome
+    /// arrives as [`DhtEvent::ItemStored`].
+    pub fn put_item(&mut self, request: PutRequest, now: Instant) -> Option<LookupId> {
+        let target = request.target();
+        let salt = match &request {
+            PutRequest::Immutable(_) => None,
+            PutRequest::Mutable { salt, .. } => Some(salt.clone()),
+        };
+        self.start_item_lookup(target, salt, Some(request), now)
+    }
+
+    fn start_item_lookup(
+        &mut self,
+        target: NodeId,
+        salt: Option<Vec<u8>>,
+        put: Option<PutRequest>,
+        now: Instant,
+    ) -> Option<LookupId> {
+        let kind = if put.is_some() {
+            LookupKind::PutItem
+        } else {
+            LookupKind::GetItem
+        };
+        let id = self.start_lookup_with(target, kind, false, now, |entry| {
+            entry.item = Some(ItemSearch {
+                salt,
+                best: None,
+                put,
+            });
+        })?;
+        Some(id)
+    }
+
     fn start_lookup(
         &mut self,
         target: NodeId,
         kind: LookupKind,
         internal: bool,
         now: Instant,
+    ) -> Option<LookupId> {
+        self.start_lookup_with(target, kind, internal, now, |_| {})
+    }
+
+    fn start_lookup_with(
+        &mut self,
+        target: NodeId,
+        kind: LookupKind,
+        internal: bool,
+        now: Instant,
+        setup: impl FnOnce(&mut LookupEntry),
     ) -> Option<LookupId> {
         if self.lookups.len() >= self.config.max_lookups {
             return None;
@@ -259,7 +432,13 @@ impl Dht {
         let id = LookupId(self.next_lookup);
         self.next_lookup += 1;
         let lookup = Lookup::new(target, kind, self.own, self.config.alpha, &start, seeds);
-        self.lookups.insert(id, LookupEntry { lookup, internal });
+        let mut entry = LookupEntry {
+            lookup,
+            internal,
+            item: None,
+        };
+        setup(&mut entry);
+        self.lookups.insert(id, entry);
         self.drive(id, now);
         Some(id)
     }
@@ -299,7 +478,10 @@ impl Dht {
             let target = entry.lookup.target;
             let query = match entry.lookup.kind {
                 LookupKind::FindNode => Query::FindNode { target },
-                _ => Query::GetPeers { info_hash: target },
+                LookupKind::GetItem | LookupKind::PutItem => Query::Get { target, seq: None },
+                LookupKind::GetPeers | LookupKind::Announce { .. } => {
+                    Query::GetPeers { info_hash: target }
+                }
             };
             let purpose = Purpose::Lookup {
                 lookup: id,
@@ -347,6 +529,18 @@ impl Dht {
                 announced_to += 1;
             }
         }
+        if let Some(search) = entry.item {
+            match search.put {
+                None => self.events.push_back(DhtEvent::ItemFound {
+                    lookup: id,
+                    target: lookup.target,
+                    item: search.best,
+                    queries: lookup.queries,
+                }),
+                Some(request) => self.send_puts(id, &lookup, request, search.best, now),
+            }
+            return;
+        }
         if !entry.internal {
             self.events.push_back(DhtEvent::LookupDone {
                 lookup: id,
@@ -355,6 +549,85 @@ impl Dht {
                 announced_to,
                 queries: lookup.queries,
                 first_peers_round: lookup.first_peers_round,
+            });
+        }
+    }
+
+    /// The put phase: signs a mutable item one version above what the lookup found
+    /// (unless the caller chose the version), and sends it to the closest nodes that
+    /// gave a token.
+    fn send_puts(
+        &mut self,
+        id: LookupId,
+        lookup: &Lookup,
+        request: PutRequest,
+        found: Option<Item>,
+        now: Instant,
+    ) {
+        let item = match request {
+            PutRequest::Immutable(item) => Ok(item),
+            PutRequest::Mutable {
+                signer,
+                salt,
+                value,
+                seq,
+            } => {
+                let found = found.and_then(|f| f.seq());
+                let seq = seq.unwrap_or_else(|| found.map_or(1, |s| s.saturating_add(1)));
+                signer.sign(&salt, seq, value).map(Item::Mutable)
+            }
+        };
+        let (item, targets) = match item {
+            Ok(item) => (Some(item), lookup.announce_targets()),
+            // A version the caller chose that cannot be signed (negative): nothing to send.
+            Err(_) => (None, Vec::new()),
+        };
+        let progress = PutProgress {
+            target: lookup.target,
+            seq: item.as_ref().and_then(Item::seq),
+            asked: targets.len(),
+            waiting: targets.len(),
+            stored: 0,
+            outdated: 0,
+        };
+        self.puts.insert(id, progress);
+        if let Some(item) = item {
+            for (node, token) in targets {
+                let query = Query::Put {
+                    item: item.clone(),
+                    token,
+                    cas: None,
+                };
+                let addr = SocketAddr::V4(node.addr);
+                self.send_query(now, addr, Some(node.id), query, Purpose::Put { lookup: id });
+            }
+        }
+        self.put_answered(id, None);
+    }
+
+    /// One put was answered (`Some(Ok)` stored, `Some(Err(code))` refused) or timed out;
+    /// `None` only checks whether any are left.
+    fn put_answered(&mut self, id: LookupId, answer: Option<Result<(), i64>>) {
+        let Some(p) = self.puts.get_mut(&id) else {
+            return;
+        };
+        if let Some(answer) = answer {
+            p.waiting = p.waiting.saturating_sub(1);
+            match answer {
+                Ok(()) => p.stored += 1,
+                Err(ERROR_CAS_MISMATCH | ERROR_SEQ_OUTDATED) => p.outdated += 1,
+                Err(_) => {}
+            }
+        }
+        if p.waiting == 0 {
+            let p = self.puts.remove(&id).expect("present");
+            self.events.push_back(DhtEvent::ItemStored {
+                lookup: id,
+                target: p.target,
+                seq: p.seq,
+                asked: p.asked,
+                stored: p.stored,
+                outdated: p.outdated,
             });
         }
     }
@@ -370,10 +643,14 @@ impl Dht {
         purpose: Purpose,
     ) {
         if self.pending.len() >= self.config.max_pending || !addr.is_ipv4() {
-            if let Purpose::Lookup { lookup, .. } = purpose {
-                if let Some(e) = self.lookups.get_mut(&lookup) {
-                    e.lookup.on_failure(addr, id);
+            match purpose {
+                Purpose::Lookup { lookup, .. } => {
+                    if let Some(e) = self.lookups.get_mut(&lookup) {
+                        e.lookup.on_failure(addr, id);
+                    }
                 }
+                Purpose::Put { lookup } => self.put_answered(lookup, Some(Err(0))),
+                Purpose::Ping | Purpose::Announce => {}
             }
             return;
         }
@@ -468,6 +745,7 @@ impl Dht {
         let rng = &mut self.rng;
         self.tokens.maybe_rotate(now, || rng.gen());
         self.store.expire(now);
+        self.items.expire(now);
         for node in self.table.to_ping(now, PINGS_PER_ROUND) {
             self.send_query(
                 now,
@@ -492,11 +770,21 @@ impl Dht {
         if let (Some(id), SocketAddr::V4(v4)) = (p.id, p.addr) {
             self.table.failed(&id, v4, now);
         }
-        if let Purpose::Lookup { lookup, .. } = p.purpose {
-            if let Some(e) = self.lookups.get_mut(&lookup) {
-                e.lookup.on_failure(p.addr, p.id);
+        self.on_refused(p, 0, now);
+    }
+
+    /// A query timed out (`code` 0) or was answered with error `code`.
+    fn on_refused(&mut self, p: Pending, code: i64, now: Instant) {
+        match p.purpose {
+            Purpose::Lookup { lookup, .. } => {
+                // The node is gone, or alive but refused; the lookup moves on without it.
+                if let Some(e) = self.lookups.get_mut(&lookup) {
+                    e.lookup.on_failure(p.addr, p.id);
+                }
+                self.drive(lookup, now);
             }
-            self.drive(lookup, now);
+            Purpose::Put { lookup } => self.put_answered(lookup, Some(Err(code))),
+            Purpose::Ping | Purpose::Announce => {}
         }
     }
 
@@ -537,15 +825,9 @@ impl Dht {
                 let sender = message.sender.expect("responses always carry an id");
                 self.on_response(now, from, &message.tid, sender, message.read_only, response);
             }
-            Body::Error { .. } => {
+            Body::Error { code, .. } => {
                 if let Some(p) = self.take_pending(&message.tid, from) {
-                    // The node is alive but refused; a lookup moves on without it.
-                    if let Purpose::Lookup { lookup, .. } = p.purpose {
-                        if let Some(e) = self.lookups.get_mut(&lookup) {
-                            e.lookup.on_failure(p.addr, p.id);
-                        }
-                        self.drive(lookup, now);
-                    }
+                    self.on_refused(p, code, now);
                 }
             }
         }
@@ -588,6 +870,7 @@ impl Dht {
                     nodes: self.table.closest(&info_hash, K, now),
                     values,
                     token: Some(self.tokens.make(from.ip())),
+                    ..Response::default()
                 })
             }
             Query::AnnouncePeer {
@@ -608,9 +891,40 @@ impl Dht {
                         }
                     }
                 } else {
-                    Body::Error {
-                        code: ERROR_PROTOCOL,
-                        message: "bad token".to_owned(),
+                    bad_token()
+                }
+            }
+            Query::Get { target, seq } => {
+                let item = match self.items.get(&target, now) {
+                    // Asked for newer than what we hold: the version number alone says so.
+                    Some(Item::Mutable(m)) if seq.is_some_and(|s| m.seq <= s) => ItemFields {
+                        seq: Some(m.seq),
+                        ..ItemFields::default()
+                    },
+                    Some(item) => ItemFields::of(item),
+                    None => ItemFields::default(),
+                };
+                Body::Response(Response {
+                    nodes: self.table.closest(&target, K, now),
+                    token: Some(self.tokens.make(from.ip())),
+                    item,
+                    ..Response::default()
+                })
+            }
+            Query::Put { item, token, cas } => {
+                if !self.tokens.check(from.ip(), &token) {
+                    bad_token()
+                } else if matches!(&item, Item::Mutable(m) if !m.verify()) {
+                    error(ERROR_BAD_SIGNATURE, "invalid signature")
+                } else {
+                    match self.items.put(item, cas, now) {
+                        Ok(()) => Body::Response(Response::default()),
+                        Err(PutRefused::CasMismatch { .. }) => {
+                            error(ERROR_CAS_MISMATCH, "CAS mismatch, re-read and try again")
+                        }
+                        Err(PutRefused::Outdated { .. }) => {
+                            error(ERROR_SEQ_OUTDATED, "sequence number less than current")
+                        }
                     }
                 }
             }
@@ -659,13 +973,30 @@ impl Dht {
                 }
             }
         }
+        if let Purpose::Put { lookup } = p.purpose {
+            self.put_answered(lookup, Some(Ok(())));
+        }
         if let Purpose::Lookup { lookup, round } = p.purpose {
             let Some(entry) = self.lookups.get_mut(&lookup) else {
                 return;
             };
+            let mut response = response;
+            let item_fields = std::mem::take(&mut response.item);
+            let target = entry.lookup.target;
+            let mut found_immutable = false;
+            if let Some(search) = &mut entry.item {
+                if search.offer(&target, item_fields) {
+                    found_immutable = search.salt.is_none() && search.put.is_none();
+                }
+            }
             let fresh = entry
                 .lookup
                 .on_response(from, p.id, sender, round, response);
+            if found_immutable {
+                // An immutable item is the same wherever it is found: no need to go on.
+                self.finish(lookup, now);
+                return;
+            }
             let info_hash = entry.lookup.target;
             if !fresh.is_empty() && !entry.internal {
                 self.events.push_back(DhtEvent::Peers {
@@ -688,4 +1019,15 @@ impl Dht {
     ) -> Vec<SocketAddr> {
         self.store.get(info_hash, VALUES_PER_RESPONSE, now, rng)
     }
+}
+
+fn error(code: i64, message: &str) -> Body {
+    Body::Error {
+        code,
+        message: message.to_owned(),
+    }
+}
+
+fn bad_token() -> Body {
+    error(ERROR_PROTOCOL, "bad token")
 }

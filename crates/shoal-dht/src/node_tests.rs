@@ -4,7 +4,7 @@
 
 use crate::krpc::{Body, Message, Query, Response};
 use crate::persist::SavedState;
-use crate::{Dht, DhtConfig, DhtEvent, NodeId, PeerStoreLimits, RateLimitConfig};
+use crate::{Dht, DhtConfig, DhtEvent, Item, NodeId, PeerStoreLimits, PutRequest, RateLimitConfig};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -496,7 +496,8 @@ fn routing_table_survives_restart() {
 }
 
 /// Item 31: a BEP 44 `put` with a salt over 64 bytes or a value over 1000 bytes is
-/// refused with the BEP's error codes (207, 205); nothing is stored.
+/// refused with the BEP's error codes (207, 205); nothing is stored (a put of the
+/// largest allowed sizes gets as far as the token check).
 #[test]
 fn oversized_bep44_put_gets_the_beps_error_codes() {
     let now = Instant::now();
@@ -517,7 +518,7 @@ fn oversized_bep44_put_gets_the_beps_error_codes() {
         m.insert("a", a);
         m.to_bytes()
     };
-    for (salt, value, code) in [(65, 10, 207), (0, 1000, 205), (64, 990, 204)] {
+    for (salt, value, code) in [(65, 10, 207), (0, 1000, 205), (64, 990, 203)] {
         dht.handle_packet(now, from, &put(salt, value));
         let replies = answers(&mut dht);
         assert!(
@@ -526,6 +527,210 @@ fn oversized_bep44_put_gets_the_beps_error_codes() {
         );
     }
     assert_eq!(dht.stats().peers_stored, 0);
+    assert_eq!(dht.stats().items_stored, 0);
+}
+
+fn item_events(events: &[DhtEvent]) -> Vec<&DhtEvent> {
+    events
+        .iter()
+        .filter(|e| matches!(e, DhtEvent::ItemFound { .. } | DhtEvent::ItemStored { .. }))
+        .collect()
+}
+
+/// BEP 44 across 40 nodes: an immutable item and three versions of a mutable one are
+/// put by one node and found by others; an older version is refused by every holder.
+#[test]
+fn items_put_and_found_across_forty_nodes() {
+    let mut net = Net::new(40, |_, _| {});
+    for _ in 0..3 {
+        net.advance(Duration::from_secs(5));
+    }
+    let now = net.now;
+    let value = b"l5:shoali44ee".to_vec();
+    let item = Item::immutable(value.clone()).unwrap();
+    let target = item.target();
+    net.nodes[3]
+        .put_item(PutRequest::Immutable(item.clone()), now)
+        .unwrap();
+    net.deliver();
+    let events = net.events(3);
+    let stored = item_events(&events);
+    assert!(
+        matches!(stored[..], [DhtEvent::ItemStored { target: t, asked: 8, stored: 8, seq: None, .. }] if *t == target),
+        "{stored:?}"
+    );
+    net.nodes[29].get_immutable(target, now).unwrap();
+    net.deliver();
+    let events = net.events(29);
+    let found = item_events(&events);
+    assert!(
+        matches!(&found[..], [DhtEvent::ItemFound { item: Some(i), .. }] if *i == item),
+        "{found:?}"
+    );
+    // Nothing under a target nobody put.
+    net.nodes[29]
+        .get_immutable(NodeId([0x99; 20]), now)
+        .unwrap();
+    net.deliver();
+    let events = net.events(29);
+    assert!(matches!(
+        item_events(&events)[..],
+        [DhtEvent::ItemFound { item: None, .. }]
+    ));
+
+    // A mutable item: each put without a version goes one above what the network has.
+    let secret = [0x5a; 32];
+    let signer = || crate::ItemSigner::from_secret(&secret).unwrap();
+    let key = signer().public_key();
+    for (round, text) in ["4:one!", "4:two!", "6:three!"].iter().enumerate() {
+        let request = PutRequest::Mutable {
+            signer: signer(),
+            salt: b"feed".to_vec(),
+            value: text.as_bytes().to_vec(),
+            seq: None,
+        };
+        net.nodes[11].put_item(request, now).unwrap();
+        net.deliver();
+        let events = net.events(11);
+        let expected = round as i64 + 1;
+        assert!(
+            matches!(item_events(&events)[..], [DhtEvent::ItemStored { seq: Some(s), stored: 8, outdated: 0, .. }] if *s == expected),
+            "{events:?}"
+        );
+        let reader = 20 + round;
+        net.nodes[reader]
+            .get_mutable(key, b"feed".to_vec(), now)
+            .unwrap();
+        net.deliver();
+        let events = net.events(reader);
+        let found = item_events(&events);
+        let [DhtEvent::ItemFound {
+            item: Some(Item::Mutable(m)),
+            ..
+        }] = &found[..]
+        else {
+            panic!("{found:?}");
+        };
+        assert_eq!((m.seq, &m.value[..]), (expected, text.as_bytes()));
+    }
+    // Another salt is another item; the wrong salt finds nothing.
+    net.nodes[30]
+        .get_mutable(key, b"food".to_vec(), now)
+        .unwrap();
+    net.deliver();
+    let events = net.events(30);
+    assert!(matches!(
+        item_events(&events)[..],
+        [DhtEvent::ItemFound { item: None, .. }]
+    ));
+    // An explicit older version is refused by every node that holds a newer one (a node
+    // that held none may take it), and readers still get the newest.
+    let stale = PutRequest::Mutable {
+        signer: signer(),
+        salt: b"feed".to_vec(),
+        value: b"5:stale".to_vec(),
+        seq: Some(2),
+    };
+    net.nodes[12].put_item(stale, now).unwrap();
+    net.deliver();
+    let events = net.events(12);
+    assert!(
+        matches!(item_events(&events)[..], [DhtEvent::ItemStored { stored, outdated, asked: 8, .. }] if *outdated >= 6 && stored + outdated == 8),
+        "{events:?}"
+    );
+    net.nodes[33]
+        .get_mutable(key, b"feed".to_vec(), now)
+        .unwrap();
+    net.deliver();
+    let events = net.events(33);
+    assert!(
+        matches!(item_events(&events)[..], [DhtEvent::ItemFound { item: Some(Item::Mutable(m)), .. }] if m.seq == 3),
+        "{events:?}"
+    );
+}
+
+/// Item 31 continued: what a storing node refuses, with BEP 44's error codes: a bad
+/// token, a bad signature (206), an older version or the same version with another value
+/// (302), a `cas` that names another version (301). A `get` with `seq` gets the version
+/// number alone when it holds nothing newer.
+#[test]
+fn a_storing_node_enforces_beps_rules() {
+    let now = Instant::now();
+    let mut dht = Dht::new(DhtConfig::default(), now);
+    let from: SocketAddr = "10.0.0.45:1".parse().unwrap();
+    let me = NodeId([1; 20]);
+    let signer = crate::ItemSigner::from_secret(&[0x33; 32]).unwrap();
+    let target = crate::item::mutable_target(&signer.public_key(), b"");
+    dht.handle_packet(
+        now,
+        from,
+        &query(me, b"g1", Query::Get { target, seq: None }),
+    );
+    let replies = answers(&mut dht);
+    let [Message {
+        body:
+            Body::Response(Response {
+                token: Some(token),
+                item,
+                ..
+            }),
+        ..
+    }] = &replies[..]
+    else {
+        panic!("{replies:?}");
+    };
+    assert_eq!(*item, crate::krpc::ItemFields::default());
+    let mut put = |item: &Item, token: &[u8], cas: Option<i64>| {
+        let q = Query::Put {
+            item: item.clone(),
+            token: token.to_vec(),
+            cas,
+        };
+        dht.handle_packet(now, from, &query(me, b"p1", q));
+        match &answers(&mut dht)[..] {
+            [Message {
+                body: Body::Response(_),
+                ..
+            }] => 0,
+            [Message {
+                body: Body::Error { code, .. },
+                ..
+            }] => *code,
+            other => panic!("{other:?}"),
+        }
+    };
+    let v = |seq: i64, value: &str| {
+        Item::Mutable(signer.sign(b"", seq, value.as_bytes().to_vec()).unwrap())
+    };
+    assert_eq!(put(&v(3, "1:a"), b"forged", None), 203);
+    let Item::Mutable(mut forged) = v(3, "1:a") else {
+        unreachable!()
+    };
+    forged.value = b"1:b".to_vec();
+    assert_eq!(put(&Item::Mutable(forged), token, None), 206);
+    assert_eq!(put(&v(3, "1:a"), token, None), 0);
+    assert_eq!(put(&v(2, "1:c"), token, None), 302);
+    assert_eq!(put(&v(3, "1:c"), token, None), 302);
+    assert_eq!(put(&v(3, "1:a"), token, None), 0);
+    assert_eq!(put(&v(4, "1:d"), token, Some(2)), 301);
+    assert_eq!(put(&v(4, "1:d"), token, Some(3)), 0);
+    assert_eq!(dht.stats().items_stored, 1);
+
+    let get = |dht: &mut Dht, seq| {
+        dht.handle_packet(now, from, &query(me, b"g2", Query::Get { target, seq }));
+        match answers(dht).pop().map(|m| m.body) {
+            Some(Body::Response(r)) => r.item,
+            other => panic!("{other:?}"),
+        }
+    };
+    let newest = get(&mut dht, None);
+    assert_eq!(
+        (newest.seq, newest.value.as_deref()),
+        (Some(4), Some(&b"1:d"[..]))
+    );
+    assert!(newest.signature.is_some() && newest.key.is_some());
+    let unchanged = get(&mut dht, Some(4));
+    assert_eq!((unchanged.seq, unchanged.value), (Some(4), None));
 }
 
 /// TESTING.md fault scenario: half the nodes restart every 30 s (same id, table reloaded
@@ -581,5 +786,85 @@ fn half_the_nodes_restarting_every_30_s() {
                 "round {round}: node {i} has a thin table"
             );
         }
+    }
+}
+
+/// A lookup keeps only items that check out: an immutable value must hash to the target,
+/// a mutable one must be signed by a key that, with the salt, hashes to the target.
+#[test]
+fn forged_items_in_answers_are_ignored() {
+    let now = Instant::now();
+    let node: SocketAddr = "10.0.0.46:6881".parse().unwrap();
+    let signer = crate::ItemSigner::from_secret(&[0x44; 32]).unwrap();
+    let other = crate::ItemSigner::from_secret(&[0x45; 32]).unwrap();
+    let genuine = signer.sign(b"s", 9, b"2:ok".to_vec()).unwrap();
+    let mut tampered = genuine.clone();
+    tampered.value = b"2:no".to_vec();
+    let impostor = other.sign(b"s", 10, b"2:ok".to_vec()).unwrap();
+    let immutable = Item::immutable(b"5:hello".to_vec()).unwrap();
+    let cases: Vec<(bool, crate::krpc::ItemFields, bool)> = vec![
+        (false, crate::krpc::ItemFields::of(&immutable), true),
+        (
+            false,
+            crate::krpc::ItemFields {
+                value: Some(b"5:jello".to_vec()),
+                ..Default::default()
+            },
+            false,
+        ),
+        (
+            true,
+            crate::krpc::ItemFields::of(&Item::Mutable(genuine.clone())),
+            true,
+        ),
+        (
+            true,
+            crate::krpc::ItemFields::of(&Item::Mutable(tampered)),
+            false,
+        ),
+        (
+            true,
+            crate::krpc::ItemFields::of(&Item::Mutable(impostor)),
+            false,
+        ),
+    ];
+    for (mutable, fields, accepted) in cases {
+        let mut dht = Dht::new(
+            DhtConfig {
+                bootstrap: vec![node],
+                ..DhtConfig::default()
+            },
+            now,
+        );
+        while dht.poll_transmit().is_some() {}
+        if mutable {
+            dht.get_mutable(signer.public_key(), b"s".to_vec(), now)
+        } else {
+            dht.get_immutable(immutable.target(), now)
+        }
+        .unwrap();
+        let (to, packet) = dht.poll_transmit().expect("a get query");
+        assert_eq!(to, node);
+        let asked = Message::decode(&packet).unwrap();
+        assert!(matches!(asked.body, Body::Query(Query::Get { .. })));
+        let answer = Message {
+            tid: asked.tid,
+            sender: Some(NodeId([0x77; 20])),
+            your_ip: None,
+            read_only: false,
+            body: Body::Response(Response {
+                token: Some(b"t".to_vec()),
+                item: fields,
+                ..Response::default()
+            }),
+        };
+        dht.handle_packet(now, node, &answer.encode());
+        let found = std::iter::from_fn(|| dht.poll_event())
+            .find_map(|e| match e {
+                DhtEvent::ItemFound { item, .. } => Some(item),
+                _ => None,
+            })
+            .expect("the lookup ends with its only node answered");
+        assert_eq!(found.is_some(), accepted, "{found:?}");
     }
 }

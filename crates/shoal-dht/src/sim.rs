@@ -252,6 +252,8 @@ impl Sim {
                         w.done = Some((first_peers_round, queries));
                     }
                 }
+                // This scenario stores no items.
+                DhtEvent::ItemFound { .. } | DhtEvent::ItemStored { .. } => {}
             }
         }
         let wake = wake.max(self.now);

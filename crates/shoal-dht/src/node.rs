@@ -60,6 +60,10 @@ pub struct DhtConfig {
     pub max_transmit_queue: usize,
     /// Seed for the RNG (ids, tokens, transaction ids).
     pub seed: u64,
+    /// BEP 43: say `ro = 1` in our queries and answer none, so that other nodes keep us
+    /// out of their tables. For a node that lives seconds (`shoal dht get`), which would
+    /// otherwise leave a dead entry everywhere it asked.
+    pub read_only: bool,
 }
 
 impl Default for DhtConfig {
@@ -79,6 +83,7 @@ impl Default for DhtConfig {
             max_lookups: 256,
             max_transmit_queue: 4096,
             seed: 0,
+            read_only: false,
         }
     }
 }
@@ -663,7 +668,7 @@ impl Dht {
             tid: tid.to_be_bytes().to_vec(),
             sender: Some(self.own),
             your_ip: None,
-            read_only: false,
+            read_only: self.config.read_only,
             body: Body::Query(query),
         };
         self.pending.insert(
@@ -797,6 +802,7 @@ impl Dht {
         }
         let message = match Message::decode(packet) {
             Ok(m) => m,
+            Err(KrpcError::BadQuery { .. }) if self.config.read_only => return,
             Err(KrpcError::BadQuery { tid, code, message }) => {
                 self.stats.bad_packets += 1;
                 let body = Body::Error {
@@ -817,6 +823,7 @@ impl Dht {
             return;
         }
         match message.body {
+            Body::Query(_) if self.config.read_only => {}
             Body::Query(query) => {
                 let sender = message.sender.expect("queries always carry an id");
                 self.on_query(now, from, message.tid, sender, message.read_only, query);

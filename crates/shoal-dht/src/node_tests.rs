@@ -868,3 +868,42 @@ fn forged_items_in_answers_are_ignored() {
         assert_eq!(found.is_some(), accepted, "{found:?}");
     }
 }
+
+/// BEP 43: a read-only node says so in its queries and answers none; the nodes it asks
+/// answer it but keep it out of their tables.
+#[test]
+fn a_read_only_node_stays_out_of_tables() {
+    let mut net = Net::new(10, |_, _| {});
+    net.advance(Duration::from_secs(5));
+    let before: Vec<usize> = net.nodes.iter().map(|n| n.stats().nodes).collect();
+    let reader = net.push(DhtConfig {
+        seed: 99,
+        bootstrap: vec![addr(0)],
+        read_only: true,
+        ..DhtConfig::default()
+    });
+    net.deliver();
+    net.advance(Duration::from_secs(5));
+    assert!(net.nodes[reader].stats().nodes >= 8);
+    let now = net.now;
+    net.nodes[reader]
+        .get_peers(NodeId([0x31; 20]), now)
+        .unwrap();
+    net.deliver();
+    assert!(net
+        .events(reader)
+        .iter()
+        .any(|e| matches!(e, DhtEvent::LookupDone { .. })));
+    let reader_id = net.nodes[reader].id();
+    for (i, node) in net.nodes[..reader].iter().enumerate() {
+        assert!(
+            !node.routing_nodes().iter().any(|n| n.id == reader_id),
+            "node {i} keeps the read-only node"
+        );
+        assert_eq!(node.stats().nodes, before[i]);
+    }
+    let asked = query(NodeId([0x32; 20]), b"r1", Query::Ping);
+    let from = net.addrs[1];
+    net.nodes[reader].handle_packet(now, from, &asked);
+    assert!(answers(&mut net.nodes[reader]).is_empty());
+}

@@ -1,5 +1,6 @@
 //! `shoal dht`: a standalone DHT node, e.g. the bootstrap node of a private network.
 //! It prints its counters every few seconds and saves its routing table on exit.
+//! `shoal dht get|put|keygen` store and fetch BEP 44 items (see [`super::dht_item`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,9 +12,19 @@ use shoal_dht::driver::{DhtHandle, DriverConfig};
 
 use super::transfer::default_state_dir;
 
-/// Run a Mainline DHT node until Ctrl-C, printing its statistics.
+/// Run a Mainline DHT node until Ctrl-C, printing its statistics; or store and fetch
+/// small items in the DHT (BEP 44).
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
+    #[command(subcommand)]
+    pub item: Option<super::dht_item::Action>,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct NodeArgs {
     /// UDP address to listen on.
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:6881")]
     pub listen: SocketAddr,
@@ -36,6 +47,13 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    match args.item {
+        Some(action) => super::dht_item::run(action),
+        None => run_node(args.node),
+    }
+}
+
+fn run_node(args: NodeArgs) -> Result<()> {
     let bootstrap = super::discovery::resolve(&args.bootstrap);
     let state = args
         .state
@@ -69,15 +87,15 @@ pub fn run(args: Args) -> Result<()> {
                     let Some(s) = handle.stats().await else { break };
                     if args.json {
                         let line = json!({"event": "dht_stats", "nodes": s.nodes, "buckets": s.buckets,
-                            "torrents": s.torrents_stored, "peers": s.peers_stored,
+                            "torrents": s.torrents_stored, "peers": s.peers_stored, "items": s.items_stored,
                             "packets_in": s.packets_in, "packets_out": s.packets_out,
                             "rate_limited": s.rate_limited, "bad_packets": s.bad_packets,
                             "lookups": s.lookups_running});
                         super::print(&format!("{line}\n"))?;
                     } else {
                         super::print(&format!(
-                            "nodes {} ({} buckets), peers stored {} for {} torrents, packets in {} out {}, rate-limited {}, bad {}\n",
-                            s.nodes, s.buckets, s.peers_stored, s.torrents_stored,
+                            "nodes {} ({} buckets), peers stored {} for {} torrents, items stored {}, packets in {} out {}, rate-limited {}, bad {}\n",
+                            s.nodes, s.buckets, s.peers_stored, s.torrents_stored, s.items_stored,
                             s.packets_in, s.packets_out, s.rate_limited, s.bad_packets
                         ))?;
                     }

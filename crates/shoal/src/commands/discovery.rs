@@ -58,6 +58,21 @@ pub fn resolve(names: &[String]) -> Vec<SocketAddr> {
     out
 }
 
+/// The addresses to bootstrap from: `names` if any, else the public routers unless the
+/// node listens on loopback (from where they cannot be reached).
+pub async fn bootstrap_for(names: &[String], listen: SocketAddr) -> Vec<SocketAddr> {
+    if !names.is_empty() {
+        resolve(names)
+    } else if listen.ip().is_loopback() {
+        Vec::new()
+    } else {
+        let names: Vec<String> = DEFAULT_BOOTSTRAP.iter().map(|s| s.to_string()).collect();
+        tokio::task::spawn_blocking(move || resolve(&names))
+            .await
+            .unwrap_or_default()
+    }
+}
+
 /// Starts the DHT node unless `--no-dht` (or a private torrent) says not to.
 pub async fn start(
     opts: &DiscoveryOptions,
@@ -68,17 +83,7 @@ pub async fn start(
         return Ok(None);
     }
     let addr = opts.dht_listen.unwrap_or(listen);
-    let bootstrap = if !opts.bootstrap.is_empty() {
-        resolve(&opts.bootstrap)
-    } else if addr.ip().is_loopback() {
-        // A loopback socket cannot reach the Internet's routers.
-        Vec::new()
-    } else {
-        let names: Vec<String> = DEFAULT_BOOTSTRAP.iter().map(|s| s.to_string()).collect();
-        tokio::task::spawn_blocking(move || resolve(&names))
-            .await
-            .unwrap_or_default()
-    };
+    let bootstrap = bootstrap_for(&opts.bootstrap, addr).await;
     let mut config = DriverConfig::new(addr);
     config.dht.bootstrap = bootstrap;
     config.dht.seed = rand::random();

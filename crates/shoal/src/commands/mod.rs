@@ -3,6 +3,7 @@
 pub mod create;
 pub mod demo;
 pub mod dht;
+pub mod dht_item;
 pub mod discovery;
 pub mod info;
 pub mod select;

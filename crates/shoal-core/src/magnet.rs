@@ -2,6 +2,7 @@
 //! and `ws=<url>` for web seeds (BEP 19), as libtorrent and WebTorrent write them.
 
 use std::fmt;
+use std::ops::RangeInclusive;
 use std::str::FromStr;
 
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -29,7 +30,14 @@ pub struct Magnet {
     pub peers: Vec<String>,
     /// Every `ws`: web seed URLs, used once the metadata is known.
     pub web_seeds: Vec<String>,
+    /// BEP 53 `so`: the files to download, as 0-based ranges of indices into the
+    /// torrent's file list (padding files counted); empty for all.
+    pub select_only: Vec<RangeInclusive<usize>>,
 }
+
+/// The highest file index `so=` may name (libtorrent's bound too): a link cannot make us
+/// allocate for millions of files.
+pub const MAX_SELECT_INDEX: usize = 10_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MagnetError {
@@ -65,6 +73,7 @@ impl FromStr for Magnet {
         let mut saw_v2 = false;
         let (mut name, mut trackers, mut peers) = (None, Vec::<String>::new(), Vec::new());
         let mut web_seeds = Vec::<String>::new();
+        let mut select_only = Vec::new();
         for pair in query.split('&') {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             // `xt.1`, `tr.2`, …: numbered forms of the same keys.
@@ -97,6 +106,7 @@ impl FromStr for Magnet {
                         web_seeds.push(url);
                     }
                 }
+                "so" => select_only.extend(parse_select_only(&unescape(value))),
                 _ => {}
             }
         }
@@ -111,8 +121,30 @@ impl FromStr for Magnet {
             trackers,
             peers,
             web_seeds,
+            select_only,
         })
     }
+}
+
+/// `so=0,2,4-6`: indices and ranges. Like libtorrent, an item that is not a number or an
+/// ascending range within [`MAX_SELECT_INDEX`] is skipped, not fatal: the rest of the link
+/// still works.
+fn parse_select_only(value: &str) -> Vec<RangeInclusive<usize>> {
+    let index = |s: &str| {
+        s.parse::<usize>()
+            .ok()
+            .filter(|&i| i <= MAX_SELECT_INDEX && s.bytes().all(|b| b.is_ascii_digit()))
+    };
+    value
+        .split(',')
+        .filter_map(|item| match item.split_once('-') {
+            Some((first, last)) => {
+                let (first, last) = (index(first)?, index(last)?);
+                (first <= last).then_some(first..=last)
+            }
+            None => index(item).map(|i| i..=i),
+        })
+        .collect()
 }
 
 impl fmt::Display for Magnet {
@@ -129,6 +161,17 @@ impl fmt::Display for Magnet {
         }
         for url in &self.web_seeds {
             write!(f, "&ws={}", utf8_percent_encode(url, VALUE))?;
+        }
+        if !self.select_only.is_empty() {
+            let items: Vec<String> = self
+                .select_only
+                .iter()
+                .map(|r| match r.start() == r.end() {
+                    true => r.start().to_string(),
+                    false => format!("{}-{}", r.start(), r.end()),
+                })
+                .collect();
+            write!(f, "&so={}", items.join(","))?;
         }
         Ok(())
     }
@@ -150,6 +193,23 @@ mod tests {
         assert_eq!(m.trackers, ["udp://t1:80", "http://t2/a"]);
         assert_eq!(m.peers, ["127.0.0.2:6881", "[::1]:7000"]);
         assert_eq!(m.web_seeds, ["http://w/a/"]);
+        assert!(m.select_only.is_empty());
+    }
+
+    /// BEP 53 `so`: indices and ranges; malformed items are skipped as libtorrent skips
+    /// them, and so are indices past its bound.
+    #[test]
+    fn select_only() {
+        let m: Magnet =
+            format!("magnet:?xt=urn:btih:{HEX}&so=0,2,4-6,x,9-7,-3,8-,10%2C12,+1,99999")
+                .parse()
+                .unwrap();
+        assert_eq!(m.select_only, [0..=0, 2..=2, 4..=6, 10..=10, 12..=12]);
+        let twice: Magnet = format!("magnet:?xt=urn:btih:{HEX}&so=1&so=3-4")
+            .parse()
+            .unwrap();
+        assert_eq!(twice.select_only, [1..=1, 3..=4]);
+        assert!(twice.to_string().ends_with("&so=1,3-4"));
     }
 
     #[test]
@@ -160,6 +220,7 @@ mod tests {
             trackers: vec!["http://tracker.example/announce?x=1&y=2".into()],
             peers: vec!["127.0.0.1:1".into()],
             web_seeds: vec!["https://files.example/x y/".into()],
+            select_only: vec![0..=0, 2..=5],
         };
         let text = m.to_string();
         assert!(text.starts_with(&format!(

@@ -303,6 +303,7 @@ impl Metainfo {
             trackers: self.trackers.iter().flatten().cloned().collect(),
             peers: Vec::new(),
             web_seeds: self.url_list.clone(),
+            select_only: Vec::new(),
         }
     }
 }

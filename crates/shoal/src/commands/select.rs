@@ -1,6 +1,6 @@
-//! `shoal get --select-file`: which of a torrent's files to download, numbered from 1 as
+//! Which of a torrent's files to download: `shoal get --select-file`, numbered from 1 as
 //! `shoal info` lists them (padding files are neither listed nor numbered), written as
-//! aria2 takes them: `2`, `1,3-5`.
+//! aria2 takes them: `2`, `1,3-5`; or a magnet link's BEP 53 `so=` indices.
 
 use std::ops::RangeInclusive;
 use std::str::FromStr;
@@ -68,6 +68,49 @@ impl FileSelection {
     }
 }
 
+/// What a download fetches.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Selection {
+    #[default]
+    All,
+    /// `--select-file`.
+    Numbered(FileSelection),
+    /// A magnet's `so=` (used only without `--select-file`).
+    MagnetIndices(Vec<RangeInclusive<usize>>),
+}
+
+impl Selection {
+    /// The selected files as indices into `files`; `None` for all of them.
+    pub fn resolve(&self, files: &[FileEntry]) -> Result<Option<Vec<usize>>> {
+        match self {
+            Selection::All => Ok(None),
+            Selection::Numbered(numbered) => numbered.resolve(files).map(Some),
+            Selection::MagnetIndices(ranges) => select_only(ranges, files).map(Some),
+        }
+    }
+}
+
+/// BEP 53: `so=` counts files from 0 in the torrent's own list, padding files included
+/// (libtorrent's file indices). Padding files and indices past the list are left out, as
+/// libtorrent leaves them; a link that then selects nothing is refused rather than taken
+/// to mean everything.
+fn select_only(ranges: &[RangeInclusive<usize>], files: &[FileEntry]) -> Result<Vec<usize>> {
+    let mut selected: Vec<usize> = ranges
+        .iter()
+        .flat_map(|r| *r.start()..=(*r.end()).min(files.len().saturating_sub(1)))
+        .filter(|&i| i < files.len() && !files[i].attr.padding)
+        .collect();
+    selected.sort_unstable();
+    selected.dedup();
+    if selected.is_empty() {
+        bail!(
+            "the magnet link's so= selects none of the torrent's {} files (so= counts from 0)",
+            files.len()
+        );
+    }
+    Ok(selected)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,5 +155,16 @@ mod tests {
         let err = "4".parse::<FileSelection>().unwrap().resolve(&files);
         let msg = format!("{:#}", err.unwrap_err());
         assert!(msg.contains("has 3 files"), "{msg}");
+    }
+
+    #[test]
+    fn magnet_indices_count_padding_and_skip_it() {
+        let files = files(&[false, true, false, true, false]);
+        let so = Selection::MagnetIndices(vec![1..=2, 4..=9000]);
+        assert_eq!(so.resolve(&files).unwrap(), Some(vec![2, 4]));
+        let none = Selection::MagnetIndices(vec![1..=1, 7..=8]);
+        let msg = format!("{:#}", none.resolve(&files).unwrap_err());
+        assert!(msg.contains("selects none"), "{msg}");
+        assert_eq!(Selection::All.resolve(&files).unwrap(), None);
     }
 }

@@ -22,7 +22,7 @@ use shoal_tracker::Progress;
 use tokio::sync::{mpsc, watch};
 
 use super::discovery::{self, DiscoveryOptions};
-use super::select::FileSelection;
+use super::select::{FileSelection, Selection};
 
 use shoal_core::units::{format_size, parse_rate};
 
@@ -194,6 +194,7 @@ fn parse_source(arg: &str) -> Result<Source> {
                 trackers: Vec::new(),
                 peers: Vec::new(),
                 web_seeds: Vec::new(),
+                select_only: Vec::new(),
             }));
         }
     }
@@ -203,7 +204,8 @@ fn parse_source(arg: &str) -> Result<Source> {
 pub fn run_get(args: GetArgs) -> Result<()> {
     let source = parse_source(&args.torrent)?;
     // Known files: refuse a bad selection before anything starts.
-    if let (Source::Torrent(metainfo), Some(select)) = (&source, &args.select_file) {
+    let select = args.select_file.map_or(Selection::All, Selection::Numbered);
+    if let Source::Torrent(metainfo) = &source {
         select.resolve(&metainfo.info.files)?;
     }
     std::fs::create_dir_all(&args.output)
@@ -213,7 +215,7 @@ pub fn run_get(args: GetArgs) -> Result<()> {
         file: None,
         seed: !args.no_seed,
         super_seed: false,
-        select: args.select_file,
+        select,
         opts: args.peer,
         discovery: args.discovery,
     }
@@ -253,7 +255,7 @@ pub fn run_seed(args: SeedArgs) -> Result<()> {
         file,
         seed: true,
         super_seed: args.super_seed,
-        select: None,
+        select: Selection::All,
         opts: args.peer,
         discovery: args.discovery,
     }
@@ -440,8 +442,8 @@ struct Job {
     file: Option<PathBuf>,
     seed: bool,
     super_seed: bool,
-    /// Only these files (`get --select-file`).
-    select: Option<FileSelection>,
+    /// Only these files (`get --select-file`, or a magnet's `so=`).
+    select: Selection,
     opts: PeerOptions,
     discovery: DiscoveryOptions,
 }
@@ -573,6 +575,9 @@ impl Job {
             .and_then(|()| std::fs::write(&saved, metainfo.to_bytes()));
         let mut job = self;
         job.opts.peers.extend(fetched.peers);
+        if job.select == Selection::All && !magnet.select_only.is_empty() {
+            job.select = Selection::MagnetIndices(magnet.select_only.clone());
+        }
         job.run_with(metainfo, dht, feed, stop).await
     }
 
@@ -598,10 +603,7 @@ impl Job {
         peer_feed: Option<mpsc::UnboundedReceiver<Vec<SocketAddr>>>,
         stop: watch::Receiver<bool>,
     ) -> Result<Outcome> {
-        let selected_files = match &self.select {
-            Some(select) => Some(select.resolve(&metainfo.info.files)?),
-            None => None,
-        };
+        let selected_files = self.select.resolve(&metainfo.info.files)?;
         let metainfo = Arc::new(metainfo);
         let listen = self.listen();
         let seed_limit = self.opts.seed_limit();

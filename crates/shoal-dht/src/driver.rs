@@ -9,8 +9,10 @@
 //! node and saves its routing table.
 //!
 //! BEP 44 gets and puts are one-shot: [`DhtHandle::get_item`] and
-//! [`DhtHandle::put_item`] run one lookup and return its outcome.
+//! [`DhtHandle::put_item`] run one lookup and return its outcome;
+//! [`DhtHandle::sample_infohashes`] asks one node for its BEP 51 sample.
 
+use crate::krpc::{InfohashSample, NodeInfo};
 use crate::persist::SavedState;
 use crate::{Dht, DhtConfig, DhtEvent, DhtStats, Item, LookupId, NodeId, PutRequest};
 use shoal_core::InfoHash;
@@ -61,8 +63,22 @@ enum Command {
         request: Box<PutRequest>,
         reply: oneshot::Sender<PutOutcome>,
     },
+    Sample {
+        addr: SocketAddr,
+        target: NodeId,
+        reply: oneshot::Sender<SampleReply>,
+    },
     Stats(oneshot::Sender<DhtStats>),
     Shutdown(oneshot::Sender<()>),
+}
+
+/// What one node answered to `sample_infohashes`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SampleReply {
+    /// `None` when the node did not answer or does not speak BEP 51.
+    pub sample: Option<InfohashSample>,
+    /// Nodes it named (near the target asked about): where a crawler goes next.
+    pub nodes: Vec<NodeInfo>,
 }
 
 /// Which item [`DhtHandle::get_item`] looks for.
@@ -186,6 +202,24 @@ impl DhtHandle {
         rx.await.map_err(|_| DhtUnavailable)
     }
 
+    /// Asks the node at `addr` for a sample of the info-hashes it stores (BEP 51), and
+    /// for nodes near `target`.
+    pub async fn sample_infohashes(
+        &self,
+        addr: SocketAddr,
+        target: NodeId,
+    ) -> Result<SampleReply, DhtUnavailable> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Sample {
+                addr,
+                target,
+                reply,
+            })
+            .map_err(|_| DhtUnavailable)?;
+        rx.await.map_err(|_| DhtUnavailable)
+    }
+
     /// The node's counters; `None` once it has stopped.
     pub async fn stats(&self) -> Option<DhtStats> {
         let (tx, rx) = oneshot::channel();
@@ -283,6 +317,11 @@ async fn run(
                         oneshots.puts.insert(lookup, reply);
                     }
                 }
+                Some(Command::Sample { addr, target, reply }) => {
+                    if let Some(lookup) = dht.sample_infohashes(addr, target, Instant::now()) {
+                        oneshots.samples.insert(lookup, reply);
+                    }
+                }
                 Some(Command::Stats(reply)) => {
                     let _ = reply.send(dht.stats());
                 }
@@ -305,6 +344,7 @@ async fn run(
 struct Oneshots {
     gets: HashMap<LookupId, oneshot::Sender<Option<Item>>>,
     puts: HashMap<LookupId, oneshot::Sender<PutOutcome>>,
+    samples: HashMap<LookupId, oneshot::Sender<SampleReply>>,
 }
 
 fn on_event(
@@ -315,6 +355,16 @@ fn on_event(
     now: Instant,
 ) {
     match event {
+        DhtEvent::Sampled {
+            lookup,
+            sample,
+            nodes,
+            ..
+        } => {
+            if let Some(reply) = oneshots.samples.remove(&lookup) {
+                let _ = reply.send(SampleReply { sample, nodes });
+            }
+        }
         DhtEvent::ItemFound { lookup, item, .. } => {
             if let Some(reply) = oneshots.gets.remove(&lookup) {
                 let _ = reply.send(item);

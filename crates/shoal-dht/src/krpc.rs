@@ -67,6 +67,11 @@ pub enum Query {
         target: NodeId,
         seq: Option<i64>,
     },
+    /// BEP 51: a sample of the info-hashes the node stores peers for (and nodes close to
+    /// `target`, as `find_node` would give).
+    SampleInfohashes {
+        target: NodeId,
+    },
     /// BEP 44: store `item` (its signature is checked by the node, not here).
     Put {
         item: Item,
@@ -84,6 +89,7 @@ impl Query {
             Query::AnnouncePeer { .. } => "announce_peer",
             Query::Get { .. } => "get",
             Query::Put { .. } => "put",
+            Query::SampleInfohashes { .. } => "sample_infohashes",
         }
     }
 }
@@ -96,7 +102,25 @@ pub struct Response {
     pub token: Option<Vec<u8>>,
     /// A BEP 44 `get` answer's item fields, as sent (a lookup checks them).
     pub item: ItemFields,
+    /// A BEP 51 `sample_infohashes` answer.
+    pub sample: Option<InfohashSample>,
 }
+
+/// Info-hashes a node stores peers for, as BEP 51 reports them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InfohashSample {
+    /// Seconds before the node's sample may change: asking again sooner gains nothing.
+    pub interval: u32,
+    /// How many info-hashes the node stores in all.
+    pub num: u64,
+    pub samples: Vec<NodeId>,
+}
+
+/// BEP 51's bound on `interval` (six hours), which also caps what we take from others.
+pub const MAX_SAMPLE_INTERVAL: u32 = 21_600;
+/// Samples in one answer: 20 × 20 bytes keeps it well inside a datagram (libtorrent's
+/// limit too).
+pub const MAX_SAMPLES: usize = 20;
 
 /// The item fields of a `get` answer: `v` alone for an immutable item; `k`, `seq`,
 /// `sig` and `v` for a mutable one (`seq` alone when asked for newer than what is held).
@@ -281,6 +305,7 @@ impl Message {
                         a.insert("implied_port", i64::from(*implied_port));
                         a.insert("token", token.clone());
                     }
+                    Query::SampleInfohashes { target } => a.insert("target", target.0.to_vec()),
                     Query::Get { target, seq } => {
                         a.insert("target", target.0.to_vec());
                         if let Some(seq) = seq {
@@ -319,6 +344,12 @@ impl Message {
                     d.insert("token", token.clone());
                 }
                 r.item.encode_into(&mut d);
+                if let Some(sample) = &r.sample {
+                    d.insert("interval", i64::from(sample.interval));
+                    d.insert("num", i64::try_from(sample.num).unwrap_or(i64::MAX));
+                    let bytes: Vec<u8> = sample.samples.iter().flat_map(|h| h.0).collect();
+                    d.insert("samples", bytes);
+                }
                 root.insert("r", d);
             }
             Body::Error { code, message } => {
@@ -387,6 +418,9 @@ fn decode_query(tid: &[u8], method: &[u8], args: &Dict<'_, '_>) -> Result<Query,
             seq: args.get(b"seq").and_then(|n| n.as_int()),
         },
         b"put" => decode_put(tid, args)?,
+        b"sample_infohashes" => Query::SampleInfohashes {
+            target: id_field(args, b"target").ok_or_else(|| bad_query(tid, "bad target"))?,
+        },
         _ => {
             return Err(KrpcError::BadQuery {
                 tid: tid.to_vec(),
@@ -493,11 +527,30 @@ fn decode_response(r: &Dict<'_, '_>) -> Result<Response, KrpcError> {
             .and_then(|k| k.try_into().ok()),
         seq: r.get(b"seq").and_then(|n| n.as_int()),
     };
+    let sample = match r.get(b"samples").and_then(|n| n.as_bytes()) {
+        None => None,
+        Some(bytes) if bytes.len().is_multiple_of(20) => Some(InfohashSample {
+            interval: r
+                .get(b"interval")
+                .and_then(|n| n.as_int())
+                .map_or(0, |i| i.clamp(0, i64::from(MAX_SAMPLE_INTERVAL)) as u32),
+            num: r
+                .get(b"num")
+                .and_then(|n| n.as_int())
+                .map_or(0, |n| n.max(0) as u64),
+            samples: bytes
+                .chunks_exact(20)
+                .filter_map(NodeId::from_slice)
+                .collect(),
+        }),
+        Some(_) => return Err(KrpcError::Malformed("bad samples")),
+    };
     Ok(Response {
         nodes,
         values,
         token,
         item,
+        sample,
     })
 }
 
@@ -582,6 +635,7 @@ mod tests {
                 target: id(5),
                 seq: Some(3),
             },
+            Query::SampleInfohashes { target: id(6) },
             Query::Get {
                 target: id(5),
                 seq: None,
@@ -633,6 +687,11 @@ mod tests {
                     signature: Some([5; 64]),
                     seq: Some(9),
                 },
+                sample: Some(InfohashSample {
+                    interval: 60,
+                    num: 1234,
+                    samples: vec![id(1), id(2)],
+                }),
             }),
         };
         assert_eq!(Message::decode(&m.encode()), Ok(m));

@@ -203,6 +203,7 @@ impl Lookup {
             values,
             token,
             item: _,
+            sample: _,
         } = response;
         self.in_flight = self.in_flight.saturating_sub(1);
         self.responses += 1;

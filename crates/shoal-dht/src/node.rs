@@ -16,8 +16,9 @@ use crate::id::{bep42_id, bep42_valid, NodeId};
 use crate::item::{immutable_target, mutable_target, Item, ItemSigner, MutableItem};
 use crate::item_store::{ItemStore, ItemStoreLimits, PutRefused};
 use crate::krpc::{
-    Body, ItemFields, KrpcError, Message, NodeInfo, Query, Response, ERROR_BAD_SIGNATURE,
-    ERROR_CAS_MISMATCH, ERROR_PROTOCOL, ERROR_SEQ_OUTDATED, VALUES_PER_RESPONSE,
+    Body, InfohashSample, ItemFields, KrpcError, Message, NodeInfo, Query, Response,
+    ERROR_BAD_SIGNATURE, ERROR_CAS_MISMATCH, ERROR_PROTOCOL, ERROR_SEQ_OUTDATED, MAX_SAMPLES,
+    MAX_SAMPLE_INTERVAL, VALUES_PER_RESPONSE,
 };
 use crate::lookup::{Lookup, LookupId, LookupKind};
 use crate::peer_store::{PeerStore, PeerStoreLimits};
@@ -115,6 +116,15 @@ pub enum DhtEvent {
         item: Option<Item>,
         queries: u32,
     },
+    /// The answer to [`Dht::sample_infohashes`]: the node's sample (`None` if it did not
+    /// answer, or answered without one: not every node speaks BEP 51) and the nodes it
+    /// named, which a crawler asks next.
+    Sampled {
+        lookup: LookupId,
+        from: SocketAddr,
+        sample: Option<InfohashSample>,
+        nodes: Vec<NodeInfo>,
+    },
     /// A BEP 44 put finished: `stored` of the `asked` closest nodes took the item.
     ItemStored {
         lookup: LookupId,
@@ -175,6 +185,7 @@ enum Purpose {
     Ping,
     Announce,
     Put { lookup: LookupId },
+    Sample { lookup: LookupId },
 }
 
 #[derive(Debug, Clone)]
@@ -185,6 +196,9 @@ struct Pending {
     deadline: Instant,
 }
 
+/// How long our BEP 51 sample stands (libtorrent's default too): a crawler learns nothing
+/// new by asking sooner.
+const SAMPLE_INTERVAL: Duration = Duration::from_secs(6 * 60 * 60);
 /// Housekeeping (pings, refreshes, bootstrap retries) runs this often.
 const MAINTENANCE: Duration = Duration::from_secs(5);
 /// A bootstrap that leaves fewer than K nodes in the table (a young node, or a network
@@ -271,6 +285,8 @@ pub struct Dht {
     items: ItemStore,
     puts: BTreeMap<LookupId, PutProgress>,
     limiter: SourceLimiter,
+    /// The sample `sample_infohashes` answers with, and when it was drawn.
+    infohash_sample: Option<(Instant, Vec<NodeId>)>,
     pending: BTreeMap<u16, Pending>,
     next_tid: u16,
     lookups: BTreeMap<LookupId, LookupEntry>,
@@ -299,6 +315,7 @@ impl Dht {
             store: PeerStore::new(config.peer_store),
             items: ItemStore::new(config.items),
             puts: BTreeMap::new(),
+            infohash_sample: None,
             limiter: SourceLimiter::new(config.rate_limit),
             own,
             rng,
@@ -356,6 +373,24 @@ impl Dht {
         now: Instant,
     ) -> Option<LookupId> {
         self.start_lookup(info_hash, LookupKind::Announce { port }, false, now)
+    }
+
+    /// Asks the node at `addr` for a sample of the info-hashes it stores (BEP 51), and for
+    /// nodes near `target`; the answer arrives as [`DhtEvent::Sampled`].
+    pub fn sample_infohashes(
+        &mut self,
+        addr: SocketAddr,
+        target: NodeId,
+        now: Instant,
+    ) -> Option<LookupId> {
+        if self.pending.len() >= self.config.max_pending {
+            return None;
+        }
+        let lookup = LookupId(self.next_lookup);
+        self.next_lookup += 1;
+        let query = Query::SampleInfohashes { target };
+        self.send_query(now, addr, None, query, Purpose::Sample { lookup });
+        Some(lookup)
     }
 
     /// Looks up the immutable item stored under `target` (the SHA-1 of its value); the
@@ -655,6 +690,7 @@ impl Dht {
                     }
                 }
                 Purpose::Put { lookup } => self.put_answered(lookup, Some(Err(0))),
+                Purpose::Sample { lookup } => self.sampled(lookup, addr, None),
                 Purpose::Ping | Purpose::Announce => {}
             }
             return;
@@ -789,7 +825,38 @@ impl Dht {
                 self.drive(lookup, now);
             }
             Purpose::Put { lookup } => self.put_answered(lookup, Some(Err(code))),
+            Purpose::Sample { lookup } => self.sampled(lookup, p.addr, None),
             Purpose::Ping | Purpose::Announce => {}
+        }
+    }
+
+    fn sampled(&mut self, lookup: LookupId, from: SocketAddr, response: Option<Response>) {
+        let (sample, nodes) = response.map_or((None, Vec::new()), |r| (r.sample, r.nodes));
+        self.events.push_back(DhtEvent::Sampled {
+            lookup,
+            from,
+            sample,
+            nodes,
+        });
+    }
+
+    /// Our sample for `sample_infohashes`: redrawn once [`SAMPLE_INTERVAL`] has passed, or
+    /// sooner while it holds fewer than it could (the store has grown since).
+    fn infohash_sample(&mut self, now: Instant) -> InfohashSample {
+        let count = self.store.torrent_count().min(MAX_SAMPLES);
+        let fresh = self.infohash_sample.as_ref().is_some_and(|(at, sample)| {
+            now.saturating_duration_since(*at) < SAMPLE_INTERVAL && sample.len() >= count
+        });
+        if !fresh {
+            let sample = self.store.sample(MAX_SAMPLES, &mut self.rng);
+            self.infohash_sample = Some((now, sample));
+        }
+        let (at, samples) = self.infohash_sample.as_ref().expect("just drawn");
+        let left = SAMPLE_INTERVAL.saturating_sub(now.saturating_duration_since(*at));
+        InfohashSample {
+            interval: (left.as_secs() as u32).min(MAX_SAMPLE_INTERVAL),
+            num: self.store.torrent_count() as u64,
+            samples: samples.clone(),
         }
     }
 
@@ -901,6 +968,11 @@ impl Dht {
                     bad_token()
                 }
             }
+            Query::SampleInfohashes { target } => Body::Response(Response {
+                nodes: self.table.closest(&target, K, now),
+                sample: Some(self.infohash_sample(now)),
+                ..Response::default()
+            }),
             Query::Get { target, seq } => {
                 let item = match self.items.get(&target, now) {
                     // Asked for newer than what we hold: the version number alone says so.
@@ -982,6 +1054,10 @@ impl Dht {
         }
         if let Purpose::Put { lookup } = p.purpose {
             self.put_answered(lookup, Some(Ok(())));
+        }
+        if let Purpose::Sample { lookup } = p.purpose {
+            self.sampled(lookup, from, Some(response));
+            return;
         }
         if let Purpose::Lookup { lookup, round } = p.purpose {
             let Some(entry) = self.lookups.get_mut(&lookup) else {

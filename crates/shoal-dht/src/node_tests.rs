@@ -907,3 +907,89 @@ fn a_read_only_node_stays_out_of_tables() {
     net.nodes[reader].handle_packet(now, from, &asked);
     assert!(answers(&mut net.nodes[reader]).is_empty());
 }
+
+/// BEP 51: every node answers `sample_infohashes` with at most 20 of the info-hashes it
+/// stores, how many it stores, and how long the sample stands; asking all 40 nodes once
+/// finds every announced info-hash, and nothing that was not announced.
+#[test]
+fn sampling_every_node_finds_every_announced_info_hash() {
+    let mut net = Net::new(40, |_, _| {});
+    for _ in 0..3 {
+        net.advance(Duration::from_secs(5));
+    }
+    let now = net.now;
+    let announced: std::collections::BTreeSet<NodeId> = (0..30u8)
+        .map(|i| NodeId([i.wrapping_mul(37); 20]))
+        .collect();
+    for (i, hash) in announced.iter().enumerate() {
+        net.nodes[i % 40].announce(*hash, Some(6000), now).unwrap();
+        net.deliver();
+    }
+    // The crawler: a read-only node, so that it does not end up storing announces.
+    let crawler = net.push(DhtConfig {
+        seed: 77,
+        bootstrap: vec![addr(0)],
+        read_only: true,
+        ..DhtConfig::default()
+    });
+    net.deliver();
+    let mut found = std::collections::BTreeSet::new();
+    for j in 0..40 {
+        let target = net.nodes[j].id();
+        net.nodes[crawler]
+            .sample_infohashes(net.addrs[j], target, now)
+            .unwrap();
+        net.deliver();
+        let events = net.events(crawler);
+        let sampled = events
+            .iter()
+            .find_map(|e| match e {
+                DhtEvent::Sampled {
+                    sample,
+                    nodes,
+                    from,
+                    ..
+                } => Some((sample, nodes, from)),
+                _ => None,
+            })
+            .expect("an answer");
+        assert_eq!(*sampled.2, net.addrs[j]);
+        let sample = sampled.0.as_ref().expect("a shoal node speaks BEP 51");
+        let stored = net.nodes[j].stats().torrents_stored;
+        assert_eq!(sample.num, stored as u64);
+        assert_eq!(sample.samples.len(), stored.min(20));
+        assert!(sample.interval <= 21_600);
+        assert!(sampled.1.len() >= 7, "the answer names nodes to ask next");
+        found.extend(sample.samples.iter().copied());
+    }
+    assert_eq!(found, announced);
+
+    // The same sample stands until the interval has passed.
+    let ask = |net: &mut Net| {
+        net.nodes[6].sample_infohashes(net.addrs[0], NodeId([0; 20]), net.now);
+        net.deliver();
+        net.events(6).into_iter().find_map(|e| match e {
+            DhtEvent::Sampled { sample, .. } => sample,
+            _ => None,
+        })
+    };
+    let first = ask(&mut net).unwrap();
+    net.advance(Duration::from_secs(60));
+    let again = ask(&mut net).unwrap();
+    assert_eq!(first.samples, again.samples);
+    assert!(
+        again.interval + 55 <= first.interval,
+        "{again:?} vs {first:?}"
+    );
+
+    // A node that does not answer: no sample.
+    let nobody: SocketAddr = "10.9.9.9:1".parse().unwrap();
+    let now = net.now;
+    net.nodes[6].sample_infohashes(nobody, NodeId([0; 20]), now);
+    net.deliver();
+    net.advance(Duration::from_secs(5));
+    assert!(net
+        .events(6)
+        .iter()
+        .any(|e| matches!(e, DhtEvent::Sampled { sample: None, from, .. } if *from == nobody)));
+}

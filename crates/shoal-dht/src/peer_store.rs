@@ -87,6 +87,16 @@ impl PeerStore {
         live
     }
 
+    /// Up to `max` of the info-hashes we store peers for, chosen at random (BEP 51).
+    pub fn sample(&self, max: usize, rng: &mut impl Rng) -> Vec<NodeId> {
+        let mut all: Vec<NodeId> = self.torrents.keys().copied().collect();
+        // Sorted first: the map's order differs from process to process, the RNG's does not.
+        all.sort_unstable();
+        all.shuffle(rng);
+        all.truncate(max);
+        all
+    }
+
     pub fn expire(&mut self, now: Instant) {
         self.torrents.retain(|_, peers| {
             peers.retain(|(_, e)| *e > now);

@@ -252,8 +252,10 @@ impl Sim {
                         w.done = Some((first_peers_round, queries));
                     }
                 }
-                // This scenario stores no items.
-                DhtEvent::ItemFound { .. } | DhtEvent::ItemStored { .. } => {}
+                // This scenario stores no items and samples nothing.
+                DhtEvent::ItemFound { .. }
+                | DhtEvent::ItemStored { .. }
+                | DhtEvent::Sampled { .. } => {}
             }
         }
         let wake = wake.max(self.now);

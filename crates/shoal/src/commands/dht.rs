@@ -1,6 +1,8 @@
 //! `shoal dht`: a standalone DHT node, e.g. the bootstrap node of a private network.
 //! It prints its counters every few seconds and saves its routing table on exit.
-//! `shoal dht get|put|keygen` store and fetch BEP 44 items (see [`super::dht_item`]).
+//! `shoal dht get|put|keygen` store and fetch BEP 44 items (see [`super::dht_item`]);
+//! `shoal dht sample` lists info-hashes the DHT's nodes store (BEP 51, see
+//! [`super::dht_sample`]). Those commands share a short-lived node ([`with_node`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,7 +20,7 @@ use super::transfer::default_state_dir;
 #[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
     #[command(subcommand)]
-    pub item: Option<super::dht_item::Action>,
+    pub action: Option<Action>,
     #[command(flatten)]
     pub node: NodeArgs,
 }
@@ -46,11 +48,102 @@ pub struct NodeArgs {
     pub json: bool,
 }
 
+#[derive(Debug, clap::Subcommand)]
+pub enum Action {
+    /// Fetch an item from the DHT: an immutable one by its hash, or the newest version of
+    /// a mutable one by its public key (and salt). Prints the value; exit code 3 if no
+    /// node has it.
+    Get(super::dht_item::GetArgs),
+    /// Store an item in the DHT and print its target (the hash to fetch it by). With
+    /// --key-file it is a mutable item signed with that key, one version above the newest
+    /// the DHT holds. Items live about 2 hours unless put again; exit code 3 if no node
+    /// took it.
+    Put(super::dht_item::PutArgs),
+    /// Write a new ed25519 secret key for mutable items to FILE and print its public key.
+    Keygen(super::dht_item::KeygenArgs),
+    /// Crawl the DHT for info-hashes its nodes store peers for (BEP 51), printing each new
+    /// one; stops after --count of them or --timeout. Exit code 3 if none was found.
+    Sample(super::dht_sample::SampleArgs),
+}
+
+/// Exit code of `get`/`put`/`sample` when no node had (or took) what was asked.
+pub const NOT_DONE: i32 = 3;
+
+/// The options of every command that runs a short-lived node.
+#[derive(Debug, clap::Args)]
+pub struct ClientArgs {
+    /// A node to bootstrap from (HOST:PORT). Repeat for several
+    /// [default: the public Mainline routers].
+    #[arg(long, value_name = "ADDR")]
+    pub bootstrap: Vec<String>,
+    /// UDP address of this run's DHT node.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:0")]
+    pub listen: SocketAddr,
+    /// Routing table file, loaded at start and saved at the end
+    /// [default: dht-client.state in the state folder].
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+    /// Give up after this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub timeout: u64,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
 pub fn run(args: Args) -> Result<()> {
-    match args.item {
-        Some(action) => super::dht_item::run(action),
+    match args.action {
+        Some(Action::Get(args)) => super::dht_item::get(args),
+        Some(Action::Put(args)) => super::dht_item::put(args),
+        Some(Action::Keygen(args)) => super::dht_item::keygen(args),
+        Some(Action::Sample(args)) => super::dht_sample::run(args),
         None => run_node(args.node),
     }
+}
+
+/// Runs `work` against a fresh read-only DHT node (its routing table kept in the state
+/// folder, so the next run starts from known nodes) and saves the table afterwards.
+/// With `bounded`, `work` failing to finish within `--timeout` is an error; otherwise
+/// `work` keeps its own time.
+pub fn with_node<F, Fut, T>(args: &ClientArgs, bounded: bool, work: F) -> Result<T>
+where
+    F: FnOnce(DhtHandle) -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let state = args
+        .state
+        .clone()
+        .unwrap_or_else(|| default_state_dir().join("dht-client.state"));
+    if let Some(dir) = state.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create", dir.display()))?;
+    }
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let mut config = DriverConfig::new(args.listen);
+        config.dht.bootstrap = super::discovery::bootstrap_for(&args.bootstrap, args.listen).await;
+        config.dht.seed = rand::random();
+        // This node lives seconds: others should not keep it in their tables.
+        config.dht.read_only = true;
+        config.state_file = Some(state);
+        let dht = DhtHandle::spawn(config)
+            .await
+            .with_context(|| format!("{}: cannot listen", args.listen))?;
+        let result = if bounded {
+            let limit = Duration::from_secs(args.timeout.max(1));
+            match tokio::time::timeout(limit, work(dht.clone())).await {
+                Ok(result) => result,
+                Err(_) => Err(anyhow::anyhow!(
+                    "the DHT lookup took longer than {} s",
+                    limit.as_secs()
+                )),
+            }
+        } else {
+            work(dht.clone()).await
+        };
+        dht.shutdown().await;
+        result
+    })
 }
 
 fn run_node(args: NodeArgs) -> Result<()> {

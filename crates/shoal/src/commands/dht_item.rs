@@ -1,63 +1,22 @@
 //! `shoal dht get|put|keygen`: small items stored in the DHT itself (BEP 44), as
 //! libtorrent's `dht_get_item`/`dht_put_item` do.
 //!
-//! Each run starts a short-lived DHT node (its routing table kept in the state folder, so
-//! the next run starts from known nodes), runs one lookup and prints the outcome. An
+//! Each run starts a short-lived DHT node ([`super::dht::with_node`]), runs one lookup
+//! and prints the outcome. An
 //! immutable item is found by the SHA-1 of its value; a mutable one by its publisher's
 //! public key and a salt, and only the holder of the secret key can publish a newer
 //! version of it.
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde_json::json;
 use shoal_core::InfoHash;
-use shoal_dht::driver::{DhtHandle, DriverConfig, ItemQuery};
+use shoal_dht::driver::ItemQuery;
 use shoal_dht::{Item, ItemSigner, PutRequest};
 
-use super::transfer::default_state_dir;
-
-/// Exit code when no node had the item, or none took it.
-const NOT_DONE: i32 = 3;
-
-#[derive(Debug, clap::Subcommand)]
-pub enum Action {
-    /// Fetch an item from the DHT: an immutable one by its hash, or the newest version of
-    /// a mutable one by its public key (and salt). Prints the value; exit code 3 if no
-    /// node has it.
-    Get(GetArgs),
-    /// Store an item in the DHT and print its target (the hash to fetch it by). With
-    /// --key-file it is a mutable item signed with that key, one version above the newest
-    /// the DHT holds. Items live about 2 hours unless put again; exit code 3 if no node
-    /// took it.
-    Put(PutArgs),
-    /// Write a new ed25519 secret key for mutable items to FILE and print its public key.
-    Keygen(KeygenArgs),
-}
-
-#[derive(Debug, clap::Args)]
-pub struct ClientArgs {
-    /// A node to bootstrap from (HOST:PORT). Repeat for several
-    /// [default: the public Mainline routers].
-    #[arg(long, value_name = "ADDR")]
-    pub bootstrap: Vec<String>,
-    /// UDP address of this run's DHT node.
-    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:0")]
-    pub listen: SocketAddr,
-    /// Routing table file, loaded at start and saved at the end
-    /// [default: dht-client.state in the state folder].
-    #[arg(long, value_name = "FILE")]
-    pub state: Option<PathBuf>,
-    /// Give up after this many seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
-    pub timeout: u64,
-    /// Print the outcome as one JSON object.
-    #[arg(long)]
-    pub json: bool,
-}
+use super::dht::NOT_DONE;
 
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("which").required(true).args(["target", "key"])))]
@@ -71,7 +30,7 @@ pub struct GetArgs {
     #[arg(long, value_name = "TEXT", default_value = "", requires = "key")]
     pub salt: String,
     #[command(flatten)]
-    pub client: ClientArgs,
+    pub client: super::dht::ClientArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -92,7 +51,7 @@ pub struct PutArgs {
     #[arg(long, value_name = "N", requires = "key_file")]
     pub seq: Option<i64>,
     #[command(flatten)]
-    pub client: ClientArgs,
+    pub client: super::dht::ClientArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -104,15 +63,7 @@ pub struct KeygenArgs {
     pub json: bool,
 }
 
-pub fn run(action: Action) -> Result<()> {
-    match action {
-        Action::Get(args) => get(args),
-        Action::Put(args) => put(args),
-        Action::Keygen(args) => keygen(args),
-    }
-}
-
-fn get(args: GetArgs) -> Result<()> {
+pub fn get(args: GetArgs) -> Result<()> {
     let query = match (&args.target, &args.key) {
         (Some(target), _) => {
             let hash: InfoHash = target
@@ -126,7 +77,7 @@ fn get(args: GetArgs) -> Result<()> {
         },
         (None, None) => unreachable!("clap requires a target or a key"),
     };
-    let item = with_node(&args.client, |dht| async move {
+    let item = super::dht::with_node(&args.client, true, |dht| async move {
         dht.get_item(query).await.map_err(anyhow::Error::from)
     })?;
     let Some(item) = item else {
@@ -162,7 +113,7 @@ fn get(args: GetArgs) -> Result<()> {
     }
 }
 
-fn put(args: PutArgs) -> Result<()> {
+pub fn put(args: PutArgs) -> Result<()> {
     let value = if args.bencoded {
         args.value.clone().into_bytes()
     } else {
@@ -190,7 +141,7 @@ fn put(args: PutArgs) -> Result<()> {
         PutRequest::Mutable { signer, .. } => Some(hex(&signer.public_key())),
         PutRequest::Immutable(_) => None,
     };
-    let outcome = with_node(&args.client, |dht| async move {
+    let outcome = super::dht::with_node(&args.client, true, |dht| async move {
         dht.put_item(request).await.map_err(anyhow::Error::from)
     })?;
     if args.client.json {
@@ -228,7 +179,7 @@ fn put(args: PutArgs) -> Result<()> {
     Ok(())
 }
 
-fn keygen(args: KeygenArgs) -> Result<()> {
+pub fn keygen(args: KeygenArgs) -> Result<()> {
     let seed: [u8; 32] = rand::random();
     let signer = ItemSigner::from_secret(&seed).expect("32 bytes");
     let mut options = std::fs::OpenOptions::new();
@@ -247,42 +198,6 @@ fn keygen(args: KeygenArgs) -> Result<()> {
     } else {
         super::print(&format!("{public}\n"))
     }
-}
-
-/// Runs `work` against a fresh DHT node, within the timeout, and saves the node's
-/// routing table afterwards.
-fn with_node<F, Fut, T>(args: &ClientArgs, work: F) -> Result<T>
-where
-    F: FnOnce(DhtHandle) -> Fut,
-    Fut: std::future::Future<Output = Result<T>>,
-{
-    let state = args
-        .state
-        .clone()
-        .unwrap_or_else(|| default_state_dir().join("dht-client.state"));
-    if let Some(dir) = state.parent() {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("{}: cannot create", dir.display()))?;
-    }
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(async {
-        let mut config = DriverConfig::new(args.listen);
-        config.dht.bootstrap = super::discovery::bootstrap_for(&args.bootstrap, args.listen).await;
-        config.dht.seed = rand::random();
-        // This node lives seconds: others should not keep it in their tables.
-        config.dht.read_only = true;
-        config.state_file = Some(state);
-        let dht = DhtHandle::spawn(config)
-            .await
-            .with_context(|| format!("{}: cannot listen", args.listen))?;
-        let limit = Duration::from_secs(args.timeout.max(1));
-        let result = tokio::time::timeout(limit, work(dht.clone())).await;
-        dht.shutdown().await;
-        match result {
-            Ok(result) => result,
-            Err(_) => bail!("the DHT lookup took longer than {} s", limit.as_secs()),
-        }
-    })
 }
 
 /// The value as text when it is a bencoded string of UTF-8.

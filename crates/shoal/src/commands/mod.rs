@@ -4,6 +4,7 @@ pub mod create;
 pub mod demo;
 pub mod dht;
 pub mod dht_item;
+pub mod dht_sample;
 pub mod discovery;
 pub mod info;
 pub mod select;

@@ -172,6 +172,18 @@ pub struct ItemSigner {
     public: VerifyingKey,
 }
 
+impl Clone for ItemSigner {
+    fn clone(&self) -> Self {
+        ItemSigner {
+            secret: ExpandedSecretKey {
+                scalar: self.secret.scalar,
+                hash_prefix: self.secret.hash_prefix,
+            },
+            public: self.public,
+        }
+    }
+}
+
 impl std::fmt::Debug for ItemSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ItemSigner")

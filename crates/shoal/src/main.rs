@@ -27,6 +27,8 @@ enum Command {
     Tracker(commands::tracker::Args),
     Demo(commands::demo::Args),
     Dht(commands::dht::Args),
+    Index(commands::search::IndexArgs),
+    Search(commands::search::SearchArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +53,8 @@ fn main() -> ExitCode {
         Command::Tracker(args) => commands::tracker::run(args),
         Command::Demo(args) => commands::demo::run(args),
         Command::Dht(args) => commands::dht::run(args),
+        Command::Index(args) => commands::search::run_index(args),
+        Command::Search(args) => commands::search::run_search(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -210,7 +210,7 @@ fn text_of(value: &[u8]) -> Option<String> {
         .flatten()
 }
 
-fn public_key(text: &str) -> Result<[u8; 32]> {
+pub fn public_key(text: &str) -> Result<[u8; 32]> {
     unhex(text)
         .and_then(|b| <[u8; 32]>::try_from(b).ok())
         .with_context(|| format!("{text}: a public key is 64 hex digits"))
@@ -218,7 +218,7 @@ fn public_key(text: &str) -> Result<[u8; 32]> {
 
 /// Reads a secret key file: 64 hex digits (a seed, as `keygen` writes) or 128
 /// (libtorrent's expanded form).
-fn read_key(path: &Path) -> Result<ItemSigner> {
+pub fn read_key(path: &Path) -> Result<ItemSigner> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("{}: cannot read", path.display()))?;
     let bytes =
@@ -236,6 +236,6 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

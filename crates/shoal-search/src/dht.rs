@@ -1,0 +1,89 @@
+//! The DHT as the home of a tree: its nodes are the indexer's BEP 44 mutable items.
+
+use shoal_dht::driver::{DhtHandle, ItemQuery};
+use shoal_dht::{ItemSigner, PutRequest};
+use tokio::task::JoinSet;
+
+use crate::build::Tree;
+use crate::label::Label;
+use crate::node::PhtNode;
+use crate::query::{NodeSource, QueryError};
+
+/// An indexer's tree as read from the DHT.
+#[derive(Clone)]
+pub struct DhtSource {
+    pub dht: DhtHandle,
+    /// The indexer's public key.
+    pub indexer: [u8; 32],
+}
+
+impl NodeSource for DhtSource {
+    async fn get(&self, label: Label) -> Result<Option<PhtNode>, QueryError> {
+        let query = ItemQuery::Mutable {
+            key: self.indexer,
+            salt: label.salt(),
+        };
+        let item = self
+            .dht
+            .get_item(query)
+            .await
+            .map_err(|_| QueryError::Unavailable)?;
+        match item {
+            Some(item) => Ok(Some(PhtNode::decode(item.value())?)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// How a publish went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Published {
+    pub nodes: usize,
+    /// Nodes no DHT node took.
+    pub unstored: usize,
+    /// Put operations on DHT nodes that stored one of ours, summed.
+    pub copies: usize,
+}
+
+/// Puts every node of `tree` as version `seq` (the caller makes it grow from one publish
+/// to the next, e.g. the time in seconds), `parallel` at a time.
+pub async fn publish(
+    dht: &DhtHandle,
+    signer: &ItemSigner,
+    tree: &Tree,
+    seq: i64,
+    parallel: usize,
+) -> Result<Published, QueryError> {
+    let mut out = Published {
+        nodes: tree.nodes.len(),
+        ..Published::default()
+    };
+    let mut puts = JoinSet::new();
+    let mut pending = tree.nodes.iter();
+    loop {
+        while puts.len() < parallel.max(1) {
+            let Some((label, node)) = pending.next() else {
+                break;
+            };
+            let request = PutRequest::Mutable {
+                signer: signer.clone(),
+                salt: label.salt(),
+                value: node.encode(),
+                seq: Some(seq),
+            };
+            let dht = dht.clone();
+            puts.spawn(async move { dht.put_item(request).await });
+        }
+        let Some(joined) = puts.join_next().await else {
+            break;
+        };
+        let outcome = joined
+            .map_err(|_| QueryError::Unavailable)?
+            .map_err(|_| QueryError::Unavailable)?;
+        out.copies += outcome.stored;
+        if outcome.stored == 0 {
+            out.unstored += 1;
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,74 @@
+//! Keywords: what a torrent is indexed under and a query is split into, and the fixed-size
+//! bit keys the tree is built on.
+//!
+//! A keyword is a run of letters and digits, lower-cased, at least [`MIN_LEN`] bytes and
+//! cut to [`WORD_BYTES`] bytes (at a character boundary). An entry's key is the word's
+//! UTF-8 bytes padded with zeros to [`WORD_BYTES`], then the first bytes of the torrent's
+//! info-hash: keys sort as the words do, so the words sharing a prefix share a subtree
+//! (which answers `ubu*`), and one word's torrents are a subtree of their own, split
+//! over as many leaves as they fill.
+
+/// Bytes of a keyword in a key.
+pub const WORD_BYTES: usize = 12;
+/// Bytes of a key: the word, then 8 bytes of info-hash.
+pub const KEY_BYTES: usize = 20;
+/// Bits of a key: a tree is at most this deep.
+pub const KEY_BITS: u8 = (KEY_BYTES * 8) as u8;
+/// Bits of the word part.
+pub const WORD_BITS: u8 = (WORD_BYTES * 8) as u8;
+/// Shorter words are not indexed (they match too much to be worth a lookup).
+pub const MIN_LEN: usize = 2;
+
+/// The keywords of `text`, in order of first appearance, without repeats.
+pub fn keywords(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for word in text.split(|c: char| !c.is_alphanumeric()) {
+        let word = truncate(&word.to_lowercase(), WORD_BYTES);
+        if word.len() >= MIN_LEN && !out.contains(&word) {
+            out.push(word);
+        }
+    }
+    out
+}
+
+/// The key of `word` and (for an entry) `info_hash`: the word's bytes zero-padded to
+/// [`WORD_BYTES`], then the info-hash's first bytes (zeros without one).
+pub fn key(word: &str, info_hash: Option<&shoal_core::InfoHash>) -> [u8; KEY_BYTES] {
+    let mut key = [0; KEY_BYTES];
+    let bytes = word.as_bytes();
+    let n = bytes.len().min(WORD_BYTES);
+    key[..n].copy_from_slice(&bytes[..n]);
+    if let Some(hash) = info_hash {
+        key[WORD_BYTES..].copy_from_slice(&hash.as_bytes()[..KEY_BYTES - WORD_BYTES]);
+    }
+    key
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends at a character boundary.
+pub fn truncate(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_are_split_lowered_deduplicated_and_cut() {
+        assert_eq!(
+            keywords("Ubuntu-24.04 Desktop (amd64) ubuntu a Überschall_x"),
+            ["ubuntu", "24", "04", "desktop", "amd64", "überschall"]
+        );
+        let long = keywords("Supercalifragilisticexpialidocious");
+        assert_eq!(long, ["supercalifra"]);
+        // A cut never splits a character.
+        assert_eq!(truncate("ééééééééé", 16), "éééééééé");
+        assert_eq!(key("ab", None)[..3], [b'a', b'b', 0]);
+        let hash = shoal_core::InfoHash([9; 20]);
+        assert_eq!(key("ab", Some(&hash))[WORD_BYTES..], [9; 8]);
+    }
+}

@@ -1,0 +1,167 @@
+//! `shoal index` publishes a search index of torrents to the DHT; `shoal search` queries
+//! the indexes of the indexers it is told to follow (see `shoal-search`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use anyhow::Result;
+use serde_json::json;
+use shoal_core::{InfoHash, Magnet};
+use shoal_search::dht::{publish, DhtSource};
+use shoal_search::{entries_of, Entry, QueryError, Tree};
+
+use super::dht::{ClientArgs, NOT_DONE};
+
+/// Publish a search index of torrents to the DHT, signed with your key: anyone who knows
+/// its public key (printed) can then `shoal search --indexer KEY` it. Each run replaces
+/// the index with the torrents given; items live about 2 hours, so run it again (e.g.
+/// hourly) to keep the index up.
+#[derive(Debug, clap::Args)]
+pub struct IndexArgs {
+    /// The .torrent files to index (by the words of their names and file paths).
+    #[arg(required = true)]
+    pub torrents: Vec<PathBuf>,
+    /// Secret key file (from `shoal dht keygen`): the index's identity.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: PathBuf,
+    /// Tree nodes stored at once.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub parallel: usize,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Search the DHT indexes of the indexers you follow: every word must match (a word
+/// ending in * matches as a prefix). Prints a magnet link, the size and the name of each
+/// torrent found; exit code 3 if none.
+#[derive(Debug, clap::Args)]
+pub struct SearchArgs {
+    /// Words to find, e.g. `ubuntu server` or `ubu*`.
+    #[arg(required = true)]
+    pub words: Vec<String>,
+    /// An indexer's public key (64 hex digits). Repeat for several.
+    #[arg(long, value_name = "HEX", required = true)]
+    pub indexer: Vec<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+pub fn run_index(args: IndexArgs) -> Result<()> {
+    let signer = super::dht_item::read_key(&args.key_file)?;
+    let mut entries = Vec::new();
+    for path in &args.torrents {
+        entries.extend(entries_of(&super::info::load_torrent(path)?));
+    }
+    let tree = Tree::build(entries);
+    let key = super::dht_item::hex(&signer.public_key());
+    // Each publish's version is the time: newer than any earlier run's.
+    let seq = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_secs() as i64);
+    let published = super::dht::with_node(&args.client, true, |dht| async move {
+        Ok(publish(&dht, &signer, &tree, seq, args.parallel).await?)
+    })?;
+    if args.client.json {
+        let line = json!({"event": "published", "indexer": key, "torrents": args.torrents.len(),
+            "nodes": published.nodes, "unstored": published.unstored,
+            "copies": published.copies, "version": seq});
+        super::print(&format!("{line}\n"))?;
+    } else {
+        super::print(&format!("{key}\n"))?;
+        eprintln!(
+            "shoal: indexed {} torrents in {} tree nodes, stored on {} DHT nodes in all",
+            args.torrents.len(),
+            published.nodes,
+            published.copies
+        );
+    }
+    if published.unstored > 0 {
+        eprintln!(
+            "shoal: {} of the tree's nodes were stored nowhere; searches will miss what they hold",
+            published.unstored
+        );
+        std::process::exit(NOT_DONE);
+    }
+    Ok(())
+}
+
+pub fn run_search(args: SearchArgs) -> Result<()> {
+    let mut indexers = Vec::new();
+    for key in &args.indexer {
+        indexers.push(super::dht_item::public_key(key)?);
+    }
+    let words: Vec<String> = args.words.iter().map(|w| w.to_lowercase()).collect();
+    let found = super::dht::with_node(&args.client, true, |dht| async move {
+        let mut all: BTreeMap<InfoHash, (Entry, [u8; 32])> = BTreeMap::new();
+        for indexer in indexers {
+            let source = DhtSource {
+                dht: dht.clone(),
+                indexer,
+            };
+            match matching(&source, &words).await {
+                Ok(entries) => {
+                    for e in entries {
+                        all.entry(e.info_hash).or_insert((e, indexer));
+                    }
+                }
+                Err(QueryError::NoTree) => eprintln!(
+                    "shoal: indexer {} has no index in the DHT (not published, or expired)",
+                    super::dht_item::hex(&indexer)
+                ),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(all)
+    })?;
+    for (entry, indexer) in found.values() {
+        let magnet = Magnet {
+            info_hash: entry.info_hash,
+            name: Some(entry.name.clone()),
+            trackers: Vec::new(),
+            peers: Vec::new(),
+            web_seeds: Vec::new(),
+            select_only: Vec::new(),
+        };
+        let line = if args.client.json {
+            json!({"event": "result", "info_hash": entry.info_hash.to_hex(), "name": entry.name,
+                "size": entry.size, "magnet": magnet.to_string(),
+                "indexer": super::dht_item::hex(indexer)})
+            .to_string()
+        } else {
+            format!("{magnet}  {}  {}", entry.size, entry.name)
+        };
+        super::print(&format!("{line}\n"))?;
+    }
+    if found.is_empty() {
+        eprintln!("shoal: nothing found");
+        std::process::exit(NOT_DONE);
+    }
+    Ok(())
+}
+
+/// The entries matching every word (by info-hash), a word ending in `*` as a prefix.
+async fn matching(source: &DhtSource, words: &[String]) -> Result<Vec<Entry>, QueryError> {
+    let mut result: Option<BTreeMap<InfoHash, Entry>> = None;
+    for word in words {
+        let found = match word.strip_suffix('*') {
+            Some(p) => shoal_search::prefix(source, p).await?,
+            None => shoal_search::lookup(source, word).await?,
+        };
+        let hits: BTreeMap<InfoHash, Entry> = found
+            .entries
+            .into_iter()
+            .map(|e| (e.info_hash, e))
+            .collect();
+        result = Some(match result {
+            None => hits,
+            Some(before) => {
+                let keep: BTreeSet<InfoHash> = hits.keys().copied().collect();
+                before
+                    .into_iter()
+                    .filter(|(h, _)| keep.contains(h))
+                    .collect()
+            }
+        });
+    }
+    Ok(result.unwrap_or_default().into_values().collect())
+}

@@ -1,0 +1,149 @@
+//! `shoal index` and `shoal search` end to end on loopback (127.0.6.40–49, port 19640):
+//! an indexer publishes a few torrents to a DHT of `shoal dht` nodes, a searcher finds
+//! them by words, prefixes and both, and libtorrent reads the index's root as an ordinary
+//! BEP 44 item.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+const BOOT: &str = "127.0.6.40:19640";
+
+/// Fetches the mutable item of public key argv[4] under the salt given in hex (argv[5])
+/// and prints its version (libtorrent reports an item only once its signature checks).
+const LT_GET_ROOT: &str = r#"
+import libtorrent as lt, sys, time
+ip, port, boot, pk, salt = sys.argv[1], int(sys.argv[2]), sys.argv[3], bytes.fromhex(sys.argv[4]), bytes.fromhex(sys.argv[5])
+s = lt.session({
+    'listen_interfaces': '%s:%d' % (ip, port), 'outgoing_interfaces': ip,
+    'enable_dht': True, 'dht_bootstrap_nodes': boot,
+    'enable_lsd': False, 'enable_upnp': False, 'enable_natpmp': False,
+    'enable_incoming_utp': False, 'enable_outgoing_utp': False,
+    'dht_restrict_routing_ips': False, 'dht_restrict_search_ips': False,
+    'dht_ignore_dark_internet': False, 'dht_prefer_verified_node_ids': False,
+    'alert_mask': lt.alert.category_t.all_categories,
+})
+end = time.time() + 3
+while time.time() < end:
+    if any(isinstance(a, lt.dht_bootstrap_alert) for a in s.pop_alerts()):
+        break
+    time.sleep(0.05)
+s.dht_get_mutable_item(pk, salt)
+end = time.time() + 20
+while time.time() < end:
+    for a in s.pop_alerts():
+        if isinstance(a, lt.dht_mutable_item_alert) and a.seq > 0:
+            print('ROOT', a.seq, flush=True)
+            sys.exit(0)
+    time.sleep(0.05)
+print('TIMEOUT', flush=True)
+sys.exit(1)
+"#;
+
+fn torrent(dir: &Path, name: &str, seed: u64) -> std::path::PathBuf {
+    let src = dir.join("src").join(name);
+    random_file(&src, 50_000 + seed as usize, seed);
+    let out = dir.join(format!("{name}.torrent"));
+    run_ok(shoal().args(["create", path_str(&src), "-o", path_str(&out)]));
+    out
+}
+
+fn client(args: &mut Command, ip: &str, state: &Path) {
+    args.args(["--bootstrap", BOOT, "--listen", &format!("{ip}:0")])
+        .args(["--timeout", "30", "--json", "--state", path_str(state)]);
+}
+
+fn search(words: &[&str], indexer: &str, dir: &Path) -> (Option<i32>, Vec<serde_json::Value>) {
+    let mut cmd = shoal();
+    cmd.arg("search").args(words).args(["--indexer", indexer]);
+    client(&mut cmd, "127.0.6.43", &dir.join("searcher.state"));
+    let (out, _) = run_with_timeout(&mut cmd, Duration::from_secs(60));
+    let results = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON lines"))
+        .collect();
+    (out.status.code(), results)
+}
+
+fn names(results: &[serde_json::Value]) -> Vec<String> {
+    let mut names: Vec<String> = results
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn an_index_published_to_the_dht_is_searched_by_words_and_prefixes() {
+    let dir = tempdir();
+    // Two DHT nodes, so that every tree node has two homes.
+    let mut guards = Vec::new();
+    for (i, addr) in [BOOT, "127.0.6.41:19641"].iter().enumerate() {
+        let mut node = shoal();
+        node.args(["dht", "--listen", addr, "--interval", "1", "--json"])
+            .args(["--state", path_str(&dir.path().join(format!("n{i}.state")))]);
+        if i > 0 {
+            node.args(["--bootstrap", BOOT]);
+        }
+        guards.push(start_and_watch(node, "dht_stats", Duration::from_secs(10)).0);
+    }
+    let torrents = [
+        torrent(dir.path(), "ubuntu-24.04-desktop-amd64.iso", 1),
+        torrent(dir.path(), "ubuntu-24.04-live-server-amd64.iso", 2),
+        torrent(dir.path(), "debian-12.5.0-amd64-netinst.iso", 3),
+        torrent(dir.path(), "Big Buck Bunny 1080p.mkv", 4),
+    ];
+    let key = dir.path().join("indexer.key");
+    let public = run_ok(shoal().args(["dht", "keygen", path_str(&key)]));
+    let public = public.trim();
+
+    let mut index = shoal();
+    index.arg("index");
+    for t in &torrents {
+        index.arg(t);
+    }
+    index.args(["--key-file", path_str(&key)]);
+    client(&mut index, "127.0.6.42", &dir.path().join("indexer.state"));
+    let out = run_ok(&mut index);
+    let published: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(published["indexer"], public, "{out}");
+    assert_eq!(published["unstored"], 0, "{out}");
+    assert!(published["copies"].as_u64().unwrap() >= published["nodes"].as_u64().unwrap());
+
+    let (code, results) = search(&["ubuntu"], public, dir.path());
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        names(&results),
+        [
+            "ubuntu-24.04-desktop-amd64.iso",
+            "ubuntu-24.04-live-server-amd64.iso"
+        ]
+    );
+    let magnet = results[0]["magnet"].as_str().unwrap();
+    assert!(magnet.starts_with("magnet:?xt=urn:btih:"), "{magnet}");
+    let (_, results) = search(&["amd64", "ser*"], public, dir.path());
+    assert_eq!(names(&results), ["ubuntu-24.04-live-server-amd64.iso"]);
+    let (_, results) = search(&["BUN*"], public, dir.path());
+    assert_eq!(names(&results), ["Big Buck Bunny 1080p.mkv"]);
+    let (code, results) = search(&["windows"], public, dir.path());
+    assert_eq!((code, results.len()), (Some(3), 0));
+
+    // libtorrent reads the root node like any other BEP 44 item.
+    require("/usr/bin/python3");
+    let root_salt: String = b"shoal-pht1:\x00"
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let out = run_ok(
+        Command::new("/usr/bin/python3")
+            .arg("-c")
+            .arg(LT_GET_ROOT)
+            .args(["127.0.6.44", "19644", BOOT, public, &root_salt]),
+    );
+    assert_eq!(out.trim(), format!("ROOT {}", published["version"]));
+}

@@ -146,4 +146,38 @@ fn an_index_published_to_the_dht_is_searched_by_words_and_prefixes() {
             .args(["127.0.6.44", "19644", BOOT, public, &root_salt]),
     );
     assert_eq!(out.trim(), format!("ROOT {}", published["version"]));
+
+    // `--keep` publishes again and again, each time as a newer version, until stopped.
+    let mut keep = shoal();
+    keep.arg("index").arg(&torrents[0]).args([
+        "--key-file",
+        path_str(&key),
+        "--keep",
+        "--every",
+        "1",
+    ]);
+    client(&mut keep, "127.0.6.45", &dir.path().join("keeper.state"));
+    let (mut keeper, lines) = start_and_watch(keep, "published", Duration::from_secs(40));
+    let next = lines
+        .recv_timeout(Duration::from_secs(40))
+        .expect("a second publish");
+    let next: serde_json::Value = serde_json::from_str(&next).unwrap();
+    assert_eq!(next["event"], "published");
+    assert!(next["version"].as_i64() > published["version"].as_i64());
+    let pid = keeper.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = keeper.wait_exit(
+        Duration::from_secs(10),
+        "shoal index --keep stops on SIGTERM",
+    );
+    assert!(status.success(), "{status}");
+    // The one-torrent index replaced the four-torrent one.
+    let (_, results) = search(&["debian"], public, dir.path());
+    assert!(results.is_empty(), "{results:?}");
+    let (_, results) = search(&["desktop"], public, dir.path());
+    assert_eq!(names(&results), ["ubuntu-24.04-desktop-amd64.iso"]);
 }

@@ -3,19 +3,20 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Result;
 use serde_json::json;
 use shoal_core::{InfoHash, Magnet};
-use shoal_search::dht::{publish, DhtSource};
+use shoal_search::dht::{publish, DhtSource, Published};
 use shoal_search::{entries_of, Entry, QueryError, Tree};
 
 use super::dht::{ClientArgs, NOT_DONE};
 
 /// Publish a search index of torrents to the DHT, signed with your key: anyone who knows
 /// its public key (printed) can then `shoal search --indexer KEY` it. Each run replaces
-/// the index with the torrents given; items live about 2 hours, so run it again (e.g.
-/// hourly) to keep the index up.
+/// the index with the torrents given; items live about 2 hours, so run it again hourly,
+/// or keep it running with --keep.
 #[derive(Debug, clap::Args)]
 pub struct IndexArgs {
     /// The .torrent files to index (by the words of their names and file paths).
@@ -27,6 +28,13 @@ pub struct IndexArgs {
     /// Tree nodes stored at once.
     #[arg(long, value_name = "N", default_value_t = 8)]
     pub parallel: usize,
+    /// Stay up and publish again every --every seconds until Ctrl-C, so that the index
+    /// does not expire (DHT items live about 2 hours).
+    #[arg(long)]
+    pub keep: bool,
+    /// Seconds between publishes with --keep.
+    #[arg(long, value_name = "SECS", default_value_t = 3600, requires = "keep")]
+    pub every: u64,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -54,32 +62,58 @@ pub fn run_index(args: IndexArgs) -> Result<()> {
     }
     let tree = Tree::build(entries);
     let key = super::dht_item::hex(&signer.public_key());
-    // Each publish's version is the time: newer than any earlier run's.
-    let seq = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| d.as_secs() as i64);
-    let published = super::dht::with_node(&args.client, true, |dht| async move {
-        Ok(publish(&dht, &signer, &tree, seq, args.parallel).await?)
+    let report = |published: &Published, version: i64| -> Result<()> {
+        if args.client.json {
+            let line = json!({"event": "published", "indexer": key,
+                "torrents": args.torrents.len(), "nodes": published.nodes,
+                "unstored": published.unstored, "copies": published.copies,
+                "version": version});
+            super::print(&format!("{line}\n"))?;
+        } else {
+            super::print(&format!("{key}\n"))?;
+            eprintln!(
+                "shoal: indexed {} torrents in {} tree nodes, stored on {} DHT nodes in all",
+                args.torrents.len(),
+                published.nodes,
+                published.copies
+            );
+        }
+        if published.unstored > 0 {
+            eprintln!(
+                "shoal: {} of the tree's nodes were stored nowhere; searches will miss what they hold",
+                published.unstored
+            );
+        }
+        Ok(())
+    };
+    let limit = Duration::from_secs(args.client.timeout.max(1));
+    let every = Duration::from_secs(args.every.max(1));
+    let (signer, tree, report) = (&signer, &tree, &report);
+    let last = super::dht::with_node(&args.client, false, |dht| async move {
+        let stop = super::transfer::wait_for_signal();
+        tokio::pin!(stop);
+        loop {
+            // Each publish's version is the time: newer than any earlier one's.
+            let version = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_secs() as i64);
+            let published =
+                tokio::time::timeout(limit, publish(&dht, signer, tree, version, args.parallel))
+                    .await
+                    .map_err(|_| {
+                        anyhow::anyhow!("publishing took longer than {} s", limit.as_secs())
+                    })??;
+            report(&published, version)?;
+            if !args.keep {
+                return Ok(published);
+            }
+            tokio::select! {
+                _ = &mut stop => return Ok(published),
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
     })?;
-    if args.client.json {
-        let line = json!({"event": "published", "indexer": key, "torrents": args.torrents.len(),
-            "nodes": published.nodes, "unstored": published.unstored,
-            "copies": published.copies, "version": seq});
-        super::print(&format!("{line}\n"))?;
-    } else {
-        super::print(&format!("{key}\n"))?;
-        eprintln!(
-            "shoal: indexed {} torrents in {} tree nodes, stored on {} DHT nodes in all",
-            args.torrents.len(),
-            published.nodes,
-            published.copies
-        );
-    }
-    if published.unstored > 0 {
-        eprintln!(
-            "shoal: {} of the tree's nodes were stored nowhere; searches will miss what they hold",
-            published.unstored
-        );
+    if last.unstored > 0 {
         std::process::exit(NOT_DONE);
     }
     Ok(())

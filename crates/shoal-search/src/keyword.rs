@@ -31,6 +31,42 @@ pub fn keywords(text: &str) -> Vec<String> {
     out
 }
 
+/// One term of a query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Term {
+    /// A whole keyword.
+    Word(String),
+    /// Keywords starting with this (the query said `ubu*`).
+    Prefix(String),
+}
+
+/// The terms of one query argument, normalised the way indexed text is: `Ubuntu-24.04`
+/// is the words `ubuntu`, `24` and `04`; `BUN*` is the prefix `bun`, and in `linux-mi*`
+/// only the last word is a prefix. A prefix may be a single character.
+pub fn query_terms(arg: &str) -> Vec<Term> {
+    let (stem, is_prefix) = match arg.strip_suffix('*') {
+        Some(stem) => (stem, true),
+        None => (arg, false),
+    };
+    let mut terms: Vec<Term> = keywords(stem).into_iter().map(Term::Word).collect();
+    if is_prefix {
+        let last = stem
+            .rsplit(|c: char| !c.is_alphanumeric())
+            .next()
+            .map(|w| truncate(&w.to_lowercase(), WORD_BYTES))
+            .unwrap_or_default();
+        if let Some(Term::Word(w)) = terms.last() {
+            if *w == last {
+                terms.pop();
+            }
+        }
+        if !last.is_empty() {
+            terms.push(Term::Prefix(last));
+        }
+    }
+    terms
+}
+
 /// The key of `word` and (for an entry) `info_hash`: the word's bytes zero-padded to
 /// [`WORD_BYTES`], then the info-hash's first bytes (zeros without one).
 pub fn key(word: &str, info_hash: Option<&shoal_core::InfoHash>) -> [u8; KEY_BYTES] {
@@ -68,6 +104,20 @@ mod tests {
         // A cut never splits a character.
         assert_eq!(truncate("ééééééééé", 16), "éééééééé");
         assert_eq!(key("ab", None)[..3], [b'a', b'b', 0]);
+        let word = |w: &str| Term::Word(w.into());
+        let prefix = |w: &str| Term::Prefix(w.into());
+        assert_eq!(
+            query_terms("Ubuntu-24.04"),
+            [word("ubuntu"), word("24"), word("04")]
+        );
+        assert_eq!(query_terms("BUN*"), [prefix("bun")]);
+        assert_eq!(query_terms("u*"), [prefix("u")]);
+        assert_eq!(query_terms("linux-mi*"), [word("linux"), prefix("mi")]);
+        assert_eq!(query_terms("*"), []);
+        assert_eq!(
+            query_terms("Supercalifragilistic*"),
+            [prefix("supercalifra")]
+        );
         let hash = shoal_core::InfoHash([9; 20]);
         assert_eq!(key("ab", Some(&hash))[WORD_BYTES..], [9; 8]);
     }

@@ -77,6 +77,11 @@ impl Label {
         self.prefix(len) == other.prefix(len)
     }
 
+    /// Whether `other` is a prefix of this label (or the same).
+    pub fn extends(&self, other: &Label) -> bool {
+        self.len >= other.len && self.prefix(other.len) == *other
+    }
+
     /// The longest common prefix of two keys.
     pub fn common(a: &[u8; KEY_BYTES], b: &[u8; KEY_BYTES]) -> Label {
         let same = a
@@ -146,6 +151,8 @@ mod tests {
         assert_eq!(c.len(), 16 + 5);
         assert!(c.covers(&key("abc", None)) && c.covers(&key("abd", None)));
         assert!(Label::of(&k, 3).agrees_with(&Label::of(&k, 9)));
+        assert!(Label::of(&k, 9).extends(&Label::of(&k, 3)));
+        assert!(!Label::of(&k, 3).extends(&Label::of(&k, 9)));
         assert!(!Label::of(&k, 9).agrees_with(&Label::of(&key("q", None), 9)));
     }
 }

@@ -20,5 +20,6 @@ pub mod node;
 pub mod query;
 
 pub use build::{entries_of, Tree};
+pub use keyword::{query_terms, Term};
 pub use node::{Entry, PhtNode};
 pub use query::{lookup, prefix, Found, NodeSource, QueryError};

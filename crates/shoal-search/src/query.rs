@@ -36,6 +36,8 @@ pub enum QueryError {
 
 /// Nodes one prefix query visits at most: a walk of a huge subtree is cut short.
 pub const MAX_WALK: usize = 256;
+/// Gets a walk keeps going at once (each is a DHT lookup of its own).
+const MAX_GETS_AT_ONCE: usize = 32;
 
 /// What a lookup found, and what it cost.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -77,6 +79,9 @@ async fn under<S: NodeSource>(source: &S, word: &str, bits: u8) -> Result<Found,
                 found.entries = entries;
                 return Ok(found);
             }
+            // See `walk`: a prefix must extend the node's own label, or the descent
+            // could go round in circles.
+            Some(PhtNode::Internal { prefix }) if !prefix.extends(&at) => return Ok(found),
             Some(PhtNode::Internal { prefix }) => {
                 if !prefix.agrees_with(&target) {
                     return Ok(found);
@@ -111,24 +116,30 @@ async fn walk<S: NodeSource>(
         }
         visited += level.len();
         let mut gets = JoinSet::new();
-        for label in level.drain(..) {
-            let source = source.clone();
-            gets.spawn(async move { (label, source.get(label).await) });
-        }
+        let mut waiting = std::mem::take(&mut level).into_iter();
         let mut next = BTreeSet::new();
-        while let Some(joined) = gets.join_next().await {
+        loop {
+            while gets.len() < MAX_GETS_AT_ONCE {
+                let Some(label) = waiting.next() else { break };
+                let source = source.clone();
+                gets.spawn(async move { (label, source.get(label).await) });
+            }
+            let Some(joined) = gets.join_next().await else {
+                break;
+            };
             let Ok((label, node)) = joined else { continue };
             found.gets += 1;
             match node? {
                 Some(PhtNode::Leaf(entries)) => found.entries.extend(entries),
-                Some(PhtNode::Internal { prefix }) if prefix.agrees_with(&label) => {
+                Some(PhtNode::Internal { prefix }) if prefix.extends(&label) => {
                     next.extend(
                         [prefix.child(false), prefix.child(true)]
                             .into_iter()
                             .flatten(),
                     );
                 }
-                // An internal node whose prefix contradicts its own label: not ours.
+                // An internal node whose prefix does not extend its own label would lead
+                // back up the tree: the indexer's tree is broken, skip it.
                 Some(PhtNode::Internal { .. }) => {}
                 // A child that expired or was never put: its entries are missing, not fatal.
                 None => {}
@@ -240,6 +251,26 @@ mod tests {
             );
             assert!(!found.truncated);
         }
+    }
+
+    /// An indexer's broken (or hostile) tree cannot make a lookup go round in circles:
+    /// here every node claims the root's prefix, so every child leads back up.
+    #[tokio::test]
+    async fn a_tree_that_points_back_up_ends_the_lookup() {
+        let looping = PhtNode::Internal {
+            prefix: Label::ROOT,
+        };
+        let mut nodes = BTreeMap::new();
+        nodes.insert(Label::ROOT, looping.clone());
+        for bit in [false, true] {
+            nodes.insert(Label::ROOT.child(bit).unwrap(), looping.clone());
+        }
+        let source = MapSource(Arc::new(nodes));
+        let found = lookup(&source, "ubuntu").await.unwrap();
+        assert!(found.entries.is_empty());
+        assert!(found.gets <= 2, "{found:?}");
+        let all = prefix(&source, "").await.unwrap();
+        assert!(all.entries.is_empty() && all.gets <= 3, "{all:?}");
     }
 
     #[tokio::test]

@@ -128,6 +128,9 @@ fn an_index_published_to_the_dht_is_searched_by_words_and_prefixes() {
     assert!(magnet.starts_with("magnet:?xt=urn:btih:"), "{magnet}");
     let (_, results) = search(&["amd64", "ser*"], public, dir.path());
     assert_eq!(names(&results), ["ubuntu-24.04-live-server-amd64.iso"]);
+    // Query words are split as indexed text is: `24.04` is `24` and `04`.
+    let (_, results) = search(&["Ubuntu-24.04", "desk*"], public, dir.path());
+    assert_eq!(names(&results), ["ubuntu-24.04-desktop-amd64.iso"]);
     let (_, results) = search(&["BUN*"], public, dir.path());
     assert_eq!(names(&results), ["Big Buck Bunny 1080p.mkv"]);
     let (code, results) = search(&["windows"], public, dir.path());

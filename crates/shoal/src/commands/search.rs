@@ -9,7 +9,7 @@ use anyhow::Result;
 use serde_json::json;
 use shoal_core::{InfoHash, Magnet};
 use shoal_search::dht::{publish, DhtSource, Published};
-use shoal_search::{entries_of, Entry, QueryError, Tree};
+use shoal_search::{entries_of, query_terms, Entry, QueryError, Term, Tree};
 
 use super::dht::{ClientArgs, NOT_DONE};
 
@@ -124,7 +124,10 @@ pub fn run_search(args: SearchArgs) -> Result<()> {
     for key in &args.indexer {
         indexers.push(super::dht_item::public_key(key)?);
     }
-    let words: Vec<String> = args.words.iter().map(|w| w.to_lowercase()).collect();
+    let terms: Vec<Term> = args.words.iter().flat_map(|w| query_terms(w)).collect();
+    if terms.is_empty() {
+        anyhow::bail!("no word to search for (words are letters and digits, 2 or more)");
+    }
     let found = super::dht::with_node(&args.client, true, |dht| async move {
         let mut all: BTreeMap<InfoHash, (Entry, [u8; 32])> = BTreeMap::new();
         for indexer in indexers {
@@ -132,7 +135,7 @@ pub fn run_search(args: SearchArgs) -> Result<()> {
                 dht: dht.clone(),
                 indexer,
             };
-            match matching(&source, &words).await {
+            match matching(&source, &terms).await {
                 Ok(entries) => {
                     for e in entries {
                         all.entry(e.info_hash).or_insert((e, indexer));
@@ -173,13 +176,13 @@ pub fn run_search(args: SearchArgs) -> Result<()> {
     Ok(())
 }
 
-/// The entries matching every word (by info-hash), a word ending in `*` as a prefix.
-async fn matching(source: &DhtSource, words: &[String]) -> Result<Vec<Entry>, QueryError> {
+/// The entries matching every term (by info-hash).
+async fn matching(source: &DhtSource, terms: &[Term]) -> Result<Vec<Entry>, QueryError> {
     let mut result: Option<BTreeMap<InfoHash, Entry>> = None;
-    for word in words {
-        let found = match word.strip_suffix('*') {
-            Some(p) => shoal_search::prefix(source, p).await?,
-            None => shoal_search::lookup(source, word).await?,
+    for term in terms {
+        let found = match term {
+            Term::Prefix(p) => shoal_search::prefix(source, p).await?,
+            Term::Word(w) => shoal_search::lookup(source, w).await?,
         };
         let hits: BTreeMap<InfoHash, Entry> = found
             .entries

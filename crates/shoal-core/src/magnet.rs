@@ -126,9 +126,11 @@ impl FromStr for Magnet {
     }
 }
 
-/// `so=0,2,4-6`: indices and ranges. Like libtorrent, an item that is not a number or an
-/// ascending range within [`MAX_SELECT_INDEX`] is skipped, not fatal: the rest of the link
-/// still works.
+/// `so=0,2,4-6`: indices and ranges. An item that is not a number or an ascending range
+/// within [`MAX_SELECT_INDEX`] is skipped, not fatal: the rest of the link still works.
+/// libtorrent is stricter in one way (a character other than digits, `-` and `,` voids
+/// the whole `so=`) and looser in another (`1-2-3` reads as `1-2`); the value is
+/// percent-decoded here like every other, which libtorrent does not do for `so=`.
 fn parse_select_only(value: &str) -> Vec<RangeInclusive<usize>> {
     let index = |s: &str| {
         s.parse::<usize>()

@@ -20,10 +20,10 @@ pub const MAX_VALUE: usize = 1000;
 /// Longest salt (BEP 44).
 pub const MAX_SALT: usize = 64;
 
-/// What an item's value may nest: enough for any structure that fits 1000 bytes sensibly,
-/// and the same bound the KRPC decoder applies to whole packets.
+/// What an item's value may nest: as deep as it can inside a KRPC packet (whose decoder
+/// allows 32 levels, 3 of them taken by the message around the value).
 const VALUE_LIMITS: Limits = Limits {
-    max_depth: 6,
+    max_depth: 29,
     max_tokens: 1024,
 };
 

@@ -1,5 +1,7 @@
 //! The items this node stores for others (BEP 44), bounded in number and kept for
-//! [`ItemStoreLimits::lifetime`] after their last `put`.
+//! [`ItemStoreLimits::lifetime`] after their last `put`. When full, the item farthest
+//! from our own id makes room (as libtorrent does): we are among the nodes responsible
+//! for targets near us, so a flood of puts for arbitrary targets cannot push those out.
 //!
 //! Every item is checked before it gets here (the node verifies signatures); the store
 //! applies the rules between versions of a mutable item: never back to a lower sequence
@@ -13,7 +15,7 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ItemStoreLimits {
-    /// Items kept at most; a new one then replaces the one put longest ago.
+    /// Items kept at most; a new one then replaces the one farthest from our id.
     pub max_items: usize,
     /// How long an item lives without being put again. BEP 44: items may expire after
     /// 2 hours, and publishers re-put them every hour.
@@ -46,13 +48,16 @@ struct Stored {
 
 pub struct ItemStore {
     limits: ItemStoreLimits,
+    own: NodeId,
     items: HashMap<NodeId, Stored>,
 }
 
 impl ItemStore {
-    pub fn new(limits: ItemStoreLimits) -> Self {
+    /// A store for the node with id `own`.
+    pub fn new(limits: ItemStoreLimits, own: NodeId) -> Self {
         ItemStore {
             limits,
+            own,
             items: HashMap::new(),
         }
     }
@@ -83,13 +88,10 @@ impl ItemStore {
         if !self.items.contains_key(&target) && self.items.len() >= self.limits.max_items {
             self.expire(now);
             if self.items.len() >= self.limits.max_items {
-                let oldest = self
-                    .items
-                    .iter()
-                    .min_by_key(|(_, s)| s.put_at)
-                    .map(|(t, _)| *t);
-                if let Some(oldest) = oldest {
-                    self.items.remove(&oldest);
+                let own = self.own;
+                let farthest = self.items.keys().copied().max_by_key(|t| t.distance(&own));
+                if let Some(farthest) = farthest {
+                    self.items.remove(&farthest);
                 }
             }
         }
@@ -110,10 +112,11 @@ mod tests {
     use crate::item::ItemSigner;
 
     fn store(max_items: usize) -> ItemStore {
-        ItemStore::new(ItemStoreLimits {
+        let limits = ItemStoreLimits {
             max_items,
             lifetime: Duration::from_secs(7200),
-        })
+        };
+        ItemStore::new(limits, NodeId([0; 20]))
     }
 
     #[test]
@@ -154,12 +157,28 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(s.len(), 3);
-        // The two put first made room.
-        let first = Item::immutable(b"i0e".to_vec()).unwrap().target();
-        let last = Item::immutable(b"i4e".to_vec()).unwrap().target();
+        // The ones farthest from our id (all zeros) made room as each new one came.
+        let mut targets: Vec<NodeId> = (0..5u8)
+            .map(|i| {
+                Item::immutable(format!("i{i}e").into_bytes())
+                    .unwrap()
+                    .target()
+            })
+            .collect();
         let later = t0 + Duration::from_secs(10);
-        assert!(s.get(&first, later).is_none());
-        assert!(s.get(&last, later).is_some());
+        let last = targets[4];
+        let mut kept: Vec<NodeId> = Vec::new();
+        for (i, t) in targets.iter().enumerate() {
+            if i >= 3 {
+                kept.sort_by_key(|k| k.distance(&NodeId([0; 20])));
+                kept.pop();
+            }
+            kept.push(*t);
+        }
+        targets.retain(|t| s.get(t, later).is_some());
+        targets.sort();
+        kept.sort();
+        assert_eq!(targets, kept);
         let expired = t0 + Duration::from_secs(7205);
         assert!(s.get(&last, expired).is_none());
         s.expire(expired);

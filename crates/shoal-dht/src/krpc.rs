@@ -23,7 +23,8 @@ pub const VALUES_PER_RESPONSE: usize = 50;
 
 /// A 1500-byte packet holds at most 750 bencode tokens; a BEP 44 value may use most.
 const LIMITS: Limits = Limits {
-    max_depth: 8,
+    // A BEP 44 value may nest (the decoder keeps its own stack, so depth costs nothing).
+    max_depth: 32,
     max_tokens: 1024,
 };
 

@@ -241,6 +241,12 @@ impl ItemSearch {
                 }
                 Item::Immutable { value }
             }
+            (Some(_), _, _, Some(seq))
+                if self.best.as_ref().is_some_and(|b| b.seq() >= Some(seq)) =>
+            {
+                // No newer than what we have: not worth a signature check.
+                return false;
+            }
             (Some(salt), Some(key), Some(signature), Some(seq)) => {
                 let item = MutableItem {
                     key,
@@ -313,7 +319,7 @@ impl Dht {
             table: RoutingTable::new(own, now),
             tokens: Tokens::new(secret, now),
             store: PeerStore::new(config.peer_store),
-            items: ItemStore::new(config.items),
+            items: ItemStore::new(config.items, own),
             puts: BTreeMap::new(),
             infohash_sample: None,
             limiter: SourceLimiter::new(config.rate_limit),

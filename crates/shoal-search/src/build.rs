@@ -55,7 +55,8 @@ pub fn entries_of(metainfo: &Metainfo) -> Vec<Entry> {
 
 impl Tree {
     pub fn build(mut entries: Vec<Entry>) -> Tree {
-        entries.sort();
+        // In key order, which the common-prefix step below relies on.
+        entries.sort_by_cached_key(|e| (e.key(), e.clone()));
         entries.dedup();
         let mut tree = Tree::default();
         tree.split(Label::ROOT, entries);

@@ -16,7 +16,9 @@ pub const KEY_BYTES: usize = 20;
 pub const KEY_BITS: u8 = (KEY_BYTES * 8) as u8;
 /// Bits of the word part.
 pub const WORD_BITS: u8 = (WORD_BYTES * 8) as u8;
-/// Shorter words are not indexed (they match too much to be worth a lookup).
+/// Words of fewer characters are not indexed (they match too much to be worth a lookup).
+/// Text is not Unicode-normalised: a name in decomposed form (macOS) is split at its
+/// combining marks.
 pub const MIN_LEN: usize = 2;
 
 /// The keywords of `text`, in order of first appearance, without repeats.
@@ -24,7 +26,7 @@ pub fn keywords(text: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for word in text.split(|c: char| !c.is_alphanumeric()) {
         let word = truncate(&word.to_lowercase(), WORD_BYTES);
-        if word.len() >= MIN_LEN && !out.contains(&word) {
+        if word.chars().count() >= MIN_LEN && !out.contains(&word) {
             out.push(word);
         }
     }

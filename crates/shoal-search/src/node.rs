@@ -8,7 +8,7 @@ use shoal_bencode::{Limits, Value};
 use shoal_core::InfoHash;
 use shoal_dht::item::MAX_VALUE;
 
-use crate::keyword::{key, truncate, KEY_BYTES};
+use crate::keyword::{key, truncate, KEY_BYTES, WORD_BYTES};
 use crate::label::Label;
 
 /// Names are cut to this many bytes in an entry: enough to recognise a torrent, short
@@ -25,10 +25,11 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// An entry with the name cut to [`MAX_NAME`] bytes.
+    /// An entry with the keyword cut to [`WORD_BYTES`] bytes (what a key holds) and the
+    /// name to [`MAX_NAME`].
     pub fn new(keyword: &str, info_hash: InfoHash, name: &str, size: u64) -> Entry {
         Entry {
-            keyword: keyword.to_owned(),
+            keyword: truncate(keyword, WORD_BYTES),
             info_hash,
             name: truncate(name, MAX_NAME),
             size,
@@ -144,6 +145,11 @@ mod tests {
     fn nodes_round_trip_and_fit() {
         let e = Entry::new("ubuntu", InfoHash([7; 20]), &"n".repeat(100), 1 << 40);
         assert_eq!(e.name.len(), MAX_NAME);
+        let long = Entry::new("supercalifragilistic", InfoHash([1; 20]), "x", 1);
+        assert_eq!(
+            long.keyword, "supercalifra",
+            "a keyword is what its key holds"
+        );
         let leaf = PhtNode::Leaf(vec![e.clone(); 3]);
         assert_eq!(PhtNode::decode(&leaf.encode()), Ok(leaf.clone()));
         let internal = PhtNode::Internal {

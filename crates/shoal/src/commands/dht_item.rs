@@ -71,10 +71,19 @@ pub fn get(args: GetArgs) -> Result<()> {
                 .with_context(|| format!("{target}: not an item target"))?;
             ItemQuery::Immutable(hash.into())
         }
-        (None, Some(key)) => ItemQuery::Mutable {
-            key: public_key(key)?,
-            salt: args.salt.clone().into_bytes(),
-        },
+        (None, Some(key)) => {
+            if args.salt.len() > shoal_dht::item::MAX_SALT {
+                anyhow::bail!(
+                    "--salt: {} bytes; a salt is at most {}",
+                    args.salt.len(),
+                    shoal_dht::item::MAX_SALT
+                );
+            }
+            ItemQuery::Mutable {
+                key: public_key(key)?,
+                salt: args.salt.clone().into_bytes(),
+            }
+        }
         (None, None) => unreachable!("clap requires a target or a key"),
     };
     let item = super::dht::with_node(&args.client, true, |dht| async move {

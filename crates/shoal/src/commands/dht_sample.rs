@@ -26,11 +26,13 @@ const MAX_SEEN: usize = 1_000_000;
 #[derive(Debug, clap::Args)]
 pub struct SampleArgs {
     /// Stop after this many distinct info-hashes.
-    #[arg(long, value_name = "N", default_value_t = 1000)]
-    pub count: usize,
-    /// Nodes asked at once.
-    #[arg(long, value_name = "N", default_value_t = 16)]
-    pub parallel: usize,
+    #[arg(long, value_name = "N", default_value_t = 1000,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: u64,
+    /// Nodes asked at once (1–64).
+    #[arg(long, value_name = "N", default_value_t = 16,
+        value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub parallel: u64,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -76,7 +78,7 @@ async fn crawl(dht: DhtHandle, start: Vec<SocketAddr>, args: &SampleArgs) -> Res
     let mut asking: JoinSet<(SocketAddr, Option<SampleReply>)> = JoinSet::new();
     let mut crawl = Crawl::default();
     loop {
-        while asking.len() < args.parallel.max(1) {
+        while asking.len() < args.parallel as usize {
             let Some(addr) = queue.pop_front() else { break };
             let dht = dht.clone();
             let target = NodeId(rand::random());
@@ -95,7 +97,7 @@ async fn crawl(dht: DhtHandle, start: Vec<SocketAddr>, args: &SampleArgs) -> Res
         if let Some(sample) = reply.sample {
             crawl.sampled += 1;
             for hash in sample.samples {
-                if crawl.found.len() < args.count && crawl.found.insert(hash) {
+                if (crawl.found.len() as u64) < args.count && crawl.found.insert(hash) {
                     let line = match args.client.json {
                         true => json!({"event": "info_hash", "info_hash": hash.to_hex(),
                             "from": from.to_string()})
@@ -105,7 +107,7 @@ async fn crawl(dht: DhtHandle, start: Vec<SocketAddr>, args: &SampleArgs) -> Res
                     super::print(&format!("{line}\n"))?;
                 }
             }
-            if crawl.found.len() >= args.count {
+            if crawl.found.len() as u64 >= args.count {
                 break;
             }
         }

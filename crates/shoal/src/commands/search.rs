@@ -25,9 +25,10 @@ pub struct IndexArgs {
     /// Secret key file (from `shoal dht keygen`): the index's identity.
     #[arg(long, value_name = "FILE")]
     pub key_file: PathBuf,
-    /// Tree nodes stored at once.
-    #[arg(long, value_name = "N", default_value_t = 8)]
-    pub parallel: usize,
+    /// Tree nodes stored at once (1–64).
+    #[arg(long, value_name = "N", default_value_t = 8,
+        value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub parallel: u64,
     /// Stay up and publish again every --every seconds until Ctrl-C, so that the index
     /// does not expire (DHT items live about 2 hours).
     #[arg(long)]
@@ -86,34 +87,43 @@ pub fn run_index(args: IndexArgs) -> Result<()> {
         }
         Ok(())
     };
-    let limit = Duration::from_secs(args.client.timeout.max(1));
     let every = Duration::from_secs(args.every.max(1));
     let (signer, tree, report) = (&signer, &tree, &report);
+    // No overall time limit: every put's lookup ends by itself (each query times out),
+    // and a big index takes as long as its nodes take.
     let last = super::dht::with_node(&args.client, false, |dht| async move {
         let stop = super::transfer::wait_for_signal();
         tokio::pin!(stop);
+        let mut last = None;
         loop {
             // Each publish's version is the time: newer than any earlier one's.
             let version = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(1, |d| d.as_secs() as i64);
-            let published =
-                tokio::time::timeout(limit, publish(&dht, signer, tree, version, args.parallel))
-                    .await
-                    .map_err(|_| {
-                        anyhow::anyhow!("publishing took longer than {} s", limit.as_secs())
-                    })??;
-            report(&published, version)?;
+            let parallel = args.parallel as usize;
+            let published = tokio::select! {
+                _ = &mut stop => return Ok(last),
+                published = publish(&dht, signer, tree, version, parallel) => published,
+            };
+            match published {
+                Ok(published) => {
+                    report(&published, version)?;
+                    last = Some(published);
+                }
+                // With --keep, one failed round is not the end: the next may work.
+                Err(e) if args.keep => eprintln!("shoal: publishing failed: {e}"),
+                Err(e) => return Err(e.into()),
+            }
             if !args.keep {
-                return Ok(published);
+                return Ok(last);
             }
             tokio::select! {
-                _ = &mut stop => return Ok(published),
+                _ = &mut stop => return Ok(last),
                 _ = tokio::time::sleep(every) => {}
             }
         }
     })?;
-    if last.unstored > 0 {
+    if last.is_none_or(|p| p.unstored > 0) {
         std::process::exit(NOT_DONE);
     }
     Ok(())
@@ -128,27 +138,33 @@ pub fn run_search(args: SearchArgs) -> Result<()> {
     if terms.is_empty() {
         anyhow::bail!("no word to search for (words are letters and digits, 2 or more)");
     }
-    let found = super::dht::with_node(&args.client, true, |dht| async move {
+    let (found, truncated) = super::dht::with_node(&args.client, true, |dht| async move {
         let mut all: BTreeMap<InfoHash, (Entry, [u8; 32])> = BTreeMap::new();
+        let mut truncated = false;
         for indexer in indexers {
             let source = DhtSource {
                 dht: dht.clone(),
                 indexer,
             };
+            let hex = super::dht_item::hex(&indexer);
+            // One indexer's trouble is a warning: the others' results still count.
             match matching(&source, &terms).await {
-                Ok(entries) => {
+                Ok((entries, cut)) => {
+                    if cut {
+                        eprintln!("shoal: indexer {hex}: too many matches, only some are shown (use longer words)");
+                    }
+                    truncated |= cut;
                     for e in entries {
                         all.entry(e.info_hash).or_insert((e, indexer));
                     }
                 }
                 Err(QueryError::NoTree) => eprintln!(
-                    "shoal: indexer {} has no index in the DHT (not published, or expired)",
-                    super::dht_item::hex(&indexer)
+                    "shoal: indexer {hex} has no index in the DHT (not published, or expired)"
                 ),
-                Err(e) => return Err(e.into()),
+                Err(e) => eprintln!("shoal: indexer {hex}: {e}"),
             }
         }
-        Ok(all)
+        Ok((all, truncated))
     })?;
     for (entry, indexer) in found.values() {
         let magnet = Magnet {
@@ -162,7 +178,7 @@ pub fn run_search(args: SearchArgs) -> Result<()> {
         let line = if args.client.json {
             json!({"event": "result", "info_hash": entry.info_hash.to_hex(), "name": entry.name,
                 "size": entry.size, "magnet": magnet.to_string(),
-                "indexer": super::dht_item::hex(indexer)})
+                "indexer": super::dht_item::hex(indexer), "truncated": truncated})
             .to_string()
         } else {
             format!("{magnet}  {}  {}", entry.size, entry.name)
@@ -176,14 +192,17 @@ pub fn run_search(args: SearchArgs) -> Result<()> {
     Ok(())
 }
 
-/// The entries matching every term (by info-hash).
-async fn matching(source: &DhtSource, terms: &[Term]) -> Result<Vec<Entry>, QueryError> {
+/// The entries matching every term (by info-hash), and whether a walk was cut short
+/// (then some matches are missing).
+async fn matching(source: &DhtSource, terms: &[Term]) -> Result<(Vec<Entry>, bool), QueryError> {
     let mut result: Option<BTreeMap<InfoHash, Entry>> = None;
+    let mut truncated = false;
     for term in terms {
         let found = match term {
             Term::Prefix(p) => shoal_search::prefix(source, p).await?,
             Term::Word(w) => shoal_search::lookup(source, w).await?,
         };
+        truncated |= found.truncated;
         let hits: BTreeMap<InfoHash, Entry> = found
             .entries
             .into_iter()
@@ -200,5 +219,8 @@ async fn matching(source: &DhtSource, terms: &[Term]) -> Result<Vec<Entry>, Quer
             }
         });
     }
-    Ok(result.unwrap_or_default().into_values().collect())
+    Ok((
+        result.unwrap_or_default().into_values().collect(),
+        truncated,
+    ))
 }

@@ -8,6 +8,8 @@
 //! (which answers `ubu*`), and one word's torrents are a subtree of their own, split
 //! over as many leaves as they fill.
 
+use unicode_normalization::UnicodeNormalization;
+
 /// Bytes of a keyword in a key.
 pub const WORD_BYTES: usize = 12;
 /// Bytes of a key: the word, then 8 bytes of info-hash.
@@ -17,12 +19,13 @@ pub const KEY_BITS: u8 = (KEY_BYTES * 8) as u8;
 /// Bits of the word part.
 pub const WORD_BITS: u8 = (WORD_BYTES * 8) as u8;
 /// Words of fewer characters are not indexed (they match too much to be worth a lookup).
-/// Text is not Unicode-normalised: a name in decomposed form (macOS) is split at its
-/// combining marks.
 pub const MIN_LEN: usize = 2;
 
-/// The keywords of `text`, in order of first appearance, without repeats.
+/// The keywords of `text`, in order of first appearance, without repeats. Text is
+/// normalised to NFC first: file names from macOS come decomposed (`e` + a combining
+/// accent), and would otherwise be split at the accent and never match a typed `é`.
 pub fn keywords(text: &str) -> Vec<String> {
+    let text: String = text.nfc().collect();
     let mut out: Vec<String> = Vec::new();
     for word in text.split(|c: char| !c.is_alphanumeric()) {
         let word = truncate(&word.to_lowercase(), WORD_BYTES);
@@ -50,7 +53,8 @@ pub fn query_terms(arg: &str) -> Vec<Term> {
         Some(stem) => (stem, true),
         None => (arg, false),
     };
-    let mut terms: Vec<Term> = keywords(stem).into_iter().map(Term::Word).collect();
+    let stem: String = stem.nfc().collect();
+    let mut terms: Vec<Term> = keywords(&stem).into_iter().map(Term::Word).collect();
     if is_prefix {
         let last = stem
             .rsplit(|c: char| !c.is_alphanumeric())
@@ -101,6 +105,9 @@ mod tests {
             keywords("Ubuntu-24.04 Desktop (amd64) ubuntu a Überschall_x"),
             ["ubuntu", "24", "04", "desktop", "amd64", "überschall"]
         );
+        // Decomposed and composed forms are the same word.
+        assert_eq!(keywords("Cafe\u{301} noir"), ["café", "noir"]);
+        assert_eq!(keywords("Café"), ["café"]);
         let long = keywords("Supercalifragilisticexpialidocious");
         assert_eq!(long, ["supercalifra"]);
         // A cut never splits a character.
@@ -116,6 +123,7 @@ mod tests {
         assert_eq!(query_terms("u*"), [prefix("u")]);
         assert_eq!(query_terms("linux-mi*"), [word("linux"), prefix("mi")]);
         assert_eq!(query_terms("*"), []);
+        assert_eq!(query_terms("cafe\u{301}*"), [prefix("café")]);
         assert_eq!(
             query_terms("Supercalifragilistic*"),
             [prefix("supercalifra")]

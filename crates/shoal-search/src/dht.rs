@@ -46,7 +46,9 @@ pub struct Published {
 }
 
 /// Puts every node of `tree` as version `seq` (the caller makes it grow from one publish
-/// to the next, e.g. the time in seconds), `parallel` at a time.
+/// to the next, e.g. the time in seconds), `parallel` at a time. A node no DHT node took
+/// (all its queries lost, or dropped by busy nodes' rate limits) is tried once more at
+/// the end.
 pub async fn publish(
     dht: &DhtHandle,
     signer: &ItemSigner,
@@ -58,32 +60,46 @@ pub async fn publish(
         nodes: tree.nodes.len(),
         ..Published::default()
     };
-    let mut puts = JoinSet::new();
-    let mut pending = tree.nodes.iter();
-    loop {
-        while puts.len() < parallel.max(1) {
-            let Some((label, node)) = pending.next() else {
+    let mut todo: Vec<(Label, PhtNode)> = tree.nodes.iter().map(|(l, n)| (*l, n.clone())).collect();
+    for attempt in 0..2 {
+        let mut failed = Vec::new();
+        let mut puts = JoinSet::new();
+        let mut pending = todo.into_iter();
+        loop {
+            while puts.len() < parallel.max(1) {
+                let Some((label, node)) = pending.next() else {
+                    break;
+                };
+                let request = PutRequest::Mutable {
+                    signer: signer.clone(),
+                    salt: label.salt(),
+                    value: node.encode(),
+                    seq: Some(seq),
+                };
+                let dht = dht.clone();
+                puts.spawn(async move {
+                    let outcome = dht.put_item(request).await;
+                    ((label, node), outcome)
+                });
+            }
+            let Some(joined) = puts.join_next().await else {
                 break;
             };
-            let request = PutRequest::Mutable {
-                signer: signer.clone(),
-                salt: label.salt(),
-                value: node.encode(),
-                seq: Some(seq),
-            };
-            let dht = dht.clone();
-            puts.spawn(async move { dht.put_item(request).await });
+            let (key, outcome) = joined.map_err(|_| QueryError::Unavailable)?;
+            let outcome = outcome.map_err(|_| QueryError::Unavailable)?;
+            out.copies += outcome.stored;
+            if outcome.stored == 0 {
+                failed.push(key);
+            }
         }
-        let Some(joined) = puts.join_next().await else {
+        todo = failed;
+        if todo.is_empty() {
             break;
-        };
-        let outcome = joined
-            .map_err(|_| QueryError::Unavailable)?
-            .map_err(|_| QueryError::Unavailable)?;
-        out.copies += outcome.stored;
-        if outcome.stored == 0 {
-            out.unstored += 1;
+        }
+        if attempt == 0 {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         }
     }
+    out.unstored = todo.len();
     Ok(out)
 }

@@ -14,8 +14,11 @@ use shoal_dht::driver::{DhtHandle, DriverConfig};
 
 use super::transfer::default_state_dir;
 
-/// Run a Mainline DHT node until Ctrl-C, printing its statistics; or store and fetch
-/// small items in the DHT (BEP 44).
+/// Run a Mainline DHT node, or store, fetch and crawl in the DHT
+///
+/// Without a command: a node that runs until Ctrl-C, printing its statistics. `get`,
+/// `put` and `keygen` store and fetch small items (BEP 44); `sample` crawls for the
+/// info-hashes nodes store (BEP 51).
 #[derive(Debug, clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
@@ -50,19 +53,23 @@ pub struct NodeArgs {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Action {
-    /// Fetch an item from the DHT: an immutable one by its hash, or the newest version of
-    /// a mutable one by its public key (and salt). Prints the value; exit code 3 if no
-    /// node has it.
+    /// Fetch an item (BEP 44) from the DHT
+    ///
+    /// An immutable item by its hash, or the newest version of a mutable one by its public
+    /// key (and salt). Prints the value; exit code 3 if no node has it.
     Get(super::dht_item::GetArgs),
-    /// Store an item in the DHT and print its target (the hash to fetch it by). With
-    /// --key-file it is a mutable item signed with that key, one version above the newest
-    /// the DHT holds. Items live about 2 hours unless put again; exit code 3 if no node
-    /// took it.
+    /// Store an item (BEP 44) in the DHT and print its target
+    ///
+    /// The target is the hash to fetch it by. With --key-file it is a mutable item signed
+    /// with that key, one version above the newest the DHT holds. Items live about 2 hours
+    /// unless put again; exit code 3 if no node took it.
     Put(super::dht_item::PutArgs),
     /// Write a new ed25519 secret key for mutable items to FILE and print its public key.
     Keygen(super::dht_item::KeygenArgs),
-    /// Crawl the DHT for info-hashes its nodes store peers for (BEP 51), printing each new
-    /// one; stops after --count of them or --timeout. Exit code 3 if none was found.
+    /// Crawl the DHT for the info-hashes its nodes store (BEP 51)
+    ///
+    /// Prints each new info-hash; stops after --count of them, at --timeout, or when no
+    /// node is left to ask. Exit code 3 if none was found.
     Sample(super::dht_sample::SampleArgs),
 }
 

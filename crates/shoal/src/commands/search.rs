@@ -13,10 +13,12 @@ use shoal_search::{entries_of, query_terms, Entry, QueryError, Term, Tree};
 
 use super::dht::{ClientArgs, NOT_DONE};
 
-/// Publish a search index of torrents to the DHT, signed with your key: anyone who knows
-/// its public key (printed) can then `shoal search --indexer KEY` it. Each run replaces
-/// the index with the torrents given; items live about 2 hours, so run it again hourly,
-/// or keep it running with --keep.
+/// Publish a search index of torrents to the DHT, signed with your key
+///
+/// Anyone who knows the index's public key (printed) can then `shoal search --indexer
+/// KEY` it. Each run replaces the index with the torrents given; items live about 2
+/// hours, so run it again hourly, or keep it running with --keep. Exit code 3 if some of
+/// the index was stored nowhere.
 #[derive(Debug, clap::Args)]
 pub struct IndexArgs {
     /// The .torrent files to index (by the words of their names and file paths).
@@ -40,9 +42,10 @@ pub struct IndexArgs {
     pub client: ClientArgs,
 }
 
-/// Search the DHT indexes of the indexers you follow: every word must match (a word
-/// ending in * matches as a prefix). Prints a magnet link, the size and the name of each
-/// torrent found; exit code 3 if none.
+/// Search the DHT indexes of the indexers you follow
+///
+/// Every word must match; a word ending in * matches as a prefix. Prints a magnet link,
+/// the size and the name of each torrent found; exit code 3 if none.
 #[derive(Debug, clap::Args)]
 pub struct SearchArgs {
     /// Words to find, e.g. `ubuntu server` or `ubu*`.

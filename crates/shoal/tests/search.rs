@@ -1,7 +1,7 @@
-//! `shoal index` and `shoal search` end to end on loopback (127.0.6.40–49, port 19640):
-//! an indexer publishes a few torrents to a DHT of `shoal dht` nodes, a searcher finds
-//! them by words, prefixes and both, and libtorrent reads the index's root as an ordinary
-//! BEP 44 item.
+//! `shoal index` and `shoal search` end to end on loopback (127.0.6.40–59, ports
+//! 19640–19659): an indexer publishes a few torrents to a DHT of `shoal dht` nodes, a
+//! searcher finds them by words, prefixes and both, and libtorrent reads the index's root
+//! as an ordinary BEP 44 item; and an index held by libtorrent nodes alone is searched.
 
 mod common;
 
@@ -183,4 +183,106 @@ fn an_index_published_to_the_dht_is_searched_by_words_and_prefixes() {
     assert!(results.is_empty(), "{results:?}");
     let (_, results) = search(&["desktop"], public, dir.path());
     assert_eq!(names(&results), ["ubuntu-24.04-desktop-amd64.iso"]);
+}
+
+/// A plain libtorrent DHT node bootstrapped to argv[3]; prints STARTED once bootstrapped
+/// and stays up until killed (at most 90 s).
+const LT_NODE: &str = r#"
+import libtorrent as lt, sys, time
+ip, port, boot = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+s = lt.session({
+    'listen_interfaces': '%s:%d' % (ip, port), 'outgoing_interfaces': ip,
+    'enable_dht': True, 'dht_bootstrap_nodes': boot,
+    'enable_lsd': False, 'enable_upnp': False, 'enable_natpmp': False,
+    'enable_incoming_utp': False, 'enable_outgoing_utp': False,
+    'dht_restrict_routing_ips': False, 'dht_restrict_search_ips': False,
+    'dht_ignore_dark_internet': False, 'dht_prefer_verified_node_ids': False,
+    'alert_mask': lt.alert.category_t.all_categories,
+})
+end = time.time() + 90
+started = False
+while time.time() < end:
+    for a in s.pop_alerts():
+        if isinstance(a, lt.dht_bootstrap_alert) and not started:
+            print('STARTED', flush=True)
+            started = True
+    time.sleep(0.05)
+"#;
+
+/// The index stored by libtorrent nodes alone: published into a DHT of one `shoal dht`
+/// node and two libtorrent nodes, then searched through a libtorrent node after the
+/// shoal node is gone.
+#[test]
+fn an_index_stored_on_libtorrent_nodes_is_searched() {
+    require("/usr/bin/python3");
+    let dir = tempdir();
+    let boot = "127.0.6.50:19650";
+    let mut node = shoal();
+    node.args(["dht", "--listen", boot, "--interval", "1", "--json"])
+        .args(["--state", path_str(&dir.path().join("n.state"))]);
+    let (mut shoal_node, _) = start_and_watch(node, "dht_stats", Duration::from_secs(10));
+    let mut lt = Vec::new();
+    for (ip, port) in [("127.0.6.51", "19651"), ("127.0.6.52", "19652")] {
+        let mut cmd = Command::new("/usr/bin/python3");
+        cmd.arg("-c").arg(LT_NODE).args([ip, port, boot]);
+        lt.push(start_and_watch(cmd, "STARTED", Duration::from_secs(20)).0);
+    }
+    let torrents = [
+        torrent(dir.path(), "fedora-workstation-40.iso", 7),
+        torrent(dir.path(), "fedora-server-40.iso", 8),
+    ];
+    let key = dir.path().join("indexer.key");
+    let public = run_ok(shoal().args(["dht", "keygen", path_str(&key)]));
+    let public = public.trim();
+    let mut index = shoal();
+    index
+        .arg("index")
+        .args(&torrents)
+        .args(["--key-file", path_str(&key)]);
+    index
+        .args([
+            "--bootstrap",
+            boot,
+            "--listen",
+            "127.0.6.53:0",
+            "--json",
+            "--state",
+        ])
+        .arg(dir.path().join("indexer.state"));
+    let out = run_ok(&mut index);
+    let published: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    // Every tree node went to the shoal node and to libtorrent's.
+    assert!(
+        published["copies"].as_u64() >= published["nodes"].as_u64().map(|n| 2 * n),
+        "{out}"
+    );
+
+    // The shoal node goes away; only libtorrent holds the index now.
+    let pid = shoal_node.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .unwrap()
+        .success());
+    shoal_node.wait_exit(
+        Duration::from_secs(10),
+        "the shoal DHT node exits on SIGKILL",
+    );
+    let mut search = shoal();
+    search
+        .args(["search", "fedora", "serv*", "--indexer", public])
+        .args([
+            "--bootstrap",
+            "127.0.6.51:19651",
+            "--listen",
+            "127.0.6.54:0",
+        ])
+        .args(["--timeout", "30", "--json", "--state"])
+        .arg(dir.path().join("searcher.state"));
+    let out = run_ok(&mut search);
+    let results: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(names(&results), ["fedora-server-40.iso"], "{out}");
 }

@@ -165,4 +165,17 @@ mod tests {
         let odd = b"d1:elli5eee1:t1:le";
         assert_eq!(PhtNode::decode(odd), Ok(PhtNode::Leaf(Vec::new())));
     }
+
+    proptest::proptest! {
+        /// Item values come from the DHT, signed by the indexer but otherwise anything:
+        /// decoding them never panics, and a decoded node encodes back to what decodes
+        /// the same.
+        #[test]
+        fn arbitrary_values_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)) {
+            if let Ok(node) = PhtNode::decode(&bytes) {
+                proptest::prop_assert_eq!(PhtNode::decode(&node.encode()), Ok(node));
+            }
+            let _ = Label::from_bytes(&bytes);
+        }
+    }
 }

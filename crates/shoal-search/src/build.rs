@@ -16,6 +16,7 @@ use shoal_core::metainfo::Metainfo;
 use crate::keyword::keywords;
 use crate::label::Label;
 use crate::node::{Entry, PhtNode};
+use crate::similar::similarity_keys;
 
 /// A built tree: every node under its label.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -29,7 +30,8 @@ pub struct Tree {
 /// Keywords indexed per torrent at most: its name's first, then its files' paths'.
 pub const MAX_KEYWORDS: usize = 32;
 
-/// What a torrent is indexed under: one entry per keyword of its name and file paths.
+/// What a torrent is indexed under: one entry per keyword of its name and file paths, and
+/// one per similarity key of its name (see [`crate::similar`]).
 pub fn entries_of(metainfo: &Metainfo) -> Vec<Entry> {
     let mut words = keywords(&metainfo.info.name);
     for file in metainfo.info.files.iter().filter(|f| !f.attr.padding) {
@@ -40,6 +42,7 @@ pub fn entries_of(metainfo: &Metainfo) -> Vec<Entry> {
         }
     }
     words.truncate(MAX_KEYWORDS);
+    words.extend(similarity_keys(&metainfo.info.name));
     words
         .iter()
         .map(|w| {

@@ -10,6 +10,7 @@
 //! - [`node`]: a node's bencoded form (≤ 1000 bytes).
 //! - [`build`]: the tree for a set of entries.
 //! - [`query`]: exact and prefix lookups over any [`query::NodeSource`].
+//! - [`similar`]: related names through MinHash keys in the same tree.
 //! - [`dht`]: the DHT as a node source, and publishing a tree to it.
 
 pub mod build;
@@ -18,6 +19,7 @@ pub mod keyword;
 pub mod label;
 pub mod node;
 pub mod query;
+pub mod similar;
 
 pub use build::{entries_of, Tree};
 pub use keyword::{query_terms, Term};

@@ -1,5 +1,5 @@
 //! `shoal index` and `shoal search` end to end on loopback (127.0.6.40–59, ports
-//! 19640–19659): an indexer publishes a few torrents to a DHT of `shoal dht` nodes, a
+//! 19640–19659, searchers on 127.0.7.1–20): an indexer publishes a few torrents to a DHT of `shoal dht` nodes, a
 //! searcher finds them by words, prefixes and both, and libtorrent reads the index's root
 //! as an ordinary BEP 44 item; and an index held by libtorrent nodes alone is searched.
 
@@ -57,10 +57,18 @@ fn client(args: &mut Command, ip: &str, state: &Path) {
         .args(["--timeout", "30", "--json", "--state", path_str(state)]);
 }
 
+/// Searches from a new address each time (127.0.7.1, .2, …): in a two-node DHT every get
+/// lands on the same two nodes, whose per-IP rate limit (5 packets/s, burst 25) would
+/// otherwise start dropping one searcher's queries after a few searches.
 fn search(words: &[&str], indexer: &str, dir: &Path) -> (Option<i32>, Vec<serde_json::Value>) {
+    static NEXT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(1);
+    let ip = format!(
+        "127.0.7.{}",
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
     let mut cmd = shoal();
     cmd.arg("search").args(words).args(["--indexer", indexer]);
-    client(&mut cmd, "127.0.6.43", &dir.join("searcher.state"));
+    client(&mut cmd, &ip, &dir.join(format!("searcher-{ip}.state")));
     let (out, _) = run_with_timeout(&mut cmd, Duration::from_secs(60));
     let results = String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -133,6 +141,26 @@ fn an_index_published_to_the_dht_is_searched_by_words_and_prefixes() {
     assert_eq!(names(&results), ["ubuntu-24.04-desktop-amd64.iso"]);
     let (_, results) = search(&["BUN*"], public, dir.path());
     assert_eq!(names(&results), ["Big Buck Bunny 1080p.mkv"]);
+    // Related torrents: the desktop image's relatives are the server image (5 of 8 words
+    // in common), not itself, not Debian (2 of 9) or the film.
+    let like = path_str(&torrents[0]).to_owned();
+    let (code, results) = search(&["--like", &like], public, dir.path());
+    assert_eq!(code, Some(0));
+    assert_eq!(names(&results), ["ubuntu-24.04-live-server-amd64.iso"]);
+    assert_eq!(results[0]["similarity"], 0.625);
+    // From a name: both Ubuntu images, the closer first.
+    let (_, results) = search(&["--like", "Ubuntu 24.04 server"], public, dir.path());
+    let order: Vec<&str> = results
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "ubuntu-24.04-live-server-amd64.iso",
+            "ubuntu-24.04-desktop-amd64.iso"
+        ]
+    );
     let (code, results) = search(&["windows"], public, dir.path());
     assert_eq!((code, results.len()), (Some(3), 0));
 

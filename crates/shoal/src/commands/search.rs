@@ -9,6 +9,7 @@ use anyhow::Result;
 use serde_json::json;
 use shoal_core::{InfoHash, Magnet};
 use shoal_search::dht::{publish, DhtSource, Published};
+use shoal_search::similar::{similarity, similarity_keys};
 use shoal_search::{entries_of, query_terms, Entry, QueryError, Term, Tree};
 
 use super::dht::{ClientArgs, NOT_DONE};
@@ -49,8 +50,15 @@ pub struct IndexArgs {
 #[derive(Debug, clap::Args)]
 pub struct SearchArgs {
     /// Words to find, e.g. `ubuntu server` or `ubu*`.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "like")]
     pub words: Vec<String>,
+    /// Find torrents related to this one instead: a .torrent file, or a name. Related
+    /// means sharing most of the words of the name (see --min-similarity).
+    #[arg(long, value_name = "TORRENT|NAME", conflicts_with = "words")]
+    pub like: Option<String>,
+    /// With --like: the least share of words in common (Jaccard index, 0–1).
+    #[arg(long, value_name = "X", default_value_t = 0.3, requires = "like")]
+    pub min_similarity: f64,
     /// An indexer's public key (64 hex digits). Repeat for several.
     #[arg(long, value_name = "HEX", required = true)]
     pub indexer: Vec<String>,
@@ -137,10 +145,19 @@ pub fn run_search(args: SearchArgs) -> Result<()> {
     for key in &args.indexer {
         indexers.push(super::dht_item::public_key(key)?);
     }
-    let terms: Vec<Term> = args.words.iter().flat_map(|w| query_terms(w)).collect();
+    let like = match &args.like {
+        Some(like) => Some(like_name(like)?),
+        None => None,
+    };
+    let terms: Vec<Term> = match &like {
+        // Each similarity key is looked up whole; what they return is ranked below.
+        Some((name, _)) => similarity_keys(name).into_iter().map(Term::Word).collect(),
+        None => args.words.iter().flat_map(|w| query_terms(w)).collect(),
+    };
     if terms.is_empty() {
         anyhow::bail!("no word to search for (words are letters and digits, 2 or more)");
     }
+    let any = like.is_some();
     let (found, truncated) = super::dht::with_node(&args.client, true, |dht| async move {
         let mut all: BTreeMap<InfoHash, (Entry, [u8; 32])> = BTreeMap::new();
         let mut truncated = false;
@@ -151,7 +168,7 @@ pub fn run_search(args: SearchArgs) -> Result<()> {
             };
             let hex = super::dht_item::hex(&indexer);
             // One indexer's trouble is a warning: the others' results still count.
-            match matching(&source, &terms).await {
+            match matching(&source, &terms, any).await {
                 Ok((entries, cut)) => {
                     if cut {
                         eprintln!("shoal: indexer {hex}: too many matches, only some are shown (use longer words)");
@@ -169,7 +186,22 @@ pub fn run_search(args: SearchArgs) -> Result<()> {
         }
         Ok((all, truncated))
     })?;
-    for (entry, indexer) in found.values() {
+    let mut found: Vec<(Entry, [u8; 32], Option<f64>)> = found
+        .into_values()
+        .map(|(e, indexer)| {
+            let score = like.as_ref().map(|(name, _)| similarity(name, &e.name));
+            (e, indexer, score)
+        })
+        .filter(|(e, _, score)| match (&like, score) {
+            (Some((_, own)), Some(score)) => {
+                *score >= args.min_similarity && Some(e.info_hash) != *own
+            }
+            _ => true,
+        })
+        .collect();
+    // Most similar first; otherwise the tree's order (by info-hash).
+    found.sort_by(|a, b| b.2.partial_cmp(&a.2).unwrap_or(std::cmp::Ordering::Equal));
+    for (entry, indexer, score) in &found {
         let magnet = Magnet {
             info_hash: entry.info_hash,
             name: Some(entry.name.clone()),
@@ -181,10 +213,14 @@ pub fn run_search(args: SearchArgs) -> Result<()> {
         let line = if args.client.json {
             json!({"event": "result", "info_hash": entry.info_hash.to_hex(), "name": entry.name,
                 "size": entry.size, "magnet": magnet.to_string(),
-                "indexer": super::dht_item::hex(indexer), "truncated": truncated})
+                "indexer": super::dht_item::hex(indexer), "truncated": truncated,
+                "similarity": score})
             .to_string()
         } else {
-            format!("{magnet}  {}  {}", entry.size, entry.name)
+            match score {
+                Some(score) => format!("{magnet}  {}  {}  ({score:.2})", entry.size, entry.name),
+                None => format!("{magnet}  {}  {}", entry.size, entry.name),
+            }
         };
         super::print(&format!("{line}\n"))?;
     }
@@ -195,9 +231,13 @@ pub fn run_search(args: SearchArgs) -> Result<()> {
     Ok(())
 }
 
-/// The entries matching every term (by info-hash), and whether a walk was cut short
-/// (then some matches are missing).
-async fn matching(source: &DhtSource, terms: &[Term]) -> Result<(Vec<Entry>, bool), QueryError> {
+/// The entries matching every term (by info-hash), or any term with `any`, and whether a
+/// walk was cut short (then some matches are missing).
+async fn matching(
+    source: &DhtSource,
+    terms: &[Term],
+    any: bool,
+) -> Result<(Vec<Entry>, bool), QueryError> {
     let mut result: Option<BTreeMap<InfoHash, Entry>> = None;
     let mut truncated = false;
     for term in terms {
@@ -213,6 +253,10 @@ async fn matching(source: &DhtSource, terms: &[Term]) -> Result<(Vec<Entry>, boo
             .collect();
         result = Some(match result {
             None => hits,
+            Some(mut before) if any => {
+                before.extend(hits);
+                before
+            }
             Some(before) => {
                 let keep: BTreeSet<InfoHash> = hits.keys().copied().collect();
                 before
@@ -226,4 +270,14 @@ async fn matching(source: &DhtSource, terms: &[Term]) -> Result<(Vec<Entry>, boo
         result.unwrap_or_default().into_values().collect(),
         truncated,
     ))
+}
+
+/// The name to find relatives of, and the torrent's own info-hash when given a .torrent.
+fn like_name(like: &str) -> Result<(String, Option<InfoHash>)> {
+    let path = std::path::Path::new(like);
+    if like.ends_with(".torrent") || path.is_file() {
+        let metainfo = super::info::load_torrent(path)?;
+        return Ok((metainfo.info.name, Some(metainfo.info_hash)));
+    }
+    Ok((like.to_owned(), None))
 }

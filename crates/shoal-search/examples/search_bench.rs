@@ -26,6 +26,7 @@ use shoal_search::dht::{publish, DhtSource};
 use shoal_search::keyword::keywords;
 use shoal_search::label::Label;
 use shoal_search::query::QueryError;
+use shoal_search::similar::{similarity, similarity_keys};
 use shoal_search::{lookup, prefix, Entry, NodeSource, PhtNode, Tree};
 
 #[derive(Clone)]
@@ -89,13 +90,14 @@ fn corpus(torrents: usize, seed: u64) -> Vec<(InfoHash, String)> {
         .collect()
 }
 
+/// What `entries_of` makes of a torrent with this name: its keywords and similarity keys.
 fn entries(corpus: &[(InfoHash, String)]) -> Vec<Entry> {
     corpus
         .iter()
         .flat_map(|(h, name)| {
-            keywords(name)
-                .into_iter()
-                .map(move |w| Entry::new(&w, *h, name, 1))
+            let mut words = keywords(name);
+            words.extend(similarity_keys(name));
+            words.into_iter().map(move |w| Entry::new(&w, *h, name, 1))
         })
         .collect()
 }
@@ -136,10 +138,12 @@ async fn main() {
         gets: gets.clone(),
     };
     let mut rng = StdRng::seed_from_u64(2);
+    // Words drawn by frequency: an entry at random, similarity keys left out.
+    let words_only: Vec<&Entry> = all.iter().filter(|e| !e.keyword.starts_with('~')).collect();
     let mut word_gets = Vec::new();
     let mut word_hits = Vec::new();
     for _ in 0..500 {
-        let e = &all[rng.gen_range(0..all.len())];
+        let e = words_only[rng.gen_range(0..words_only.len())];
         gets.store(0, Ordering::Relaxed);
         let found = lookup(&source, &e.keyword).await.unwrap();
         word_gets.push(gets.load(Ordering::Relaxed));
@@ -148,16 +152,40 @@ async fn main() {
     let mut prefix_gets = Vec::new();
     let mut truncated = 0;
     for _ in 0..200 {
-        let e = &all[rng.gen_range(0..all.len())];
+        let e = words_only[rng.gen_range(0..words_only.len())];
         let p: String = e.keyword.chars().take(3).collect();
         gets.store(0, Ordering::Relaxed);
         let found = prefix(&source, &p).await.unwrap();
         prefix_gets.push(gets.load(Ordering::Relaxed));
         truncated += usize::from(found.truncated);
     }
+    // Related torrents: a name with one of its words replaced, looked up by its keys.
+    let mut like_gets = Vec::new();
+    let mut like_found = 0;
+    let mut like_candidates = Vec::new();
+    for _ in 0..200 {
+        let (hash, name) = &corpus1[rng.gen_range(0..corpus1.len())];
+        let mut words: Vec<&str> = name.split(' ').collect();
+        words[0] = "zzqx";
+        let query = words.join(" ");
+        gets.store(0, Ordering::Relaxed);
+        let mut candidates = std::collections::BTreeSet::new();
+        for key in similarity_keys(&query) {
+            for e in lookup(&source, &key).await.unwrap().entries {
+                candidates.insert((e.info_hash, e.name));
+            }
+        }
+        like_gets.push(gets.load(Ordering::Relaxed));
+        like_candidates.push(candidates.len());
+        let _ = similarity(&query, name);
+        like_found += usize::from(candidates.iter().any(|(h, _)| h == hash));
+    }
     println!("| in memory, {torrents} torrents | |");
     println!("|---|---|");
-    println!("| entries (torrent × keyword) | {} |", all.len());
+    println!(
+        "| entries (torrent × keyword, and 6 similarity keys each) | {} |",
+        all.len()
+    );
     println!(
         "| tree nodes / leaves / entries per leaf (mean) | {} / {} / {:.1} |",
         tree.nodes.len(),
@@ -165,6 +193,12 @@ async fn main() {
         all.len() as f64 / leaves.len() as f64
     );
     println!("| build time | {build_ms:.0} ms |");
+    println!(
+        "| `--like` a name with its first word changed: original among the candidates / gets median, p99 / candidates median | {like_found} of 200 / {}, {} / {} |",
+        percentile(&mut like_gets.clone(), 0.5),
+        percentile(&mut like_gets, 0.99),
+        percentile(&mut like_candidates, 0.5)
+    );
     println!(
         "| word lookup, gets: median / p99 / max (500 words drawn by frequency) | {} / {} / {} |",
         percentile(&mut word_gets.clone(), 0.5),

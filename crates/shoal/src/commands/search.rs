@@ -240,11 +240,25 @@ async fn matching(
 ) -> Result<(Vec<Entry>, bool), QueryError> {
     let mut result: Option<BTreeMap<InfoHash, Entry>> = None;
     let mut truncated = false;
-    for term in terms {
-        let found = match term {
-            Term::Prefix(p) => shoal_search::prefix(source, p).await?,
-            Term::Word(w) => shoal_search::lookup(source, w).await?,
-        };
+    // All terms' lookups at once: a search costs the slowest of them, not their sum.
+    let mut lookups = tokio::task::JoinSet::new();
+    for (i, term) in terms.iter().cloned().enumerate() {
+        let source = source.clone();
+        lookups.spawn(async move {
+            let found = match term {
+                Term::Prefix(p) => shoal_search::prefix(&source, &p).await,
+                Term::Word(w) => shoal_search::lookup(&source, &w).await,
+            };
+            (i, found)
+        });
+    }
+    let mut founds = Vec::new();
+    while let Some(joined) = lookups.join_next().await {
+        let (i, found) = joined.map_err(|_| QueryError::Unavailable)?;
+        founds.push((i, found?));
+    }
+    founds.sort_by_key(|(i, _)| *i);
+    for (_, found) in founds {
         truncated |= found.truncated;
         let hits: BTreeMap<InfoHash, Entry> = found
             .entries

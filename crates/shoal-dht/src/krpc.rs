@@ -14,6 +14,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 
 /// Longest packet we look at: real KRPC messages fit one unfragmented datagram.
 pub const MAX_PACKET: usize = 1500;
+/// Longest write token we accept (ours are 8 bytes, libtorrent's 4 to 8).
+const MAX_TOKEN: usize = 64;
 /// Longest transaction id we accept (libtorrent uses 2 bytes, others 4).
 const MAX_TID: usize = 16;
 /// A response carries at most this many peers in `values`; more are ignored.
@@ -379,6 +381,15 @@ fn id_field(dict: &Dict<'_, '_>, key: &[u8]) -> Option<NodeId> {
         .and_then(NodeId::from_slice)
 }
 
+/// A query's write token: at most [`MAX_TOKEN`] bytes.
+fn token_field(tid: &[u8], args: &Dict<'_, '_>) -> Result<Vec<u8>, KrpcError> {
+    args.get(b"token")
+        .and_then(|n| n.as_bytes())
+        .filter(|t| t.len() <= MAX_TOKEN)
+        .map(<[u8]>::to_vec)
+        .ok_or_else(|| bad_query(tid, "bad token"))
+}
+
 fn decode_query(tid: &[u8], method: &[u8], args: &Dict<'_, '_>) -> Result<Query, KrpcError> {
     Ok(match method {
         b"ping" => Query::Ping,
@@ -401,12 +412,7 @@ fn decode_query(tid: &[u8], method: &[u8], args: &Dict<'_, '_>) -> Result<Query,
             if port == 0 && !implied_port {
                 return Err(bad_query(tid, "bad port"));
             }
-            let token = args
-                .get(b"token")
-                .and_then(|n| n.as_bytes())
-                .filter(|t| t.len() <= 64)
-                .ok_or_else(|| bad_query(tid, "bad token"))?
-                .to_vec();
+            let token = token_field(tid, args)?;
             Query::AnnouncePeer {
                 info_hash,
                 port,
@@ -454,12 +460,7 @@ fn decode_put(tid: &[u8], args: &Dict<'_, '_>) -> Result<Query, KrpcError> {
     if value.len() > MAX_VALUE {
         return Err(refuse(ERROR_VALUE_TOO_BIG, "message (v field) too big"));
     }
-    let token = args
-        .get(b"token")
-        .and_then(|n| n.as_bytes())
-        .filter(|t| t.len() <= 64)
-        .ok_or_else(|| bad_query(tid, "bad token"))?
-        .to_vec();
+    let token = token_field(tid, args)?;
     let cas = args.get(b"cas").and_then(|n| n.as_int());
     let item = match args.get(b"k") {
         None => Item::Immutable {
@@ -510,7 +511,7 @@ fn decode_response(r: &Dict<'_, '_>) -> Result<Response, KrpcError> {
     let token = r
         .get(b"token")
         .and_then(|n| n.as_bytes())
-        .filter(|t| t.len() <= 64)
+        .filter(|t| t.len() <= MAX_TOKEN)
         .map(<[u8]>::to_vec);
     let item = ItemFields {
         value: r

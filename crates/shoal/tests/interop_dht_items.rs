@@ -11,21 +11,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// A libtorrent DHT node bootstrapped to argv[3] only, with the settings that let it
-/// route among loopback addresses.
-const LT_SESSION: &str = r#"
-import hashlib, libtorrent as lt, sys, time
-ip, port, boot = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-s = lt.session({
-    'listen_interfaces': '%s:%d' % (ip, port), 'outgoing_interfaces': ip,
-    'enable_dht': True, 'dht_bootstrap_nodes': boot,
-    'enable_lsd': False, 'enable_upnp': False, 'enable_natpmp': False,
-    'enable_incoming_utp': False, 'enable_outgoing_utp': False,
-    'dht_restrict_routing_ips': False, 'dht_restrict_search_ips': False,
-    'dht_ignore_dark_internet': False, 'dht_prefer_verified_node_ids': False,
-    'alert_mask': lt.alert.category_t.all_categories,
-})
-
+/// Helpers after [`LT_DHT_NODE`]: waiting for an alert, and an item's value as text.
+const LT_HELPERS: &str = r#"
 def wait_for(kind, pred=lambda a: True, secs=20, fatal=True):
     end = time.time() + secs
     while time.time() < end:
@@ -83,13 +70,7 @@ print('MUT', a.seq, text(a.item), flush=True)
 "#;
 
 fn libtorrent_cmd(script: &str, ip: &str, port: &str, args: &[&str]) -> Command {
-    require("/usr/bin/python3");
-    let mut cmd = Command::new("/usr/bin/python3");
-    cmd.arg("-c")
-        .arg(format!("{LT_SESSION}\n{script}"))
-        .args([ip, port, BOOT])
-        .args(args);
-    cmd
+    lt_dht_node(&format!("{LT_HELPERS}\n{script}"), ip, port, BOOT, args)
 }
 
 fn libtorrent(script: &str, ip: &str, port: &str, args: &[&str]) -> Vec<String> {

@@ -6,30 +6,19 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
 
 const BOOT: &str = "127.0.6.30:19630";
 
-/// A libtorrent DHT node bootstrapped to argv[3] that joins the swarms of the info-hashes
+/// After [`LT_DHT_NODE`]: a node that joins the swarms of the info-hashes
 /// in argv[4] (comma-separated; magnets whose metadata never comes, so it announces them
 /// on the DHT every second) and, unless argv[5] is '-', asks that node (ip:port) for its
 /// BEP 51 sample every 2 s, printing `SAMPLE <num> <hash>...`. Prints STARTED first;
 /// stays up until killed (at most 90 s).
 const LT_NODE: &str = r#"
-import libtorrent as lt, sys, time
-ip, port, boot, hashes, ask = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4].split(','), sys.argv[5]
-s = lt.session({
-    'listen_interfaces': '%s:%d' % (ip, port), 'outgoing_interfaces': ip,
-    'enable_dht': True, 'dht_bootstrap_nodes': boot,
-    'enable_lsd': False, 'enable_upnp': False, 'enable_natpmp': False,
-    'enable_incoming_utp': False, 'enable_outgoing_utp': False,
-    'dht_restrict_routing_ips': False, 'dht_restrict_search_ips': False,
-    'dht_ignore_dark_internet': False, 'dht_prefer_verified_node_ids': False,
-    'alert_mask': lt.alert.category_t.all_categories,
-})
+hashes, ask = sys.argv[4].split(','), sys.argv[5]
 handles = []
 for h in hashes:
     p = lt.parse_magnet_uri('magnet:?xt=urn:btih:' + h)
@@ -59,11 +48,7 @@ fn libtorrent(
     hashes: &[String],
     ask: &str,
 ) -> (Guard, std::sync::mpsc::Receiver<String>) {
-    require("/usr/bin/python3");
-    let mut cmd = Command::new("/usr/bin/python3");
-    cmd.arg("-c")
-        .arg(LT_NODE)
-        .args([ip, port, BOOT, &hashes.join(","), ask]);
+    let cmd = lt_dht_node(LT_NODE, ip, port, BOOT, &[&hashes.join(","), ask]);
     start_and_watch(cmd, "STARTED", Duration::from_secs(20))
 }
 

@@ -13,20 +13,11 @@ use common::*;
 
 const BOOT: &str = "127.0.6.40:19640";
 
-/// Fetches the mutable item of public key argv[4] under the salt given in hex (argv[5])
-/// and prints its version (libtorrent reports an item only once its signature checks).
+/// After [`LT_DHT_NODE`]: fetches the mutable item of public key argv[4] under the salt
+/// given in hex (argv[5]) and prints its version (libtorrent reports an item only once
+/// its signature checks).
 const LT_GET_ROOT: &str = r#"
-import libtorrent as lt, sys, time
-ip, port, boot, pk, salt = sys.argv[1], int(sys.argv[2]), sys.argv[3], bytes.fromhex(sys.argv[4]), bytes.fromhex(sys.argv[5])
-s = lt.session({
-    'listen_interfaces': '%s:%d' % (ip, port), 'outgoing_interfaces': ip,
-    'enable_dht': True, 'dht_bootstrap_nodes': boot,
-    'enable_lsd': False, 'enable_upnp': False, 'enable_natpmp': False,
-    'enable_incoming_utp': False, 'enable_outgoing_utp': False,
-    'dht_restrict_routing_ips': False, 'dht_restrict_search_ips': False,
-    'dht_ignore_dark_internet': False, 'dht_prefer_verified_node_ids': False,
-    'alert_mask': lt.alert.category_t.all_categories,
-})
+pk, salt = bytes.fromhex(sys.argv[4]), bytes.fromhex(sys.argv[5])
 end = time.time() + 3
 while time.time() < end:
     if any(isinstance(a, lt.dht_bootstrap_alert) for a in s.pop_alerts()):
@@ -165,17 +156,17 @@ fn an_index_published_to_the_dht_is_searched_by_words_and_prefixes() {
     assert_eq!((code, results.len()), (Some(3), 0));
 
     // libtorrent reads the root node like any other BEP 44 item.
-    require("/usr/bin/python3");
     let root_salt: String = b"shoal-pht1:\x00"
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let out = run_ok(
-        Command::new("/usr/bin/python3")
-            .arg("-c")
-            .arg(LT_GET_ROOT)
-            .args(["127.0.6.44", "19644", BOOT, public, &root_salt]),
-    );
+    let out = run_ok(&mut lt_dht_node(
+        LT_GET_ROOT,
+        "127.0.6.44",
+        "19644",
+        BOOT,
+        &[public, &root_salt],
+    ));
     assert_eq!(out.trim(), format!("ROOT {}", published["version"]));
 
     // `--keep` publishes again and again, each time as a newer version, until stopped.
@@ -213,20 +204,9 @@ fn an_index_published_to_the_dht_is_searched_by_words_and_prefixes() {
     assert_eq!(names(&results), ["ubuntu-24.04-desktop-amd64.iso"]);
 }
 
-/// A plain libtorrent DHT node bootstrapped to argv[3]; prints STARTED once bootstrapped
+/// After [`LT_DHT_NODE`]: a plain node; prints STARTED once bootstrapped
 /// and stays up until killed (at most 90 s).
 const LT_NODE: &str = r#"
-import libtorrent as lt, sys, time
-ip, port, boot = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-s = lt.session({
-    'listen_interfaces': '%s:%d' % (ip, port), 'outgoing_interfaces': ip,
-    'enable_dht': True, 'dht_bootstrap_nodes': boot,
-    'enable_lsd': False, 'enable_upnp': False, 'enable_natpmp': False,
-    'enable_incoming_utp': False, 'enable_outgoing_utp': False,
-    'dht_restrict_routing_ips': False, 'dht_restrict_search_ips': False,
-    'dht_ignore_dark_internet': False, 'dht_prefer_verified_node_ids': False,
-    'alert_mask': lt.alert.category_t.all_categories,
-})
 end = time.time() + 90
 started = False
 while time.time() < end:
@@ -242,7 +222,6 @@ while time.time() < end:
 /// shoal node is gone.
 #[test]
 fn an_index_stored_on_libtorrent_nodes_is_searched() {
-    require("/usr/bin/python3");
     let dir = tempdir();
     let boot = "127.0.6.50:19650";
     let mut node = shoal();
@@ -251,8 +230,7 @@ fn an_index_stored_on_libtorrent_nodes_is_searched() {
     let (mut shoal_node, _) = start_and_watch(node, "dht_stats", Duration::from_secs(10));
     let mut lt = Vec::new();
     for (ip, port) in [("127.0.6.51", "19651"), ("127.0.6.52", "19652")] {
-        let mut cmd = Command::new("/usr/bin/python3");
-        cmd.arg("-c").arg(LT_NODE).args([ip, port, boot]);
+        let cmd = lt_dht_node(LT_NODE, ip, port, boot, &[]);
         lt.push(start_and_watch(cmd, "STARTED", Duration::from_secs(20)).0);
     }
     let torrents = [

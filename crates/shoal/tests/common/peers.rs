@@ -33,6 +33,35 @@ impl Drop for Guard {
     }
 }
 
+/// The start of a Python snippet that is a libtorrent DHT node: bound to argv[1]:argv[2],
+/// bootstrapped from argv[3] only, with the settings that let it route among loopback
+/// addresses. The session is `s`; the snippet's own arguments start at argv[4].
+pub const LT_DHT_NODE: &str = r#"
+import hashlib, libtorrent as lt, sys, time
+ip, port, boot = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+s = lt.session({
+    'listen_interfaces': '%s:%d' % (ip, port), 'outgoing_interfaces': ip,
+    'enable_dht': True, 'dht_bootstrap_nodes': boot,
+    'enable_lsd': False, 'enable_upnp': False, 'enable_natpmp': False,
+    'enable_incoming_utp': False, 'enable_outgoing_utp': False,
+    'dht_restrict_routing_ips': False, 'dht_restrict_search_ips': False,
+    'dht_ignore_dark_internet': False, 'dht_prefer_verified_node_ids': False,
+    'alert_mask': lt.alert.category_t.all_categories,
+})
+"#;
+
+/// `script` after [`LT_DHT_NODE`], run by Debian's Python with `ip`, `port`, `boot`,
+/// then `args`.
+pub fn lt_dht_node(script: &str, ip: &str, port: &str, boot: &str, args: &[&str]) -> Command {
+    require("/usr/bin/python3");
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.arg("-c")
+        .arg(format!("{LT_DHT_NODE}\n{script}"))
+        .args([ip, port, boot])
+        .args(args);
+    cmd
+}
+
 /// libtorrent session settings for loopback tests: no discovery, TCP only, bound to `ip`.
 pub const LT_SESSION: &str = r#"
 import libtorrent as lt, os, sys, time

@@ -23,23 +23,12 @@ impl InfoHash {
     }
 
     pub fn to_hex(&self) -> String {
-        hex(&self.0)
+        crate::hex::encode(&self.0)
     }
 
     pub fn as_bytes(&self) -> &[u8; 20] {
         &self.0
     }
-}
-
-/// Lower-case hex of any bytes.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 15)] as char);
-    }
-    s
 }
 
 impl FromStr for InfoHash {
@@ -77,12 +66,7 @@ impl FromStr for InfoHash {
 }
 
 fn hex_value(c: u8) -> Result<u8, InfoHashParseError> {
-    match c {
-        b'0'..=b'9' => Ok(c - b'0'),
-        b'a'..=b'f' => Ok(c - b'a' + 10),
-        b'A'..=b'F' => Ok(c - b'A' + 10),
-        _ => Err(InfoHashParseError::BadChar(c as char)),
-    }
+    crate::hex::digit(c).ok_or(InfoHashParseError::BadChar(c as char))
 }
 
 fn base32_value(c: u8) -> Result<u8, InfoHashParseError> {

@@ -9,6 +9,7 @@
 
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod hex;
 mod info_hash;
 mod magnet;
 pub mod metainfo;

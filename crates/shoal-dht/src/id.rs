@@ -62,7 +62,7 @@ impl NodeId {
     }
 
     pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        shoal_core::hex::encode(&self.0)
     }
 }
 

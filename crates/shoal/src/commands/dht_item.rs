@@ -235,16 +235,4 @@ pub fn read_key(path: &Path) -> Result<ItemSigner> {
     ItemSigner::from_secret(&bytes).with_context(|| format!("{}", path.display()))
 }
 
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) || !text.is_ascii() {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
-        .collect()
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+use shoal_core::hex::{decode as unhex, encode as hex};

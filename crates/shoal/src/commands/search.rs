@@ -73,7 +73,7 @@ pub fn run_index(args: IndexArgs) -> Result<()> {
         entries.extend(entries_of(&super::info::load_torrent(path)?));
     }
     let tree = Tree::build(entries);
-    let key = super::dht_item::hex(&signer.public_key());
+    let key = shoal_core::hex::encode(&signer.public_key());
     let report = |published: &Published, version: i64| -> Result<()> {
         if args.client.json {
             let line = json!({"event": "published", "indexer": key,
@@ -166,7 +166,7 @@ pub fn run_search(args: SearchArgs) -> Result<()> {
                 dht: dht.clone(),
                 indexer,
             };
-            let hex = super::dht_item::hex(&indexer);
+            let hex = shoal_core::hex::encode(&indexer);
             // One indexer's trouble is a warning: the others' results still count.
             match matching(&source, &terms, any).await {
                 Ok((entries, cut)) => {
@@ -213,7 +213,7 @@ pub fn run_search(args: SearchArgs) -> Result<()> {
         let line = if args.client.json {
             json!({"event": "result", "info_hash": entry.info_hash.to_hex(), "name": entry.name,
                 "size": entry.size, "magnet": magnet.to_string(),
-                "indexer": super::dht_item::hex(indexer), "truncated": truncated,
+                "indexer": shoal_core::hex::encode(indexer), "truncated": truncated,
                 "similarity": score})
             .to_string()
         } else {

@@ -4,12 +4,15 @@
 //!    from a 5 000-word vocabulary with Zipf-like frequencies, so a few words are in
 //!    thousands of names), its tree's size, and the DHT gets that word and prefix
 //!    lookups take.
-//! 2. Over a real DHT: `--nodes` shoal DHT nodes over UDP on 127.0.9.x (port 19900), one
+//! 2. The local index (`shoal_search::local`, tantivy) of `--local-torrents` such
+//!    torrents: how long adding them takes, its size on disk, and query latency for
+//!    words, two words, prefixes and words with a letter wrong.
+//! 3. Over a real DHT: `--nodes` shoal DHT nodes over UDP on 127.0.9.x (port 19900), one
 //!    publishing a `--dht-torrents` index, others looking words up: publish time and
 //!    lookup latency.
 //!
 //! `cargo run --release -p shoal-search --example search_bench -- [--torrents N]
-//! [--nodes N] [--dht-torrents N]`; prints a Markdown table for docs/BENCHMARKS.md.
+//! [--local-torrents N] [--nodes N] [--dht-torrents N]`; prints a Markdown table for docs/BENCHMARKS.md.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -110,6 +113,85 @@ fn percentile(v: &mut [usize], p: f64) -> usize {
 fn percentile_ms(v: &mut [Duration], p: f64) -> f64 {
     v.sort_unstable();
     v[((v.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1000.0
+}
+
+/// Part 2: the local full-text index.
+fn local_index(torrents: usize) {
+    use shoal_search::local::LocalIndex;
+    use shoal_search::query_terms;
+    let corpus = corpus(torrents, 3);
+    let dir = tempfile::tempdir().unwrap();
+    let mut index = LocalIndex::open(dir.path()).unwrap();
+    let indexer = [7u8; 32];
+    let started = Instant::now();
+    let batch = corpus
+        .iter()
+        .map(|(h, name)| (Entry::new("", *h, name, 1), indexer));
+    index.add(batch, 1_800_000_000).unwrap();
+    let add_s = started.elapsed().as_secs_f64();
+    let disk: u64 = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    let mut rng = StdRng::seed_from_u64(4);
+    let timed = |query: &str, want: Option<&InfoHash>| -> (Duration, bool) {
+        let terms: Vec<_> = query.split(' ').flat_map(query_terms).collect();
+        let started = Instant::now();
+        let hits = index.search(&terms, &[indexer], 20).unwrap();
+        let took = started.elapsed();
+        (
+            took,
+            want.is_none_or(|h| hits.iter().any(|x| x.info_hash == *h)),
+        )
+    };
+    let mut rows: Vec<(&str, Vec<Duration>, usize)> = Vec::new();
+    for kind in [
+        "one word",
+        "two words of a name",
+        "3-letter prefix",
+        "two words of a name, one with a letter wrong",
+    ] {
+        let mut times = Vec::new();
+        let mut found = 0;
+        for _ in 0..300 {
+            let (hash, name) = &corpus[rng.gen_range(0..corpus.len())];
+            let words: Vec<&str> = name.split(' ').collect();
+            let (query, want) = match kind {
+                "one word" => (words[0].to_owned(), None),
+                "two words of a name" => (format!("{} {}", words[0], words[1]), Some(hash)),
+                "3-letter prefix" => (format!("{}*", &words[0][..3]), None),
+                _ => {
+                    // The first word, a letter in its middle replaced.
+                    let mut chars: Vec<char> = words[0].chars().collect();
+                    let mid = chars.len() / 2;
+                    chars[mid] = if chars[mid] == 'q' { 'j' } else { 'q' };
+                    let typo: String = chars.into_iter().collect();
+                    (format!("{typo} {}", words[1]), Some(hash))
+                }
+            };
+            let (took, hit) = timed(&query, want);
+            times.push(took);
+            found += usize::from(hit);
+        }
+        rows.push((kind, times, found));
+    }
+    println!();
+    println!("| local index, {torrents} torrents | |");
+    println!("|---|---|");
+    println!("| add all (one batch, with commit) | {add_s:.1} s |");
+    println!("| size on disk | {:.1} MiB |", disk as f64 / 1_048_576.0);
+    for (kind, mut times, found) in rows {
+        let recall = match kind {
+            "one word" | "3-letter prefix" => String::new(),
+            _ => format!("; the torrent among the first 20: {found} of 300"),
+        };
+        println!(
+            "| {kind}, top 20: median / p99 | {:.2} / {:.2} ms{recall} |",
+            percentile_ms(&mut times.clone(), 0.5),
+            percentile_ms(&mut times, 0.99)
+        );
+    }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -216,7 +298,9 @@ async fn main() {
         percentile(&mut prefix_gets, 0.99)
     );
 
-    // 2. Over UDP.
+    local_index(arg("--local-torrents", 100_000));
+
+    // 3. Over UDP.
     let boot: SocketAddr = "127.0.9.1:19900".parse().unwrap();
     let mut handles = Vec::new();
     for i in 0..nodes {

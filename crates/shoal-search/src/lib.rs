@@ -12,11 +12,13 @@
 //! - [`query`]: exact and prefix lookups over any [`query::NodeSource`].
 //! - [`similar`]: related names through MinHash keys in the same tree.
 //! - [`dht`]: the DHT as a node source, and publishing a tree to it.
+//! - [`local`]: the on-disk full-text index of what searches found.
 
 pub mod build;
 pub mod dht;
 pub mod keyword;
 pub mod label;
+pub mod local;
 pub mod node;
 pub mod query;
 pub mod similar;

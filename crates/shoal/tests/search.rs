@@ -43,9 +43,22 @@ fn torrent(dir: &Path, name: &str, seed: u64) -> std::path::PathBuf {
     out
 }
 
+/// The DHT client flags, and the test's own state folder (so the local search index is
+/// the test's, shared by its indexer and searchers).
 fn client(args: &mut Command, ip: &str, state: &Path) {
     args.args(["--bootstrap", BOOT, "--listen", &format!("{ip}:0")])
-        .args(["--timeout", "30", "--json", "--state", path_str(state)]);
+        .args(["--timeout", "30", "--json", "--state", path_str(state)])
+        .env(
+            "XDG_DATA_HOME",
+            state.parent().expect("in the test's folder"),
+        );
+}
+
+fn sources(results: &[serde_json::Value]) -> Vec<&str> {
+    results
+        .iter()
+        .map(|r| r["source"].as_str().unwrap())
+        .collect()
 }
 
 /// Searches from a new address each time (127.0.7.1, .2, …): in a two-node DHT every get
@@ -155,6 +168,29 @@ fn an_index_published_to_the_dht_is_searched_by_words_and_prefixes() {
     let (code, results) = search(&["windows"], public, dir.path());
     assert_eq!((code, results.len()), (Some(3), 0));
 
+    // The local index now holds what the indexer indexed and the searches found: it
+    // answers without the DHT, and forgives a letter wrong, online or not.
+    let (code, results) = search(&["ubuntu", "--offline"], public, dir.path());
+    assert_eq!(code, Some(0));
+    assert_eq!(names(&results).len(), 2);
+    assert_eq!(sources(&results), ["cache", "cache"]);
+    let (_, results) = search(&["debain", "--offline"], public, dir.path());
+    assert_eq!(names(&results), ["debian-12.5.0-amd64-netinst.iso"]);
+    let (code, results) = search(&["ubunto", "desktop"], public, dir.path());
+    assert_eq!(
+        code,
+        Some(0),
+        "the tree has no `ubunto`, the local index a near word"
+    );
+    assert_eq!(names(&results), ["ubuntu-24.04-desktop-amd64.iso"]);
+    assert_eq!(sources(&results), ["cache"]);
+    // Online, the DHT's answer comes first and is what is marked so.
+    let (_, results) = search(&["ubuntu", "server"], public, dir.path());
+    assert_eq!(sources(&results), ["dht"]);
+    // --no-cache: the tree alone.
+    let (code, _) = search(&["ubunto", "--no-cache"], public, dir.path());
+    assert_eq!(code, Some(3));
+
     // libtorrent reads the root node like any other BEP 44 item.
     let root_salt: String = b"shoal-pht1:\x00"
         .iter()
@@ -197,8 +233,13 @@ fn an_index_published_to_the_dht_is_searched_by_words_and_prefixes() {
         "shoal index --keep stops on SIGTERM",
     );
     assert!(status.success(), "{status}");
-    // The one-torrent index replaced the four-torrent one.
+    // The one-torrent index replaced the four-torrent one; the local index forgets what
+    // the indexer no longer lists once the tree says so.
+    let (_, results) = search(&["debian", "--offline"], public, dir.path());
+    assert_eq!(names(&results), ["debian-12.5.0-amd64-netinst.iso"]);
     let (_, results) = search(&["debian"], public, dir.path());
+    assert!(results.is_empty(), "{results:?}");
+    let (_, results) = search(&["debian", "--offline"], public, dir.path());
     assert!(results.is_empty(), "{results:?}");
     let (_, results) = search(&["desktop"], public, dir.path());
     assert_eq!(names(&results), ["ubuntu-24.04-desktop-amd64.iso"]);
@@ -244,7 +285,7 @@ fn an_index_stored_on_libtorrent_nodes_is_searched() {
     index
         .arg("index")
         .args(&torrents)
-        .args(["--key-file", path_str(&key)]);
+        .args(["--key-file", path_str(&key), "--no-cache"]);
     index
         .args([
             "--bootstrap",
@@ -276,7 +317,14 @@ fn an_index_stored_on_libtorrent_nodes_is_searched() {
     );
     let mut search = shoal();
     search
-        .args(["search", "fedora", "serv*", "--indexer", public])
+        .args([
+            "search",
+            "fedora",
+            "serv*",
+            "--indexer",
+            public,
+            "--no-cache",
+        ])
         .args([
             "--bootstrap",
             "127.0.6.51:19651",
@@ -291,4 +339,5 @@ fn an_index_stored_on_libtorrent_nodes_is_searched() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(names(&results), ["fedora-server-40.iso"], "{out}");
+    assert_eq!(sources(&results), ["dht"]);
 }

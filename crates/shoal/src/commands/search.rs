@@ -9,6 +9,7 @@ use anyhow::Result;
 use serde_json::json;
 use shoal_core::{InfoHash, Magnet};
 use shoal_search::dht::{publish, DhtSource, Published};
+use shoal_search::local::{LocalHit, LocalIndex};
 use shoal_search::similar::{similarity, similarity_keys};
 use shoal_search::{entries_of, query_terms, Entry, QueryError, Term, Tree};
 
@@ -40,13 +41,67 @@ pub struct IndexArgs {
     #[arg(long, value_name = "SECS", default_value_t = 3600, requires = "keep")]
     pub every: u64,
     #[command(flatten)]
+    pub cache: CacheArgs,
+    #[command(flatten)]
     pub client: ClientArgs,
+}
+
+/// Where searches keep what they found.
+#[derive(Debug, clap::Args)]
+pub struct CacheArgs {
+    /// The local search index: what searches found (and what you index), answered at
+    /// once next time, offline too [default: search/ in the state folder].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Neither read nor write the local search index.
+    #[arg(long, conflicts_with = "cache_dir")]
+    pub no_cache: bool,
+}
+
+impl CacheArgs {
+    /// The local index, unless turned off; a cache that cannot be opened is a warning,
+    /// not the end of the search.
+    fn open(&self) -> Option<LocalIndex> {
+        if self.no_cache {
+            return None;
+        }
+        let dir = self
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| super::transfer::default_state_dir().join("search"));
+        match LocalIndex::open(&dir) {
+            Ok(index) => Some(index),
+            Err(e) => {
+                eprintln!("shoal: {e}; going on without it");
+                None
+            }
+        }
+    }
+}
+
+/// Adds what was found to the local index; trouble there is a warning.
+fn remember(cache: &mut Option<LocalIndex>, found: Vec<(Entry, [u8; 32])>) {
+    let Some(index) = cache else {
+        return;
+    };
+    if found.is_empty() {
+        return;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if let Err(e) = index.add(found, now) {
+        eprintln!("shoal: results not kept: {e}");
+    }
 }
 
 /// Search the DHT indexes of the indexers you follow
 ///
-/// Every word must match; a word ending in * matches as a prefix. Prints a magnet link,
-/// the size and the name of each torrent found; exit code 3 if none.
+/// Every word must match; a word ending in * matches as a prefix. Answers come from the
+/// indexers' trees in the DHT, then from the local index of what earlier searches found,
+/// where a word of four or more letters also matches with one letter wrong (--offline
+/// answers from it alone, at once). Prints a magnet link, the size and the name of each
+/// torrent found; exit code 3 if none.
 #[derive(Debug, clap::Args)]
 pub struct SearchArgs {
     /// Words to find, e.g. `ubuntu server` or `ubu*`.
@@ -59,9 +114,19 @@ pub struct SearchArgs {
     /// With --like: the least share of words in common (Jaccard index, 0–1).
     #[arg(long, value_name = "X", default_value_t = 0.3, requires = "like")]
     pub min_similarity: f64,
-    /// An indexer's public key (64 hex digits). Repeat for several.
-    #[arg(long, value_name = "HEX", required = true)]
+    /// An indexer's public key (64 hex digits). Repeat for several. With --offline,
+    /// only these indexers' torrents are shown (all if none given).
+    #[arg(long, value_name = "HEX", required_unless_present = "offline")]
     pub indexer: Vec<String>,
+    /// Answer from the local index only, without the DHT.
+    #[arg(long, conflicts_with = "no_cache")]
+    pub offline: bool,
+    /// Show at most this many torrents.
+    #[arg(long, value_name = "N", default_value_t = 200,
+        value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub limit: u64,
+    #[command(flatten)]
+    pub cache: CacheArgs,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -72,8 +137,18 @@ pub fn run_index(args: IndexArgs) -> Result<()> {
     for path in &args.torrents {
         entries.extend(entries_of(&super::info::load_torrent(path)?));
     }
+    // What you index, you can find offline.
+    let mut own: BTreeMap<InfoHash, Entry> = BTreeMap::new();
+    for e in &entries {
+        own.entry(e.info_hash).or_insert_with(|| e.clone());
+    }
+    let public = signer.public_key();
+    remember(
+        &mut args.cache.open(),
+        own.into_values().map(|e| (e, public)).collect(),
+    );
     let tree = Tree::build(entries);
-    let key = shoal_core::hex::encode(&signer.public_key());
+    let key = shoal_core::hex::encode(&public);
     let report = |published: &Published, version: i64| -> Result<()> {
         if args.client.json {
             let line = json!({"event": "published", "indexer": key,
@@ -157,9 +232,91 @@ pub fn run_search(args: SearchArgs) -> Result<()> {
     if terms.is_empty() {
         anyhow::bail!("no word to search for (words are letters and digits, 2 or more)");
     }
-    let any = like.is_some();
-    let (found, truncated) = super::dht::with_node(&args.client, true, |dht| async move {
-        let mut all: BTreeMap<InfoHash, (Entry, [u8; 32])> = BTreeMap::new();
+    let mut cache = args.cache.open();
+    if args.offline && cache.is_none() {
+        anyhow::bail!("--offline needs the local search index, and it cannot be opened");
+    }
+    let mut local: Vec<(Entry, [u8; 32])> = Vec::new();
+    if let Some(index) = &cache {
+        let limit = args.limit as usize;
+        let hits = match &like {
+            Some((name, _)) => index.related(name, &indexers, limit.max(RELATED_CANDIDATES)),
+            None => index.search(&terms, &indexers, limit),
+        };
+        match hits {
+            Ok(hits) => {
+                local = hits
+                    .into_iter()
+                    .map(|h: LocalHit| (Entry::new("", h.info_hash, &h.name, h.size), h.indexer))
+                    .collect();
+            }
+            Err(e) => eprintln!("shoal: the local search index failed: {e}"),
+        }
+    }
+    let mut out = Results {
+        args: &args,
+        like: like.as_ref(),
+        shown: BTreeSet::new(),
+        cut: false,
+    };
+    if args.offline {
+        out.show(tagged(local, CACHE), false)?;
+    } else {
+        let (dht, answered, truncated) = search_dht(&args, indexers, &terms, like.is_some())?;
+        // A cached torrent that an indexer's complete answer no longer lists has left its
+        // index: it is forgotten, not shown. (Only for words: --like's lookups return
+        // candidates, not every relative.)
+        let listed: BTreeSet<(InfoHash, [u8; 32])> =
+            dht.iter().map(|(e, k)| (e.info_hash, *k)).collect();
+        let (stale, local): (Vec<_>, Vec<_>) = local.into_iter().partition(|(e, k)| {
+            like.is_none()
+                && answered.contains(k)
+                && !listed.contains(&(e.info_hash, *k))
+                && matches_exactly(&terms, &e.name)
+        });
+        if like.is_some() {
+            // Ranked together by similarity.
+            out.show(
+                tagged(dht.clone(), DHT).chain(tagged(local, CACHE)),
+                truncated,
+            )?;
+        } else {
+            out.show(tagged(dht.clone(), DHT), truncated)?;
+            // Then what only the local index knows: near words, or indexers that did not
+            // answer.
+            out.show(tagged(local, CACHE), false)?;
+        }
+        if let Some(index) = &mut cache {
+            let stale = stale.iter().map(|(e, k)| (*k, e.info_hash));
+            if let Err(e) = index.forget(stale) {
+                eprintln!("shoal: the local search index failed: {e}");
+            }
+        }
+        remember(&mut cache, dht);
+    }
+    if out.cut {
+        eprintln!("shoal: more torrents matched than --limit {}", args.limit);
+    }
+    if out.shown.is_empty() {
+        eprintln!("shoal: nothing found");
+        std::process::exit(NOT_DONE);
+    }
+    Ok(())
+}
+
+/// What the indexers' trees in the DHT list for `terms`, by indexer; the indexers whose
+/// answer was complete; and whether any was cut short.
+#[allow(clippy::type_complexity)]
+fn search_dht(
+    args: &SearchArgs,
+    indexers: Vec<[u8; 32]>,
+    terms: &[Term],
+    any: bool,
+) -> Result<(Vec<(Entry, [u8; 32])>, BTreeSet<[u8; 32]>, bool)> {
+    let terms = terms.to_vec();
+    super::dht::with_node(&args.client, true, |dht| async move {
+        let mut all: BTreeMap<(InfoHash, [u8; 32]), Entry> = BTreeMap::new();
+        let mut answered = BTreeSet::new();
         let mut truncated = false;
         for indexer in indexers {
             let source = DhtSource {
@@ -172,10 +329,12 @@ pub fn run_search(args: SearchArgs) -> Result<()> {
                 Ok((entries, cut)) => {
                     if cut {
                         eprintln!("shoal: indexer {hex}: too many matches, only some are shown (use longer words)");
+                    } else {
+                        answered.insert(indexer);
                     }
                     truncated |= cut;
                     for e in entries {
-                        all.entry(e.info_hash).or_insert((e, indexer));
+                        all.entry((e.info_hash, indexer)).or_insert(e);
                     }
                 }
                 Err(QueryError::NoTree) => eprintln!(
@@ -184,51 +343,103 @@ pub fn run_search(args: SearchArgs) -> Result<()> {
                 Err(e) => eprintln!("shoal: indexer {hex}: {e}"),
             }
         }
-        Ok((all, truncated))
-    })?;
-    let mut found: Vec<(Entry, [u8; 32], Option<f64>)> = found
-        .into_values()
-        .map(|(e, indexer)| {
-            let score = like.as_ref().map(|(name, _)| similarity(name, &e.name));
-            (e, indexer, score)
-        })
-        .filter(|(e, _, score)| match (&like, score) {
-            (Some((_, own)), Some(score)) => {
-                *score >= args.min_similarity && Some(e.info_hash) != *own
+        let found = all.into_iter().map(|((_, k), e)| (e, k)).collect();
+        Ok((found, answered, truncated))
+    })
+}
+
+/// Whether `name`'s keywords hold every term exactly (as a tree lookup matches), not
+/// just near words.
+fn matches_exactly(terms: &[Term], name: &str) -> bool {
+    let words = shoal_search::keyword::keywords(name);
+    terms.iter().all(|term| match term {
+        Term::Word(w) => words.contains(w),
+        Term::Prefix(p) => words.iter().any(|w| w.starts_with(p.as_str())),
+    })
+}
+
+/// Where a result came from (`source` in JSON).
+const DHT: &str = "dht";
+const CACHE: &str = "cache";
+
+fn tagged(
+    found: Vec<(Entry, [u8; 32])>,
+    source: &'static str,
+) -> impl Iterator<Item = (Entry, [u8; 32], &'static str)> {
+    found.into_iter().map(move |(e, k)| (e, k, source))
+}
+
+/// Candidates the local index gives `--like` at least, before they are ranked by
+/// similarity and cut to `--limit`.
+const RELATED_CANDIDATES: usize = 1000;
+
+/// What has been printed, so that each torrent is printed once and at most `--limit`.
+struct Results<'a> {
+    args: &'a SearchArgs,
+    like: Option<&'a (String, Option<InfoHash>)>,
+    shown: BTreeSet<InfoHash>,
+    /// Some matches were not shown for the limit.
+    cut: bool,
+}
+
+impl Results<'_> {
+    /// Prints the torrents of `found` not printed yet: with --like, those similar enough
+    /// (most similar first); otherwise in the order given.
+    fn show(
+        &mut self,
+        found: impl IntoIterator<Item = (Entry, [u8; 32], &'static str)>,
+        truncated: bool,
+    ) -> Result<()> {
+        let mut found: Vec<(Entry, [u8; 32], &str, Option<f64>)> = found
+            .into_iter()
+            .filter(|(e, _, _)| !self.shown.contains(&e.info_hash))
+            .map(|(e, indexer, source)| {
+                let score = self.like.map(|(name, _)| similarity(name, &e.name));
+                (e, indexer, source, score)
+            })
+            .filter(|(e, _, _, score)| match (self.like, score) {
+                (Some((_, own)), Some(score)) => {
+                    *score >= self.args.min_similarity && Some(e.info_hash) != *own
+                }
+                _ => true,
+            })
+            .collect();
+        found.sort_by(|a, b| b.3.partial_cmp(&a.3).unwrap_or(std::cmp::Ordering::Equal));
+        for (entry, indexer, source, score) in found {
+            if !self.shown.insert(entry.info_hash) {
+                continue;
             }
-            _ => true,
-        })
-        .collect();
-    // Most similar first; otherwise the tree's order (by info-hash).
-    found.sort_by(|a, b| b.2.partial_cmp(&a.2).unwrap_or(std::cmp::Ordering::Equal));
-    for (entry, indexer, score) in &found {
-        let magnet = Magnet {
-            info_hash: entry.info_hash,
-            name: Some(entry.name.clone()),
-            trackers: Vec::new(),
-            peers: Vec::new(),
-            web_seeds: Vec::new(),
-            select_only: Vec::new(),
-        };
-        let line = if args.client.json {
-            json!({"event": "result", "info_hash": entry.info_hash.to_hex(), "name": entry.name,
-                "size": entry.size, "magnet": magnet.to_string(),
-                "indexer": shoal_core::hex::encode(indexer), "truncated": truncated,
-                "similarity": score})
-            .to_string()
-        } else {
-            match score {
-                Some(score) => format!("{magnet}  {}  {}  ({score:.2})", entry.size, entry.name),
-                None => format!("{magnet}  {}  {}", entry.size, entry.name),
+            if self.shown.len() > self.args.limit as usize {
+                self.shown.remove(&entry.info_hash);
+                self.cut = true;
+                break;
             }
-        };
-        super::print(&format!("{line}\n"))?;
+            let magnet = Magnet {
+                info_hash: entry.info_hash,
+                name: Some(entry.name.clone()),
+                trackers: Vec::new(),
+                peers: Vec::new(),
+                web_seeds: Vec::new(),
+                select_only: Vec::new(),
+            };
+            let line = if self.args.client.json {
+                json!({"event": "result", "info_hash": entry.info_hash.to_hex(),
+                    "name": entry.name, "size": entry.size, "magnet": magnet.to_string(),
+                    "indexer": shoal_core::hex::encode(&indexer), "source": source,
+                    "truncated": truncated, "similarity": score})
+                .to_string()
+            } else {
+                match score {
+                    Some(score) => {
+                        format!("{magnet}  {}  {}  ({score:.2})", entry.size, entry.name)
+                    }
+                    None => format!("{magnet}  {}  {}", entry.size, entry.name),
+                }
+            };
+            super::print(&format!("{line}\n"))?;
+        }
+        Ok(())
     }
-    if found.is_empty() {
-        eprintln!("shoal: nothing found");
-        std::process::exit(NOT_DONE);
-    }
-    Ok(())
 }
 
 /// The entries matching every term (by info-hash), or any term with `any`, and whether a

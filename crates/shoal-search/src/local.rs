@@ -1,0 +1,365 @@
+//! The local full-text index: what searches found in the DHT (and what we index
+//! ourselves), kept on disk so that the next search answers at once, offline too, and
+//! forgives a typo.
+//!
+//! One document per (indexer, torrent). Its words are the torrent name's keywords exactly
+//! as the tree indexes them ([`keywords`]), handed to `tantivy` pre-tokenized, so a word
+//! found here is a word the DHT lookup finds and the other way round; on top of that a
+//! word of four or more letters (no digits) also matches one edit away. Ranking is BM25 over the
+//! words, an exact word counting more than a near one.
+//!
+//! The index is a cache, so it is bounded: a document not seen in a search for
+//! [`MAX_AGE`] goes, and beyond [`MAX_DOCS`] documents the least recently seen go first.
+
+use std::path::Path;
+use std::time::Duration;
+
+use shoal_core::hex::{decode_array, encode as hex};
+use shoal_core::InfoHash;
+use tantivy::collector::TopDocs;
+use tantivy::query::{BooleanQuery, BoostQuery, FuzzyTermQuery, Occur, Query, TermQuery};
+use tantivy::schema::{
+    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, FAST, STORED, STRING,
+};
+use tantivy::tokenizer::{PreTokenizedString, Token};
+use tantivy::{doc, Index, IndexReader, ReloadPolicy, TantivyDocument};
+
+use crate::keyword::{keywords, Term};
+use crate::Entry;
+
+/// Documents kept at most; beyond it the least recently seen are dropped (a tenth more
+/// than the excess, so that pruning does not run on every search).
+pub const MAX_DOCS: usize = 200_000;
+/// A document not seen in any search for this long is dropped: its torrent has likely
+/// left the indexer's index.
+pub const MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Words this long or longer also match one edit away (shorter ones would match too
+/// much); words with digits never do, as `24.04` must not find `24.05`, nor `1080p` `1080i`.
+const FUZZY_FROM: usize = 4;
+/// An exact word weighs this much more than a near one.
+const EXACT_BOOST: f32 = 2.0;
+/// The writer's memory budget (tantivy's floor is 15 MB).
+const WRITER_HEAP: usize = 16_000_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("search cache {0}: {1}")]
+    Open(String, String),
+    #[error("search cache is busy (another shoal is writing it)")]
+    Busy,
+    #[error("search cache: {0}")]
+    Index(#[from] tantivy::TantivyError),
+}
+
+/// A torrent the local index holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalHit {
+    pub info_hash: InfoHash,
+    pub name: String,
+    pub size: u64,
+    /// The indexer whose index listed it.
+    pub indexer: [u8; 32],
+    pub score: f32,
+}
+
+struct Fields {
+    id: Field,
+    info_hash: Field,
+    indexer: Field,
+    name: Field,
+    words: Field,
+    size: Field,
+    seen: Field,
+}
+
+/// The on-disk index. Readers may be many; one process at a time may add.
+pub struct LocalIndex {
+    index: Index,
+    reader: IndexReader,
+    fields: Fields,
+}
+
+impl LocalIndex {
+    /// Opens the index in `dir`, creating it (and the folder) if there is none.
+    pub fn open(dir: &Path) -> Result<LocalIndex, LocalError> {
+        let open_err =
+            |e: &dyn std::fmt::Display| LocalError::Open(dir.display().to_string(), e.to_string());
+        std::fs::create_dir_all(dir).map_err(|e| open_err(&e))?;
+        let (schema, fields) = schema();
+        let directory = tantivy::directory::MmapDirectory::open(dir).map_err(|e| open_err(&e))?;
+        let index = Index::open_or_create(directory, schema).map_err(|e| open_err(&e))?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()
+            .map_err(|e: tantivy::TantivyError| open_err(&e))?;
+        Ok(LocalIndex {
+            index,
+            reader,
+            fields,
+        })
+    }
+
+    /// Documents held.
+    pub fn len(&self) -> u64 {
+        self.reader.searcher().num_docs()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds (or refreshes) what `indexer`'s index listed, seen at `now` (seconds since
+    /// the epoch), then drops what is too old or too much.
+    pub fn add(
+        &mut self,
+        found: impl IntoIterator<Item = (Entry, [u8; 32])>,
+        now: u64,
+    ) -> Result<(), LocalError> {
+        let mut writer = self.writer()?;
+        let f = &self.fields;
+        for (entry, indexer) in found {
+            let id = id_of(&indexer, &entry.info_hash);
+            writer.delete_term(tantivy::Term::from_field_text(f.id, &id));
+            writer.add_document(doc!(
+                f.id => id,
+                f.info_hash => entry.info_hash.to_hex(),
+                f.indexer => hex(&indexer),
+                f.name => entry.name.clone(),
+                f.words => pre_tokenized(&entry.name),
+                f.size => entry.size,
+                f.seen => now,
+            ))?;
+        }
+        writer.commit()?;
+        self.reader.reload()?;
+        let stale = self.stale(now)?;
+        if !stale.is_empty() {
+            for id in stale {
+                writer.delete_term(tantivy::Term::from_field_text(f.id, &id));
+            }
+            writer.commit()?;
+            self.reader.reload()?;
+        }
+        Ok(())
+    }
+
+    /// Drops what `indexer`'s index no longer lists.
+    pub fn forget(
+        &mut self,
+        gone: impl IntoIterator<Item = ([u8; 32], InfoHash)>,
+    ) -> Result<(), LocalError> {
+        let mut gone = gone.into_iter().peekable();
+        if gone.peek().is_none() {
+            return Ok(());
+        }
+        let mut writer = self.writer()?;
+        for (indexer, info_hash) in gone {
+            let id = id_of(&indexer, &info_hash);
+            writer.delete_term(tantivy::Term::from_field_text(self.fields.id, &id));
+        }
+        writer.commit()?;
+        self.reader.reload()?;
+        Ok(())
+    }
+
+    fn writer(&self) -> Result<tantivy::IndexWriter, LocalError> {
+        self.index
+            .writer_with_num_threads::<TantivyDocument>(1, WRITER_HEAP)
+            .map_err(|e| match e {
+                tantivy::TantivyError::LockFailure(..) => LocalError::Busy,
+                e => LocalError::Index(e),
+            })
+    }
+
+    /// The ids of documents older than [`MAX_AGE`], and of the least recently seen beyond
+    /// [`MAX_DOCS`].
+    fn stale(&self, now: u64) -> Result<Vec<String>, LocalError> {
+        let searcher = self.reader.searcher();
+        let oldest = now.saturating_sub(MAX_AGE.as_secs());
+        let over = (searcher.num_docs() as usize).saturating_sub(MAX_DOCS);
+        let mut seen: Vec<(u64, tantivy::DocAddress)> = Vec::new();
+        for (ord, segment) in searcher.segment_readers().iter().enumerate() {
+            let column = segment.fast_fields().u64("seen")?;
+            let alive = segment.alive_bitset();
+            for doc in 0..segment.max_doc() {
+                if alive.is_some_and(|a| !a.is_alive(doc)) {
+                    continue;
+                }
+                let at = column.first(doc).unwrap_or(0);
+                if at < oldest || over > 0 {
+                    seen.push((at, tantivy::DocAddress::new(ord as u32, doc)));
+                }
+            }
+        }
+        seen.sort_unstable_by_key(|&(at, _)| at);
+        let drop = if over > 0 { over + MAX_DOCS / 10 } else { 0 };
+        let mut ids = Vec::new();
+        for (i, &(at, address)) in seen.iter().enumerate() {
+            if at >= oldest && i >= drop {
+                break;
+            }
+            let doc: TantivyDocument = searcher.doc(address)?;
+            if let Some(id) = doc.get_first(self.fields.id).and_then(|v| v.as_str()) {
+                ids.push(id.to_owned());
+            }
+        }
+        Ok(ids)
+    }
+
+    /// The best `limit` documents with every term (a word, exact or near; a prefix), from
+    /// the `indexers` given (any if none), best first.
+    pub fn search(
+        &self,
+        terms: &[Term],
+        indexers: &[[u8; 32]],
+        limit: usize,
+    ) -> Result<Vec<LocalHit>, LocalError> {
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = terms
+            .iter()
+            .map(|term| (Occur::Must, self.term_query(term)))
+            .collect();
+        if clauses.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.restrict(&mut clauses, indexers);
+        self.run(BooleanQuery::new(clauses), limit)
+    }
+
+    /// The best `limit` documents sharing any keyword of `name` (candidates for `search
+    /// --like`, to be ranked by similarity).
+    pub fn related(
+        &self,
+        name: &str,
+        indexers: &[[u8; 32]],
+        limit: usize,
+    ) -> Result<Vec<LocalHit>, LocalError> {
+        let words: Vec<(Occur, Box<dyn Query>)> = keywords(name)
+            .into_iter()
+            .map(|w| (Occur::Should, self.exact(&w)))
+            .collect();
+        if words.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut clauses = vec![(Occur::Must, Box::new(BooleanQuery::new(words)) as Box<_>)];
+        self.restrict(&mut clauses, indexers);
+        self.run(BooleanQuery::new(clauses), limit)
+    }
+
+    fn exact(&self, word: &str) -> Box<dyn Query> {
+        let term = tantivy::Term::from_field_text(self.fields.words, word);
+        Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs))
+    }
+
+    fn term_query(&self, term: &Term) -> Box<dyn Query> {
+        match term {
+            Term::Word(w)
+                if w.chars().count() >= FUZZY_FROM && !w.contains(|c: char| c.is_numeric()) =>
+            {
+                let near = tantivy::Term::from_field_text(self.fields.words, w);
+                Box::new(BooleanQuery::new(vec![
+                    (
+                        Occur::Should,
+                        Box::new(BoostQuery::new(self.exact(w), EXACT_BOOST)),
+                    ),
+                    (Occur::Should, Box::new(FuzzyTermQuery::new(near, 1, true))),
+                ]))
+            }
+            Term::Word(w) => self.exact(w),
+            Term::Prefix(p) => {
+                let stem = tantivy::Term::from_field_text(self.fields.words, p);
+                Box::new(FuzzyTermQuery::new_prefix(stem, 0, false))
+            }
+        }
+    }
+
+    fn restrict(&self, clauses: &mut Vec<(Occur, Box<dyn Query>)>, indexers: &[[u8; 32]]) {
+        if indexers.is_empty() {
+            return;
+        }
+        let any: Vec<(Occur, Box<dyn Query>)> = indexers
+            .iter()
+            .map(|k| {
+                let term = tantivy::Term::from_field_text(self.fields.indexer, &hex(k));
+                let q: Box<dyn Query> = Box::new(TermQuery::new(term, IndexRecordOption::Basic));
+                (Occur::Should, q)
+            })
+            .collect();
+        clauses.push((Occur::Must, Box::new(BooleanQuery::new(any))));
+    }
+
+    fn run(&self, query: BooleanQuery, limit: usize) -> Result<Vec<LocalHit>, LocalError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let searcher = self.reader.searcher();
+        let top = searcher.search(&query, &TopDocs::with_limit(limit).order_by_score())?;
+        let mut hits = Vec::with_capacity(top.len());
+        for (score, address) in top {
+            let doc: TantivyDocument = searcher.doc(address)?;
+            if let Some(hit) = self.hit(&doc, score) {
+                hits.push(hit);
+            }
+        }
+        Ok(hits)
+    }
+
+    /// A stored document as a hit; `None` if its fields are not what we write (then it
+    /// is skipped, not trusted).
+    fn hit(&self, doc: &TantivyDocument, score: f32) -> Option<LocalHit> {
+        let f = &self.fields;
+        let text = |field| doc.get_first(field).and_then(|v| v.as_str());
+        let info_hash: InfoHash = text(f.info_hash)?.parse().ok()?;
+        let indexer = decode_array::<32>(text(f.indexer)?)?;
+        Some(LocalHit {
+            info_hash,
+            name: text(f.name)?.to_owned(),
+            size: doc.get_first(f.size).and_then(|v| v.as_u64())?,
+            indexer,
+            score,
+        })
+    }
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let words = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default().set_index_option(IndexRecordOption::WithFreqs),
+    );
+    let fields = Fields {
+        id: b.add_text_field("id", STRING | STORED),
+        info_hash: b.add_text_field("info_hash", STORED),
+        indexer: b.add_text_field("indexer", STRING | STORED),
+        name: b.add_text_field("name", STORED),
+        words: b.add_text_field("words", words),
+        size: b.add_u64_field("size", STORED),
+        seen: b.add_u64_field("seen", STORED | FAST),
+    };
+    (b.build(), fields)
+}
+
+/// `name` split as the tree splits it.
+fn pre_tokenized(name: &str) -> PreTokenizedString {
+    let tokens = keywords(name)
+        .into_iter()
+        .enumerate()
+        .map(|(position, text)| Token {
+            offset_from: 0,
+            offset_to: 0,
+            position,
+            text,
+            position_length: 1,
+        })
+        .collect();
+    PreTokenizedString {
+        text: name.to_owned(),
+        tokens,
+    }
+}
+
+fn id_of(indexer: &[u8; 32], info_hash: &InfoHash) -> String {
+    format!("{}{}", hex(indexer), info_hash.to_hex())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,211 @@
+use super::*;
+use crate::query_terms;
+
+const ALICE: [u8; 32] = [0xa1; 32];
+const BOB: [u8; 32] = [0xb0; 32];
+const DAY: u64 = 24 * 3600;
+const NOW: u64 = 1_800_000_000;
+
+fn entry(n: u8, name: &str) -> Entry {
+    Entry::new("x", InfoHash([n; 20]), name, u64::from(n) * 1000)
+}
+
+fn terms(query: &str) -> Vec<Term> {
+    query.split(' ').flat_map(query_terms).collect()
+}
+
+fn names(hits: &[LocalHit]) -> Vec<&str> {
+    hits.iter().map(|h| h.name.as_str()).collect()
+}
+
+fn sample(dir: &Path) -> LocalIndex {
+    let mut index = LocalIndex::open(dir).unwrap();
+    index
+        .add(
+            [
+                (entry(1, "Ubuntu 24.04 Desktop amd64"), ALICE),
+                (entry(2, "ubuntu-24.04-live-server-amd64.iso"), ALICE),
+                (entry(3, "Debian 12 netinst"), ALICE),
+                (entry(4, "Big Buck Bunny 1080p"), BOB),
+                (entry(5, "Café del Mar"), BOB),
+            ],
+            NOW,
+        )
+        .unwrap();
+    index
+}
+
+#[test]
+fn every_word_must_match_as_the_tree_splits_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = sample(dir.path());
+    let hits = index.search(&terms("ubuntu server"), &[], 10).unwrap();
+    assert_eq!(names(&hits), ["ubuntu-24.04-live-server-amd64.iso"]);
+    let hits = index.search(&terms("UBUNTU-24.04"), &[], 10).unwrap();
+    assert_eq!(hits.len(), 2);
+    assert!(index
+        .search(&terms("ubuntu bunny"), &[], 10)
+        .unwrap()
+        .is_empty());
+    // A decomposed é (as macOS writes it) finds the composed one.
+    let hits = index.search(&terms("cafe\u{301}"), &[], 10).unwrap();
+    assert_eq!(names(&hits), ["Café del Mar"]);
+    let hit = &hits[0];
+    assert_eq!(
+        (hit.info_hash, hit.size, hit.indexer),
+        (InfoHash([5; 20]), 5000, BOB)
+    );
+}
+
+#[test]
+fn prefixes_and_near_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = sample(dir.path());
+    let hits = index.search(&terms("bu*"), &[], 10).unwrap();
+    assert_eq!(names(&hits), ["Big Buck Bunny 1080p"]);
+    // One letter wrong, or two swapped, in a word of four or more: still found.
+    let hits = index.search(&terms("ubunto"), &[], 10).unwrap();
+    assert_eq!(hits.len(), 2);
+    let hits = index.search(&terms("debain"), &[], 10).unwrap();
+    assert_eq!(names(&hits), ["Debian 12 netinst"]);
+    // Two edits, or a short word one edit away, are not.
+    assert!(index.search(&terms("ubonto"), &[], 10).unwrap().is_empty());
+    assert!(index.search(&terms("13"), &[], 10).unwrap().is_empty());
+    // Nor a word with digits: versions and resolutions must match exactly.
+    assert!(index.search(&terms("1081p"), &[], 10).unwrap().is_empty());
+}
+
+#[test]
+fn exact_words_rank_above_near_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut index = LocalIndex::open(dir.path()).unwrap();
+    index
+        .add(
+            [
+                (entry(1, "linux mint"), ALICE),
+                (entry(2, "linux mind"), ALICE),
+            ],
+            NOW,
+        )
+        .unwrap();
+    let hits = index.search(&terms("mind"), &[], 10).unwrap();
+    assert_eq!(names(&hits), ["linux mind", "linux mint"]);
+    assert!(hits[0].score > hits[1].score);
+}
+
+#[test]
+fn results_come_from_the_indexers_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut index = sample(dir.path());
+    // Bob lists one of Alice's torrents too: one document per indexer.
+    index
+        .add([(entry(1, "Ubuntu 24.04 Desktop amd64"), BOB)], NOW)
+        .unwrap();
+    let q = terms("desktop");
+    assert_eq!(index.search(&q, &[], 10).unwrap().len(), 2);
+    let from_bob = index.search(&q, &[BOB], 10).unwrap();
+    assert_eq!(from_bob.len(), 1);
+    assert_eq!(from_bob[0].indexer, BOB);
+    assert_eq!(index.search(&q, &[ALICE, BOB], 10).unwrap().len(), 2);
+    assert!(index.search(&q, &[[9; 32]], 10).unwrap().is_empty());
+}
+
+#[test]
+fn adding_again_refreshes_instead_of_duplicating_and_it_persists() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut index = sample(dir.path());
+        index
+            .add([(entry(3, "Debian 12 netinst"), ALICE)], NOW + 10)
+            .unwrap();
+        assert_eq!(index.len(), 5);
+    }
+    let index = LocalIndex::open(dir.path()).unwrap();
+    assert_eq!(index.len(), 5);
+    assert_eq!(index.search(&terms("netinst"), &[], 10).unwrap().len(), 1);
+}
+
+#[test]
+fn related_names_share_a_word() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = sample(dir.path());
+    let hits = index.related("Ubuntu 22.04 Desktop", &[], 10).unwrap();
+    assert_eq!(
+        hits[0].name, "Ubuntu 24.04 Desktop amd64",
+        "most words in common first"
+    );
+    assert_eq!(hits.len(), 2);
+    assert!(index.related("--", &[], 10).unwrap().is_empty());
+}
+
+#[test]
+fn old_entries_expire_and_the_size_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut index = sample(dir.path());
+    // A month later, only what a search saw again stays.
+    let later = NOW + MAX_AGE.as_secs() + DAY;
+    index
+        .add([(entry(4, "Big Buck Bunny 1080p"), BOB)], later)
+        .unwrap();
+    assert_eq!(index.len(), 1);
+    assert!(index.search(&terms("ubuntu"), &[], 10).unwrap().is_empty());
+}
+
+#[test]
+fn beyond_the_bound_the_least_recently_seen_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut index = LocalIndex::open(dir.path()).unwrap();
+    let batch = |from: u32, n: u32| -> Vec<(Entry, [u8; 32])> {
+        (from..from + n)
+            .map(|i| {
+                let mut hash = [0u8; 20];
+                hash[..4].copy_from_slice(&i.to_be_bytes());
+                (
+                    Entry::new("x", InfoHash(hash), &format!("file {i}"), 1),
+                    ALICE,
+                )
+            })
+            .collect()
+    };
+    let bound = MAX_DOCS as u32;
+    index.add(batch(0, bound), NOW).unwrap();
+    assert_eq!(index.len(), MAX_DOCS as u64);
+    index.add(batch(bound, 10), NOW + 1).unwrap();
+    // The ten over the bound and a tenth more went, all of the older batch.
+    assert_eq!(index.len(), (MAX_DOCS - MAX_DOCS / 10) as u64);
+    for i in bound..bound + 10 {
+        let hits = index.search(&terms(&i.to_string()), &[], 10).unwrap();
+        assert_eq!(names(&hits), [format!("file {i}")], "numbers match exactly");
+    }
+}
+
+#[test]
+fn a_second_writer_is_told_busy_and_readers_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = sample(dir.path());
+    let writer = index
+        .index
+        .writer_with_num_threads::<TantivyDocument>(1, WRITER_HEAP)
+        .unwrap();
+    let mut other = LocalIndex::open(dir.path()).unwrap();
+    assert!(matches!(
+        other.add([(entry(9, "nine"), ALICE)], NOW),
+        Err(LocalError::Busy)
+    ));
+    assert_eq!(other.search(&terms("debian"), &[], 10).unwrap().len(), 1);
+    drop(writer);
+    other.add([(entry(9, "nine"), ALICE)], NOW).unwrap();
+}
+
+#[test]
+fn a_damaged_index_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(sample(dir.path()));
+    std::fs::write(dir.path().join("meta.json"), b"{ not json").unwrap();
+    let err = LocalIndex::open(dir.path()).err().expect("refused");
+    assert!(err.to_string().contains("search cache"), "{err}");
+    // A file where the folder should be.
+    let file = dir.path().join("plain");
+    std::fs::write(&file, b"x").unwrap();
+    assert!(LocalIndex::open(&file).is_err());
+}

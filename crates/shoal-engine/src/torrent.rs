@@ -28,7 +28,7 @@ use shoal_swarm::{
 };
 use shoal_wire::metadata::{self, OUR_UT_METADATA_ID, UT_METADATA};
 use shoal_wire::pex::{PexPeer, OUR_UT_PEX_ID, UT_PEX};
-use shoal_wire::{ExtensionHandshake, PeerSession, SessionConfig};
+use shoal_wire::{ExtensionHandshake, PeerSession, SessionConfig, OUR_UPLOAD_ONLY_ID, UPLOAD_ONLY};
 use tokio::sync::{mpsc, watch};
 
 use crate::addresses::AddressBook;
@@ -680,6 +680,7 @@ impl Actor {
             v: Some(concat!("shoal ", env!("CARGO_PKG_VERSION")).to_owned()),
             p: self.io.config.listen.map(|a| a.port()),
             metadata_size: Some(metainfo.info_bytes.len() as u64),
+            upload_only: self.core.upload_only().then_some(true),
             ..ExtensionHandshake::default()
         };
         config
@@ -954,9 +955,13 @@ fn web_seed_http(config: &TorrentConfig) -> shoal_tracker::driver::http::HttpCon
     }
 }
 
-/// The BEP 10 extensions we take: ut_metadata always, ut_pex unless the torrent is private.
+/// The BEP 10 extensions we take: ut_metadata and upload_only (BEP 21) always, ut_pex
+/// unless the torrent is private.
 fn extensions_offered(metainfo: &Metainfo) -> BTreeMap<String, u8> {
-    let mut m = BTreeMap::from([(UT_METADATA.to_owned(), OUR_UT_METADATA_ID)]);
+    let mut m = BTreeMap::from([
+        (UT_METADATA.to_owned(), OUR_UT_METADATA_ID),
+        (UPLOAD_ONLY.to_owned(), OUR_UPLOAD_ONLY_ID),
+    ]);
     if !metainfo.info.private {
         m.insert(UT_PEX.to_owned(), OUR_UT_PEX_ID);
     }

@@ -27,7 +27,8 @@ use crate::{
 };
 
 /// Why a connection is dropped when neither side wants anything from the other.
-pub const BOTH_DONE: &str = "both done: we have what we want and the peer has every piece";
+pub const BOTH_DONE: &str =
+    "both done: we have what we want and the peer wants nothing (a seed or upload-only)";
 
 /// A driver's connection: its [`PeerLink`] and whatever the driver keeps beside it.
 pub trait Connection {
@@ -208,6 +209,14 @@ impl<P: Connection> TorrentCore<P> {
         &mut self.peers
     }
 
+    /// BEP 21: we want nothing more (every wanted piece is here), and say so in the
+    /// handshake. Not while super-seeding: a super-seed announces no pieces, and peers
+    /// would take an upload-only peer with nothing as useless.
+    pub fn upload_only(&self) -> bool {
+        self.picker.is_complete()
+            && !matches!(&self.super_seed, Some(s) if s.reveals_by() == Reveal::Have)
+    }
+
     /// The pieces a new connection's bitfield announces: none for a super-seed, which
     /// reveals them one by one.
     pub fn announced(&self) -> Bitfield {
@@ -325,7 +334,14 @@ impl<P: Connection> TorrentCore<P> {
     fn on_event(&mut self, key: PeerKey, event: SessionEvent, now: Instant, io: &mut impl Io<P>) {
         let peer = self.peers.get_mut(&key).expect("caller checked");
         let link = peer.link_mut();
-        let pieces_changed = matches!(event, SessionEvent::PeerBitfield | SessionEvent::Have(_));
+        // What may make the connection useless both ways.
+        let pieces_changed = matches!(
+            event,
+            SessionEvent::PeerBitfield
+                | SessionEvent::Have(_)
+                | SessionEvent::ExtensionHandshake(_)
+                | SessionEvent::UploadOnly
+        );
         match event {
             SessionEvent::Connected { peer_id, fast, .. } => {
                 link.connected = true;
@@ -377,6 +393,7 @@ impl<P: Connection> TorrentCore<P> {
                 }
             }
             SessionEvent::Closed(_)
+            | SessionEvent::UploadOnly
             | SessionEvent::Unchoked
             | SessionEvent::DhtPort(_)
             | SessionEvent::ExtensionHandshake(_) => {}
@@ -387,14 +404,15 @@ impl<P: Connection> TorrentCore<P> {
     }
 
     /// Drops `key`'s connection if neither side can give the other anything: we have
-    /// every piece we want and the peer has every piece. Such connections only hold slots
-    /// that other peers could use (libtorrent and Transmission close them too).
+    /// every piece we want and the peer has every piece, or says it wants nothing more
+    /// (BEP 21: a partial seed). Such connections only hold slots that other peers could
+    /// use (libtorrent and Transmission close them too).
     fn drop_if_both_done(&mut self, key: PeerKey, now: Instant, io: &mut impl Io<P>) {
-        let peer_is_seed = self
-            .peers
-            .get(&key)
-            .is_some_and(|p| p.link().connected && p.link().counted.all());
-        if peer_is_seed && self.picker.is_complete() {
+        let peer_done = self.peers.get(&key).is_some_and(|p| {
+            let link = p.link();
+            link.connected && (link.counted.all() || link.session.state().peer_upload_only)
+        });
+        if peer_done && self.picker.is_complete() {
             self.remove_peer(key, BOTH_DONE, now, io);
         }
     }
@@ -498,6 +516,11 @@ impl<P: Connection> TorrentCore<P> {
             }
             if self.picker.is_complete() {
                 for key in keys {
+                    if self.upload_only() {
+                        let peer = self.peers.get_mut(&key).expect("listed");
+                        peer.link_mut().session.send_upload_only(true);
+                        io.flush(key, peer);
+                    }
                     self.drop_if_both_done(key, now, io);
                 }
             }

@@ -14,6 +14,12 @@ use std::collections::BTreeMap;
 /// The extended message id of the handshake itself.
 pub const EXTENDED_HANDSHAKE_ID: u8 = 0;
 
+/// BEP 21 (partial seeds): the handshake key, and the name of the message (libtorrent's)
+/// that says so later, when a download completes on a live connection.
+pub const UPLOAD_ONLY: &str = "upload_only";
+/// The id we take the `upload_only` message under.
+pub const OUR_UPLOAD_ONLY_ID: u8 = 3;
+
 /// Upper bound for a peer's advertised request queue (`reqq`); libtorrent's default is 500.
 pub const MAX_REQQ: u32 = 2000;
 
@@ -44,6 +50,9 @@ pub struct ExtensionHandshake {
     pub yourip: Option<Vec<u8>>,
     /// Size of the info dictionary, for ut_metadata (BEP 9); validated by that extension.
     pub metadata_size: Option<u64>,
+    /// BEP 21: the sender wants nothing more (a seed, or a partial seed that has every
+    /// piece of the files it chose).
+    pub upload_only: Option<bool>,
 }
 
 impl ExtensionHandshake {
@@ -67,6 +76,7 @@ impl ExtensionHandshake {
         self.p = newer.p.or(self.p);
         self.yourip = newer.yourip.or(self.yourip.take());
         self.metadata_size = newer.metadata_size.or(self.metadata_size);
+        self.upload_only = newer.upload_only.or(self.upload_only);
     }
 
     /// The bencoded dictionary (without the extended-message framing).
@@ -92,6 +102,9 @@ impl ExtensionHandshake {
         if let Some(size) = self.metadata_size {
             // Sizes above i64::MAX cannot be real; saturate rather than wrap negative.
             root.insert("metadata_size", i64::try_from(size).unwrap_or(i64::MAX));
+        }
+        if let Some(upload_only) = self.upload_only {
+            root.insert(UPLOAD_ONLY, i64::from(upload_only));
         }
         Bytes::from(root.to_bytes())
     }
@@ -149,6 +162,10 @@ impl ExtensionHandshake {
             .get(b"metadata_size")
             .and_then(|n| n.as_int())
             .and_then(|s| u64::try_from(s).ok());
+        hs.upload_only = dict
+            .get(UPLOAD_ONLY.as_bytes())
+            .and_then(|n| n.as_int())
+            .map(|v| v != 0);
         Ok(hs)
     }
 }
@@ -165,6 +182,7 @@ mod tests {
             p: Some(6881),
             yourip: Some(vec![127, 0, 0, 1]),
             metadata_size: Some(31_337),
+            upload_only: Some(true),
         }
     }
 
@@ -235,5 +253,27 @@ mod tests {
         assert_eq!(hs.id_of("lt_test"), Some(9));
         assert_eq!(hs.id_of("ut_metadata"), Some(3));
         assert_eq!(hs.reqq, Some(500));
+    }
+
+    #[test]
+    fn upload_only_round_trips_and_updates() {
+        let hs = ExtensionHandshake {
+            upload_only: Some(true),
+            ..ExtensionHandshake::default()
+        };
+        let decoded = ExtensionHandshake::decode(&hs.encode()).unwrap();
+        assert_eq!(decoded.upload_only, Some(true));
+        assert_eq!(ExtensionHandshake::default().encode()[..], b"d1:mdee"[..]);
+        // Any integer counts (libtorrent reads it as a flag); other types are dropped.
+        let two = ExtensionHandshake::decode(b"d11:upload_onlyi2ee").unwrap();
+        assert_eq!(two.upload_only, Some(true));
+        let text = ExtensionHandshake::decode(b"d11:upload_only1:1e").unwrap();
+        assert_eq!(text.upload_only, None);
+        // A later handshake without the key keeps the earlier answer; one with 0 ends it.
+        let mut merged = decoded;
+        merged.update(ExtensionHandshake::decode(b"d1:pi6881ee").unwrap());
+        assert_eq!(merged.upload_only, Some(true));
+        merged.update(ExtensionHandshake::decode(b"d11:upload_onlyi0ee").unwrap());
+        assert_eq!(merged.upload_only, Some(false));
     }
 }

@@ -34,7 +34,9 @@ pub mod pex;
 mod session;
 
 pub use allowed_fast::allowed_fast_set;
-pub use extension::{ExtensionHandshake, EXTENDED_HANDSHAKE_ID, MAX_REQQ};
+pub use extension::{
+    ExtensionHandshake, EXTENDED_HANDSHAKE_ID, MAX_REQQ, OUR_UPLOAD_ONLY_ID, UPLOAD_ONLY,
+};
 pub use handshake::{parse_handshake, Handshake, HANDSHAKE_LEN, PROTOCOL};
 pub use message::{max_message_len, Frames, Message, DEFAULT_MAX_MESSAGE_LEN};
 pub use session::{PeerSession, PeerState, SessionConfig, SessionEvent};

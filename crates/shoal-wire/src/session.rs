@@ -27,7 +27,7 @@
 //! info-hash (closing the connection if unknown), and then calls
 //! [`PeerSession::new_after_handshake`], which answers with our handshake.
 
-use crate::extension::{ExtensionHandshake, EXTENDED_HANDSHAKE_ID, MAX_REQQ};
+use crate::extension::{ExtensionHandshake, EXTENDED_HANDSHAKE_ID, MAX_REQQ, UPLOAD_ONLY};
 use crate::handshake::{parse_handshake, Handshake, HANDSHAKE_LEN};
 use crate::message::{
     max_message_len, parse_piece_header, piece_header, valid_block_length, Frames, Message,
@@ -131,6 +131,9 @@ pub struct PeerState {
     pub extensions: bool,
     /// The peer's extension handshake, with later updates applied.
     pub peer_extensions: Option<ExtensionHandshake>,
+    /// The peer wants nothing more (BEP 21: a seed or a partial seed), as its handshake
+    /// or a later `upload_only` message said.
+    pub peer_upload_only: bool,
     /// Our requests the peer has not yet answered, in a deterministic order.
     pub outstanding: BTreeSet<Block>,
     /// Pieces the peer lets us request while it chokes us (BEP 6).
@@ -181,6 +184,9 @@ pub enum SessionEvent {
     DhtPort(u16),
     /// The peer's extension handshake, merged with any earlier one.
     ExtensionHandshake(ExtensionHandshake),
+    /// The peer now says it wants nothing more, or wants pieces again (BEP 21's
+    /// `upload_only` message): read [`PeerState::peer_upload_only`].
+    UploadOnly,
     /// An extension message under one of the ids we assigned in our `m`.
     Extended {
         id: u8,
@@ -271,6 +277,7 @@ impl PeerSession {
                 fast: false,
                 extensions: false,
                 peer_extensions: None,
+                peer_upload_only: false,
                 outstanding: BTreeSet::new(),
                 allowed_fast: BTreeSet::new(),
                 granted_fast: BTreeSet::new(),
@@ -694,6 +701,20 @@ impl PeerSession {
         true
     }
 
+    /// Tells the peer whether we want anything more (BEP 21), if it takes libtorrent's
+    /// `upload_only` message: sent when a download completes on a live connection (the
+    /// handshake says it for connections made after).
+    pub fn send_upload_only(&mut self, upload_only: bool) {
+        let id = self
+            .state
+            .peer_extensions
+            .as_ref()
+            .and_then(|e| e.id_of(UPLOAD_ONLY));
+        if let Some(id) = id {
+            self.send_extended(id, Bytes::from(vec![u8::from(upload_only)]));
+        }
+    }
+
     /// Tells the peer our DHT port (BEP 5).
     pub fn send_dht_port(&mut self, port: u16) {
         if self.is_open() {
@@ -948,7 +969,17 @@ impl PeerSession {
                         .get_or_insert_with(Default::default);
                     merged.update(newer);
                     let merged = merged.clone();
+                    if let Some(upload_only) = merged.upload_only {
+                        self.state.peer_upload_only = upload_only;
+                    }
                     self.emit(SessionEvent::ExtensionHandshake(merged));
+                } else if Some(id) == self.config.extension_handshake.id_of(UPLOAD_ONLY) {
+                    // One byte, as libtorrent sends it; anything else is ignored, as
+                    // libtorrent ignores it.
+                    if let [flag] = payload[..] {
+                        self.state.peer_upload_only = flag != 0;
+                        self.emit(SessionEvent::UploadOnly);
+                    }
                 } else {
                     self.emit(SessionEvent::Extended { id, payload });
                 }

@@ -944,3 +944,48 @@ fn blocks_sent_vectored_arrive_without_copies() {
         assert!(a.state().peer_pieces.get(1));
     }
 }
+
+#[test]
+fn upload_only_from_the_handshake_and_from_the_message() {
+    use crate::{OUR_UPLOAD_ONLY_ID, UPLOAD_ONLY};
+    let now = Instant::now();
+    // `a` takes the message (libtorrent's name, our id); `b` is a partial seed.
+    let mut a_cfg = config(1, false);
+    a_cfg
+        .extension_handshake
+        .m
+        .insert(UPLOAD_ONLY.to_owned(), OUR_UPLOAD_ONLY_ID);
+    let mut b_cfg = config(2, false);
+    b_cfg.extension_handshake.upload_only = Some(true);
+    let (mut a, mut b) = connect(a_cfg, b_cfg, now);
+    assert!(a.state().peer_upload_only, "from b's handshake");
+    assert!(!b.state().peer_upload_only);
+    events(&mut a);
+    events(&mut b);
+
+    // b's download finished: a says so with a message, under the id b gave it... but b
+    // did not take the message, so nothing is sent.
+    a.send_upload_only(true);
+    assert!(take_bytes(&mut a).is_empty());
+    // b tells a it wants pieces again, then that it is done: a sees both.
+    b.send_upload_only(false);
+    pump(&mut b, &mut a, now, usize::MAX);
+    assert!(!a.state().peer_upload_only);
+    assert_eq!(events(&mut a), [SessionEvent::UploadOnly]);
+    b.send_upload_only(true);
+    pump(&mut b, &mut a, now, usize::MAX);
+    assert!(a.state().peer_upload_only);
+    assert_eq!(events(&mut a), [SessionEvent::UploadOnly]);
+
+    // A malformed one (two bytes) is ignored, not fatal; nor is it passed on.
+    feed(
+        &mut a,
+        &[Message::Extended {
+            id: OUR_UPLOAD_ONLY_ID,
+            payload: Bytes::from_static(&[0, 0]),
+        }],
+    )
+    .unwrap();
+    assert!(events(&mut a).is_empty());
+    assert!(a.state().peer_upload_only);
+}

@@ -5,6 +5,9 @@
 
 mod common;
 
+use std::process::Command;
+use std::time::Duration;
+
 use common::*;
 
 /// Five files whose edges all fall inside 256 KiB pieces; returns their names and sizes.
@@ -144,4 +147,115 @@ fn a_magnets_select_only_picks_the_files() {
     for untouched in ["a.bin", "b.bin"] {
         assert!(!out.join("album").join(untouched).exists(), "{untouched}");
     }
+}
+
+/// A libtorrent leecher of the whole torrent that fetches what the peer at `peer` has;
+/// libtorrent then drops an upload-only peer it wants nothing more from (BEP 21), which
+/// it can only know from the peer's handshake. Prints `DROPPED <pieces> <why>`.
+const LT_LEECH_PARTIAL: &str = r#"
+torrent, save, ip, port, peer_ip, peer_port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], int(sys.argv[6])
+s = session(ip, port)
+c = lt.alert.category_t
+s.apply_settings({'alert_mask': c.peer_notification | c.connect_notification | c.error_notification})
+h = s.add_torrent({'ti': lt.torrent_info(torrent), 'save_path': save})
+h.connect_peer((peer_ip, peer_port))
+deadline = time.time() + 30
+while time.time() < deadline:
+    for a in s.pop_alerts():
+        if isinstance(a, lt.peer_disconnected_alert) and peer_ip in a.message():
+            print('DROPPED', h.status().num_pieces, a.error.message(), flush=True)
+            sys.exit(0)
+    time.sleep(0.05)
+print('TIMEOUT', h.status().num_pieces, flush=True)
+"#;
+
+/// A libtorrent peer that downloads only file 2 from the seed, then (finished, so
+/// upload-only itself) connects to the peer at `peer` and stays until killed. It never
+/// closes redundant connections itself, so that only the other side can end this one.
+const LT_PARTIAL_SEED: &str = r#"
+torrent, save, ip, port, seed_port, peer_ip, peer_port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], int(sys.argv[7])
+s = session(ip, port)
+s.apply_settings({'close_redundant_connections': False})
+ti = lt.torrent_info(torrent)
+prio = [0] * ti.num_files()
+prio[2] = 1
+h = s.add_torrent({'ti': ti, 'save_path': save, 'file_priorities': prio})
+h.connect_peer(('127.0.4.5', seed_port))
+deadline = time.time() + 60
+while time.time() < deadline and not h.status().is_finished:
+    time.sleep(0.05)
+print('FINISHED' if h.status().is_finished else 'TIMEOUT', flush=True)
+h.connect_peer((peer_ip, peer_port))
+time.sleep(max(0, deadline - time.time()))
+"#;
+
+#[test]
+fn partial_seeds_say_they_want_nothing_more() {
+    let dir = tempdir();
+    let root = dir.path().join("src/album");
+    album(&root);
+    let torrent = dir.path().join("album.torrent");
+    shoal_create(&root, "256K", &torrent, &[]);
+    let _seed = lt_seed(&torrent, &dir.path().join("src"), "127.0.4.5", 17405);
+
+    // shoal fetches file 2 only, then stays as a partial seed.
+    let mut get = shoal();
+    get.args(["get", path_str(&torrent), "-o"])
+        .arg(dir.path().join("shoal"))
+        .args([
+            "--select-file",
+            "2",
+            "--json",
+            "--no-dht",
+            "--listen",
+            "127.0.4.6:17406",
+        ])
+        .args(["--peer", "127.0.4.5:17405", "--state-dir"])
+        .arg(dir.path().join("state"));
+    let (_shoal, events) = start_and_watch(get, "\"completed\"", Duration::from_secs(60));
+
+    // libtorrent reads shoal's handshake as upload-only: once it has shoal's three
+    // pieces it drops shoal, as it drops upload-only peers it wants nothing from.
+    let out = python(
+        &python_script(LT_LEECH_PARTIAL),
+        &[
+            path_str(&torrent),
+            path_str(&dir.path().join("lt-leecher")),
+            "127.0.4.7",
+            "17407",
+            "127.0.4.6",
+            "17406",
+        ],
+    );
+    assert_eq!(out.trim(), "DROPPED 3 uninteresting upload-only peer");
+
+    // A libtorrent partial seed of the same file: neither wants anything of the other,
+    // and the connection goes at once (without BEP 21 neither is a seed, and it would
+    // stay).
+    let mut partial = Command::new("/usr/bin/python3");
+    partial
+        .arg("-c")
+        .arg(python_script(LT_PARTIAL_SEED))
+        .arg(&torrent)
+        .arg(dir.path().join("lt-partial"))
+        .args(["127.0.4.8", "17408", "17405", "127.0.4.6", "17406"]);
+    let _partial = start_and_wait(partial, "FINISHED", Duration::from_secs(60));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let gone = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = events
+            .recv_timeout(left)
+            .expect("shoal reports the partial seed's connection gone within 20 s");
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if event["event"] == "peer_disconnected"
+            && event["addr"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("127.0.4.8:")
+        {
+            break event;
+        }
+    };
+    let reason = gone["reason"].as_str().unwrap();
+    assert!(reason.starts_with("both done"), "{gone}");
 }

@@ -3,7 +3,7 @@
 //! either driver: pieces checked at once (the simulator's way) or later through
 //! [`TorrentCore::piece_checked`] (the engine's), and a sender of bad data banned.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
@@ -11,7 +11,7 @@ use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use shoal_core::{Bitfield, Block, InfoHash, PeerId};
-use shoal_wire::{PeerSession, SessionConfig};
+use shoal_wire::{PeerSession, SessionConfig, OUR_UPLOAD_ONLY_ID, UPLOAD_ONLY};
 
 use super::{Connection, CoreConfig, Io, TorrentCore, Uplink};
 use crate::{PeerKey, PeerLink};
@@ -177,13 +177,24 @@ struct Side {
 
 impl Side {
     fn new(id: u8, io: TestIo, have: &Bitfield, now: Instant) -> Self {
+        Side::wanting(id, io, have, None, now)
+    }
+
+    /// A side that downloads only `wanted` (the pieces of the files chosen).
+    fn wanting(
+        id: u8,
+        io: TestIo,
+        have: &Bitfield,
+        wanted: Option<&Bitfield>,
+        now: Instant,
+    ) -> Self {
         let mut core = TorrentCore::new(CoreConfig {
             info_hash: INFO_HASH,
             piece_count: PIECES,
             piece_length: PIECE_LENGTH,
             total_length: TOTAL,
             have,
-            wanted: None,
+            wanted,
             super_seed: false,
             initial_rate: 256.0 * 1024.0,
             first_key: 0,
@@ -191,7 +202,7 @@ impl Side {
             now,
         });
         let mut io = io;
-        let peer = new_peer(id, core.announced(), now);
+        let peer = new_peer(id, core.announced(), core.upload_only(), now);
         let key = core.add_peer(|_| peer, now, &mut io);
         Side { core, io, key }
     }
@@ -213,9 +224,10 @@ impl Side {
     }
 }
 
-/// A connection of host `id`, which announces `announced`, before its handshake.
-fn new_peer(id: u8, announced: Bitfield, now: Instant) -> TestPeer {
-    let config = SessionConfig::new(
+/// A connection of host `id`, which announces `announced` (and, as the engine does,
+/// whether it wants anything more, BEP 21), before its handshake.
+fn new_peer(id: u8, announced: Bitfield, upload_only: bool, now: Instant) -> TestPeer {
+    let mut config = SessionConfig::new(
         INFO_HASH,
         PeerId::shoal([id; 12]),
         PIECES,
@@ -223,6 +235,9 @@ fn new_peer(id: u8, announced: Bitfield, now: Instant) -> TestPeer {
         TOTAL,
         announced,
     );
+    let hs = &mut config.extension_handshake;
+    hs.m = BTreeMap::from([(UPLOAD_ONLY.to_owned(), OUR_UPLOAD_ONLY_ID)]);
+    hs.upload_only = upload_only.then_some(true);
     TestPeer {
         link: PeerLink::new(PeerSession::new(config, now), PIECES as usize, now),
         wire: VecDeque::new(),
@@ -322,7 +337,7 @@ fn a_shared_uplink_sends_a_piece_at_a_time_to_each_leecher_in_turn() {
     seed_io.shared = Some(0);
     let mut seed = Side::new(1, seed_io, &all_pieces(), start);
     let to_b = {
-        let peer = new_peer(1, seed.core.announced(), start);
+        let peer = new_peer(1, seed.core.announced(), seed.core.upload_only(), start);
         seed.core.add_peer(|_| peer, start, &mut seed.io)
     };
     let to_a = seed.key;
@@ -525,4 +540,88 @@ fn a_failed_web_fetch_returns_its_blocks_to_the_pool() {
         .core
         .web_seed_requests(web, &all_pieces(), 4)
         .is_empty());
+}
+
+fn pieces(list: &[u32]) -> Bitfield {
+    let mut bits = Bitfield::new(PIECES as usize);
+    for &piece in list {
+        bits.set(piece as usize);
+    }
+    bits
+}
+
+/// Steps two sides against each other, `steps` ticks of 100 ms from `first`, or until
+/// either dropped the other.
+fn exchange(a: &mut Side, b: &mut Side, start: Instant, first: u64, steps: u64) {
+    for step in first..first + steps {
+        let now = start + Duration::from_millis(100 * step);
+        let (to_b, to_a) = (a.take_wire(), b.take_wire());
+        b.deliver(to_b, now);
+        a.deliver(to_a, now);
+        a.core.tick(now, &mut a.io);
+        b.core.tick(now, &mut b.io);
+        if a.core.peers().is_empty() || b.core.peers().is_empty() {
+            return;
+        }
+    }
+}
+
+#[test]
+fn two_partial_seeds_part_at_once() {
+    let start = Instant::now();
+    let half = pieces(&[0, 1, 2]);
+    let io = || TestIo::new(true, false, false);
+    let mut a = Side::wanting(1, io(), &half, Some(&half), start);
+    let mut b = Side::wanting(2, io(), &half, Some(&half), start);
+    assert!(a.core.upload_only() && b.core.upload_only());
+    exchange(&mut a, &mut b, start, 0, 50);
+    // Each learns from the other's handshake that it wants nothing (BEP 21).
+    assert_eq!(a.io.removed, [super::BOTH_DONE]);
+    assert_eq!(b.io.removed, [super::BOTH_DONE]);
+
+    // The same, but `b` wants the rest: it stays.
+    let mut a = Side::wanting(1, io(), &half, Some(&half), start);
+    let mut b = Side::wanting(2, io(), &half, None, start);
+    assert!(!b.core.upload_only());
+    exchange(&mut a, &mut b, start, 0, 50);
+    assert!(a.io.removed.is_empty() && b.io.removed.is_empty());
+}
+
+#[test]
+fn a_finished_partial_download_tells_its_peers() {
+    let start = Instant::now();
+    // `p` has half the pieces and wants them all; `l` wants two of them.
+    let mut p = Side::new(
+        1,
+        TestIo::new(true, false, false),
+        &pieces(&[0, 1, 2]),
+        start,
+    );
+    let wanted = pieces(&[0, 1]);
+    let none = Bitfield::new(PIECES as usize);
+    let mut l = Side::wanting(
+        2,
+        TestIo::new(false, false, false),
+        &none,
+        Some(&wanted),
+        start,
+    );
+    let link = |side: &Side| {
+        side.core
+            .peers()
+            .get(&side.key)
+            .map(|p| p.link().session.state().peer_upload_only)
+    };
+    let mut step = 0;
+    while !l.core.is_complete() && step < 200 {
+        // Until then, `l` wants pieces.
+        assert_ne!(link(&p), Some(true));
+        exchange(&mut p, &mut l, start, step, 1);
+        step += 1;
+    }
+    assert!(l.core.is_complete());
+    exchange(&mut p, &mut l, start, step, 3);
+    // `l` said so on the live connection; neither leaves, as `p` still wants pieces.
+    assert_eq!(link(&p), Some(true));
+    assert!(p.io.removed.is_empty() && l.io.removed.is_empty());
 }

@@ -170,6 +170,7 @@ async fn announce(source: &Source, txid: u32, torrent: u32, port: u16, event: Ev
                 uploaded: 0,
                 downloaded: 0,
                 left: u64::from(port % 2),
+                partial_seed: false,
             },
             event,
             ip: Ipv4Addr::UNSPECIFIED,

@@ -12,6 +12,9 @@ pub enum Event {
     Started,
     Completed,
     Stopped,
+    /// BEP 21: a periodic announce of a partial seed (it has every piece of the files it
+    /// chose, and wants nothing more).
+    Paused,
 }
 
 impl Event {
@@ -22,6 +25,7 @@ impl Event {
             Event::Started => Some("started"),
             Event::Completed => Some("completed"),
             Event::Stopped => Some("stopped"),
+            Event::Paused => Some("paused"),
         }
     }
 
@@ -31,17 +35,19 @@ impl Event {
             "started" => Some(Event::Started),
             "completed" => Some(Event::Completed),
             "stopped" => Some(Event::Stopped),
+            "paused" => Some(Event::Paused),
             _ => None,
         }
     }
 
-    /// BEP 15's numbering.
+    /// BEP 15's numbering, and libtorrent's 4 for `paused` (BEP 15 has no number for it).
     pub fn as_udp(self) -> u32 {
         match self {
             Event::None => 0,
             Event::Completed => 1,
             Event::Started => 2,
             Event::Stopped => 3,
+            Event::Paused => 4,
         }
     }
 
@@ -51,6 +57,7 @@ impl Event {
             1 => Some(Event::Completed),
             2 => Some(Event::Started),
             3 => Some(Event::Stopped),
+            4 => Some(Event::Paused),
             _ => None,
         }
     }
@@ -62,6 +69,9 @@ pub struct Progress {
     pub uploaded: u64,
     pub downloaded: u64,
     pub left: u64,
+    /// BEP 21: every piece of the chosen files is here, though `left` is not 0; periodic
+    /// announces then say `paused`.
+    pub partial_seed: bool,
 }
 
 /// One announce, as the client sends it.
@@ -101,8 +111,11 @@ pub struct ScrapeCounts {
     pub complete: u32,
     /// Completed downloads ever reported.
     pub downloaded: u32,
-    /// Leechers.
+    /// Leechers (partial seeds included).
     pub incomplete: u32,
+    /// BEP 21: the leechers that still download (not partial seeds). HTTP scrapes only;
+    /// `None` where the tracker does not say.
+    pub downloaders: Option<u32>,
 }
 
 /// Announce intervals outside this range are clamped: a tracker cannot make us hammer it

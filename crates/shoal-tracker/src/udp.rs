@@ -163,6 +163,7 @@ impl Request {
                             uploaded,
                             downloaded,
                             left,
+                            partial_seed: event == Event::Paused,
                         },
                         event,
                         ip,
@@ -280,6 +281,7 @@ impl Response {
                             complete,
                             downloaded,
                             incomplete,
+                            downloaders: None,
                         }
                     })
                     .collect(),
@@ -369,6 +371,7 @@ mod tests {
                     uploaded: 10,
                     downloaded: 20,
                     left: 30,
+                    partial_seed: false,
                 },
                 event: Event::Completed,
                 ip: Ipv4Addr::UNSPECIFIED,
@@ -440,6 +443,7 @@ mod tests {
                         complete: 1,
                         downloaded: 2,
                         incomplete: 3,
+                        downloaders: None,
                     }],
                 },
                 false,

@@ -226,6 +226,7 @@ async fn run_announcer(
             uploaded: 0,
             downloaded: 0,
             left: 1000,
+            partial_seed: false,
         },
         tx,
     );

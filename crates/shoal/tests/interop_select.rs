@@ -259,3 +259,58 @@ fn partial_seeds_say_they_want_nothing_more() {
     let reason = gone["reason"].as_str().unwrap();
     assert!(reason.starts_with("both done"), "{gone}");
 }
+
+/// A libtorrent peer that downloads only file 2, finding peers through the torrent's
+/// tracker, then announces again at once (as a partial seed, BEP 21: `event=paused`);
+/// prints FINISHED and stays until killed.
+const LT_PARTIAL_ANNOUNCE: &str = r#"
+torrent, save, ip, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+s = session(ip, port)
+ti = lt.torrent_info(torrent)
+prio = [0] * ti.num_files()
+prio[2] = 1
+h = s.add_torrent({'ti': ti, 'save_path': save, 'file_priorities': prio})
+deadline = time.time() + 60
+while time.time() < deadline and not h.status().is_finished:
+    time.sleep(0.05)
+h.force_reannounce()
+print('FINISHED' if h.status().is_finished else 'TIMEOUT', flush=True)
+time.sleep(max(0, deadline - time.time()))
+"#;
+
+#[test]
+fn a_tracker_counts_partial_seeds_apart() {
+    let dir = tempdir();
+    let root = dir.path().join("src/album");
+    album(&root);
+    let tracker = "127.0.4.10:17410";
+    let _tracker = shoal_tracker(tracker, &[]);
+    let url = format!("http://{tracker}/announce");
+    let torrent = dir.path().join("album.torrent");
+    shoal_create(&root, "256K", &torrent, &["--tracker", &url]);
+    let hash = shoal_core::Metainfo::from_bytes(&std::fs::read(&torrent).unwrap())
+        .unwrap()
+        .info_hash;
+    let _seed = lt_seed(&torrent, &dir.path().join("src"), "127.0.4.11", 17411);
+    let mut partial = Command::new("/usr/bin/python3");
+    partial
+        .arg("-c")
+        .arg(python_script(LT_PARTIAL_ANNOUNCE))
+        .arg(&torrent)
+        .arg(dir.path().join("lt-partial"))
+        .args(["127.0.4.12", "17412"]);
+    let _partial = start_and_wait(partial, "FINISHED", Duration::from_secs(60));
+    // libtorrent's `paused` announce makes it a leecher that does not download.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let counts = scrape_url(&url, hash);
+        if (counts.complete, counts.incomplete, counts.downloaders) == (1, 1, Some(0)) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the partial seed never counted apart: {counts:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -153,7 +153,8 @@ fn http_tracker_libtorrent_seed_shoal_and_aria2_leech() {
         ScrapeCounts {
             complete: 1,
             downloaded,
-            incomplete: 0
+            incomplete: 0,
+            downloaders: Some(0),
         }
     );
     let mut slow = shoal();
@@ -177,12 +178,17 @@ fn http_tracker_libtorrent_seed_shoal_and_aria2_leech() {
         ScrapeCounts {
             complete: 1,
             downloaded,
-            incomplete: 1
+            incomplete: 1,
+            downloaders: Some(1),
         }
     );
+    // UDP scrapes have no room for BEP 21's `downloaders`.
     assert_eq!(
         udp_scrape(tracker, hash),
-        http_scrape(tracker, hash),
+        ScrapeCounts {
+            downloaders: None,
+            ..http_scrape(tracker, hash)
+        },
         "one swarm state"
     );
 }
@@ -293,6 +299,7 @@ fn transmission_announces_and_shoal_seed_reaches_it() {
                     complete: 1,
                     downloaded: 1,
                     incomplete: 0,
+                    downloaders: None,
                 }
         },
     );
@@ -305,6 +312,7 @@ fn transmission_announces_and_shoal_seed_reaches_it() {
                     complete: 2,
                     downloaded: 1,
                     incomplete: 0,
+                    downloaders: Some(0),
                 }
         },
     );
@@ -451,6 +459,7 @@ fn announce_from(
             uploaded: 0,
             downloaded: 0,
             left: 1,
+            partial_seed: false,
         },
         event,
         numwant: None,

@@ -200,6 +200,7 @@ pub fn parse_scrape(
                     complete: count(d.get(b"complete")).unwrap_or(0),
                     downloaded: count(d.get(b"downloaded")).unwrap_or(0),
                     incomplete: count(d.get(b"incomplete")).unwrap_or(0),
+                    downloaders: count(d.get(b"downloaders")),
                 },
             ))
         })
@@ -225,6 +226,7 @@ mod tests {
                 uploaded: 1,
                 downloaded: 2,
                 left: 3,
+                partial_seed: false,
             },
             event: Event::Started,
             numwant: Some(50),
@@ -337,7 +339,8 @@ mod tests {
                 ScrapeCounts {
                     complete: 3,
                     downloaded: 7,
-                    incomplete: 4
+                    incomplete: 4,
+                    downloaders: None,
                 }
             )]
         );

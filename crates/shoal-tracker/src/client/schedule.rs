@@ -200,6 +200,9 @@ impl TrackerClient {
             Event::Started
         } else if self.completed_pending {
             Event::Completed
+        } else if self.progress.partial_seed && self.progress.left > 0 {
+            // BEP 21, as libtorrent does: every periodic announce of a partial seed.
+            Event::Paused
         } else {
             Event::None
         };
@@ -358,6 +361,7 @@ mod tests {
                 uploaded: 0,
                 downloaded: 0,
                 left: 100,
+                partial_seed: false,
             },
             now,
             &mut rng,
@@ -399,6 +403,39 @@ mod tests {
         assert_eq!(stops.len(), 1);
         assert_eq!(stops[0].request.event, Event::Stopped);
         assert_eq!(stops[0].request.numwant, Some(0));
+    }
+
+    #[test]
+    fn a_partial_seed_announces_paused() {
+        let now = Instant::now();
+        let mut c = client(&[&["http://a/announce"]], now);
+        let job = c.poll_announce(now).unwrap();
+        assert_eq!(job.request.event, Event::Started);
+        c.handle_response(now, &job, ok(1800, &[]));
+        // The chosen files are here: every periodic announce says so (BEP 21).
+        c.set_progress(Progress {
+            left: 60,
+            partial_seed: true,
+            ..Progress::default()
+        });
+        let later = now + Duration::from_secs(1800);
+        let job = c.poll_announce(later).unwrap();
+        assert_eq!(job.request.event, Event::Paused);
+        assert_eq!(job.request.event.as_http(), Some("paused"));
+        c.handle_response(later, &job, ok(1800, &[]));
+        // More files chosen later: a leecher again.
+        c.set_progress(Progress {
+            left: 60,
+            ..Progress::default()
+        });
+        let job = c.poll_announce(later + Duration::from_secs(1800)).unwrap();
+        assert_eq!(job.request.event, Event::None);
+        c.handle_response(later, &job, ok(1800, &[]));
+        assert_eq!(
+            c.stop()[0].request.event,
+            Event::Stopped,
+            "stopped stays stopped"
+        );
     }
 
     #[test]

@@ -139,6 +139,9 @@ pub fn scrape(tracker: &mut Tracker, query: &str) -> Vec<u8> {
         d.insert("complete", i64::from(c.complete));
         d.insert("downloaded", i64::from(c.downloaded));
         d.insert("incomplete", i64::from(c.incomplete));
+        if let Some(downloaders) = c.downloaders {
+            d.insert("downloaders", i64::from(downloaders));
+        }
         files.insert(h.0.to_vec(), d);
     }
     let mut root = Value::dict();

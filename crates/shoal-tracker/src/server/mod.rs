@@ -9,7 +9,7 @@
 //! intervals) is dropped by [`Tracker::expire`].
 //!
 //! Memory is also kept small per peer, since a public tracker holds millions: a peer is
-//! 24 bytes (address and port in 18, last announce as seconds in 4, the seeder flag);
+//! 24 bytes (address and port in 18, last announce as seconds in 4, its [`Kind`]);
 //! peer ids are not kept (compact answers have none; dictionary answers go without). A
 //! swarm is a plain vector, searched linearly while small, with an address index only
 //! once it passes [`INDEX_AT`] peers.
@@ -151,10 +151,37 @@ impl PeerAddr {
     }
 }
 
+/// What a peer wants, by its last announce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Leecher,
+    /// BEP 21: it has the files it chose (it announces `paused`); counted among the
+    /// leechers (`incomplete`) but not the `downloaders`.
+    PartialSeed,
+    Seeder,
+}
+
+impl Kind {
+    fn of(a: &PeerAnnounce) -> Kind {
+        if a.left == 0 {
+            Kind::Seeder
+        } else if a.event == Event::Paused {
+            Kind::PartialSeed
+        } else {
+            Kind::Leecher
+        }
+    }
+
+    /// Wants nothing more: such peers are given only leechers, and never each other.
+    fn done(self) -> bool {
+        self != Kind::Leecher
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Peer {
     addr: PeerAddr,
-    seeder: bool,
+    kind: Kind,
     /// Seconds since the tracker's epoch.
     last_seen: u32,
 }
@@ -166,6 +193,7 @@ struct Swarm {
     /// Position of each peer in `peers`, kept only for large swarms.
     index: Option<HashMap<PeerAddr, u32>>,
     seeders: u32,
+    partial_seeds: u32,
     /// `completed` events seen (scrape's `downloaded`).
     downloaded: u32,
 }
@@ -178,10 +206,22 @@ impl Swarm {
         }
     }
 
-    fn push(&mut self, peer: Peer) {
-        if peer.seeder {
-            self.seeders += 1;
+    /// Counts a peer of `kind` in (`add`) or out.
+    fn count(&mut self, kind: Kind, add: bool) {
+        let counter = match kind {
+            Kind::Seeder => &mut self.seeders,
+            Kind::PartialSeed => &mut self.partial_seeds,
+            Kind::Leecher => return,
+        };
+        if add {
+            *counter += 1;
+        } else {
+            *counter -= 1;
         }
+    }
+
+    fn push(&mut self, peer: Peer) {
+        self.count(peer.kind, true);
         self.peers.push(peer);
         match &mut self.index {
             Some(index) => {
@@ -207,9 +247,7 @@ impl Swarm {
             return false;
         };
         let peer = self.peers.swap_remove(i);
-        if peer.seeder {
-            self.seeders -= 1;
-        }
+        self.count(peer.kind, false);
         if let Some(index) = &mut self.index {
             index.remove(addr);
             if let Some(moved) = self.peers.get(i) {
@@ -228,7 +266,8 @@ impl Swarm {
         self.peers.retain(|p| p.last_seen >= cutoff);
         let removed = before - self.peers.len();
         if removed > 0 {
-            self.seeders = self.peers.iter().filter(|p| p.seeder).count() as u32;
+            let of = |kind| self.peers.iter().filter(|p| p.kind == kind).count() as u32;
+            (self.seeders, self.partial_seeds) = (of(Kind::Seeder), of(Kind::PartialSeed));
             self.rebuild_index();
             if self.peers.capacity() > 4 * self.peers.len().max(4) {
                 self.peers.shrink_to_fit();
@@ -246,6 +285,7 @@ impl Swarm {
             complete: self.seeders,
             downloaded: self.downloaded,
             incomplete: self.leechers(),
+            downloaders: Some(self.leechers() - self.partial_seeds),
         }
     }
 }
@@ -377,18 +417,16 @@ impl Tracker {
             return Err(Refusal::TooManyTorrents);
         }
         let swarm = self.swarms.entry(a.info_hash).or_default();
-        let seeder = a.left == 0;
+        let kind = Kind::of(a);
         match swarm.find(&addr) {
             Some(i) => {
-                let peer = &mut swarm.peers[i];
-                if peer.seeder != seeder {
-                    if seeder {
-                        swarm.seeders += 1;
-                    } else {
-                        swarm.seeders -= 1;
-                    }
+                let was = swarm.peers[i].kind;
+                if was != kind {
+                    swarm.count(was, false);
+                    swarm.count(kind, true);
                 }
-                peer.seeder = seeder;
+                let peer = &mut swarm.peers[i];
+                peer.kind = kind;
                 peer.last_seen = seconds;
             }
             None => {
@@ -407,7 +445,7 @@ impl Tracker {
                 }
                 swarm.push(Peer {
                     addr,
-                    seeder,
+                    kind,
                     last_seen: seconds,
                 });
                 self.peers += 1;
@@ -427,8 +465,11 @@ impl Tracker {
             let start = rng.gen_range(0..n);
             for k in 0..n {
                 let p = &swarm.peers[(start + k) % n];
-                // Never the peer itself; a seeder gets only leechers.
-                if p.addr != addr && !(seeder && p.seeder) && a.family.admits(p.addr.is_ipv4()) {
+                // Never the peer itself; a seeder or partial seed gets only leechers.
+                if p.addr != addr
+                    && !(kind.done() && p.kind.done())
+                    && a.family.admits(p.addr.is_ipv4())
+                {
                     peers.push(p.addr.socket_addr());
                     if peers.len() == want {
                         break;
@@ -449,7 +490,11 @@ impl Tracker {
         self.scrapes += 1;
         hashes
             .iter()
-            .map(|h| self.swarms.get(h).map(Swarm::counts).unwrap_or_default())
+            .map(|h| {
+                self.swarms
+                    .get(h)
+                    .map_or_else(|| Swarm::default().counts(), Swarm::counts)
+            })
             .collect()
     }
 
@@ -502,6 +547,61 @@ mod tests {
         }
     }
 
+    #[test]
+    fn partial_seeds_are_leechers_that_do_not_download() {
+        let mut t = Tracker::new(ServerConfig::default());
+        let mut rng = StdRng::seed_from_u64(1);
+        let now = Instant::now();
+        let mut go = |peer: &str, left: u64, event: Event| {
+            t.announce(now, &announce(1, peer, left, event), &mut rng)
+                .unwrap()
+        };
+        go("10.0.0.1:1", 0, Event::Started);
+        go("10.0.0.2:1", 50, Event::Started);
+        go("10.0.0.3:1", 50, Event::Started);
+        // 10.0.0.3 has its files: its periodic announces say `paused` (BEP 21).
+        let partial = go("10.0.0.3:1", 50, Event::Paused);
+        assert_eq!((partial.seeders, partial.leechers), (1, 2));
+        // It is given only the peer still downloading, not the seed.
+        assert_eq!(addrs(&partial), ["10.0.0.2:1"]);
+        // The seed is given the downloader only; the downloader everyone.
+        assert_eq!(addrs(&go("10.0.0.1:1", 0, Event::None)), ["10.0.0.2:1"]);
+        assert_eq!(
+            addrs(&go("10.0.0.2:1", 50, Event::None)),
+            ["10.0.0.1:1", "10.0.0.3:1"]
+        );
+        let counts = |t: &mut Tracker| t.scrape(&[InfoHash([1; 20])])[0];
+        let c = counts(&mut t);
+        assert_eq!((c.complete, c.incomplete, c.downloaders), (1, 2, Some(1)));
+        // It chose more files: downloading again. Then it stops.
+        let mut t2 = t;
+        t2.announce(now, &announce(1, "10.0.0.3:1", 50, Event::None), &mut rng)
+            .unwrap();
+        assert_eq!(counts(&mut t2).downloaders, Some(2));
+        t2.announce(now, &announce(1, "10.0.0.3:1", 50, Event::Paused), &mut rng)
+            .unwrap();
+        t2.announce(
+            now,
+            &announce(1, "10.0.0.3:1", 50, Event::Stopped),
+            &mut rng,
+        )
+        .unwrap();
+        let c = counts(&mut t2);
+        assert_eq!((c.incomplete, c.downloaders), (1, Some(1)));
+        // Expiry recounts partial seeds too: the others time out, a later one stays.
+        let timeout = t2.config.peer_timeout();
+        let later = now + timeout;
+        t2.announce(
+            later,
+            &announce(1, "10.0.0.4:1", 50, Event::Paused),
+            &mut rng,
+        )
+        .unwrap();
+        t2.expire(later + Duration::from_secs(1));
+        let c = counts(&mut t2);
+        assert_eq!((c.complete, c.incomplete, c.downloaders), (0, 1, Some(0)));
+    }
+
     fn addrs(a: &AnnounceAnswer) -> Vec<String> {
         let mut v: Vec<String> = a.peers.iter().map(|a| a.to_string()).collect();
         v.sort();
@@ -545,9 +645,13 @@ mod tests {
                 ScrapeCounts {
                     complete: 2,
                     downloaded: 1,
-                    incomplete: 1
+                    incomplete: 1,
+                    downloaders: Some(1),
                 },
-                ScrapeCounts::default()
+                ScrapeCounts {
+                    downloaders: Some(0),
+                    ..ScrapeCounts::default()
+                }
             ]
         );
         t.announce(now, &announce(1, "10.0.0.3:1", 5, Event::Stopped), &mut rng)

@@ -142,6 +142,7 @@ mod tests {
                     uploaded: 0,
                     downloaded: 0,
                     left,
+                    partial_seed: false,
                 },
                 event: Event::Started,
                 // A forged address: must be ignored.
@@ -230,7 +231,8 @@ mod tests {
                 counts: vec![ScrapeCounts {
                     complete: 1,
                     downloaded: 0,
-                    incomplete: 1
+                    incomplete: 1,
+                    downloaders: None,
                 }]
             }
         );

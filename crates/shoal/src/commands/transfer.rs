@@ -407,19 +407,24 @@ async fn announce(
                         .max(1)
                 };
                 let config = announcer_config(trackers.clone(), metainfo.info_hash, *listen);
+                // Whether it is a partial seed is known from the first stats, a second on.
                 let progress = Progress {
                     uploaded: 0,
                     downloaded: 0,
                     left,
+                    partial_seed: false,
                 };
                 announcer = Some(Announcer::spawn(config, progress, found_tx.clone()));
             }
             EngineEvent::Stats(s) => {
                 if let Some(a) = &announcer {
+                    let left = s.total_bytes.saturating_sub(s.bytes_have);
                     a.set_progress(Progress {
                         uploaded: s.uploaded,
                         downloaded: s.downloaded,
-                        left: s.total_bytes.saturating_sub(s.bytes_have),
+                        left,
+                        // BEP 21: the chosen files are here; announces say `paused`.
+                        partial_seed: left > 0 && s.selected_have == s.selected_bytes,
                     });
                 }
             }
@@ -524,6 +529,7 @@ impl Job {
                     uploaded: 0,
                     downloaded: 0,
                     left: 1,
+                    partial_seed: false,
                 };
                 Announcer::spawn(
                     announcer_config(tiers, info_hash, self.listen()),

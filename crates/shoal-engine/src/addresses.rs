@@ -40,9 +40,9 @@ impl AddressBook {
         }
     }
 
-    /// Addresses due for a connection attempt, marked as connecting; seeds are skipped
-    /// when we are `done` (have every piece we want), as they could give us nothing and
-    /// want nothing from us.
+    /// Addresses due for a connection attempt, marked as connecting; seeds (and partial
+    /// seeds) are skipped when we are `done` (have every piece we want), as they could
+    /// give us nothing and want nothing from us.
     pub fn due(&mut self, now: Instant, max: usize, done: bool) -> Vec<SocketAddr> {
         let mut due: Vec<SocketAddr> = self
             .entries
@@ -68,7 +68,8 @@ impl AddressBook {
     }
 
     /// The connection ended; `failed` when it never got going (refused, handshake error);
-    /// otherwise `seed` says whether the peer had every piece.
+    /// otherwise `seed` says whether the peer wanted nothing more (it had every piece, or
+    /// said it was upload-only).
     pub fn disconnected(&mut self, addr: SocketAddr, failed: bool, seed: bool, now: Instant) {
         if let Some(e) = self.entries.get_mut(&addr) {
             e.connected = false;

@@ -552,8 +552,11 @@ impl Io<Peer> for EngineIo {
 
     fn removed(&mut self, peer: Peer, reason: &str, now: Instant) {
         peer.reader.abort();
-        let (failed, seed) = (!peer.link.connected, peer.link.counted.all());
-        self.addresses.disconnected(peer.addr, failed, seed, now);
+        // A partial seed (BEP 21) wants nothing either: not dialled again while we are done.
+        let state = peer.link.session.state();
+        let done = peer.link.counted.all() || state.peer_upload_only;
+        self.addresses
+            .disconnected(peer.addr, !peer.link.connected, done, now);
         if peer.link.connected {
             let _ = self.events.send(EngineEvent::PeerDisconnected {
                 addr: peer.addr,

@@ -46,6 +46,9 @@ pub struct Found {
     pub gets: usize,
     /// The walk stopped at [`MAX_WALK`] nodes.
     pub truncated: bool,
+    /// Tree nodes the source did not have (expired, never stored, or unreachable): what
+    /// they held is missing from `entries`.
+    pub missing: usize,
 }
 
 /// The entries under `word` exactly.
@@ -74,7 +77,10 @@ async fn under<S: NodeSource>(source: &S, word: &str, bits: u8) -> Result<Found,
         match node {
             None if at.is_empty() => return Err(QueryError::NoTree),
             // A node that expired or was never put: what it held is missing.
-            None => return Ok(found),
+            None => {
+                found.missing += 1;
+                return Ok(found);
+            }
             Some(PhtNode::Leaf(entries)) => {
                 found.entries = entries;
                 return Ok(found);
@@ -127,7 +133,10 @@ async fn walk<S: NodeSource>(
             let Some(joined) = gets.join_next().await else {
                 break;
             };
-            let Ok((label, node)) = joined else { continue };
+            let Ok((label, node)) = joined else {
+                found.missing += 1;
+                continue;
+            };
             found.gets += 1;
             match node? {
                 Some(PhtNode::Leaf(entries)) => found.entries.extend(entries),
@@ -142,7 +151,7 @@ async fn walk<S: NodeSource>(
                 // back up the tree: the indexer's tree is broken, skip it.
                 Some(PhtNode::Internal { .. }) => {}
                 // A child that expired or was never put: its entries are missing, not fatal.
-                None => {}
+                None => found.missing += 1,
             }
         }
         level = next.into_iter().collect();
@@ -231,6 +240,31 @@ mod tests {
         }
         let none = lookup(&source, "windows").await.unwrap();
         assert!(none.entries.is_empty());
+        assert_eq!(none.missing, 0, "absent from a whole tree: nothing missing");
+    }
+
+    /// A node the DHT no longer has loses what it held, and the answer says so (a
+    /// reader must not take it for the indexer's complete answer).
+    #[tokio::test]
+    async fn missing_nodes_are_counted() {
+        let (_, source) = index();
+        let mut nodes = (*source.0).clone();
+        let (leaf, word) = nodes
+            .iter()
+            .find_map(|(label, node)| match node {
+                PhtNode::Leaf(entries) if !label.is_empty() => {
+                    Some((*label, entries[0].keyword.clone()))
+                }
+                _ => None,
+            })
+            .expect("a leaf");
+        let whole = lookup(&source, &word).await.unwrap();
+        assert_eq!(whole.missing, 0);
+        nodes.remove(&leaf);
+        let holed = MapSource(Arc::new(nodes));
+        let found = lookup(&holed, &word).await.unwrap();
+        assert_eq!(found.missing, 1, "{word}");
+        assert!(found.entries.len() < whole.entries.len());
     }
 
     #[tokio::test]

@@ -326,14 +326,21 @@ fn search_dht(
             let hex = shoal_core::hex::encode(&indexer);
             // One indexer's trouble is a warning: the others' results still count.
             match matching(&source, &terms, any).await {
-                Ok((entries, cut)) => {
-                    if cut {
+                Ok(found) => {
+                    if found.truncated {
                         eprintln!("shoal: indexer {hex}: too many matches, only some are shown (use longer words)");
-                    } else {
+                    }
+                    if found.missing > 0 {
+                        eprintln!(
+                            "shoal: indexer {hex}: {} of its tree's nodes were not found in the DHT; some matches may be missing",
+                            found.missing
+                        );
+                    }
+                    if !found.truncated && found.missing == 0 {
                         answered.insert(indexer);
                     }
-                    truncated |= cut;
-                    for e in entries {
+                    truncated |= found.truncated;
+                    for e in found.entries {
                         all.entry((e.info_hash, indexer)).or_insert(e);
                     }
                 }
@@ -442,15 +449,19 @@ impl Results<'_> {
     }
 }
 
-/// The entries matching every term (by info-hash), or any term with `any`, and whether a
-/// walk was cut short (then some matches are missing).
-async fn matching(
-    source: &DhtSource,
-    terms: &[Term],
-    any: bool,
-) -> Result<(Vec<Entry>, bool), QueryError> {
+/// What one indexer's tree answered.
+struct Matches {
+    entries: Vec<Entry>,
+    /// A walk was cut short at its node limit: some matches are not listed.
+    truncated: bool,
+    /// Tree nodes the DHT did not have: what they held is not listed.
+    missing: usize,
+}
+
+/// The entries matching every term (by info-hash), or any term with `any`.
+async fn matching(source: &DhtSource, terms: &[Term], any: bool) -> Result<Matches, QueryError> {
     let mut result: Option<BTreeMap<InfoHash, Entry>> = None;
-    let mut truncated = false;
+    let (mut truncated, mut missing) = (false, 0);
     // All terms' lookups at once: a search costs the slowest of them, not their sum.
     let mut lookups = tokio::task::JoinSet::new();
     for (i, term) in terms.iter().cloned().enumerate() {
@@ -471,6 +482,7 @@ async fn matching(
     founds.sort_by_key(|(i, _)| *i);
     for (_, found) in founds {
         truncated |= found.truncated;
+        missing += found.missing;
         let hits: BTreeMap<InfoHash, Entry> = found
             .entries
             .into_iter()
@@ -491,10 +503,11 @@ async fn matching(
             }
         });
     }
-    Ok((
-        result.unwrap_or_default().into_values().collect(),
+    Ok(Matches {
+        entries: result.unwrap_or_default().into_values().collect(),
         truncated,
-    ))
+        missing,
+    })
 }
 
 /// The name to find relatives of, and the torrent's own info-hash when given a .torrent.

@@ -38,6 +38,8 @@ pub const MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 const FUZZY_FROM: usize = 4;
 /// An exact word weighs this much more than a near one.
 const EXACT_BOOST: f32 = 2.0;
+/// Bytes of an error's text kept.
+const MAX_ERROR: usize = 300;
 /// The writer's memory budget (tantivy's floor is 15 MB).
 const WRITER_HEAP: usize = 16_000_000;
 
@@ -82,8 +84,17 @@ pub struct LocalIndex {
 impl LocalIndex {
     /// Opens the index in `dir`, creating it (and the folder) if there is none.
     pub fn open(dir: &Path) -> Result<LocalIndex, LocalError> {
-        let open_err =
-            |e: &dyn std::fmt::Display| LocalError::Open(dir.display().to_string(), e.to_string());
+        // tantivy quotes a damaged file's content in its error: keep the message short.
+        let open_err = |e: &dyn std::fmt::Display| {
+            let text = e.to_string();
+            let cut = crate::keyword::truncate(&text, MAX_ERROR);
+            let text = if cut.len() < text.len() {
+                cut + "…"
+            } else {
+                cut
+            };
+            LocalError::Open(dir.display().to_string(), text)
+        };
         std::fs::create_dir_all(dir).map_err(|e| open_err(&e))?;
         let (schema, fields) = schema();
         let directory = tantivy::directory::MmapDirectory::open(dir).map_err(|e| open_err(&e))?;

@@ -201,9 +201,17 @@ fn a_second_writer_is_told_busy_and_readers_still_read() {
 fn a_damaged_index_is_an_error_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     drop(sample(dir.path()));
-    std::fs::write(dir.path().join("meta.json"), b"{ not json").unwrap();
+    // A big damaged file: the error stays short however much of it tantivy quotes.
+    let mut junk = b"{ not json ".to_vec();
+    junk.resize(100_000, b'x');
+    std::fs::write(dir.path().join("meta.json"), junk).unwrap();
     let err = LocalIndex::open(dir.path()).err().expect("refused");
     assert!(err.to_string().contains("search cache"), "{err}");
+    assert!(
+        err.to_string().len() < 1000,
+        "{} bytes",
+        err.to_string().len()
+    );
     // A file where the folder should be.
     let file = dir.path().join("plain");
     std::fs::write(&file, b"x").unwrap();

@@ -72,7 +72,10 @@ impl CacheArgs {
         match LocalIndex::open(&dir) {
             Ok(index) => Some(index),
             Err(e) => {
-                eprintln!("shoal: {e}; going on without it");
+                eprintln!(
+                    "shoal: {e}; going on without it (it is only a cache: remove {} to start a new one)",
+                    dir.display()
+                );
                 None
             }
         }

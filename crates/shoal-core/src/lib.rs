@@ -8,6 +8,7 @@
 //! download directory, lengths that do not overflow.
 
 #[doc(hidden)]
+pub mod crc32c;
 pub mod fuzzing;
 pub mod hex;
 mod info_hash;

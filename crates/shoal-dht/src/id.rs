@@ -100,7 +100,7 @@ fn is_local_v4(ip: Ipv4Addr) -> bool {
 fn bep42_crc(ip: Ipv4Addr, r: u8) -> u32 {
     let masked = u32::from(ip) & 0x030f_3fff;
     let value = masked | (u32::from(r & 7) << 29);
-    crc32c(&value.to_be_bytes())
+    shoal_core::crc32c::crc32c(&value.to_be_bytes())
 }
 
 /// A BEP 42 id for our external address `ip`, the rest random.
@@ -128,23 +128,6 @@ pub fn bep42_valid(id: &NodeId, ip: IpAddr) -> bool {
         && (id.0[2] & 0xf8) == ((crc >> 8) as u8 & 0xf8)
 }
 
-/// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), bit by bit: it runs on four
-/// bytes per id check, so a table would buy nothing.
-fn crc32c(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0x82f6_3b78
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,11 +139,6 @@ mod tests {
             *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap();
         }
         NodeId(id)
-    }
-
-    #[test]
-    fn crc32c_check_value() {
-        assert_eq!(crc32c(b"123456789"), 0xe306_9283);
     }
 
     /// The test vectors from BEP 42.

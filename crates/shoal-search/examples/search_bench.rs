@@ -117,16 +117,20 @@ fn percentile_ms(v: &mut [Duration], p: f64) -> f64 {
 
 /// Part 2: the local full-text index.
 fn local_index(torrents: usize) {
-    use shoal_search::local::LocalIndex;
+    use shoal_search::local::{Listed, LocalIndex};
     use shoal_search::query_terms;
     let corpus = corpus(torrents, 3);
     let dir = tempfile::tempdir().unwrap();
     let mut index = LocalIndex::open(dir.path()).unwrap();
     let indexer = [7u8; 32];
     let started = Instant::now();
-    let batch = corpus
-        .iter()
-        .map(|(h, name)| (Entry::new("", *h, name, 1), indexer));
+    let batch = corpus.iter().map(|(h, name)| Listed {
+        info_hash: *h,
+        name: name.clone(),
+        size: 1,
+        indexer,
+        words: Vec::new(),
+    });
     index.add(batch, 1_800_000_000).unwrap();
     let add_s = started.elapsed().as_secs_f64();
     let disk: u64 = std::fs::read_dir(dir.path())

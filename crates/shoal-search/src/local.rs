@@ -2,16 +2,18 @@
 //! ourselves), kept on disk so that the next search answers at once, offline too, and
 //! forgives a typo.
 //!
-//! One document per (indexer, torrent). Its words are the torrent name's keywords exactly
-//! as the tree indexes them ([`keywords`]), handed to `tantivy` pre-tokenized, so a word
-//! found here is a word the DHT lookup finds and the other way round; on top of that a
-//! word of four or more letters (no digits) also matches one edit away. Ranking is BM25 over the
-//! words, an exact word counting more than a near one.
+//! One document per (indexer, torrent). Its words are split as the tree splits them
+//! ([`keywords`]) and handed to `tantivy` pre-tokenized: the name's words (the tree keeps
+//! the first [`MAX_NAME`] bytes of a name, so a last word it may have cut is left out),
+//! and the tree's keywords the torrent was found under (file-path words among them),
+//! which also say what the tree has confirmed ([`LocalHit::confirmed_under`]). A word of
+//! four or more letters (no digits) also matches one edit away. Ranking is BM25 over the
+//! words, twice for an exact word; a near word or a prefix adds a constant 1.
 //!
 //! The index is a cache, so it is bounded: a document not seen in a search for
 //! [`MAX_AGE`] goes, and beyond [`MAX_DOCS`] documents the least recently seen go first.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use shoal_core::hex::{decode_array, encode as hex};
@@ -24,7 +26,11 @@ use tantivy::schema::{
 use tantivy::tokenizer::{PreTokenizedString, Token};
 use tantivy::{doc, Index, IndexReader, ReloadPolicy, TantivyDocument};
 
+use std::collections::BTreeMap;
+
 use crate::keyword::{keywords, Term};
+use crate::node::MAX_NAME;
+use crate::similar::MARK;
 use crate::Entry;
 
 /// Documents kept at most; beyond it the least recently seen are dropped (a tenth more
@@ -38,6 +44,9 @@ pub const MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 const FUZZY_FROM: usize = 4;
 /// An exact word weighs this much more than a near one.
 const EXACT_BOOST: f32 = 2.0;
+/// A name this close to [`MAX_NAME`] may have been cut inside its last word (a character
+/// is at most four bytes).
+const MAX_CHAR_BYTES: usize = 4;
 /// Bytes of an error's text kept.
 const MAX_ERROR: usize = 300;
 /// The writer's memory budget (tantivy's floor is 15 MB).
@@ -53,6 +62,37 @@ pub enum LocalError {
     Index(#[from] tantivy::TantivyError),
 }
 
+/// A torrent as an indexer's tree lists it, to be kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listed {
+    pub info_hash: InfoHash,
+    /// As the tree has it (cut to [`MAX_NAME`] bytes).
+    pub name: String,
+    pub size: u64,
+    pub indexer: [u8; 32],
+    /// The tree's keywords it was found under: what the tree confirmed, beyond the
+    /// name's own words (file-path words, too).
+    pub words: Vec<String>,
+}
+
+impl Listed {
+    /// What a tree `entry` of `indexer` says.
+    pub fn from_entry(entry: &Entry, indexer: [u8; 32]) -> Listed {
+        Listed {
+            info_hash: entry.info_hash,
+            name: entry.name.clone(),
+            size: entry.size,
+            indexer,
+            words: tree_word(&entry.keyword).into_iter().collect(),
+        }
+    }
+}
+
+/// `keyword` if it is a word (not a similarity key, which a search never asks for).
+fn tree_word(keyword: &str) -> Option<String> {
+    (!keyword.is_empty() && !keyword.starts_with(MARK)).then(|| keyword.to_owned())
+}
+
 /// A torrent the local index holds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LocalHit {
@@ -61,7 +101,21 @@ pub struct LocalHit {
     pub size: u64,
     /// The indexer whose index listed it.
     pub indexer: [u8; 32],
+    /// The keywords its indexer's tree has confirmed it under.
+    pub tree_words: Vec<String>,
     pub score: f32,
+}
+
+impl LocalHit {
+    /// Whether the indexer's tree listed this torrent under every term (a prefix: under
+    /// some word starting with it). Only then does a complete answer of that tree that
+    /// leaves it out mean the indexer dropped it.
+    pub fn confirmed_under(&self, terms: &[Term]) -> bool {
+        terms.iter().all(|term| match term {
+            Term::Word(w) => self.tree_words.contains(w),
+            Term::Prefix(p) => self.tree_words.iter().any(|w| w.starts_with(p.as_str())),
+        })
+    }
 }
 
 struct Fields {
@@ -70,6 +124,7 @@ struct Fields {
     indexer: Field,
     name: Field,
     words: Field,
+    tree_words: Field,
     size: Field,
     seen: Field,
 }
@@ -111,6 +166,29 @@ impl LocalIndex {
         })
     }
 
+    /// [`open`](Self::open), but an index that cannot be opened (damaged, or of another
+    /// version of this schema) is moved aside to `<dir>.broken-<now>` and a new one made,
+    /// as it is only a cache; returns where the old one went. A folder that is not an
+    /// index (no `meta.json`) is never moved.
+    pub fn open_or_reset(
+        dir: &Path,
+        now: u64,
+    ) -> Result<(LocalIndex, Option<PathBuf>), LocalError> {
+        let error = match LocalIndex::open(dir) {
+            Ok(index) => return Ok((index, None)),
+            Err(e) => e,
+        };
+        let Some(name) = dir.file_name().filter(|_| dir.join("meta.json").is_file()) else {
+            return Err(error);
+        };
+        let mut aside = name.to_owned();
+        aside.push(format!(".broken-{now}"));
+        let aside = dir.with_file_name(aside);
+        std::fs::rename(dir, &aside)
+            .map_err(|e| LocalError::Open(dir.display().to_string(), e.to_string()))?;
+        Ok((LocalIndex::open(dir)?, Some(aside)))
+    }
+
     /// Documents held.
     pub fn len(&self) -> u64 {
         self.reader.searcher().num_docs()
@@ -120,38 +198,100 @@ impl LocalIndex {
         self.len() == 0
     }
 
-    /// Adds (or refreshes) what `indexer`'s index listed, seen at `now` (seconds since
-    /// the epoch), then drops what is too old or too much.
+    /// Adds (or refreshes) what indexers' trees listed, seen at `now` (seconds since the
+    /// epoch), keeping the tree words known before; then drops what is too old or too
+    /// much.
     pub fn add(
         &mut self,
-        found: impl IntoIterator<Item = (Entry, [u8; 32])>,
+        found: impl IntoIterator<Item = Listed>,
         now: u64,
     ) -> Result<(), LocalError> {
         let mut writer = self.writer()?;
+        self.put(&mut writer, found, now)?;
+        self.finish(writer, now)
+    }
+
+    /// Replaces everything of `indexer` with `found` (our own index, as `shoal index`
+    /// publishes it: torrents it no longer lists go).
+    pub fn replace_indexer(
+        &mut self,
+        indexer: [u8; 32],
+        found: impl IntoIterator<Item = Listed>,
+        now: u64,
+    ) -> Result<(), LocalError> {
+        let mut writer = self.writer()?;
+        writer.delete_term(tantivy::Term::from_field_text(
+            self.fields.indexer,
+            &hex(&indexer),
+        ));
+        self.put(&mut writer, found, now)?;
+        self.finish(writer, now)
+    }
+
+    /// Writes each torrent once (the same torrent of the same indexer merged).
+    fn put(
+        &self,
+        writer: &mut tantivy::IndexWriter,
+        found: impl IntoIterator<Item = Listed>,
+        now: u64,
+    ) -> Result<(), LocalError> {
+        let mut merged: BTreeMap<String, Listed> = BTreeMap::new();
+        for listed in found {
+            let id = id_of(&listed.indexer, &listed.info_hash);
+            match merged.get_mut(&id) {
+                Some(known) => known.words.extend(listed.words),
+                None => {
+                    merged.insert(id, listed);
+                }
+            }
+        }
+        let searcher = self.reader.searcher();
         let f = &self.fields;
-        for (entry, indexer) in found {
-            let id = id_of(&indexer, &entry.info_hash);
-            writer.delete_term(tantivy::Term::from_field_text(f.id, &id));
+        for (id, mut listed) in merged {
+            let id_term = tantivy::Term::from_field_text(f.id, &id);
+            // What the tree confirmed before stays confirmed.
+            let before = searcher.search(
+                &TermQuery::new(id_term.clone(), IndexRecordOption::Basic),
+                &TopDocs::with_limit(1).order_by_score(),
+            )?;
+            if let Some(&(_, address)) = before.first() {
+                let doc: TantivyDocument = searcher.doc(address)?;
+                if let Some(words) = doc.get_first(f.tree_words).and_then(|v| v.as_str()) {
+                    listed.words.extend(words.split(' ').filter_map(tree_word));
+                }
+            }
+            listed.words.sort_unstable();
+            listed.words.dedup();
+            writer.delete_term(id_term);
             writer.add_document(doc!(
                 f.id => id,
-                f.info_hash => entry.info_hash.to_hex(),
-                f.indexer => hex(&indexer),
-                f.name => entry.name.clone(),
-                f.words => pre_tokenized(&entry.name),
-                f.size => entry.size,
+                f.info_hash => listed.info_hash.to_hex(),
+                f.indexer => hex(&listed.indexer),
+                f.name => listed.name.clone(),
+                f.words => pre_tokenized(&listed.name, &listed.words),
+                f.tree_words => listed.words.join(" "),
+                f.size => listed.size,
                 f.seen => now,
             ))?;
         }
+        Ok(())
+    }
+
+    /// Commits, drops what is too old or too much, and lets the writer's merges end
+    /// (a writer dropped mid-merge throws the merge away).
+    fn finish(&mut self, mut writer: tantivy::IndexWriter, now: u64) -> Result<(), LocalError> {
         writer.commit()?;
         self.reader.reload()?;
         let stale = self.stale(now)?;
         if !stale.is_empty() {
             for id in stale {
-                writer.delete_term(tantivy::Term::from_field_text(f.id, &id));
+                writer.delete_term(tantivy::Term::from_field_text(self.fields.id, &id));
             }
             writer.commit()?;
             self.reader.reload()?;
         }
+        writer.wait_merging_threads()?;
+        self.reader.reload()?;
         Ok(())
     }
 
@@ -171,6 +311,8 @@ impl LocalIndex {
         }
         writer.commit()?;
         self.reader.reload()?;
+        writer.wait_merging_threads()?;
+        self.reader.reload()?;
         Ok(())
     }
 
@@ -178,7 +320,10 @@ impl LocalIndex {
         self.index
             .writer_with_num_threads::<TantivyDocument>(1, WRITER_HEAP)
             .map_err(|e| match e {
-                tantivy::TantivyError::LockFailure(..) => LocalError::Busy,
+                tantivy::TantivyError::LockFailure(
+                    tantivy::directory::error::LockError::LockBusy,
+                    _,
+                ) => LocalError::Busy,
                 e => LocalError::Index(e),
             })
     }
@@ -327,6 +472,11 @@ impl LocalIndex {
             name: text(f.name)?.to_owned(),
             size: doc.get_first(f.size).and_then(|v| v.as_u64())?,
             indexer,
+            tree_words: text(f.tree_words)
+                .unwrap_or("")
+                .split(' ')
+                .filter_map(tree_word)
+                .collect(),
             score,
         })
     }
@@ -343,15 +493,27 @@ fn schema() -> (Schema, Fields) {
         indexer: b.add_text_field("indexer", STRING | STORED),
         name: b.add_text_field("name", STORED),
         words: b.add_text_field("words", words),
+        tree_words: b.add_text_field("tree_words", STORED),
         size: b.add_u64_field("size", STORED),
         seen: b.add_u64_field("seen", STORED | FAST),
     };
     (b.build(), fields)
 }
 
-/// `name` split as the tree splits it.
-fn pre_tokenized(name: &str) -> PreTokenizedString {
-    let tokens = keywords(name)
+/// The words a torrent is found by here: its tree words, and its name split as the tree
+/// splits it, less a last word the tree's cut of the name may have broken (the tree
+/// indexes the whole name; `name` is its first [`MAX_NAME`] bytes).
+fn pre_tokenized(name: &str, tree_words: &[String]) -> PreTokenizedString {
+    let mut words = keywords(name);
+    if name.len() + MAX_CHAR_BYTES > MAX_NAME {
+        words.pop();
+    }
+    for w in tree_words {
+        if !words.contains(w) {
+            words.push(w.clone());
+        }
+    }
+    let tokens = words
         .into_iter()
         .enumerate()
         .map(|(position, text)| Token {

@@ -190,6 +190,15 @@ fn an_index_published_to_the_dht_is_searched_by_words_and_prefixes() {
     // --no-cache: the tree alone.
     let (code, _) = search(&["ubunto", "--no-cache"], public, dir.path());
     assert_eq!(code, Some(3));
+    // A reader with a cache of its own (not the indexer's), which finds Debian now.
+    let reader = dir.path().join("reader-cache");
+    let reader_cache = ["--cache-dir", path_str(&reader)];
+    let (_, results) = search(
+        &[&["debian"][..], &reader_cache].concat(),
+        public,
+        dir.path(),
+    );
+    assert_eq!(names(&results), ["debian-12.5.0-amd64-netinst.iso"]);
 
     // libtorrent reads the root node like any other BEP 44 item.
     let root_salt: String = b"shoal-pht1:\x00"
@@ -233,13 +242,20 @@ fn an_index_published_to_the_dht_is_searched_by_words_and_prefixes() {
         "shoal index --keep stops on SIGTERM",
     );
     assert!(status.success(), "{status}");
-    // The one-torrent index replaced the four-torrent one; the local index forgets what
-    // the indexer no longer lists once the tree says so.
+    // The one-torrent index replaced the four-torrent one: in the indexer's own local
+    // index at once; in the reader's once the tree's complete answer leaves Debian out.
     let (_, results) = search(&["debian", "--offline"], public, dir.path());
-    assert_eq!(names(&results), ["debian-12.5.0-amd64-netinst.iso"]);
-    let (_, results) = search(&["debian"], public, dir.path());
     assert!(results.is_empty(), "{results:?}");
-    let (_, results) = search(&["debian", "--offline"], public, dir.path());
+    let offline = [&["debian", "--offline"][..], &reader_cache].concat();
+    let (_, results) = search(&offline, public, dir.path());
+    assert_eq!(names(&results), ["debian-12.5.0-amd64-netinst.iso"]);
+    let (_, results) = search(
+        &[&["debian"][..], &reader_cache].concat(),
+        public,
+        dir.path(),
+    );
+    assert!(results.is_empty(), "{results:?}");
+    let (_, results) = search(&offline, public, dir.path());
     assert!(results.is_empty(), "{results:?}");
     let (_, results) = search(&["desktop"], public, dir.path());
     assert_eq!(names(&results), ["ubuntu-24.04-desktop-amd64.iso"]);

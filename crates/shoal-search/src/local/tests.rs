@@ -6,8 +6,15 @@ const BOB: [u8; 32] = [0xb0; 32];
 const DAY: u64 = 24 * 3600;
 const NOW: u64 = 1_800_000_000;
 
-fn entry(n: u8, name: &str) -> Entry {
-    Entry::new("x", InfoHash([n; 20]), name, u64::from(n) * 1000)
+/// Torrent `n` of `indexer`, found by its name's words alone.
+fn listed(n: u8, name: &str, indexer: [u8; 32]) -> Listed {
+    Listed {
+        info_hash: InfoHash([n; 20]),
+        name: name.to_owned(),
+        size: u64::from(n) * 1000,
+        indexer,
+        words: Vec::new(),
+    }
 }
 
 fn terms(query: &str) -> Vec<Term> {
@@ -23,11 +30,11 @@ fn sample(dir: &Path) -> LocalIndex {
     index
         .add(
             [
-                (entry(1, "Ubuntu 24.04 Desktop amd64"), ALICE),
-                (entry(2, "ubuntu-24.04-live-server-amd64.iso"), ALICE),
-                (entry(3, "Debian 12 netinst"), ALICE),
-                (entry(4, "Big Buck Bunny 1080p"), BOB),
-                (entry(5, "Café del Mar"), BOB),
+                listed(1, "Ubuntu 24.04 Desktop amd64", ALICE),
+                listed(2, "ubuntu-24.04-live-server-amd64.iso", ALICE),
+                listed(3, "Debian 12 netinst", ALICE),
+                listed(4, "Big Buck Bunny 1080p", BOB),
+                listed(5, "Café del Mar", BOB),
             ],
             NOW,
         )
@@ -70,7 +77,8 @@ fn prefixes_and_near_words() {
     assert_eq!(names(&hits), ["Debian 12 netinst"]);
     // Two edits, or a short word one edit away, are not.
     assert!(index.search(&terms("ubonto"), &[], 10).unwrap().is_empty());
-    assert!(index.search(&terms("13"), &[], 10).unwrap().is_empty());
+    assert!(index.search(&terms("dal"), &[], 10).unwrap().is_empty());
+    assert_eq!(index.search(&terms("del"), &[], 10).unwrap().len(), 1);
     // Nor a word with digits: versions and resolutions must match exactly.
     assert!(index.search(&terms("1081p"), &[], 10).unwrap().is_empty());
 }
@@ -82,8 +90,8 @@ fn exact_words_rank_above_near_ones() {
     index
         .add(
             [
-                (entry(1, "linux mint"), ALICE),
-                (entry(2, "linux mind"), ALICE),
+                listed(1, "linux mint", ALICE),
+                listed(2, "linux mind", ALICE),
             ],
             NOW,
         )
@@ -99,7 +107,7 @@ fn results_come_from_the_indexers_asked() {
     let mut index = sample(dir.path());
     // Bob lists one of Alice's torrents too: one document per indexer.
     index
-        .add([(entry(1, "Ubuntu 24.04 Desktop amd64"), BOB)], NOW)
+        .add([listed(1, "Ubuntu 24.04 Desktop amd64", BOB)], NOW)
         .unwrap();
     let q = terms("desktop");
     assert_eq!(index.search(&q, &[], 10).unwrap().len(), 2);
@@ -116,7 +124,7 @@ fn adding_again_refreshes_instead_of_duplicating_and_it_persists() {
     {
         let mut index = sample(dir.path());
         index
-            .add([(entry(3, "Debian 12 netinst"), ALICE)], NOW + 10)
+            .add([listed(3, "Debian 12 netinst", ALICE)], NOW + 10)
             .unwrap();
         assert_eq!(index.len(), 5);
     }
@@ -145,7 +153,7 @@ fn old_entries_expire_and_the_size_is_bounded() {
     // A month later, only what a search saw again stays.
     let later = NOW + MAX_AGE.as_secs() + DAY;
     index
-        .add([(entry(4, "Big Buck Bunny 1080p"), BOB)], later)
+        .add([listed(4, "Big Buck Bunny 1080p", BOB)], later)
         .unwrap();
     assert_eq!(index.len(), 1);
     assert!(index.search(&terms("ubuntu"), &[], 10).unwrap().is_empty());
@@ -155,15 +163,18 @@ fn old_entries_expire_and_the_size_is_bounded() {
 fn beyond_the_bound_the_least_recently_seen_go() {
     let dir = tempfile::tempdir().unwrap();
     let mut index = LocalIndex::open(dir.path()).unwrap();
-    let batch = |from: u32, n: u32| -> Vec<(Entry, [u8; 32])> {
+    let batch = |from: u32, n: u32| -> Vec<Listed> {
         (from..from + n)
             .map(|i| {
                 let mut hash = [0u8; 20];
                 hash[..4].copy_from_slice(&i.to_be_bytes());
-                (
-                    Entry::new("x", InfoHash(hash), &format!("file {i}"), 1),
-                    ALICE,
-                )
+                Listed {
+                    info_hash: InfoHash(hash),
+                    name: format!("file {i}"),
+                    size: 1,
+                    indexer: ALICE,
+                    words: Vec::new(),
+                }
             })
             .collect()
     };
@@ -189,12 +200,12 @@ fn a_second_writer_is_told_busy_and_readers_still_read() {
         .unwrap();
     let mut other = LocalIndex::open(dir.path()).unwrap();
     assert!(matches!(
-        other.add([(entry(9, "nine"), ALICE)], NOW),
+        other.add([listed(9, "nine", ALICE)], NOW),
         Err(LocalError::Busy)
     ));
     assert_eq!(other.search(&terms("debian"), &[], 10).unwrap().len(), 1);
     drop(writer);
-    other.add([(entry(9, "nine"), ALICE)], NOW).unwrap();
+    other.add([listed(9, "nine", ALICE)], NOW).unwrap();
 }
 
 #[test]
@@ -216,4 +227,99 @@ fn a_damaged_index_is_an_error_not_a_panic() {
     let file = dir.path().join("plain");
     std::fs::write(&file, b"x").unwrap();
     assert!(LocalIndex::open(&file).is_err());
+}
+
+#[test]
+fn tree_words_are_found_and_say_what_the_tree_confirmed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut index = LocalIndex::open(dir.path()).unwrap();
+    // Found under a file-path word, then (another search) under a name word.
+    let mut album = listed(7, "Greatest Hits", ALICE);
+    album.words = vec!["flac".to_owned()];
+    index.add([album.clone()], NOW).unwrap();
+    album.words = vec!["greatest".to_owned()];
+    index.add([album], NOW + 1).unwrap();
+    let hits = index.search(&terms("flac"), &[], 10).unwrap();
+    assert_eq!(names(&hits), ["Greatest Hits"], "a word of its files");
+    let hit = &hits[0];
+    assert_eq!(hit.tree_words, ["flac", "greatest"], "both kept");
+    assert!(hit.confirmed_under(&terms("flac greatest")));
+    assert!(hit.confirmed_under(&terms("gre*")));
+    assert!(
+        !hit.confirmed_under(&terms("hits")),
+        "a name word the tree never confirmed"
+    );
+    assert_eq!(index.len(), 1);
+}
+
+#[test]
+fn a_word_the_trees_cut_of_the_name_may_have_broken_is_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut index = LocalIndex::open(dir.path()).unwrap();
+    // 48 bytes: the tree's cut of a longer name ("... collection").
+    let name = "the complete works of somebody famous collectio";
+    assert_eq!(name.len(), crate::node::MAX_NAME - 1);
+    index.add([listed(3, name, ALICE)], NOW).unwrap();
+    assert!(index
+        .search(&terms("collectio"), &[], 10)
+        .unwrap()
+        .is_empty());
+    assert_eq!(index.search(&terms("famous"), &[], 10).unwrap().len(), 1);
+}
+
+#[test]
+fn our_own_index_is_replaced_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut index = sample(dir.path());
+    index
+        .replace_indexer(ALICE, [listed(9, "Fedora Server 40", ALICE)], NOW)
+        .unwrap();
+    assert!(index
+        .search(&terms("ubuntu"), &[ALICE], 10)
+        .unwrap()
+        .is_empty());
+    assert_eq!(index.search(&terms("fedora"), &[], 10).unwrap().len(), 1);
+    assert_eq!(
+        index.search(&terms("bunny"), &[BOB], 10).unwrap().len(),
+        1,
+        "Bob's stay"
+    );
+}
+
+#[test]
+fn a_damaged_index_is_moved_aside_and_started_afresh() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("search");
+    drop(sample(&dir));
+    std::fs::write(dir.join("meta.json"), b"{ not json").unwrap();
+    let (mut index, moved) = LocalIndex::open_or_reset(&dir, NOW).unwrap();
+    let moved = moved.expect("moved aside");
+    assert_eq!(moved, parent.path().join(format!("search.broken-{NOW}")));
+    assert!(moved.join("meta.json").is_file(), "kept, not deleted");
+    assert!(index.is_empty());
+    index.add([listed(1, "fresh start", ALICE)], NOW).unwrap();
+    // A folder that is not an index is never moved.
+    let plain = parent.path().join("plain");
+    std::fs::create_dir(&plain).unwrap();
+    std::fs::write(plain.join("notes.txt"), b"mine").unwrap();
+    let (_, moved) = LocalIndex::open_or_reset(&plain, NOW).unwrap();
+    assert!(moved.is_none());
+    assert!(plain.join("notes.txt").is_file());
+}
+
+#[test]
+fn many_adds_leave_few_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut index = LocalIndex::open(dir.path()).unwrap();
+    for n in 0..40u8 {
+        index
+            .add(
+                [listed(n, &format!("torrent number {n}"), ALICE)],
+                NOW + u64::from(n),
+            )
+            .unwrap();
+    }
+    assert_eq!(index.len(), 40);
+    let segments = index.reader.searcher().segment_readers().len();
+    assert!(segments <= 12, "{segments} segments: merges finish");
 }

@@ -9,7 +9,7 @@ use anyhow::Result;
 use serde_json::json;
 use shoal_core::{InfoHash, Magnet};
 use shoal_search::dht::{publish, DhtSource, Published};
-use shoal_search::local::{LocalHit, LocalIndex};
+use shoal_search::local::{Listed, LocalHit, LocalIndex};
 use shoal_search::similar::{similarity, similarity_keys};
 use shoal_search::{entries_of, query_terms, Entry, QueryError, Term, Tree};
 
@@ -69,31 +69,39 @@ impl CacheArgs {
             .cache_dir
             .clone()
             .unwrap_or_else(|| super::transfer::default_state_dir().join("search"));
-        match LocalIndex::open(&dir) {
-            Ok(index) => Some(index),
+        match LocalIndex::open_or_reset(&dir, unix_now()) {
+            Ok((index, moved)) => {
+                if let Some(moved) = moved {
+                    eprintln!(
+                        "shoal: the search cache could not be read; it was moved to {} and a new one started",
+                        moved.display()
+                    );
+                }
+                Some(index)
+            }
             Err(e) => {
-                eprintln!(
-                    "shoal: {e}; going on without it (it is only a cache: remove {} to start a new one)",
-                    dir.display()
-                );
+                eprintln!("shoal: {e}; going on without it");
                 None
             }
         }
     }
 }
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Adds what was found to the local index; trouble there is a warning.
-fn remember(cache: &mut Option<LocalIndex>, found: Vec<(Entry, [u8; 32])>) {
+fn remember(cache: &mut Option<LocalIndex>, found: Vec<Listed>) {
     let Some(index) = cache else {
         return;
     };
     if found.is_empty() {
         return;
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    if let Err(e) = index.add(found, now) {
+    if let Err(e) = index.add(found, unix_now()) {
         eprintln!("shoal: results not kept: {e}");
     }
 }
@@ -140,16 +148,14 @@ pub fn run_index(args: IndexArgs) -> Result<()> {
     for path in &args.torrents {
         entries.extend(entries_of(&super::info::load_torrent(path)?));
     }
-    // What you index, you can find offline.
-    let mut own: BTreeMap<InfoHash, Entry> = BTreeMap::new();
-    for e in &entries {
-        own.entry(e.info_hash).or_insert_with(|| e.clone());
-    }
+    // What you index, you can find offline: the local index holds exactly this index.
     let public = signer.public_key();
-    remember(
-        &mut args.cache.open(),
-        own.into_values().map(|e| (e, public)).collect(),
-    );
+    if let Some(mut index) = args.cache.open() {
+        let own = entries.iter().map(|e| Listed::from_entry(e, public));
+        if let Err(e) = index.replace_indexer(public, own, unix_now()) {
+            eprintln!("shoal: the local search index was not updated: {e}");
+        }
+    }
     let tree = Tree::build(entries);
     let key = shoal_core::hex::encode(&public);
     let report = |published: &Published, version: i64| -> Result<()> {
@@ -239,7 +245,7 @@ pub fn run_search(args: SearchArgs) -> Result<()> {
     if args.offline && cache.is_none() {
         anyhow::bail!("--offline needs the local search index, and it cannot be opened");
     }
-    let mut local: Vec<(Entry, [u8; 32])> = Vec::new();
+    let mut local: Vec<LocalHit> = Vec::new();
     if let Some(index) = &cache {
         let limit = args.limit as usize;
         let hits = match &like {
@@ -247,15 +253,12 @@ pub fn run_search(args: SearchArgs) -> Result<()> {
             None => index.search(&terms, &indexers, limit),
         };
         match hits {
-            Ok(hits) => {
-                local = hits
-                    .into_iter()
-                    .map(|h: LocalHit| (Entry::new("", h.info_hash, &h.name, h.size), h.indexer))
-                    .collect();
-            }
+            Ok(hits) => local = hits,
             Err(e) => eprintln!("shoal: the local search index failed: {e}"),
         }
     }
+    // The local side may have had more than it was asked for.
+    let local_full = like.is_none() && local.len() == args.limit as usize;
     let mut out = Results {
         args: &args,
         like: like.as_ref(),
@@ -263,40 +266,50 @@ pub fn run_search(args: SearchArgs) -> Result<()> {
         cut: false,
     };
     if args.offline {
-        out.show(tagged(local, CACHE), false)?;
+        out.show(cached(local), false)?;
     } else {
-        let (dht, answered, truncated) = search_dht(&args, indexers, &terms, like.is_some())?;
-        // A cached torrent that an indexer's complete answer no longer lists has left its
-        // index: it is forgotten, not shown. (Only for words: --like's lookups return
-        // candidates, not every relative.)
+        // The DHT failing as a whole (no node answered in --timeout) leaves the cache.
+        let (dht, answered, truncated) = match search_dht(&args, indexers, &terms, like.is_some()) {
+            Ok(found) => found,
+            Err(e) => {
+                eprintln!("shoal: {e:#}; showing the local index's answers alone");
+                (Vec::new(), BTreeSet::new(), false)
+            }
+        };
+        // A cached torrent that an indexer's tree once listed under every term, and that
+        // the tree's complete answer now leaves out, has left the index: it is forgotten,
+        // not shown. (Only for words: --like's lookups return candidates, not every
+        // relative.)
         let listed: BTreeSet<(InfoHash, [u8; 32])> =
-            dht.iter().map(|(e, k)| (e.info_hash, *k)).collect();
-        let (stale, local): (Vec<_>, Vec<_>) = local.into_iter().partition(|(e, k)| {
+            dht.iter().map(|l| (l.info_hash, l.indexer)).collect();
+        let (stale, local): (Vec<LocalHit>, Vec<LocalHit>) = local.into_iter().partition(|h| {
             like.is_none()
-                && answered.contains(k)
-                && !listed.contains(&(e.info_hash, *k))
-                && matches_exactly(&terms, &e.name)
+                && answered.contains(&h.indexer)
+                && !listed.contains(&(h.info_hash, h.indexer))
+                && h.confirmed_under(&terms)
+        });
+        let found = dht.iter().map(|l| {
+            let entry = Entry::new("", l.info_hash, &l.name, l.size);
+            (entry, l.indexer, DHT)
         });
         if like.is_some() {
             // Ranked together by similarity.
-            out.show(
-                tagged(dht.clone(), DHT).chain(tagged(local, CACHE)),
-                truncated,
-            )?;
+            out.show(found.chain(cached(local)), truncated)?;
         } else {
-            out.show(tagged(dht.clone(), DHT), truncated)?;
+            out.show(found, truncated)?;
             // Then what only the local index knows: near words, or indexers that did not
             // answer.
-            out.show(tagged(local, CACHE), false)?;
+            out.show(cached(local), false)?;
         }
         if let Some(index) = &mut cache {
-            let stale = stale.iter().map(|(e, k)| (*k, e.info_hash));
+            let stale = stale.iter().map(|h| (h.indexer, h.info_hash));
             if let Err(e) = index.forget(stale) {
                 eprintln!("shoal: the local search index failed: {e}");
             }
         }
         remember(&mut cache, dht);
     }
+    out.cut |= local_full && out.shown.len() >= args.limit as usize;
     if out.cut {
         eprintln!("shoal: more torrents matched than --limit {}", args.limit);
     }
@@ -315,10 +328,17 @@ fn search_dht(
     indexers: Vec<[u8; 32]>,
     terms: &[Term],
     any: bool,
-) -> Result<(Vec<(Entry, [u8; 32])>, BTreeSet<[u8; 32]>, bool)> {
+) -> Result<(Vec<Listed>, BTreeSet<[u8; 32]>, bool)> {
     let terms = terms.to_vec();
+    let words: Vec<String> = terms
+        .iter()
+        .filter_map(|t| match t {
+            Term::Word(w) => Some(w.clone()),
+            Term::Prefix(_) => None,
+        })
+        .collect();
     super::dht::with_node(&args.client, true, |dht| async move {
-        let mut all: BTreeMap<(InfoHash, [u8; 32]), Entry> = BTreeMap::new();
+        let mut all: Vec<Listed> = Vec::new();
         let mut answered = BTreeSet::new();
         let mut truncated = false;
         for indexer in indexers {
@@ -343,9 +363,14 @@ fn search_dht(
                         answered.insert(indexer);
                     }
                     truncated |= found.truncated;
-                    for e in found.entries {
-                        all.entry((e.info_hash, indexer)).or_insert(e);
-                    }
+                    all.extend(found.entries.iter().map(|e| {
+                        let mut listed = Listed::from_entry(e, indexer);
+                        // Every word matched: the tree lists the torrent under each.
+                        if !any {
+                            listed.words.extend(words.iter().cloned());
+                        }
+                        listed
+                    }));
                 }
                 Err(QueryError::NoTree) => eprintln!(
                     "shoal: indexer {hex} has no index in the DHT (not published, or expired)"
@@ -353,30 +378,37 @@ fn search_dht(
                 Err(e) => eprintln!("shoal: indexer {hex}: {e}"),
             }
         }
-        let found = all.into_iter().map(|((_, k), e)| (e, k)).collect();
-        Ok((found, answered, truncated))
+        Ok((merge(all), answered, truncated))
     })
 }
 
-/// Whether `name`'s keywords hold every term exactly (as a tree lookup matches), not
-/// just near words.
-fn matches_exactly(terms: &[Term], name: &str) -> bool {
-    let words = shoal_search::keyword::keywords(name);
-    terms.iter().all(|term| match term {
-        Term::Word(w) => words.contains(w),
-        Term::Prefix(p) => words.iter().any(|w| w.starts_with(p.as_str())),
-    })
+/// One [`Listed`] per (torrent, indexer), with every keyword it was found under.
+fn merge(all: Vec<Listed>) -> Vec<Listed> {
+    let mut merged: BTreeMap<(InfoHash, [u8; 32]), Listed> = BTreeMap::new();
+    for listed in all {
+        match merged.get_mut(&(listed.info_hash, listed.indexer)) {
+            Some(known) => known.words.extend(listed.words),
+            None => {
+                merged.insert((listed.info_hash, listed.indexer), listed);
+            }
+        }
+    }
+    merged.into_values().collect()
 }
 
 /// Where a result came from (`source` in JSON).
 const DHT: &str = "dht";
 const CACHE: &str = "cache";
 
-fn tagged(
-    found: Vec<(Entry, [u8; 32])>,
-    source: &'static str,
-) -> impl Iterator<Item = (Entry, [u8; 32], &'static str)> {
-    found.into_iter().map(move |(e, k)| (e, k, source))
+/// Local hits as results.
+fn cached(hits: Vec<LocalHit>) -> impl Iterator<Item = (Entry, [u8; 32], &'static str)> {
+    hits.into_iter().map(|h| {
+        (
+            Entry::new("", h.info_hash, &h.name, h.size),
+            h.indexer,
+            CACHE,
+        )
+    })
 }
 
 /// Candidates the local index gives `--like` at least, before they are ranked by

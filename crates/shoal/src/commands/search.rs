@@ -268,13 +268,15 @@ pub fn run_search(args: SearchArgs) -> Result<()> {
     if args.offline {
         out.show(cached(local), false)?;
     } else {
-        // The DHT failing as a whole (no node answered in --timeout) leaves the cache.
+        // The DHT failing as a whole (no node answered in --timeout) leaves the cache's
+        // answers, if it has any; with none, it is an error, not "nothing found".
         let (dht, answered, truncated) = match search_dht(&args, indexers, &terms, like.is_some()) {
             Ok(found) => found,
-            Err(e) => {
+            Err(e) if !local.is_empty() => {
                 eprintln!("shoal: {e:#}; showing the local index's answers alone");
                 (Vec::new(), BTreeSet::new(), false)
             }
+            Err(e) => return Err(e),
         };
         // A cached torrent that an indexer's tree once listed under every term, and that
         // the tree's complete answer now leaves out, has left the index: it is forgotten,

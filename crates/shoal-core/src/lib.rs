@@ -14,6 +14,7 @@ pub mod hex;
 mod info_hash;
 mod magnet;
 pub mod metainfo;
+pub mod peer_priority;
 mod types;
 pub mod units;
 
@@ -23,4 +24,5 @@ pub use metainfo::{
     auto_piece_length, FileAttr, FileEntry, Info, Metainfo, MetainfoError, TorrentBuilder,
     MAX_PIECES, MAX_TORRENT_SIZE,
 };
+pub use peer_priority::peer_priority;
 pub use types::{Bitfield, Block, PeerId, BLOCK_SIZE};

@@ -332,6 +332,15 @@ impl<P: Connection> TorrentCore<P> {
     }
 
     fn on_event(&mut self, key: PeerKey, event: SessionEvent, now: Instant, io: &mut impl Io<P>) {
+        if let SessionEvent::Connected { peer_id, .. } = &event {
+            if let Some(close) = self.duplicate_to_close(key, peer_id) {
+                let reason = "already connected to this peer (same peer id)";
+                self.remove_peer(close, reason, now, io);
+                if close == key {
+                    return;
+                }
+            }
+        }
         let peer = self.peers.get_mut(&key).expect("caller checked");
         let link = peer.link_mut();
         // What may make the connection useless both ways.
@@ -430,6 +439,29 @@ impl<P: Connection> TorrentCore<P> {
         if unchoked < slots && link.session.state().am_choking {
             link.session.unchoke();
         }
+    }
+
+    /// When `key`'s handshake names a peer we are already connected to (it dialled us as
+    /// we dialled it, or we know it under two addresses), the one of the two connections
+    /// to close. Both ends must close the same one, so the end with the greater peer id
+    /// keeps the connection it made (libtorrent's rule); of two made the same way, the
+    /// newer goes.
+    fn duplicate_to_close(&self, key: PeerKey, peer_id: &PeerId) -> Option<PeerKey> {
+        let new = &self.peers.get(&key)?.link().session;
+        let (&old_key, old) = self.peers.iter().find(|(&other, peer)| {
+            let link = peer.link();
+            other != key && link.connected && link.session.state().peer_id.as_ref() == Some(peer_id)
+        })?;
+        let old = &old.link().session;
+        if old.is_outgoing() == new.is_outgoing() {
+            return Some(key);
+        }
+        let ours_greater = new.our_peer_id().0 > peer_id.0;
+        Some(if new.is_outgoing() == ours_greater {
+            old_key
+        } else {
+            key
+        })
     }
 
     fn reveal(&mut self, key: PeerKey) {

@@ -209,6 +209,8 @@ enum Phase {
 /// One peer connection. See the module documentation.
 pub struct PeerSession {
     config: SessionConfig,
+    /// We dialled the peer (our handshake went first).
+    outgoing: bool,
     phase: Phase,
     state: PeerState,
     max_message_len: u32,
@@ -233,6 +235,7 @@ impl PeerSession {
     pub fn new(config: SessionConfig, now: Instant) -> Self {
         let deadline = now + config.handshake_timeout;
         let mut session = PeerSession::build(config, now);
+        session.outgoing = true;
         session.phase = Phase::AwaitingHandshake { deadline };
         session.send_handshake();
         session
@@ -286,6 +289,7 @@ impl PeerSession {
                 uploaded: 0,
             },
             config,
+            outgoing: false,
             phase: Phase::Open,
             recv: BytesMut::new(),
             send: BytesMut::new(),
@@ -437,6 +441,16 @@ impl PeerSession {
             Phase::AwaitingHandshake { deadline } => Some(deadline.min(idle)),
             Phase::Open => Some(idle.min(self.last_sent + self.config.keepalive_interval)),
         }
+    }
+
+    /// Whether we dialled the peer, rather than it us.
+    pub fn is_outgoing(&self) -> bool {
+        self.outgoing
+    }
+
+    /// The peer id we introduce ourselves with.
+    pub fn our_peer_id(&self) -> &PeerId {
+        &self.config.peer_id
     }
 
     pub fn is_closed(&self) -> bool {

@@ -188,19 +188,7 @@ impl Side {
         wanted: Option<&Bitfield>,
         now: Instant,
     ) -> Self {
-        let mut core = TorrentCore::new(CoreConfig {
-            info_hash: INFO_HASH,
-            piece_count: PIECES,
-            piece_length: PIECE_LENGTH,
-            total_length: TOTAL,
-            have,
-            wanted,
-            super_seed: false,
-            initial_rate: 256.0 * 1024.0,
-            first_key: 0,
-            rng: StdRng::seed_from_u64(u64::from(id)),
-            now,
-        });
+        let mut core = new_core(id, have, wanted, now);
         let mut io = io;
         let peer = new_peer(id, core.announced(), core.upload_only(), now);
         let key = core.add_peer(|_| peer, now, &mut io);
@@ -224,9 +212,41 @@ impl Side {
     }
 }
 
+fn new_core(
+    id: u8,
+    have: &Bitfield,
+    wanted: Option<&Bitfield>,
+    now: Instant,
+) -> TorrentCore<TestPeer> {
+    TorrentCore::new(CoreConfig {
+        info_hash: INFO_HASH,
+        piece_count: PIECES,
+        piece_length: PIECE_LENGTH,
+        total_length: TOTAL,
+        have,
+        wanted,
+        super_seed: false,
+        initial_rate: 256.0 * 1024.0,
+        first_key: 0,
+        rng: StdRng::seed_from_u64(u64::from(id)),
+        now,
+    })
+}
+
 /// A connection of host `id`, which announces `announced` (and, as the engine does,
 /// whether it wants anything more, BEP 21), before its handshake.
 fn new_peer(id: u8, announced: Bitfield, upload_only: bool, now: Instant) -> TestPeer {
+    TestPeer {
+        link: PeerLink::new(
+            PeerSession::new(session_config(id, announced, upload_only), now),
+            PIECES as usize,
+            now,
+        ),
+        wire: VecDeque::new(),
+    }
+}
+
+fn session_config(id: u8, announced: Bitfield, upload_only: bool) -> SessionConfig {
     let mut config = SessionConfig::new(
         INFO_HASH,
         PeerId::shoal([id; 12]),
@@ -238,10 +258,7 @@ fn new_peer(id: u8, announced: Bitfield, upload_only: bool, now: Instant) -> Tes
     let hs = &mut config.extension_handshake;
     hs.m = BTreeMap::from([(UPLOAD_ONLY.to_owned(), OUR_UPLOAD_ONLY_ID)]);
     hs.upload_only = upload_only.then_some(true);
-    TestPeer {
-        link: PeerLink::new(PeerSession::new(config, now), PIECES as usize, now),
-        wire: VecDeque::new(),
-    }
+    config
 }
 
 fn all_pieces() -> Bitfield {
@@ -624,4 +641,105 @@ fn a_finished_partial_download_tells_its_peers() {
     // `l` said so on the live connection; neither leaves, as `p` still wants pieces.
     assert_eq!(link(&p), Some(true));
     assert!(p.io.removed.is_empty() && l.io.removed.is_empty());
+}
+
+/// `from` (host `from_id`) dials `to` (host `to_id`): the dialling end's connection and
+/// the accepting end's, made from the dialler's handshake as the engine's acceptor does.
+fn dial(
+    (from, from_io, from_id): (&mut TorrentCore<TestPeer>, &mut TestIo, u8),
+    (to, to_io, to_id): (&mut TorrentCore<TestPeer>, &mut TestIo, u8),
+    now: Instant,
+) -> (PeerKey, PeerKey) {
+    let out = new_peer(from_id, from.announced(), false, now);
+    let dialled = from.add_peer(|_| out, now, from_io);
+    let sent: Vec<u8> = from
+        .peers_mut()
+        .get_mut(&dialled)
+        .unwrap()
+        .wire
+        .drain(..)
+        .flatten()
+        .collect();
+    let handshake = shoal_wire::parse_handshake(&sent).unwrap().unwrap();
+    let config = session_config(to_id, to.announced(), false);
+    let session = PeerSession::new_after_handshake(config, handshake, now).unwrap();
+    let accepted = to.add_peer(
+        |_| TestPeer {
+            link: PeerLink::new(session, PIECES as usize, now),
+            wire: VecDeque::new(),
+        },
+        now,
+        to_io,
+    );
+    let rest = Bytes::copy_from_slice(&sent[shoal_wire::HANDSHAKE_LEN..]);
+    to.on_data(accepted, [rest], now, to_io);
+    (dialled, accepted)
+}
+
+#[test]
+fn of_two_connections_between_two_peers_both_ends_close_the_same_one() {
+    for (a_id, b_id) in [(1, 2), (2, 1)] {
+        let now = Instant::now();
+        let none = Bitfield::new(PIECES as usize);
+        let (mut a, mut b) = (
+            new_core(a_id, &none, None, now),
+            new_core(b_id, &none, None, now),
+        );
+        let (mut a_io, mut b_io) = (
+            TestIo::new(false, false, false),
+            TestIo::new(false, false, false),
+        );
+        // They dial each other at once: x is a's, y is b's.
+        let (ax, bx) = dial((&mut a, &mut a_io, a_id), (&mut b, &mut b_io, b_id), now);
+        let (by, ay) = dial((&mut b, &mut b_io, b_id), (&mut a, &mut a_io, a_id), now);
+        for _ in 0..5 {
+            for (from_a, to_b) in [(ax, bx), (ay, by)] {
+                let take = |core: &mut TorrentCore<TestPeer>, key| -> Vec<Bytes> {
+                    core.peers_mut()
+                        .get_mut(&key)
+                        .map_or(Vec::new(), |p| p.wire.drain(..).collect())
+                };
+                let (to_b_bytes, to_a_bytes) = (take(&mut a, from_a), take(&mut b, to_b));
+                if b.peers().get(&to_b).is_some() {
+                    b.on_data(to_b, to_b_bytes, now, &mut b_io);
+                }
+                if a.peers().get(&from_a).is_some() {
+                    a.on_data(from_a, to_a_bytes, now, &mut a_io);
+                }
+            }
+        }
+        // A connection one end closed is closed at the other (TCP's part).
+        for (from_a, to_b) in [(ax, bx), (ay, by)] {
+            match (
+                a.peers().get(&from_a).is_some(),
+                b.peers().get(&to_b).is_some(),
+            ) {
+                (false, true) => b.remove_peer(to_b, "closed by the peer", now, &mut b_io),
+                (true, false) => a.remove_peer(from_a, "closed by the peer", now, &mut a_io),
+                _ => {}
+            }
+        }
+        assert_eq!(
+            (a.peers().len(), b.peers().len()),
+            (1, 1),
+            "ids {a_id}, {b_id}"
+        );
+        let a_kept_x = a.peers().get(&ax).is_some();
+        assert_eq!(
+            a_kept_x,
+            b.peers().get(&bx).is_some(),
+            "the same connection stays"
+        );
+        assert_eq!(
+            a_kept_x,
+            a_id > b_id,
+            "the greater peer id keeps the one it made"
+        );
+        let removed = [a_io.removed, b_io.removed].concat();
+        assert_eq!(removed.len(), 2, "{removed:?}");
+        assert!(
+            removed.iter().any(|r| r.contains("same peer id")),
+            "{removed:?}"
+        );
+    }
 }

@@ -1,18 +1,67 @@
-//! The peer address book: every address we know for a torrent, with exponential
-//! back-off for those that fail, so a dead peer is retried ever less often.
+//! The peer address book: every address we know for a torrent, which of them to dial
+//! next, and which to forget when the book is full.
+//!
+//! Candidates are dialled in libtorrent's order: those that never failed first, local
+//! addresses before remote ones, those we were connected to longest ago (or never), by
+//! where we heard of them (trackers, then local discovery, the DHT, PEX), and last by
+//! BEP 40 canonical priority, so that the swarm's clients all lean towards the same
+//! connections. A failing address is retried ever less often. An incoming connection's
+//! address (the peer's ephemeral port) is never dialled; its listen port, once its
+//! extension handshake tells it, is.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-/// Addresses kept per torrent; new ones beyond this are ignored.
+use shoal_core::peer_priority;
+
+/// Addresses kept per torrent. Beyond it a new address takes the place of a failed one,
+/// or is ignored if none has failed.
 const MAX_ADDRESSES: usize = 2000;
+
+/// Where an address came from. The order is libtorrent's preference when choosing whom to
+/// dial, after the addresses the user gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PeerSource {
+    /// On the command line, in a magnet link's `x.pe`, or from a metadata exchange.
+    Given,
+    Tracker,
+    /// Local service discovery (BEP 14).
+    Lsd,
+    Dht,
+    /// Peer exchange (BEP 11).
+    Pex,
+    /// The peer connected to us.
+    Incoming,
+}
+
+impl PeerSource {
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+
+    /// Higher is dialled first; sources add up (libtorrent's `source_rank`).
+    fn rank(sources: u8) -> u8 {
+        [Self::Given, Self::Tracker, Self::Lsd, Self::Dht, Self::Pex]
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| sources & s.bit() != 0)
+            .map(|(i, _)| 1 << (5 - i))
+            .sum()
+    }
+}
 
 #[derive(Debug, Clone)]
 struct Entry {
+    /// [`PeerSource`] bits.
+    sources: u8,
+    /// Worth dialling: not just the far end of a connection the peer made.
+    connectable: bool,
     failures: u32,
     next_attempt: Instant,
     connected: bool,
+    /// When a connection with it last ended.
+    last_connected: Option<Instant>,
     banned: bool,
     /// It hung up on our encrypted handshake and took a plaintext one: dial it in
     /// plaintext from now on (libtorrent keeps the same per peer).
@@ -21,47 +70,122 @@ struct Entry {
     seed: bool,
 }
 
+impl Entry {
+    fn new(source: PeerSource, connectable: bool, now: Instant) -> Self {
+        Entry {
+            sources: source.bit(),
+            connectable,
+            failures: 0,
+            next_attempt: now,
+            connected: false,
+            last_connected: None,
+            banned: false,
+            plain_only: false,
+            seed: false,
+        }
+    }
+
+    /// Worth keeping less than any other? A connected or banned entry is always kept (the
+    /// ban must be remembered), an untried good one too.
+    fn forgettable(&self) -> bool {
+        !self.connected && !self.banned && (!self.connectable || self.failures > 0)
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct AddressBook {
     entries: HashMap<SocketAddr, Entry>,
 }
 
 impl AddressBook {
-    pub fn add(&mut self, addr: SocketAddr, now: Instant) {
-        if self.entries.len() < MAX_ADDRESSES {
-            self.entries.entry(addr).or_insert(Entry {
-                failures: 0,
-                next_attempt: now,
-                connected: false,
-                banned: false,
-                plain_only: false,
-                seed: false,
-            });
-        }
+    /// Learns of `addr`, a peer's listen address; a known address adds `source` to its
+    /// sources.
+    pub fn add(&mut self, addr: SocketAddr, source: PeerSource, now: Instant) {
+        self.insert(addr, source, true, now);
     }
 
-    /// Addresses due for a connection attempt, marked as connecting; seeds (and partial
-    /// seeds) are skipped when we are `done` (have every piece we want), as they could
-    /// give us nothing and want nothing from us.
-    pub fn due(&mut self, now: Instant, max: usize, done: bool) -> Vec<SocketAddr> {
-        let mut due: Vec<SocketAddr> = self
+    fn insert(&mut self, addr: SocketAddr, source: PeerSource, connectable: bool, now: Instant) {
+        if let Some(e) = self.entries.get_mut(&addr) {
+            e.sources |= source.bit();
+            e.connectable |= connectable;
+            return;
+        }
+        if self.entries.len() >= MAX_ADDRESSES && !self.forget_one() {
+            return;
+        }
+        self.entries
+            .insert(addr, Entry::new(source, connectable, now));
+    }
+
+    /// Drops the least useful entry that may be dropped: one that is not dialable, else
+    /// the one that failed most. Whether there was one.
+    fn forget_one(&mut self) -> bool {
+        let victim = self
             .entries
             .iter()
-            .filter(|(_, e)| !e.connected && !e.banned && e.next_attempt <= now)
+            .filter(|(_, e)| e.forgettable())
+            .max_by_key(|(addr, e)| (!e.connectable, e.failures, std::cmp::Reverse(**addr)))
+            .map(|(addr, _)| *addr);
+        victim.is_some_and(|addr| self.entries.remove(&addr).is_some())
+    }
+
+    /// Up to `max` addresses due for a connection attempt, best first, marked as
+    /// connecting. Seeds (and partial seeds) are skipped when we are `done` (have every
+    /// piece we want): they could give us nothing and want nothing from us. `ours` is our
+    /// address as peers see it, for BEP 40 priority (unknown: no priority).
+    pub fn due(
+        &mut self,
+        now: Instant,
+        max: usize,
+        done: bool,
+        ours: Option<SocketAddr>,
+    ) -> Vec<SocketAddr> {
+        if max == 0 {
+            return Vec::new();
+        }
+        let mut due: Vec<(SocketAddr, &Entry)> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.connectable && !e.connected && !e.banned && e.next_attempt <= now)
             .filter(|(_, e)| !(done && e.seed))
-            .map(|(a, _)| *a)
-            .take(max)
+            .map(|(a, e)| (*a, e))
             .collect();
-        due.sort();
+        let key = |(addr, e): &(SocketAddr, &Entry)| {
+            (
+                e.failures,
+                !is_local(addr.ip()),
+                e.last_connected,
+                std::cmp::Reverse(PeerSource::rank(e.sources)),
+                std::cmp::Reverse(ours.map_or(0, |ours| peer_priority(ours, *addr))),
+                *addr,
+            )
+        };
+        if due.len() > max {
+            due.select_nth_unstable_by_key(max - 1, key);
+            due.truncate(max);
+        }
+        due.sort_by_key(key);
+        let due: Vec<SocketAddr> = due.into_iter().map(|(addr, _)| addr).collect();
         for addr in &due {
             self.entries.get_mut(addr).expect("listed").connected = true;
         }
         due
     }
 
-    /// Marks an address connected (e.g. it connected to us).
-    pub fn connected(&mut self, addr: SocketAddr, now: Instant) {
-        self.add(addr, now);
+    /// A peer connected to us from `addr` (an address not worth dialling).
+    pub fn incoming(&mut self, addr: SocketAddr, now: Instant) {
+        self.insert(addr, PeerSource::Incoming, false, now);
+        self.mark_connected(addr);
+    }
+
+    /// `addr` is the listen address of a peer we are connected to: not to be dialled
+    /// while that lasts, and worth dialling after.
+    pub fn listening(&mut self, addr: SocketAddr, now: Instant) {
+        self.insert(addr, PeerSource::Incoming, true, now);
+        self.mark_connected(addr);
+    }
+
+    fn mark_connected(&mut self, addr: SocketAddr) {
         if let Some(e) = self.entries.get_mut(&addr) {
             e.connected = true;
         }
@@ -73,6 +197,7 @@ impl AddressBook {
     pub fn disconnected(&mut self, addr: SocketAddr, failed: bool, seed: bool, now: Instant) {
         if let Some(e) = self.entries.get_mut(&addr) {
             e.connected = false;
+            e.last_connected = Some(now);
             if !failed {
                 e.seed = seed;
             }
@@ -119,53 +244,78 @@ impl AddressBook {
     }
 }
 
+/// On this machine or the local network (libtorrent dials those first: they are fast).
+fn is_local(ip: IpAddr) -> bool {
+    match ip.to_canonical() {
+        IpAddr::V4(ip) => ip.is_loopback() || ip.is_private() || ip.is_link_local(),
+        IpAddr::V6(ip) => {
+            ip.is_loopback()
+                || (ip.segments()[0] & 0xfe00) == 0xfc00
+                || (ip.segments()[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use PeerSource::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
 
     #[test]
     fn failing_peers_back_off() {
         let now = Instant::now();
-        let a: SocketAddr = "127.0.0.2:1".parse().unwrap();
+        let a = addr("127.0.0.2:1");
         let mut book = AddressBook::default();
-        book.add(a, now);
-        assert_eq!(book.due(now, 10, false), [a]);
-        assert!(book.due(now, 10, false).is_empty(), "already connecting");
+        book.add(a, Tracker, now);
+        assert_eq!(book.due(now, 10, false, None), [a]);
+        assert!(
+            book.due(now, 10, false, None).is_empty(),
+            "already connecting"
+        );
         book.disconnected(a, true, false, now);
-        assert!(book.due(now + Duration::from_secs(4), 10, false).is_empty());
-        assert_eq!(book.due(now + Duration::from_secs(5), 10, false), [a]);
+        assert!(book
+            .due(now + Duration::from_secs(4), 10, false, None)
+            .is_empty());
+        assert_eq!(book.due(now + Duration::from_secs(5), 10, false, None), [a]);
         book.disconnected(a, true, false, now);
-        assert!(book.due(now + Duration::from_secs(9), 10, false).is_empty());
+        assert!(book
+            .due(now + Duration::from_secs(9), 10, false, None)
+            .is_empty());
         book.ban(a);
         assert!(book
-            .due(now + Duration::from_secs(3600), 10, false)
+            .due(now + Duration::from_secs(3600), 10, false, None)
             .is_empty());
     }
 
     #[test]
     fn seeds_are_not_dialled_once_we_are_done() {
         let now = Instant::now();
-        let (a, b): (SocketAddr, SocketAddr) = (
-            "127.0.0.2:1".parse().unwrap(),
-            "127.0.0.3:1".parse().unwrap(),
-        );
+        let (a, b) = (addr("127.0.0.2:1"), addr("127.0.0.3:1"));
         let mut book = AddressBook::default();
-        book.add(a, now);
-        book.add(b, now);
-        assert_eq!(book.due(now, 10, true), [a, b], "not known as seeds yet");
+        book.add(a, Tracker, now);
+        book.add(b, Tracker, now);
+        assert_eq!(
+            book.due(now, 10, true, None),
+            [a, b],
+            "not known as seeds yet"
+        );
         book.disconnected(a, false, true, now);
         book.disconnected(b, false, false, now);
         let later = now + Duration::from_secs(5);
-        assert_eq!(book.due(later, 10, true), [b]);
+        assert_eq!(book.due(later, 10, true, None), [b]);
         assert_eq!(
-            book.due(later, 10, false),
+            book.due(later, 10, false, None),
             [a],
             "still a source while we download"
         );
         book.not_taken(a, later);
         let after = later + Duration::from_secs(5);
         assert!(
-            book.due(after, 10, true).is_empty(),
+            book.due(after, 10, true, None).is_empty(),
             "still known as a seed"
         );
     }
@@ -173,12 +323,104 @@ mod tests {
     #[test]
     fn a_peer_without_encryption_is_remembered() {
         let now = Instant::now();
-        let a: SocketAddr = "127.0.0.2:1".parse().unwrap();
+        let a = addr("127.0.0.2:1");
         let mut book = AddressBook::default();
-        book.add(a, now);
+        book.add(a, Pex, now);
         assert!(!book.is_plain_only(&a));
         book.set_plain_only(a);
         book.disconnected(a, false, false, now);
         assert!(book.is_plain_only(&a), "kept across connections");
+    }
+
+    #[test]
+    fn an_incoming_connections_address_is_never_dialled() {
+        let now = Instant::now();
+        let (ephemeral, listen) = (addr("127.0.0.2:40312"), addr("127.0.0.2:6881"));
+        let mut book = AddressBook::default();
+        book.incoming(ephemeral, now);
+        book.listening(listen, now);
+        assert!(book.due(now, 10, false, None).is_empty(), "connected");
+        book.disconnected(ephemeral, false, false, now);
+        book.disconnected(listen, false, false, now);
+        let later = now + Duration::from_secs(5);
+        assert_eq!(book.due(later, 10, false, None), [listen]);
+        // A source naming the port makes it worth dialling after all.
+        book.add(ephemeral, Pex, later);
+        assert_eq!(book.due(later, 10, false, None), [ephemeral]);
+    }
+
+    #[test]
+    fn candidates_come_in_libtorrents_order() {
+        let now = Instant::now();
+        let mut book = AddressBook::default();
+        let failed = addr("127.0.0.9:1");
+        book.add(failed, Given, now);
+        book.disconnected(failed, true, false, now - Duration::from_secs(60));
+        let recent = addr("127.0.0.8:1");
+        book.add(recent, Given, now);
+        book.disconnected(recent, false, false, now - Duration::from_secs(10));
+        let earlier = addr("127.0.0.7:1");
+        book.add(earlier, Given, now);
+        book.disconnected(earlier, false, false, now - Duration::from_secs(20));
+        let (pex, tracker_and_pex, remote) = (
+            addr("127.0.0.6:1"),
+            addr("127.0.0.5:1"),
+            addr("203.0.113.1:1"),
+        );
+        book.add(pex, Pex, now);
+        book.add(tracker_and_pex, Pex, now);
+        book.add(tracker_and_pex, Tracker, now);
+        book.add(remote, Given, now);
+        assert_eq!(
+            book.due(now, 10, false, None),
+            [tracker_and_pex, pex, earlier, recent, remote, failed]
+        );
+        // With fewer slots than candidates, the best of them.
+        for a in [tracker_and_pex, pex, earlier, recent, remote, failed] {
+            book.not_taken(a, now - Duration::from_secs(5));
+        }
+        assert_eq!(book.due(now, 2, false, None), [tracker_and_pex, pex]);
+    }
+
+    #[test]
+    fn ties_go_to_the_higher_canonical_priority() {
+        let now = Instant::now();
+        let ours = addr("198.51.100.7:6881");
+        let peers: Vec<SocketAddr> = (1..=20)
+            .map(|i| addr(&format!("203.0.{i}.{}:6881", 200 - i)))
+            .collect();
+        let mut book = AddressBook::default();
+        for &p in &peers {
+            book.add(p, Dht, now);
+        }
+        let mut expected = peers.clone();
+        expected.sort_by_key(|&p| std::cmp::Reverse(peer_priority(ours, p)));
+        expected.truncate(5);
+        assert_eq!(book.due(now, 5, false, Some(ours)), expected);
+    }
+
+    #[test]
+    fn a_full_book_forgets_failed_addresses_for_new_ones() {
+        let now = Instant::now();
+        let mut book = AddressBook::default();
+        let at = |i: usize| SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250) as u8], 1));
+        for i in 0..MAX_ADDRESSES {
+            book.add(at(i), Tracker, now);
+        }
+        let new = addr("192.0.2.1:1");
+        book.add(new, Tracker, now);
+        assert!(!book.entries.contains_key(&new), "nothing failed: ignored");
+        book.disconnected(at(3), true, false, now);
+        book.disconnected(at(4), true, false, now);
+        book.disconnected(at(4), true, false, now);
+        book.ban(at(5));
+        book.disconnected(at(5), true, false, now);
+        book.disconnected(at(5), true, false, now);
+        book.disconnected(at(5), true, false, now);
+        book.add(new, Tracker, now);
+        assert!(book.entries.contains_key(&new));
+        assert!(!book.entries.contains_key(&at(4)), "failed most");
+        assert!(book.is_banned(&at(5)), "a ban is remembered");
+        assert_eq!(book.entries.len(), MAX_ADDRESSES);
     }
 }

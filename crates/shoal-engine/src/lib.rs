@@ -24,8 +24,12 @@ mod stats;
 pub mod torrent;
 mod web_seed;
 
+pub use addresses::PeerSource;
 pub use encryption::Encryption;
 pub use rate::RateLimit;
 pub use seeding::SeedLimit;
 pub use stats::Stats;
 pub use torrent::{run, EngineEvent, Outcome, TorrentConfig};
+
+/// Peers found while a torrent runs, each batch with where it came from.
+pub type PeerFeed = tokio::sync::mpsc::UnboundedReceiver<(PeerSource, Vec<std::net::SocketAddr>)>;

@@ -22,12 +22,12 @@ use shoal_wire::metadata::{
 use shoal_wire::{parse_handshake, ExtensionHandshake, Handshake, Message, HANDSHAKE_LEN};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::encryption::{self, Secured};
-use crate::Encryption;
+use crate::{Encryption, PeerFeed};
 use shoal_wire::mse::Cipher;
 
 /// Longest message accepted in this phase: a metadata piece with its header, or the
@@ -104,7 +104,7 @@ enum PeerFailure {
 /// `feed` (which the caller gets back untouched for the torrent's run).
 pub async fn fetch_metadata(
     fetch: MetadataFetch,
-    mut feed: Option<&mut mpsc::UnboundedReceiver<Vec<SocketAddr>>>,
+    mut feed: Option<&mut PeerFeed>,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<Fetched, MetadataFetchError> {
     let mut known: Vec<SocketAddr> = Vec::new();
@@ -179,11 +179,9 @@ pub async fn fetch_metadata(
     }
 }
 
-async fn next_batch(
-    feed: &mut Option<&mut mpsc::UnboundedReceiver<Vec<SocketAddr>>>,
-) -> Option<Vec<SocketAddr>> {
+async fn next_batch(feed: &mut Option<&mut PeerFeed>) -> Option<Vec<SocketAddr>> {
     match feed {
-        Some(rx) => rx.recv().await,
+        Some(rx) => rx.recv().await.map(|(_, peers)| peers),
         None => std::future::pending().await,
     }
 }

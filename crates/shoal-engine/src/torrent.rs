@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
-use shoal_core::{Bitfield, Block, Metainfo, PeerId, BLOCK_SIZE};
+use shoal_core::{peer_priority, Bitfield, Block, Metainfo, PeerId, BLOCK_SIZE};
 use shoal_storage::{resume, FileLayout, StorageError, TorrentFiles};
 use shoal_swarm::{
     Connection, CoreConfig, Io, PeerKey, PeerLink, TorrentCore, Uplink, INITIAL_RATE_GUESS,
@@ -36,6 +36,7 @@ use crate::connection::{self, Backlog, Input, Outgoing, UplinkQueue};
 use crate::disk::{Disk, DiskResult};
 use crate::encryption::{Encryption, Secured};
 use crate::web_seed::{FetchContext, WebSeeds};
+use crate::{PeerFeed, PeerSource};
 use crate::{RateLimit, SeedLimit, Stats};
 
 /// How a torrent is to be run.
@@ -53,9 +54,10 @@ pub struct TorrentConfig {
     pub listen: Option<SocketAddr>,
     /// Peers to connect to.
     pub peers: Vec<SocketAddr>,
-    /// More peers as they are discovered while the torrent runs (trackers, DHT, PEX).
-    /// Addresses already known are ignored, so a source may repeat itself freely.
-    pub peer_feed: Option<mpsc::UnboundedReceiver<Vec<SocketAddr>>>,
+    /// More peers as they are discovered while the torrent runs (trackers, the DHT,
+    /// local discovery), each batch with its source. Addresses already known are ignored,
+    /// so a source may repeat itself freely.
+    pub peer_feed: Option<PeerFeed>,
     /// Keep seeding after the download completes (until shutdown or `seed_limit`).
     pub seed: bool,
     /// When to stop seeding, if `seed`.
@@ -164,7 +166,7 @@ pub enum EngineError {
 
 /// Runs a torrent until it completes (without `seed`) or `shutdown` becomes true.
 pub async fn run(
-    config: TorrentConfig,
+    mut config: TorrentConfig,
     events: mpsc::UnboundedSender<EngineEvent>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<Outcome, EngineError> {
@@ -204,6 +206,10 @@ pub async fn run(
         }
         None => None,
     };
+    // The port actually bound (`--listen IP:0` picks one), which peers are told.
+    if let Some((bound, _)) = &listen {
+        config.listen = Some(*bound);
+    }
     let _ = events.send(EngineEvent::Started {
         have: have.count_ones(),
         piece_count: info.piece_count(),
@@ -217,7 +223,7 @@ pub async fn run(
     let now = Instant::now();
     let mut addresses = AddressBook::default();
     for peer in &config.peers {
-        addresses.add(*peer, now);
+        addresses.add(*peer, PeerSource::Given, now);
     }
     let wanted = config
         .selected_files
@@ -286,9 +292,7 @@ pub async fn run(
 }
 
 /// The next batch from a peer feed; pending forever once there is no feed.
-async fn next_peers(
-    feed: &mut Option<mpsc::UnboundedReceiver<Vec<SocketAddr>>>,
-) -> Option<Vec<SocketAddr>> {
+async fn next_peers(feed: &mut Option<PeerFeed>) -> Option<(PeerSource, Vec<SocketAddr>)> {
     match feed {
         Some(feed) => feed.recv().await,
         None => std::future::pending().await,
@@ -347,6 +351,26 @@ struct Peer {
 }
 
 impl Peer {
+    /// The address the peer accepts connections on: the port its extension handshake
+    /// gives (BEP 10 `p`), else the one we reach it at (for a peer that connected to us,
+    /// an ephemeral port).
+    fn listen_addr(&self) -> SocketAddr {
+        let extensions = self.link.session.state().peer_extensions.as_ref();
+        match extensions.and_then(|e| e.p) {
+            Some(port) => SocketAddr::new(self.addr.ip(), port),
+            None => self.addr,
+        }
+    }
+
+    /// Our address as this peer says it sees us (BEP 10 `yourip`).
+    fn seen_as(&self) -> Option<IpAddr> {
+        let extensions = self.link.session.state().peer_extensions.as_ref()?;
+        match extensions.yourip.as_deref()? {
+            &[a, b, c, d] => Some(IpAddr::from([a, b, c, d])),
+            bytes => <[u8; 16]>::try_from(bytes).ok().map(IpAddr::from),
+        }
+    }
+
     /// Hands what the session wants to send to the socket's writer.
     fn flush(&mut self) {
         self.flush_block(None);
@@ -426,11 +450,11 @@ const RESUME_SAVE_INTERVAL: Duration = Duration::from_secs(30);
 const UPLINK_QUEUE_TIME: f64 = 0.01;
 
 impl EngineIo {
-    fn add_addresses(&mut self, found: Vec<SocketAddr>) {
+    fn add_addresses(&mut self, source: PeerSource, found: Vec<SocketAddr>) {
         let now = Instant::now();
         let own = self.config.listen;
         for addr in found.into_iter().filter(|a| Some(*a) != own) {
-            self.addresses.add(addr, now);
+            self.addresses.add(addr, source, now);
         }
     }
 }
@@ -528,7 +552,7 @@ impl Io<Peer> for EngineIo {
                     .pex
                     .on_receive(now, &payload)
                     .map_err(|e| e.to_string())?;
-                self.add_addresses(found);
+                self.add_addresses(PeerSource::Pex, found);
             }
             _ => {}
         }
@@ -555,8 +579,12 @@ impl Io<Peer> for EngineIo {
         // A partial seed (BEP 21) wants nothing either: not dialled again while we are done.
         let state = peer.link.session.state();
         let done = peer.link.counted.all() || state.peer_upload_only;
-        self.addresses
-            .disconnected(peer.addr, !peer.link.connected, done, now);
+        let failed = !peer.link.connected;
+        self.addresses.disconnected(peer.addr, failed, done, now);
+        let listen = peer.listen_addr();
+        if listen != peer.addr {
+            self.addresses.disconnected(listen, failed, done, now);
+        }
         if peer.link.connected {
             let _ = self.events.send(EngineEvent::PeerDisconnected {
                 addr: peer.addr,
@@ -612,7 +640,7 @@ impl Actor {
                 Some(result) = disk_results.recv() => self.on_disk(result)?,
                 Some(input) = inputs.recv() => self.handle(input),
                 found = next_peers(&mut feed) => match found {
-                    Some(found) => self.io.add_addresses(found),
+                    Some((source, found)) => self.io.add_addresses(source, found),
                     None => feed = None,
                 },
                 () = drained.notified(), if limited => self.core.serve_uplink(&mut self.io),
@@ -697,14 +725,23 @@ impl Actor {
         secured: Secured,
         now: Instant,
     ) {
-        let io = &mut self.io;
-        if self.core.peers().len() >= io.config.max_connections || io.addresses.is_banned(&addr) {
+        if self.io.addresses.is_banned(&addr) {
+            return;
+        }
+        let full = self.core.peers().len() >= self.io.config.max_connections;
+        if full && (incoming.is_none() || !self.make_room_for(addr, now)) {
             if incoming.is_none() {
-                io.addresses.not_taken(addr, now);
+                self.io.addresses.not_taken(addr, now);
             }
             return;
         }
-        let config = self.session_config();
+        let mut config = self.session_config();
+        // BEP 10 `yourip`: how we see the peer, which it may use to learn its address.
+        config.extension_handshake.yourip = Some(match addr.ip().to_canonical() {
+            IpAddr::V4(ip) => ip.octets().to_vec(),
+            IpAddr::V6(ip) => ip.octets().to_vec(),
+        });
+        let is_incoming = incoming.is_some();
         let session = match incoming {
             None => PeerSession::new(config, now),
             Some(bytes) => {
@@ -718,7 +755,9 @@ impl Actor {
                 }
             }
         };
-        self.io.addresses.connected(addr, now);
+        if is_incoming {
+            self.io.addresses.incoming(addr, now);
+        }
         let piece_count = self.io.config.metainfo.info.piece_count();
         let (download_limit, upload_limit) = (&self.download_limit, &self.upload_limit);
         let to_actor = &self.to_actor;
@@ -771,6 +810,54 @@ impl Actor {
         }
     }
 
+    /// At our connection limit, a peer that connected to us takes the place of the
+    /// connected peer of lowest BEP 40 priority if its own is higher (libtorrent's rule):
+    /// the swarm's clients agree on which connections to keep, so a newcomer finds room
+    /// and a flood of connections from a few addresses cannot lock everyone else out.
+    /// Whether there is room now.
+    fn make_room_for(&mut self, addr: SocketAddr, now: Instant) -> bool {
+        let Some(ours) = self.our_address() else {
+            return false;
+        };
+        let lowest = self
+            .core
+            .peers()
+            .iter()
+            .map(|(&key, peer)| (peer_priority(ours, peer.listen_addr()), key))
+            .min();
+        match lowest {
+            Some((rank, key)) if rank < peer_priority(ours, addr) => {
+                let reason = "too many connections: replaced by a peer of higher priority (BEP 40)";
+                self.core.remove_peer(key, reason, now, &mut self.io);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Our address as peers see it, for BEP 40 priority: the IP most of our peers say
+    /// they see (BEP 10 `yourip`, one vote per peer IP, so one peer cannot decide it),
+    /// else the IP we listen on; with the port we listen on. `None` when neither is known.
+    fn our_address(&self) -> Option<SocketAddr> {
+        let listen = self.io.config.listen?;
+        let votes: BTreeMap<IpAddr, IpAddr> = self
+            .core
+            .peers()
+            .values()
+            .filter_map(|peer| Some((peer.addr.ip(), peer.seen_as()?)))
+            .collect();
+        let mut counts: BTreeMap<IpAddr, usize> = BTreeMap::new();
+        for ip in votes.into_values() {
+            *counts.entry(ip).or_default() += 1;
+        }
+        let voted = counts
+            .into_iter()
+            .max_by_key(|&(ip, count)| (count, std::cmp::Reverse(ip)))
+            .map(|(ip, _)| ip);
+        let ip = voted.or(Some(listen.ip()).filter(|ip| !ip.is_unspecified()))?;
+        Some(SocketAddr::new(ip, listen.port()))
+    }
+
     fn on_disk(&mut self, result: DiskResult) -> Result<(), EngineError> {
         match result {
             DiskResult::Piece { piece, good } => {
@@ -790,7 +877,12 @@ impl Actor {
             .max_connections
             .saturating_sub(self.core.peers().len());
         let done = self.core.is_complete();
-        for addr in self.io.addresses.due(now, slots.min(10), done) {
+        // What we are connected to is not dialled again, under any of its addresses.
+        for peer in self.core.peers().values() {
+            self.io.addresses.listening(peer.listen_addr(), now);
+        }
+        let ours = if slots > 0 { self.our_address() } else { None };
+        for addr in self.io.addresses.due(now, slots.min(10), done, ours) {
             let policy = match config.encryption {
                 Encryption::Prefer if self.io.addresses.is_plain_only(&addr) => Encryption::Off,
                 policy => policy,
@@ -824,30 +916,19 @@ impl Actor {
         if self.io.config.metainfo.info.private {
             return;
         }
-        let listen_addr = |p: &Peer| match p
-            .link
-            .session
-            .state()
-            .peer_extensions
-            .as_ref()
-            .and_then(|e| e.p)
-        {
-            Some(port) => SocketAddr::new(p.addr.ip(), port),
-            None => p.addr,
-        };
         let connected: BTreeSet<SocketAddr> = self
             .core
             .peers()
             .values()
             .filter(|p| p.link.connected)
-            .map(|p| listen_addr(p))
+            .map(|p| p.listen_addr())
             .collect();
         for peer in self.core.peers_mut().values_mut() {
             let extensions = peer.link.session.state().peer_extensions.as_ref();
             let Some(their_id) = extensions.and_then(|e| e.id_of(UT_PEX)) else {
                 continue;
             };
-            if let Some(payload) = peer.pex.poll_send(now, &connected, listen_addr(peer)) {
+            if let Some(payload) = peer.pex.poll_send(now, &connected, peer.listen_addr()) {
                 peer.link.session.send_extended(their_id, payload);
                 peer.flush();
             }

@@ -15,6 +15,7 @@ use anyhow::{Context, Result};
 use shoal_core::InfoHash;
 use shoal_dht::driver::{DhtHandle, DriverConfig};
 use shoal_engine::lsd::{self, LsdConfig};
+use shoal_engine::{PeerFeed, PeerSource};
 use tokio::sync::mpsc;
 
 /// Public routers used when no `--dht-bootstrap` is given (and we are not on loopback).
@@ -103,10 +104,11 @@ pub fn peer_feed(
     opts: &DiscoveryOptions,
     info_hash: InfoHash,
     listen: SocketAddr,
-) -> Option<mpsc::UnboundedReceiver<Vec<SocketAddr>>> {
+) -> Option<PeerFeed> {
     let mut feeds = Vec::new();
     if let Some(dht) = dht {
-        feeds.push(dht.announce(info_hash, Some(listen.port())));
+        let found = dht.announce(info_hash, Some(listen.port()));
+        feeds.push(tagged(PeerSource::Dht, found));
     }
     if opts.lsd {
         let interface = match listen.ip() {
@@ -120,17 +122,28 @@ pub fn peer_feed(
             port: listen.port(),
         };
         match lsd::spawn(config) {
-            Ok(feed) => feeds.push(feed),
+            Ok(feed) => feeds.push(tagged(PeerSource::Lsd, feed)),
             Err(e) => eprintln!("shoal: warning: local service discovery: {e}"),
         }
     }
     merge_feeds(feeds)
 }
 
+/// A source's batches of peers as a feed that says where they came from.
+pub fn tagged(source: PeerSource, mut found: mpsc::UnboundedReceiver<Vec<SocketAddr>>) -> PeerFeed {
+    let (tx, feed) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(batch) = found.recv().await {
+            if tx.send((source, batch)).is_err() {
+                return;
+            }
+        }
+    });
+    feed
+}
+
 /// One feed with every batch of `feeds` (none when there are none).
-pub fn merge_feeds(
-    mut feeds: Vec<mpsc::UnboundedReceiver<Vec<SocketAddr>>>,
-) -> Option<mpsc::UnboundedReceiver<Vec<SocketAddr>>> {
+pub fn merge_feeds(mut feeds: Vec<PeerFeed>) -> Option<PeerFeed> {
     if feeds.len() <= 1 {
         return feeds.pop();
     }

@@ -14,7 +14,9 @@ use shoal_bencode::Value;
 use shoal_core::{InfoHash, Magnet, Metainfo, PeerId};
 use shoal_dht::driver::DhtHandle;
 use shoal_engine::metadata::{fetch_metadata, MetadataFetch, MetadataFetchError};
-use shoal_engine::{Encryption, EngineEvent, Outcome, SeedLimit, TorrentConfig};
+use shoal_engine::{
+    Encryption, EngineEvent, Outcome, PeerFeed, PeerSource, SeedLimit, TorrentConfig,
+};
 use shoal_tracker::client::UdpConfig;
 use shoal_tracker::driver::http::HttpConfig;
 use shoal_tracker::driver::{Announcer, AnnouncerConfig};
@@ -372,7 +374,7 @@ async fn announce(
     display: mpsc::UnboundedSender<Update>,
     metainfo: Arc<Metainfo>,
     trackers: Vec<Vec<String>>,
-    feed: mpsc::UnboundedSender<Vec<SocketAddr>>,
+    feed: mpsc::UnboundedSender<(PeerSource, Vec<SocketAddr>)>,
 ) -> Option<Announcer> {
     let info = &metainfo.info;
     let mut announcer = None;
@@ -387,7 +389,7 @@ async fn announce(
             },
             Some(peers) = found.recv() => {
                 let _ = display.send(Update::TrackerPeers(peers.len()));
-                let _ = feed.send(peers);
+                let _ = feed.send((PeerSource::Tracker, peers));
                 continue;
             }
         };
@@ -524,7 +526,7 @@ impl Job {
             (!self.opts.no_tracker && !magnet.trackers.is_empty()).then(|| {
                 let tiers = magnet.trackers.iter().map(|t| vec![t.clone()]).collect();
                 let (found, feed) = mpsc::unbounded_channel();
-                feeds.push(feed);
+                feeds.push(discovery::tagged(PeerSource::Tracker, feed));
                 let progress = Progress {
                     uploaded: 0,
                     downloaded: 0,
@@ -606,7 +608,7 @@ impl Job {
         self,
         metainfo: Metainfo,
         dht: Option<DhtHandle>,
-        peer_feed: Option<mpsc::UnboundedReceiver<Vec<SocketAddr>>>,
+        peer_feed: Option<PeerFeed>,
         stop: watch::Receiver<bool>,
     ) -> Result<Outcome> {
         let selected_files = self.select.resolve(&metainfo.info.files)?;

@@ -1,0 +1,202 @@
+//! Which connections shoal keeps (127.0.8.x, ports 178xx): at its connection limit, a
+//! peer of higher BEP 40 priority takes the place of the lowest; and two shoal peers
+//! that know each other's address keep one connection, not two.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::*;
+use shoal_core::peer_priority;
+
+/// Runs `cmd` (a `--json` shoal) in the background, handing over its event lines.
+fn spawn_json(cmd: std::process::Command) -> (Guard, std::sync::mpsc::Receiver<String>) {
+    start_and_watch(cmd, "\"started\"", Duration::from_secs(30))
+}
+
+/// JSON events from `lines` until `until` matches one (bounded by `limit`).
+fn events_until(
+    lines: &std::sync::mpsc::Receiver<String>,
+    seen: &mut Vec<serde_json::Value>,
+    limit: Duration,
+    until: impl Fn(&serde_json::Value) -> bool,
+) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = lines.recv_timeout(left) else {
+            return false;
+        };
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        let done = until(&event);
+        seen.push(event);
+        if done {
+            return true;
+        }
+    }
+}
+
+fn get(
+    torrent: &std::path::Path,
+    out: &std::path::Path,
+    listen: &str,
+    peer: &str,
+) -> std::process::Command {
+    let mut cmd = shoal();
+    cmd.args([
+        "get",
+        path_str(torrent),
+        "-o",
+        path_str(out),
+        "--no-seed",
+        "--json",
+        "--no-dht",
+        "--no-tracker",
+        "--listen",
+        listen,
+        "--peer",
+        peer,
+        "--state-dir",
+        path_str(&out.join(".state")),
+    ]);
+    cmd
+}
+
+fn ip_of(event: &serde_json::Value) -> String {
+    let addr: SocketAddr = event["addr"].as_str().unwrap().parse().unwrap();
+    addr.ip().to_string()
+}
+
+#[test]
+fn at_its_limit_a_seed_keeps_the_peer_of_higher_priority() {
+    let dir = tempdir();
+    let (src, torrent) = make_single(dir.path(), 6 * 1024 * 1024 + 5, "256K");
+    let seed_addr = "127.0.8.1:17801";
+    // Of the leechers' addresses, the lowest and the highest in the seed's eyes.
+    let mut ips: Vec<String> = (2..=20).map(|i| format!("127.0.8.{i}")).collect();
+    let ours: SocketAddr = seed_addr.parse().unwrap();
+    ips.sort_by_key(|ip| peer_priority(ours, format!("{ip}:1").parse().unwrap()));
+    let (low, high) = (ips[0].clone(), ips[ips.len() - 1].clone());
+
+    let mut seed = shoal();
+    seed.args([
+        "seed",
+        path_str(&torrent),
+        path_str(&src),
+        "--json",
+        "--listen",
+        seed_addr,
+        "--max-peers",
+        "1",
+        // Slow enough that the first leecher is still downloading when the second comes.
+        "--max-up",
+        "1M",
+        "--no-dht",
+        "--no-tracker",
+        "--state-dir",
+        path_str(&dir.path().join("seed-state")),
+    ]);
+    let (_seed, seed_lines) = spawn_json(seed);
+    let mut seed_events = Vec::new();
+
+    let low_out = dir.path().join("low");
+    let (mut low_get, _low_lines) =
+        spawn_json(get(&torrent, &low_out, &format!("{low}:17802"), seed_addr));
+    assert!(
+        events_until(
+            &seed_lines,
+            &mut seed_events,
+            Duration::from_secs(30),
+            |e| { e["event"] == "peer_connected" && ip_of(e) == low }
+        ),
+        "the first leecher connects: {seed_events:?}"
+    );
+    let high_out = dir.path().join("high");
+    let mut high_get = get(&torrent, &high_out, &format!("{high}:17803"), seed_addr);
+    let (output, _) = run_with_timeout(&mut high_get, Duration::from_secs(60));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    same_files(&src.join("payload.bin"), &high_out.join("payload.bin"));
+
+    // The newcomer ranks higher: the seed dropped the first leecher for it.
+    assert!(
+        events_until(&seed_lines, &mut seed_events, Duration::from_secs(5), |e| {
+            e["event"] == "peer_disconnected" && ip_of(e) == low
+        }),
+        "{seed_events:?}"
+    );
+    let dropped = seed_events
+        .iter()
+        .find(|e| e["event"] == "peer_disconnected" && ip_of(e) == low)
+        .unwrap();
+    assert!(
+        dropped["reason"].as_str().unwrap().contains("BEP 40"),
+        "{dropped}"
+    );
+    // Once the newcomer is done and gone, the first leecher gets back in and finishes.
+    let status = low_get.wait_exit(Duration::from_secs(60), "the first leecher never finished");
+    assert!(status.success(), "{status}");
+    same_files(&src.join("payload.bin"), &low_out.join("payload.bin"));
+}
+
+#[test]
+fn two_peers_that_dial_each_other_keep_one_connection() {
+    let dir = tempdir();
+    let (src, torrent) = make_single(dir.path(), 8 * 1024 * 1024 + 3, "256K");
+    let (seed_addr, get_addr) = ("127.0.8.30:17830", "127.0.8.31:17831");
+    // The seed knows the downloader's address too: it dials it (first in vain, as the
+    // downloader is not up yet, then again 5 s later) while the downloader's own
+    // connection to it is open.
+    let mut seed = shoal();
+    seed.args([
+        "seed",
+        path_str(&torrent),
+        path_str(&src),
+        "--json",
+        "--listen",
+        seed_addr,
+        "--peer",
+        get_addr,
+        "--max-up",
+        "1M",
+        "--no-dht",
+        "--no-tracker",
+        "--state-dir",
+        path_str(&dir.path().join("seed-state")),
+    ]);
+    let (_seed, seed_lines) = spawn_json(seed);
+    let out = dir.path().join("out");
+    let started = Instant::now();
+    let events = json_events(&mut get(&torrent, &out, get_addr, seed_addr));
+    assert!(
+        started.elapsed() > Duration::from_secs(6),
+        "the seed's second dial came in time"
+    );
+    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+
+    // Never two connections at once between the two, on either side.
+    let mut seed_events = Vec::new();
+    events_until(
+        &seed_lines,
+        &mut seed_events,
+        Duration::from_secs(2),
+        |_| false,
+    );
+    for (side, events) in [("downloader", &events), ("seed", &seed_events)] {
+        let mut live = 0i32;
+        for e in events.iter() {
+            match e["event"].as_str() {
+                Some("peer_connected") => live += 1,
+                Some("peer_disconnected") => live -= 1,
+                _ => {}
+            }
+            assert!(live <= 1, "{side}: {events:?}");
+        }
+    }
+}

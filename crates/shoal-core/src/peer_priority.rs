@@ -23,8 +23,8 @@ pub fn peer_priority(ours: SocketAddr, theirs: SocketAddr) -> u32 {
     match (a, b) {
         // At least the first 2 bytes (IPv4) or 6 bytes (IPv6) are kept whole, and every
         // byte up to the first that differs; the rest is masked with 0x55. (For IPv6
-        // libtorrent 2.0 keeps one byte more than the BEP once the /48s match; we follow
-        // the BEP, and the two agree for addresses in different /48s.)
+        // libtorrent 2.0 keeps one byte more than the BEP when the first five bytes match;
+        // we follow the BEP, and the two agree for addresses that differ earlier.)
         (IpAddr::V4(a), IpAddr::V4(b)) => masked_crc(&a.octets(), &b.octets(), 2),
         (IpAddr::V6(a), IpAddr::V6(b)) => masked_crc(&a.octets(), &b.octets(), 6),
         _ => 0,

@@ -362,6 +362,14 @@ impl Peer {
         }
     }
 
+    /// The peer's listen address if we know it: the one we dialled, or the port its
+    /// extension handshake gives.
+    fn dialable_addr(&self) -> Option<SocketAddr> {
+        let session = &self.link.session;
+        let port = session.state().peer_extensions.as_ref().and_then(|e| e.p);
+        (session.is_outgoing() || port.is_some()).then(|| self.listen_addr())
+    }
+
     /// Our address as this peer says it sees us (BEP 10 `yourip`).
     fn seen_as(&self) -> Option<IpAddr> {
         let extensions = self.link.session.state().peer_extensions.as_ref()?;
@@ -878,8 +886,8 @@ impl Actor {
             .saturating_sub(self.core.peers().len());
         let done = self.core.is_complete();
         // What we are connected to is not dialled again, under any of its addresses.
-        for peer in self.core.peers().values() {
-            self.io.addresses.listening(peer.listen_addr(), now);
+        for addr in self.core.peers().values().filter_map(|p| p.dialable_addr()) {
+            self.io.addresses.listening(addr, now);
         }
         let ours = if slots > 0 { self.our_address() } else { None };
         for addr in self.io.addresses.due(now, slots.min(10), done, ours) {

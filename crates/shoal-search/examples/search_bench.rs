@@ -146,7 +146,7 @@ fn local_index(torrents: usize) {
         let took = started.elapsed();
         (
             took,
-            want.is_none_or(|h| hits.iter().any(|x| x.info_hash == *h)),
+            want.is_none_or(|h| hits.iter().any(|x| x.listed.info_hash == *h)),
         )
     };
     let mut rows: Vec<(&str, Vec<Duration>, usize)> = Vec::new();

@@ -86,6 +86,16 @@ impl Listed {
             words: tree_word(&entry.keyword).into_iter().collect(),
         }
     }
+
+    /// Whether the indexer's tree listed this torrent under every term (a prefix: under
+    /// some word starting with it). Only then does a complete answer of that tree that
+    /// leaves it out mean the indexer dropped it.
+    pub fn confirmed_under(&self, terms: &[Term]) -> bool {
+        terms.iter().all(|term| match term {
+            Term::Word(w) => self.words.contains(w),
+            Term::Prefix(p) => self.words.iter().any(|w| w.starts_with(p.as_str())),
+        })
+    }
 }
 
 /// `keyword` if it is a word (not a similarity key, which a search never asks for).
@@ -93,29 +103,12 @@ fn tree_word(keyword: &str) -> Option<String> {
     (!keyword.is_empty() && !keyword.starts_with(MARK)).then(|| keyword.to_owned())
 }
 
-/// A torrent the local index holds.
+/// A torrent the local index holds, as a search found it: what was listed (with every
+/// tree keyword it was found under so far), and how well it matches.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LocalHit {
-    pub info_hash: InfoHash,
-    pub name: String,
-    pub size: u64,
-    /// The indexer whose index listed it.
-    pub indexer: [u8; 32],
-    /// The keywords its indexer's tree has confirmed it under.
-    pub tree_words: Vec<String>,
+    pub listed: Listed,
     pub score: f32,
-}
-
-impl LocalHit {
-    /// Whether the indexer's tree listed this torrent under every term (a prefix: under
-    /// some word starting with it). Only then does a complete answer of that tree that
-    /// leaves it out mean the indexer dropped it.
-    pub fn confirmed_under(&self, terms: &[Term]) -> bool {
-        terms.iter().all(|term| match term {
-            Term::Word(w) => self.tree_words.contains(w),
-            Term::Prefix(p) => self.tree_words.iter().any(|w| w.starts_with(p.as_str())),
-        })
-    }
 }
 
 struct Fields {
@@ -467,18 +460,18 @@ impl LocalIndex {
         let text = |field| doc.get_first(field).and_then(|v| v.as_str());
         let info_hash: InfoHash = text(f.info_hash)?.parse().ok()?;
         let indexer = decode_array::<32>(text(f.indexer)?)?;
-        Some(LocalHit {
+        let listed = Listed {
             info_hash,
             name: text(f.name)?.to_owned(),
             size: doc.get_first(f.size).and_then(|v| v.as_u64())?,
             indexer,
-            tree_words: text(f.tree_words)
+            words: text(f.tree_words)
                 .unwrap_or("")
                 .split(' ')
                 .filter_map(tree_word)
                 .collect(),
-            score,
-        })
+        };
+        Some(LocalHit { listed, score })
     }
 }
 

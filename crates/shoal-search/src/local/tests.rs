@@ -22,7 +22,7 @@ fn terms(query: &str) -> Vec<Term> {
 }
 
 fn names(hits: &[LocalHit]) -> Vec<&str> {
-    hits.iter().map(|h| h.name.as_str()).collect()
+    hits.iter().map(|h| h.listed.name.as_str()).collect()
 }
 
 fn sample(dir: &Path) -> LocalIndex {
@@ -57,7 +57,7 @@ fn every_word_must_match_as_the_tree_splits_words() {
     // A decomposed é (as macOS writes it) finds the composed one.
     let hits = index.search(&terms("cafe\u{301}"), &[], 10).unwrap();
     assert_eq!(names(&hits), ["Café del Mar"]);
-    let hit = &hits[0];
+    let hit = &hits[0].listed;
     assert_eq!(
         (hit.info_hash, hit.size, hit.indexer),
         (InfoHash([5; 20]), 5000, BOB)
@@ -113,7 +113,7 @@ fn results_come_from_the_indexers_asked() {
     assert_eq!(index.search(&q, &[], 10).unwrap().len(), 2);
     let from_bob = index.search(&q, &[BOB], 10).unwrap();
     assert_eq!(from_bob.len(), 1);
-    assert_eq!(from_bob[0].indexer, BOB);
+    assert_eq!(from_bob[0].listed.indexer, BOB);
     assert_eq!(index.search(&q, &[ALICE, BOB], 10).unwrap().len(), 2);
     assert!(index.search(&q, &[[9; 32]], 10).unwrap().is_empty());
 }
@@ -139,7 +139,7 @@ fn related_names_share_a_word() {
     let index = sample(dir.path());
     let hits = index.related("Ubuntu 22.04 Desktop", &[], 10).unwrap();
     assert_eq!(
-        hits[0].name, "Ubuntu 24.04 Desktop amd64",
+        hits[0].listed.name, "Ubuntu 24.04 Desktop amd64",
         "most words in common first"
     );
     assert_eq!(hits.len(), 2);
@@ -241,8 +241,8 @@ fn tree_words_are_found_and_say_what_the_tree_confirmed() {
     index.add([album], NOW + 1).unwrap();
     let hits = index.search(&terms("flac"), &[], 10).unwrap();
     assert_eq!(names(&hits), ["Greatest Hits"], "a word of its files");
-    let hit = &hits[0];
-    assert_eq!(hit.tree_words, ["flac", "greatest"], "both kept");
+    let hit = &hits[0].listed;
+    assert_eq!(hit.words, ["flac", "greatest"], "both kept");
     assert!(hit.confirmed_under(&terms("flac greatest")));
     assert!(hit.confirmed_under(&terms("gre*")));
     assert!(

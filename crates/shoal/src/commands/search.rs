@@ -285,6 +285,7 @@ pub fn run_search(args: SearchArgs) -> Result<()> {
         let listed: BTreeSet<(InfoHash, [u8; 32])> =
             dht.iter().map(|l| (l.info_hash, l.indexer)).collect();
         let (stale, local): (Vec<LocalHit>, Vec<LocalHit>) = local.into_iter().partition(|h| {
+            let h = &h.listed;
             like.is_none()
                 && answered.contains(&h.indexer)
                 && !listed.contains(&(h.info_hash, h.indexer))
@@ -304,7 +305,7 @@ pub fn run_search(args: SearchArgs) -> Result<()> {
             out.show(cached(local), false)?;
         }
         if let Some(index) = &mut cache {
-            let stale = stale.iter().map(|h| (h.indexer, h.info_hash));
+            let stale = stale.iter().map(|h| (h.listed.indexer, h.listed.info_hash));
             if let Err(e) = index.forget(stale) {
                 eprintln!("shoal: the local search index failed: {e}");
             }
@@ -404,10 +405,10 @@ const CACHE: &str = "cache";
 
 /// Local hits as results.
 fn cached(hits: Vec<LocalHit>) -> impl Iterator<Item = (Entry, [u8; 32], &'static str)> {
-    hits.into_iter().map(|h| {
+    hits.into_iter().map(|LocalHit { listed: l, .. }| {
         (
-            Entry::new("", h.info_hash, &h.name, h.size),
-            h.indexer,
+            Entry::new("", l.info_hash, &l.name, l.size),
+            l.indexer,
             CACHE,
         )
     })

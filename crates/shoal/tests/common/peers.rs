@@ -547,7 +547,11 @@ impl WirePeer {
         hello.extend_from_slice(b"BitTorrent protocol");
         hello.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0x04]); // fast extension
         hello.extend_from_slice(&info_hash);
-        hello.extend_from_slice(b"-XX0001-wirewirewire");
+        // A peer id of its own: a second connection with the same one would be taken for
+        // a duplicate connection to the same peer, and closed.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        hello.extend_from_slice(format!("-XX0001-wire{n:08}").as_bytes());
         hello.extend_from_slice(first);
         stream.write_all(&hello).unwrap();
         let mut reply = [0u8; 68];

@@ -7,6 +7,7 @@
 //! trust: piece counts that match the total length, file paths that cannot leave the
 //! download directory, lengths that do not overflow.
 
+pub mod compact;
 #[doc(hidden)]
 pub mod crc32c;
 pub mod fuzzing;

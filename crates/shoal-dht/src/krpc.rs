@@ -10,7 +10,8 @@
 use crate::id::NodeId;
 use crate::item::{Item, MutableItem, MAX_SALT, MAX_VALUE};
 use shoal_bencode::{Dict, Limits, Value};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use shoal_core::compact;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 /// Longest packet we look at: real KRPC messages fit one unfragmented datagram.
 pub const MAX_PACKET: usize = 1500;
@@ -228,7 +229,7 @@ impl Message {
         let your_ip = dict
             .get(b"ip")
             .and_then(|n| n.as_bytes())
-            .and_then(decode_peer);
+            .and_then(compact::peer);
         let read_only = dict.get(b"ro").and_then(|n| n.as_int()) == Some(1);
         let (sender, body) = match kind {
             b"q" => {
@@ -280,7 +281,7 @@ impl Message {
         let mut root = Value::dict();
         root.insert("t", self.tid.clone());
         if let Some(ip) = self.your_ip {
-            root.insert("ip", encode_peer(ip));
+            root.insert("ip", compact::bytes(ip));
         }
         if self.read_only {
             root.insert("ro", 1i64);
@@ -340,7 +341,7 @@ impl Message {
                     d.insert("nodes", encode_nodes(&r.nodes));
                 }
                 if !r.values.is_empty() {
-                    let values = r.values.iter().map(|&p| Value::Bytes(encode_peer(p)));
+                    let values = r.values.iter().map(|&p| Value::Bytes(compact::bytes(p)));
                     d.insert("values", Value::List(values.collect()));
                 }
                 if let Some(token) = &r.token {
@@ -503,7 +504,7 @@ fn decode_response(r: &Dict<'_, '_>) -> Result<Response, KrpcError> {
         .and_then(|n| n.as_list())
         .map(|list| {
             list.iter()
-                .filter_map(|v| v.as_bytes().and_then(decode_peer))
+                .filter_map(|v| v.as_bytes().and_then(compact::peer))
                 .take(MAX_VALUES)
                 .collect()
         })
@@ -584,31 +585,6 @@ pub fn encode_nodes(nodes: &[NodeInfo]) -> Vec<u8> {
         out.extend_from_slice(&n.addr.ip().octets());
         out.extend_from_slice(&n.addr.port().to_be_bytes());
     }
-    out
-}
-
-/// A compact peer: 6 bytes (IPv4) or 18 bytes (IPv6), port 0 rejected.
-pub fn decode_peer(b: &[u8]) -> Option<SocketAddr> {
-    let (ip, port) = match b.len() {
-        6 => (
-            IpAddr::from([b[0], b[1], b[2], b[3]]),
-            u16::from_be_bytes([b[4], b[5]]),
-        ),
-        18 => {
-            let octets: [u8; 16] = b[..16].try_into().ok()?;
-            (IpAddr::from(octets), u16::from_be_bytes([b[16], b[17]]))
-        }
-        _ => return None,
-    };
-    (port != 0).then_some(SocketAddr::new(ip, port))
-}
-
-pub fn encode_peer(addr: SocketAddr) -> Vec<u8> {
-    let mut out = match addr.ip() {
-        IpAddr::V4(v4) => v4.octets().to_vec(),
-        IpAddr::V6(v6) => v6.octets().to_vec(),
-    };
-    out.extend_from_slice(&addr.port().to_be_bytes());
     out
 }
 

@@ -2,9 +2,9 @@
 //! the server the reverse. Every decoder checks lengths before reading; nothing here
 //! allocates more than the datagram it was given.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 
-use shoal_core::{InfoHash, PeerId};
+use shoal_core::{compact, InfoHash, PeerId};
 
 use crate::announce::{Event, Progress, ScrapeCounts};
 
@@ -253,11 +253,12 @@ impl Response {
                 let leechers = r.u32();
                 let seeders = r.u32();
                 let mut peers = Vec::new();
-                if ipv6 {
-                    crate::client::http::compact_v6(r.0, &mut peers);
+                let width = if ipv6 {
+                    compact::V6_LEN
                 } else {
-                    crate::client::http::compact_v4(r.0, &mut peers);
-                }
+                    compact::V4_LEN
+                };
+                crate::client::http::compact_peers(r.0, width, &mut peers);
                 Ok(Response::Announce {
                     transaction,
                     interval,
@@ -320,7 +321,7 @@ impl Response {
                 out.extend_from_slice(&leechers.to_be_bytes());
                 out.extend_from_slice(&seeders.to_be_bytes());
                 for p in peers {
-                    compact_peer(*p, out);
+                    compact::push(*p, out);
                 }
             }
             Response::Scrape {
@@ -343,15 +344,6 @@ impl Response {
             }
         }
     }
-}
-
-/// A peer in compact form: 4 or 16 address bytes, then the port.
-pub fn compact_peer(addr: SocketAddr, out: &mut Vec<u8>) {
-    match addr.ip() {
-        IpAddr::V4(ip) => out.extend_from_slice(&ip.octets()),
-        IpAddr::V6(ip) => out.extend_from_slice(&ip.octets()),
-    }
-    out.extend_from_slice(&addr.port().to_be_bytes());
 }
 
 #[cfg(test)]

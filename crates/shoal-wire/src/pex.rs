@@ -11,8 +11,9 @@
 
 use bytes::Bytes;
 use shoal_bencode::{Limits, Value};
+use shoal_core::compact;
 use std::collections::BTreeSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// The extension's name in the `m` dictionary.
@@ -55,24 +56,14 @@ pub struct PexMessage {
 
 impl PexMessage {
     pub fn encode(&self) -> Bytes {
-        let compact = |addrs: &[SocketAddr], v4: bool| {
-            let mut out = Vec::new();
-            for a in addrs.iter().filter(|a| a.is_ipv4() == v4) {
-                match a.ip() {
-                    IpAddr::V4(ip) => out.extend_from_slice(&ip.octets()),
-                    IpAddr::V6(ip) => out.extend_from_slice(&ip.octets()),
-                }
-                out.extend_from_slice(&a.port().to_be_bytes());
-            }
-            out
-        };
+        let compact = compact::encode;
         let mut d = Value::dict();
         let added4 = compact(&self.added, true);
         let added6 = compact(&self.added, false);
         // No flags known: one zero byte per added peer.
-        d.insert("added.f", vec![0u8; added4.len() / 6]);
+        d.insert("added.f", vec![0u8; added4.len() / compact::V4_LEN]);
         d.insert("added", added4);
-        d.insert("added6.f", vec![0u8; added6.len() / 18]);
+        d.insert("added6.f", vec![0u8; added6.len() / compact::V6_LEN]);
         d.insert("added6", added6);
         d.insert("dropped", compact(&self.dropped, true));
         d.insert("dropped6", compact(&self.dropped, false));
@@ -95,23 +86,14 @@ impl PexMessage {
             if bytes.len() % width != 0 {
                 return Err(PexError::Malformed("compact list of the wrong length"));
             }
-            Ok(bytes
-                .chunks_exact(width)
-                .filter_map(|c| {
-                    let (ip, port) = c.split_at(width - 2);
-                    let port = u16::from_be_bytes([port[0], port[1]]);
-                    let ip = match ip.len() {
-                        4 => IpAddr::from(<[u8; 4]>::try_from(ip).ok()?),
-                        _ => IpAddr::from(<[u8; 16]>::try_from(ip).ok()?),
-                    };
-                    (port != 0 && !ip.is_unspecified()).then_some(SocketAddr::new(ip, port))
-                })
+            Ok(compact::peers(bytes, width)
+                .filter(|a| !a.ip().is_unspecified())
                 .collect())
         };
-        let mut added = list(b"added", 6)?;
-        added.extend(list(b"added6", 18)?);
-        let mut dropped = list(b"dropped", 6)?;
-        dropped.extend(list(b"dropped6", 18)?);
+        let mut added = list(b"added", compact::V4_LEN)?;
+        added.extend(list(b"added6", compact::V6_LEN)?);
+        let mut dropped = list(b"dropped", compact::V4_LEN)?;
+        dropped.extend(list(b"dropped6", compact::V6_LEN)?);
         Ok(PexMessage { added, dropped })
     }
 }

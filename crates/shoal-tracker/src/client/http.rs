@@ -1,11 +1,11 @@
 //! HTTP tracker messages (BEP 3, 23, 7, 48): the announce and scrape URLs we request and
 //! the bencoded bodies we get back. Pure functions; the driver does the fetching.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 use percent_encoding::{percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use shoal_bencode::{decode, Dict, Limits, Node};
-use shoal_core::InfoHash;
+use shoal_core::{compact, InfoHash};
 
 use crate::announce::{clamp_interval, push_peer, AnnounceRequest, AnnounceResponse, ScrapeCounts};
 use crate::url::TrackerUrl;
@@ -107,7 +107,7 @@ pub fn parse_announce(body: &[u8]) -> Result<AnnounceResponse, TrackerError> {
     match root.get(b"peers") {
         Some(node) => {
             if let Some(compact) = node.as_bytes() {
-                compact_v4(compact, &mut peers);
+                compact_peers(compact, compact::V4_LEN, &mut peers);
             } else if let Some(list) = node.as_list() {
                 for entry in list.iter().filter_map(|e| e.as_dict()) {
                     let ip = entry
@@ -134,7 +134,7 @@ pub fn parse_announce(body: &[u8]) -> Result<AnnounceResponse, TrackerError> {
         None => {}
     }
     if let Some(compact) = root.get(b"peers6").and_then(|n| n.as_bytes()) {
-        compact_v6(compact, &mut peers);
+        compact_peers(compact, compact::V6_LEN, &mut peers);
     }
     Ok(AnnounceResponse {
         interval: clamp_interval(interval),
@@ -154,28 +154,10 @@ pub fn parse_announce(body: &[u8]) -> Result<AnnounceResponse, TrackerError> {
     })
 }
 
-/// BEP 23: 6 bytes per peer (IPv4, port, big-endian). A ragged tail is ignored.
-pub fn compact_v4(bytes: &[u8], peers: &mut Vec<SocketAddr>) {
-    for c in bytes.chunks_exact(6) {
-        let ip = Ipv4Addr::new(c[0], c[1], c[2], c[3]);
-        push_peer(
-            peers,
-            SocketAddr::new(ip.into(), u16::from_be_bytes([c[4], c[5]])),
-        );
-    }
-}
-
-/// BEP 7: 18 bytes per peer (IPv6, port).
-pub fn compact_v6(bytes: &[u8], peers: &mut Vec<SocketAddr>) {
-    for c in bytes.chunks_exact(18) {
-        let ip: [u8; 16] = c[..16].try_into().expect("chunk of 18");
-        push_peer(
-            peers,
-            SocketAddr::new(
-                Ipv6Addr::from(ip).into(),
-                u16::from_be_bytes([c[16], c[17]]),
-            ),
-        );
+/// A compact list of `width`-byte peers (BEP 23 IPv4, BEP 7 IPv6) into `peers`.
+pub(crate) fn compact_peers(bytes: &[u8], width: usize, peers: &mut Vec<SocketAddr>) {
+    for peer in compact::peers(bytes, width) {
+        push_peer(peers, peer);
     }
 }
 
@@ -360,7 +342,7 @@ mod tests {
             for (ip, port) in &addrs {
                 body.extend_from_slice(ip);
                 body.extend_from_slice(&port.to_be_bytes());
-                push_peer(&mut expected, SocketAddr::new(Ipv4Addr::from(*ip).into(), *port));
+                push_peer(&mut expected, SocketAddr::new(std::net::Ipv4Addr::from(*ip).into(), *port));
             }
             body.push(b'e');
             prop_assert_eq!(parse_announce(&body).unwrap().peers, expected);

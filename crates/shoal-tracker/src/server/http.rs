@@ -9,11 +9,10 @@ use std::time::Instant;
 use percent_encoding::percent_decode_str;
 use rand::Rng;
 use shoal_bencode::Value;
-use shoal_core::{InfoHash, PeerId};
+use shoal_core::{compact, InfoHash, PeerId};
 
 use super::{Family, PeerAnnounce, Refusal, Tracker};
 use crate::announce::Event;
-use crate::udp::compact_peer;
 
 /// Query parameters beyond this many are ignored.
 const MAX_PARAMS: usize = 128;
@@ -95,10 +94,8 @@ pub fn announce(
     d.insert("complete", i64::from(answer.seeders));
     d.insert("incomplete", i64::from(answer.leechers));
     if compact {
-        let (mut v4, mut v6) = (Vec::new(), Vec::new());
-        for addr in &answer.peers {
-            compact_peer(*addr, if addr.is_ipv4() { &mut v4 } else { &mut v6 });
-        }
+        let v4 = compact::encode(&answer.peers, true);
+        let v6 = compact::encode(&answer.peers, false);
         d.insert("peers", v4);
         if !v6.is_empty() {
             d.insert("peers6", v6);

@@ -33,6 +33,9 @@ pub enum PeerSource {
     Pex,
     /// The peer connected to us.
     Incoming,
+    /// The resume state of an earlier run: dialled after every other source, and the
+    /// first forgotten.
+    Resume,
 }
 
 impl PeerSource {
@@ -86,9 +89,10 @@ impl Entry {
     }
 
     /// Worth keeping less than any other? A connected or banned entry is always kept (the
-    /// ban must be remembered), an untried good one too.
+    /// ban must be remembered), an untried good one too unless only an earlier run knew it.
     fn forgettable(&self) -> bool {
-        !self.connected && !self.banned && (!self.connectable || self.failures > 0)
+        let only_resumed = self.sources == PeerSource::Resume.bit();
+        !self.connected && !self.banned && (!self.connectable || self.failures > 0 || only_resumed)
     }
 }
 
@@ -170,6 +174,18 @@ impl AddressBook {
             self.entries.get_mut(addr).expect("listed").connected = true;
         }
         due
+    }
+
+    /// Up to `max` addresses worth dialling after a restart, best first: those we are
+    /// connected to, then the most recently connected, then those never tried.
+    pub fn worth_keeping(&self, max: usize) -> Vec<SocketAddr> {
+        let mut kept: Vec<(&SocketAddr, &Entry)> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.connectable && !e.banned && e.failures == 0)
+            .collect();
+        kept.sort_by_key(|(addr, e)| (!e.connected, std::cmp::Reverse(e.last_connected), **addr));
+        kept.into_iter().take(max).map(|(addr, _)| *addr).collect()
     }
 
     /// A peer connected to us from `addr` (an address not worth dialling).
@@ -397,6 +413,31 @@ mod tests {
         expected.sort_by_key(|&p| std::cmp::Reverse(peer_priority(ours, p)));
         expected.truncate(5);
         assert_eq!(book.due(now, 5, false, Some(ours)), expected);
+    }
+
+    #[test]
+    fn what_is_kept_for_a_restart() {
+        let now = Instant::now();
+        let mut book = AddressBook::default();
+        let (connected, earlier, untried, failed, banned, incoming) = (
+            addr("127.0.0.2:1"),
+            addr("127.0.0.3:1"),
+            addr("127.0.0.4:1"),
+            addr("127.0.0.5:1"),
+            addr("127.0.0.6:1"),
+            addr("127.0.0.7:40000"),
+        );
+        for a in [connected, earlier, untried, failed, banned] {
+            book.add(a, Tracker, now);
+        }
+        book.listening(connected, now);
+        book.listening(earlier, now);
+        book.disconnected(earlier, false, false, now);
+        book.disconnected(failed, true, false, now);
+        book.ban(banned);
+        book.incoming(incoming, now);
+        assert_eq!(book.worth_keeping(10), [connected, earlier, untried]);
+        assert_eq!(book.worth_keeping(2), [connected, earlier]);
     }
 
     #[test]

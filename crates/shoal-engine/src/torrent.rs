@@ -225,6 +225,12 @@ pub async fn run(
     for peer in &config.peers {
         addresses.add(*peer, PeerSource::Given, now);
     }
+    // The peers of the last run, so that a restart finds them with no tracker.
+    for peer in resume::load_peers(&resume_path, &config.metainfo.info_hash) {
+        if Some(peer) != config.listen {
+            addresses.add(peer, PeerSource::Resume, now);
+        }
+    }
     let wanted = config
         .selected_files
         .as_deref()
@@ -990,6 +996,7 @@ impl Actor {
             &self.io.config.metainfo.info_hash,
             &self.io.files,
             self.core.have(),
+            &self.io.addresses.worth_keeping(resume::MAX_PEERS),
         ) {
             tracing::warn!("cannot save resume state: {e}");
         }

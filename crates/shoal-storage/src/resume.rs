@@ -1,4 +1,5 @@
-//! Resume state: which pieces are verified, saved so that a restart need not recheck.
+//! Resume state: which pieces are verified, saved so that a restart need not recheck,
+//! and the peers we knew, so that it finds them again without a tracker.
 //!
 //! The state is trusted only while the files are exactly as they were when it was saved
 //! (same size and modification time for every file); anything else, including a crash
@@ -8,11 +9,12 @@
 //! one, never a torn mix.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
 use shoal_bencode::{decode, Limits, Value};
-use shoal_core::{Bitfield, InfoHash};
+use shoal_core::{compact, Bitfield, InfoHash};
 
 use crate::{FileLayout, StorageError, TorrentFiles};
 
@@ -53,18 +55,27 @@ pub fn resume_path(state_dir: &Path, info_hash: &InfoHash) -> PathBuf {
     state_dir.join(format!("{}.resume", info_hash.to_hex()))
 }
 
-/// Syncs the data, then atomically replaces the resume file.
+/// Peers kept in the resume state, at most.
+pub const MAX_PEERS: usize = 200;
+
+/// Syncs the data, then atomically replaces the resume file. `peers` (at most
+/// [`MAX_PEERS`] are kept) are listen addresses worth dialling after a restart.
 pub fn save(
     path: &Path,
     info_hash: &InfoHash,
     files: &TorrentFiles,
     have: &Bitfield,
+    peers: &[SocketAddr],
 ) -> Result<(), StorageError> {
     files.sync()?;
     let mut state = Value::dict();
     state.insert("info-hash", info_hash.0.to_vec());
     state.insert("pieces", have.as_bytes().to_vec());
     state.insert("files", stats_value(&file_stats(files.layout())));
+    let peers = &peers[..peers.len().min(MAX_PEERS)];
+    // libtorrent's and Transmission's keys for the same.
+    state.insert("peers", compact::encode(peers, true));
+    state.insert("peers6", compact::encode(peers, false));
     let bytes = state.to_bytes();
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
@@ -97,6 +108,34 @@ pub fn load(path: &Path, info_hash: &InfoHash, layout: &FileLayout) -> Option<Bi
     Bitfield::from_bytes(state.get(b"pieces")?.as_bytes()?, layout.piece_count())
 }
 
+/// The peers recorded at `path` for this torrent (none if there is no record). Unlike
+/// the pieces they need no unchanged files: a wrong address only costs a failed dial.
+pub fn load_peers(path: &Path, info_hash: &InfoHash) -> Vec<SocketAddr> {
+    let Some(bytes) = std::fs::read(path).ok() else {
+        return Vec::new();
+    };
+    let Ok(doc) = decode(&bytes, Limits::default()) else {
+        return Vec::new();
+    };
+    let Some(state) = doc.root().as_dict() else {
+        return Vec::new();
+    };
+    if state.get(b"info-hash").and_then(|n| n.as_bytes()) != Some(&info_hash.0[..]) {
+        return Vec::new();
+    }
+    let list = |key: &[u8], width| {
+        let bytes = state
+            .get(key)
+            .and_then(|n| n.as_bytes())
+            .unwrap_or_default();
+        compact::peers(bytes, width).collect::<Vec<_>>()
+    };
+    let mut peers = list(b"peers", compact::V4_LEN);
+    peers.extend(list(b"peers6", compact::V6_LEN));
+    peers.truncate(MAX_PEERS);
+    peers
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,8 +153,14 @@ mod tests {
         let path = resume_path(&dir.path().join("state"), &hash);
         let mut have = Bitfield::new(3);
         have.set(1);
-        save(&path, &hash, &files, &have).unwrap();
+        let peers: Vec<SocketAddr> = vec![
+            "10.0.0.1:6881".parse().unwrap(),
+            "[2001:db8::1]:1".parse().unwrap(),
+        ];
+        save(&path, &hash, &files, &have, &peers).unwrap();
         assert_eq!(load(&path, &hash, files.layout()), Some(have.clone()));
+        assert_eq!(load_peers(&path, &hash), peers);
+        assert!(load_peers(&path, &InfoHash([4; 20])).is_empty());
         assert_eq!(
             load(&path, &InfoHash([4; 20]), files.layout()),
             None,
@@ -126,7 +171,9 @@ mod tests {
         files.write(0, &[2; 1]).unwrap();
         files.sync().unwrap();
         assert_eq!(load(&path, &hash, files.layout()), None);
+        assert_eq!(load_peers(&path, &hash), peers, "still worth dialling");
         std::fs::write(&path, b"garbage").unwrap();
         assert_eq!(load(&path, &hash, files.layout()), None);
+        assert!(load_peers(&path, &hash).is_empty());
     }
 }

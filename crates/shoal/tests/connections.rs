@@ -1,6 +1,7 @@
 //! Which connections shoal keeps (127.0.8.x, ports 178xx): at its connection limit, a
 //! peer of higher BEP 40 priority takes the place of the lowest; and two shoal peers
-//! that know each other's address keep one connection, not two.
+//! that know each other's address keep one connection, not two; a restarted download
+//! finds its peers again from its resume state.
 
 mod common;
 
@@ -199,4 +200,68 @@ fn two_peers_that_dial_each_other_keep_one_connection() {
             assert!(live <= 1, "{side}: {events:?}");
         }
     }
+}
+
+#[test]
+fn a_restarted_download_finds_its_peers_without_being_told() {
+    let dir = tempdir();
+    let (src, torrent) = make_single(dir.path(), 8 * 1024 * 1024 + 1, "256K");
+    let seed_addr = "127.0.8.40:17840";
+    let mut seed = shoal();
+    seed.args([
+        "seed",
+        path_str(&torrent),
+        path_str(&src),
+        "--json",
+        "--listen",
+        seed_addr,
+        "--max-up",
+        "1M",
+        "--no-dht",
+        "--no-tracker",
+        "--state-dir",
+        path_str(&dir.path().join("seed-state")),
+    ]);
+    let (_seed, _seed_lines) = spawn_json(seed);
+    let out = dir.path().join("out");
+    let (mut first, lines) = spawn_json(get(&torrent, &out, "127.0.8.41:17841", seed_addr));
+    let mut events = Vec::new();
+    assert!(
+        events_until(&lines, &mut events, Duration::from_secs(30), |e| {
+            e["event"] == "piece" && e["have"].as_u64() >= Some(4)
+        }),
+        "{events:?}"
+    );
+    // Stopped as Ctrl-C stops it: exit 3, the resume state saved.
+    let pid = first.0.id().to_string();
+    run_ok(std::process::Command::new("kill").args(["-INT", &pid]));
+    let status = first.wait_exit(Duration::from_secs(20), "the download did not stop");
+    assert_eq!(status.code(), Some(3), "{status}");
+
+    // No --peer, no tracker, no DHT: the seed comes from the resume state.
+    let mut again = shoal();
+    again.args([
+        "get",
+        path_str(&torrent),
+        "-o",
+        path_str(&out),
+        "--no-seed",
+        "--json",
+        "--no-dht",
+        "--no-tracker",
+        "--listen",
+        "127.0.8.41:17841",
+        "--state-dir",
+        path_str(&out.join(".state")),
+    ]);
+    let events = json_events(&mut again);
+    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "peer_connected" && e["addr"] == seed_addr),
+        "{events:?}"
+    );
+    let started = events.iter().find(|e| e["event"] == "started").unwrap();
+    assert!(started["have"].as_u64() >= Some(4), "{started}");
 }

@@ -11,7 +11,10 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use crate::IpFilter;
 
 use shoal_core::peer_priority;
 
@@ -99,9 +102,23 @@ impl Entry {
 #[derive(Debug, Default)]
 pub struct AddressBook {
     entries: HashMap<SocketAddr, Entry>,
+    /// Addresses neither dialled nor accepted; never entered.
+    filter: Option<Arc<IpFilter>>,
 }
 
 impl AddressBook {
+    pub fn new(filter: Option<Arc<IpFilter>>) -> Self {
+        AddressBook {
+            entries: HashMap::new(),
+            filter,
+        }
+    }
+
+    /// Whether the IP filter blocks `addr`.
+    pub fn is_blocked(&self, addr: &SocketAddr) -> bool {
+        self.filter.as_ref().is_some_and(|f| f.blocks(addr.ip()))
+    }
+
     /// Learns of `addr`, a peer's listen address; a known address adds `source` to its
     /// sources.
     pub fn add(&mut self, addr: SocketAddr, source: PeerSource, now: Instant) {
@@ -112,6 +129,9 @@ impl AddressBook {
         if let Some(e) = self.entries.get_mut(&addr) {
             e.sources |= source.bit();
             e.connectable |= connectable;
+            return;
+        }
+        if self.is_blocked(&addr) {
             return;
         }
         if self.entries.len() >= MAX_ADDRESSES && !self.forget_one() {

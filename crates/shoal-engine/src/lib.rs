@@ -16,6 +16,7 @@ mod addresses;
 mod connection;
 mod disk;
 mod encryption;
+pub mod ip_filter;
 pub mod lsd;
 pub mod metadata;
 mod rate;
@@ -26,6 +27,7 @@ mod web_seed;
 
 pub use addresses::PeerSource;
 pub use encryption::Encryption;
+pub use ip_filter::{IpFilter, IpFilterError};
 pub use rate::RateLimit;
 pub use seeding::SeedLimit;
 pub use stats::Stats;

@@ -12,6 +12,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -27,7 +28,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::encryption::{self, Secured};
-use crate::{Encryption, PeerFeed};
+use crate::{Encryption, IpFilter, PeerFeed};
 use shoal_wire::mse::Cipher;
 
 /// Longest message accepted in this phase: a metadata piece with its header, or the
@@ -53,6 +54,8 @@ pub struct MetadataFetch {
     pub peer_timeout: Duration,
     /// Whether each exchange starts with an encrypted handshake (see [`Encryption`]).
     pub encryption: Encryption,
+    /// Addresses never dialled.
+    pub ip_filter: Option<Arc<IpFilter>>,
 }
 
 impl MetadataFetch {
@@ -65,6 +68,7 @@ impl MetadataFetch {
             max_connections: 8,
             peer_timeout: Duration::from_secs(30),
             encryption: Encryption::default(),
+            ip_filter: None,
         }
     }
 }
@@ -113,9 +117,10 @@ pub async fn fetch_metadata(
     let mut attempts: HashMap<SocketAddr, u32> = HashMap::new();
     let mut retries: Vec<(Instant, SocketAddr)> = Vec::new();
     let mut tasks: JoinSet<(SocketAddr, Result<Vec<u8>, PeerFailure>)> = JoinSet::new();
+    let blocked = |a: &SocketAddr| fetch.ip_filter.as_ref().is_some_and(|f| f.blocks(a.ip()));
     let mut add = |addrs: Vec<SocketAddr>, queue: &mut VecDeque<SocketAddr>| {
         for a in addrs {
-            if seen.insert(a) {
+            if !blocked(&a) && seen.insert(a) {
                 known.push(a);
                 queue.push_back(a);
             }

@@ -36,7 +36,7 @@ use crate::connection::{self, Backlog, Input, Outgoing, UplinkQueue};
 use crate::disk::{Disk, DiskResult};
 use crate::encryption::{Encryption, Secured};
 use crate::web_seed::{FetchContext, WebSeeds};
-use crate::{PeerFeed, PeerSource};
+use crate::{IpFilter, PeerFeed, PeerSource};
 use crate::{RateLimit, SeedLimit, Stats};
 
 /// How a torrent is to be run.
@@ -74,6 +74,8 @@ pub struct TorrentConfig {
     pub check_threads: usize,
     /// Message stream encryption (MSE/PE) for the torrent's connections.
     pub encryption: Encryption,
+    /// Addresses no connection is made to or taken from (a blocklist).
+    pub ip_filter: Option<Arc<IpFilter>>,
     /// The files to download, as indices into the torrent's file list (padding files
     /// included); `None` for all. Only the pieces holding their bytes are fetched, so
     /// files next to a selected one get the bytes of the pieces they share with it.
@@ -221,7 +223,7 @@ pub async fn run(
     let mut random = [0u8; 12];
     rng.fill_bytes(&mut random);
     let now = Instant::now();
-    let mut addresses = AddressBook::default();
+    let mut addresses = AddressBook::new(config.ip_filter.clone());
     for peer in &config.peers {
         addresses.add(*peer, PeerSource::Given, now);
     }
@@ -739,7 +741,7 @@ impl Actor {
         secured: Secured,
         now: Instant,
     ) {
-        if self.io.addresses.is_banned(&addr) {
+        if self.io.addresses.is_banned(&addr) || self.io.addresses.is_blocked(&addr) {
             return;
         }
         let full = self.core.peers().len() >= self.io.config.max_connections;

@@ -265,3 +265,88 @@ fn a_restarted_download_finds_its_peers_without_being_told() {
     let started = events.iter().find(|e| e["event"] == "started").unwrap();
     assert!(started["have"].as_u64() >= Some(4), "{started}");
 }
+
+#[test]
+fn a_blocked_peer_is_neither_dialled_nor_accepted() {
+    let dir = tempdir();
+    let (src, torrent) = make_single(dir.path(), 3 * 1024 * 1024 + 7, "256K");
+    let (blocked, allowed, ours) = ("127.0.8.50:17850", "127.0.8.51:17851", "127.0.8.52:17852");
+    let filter = dir.path().join("blocklist.p2p");
+    std::fs::write(
+        &filter,
+        "# PeerGuardian text, as Transmission reads it\n\
+         Test range:127.0.8.48-127.0.8.50\n\
+         this line is not understood\n",
+    )
+    .unwrap();
+    let seed = |listen: &str, extra: &[&str]| {
+        let mut cmd = shoal();
+        cmd.args([
+            "seed",
+            path_str(&torrent),
+            path_str(&src),
+            "--json",
+            "--listen",
+            listen,
+        ])
+        .args(["--no-dht", "--no-tracker", "--max-up", "1M", "--state-dir"])
+        .arg(dir.path().join(format!("state-{listen}")))
+        .args(extra);
+        spawn_json(cmd)
+    };
+    let (_allowed_seed, _) = seed(allowed, &[]);
+    let out = dir.path().join("out");
+    let mut cmd = get(&torrent, &out, ours, allowed);
+    cmd.args(["--peer", blocked, "--ip-filter", path_str(&filter)]);
+    let (mut download, lines) = spawn_json(cmd);
+    // Once we listen, the blocked seed dials us (and we would dial it).
+    let (_blocked_seed, blocked_lines) = seed(blocked, &["--peer", ours]);
+    let status = download.wait_exit(Duration::from_secs(60), "the download did not finish");
+    assert!(status.success(), "{status}");
+    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+    let mut events = Vec::new();
+    events_until(&lines, &mut events, Duration::from_secs(5), |e| {
+        e["event"] == "completed"
+    });
+    let connected: Vec<String> = events
+        .iter()
+        .filter(|e| e["event"] == "peer_connected")
+        .map(ip_of)
+        .collect();
+    assert_eq!(connected, ["127.0.8.51"], "{events:?}");
+    let theirs: Vec<String> = blocked_lines.try_iter().collect();
+    assert!(
+        !theirs.iter().any(|l| l.contains("peer_connected")),
+        "the blocked seed got in: {theirs:?}"
+    );
+    // The warning for the line not understood.
+    let (output, _) = run_with_timeout(
+        shoal()
+            .args(["get", path_str(&torrent), "-o", path_str(&out), "--no-dht"])
+            .args(["--no-tracker", "--no-seed", "--listen", "127.0.8.54:17854"])
+            .args([
+                "--ip-filter",
+                path_str(&filter),
+                "--state-dir",
+                path_str(&out.join(".state")),
+            ]),
+        Duration::from_secs(30),
+    );
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("1 lines not understood"), "{stderr}");
+
+    // A file with no range in it is refused, not taken for an empty filter.
+    std::fs::write(&filter, "nothing here\n").unwrap();
+    let mut cmd = get(
+        &torrent,
+        &dir.path().join("out2"),
+        "127.0.8.53:17853",
+        allowed,
+    );
+    cmd.args(["--ip-filter", path_str(&filter)]);
+    let (output, _) = run_with_timeout(&mut cmd, Duration::from_secs(30));
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("not an IP filter"), "{stderr}");
+}

@@ -88,6 +88,7 @@ fn torrent_config(
         max_upload_rate: None,
         max_download_rate: None,
         max_connections: 50,
+        ip_filter: None,
         check_threads: 0,
         encryption: Encryption::default(),
         selected_files: None,

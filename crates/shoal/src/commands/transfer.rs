@@ -15,7 +15,7 @@ use shoal_core::{InfoHash, Magnet, Metainfo, PeerId};
 use shoal_dht::driver::DhtHandle;
 use shoal_engine::metadata::{fetch_metadata, MetadataFetch, MetadataFetchError};
 use shoal_engine::{
-    Encryption, EngineEvent, Outcome, PeerFeed, PeerSource, SeedLimit, TorrentConfig,
+    Encryption, EngineEvent, IpFilter, Outcome, PeerFeed, PeerSource, SeedLimit, TorrentConfig,
 };
 use shoal_tracker::client::UdpConfig;
 use shoal_tracker::driver::http::HttpConfig;
@@ -47,6 +47,11 @@ pub struct PeerOptions {
     /// Most peer connections at once.
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub max_peers: usize,
+    /// A blocklist: no connection is made to or taken from its addresses. Reads the
+    /// lists Transmission and qBittorrent read: PeerGuardian text (`name:1.2.3.0-1.2.3.255`),
+    /// eMule's ipfilter.dat, and lines of an address, a CIDR block or a range (IPv6 too).
+    #[arg(long, value_name = "FILE")]
+    pub ip_filter: Option<PathBuf>,
     /// Print one JSON object per line for each event instead of a progress bar.
     #[arg(long)]
     pub json: bool,
@@ -220,8 +225,10 @@ pub fn run_get(args: GetArgs) -> Result<()> {
         select,
         opts: args.peer,
         discovery: args.discovery,
+        ip_filter: None,
     }
-    .choose_listen()?;
+    .choose_listen()?
+    .load_ip_filter()?;
     block_on(move |stop| async move {
         match source {
             Source::Torrent(metainfo) => job.run(metainfo, stop).await,
@@ -260,8 +267,10 @@ pub fn run_seed(args: SeedArgs) -> Result<()> {
         select: Selection::All,
         opts: args.peer,
         discovery: args.discovery,
+        ip_filter: None,
     }
-    .choose_listen()?;
+    .choose_listen()?
+    .load_ip_filter()?;
     block_on(move |stop| job.run(metainfo, stop))
 }
 
@@ -453,6 +462,8 @@ struct Job {
     select: Selection,
     opts: PeerOptions,
     discovery: DiscoveryOptions,
+    /// `--ip-filter`, read once.
+    ip_filter: Option<Arc<IpFilter>>,
 }
 
 /// The ports tried when no `--listen` is given: aria2's default range.
@@ -494,6 +505,25 @@ impl Job {
             let any = std::net::IpAddr::from([0, 0, 0, 0]);
             self.opts.listen = Some(free_listen_addr(any, DEFAULT_PORTS, udp)?);
         }
+        Ok(self)
+    }
+
+    fn load_ip_filter(mut self) -> Result<Self> {
+        let Some(path) = &self.opts.ip_filter else {
+            return Ok(self);
+        };
+        let text =
+            std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+        let filter = IpFilter::parse(&String::from_utf8_lossy(&text))
+            .with_context(|| format!("{}: not an IP filter", path.display()))?;
+        if filter.ignored() > 0 {
+            eprintln!(
+                "shoal: warning: {}: {} lines not understood, ignored",
+                path.display(),
+                filter.ignored()
+            );
+        }
+        self.ip_filter = Some(Arc::new(filter));
         Ok(self)
     }
 
@@ -545,6 +575,7 @@ impl Job {
         fetch.peers.extend(discovery::resolve(&magnet.peers));
         fetch.local_ip = self.opts.listen.map(|a| a.ip());
         fetch.encryption = self.opts.encryption.into();
+        fetch.ip_filter = self.ip_filter.clone();
         if self.opts.json {
             println!(
                 "{}",
@@ -636,6 +667,7 @@ impl Job {
             max_connections: self.opts.max_peers,
             check_threads: 0,
             encryption: self.opts.encryption.into(),
+            ip_filter: self.ip_filter.clone(),
             selected_files,
         };
         let (display_tx, display_events) = mpsc::unbounded_channel();

@@ -147,6 +147,13 @@ impl LocalIndex {
         let (schema, fields) = schema();
         let directory = tantivy::directory::MmapDirectory::open(dir).map_err(|e| open_err(&e))?;
         let index = Index::open_or_create(directory, schema).map_err(|e| open_err(&e))?;
+        // Every file's checksum, at once: tantivy trusts what it reads, and some damage
+        // (a fast field's) would make it panic in the middle of a search.
+        let damaged = index.validate_checksum().map_err(|e| open_err(&e))?;
+        if let Some(file) = damaged.iter().min() {
+            let what = format!("damaged: {} fails its checksum", file.display());
+            return Err(open_err(&what));
+        }
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)

@@ -323,3 +323,44 @@ fn many_adds_leave_few_segments() {
     let segments = index.reader.searcher().segment_readers().len();
     assert!(segments <= 12, "{segments} segments: merges finish");
 }
+
+#[test]
+fn damaged_segment_files_are_found_at_open_and_never_panic() {
+    // Each kind of segment file, damaged at its start and further in.
+    for (ext, offset) in [
+        ("idx", 0),
+        ("term", 0),
+        ("store", 0),
+        ("pos", 0),
+        ("fieldnorm", 0),
+        ("fast", 0),
+        ("idx", 40),
+        ("term", 40),
+        ("store", 40),
+        ("fast", 40),
+    ] {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("search");
+        drop(sample(&dir));
+        let mut damaged = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) == Some(ext) {
+                let mut bytes = std::fs::read(&path).unwrap();
+                if bytes.len() > offset + 8 {
+                    for b in &mut bytes[offset..offset + 8] {
+                        *b ^= 0x5a;
+                    }
+                    std::fs::write(&path, bytes).unwrap();
+                    damaged += 1;
+                }
+            }
+        }
+        assert!(damaged > 0, "{ext}");
+        let err = LocalIndex::open(&dir).err().expect("damage found");
+        assert!(err.to_string().contains("damaged"), "{ext}@{offset}: {err}");
+        let (index, moved) = LocalIndex::open_or_reset(&dir, NOW).unwrap();
+        assert!(moved.is_some(), "{ext}@{offset}");
+        assert!(index.search(&terms("ubuntu"), &[], 10).unwrap().is_empty());
+    }
+}

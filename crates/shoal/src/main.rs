@@ -22,6 +22,7 @@ struct Cli {
 enum Command {
     Create(commands::create::Args),
     Info(commands::info::Args),
+    Scrape(commands::scrape::Args),
     Get(commands::transfer::GetArgs),
     Seed(commands::transfer::SeedArgs),
     Tracker(commands::tracker::Args),
@@ -48,6 +49,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Create(args) => commands::create::run(args),
         Command::Info(args) => commands::info::run(args),
+        Command::Scrape(args) => commands::scrape::run(args),
         Command::Get(args) => commands::transfer::run_get(args),
         Command::Seed(args) => commands::transfer::run_seed(args),
         Command::Tracker(args) => commands::tracker::run(args),

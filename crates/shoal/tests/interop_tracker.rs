@@ -433,6 +433,36 @@ fn shoal_get_through_opentracker_past_dead_trackers() {
         (counts.complete, counts.incomplete, counts.downloaded),
         (1, 0, 1)
     );
+
+    // `shoal scrape` asks each of the torrent's trackers: opentracker answers, the dead
+    // one is reported, and one answer is enough.
+    let (output, _) = run_with_timeout(
+        shoal().args(["scrape", path_str(&torrent2), "--json", "--timeout", "2"]),
+        Duration::from_secs(30),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let of = |url: &str| lines.iter().find(|l| l["tracker"] == url).unwrap().clone();
+    let live = of("udp://127.0.1.60:18060");
+    assert_eq!(
+        (&live["seeders"], &live["leechers"], &live["downloaded"]),
+        (&1.into(), &0.into(), &1.into()),
+        "{live}"
+    );
+    assert_eq!(live["info_hash"], hash2.to_hex());
+    assert!(of(dead_udp)["error"].is_string(), "{stdout}");
+    // Only dead trackers: exit 1, saying so.
+    let (output, _) = run_with_timeout(
+        shoal().args(["scrape", &hash2.to_hex(), "-t", dead_udp, "--timeout", "1"]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no tracker answered"), "{stderr}");
 }
 
 /// Sends `signal` (e.g. "-HUP") to a process this test started.

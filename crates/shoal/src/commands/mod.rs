@@ -7,6 +7,7 @@ pub mod dht_item;
 pub mod dht_sample;
 pub mod discovery;
 pub mod info;
+pub mod scrape;
 pub mod search;
 pub mod select;
 pub mod tracker;

@@ -179,12 +179,12 @@ pub fn default_state_dir() -> PathBuf {
 }
 
 /// What `shoal get` was given.
-enum Source {
+pub enum Source {
     Torrent(Metainfo),
     Magnet(Magnet),
 }
 
-fn parse_source(arg: &str) -> Result<Source> {
+pub fn parse_source(arg: &str) -> Result<Source> {
     if arg
         .get(..7)
         .is_some_and(|p| p.eq_ignore_ascii_case("magnet:"))

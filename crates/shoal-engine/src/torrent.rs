@@ -74,6 +74,8 @@ pub struct TorrentConfig {
     pub check_threads: usize,
     /// Message stream encryption (MSE/PE) for the torrent's connections.
     pub encryption: Encryption,
+    /// Fetch pieces in order (to play a file while it downloads) instead of rarest first.
+    pub sequential: bool,
     /// Addresses no connection is made to or taken from (a blocklist).
     pub ip_filter: Option<Arc<IpFilter>>,
     /// The files to download, as indices into the torrent's file list (padding files
@@ -256,6 +258,7 @@ pub async fn run(
         rng,
         now,
     });
+    core.set_sequential(config.sequential);
     let download_limit = Arc::new(RateLimit::new(config.max_download_rate));
     let web_seeds = WebSeeds::new(
         &mut core,

@@ -14,7 +14,11 @@
 //!    per peer (or [`MAX_PARTIAL_BLOCKS`] blocks' worth), partial pieces are finished
 //!    before anything is opened, as libtorrent does, so memory and the pieces that cannot
 //!    be shared yet stay bounded.
-//! 3. **No block is requested twice** — until *endgame*: once every missing block is in
+//! 3. **Sequential**, if asked ([`PiecePicker::set_sequential`], `get --sequential`):
+//!    pieces in index order instead of by rarity, for playing a file while it downloads,
+//!    as libtorrent's `sequential_download`. Worse for the swarm (every sequential
+//!    downloader wants the same pieces), so never the default.
+//! 4. **No block is requested twice** — until *endgame*: once every missing block is in
 //!    flight, a peer may be given blocks already requested from others (each block from at
 //!    most [`ENDGAME_MAX_REQUESTERS`] peers); when one copy arrives,
 //!    [`PiecePicker::block_received`] names the other peers to send `cancel` to.
@@ -182,6 +186,8 @@ pub struct PiecePicker {
     extra_requesters: HashMap<(u32, u32), Vec<PeerKey>>,
     peers: HashMap<PeerKey, PeerEntry>,
     seeds: u32,
+    /// Pieces in index order rather than rarest first.
+    sequential: bool,
 }
 
 impl PiecePicker {
@@ -258,6 +264,7 @@ impl PiecePicker {
             extra_requesters: HashMap::new(),
             peers: HashMap::new(),
             seeds: 0,
+            sequential: false,
         };
         for piece in 0..piece_count {
             if have.get(piece as usize) {
@@ -593,6 +600,21 @@ impl PiecePicker {
 
     // ----- picking -----
 
+    /// Picks pieces in index order (`true`) or rarest first (`false`, the default).
+    pub fn set_sequential(&mut self, sequential: bool) {
+        self.sequential = sequential;
+    }
+
+    /// What orders pieces for picking, lowest first: the index when sequential, else the
+    /// availability.
+    fn order(&self, piece: u32) -> u32 {
+        if self.sequential {
+            piece
+        } else {
+            self.pieces[piece as usize].avail
+        }
+    }
+
     /// Appends up to `max` new block requests for `peer` (whose pieces are `peer_bits`) to
     /// `out`; returns how many. Pieces rarest first, a partial piece before a new one as
     /// rare (random among new ones equally rare), then (in endgame only) blocks already
@@ -618,7 +640,7 @@ impl PiecePicker {
             .filter(|(_, p)| {
                 p.free > 0 && peer_bits.get(p.piece as usize) && p.open_to(peer, parole)
             })
-            .map(|(slot, p)| (self.pieces[p.piece as usize].avail, slot))
+            .map(|(slot, p)| (self.order(p.piece), slot))
             .collect();
         let finish_first = self.partials.len() > self.partial_limit();
         if finish_first {
@@ -632,11 +654,15 @@ impl PiecePicker {
         }
         partials.sort_unstable();
         let fresh = if picked < max && self.free_pieces > 0 {
-            self.rarest_pieces(peer_bits, max - picked, rng)
+            if self.sequential {
+                self.first_pieces(peer_bits, max - picked)
+            } else {
+                self.rarest_pieces(peer_bits, max - picked, rng)
+            }
         } else {
             Vec::new()
         };
-        // Merge the two rarest-first lists. New pieces open at the end of `partials`, so
+        // Merge the two lists, each in picking order. New pieces open at the end of `partials`, so
         // the slots collected above stay valid.
         let (mut partials, mut fresh) = (
             partials.into_iter().peekable(),
@@ -644,7 +670,7 @@ impl PiecePicker {
         );
         while picked < max {
             let partial_first = match (partials.peek(), fresh.peek()) {
-                (Some(&(avail, _)), Some(&piece)) => avail <= self.pieces[piece as usize].avail,
+                (Some(&(order, _)), Some(&piece)) => order <= self.order(piece),
                 (Some(_), None) => true,
                 (None, Some(_)) => false,
                 (None, None) => break,
@@ -705,6 +731,22 @@ impl PiecePicker {
             picked += self.take_free_blocks(slot, peer, max - picked, out);
         }
         picked
+    }
+
+    /// Free pieces `peer_bits` has, lowest index first, enough to cover `blocks` blocks.
+    fn first_pieces(&self, peer_bits: &Bitfield, blocks: usize) -> Vec<u32> {
+        let mut chosen = Vec::new();
+        let mut covered = 0usize;
+        for piece in ones(peer_bits, self.piece_count) {
+            if covered >= blocks {
+                break;
+            }
+            if self.pieces[piece as usize].place == Place::Free {
+                covered += self.blocks_in_piece(piece) as usize;
+                chosen.push(piece);
+            }
+        }
+        chosen
     }
 
     /// Free pieces `peer_bits` has, rarest first, enough to cover `blocks` blocks.
@@ -1148,6 +1190,33 @@ mod tests {
             .collect();
         assert_eq!(last, HashSet::from([0, 3]));
         assert!(picker.in_endgame());
+    }
+
+    #[test]
+    fn sequential_takes_pieces_in_order_whatever_their_rarity() {
+        // Two-block pieces; piece 3 is the rarest, piece 0 the commonest.
+        let mut picker = PiecePicker::new(5, 2 * B, 10 * u64::from(B), &Bitfield::new(5));
+        picker.set_sequential(true);
+        picker.peer_bitfield(PeerKey(1), &bits(5, &[0, 1, 2, 3, 4]));
+        picker.peer_bitfield(PeerKey(2), &bits(5, &[0, 1, 2, 4]));
+        picker.peer_bitfield(PeerKey(3), &bits(5, &[0, 1]));
+        let mut rng = rng();
+        let all = Bitfield::full(5);
+        let first = pick(&mut picker, 1, &all, 3, &mut rng);
+        let pieces: Vec<u32> = first.iter().map(|b| b.piece).collect();
+        assert_eq!(pieces, [0, 0, 1], "piece 0 whole, then piece 1");
+        // Another peer finishes piece 1 before opening piece 2.
+        let second = pick(&mut picker, 2, &bits(5, &[1, 2, 4]), 2, &mut rng);
+        let pieces: Vec<u32> = second.iter().map(|b| b.piece).collect();
+        assert_eq!(pieces, [1, 2]);
+        // A peer without the next pieces gets the first it has.
+        let third = pick(&mut picker, 3, &bits(5, &[0, 1, 4]), 1, &mut rng);
+        assert_eq!(third[0].piece, 4);
+        // Rarest first would have taken piece 3 (one holder) first.
+        let mut rarest = PiecePicker::new(5, 2 * B, 10 * u64::from(B), &Bitfield::new(5));
+        rarest.peer_bitfield(PeerKey(1), &bits(5, &[0, 1, 2, 3, 4]));
+        rarest.peer_bitfield(PeerKey(2), &bits(5, &[0, 1, 2, 4]));
+        assert_eq!(pick(&mut rarest, 1, &all, 1, &mut rng)[0].piece, 3);
     }
 
     #[test]

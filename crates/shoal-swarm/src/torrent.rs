@@ -209,6 +209,11 @@ impl<P: Connection> TorrentCore<P> {
         &mut self.peers
     }
 
+    /// Fetch pieces in index order instead of rarest first (see the picker).
+    pub fn set_sequential(&mut self, sequential: bool) {
+        self.picker.set_sequential(sequential);
+    }
+
     /// BEP 21: we want nothing more (every wanted piece is here), and say so in the
     /// handshake. Not while super-seeding: a super-seed announces no pieces, and peers
     /// would take an upload-only peer with nothing as useless.

@@ -89,6 +89,7 @@ fn torrent_config(
         max_download_rate: None,
         max_connections: 50,
         ip_filter: None,
+        sequential: false,
         check_threads: 0,
         encryption: Encryption::default(),
         selected_files: None,

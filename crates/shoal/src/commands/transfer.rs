@@ -144,6 +144,11 @@ pub struct GetArgs {
     /// are here are seeded.
     #[arg(long, value_name = "LIST")]
     pub select_file: Option<FileSelection>,
+    /// Fetch pieces in order, so a video or an archive can be read while it downloads
+    /// (libtorrent's and qBittorrent's sequential download). Rarest first, the default,
+    /// is better for the swarm.
+    #[arg(long)]
+    pub sequential: bool,
     #[command(flatten)]
     pub peer: PeerOptions,
     #[command(flatten)]
@@ -226,6 +231,7 @@ pub fn run_get(args: GetArgs) -> Result<()> {
         opts: args.peer,
         discovery: args.discovery,
         ip_filter: None,
+        sequential: args.sequential,
     }
     .choose_listen()?
     .load_ip_filter()?;
@@ -268,6 +274,7 @@ pub fn run_seed(args: SeedArgs) -> Result<()> {
         opts: args.peer,
         discovery: args.discovery,
         ip_filter: None,
+        sequential: false,
     }
     .choose_listen()?
     .load_ip_filter()?;
@@ -464,6 +471,8 @@ struct Job {
     discovery: DiscoveryOptions,
     /// `--ip-filter`, read once.
     ip_filter: Option<Arc<IpFilter>>,
+    /// `get --sequential`.
+    sequential: bool,
 }
 
 /// The ports tried when no `--listen` is given: aria2's default range.
@@ -668,6 +677,7 @@ impl Job {
             check_threads: 0,
             encryption: self.opts.encryption.into(),
             ip_filter: self.ip_filter.clone(),
+            sequential: self.sequential,
             selected_files,
         };
         let (display_tx, display_events) = mpsc::unbounded_channel();

@@ -521,6 +521,17 @@ impl Job {
         let Some(path) = &self.opts.ip_filter else {
             return Ok(self);
         };
+        // The largest public lists are a few tens of MiB.
+        const MAX_FILTER_FILE: u64 = 256 * 1024 * 1024;
+        let size = std::fs::metadata(path)
+            .with_context(|| format!("{}: cannot read", path.display()))?
+            .len();
+        if size > MAX_FILTER_FILE {
+            bail!(
+                "{}: {size} bytes is more than an IP filter can be ({MAX_FILTER_FILE})",
+                path.display()
+            );
+        }
         let text =
             std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
         let filter = IpFilter::parse(&String::from_utf8_lossy(&text))

@@ -204,6 +204,28 @@ fn other_piece_sizes_and_options_are_read_by_every_client() {
     all_clients_agree(&torrent, &hash);
     let shown = run_ok(Command::new("transmission-show").arg(&torrent));
     assert!(shown.contains("Private torrent"), "{shown}");
+
+    // A source tag is in the info dictionary, as mktorrent -s writes it: same info-hash,
+    // and another one than without it.
+    let tagged = dir.path().join("tagged.torrent");
+    let tagged_hash = create_hash(&root, "1M", &tagged, &["--source", "SHOAL"]);
+    let mk = dir.path().join("mk-source.torrent");
+    run_ok(Command::new("mktorrent").args([
+        "-l",
+        "20",
+        "-s",
+        "SHOAL",
+        "-o",
+        path_str(&mk),
+        path_str(&root),
+    ]));
+    assert_eq!(shoal_info(path_str(&mk))["info_hash"], tagged_hash.as_str());
+    assert_ne!(
+        tagged_hash,
+        create_hash(&root, "1M", &dir.path().join("plain.torrent"), &[])
+    );
+    assert_eq!(shoal_info(path_str(&tagged))["source"], "SHOAL");
+    assert_eq!(lt_hash(&tagged), tagged_hash, "libtorrent");
 }
 
 #[test]

@@ -2,8 +2,8 @@
 //!
 //! The info dictionary holds exactly the keys mktorrent and libtorrent (`v1_only`) write
 //! for the same content (`length` or `files`, `name`, `piece length`, `pieces`, and
-//! `private` only when set), so the same files and piece size give the same info-hash in
-//! all three.
+//! `private` and `source` only when set), so the same files and piece size give the same
+//! info-hash in all three.
 
 use shoal_bencode::Value;
 
@@ -35,6 +35,8 @@ pub struct TorrentBuilder {
     /// Concatenated 20-byte piece hashes.
     pub pieces: Vec<u8>,
     pub private: bool,
+    /// The info dictionary's `source` (see [`super::Info::source`]).
+    pub source: Option<String>,
     pub trackers: Vec<Vec<String>>,
     /// Web seeds (BEP 19 `url-list`).
     pub web_seeds: Vec<String>,
@@ -52,6 +54,9 @@ impl TorrentBuilder {
         info.insert("pieces", self.pieces.clone());
         if self.private {
             info.insert("private", 1i64);
+        }
+        if let Some(source) = &self.source {
+            info.insert("source", source.as_str());
         }
         match &self.files {
             None => info.insert("length", self.length as i64),

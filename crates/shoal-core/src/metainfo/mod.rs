@@ -126,6 +126,10 @@ pub struct Info {
     /// named [`Info::name`]), false for a single file.
     pub multi_file: bool,
     pub private: bool,
+    /// The info dictionary's `source` (mktorrent's and Transmission's `-s`): a private
+    /// tracker's name, which makes the info-hash differ from the same content's
+    /// elsewhere. Shown as given; a value that is not text is ignored.
+    pub source: Option<String>,
     pub total_length: u64,
 }
 
@@ -459,6 +463,7 @@ fn parse_info(info: Fields, info_hash: InfoHash) -> Result<Info, MetainfoError> 
         files,
         multi_file,
         private: info.int("private").ok().flatten() == Some(1),
+        source: info.text("source"),
         total_length,
     })
 }

@@ -41,6 +41,11 @@ pub struct Args {
     /// Mark the torrent private (BEP 27): peers only from its trackers, no DHT or PEX.
     #[arg(long)]
     pub private: bool,
+    /// A source tag in the info dictionary (mktorrent's and transmission-create's -s):
+    /// private trackers ask for their name there, and it makes the info-hash the
+    /// tracker's own.
+    #[arg(short, long, value_name = "TEXT")]
+    pub source: Option<String>,
     /// A comment stored in the torrent.
     #[arg(long, value_name = "TEXT")]
     pub comment: Option<String>,
@@ -180,6 +185,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     let (mut builder, elapsed) = hash_with_progress(&scanned, &options)?;
     builder.private = args.private;
+    builder.source = args.source;
     builder.trackers = trackers;
     builder.web_seeds = args.web_seeds;
     builder.comment = args.comment;

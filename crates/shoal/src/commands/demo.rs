@@ -222,6 +222,7 @@ pub fn run(args: Args) -> Result<()> {
         trackers: vec![announce_url.clone()],
         web_seeds: Vec::new(),
         private: false,
+        source: None,
         comment: Some("made by shoal demo".into()),
         no_date: false,
         force: true,

@@ -72,6 +72,7 @@ fn torrent_json(m: &Metainfo) -> Value {
         "trackers": m.trackers,
         "magnet": m.magnet().to_string(),
         "private": m.info.private,
+        "source": m.info.source,
         "multi_file": m.info.multi_file,
         "comment": m.comment,
         "created_by": m.created_by,
@@ -99,6 +100,9 @@ fn torrent_text(m: &Metainfo) -> String {
         ),
     );
     line("private:", if m.info.private { "yes" } else { "no" });
+    if let Some(source) = &m.info.source {
+        line("source:", source);
+    }
     if let Some(by) = &m.created_by {
         line("created by:", by);
     }

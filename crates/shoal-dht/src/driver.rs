@@ -12,7 +12,7 @@
 //! [`DhtHandle::put_item`] run one lookup and return its outcome;
 //! [`DhtHandle::sample_infohashes`] asks one node for its BEP 51 sample.
 
-use crate::krpc::{InfohashSample, NodeInfo};
+use crate::krpc::{InfohashSample, NodeInfo, ScrapeFilters};
 use crate::persist::SavedState;
 use crate::{Dht, DhtConfig, DhtEvent, DhtStats, Item, LookupId, NodeId, PutRequest};
 use shoal_core::InfoHash;
@@ -51,8 +51,12 @@ impl DriverConfig {
 enum Command {
     Subscribe {
         info_hash: NodeId,
-        announce: Option<Option<u16>>,
+        announce: Option<Announce>,
         peers: mpsc::UnboundedSender<Vec<SocketAddr>>,
+    },
+    Scrape {
+        info_hash: NodeId,
+        reply: oneshot::Sender<ScrapeFilters>,
     },
     Get {
         query: ItemQuery,
@@ -70,6 +74,14 @@ enum Command {
     },
     Stats(oneshot::Sender<DhtStats>),
     Shutdown(oneshot::Sender<()>),
+}
+
+/// How a subscription announces us: on `port` (`None`: the DHT socket's), as a seed or
+/// not (BEP 33).
+#[derive(Debug, Clone, Copy)]
+struct Announce {
+    port: Option<u16>,
+    seed: bool,
 }
 
 /// What one node answered to `sample_infohashes`.
@@ -156,21 +168,35 @@ impl DhtHandle {
         self.subscribe(info_hash, None)
     }
 
-    /// Announces us on `port` (`None`: the DHT socket's port, `implied_port`) and
-    /// re-announces for as long as the receiver is kept; peers found on the way arrive
-    /// on it too.
+    /// Announces us on `port` (`None`: the DHT socket's port, `implied_port`), as a seed
+    /// if `seed` (BEP 33), and re-announces for as long as the receiver is kept; peers
+    /// found on the way arrive on it too.
     pub fn announce(
         &self,
         info_hash: InfoHash,
         port: Option<u16>,
+        seed: bool,
     ) -> mpsc::UnboundedReceiver<Vec<SocketAddr>> {
-        self.subscribe(info_hash, Some(port))
+        self.subscribe(info_hash, Some(Announce { port, seed }))
+    }
+
+    /// A BEP 33 scrape: the bloom filters of the seeds and peers the nodes around
+    /// `info_hash` store, ORed together ([`crate::scrape::Bloom::estimate`] counts them).
+    pub async fn scrape(&self, info_hash: InfoHash) -> Result<ScrapeFilters, DhtUnavailable> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Scrape {
+                info_hash: info_hash.into(),
+                reply,
+            })
+            .map_err(|_| DhtUnavailable)?;
+        rx.await.map_err(|_| DhtUnavailable)
     }
 
     fn subscribe(
         &self,
         info_hash: InfoHash,
-        announce: Option<Option<u16>>,
+        announce: Option<Announce>,
     ) -> mpsc::UnboundedReceiver<Vec<SocketAddr>> {
         let (peers, rx) = mpsc::unbounded_channel();
         let _ = self.commands.send(Command::Subscribe {
@@ -238,7 +264,7 @@ impl DhtHandle {
 
 struct Subscription {
     info_hash: NodeId,
-    announce: Option<Option<u16>>,
+    announce: Option<Announce>,
     peers: mpsc::UnboundedSender<Vec<SocketAddr>>,
     lookup: Option<LookupId>,
     next_run: Instant,
@@ -262,7 +288,7 @@ async fn run(
         for sub in subs.iter_mut() {
             if sub.lookup.is_none() && sub.next_run <= now {
                 sub.lookup = match sub.announce {
-                    Some(port) => dht.announce(sub.info_hash, port, now),
+                    Some(a) => dht.announce(sub.info_hash, a.port, a.seed, now),
                     None => dht.get_peers(sub.info_hash, now),
                 };
                 // Refused (too many lookups running): try again shortly.
@@ -317,6 +343,11 @@ async fn run(
                         oneshots.puts.insert(lookup, reply);
                     }
                 }
+                Some(Command::Scrape { info_hash, reply }) => {
+                    if let Some(lookup) = dht.scrape(info_hash, Instant::now()) {
+                        oneshots.scrapes.insert(lookup, reply);
+                    }
+                }
                 Some(Command::Sample { addr, target, reply }) => {
                     if let Some(lookup) = dht.sample_infohashes(addr, target, Instant::now()) {
                         oneshots.samples.insert(lookup, reply);
@@ -345,6 +376,7 @@ struct Oneshots {
     gets: HashMap<LookupId, oneshot::Sender<Option<Item>>>,
     puts: HashMap<LookupId, oneshot::Sender<PutOutcome>>,
     samples: HashMap<LookupId, oneshot::Sender<SampleReply>>,
+    scrapes: HashMap<LookupId, oneshot::Sender<ScrapeFilters>>,
 }
 
 fn on_event(
@@ -397,8 +429,12 @@ fn on_event(
             lookup,
             peers_found,
             announced_to,
+            scrape,
             ..
         } => {
+            if let (Some(reply), Some(filters)) = (oneshots.scrapes.remove(&lookup), scrape) {
+                let _ = reply.send(*filters);
+            }
             if let Some(sub) = subs.iter_mut().find(|s| s.lookup == Some(lookup)) {
                 sub.lookup = None;
                 let done = match sub.announce {

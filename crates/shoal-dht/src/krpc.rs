@@ -9,6 +9,7 @@
 
 use crate::id::NodeId;
 use crate::item::{Item, MutableItem, MAX_SALT, MAX_VALUE};
+use crate::scrape::Bloom;
 use shoal_bencode::{Dict, Limits, Value};
 use shoal_core::compact;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -57,6 +58,8 @@ pub enum Query {
     },
     GetPeers {
         info_hash: NodeId,
+        /// BEP 33: also the bloom filters of the seeds and peers stored.
+        scrape: bool,
     },
     AnnouncePeer {
         info_hash: NodeId,
@@ -64,6 +67,8 @@ pub enum Query {
         port: u16,
         implied_port: bool,
         token: Vec<u8>,
+        /// BEP 33: the announcer seeds the torrent.
+        seed: bool,
     },
     /// BEP 44: the item stored under `target`, if any; with `seq`, only a newer version's
     /// value is wanted.
@@ -108,6 +113,16 @@ pub struct Response {
     pub item: ItemFields,
     /// A BEP 51 `sample_infohashes` answer.
     pub sample: Option<InfohashSample>,
+    /// A BEP 33 scrape answer (`BFsd`, `BFpe`); boxed, as 512 bytes that most answers
+    /// lack.
+    pub scrape: Option<Box<ScrapeFilters>>,
+}
+
+/// The bloom filters of a BEP 33 scrape answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScrapeFilters {
+    pub seeds: Bloom,
+    pub peers: Bloom,
 }
 
 /// Info-hashes a node stores peers for, as BEP 51 reports them.
@@ -297,17 +312,26 @@ impl Message {
                 match q {
                     Query::Ping => {}
                     Query::FindNode { target } => a.insert("target", target.0.to_vec()),
-                    Query::GetPeers { info_hash } => a.insert("info_hash", info_hash.0.to_vec()),
+                    Query::GetPeers { info_hash, scrape } => {
+                        a.insert("info_hash", info_hash.0.to_vec());
+                        if *scrape {
+                            a.insert("scrape", 1i64);
+                        }
+                    }
                     Query::AnnouncePeer {
                         info_hash,
                         port,
                         implied_port,
                         token,
+                        seed,
                     } => {
                         a.insert("info_hash", info_hash.0.to_vec());
                         a.insert("port", i64::from(*port));
                         a.insert("implied_port", i64::from(*implied_port));
                         a.insert("token", token.clone());
+                        if *seed {
+                            a.insert("seed", 1i64);
+                        }
                     }
                     Query::SampleInfohashes { target } => a.insert("target", target.0.to_vec()),
                     Query::Get { target, seq } => {
@@ -348,6 +372,10 @@ impl Message {
                     d.insert("token", token.clone());
                 }
                 r.item.encode_into(&mut d);
+                if let Some(filters) = &r.scrape {
+                    d.insert("BFsd", filters.seeds.as_bytes().to_vec());
+                    d.insert("BFpe", filters.peers.as_bytes().to_vec());
+                }
                 if let Some(sample) = &r.sample {
                     d.insert("interval", i64::from(sample.interval));
                     d.insert("num", i64::try_from(sample.num).unwrap_or(i64::MAX));
@@ -400,6 +428,7 @@ fn decode_query(tid: &[u8], method: &[u8], args: &Dict<'_, '_>) -> Result<Query,
         b"get_peers" => Query::GetPeers {
             info_hash: id_field(args, b"info_hash")
                 .ok_or_else(|| bad_query(tid, "bad info_hash"))?,
+            scrape: args.get(b"scrape").and_then(|n| n.as_int()) == Some(1),
         },
         b"announce_peer" => {
             let info_hash =
@@ -419,6 +448,7 @@ fn decode_query(tid: &[u8], method: &[u8], args: &Dict<'_, '_>) -> Result<Query,
                 port,
                 implied_port,
                 token,
+                seed: args.get(b"seed").and_then(|n| n.as_int()) == Some(1),
             }
         }
         b"get" => Query::Get {
@@ -548,12 +578,23 @@ fn decode_response(r: &Dict<'_, '_>) -> Result<Response, KrpcError> {
         }),
         Some(_) => return Err(KrpcError::Malformed("bad samples")),
     };
+    // Both filters or none; a filter of the wrong size is ignored (BEP 33 fixes it).
+    let filter = |key: &[u8]| {
+        r.get(key)
+            .and_then(|n| n.as_bytes())
+            .and_then(Bloom::from_bytes)
+    };
+    let scrape = match (filter(b"BFsd"), filter(b"BFpe")) {
+        (Some(seeds), Some(peers)) => Some(Box::new(ScrapeFilters { seeds, peers })),
+        _ => None,
+    };
     Ok(Response {
         nodes,
         values,
         token,
         item,
         sample,
+        scrape,
     })
 }
 
@@ -602,12 +643,27 @@ mod tests {
         for q in [
             Query::Ping,
             Query::FindNode { target: id(2) },
-            Query::GetPeers { info_hash: id(3) },
+            Query::GetPeers {
+                info_hash: id(3),
+                scrape: false,
+            },
+            Query::GetPeers {
+                info_hash: id(3),
+                scrape: true,
+            },
             Query::AnnouncePeer {
                 info_hash: id(4),
                 port: 6881,
                 implied_port: false,
                 token: b"tok".to_vec(),
+                seed: false,
+            },
+            Query::AnnouncePeer {
+                info_hash: id(4),
+                port: 6881,
+                implied_port: true,
+                token: b"tok".to_vec(),
+                seed: true,
             },
             Query::Get {
                 target: id(5),
@@ -659,6 +715,14 @@ mod tests {
                 }],
                 values: vec!["127.0.0.1:1".parse().unwrap(), "[::1]:2".parse().unwrap()],
                 token: Some(vec![1; 8]),
+                scrape: Some(Box::new(ScrapeFilters {
+                    seeds: {
+                        let mut b = Bloom::default();
+                        b.insert("10.0.0.1".parse().unwrap());
+                        b
+                    },
+                    peers: Bloom::default(),
+                })),
                 item: ItemFields {
                     value: Some(b"l1:xi-3ee".to_vec()),
                     key: Some([4; 32]),

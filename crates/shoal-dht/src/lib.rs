@@ -1,4 +1,4 @@
-//! The Mainline DHT (BEP 5) with BEP 42 node ids: a sans-IO Kademlia node ([`Dht`]) and
+//! The Mainline DHT (BEP 5) with BEP 42 node ids and BEP 33 scrapes: a sans-IO Kademlia node ([`Dht`]) and
 //! a tokio UDP driver ([`driver`]) that all torrents of a process share.
 //!
 //! Layers, bottom up:
@@ -13,6 +13,7 @@
 //!   ed25519) and the bounded store of those other nodes `put` here.
 //! - [`Dht`]: ties them together behind `handle_packet` / `handle_timeout` /
 //!   `poll_transmit` / `poll_event` / `poll_timeout`.
+//! - [`scrape`]: BEP 33's bloom filters of seeds and peers, for scrapes without a tracker.
 //! - [`persist`]: the routing table saved for the next start.
 //! - [`driver`]: the socket, the clock, and subscriptions ("peers for this info-hash").
 
@@ -28,6 +29,7 @@ mod peer_store;
 pub mod persist;
 mod rate_limit;
 pub mod routing;
+pub mod scrape;
 pub mod sim;
 mod tokens;
 

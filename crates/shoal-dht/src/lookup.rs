@@ -8,7 +8,7 @@
 //! (the round of the node that named it, plus one), which is how lookups count hops.
 
 use crate::id::NodeId;
-use crate::krpc::{NodeInfo, Response};
+use crate::krpc::{NodeInfo, Response, ScrapeFilters};
 use crate::routing::K;
 use std::collections::HashSet;
 use std::net::{SocketAddr, SocketAddrV4};
@@ -31,8 +31,11 @@ pub enum LookupKind {
     /// get_peers: collect peers.
     GetPeers,
     /// get_peers, then announce_peer to the closest nodes that gave us a token.
-    /// `port: None` asks them to use the UDP source port (`implied_port`).
-    Announce { port: Option<u16> },
+    /// `port: None` asks them to use the UDP source port (`implied_port`); `seed` says
+    /// we seed the torrent (BEP 33).
+    Announce { port: Option<u16>, seed: bool },
+    /// get_peers with `scrape` (BEP 33): the union of the nodes' bloom filters.
+    Scrape,
     /// BEP 44 get: the item stored under the target.
     GetItem,
     /// BEP 44 get, then put to the closest nodes that gave us a token.
@@ -81,6 +84,8 @@ pub struct Lookup {
     pub responses: u32,
     /// The round of the first answer that carried peers.
     pub first_peers_round: Option<u32>,
+    /// A scrape's filters so far, ORed over the answers (BEP 33).
+    pub scrape: ScrapeFilters,
 }
 
 impl Lookup {
@@ -105,6 +110,7 @@ impl Lookup {
             queries: 0,
             responses: 0,
             first_peers_round: None,
+            scrape: ScrapeFilters::default(),
         };
         for n in start {
             lookup.add_candidate(*n, 1);
@@ -204,7 +210,18 @@ impl Lookup {
             token,
             item: _,
             sample: _,
+            scrape,
         } = response;
+        if self.kind == LookupKind::Scrape {
+            match scrape {
+                Some(filters) => {
+                    self.scrape.seeds.union(&filters.seeds);
+                    self.scrape.peers.union(&filters.peers);
+                }
+                // A node without BEP 33: its values count as peers (the BEP's advice).
+                None => values.iter().for_each(|p| self.scrape.peers.insert(p.ip())),
+            }
+        }
         self.in_flight = self.in_flight.saturating_sub(1);
         self.responses += 1;
         let matched = asked_id.and_then(|asked| self.find(addr, Some(asked)).map(|i| (asked, i)));

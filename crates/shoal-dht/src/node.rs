@@ -16,7 +16,7 @@ use crate::id::{bep42_id, bep42_valid, NodeId};
 use crate::item::{immutable_target, mutable_target, Item, ItemSigner, MutableItem};
 use crate::item_store::{ItemStore, ItemStoreLimits, PutRefused};
 use crate::krpc::{
-    Body, InfohashSample, ItemFields, KrpcError, Message, NodeInfo, Query, Response,
+    Body, InfohashSample, ItemFields, KrpcError, Message, NodeInfo, Query, Response, ScrapeFilters,
     ERROR_BAD_SIGNATURE, ERROR_CAS_MISMATCH, ERROR_PROTOCOL, ERROR_SEQ_OUTDATED, MAX_SAMPLES,
     MAX_SAMPLE_INTERVAL, VALUES_PER_RESPONSE,
 };
@@ -107,6 +107,8 @@ pub enum DhtEvent {
         queries: u32,
         /// The round of the first answer with peers (1 = asked straight from our table).
         first_peers_round: Option<u32>,
+        /// A scrape's bloom filters, ORed over the nodes that answered (BEP 33).
+        scrape: Option<Box<ScrapeFilters>>,
     },
     /// A BEP 44 get finished: the item found (for a mutable item, the highest version
     /// any node had), checked against the target and, if mutable, its signature.
@@ -371,14 +373,22 @@ impl Dht {
     }
 
     /// Looks up `info_hash` and announces us on `port` (`None`: our UDP source port,
-    /// `implied_port`) to the closest nodes; found peers are reported too.
+    /// `implied_port`), as a seed if `seed` (BEP 33), to the closest nodes; found peers
+    /// are reported too.
     pub fn announce(
         &mut self,
         info_hash: NodeId,
         port: Option<u16>,
+        seed: bool,
         now: Instant,
     ) -> Option<LookupId> {
-        self.start_lookup(info_hash, LookupKind::Announce { port }, false, now)
+        self.start_lookup(info_hash, LookupKind::Announce { port, seed }, false, now)
+    }
+
+    /// A BEP 33 scrape of `info_hash`: the union of the seeds' and peers' bloom filters
+    /// of the nodes around it, in [`DhtEvent::LookupDone`]'s `scrape`.
+    pub fn scrape(&mut self, info_hash: NodeId, now: Instant) -> Option<LookupId> {
+        self.start_lookup(info_hash, LookupKind::Scrape, false, now)
     }
 
     /// Asks the node at `addr` for a sample of the info-hashes it stores (BEP 51), and for
@@ -525,8 +535,11 @@ impl Dht {
             let query = match entry.lookup.kind {
                 LookupKind::FindNode => Query::FindNode { target },
                 LookupKind::GetItem | LookupKind::PutItem => Query::Get { target, seq: None },
-                LookupKind::GetPeers | LookupKind::Announce { .. } => {
-                    Query::GetPeers { info_hash: target }
+                LookupKind::GetPeers | LookupKind::Announce { .. } | LookupKind::Scrape => {
+                    Query::GetPeers {
+                        info_hash: target,
+                        scrape: entry.lookup.kind == LookupKind::Scrape,
+                    }
                 }
             };
             let purpose = Purpose::Lookup {
@@ -562,13 +575,14 @@ impl Dht {
         }
         let lookup = entry.lookup;
         let mut announced_to = 0;
-        if let LookupKind::Announce { port } = lookup.kind {
+        if let LookupKind::Announce { port, seed } = lookup.kind {
             for (node, token) in lookup.announce_targets() {
                 let query = Query::AnnouncePeer {
                     info_hash: lookup.target,
                     port: port.unwrap_or(0),
                     implied_port: port.is_none(),
                     token,
+                    seed,
                 };
                 let addr = SocketAddr::V4(node.addr);
                 self.send_query(now, addr, Some(node.id), query, Purpose::Announce);
@@ -595,6 +609,7 @@ impl Dht {
                 announced_to,
                 queries: lookup.queries,
                 first_peers_round: lookup.first_peers_round,
+                scrape: (lookup.kind == LookupKind::Scrape).then(|| Box::new(lookup.scrape)),
             });
         }
     }
@@ -942,7 +957,7 @@ impl Dht {
                 nodes: self.table.closest(&target, K, now),
                 ..Response::default()
             }),
-            Query::GetPeers { info_hash } => {
+            Query::GetPeers { info_hash, scrape } => {
                 let values = self
                     .store
                     .get(&info_hash, VALUES_PER_RESPONSE, now, &mut self.rng);
@@ -950,6 +965,10 @@ impl Dht {
                     nodes: self.table.closest(&info_hash, K, now),
                     values,
                     token: Some(self.tokens.make(from.ip())),
+                    scrape: scrape
+                        .then(|| self.store.filters(&info_hash, now))
+                        .flatten()
+                        .map(Box::new),
                     ..Response::default()
                 })
             }
@@ -958,11 +977,12 @@ impl Dht {
                 port,
                 implied_port,
                 token,
+                seed,
             } => {
                 if self.tokens.check(from.ip(), &token) {
                     let port = if implied_port { from.port() } else { port };
                     let peer = SocketAddr::new(from.ip(), port);
-                    if self.store.announce(info_hash, peer, now) {
+                    if self.store.announce(info_hash, peer, seed, now) {
                         Body::Response(Response::default())
                     } else {
                         Body::Error {

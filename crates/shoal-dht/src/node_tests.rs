@@ -108,7 +108,9 @@ fn announce_then_get_peers_across_forty_nodes() {
     }
     let info_hash = NodeId([0x42; 20]);
     let now = net.now;
-    net.nodes[7].announce(info_hash, Some(7007), now).unwrap();
+    net.nodes[7]
+        .announce(info_hash, Some(7007), false, now)
+        .unwrap();
     net.deliver();
     let done = net.events(7);
     assert!(
@@ -136,13 +138,56 @@ fn announce_then_get_peers_across_forty_nodes() {
     assert!(first_peers_round.unwrap() <= 4 && *queries < 60);
 }
 
+/// BEP 33: nodes keep who seeds, a scrape ORs the filters of the nodes around the
+/// info-hash, and each announcer counts once however many nodes store it.
+#[test]
+fn a_scrape_counts_seeds_and_peers_across_the_nodes() {
+    let mut net = Net::new(40, |_, _| {});
+    for _ in 0..3 {
+        net.advance(Duration::from_secs(5));
+    }
+    let info_hash = NodeId([0x33; 20]);
+    let now = net.now;
+    for i in 0..12 {
+        net.nodes[i]
+            .announce(info_hash, Some(6881), i < 4, now)
+            .unwrap();
+    }
+    net.deliver();
+    let lookup = net.nodes[30].scrape(info_hash, now).unwrap();
+    net.deliver();
+    let events = net.events(30);
+    let Some(DhtEvent::LookupDone {
+        lookup: done,
+        scrape: Some(filters),
+        ..
+    }) = events.last()
+    else {
+        panic!("{events:?}");
+    };
+    assert_eq!(*done, lookup);
+    let (seeds, peers) = (filters.seeds.estimate(), filters.peers.estimate());
+    assert!((seeds - 4.0).abs() < 1.0, "{seeds}");
+    assert!((peers - 8.0).abs() < 1.0, "{peers}");
+    // A plain lookup carries no filters.
+    net.nodes[31].get_peers(info_hash, now).unwrap();
+    net.deliver();
+    assert!(net.events(31).iter().all(|e| !matches!(
+        e,
+        DhtEvent::LookupDone {
+            scrape: Some(_),
+            ..
+        }
+    )));
+}
+
 #[test]
 fn implied_port_uses_the_source_port() {
     let mut net = Net::new(12, |_, _| {});
     net.advance(Duration::from_secs(5));
     let info_hash = NodeId([9; 20]);
     let now = net.now;
-    net.nodes[3].announce(info_hash, None, now);
+    net.nodes[3].announce(info_hash, None, false, now);
     net.deliver();
     net.nodes[9].get_peers(info_hash, now);
     net.deliver();
@@ -255,6 +300,7 @@ fn forged_and_stale_tokens_are_ignored() {
                 port: 5000,
                 implied_port: false,
                 token,
+                seed: false,
             },
         )
     };
@@ -262,7 +308,14 @@ fn forged_and_stale_tokens_are_ignored() {
     dht.handle_packet(
         t0,
         other,
-        &query(them, b"gp", Query::GetPeers { info_hash }),
+        &query(
+            them,
+            b"gp",
+            Query::GetPeers {
+                info_hash,
+                scrape: false,
+            },
+        ),
     );
     let token_for_other = answers(&mut dht)
         .into_iter()
@@ -287,7 +340,18 @@ fn forged_and_stale_tokens_are_ignored() {
     }
     assert_eq!(dht.stats().peers_stored, 0);
     // A real token works now but not 11 minutes later.
-    dht.handle_packet(t0, peer, &query(them, b"gp", Query::GetPeers { info_hash }));
+    dht.handle_packet(
+        t0,
+        peer,
+        &query(
+            them,
+            b"gp",
+            Query::GetPeers {
+                info_hash,
+                scrape: false,
+            },
+        ),
+    );
     let token = answers(&mut dht)
         .into_iter()
         .find_map(|m| match m.body {
@@ -312,7 +376,14 @@ fn forged_and_stale_tokens_are_ignored() {
     dht.handle_packet(
         later,
         peer,
-        &query(them, b"gp", Query::GetPeers { info_hash }),
+        &query(
+            them,
+            b"gp",
+            Query::GetPeers {
+                info_hash,
+                scrape: false,
+            },
+        ),
     );
     let fresh = answers(&mut dht)
         .into_iter()
@@ -376,7 +447,14 @@ fn remote_parties_cannot_grow_tables() {
         dht.handle_packet(
             now,
             from,
-            &query(them, b"gp", Query::GetPeers { info_hash }),
+            &query(
+                them,
+                b"gp",
+                Query::GetPeers {
+                    info_hash,
+                    scrape: false,
+                },
+            ),
         );
         let token = answers(&mut dht)
             .into_iter()
@@ -390,6 +468,7 @@ fn remote_parties_cannot_grow_tables() {
             port: 1,
             implied_port: false,
             token,
+            seed: false,
         };
         dht.handle_packet(now, from, &query(them, b"an", announce));
         // An answer to a question never asked (our ids are two bytes), and one under a
@@ -762,7 +841,7 @@ fn half_the_nodes_restarting_every_30_s() {
         let info_hash = NodeId([0x70 + round; 20]);
         let (announcer, searcher) = (3 + usize::from(round), 30 - usize::from(round));
         let now = net.now;
-        net.nodes[announcer].announce(info_hash, Some(9000), now);
+        net.nodes[announcer].announce(info_hash, Some(9000), false, now);
         net.deliver();
         let announced = net
             .events(announcer)
@@ -922,7 +1001,9 @@ fn sampling_every_node_finds_every_announced_info_hash() {
         .map(|i| NodeId([i.wrapping_mul(37); 20]))
         .collect();
     for (i, hash) in announced.iter().enumerate() {
-        net.nodes[i % 40].announce(*hash, Some(6000), now).unwrap();
+        net.nodes[i % 40]
+            .announce(*hash, Some(6000), false, now)
+            .unwrap();
         net.deliver();
     }
     // The crawler: a read-only node, so that it does not end up storing announces.

@@ -6,6 +6,7 @@
 //! [`PeerStoreLimits::ttl`] unless re-announced.
 
 use crate::id::NodeId;
+use crate::krpc::ScrapeFilters;
 use rand::seq::SliceRandom;
 use rand::Rng;
 use std::collections::HashMap;
@@ -29,9 +30,17 @@ impl Default for PeerStoreLimits {
     }
 }
 
+/// One announced peer: where, until when, and whether it said it seeds (BEP 33).
+#[derive(Debug, Clone, Copy)]
+struct Stored {
+    peer: SocketAddr,
+    expires: Instant,
+    seed: bool,
+}
+
 pub struct PeerStore {
     limits: PeerStoreLimits,
-    torrents: HashMap<NodeId, Vec<(SocketAddr, Instant)>>,
+    torrents: HashMap<NodeId, Vec<Stored>>,
 }
 
 impl PeerStore {
@@ -42,8 +51,15 @@ impl PeerStore {
         }
     }
 
-    /// Records `peer` for `info_hash`; returns false when the store is full.
-    pub fn announce(&mut self, info_hash: NodeId, peer: SocketAddr, now: Instant) -> bool {
+    /// Records `peer` (a seed if `seed`) for `info_hash`; returns false when the store is
+    /// full.
+    pub fn announce(
+        &mut self,
+        info_hash: NodeId,
+        peer: SocketAddr,
+        seed: bool,
+        now: Instant,
+    ) -> bool {
         let expires = now + self.limits.ttl;
         if !self.torrents.contains_key(&info_hash)
             && self.torrents.len() >= self.limits.max_torrents
@@ -54,12 +70,17 @@ impl PeerStore {
             }
         }
         let peers = self.torrents.entry(info_hash).or_default();
-        if let Some(entry) = peers.iter_mut().find(|(p, _)| *p == peer) {
-            entry.1 = expires;
+        let stored = Stored {
+            peer,
+            expires,
+            seed,
+        };
+        if let Some(entry) = peers.iter_mut().find(|s| s.peer == peer) {
+            *entry = stored;
         } else if peers.len() < self.limits.max_peers_per_torrent {
-            peers.push((peer, expires));
-        } else if let Some(oldest) = peers.iter_mut().min_by_key(|(_, e)| *e) {
-            *oldest = (peer, expires);
+            peers.push(stored);
+        } else if let Some(oldest) = peers.iter_mut().min_by_key(|s| s.expires) {
+            *oldest = stored;
         }
         true
     }
@@ -77,14 +98,36 @@ impl PeerStore {
         };
         let mut live: Vec<SocketAddr> = peers
             .iter()
-            .filter(|(_, e)| *e > now)
-            .map(|(p, _)| *p)
+            .filter(|s| s.expires > now)
+            .map(|s| s.peer)
             .collect();
         if live.len() > max {
             live.shuffle(rng);
             live.truncate(max);
         }
         live
+    }
+
+    /// BEP 33: the bloom filters of the live seeds' and other peers' IPs for
+    /// `info_hash`; `None` when we store nobody for it.
+    pub fn filters(&self, info_hash: &NodeId, now: Instant) -> Option<ScrapeFilters> {
+        let mut filters = ScrapeFilters::default();
+        let mut any = false;
+        for s in self
+            .torrents
+            .get(info_hash)?
+            .iter()
+            .filter(|s| s.expires > now)
+        {
+            let filter = if s.seed {
+                &mut filters.seeds
+            } else {
+                &mut filters.peers
+            };
+            filter.insert(s.peer.ip());
+            any = true;
+        }
+        any.then_some(filters)
     }
 
     /// Up to `max` of the info-hashes we store peers for, chosen at random (BEP 51).
@@ -99,7 +142,7 @@ impl PeerStore {
 
     pub fn expire(&mut self, now: Instant) {
         self.torrents.retain(|_, peers| {
-            peers.retain(|(_, e)| *e > now);
+            peers.retain(|s| s.expires > now);
             !peers.is_empty()
         });
     }
@@ -130,17 +173,44 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(0);
         let a = NodeId([1; 20]);
         for port in 1..=10u16 {
-            assert!(store.announce(a, SocketAddr::from(([10, 0, 0, 1], port)), t0));
+            assert!(store.announce(a, SocketAddr::from(([10, 0, 0, 1], port)), false, t0));
         }
         assert_eq!(store.get(&a, 100, t0, &mut rng).len(), 3);
         assert_eq!(store.get(&a, 2, t0, &mut rng).len(), 2);
-        assert!(store.announce(NodeId([2; 20]), "10.0.0.2:1".parse().unwrap(), t0));
-        assert!(!store.announce(NodeId([3; 20]), "10.0.0.3:1".parse().unwrap(), t0));
+        assert!(store.announce(NodeId([2; 20]), "10.0.0.2:1".parse().unwrap(), false, t0));
+        assert!(!store.announce(NodeId([3; 20]), "10.0.0.3:1".parse().unwrap(), false, t0));
         assert_eq!(store.torrent_count(), 2);
         let later = t0 + Duration::from_secs(61);
         assert!(store.get(&a, 100, later, &mut rng).is_empty());
-        assert!(store.announce(NodeId([3; 20]), "10.0.0.3:1".parse().unwrap(), later));
+        assert!(store.announce(NodeId([3; 20]), "10.0.0.3:1".parse().unwrap(), false, later));
         assert_eq!(store.torrent_count(), 1);
         assert_eq!(store.peer_count(), 1);
+    }
+
+    #[test]
+    fn scrape_filters_split_seeds_from_peers() {
+        let t0 = Instant::now();
+        let mut store = PeerStore::new(PeerStoreLimits::default());
+        let a = NodeId([1; 20]);
+        assert!(store.filters(&a, t0).is_none());
+        for i in 1..=30u8 {
+            let seed = i <= 10;
+            assert!(store.announce(a, SocketAddr::from(([10, 0, 1, i], 6881)), seed, t0));
+        }
+        // A peer that says it seeds now moves over.
+        store.announce(a, SocketAddr::from(([10, 0, 1, 30], 6881)), true, t0);
+        let filters = store.filters(&a, t0).unwrap();
+        assert!(
+            (filters.seeds.estimate() - 11.0).abs() < 1.5,
+            "{:?}",
+            filters.seeds
+        );
+        assert!(
+            (filters.peers.estimate() - 19.0).abs() < 1.5,
+            "{:?}",
+            filters.peers
+        );
+        let later = t0 + PeerStoreLimits::default().ttl + Duration::from_secs(1);
+        assert!(store.filters(&a, later).is_none(), "expired");
     }
 }

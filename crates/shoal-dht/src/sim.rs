@@ -335,7 +335,7 @@ pub fn run(params: &SimParams) -> Report {
         let port = 1000 + a as u16;
         let now = sim.now;
         if let Some(node) = sim.nodes[who as usize].as_mut() {
-            node.announce(info_hash, Some(port), now);
+            node.announce(info_hash, Some(port), false, now);
         }
         sim.after_call(who);
         let SocketAddr::V4(v4) = addr(who) else {
@@ -384,7 +384,7 @@ pub fn run(params: &SimParams) -> Report {
         for &(who, info_hash, peer) in &announced {
             let now = sim.now;
             if let Some(node) = sim.nodes[who as usize].as_mut() {
-                node.announce(info_hash, Some(peer.port()), now);
+                node.announce(info_hash, Some(peer.port()), false, now);
             }
             sim.after_call(who);
         }

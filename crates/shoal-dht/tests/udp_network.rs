@@ -63,7 +63,7 @@ async fn twenty_four_nodes_find_an_announced_peer() {
     }
 
     let info_hash = InfoHash([0xab; 20]);
-    let _announcing = nodes[4].announce(info_hash, Some(7005));
+    let _announcing = nodes[4].announce(info_hash, Some(7005), true);
     let expected = SocketAddr::from(([127, 0, 2, 5], 7005));
     for searcher in [10usize, 17, 23] {
         let mut found = nodes[searcher].find_peers(info_hash);
@@ -89,6 +89,14 @@ async fn twenty_four_nodes_find_an_announced_peer() {
         sum
     };
     assert!(stored >= 3, "announce reached {stored} nodes");
+    // BEP 33: a scrape from another node counts the announcer once, as a seed, though
+    // several nodes store it.
+    let filters = timeout(Duration::from_secs(10), nodes[12].scrape(info_hash))
+        .await
+        .expect("in time")
+        .expect("node running");
+    assert!((filters.seeds.estimate() - 1.0).abs() < 0.6, "{filters:?}");
+    assert!(filters.peers.estimate() < 1.0, "{filters:?}");
 
     // The last node saves its table when its handles are gone, and a restart from that
     // file (no bootstrap address) keeps its id and rejoins.

@@ -3,7 +3,8 @@
 //!
 //! - libtorrent seeds a torrent announced only on the DHT (bootstrapped to a `shoal dht`
 //!   node); `shoal get magnet:` finds it there and downloads it.
-//! - The reverse: a shoal seed on the DHT only; libtorrent downloads the magnet.
+//! - The reverse: a shoal seed on the DHT only; libtorrent downloads the magnet, and a
+//!   DHT scrape (BEP 33) counts the seed.
 //! - aria2 fetches a magnet's metadata from a shoal seed it found on the DHT.
 //! - 20 in-process shoal nodes and two libtorrent nodes form one DHT; get_peers finds
 //!   peers announced from either kind.
@@ -279,6 +280,27 @@ fn shoal_seeds_on_dht_libtorrent_gets_magnet() {
     ));
     assert!(stdout.contains("DONE"), "{stdout}");
     same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+
+    // BEP 33: a DHT scrape counts the shoal seed (it announced itself as one) and at
+    // most libtorrent besides.
+    let hash = magnet.split("btih:").nth(1).unwrap()[..40].to_owned();
+    let mut scrape = shoal();
+    scrape
+        .args(["dht", "scrape", &hash, "--json", "--timeout", "30"])
+        .args([
+            "--bootstrap",
+            "127.0.2.110:19110",
+            "--listen",
+            "127.0.2.113:19113",
+        ])
+        .args(["--state", path_str(&dir.path().join("scrape.state"))]);
+    let counts: serde_json::Value = serde_json::from_str(run_ok(&mut scrape).trim()).unwrap();
+    assert_eq!(counts["info_hash"], hash.as_str());
+    let (seeds, peers) = (
+        counts["seeds"].as_u64().unwrap(),
+        counts["peers"].as_u64().unwrap(),
+    );
+    assert!((1..=2).contains(&seeds) && seeds + peers <= 2, "{counts}");
 }
 
 #[test]
@@ -410,7 +432,7 @@ fn shoal_and_libtorrent_nodes_find_each_others_peers() {
     assert_eq!(found, Ok(true), "shoal did not find libtorrent's peer");
     // libtorrent (the second node, searching `from_shoal`) finds a shoal announce.
     let theirs: shoal_core::InfoHash = from_shoal.parse().unwrap();
-    let _announcing = nodes[7].announce(theirs, Some(19187));
+    let _announcing = nodes[7].announce(theirs, Some(19187), false);
     let (_, lines) = &lt_nodes[0];
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

@@ -2,7 +2,8 @@
 //! It prints its counters every few seconds and saves its routing table on exit.
 //! `shoal dht get|put|keygen` store and fetch BEP 44 items (see [`super::dht_item`]);
 //! `shoal dht sample` lists info-hashes the DHT's nodes store (BEP 51, see
-//! [`super::dht_sample`]). Those commands share a short-lived node ([`with_node`]).
+//! [`super::dht_sample`]); `shoal dht scrape` counts a torrent's seeds and peers (BEP 33,
+//! see [`super::scrape`]). Those commands share a short-lived node ([`with_node`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -71,6 +72,13 @@ pub enum Action {
     /// Prints each new info-hash; stops after --count of them, at --timeout, or when no
     /// node is left to ask. Exit code 3 if none was found.
     Sample(super::dht_sample::SampleArgs),
+    /// Count a torrent's seeds and peers with no tracker (BEP 33 DHT scrape)
+    ///
+    /// The nodes around each info-hash answer with bloom filters of the seeds' and
+    /// peers' IP addresses; their union is counted, so a peer announced to several nodes
+    /// counts once. Estimates, exact for small swarms, saturating near 8000. Exit code 3
+    /// if no node knew of any peer.
+    Scrape(super::scrape::DhtArgs),
 }
 
 /// Exit code of `get`/`put`/`sample` when no node had (or took) what was asked.
@@ -104,6 +112,7 @@ pub fn run(args: Args) -> Result<()> {
         Some(Action::Put(args)) => super::dht_item::put(args),
         Some(Action::Keygen(args)) => super::dht_item::keygen(args),
         Some(Action::Sample(args)) => super::dht_sample::run(args),
+        Some(Action::Scrape(args)) => super::scrape::run_dht(args),
         None => run_node(args.node),
     }
 }

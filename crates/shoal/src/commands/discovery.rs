@@ -97,17 +97,18 @@ pub async fn start(
     Ok(Some(handle))
 }
 
-/// The peer feed for one torrent: the DHT's announce subscription and local discovery,
-/// merged; `None` when neither runs.
+/// The peer feed for one torrent: the DHT's announce subscription (as a seed if `seed`,
+/// BEP 33) and local discovery, merged; `None` when neither runs.
 pub fn peer_feed(
     dht: Option<&DhtHandle>,
     opts: &DiscoveryOptions,
     info_hash: InfoHash,
     listen: SocketAddr,
+    seed: bool,
 ) -> Option<PeerFeed> {
     let mut feeds = Vec::new();
     if let Some(dht) = dht {
-        let found = dht.announce(info_hash, Some(listen.port()));
+        let found = dht.announce(info_hash, Some(listen.port()), seed);
         feeds.push(tagged(PeerSource::Dht, found));
     }
     if opts.lsd {

@@ -1,5 +1,6 @@
 //! `shoal scrape`: ask torrents' trackers how many seeders and leechers they have, as
-//! `transmission-show --scrape` does, without joining the swarm.
+//! `transmission-show --scrape` does, without joining the swarm; `shoal dht scrape`:
+//! the same from the DHT (BEP 33), for torrents with no tracker.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -40,9 +41,72 @@ pub struct Args {
     pub json: bool,
 }
 
+/// `shoal dht scrape`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct DhtArgs {
+    /// .torrent files, magnet links or info-hashes.
+    #[arg(required = true, value_name = "TORRENT")]
+    pub torrents: Vec<String>,
+    #[command(flatten)]
+    pub client: super::dht::ClientArgs,
+}
+
 struct Torrent {
     info_hash: InfoHash,
     name: String,
+}
+
+/// A torrent argument: what it names, and the trackers it lists.
+fn torrent_of(arg: &str) -> Result<(Torrent, Vec<String>)> {
+    let (info_hash, name, trackers) = match parse_source(arg)? {
+        Source::Torrent(m) => {
+            let trackers = m.trackers.iter().flatten().cloned().collect();
+            (m.info_hash, m.info.name.clone(), trackers)
+        }
+        Source::Magnet(m) => (m.info_hash, m.name.clone().unwrap_or_default(), m.trackers),
+    };
+    Ok((Torrent { info_hash, name }, trackers))
+}
+
+pub fn run_dht(args: DhtArgs) -> Result<()> {
+    let torrents: Vec<Torrent> = args
+        .torrents
+        .iter()
+        .map(|arg| torrent_of(arg).map(|(t, _)| t))
+        .collect::<Result<_>>()?;
+    let hashes: Vec<InfoHash> = torrents.iter().map(|t| t.info_hash).collect();
+    let counts = super::dht::with_node(&args.client, true, |dht| async move {
+        let mut counts = Vec::new();
+        for hash in hashes {
+            let filters = dht.scrape(hash).await?;
+            // The BEP's estimate is 0.5 for an empty filter: whole peers are shown.
+            counts.push((
+                filters.seeds.estimate().round() as u64,
+                filters.peers.estimate().round() as u64,
+            ));
+        }
+        Ok(counts)
+    })?;
+    let mut any = false;
+    for (torrent, (seeds, peers)) in torrents.iter().zip(counts) {
+        any |= seeds + peers > 0;
+        let hash = torrent.info_hash.to_hex();
+        if args.client.json {
+            let line =
+                json!({"info_hash": hash, "name": torrent.name, "seeds": seeds, "peers": peers});
+            println!("{line}");
+        } else {
+            println!(
+                "{hash} {}: about {seeds} seeds, {peers} peers",
+                torrent.name
+            );
+        }
+    }
+    if !any {
+        eprintln!("shoal: no DHT node knew of a peer of these torrents");
+        std::process::exit(super::dht::NOT_DONE);
+    }
+    Ok(())
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -50,29 +114,7 @@ pub fn run(args: Args) -> Result<()> {
     // Tracker URL → the torrents to ask it about.
     let mut asks: BTreeMap<String, Vec<InfoHash>> = BTreeMap::new();
     for arg in &args.torrents {
-        let (torrent, own) = match parse_source(arg)? {
-            Source::Torrent(m) => {
-                let trackers: Vec<String> = m.trackers.iter().flatten().cloned().collect();
-                let name = m.info.name.clone();
-                (
-                    Torrent {
-                        info_hash: m.info_hash,
-                        name,
-                    },
-                    trackers,
-                )
-            }
-            Source::Magnet(m) => {
-                let name = m.name.clone().unwrap_or_default();
-                (
-                    Torrent {
-                        info_hash: m.info_hash,
-                        name,
-                    },
-                    m.trackers.clone(),
-                )
-            }
-        };
+        let (torrent, own) = torrent_of(arg)?;
         let urls: Vec<&String> = own.iter().chain(&args.trackers).collect();
         if urls.is_empty() {
             bail!("{arg}: no trackers to ask; give one with --tracker");

@@ -232,6 +232,7 @@ pub fn run_get(args: GetArgs) -> Result<()> {
         discovery: args.discovery,
         ip_filter: None,
         sequential: args.sequential,
+        downloads: true,
     }
     .choose_listen()?
     .load_ip_filter()?;
@@ -275,6 +276,7 @@ pub fn run_seed(args: SeedArgs) -> Result<()> {
         discovery: args.discovery,
         ip_filter: None,
         sequential: false,
+        downloads: false,
     }
     .choose_listen()?
     .load_ip_filter()?;
@@ -473,6 +475,8 @@ struct Job {
     ip_filter: Option<Arc<IpFilter>>,
     /// `get --sequential`.
     sequential: bool,
+    /// `get` (which may download), not `seed` (which has every piece).
+    downloads: bool,
 }
 
 /// The ports tried when no `--listen` is given: aria2's default range.
@@ -566,10 +570,15 @@ impl Job {
             }
         }
         let dht = discovery::start(&self.discovery, self.listen(), &self.state_dir()).await?;
-        let mut feeds: Vec<_> =
-            discovery::peer_feed(dht.as_ref(), &self.discovery, info_hash, self.listen())
-                .into_iter()
-                .collect();
+        let mut feeds: Vec<_> = discovery::peer_feed(
+            dht.as_ref(),
+            &self.discovery,
+            info_hash,
+            self.listen(),
+            false,
+        )
+        .into_iter()
+        .collect();
         // The link's trackers (`tr=`, one tier each) find peers for the metadata too. The
         // size is unknown until then, so `left` says only that something is left.
         let metadata_announcer =
@@ -646,11 +655,13 @@ impl Job {
             return self.run_with(metainfo, None, None, stop).await;
         }
         let dht = discovery::start(&self.discovery, self.listen(), &self.state_dir()).await?;
+        // `shoal seed` says it seeds (BEP 33 scrapes count it so); a download does not.
         let feed = discovery::peer_feed(
             dht.as_ref(),
             &self.discovery,
             metainfo.info_hash,
             self.listen(),
+            !self.downloads,
         );
         self.run_with(metainfo, dht, feed, stop).await
     }

@@ -27,7 +27,7 @@ pub struct Args {
     #[arg(required = true, value_name = "TORRENT")]
     pub torrents: Vec<String>,
     /// A tracker (announce URL) to ask as well; repeat for several. An info-hash has no
-    /// trackers of its own.
+    /// trackers of its own (`shoal dht scrape` asks the DHT instead).
     #[arg(long = "tracker", short = 't', value_name = "URL")]
     pub trackers: Vec<String>,
     /// Seconds to wait for each tracker.
@@ -117,7 +117,7 @@ pub fn run(args: Args) -> Result<()> {
         let (torrent, own) = torrent_of(arg)?;
         let urls: Vec<&String> = own.iter().chain(&args.trackers).collect();
         if urls.is_empty() {
-            bail!("{arg}: no trackers to ask; give one with --tracker");
+            bail!("{arg}: no trackers to ask; give one with --tracker, or ask the DHT with `shoal dht scrape`");
         }
         for url in urls {
             let hashes = asks.entry(url.clone()).or_default();

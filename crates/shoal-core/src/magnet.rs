@@ -22,6 +22,10 @@ const MAX_MAGNET_LEN: usize = 64 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Magnet {
     pub info_hash: InfoHash,
+    /// `xt=urn:btmh:1220…`: a v2 or hybrid torrent's SHA-256 info-hash (BEP 52). A
+    /// v2-only link (no `btih`) is refused when parsed: its pieces' hashes would have to
+    /// come from peers (BEP 52 hash requests), which shoal does not ask for yet.
+    pub info_hash_v2: Option<[u8; 32]>,
     /// `dn`: the display name, a hint until the metadata arrives.
     pub name: Option<String>,
     /// Every `tr`, in order, duplicates removed.
@@ -70,6 +74,7 @@ impl FromStr for Magnet {
             .map(|_| &s[8..])
             .ok_or(MagnetError::NotMagnet)?;
         let mut info_hash = None;
+        let mut info_hash_v2 = None;
         let mut saw_v2 = false;
         let (mut name, mut trackers, mut peers) = (None, Vec::<String>::new(), Vec::new());
         let mut web_seeds = Vec::<String>::new();
@@ -88,8 +93,12 @@ impl FromStr for Magnet {
                         if info_hash.is_none() {
                             info_hash = Some(hash.parse()?);
                         }
-                    } else if value.starts_with("urn:btmh:") {
+                    } else if let Some(multihash) = value.strip_prefix("urn:btmh:") {
                         saw_v2 = true;
+                        // A multihash: 0x12 (SHA-256), 0x20 (32 bytes), then the hash.
+                        if let Some(hex) = multihash.strip_prefix("1220") {
+                            info_hash_v2 = info_hash_v2.or_else(|| crate::hex::decode_array(hex));
+                        }
                     }
                 }
                 "dn" => name = Some(unescape(&value.replace('+', " "))),
@@ -117,6 +126,7 @@ impl FromStr for Magnet {
         })?;
         Ok(Magnet {
             info_hash,
+            info_hash_v2,
             name,
             trackers,
             peers,
@@ -151,7 +161,19 @@ fn parse_select_only(value: &str) -> Vec<RangeInclusive<usize>> {
 
 impl fmt::Display for Magnet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "magnet:?xt=urn:btih:{}", self.info_hash.to_hex())?;
+        match self.info_hash_v2 {
+            // A v2-only torrent: its swarm id is the v2 hash cut short, not a SHA-1.
+            Some(v2) if v2[..20] == self.info_hash.0 => {
+                write!(f, "magnet:?xt=urn:btmh:1220{}", crate::hex::encode(&v2))?
+            }
+            Some(v2) => write!(
+                f,
+                "magnet:?xt=urn:btih:{}&xt=urn:btmh:1220{}",
+                self.info_hash.to_hex(),
+                crate::hex::encode(&v2)
+            )?,
+            None => write!(f, "magnet:?xt=urn:btih:{}", self.info_hash.to_hex())?,
+        }
         if let Some(name) = &self.name {
             write!(f, "&dn={}", utf8_percent_encode(name, VALUE))?;
         }
@@ -217,6 +239,7 @@ mod tests {
     #[test]
     fn round_trips() {
         let m = Magnet {
+            info_hash_v2: None,
             info_hash: HEX.parse().unwrap(),
             name: Some("a b&c=d/é".into()),
             trackers: vec!["http://tracker.example/announce?x=1&y=2".into()],
@@ -229,6 +252,26 @@ mod tests {
             "magnet:?xt=urn:btih:{HEX}&dn=a%20b%26c%3Dd%2F%C3%A9&tr=http%3A%2F%2F"
         )));
         assert_eq!(text.parse::<Magnet>().unwrap(), m);
+    }
+
+    #[test]
+    fn hybrid_links_keep_both_hashes() {
+        let v2 = "f0528dd2fe396ede422a69dfb4ca72893b04b348285ee69fb3d0f7ccce7aa55f";
+        let text = format!("magnet:?xt=urn:btih:{HEX}&xt=urn:btmh:1220{v2}&dn=x");
+        let m: Magnet = text.parse().unwrap();
+        assert_eq!(m.info_hash_v2, crate::hex::decode_array(v2));
+        assert_eq!(m.to_string(), text);
+        // Only the v2 hash: the swarm id is that hash cut short, and the link says so.
+        let v2_only = Magnet {
+            info_hash: InfoHash(m.info_hash_v2.unwrap()[..20].try_into().unwrap()),
+            name: None,
+            ..m
+        };
+        assert_eq!(v2_only.to_string(), format!("magnet:?xt=urn:btmh:1220{v2}"));
+        assert_eq!(
+            v2_only.to_string().parse::<Magnet>(),
+            Err(MagnetError::V2Only)
+        );
     }
 
     #[test]

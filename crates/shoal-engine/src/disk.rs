@@ -129,7 +129,7 @@ fn run(
             let result = match hash {
                 Ok(hash) => DiskResult::Piece {
                     piece,
-                    good: metainfo.info.piece_hash(piece as usize) == Some(hash),
+                    good: metainfo.info.piece_matches(piece as usize, &hash),
                 },
                 Err(e @ StorageError::Io { .. }) => {
                     let _ = results.send(DiskResult::Failed(e));

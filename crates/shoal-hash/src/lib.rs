@@ -1,4 +1,4 @@
-//! SHA-1 for piece hashing.
+//! SHA-1 for piece hashing, and the SHA-256 merkle trees of v2 torrents ([`merkle`]).
 //!
 //! One SHA-1 stream is a chain of dependent `sha1rnds4` instructions: on a CPU with the
 //! SHA extensions the hash runs at the instruction's latency, leaving most of the SHA
@@ -12,6 +12,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod merkle;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -141,6 +142,49 @@ pub fn update_pair(a: &mut Sha1, data_a: &[u8], b: &mut Sha1, data_b: &[u8]) {
     compress(&mut b.state, &blocks_b[common..]);
     a.keep_tail(tail_a);
     b.keep_tail(tail_b);
+}
+
+/// A piece's hash as its torrent checks it: SHA-1 for v1 (and hybrid) torrents, a BEP 52
+/// merkle root for v2 ones.
+#[derive(Debug, Clone)]
+pub enum PieceHasher {
+    Sha1(Sha1),
+    Merkle(merkle::PieceTree),
+}
+
+/// What a [`PieceHasher`] gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PieceDigest {
+    Sha1([u8; 20]),
+    Merkle(merkle::Hash),
+}
+
+impl PieceHasher {
+    pub fn update(&mut self, data: &[u8]) {
+        match self {
+            PieceHasher::Sha1(sha) => sha.update(data),
+            PieceHasher::Merkle(tree) => tree.update(data),
+        }
+    }
+
+    pub fn finalize(self) -> PieceDigest {
+        match self {
+            PieceHasher::Sha1(sha) => PieceDigest::Sha1(sha.finalize()),
+            PieceHasher::Merkle(tree) => PieceDigest::Merkle(tree.finalize()),
+        }
+    }
+}
+
+/// [`update_pair`] for two pieces: SHA-1 pieces share the two-lane kernel; merkle
+/// pieces (SHA-256 per 16 KiB block) are fed one after the other.
+pub fn update_piece_pair(a: &mut PieceHasher, data_a: &[u8], b: &mut PieceHasher, data_b: &[u8]) {
+    match (a, b) {
+        (PieceHasher::Sha1(a), PieceHasher::Sha1(b)) => update_pair(a, data_a, b, data_b),
+        (a, b) => {
+            a.update(data_a);
+            b.update(data_b);
+        }
+    }
 }
 
 /// Splits `data` into whole blocks and the remainder.

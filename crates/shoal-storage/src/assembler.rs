@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use shoal_hash::Sha1;
+use shoal_hash::{PieceDigest, PieceHasher, Sha1};
 
 use crate::{StorageError, TorrentFiles};
 
@@ -47,7 +47,7 @@ pub struct PieceAssembler {
 
 /// A finished piece: its index and SHA-1 (the piece is on disk by then), or the error
 /// that stopped it from being written or read back.
-pub type Finished = (u32, Result<[u8; 20], StorageError>);
+pub type Finished = (u32, Result<PieceDigest, StorageError>);
 
 impl PieceAssembler {
     /// Holds at most `cap` bytes of block data (complete pieces waiting for a partner to
@@ -175,7 +175,7 @@ impl PieceAssembler {
             if na == 0 && nb == 0 {
                 break;
             }
-            shoal_hash::update_pair(
+            shoal_hash::update_piece_pair(
                 &mut fa.sha,
                 fa.source.chunk(na),
                 &mut fb.sha,
@@ -255,7 +255,7 @@ fn write_blocks(
 /// Feeds a complete piece to the hasher, and writes its held blocks behind it.
 struct Feed<'a> {
     piece: u32,
-    sha: Sha1,
+    sha: PieceHasher,
     source: Source<'a>,
     error: Option<StorageError>,
 }
@@ -305,7 +305,7 @@ impl<'a> Feed<'a> {
         };
         Feed {
             piece,
-            sha: Sha1::new(),
+            sha: files.layout().piece_hasher(piece as usize),
             source,
             error: None,
         }
@@ -315,7 +315,7 @@ impl<'a> Feed<'a> {
     fn empty() -> Self {
         Feed {
             piece: u32::MAX,
-            sha: Sha1::new(),
+            sha: PieceHasher::Sha1(Sha1::new()),
             source: Source::Blocks {
                 blocks: &[],
                 next: 0,
@@ -375,7 +375,7 @@ impl<'a> Feed<'a> {
         *written = *next;
     }
 
-    fn finish(self) -> Result<[u8; 20], StorageError> {
+    fn finish(self) -> Result<PieceDigest, StorageError> {
         match self.error {
             Some(e) => Err(e),
             None => Ok(self.sha.finalize()),
@@ -436,7 +436,7 @@ mod tests {
             let end = start + piece_size(files, piece) as usize;
             assert_eq!(
                 hash.unwrap(),
-                Sha1::digest(&data[start..end]),
+                PieceDigest::Sha1(Sha1::digest(&data[start..end])),
                 "piece {piece}"
             );
         }
@@ -509,7 +509,10 @@ mod tests {
         let finished = asm.finish_ready(&files, true);
         let mut expect = data[64..96].to_vec();
         expect.resize(64, 0);
-        assert_eq!(finished[0].1.as_ref().unwrap(), &Sha1::digest(&expect));
+        assert_eq!(
+            finished[0].1.as_ref().unwrap(),
+            &PieceDigest::Sha1(Sha1::digest(&expect))
+        );
     }
 
     #[test]

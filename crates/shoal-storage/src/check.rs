@@ -22,7 +22,7 @@ pub fn verify(layout: &FileLayout, info: &Info, threads: usize, progress: &Atomi
     }
     hash_pieces(layout, threads, |index, result| {
         if let Ok(hash) = result {
-            if info.piece_hash(index) == Some(hash) {
+            if info.piece_matches(index, &hash) {
                 have.lock().expect("not poisoned").set(index);
             }
         }

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use shoal_core::{auto_piece_length, TorrentBuilder, MAX_PIECES};
+use shoal_hash::PieceDigest;
 
 use crate::{hash_pieces, FileLayout, StorageError};
 
@@ -151,6 +152,9 @@ pub fn create(
     let failure = Mutex::new(None);
     hash_pieces(&layout, threads, |index, result| match result {
         Ok(hash) => {
+            let PieceDigest::Sha1(hash) = hash else {
+                unreachable!("a layout made here hashes with SHA-1")
+            };
             pieces.lock().expect("no panics while held")[index * 20..index * 20 + 20]
                 .copy_from_slice(&hash);
             progress.fetch_add(layout.piece_size(index), Ordering::Relaxed);

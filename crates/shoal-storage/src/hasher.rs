@@ -11,7 +11,7 @@ use std::ops::ControlFlow;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use shoal_hash::Sha1;
+use shoal_hash::{PieceDigest, PieceHasher};
 
 use crate::layout::Segment;
 use crate::{FileLayout, StorageError};
@@ -22,14 +22,14 @@ const CHUNK: usize = 256 * 1024;
 /// Hashes every piece of `layout` on `threads` worker threads.
 ///
 /// `on_piece` is called from the workers as each piece finishes, in no particular order,
-/// with the piece's SHA-1 or the error that stopped it from being read (a missing or
+/// with the piece's hash (SHA-1, or a v2 torrent's merkle root) or the error that stopped it from being read (a missing or
 /// short file is an error here; a recheck treats it as "piece not present"). Returning
 /// [`ControlFlow::Break`] stops all workers early.
 ///
 /// Each worker hashes two pieces side by side (see [`shoal_hash::update_pair`]).
 pub fn hash_pieces<F>(layout: &FileLayout, threads: usize, on_piece: F)
 where
-    F: Fn(usize, Result<[u8; 20], StorageError>) -> ControlFlow<()> + Sync,
+    F: Fn(usize, Result<PieceDigest, StorageError>) -> ControlFlow<()> + Sync,
 {
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
@@ -69,7 +69,7 @@ fn hash_side_by_side(layout: &FileLayout, pieces: &mut [PieceRead; 2], lanes: &m
         if n_a == 0 && n_b == 0 {
             return;
         }
-        shoal_hash::update_pair(
+        shoal_hash::update_piece_pair(
             &mut a.sha,
             &lane_a.buffer[..n_a],
             &mut b.sha,
@@ -100,7 +100,7 @@ struct PieceRead {
     segments: Vec<Segment>,
     /// Bytes of `segments` read so far.
     read: u64,
-    sha: Sha1,
+    sha: PieceHasher,
     error: Option<StorageError>,
 }
 
@@ -116,7 +116,7 @@ impl PieceRead {
             index,
             segments,
             read: 0,
-            sha: Sha1::new(),
+            sha: layout.piece_hasher(index),
             error: None,
         }
     }
@@ -161,7 +161,7 @@ impl PieceRead {
         n
     }
 
-    fn finish(self) -> Result<[u8; 20], StorageError> {
+    fn finish(self) -> Result<PieceDigest, StorageError> {
         match self.error {
             Some(e) => Err(e),
             None => Ok(self.sha.finalize()),
@@ -213,7 +213,7 @@ mod tests {
             ControlFlow::Continue(())
         });
         for (i, chunk) in stream.chunks(262_144).enumerate() {
-            let want = Sha1::digest(chunk);
+            let want = PieceDigest::Sha1(shoal_hash::Sha1::digest(chunk));
             assert_eq!(hashes.lock().unwrap()[i], Some(want), "piece {i}");
         }
     }

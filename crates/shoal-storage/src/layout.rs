@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use shoal_core::{Bitfield, Info};
+use shoal_hash::{merkle, PieceHasher, Sha1};
 
 /// One file of the torrent's byte stream, at its place on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +31,8 @@ pub struct FileLayout {
     files: Vec<LayoutFile>,
     piece_length: u64,
     total_length: u64,
+    /// Pieces are checked by BEP 52 merkle root (a v2 torrent), not SHA-1.
+    merkle: bool,
 }
 
 impl FileLayout {
@@ -53,12 +56,13 @@ impl FileLayout {
             files,
             piece_length: u64::from(piece_length),
             total_length: offset,
+            merkle: false,
         }
     }
 
     /// The layout of a parsed torrent below a download directory.
     pub fn for_torrent(info: &Info, download_dir: &Path) -> Self {
-        Self::new(
+        let layout = Self::new(
             info.files.iter().map(|f| {
                 (
                     download_dir.join(f.relative_path()),
@@ -67,7 +71,35 @@ impl FileLayout {
                 )
             }),
             info.piece_length,
-        )
+        );
+        FileLayout {
+            merkle: info.is_merkle(),
+            ..layout
+        }
+    }
+
+    /// A hasher for piece `index`, of the kind its torrent checks.
+    pub fn piece_hasher(&self, index: usize) -> PieceHasher {
+        if !self.merkle {
+            return PieceHasher::Sha1(Sha1::new());
+        }
+        // A v2 piece never spans files: it belongs to the first file with data at its
+        // start, and the rest of it, if any, is padding.
+        let start = index as u64 * self.piece_length;
+        let first = self.files.partition_point(|f| f.offset + f.length <= start);
+        let tree = match self.files[first..]
+            .iter()
+            .find(|f| !f.padding && f.length > 0)
+        {
+            Some(f) => merkle::PieceTree::new(
+                (f.offset + f.length)
+                    .saturating_sub(start)
+                    .min(self.piece_length),
+                merkle::piece_leaves(f.length, self.piece_length),
+            ),
+            None => merkle::PieceTree::new(0, 1),
+        };
+        PieceHasher::Merkle(tree)
     }
 
     pub fn files(&self) -> &[LayoutFile] {

@@ -1,5 +1,6 @@
-//! `.torrent` files (BEP 3), with tracker tiers (BEP 12), the private flag (BEP 27) and
-//! file attributes and padding files (BEP 47).
+//! `.torrent` files (BEP 3), with tracker tiers (BEP 12), the private flag (BEP 27),
+//! file attributes and padding files (BEP 47), and v2 and hybrid torrents (BEP 52, see
+//! [`v2`]).
 //!
 //! [`Metainfo::from_bytes`] is the one place a torrent's bytes are trusted into types:
 //! sizes are bounded before anything large is allocated, lengths are checked against each
@@ -8,6 +9,7 @@
 
 mod build;
 pub mod path;
+mod v2;
 
 pub use build::{auto_piece_length, TorrentBuilder};
 
@@ -15,6 +17,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use shoal_bencode::{decode, DecodeError, Dict, Kind, Limits, Node, Value};
+
+use shoal_hash::{merkle, PieceDigest};
 
 use crate::InfoHash;
 
@@ -61,6 +65,12 @@ pub enum MetainfoError {
     PathTooDeep,
     #[error("file path is not a list of strings")]
     BadPath,
+    #[error("'meta version' {0} is newer than this shoal understands (it reads 2)")]
+    UnsupportedMetaVersion(i64),
+    #[error("'file tree' is malformed")]
+    BadFileTree,
+    #[error("the piece layer of {0:?} does not match its 'pieces root'")]
+    BadPieceLayer(String),
 }
 
 /// BEP 47 file attributes.
@@ -120,7 +130,7 @@ pub struct Info {
     /// Sanitised; the info-hash in hex when the torrent's name is unusable.
     pub name: String,
     pub piece_length: u32,
-    pieces: Box<[u8]>,
+    pieces: PieceHashes,
     pub files: Vec<FileEntry>,
     /// True for a torrent whose info dictionary has a `files` list (content in a folder
     /// named [`Info::name`]), false for a single file.
@@ -133,15 +143,41 @@ pub struct Info {
     pub total_length: u64,
 }
 
+/// What each piece is checked against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PieceHashes {
+    /// SHA-1s, 20 bytes a piece (v1 and hybrid torrents).
+    Sha1(Box<[u8]>),
+    /// Merkle roots of each piece's 16 KiB blocks, 32 bytes a piece (v2 torrents): the
+    /// piece layer of a file longer than a piece, the file's root for a shorter one.
+    Merkle(Box<[u8]>),
+}
+
 impl Info {
     pub fn piece_count(&self) -> usize {
-        self.pieces.len() / 20
+        match &self.pieces {
+            PieceHashes::Sha1(h) => h.len() / 20,
+            PieceHashes::Merkle(h) => h.len() / 32,
+        }
     }
 
-    /// The expected SHA-1 of piece `index`.
-    pub fn piece_hash(&self, index: usize) -> Option<[u8; 20]> {
-        let bytes = self.pieces.get(index * 20..index * 20 + 20)?;
-        Some(bytes.try_into().expect("slice of 20"))
+    /// True for a v2-only torrent, whose pieces are checked by merkle root (see
+    /// [`shoal_hash::merkle`]); a hybrid torrent is checked by SHA-1.
+    pub fn is_merkle(&self) -> bool {
+        matches!(self.pieces, PieceHashes::Merkle(_))
+    }
+
+    /// Whether `digest` is piece `index`'s expected hash.
+    pub fn piece_matches(&self, index: usize, digest: &PieceDigest) -> bool {
+        match (&self.pieces, digest) {
+            (PieceHashes::Sha1(h), PieceDigest::Sha1(d)) => {
+                h.get(index * 20..index * 20 + 20) == Some(&d[..])
+            }
+            (PieceHashes::Merkle(h), PieceDigest::Merkle(d)) => {
+                h.get(index * 32..index * 32 + 32) == Some(&d[..])
+            }
+            _ => false,
+        }
     }
 
     /// The length of piece `index` (only the last one may be short).
@@ -154,7 +190,11 @@ impl Info {
 /// A parsed `.torrent` file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Metainfo {
+    /// What identifies the swarm on the wire, at trackers and on the DHT: the SHA-1 of
+    /// the info dictionary, or for a v2-only torrent its SHA-256 cut to 20 bytes.
     pub info_hash: InfoHash,
+    /// The SHA-256 of the info dictionary, for v2 and hybrid torrents (BEP 52).
+    pub info_hash_v2: Option<merkle::Hash>,
     pub info: Info,
     /// Tracker tiers (BEP 12): `announce-list` when present, else `[[announce]]`.
     pub trackers: Vec<Vec<String>>,
@@ -222,11 +262,28 @@ impl Metainfo {
         })?);
         let info_node = top.required("info", Kind::Dict)?;
         let info_bytes = info_node.raw().to_vec();
-        let info_hash = InfoHash::of_info(&info_bytes);
-        let info = parse_info(
-            Fields(info_node.as_dict().expect("kind checked")),
-            info_hash,
-        )?;
+        let fields = Fields(info_node.as_dict().expect("kind checked"));
+        // BEP 52: the version is checked before anything else it may have changed.
+        let (info_hash, info_hash_v2, info) = match fields.int("meta version")? {
+            None => {
+                let hash = InfoHash::of_info(&info_bytes);
+                (hash, None, parse_info(fields, hash)?)
+            }
+            Some(2) => {
+                let v2 = merkle::sha256(&info_bytes);
+                if fields.0.get(b"pieces").is_some() {
+                    // Hybrid: the v1 half describes the same content, padded to the
+                    // same alignment; shoal joins its swarm and checks its SHA-1s.
+                    let hash = InfoHash::of_info(&info_bytes);
+                    (hash, Some(v2), parse_info(fields, hash)?)
+                } else {
+                    let hash = InfoHash(v2[..20].try_into().expect("32 bytes"));
+                    let info = v2::parse_info(fields, top.0.get(b"piece layers"), hash)?;
+                    (hash, Some(v2), info)
+                }
+            }
+            Some(other) => return Err(MetainfoError::UnsupportedMetaVersion(other)),
+        };
 
         let trackers = parse_trackers(&top);
         let url_list = match top.0.get(b"url-list") {
@@ -256,6 +313,7 @@ impl Metainfo {
             .collect();
         Ok(Metainfo {
             info_hash,
+            info_hash_v2,
             info,
             trackers,
             url_list,
@@ -303,6 +361,7 @@ impl Metainfo {
     pub fn magnet(&self) -> crate::Magnet {
         crate::Magnet {
             info_hash: self.info_hash,
+            info_hash_v2: self.info_hash_v2,
             name: Some(self.info.name.clone()),
             trackers: self.trackers.iter().flatten().cloned().collect(),
             peers: Vec::new(),
@@ -459,7 +518,7 @@ fn parse_info(info: Fields, info_hash: InfoHash) -> Result<Info, MetainfoError> 
     Ok(Info {
         name,
         piece_length,
-        pieces: pieces.into(),
+        pieces: PieceHashes::Sha1(pieces.into()),
         files,
         multi_file,
         private: info.int("private").ok().flatten() == Some(1),

@@ -2,6 +2,7 @@
 //! test, plus round trips with the builder.
 
 use super::*;
+use shoal_hash::PieceDigest;
 
 /// A valid info dictionary for `total` bytes split into `files`, with zeroed hashes.
 fn info(files: Option<Vec<Value>>, total: i64, piece_length: i64) -> Value {
@@ -451,8 +452,9 @@ fn builder_round_trip() {
     assert_eq!(paths(&m), ["folder/a/b", "folder/c"]);
     assert_eq!(m.trackers, builder.trackers);
     assert!(m.info.private);
-    assert_eq!(m.info.piece_hash(0), Some([7u8; 20]));
-    assert_eq!(m.info.piece_hash(1), None);
+    assert!(m.info.piece_matches(0, &PieceDigest::Sha1([7u8; 20])));
+    assert!(!m.info.piece_matches(0, &PieceDigest::Sha1([8u8; 20])));
+    assert!(!m.info.piece_matches(1, &PieceDigest::Sha1([7u8; 20])));
     assert_eq!(
         (m.created_by.as_deref(), m.creation_date),
         (Some("shoal"), Some(5))

@@ -461,6 +461,7 @@ impl Results<'_> {
             }
             let magnet = Magnet {
                 info_hash: entry.info_hash,
+                info_hash_v2: None,
                 name: Some(entry.name.clone()),
                 trackers: Vec::new(),
                 peers: Vec::new(),

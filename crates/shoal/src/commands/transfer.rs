@@ -202,6 +202,7 @@ pub fn parse_source(arg: &str) -> Result<Source> {
         if let Ok(info_hash) = arg.parse::<InfoHash>() {
             return Ok(Source::Magnet(Magnet {
                 info_hash,
+                info_hash_v2: None,
                 name: None,
                 trackers: Vec::new(),
                 peers: Vec::new(),
@@ -730,7 +731,16 @@ fn metainfo_from_info(info: &[u8], magnet: &Magnet) -> Result<Metainfo> {
         let urls = magnet.web_seeds.iter().map(|u| u.as_str().into()).collect();
         root.insert("url-list", Value::List(urls));
     }
-    Metainfo::from_bytes(&root.to_bytes()).context("the peers' metadata is not a usable torrent")
+    let metainfo = Metainfo::from_bytes(&root.to_bytes())
+        .context("the peers' metadata is not a usable torrent")?;
+    // A hybrid link names both hashes: the metadata matched the SHA-1, and must be the
+    // same torrent under SHA-256 too.
+    if let Some(v2) = magnet.info_hash_v2 {
+        if metainfo.info_hash_v2 != Some(v2) {
+            bail!("the peers' metadata does not match the link's v2 info-hash (urn:btmh)");
+        }
+    }
+    Ok(metainfo)
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

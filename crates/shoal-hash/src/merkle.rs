@@ -1,0 +1,205 @@
+//! BEP 52 (v2 torrents) merkle trees: SHA-256 over 16 KiB blocks, a branching factor of
+//! two, and leaves past the end of a file set to zero.
+//!
+//! A tree is padded to a power-of-two width; the hash of a padding subtree depends only
+//! on its height, so [`pad`] computes it from the all-zero leaf upwards instead of
+//! hashing zeros.
+
+use sha2::{Digest, Sha256};
+
+/// A leaf of the tree covers this many bytes of a file.
+pub const BLOCK: usize = 16 * 1024;
+
+/// A node of the tree.
+pub type Hash = [u8; 32];
+
+/// The SHA-256 of `data`.
+pub fn sha256(data: &[u8]) -> Hash {
+    Sha256::digest(data).into()
+}
+
+/// The parent of two nodes.
+pub fn parent(left: &Hash, right: &Hash) -> Hash {
+    let mut sha = Sha256::new();
+    sha.update(left);
+    sha.update(right);
+    sha.finalize().into()
+}
+
+/// The root of a subtree `height` levels tall whose leaves all lie past the end of the
+/// file (height 0 is the zero leaf itself).
+pub fn pad(height: u32) -> Hash {
+    let mut node = [0u8; 32];
+    for _ in 0..height {
+        node = parent(&node, &node);
+    }
+    node
+}
+
+/// The root over `nodes`, the first of a layer `width` wide (a power of two, at least
+/// `nodes.len()`), the rest being padding subtrees of `height` (the layer's height above
+/// the leaves).
+pub fn root(nodes: &[Hash], width: usize, height: u32) -> Hash {
+    debug_assert!(width.is_power_of_two() && width >= nodes.len());
+    let mut layer = nodes.to_vec();
+    let mut filler = pad(height);
+    let mut width = width;
+    while width > 1 {
+        if layer.len() % 2 == 1 {
+            layer.push(filler);
+        }
+        layer = layer
+            .chunks_exact(2)
+            .map(|p| parent(&p[0], &p[1]))
+            .collect();
+        filler = parent(&filler, &filler);
+        width /= 2;
+    }
+    layer.first().copied().unwrap_or(filler)
+}
+
+/// How many leaves a piece's subtree has: a piece of a file longer than one piece is a
+/// full subtree of `piece_length / BLOCK` leaves; a file of at most one piece is its own
+/// tree, as wide as the power of two that holds its blocks.
+pub fn piece_leaves(file_length: u64, piece_length: u64) -> usize {
+    if file_length > piece_length {
+        (piece_length / BLOCK as u64) as usize
+    } else {
+        (file_length.div_ceil(BLOCK as u64) as usize)
+            .max(1)
+            .next_power_of_two()
+    }
+}
+
+/// The merkle root of one piece's data, fed incrementally in any chunking. Bytes fed past
+/// `data_length` (a padding file's zeros after the end of the file) are ignored: the tree
+/// covers the file's bytes only.
+#[derive(Clone)]
+pub struct PieceTree {
+    data_left: u64,
+    leaves: Vec<Hash>,
+    width: usize,
+    block: Sha256,
+    in_block: usize,
+}
+
+impl std::fmt::Debug for PieceTree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PieceTree")
+            .field("data_left", &self.data_left)
+            .field("leaves", &self.leaves.len())
+            .field("width", &self.width)
+            .finish()
+    }
+}
+
+impl PieceTree {
+    /// A tree over `data_length` bytes of file data in `width` leaves.
+    pub fn new(data_length: u64, width: usize) -> Self {
+        PieceTree {
+            data_left: data_length,
+            leaves: Vec::with_capacity(width),
+            width,
+            block: Sha256::new(),
+            in_block: 0,
+        }
+    }
+
+    pub fn update(&mut self, mut data: &[u8]) {
+        let usable = (data.len() as u64).min(self.data_left) as usize;
+        data = &data[..usable];
+        self.data_left -= usable as u64;
+        while !data.is_empty() {
+            let take = (BLOCK - self.in_block).min(data.len());
+            self.block.update(&data[..take]);
+            self.in_block += take;
+            data = &data[take..];
+            if self.in_block == BLOCK {
+                self.end_block();
+            }
+        }
+    }
+
+    fn end_block(&mut self) {
+        let sha = std::mem::take(&mut self.block);
+        self.leaves.push(sha.finalize().into());
+        self.in_block = 0;
+    }
+
+    /// The root; a tree fed less than its data length has a wrong root, which fails the
+    /// comparison with the expected one.
+    pub fn finalize(mut self) -> Hash {
+        if self.in_block > 0 {
+            self.end_block();
+        }
+        if self.leaves.len() > self.width {
+            // More data than leaves: cannot match any honest root.
+            return [0xff; 32];
+        }
+        root(&self.leaves, self.width, 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pad_is_the_root_of_zero_leaves() {
+        assert_eq!(pad(0), [0; 32]);
+        assert_eq!(pad(1), sha256(&[0; 64]));
+        assert_eq!(pad(2), parent(&pad(1), &pad(1)));
+        assert_eq!(root(&[], 4, 0), pad(2));
+    }
+
+    #[test]
+    fn root_pads_a_short_layer() {
+        let a = sha256(b"a");
+        let b = sha256(b"b");
+        let c = sha256(b"c");
+        let want = parent(&parent(&a, &b), &parent(&c, &[0; 32]));
+        assert_eq!(root(&[a, b, c], 4, 0), want);
+        // One layer up, the filler is a two-leaf padding subtree.
+        assert_eq!(
+            root(&[a], 2, 1),
+            parent(&a, &pad(1)),
+            "padding above the leaves"
+        );
+        assert_eq!(root(&[a], 1, 0), a);
+    }
+
+    #[test]
+    fn piece_tree_ignores_chunking_and_bytes_past_the_file() {
+        let data: Vec<u8> = (0..40_000u32).map(|i| (i * 7 + i / 300) as u8).collect();
+        let want = root(
+            &[
+                sha256(&data[..BLOCK]),
+                sha256(&data[BLOCK..2 * BLOCK]),
+                sha256(&data[2 * BLOCK..]),
+            ],
+            4,
+            0,
+        );
+        for chunk in [1, 1000, BLOCK, 50_000] {
+            let mut tree = PieceTree::new(data.len() as u64, 4);
+            for part in data.chunks(chunk) {
+                tree.update(part);
+            }
+            tree.update(&[0; 9000]);
+            assert_eq!(tree.finalize(), want, "chunks of {chunk}");
+        }
+        let mut short = PieceTree::new(data.len() as u64, 4);
+        short.update(&data[..30_000]);
+        assert_ne!(short.finalize(), want);
+    }
+
+    #[test]
+    fn leaves_per_piece() {
+        let piece = 256 * 1024;
+        assert_eq!(piece_leaves(10 * piece, piece), 16);
+        assert_eq!(piece_leaves(piece + 1, piece), 16);
+        assert_eq!(piece_leaves(piece, piece), 16);
+        assert_eq!(piece_leaves(3 * BLOCK as u64 - 5, piece), 4);
+        assert_eq!(piece_leaves(1, piece), 1);
+    }
+}

@@ -18,7 +18,8 @@ use shoal_core::units::format_size;
 pub struct Args {
     /// A .torrent file or a magnet link.
     pub torrent: String,
-    /// Print one JSON object with the keys name, info_hash, piece_length, piece_count,
+    /// Print one JSON object with the keys name, info_hash (info_hash_v2 and format for
+    /// v2 and hybrid torrents), piece_length, piece_count,
     /// total_size, files ([{path, size}]), trackers (list of tiers) and magnet.
     #[arg(long)]
     pub json: bool,
@@ -65,6 +66,8 @@ fn torrent_json(m: &Metainfo) -> Value {
     json!({
         "name": m.info.name,
         "info_hash": m.info_hash.to_hex(),
+        "info_hash_v2": m.info_hash_v2.map(|h| shoal_core::hex::encode(&h)),
+        "format": format(m),
         "piece_length": m.info.piece_length,
         "piece_count": m.info.piece_count(),
         "total_size": m.info.total_length,
@@ -81,11 +84,24 @@ fn torrent_json(m: &Metainfo) -> Value {
     })
 }
 
+/// Which BEP the torrent follows: v1 (BEP 3), v2 (BEP 52) or both (a hybrid).
+fn format(m: &Metainfo) -> &'static str {
+    match (m.info_hash_v2.is_some(), m.info.is_merkle()) {
+        (false, _) => "v1",
+        (true, false) => "hybrid (v1 and v2)",
+        (true, true) => "v2",
+    }
+}
+
 fn torrent_text(m: &Metainfo) -> String {
     let mut out = String::new();
     let mut line = |label: &str, value: &str| out.push_str(&format!("{label:<14} {value}\n"));
     line("name:", &m.info.name);
     line("info-hash:", &m.info_hash.to_hex());
+    if let Some(v2) = &m.info_hash_v2 {
+        line("info-hash v2:", &shoal_core::hex::encode(v2));
+    }
+    line("format:", format(m));
     line(
         "piece length:",
         &format_size(u64::from(m.info.piece_length)),
@@ -147,6 +163,7 @@ fn magnet_json(m: &Magnet) -> Value {
     json!({
         "name": m.name,
         "info_hash": m.info_hash.to_hex(),
+        "info_hash_v2": m.info_hash_v2.map(|h| shoal_core::hex::encode(&h)),
         "piece_length": null,
         "piece_count": null,
         "total_size": null,

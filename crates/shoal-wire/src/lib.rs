@@ -38,7 +38,7 @@ pub use extension::{
     ExtensionHandshake, EXTENDED_HANDSHAKE_ID, MAX_REQQ, OUR_UPLOAD_ONLY_ID, UPLOAD_ONLY,
 };
 pub use handshake::{parse_handshake, Handshake, HANDSHAKE_LEN, PROTOCOL};
-pub use message::{max_message_len, Frames, Message, DEFAULT_MAX_MESSAGE_LEN};
+pub use message::{max_message_len, Frames, HashRange, Message, DEFAULT_MAX_MESSAGE_LEN};
 pub use session::{PeerSession, PeerState, SessionConfig, SessionEvent};
 
 use shoal_core::{Block, InfoHash};

@@ -1,4 +1,5 @@
-//! Peer wire messages (BEP 3, BEP 6, BEP 10) and their framing: a 4-byte big-endian length,
+//! Peer wire messages (BEP 3, BEP 6, BEP 10, and BEP 52's hash request and reject) and
+//! their framing: a 4-byte big-endian length,
 //! then (unless the length is 0, a keep-alive) a 1-byte id and the payload.
 //!
 //! This is the one place where wire bytes become typed messages. The decoder is strict:
@@ -39,6 +40,22 @@ const HAVE_NONE: u8 = 15;
 const REJECT: u8 = 16;
 const ALLOWED_FAST: u8 = 17;
 const EXTENDED: u8 = 20;
+const HASH_REQUEST: u8 = 21;
+const HASH_REJECT: u8 = 23;
+/// A hash request's payload: a pieces root and four 32-bit numbers.
+const HASH_RANGE_LEN: usize = 32 + 4 * 4;
+
+/// What a BEP 52 `hash request` asks for (and a `hash reject` refuses): `length` hashes
+/// from `index` of the layer `base_layer` levels above the leaves of the file whose
+/// merkle root is `root`, with `proof_layers` levels of uncle hashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashRange {
+    pub root: [u8; 32],
+    pub base_layer: u32,
+    pub index: u32,
+    pub length: u32,
+    pub proof_layers: u32,
+}
 
 /// One peer wire message. Payloads are [`Bytes`] sliced out of the receive buffer, so a
 /// 16 KiB block is not copied between the socket and the disk writer.
@@ -72,6 +89,10 @@ pub enum Message {
         id: u8,
         payload: Bytes,
     },
+    /// BEP 52: a v2 peer asks for piece-layer or leaf hashes.
+    HashRequest(HashRange),
+    /// BEP 52: the answer when the hashes will not be sent.
+    HashReject(HashRange),
 }
 
 impl Message {
@@ -113,6 +134,8 @@ impl Message {
                 out.put_u8(*id);
                 out.put_slice(payload);
             }
+            Message::HashRequest(range) => hash_range(out, HASH_REQUEST, range),
+            Message::HashReject(range) => hash_range(out, HASH_REJECT, range),
         }
     }
 
@@ -183,6 +206,7 @@ fn parse_body<B: Frames>(id: u8, len: u32, buf: &mut B) -> Result<Option<Message
         HAVE | SUGGEST | ALLOWED_FAST => exact(5)?,
         REQUEST | CANCEL | REJECT => exact(13)?,
         PORT => exact(3)?,
+        HASH_REQUEST | HASH_REJECT => exact(1 + HASH_RANGE_LEN as u32)?,
         BITFIELD if len < 2 => return Err(WireError::BadLength { id, len }),
         PIECE if len < 9 => return Err(WireError::BadLength { id, len }),
         EXTENDED if len < 2 => return Err(WireError::BadLength { id, len }),
@@ -221,9 +245,37 @@ fn parse_body<B: Frames>(id: u8, len: u32, buf: &mut B) -> Result<Option<Message
                 payload: body,
             }
         }
+        HASH_REQUEST => Message::HashRequest(read_hash_range(&mut body)),
+        HASH_REJECT => Message::HashReject(read_hash_range(&mut body)),
         _ => return Ok(None),
     };
     Ok(Some(msg))
+}
+
+fn hash_range(out: &mut BytesMut, id: u8, range: &HashRange) {
+    header(out, id, HASH_RANGE_LEN);
+    out.put_slice(&range.root);
+    for n in [
+        range.base_layer,
+        range.index,
+        range.length,
+        range.proof_layers,
+    ] {
+        out.put_u32(n);
+    }
+}
+
+/// Reads a hash range from a body of exactly [`HASH_RANGE_LEN`] bytes.
+fn read_hash_range(body: &mut Bytes) -> HashRange {
+    let mut root = [0u8; 32];
+    body.copy_to_slice(&mut root);
+    HashRange {
+        root,
+        base_layer: body.get_u32(),
+        index: body.get_u32(),
+        length: body.get_u32(),
+        proof_layers: body.get_u32(),
+    }
 }
 
 /// Bytes of a `piece` message before its data: length prefix, id, index and offset.
@@ -319,6 +371,19 @@ mod tests {
             block_strategy().prop_map(Message::Request),
             block_strategy().prop_map(Message::Cancel),
             block_strategy().prop_map(Message::Reject),
+            (any::<[u8; 32]>(), any::<[u32; 4]>(), any::<bool>()).prop_map(|(root, n, reject)| {
+                let range = HashRange {
+                    root,
+                    base_layer: n[0],
+                    index: n[1],
+                    length: n[2],
+                    proof_layers: n[3],
+                };
+                match reject {
+                    true => Message::HashReject(range),
+                    false => Message::HashRequest(range),
+                }
+            }),
             proptest::collection::vec(any::<u8>(), 1..64)
                 .prop_map(|v| Message::Bitfield(Bytes::from(v))),
             (any::<u32>(), any::<u32>(), bytes_strategy(300)).prop_map(|(piece, offset, data)| {

@@ -949,6 +949,12 @@ impl PeerSession {
                 }
             }
             Message::Port(port) => self.emit(SessionEvent::DhtPort(port)),
+            // BEP 52: a hash request must get the hashes or a reject. shoal keeps no
+            // merkle trees to serve yet, so it rejects at once, and the peer asks
+            // someone else instead of waiting on us.
+            Message::HashRequest(range) => self.enqueue(&Message::HashReject(range)),
+            // We never ask for hashes.
+            Message::HashReject(_) => {}
             Message::Suggest(piece) => {
                 self.require_fast(13)?;
                 self.check_piece(piece)?;

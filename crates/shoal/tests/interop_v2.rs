@@ -191,3 +191,36 @@ fn hybrid_torrent_joins_the_v1_swarm() {
     );
     same_content(&src, &by_link);
 }
+
+#[test]
+fn hash_requests_are_rejected_not_ignored() {
+    let dir = tempdir();
+    let src = dir.path().join("src");
+    let (torrent, _, _) = make(&src, "v2");
+    let _seed = shoal_seed_with(
+        &torrent,
+        &src,
+        &dir.path().join("state"),
+        "127.0.9.31:17931",
+        &["--no-dht", "--no-tracker"],
+    );
+    // BEP 52 message 21: a pieces root, then base layer, index, length and proof layers.
+    let mut payload = vec![0x5a; 32];
+    for n in [4u32, 0, 2, 1] {
+        payload.extend_from_slice(&n.to_be_bytes());
+    }
+    let mut request = (1 + payload.len() as u32).to_be_bytes().to_vec();
+    request.push(21);
+    request.extend_from_slice(&payload);
+    let mut peer = WirePeer::connect("127.0.9.31:17931", info_hash_of(&torrent), &request);
+    // Whatever else comes first (bitfield, extension handshake, …), a reject with the
+    // same payload must follow.
+    for _ in 0..20 {
+        let body = peer.next();
+        if body.first() == Some(&23) {
+            assert_eq!(&body[1..], &payload[..], "the reject names the request");
+            return;
+        }
+    }
+    panic!("no hash reject among the first 20 messages");
+}

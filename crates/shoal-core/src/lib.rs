@@ -26,4 +26,6 @@ pub use metainfo::{
     MAX_PIECES, MAX_TORRENT_SIZE,
 };
 pub use peer_priority::peer_priority;
+/// v2 torrents' merkle trees (BEP 52), for crates that read them through [`Info`].
+pub use shoal_hash::merkle;
 pub use types::{Bitfield, Block, PeerId, BLOCK_SIZE};

@@ -11,7 +11,7 @@
 //! bytes are queued to the socket writers. Dialling, peer exchange, statistics and the
 //! resume state stay here.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,14 +21,16 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
-use shoal_core::{peer_priority, Bitfield, Block, Metainfo, PeerId, BLOCK_SIZE};
+use shoal_core::{merkle, peer_priority, Bitfield, Block, Metainfo, PeerId, BLOCK_SIZE};
 use shoal_storage::{resume, FileLayout, StorageError, TorrentFiles};
 use shoal_swarm::{
     Connection, CoreConfig, Io, PeerKey, PeerLink, TorrentCore, Uplink, INITIAL_RATE_GUESS,
 };
 use shoal_wire::metadata::{self, OUR_UT_METADATA_ID, UT_METADATA};
 use shoal_wire::pex::{PexPeer, OUR_UT_PEX_ID, UT_PEX};
-use shoal_wire::{ExtensionHandshake, PeerSession, SessionConfig, OUR_UPLOAD_ONLY_ID, UPLOAD_ONLY};
+use shoal_wire::{
+    ExtensionHandshake, HashRange, PeerSession, SessionConfig, OUR_UPLOAD_ONLY_ID, UPLOAD_ONLY,
+};
 use tokio::sync::{mpsc, watch};
 
 use crate::addresses::AddressBook;
@@ -290,6 +292,7 @@ pub async fn run(
             addresses,
             events,
             uplink: UplinkQueue::default(),
+            trees: HashMap::new(),
         },
     };
     let outcome = actor
@@ -447,6 +450,9 @@ struct EngineIo {
     addresses: AddressBook,
     events: mpsc::UnboundedSender<EngineEvent>,
     uplink: UplinkQueue,
+    /// v2 files' trees above their piece layers, built on the first hash request for
+    /// each (at most one per file of the torrent).
+    trees: HashMap<merkle::Hash, merkle::LayerTree>,
 }
 
 /// Inputs queued for the actor before connection tasks wait. Most are socket reads (up
@@ -481,6 +487,19 @@ impl EngineIo {
 impl Io<Peer> for EngineIo {
     fn flush(&mut self, _key: PeerKey, peer: &mut Peer) {
         peer.flush();
+    }
+
+    fn hashes(&mut self, range: &HashRange) -> Option<Vec<[u8; 32]>> {
+        if !self.trees.contains_key(&range.root) {
+            let tree = self.config.metainfo.info.layer_tree(&range.root)?;
+            self.trees.insert(range.root, tree);
+        }
+        self.trees[&range.root].hashes(
+            range.base_layer,
+            range.index,
+            range.length,
+            range.proof_layers,
+        )
     }
 
     fn upload_room(&self, peer: &Peer) -> bool {

@@ -140,6 +140,83 @@ impl PieceTree {
     }
 }
 
+/// A file's tree from its piece layer up to its root, for answering BEP 52 hash
+/// requests: every layer is kept, padded to its power-of-two width.
+#[derive(Debug, Clone)]
+pub struct LayerTree {
+    /// The height of `layers[0]` above the leaves.
+    base: u32,
+    /// `layers[0]` is the piece layer; the last holds only the root.
+    layers: Vec<Vec<Hash>>,
+}
+
+/// Hash requests asking for more hashes than this at once are refused (BEP 52: length
+/// should not be above 512).
+pub const MAX_REQUEST_HASHES: u32 = 512;
+
+impl LayerTree {
+    /// The tree above `piece_layer`, whose nodes are `height` levels above the leaves.
+    pub fn new(piece_layer: &[Hash], height: u32) -> Self {
+        let width = piece_layer.len().max(1).next_power_of_two();
+        let mut layer = piece_layer.to_vec();
+        layer.resize(width, pad(height));
+        let mut layers = vec![layer];
+        while layers.last().expect("one at least").len() > 1 {
+            let below = layers.last().expect("one at least");
+            let above = below
+                .chunks_exact(2)
+                .map(|p| parent(&p[0], &p[1]))
+                .collect();
+            layers.push(above);
+        }
+        LayerTree {
+            base: height,
+            layers,
+        }
+    }
+
+    pub fn root(&self) -> Hash {
+        self.layers.last().expect("one at least")[0]
+    }
+
+    /// What a BEP 52 `hashes` message carries for a request: `count` hashes from
+    /// `index` of the layer `base` levels above the leaves, then one uncle hash per proof
+    /// layer above the subtree those hashes span, closest to the base first. `None` for
+    /// a request this tree cannot or need not answer: a base below the piece layer, a
+    /// count that is not a power of two of at least 2 (or above
+    /// [`MAX_REQUEST_HASHES`]), an index not a multiple of it, a range past the layer, or
+    /// proof layers reaching the root, as libtorrent checks them.
+    pub fn hashes(
+        &self,
+        base: u32,
+        index: u32,
+        count: u32,
+        proof_layers: u32,
+    ) -> Option<Vec<Hash>> {
+        let level = base.checked_sub(self.base)? as usize;
+        let layer = self.layers.get(level)?;
+        let top = (self.layers.len() - 1) as u32 + self.base;
+        if count < 2
+            || !count.is_power_of_two()
+            || count > MAX_REQUEST_HASHES
+            || !index.is_multiple_of(count)
+            || (index as u64 + count as u64) > layer.len() as u64
+            || proof_layers >= top - base
+        {
+            return None;
+        }
+        let mut out = layer[index as usize..(index + count) as usize].to_vec();
+        // The requested hashes make up the subtree at `count.trailing_zeros()` levels up;
+        // each proof layer from there adds the sibling of the subtree's ancestor.
+        let spanned = count.trailing_zeros();
+        for up in spanned..=proof_layers {
+            let node = (index >> up) as usize;
+            out.push(self.layers[level + up as usize][node ^ 1]);
+        }
+        Some(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,6 +268,67 @@ mod tests {
         let mut short = PieceTree::new(data.len() as u64, 4);
         short.update(&data[..30_000]);
         assert_ne!(short.finalize(), want);
+    }
+
+    /// Checks a `hashes` answer the way a requester does: climb from the hashes with the
+    /// uncles to the root.
+    fn climbs_to(answer: &[Hash], index: u32, count: u32, tree: &LayerTree) -> bool {
+        let (hashes, uncles) = answer.split_at(count as usize);
+        let mut node = root(hashes, count as usize, 0);
+        let mut position = index / count;
+        for uncle in uncles {
+            node = match position % 2 {
+                0 => parent(&node, uncle),
+                _ => parent(uncle, &node),
+            };
+            position /= 2;
+        }
+        // What is left above the last uncle is the requester's to know; here, climb the
+        // rest with the tree's own nodes.
+        let mut level = count.trailing_zeros() as usize + uncles.len();
+        while level + 1 < tree.layers.len() {
+            let sibling = tree.layers[level][position as usize ^ 1];
+            node = match position % 2 {
+                0 => parent(&node, &sibling),
+                _ => parent(&sibling, &node),
+            };
+            position /= 2;
+            level += 1;
+        }
+        node == tree.root()
+    }
+
+    #[test]
+    fn hash_requests_get_the_layer_and_its_proof() {
+        let layer: Vec<Hash> = (0..11u8).map(|i| sha256(&[i])).collect();
+        let tree = LayerTree::new(&layer, 4);
+        assert_eq!(tree.root(), root(&layer, 16, 4));
+        // Four hashes and uncles up to just below the root (height 4 + 3 = 7 of 8).
+        let answer = tree.hashes(4, 8, 4, 3).unwrap();
+        assert_eq!(&answer[..3], &layer[8..11]);
+        assert_eq!(answer[3], pad(4), "past the file's end: padding");
+        // log2(4) - 1 = 1 proof layer is implied by the hashes themselves.
+        assert_eq!(answer.len(), 4 + 2);
+        assert!(climbs_to(&answer, 8, 4, &tree));
+        let two = tree.hashes(4, 2, 2, 2).unwrap();
+        assert_eq!(two.len(), 2 + 2);
+        assert!(climbs_to(&two, 2, 2, &tree));
+        assert_eq!(tree.hashes(5, 0, 2, 0).unwrap().len(), 2, "an upper layer");
+        for (base, index, count, proofs) in [
+            (0, 0, 2, 0),  // below the piece layer
+            (4, 1, 2, 0),  // index not a multiple of count
+            (4, 0, 3, 0),  // count not a power of two
+            (4, 0, 1, 0),  // count below 2
+            (4, 16, 2, 0), // past the layer
+            (4, 0, 2, 4),  // proofs reaching the root
+            (9, 0, 2, 0),  // above the tree
+        ] {
+            assert_eq!(
+                tree.hashes(base, index, count, proofs),
+                None,
+                "{base} {index} {count} {proofs}"
+            );
+        }
     }
 
     #[test]

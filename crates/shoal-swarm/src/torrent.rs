@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rand::rngs::StdRng;
 use shoal_core::{Bitfield, Block, InfoHash, PeerId, BLOCK_SIZE};
-use shoal_wire::SessionEvent;
+use shoal_wire::{HashRange, SessionEvent};
 
 mod web;
 
@@ -71,6 +71,11 @@ pub trait Io<P: Connection> {
         _now: Instant,
     ) -> Result<(), String> {
         Ok(())
+    }
+    /// The answer to a BEP 52 hash request: the hashes and their proof, or `None` to
+    /// reject it (a v1 torrent, or hashes we do not hold).
+    fn hashes(&mut self, _range: &HashRange) -> Option<Vec<[u8; 32]>> {
+        None
     }
     /// A piece passed its hash check; `have` pieces are verified now.
     fn piece_verified(&mut self, _piece: u32, _have: usize) {}
@@ -400,6 +405,9 @@ impl<P: Connection> TorrentCore<P> {
                 // Fetched first when still wanted (as libtorrent does): a seed suggests
                 // what it has in its cache, or what it wants spread (BEP 16).
                 link.suggested.add(piece, self.picker.have());
+            }
+            SessionEvent::HashRequest(range) => {
+                link.session.answer_hashes(range, io.hashes(&range));
             }
             SessionEvent::Extended { id, payload } => {
                 if let Err(reason) = io.extended(peer, id, payload, now) {

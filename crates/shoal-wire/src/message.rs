@@ -41,6 +41,7 @@ const REJECT: u8 = 16;
 const ALLOWED_FAST: u8 = 17;
 const EXTENDED: u8 = 20;
 const HASH_REQUEST: u8 = 21;
+const HASHES: u8 = 22;
 const HASH_REJECT: u8 = 23;
 /// A hash request's payload: a pieces root and four 32-bit numbers.
 const HASH_RANGE_LEN: usize = 32 + 4 * 4;
@@ -91,6 +92,11 @@ pub enum Message {
     },
     /// BEP 52: a v2 peer asks for piece-layer or leaf hashes.
     HashRequest(HashRange),
+    /// BEP 52: the answer, the requested hashes followed by their proof.
+    Hashes {
+        range: HashRange,
+        hashes: Vec<[u8; 32]>,
+    },
     /// BEP 52: the answer when the hashes will not be sent.
     HashReject(HashRange),
 }
@@ -136,6 +142,12 @@ impl Message {
             }
             Message::HashRequest(range) => hash_range(out, HASH_REQUEST, range),
             Message::HashReject(range) => hash_range(out, HASH_REJECT, range),
+            Message::Hashes { range, hashes } => {
+                hash_range_with(out, HASHES, range, 32 * hashes.len());
+                for hash in hashes {
+                    out.put_slice(hash);
+                }
+            }
         }
     }
 
@@ -207,6 +219,12 @@ fn parse_body<B: Frames>(id: u8, len: u32, buf: &mut B) -> Result<Option<Message
         REQUEST | CANCEL | REJECT => exact(13)?,
         PORT => exact(3)?,
         HASH_REQUEST | HASH_REJECT => exact(1 + HASH_RANGE_LEN as u32)?,
+        HASHES
+            if len < 1 + HASH_RANGE_LEN as u32
+                || !(len - 1 - HASH_RANGE_LEN as u32).is_multiple_of(32) =>
+        {
+            return Err(WireError::BadLength { id, len })
+        }
         BITFIELD if len < 2 => return Err(WireError::BadLength { id, len }),
         PIECE if len < 9 => return Err(WireError::BadLength { id, len }),
         EXTENDED if len < 2 => return Err(WireError::BadLength { id, len }),
@@ -247,13 +265,25 @@ fn parse_body<B: Frames>(id: u8, len: u32, buf: &mut B) -> Result<Option<Message
         }
         HASH_REQUEST => Message::HashRequest(read_hash_range(&mut body)),
         HASH_REJECT => Message::HashReject(read_hash_range(&mut body)),
+        HASHES => Message::Hashes {
+            range: read_hash_range(&mut body),
+            hashes: body
+                .chunks_exact(32)
+                .map(|h| h.try_into().expect("chunks of 32"))
+                .collect(),
+        },
         _ => return Ok(None),
     };
     Ok(Some(msg))
 }
 
 fn hash_range(out: &mut BytesMut, id: u8, range: &HashRange) {
-    header(out, id, HASH_RANGE_LEN);
+    hash_range_with(out, id, range, 0);
+}
+
+/// A hash range message whose `extra` payload bytes the caller appends.
+fn hash_range_with(out: &mut BytesMut, id: u8, range: &HashRange, extra: usize) {
+    header(out, id, HASH_RANGE_LEN + extra);
     out.put_slice(&range.root);
     for n in [
         range.base_layer,
@@ -384,6 +414,20 @@ mod tests {
                     false => Message::HashRequest(range),
                 }
             }),
+            (
+                any::<[u8; 32]>(),
+                proptest::collection::vec(any::<[u8; 32]>(), 0..20)
+            )
+                .prop_map(|(root, hashes)| Message::Hashes {
+                    range: HashRange {
+                        root,
+                        base_layer: 4,
+                        index: 0,
+                        length: 2,
+                        proof_layers: 1,
+                    },
+                    hashes,
+                }),
             proptest::collection::vec(any::<u8>(), 1..64)
                 .prop_map(|v| Message::Bitfield(Bytes::from(v))),
             (any::<u32>(), any::<u32>(), bytes_strategy(300)).prop_map(|(piece, offset, data)| {

@@ -30,8 +30,8 @@
 use crate::extension::{ExtensionHandshake, EXTENDED_HANDSHAKE_ID, MAX_REQQ, UPLOAD_ONLY};
 use crate::handshake::{parse_handshake, Handshake, HANDSHAKE_LEN};
 use crate::message::{
-    max_message_len, parse_piece_header, piece_header, valid_block_length, Frames, Message,
-    PIECE_HEADER_LEN,
+    max_message_len, parse_piece_header, piece_header, valid_block_length, Frames, HashRange,
+    Message, PIECE_HEADER_LEN,
 };
 use crate::WireError;
 use bytes::{Buf, Bytes, BytesMut};
@@ -42,6 +42,10 @@ use std::time::{Duration, Instant};
 /// Unservable requests (while choked, for pieces we lack, beyond the queue) are counted in
 /// windows of this length; see [`PeerSession::flood_limit`].
 const FLOOD_WINDOW: Duration = Duration::from_secs(10);
+/// BEP 52 hash requests answered per window; more are rejected. libtorrent asks for a
+/// file's piece layer 512 hashes at a time, so this is an 8 GiB file's in 256 KiB
+/// pieces, and at most ~1 MiB of answers.
+const MAX_HASH_REQUESTS: usize = 64;
 
 /// A peer may grant us at most this many allowed-fast pieces; more are ignored (BEP 6
 /// suggests about 10, so this only bounds memory against a hostile peer).
@@ -192,6 +196,8 @@ pub enum SessionEvent {
         id: u8,
         payload: Bytes,
     },
+    /// A BEP 52 hash request, to be answered with [`PeerSession::answer_hashes`].
+    HashRequest(HashRange),
     /// The session is over; the driver should drop the connection.
     Closed(WireError),
 }
@@ -228,6 +234,8 @@ pub struct PeerSession {
     last_sent: Instant,
     flood_window_start: Instant,
     unservable_requests: usize,
+    /// BEP 52 hash requests handed to the torrent in this window.
+    hash_requests: usize,
 }
 
 impl PeerSession {
@@ -300,6 +308,7 @@ impl PeerSession {
             last_sent: now,
             flood_window_start: now,
             unservable_requests: 0,
+            hash_requests: 0,
         }
     }
 
@@ -693,6 +702,18 @@ impl PeerSession {
         Some(self.send.split().freeze())
     }
 
+    /// Answers a [`SessionEvent::HashRequest`]: the hashes and their proof, or a reject
+    /// when they are `None`.
+    pub fn answer_hashes(&mut self, range: HashRange, hashes: Option<Vec<[u8; 32]>>) {
+        if !self.is_open() {
+            return;
+        }
+        match hashes {
+            Some(hashes) => self.enqueue(&Message::Hashes { range, hashes }),
+            None => self.enqueue(&Message::HashReject(range)),
+        }
+    }
+
     /// Refuses one of the peer's requests (queued, or taken but not servable, e.g. after
     /// a read error): removed from the queue, and answered with `reject` under BEP 6.
     pub fn reject(&mut self, block: Block) {
@@ -949,12 +970,20 @@ impl PeerSession {
                 }
             }
             Message::Port(port) => self.emit(SessionEvent::DhtPort(port)),
-            // BEP 52: a hash request must get the hashes or a reject. shoal keeps no
-            // merkle trees to serve yet, so it rejects at once, and the peer asks
-            // someone else instead of waiting on us.
-            Message::HashRequest(range) => self.enqueue(&Message::HashReject(range)),
+            // BEP 52: every hash request gets the hashes or a reject; the torrent
+            // answers (see `answer_hashes`) up to a budget per window, the rest are
+            // rejected here.
+            Message::HashRequest(range) => {
+                self.roll_flood_window();
+                if self.hash_requests < MAX_HASH_REQUESTS {
+                    self.hash_requests += 1;
+                    self.emit(SessionEvent::HashRequest(range));
+                } else {
+                    self.enqueue(&Message::HashReject(range));
+                }
+            }
             // We never ask for hashes.
-            Message::HashReject(_) => {}
+            Message::Hashes { .. } | Message::HashReject(_) => {}
             Message::Suggest(piece) => {
                 self.require_fast(13)?;
                 self.check_piece(piece)?;
@@ -1012,10 +1041,7 @@ impl PeerSession {
     /// under BEP 6) and count it towards the flood limit.
     fn on_request(&mut self, block: Block) -> Result<(), WireError> {
         self.check_block(block)?;
-        if self.now.duration_since(self.flood_window_start) >= FLOOD_WINDOW {
-            self.flood_window_start = self.now;
-            self.unservable_requests = 0;
-        }
+        self.roll_flood_window();
         let duplicate = self.uploads.contains(&block);
         let servable = (!self.state.am_choking || self.state.granted_fast.contains(&block.piece))
             && self.config.our_bitfield.get(block.piece as usize)
@@ -1034,6 +1060,15 @@ impl PeerSession {
             self.enqueue(&Message::Reject(block));
         }
         Ok(())
+    }
+
+    /// Starts a new window for the request budgets once the current one is over.
+    fn roll_flood_window(&mut self) {
+        if self.now.duration_since(self.flood_window_start) >= FLOOD_WINDOW {
+            self.flood_window_start = self.now;
+            self.unservable_requests = 0;
+            self.hash_requests = 0;
+        }
     }
 
     fn require_fast(&self, id: u8) -> Result<(), WireError> {

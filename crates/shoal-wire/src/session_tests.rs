@@ -989,3 +989,51 @@ fn upload_only_from_the_handshake_and_from_the_message() {
     assert!(events(&mut a).is_empty());
     assert!(a.state().peer_upload_only);
 }
+
+/// BEP 52: every hash request is answered, by the torrent up to a budget per window and
+/// with a reject beyond it, so a peer cannot make us build answers without limit.
+#[test]
+fn hash_requests_go_to_the_torrent_up_to_a_budget_then_are_rejected() {
+    let mut s = open(true, true);
+    let range = |index| HashRange {
+        root: [7; 32],
+        base_layer: 4,
+        index,
+        length: 2,
+        proof_layers: 0,
+    };
+    let requests: Vec<_> = (0..MAX_HASH_REQUESTS as u32 + 3)
+        .map(|i| Message::HashRequest(range(2 * i)))
+        .collect();
+    feed(&mut s, &requests).unwrap();
+    let asked: Vec<_> = events(&mut s)
+        .into_iter()
+        .filter_map(|e| match e {
+            SessionEvent::HashRequest(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(asked.len(), MAX_HASH_REQUESTS);
+    let rejected: Vec<_> = (MAX_HASH_REQUESTS as u32..MAX_HASH_REQUESTS as u32 + 3)
+        .map(|i| Message::HashReject(range(2 * i)))
+        .collect();
+    assert_eq!(sent(&mut s), rejected);
+    // The torrent's answers go out as `hashes` or `hash reject`.
+    s.answer_hashes(asked[0], Some(vec![[1; 32], [2; 32]]));
+    s.answer_hashes(asked[1], None);
+    assert_eq!(
+        sent(&mut s),
+        [
+            Message::Hashes {
+                range: asked[0],
+                hashes: vec![[1; 32], [2; 32]]
+            },
+            Message::HashReject(asked[1]),
+        ]
+    );
+    // A new window, a new budget.
+    let later = s.now + FLOOD_WINDOW;
+    s.handle_input(later, &wire(&[Message::HashRequest(range(0))]))
+        .unwrap();
+    assert!(matches!(events(&mut s)[..], [SessionEvent::HashRequest(_)]));
+}

@@ -1,7 +1,8 @@
 //! v2 (BEP 52) and hybrid torrents as libtorrent 2 makes them, against libtorrent on
 //! loopback (127.0.9.N): shoal reads both hashes, downloads a v2-only torrent checking
-//! every piece's merkle root, seeds it back, finds a corrupt piece on disk, and joins a
-//! hybrid torrent's swarm.
+//! every piece's merkle root, seeds it back (to a .torrent and to a v2 magnet link, whose
+//! piece layers libtorrent asks shoal for), answers hash requests with proofs, finds a
+//! corrupt piece on disk, and joins a hybrid torrent's swarm.
 
 mod common;
 
@@ -24,6 +25,41 @@ lt.set_piece_hashes(t, root)
 open(out, 'wb').write(lt.bencode(t.generate()))
 ti = lt.torrent_info(out)
 print(str(ti.info_hashes().v1), str(ti.info_hashes().v2))
+"#;
+
+/// libtorrent downloads from a v2-only magnet link (no .torrent): the info dictionary
+/// from the peer (BEP 9, checked by SHA-256), then each file's piece layer through BEP 52
+/// hash requests, checked against the file's root, then the pieces.
+const LT_GET_V2_MAGNET: &str = r#"
+link, save, ip, port, peer_ip, peer_port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], int(sys.argv[6])
+s = session(ip, port)
+atp = lt.parse_magnet_uri(link)
+atp.save_path = save
+h = s.add_torrent(atp)
+s.apply_settings({'alert_mask': lt.alert.category_t.all_categories})
+# BEP 52 messages as libtorrent's peer log shows them: what it asked, what it got.
+counts = {'==> HASH_REQUEST': 0, '<== HASHES': 0, '<== HASH_REJECT': 0}
+seen = []
+deadline = time.time() + 50
+last_connect = 0
+while time.time() < deadline:
+    if time.time() - last_connect > 2:
+        h.connect_peer((peer_ip, peer_port))
+        last_connect = time.time()
+    for a in s.pop_alerts():
+        m = a.message()
+        for k in counts:
+            if k in m:
+                counts[k] += 1
+        seen = (seen + [m])[-40:]
+    if h.status().is_seeding:
+        print('DONE', counts['==> HASH_REQUEST'], counts['<== HASHES'], counts['<== HASH_REJECT'], flush=True)
+        sys.exit(0)
+    time.sleep(0.05)
+print('TIMEOUT progress', h.status().progress, 'state', h.status().state, flush=True)
+for line in seen:
+    print('  alert', line, flush=True)
+sys.exit(1)
 "#;
 
 /// Files that hit every case of the v2 layout: longer than a piece and not a multiple
@@ -118,6 +154,29 @@ fn v2_torrent_downloads_from_and_seeds_to_libtorrent() {
     let lt_out = dir.path().join("lt-out");
     lt_get(&torrent, &lt_out, "127.0.9.14", 17914, "127.0.9.13", 17913);
     same_content(&src, &lt_out);
+
+    // And from the v2 magnet link alone: libtorrent must ask shoal for every piece
+    // layer (BEP 52 hash requests) and check the answers against the file roots.
+    let magnet = info["magnet"].as_str().unwrap();
+    let by_link = dir.path().join("lt-by-link");
+    std::fs::create_dir_all(&by_link).unwrap();
+    let script = python_script(LT_GET_V2_MAGNET);
+    let out = python(
+        &script,
+        &[
+            magnet,
+            path_str(&by_link),
+            "127.0.9.16",
+            "17916",
+            "127.0.9.13",
+            "17913",
+        ],
+    );
+    // Two files are longer than a piece: libtorrent asks for each one's piece layer
+    // once and gets hashes, not a reject (what they hold is checked in
+    // `hash_requests_are_answered_from_the_piece_layers`).
+    assert_eq!(out.trim(), "DONE 2 2 0", "requests, hashes, rejects: {out}");
+    same_content(&src, &by_link);
 }
 
 #[test]
@@ -192,11 +251,48 @@ fn hybrid_torrent_joins_the_v1_swarm() {
     same_content(&src, &by_link);
 }
 
+/// A BEP 52 hash request for `count` hashes from `index` of layer `base` of the file
+/// whose root is `root`, with `proofs` proof layers, as a framed message.
+fn hash_request(root: &[u8; 32], base: u32, index: u32, count: u32, proofs: u32) -> Vec<u8> {
+    let mut msg = (1u32 + 48).to_be_bytes().to_vec();
+    msg.push(21);
+    msg.extend_from_slice(root);
+    for n in [base, index, count, proofs] {
+        msg.extend_from_slice(&n.to_be_bytes());
+    }
+    msg
+}
+
+/// The next message with id 22 (`hashes`) or 23 (`hash reject`), skipping the rest.
+fn hash_answer(peer: &mut WirePeer) -> Vec<u8> {
+    for _ in 0..40 {
+        let body = peer.next();
+        if matches!(body.first(), Some(22 | 23)) {
+            return body;
+        }
+    }
+    panic!("no answer to the hash request among 40 messages");
+}
+
 #[test]
-fn hash_requests_are_rejected_not_ignored() {
+fn hash_requests_are_answered_from_the_piece_layers() {
+    use shoal_core::merkle::{pad, parent, root, sha256, Hash, BLOCK};
     let dir = tempdir();
     let src = dir.path().join("src");
     let (torrent, _, _) = make(&src, "v2");
+    // What the answers must hold, from the data itself: big.bin's 13 piece hashes
+    // (16 leaves each, the last piece's past the end zero) and its root.
+    let data = std::fs::read(src.join("content/sub/deep/big.bin")).unwrap();
+    let layer: Vec<Hash> = data
+        .chunks(16 * BLOCK)
+        .map(|piece| {
+            let leaves: Vec<Hash> = piece.chunks(BLOCK).map(sha256).collect();
+            root(&leaves, 16, 0)
+        })
+        .collect();
+    assert_eq!(layer.len(), 13);
+    let file_root = root(&layer, 16, 4);
+
     let _seed = shoal_seed_with(
         &torrent,
         &src,
@@ -204,23 +300,59 @@ fn hash_requests_are_rejected_not_ignored() {
         "127.0.9.31:17931",
         &["--no-dht", "--no-tracker"],
     );
-    // BEP 52 message 21: a pieces root, then base layer, index, length and proof layers.
-    let mut payload = vec![0x5a; 32];
-    for n in [4u32, 0, 2, 1] {
-        payload.extend_from_slice(&n.to_be_bytes());
+    // The whole piece layer (padded to 16), no proof needed.
+    let first = hash_request(&file_root, 4, 0, 16, 0);
+    // Two hashes from the middle and every proof layer up to below the root.
+    let second = hash_request(&file_root, 4, 6, 2, 3);
+    // A root that names no file, and a leaf-layer request (we hold no leaf hashes).
+    let unknown = hash_request(&[0x5a; 32], 4, 0, 2, 0);
+    let leaves = hash_request(&file_root, 0, 0, 2, 0);
+    let mut peer = WirePeer::connect(
+        "127.0.9.31:17931",
+        info_hash_of(&torrent),
+        &[
+            first.clone(),
+            second.clone(),
+            unknown.clone(),
+            leaves.clone(),
+        ]
+        .concat(),
+    );
+    let answer = |body: &[u8]| -> Vec<Hash> {
+        body[49..]
+            .chunks(32)
+            .map(|h| h.try_into().unwrap())
+            .collect()
+    };
+
+    let body = hash_answer(&mut peer);
+    assert_eq!(
+        (body[0], &body[1..49]),
+        (22, &first[5..]),
+        "hashes for the first"
+    );
+    let hashes = answer(&body);
+    assert_eq!(&hashes[..13], &layer[..]);
+    assert_eq!(&hashes[13..], &[pad(4); 3], "padding past the file");
+
+    let body = hash_answer(&mut peer);
+    assert_eq!((body[0], &body[1..49]), (22, &second[5..]));
+    let hashes = answer(&body);
+    // Three proof layers for a pair: the pair's own parent needs no proof, so three
+    // uncles follow, from the lowest up: those of pieces 6-7, 4-7 and 0-7.
+    assert_eq!(hashes.len(), 2 + 3);
+    assert_eq!(&hashes[..2], &layer[6..8]);
+    assert_eq!(hashes[2], parent(&layer[4], &layer[5]), "uncle of 6-7");
+    assert_eq!(hashes[3], root(&layer[..4], 4, 4), "uncle of 4-7");
+    assert_eq!(hashes[4], root(&layer[8..], 8, 4), "uncle of 0-7");
+    // Climbing with them from the pair reaches the file's root.
+    let six_seven = parent(&hashes[0], &hashes[1]);
+    let four_seven = parent(&hashes[2], &six_seven);
+    let zero_seven = parent(&hashes[3], &four_seven);
+    assert_eq!(parent(&zero_seven, &hashes[4]), file_root);
+
+    for request in [unknown, leaves] {
+        let body = hash_answer(&mut peer);
+        assert_eq!((body[0], &body[1..]), (23, &request[5..]), "rejected");
     }
-    let mut request = (1 + payload.len() as u32).to_be_bytes().to_vec();
-    request.push(21);
-    request.extend_from_slice(&payload);
-    let mut peer = WirePeer::connect("127.0.9.31:17931", info_hash_of(&torrent), &request);
-    // Whatever else comes first (bitfield, extension handshake, …), a reject with the
-    // same payload must follow.
-    for _ in 0..20 {
-        let body = peer.next();
-        if body.first() == Some(&23) {
-            assert_eq!(&body[1..], &payload[..], "the reject names the request");
-            return;
-        }
-    }
-    panic!("no hash reject among the first 20 messages");
 }

@@ -150,21 +150,33 @@ enum PieceHashes {
     Sha1(Box<[u8]>),
     /// Merkle roots of each piece's 16 KiB blocks, 32 bytes a piece (v2 torrents): the
     /// piece layer of a file longer than a piece, the file's root for a shorter one.
-    Merkle(Box<[u8]>),
+    /// `layers` says where each longer file's piece layer is, for hash requests.
+    Merkle {
+        hashes: Box<[u8]>,
+        layers: Vec<PieceLayer>,
+    },
+}
+
+/// Where a v2 file's piece layer lies among a torrent's piece hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PieceLayer {
+    root: merkle::Hash,
+    first_piece: usize,
+    pieces: usize,
 }
 
 impl Info {
     pub fn piece_count(&self) -> usize {
         match &self.pieces {
             PieceHashes::Sha1(h) => h.len() / 20,
-            PieceHashes::Merkle(h) => h.len() / 32,
+            PieceHashes::Merkle { hashes, .. } => hashes.len() / 32,
         }
     }
 
     /// True for a v2-only torrent, whose pieces are checked by merkle root (see
     /// [`shoal_hash::merkle`]); a hybrid torrent is checked by SHA-1.
     pub fn is_merkle(&self) -> bool {
-        matches!(self.pieces, PieceHashes::Merkle(_))
+        matches!(self.pieces, PieceHashes::Merkle { .. })
     }
 
     /// Whether `digest` is piece `index`'s expected hash.
@@ -173,11 +185,28 @@ impl Info {
             (PieceHashes::Sha1(h), PieceDigest::Sha1(d)) => {
                 h.get(index * 20..index * 20 + 20) == Some(&d[..])
             }
-            (PieceHashes::Merkle(h), PieceDigest::Merkle(d)) => {
-                h.get(index * 32..index * 32 + 32) == Some(&d[..])
+            (PieceHashes::Merkle { hashes, .. }, PieceDigest::Merkle(d)) => {
+                hashes.get(index * 32..index * 32 + 32) == Some(&d[..])
             }
             _ => false,
         }
+    }
+
+    /// The merkle tree above the piece layer of the v2 file whose root is `root`, to
+    /// answer BEP 52 hash requests from; `None` unless this is a v2 torrent with a file
+    /// longer than a piece under that root.
+    pub fn layer_tree(&self, root: &merkle::Hash) -> Option<merkle::LayerTree> {
+        let PieceHashes::Merkle { hashes, layers } = &self.pieces else {
+            return None;
+        };
+        let layer = layers.iter().find(|l| &l.root == root)?;
+        let nodes: Vec<merkle::Hash> = hashes
+            [layer.first_piece * 32..(layer.first_piece + layer.pieces) * 32]
+            .chunks_exact(32)
+            .map(|h| h.try_into().expect("chunks of 32"))
+            .collect();
+        let height = (self.piece_length / merkle::BLOCK as u32).trailing_zeros();
+        Some(merkle::LayerTree::new(&nodes, height))
     }
 
     /// The length of piece `index` (only the last one may be short).

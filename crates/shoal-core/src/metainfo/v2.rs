@@ -11,8 +11,8 @@ use shoal_bencode::{Kind, Node};
 use shoal_hash::merkle;
 
 use super::{
-    parse_length, path, FileAttr, FileEntry, Info, MetainfoError, PieceHashes, MAX_PATH_DEPTH,
-    MAX_PIECES,
+    parse_length, path, FileAttr, FileEntry, Info, MetainfoError, PieceHashes, PieceLayer,
+    MAX_PATH_DEPTH, MAX_PIECES,
 };
 use crate::InfoHash;
 
@@ -66,6 +66,7 @@ pub(super) fn parse_info(
     let layers = layers.and_then(|n| n.as_dict());
     let layer_height = (piece / merkle::BLOCK as u64).trailing_zeros();
     let mut hashes = Vec::new();
+    let mut piece_layers = Vec::new();
     let mut files = Vec::new();
     let mut offset = 0u64;
     let mut paths = Vec::new();
@@ -97,6 +98,11 @@ pub(super) fn parse_info(
                 if merkle::root(&nodes, width, layer_height) != root {
                     return Err(MetainfoError::BadPieceLayer(file_name(&file.raw)));
                 }
+                piece_layers.push(PieceLayer {
+                    root,
+                    first_piece: hashes.len() / 32,
+                    pieces: nodes.len(),
+                });
                 hashes.extend_from_slice(layer);
             }
         }
@@ -157,7 +163,10 @@ pub(super) fn parse_info(
     Ok(Info {
         name,
         piece_length,
-        pieces: PieceHashes::Merkle(hashes.into()),
+        pieces: PieceHashes::Merkle {
+            hashes: hashes.into(),
+            layers: piece_layers,
+        },
         files,
         multi_file,
         private: info.int("private").ok().flatten() == Some(1),
@@ -354,6 +363,10 @@ mod tests {
             .info
             .piece_matches(3, &PieceDigest::Merkle(tree(&small).0)));
         assert!(!m.info.piece_matches(2, &PieceDigest::Sha1([0; 20])));
+        // Hash requests can be answered for the file with a piece layer, not the other.
+        let big_root = tree(&big).0;
+        assert_eq!(m.info.layer_tree(&big_root).unwrap().root(), big_root);
+        assert!(m.info.layer_tree(&tree(&small).0).is_none());
     }
 
     #[test]

@@ -1,4 +1,5 @@
 //! Magnet links (BEP 9): `magnet:?xt=urn:btih:<hash>&dn=<name>&tr=<tracker>&x.pe=<peer>`,
+//! `xt=urn:btmh:1220<hash>` for v2 and hybrid torrents (BEP 52),
 //! and `ws=<url>` for web seeds (BEP 19), as libtorrent and WebTorrent write them.
 
 use std::fmt;
@@ -22,9 +23,8 @@ const MAX_MAGNET_LEN: usize = 64 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Magnet {
     pub info_hash: InfoHash,
-    /// `xt=urn:btmh:1220…`: a v2 or hybrid torrent's SHA-256 info-hash (BEP 52). A
-    /// v2-only link (no `btih`) is refused when parsed: its pieces' hashes would have to
-    /// come from peers (BEP 52 hash requests), which shoal does not ask for yet.
+    /// `xt=urn:btmh:1220…`: a v2 or hybrid torrent's SHA-256 info-hash (BEP 52). For a
+    /// v2-only link (no `btih`), `info_hash` is this hash cut to 20 bytes.
     pub info_hash_v2: Option<[u8; 32]>,
     /// `dn`: the display name, a hint until the metadata arrives.
     pub name: Option<String>,
@@ -51,8 +51,8 @@ pub enum MagnetError {
     TooLong,
     #[error("magnet link has no 'xt=urn:btih:' info-hash")]
     NoInfoHash,
-    #[error("magnet link has only a v2 'urn:btmh:' hash, which shoal does not support yet")]
-    V2Only,
+    #[error("magnet link's 'urn:btmh:' is not a SHA-256 multihash (1220 and 64 hex digits)")]
+    BadV2Hash,
     #[error("bad info-hash in magnet link: {0}")]
     BadInfoHash(#[from] crate::InfoHashParseError),
 }
@@ -119,11 +119,13 @@ impl FromStr for Magnet {
                 _ => {}
             }
         }
-        let info_hash = info_hash.ok_or(if saw_v2 {
-            MagnetError::V2Only
-        } else {
-            MagnetError::NoInfoHash
-        })?;
+        // A v2-only link: the swarm is found under the v2 hash cut to 20 bytes.
+        let info_hash = match (info_hash, info_hash_v2) {
+            (Some(hash), _) => hash,
+            (None, Some(v2)) => InfoHash(v2[..20].try_into().expect("32 bytes")),
+            (None, None) if saw_v2 => return Err(MagnetError::BadV2Hash),
+            (None, None) => return Err(MagnetError::NoInfoHash),
+        };
         Ok(Magnet {
             info_hash,
             info_hash_v2,
@@ -268,10 +270,7 @@ mod tests {
             ..m
         };
         assert_eq!(v2_only.to_string(), format!("magnet:?xt=urn:btmh:1220{v2}"));
-        assert_eq!(
-            v2_only.to_string().parse::<Magnet>(),
-            Err(MagnetError::V2Only)
-        );
+        assert_eq!(v2_only.to_string().parse::<Magnet>(), Ok(v2_only));
     }
 
     #[test]
@@ -283,7 +282,7 @@ mod tests {
         );
         assert_eq!(
             "magnet:?xt=urn:btmh:1220abcd".parse::<Magnet>(),
-            Err(MagnetError::V2Only)
+            Err(MagnetError::BadV2Hash)
         );
         assert!(matches!(
             "magnet:?xt=urn:btih:1234".parse::<Magnet>(),

@@ -9,18 +9,24 @@
 //! silence) is dropped and may be retried later, since it may simply not have been up
 //! yet. Nothing here keeps state for the normal run: the torrent actor starts afresh
 //! with the verified info dictionary.
+//!
+//! A v2-only torrent (BEP 52) needs more than its info dictionary: the piece layers of
+//! its files longer than a piece live outside it. The same peer is then asked for them
+//! with hash requests, and each answer must prove itself against the file's root.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use shoal_core::{InfoHash, PeerId};
+use shoal_core::{layers_needed, merkle, InfoHash, LayerNeeded, PeerId};
 use shoal_wire::metadata::{
     piece_count, MetadataAssembler, MetadataMessage, OUR_UT_METADATA_ID, UT_METADATA,
 };
-use shoal_wire::{parse_handshake, ExtensionHandshake, Handshake, Message, HANDSHAKE_LEN};
+use shoal_wire::{
+    parse_handshake, ExtensionHandshake, Handshake, HashRange, Message, HANDSHAKE_LEN,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -56,6 +62,10 @@ pub struct MetadataFetch {
     pub encryption: Encryption,
     /// Addresses never dialled.
     pub ip_filter: Option<Arc<IpFilter>>,
+    /// For a v2-only link (`urn:btmh` alone): the info dictionary's SHA-256, which it is
+    /// checked against instead of `info_hash` (that hash cut short); its piece layers
+    /// are fetched too.
+    pub info_hash_v2: Option<merkle::Hash>,
 }
 
 impl MetadataFetch {
@@ -69,6 +79,7 @@ impl MetadataFetch {
             peer_timeout: Duration::from_secs(30),
             encryption: Encryption::default(),
             ip_filter: None,
+            info_hash_v2: None,
         }
     }
 }
@@ -78,6 +89,9 @@ impl MetadataFetch {
 #[derive(Debug)]
 pub struct Fetched {
     pub info: Vec<u8>,
+    /// A v2-only torrent's piece layers (root, concatenated hashes), each proven against
+    /// its root; empty otherwise.
+    pub piece_layers: BTreeMap<merkle::Hash, Vec<u8>>,
     pub peers: Vec<SocketAddr>,
 }
 
@@ -116,7 +130,7 @@ pub async fn fetch_metadata(
     let mut queue: VecDeque<SocketAddr> = VecDeque::new();
     let mut attempts: HashMap<SocketAddr, u32> = HashMap::new();
     let mut retries: Vec<(Instant, SocketAddr)> = Vec::new();
-    let mut tasks: JoinSet<(SocketAddr, Result<Vec<u8>, PeerFailure>)> = JoinSet::new();
+    let mut tasks: JoinSet<(SocketAddr, Result<Exchange, PeerFailure>)> = JoinSet::new();
     let blocked = |a: &SocketAddr| fetch.ip_filter.as_ref().is_some_and(|f| f.blocks(a.ip()));
     let mut add = |addrs: Vec<SocketAddr>, queue: &mut VecDeque<SocketAddr>| {
         for a in addrs {
@@ -160,9 +174,9 @@ pub async fn fetch_metadata(
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
                 let Ok((addr, result)) = joined else { continue };
                 match result {
-                    Ok(info) => {
+                    Ok((info, piece_layers)) => {
                         tasks.abort_all();
-                        return Ok(Fetched { info, peers: known });
+                        return Ok(Fetched { info, piece_layers, peers: known });
                     }
                     Err(e) => {
                         tracing::debug!("metadata from {addr}: {e}");
@@ -191,8 +205,11 @@ async fn next_batch(feed: &mut Option<&mut PeerFeed>) -> Option<Vec<SocketAddr>>
     }
 }
 
+/// What one peer gave: the info dictionary and, for a v2-only torrent, piece layers.
+type Exchange = (Vec<u8>, BTreeMap<merkle::Hash, Vec<u8>>);
+
 /// The whole exchange with one peer.
-async fn fetch_from(addr: SocketAddr, fetch: &MetadataFetch) -> Result<Vec<u8>, PeerFailure> {
+async fn fetch_from(addr: SocketAddr, fetch: &MetadataFetch) -> Result<Exchange, PeerFailure> {
     let (stream, secured) = encryption::dial(
         addr,
         fetch.local_ip,
@@ -257,7 +274,10 @@ async fn fetch_from(addr: SocketAddr, fetch: &MetadataFetch) -> Result<Vec<u8>, 
                 let size = hs
                     .metadata_size
                     .ok_or(PeerFailure::Protocol("no metadata_size"))?;
-                let asm = MetadataAssembler::new(fetch.info_hash, size)?;
+                let mut asm = MetadataAssembler::new(fetch.info_hash, size)?;
+                if let Some(v2) = fetch.info_hash_v2 {
+                    asm = asm.v2(v2);
+                }
                 assembler = Some((asm, their_id, piece_count(size)));
             } else if id == OUR_UT_METADATA_ID {
                 let Some(msg) = MetadataMessage::decode(&payload)? else {
@@ -280,7 +300,11 @@ async fn fetch_from(addr: SocketAddr, fetch: &MetadataFetch) -> Result<Vec<u8>, 
                     MetadataMessage::Data { .. } => outstanding = outstanding.saturating_sub(1),
                 }
                 if let Some(info) = asm.on_message(msg)? {
-                    return Ok(info);
+                    let layers = match fetch.info_hash_v2 {
+                        Some(_) => fetch_layers(&mut stream, &mut buf, &info).await?,
+                        None => BTreeMap::new(),
+                    };
+                    return Ok((info, layers));
                 }
             }
         }
@@ -300,6 +324,88 @@ async fn fetch_from(addr: SocketAddr, fetch: &MetadataFetch) -> Result<Vec<u8>, 
             return Err(PeerFailure::Protocol("connection closed"));
         }
     }
+}
+
+/// Hash requests kept outstanding at one peer.
+const HASH_PIPELINE: usize = 8;
+
+/// Asks the peer for the piece layer of every file of `info` that needs one, 512 hashes
+/// a request with proofs up to the root's children, and checks each answer against the
+/// file's root.
+async fn fetch_layers(
+    stream: &mut Link,
+    buf: &mut BytesMut,
+    info: &[u8],
+) -> Result<BTreeMap<merkle::Hash, Vec<u8>>, PeerFailure> {
+    let needed =
+        layers_needed(info).map_err(|_| PeerFailure::Protocol("unreadable v2 file tree"))?;
+    let mut to_ask: VecDeque<HashRange> = needed.iter().flat_map(requests_for).collect();
+    let mut layers: BTreeMap<merkle::Hash, Vec<u8>> = needed
+        .iter()
+        .map(|n| (n.root, vec![0; n.pieces * 32]))
+        .collect();
+    let by_root: HashMap<merkle::Hash, &LayerNeeded> = needed.iter().map(|n| (n.root, n)).collect();
+    let mut asked: Vec<HashRange> = Vec::new();
+    loop {
+        let mut out = BytesMut::new();
+        while asked.len() < HASH_PIPELINE {
+            let Some(range) = to_ask.pop_front() else {
+                break;
+            };
+            Message::HashRequest(range).encode(&mut out);
+            asked.push(range);
+        }
+        if !out.is_empty() {
+            stream.write_all(&out).await?;
+        }
+        if asked.is_empty() {
+            return Ok(layers);
+        }
+        if stream.read_buf(buf).await? == 0 {
+            return Err(PeerFailure::Protocol("connection closed"));
+        }
+        while let Some(message) = Message::decode(buf, MAX_MESSAGE)? {
+            match message {
+                Message::Hashes { range, hashes } => {
+                    let Some(at) = asked.iter().position(|r| *r == range) else {
+                        return Err(PeerFailure::Protocol("hashes we did not ask for"));
+                    };
+                    asked.swap_remove(at);
+                    let need = by_root[&range.root];
+                    let (index, count) = (range.index as usize, range.length as usize);
+                    let width = need.pieces.next_power_of_two();
+                    if !merkle::proves(&range.root, width, need.height, index, count, &hashes) {
+                        return Err(PeerFailure::Protocol("hashes that do not prove out"));
+                    }
+                    let real = count.min(need.pieces - index);
+                    let layer = layers.get_mut(&range.root).expect("one per need");
+                    layer[index * 32..(index + real) * 32]
+                        .copy_from_slice(&hashes[..real].concat());
+                }
+                Message::HashReject(_) => {
+                    return Err(PeerFailure::Protocol("the peer rejects hash requests"))
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The hash requests for one file's piece layer: the padded layer in runs of at most
+/// 512 (BEP 52's advice), each with proof layers up to the root's children.
+fn requests_for(need: &LayerNeeded) -> Vec<HashRange> {
+    let width = need.pieces.next_power_of_two();
+    let count = width.min(merkle::MAX_REQUEST_HASHES as usize);
+    (0..need.pieces)
+        .step_by(count)
+        .map(|index| HashRange {
+            root: need.root,
+            base_layer: need.height,
+            index: index as u32,
+            length: count as u32,
+            proof_layers: width.trailing_zeros() - 1,
+        })
+        .collect()
 }
 
 /// A connection, encrypted or not.

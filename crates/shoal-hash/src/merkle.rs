@@ -140,6 +140,37 @@ impl PieceTree {
     }
 }
 
+/// Checks a BEP 52 `hashes` answer: `answer` holds `count` hashes from `index` of a layer
+/// `width` wide (padded to a power of two) at `height` above the leaves, then the uncle
+/// hashes from just above them up to the root's children. True when they climb to `root`.
+pub fn proves(
+    root: &Hash,
+    width: usize,
+    height: u32,
+    index: usize,
+    count: usize,
+    answer: &[Hash],
+) -> bool {
+    if !count.is_power_of_two() || width < count || !index.is_multiple_of(count) || index >= width {
+        return false;
+    }
+    let uncles = (width / count).trailing_zeros() as usize;
+    if answer.len() != count + uncles {
+        return false;
+    }
+    let (hashes, uncles) = answer.split_at(count);
+    let mut node = self::root(hashes, count, height);
+    let mut position = index / count;
+    for uncle in uncles {
+        node = match position % 2 {
+            0 => parent(&node, uncle),
+            _ => parent(uncle, &node),
+        };
+        position /= 2;
+    }
+    &node == root
+}
+
 /// A file's tree from its piece layer up to its root, for answering BEP 52 hash
 /// requests: every layer is kept, padded to its power-of-two width.
 #[derive(Debug, Clone)]
@@ -313,6 +344,18 @@ mod tests {
         let two = tree.hashes(4, 2, 2, 2).unwrap();
         assert_eq!(two.len(), 2 + 2);
         assert!(climbs_to(&two, 2, 2, &tree));
+        // What a requester asks to check against the root alone: proofs up to the
+        // root's children (proof layers = log2(width) - 1).
+        let full = tree.hashes(4, 4, 4, 3).unwrap();
+        assert!(proves(&tree.root(), 16, 4, 4, 4, &full));
+        let mut forged = full.clone();
+        forged[1][0] ^= 1;
+        assert!(!proves(&tree.root(), 16, 4, 4, 4, &forged));
+        assert!(!proves(&tree.root(), 16, 4, 8, 4, &full), "another place");
+        assert!(
+            !proves(&tree.root(), 16, 4, 4, 4, &full[..5]),
+            "an uncle short"
+        );
         assert_eq!(tree.hashes(5, 0, 2, 0).unwrap().len(), 2, "an upper layer");
         for (base, index, count, proofs) in [
             (0, 0, 2, 0),  // below the piece layer

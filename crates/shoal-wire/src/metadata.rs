@@ -148,6 +148,8 @@ pub fn answer(info: &[u8], payload: &Bytes) -> Option<MetadataMessage> {
 #[derive(Debug)]
 pub struct MetadataAssembler {
     info_hash: InfoHash,
+    /// For a v2-only torrent: the SHA-256 the dictionary must have instead of a SHA-1.
+    info_hash_v2: Option<[u8; 32]>,
     size: u64,
     buf: Vec<u8>,
     received: Vec<bool>,
@@ -163,12 +165,20 @@ impl MetadataAssembler {
         let count = piece_count(size) as usize;
         Ok(MetadataAssembler {
             info_hash,
+            info_hash_v2: None,
             size,
             // Bounded by MAX_METADATA_SIZE above.
             buf: vec![0; size as usize],
             received: vec![false; count],
             requested: vec![false; count],
         })
+    }
+
+    /// Checks the dictionary by its SHA-256 `v2` hash (a v2-only torrent, whose swarm id
+    /// is that hash cut to 20 bytes) instead of by SHA-1.
+    pub fn v2(mut self, v2: [u8; 32]) -> Self {
+        self.info_hash_v2 = Some(v2);
+        self
     }
 
     /// The next piece to ask for, if any is neither received nor asked for.
@@ -223,7 +233,11 @@ impl MetadataAssembler {
                 if !self.received.iter().all(|&r| r) {
                     return Ok(None);
                 }
-                if InfoHash::of_info(&self.buf) != self.info_hash {
+                let matches = match self.info_hash_v2 {
+                    Some(v2) => shoal_core::merkle::sha256(&self.buf) == v2,
+                    None => InfoHash::of_info(&self.buf) == self.info_hash,
+                };
+                if !matches {
                     self.received.iter_mut().for_each(|r| *r = false);
                     self.requested.iter_mut().for_each(|r| *r = false);
                     return Err(MetadataError::HashMismatch);

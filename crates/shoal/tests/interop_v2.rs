@@ -1,6 +1,7 @@
 //! v2 (BEP 52) and hybrid torrents as libtorrent 2 makes them, against libtorrent on
 //! loopback (127.0.9.N): shoal reads both hashes, downloads a v2-only torrent checking
-//! every piece's merkle root, seeds it back (to a .torrent and to a v2 magnet link, whose
+//! every piece's merkle root (from its .torrent, and from its v2 magnet link with the
+//! piece layers asked of libtorrent), seeds it back (to a .torrent and to a v2 magnet link, whose
 //! piece layers libtorrent asks shoal for), answers hash requests with proofs, finds a
 //! corrupt piece on disk, and joins a hybrid torrent's swarm.
 
@@ -143,6 +144,21 @@ fn v2_torrent_downloads_from_and_seeds_to_libtorrent() {
         !out.join("content/.pad").exists(),
         "padding is never written"
     );
+
+    // From the v2 magnet link alone: the info dictionary from libtorrent (checked by
+    // SHA-256), then both piece layers through hash requests, proven against the roots.
+    let magnet = info["magnet"].as_str().unwrap();
+    let by_link = dir.path().join("by-link");
+    let events = shoal_get(
+        Path::new(magnet),
+        &by_link,
+        &dir.path().join("state-link"),
+        "127.0.9.17:17917",
+        &["127.0.9.11:17911"],
+    );
+    same_content(&src, &by_link);
+    assert!(events.iter().any(|e| e["event"] == "metadata"));
+    assert!(events_named(&events, "piece_failed").is_empty());
 
     // And back: shoal seeds what it fetched, libtorrent checks it against its own roots.
     let _shoal_seed = shoal_seed(

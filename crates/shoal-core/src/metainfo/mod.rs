@@ -12,6 +12,7 @@ pub mod path;
 mod v2;
 
 pub use build::{auto_piece_length, TorrentBuilder};
+pub use v2::{layers_needed, LayerNeeded};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

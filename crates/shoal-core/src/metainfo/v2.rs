@@ -7,7 +7,7 @@
 //! picker and the wire then need nothing of v2 but the piece check, which compares a
 //! piece's merkle root (see [`shoal_hash::merkle`]) with the layer hash the torrent gives.
 
-use shoal_bencode::{Kind, Node};
+use shoal_bencode::{decode, Kind, Limits, Node};
 use shoal_hash::merkle;
 
 use super::{
@@ -173,6 +173,62 @@ pub(super) fn parse_info(
         source: info.text("source"),
         total_length: offset,
     })
+}
+
+/// A v2 file whose piece layer a torrent started from a magnet link must get from peers
+/// (BEP 52 hash requests): the info dictionary has only its root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerNeeded {
+    pub root: merkle::Hash,
+    /// Hashes in the layer: the file's pieces.
+    pub pieces: usize,
+    /// The layer's height above the leaves (log2 of the piece length in blocks).
+    pub height: u32,
+}
+
+/// The piece layers a v2-only info dictionary needs (an empty list for a v1 or hybrid
+/// one, which checks pieces by SHA-1). The dictionary must already be trusted (its hash
+/// checked); this only reads its file tree.
+pub fn layers_needed(info_bytes: &[u8]) -> Result<Vec<LayerNeeded>, MetainfoError> {
+    let doc = decode(info_bytes, Limits::default())?;
+    let root = doc.root();
+    let info = super::Fields(root.as_dict().ok_or(MetainfoError::WrongType {
+        key: "info",
+        expected: Kind::Dict,
+        found: root.kind(),
+    })?);
+    if info.int("meta version")? != Some(2) || info.0.get(b"pieces").is_some() {
+        return Ok(Vec::new());
+    }
+    let piece_length = info
+        .int("piece length")?
+        .ok_or(MetainfoError::Missing("piece length"))?;
+    if piece_length < merkle::BLOCK as i64 || !(piece_length as u64).is_power_of_two() {
+        return Err(MetainfoError::BadPieceLength(piece_length));
+    }
+    let piece = piece_length as u64;
+    let height = (piece / merkle::BLOCK as u64).trailing_zeros();
+    let mut found = Vec::new();
+    walk(
+        info.required("file tree", Kind::Dict)?,
+        &mut Vec::new(),
+        &mut found,
+    )?;
+    let mut needed = Vec::new();
+    let mut total = 0u64;
+    for file in found.into_iter().filter(|f| f.length > piece) {
+        let pieces = file.length.div_ceil(piece);
+        total += pieces;
+        if total > MAX_PIECES as u64 {
+            return Err(MetainfoError::TooManyPieces(total as usize));
+        }
+        needed.push(LayerNeeded {
+            root: file.root.ok_or(MetainfoError::Missing("pieces root"))?,
+            pieces: pieces as usize,
+            height,
+        });
+    }
+    Ok(needed)
 }
 
 /// The last path element, for error messages.
@@ -367,6 +423,16 @@ mod tests {
         let big_root = tree(&big).0;
         assert_eq!(m.info.layer_tree(&big_root).unwrap().root(), big_root);
         assert!(m.info.layer_tree(&tree(&small).0).is_none());
+        // Started from a magnet link, only the info dictionary is known: it names the
+        // layer to ask peers for.
+        assert_eq!(
+            super::layers_needed(&m.info_bytes).unwrap(),
+            [super::LayerNeeded {
+                root: big_root,
+                pieces: 3,
+                height: 2
+            }]
+        );
     }
 
     #[test]

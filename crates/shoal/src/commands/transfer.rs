@@ -13,7 +13,7 @@ use serde_json::json;
 use shoal_bencode::Value;
 use shoal_core::{InfoHash, Magnet, Metainfo, PeerId};
 use shoal_dht::driver::DhtHandle;
-use shoal_engine::metadata::{fetch_metadata, MetadataFetch, MetadataFetchError};
+use shoal_engine::metadata::{fetch_metadata, Fetched, MetadataFetch, MetadataFetchError};
 use shoal_engine::{
     Encryption, EngineEvent, IpFilter, Outcome, PeerFeed, PeerSource, SeedLimit, TorrentConfig,
 };
@@ -606,6 +606,9 @@ impl Job {
         fetch.local_ip = self.opts.listen.map(|a| a.ip());
         fetch.encryption = self.opts.encryption.into();
         fetch.ip_filter = self.ip_filter.clone();
+        // A v2-only link: the dictionary is checked by SHA-256, and its piece layers come
+        // from the same peer.
+        fetch.info_hash_v2 = magnet.info_hash_v2.filter(|v2| v2[..20] == info_hash.0);
         if self.opts.json {
             println!(
                 "{}",
@@ -632,7 +635,7 @@ impl Job {
             }
             Err(e) => return Err(e).context(format!("{}: no metadata", info_hash.to_hex())),
         };
-        let metainfo = metainfo_from_info(&fetched.info, &magnet)?;
+        let metainfo = metainfo_from_info(&fetched, &magnet)?;
         if self.opts.json {
             println!(
                 "{}",
@@ -714,10 +717,18 @@ impl Job {
     }
 }
 
-/// A `.torrent` around fetched (already verified) info bytes, with the magnet's trackers.
-fn metainfo_from_info(info: &[u8], magnet: &Magnet) -> Result<Metainfo> {
+/// A `.torrent` around fetched (already verified) info bytes and piece layers, with the
+/// magnet's trackers.
+fn metainfo_from_info(fetched: &Fetched, magnet: &Magnet) -> Result<Metainfo> {
     let mut root = Value::dict();
-    root.insert("info", Value::Raw(info.to_vec()));
+    root.insert("info", Value::Raw(fetched.info.clone()));
+    if !fetched.piece_layers.is_empty() {
+        let mut layers = Value::dict();
+        for (file_root, layer) in &fetched.piece_layers {
+            layers.insert(file_root.to_vec(), layer.clone());
+        }
+        root.insert("piece layers", layers);
+    }
     if let Some(first) = magnet.trackers.first() {
         root.insert("announce", first.as_str());
         let tiers = magnet

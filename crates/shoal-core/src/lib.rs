@@ -23,7 +23,7 @@ pub use info_hash::{InfoHash, InfoHashParseError};
 pub use magnet::{Magnet, MagnetError};
 pub use metainfo::{
     auto_piece_length, layers_needed, FileAttr, FileEntry, Info, LayerNeeded, Metainfo,
-    MetainfoError, TorrentBuilder, MAX_PIECES, MAX_TORRENT_SIZE,
+    MetainfoError, TorrentBuilder, TorrentFormat, MAX_PIECES, MAX_TORRENT_SIZE,
 };
 pub use peer_priority::peer_priority;
 /// v2 torrents' merkle trees (BEP 52), for crates that read them through [`Info`].

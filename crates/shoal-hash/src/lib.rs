@@ -145,11 +145,12 @@ pub fn update_pair(a: &mut Sha1, data_a: &[u8], b: &mut Sha1, data_b: &[u8]) {
 }
 
 /// A piece's hash as its torrent checks it: SHA-1 for v1 (and hybrid) torrents, a BEP 52
-/// merkle root for v2 ones.
+/// merkle root for v2 ones, or both at once while a hybrid torrent is created.
 #[derive(Debug, Clone)]
 pub enum PieceHasher {
     Sha1(Sha1),
     Merkle(merkle::PieceTree),
+    Hybrid(Sha1, merkle::PieceTree),
 }
 
 /// What a [`PieceHasher`] gives.
@@ -157,6 +158,7 @@ pub enum PieceHasher {
 pub enum PieceDigest {
     Sha1([u8; 20]),
     Merkle(merkle::Hash),
+    Hybrid([u8; 20], merkle::Hash),
 }
 
 impl PieceHasher {
@@ -164,6 +166,10 @@ impl PieceHasher {
         match self {
             PieceHasher::Sha1(sha) => sha.update(data),
             PieceHasher::Merkle(tree) => tree.update(data),
+            PieceHasher::Hybrid(sha, tree) => {
+                sha.update(data);
+                tree.update(data);
+            }
         }
     }
 
@@ -171,15 +177,21 @@ impl PieceHasher {
         match self {
             PieceHasher::Sha1(sha) => PieceDigest::Sha1(sha.finalize()),
             PieceHasher::Merkle(tree) => PieceDigest::Merkle(tree.finalize()),
+            PieceHasher::Hybrid(sha, tree) => PieceDigest::Hybrid(sha.finalize(), tree.finalize()),
         }
     }
 }
 
-/// [`update_pair`] for two pieces: SHA-1 pieces share the two-lane kernel; merkle
-/// pieces (SHA-256 per 16 KiB block) are fed one after the other.
+/// [`update_pair`] for two pieces: their SHA-1s share the two-lane kernel; merkle trees
+/// (SHA-256 per 16 KiB block) are fed one after the other.
 pub fn update_piece_pair(a: &mut PieceHasher, data_a: &[u8], b: &mut PieceHasher, data_b: &[u8]) {
     match (a, b) {
         (PieceHasher::Sha1(a), PieceHasher::Sha1(b)) => update_pair(a, data_a, b, data_b),
+        (PieceHasher::Hybrid(sha_a, tree_a), PieceHasher::Hybrid(sha_b, tree_b)) => {
+            update_pair(sha_a, data_a, sha_b, data_b);
+            tree_a.update(data_a);
+            tree_b.update(data_b);
+        }
         (a, b) => {
             a.update(data_a);
             b.update(data_b);

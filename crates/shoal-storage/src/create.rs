@@ -10,10 +10,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use shoal_core::{auto_piece_length, TorrentBuilder, MAX_PIECES};
+use std::collections::BTreeMap;
+
+use shoal_core::{auto_piece_length, merkle, TorrentBuilder, TorrentFormat, MAX_PIECES};
 use shoal_hash::PieceDigest;
 
-use crate::{hash_pieces, FileLayout, StorageError};
+use crate::{hash_pieces, FileLayout, Hashing, StorageError};
 
 /// A file or folder ready to be hashed.
 #[derive(Debug, Clone)]
@@ -41,6 +43,7 @@ pub struct CreateOptions {
     pub piece_length: Option<u32>,
     /// Hashing threads; 0 means one per core.
     pub threads: usize,
+    pub format: TorrentFormat,
 }
 
 /// Lists what a torrent of `path` would contain.
@@ -134,29 +137,53 @@ pub fn create(
         None => auto_piece_length(scanned.total_length),
     };
     let root = scanned.files[0].1.clone();
-    if scanned.total_length.div_ceil(u64::from(piece_length)) > MAX_PIECES as u64 {
+    let format = options.format;
+    let piece = u64::from(piece_length);
+    // v2 lists files in the file tree's order: by path, a component at a time.
+    let mut files = scanned.files.clone();
+    if format != TorrentFormat::V1 {
+        files.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+    // A hybrid's v1 half aligns each file to a piece boundary with padding files (a
+    // single file needs none); v2 pieces never span files either.
+    let padded = format != TorrentFormat::V1 && !scanned.single_file;
+    let mut entries = Vec::new();
+    for (_, path, length) in &files {
+        entries.push((path.clone(), *length, false));
+        let gap = (piece - length % piece) % piece;
+        if padded && gap > 0 {
+            entries.push((PathBuf::new(), gap, true));
+        }
+    }
+    let layout = FileLayout::new(entries, piece_length).hashing(match format {
+        TorrentFormat::V1 => Hashing::Sha1,
+        TorrentFormat::V2 => Hashing::Merkle,
+        TorrentFormat::Hybrid => Hashing::Both,
+    });
+    if layout.piece_count() > MAX_PIECES {
         return Err(StorageError::TooManyPieces(root));
     }
-    let layout = FileLayout::new(
-        scanned
-            .files
-            .iter()
-            .map(|(_, path, len)| (path.clone(), *len, false)),
-        piece_length,
-    );
     let threads = match options.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
     let pieces = Mutex::new(vec![0u8; layout.piece_count() * 20]);
+    let piece_roots = Mutex::new(vec![[0u8; 32]; layout.piece_count()]);
     let failure = Mutex::new(None);
     hash_pieces(&layout, threads, |index, result| match result {
         Ok(hash) => {
-            let PieceDigest::Sha1(hash) = hash else {
-                unreachable!("a layout made here hashes with SHA-1")
+            let (sha1, merkle_root) = match hash {
+                PieceDigest::Sha1(sha1) => (Some(sha1), None),
+                PieceDigest::Merkle(root) => (None, Some(root)),
+                PieceDigest::Hybrid(sha1, root) => (Some(sha1), Some(root)),
             };
-            pieces.lock().expect("no panics while held")[index * 20..index * 20 + 20]
-                .copy_from_slice(&hash);
+            if let Some(sha1) = sha1 {
+                pieces.lock().expect("no panics while held")[index * 20..index * 20 + 20]
+                    .copy_from_slice(&sha1);
+            }
+            if let Some(merkle_root) = merkle_root {
+                piece_roots.lock().expect("no panics while held")[index] = merkle_root;
+            }
             progress.fetch_add(layout.piece_size(index), Ordering::Relaxed);
             ControlFlow::Continue(())
         }
@@ -183,11 +210,17 @@ pub fn create(
             });
         }
     }
+    let (roots, piece_layers) = match format {
+        TorrentFormat::V1 => (Vec::new(), BTreeMap::new()),
+        _ => file_trees(
+            &layout,
+            &piece_roots.into_inner().expect("workers are done"),
+        ),
+    };
     Ok(TorrentBuilder {
         name: scanned.name.clone(),
         files: (!scanned.single_file).then(|| {
-            scanned
-                .files
+            files
                 .iter()
                 .map(|(rel, _, len)| (rel.clone(), *len))
                 .collect()
@@ -195,8 +228,40 @@ pub fn create(
         length: scanned.total_length,
         piece_length,
         pieces: pieces.into_inner().expect("workers are done"),
+        format,
+        roots,
+        piece_layers,
         ..Default::default()
     })
+}
+
+/// Each real file's merkle root (`None` when empty), in layout order, and the piece
+/// layers of those longer than a piece, from the merkle roots of the layout's pieces.
+type FileTrees = (Vec<Option<merkle::Hash>>, BTreeMap<merkle::Hash, Vec<u8>>);
+
+fn file_trees(layout: &FileLayout, piece_roots: &[merkle::Hash]) -> FileTrees {
+    let piece = layout.piece_length();
+    let height = (piece / merkle::BLOCK as u64).trailing_zeros();
+    let mut roots = Vec::new();
+    let mut layers = BTreeMap::new();
+    for file in layout.files().iter().filter(|f| !f.padding) {
+        if file.length == 0 {
+            roots.push(None);
+            continue;
+        }
+        let first = (file.offset / piece) as usize;
+        let count = file.length.div_ceil(piece) as usize;
+        let layer = &piece_roots[first..first + count];
+        if count == 1 {
+            // A file of at most one piece: its piece's tree is the file's whole tree.
+            roots.push(Some(layer[0]));
+        } else {
+            let root = merkle::root(layer, count.next_power_of_two(), height);
+            layers.insert(root, layer.concat());
+            roots.push(Some(root));
+        }
+    }
+    (roots, layers)
 }
 
 #[cfg(test)]
@@ -237,6 +302,7 @@ mod tests {
             &CreateOptions {
                 piece_length: Some(16384),
                 threads: 2,
+                format: TorrentFormat::V1,
             },
             &progress,
         )
@@ -245,6 +311,54 @@ mod tests {
         let m = Metainfo::from_bytes(&builder.to_bytes()).unwrap();
         assert_eq!(m.info.files.len(), 4);
         assert_eq!(m.info.files[3].display_path(), "Content/a/b/y");
+    }
+
+    #[test]
+    fn v2_and_hybrid_torrents_check_out_against_their_own_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("Content");
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        let data = |len: usize, seed: u8| -> Vec<u8> {
+            (0..len)
+                .map(|i| (i as u8).wrapping_mul(seed) ^ seed)
+                .collect()
+        };
+        std::fs::write(root.join("a-c"), data(70_000, 3)).unwrap();
+        std::fs::write(root.join("a/b/Z"), data(16_384 * 2, 5)).unwrap();
+        std::fs::write(root.join("a/b/y"), b"").unwrap();
+        std::fs::write(root.join("a/x"), data(10, 7)).unwrap();
+        let scanned = scan(&root).unwrap();
+        for format in [TorrentFormat::V2, TorrentFormat::Hybrid] {
+            let options = CreateOptions {
+                piece_length: Some(32_768),
+                threads: 2,
+                format,
+            };
+            let builder = create(&scanned, &options, &AtomicU64::new(0)).unwrap();
+            // Parsing checks every piece layer against its root.
+            let m = Metainfo::from_bytes(&builder.to_bytes()).unwrap();
+            let real: Vec<_> = m
+                .info
+                .files
+                .iter()
+                .filter(|f| !f.attr.padding)
+                .map(|f| f.display_path())
+                .collect();
+            // The file tree's order: a folder "a" before the name "a-c".
+            assert_eq!(
+                real,
+                [
+                    "Content/a/b/Z",
+                    "Content/a/b/y",
+                    "Content/a/x",
+                    "Content/a-c"
+                ],
+                "{format:?}"
+            );
+            let layout = FileLayout::for_torrent(&m.info, dir.path());
+            let have = crate::verify(&layout, &m.info, 2, &AtomicU64::new(0));
+            assert!(have.all(), "{format:?}: every piece checks out");
+        }
     }
 
     #[test]

@@ -31,8 +31,19 @@ pub struct FileLayout {
     files: Vec<LayoutFile>,
     piece_length: u64,
     total_length: u64,
-    /// Pieces are checked by BEP 52 merkle root (a v2 torrent), not SHA-1.
-    merkle: bool,
+    hashing: Hashing,
+}
+
+/// Which hashes a layout's pieces get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Hashing {
+    /// SHA-1 (v1 and hybrid torrents are checked by it).
+    #[default]
+    Sha1,
+    /// BEP 52 merkle roots (v2 torrents).
+    Merkle,
+    /// Both, in one read (creating a hybrid torrent).
+    Both,
 }
 
 impl FileLayout {
@@ -56,7 +67,7 @@ impl FileLayout {
             files,
             piece_length: u64::from(piece_length),
             total_length: offset,
-            merkle: false,
+            hashing: Hashing::Sha1,
         }
     }
 
@@ -72,22 +83,32 @@ impl FileLayout {
             }),
             info.piece_length,
         );
-        FileLayout {
-            merkle: info.is_merkle(),
-            ..layout
-        }
+        layout.hashing(match info.is_merkle() {
+            true => Hashing::Merkle,
+            false => Hashing::Sha1,
+        })
+    }
+
+    /// The same layout, its pieces hashed as `hashing` says.
+    pub fn hashing(self, hashing: Hashing) -> Self {
+        FileLayout { hashing, ..self }
     }
 
     /// A hasher for piece `index`, of the kind its torrent checks.
     pub fn piece_hasher(&self, index: usize) -> PieceHasher {
-        if !self.merkle {
-            return PieceHasher::Sha1(Sha1::new());
+        match self.hashing {
+            Hashing::Sha1 => PieceHasher::Sha1(Sha1::new()),
+            Hashing::Merkle => PieceHasher::Merkle(self.piece_tree(index)),
+            Hashing::Both => PieceHasher::Hybrid(Sha1::new(), self.piece_tree(index)),
         }
-        // A v2 piece never spans files: it belongs to the first file with data at its
-        // start, and the rest of it, if any, is padding.
+    }
+
+    /// The merkle tree of piece `index`. A v2 piece never spans files: it belongs to the
+    /// first file with data at its start, and the rest of it, if any, is padding.
+    fn piece_tree(&self, index: usize) -> merkle::PieceTree {
         let start = index as u64 * self.piece_length;
         let first = self.files.partition_point(|f| f.offset + f.length <= start);
-        let tree = match self.files[first..]
+        match self.files[first..]
             .iter()
             .find(|f| !f.padding && f.length > 0)
         {
@@ -98,8 +119,7 @@ impl FileLayout {
                 merkle::piece_leaves(f.length, self.piece_length),
             ),
             None => merkle::PieceTree::new(0, 1),
-        };
-        PieceHasher::Merkle(tree)
+        }
     }
 
     pub fn files(&self) -> &[LayoutFile] {

@@ -23,4 +23,4 @@ pub use create::{check_piece_length, create, scan, CreateOptions, Scanned, Skipp
 pub use error::StorageError;
 pub use files::TorrentFiles;
 pub use hasher::hash_pieces;
-pub use layout::{FileLayout, LayoutFile, Segment};
+pub use layout::{FileLayout, Hashing, LayoutFile, Segment};

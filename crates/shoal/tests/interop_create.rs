@@ -1,6 +1,7 @@
 //! `shoal create` and `shoal info` against mktorrent, libtorrent, Transmission and aria2:
 //! the same content and piece size give the same info-hash, and each reads the others'
-//! torrents with the same info-hash.
+//! torrents with the same info-hash. v2 and hybrid torrents (BEP 52) against libtorrent's
+//! own: both info-hashes the same.
 
 mod common;
 
@@ -53,6 +54,20 @@ fn mktorrent(path: &Path, piece_exponent: u32, out: &Path) {
         path_str(path),
     ]));
 }
+
+/// libtorrent makes a hybrid (its default) or v2-only torrent; prints both info-hashes.
+const LT_CREATE_V2: &str = r#"
+import libtorrent as lt, os, sys
+path, piece, out, kind = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+fs = lt.file_storage()
+lt.add_files(fs, path)
+flags = lt.create_torrent.v2_only if kind == 'v2' else 0
+t = lt.create_torrent(fs, piece, flags=flags)
+lt.set_piece_hashes(t, os.path.dirname(os.path.abspath(path)))
+open(out, "wb").write(lt.bencode(t.generate()))
+h = lt.torrent_info(out).info_hashes()
+print(str(h.v1), str(h.v2))
+"#;
 
 fn lt_hash(torrent: &Path) -> String {
     python(LT_INFO_HASH, &[path_str(torrent)]).trim().to_owned()
@@ -226,6 +241,50 @@ fn other_piece_sizes_and_options_are_read_by_every_client() {
     );
     assert_eq!(shoal_info(path_str(&tagged))["source"], "SHOAL");
     assert_eq!(lt_hash(&tagged), tagged_hash, "libtorrent");
+}
+
+#[test]
+fn hybrid_and_v2_torrents_match_libtorrent() {
+    let dir = tempdir();
+    let root = dir.path().join("v2");
+    make_folder(&root);
+    for (path, piece) in [
+        (root.clone(), 262_144u32),
+        (root.clone(), 16_384),
+        (root.join("a/b.dat"), 65_536),
+    ] {
+        for kind in ["hybrid", "v2"] {
+            let lt_out = dir.path().join(format!("lt-{kind}-{piece}.torrent"));
+            let lt = python(
+                LT_CREATE_V2,
+                &[path_str(&path), &piece.to_string(), path_str(&lt_out), kind],
+            );
+            let mut lt = lt.split_whitespace();
+            let (lt_v1, lt_v2) = (lt.next().unwrap(), lt.next().unwrap());
+            let ours = dir.path().join(format!("shoal-{kind}-{piece}.torrent"));
+            shoal_create(
+                &path,
+                &piece.to_string(),
+                &ours,
+                &["--no-date", "--format", kind],
+            );
+            let info = shoal_info(path_str(&ours));
+            let what = format!("{kind}, {piece}-byte pieces, {}", path.display());
+            assert_eq!(info["info_hash_v2"], lt_v2, "{what}");
+            match kind {
+                "hybrid" => assert_eq!(info["info_hash"], lt_v1, "{what}"),
+                _ => assert_eq!(info["info_hash"], &lt_v2[..40], "{what}"),
+            }
+            assert_eq!(
+                info["format"],
+                if kind == "v2" {
+                    "v2"
+                } else {
+                    "hybrid (v1 and v2)"
+                }
+            );
+        }
+    }
 }
 
 #[test]

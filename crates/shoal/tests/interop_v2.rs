@@ -372,3 +372,29 @@ fn hash_requests_are_answered_from_the_piece_layers() {
         assert_eq!((body[0], &body[1..]), (23, &request[5..]), "rejected");
     }
 }
+
+#[test]
+fn shoal_made_hybrid_torrent_seeds_to_libtorrent() {
+    let dir = tempdir();
+    let src = dir.path().join("src");
+    for (i, (name, size)) in FILES.iter().enumerate() {
+        random_file(&src.join("content").join(name), *size, 60 + i as u64);
+    }
+    let torrent = dir.path().join("ours.torrent");
+    shoal_create(
+        &src.join("content"),
+        "256K",
+        &torrent,
+        &["--format", "hybrid"],
+    );
+    let _seed = shoal_seed(
+        &torrent,
+        &src,
+        &dir.path().join("state"),
+        "127.0.9.41:17941",
+    );
+    // libtorrent checks a hybrid torrent's pieces by both SHA-1 and merkle root.
+    let lt_out = dir.path().join("lt-out");
+    lt_get(&torrent, &lt_out, "127.0.9.42", 17942, "127.0.9.41", 17941);
+    same_content(&src, &lt_out);
+}

@@ -3,11 +3,30 @@
 //! The info dictionary holds exactly the keys mktorrent and libtorrent (`v1_only`) write
 //! for the same content (`length` or `files`, `name`, `piece length`, `pieces`, and
 //! `private` and `source` only when set), so the same files and piece size give the same
-//! info-hash in all three.
+//! info-hash in all three. A v2 or hybrid torrent (BEP 52) is written as libtorrent 2
+//! writes it: `file tree` and `meta version`, `piece layers` beside the info dictionary,
+//! and for a hybrid one the v1 `files` list with a padding file (`.pad/<size>`, attribute
+//! `p`) after every file that does not end on a piece boundary, the last one too.
+
+use std::collections::BTreeMap;
 
 use shoal_bencode::Value;
+use shoal_hash::merkle;
 
 use super::tiers_value;
+
+/// Which BEP a new torrent follows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TorrentFormat {
+    /// BEP 3: SHA-1 pieces, read by every client (mktorrent's and Transmission's kind).
+    #[default]
+    V1,
+    /// BEP 52 only: SHA-256 merkle trees; libtorrent 2 and qBittorrent read it.
+    V2,
+    /// Both in one info dictionary (libtorrent 2's default): every client joins, v1
+    /// clients through the SHA-1 half.
+    Hybrid,
+}
 
 /// Chooses a piece length for `total` bytes: the smallest power of two from 16 KiB to
 /// 16 MiB that keeps the torrent at no more than 2000 pieces (so between 1000 and 2000
@@ -32,8 +51,14 @@ pub struct TorrentBuilder {
     /// Length of the single file (ignored for multi-file torrents).
     pub length: u64,
     pub piece_length: u32,
-    /// Concatenated 20-byte piece hashes.
+    /// Concatenated 20-byte piece hashes (v1 and hybrid).
     pub pieces: Vec<u8>,
+    pub format: TorrentFormat,
+    /// v2 and hybrid: each file's merkle root, in the order of `files` (one entry for a
+    /// single file); `None` for an empty file.
+    pub roots: Vec<Option<merkle::Hash>>,
+    /// v2 and hybrid: the piece layer of each file longer than a piece, by root.
+    pub piece_layers: BTreeMap<merkle::Hash, Vec<u8>>,
     pub private: bool,
     /// The info dictionary's `source` (see [`super::Info::source`]).
     pub source: Option<String>,
@@ -51,38 +76,119 @@ impl TorrentBuilder {
         let mut info = Value::dict();
         info.insert("name", self.name.clone());
         info.insert("piece length", i64::from(self.piece_length));
-        info.insert("pieces", self.pieces.clone());
         if self.private {
             info.insert("private", 1i64);
         }
         if let Some(source) = &self.source {
             info.insert("source", source.as_str());
         }
-        match &self.files {
-            None => info.insert("length", self.length as i64),
-            Some(files) => {
-                let list = files
-                    .iter()
-                    .map(|(path, length)| {
-                        let mut file = Value::dict();
-                        file.insert("length", *length as i64);
-                        file.insert(
-                            "path",
-                            Value::List(path.iter().map(|c| Value::Bytes(c.clone())).collect()),
-                        );
-                        file
-                    })
-                    .collect();
-                info.insert("files", Value::List(list));
+        if self.format != TorrentFormat::V2 {
+            info.insert("pieces", self.pieces.clone());
+            match &self.files {
+                None => info.insert("length", self.length as i64),
+                Some(files) => info.insert("files", Value::List(self.v1_files(files))),
             }
         }
+        if self.format != TorrentFormat::V1 {
+            info.insert("meta version", 2i64);
+            info.insert("file tree", self.file_tree());
+        }
         info.to_bytes()
+    }
+
+    /// The v1 `files` list; a hybrid torrent's has padding files aligning each file to a
+    /// piece boundary, as its v2 half implies.
+    fn v1_files(&self, files: &[(Vec<Vec<u8>>, u64)]) -> Vec<Value> {
+        let entry = |path: Vec<Vec<u8>>, length: u64, padding: bool| {
+            let mut file = Value::dict();
+            if padding {
+                file.insert("attr", "p");
+            }
+            file.insert("length", length as i64);
+            file.insert(
+                "path",
+                Value::List(path.into_iter().map(Value::Bytes).collect()),
+            );
+            file
+        };
+        let piece = u64::from(self.piece_length);
+        let mut list = Vec::new();
+        for (path, length) in files {
+            list.push(entry(path.clone(), *length, false));
+            let gap = (piece - length % piece) % piece;
+            if self.format == TorrentFormat::Hybrid && gap > 0 {
+                let name = vec![b".pad".to_vec(), gap.to_string().into_bytes()];
+                list.push(entry(name, gap, true));
+            }
+        }
+        list
+    }
+
+    /// The v2 `file tree`: the file's name alone at the root for a single file,
+    /// otherwise the paths below the torrent's folder.
+    fn file_tree(&self) -> Value {
+        enum Node {
+            Dir(BTreeMap<Vec<u8>, Node>),
+            File(u64, Option<merkle::Hash>),
+        }
+        fn value(node: Node) -> Value {
+            match node {
+                Node::Dir(children) => {
+                    let mut dict = Value::dict();
+                    for (name, child) in children {
+                        dict.insert(name, value(child));
+                    }
+                    dict
+                }
+                Node::File(length, root) => {
+                    let mut props = Value::dict();
+                    props.insert("length", length as i64);
+                    if let Some(root) = root {
+                        props.insert("pieces root", root.to_vec());
+                    }
+                    let mut leaf = Value::dict();
+                    leaf.insert("", props);
+                    leaf
+                }
+            }
+        }
+        let single = [(vec![self.name.clone()], self.length)];
+        let files: Vec<_> = match &self.files {
+            Some(files) => files.iter().map(|(p, l)| (p.clone(), *l)).collect(),
+            None => single.to_vec(),
+        };
+        let mut root = BTreeMap::new();
+        'files: for ((path, length), file_root) in files.into_iter().zip(&self.roots) {
+            let Some((name, dirs)) = path.split_last() else {
+                continue;
+            };
+            let mut dir = &mut root;
+            for component in dirs {
+                let next = dir
+                    .entry(component.clone())
+                    .or_insert_with(|| Node::Dir(BTreeMap::new()));
+                match next {
+                    Node::Dir(children) => dir = children,
+                    // A name both a file and a folder cannot come from a folder on disk.
+                    Node::File(..) => continue 'files,
+                }
+            }
+            dir.insert(name.clone(), Node::File(length, *file_root));
+        }
+        value(Node::Dir(root))
     }
 
     /// The whole `.torrent` file.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut top = Value::dict();
         top.insert("info", Value::Raw(self.info_bytes()));
+        if self.format != TorrentFormat::V1 {
+            let mut layers = Value::dict();
+            for (root, layer) in &self.piece_layers {
+                layers.insert(root.to_vec(), layer.clone());
+            }
+            top.insert("piece layers", layers);
+        }
         if let Some(first) = self.trackers.iter().flatten().next() {
             top.insert("announce", first.as_str());
         }

@@ -11,7 +11,7 @@ mod build;
 pub mod path;
 mod v2;
 
-pub use build::{auto_piece_length, TorrentBuilder};
+pub use build::{auto_piece_length, TorrentBuilder, TorrentFormat};
 pub use v2::{layers_needed, LayerNeeded};
 
 use std::collections::BTreeMap;

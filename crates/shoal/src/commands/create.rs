@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use shoal_core::{Metainfo, TorrentBuilder};
+use shoal_core::{Metainfo, TorrentBuilder, TorrentFormat};
 use shoal_storage::{CreateOptions, Scanned};
 
 use super::print;
@@ -18,6 +18,8 @@ use shoal_core::units::{format_size, parse_size};
 /// Files are hashed on all cores. A folder's files are listed in byte-wise path order,
 /// the order mktorrent uses, so both tools give the same info-hash for the same content
 /// and piece size. Symbolic links and special files are skipped with a message.
+/// `--format hybrid` or `v2` writes a BEP 52 torrent as libtorrent 2 does (the same
+/// info-hashes for the same content and piece size).
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The file or folder to share.
@@ -55,12 +57,35 @@ pub struct Args {
     /// Overwrite the output file if it exists.
     #[arg(short, long)]
     pub force: bool,
+    /// v1 (BEP 3, read by every client), hybrid (v1 and v2 in one torrent, libtorrent's
+    /// default: v2 clients check pieces by SHA-256 merkle tree, the others join through
+    /// the v1 half) or v2 (BEP 52 alone: libtorrent 2, qBittorrent, shoal).
+    #[arg(long, value_enum, default_value_t = Format::V1)]
+    pub format: Format,
     /// Hashing threads [default: one per core].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
     /// Print the result as one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    V1,
+    Hybrid,
+    V2,
+}
+
+impl From<Format> for TorrentFormat {
+    fn from(format: Format) -> Self {
+        match format {
+            Format::V1 => TorrentFormat::V1,
+            Format::Hybrid => TorrentFormat::Hybrid,
+            Format::V2 => TorrentFormat::V2,
+        }
+    }
 }
 
 fn tracker_tiers(urls: &[String]) -> Result<Vec<Vec<String>>> {
@@ -182,6 +207,7 @@ pub fn run(args: Args) -> Result<()> {
     let options = CreateOptions {
         piece_length,
         threads: args.threads.unwrap_or(0),
+        format: args.format.into(),
     };
     let (mut builder, elapsed) = hash_with_progress(&scanned, &options)?;
     builder.private = args.private;
@@ -220,6 +246,7 @@ pub fn run(args: Args) -> Result<()> {
             "torrent": output.display().to_string(),
             "name": metainfo.info.name,
             "info_hash": metainfo.info_hash.to_hex(),
+            "info_hash_v2": metainfo.info_hash_v2.map(|h| shoal_core::hex::encode(&h)),
             "piece_length": metainfo.info.piece_length,
             "piece_count": metainfo.info.piece_count(),
             "total_size": metainfo.info.total_length,
@@ -228,8 +255,12 @@ pub fn run(args: Args) -> Result<()> {
         });
         print(&format!("{json}\n"))
     } else {
+        let v2 = metainfo
+            .info_hash_v2
+            .map(|h| format!("info-hash v2: {}\n", shoal_core::hex::encode(&h)))
+            .unwrap_or_default();
         print(&format!(
-            "torrent:   {}\ninfo-hash: {}\nmagnet:    {}\n",
+            "torrent:   {}\ninfo-hash: {}\n{v2}magnet:    {}\n",
             output.display(),
             metainfo.info_hash,
             magnet

@@ -227,6 +227,7 @@ pub fn run(args: Args) -> Result<()> {
         no_date: false,
         force: true,
         threads: None,
+        format: super::create::Format::V1,
         // Keeps standard output all JSON lines under --json.
         json: args.json,
     })?;

@@ -58,6 +58,9 @@ enum Command {
         info_hash: NodeId,
         reply: oneshot::Sender<ScrapeFilters>,
     },
+    Seeding {
+        info_hash: NodeId,
+    },
     Get {
         query: ItemQuery,
         reply: oneshot::Sender<Option<Item>>,
@@ -180,6 +183,15 @@ impl DhtHandle {
         self.subscribe(info_hash, Some(Announce { port, seed }))
     }
 
+    /// From now on `info_hash` is announced as a seed (BEP 33): a download has completed.
+    /// Its nodes hear so at once (or as soon as a running lookup ends), not at the next
+    /// periodic announce.
+    pub fn seeding(&self, info_hash: InfoHash) {
+        let _ = self.commands.send(Command::Seeding {
+            info_hash: info_hash.into(),
+        });
+    }
+
     /// A BEP 33 scrape: the bloom filters of the seeds and peers the nodes around
     /// `info_hash` store, ORed together ([`crate::scrape::Bloom::estimate`] counts them).
     pub async fn scrape(&self, info_hash: InfoHash) -> Result<ScrapeFilters, DhtUnavailable> {
@@ -268,6 +280,8 @@ struct Subscription {
     peers: mpsc::UnboundedSender<Vec<SocketAddr>>,
     lookup: Option<LookupId>,
     next_run: Instant,
+    /// What we announce changed while a lookup ran: announce again once it ends.
+    announce_again: bool,
 }
 
 const SAVE_EVERY: Duration = Duration::from_secs(10 * 60);
@@ -326,7 +340,20 @@ async fn run(
                     peers,
                     lookup: None,
                     next_run: now,
+                    announce_again: false,
                 }),
+                Some(Command::Seeding { info_hash }) => {
+                    for sub in subs.iter_mut().filter(|s| s.info_hash == info_hash) {
+                        match &mut sub.announce {
+                            Some(a) if !a.seed => a.seed = true,
+                            _ => continue,
+                        }
+                        match sub.lookup {
+                            Some(_) => sub.announce_again = true,
+                            None => sub.next_run = now,
+                        }
+                    }
+                }
                 Some(Command::Get { query, reply }) => {
                     let now = Instant::now();
                     let lookup = match query {
@@ -441,7 +468,10 @@ fn on_event(
                     Some(_) => announced_to > 0,
                     None => peers_found > 0,
                 };
-                sub.next_run = now + if done { config.repeat } else { config.retry };
+                sub.next_run = match std::mem::take(&mut sub.announce_again) {
+                    true => now,
+                    false => now + if done { config.repeat } else { config.retry },
+                };
             }
         }
     }

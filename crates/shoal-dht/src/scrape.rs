@@ -56,13 +56,18 @@ impl Bloom {
     }
 
     /// How many distinct addresses the filter holds, estimated from its zero bits; it
-    /// saturates around 8000.
+    /// saturates around 8000. An empty filter holds none: the BEP's formula, which caps
+    /// the zero bits at m - 1 (as libtorrent does), would say 0.5 there, which rounds to
+    /// a peer that is not.
     pub fn estimate(&self) -> f64 {
         let zeros = self
             .0
             .iter()
             .map(|b| b.count_zeros() as usize)
             .sum::<usize>();
+        if zeros == BITS {
+            return 0.0;
+        }
         let m = BITS as f64;
         let c = zeros.min(BITS - 1) as f64;
         (c / m).ln() / (2.0 * (1.0 - 1.0 / m).ln())
@@ -102,6 +107,14 @@ mod tests {
             "{}",
             bloom.estimate()
         );
+    }
+
+    #[test]
+    fn an_empty_filter_counts_nobody_and_one_address_counts_one() {
+        let mut bloom = Bloom::default();
+        assert_eq!(bloom.estimate().round(), 0.0);
+        bloom.insert(Ipv4Addr::new(10, 0, 0, 1).into());
+        assert_eq!(bloom.estimate().round(), 1.0);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //!   node); `shoal get magnet:` finds it there and downloads it.
 //! - The reverse: a shoal seed on the DHT only; libtorrent downloads the magnet, and a
 //!   DHT scrape (BEP 33) counts the seed.
+//! - A shoal download that completes and seeds on is counted as a seed too.
 //! - aria2 fetches a magnet's metadata from a shoal seed it found on the DHT.
 //! - 20 in-process shoal nodes and two libtorrent nodes form one DHT; get_peers finds
 //!   peers announced from either kind.
@@ -300,7 +301,57 @@ fn shoal_seeds_on_dht_libtorrent_gets_magnet() {
         counts["seeds"].as_u64().unwrap(),
         counts["peers"].as_u64().unwrap(),
     );
+    // libtorrent finished too, and may have said so to the nodes or not yet.
     assert!((1..=2).contains(&seeds) && seeds + peers <= 2, "{counts}");
+}
+
+#[test]
+fn a_download_that_completes_is_scraped_as_a_seed() {
+    let dir = tempdir();
+    let (src, torrent, magnet) = make_torrent(dir.path(), 4);
+    let (_boot, _) = shoal_dht("127.0.2.200:19200", &dir.path().join("dht.state"));
+    let _seed = shoal_seed(
+        &torrent,
+        &src,
+        &dir.path().join("seed-state"),
+        "127.0.2.201:19201",
+        "127.0.2.200:19200",
+    );
+    // A download that stays on to seed: it announced itself as a mere peer when it
+    // started, and must say it seeds once it has everything.
+    let out = dir.path().join("out");
+    let mut get = shoal();
+    get.args(["get", &magnet, "-o", path_str(&out), "--json"])
+        .args(["--listen", "127.0.2.202:19202"])
+        .args(["--dht-bootstrap", "127.0.2.200:19200"])
+        .args(["--state-dir", path_str(&dir.path().join("state"))]);
+    let (_get, _) = start_and_watch(get, "\"completed\"", Duration::from_secs(60));
+    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+
+    let hash = magnet.split("btih:").nth(1).unwrap()[..40].to_owned();
+    // The re-announce is immediate, but give the node a moment to have taken it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut scrape = shoal();
+        scrape
+            .args(["dht", "scrape", &hash, "--json", "--timeout", "10"])
+            .args(["--bootstrap", "127.0.2.200:19200"])
+            .args(["--listen", "127.0.2.203:19203"])
+            .args(["--state", path_str(&dir.path().join("scrape.state"))]);
+        let counts: serde_json::Value = serde_json::from_str(run_ok(&mut scrape).trim()).unwrap();
+        let (seeds, peers) = (
+            counts["seeds"].as_u64().unwrap(),
+            counts["peers"].as_u64().unwrap(),
+        );
+        if seeds == 2 && peers == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the finished download is not counted as a seed: {counts}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 #[test]

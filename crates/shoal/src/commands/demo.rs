@@ -151,7 +151,7 @@ async fn start_seed(
     stop: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<Result<Outcome>>)> {
     let (updates_tx, mut updates) = mpsc::unbounded_channel();
-    let task = tokio::spawn(run_announced(config, trackers, updates_tx, stop));
+    let task = tokio::spawn(run_announced(config, trackers, None, updates_tx, stop));
     loop {
         match updates.recv().await {
             Some(Update::Engine(EngineEvent::Started {
@@ -301,7 +301,7 @@ pub fn run(args: Args) -> Result<()> {
         );
         let display = tokio::spawn(show_progress(updates, metainfo.clone(), args.json));
         let started = Instant::now();
-        let outcome = run_announced(config, trackers.clone(), updates_tx, stop).await;
+        let outcome = run_announced(config, trackers.clone(), None, updates_tx, stop).await;
         let elapsed = started.elapsed();
         let _ = display.await;
         // The downloader has told the tracker `completed` and `stopped` on its way out.

@@ -332,6 +332,7 @@ pub enum Update {
 pub async fn run_announced(
     mut config: TorrentConfig,
     trackers: Vec<Vec<String>>,
+    dht: Option<DhtHandle>,
     display: mpsc::UnboundedSender<Update>,
     stop: watch::Receiver<bool>,
 ) -> Result<Outcome> {
@@ -356,6 +357,7 @@ pub async fn run_announced(
         display,
         config.metainfo.clone(),
         trackers,
+        dht,
         feed,
     ));
     let outcome = shoal_engine::run(config, events_tx, stop).await;
@@ -386,13 +388,14 @@ fn announcer_config(
 /// Passes engine events on to the display and keeps the trackers told: starts announcing
 /// once the engine listens (its port is known then), reports progress and completion,
 /// and relays the peers the trackers return to the engine's `feed`, telling the display
-/// how many. Returns the announcer, so the caller can send `stopped` after the engine
-/// stops.
+/// how many. The DHT hears when we become a seed (BEP 33). Returns the announcer, so the
+/// caller can send `stopped` after the engine stops.
 async fn announce(
     mut events: mpsc::UnboundedReceiver<EngineEvent>,
     display: mpsc::UnboundedSender<Update>,
     metainfo: Arc<Metainfo>,
     trackers: Vec<Vec<String>>,
+    dht: Option<DhtHandle>,
     feed: mpsc::UnboundedSender<(PeerSource, Vec<SocketAddr>)>,
 ) -> Option<Announcer> {
     let info = &metainfo.info;
@@ -412,6 +415,16 @@ async fn announce(
                 continue;
             }
         };
+        let now_seed = match &event {
+            EngineEvent::Started {
+                have, piece_count, ..
+            } => have == piece_count,
+            EngineEvent::Completed { seed, .. } => *seed,
+            _ => false,
+        };
+        if let (true, Some(dht)) = (now_seed, &dht) {
+            dht.seeding(metainfo.info_hash);
+        }
         match &event {
             EngineEvent::Started {
                 have,
@@ -708,7 +721,7 @@ impl Job {
         };
         let (display_tx, display_events) = mpsc::unbounded_channel();
         let display = tokio::spawn(show_progress(display_events, metainfo, self.opts.json));
-        let outcome = run_announced(config, trackers, display_tx, stop).await;
+        let outcome = run_announced(config, trackers, dht.clone(), display_tx, stop).await;
         let _ = display.await;
         if let Some(dht) = dht {
             dht.shutdown().await;

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use shoal_core::{merkle, peer_priority, Bitfield, Block, Metainfo, PeerId, BLOCK_SIZE};
-use shoal_storage::{resume, FileLayout, StorageError, TorrentFiles};
+use shoal_storage::{resume, FileLayout, Hashing, StorageError, TorrentFiles};
 use shoal_swarm::{
     Connection, CoreConfig, Io, PeerKey, PeerLink, TorrentCore, Uplink, INITIAL_RATE_GUESS,
 };
@@ -178,10 +178,15 @@ pub async fn run(
 ) -> Result<Outcome, EngineError> {
     let info = &config.metainfo.info;
     let layout = match &config.single_file_path {
+        // The one file at `path`; a v2 torrent's padding after it stays padding.
         Some(path) if !info.multi_file => FileLayout::new(
-            [(path.clone(), info.total_length, false)],
+            info.files.iter().map(|f| match f.attr.padding {
+                true => (PathBuf::new(), f.length, true),
+                false => (path.clone(), f.length, false),
+            }),
             info.piece_length,
-        ),
+        )
+        .hashing(Hashing::of(info)),
         _ => FileLayout::for_torrent(info, &config.download_dir),
     };
     let resume_path = resume::resume_path(&config.state_dir, &config.metainfo.info_hash);
@@ -261,6 +266,13 @@ pub async fn run(
         now,
     });
     core.set_sequential(config.sequential);
+    // Padding (BEP 47, and every v2 torrent's alignment) is zeros: not asked of peers.
+    for piece in 0..info.piece_count() {
+        let fetched = files.layout().fetched_length(piece);
+        if fetched < files.layout().piece_size(piece) {
+            core.skip_padding(piece as u32, fetched.div_ceil(u64::from(BLOCK_SIZE)) as u32);
+        }
+    }
     let download_limit = Arc::new(RateLimit::new(config.max_download_rate));
     let web_seeds = WebSeeds::new(
         &mut core,

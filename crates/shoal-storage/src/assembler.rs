@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
+use shoal_core::BLOCK_SIZE;
 use shoal_hash::{PieceDigest, PieceHasher, Sha1};
 
 use crate::{StorageError, TorrentFiles};
@@ -153,6 +154,7 @@ impl PieceAssembler {
             self.held -= assembly.held;
             assembly.held = 0;
             assembly.blocks.sort_unstable_by_key(|(offset, _)| *offset);
+            add_padding(files, *piece, assembly);
             if !assembly.spilled && !covers(&assembly.blocks, piece_size(files, *piece)) {
                 // Gaps or overlaps (a caller's mistake): hash whatever is on disk.
                 assembly.spilled = true;
@@ -209,6 +211,29 @@ fn piece_start(files: &TorrentFiles, piece: u32) -> u64 {
 
 fn piece_size(files: &TorrentFiles, piece: u32) -> u64 {
     files.layout().piece_size(piece as usize)
+}
+
+/// Zeros, for the padding tail of a piece that was never fetched.
+static ZEROS: [u8; BLOCK_SIZE as usize] = [0; BLOCK_SIZE as usize];
+
+/// Completes a held piece whose blocks end where its padding tail starts (see
+/// [`FileLayout::fetched_length`](crate::FileLayout::fetched_length)) with zero blocks,
+/// so that it is hashed from memory like any other.
+fn add_padding(files: &TorrentFiles, piece: u32, assembly: &mut Assembly) {
+    let layout = files.layout();
+    let fetched = layout.fetched_length(piece as usize);
+    let size = layout.piece_size(piece as usize);
+    if assembly.spilled || fetched == size || !covers(&assembly.blocks, fetched) {
+        return;
+    }
+    let mut offset = fetched;
+    while offset < size {
+        let length = (size - offset).min(u64::from(BLOCK_SIZE)) as usize;
+        assembly
+            .blocks
+            .push((offset as u32, Bytes::from_static(&ZEROS[..length])));
+        offset += length as u64;
+    }
 }
 
 /// Whether blocks sorted by offset cover `0..size` exactly, without gaps or overlaps.

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use shoal_core::{Bitfield, Info};
+use shoal_core::{Bitfield, Info, BLOCK_SIZE};
 use shoal_hash::{merkle, PieceHasher, Sha1};
 
 /// One file of the torrent's byte stream, at its place on disk.
@@ -46,6 +46,16 @@ pub enum Hashing {
     Both,
 }
 
+impl Hashing {
+    /// How a parsed torrent's pieces are checked.
+    pub fn of(info: &Info) -> Self {
+        match info.is_merkle() {
+            true => Hashing::Merkle,
+            false => Hashing::Sha1,
+        }
+    }
+}
+
 impl FileLayout {
     /// A layout from files already in order; offsets are computed here.
     pub fn new(files: impl IntoIterator<Item = (PathBuf, u64, bool)>, piece_length: u32) -> Self {
@@ -83,10 +93,7 @@ impl FileLayout {
             }),
             info.piece_length,
         );
-        layout.hashing(match info.is_merkle() {
-            true => Hashing::Merkle,
-            false => Hashing::Sha1,
-        })
+        layout.hashing(Hashing::of(info))
     }
 
     /// The same layout, its pieces hashed as `hashing` says.
@@ -144,6 +151,24 @@ impl FileLayout {
         self.total_length
             .saturating_sub(start)
             .min(self.piece_length)
+    }
+
+    /// The bytes at the start of piece `index` that must come from peers: all of it but
+    /// a tail of whole blocks that lies in padding files (BEP 47), which is zeros by
+    /// definition and never fetched, as libtorrent never fetches it. At least one block.
+    pub fn fetched_length(&self, index: usize) -> u64 {
+        let size = self.piece_size(index);
+        let padding: u64 = self
+            .piece_segments(index)
+            .collect::<Vec<_>>()
+            .iter()
+            .rev()
+            .take_while(|s| self.files[s.file].padding)
+            .map(|s| s.length)
+            .sum();
+        let block = u64::from(BLOCK_SIZE);
+        let data = size - padding;
+        (data.div_ceil(block).max(1) * block).min(size)
     }
 
     /// The file ranges that make up bytes `[start, start + length)` of the stream, in
@@ -227,6 +252,32 @@ mod tests {
             ones(&[0, 3, 9]),
             [0, 2],
             "an index out of range adds nothing"
+        );
+    }
+
+    #[test]
+    fn only_the_whole_blocks_of_a_padding_tail_are_left_unfetched() {
+        const B: u64 = BLOCK_SIZE as u64;
+        let piece = 4 * B as u32;
+        let layout = FileLayout::new(
+            [
+                ("a".into(), B + 100, false),
+                (PathBuf::new(), 3 * B - 100, true),
+                ("b".into(), 4 * B, false),
+                ("c".into(), 10, false),
+                (PathBuf::new(), 4 * B - 10, true),
+            ],
+            piece,
+        );
+        // The block holding a's last 100 bytes is fetched; the two after it are not.
+        assert_eq!(layout.fetched_length(0), 2 * B);
+        assert_eq!(layout.fetched_length(1), 4 * B, "no padding");
+        assert_eq!(layout.fetched_length(2), B, "at least one block");
+        let plain = FileLayout::new([("x".into(), 3 * B + 7, false)], piece);
+        assert_eq!(
+            plain.fetched_length(0),
+            3 * B + 7,
+            "a short last piece, whole"
         );
     }
 }

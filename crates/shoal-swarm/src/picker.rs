@@ -188,6 +188,9 @@ pub struct PiecePicker {
     seeds: u32,
     /// Pieces in index order rather than rarest first.
     sequential: bool,
+    /// Pieces whose tail of whole blocks is padding (BEP 47), never fetched: how many of
+    /// their blocks are (see [`skip_padding`](Self::skip_padding)).
+    fetched_blocks: HashMap<u32, u32>,
 }
 
 impl PiecePicker {
@@ -265,6 +268,7 @@ impl PiecePicker {
             peers: HashMap::new(),
             seeds: 0,
             sequential: false,
+            fetched_blocks: HashMap::new(),
         };
         for piece in 0..piece_count {
             if have.get(piece as usize) {
@@ -294,9 +298,24 @@ impl PiecePicker {
         }
     }
 
-    /// Number of blocks in `piece`.
+    /// Number of blocks of `piece` to fetch: all of them, but a tail that is only padding
+    /// (see [`skip_padding`](Self::skip_padding)).
     pub fn blocks_in_piece(&self, piece: u32) -> u32 {
-        self.piece_size(piece).div_ceil(BLOCK_SIZE)
+        let all = self.piece_size(piece).div_ceil(BLOCK_SIZE);
+        self.fetched_blocks.get(&piece).map_or(all, |&n| n.min(all))
+    }
+
+    /// Only the first `blocks` blocks of `piece` are fetched: the rest lies in padding
+    /// files (BEP 47), zeros that the storage fills in, as libtorrent never asks for them.
+    /// For a piece not under way yet (call it before picking starts).
+    pub fn skip_padding(&mut self, piece: u32, blocks: u32) {
+        let under_way = self
+            .pieces
+            .get(piece as usize)
+            .is_none_or(|slot| slot.place == Place::Partial);
+        if !under_way && blocks > 0 {
+            self.fetched_blocks.insert(piece, blocks);
+        }
     }
 
     /// The `index`th block of `piece`.
@@ -1164,6 +1183,39 @@ mod tests {
                 Received::Unexpected
             );
         }
+    }
+
+    #[test]
+    fn a_padding_tail_is_never_picked_and_the_piece_completes_without_it() {
+        let mut picker = PiecePicker::new(2, 4 * B, 8 * u64::from(B), &Bitfield::new(2));
+        picker.skip_padding(0, 1);
+        assert_eq!(picker.blocks_in_piece(0), 1);
+        let seed = Bitfield::full(2);
+        picker.peer_bitfield(PeerKey(1), &seed);
+        let blocks = pick(&mut picker, 1, &seed, 100, &mut rng());
+        assert_eq!(
+            blocks.len(),
+            1 + 4,
+            "piece 0's padding blocks are not asked for"
+        );
+        assert!(blocks.iter().all(|b| b.piece == 1 || b.offset == 0));
+        let padding = Block {
+            piece: 0,
+            offset: B,
+            length: B,
+        };
+        assert_eq!(
+            picker.block_received(PeerKey(1), padding),
+            Received::Unexpected
+        );
+        let first = blocks.iter().find(|b| b.piece == 0).unwrap();
+        assert_eq!(
+            picker.block_received(PeerKey(1), *first),
+            Received::New {
+                piece_complete: true,
+                cancel: Vec::new()
+            }
+        );
     }
 
     #[test]

@@ -530,6 +530,12 @@ impl<P: Connection> TorrentCore<P> {
         }
     }
 
+    /// Only the first `blocks` blocks of `piece` are fetched: the rest is padding (see
+    /// [`PiecePicker::skip_padding`]). Before the first peer connects.
+    pub fn skip_padding(&mut self, piece: u32, blocks: u32) {
+        self.picker.skip_padding(piece, blocks);
+    }
+
     /// Acts on a complete piece's hash check: a good piece is announced to every peer (and
     /// clears or convicts the peers smart ban watched for it); a bad one is fetched again,
     /// and its senders are banned once smart ban can tell who lied.

@@ -144,7 +144,9 @@ pub(super) fn parse_info(
                 symlink_target: None,
                 url_path: Vec::new(),
             });
-            offset += gap;
+            offset = offset
+                .checked_add(gap)
+                .ok_or(MetainfoError::TotalOverflow)?;
         }
     }
     if offset == 0 {

@@ -267,10 +267,12 @@ pub async fn run(
     });
     core.set_sequential(config.sequential);
     // Padding (BEP 47, and every v2 torrent's alignment) is zeros: not asked of peers.
-    for piece in 0..info.piece_count() {
-        let fetched = files.layout().fetched_length(piece);
-        if fetched < files.layout().piece_size(piece) {
-            core.skip_padding(piece as u32, fetched.div_ceil(u64::from(BLOCK_SIZE)) as u32);
+    if info.files.iter().any(|f| f.attr.padding) {
+        for piece in 0..info.piece_count() {
+            let fetched = files.layout().fetched_length(piece);
+            if fetched < files.layout().piece_size(piece) {
+                core.skip_padding(piece as u32, fetched.div_ceil(u64::from(BLOCK_SIZE)) as u32);
+            }
         }
     }
     let download_limit = Arc::new(RateLimit::new(config.max_download_rate));

@@ -159,8 +159,13 @@ pub fn proves(
         return false;
     }
     let (hashes, uncles) = answer.split_at(count);
-    let mut node = self::root(hashes, count, height);
-    let mut position = index / count;
+    let (node, _) = climb(self::root(hashes, count, height), index / count, uncles);
+    &node == root
+}
+
+/// Climbs from `node`, at `position` in its layer, with the siblings `uncles` (lowest
+/// first): the ancestor reached and its position in its own layer.
+fn climb(mut node: Hash, mut position: usize, uncles: &[Hash]) -> (Hash, usize) {
     for uncle in uncles {
         node = match position % 2 {
             0 => parent(&node, uncle),
@@ -168,7 +173,7 @@ pub fn proves(
         };
         position /= 2;
     }
-    &node == root
+    (node, position)
 }
 
 /// A file's tree from its piece layer up to its root, for answering BEP 52 hash
@@ -305,26 +310,14 @@ mod tests {
     /// uncles to the root.
     fn climbs_to(answer: &[Hash], index: u32, count: u32, tree: &LayerTree) -> bool {
         let (hashes, uncles) = answer.split_at(count as usize);
-        let mut node = root(hashes, count as usize, 0);
-        let mut position = index / count;
-        for uncle in uncles {
-            node = match position % 2 {
-                0 => parent(&node, uncle),
-                _ => parent(uncle, &node),
-            };
-            position /= 2;
-        }
+        let start = root(hashes, count as usize, 0);
+        let (mut node, mut position) = climb(start, (index / count) as usize, uncles);
         // What is left above the last uncle is the requester's to know; here, climb the
         // rest with the tree's own nodes.
-        let mut level = count.trailing_zeros() as usize + uncles.len();
-        while level + 1 < tree.layers.len() {
-            let sibling = tree.layers[level][position as usize ^ 1];
-            node = match position % 2 {
-                0 => parent(&node, &sibling),
-                _ => parent(&sibling, &node),
-            };
-            position /= 2;
-            level += 1;
+        let first = count.trailing_zeros() as usize + uncles.len();
+        for level in first..tree.layers.len() - 1 {
+            let sibling = tree.layers[level][position ^ 1];
+            (node, position) = climb(node, position, &[sibling]);
         }
         node == tree.root()
     }

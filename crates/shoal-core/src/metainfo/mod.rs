@@ -269,6 +269,19 @@ impl<'d, 'a> Fields<'d, 'a> {
             .and_then(|n| n.as_bytes())
             .map(|b| String::from_utf8_lossy(b).into_owned())
     }
+    /// The torrent's name, sanitised (the info-hash in hex when nothing usable is left),
+    /// and as the torrent gives it (what web seeds serve it under).
+    fn name(&self, info_hash: InfoHash) -> (String, Vec<u8>) {
+        let raw = self
+            .utf8_preferred("name", "name.utf-8")
+            .and_then(|n| n.as_bytes());
+        let name = raw
+            .and_then(path::sanitize_component)
+            .unwrap_or_else(|| info_hash.to_hex());
+        let raw = raw.map_or_else(|| name.as_bytes().to_vec(), <[u8]>::to_vec);
+        (name, raw)
+    }
+
     /// `key.utf-8` if it is present and valid, else `key`: the form BEP 3 readers prefer.
     fn utf8_preferred(&self, key: &'static str, utf8_key: &str) -> Option<Node<'d, 'a>> {
         self.0
@@ -473,13 +486,7 @@ fn parse_info(info: Fields, info_hash: InfoHash) -> Result<Info, MetainfoError> 
         return Err(MetainfoError::TooManyPieces(pieces.len() / 20));
     }
 
-    let raw_name = info
-        .utf8_preferred("name", "name.utf-8")
-        .and_then(|n| n.as_bytes());
-    let name = raw_name
-        .and_then(path::sanitize_component)
-        .unwrap_or_else(|| info_hash.to_hex());
-    let raw_name = raw_name.map_or_else(|| name.as_bytes().to_vec(), <[u8]>::to_vec);
+    let (name, raw_name) = info.name(info_hash);
 
     let mut files = Vec::new();
     let multi_file = match info.typed("files", Kind::List)? {

@@ -45,13 +45,7 @@ pub(super) fn parse_info(
     let piece_length = piece_length as u32;
     let piece = u64::from(piece_length);
 
-    let raw_name = info
-        .utf8_preferred("name", "name.utf-8")
-        .and_then(|n| n.as_bytes());
-    let name = raw_name
-        .and_then(path::sanitize_component)
-        .unwrap_or_else(|| info_hash.to_hex());
-    let raw_name = raw_name.map_or_else(|| name.as_bytes().to_vec(), <[u8]>::to_vec);
+    let (name, raw_name) = info.name(info_hash);
 
     let tree = info.required("file tree", Kind::Dict)?;
     let mut found = Vec::new();

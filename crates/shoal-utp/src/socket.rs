@@ -1,0 +1,621 @@
+//! The tokio driver: one UDP socket carrying any number of [`Connection`]s, each seen by
+//! the application as a [`UtpStream`] (`AsyncRead + AsyncWrite`, like a `TcpStream`).
+//!
+//! Datagrams that are not uTP (the DHT's KRPC messages, which start with `d`) go to an
+//! optional channel, so that uTP and the DHT can share one port as libtorrent's do:
+//! peers reach both at the port they learnt from a tracker or the DHT.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, Notify};
+
+use crate::connection::{Config, Connection, Read, UtpError};
+use crate::packet::{looks_like_utp, Kind, Packet};
+
+/// Connections one socket holds at most; SYNs beyond are refused with a reset.
+const MAX_CONNECTIONS: usize = 2000;
+/// Accepted connections waiting for the application.
+const ACCEPT_BACKLOG: usize = 64;
+/// Non-uTP datagrams waiting for their consumer (the DHT); more are dropped, as a full
+/// socket buffer would drop them.
+const OTHER_BACKLOG: usize = 1024;
+/// Datagrams waiting for room in the socket's send buffer, at most.
+const MAX_QUEUED_DATAGRAMS: usize = 4096;
+/// Kernel buffer sizes asked for: a window's worth of datagrams arriving at once on a
+/// fast path must not overflow the default (about 200 KiB on Linux).
+const SOCKET_BUFFER: usize = 2 << 20;
+/// How often timers are checked. Retransmission timeouts are at least 500 ms.
+const TICK: Duration = Duration::from_millis(20);
+/// A stream the application dropped is given this long to deliver what it wrote.
+const LINGER: Duration = Duration::from_secs(30);
+
+/// A connection and who waits on it.
+struct Entry {
+    conn: Connection,
+    peer: SocketAddr,
+    readers: Option<Waker>,
+    writers: Option<Waker>,
+    /// The application dropped its stream.
+    dropped_at: Option<Instant>,
+}
+
+impl Entry {
+    fn wake(&mut self) {
+        if let Some(w) = self.readers.take() {
+            w.wake();
+        }
+        if let Some(w) = self.writers.take() {
+            w.wake();
+        }
+    }
+
+    /// Sends whatever the connection has to send.
+    fn flush(&mut self, outbox: &Outbox, now: Instant) {
+        while let Some(datagram) = self.conn.poll_transmit(now) {
+            if tracing::enabled!(tracing::Level::TRACE) {
+                if let Ok(p) = Packet::parse(&datagram) {
+                    tracing::trace!(kind = ?p.kind, seq = p.seq_nr, ack = p.ack_nr, len = p.payload.len(), "uTP out");
+                }
+            }
+            outbox.send(datagram, self.peer);
+        }
+    }
+}
+
+type Shared = Arc<Mutex<Entry>>;
+
+/// Datagrams go out at once while the socket's buffer takes them; when it is full they
+/// wait here, in order, until the socket's task sees it writable again. (tokio learns
+/// that a socket is writable again only when something waits for it: without this, one
+/// full buffer would silence the socket for good.)
+struct Outbox {
+    udp: Arc<UdpSocket>,
+    queue: Mutex<VecDeque<(Vec<u8>, SocketAddr)>>,
+    wake: Notify,
+}
+
+impl Outbox {
+    fn send(&self, datagram: Vec<u8>, to: SocketAddr) {
+        let mut queue = self.queue.lock().expect("not poisoned");
+        if queue.is_empty() {
+            match self.udp.try_send_to(&datagram, to) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // Sent, or an error no retry would cure (the peer's address unreachable).
+                _ => return,
+            }
+        }
+        // Past the cap a datagram is dropped, as a congested link drops it; the
+        // connection sends it again.
+        if queue.len() < MAX_QUEUED_DATAGRAMS {
+            queue.push_back((datagram, to));
+        }
+        tracing::trace!(queued = queue.len(), "uTP outbox waits for the socket");
+        drop(queue);
+        self.wake.notify_one();
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue.lock().expect("not poisoned").is_empty()
+    }
+
+    /// Sends what waits until the socket's buffer is full again.
+    fn drain(&self) {
+        let mut queue = self.queue.lock().expect("not poisoned");
+        tracing::trace!(queued = queue.len(), "uTP outbox drains");
+        while let Some((datagram, to)) = queue.front() {
+            match self.udp.try_send_to(datagram, *to) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                _ => {
+                    queue.pop_front();
+                }
+            }
+        }
+    }
+}
+
+struct Inner {
+    udp: Arc<UdpSocket>,
+    outbox: Outbox,
+    config: Config,
+    conns: Mutex<HashMap<(SocketAddr, u16), Shared>>,
+}
+
+/// A UDP socket speaking uTP. See the module documentation.
+pub struct UtpSocket {
+    inner: Arc<Inner>,
+    accepted: tokio::sync::Mutex<mpsc::Receiver<UtpStream>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Datagrams that were not uTP, with their senders.
+pub type OtherDatagrams = mpsc::Receiver<(Vec<u8>, SocketAddr)>;
+
+impl UtpSocket {
+    /// Binds `addr`. With `share`, datagrams that are not uTP are passed on through the
+    /// returned receiver (and [`UtpSocket::udp`] sends for their consumer); without it
+    /// they are dropped.
+    pub async fn bind(
+        addr: SocketAddr,
+        config: Config,
+        share: bool,
+    ) -> io::Result<(UtpSocket, Option<OtherDatagrams>)> {
+        let udp = Arc::new(bind_udp(addr)?);
+        let inner = Arc::new(Inner {
+            outbox: Outbox {
+                udp: udp.clone(),
+                queue: Mutex::new(VecDeque::new()),
+                wake: Notify::new(),
+            },
+            udp,
+            config,
+            conns: Mutex::new(HashMap::new()),
+        });
+        let (accept_tx, accept_rx) = mpsc::channel(ACCEPT_BACKLOG);
+        let (other_tx, other_rx) = if share {
+            let (tx, rx) = mpsc::channel(OTHER_BACKLOG);
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let task = tokio::spawn(run(inner.clone(), accept_tx, other_tx));
+        Ok((
+            UtpSocket {
+                inner,
+                accepted: tokio::sync::Mutex::new(accept_rx),
+                task,
+            },
+            other_rx,
+        ))
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.udp.local_addr()
+    }
+
+    /// The UDP socket, for a consumer of the other datagrams to answer through.
+    pub fn udp(&self) -> Arc<UdpSocket> {
+        self.inner.udp.clone()
+    }
+
+    /// The next connection a peer opened.
+    pub async fn accept(&self) -> io::Result<UtpStream> {
+        self.accepted
+            .lock()
+            .await
+            .recv()
+            .await
+            .ok_or_else(|| io::Error::new(io::ErrorKind::BrokenPipe, "uTP socket closed"))
+    }
+
+    /// Opens a connection to `peer`. Fails after the SYN's retransmissions (about 7 s),
+    /// or at once if the peer resets it.
+    pub async fn connect(&self, peer: SocketAddr) -> io::Result<UtpStream> {
+        let now = Instant::now();
+        let entry = {
+            let mut conns = self.inner.conns.lock().expect("not poisoned");
+            if conns.len() >= MAX_CONNECTIONS {
+                return Err(io::Error::other("too many uTP connections"));
+            }
+            let mut rng = rand::thread_rng();
+            let recv_id = loop {
+                let id: u16 = rng.gen();
+                if !conns.contains_key(&(peer, id))
+                    && !conns.contains_key(&(peer, id.wrapping_add(1)))
+                {
+                    break id;
+                }
+            };
+            let conn = Connection::connect(self.inner.config.clone(), recv_id, rng.gen(), now);
+            let entry = Arc::new(Mutex::new(Entry {
+                conn,
+                peer,
+                readers: None,
+                writers: None,
+                dropped_at: None,
+            }));
+            conns.insert((peer, recv_id), entry.clone());
+            entry
+        };
+        entry
+            .lock()
+            .expect("not poisoned")
+            .flush(&self.inner.outbox, now);
+        let stream = UtpStream {
+            inner: self.inner.clone(),
+            entry,
+        };
+        poll_fn(|cx| {
+            let mut e = stream.entry.lock().expect("not poisoned");
+            if e.conn.is_connected() {
+                Poll::Ready(Ok(()))
+            } else if let Some(error) = e.conn.error() {
+                Poll::Ready(Err(io_error(error)))
+            } else if e.conn.is_closed() {
+                Poll::Ready(Err(io::ErrorKind::ConnectionAborted.into()))
+            } else {
+                e.writers = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await?;
+        Ok(stream)
+    }
+}
+
+impl Drop for UtpSocket {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A non-blocking UDP socket on `addr` with large kernel buffers (as far as the system
+/// allows).
+fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
+fn io_error(error: UtpError) -> io::Error {
+    let kind = match error {
+        UtpError::TimedOut => io::ErrorKind::TimedOut,
+        UtpError::Reset => io::ErrorKind::ConnectionReset,
+    };
+    io::Error::new(kind, error)
+}
+
+/// The socket's task: reads datagrams, runs timers, and forgets finished connections.
+async fn run(
+    inner: Arc<Inner>,
+    accept: mpsc::Sender<UtpStream>,
+    other: Option<mpsc::Sender<(Vec<u8>, SocketAddr)>>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let waiting = !inner.outbox.is_empty();
+        tokio::select! {
+            // Something was queued: look again at whether to wait for writability.
+            () = inner.outbox.wake.notified() => {}
+            Ok(()) = inner.udp.writable(), if waiting => inner.outbox.drain(),
+            received = inner.udp.recv_from(&mut buf) => {
+                let Ok((n, from)) = received else { continue };
+                let datagram = &buf[..n];
+                if !looks_like_utp(datagram) {
+                    if let Some(other) = &other {
+                        let _ = other.try_send((datagram.to_vec(), from));
+                    }
+                    continue;
+                }
+                if let Ok(packet) = Packet::parse(datagram) {
+                    tracing::trace!(
+                        kind = ?packet.kind, id = packet.connection_id, seq = packet.seq_nr,
+                        ack = packet.ack_nr, wnd = packet.wnd_size, sack = ?packet.sack,
+                        len = packet.payload.len(), "uTP in"
+                    );
+                    receive(&inner, &accept, packet, from);
+                }
+            }
+            _ = tick.tick() => timers(&inner),
+        }
+    }
+}
+
+fn receive(inner: &Arc<Inner>, accept: &mpsc::Sender<UtpStream>, packet: Packet, from: SocketAddr) {
+    let now = Instant::now();
+    // A SYN names the id we send with; we receive on the next one.
+    let id = if packet.kind == Kind::Syn {
+        packet.connection_id.wrapping_add(1)
+    } else {
+        packet.connection_id
+    };
+    let existing = inner
+        .conns
+        .lock()
+        .expect("not poisoned")
+        .get(&(from, id))
+        .cloned();
+    if let Some(entry) = existing {
+        let mut e = entry.lock().expect("not poisoned");
+        e.conn.handle_packet(&packet, now);
+        e.flush(&inner.outbox, now);
+        e.wake();
+        return;
+    }
+    match packet.kind {
+        Kind::Syn => {
+            let mut conns = inner.conns.lock().expect("not poisoned");
+            if conns.len() >= MAX_CONNECTIONS || accept.capacity() == 0 {
+                drop(conns);
+                reset(inner, &packet, from);
+                return;
+            }
+            let conn =
+                Connection::accept(inner.config.clone(), &packet, rand::thread_rng().gen(), now);
+            let entry = Arc::new(Mutex::new(Entry {
+                conn,
+                peer: from,
+                readers: None,
+                writers: None,
+                dropped_at: None,
+            }));
+            conns.insert((from, id), entry.clone());
+            drop(conns);
+            entry
+                .lock()
+                .expect("not poisoned")
+                .flush(&inner.outbox, now);
+            let stream = UtpStream {
+                inner: inner.clone(),
+                entry,
+            };
+            if accept.try_send(stream).is_err() {
+                inner
+                    .conns
+                    .lock()
+                    .expect("not poisoned")
+                    .remove(&(from, id));
+            }
+        }
+        // A stray data packet or FIN: tell the sender we have no such connection.
+        Kind::Data | Kind::Fin => reset(inner, &packet, from),
+        Kind::State | Kind::Reset => {}
+    }
+}
+
+fn reset(inner: &Inner, packet: &Packet, to: SocketAddr) {
+    let reset = Packet::new(
+        Kind::Reset,
+        if packet.kind == Kind::Syn {
+            packet.connection_id
+        } else {
+            packet.connection_id.wrapping_sub(1)
+        },
+        0,
+        packet.seq_nr,
+    );
+    inner.outbox.send(reset.encode(), to);
+}
+
+fn timers(inner: &Inner) {
+    let now = Instant::now();
+    let entries: Vec<((SocketAddr, u16), Shared)> = inner
+        .conns
+        .lock()
+        .expect("not poisoned")
+        .iter()
+        .map(|(k, v)| (*k, v.clone()))
+        .collect();
+    let mut finished = Vec::new();
+    for (key, entry) in entries {
+        let mut e = entry.lock().expect("not poisoned");
+        if e.conn.poll_timeout().is_some_and(|at| now >= at) {
+            e.conn.handle_timeout(now);
+            e.flush(&inner.outbox, now);
+            e.wake();
+        }
+        let gone = match e.dropped_at {
+            Some(at) => {
+                e.conn.is_closed()
+                    || e.conn.is_drained()
+                    || now.saturating_duration_since(at) > LINGER
+            }
+            None => false,
+        };
+        if gone {
+            finished.push(key);
+        }
+    }
+    let mut conns = inner.conns.lock().expect("not poisoned");
+    for key in finished {
+        conns.remove(&key);
+    }
+}
+
+/// One uTP connection, read and written like a TCP stream. Dropping it closes our side
+/// (a FIN after what was written); the socket keeps the connection a while to deliver.
+pub struct UtpStream {
+    inner: Arc<Inner>,
+    entry: Shared,
+}
+
+impl std::fmt::Debug for UtpStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UtpStream")
+            .field("peer", &self.peer_addr())
+            .finish()
+    }
+}
+
+impl UtpStream {
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.entry.lock().expect("not poisoned").peer
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Entry, &Outbox) -> T) -> T {
+        let mut e = self.entry.lock().expect("not poisoned");
+        f(&mut e, &self.inner.outbox)
+    }
+}
+
+impl AsyncRead for UtpStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.with(|e, outbox| match e.conn.read(buf.initialize_unfilled()) {
+            Read::Data(n) => {
+                buf.advance(n);
+                // Reading may have opened our window: the peer hears of it now.
+                e.flush(outbox, Instant::now());
+                Poll::Ready(Ok(()))
+            }
+            Read::Eof => match e.conn.error() {
+                Some(error) => Poll::Ready(Err(io_error(error))),
+                None => Poll::Ready(Ok(())),
+            },
+            Read::Pending => {
+                e.readers = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+    }
+}
+
+impl AsyncWrite for UtpStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.with(|e, outbox| {
+            if let Some(error) = e.conn.error() {
+                return Poll::Ready(Err(io_error(error)));
+            }
+            if e.conn.is_closed() {
+                return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+            }
+            let n = e.conn.write(data);
+            if n == 0 && !data.is_empty() {
+                e.writers = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            e.flush(outbox, Instant::now());
+            Poll::Ready(Ok(n))
+        })
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Written bytes are already the connection's to deliver.
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.with(|e, outbox| {
+            e.conn.close();
+            e.flush(outbox, Instant::now());
+        });
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for UtpStream {
+    fn drop(&mut self) {
+        self.with(|e, outbox| {
+            e.conn.close();
+            e.flush(outbox, Instant::now());
+            e.dropped_at = Some(Instant::now());
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn localhost() -> SocketAddr {
+        "127.0.0.1:0".parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn streams_carry_bytes_both_ways_and_close_with_eof() {
+        let (server, _) = UtpSocket::bind(localhost(), Config::default(), false)
+            .await
+            .unwrap();
+        let (client, _) = UtpSocket::bind(localhost(), Config::default(), false)
+            .await
+            .unwrap();
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 + i / 977) as u8).collect();
+        let to_send = data.clone();
+        let addr = server.local_addr().unwrap();
+        let echo = tokio::spawn(async move {
+            let mut stream = server.accept().await.unwrap();
+            let mut got = Vec::new();
+            stream.read_to_end(&mut got).await.unwrap();
+            stream.write_all(&got[..1000]).await.unwrap();
+            drop(stream);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            (got, server)
+        });
+        let mut stream = tokio::time::timeout(Duration::from_secs(10), client.connect(addr))
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(30), async {
+            stream.write_all(&to_send).await.unwrap();
+            stream.shutdown().await.unwrap();
+            let mut back = Vec::new();
+            stream.read_to_end(&mut back).await.unwrap();
+            assert_eq!(back[..], data[..1000]);
+        })
+        .await
+        .unwrap();
+        let (got, _server) = echo.await.unwrap();
+        assert!(got == data, "{} bytes of {}", got.len(), data.len());
+    }
+
+    #[tokio::test]
+    async fn connecting_to_a_closed_port_fails_and_other_datagrams_are_passed_on() {
+        let (socket, other) = UtpSocket::bind(localhost(), Config::default(), true)
+            .await
+            .unwrap();
+        let mut other = other.unwrap();
+        let probe = UdpSocket::bind(localhost()).await.unwrap();
+        probe
+            .send_to(
+                b"d1:ad2:id20:aaaaaaaaaaaaaaaaaaaae1:q4:ping1:t2:aa1:y1:qe",
+                socket.local_addr().unwrap(),
+            )
+            .await
+            .unwrap();
+        let (datagram, from) = tokio::time::timeout(Duration::from_secs(5), other.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(from, probe.local_addr().unwrap());
+        assert!(datagram.starts_with(b"d1:a"));
+        // A stray data packet is answered with a reset.
+        let stray = Packet::new(Kind::Data, 4242, 1, 1).encode();
+        probe
+            .send_to(&stray, socket.local_addr().unwrap())
+            .await
+            .unwrap();
+        let mut buf = [0u8; 100];
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), probe.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let answer = Packet::parse(&buf[..n]).unwrap();
+        assert_eq!(answer.kind, Kind::Reset);
+        assert_eq!(answer.connection_id, 4241);
+        // Nobody listens at the probe's port for uTP: the SYN goes unanswered.
+        let dead = UdpSocket::bind(localhost()).await.unwrap();
+        let started = Instant::now();
+        let error = socket
+            .connect(dead.local_addr().unwrap())
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() < Duration::from_secs(20));
+    }
+}

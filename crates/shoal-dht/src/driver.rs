@@ -19,6 +19,7 @@ use shoal_core::InfoHash;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -133,7 +134,24 @@ pub struct DhtHandle {
 
 impl DhtHandle {
     /// Binds the socket, loads the saved table if any, and starts the node.
-    pub async fn spawn(mut config: DriverConfig) -> std::io::Result<DhtHandle> {
+    pub async fn spawn(config: DriverConfig) -> std::io::Result<DhtHandle> {
+        let socket = UdpSocket::bind(config.listen).await?;
+        Self::start(config, Socket::Own(socket))
+    }
+
+    /// Starts the node on a UDP socket another protocol also reads (uTP, which shares
+    /// the peers' port as libtorrent's does): `incoming` carries the datagrams that are
+    /// the DHT's; answers go out through `udp`.
+    pub fn spawn_shared(
+        mut config: DriverConfig,
+        udp: Arc<UdpSocket>,
+        incoming: mpsc::Receiver<(Vec<u8>, SocketAddr)>,
+    ) -> std::io::Result<DhtHandle> {
+        config.listen = udp.local_addr()?;
+        Self::start(config, Socket::Shared { udp, incoming })
+    }
+
+    fn start(mut config: DriverConfig, socket: Socket) -> std::io::Result<DhtHandle> {
         if let Some(path) = &config.state_file {
             if let Ok(bytes) = std::fs::read(path) {
                 match SavedState::decode(&bytes) {
@@ -145,7 +163,6 @@ impl DhtHandle {
                 }
             }
         }
-        let socket = UdpSocket::bind(config.listen).await?;
         let local_addr = socket.local_addr()?;
         let dht = Dht::new(config.dht.clone(), Instant::now());
         let id = dht.id();
@@ -286,8 +303,50 @@ struct Subscription {
 
 const SAVE_EVERY: Duration = Duration::from_secs(10 * 60);
 
+/// The node's socket: its own, or one shared with uTP.
+enum Socket {
+    Own(UdpSocket),
+    Shared {
+        udp: Arc<UdpSocket>,
+        incoming: mpsc::Receiver<(Vec<u8>, SocketAddr)>,
+    },
+}
+
+impl Socket {
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        match self {
+            Socket::Own(udp) => udp.local_addr(),
+            Socket::Shared { udp, .. } => udp.local_addr(),
+        }
+    }
+
+    async fn send_to(&self, packet: &[u8], to: SocketAddr) {
+        let udp = match self {
+            Socket::Own(udp) => udp,
+            Socket::Shared { udp, .. } => udp,
+        };
+        let _ = udp.send_to(packet, to).await;
+    }
+
+    /// The next datagram, copied into `buf`: its length and sender.
+    async fn recv(&mut self, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+        match self {
+            Socket::Own(udp) => udp.recv_from(buf).await.ok(),
+            Socket::Shared { incoming, .. } => match incoming.recv().await {
+                Some((datagram, from)) => {
+                    let len = datagram.len().min(buf.len());
+                    buf[..len].copy_from_slice(&datagram[..len]);
+                    Some((len, from))
+                }
+                // uTP's socket is gone; so is ours: wait for the shutdown command.
+                None => std::future::pending().await,
+            },
+        }
+    }
+}
+
 async fn run(
-    socket: UdpSocket,
+    mut socket: Socket,
     mut dht: Dht,
     config: DriverConfig,
     mut commands: mpsc::UnboundedReceiver<Command>,
@@ -313,7 +372,7 @@ async fn run(
             on_event(event, &mut subs, &mut oneshots, &config, now);
         }
         while let Some((to, packet)) = dht.poll_transmit() {
-            let _ = socket.send_to(&packet, to).await;
+            socket.send_to(&packet, to).await;
         }
         if now >= next_save {
             next_save = now + SAVE_EVERY;
@@ -327,8 +386,8 @@ async fn run(
             .min()
             .expect("never empty");
         tokio::select! {
-            received = socket.recv_from(&mut buf) => {
-                if let Ok((len, from)) = received {
+            received = socket.recv(&mut buf) => {
+                if let Some((len, from)) = received {
                     dht.handle_packet(Instant::now(), from, &buf[..len]);
                 }
             }

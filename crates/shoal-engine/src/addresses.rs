@@ -14,6 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::stream::Kind;
 use crate::IpFilter;
 
 use shoal_core::peer_priority;
@@ -72,6 +73,10 @@ struct Entry {
     /// It hung up on our encrypted handshake and took a plaintext one: dial it in
     /// plaintext from now on (libtorrent keeps the same per peer).
     plain_only: bool,
+    /// Our last connection to it ended before the BitTorrent handshake over TCP: dial it
+    /// over uTP first (libtorrent and Transmission can be set to take uTP only). A failure
+    /// over uTP turns it back.
+    wants_utp: bool,
     /// It had every piece when last connected: not worth dialling once we are done.
     seed: bool,
 }
@@ -87,6 +92,7 @@ impl Entry {
             last_connected: None,
             banned: false,
             plain_only: false,
+            wants_utp: false,
             seed: false,
         }
     }
@@ -278,6 +284,18 @@ impl AddressBook {
     pub fn is_plain_only(&self, addr: &SocketAddr) -> bool {
         self.entries.get(addr).is_some_and(|e| e.plain_only)
     }
+
+    /// A connection we dialled over `transport` ended before its handshake: the next
+    /// dial starts with the other transport (see [`Entry`]).
+    pub fn failed_over(&mut self, addr: SocketAddr, transport: Kind) {
+        if let Some(e) = self.entries.get_mut(&addr) {
+            e.wants_utp = transport == Kind::Tcp;
+        }
+    }
+
+    pub fn wants_utp(&self, addr: &SocketAddr) -> bool {
+        self.entries.get(addr).is_some_and(|e| e.wants_utp)
+    }
 }
 
 /// On this machine or the local network (libtorrent dials those first: they are fast).
@@ -366,6 +384,11 @@ mod tests {
         book.set_plain_only(a);
         book.disconnected(a, false, false, now);
         assert!(book.is_plain_only(&a), "kept across connections");
+        assert!(!book.wants_utp(&a));
+        book.failed_over(a, Kind::Tcp);
+        assert!(book.wants_utp(&a), "next dial over uTP");
+        book.failed_over(a, Kind::Utp);
+        assert!(!book.wants_utp(&a), "and back to TCP after uTP failed too");
     }
 
     #[test]

@@ -12,24 +12,24 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use shoal_core::Block;
 use shoal_swarm::{PeerKey, PieceProgress};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::tcp::OwnedReadHalf;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf};
 use tokio::sync::mpsc;
 
 use crate::encryption::{self, Encryption, Secured};
+use crate::stream::{Dialer, Kind, PeerStream};
 use crate::RateLimit;
+use shoal_utp::UtpSocket;
 use shoal_wire::mse::Cipher;
 
 /// What connection tasks tell the torrent actor.
 #[derive(Debug)]
 pub enum Input {
-    /// A TCP connection is up. For incoming connections the acceptor has already read
+    /// A connection is up. For incoming connections the acceptor has already read
     /// the peer's 68-byte handshake (to find the torrent); it is passed along, with the
     /// connection's encryption state and any bytes read past the handshakes.
     Connected {
         addr: SocketAddr,
-        stream: TcpStream,
+        stream: PeerStream,
         incoming_handshake: Option<Vec<u8>>,
         secured: Secured,
     },
@@ -83,7 +83,7 @@ const READ_CHUNK: usize = 256 * 1024;
 /// Reads `read` into the actor, decrypting with `decrypt` if the connection is encrypted.
 pub fn spawn_reader(
     key: PeerKey,
-    mut read: OwnedReadHalf,
+    mut read: ReadHalf<PeerStream>,
     mut decrypt: Option<Cipher>,
     limit: Arc<RateLimit>,
     to_actor: mpsc::Sender<Input>,
@@ -233,19 +233,22 @@ async fn write_all_vectored(
     Ok(())
 }
 
-/// Connects to `addr` within `timeout` and reports the outcome to the actor. With
-/// `local`, the connection comes from that IP (so that a peer listening on 127.0.0.5 is
-/// seen by others as 127.0.0.5, which loopback tests and multi-homed hosts need). The
-/// encrypted handshake, if `policy` wants one, comes first (see [`Encryption`]).
+/// Connects to `addr` within `timeout`, over the transports `order` lists, and reports
+/// the outcome to the actor. With `local`, a TCP connection comes from that IP (so that
+/// a peer listening on 127.0.0.5 is seen by others as 127.0.0.5, which loopback tests and
+/// multi-homed hosts need). The encrypted handshake, if `policy` wants one, comes first
+/// (see [`Encryption`]).
 pub fn spawn_connect(
     addr: SocketAddr,
     local: Option<std::net::IpAddr>,
     timeout: Duration,
+    (dialer, order): (Dialer, &'static [Kind]),
     (policy, info_hash): (Encryption, [u8; 20]),
     to_actor: mpsc::Sender<Input>,
 ) {
     tokio::spawn(async move {
-        let input = match encryption::dial(addr, local, policy, info_hash, timeout).await {
+        let dial = (&dialer, order);
+        let input = match encryption::dial(addr, local, dial, policy, info_hash, timeout).await {
             Some((stream, secured)) => Input::Connected {
                 addr,
                 stream,
@@ -263,9 +266,9 @@ pub fn spawn_connect(
 /// must not tie up unbounded tasks and CPU.
 pub const MAX_HANDSHAKES: usize = 64;
 
-/// Accepts connections, reads each one's handshake (bounded in time and in number; plain
-/// or behind an encrypted one, as `policy` allows) and hands those for our torrent to the
-/// actor; others are closed.
+/// Accepts TCP connections, reads each one's handshake (bounded in time and in number;
+/// plain or behind an encrypted one, as `policy` allows) and hands those for our torrent
+/// to the actor; others are closed.
 pub fn spawn_acceptor(
     listener: tokio::net::TcpListener,
     info_hash: [u8; 20],
@@ -275,38 +278,68 @@ pub fn spawn_acceptor(
     tokio::spawn(async move {
         let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
         loop {
-            let Ok((mut stream, addr)) = listener.accept().await else {
+            let Ok((stream, addr)) = listener.accept().await else {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             };
-            let Ok(permit) = handshakes.clone().try_acquire_owned() else {
-                continue; // too many at once: this one is closed
-            };
-            let to_actor = to_actor.clone();
-            tokio::spawn(async move {
-                let _permit = permit;
-                let Some((handshake, secured)) =
-                    encryption::accept(&mut stream, info_hash, policy).await
-                else {
-                    return;
-                };
-                let _ = stream.set_nodelay(true);
-                let _ = to_actor
-                    .send(Input::Connected {
-                        addr,
-                        stream,
-                        incoming_handshake: Some(handshake),
-                        secured,
-                    })
-                    .await;
-            });
+            let _ = stream.set_nodelay(true);
+            let stream = PeerStream::from(stream);
+            take_handshake(stream, addr, &handshakes, (policy, info_hash), &to_actor);
         }
     })
+}
+
+/// [`spawn_acceptor`] for connections over uTP (BEP 29).
+pub fn spawn_utp_acceptor(
+    utp: Arc<UtpSocket>,
+    info_hash: [u8; 20],
+    policy: Encryption,
+    to_actor: mpsc::Sender<Input>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+        while let Ok(stream) = utp.accept().await {
+            let addr = stream.peer_addr();
+            let stream = PeerStream::new(stream, Kind::Utp);
+            take_handshake(stream, addr, &handshakes, (policy, info_hash), &to_actor);
+        }
+    })
+}
+
+/// Reads an incoming connection's handshake in a task of its own, if one of `handshakes`
+/// is free (else the connection is closed), and hands it to the actor.
+fn take_handshake(
+    mut stream: PeerStream,
+    addr: SocketAddr,
+    handshakes: &Arc<tokio::sync::Semaphore>,
+    (policy, info_hash): (Encryption, [u8; 20]),
+    to_actor: &mpsc::Sender<Input>,
+) {
+    let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+        return; // too many at once: this one is closed
+    };
+    let to_actor = to_actor.clone();
+    tokio::spawn(async move {
+        let _permit = permit;
+        let Some((handshake, secured)) = encryption::accept(&mut stream, info_hash, policy).await
+        else {
+            return;
+        };
+        let _ = to_actor
+            .send(Input::Connected {
+                addr,
+                stream,
+                incoming_handshake: Some(handshake),
+                secured,
+            })
+            .await;
+    });
 }
 
 #[cfg(test)]
 mod tests {
     use tokio::io::AsyncReadExt;
+    use tokio::net::TcpStream;
 
     use super::*;
 

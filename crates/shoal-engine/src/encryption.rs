@@ -7,7 +7,8 @@ use std::time::Duration;
 use shoal_wire::mse::{Cipher, CryptoSet, Established, MseHandshake};
 use shoal_wire::{HANDSHAKE_LEN, PROTOCOL};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+
+use crate::stream::{Dialer, Kind, PeerStream};
 
 /// Whether connections are encrypted (`--encryption off|prefer|require`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -51,7 +52,7 @@ pub struct Secured {
 }
 
 /// Runs `handshake` over `stream` until it is established.
-async fn drive(stream: &mut TcpStream, mut handshake: MseHandshake) -> Option<Established> {
+async fn drive(stream: &mut PeerStream, mut handshake: MseHandshake) -> Option<Established> {
     let mut buf = vec![0u8; 4096];
     loop {
         let out = handshake.take_output();
@@ -74,7 +75,7 @@ async fn drive(stream: &mut TcpStream, mut handshake: MseHandshake) -> Option<Es
 
 /// The initiator's handshake over a connection we dialled for `info_hash`.
 async fn secure_outgoing(
-    stream: &mut TcpStream,
+    stream: &mut PeerStream,
     info_hash: [u8; 20],
     offer: CryptoSet,
 ) -> Option<Secured> {
@@ -89,47 +90,28 @@ async fn secure_outgoing(
     })
 }
 
-/// Opens a TCP connection to `addr` (from `local`, if given and of the same family).
-async fn connect(addr: SocketAddr, local: Option<IpAddr>) -> std::io::Result<TcpStream> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    if let Some(ip) = local.filter(|ip| !ip.is_unspecified() && ip.is_ipv4() == addr.is_ipv4()) {
-        socket.bind(SocketAddr::new(ip, 0))?;
-    }
-    let stream = socket.connect(addr).await?;
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
-}
-
-/// Dials a peer for `info_hash` as `policy` says, each attempt within `timeout` (the
-/// encrypted handshake has its own): the connection, ready for the BitTorrent handshake,
-/// or `None`.
+/// Dials a peer for `info_hash` over the transports `order` lists, as `policy` says,
+/// each attempt within `timeout` (the encrypted handshake has its own): the connection,
+/// ready for the BitTorrent handshake, or `None`.
 pub async fn dial(
     addr: SocketAddr,
     local: Option<IpAddr>,
+    (dialer, order): (&Dialer, &[Kind]),
     policy: Encryption,
     info_hash: [u8; 20],
     timeout: Duration,
-) -> Option<(TcpStream, Secured)> {
-    let attempt = || async {
-        tokio::time::timeout(timeout, connect(addr, local))
-            .await
-            .ok()?
-            .ok()
-    };
+) -> Option<(PeerStream, Secured)> {
+    let mut stream = dialer.connect(addr, local, order, timeout).await?;
     let Some(offer) = policy.methods() else {
-        return Some((attempt().await?, Secured::default()));
+        return Some((stream, Secured::default()));
     };
-    let mut stream = attempt().await?;
     if let Some(secured) = secure_outgoing(&mut stream, info_hash, offer).await {
         return Some((stream, secured));
     }
-    // A peer that does not speak MSE hangs up on it: dial again in plaintext, unless we
-    // insist on encryption. The failed connection goes first: a peer may take only one
-    // connection from an address.
+    // A peer that does not speak MSE hangs up on it: dial again in plaintext, over the
+    // transport that answered, unless we insist on encryption. The failed connection goes
+    // first: a peer may take only one connection from an address.
+    let kind = stream.kind();
     drop(stream);
     if policy == Encryption::Require {
         return None;
@@ -138,14 +120,17 @@ pub async fn dial(
         plain_retry: true,
         ..Secured::default()
     };
-    Some((attempt().await?, secured))
+    Some((
+        dialer.connect(addr, local, &[kind], timeout).await?,
+        secured,
+    ))
 }
 
 /// A peer dialled us: reads its BitTorrent handshake, plain or behind an encrypted one as
 /// `policy` allows, and checks it names `info_hash`. Returns the 68 handshake bytes and
 /// the connection's state, or `None` to close it.
 pub async fn accept(
-    stream: &mut TcpStream,
+    stream: &mut PeerStream,
     info_hash: [u8; 20],
     policy: Encryption,
 ) -> Option<(Vec<u8>, Secured)> {
@@ -226,9 +211,16 @@ mod tests {
     async fn prefer_dials_again_in_plaintext_and_require_gives_up() {
         let (addr, peer) = plain_only_peer().await;
         let timeout = Duration::from_secs(5);
-        let (mut stream, secured) = dial(addr, None, Encryption::Prefer, [7; 20], timeout)
-            .await
-            .expect("plaintext after the encrypted handshake failed");
+        let (mut stream, secured) = dial(
+            addr,
+            None,
+            (&Dialer::tcp(), &[Kind::Tcp]),
+            Encryption::Prefer,
+            [7; 20],
+            timeout,
+        )
+        .await
+        .expect("plaintext after the encrypted handshake failed");
         assert!(secured.ciphers.is_none() && secured.leftover.is_empty());
         assert!(secured.plain_retry);
         let mut hello = vec![19];
@@ -238,12 +230,26 @@ mod tests {
         stream.read_exact(&mut ok).await.unwrap();
         assert_eq!(&ok, b"ok");
         drop(stream);
-        assert!(dial(addr, None, Encryption::Require, [7; 20], timeout)
-            .await
-            .is_none());
-        let (_, _) = dial(addr, None, Encryption::Off, [7; 20], timeout)
-            .await
-            .expect("plaintext");
+        assert!(dial(
+            addr,
+            None,
+            (&Dialer::tcp(), &[Kind::Tcp]),
+            Encryption::Require,
+            [7; 20],
+            timeout
+        )
+        .await
+        .is_none());
+        let (_, _) = dial(
+            addr,
+            None,
+            (&Dialer::tcp(), &[Kind::Tcp]),
+            Encryption::Off,
+            [7; 20],
+            timeout,
+        )
+        .await
+        .expect("plaintext");
         // Prefer: two connections; require: one; off: one.
         assert_eq!(peer.await.unwrap(), 4);
     }

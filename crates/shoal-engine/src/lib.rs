@@ -22,6 +22,7 @@ pub mod metadata;
 mod rate;
 mod seeding;
 mod stats;
+pub mod stream;
 pub mod torrent;
 mod web_seed;
 
@@ -31,6 +32,7 @@ pub use ip_filter::{IpFilter, IpFilterError};
 pub use rate::RateLimit;
 pub use seeding::SeedLimit;
 pub use stats::Stats;
+pub use stream::{Dialer, PeerStream, Transport, UtpMode};
 pub use torrent::{run, EngineEvent, Outcome, TorrentConfig};
 
 /// Peers found while a torrent runs, each batch with where it came from.

@@ -28,12 +28,12 @@ use shoal_wire::{
     parse_handshake, ExtensionHandshake, Handshake, HashRange, Message, HANDSHAKE_LEN,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::encryption::{self, Secured};
+use crate::stream::{Dialer, PeerStream};
 use crate::{Encryption, IpFilter, PeerFeed};
 use shoal_wire::mse::Cipher;
 
@@ -66,6 +66,8 @@ pub struct MetadataFetch {
     /// checked against instead of `info_hash` (that hash cut short); its piece layers
     /// are fetched too.
     pub info_hash_v2: Option<merkle::Hash>,
+    /// Which transports peers are dialled over.
+    pub dialer: Dialer,
 }
 
 impl MetadataFetch {
@@ -80,6 +82,7 @@ impl MetadataFetch {
             encryption: Encryption::default(),
             ip_filter: None,
             info_hash_v2: None,
+            dialer: Dialer::tcp(),
         }
     }
 }
@@ -213,6 +216,7 @@ async fn fetch_from(addr: SocketAddr, fetch: &MetadataFetch) -> Result<Exchange,
     let (stream, secured) = encryption::dial(
         addr,
         fetch.local_ip,
+        (&fetch.dialer, fetch.dialer.order(false)),
         fetch.encryption,
         fetch.info_hash.0,
         fetch.peer_timeout,
@@ -410,14 +414,14 @@ fn requests_for(need: &LayerNeeded) -> Vec<HashRange> {
 
 /// A connection, encrypted or not.
 struct Link {
-    stream: TcpStream,
+    stream: PeerStream,
     ciphers: Option<(Cipher, Cipher)>,
     /// Bytes read during the encrypted handshake, decrypted.
     leftover: Vec<u8>,
 }
 
 impl Link {
-    fn new(stream: TcpStream, secured: Secured) -> Self {
+    fn new(stream: PeerStream, secured: Secured) -> Self {
         Link {
             stream,
             ciphers: secured.ciphers,

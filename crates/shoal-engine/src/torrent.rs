@@ -37,6 +37,7 @@ use crate::addresses::AddressBook;
 use crate::connection::{self, Backlog, Input, Outgoing, UplinkQueue};
 use crate::disk::{Disk, DiskResult};
 use crate::encryption::{Encryption, Secured};
+use crate::stream::{Dialer, Kind, PeerStream};
 use crate::web_seed::{FetchContext, WebSeeds};
 use crate::{IpFilter, PeerFeed, PeerSource};
 use crate::{RateLimit, SeedLimit, Stats};
@@ -54,6 +55,9 @@ pub struct TorrentConfig {
     pub state_dir: PathBuf,
     /// Address to accept peers on; `None` to accept none.
     pub listen: Option<SocketAddr>,
+    /// How peers are dialled, and the uTP socket (bound at `listen`'s port) whose
+    /// incoming connections are taken too.
+    pub dialer: Dialer,
     /// Peers to connect to.
     pub peers: Vec<SocketAddr>,
     /// More peers as they are discovered while the torrent runs (trackers, the DHT,
@@ -111,6 +115,8 @@ pub enum EngineEvent {
     PeerConnected {
         addr: SocketAddr,
         client: String,
+        /// TCP or uTP.
+        transport: Kind,
     },
     /// A connection ended; `downloaded` and `uploaded` are the payload bytes it carried.
     PeerDisconnected {
@@ -199,32 +205,50 @@ pub async fn run(
     let disk = Disk::spawn(files.clone(), config.metainfo.clone(), disk_results);
 
     let (to_actor, inputs) = mpsc::channel(INPUT_QUEUE);
+    // Incoming connections: over uTP from the shared socket, over TCP from a listener.
+    let mut acceptors = Vec::new();
+    if let Some(utp) = config.dialer.utp.clone() {
+        if config.dialer.accepts_utp() {
+            acceptors.push(connection::spawn_utp_acceptor(
+                utp,
+                config.metainfo.info_hash.0,
+                config.encryption,
+                to_actor.clone(),
+            ));
+        }
+    }
     let listen = match config.listen {
-        Some(addr) => {
+        Some(addr) if config.dialer.accepts_tcp() => {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|source| EngineError::Listen { addr, source })?;
             let bound = listener
                 .local_addr()
                 .map_err(|source| EngineError::Listen { addr, source })?;
-            let acceptor = connection::spawn_acceptor(
+            acceptors.push(connection::spawn_acceptor(
                 listener,
                 config.metainfo.info_hash.0,
                 config.encryption,
                 to_actor.clone(),
-            );
-            Some((bound, acceptor))
+            ));
+            Some(bound)
         }
+        Some(addr) => config
+            .dialer
+            .utp
+            .as_ref()
+            .and_then(|u| u.local_addr().ok())
+            .or(Some(addr)),
         None => None,
     };
     // The port actually bound (`--listen IP:0` picks one), which peers are told.
-    if let Some((bound, _)) = &listen {
-        config.listen = Some(*bound);
+    if listen.is_some() {
+        config.listen = listen;
     }
     let _ = events.send(EngineEvent::Started {
         have: have.count_ones(),
         piece_count: info.piece_count(),
-        listen: listen.as_ref().map(|(a, _)| *a),
+        listen,
         resumed,
     });
 
@@ -312,7 +336,7 @@ pub async fn run(
     let outcome = actor
         .run_loop(inputs, &mut disk_results_rx, &mut shutdown)
         .await;
-    if let Some((_, acceptor)) = listen {
+    for acceptor in acceptors {
         acceptor.abort();
     }
     actor.shutdown(&mut disk_results_rx);
@@ -376,6 +400,9 @@ struct Peer {
     reader: tokio::task::JoinHandle<()>,
     /// Peer exchange (BEP 11) with this peer.
     pex: PexPeer,
+    /// What carries the connection, and whether we dialled it.
+    transport: Kind,
+    dialled: bool,
 }
 
 impl Peer {
@@ -576,6 +603,7 @@ impl Io<Peer> for EngineIo {
         let _ = self.events.send(EngineEvent::PeerConnected {
             addr: peer.addr,
             client: client_name(&peer_id.0),
+            transport: peer.transport,
         });
     }
 
@@ -633,6 +661,9 @@ impl Io<Peer> for EngineIo {
         let done = peer.link.counted.all() || state.peer_upload_only;
         let failed = !peer.link.connected;
         self.addresses.disconnected(peer.addr, failed, done, now);
+        if failed && peer.dialled {
+            self.addresses.failed_over(peer.addr, peer.transport);
+        }
         let listen = peer.listen_addr();
         if listen != peer.addr {
             self.addresses.disconnected(listen, failed, done, now);
@@ -772,7 +803,7 @@ impl Actor {
     fn add_peer(
         &mut self,
         addr: SocketAddr,
-        stream: tokio::net::TcpStream,
+        stream: PeerStream,
         incoming: Option<Vec<u8>>,
         secured: Secured,
         now: Instant,
@@ -823,10 +854,11 @@ impl Actor {
             self.io.addresses.set_plain_only(addr);
         }
         let (encrypt, decrypt) = ciphers.map_or((None, None), |(e, d)| (Some(e), Some(d)));
+        let transport = stream.kind();
         let mut added = None;
         let make = |key| {
             added = Some(key);
-            let (read, write) = stream.into_split();
+            let (read, write) = tokio::io::split(stream);
             let (writer, writer_rx) = mpsc::unbounded_channel();
             let backlog = Backlog::default();
             connection::spawn_writer(
@@ -852,6 +884,8 @@ impl Actor {
                 uplink: uplink.bytes.clone(),
                 reader,
                 pex: PexPeer::new(now),
+                transport,
+                dialled: !is_incoming,
             }
         };
         self.core.add_peer(make, now, &mut self.io);
@@ -939,10 +973,12 @@ impl Actor {
                 Encryption::Prefer if self.io.addresses.is_plain_only(&addr) => Encryption::Off,
                 policy => policy,
             };
+            let order = config.dialer.order(self.io.addresses.wants_utp(&addr));
             connection::spawn_connect(
                 addr,
                 config.listen.map(|a| a.ip()),
                 Duration::from_secs(10),
+                (config.dialer.clone(), order),
                 (policy, config.metainfo.info_hash.0),
                 self.to_actor.clone(),
             );

@@ -10,6 +10,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, ToSocketAddrs};
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use shoal_core::InfoHash;
@@ -74,16 +75,26 @@ pub async fn bootstrap_for(names: &[String], listen: SocketAddr) -> Vec<SocketAd
     }
 }
 
-/// Starts the DHT node unless `--no-dht` (or a private torrent) says not to.
+/// The uTP socket, for a DHT node on the same port: answers go out through it, and its
+/// datagrams that are not uTP come in through the receiver.
+pub type SharedUdp = (Arc<tokio::net::UdpSocket>, shoal_utp::OtherDatagrams);
+
+/// Starts the DHT node unless `--no-dht` (or a private torrent) says not to: on
+/// `shared` when given, else on its own
+/// socket at `--dht-listen` or `listen`.
 pub async fn start(
     opts: &DiscoveryOptions,
     listen: SocketAddr,
     state_dir: &Path,
+    shared: Option<SharedUdp>,
 ) -> Result<Option<DhtHandle>> {
     if opts.no_dht {
         return Ok(None);
     }
-    let addr = opts.dht_listen.unwrap_or(listen);
+    let addr = match &shared {
+        Some((udp, _)) => udp.local_addr()?,
+        None => opts.dht_listen.unwrap_or(listen),
+    };
     let bootstrap = bootstrap_for(&opts.bootstrap, addr).await;
     let mut config = DriverConfig::new(addr);
     config.dht.bootstrap = bootstrap;
@@ -91,9 +102,12 @@ pub async fn start(
     if std::fs::create_dir_all(state_dir).is_ok() {
         config.state_file = Some(state_dir.join(format!("dht-{}.state", addr.port())));
     }
-    let handle = DhtHandle::spawn(config)
-        .await
-        .with_context(|| format!("{addr}: cannot open the DHT's UDP socket"))?;
+    let handle = match shared {
+        Some((udp, incoming)) => DhtHandle::spawn_shared(config, udp, incoming)?,
+        None => DhtHandle::spawn(config)
+            .await
+            .with_context(|| format!("{addr}: cannot open the DHT's UDP socket"))?,
+    };
     Ok(Some(handle))
 }
 

@@ -15,12 +15,14 @@ use shoal_core::{InfoHash, Magnet, Metainfo, PeerId};
 use shoal_dht::driver::DhtHandle;
 use shoal_engine::metadata::{fetch_metadata, Fetched, MetadataFetch, MetadataFetchError};
 use shoal_engine::{
-    Encryption, EngineEvent, IpFilter, Outcome, PeerFeed, PeerSource, SeedLimit, TorrentConfig,
+    Dialer, Encryption, EngineEvent, IpFilter, Outcome, PeerFeed, PeerSource, SeedLimit,
+    TorrentConfig, UtpMode,
 };
 use shoal_tracker::client::UdpConfig;
 use shoal_tracker::driver::http::HttpConfig;
 use shoal_tracker::driver::{Announcer, AnnouncerConfig};
 use shoal_tracker::Progress;
+use shoal_utp::UtpSocket;
 use tokio::sync::{mpsc, watch};
 
 use super::discovery::{self, DiscoveryOptions};
@@ -67,6 +69,13 @@ pub struct PeerOptions {
     /// RC4, both ways, and refuses plain ones; `off` refuses encrypted ones.
     #[arg(long, value_name = "MODE", value_enum, default_value_t = EncryptionMode::Prefer)]
     pub encryption: EncryptionMode,
+    /// uTP (BEP 29), BitTorrent over UDP with delay-based congestion control that yields
+    /// to your other traffic, on the listen port (shared with the DHT). With any mode but
+    /// `off`, peers may connect over uTP. `fallback` dials TCP first and uTP when TCP
+    /// fails; `prefer` dials uTP first, as libtorrent does; `only` uses uTP alone, both
+    /// ways; `off` uses TCP alone.
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = UtpArg::Fallback)]
+    pub utp: UtpArg,
     /// Stop seeding (exit 0) once the bytes uploaded reach RATIO times the bytes held, as
     /// aria2's --seed-ratio (e.g. 1.0; 0 for no ratio limit). With --seed-time, whichever
     /// comes first.
@@ -107,6 +116,26 @@ pub enum EncryptionMode {
     Off,
     Prefer,
     Require,
+}
+
+/// `--utp`'s values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum UtpArg {
+    Off,
+    Fallback,
+    Prefer,
+    Only,
+}
+
+impl From<UtpArg> for UtpMode {
+    fn from(mode: UtpArg) -> Self {
+        match mode {
+            UtpArg::Off => UtpMode::Off,
+            UtpArg::Fallback => UtpMode::Fallback,
+            UtpArg::Prefer => UtpMode::Prefer,
+            UtpArg::Only => UtpMode::Only,
+        }
+    }
 }
 
 impl From<EncryptionMode> for Encryption {
@@ -517,6 +546,18 @@ fn free_listen_addr(
     bail!("no port of {first}-{last} is free on {ip}; choose one with --listen")
 }
 
+/// A port on `ip` that the system picks for UDP and that is free for TCP too.
+fn free_ephemeral_addr(ip: std::net::IpAddr) -> Result<SocketAddr> {
+    for _ in 0..20 {
+        let udp = std::net::UdpSocket::bind(SocketAddr::new(ip, 0))?;
+        let addr = udp.local_addr()?;
+        if std::net::TcpListener::bind(addr).is_ok() {
+            return Ok(addr);
+        }
+    }
+    bail!("no port on {ip} is free for both TCP and UDP; choose one with --listen")
+}
+
 impl Job {
     /// The address peers reach us at: `--listen`, else a free port of [`DEFAULT_PORTS`]
     /// (chosen once, by [`Job::choose_listen`]).
@@ -527,10 +568,18 @@ impl Job {
     }
 
     fn choose_listen(mut self) -> Result<Self> {
-        if self.opts.listen.is_none() {
-            let udp = !self.discovery.no_dht && self.discovery.dht_listen.is_none();
-            let any = std::net::IpAddr::from([0, 0, 0, 0]);
-            self.opts.listen = Some(free_listen_addr(any, DEFAULT_PORTS, udp)?);
+        let dht_here = !self.discovery.no_dht && self.discovery.dht_listen.is_none();
+        let udp = dht_here || self.opts.utp != UtpArg::Off;
+        match self.opts.listen {
+            None => {
+                let any = std::net::IpAddr::from([0, 0, 0, 0]);
+                self.opts.listen = Some(free_listen_addr(any, DEFAULT_PORTS, udp)?);
+            }
+            // TCP, uTP and the DHT must share one port, which `:0` would not give.
+            Some(addr) if addr.port() == 0 && udp => {
+                self.opts.listen = Some(free_ephemeral_addr(addr.ip())?);
+            }
+            Some(_) => {}
         }
         Ok(self)
     }
@@ -565,6 +614,31 @@ impl Job {
         Ok(self)
     }
 
+    /// The uTP socket on the listen port, unless `--utp off`; with it, what a DHT node
+    /// on the same port needs to share it.
+    async fn open_utp(&self) -> Result<(Dialer, Option<discovery::SharedUdp>)> {
+        let mode = UtpMode::from(self.opts.utp);
+        if mode == UtpMode::Off {
+            return Ok((Dialer::tcp(), None));
+        }
+        let listen = self.listen();
+        let share = !self.discovery.no_dht && self.discovery.dht_listen.is_none();
+        let (utp, other) = UtpSocket::bind(listen, shoal_utp::Config::default(), share)
+            .await
+            .with_context(|| {
+                format!("{listen}: cannot open the uTP socket (UDP); try --utp off")
+            })?;
+        let utp = Arc::new(utp);
+        let shared = other.map(|other| (utp.udp(), other));
+        Ok((
+            Dialer {
+                utp: Some(utp),
+                mode,
+            },
+            shared,
+        ))
+    }
+
     fn state_dir(&self) -> PathBuf {
         self.opts
             .state_dir
@@ -583,7 +657,9 @@ impl Job {
                 return self.run(metainfo, stop).await;
             }
         }
-        let dht = discovery::start(&self.discovery, self.listen(), &self.state_dir()).await?;
+        let (dialer, shared) = self.open_utp().await?;
+        let dht =
+            discovery::start(&self.discovery, self.listen(), &self.state_dir(), shared).await?;
         let mut feeds: Vec<_> = discovery::peer_feed(
             dht.as_ref(),
             &self.discovery,
@@ -619,6 +695,7 @@ impl Job {
         fetch.local_ip = self.opts.listen.map(|a| a.ip());
         fetch.encryption = self.opts.encryption.into();
         fetch.ip_filter = self.ip_filter.clone();
+        fetch.dialer = dialer.clone();
         // A v2-only link: the dictionary is checked by SHA-256, and its piece layers come
         // from the same peer.
         fetch.info_hash_v2 = magnet.info_hash_v2.filter(|v2| v2[..20] == info_hash.0);
@@ -663,15 +740,18 @@ impl Job {
         if job.select == Selection::All && !magnet.select_only.is_empty() {
             job.select = Selection::MagnetIndices(magnet.select_only.clone());
         }
-        job.run_with(metainfo, dht, feed, stop).await
+        job.run_with(metainfo, (dht, dialer), feed, stop).await
     }
 
     async fn run(self, metainfo: Metainfo, stop: watch::Receiver<bool>) -> Result<Outcome> {
         // BEP 27: a private torrent's peers come from its tracker only.
         if metainfo.info.private {
-            return self.run_with(metainfo, None, None, stop).await;
+            let (dialer, _) = self.open_utp().await?;
+            return self.run_with(metainfo, (None, dialer), None, stop).await;
         }
-        let dht = discovery::start(&self.discovery, self.listen(), &self.state_dir()).await?;
+        let (dialer, shared) = self.open_utp().await?;
+        let dht =
+            discovery::start(&self.discovery, self.listen(), &self.state_dir(), shared).await?;
         // `shoal seed` says it seeds (BEP 33 scrapes count it so); a download does not.
         let feed = discovery::peer_feed(
             dht.as_ref(),
@@ -680,13 +760,13 @@ impl Job {
             self.listen(),
             !self.downloads,
         );
-        self.run_with(metainfo, dht, feed, stop).await
+        self.run_with(metainfo, (dht, dialer), feed, stop).await
     }
 
     async fn run_with(
         self,
         metainfo: Metainfo,
-        dht: Option<DhtHandle>,
+        (dht, dialer): (Option<DhtHandle>, Dialer),
         peer_feed: Option<PeerFeed>,
         stop: watch::Receiver<bool>,
     ) -> Result<Outcome> {
@@ -705,6 +785,7 @@ impl Job {
             single_file_path: self.file,
             state_dir: self.opts.state_dir.unwrap_or_else(default_state_dir),
             listen: Some(listen),
+            dialer,
             peers: self.opts.peers,
             peer_feed,
             seed: self.seed,
@@ -857,11 +938,18 @@ pub async fn show_progress(
                     emit(json!({"event": "piece_failed", "piece": piece}));
                 }
             }
-            EngineEvent::PeerConnected { addr, client } => {
+            EngineEvent::PeerConnected {
+                addr,
+                client,
+                transport,
+            } => {
                 if json {
-                    emit(
-                        json!({"event": "peer_connected", "addr": addr.to_string(), "client": client}),
-                    );
+                    emit(json!({
+                        "event": "peer_connected",
+                        "addr": addr.to_string(),
+                        "client": client,
+                        "transport": transport.as_str(),
+                    }));
                 }
             }
             EngineEvent::PeerDisconnected {

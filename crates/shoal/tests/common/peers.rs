@@ -62,7 +62,8 @@ pub fn lt_dht_node(script: &str, ip: &str, port: &str, boot: &str, args: &[&str]
     cmd
 }
 
-/// libtorrent session settings for loopback tests: no discovery, TCP only, bound to `ip`.
+/// libtorrent session settings for loopback tests: no discovery, TCP only (unless
+/// [`LtWire::UtpOnly`]), bound to `ip`.
 pub const LT_SESSION: &str = r#"
 import libtorrent as lt, os, sys, time
 def session(ip, port):
@@ -72,6 +73,10 @@ def session(ip, port):
         'enable_incoming_utp': False, 'enable_outgoing_utp': False,
         'allow_multiple_connections_per_ip': True, 'alert_mask': 0,
     }
+    if os.environ.get('SHOAL_TEST_LT_UTP'):
+        # uTP only, both ways: TCP connections are neither made nor taken.
+        settings.update({'enable_incoming_utp': True, 'enable_outgoing_utp': True,
+                         'enable_incoming_tcp': False, 'enable_outgoing_tcp': False})
     if os.environ.get('SHOAL_TEST_LT_RC4'):
         # Encrypted connections only, both ways, and RC4 only after the handshake.
         settings.update({'out_enc_policy': int(lt.enc_policy.forced),
@@ -87,12 +92,20 @@ pub enum LtWire {
     Default,
     /// RC4-encrypted connections only.
     Rc4Only,
+    /// uTP only (BEP 29), no TCP either way.
+    UtpOnly,
 }
 
 impl LtWire {
     fn apply(self, cmd: &mut Command) -> &mut Command {
-        if self == LtWire::Rc4Only {
-            cmd.env("SHOAL_TEST_LT_RC4", "1");
+        match self {
+            LtWire::Default => {}
+            LtWire::Rc4Only => {
+                cmd.env("SHOAL_TEST_LT_RC4", "1");
+            }
+            LtWire::UtpOnly => {
+                cmd.env("SHOAL_TEST_LT_UTP", "1");
+            }
         }
         cmd
     }

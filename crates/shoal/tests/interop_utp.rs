@@ -1,0 +1,89 @@
+//! uTP (BEP 29) against libtorrent set to take and make uTP connections only, and between
+//! shoal peers with `--utp only`, on loopback (127.0.10.N, ports 1810x): the transfers
+//! complete, the data is identical, and the JSON says which transport carried each peer.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn transports(events: &[serde_json::Value]) -> Vec<String> {
+    events_named(events, "peer_connected")
+        .iter()
+        .map(|e| e["transport"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn shoal_downloads_from_a_libtorrent_seed_that_takes_only_utp() {
+    let dir = tempdir();
+    let (src, torrent) = make_single(dir.path(), 6 * 1024 * 1024 + 123, "256K");
+    let data = src.join("payload.bin");
+    let _seed = lt_seed_over(LtWire::UtpOnly, &torrent, &src, "127.0.10.1", 18101);
+    // shoal's default dials TCP first and falls back to uTP.
+    let out = dir.path().join("out");
+    let events = shoal_get(
+        &torrent,
+        &out,
+        &dir.path().join("state"),
+        "127.0.10.2:18102",
+        &["127.0.10.1:18101"],
+    );
+    same_files(&data, &out.join("payload.bin"));
+    assert_eq!(transports(&events), ["utp"], "{events:?}");
+}
+
+#[test]
+fn a_libtorrent_that_speaks_only_utp_downloads_from_shoal() {
+    let dir = tempdir();
+    let (src, torrent) = make_single(dir.path(), 5 * 1024 * 1024 + 7, "256K");
+    let data = src.join("payload.bin");
+    let _seed = shoal_seed(
+        &torrent,
+        &src,
+        &dir.path().join("state"),
+        "127.0.10.3:18103",
+    );
+    let out = dir.path().join("lt");
+    lt_get_over(
+        LtWire::UtpOnly,
+        &torrent,
+        &out,
+        ("127.0.10.4", 18104),
+        ("127.0.10.3", 18103),
+    );
+    same_files(&data, &out.join("payload.bin"));
+}
+
+#[test]
+fn shoal_peers_trade_over_utp_only() {
+    let dir = tempdir();
+    let (src, torrent) = make_single(dir.path(), 24 * 1024 * 1024 + 5, "256K");
+    let data = src.join("payload.bin");
+    let _seed = shoal_seed_with(
+        &torrent,
+        &src,
+        &dir.path().join("seed-state"),
+        "127.0.10.5:18105",
+        &["--utp", "only"],
+    );
+    let out = dir.path().join("out");
+    let started = std::time::Instant::now();
+    let events = shoal_get_with(
+        &torrent,
+        &out,
+        &dir.path().join("state"),
+        "127.0.10.6:18106",
+        &["127.0.10.5:18105"],
+        &["--utp", "only"],
+    );
+    let took = started.elapsed();
+    same_files(&data, &out.join("payload.bin"));
+    assert_eq!(transports(&events), ["utp"]);
+    // Loopback has no queue to speak of: LEDBAT must not hold a transfer to a trickle.
+    assert!(
+        took < Duration::from_secs(60),
+        "24 MiB over uTP took {took:?}"
+    );
+}

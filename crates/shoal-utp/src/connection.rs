@@ -144,6 +144,12 @@ pub struct Connection {
     /// Packets sent and not cumulatively acknowledged, oldest first.
     unacked: VecDeque<Sent>,
     unacked_bytes: usize,
+    /// Packets waiting to be sent (new, or taken for lost): counted, so that finding
+    /// the next one is a scan only after a loss.
+    to_send: usize,
+    /// Packets, and their bytes, never sent yet: the tail of `unacked`.
+    unsent: usize,
+    unsent_bytes: usize,
     in_flight: usize,
     cc: Ledbat,
     /// A send found the window full since the last ack: the window is being used.
@@ -189,6 +195,9 @@ impl Connection {
             pending: VecDeque::new(),
             unacked: VecDeque::new(),
             unacked_bytes: 0,
+            to_send: 0,
+            unsent: 0,
+            unsent_bytes: 0,
             in_flight: 0,
             cc,
             window_limited: false,
@@ -297,9 +306,7 @@ impl Connection {
             };
         }
         let n = buf.len().min(self.readable.len());
-        for (slot, byte) in buf.iter_mut().zip(self.readable.drain(..n)) {
-            *slot = byte;
-        }
+        take_front(&mut self.readable, &mut buf[..n]);
         if self.window_was_closed && self.advertised_window() >= self.config.max_payload {
             self.window_was_closed = false;
             self.ack_due = true;
@@ -334,11 +341,17 @@ impl Connection {
         self.pending.clear();
         self.in_flight = 0;
         self.unacked_bytes = 0;
+        self.to_send = 0;
+        self.unsent = 0;
+        self.unsent_bytes = 0;
         self.timeout_at = None;
     }
 
     fn queue_packet(&mut self, kind: Kind, payload: Vec<u8>) {
         self.unacked_bytes += payload.len();
+        self.to_send += 1;
+        self.unsent += 1;
+        self.unsent_bytes += payload.len();
         self.unacked.push_back(Sent {
             seq: self.seq_nr,
             kind,
@@ -441,8 +454,8 @@ impl Connection {
             if seq_lt(packet.ack_nr, front.seq) {
                 break;
             }
-            // An ack_nr far ahead of what we sent is bogus; seq_lt keeps the window sane.
-            if seq_lt(self.seq_nr.wrapping_sub(1), packet.ack_nr) {
+            // An ack of a packet not sent yet is bogus.
+            if seq_lt(self.seq_nr.wrapping_sub(1), packet.ack_nr) || front.transmissions == 0 {
                 break;
             }
             let sent = self.unacked.pop_front().expect("front exists");
@@ -457,6 +470,9 @@ impl Connection {
                     if !self.unacked[i].sacked && self.unacked[i].transmissions > 0 {
                         let sent = &mut self.unacked[i];
                         sent.sacked = true;
+                        if std::mem::take(&mut sent.resend) {
+                            self.to_send -= 1;
+                        }
                         let size = sent.payload.len();
                         let was_in_flight = std::mem::replace(&mut sent.in_flight, false);
                         if was_in_flight {
@@ -505,6 +521,7 @@ impl Connection {
                 let sent = &mut self.unacked[i];
                 sent.in_flight = false;
                 sent.resend = true;
+                self.to_send += 1;
                 self.in_flight -= sent.payload.len();
             }
             self.cc.on_loss(seq, highest_sent);
@@ -515,7 +532,8 @@ impl Connection {
                 .on_ack(acked_bytes, packet.timestamp_diff_us, limited, now);
         }
         if progressed {
-            self.timeout_at = self.next_timeout();
+            // RFC 6298: an ack of new data restarts the timer.
+            self.timeout_at = (self.in_flight > 0).then(|| now + self.rtt.rto);
         }
         if self.fin_sent && self.unacked.is_empty() && self.peer_finished {
             self.state = State::Closed;
@@ -525,6 +543,9 @@ impl Connection {
     /// Forgets a cumulatively acked packet; returns its newly acked bytes.
     fn retire(&mut self, sent: &Sent, now: Instant) -> usize {
         self.unacked_bytes -= sent.payload.len();
+        if sent.resend {
+            self.to_send -= 1;
+        }
         if sent.in_flight {
             self.in_flight -= sent.payload.len();
         }
@@ -542,14 +563,6 @@ impl Connection {
         let first = self.unacked.front()?.seq;
         let i = usize::from(seq.wrapping_sub(first));
         (i < self.unacked.len()).then_some(i)
-    }
-
-    fn next_timeout(&self) -> Option<Instant> {
-        self.unacked
-            .iter()
-            .filter(|s| s.in_flight)
-            .map(|s| s.sent_at + self.rtt.rto)
-            .min()
     }
 
     /// When [`Connection::handle_timeout`] wants to run next.
@@ -571,7 +584,7 @@ impl Connection {
     fn window_blocked(&self) -> bool {
         self.in_flight == 0
             && !self.probe_due
-            && (!self.pending.is_empty() || self.unacked.iter().any(|s| s.resend))
+            && (!self.pending.is_empty() || self.to_send > 0)
             && self.peer_window < self.config.max_payload
     }
 
@@ -614,6 +627,7 @@ impl Connection {
             for sent in self.unacked.iter_mut().filter(|s| s.in_flight) {
                 sent.in_flight = false;
                 sent.resend = true;
+                self.to_send += 1;
             }
             self.in_flight = 0;
             self.timeout_at = None;
@@ -635,7 +649,14 @@ impl Connection {
             self.packetize();
         }
         let window = self.cc.window().min(self.peer_window);
-        let candidate = self.unacked.iter().position(|s| s.resend && !s.sacked);
+        let candidate = if self.to_send > self.unsent {
+            // A packet taken for lost: the oldest goes first.
+            self.unacked.iter().position(|s| s.resend)
+        } else if self.unsent > 0 {
+            Some(self.unacked.len() - self.unsent)
+        } else {
+            None
+        };
         if let Some(i) = candidate {
             let size = self.unacked[i].payload.len();
             // The congestion window always lets one packet go; a closed peer window lets
@@ -665,17 +686,13 @@ impl Connection {
     fn packetize(&mut self) {
         // Packets queued but never sent count against the window already; do not build
         // more than a window ahead.
-        let unsent: usize = self
-            .unacked
-            .iter()
-            .filter(|s| s.transmissions == 0)
-            .map(|s| s.payload.len())
-            .sum();
+        let unsent = self.unsent_bytes;
         let window = self.cc.window().min(self.peer_window);
         let mut budget = window.saturating_sub(self.in_flight + unsent);
         while !self.pending.is_empty() && (budget > 0 || self.in_flight + unsent == 0) {
             let n = self.pending.len().min(self.config.max_payload);
-            let payload: Vec<u8> = self.pending.drain(..n).collect();
+            let mut payload = vec![0; n];
+            take_front(&mut self.pending, &mut payload);
             budget = budget.saturating_sub(n);
             self.queue_packet(Kind::Data, payload);
             if budget == 0 {
@@ -729,6 +746,13 @@ impl Connection {
         }
         let sent = &mut self.unacked[i];
         packet.payload = sent.payload.clone();
+        if sent.transmissions == 0 {
+            self.unsent -= 1;
+            self.unsent_bytes -= sent.payload.len();
+        }
+        if sent.resend {
+            self.to_send -= 1;
+        }
         sent.transmissions += 1;
         sent.sent_at = now;
         sent.resend = false;
@@ -748,6 +772,47 @@ impl Connection {
             self.window_was_closed = true;
         }
     }
+}
+
+#[cfg(test)]
+impl Connection {
+    /// The counters kept alongside `unacked` agree with a recount.
+    fn check_counters(&self) {
+        let count = |f: &dyn Fn(&Sent) -> bool| self.unacked.iter().filter(|s| f(s)).count();
+        assert_eq!(self.to_send, count(&|s| s.resend), "to_send");
+        assert_eq!(self.unsent, count(&|s| s.transmissions == 0), "unsent");
+        let bytes = |f: &dyn Fn(&Sent) -> bool| -> usize {
+            self.unacked
+                .iter()
+                .filter(|s| f(s))
+                .map(|s| s.payload.len())
+                .sum()
+        };
+        assert_eq!(
+            self.unsent_bytes,
+            bytes(&|s| s.transmissions == 0),
+            "unsent bytes"
+        );
+        assert_eq!(self.in_flight, bytes(&|s| s.in_flight), "in flight");
+        assert_eq!(self.unacked_bytes, bytes(&|_| true), "unacked bytes");
+        // Never-sent packets are the tail.
+        let first_unsent = self.unacked.len() - self.unsent;
+        assert!(self
+            .unacked
+            .iter()
+            .skip(first_unsent)
+            .all(|s| s.transmissions == 0));
+    }
+}
+
+/// Moves the first `out.len()` bytes of `queue` into `out`, a slice at a time.
+fn take_front(queue: &mut VecDeque<u8>, out: &mut [u8]) {
+    let (a, b) = queue.as_slices();
+    let from_a = a.len().min(out.len());
+    out[..from_a].copy_from_slice(&a[..from_a]);
+    let rest = out.len() - from_a;
+    out[from_a..].copy_from_slice(&b[..rest]);
+    queue.drain(..out.len());
 }
 
 #[cfg(test)]

@@ -119,6 +119,7 @@ impl Pair {
             }
             for end in &mut self.ends {
                 end.handle_timeout(self.now);
+                end.check_counters();
             }
         }
         self.now - start

@@ -87,3 +87,42 @@ fn shoal_peers_trade_over_utp_only() {
         "24 MiB over uTP took {took:?}"
     );
 }
+
+#[test]
+fn prefer_dials_utp_first_and_falls_back_to_tcp() {
+    let dir = tempdir();
+    let (src, torrent) = make_single(dir.path(), 2 * 1024 * 1024 + 9, "256K");
+    let data = src.join("payload.bin");
+    // libtorrent with both transports: `--utp prefer` picks uTP.
+    let _lt = lt_seed_over(LtWire::TcpAndUtp, &torrent, &src, "127.0.10.7", 18107);
+    let out = dir.path().join("from-lt");
+    let events = shoal_get_with(
+        &torrent,
+        &out,
+        &dir.path().join("state1"),
+        "127.0.10.8:18108",
+        &["127.0.10.7:18107"],
+        &["--utp", "prefer"],
+    );
+    same_files(&data, &out.join("payload.bin"));
+    assert_eq!(transports(&events), ["utp"]);
+    // A shoal seed with uTP off answers no SYN: after the SYN's retries, TCP.
+    let _seed = shoal_seed_with(
+        &torrent,
+        &src,
+        &dir.path().join("seed-state"),
+        "127.0.10.9:18109",
+        &["--utp", "off"],
+    );
+    let out = dir.path().join("from-tcp");
+    let events = shoal_get_with(
+        &torrent,
+        &out,
+        &dir.path().join("state2"),
+        "127.0.10.10:18110",
+        &["127.0.10.9:18109"],
+        &["--utp", "prefer"],
+    );
+    same_files(&data, &out.join("payload.bin"));
+    assert_eq!(transports(&events), ["tcp"]);
+}

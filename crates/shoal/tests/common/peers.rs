@@ -74,9 +74,10 @@ def session(ip, port):
         'allow_multiple_connections_per_ip': True, 'alert_mask': 0,
     }
     if os.environ.get('SHOAL_TEST_LT_UTP'):
-        # uTP only, both ways: TCP connections are neither made nor taken.
+        # uTP both ways; TCP too unless 'only': then it is neither made nor taken.
+        tcp = os.environ['SHOAL_TEST_LT_UTP'] != 'only'
         settings.update({'enable_incoming_utp': True, 'enable_outgoing_utp': True,
-                         'enable_incoming_tcp': False, 'enable_outgoing_tcp': False})
+                         'enable_incoming_tcp': tcp, 'enable_outgoing_tcp': tcp})
     if os.environ.get('SHOAL_TEST_LT_RC4'):
         # Encrypted connections only, both ways, and RC4 only after the handshake.
         settings.update({'out_enc_policy': int(lt.enc_policy.forced),
@@ -94,6 +95,8 @@ pub enum LtWire {
     Rc4Only,
     /// uTP only (BEP 29), no TCP either way.
     UtpOnly,
+    /// uTP and TCP, as libtorrent's defaults have it.
+    TcpAndUtp,
 }
 
 impl LtWire {
@@ -104,7 +107,10 @@ impl LtWire {
                 cmd.env("SHOAL_TEST_LT_RC4", "1");
             }
             LtWire::UtpOnly => {
-                cmd.env("SHOAL_TEST_LT_UTP", "1");
+                cmd.env("SHOAL_TEST_LT_UTP", "only");
+            }
+            LtWire::TcpAndUtp => {
+                cmd.env("SHOAL_TEST_LT_UTP", "both");
             }
         }
         cmd

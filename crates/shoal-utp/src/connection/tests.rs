@@ -14,6 +14,9 @@ struct Link {
     jitter: Duration,
     loss: f64,
     rng: StdRng,
+    /// A bottleneck from side 0 to side 1: bytes per second, and how long its queue may
+    /// grow before it drops (a modem's buffer).
+    bottleneck: Option<(f64, Duration)>,
 }
 
 /// A datagram on the wire: arrival time, send order, recipient, bytes.
@@ -30,6 +33,10 @@ struct Pair {
     eof: [bool; 2],
     /// Bytes of each side's `send` taken so far, across runs.
     written: [usize; 2],
+    /// When the bottleneck has sent what is queued, and the queueing delay each datagram
+    /// through it met (time sent, delay).
+    busy_until: Instant,
+    queueing: Vec<(Instant, Duration)>,
 }
 
 impl Pair {
@@ -49,6 +56,8 @@ impl Pair {
             received: [Vec::new(), Vec::new()],
             eof: [false, false],
             written: [0, 0],
+            busy_until: now,
+            queueing: Vec::new(),
         }
     }
 
@@ -58,7 +67,17 @@ impl Pair {
                 continue;
             }
             let jitter = self.link.jitter.mul_f64(self.link.rng.gen::<f64>());
-            let at = self.now + self.link.latency + jitter;
+            let mut at = self.now + self.link.latency + jitter;
+            if let (0, Some((rate, buffer))) = (from, self.link.bottleneck) {
+                let start = self.busy_until.max(self.now);
+                let waited = start - self.now;
+                if waited > buffer {
+                    continue;
+                }
+                self.busy_until = start + Duration::from_secs_f64(datagram.len() as f64 / rate);
+                self.queueing.push((self.now, waited));
+                at = self.busy_until + self.link.latency;
+            }
             self.order += 1;
             self.wire
                 .push(Reverse((at, self.order, 1 - from, datagram)));
@@ -149,6 +168,7 @@ fn link(latency_ms: u64, jitter_ms: u64, loss: f64, seed: u64) -> Link {
         jitter: Duration::from_millis(jitter_ms),
         loss,
         rng: StdRng::seed_from_u64(seed),
+        bottleneck: None,
     }
 }
 
@@ -282,4 +302,34 @@ fn throughput_fills_a_window_over_a_long_path() {
     });
     same(&pair.received[1], &a);
     assert!(took < Duration::from_secs(30), "{took:?}");
+}
+
+#[test]
+fn ledbat_keeps_a_bottleneck_queue_near_its_target() {
+    // 1 MB/s uplink with 2 s of buffer, 20 ms each way: a loss-driven sender would fill
+    // the buffer (2 s of delay for everything else on the line); LEDBAT holds the queue
+    // near 100 ms and still uses the link.
+    let mut link = link(20, 0, 0.0, 11);
+    link.bottleneck = Some((1_000_000.0, Duration::from_secs(2)));
+    let mut pair = Pair::new(link, Config::default());
+    let a = data(30_000_000, 11);
+    let took = pair.run([&a, &[]], [true, true], Duration::from_secs(60), |p| {
+        p.received[1].len() == a.len()
+    });
+    let start = pair.queueing[0].0;
+    let late: Vec<Duration> = pair
+        .queueing
+        .iter()
+        .filter(|(at, _)| *at - start >= Duration::from_secs(10))
+        .map(|(_, d)| *d)
+        .collect();
+    let mean = late.iter().sum::<Duration>() / late.len() as u32;
+    let max = late.iter().max().unwrap();
+    assert!(mean < Duration::from_millis(150), "mean queueing {mean:?}");
+    assert!(*max < Duration::from_millis(400), "max queueing {max:?}");
+    // And the link stays busy.
+    let got = pair.received[1].len();
+    let rate = got as f64 / took.as_secs_f64();
+    assert!(rate > 750_000.0, "{got} bytes in {took:?}");
+    same(&pair.received[1], &a[..got]);
 }

@@ -266,17 +266,23 @@ pub fn spawn_connect(
 /// must not tie up unbounded tasks and CPU.
 pub const MAX_HANDSHAKES: usize = 64;
 
-/// Accepts TCP connections, reads each one's handshake (bounded in time and in number;
-/// plain or behind an encrypted one, as `policy` allows) and hands those for our torrent
-/// to the actor; others are closed.
+/// The handshakes being read, shared by a torrent's acceptors (TCP and uTP) so that
+/// [`MAX_HANDSHAKES`] bounds them together.
+pub fn handshake_slots() -> Arc<tokio::sync::Semaphore> {
+    Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES))
+}
+
+/// Accepts TCP connections, reads each one's handshake (bounded in time, and in number
+/// by `handshakes`; plain or behind an encrypted one, as `policy` allows) and hands
+/// those for our torrent to the actor; others are closed.
 pub fn spawn_acceptor(
     listener: tokio::net::TcpListener,
+    handshakes: Arc<tokio::sync::Semaphore>,
     info_hash: [u8; 20],
     policy: Encryption,
     to_actor: mpsc::Sender<Input>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
         loop {
             let Ok((stream, addr)) = listener.accept().await else {
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -292,12 +298,12 @@ pub fn spawn_acceptor(
 /// [`spawn_acceptor`] for connections over uTP (BEP 29).
 pub fn spawn_utp_acceptor(
     utp: Arc<UtpSocket>,
+    handshakes: Arc<tokio::sync::Semaphore>,
     info_hash: [u8; 20],
     policy: Encryption,
     to_actor: mpsc::Sender<Input>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
         while let Ok(stream) = utp.accept().await {
             let addr = stream.peer_addr();
             let stream = PeerStream::new(stream, Kind::Utp);
@@ -353,7 +359,13 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let (to_actor, mut inputs) = mpsc::channel(8);
         let info_hash = [9u8; 20];
-        spawn_acceptor(listener, info_hash, Encryption::Prefer, to_actor);
+        spawn_acceptor(
+            listener,
+            handshake_slots(),
+            info_hash,
+            Encryption::Prefer,
+            to_actor,
+        );
         let mut silent = Vec::new();
         for _ in 0..MAX_HANDSHAKES {
             silent.push(TcpStream::connect(addr).await.unwrap());

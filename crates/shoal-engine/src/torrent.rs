@@ -207,10 +207,12 @@ pub async fn run(
     let (to_actor, inputs) = mpsc::channel(INPUT_QUEUE);
     // Incoming connections: over uTP from the shared socket, over TCP from a listener.
     let mut acceptors = Vec::new();
+    let handshakes = connection::handshake_slots();
     if let Some(utp) = config.dialer.utp.clone() {
         if config.dialer.accepts_utp() {
             acceptors.push(connection::spawn_utp_acceptor(
                 utp,
+                handshakes.clone(),
                 config.metainfo.info_hash.0,
                 config.encryption,
                 to_actor.clone(),
@@ -227,6 +229,7 @@ pub async fn run(
                 .map_err(|source| EngineError::Listen { addr, source })?;
             acceptors.push(connection::spawn_acceptor(
                 listener,
+                handshakes,
                 config.metainfo.info_hash.0,
                 config.encryption,
                 to_actor.clone(),

@@ -28,7 +28,7 @@ pub struct Ledbat {
     base: VecDeque<(Instant, u32)>,
     /// Sequence number past which a loss may halve the window again: one halving per
     /// window of data, as TCP's fast recovery.
-    pub(crate) recovery_until: Option<u16>,
+    recovery_until: Option<u16>,
 }
 
 /// `a` is below `b`, for delay samples that may wrap.

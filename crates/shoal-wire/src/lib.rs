@@ -16,6 +16,7 @@
 //! - [`metadata`]: BEP 9 ut_metadata messages and the checked assembly of fetched
 //!   metadata.
 //! - [`pex`]: BEP 11 peer exchange messages and per-connection send/receive limits.
+//! - [`holepunch`]: BEP 55 hole punching messages and a per-connection allowance.
 //! - [`PeerSession`]: one connection's state — choke/interest, the peer's pieces, our
 //!   outstanding requests, the peer's queued requests — and every rule that turns hostile
 //!   input into a [`WireError`] (the driver then disconnects).
@@ -27,6 +28,7 @@ mod allowed_fast;
 mod extension;
 pub mod fuzzing;
 mod handshake;
+pub mod holepunch;
 mod message;
 pub mod metadata;
 pub mod mse;

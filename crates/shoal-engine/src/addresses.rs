@@ -17,11 +17,17 @@ use std::time::{Duration, Instant};
 use crate::stream::Kind;
 use crate::IpFilter;
 
+use shoal_wire::pex::PexFlags;
+
 use shoal_core::peer_priority;
 
 /// Addresses kept per torrent. Beyond it a new address takes the place of a failed one,
 /// or is ignored if none has failed.
 const MAX_ADDRESSES: usize = 2000;
+/// A peer we asked a relay to introduce us to (BEP 55) is not asked for again sooner:
+/// the relay's `connect`, and the uTP dial it starts, come within seconds, and a dial
+/// that fails after a rendezvous must not start another.
+const RENDEZVOUS_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Where an address came from. The order is libtorrent's preference when choosing whom to
 /// dial, after the addresses the user gave.
@@ -77,8 +83,14 @@ struct Entry {
     /// over uTP first (libtorrent and Transmission can be set to take uTP only). A failure
     /// over uTP turns it back.
     wants_utp: bool,
-    /// It had every piece when last connected: not worth dialling once we are done.
+    /// It had every piece when last connected (or a peer exchange said it was a seed):
+    /// not worth dialling once we are done.
     seed: bool,
+    /// A peer exchange said it takes part in hole punching (BEP 55), and which
+    /// connection (by its address) said so: the relay to ask when it cannot be dialled.
+    introducer: Option<SocketAddr>,
+    /// When we last asked a relay to introduce us.
+    rendezvous_at: Option<Instant>,
 }
 
 impl Entry {
@@ -94,6 +106,8 @@ impl Entry {
             plain_only: false,
             wants_utp: false,
             seed: false,
+            introducer: None,
+            rendezvous_at: None,
         }
     }
 
@@ -129,6 +143,61 @@ impl AddressBook {
     /// sources.
     pub fn add(&mut self, addr: SocketAddr, source: PeerSource, now: Instant) {
         self.insert(addr, source, true, now);
+    }
+
+    /// Learns of `addr` from a peer exchange message that `from` sent, with what it said
+    /// of the peer: a seed is not dialled once we are done, and a peer behind a NAT may
+    /// be reached through `from` (see [`AddressBook::rendezvous`]).
+    pub fn add_from_pex(
+        &mut self,
+        addr: SocketAddr,
+        flags: PexFlags,
+        from: SocketAddr,
+        now: Instant,
+    ) {
+        self.add(addr, PeerSource::Pex, now);
+        let Some(e) = self.entries.get_mut(&addr) else {
+            return;
+        };
+        if flags.contains(PexFlags::SEED) && !e.connected && e.last_connected.is_none() {
+            e.seed = true;
+        }
+        if flags.contains(PexFlags::HOLEPUNCH) {
+            e.introducer = Some(from);
+        }
+    }
+
+    /// Dialling `addr` failed: the connection to ask for an introduction (BEP 55
+    /// rendezvous), if a peer exchange named one and none was asked lately. Asking is
+    /// recorded.
+    pub fn rendezvous(&mut self, addr: SocketAddr, now: Instant) -> Option<SocketAddr> {
+        let e = self.entries.get_mut(&addr)?;
+        let recent = e
+            .rendezvous_at
+            .is_some_and(|at| now.duration_since(at) < RENDEZVOUS_INTERVAL);
+        if e.banned || recent {
+            return None;
+        }
+        let introducer = e.introducer?;
+        e.rendezvous_at = Some(now);
+        Some(introducer)
+    }
+
+    /// A relay asks us to dial `addr` (BEP 55 `connect`): whether to, that is whether it
+    /// is neither banned, blocked, connected nor being dialled. If so it is marked as
+    /// being dialled.
+    pub fn punch(&mut self, addr: SocketAddr, now: Instant) -> bool {
+        if self.is_blocked(&addr) {
+            return false;
+        }
+        self.insert(addr, PeerSource::Pex, true, now);
+        match self.entries.get_mut(&addr) {
+            Some(e) if !e.banned && !e.connected => {
+                e.connected = true;
+                true
+            }
+            _ => false,
+        }
     }
 
     fn insert(&mut self, addr: SocketAddr, source: PeerSource, connectable: bool, now: Instant) {
@@ -299,7 +368,7 @@ impl AddressBook {
 }
 
 /// On this machine or the local network (libtorrent dials those first: they are fast).
-fn is_local(ip: IpAddr) -> bool {
+pub(crate) fn is_local(ip: IpAddr) -> bool {
     match ip.to_canonical() {
         IpAddr::V4(ip) => ip.is_loopback() || ip.is_private() || ip.is_link_local(),
         IpAddr::V6(ip) => {
@@ -506,5 +575,39 @@ mod tests {
         assert!(!book.entries.contains_key(&at(4)), "failed most");
         assert!(book.is_banned(&at(5)), "a ban is remembered");
         assert_eq!(book.entries.len(), MAX_ADDRESSES);
+    }
+
+    /// PEX flags: a seed is skipped once we are done; a hole-punching peer names its
+    /// relay once a minute at most; a relay's `connect` dials only what is idle.
+    #[test]
+    fn pex_flags_and_hole_punching() {
+        let now = Instant::now();
+        let (seed, natted, relay) = (addr("10.0.0.1:1"), addr("10.0.0.2:2"), addr("10.0.0.3:3"));
+        let mut book = AddressBook::default();
+        book.add_from_pex(seed, PexFlags::SEED | PexFlags::UTP, relay, now);
+        book.add_from_pex(natted, PexFlags::HOLEPUNCH, relay, now);
+        assert_eq!(
+            book.due(now, 10, true, None),
+            [natted],
+            "no seeds when done"
+        );
+        assert_eq!(book.rendezvous(seed, now), None, "no hole punching offered");
+        book.disconnected(natted, true, false, now);
+        assert_eq!(book.rendezvous(natted, now), Some(relay));
+        let soon = now + Duration::from_secs(10);
+        assert_eq!(book.rendezvous(natted, soon), None, "asked lately");
+        // The relay's connect: dialled once, not while the dial is under way.
+        assert!(book.punch(natted, soon));
+        assert!(!book.punch(natted, soon));
+        book.disconnected(natted, true, false, soon);
+        let later = now + RENDEZVOUS_INTERVAL;
+        assert_eq!(book.rendezvous(natted, later), Some(relay));
+        // A connect for an address we never heard of is dialled; a banned one is not.
+        let stranger = addr("10.0.0.4:4");
+        assert!(book.punch(stranger, now));
+        book.ban(natted);
+        book.disconnected(natted, true, false, later);
+        assert!(!book.punch(natted, later));
+        assert_eq!(book.rendezvous(natted, later + RENDEZVOUS_INTERVAL), None);
     }
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use shoal_core::Block;
 use shoal_swarm::{PeerKey, PieceProgress};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf};
@@ -90,11 +90,12 @@ pub fn spawn_reader(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        let chunk = limit.chunk(READ_CHUNK);
         let reason = loop {
             if buf.capacity() < READ_CHUNK / 4 {
                 buf.reserve(READ_CHUNK);
             }
-            match read.read_buf(&mut buf).await {
+            match read.read_buf(&mut (&mut buf).limit(chunk)).await {
                 Ok(0) => break "connection closed by peer".to_owned(),
                 Ok(n) => {
                     if let Some(decrypt) = decrypt.as_mut() {
@@ -247,6 +248,7 @@ pub fn spawn_connect(
     to_actor: mpsc::Sender<Input>,
 ) {
     tokio::spawn(async move {
+        tracing::debug!("dialling {addr} over {order:?}");
         let dial = (&dialer, order);
         let input = match encryption::dial(addr, local, dial, policy, info_hash, timeout).await {
             Some((stream, secured)) => Input::Connected {

@@ -16,6 +16,7 @@ mod addresses;
 mod connection;
 mod disk;
 mod encryption;
+mod holepunch;
 pub mod ip_filter;
 pub mod lsd;
 pub mod metadata;

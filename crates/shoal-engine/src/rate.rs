@@ -53,6 +53,15 @@ impl RateLimit {
         self.rate.is_some()
     }
 
+    /// The most a caller should take at once, of at most `max`: a quarter second of the
+    /// rate (at least 1 KiB). A reader that took a whole socket buffer under a low limit
+    /// would put the bucket seconds into debt, and every other connection's messages
+    /// (handshakes, `have`s, peer exchange) would wait that long behind it.
+    pub fn chunk(&self, max: usize) -> usize {
+        self.rate
+            .map_or(max, |rate| ((rate / 4) as usize).clamp(1024, max.max(1024)))
+    }
+
     /// Takes `bytes` tokens once the bucket is out of debt and no caller of a higher rank
     /// (or of the same rank, who came first) is waiting. Debt is allowed (a large write is
     /// taken whole), and the next caller waits it off. A caller that gives up (its future
@@ -140,6 +149,17 @@ mod tests {
         let elapsed = start.elapsed().as_secs_f64();
         assert!((1.8..2.3).contains(&elapsed), "{elapsed}");
         RateLimit::new(None).acquire(usize::MAX, 0).await;
+    }
+
+    #[test]
+    fn chunks_are_a_quarter_second_of_the_rate() {
+        assert_eq!(RateLimit::new(None).chunk(256 * 1024), 256 * 1024);
+        assert_eq!(RateLimit::new(Some(100_000)).chunk(256 * 1024), 25_000);
+        assert_eq!(RateLimit::new(Some(2000)).chunk(256 * 1024), 1024);
+        assert_eq!(
+            RateLimit::new(Some(100 << 20)).chunk(256 * 1024),
+            256 * 1024
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -11,7 +11,7 @@
 //! bytes are queued to the socket writers. Dialling, peer exchange, statistics and the
 //! resume state stay here.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,17 +26,19 @@ use shoal_storage::{resume, FileLayout, Hashing, StorageError, TorrentFiles};
 use shoal_swarm::{
     Connection, CoreConfig, Io, PeerKey, PeerLink, TorrentCore, Uplink, INITIAL_RATE_GUESS,
 };
+use shoal_wire::holepunch::{Holepunch, HolepunchPeer, OUR_UT_HOLEPUNCH_ID, UT_HOLEPUNCH};
 use shoal_wire::metadata::{self, OUR_UT_METADATA_ID, UT_METADATA};
-use shoal_wire::pex::{PexPeer, OUR_UT_PEX_ID, UT_PEX};
+use shoal_wire::pex::{PexFlags, PexPeer, OUR_UT_PEX_ID, UT_PEX};
 use shoal_wire::{
     ExtensionHandshake, HashRange, PeerSession, SessionConfig, OUR_UPLOAD_ONLY_ID, UPLOAD_ONLY,
 };
 use tokio::sync::{mpsc, watch};
 
-use crate::addresses::AddressBook;
+use crate::addresses::{is_local, AddressBook};
 use crate::connection::{self, Backlog, Input, Outgoing, UplinkQueue};
 use crate::disk::{Disk, DiskResult};
 use crate::encryption::{Encryption, Secured};
+use crate::holepunch::{self, Verdict};
 use crate::stream::{Dialer, Kind, PeerStream};
 use crate::web_seed::{FetchContext, WebSeeds};
 use crate::{IpFilter, PeerFeed, PeerSource};
@@ -334,6 +336,7 @@ pub async fn run(
             events,
             uplink: UplinkQueue::default(),
             trees: HashMap::new(),
+            punches: Vec::new(),
         },
     };
     let outcome = actor
@@ -403,9 +406,12 @@ struct Peer {
     reader: tokio::task::JoinHandle<()>,
     /// Peer exchange (BEP 11) with this peer.
     pex: PexPeer,
-    /// What carries the connection, and whether we dialled it.
+    /// Hole punching (BEP 55) messages from this peer.
+    holepunch: HolepunchPeer,
+    /// What carries the connection, whether we dialled it, and whether it is encrypted.
     transport: Kind,
     dialled: bool,
+    encrypted: bool,
 }
 
 impl Peer {
@@ -426,6 +432,60 @@ impl Peer {
         let session = &self.link.session;
         let port = session.state().peer_extensions.as_ref().and_then(|e| e.p);
         (session.is_outgoing() || port.is_some()).then(|| self.listen_addr())
+    }
+
+    /// The id the peer takes extension `name` under, if its handshake offered it.
+    fn extension_id(&self, name: &str) -> Option<u8> {
+        let extensions = self.link.session.state().peer_extensions.as_ref();
+        extensions.and_then(|e| e.id_of(name))
+    }
+
+    /// What a peer exchange says of this peer (BEP 11 flags).
+    fn pex_flags(&self) -> PexFlags {
+        let mut flags = PexFlags::default();
+        let done = self.link.counted.all() || self.link.session.state().peer_upload_only;
+        for (set, flag) in [
+            (self.encrypted, PexFlags::ENCRYPTION),
+            (done, PexFlags::SEED),
+            (self.transport == Kind::Utp, PexFlags::UTP),
+            (
+                self.extension_id(UT_HOLEPUNCH).is_some(),
+                PexFlags::HOLEPUNCH,
+            ),
+            (self.dialled, PexFlags::REACHABLE),
+        ] {
+            if set {
+                flags |= flag;
+            }
+        }
+        flags
+    }
+
+    /// What the hole punching relay needs to know of this peer.
+    fn as_connected(&self) -> holepunch::Connected {
+        holepunch::Connected {
+            addr: self.addr,
+            listen: self.dialable_addr(),
+            holepunch: self.extension_id(UT_HOLEPUNCH).is_some(),
+        }
+    }
+
+    /// Where a peer we introduce (BEP 55) is to send this peer its uTP packets: where
+    /// this connection's come from if it is uTP (the mapping its NAT made for its uTP
+    /// socket), else its IP at its listen port (right for a NAT that keeps ports).
+    fn punch_endpoint(&self) -> SocketAddr {
+        match self.transport {
+            Kind::Utp => self.addr,
+            Kind::Tcp => self.listen_addr(),
+        }
+    }
+
+    /// Sends a ut_holepunch message, if the peer takes them.
+    fn send_holepunch(&mut self, message: Holepunch) {
+        if let Some(id) = self.extension_id(UT_HOLEPUNCH) {
+            self.link.session.send_extended(id, message.encode());
+            self.flush();
+        }
     }
 
     /// Our address as this peer says it sees us (BEP 10 `yourip`).
@@ -497,6 +557,21 @@ struct EngineIo {
     /// v2 files' trees above their piece layers, built on the first hash request for
     /// each (at most one per file of the torrent).
     trees: HashMap<merkle::Hash, merkle::LayerTree>,
+    /// Hole punching work from peers' messages, for the actor, which sees every
+    /// connection (bounded by each peer's allowance, and drained after each input).
+    punches: Vec<Punch>,
+}
+
+/// What a ut_holepunch message asks of us (BEP 55).
+#[derive(Debug)]
+enum Punch {
+    /// The peer connected from `from` asks us, as the relay, to introduce it to `target`.
+    Relay {
+        from: SocketAddr,
+        target: SocketAddr,
+    },
+    /// A relay asks us to dial this endpoint over uTP.
+    Dial(SocketAddr),
 }
 
 /// Inputs queued for the actor before connection tasks wait. Most are socket reads (up
@@ -635,7 +710,31 @@ impl Io<Peer> for EngineIo {
                     .pex
                     .on_receive(now, &payload)
                     .map_err(|e| e.to_string())?;
-                self.add_addresses(PeerSource::Pex, found);
+                let own = self.config.listen;
+                tracing::debug!("{} told us of {found:?}", peer.addr);
+                for (addr, flags) in found.into_iter().filter(|(a, _)| Some(*a) != own) {
+                    self.addresses.add_from_pex(addr, flags, peer.addr, now);
+                }
+            }
+            // BEP 55: a peer that did not offer the extension could not be answered.
+            OUR_UT_HOLEPUNCH_ID if peer.extension_id(UT_HOLEPUNCH).is_some() => {
+                match peer.holepunch.on_receive(now, &payload) {
+                    Some(Holepunch::Rendezvous(target)) => self.punches.push(Punch::Relay {
+                        from: peer.addr,
+                        target,
+                    }),
+                    // A local address is only taken from a local relay (libtorrent's
+                    // rule: a remote peer must not make us probe our own network).
+                    Some(Holepunch::Connect(addr))
+                        if !is_local(addr.ip()) || is_local(peer.addr.ip()) =>
+                    {
+                        self.punches.push(Punch::Dial(addr));
+                    }
+                    Some(Holepunch::Error(addr, refusal)) => {
+                        tracing::debug!("{} cannot introduce us to {addr}: {refusal:?}", peer.addr);
+                    }
+                    Some(Holepunch::Connect(_)) | None => {}
+                }
             }
             _ => {}
         }
@@ -750,7 +849,10 @@ impl Actor {
                 incoming_handshake,
                 secured,
             } => self.add_peer(addr, stream, incoming_handshake, secured, now),
-            Input::ConnectFailed { addr } => self.io.addresses.disconnected(addr, true, false, now),
+            Input::ConnectFailed { addr } => {
+                self.io.addresses.disconnected(addr, true, false, now);
+                self.ask_for_introduction(addr, now);
+            }
             Input::Data { key, bytes } => self.core.on_data(key, [bytes], now, &mut self.io),
             Input::Closed { key, reason } => self.core.remove_peer(key, &reason, now, &mut self.io),
             Input::WebBlocks { key, blocks } => {
@@ -778,6 +880,98 @@ impl Actor {
         if is_web {
             let events = &self.io.events;
             self.web_seeds.schedule(&mut self.core, now, events);
+        }
+        for punch in std::mem::take(&mut self.io.punches) {
+            match punch {
+                Punch::Relay { from, target } => self.relay(from, target),
+                Punch::Dial(addr) => self.dial_punched(addr, now),
+            }
+        }
+    }
+
+    /// The connected peer at `addr` (as connected, or at its listen address).
+    fn peer_at(&mut self, addr: SocketAddr) -> Option<&mut Peer> {
+        self.core
+            .peers_mut()
+            .values_mut()
+            .find(|p| p.link.connected && (p.addr == addr || p.dialable_addr() == Some(addr)))
+            .map(|p| &mut **p)
+    }
+
+    /// BEP 55, as the relay: introduces the peer connected from `from` to `target`, both
+    /// connected to us, by sending each a `connect` naming the other; or tells `from`
+    /// why not.
+    fn relay(&mut self, from: SocketAddr, target: SocketAddr) {
+        let Some(initiator) = self.peer_at(from) else {
+            return;
+        };
+        let (endpoint, initiator) = (initiator.punch_endpoint(), initiator.as_connected());
+        let ours: Vec<SocketAddr> = [self.io.config.listen, self.our_address()]
+            .into_iter()
+            .flatten()
+            .collect();
+        let peers = self.core.peers().iter().filter(|(_, p)| p.link.connected);
+        let verdict = holepunch::judge(
+            &initiator,
+            target,
+            &ours,
+            peers.map(|(&key, p)| (key, p.as_connected())),
+        );
+        let answer = match verdict {
+            Verdict::Ignore => return,
+            Verdict::Refuse(refusal) => Holepunch::Error(target, refusal),
+            Verdict::Introduce(key) => {
+                tracing::debug!("hole punching: introducing {from} to {target}");
+                if let Some(peer) = self.core.peers_mut().get_mut(&key) {
+                    peer.send_holepunch(Holepunch::Connect(endpoint));
+                }
+                Holepunch::Connect(target)
+            }
+        };
+        if let Some(initiator) = self.peer_at(from) {
+            initiator.send_holepunch(answer);
+        }
+    }
+
+    /// BEP 55: a relay asks us to dial `addr` over uTP, as `addr` dials us, so that
+    /// each side's packets open its own NAT or firewall to the other's.
+    fn dial_punched(&mut self, addr: SocketAddr, now: Instant) {
+        let config = &self.io.config;
+        let full = self.core.peers().len() >= config.max_connections;
+        let own = config.listen == Some(addr);
+        if full || own || !config.dialer.accepts_utp() || self.peer_at(addr).is_some() {
+            return;
+        }
+        if !self.io.addresses.punch(addr, now) {
+            return;
+        }
+        tracing::debug!("hole punching: dialling {addr} over uTP");
+        let config = &self.io.config;
+        connection::spawn_connect(
+            addr,
+            config.listen.map(|a| a.ip()),
+            Duration::from_secs(10),
+            (config.dialer.clone(), &[Kind::Utp]),
+            (config.encryption, config.metainfo.info_hash.0),
+            self.to_actor.clone(),
+        );
+    }
+
+    /// BEP 55, as the initiator: `addr` could not be dialled; if a peer exchange said it
+    /// takes part in hole punching, asks the peer that told us of it to introduce us.
+    fn ask_for_introduction(&mut self, addr: SocketAddr, now: Instant) {
+        if !self.io.config.dialer.accepts_utp() {
+            return;
+        }
+        let Some(relay) = self.io.addresses.rendezvous(addr, now) else {
+            return;
+        };
+        if let Some(relay) = self.peer_at(relay) {
+            tracing::debug!(
+                "hole punching: asking {} to introduce us to {addr}",
+                relay.addr
+            );
+            relay.send_holepunch(Holepunch::Rendezvous(addr));
         }
     }
 
@@ -856,6 +1050,7 @@ impl Actor {
         if plain_retry {
             self.io.addresses.set_plain_only(addr);
         }
+        let encrypted = ciphers.is_some();
         let (encrypt, decrypt) = ciphers.map_or((None, None), |(e, d)| (Some(e), Some(d)));
         let transport = stream.kind();
         let mut added = None;
@@ -887,8 +1082,10 @@ impl Actor {
                 uplink: uplink.bytes.clone(),
                 reader,
                 pex: PexPeer::new(now),
+                holepunch: HolepunchPeer::new(now),
                 transport,
                 dialled: !is_incoming,
+                encrypted,
             }
         };
         self.core.add_peer(make, now, &mut self.io);
@@ -1007,16 +1204,17 @@ impl Actor {
         if self.io.config.metainfo.info.private {
             return;
         }
-        let connected: BTreeSet<SocketAddr> = self
+        // Peers whose listen address we know (not the ephemeral port of one that
+        // connected to us and did not say), with what we know of them.
+        let connected: BTreeMap<SocketAddr, PexFlags> = self
             .core
             .peers()
             .values()
             .filter(|p| p.link.connected)
-            .map(|p| p.listen_addr())
+            .filter_map(|p| Some((p.dialable_addr()?, p.pex_flags())))
             .collect();
         for peer in self.core.peers_mut().values_mut() {
-            let extensions = peer.link.session.state().peer_extensions.as_ref();
-            let Some(their_id) = extensions.and_then(|e| e.id_of(UT_PEX)) else {
+            let Some(their_id) = peer.extension_id(UT_PEX) else {
                 continue;
             };
             if let Some(payload) = peer.pex.poll_send(now, &connected, peer.listen_addr()) {
@@ -1131,12 +1329,13 @@ fn web_seed_http(config: &TorrentConfig) -> shoal_tracker::driver::http::HttpCon
     }
 }
 
-/// The BEP 10 extensions we take: ut_metadata and upload_only (BEP 21) always, ut_pex
-/// unless the torrent is private.
+/// The BEP 10 extensions we take: ut_metadata, upload_only (BEP 21) and ut_holepunch
+/// (BEP 55, as a relay at least) always, ut_pex unless the torrent is private.
 fn extensions_offered(metainfo: &Metainfo) -> BTreeMap<String, u8> {
     let mut m = BTreeMap::from([
         (UT_METADATA.to_owned(), OUR_UT_METADATA_ID),
         (UPLOAD_ONLY.to_owned(), OUR_UPLOAD_ONLY_ID),
+        (UT_HOLEPUNCH.to_owned(), OUR_UT_HOLEPUNCH_ID),
     ]);
     if !metainfo.info.private {
         m.insert(UT_PEX.to_owned(), OUR_UT_PEX_ID);

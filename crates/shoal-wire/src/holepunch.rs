@@ -242,6 +242,9 @@ mod tests {
             assert_eq!(peer.on_receive(t0, &payload), Some(message));
         }
         assert_eq!(peer.on_receive(t0, &payload), None);
-        assert_eq!(peer.on_receive(t0 + RECEIVE_WINDOW, &payload), Some(message));
+        assert_eq!(
+            peer.on_receive(t0 + RECEIVE_WINDOW, &payload),
+            Some(message)
+        );
     }
 }

@@ -254,9 +254,7 @@ mod tests {
             dropped: vec![a("10.0.0.2:1")],
         };
         let encoded = m.encode();
-        assert!(encoded
-            .windows(13)
-            .any(|w| w == b"7:added.f2:\x06\x00"));
+        assert!(encoded.windows(13).any(|w| w == b"7:added.f2:\x06\x00"));
         assert_eq!(PexMessage::decode(&encoded), Ok(m));
         let raw = b"d5:added6:\x7f\x00\x00\x01\x1a\xe17:added.f1:\x187:dropped0:e";
         assert_eq!(
@@ -269,7 +267,8 @@ mod tests {
     /// flags string of the wrong length is ignored.
     #[test]
     fn flags_stay_aligned() {
-        let raw = b"d5:added12:\x0a\x00\x00\x01\x00\x00\x0a\x00\x00\x02\x00\x097:added.f2:\x02\x08e";
+        let raw =
+            b"d5:added12:\x0a\x00\x00\x01\x00\x00\x0a\x00\x00\x02\x00\x097:added.f2:\x02\x08e";
         assert_eq!(
             PexMessage::decode(raw).unwrap().added,
             vec![(a("10.0.0.2:9"), PexFlags::HOLEPUNCH)]
@@ -327,7 +326,10 @@ mod tests {
         let first = PexMessage::decode(&peer.poll_send(t0, &connected, me).unwrap()).unwrap();
         assert_eq!(
             first.added,
-            vec![(a("10.0.0.1:1"), utp), (a("10.0.0.2:1"), PexFlags::default())]
+            vec![
+                (a("10.0.0.1:1"), utp),
+                (a("10.0.0.2:1"), PexFlags::default())
+            ]
         );
         connected.remove(&a("10.0.0.1:1"));
         connected.insert(a("10.0.0.3:1"), PexFlags::SEED);

@@ -35,6 +35,12 @@ impl Net {
     fn new(subnet: u8) -> Net {
         require("ip");
         require("nft");
+        let uid = run_ok(Command::new("id").arg("-u"));
+        assert_eq!(
+            uid.trim(),
+            "0",
+            "the hole punching test makes network namespaces: run as root"
+        );
         let net = Net {
             prefix: format!("shp{}x{subnet}", std::process::id() % 100_000),
             subnet,

@@ -124,6 +124,10 @@ fn v2_torrent_downloads_from_and_seeds_to_libtorrent() {
         ],
         "the file tree's order, padding files hidden"
     );
+    // The size is the files' bytes; the padding that aligns them is counted apart.
+    let content: usize = FILES.iter().map(|(_, size)| size).sum();
+    assert_eq!(info["total_size"], content as u64);
+    assert!(info["padding_size"].as_u64().unwrap() > 0, "{info}");
 
     let _seed = lt_seed(&torrent, &src, "127.0.9.11", 17911);
     let out = dir.path().join("out");

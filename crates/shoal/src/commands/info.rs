@@ -20,7 +20,8 @@ pub struct Args {
     pub torrent: String,
     /// Print one JSON object with the keys name, info_hash (info_hash_v2 and format for
     /// v2 and hybrid torrents), piece_length, piece_count,
-    /// total_size, files ([{path, size}]), trackers (list of tiers) and magnet.
+    /// total_size (the files' bytes), padding_size (BEP 47 padding between them), files
+    /// ([{path, size}]), trackers (list of tiers) and magnet.
     #[arg(long)]
     pub json: bool,
 }
@@ -46,7 +47,21 @@ pub fn load_torrent(path: &Path) -> Result<Metainfo> {
     Metainfo::from_bytes(&bytes).with_context(|| format!("{name}: not a valid torrent"))
 }
 
+/// Bytes of the torrent's files, and of the padding (BEP 47) between them, which is in
+/// its pieces but on no one's disk.
+fn sizes(m: &Metainfo) -> (u64, u64) {
+    let padding: u64 = m
+        .info
+        .files
+        .iter()
+        .filter(|f| f.attr.padding)
+        .map(|f| f.length)
+        .sum();
+    (m.info.total_length - padding, padding)
+}
+
 fn torrent_json(m: &Metainfo) -> Value {
+    let (total, padding) = sizes(m);
     let files: Vec<Value> = m
         .info
         .files
@@ -70,7 +85,8 @@ fn torrent_json(m: &Metainfo) -> Value {
         "format": format(m),
         "piece_length": m.info.piece_length,
         "piece_count": m.info.piece_count(),
-        "total_size": m.info.total_length,
+        "total_size": total,
+        "padding_size": padding,
         "files": files,
         "trackers": m.trackers,
         "magnet": m.magnet().to_string(),
@@ -107,13 +123,14 @@ fn torrent_text(m: &Metainfo) -> String {
         &format_size(u64::from(m.info.piece_length)),
     );
     line("pieces:", &m.info.piece_count().to_string());
+    let (total, padding) = sizes(m);
+    let padding = match padding {
+        0 => String::new(),
+        bytes => format!(", and {} of padding", format_size(bytes)),
+    };
     line(
         "total size:",
-        &format!(
-            "{} ({} bytes)",
-            format_size(m.info.total_length),
-            m.info.total_length
-        ),
+        &format!("{} ({total} bytes{padding})", format_size(total)),
     );
     line("private:", if m.info.private { "yes" } else { "no" });
     if let Some(source) = &m.info.source {
@@ -167,6 +184,7 @@ fn magnet_json(m: &Magnet) -> Value {
         "piece_length": null,
         "piece_count": null,
         "total_size": null,
+        "padding_size": null,
         "files": [],
         "trackers": m.trackers.iter().map(|t| vec![t]).collect::<Vec<_>>(),
         "magnet": m.to_string(),

@@ -1,7 +1,8 @@
-//! Properties the `ut_metadata`, `ut_pex` and `mse` fuzz targets check, shared with the
+//! Properties the `ut_metadata`, `ut_pex`, `ut_holepunch` and `mse` fuzz targets check, shared with the
 //! tests that replay their regression corpora. Each function panics when an invariant breaks;
 //! errors on bad input are the expected outcome.
 
+use crate::holepunch::{Holepunch, HolepunchPeer, MAX_RECEIVED_PER_WINDOW};
 use crate::metadata::{MetadataAssembler, MetadataMessage};
 use crate::mse::{CryptoSet, MseError, MseHandshake};
 use crate::pex::{PexMessage, PexPeer};
@@ -37,6 +38,20 @@ pub fn ut_pex(data: &[u8]) {
     if let Ok(added) = peer.on_receive(Instant::now(), data) {
         assert!(added.len() <= crate::pex::MAX_PER_MESSAGE);
     }
+}
+
+/// Decoding never panics; what decodes re-encodes to a message that decodes the same;
+/// a peer repeating it gets no more than its allowance through.
+pub fn ut_holepunch(data: &[u8]) {
+    if let Some(message) = Holepunch::decode(data) {
+        assert_eq!(Holepunch::decode(&message.encode()), Some(message));
+    }
+    let now = Instant::now();
+    let mut peer = HolepunchPeer::new(now);
+    let passed = (0..2 * MAX_RECEIVED_PER_WINDOW)
+        .filter(|_| peer.on_receive(now, data).is_some())
+        .count();
+    assert!(passed <= MAX_RECEIVED_PER_WINDOW as usize);
 }
 
 /// The MSE handshake, in either role, fed `data` whole and then a byte at a time: never

@@ -19,7 +19,7 @@ pub const UT_HOLEPUNCH: &str = "ut_holepunch";
 /// The id under which we take ut_holepunch messages.
 pub const OUR_UT_HOLEPUNCH_ID: u8 = 4;
 /// A peer may send at most this many messages per [`RECEIVE_WINDOW`]; more are ignored.
-const MAX_RECEIVED_PER_WINDOW: u32 = 10;
+pub const MAX_RECEIVED_PER_WINDOW: u32 = 10;
 const RECEIVE_WINDOW: Duration = Duration::from_secs(60);
 
 /// Why a relay cannot introduce us (BEP 55 error codes).

@@ -1,4 +1,4 @@
-//! Replays `fuzz/regressions/{ut_metadata,ut_pex,mse}/*` through the fuzz targets' checks, so
+//! Replays `fuzz/regressions/{ut_metadata,ut_pex,ut_holepunch,mse}/*` through the fuzz targets' checks, so
 //! every input a fuzzer ever crashed on stays fixed.
 
 use shoal_core::fuzzing::replay_regressions as replay;
@@ -11,6 +11,11 @@ fn ut_metadata_corpus() {
 #[test]
 fn ut_pex_corpus() {
     replay("ut_pex", shoal_wire::fuzzing::ut_pex);
+}
+
+#[test]
+fn ut_holepunch_corpus() {
+    replay("ut_holepunch", shoal_wire::fuzzing::ut_holepunch);
 }
 
 #[test]

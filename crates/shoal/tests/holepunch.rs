@@ -10,7 +10,8 @@
 //! of each other at once, their dials cross, and each side's outgoing uTP packets open
 //! its own firewall to the other's (a rendezvous follows if they do not).
 //!
-//! Needs root, `ip` (iproute2) and `nft` (nftables); `.ci/deps` installs them.
+//! Needs root, `ip` (iproute2) and `nft` (nftables); `.ci/deps` installs them (see
+//! `common/netns.rs`).
 
 mod common;
 
@@ -21,9 +22,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// The three hosts' namespaces, deleted (with their interfaces) when dropped.
+/// The relay's and the two peers' hosts on one bridge.
 struct Net {
-    prefix: String,
+    ns: Namespaces,
     subnet: u8,
 }
 
@@ -33,48 +34,34 @@ impl Net {
     /// A bridge in a namespace of its own, and R, A and B on it at 10.77.`subnet`.1, .2
     /// and .3, with A's and B's firewalls up.
     fn new(subnet: u8) -> Net {
-        require("ip");
-        require("nft");
-        let uid = run_ok(Command::new("id").arg("-u"));
-        assert_eq!(
-            uid.trim(),
-            "0",
-            "the hole punching test makes network namespaces: run as root"
-        );
-        let net = Net {
-            prefix: format!("shp{}x{subnet}", std::process::id() % 100_000),
-            subnet,
-        };
-        net.run(&["netns", "add", &net.ns("hub")]);
-        net.exec("hub", &["ip", "link", "add", "br0", "type", "bridge"]);
-        net.exec("hub", &["ip", "link", "set", "br0", "up"]);
+        let mut ns = Namespaces::new(&format!("h{subnet}"));
+        ns.add("hub");
+        ns.exec("hub", &["ip", "link", "add", "br0", "type", "bridge"]);
+        ns.exec("hub", &["ip", "link", "set", "br0", "up"]);
+        let net_ip = |i: usize| format!("10.77.{subnet}.{}", i + 1);
         for (i, host) in HOSTS.iter().enumerate() {
-            let (ns, veth, port) = (
-                net.ns(host),
-                format!("{}{host}", net.prefix),
-                format!("p{host}"),
-            );
-            net.run(&["netns", "add", &ns]);
-            let hub = net.ns("hub");
-            net.run(&[
-                "link", "add", &veth, "type", "veth", "peer", "name", &port, "netns", &hub,
-            ]);
-            net.run(&["link", "set", &veth, "netns", &ns]);
-            net.exec("hub", &["ip", "link", "set", &port, "master", "br0"]);
-            net.exec("hub", &["ip", "link", "set", &port, "up"]);
-            let addr = format!("{}/24", net.ip(i));
-            net.exec(host, &["ip", "addr", "add", &addr, "dev", &veth]);
-            net.exec(host, &["ip", "link", "set", &veth, "up"]);
-            net.exec(host, &["ip", "link", "set", "lo", "up"]);
+            ns.add(host);
+            let port = format!("p{host}");
+            ns.link((host, "eth0"), ("hub", &port));
+            ns.exec("hub", &["ip", "link", "set", &port, "master", "br0"]);
+            let addr = format!("{}/24", net_ip(i));
+            ns.exec(host, &["ip", "addr", "add", &addr, "dev", "eth0"]);
         }
+        // Connections the host starts, and their answers, pass; nothing else comes in.
         for host in ["a", "b"] {
-            net.firewall(host);
+            ns.nft(
+                host,
+                "table inet fw {
+                    chain input {
+                        type filter hook input priority 0; policy drop;
+                        ct state established,related accept
+                        iif lo accept
+                        meta l4proto tcp reject with tcp reset
+                    }
+                }",
+            );
         }
-        net
-    }
-
-    fn ns(&self, host: &str) -> String {
-        format!("{}{host}", self.prefix)
+        Net { ns, subnet }
     }
 
     /// R's, A's or B's address, by index into [`HOSTS`].
@@ -82,45 +69,8 @@ impl Net {
         format!("10.77.{}.{}", self.subnet, index + 1)
     }
 
-    fn run(&self, args: &[&str]) {
-        run_ok(Command::new("ip").args(args));
-    }
-
-    fn exec(&self, host: &str, args: &[&str]) {
-        run_ok(self.command(host, args[0]).args(&args[1..]));
-    }
-
-    /// `program` to be run in `host`'s namespace.
     fn command(&self, host: &str, program: &str) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.ns(host), program]);
-        cmd
-    }
-
-    /// Connections the host starts, and their answers, pass; nothing else comes in.
-    fn firewall(&self, host: &str) {
-        let rules = "table inet fw {
-            chain input {
-                type filter hook input priority 0; policy drop;
-                ct state established,related accept
-                iif lo accept
-                meta l4proto tcp reject with tcp reset
-            }
-        }";
-        let path = std::env::temp_dir().join(format!("{}-{host}.nft", self.prefix));
-        std::fs::write(&path, rules).expect("write nft rules");
-        self.exec(host, &["nft", "-f", path_str(&path)]);
-        let _ = std::fs::remove_file(path);
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        for host in HOSTS.iter().chain(&["hub"]) {
-            let _ = Command::new("ip")
-                .args(["netns", "del", &self.ns(host)])
-                .status();
-        }
+        self.ns.command(host, program)
     }
 }
 

@@ -18,6 +18,8 @@ use shoal_engine::{
     Dialer, Encryption, EngineEvent, IpFilter, Outcome, PeerFeed, PeerSource, SeedLimit,
     TorrentConfig, UtpMode,
 };
+use shoal_portmap::driver::PortMapper;
+use shoal_portmap::Protocol;
 use shoal_tracker::client::UdpConfig;
 use shoal_tracker::driver::http::HttpConfig;
 use shoal_tracker::driver::{Announcer, AnnouncerConfig};
@@ -76,6 +78,12 @@ pub struct PeerOptions {
     /// ways; `off` uses TCP alone.
     #[arg(long, value_name = "MODE", value_enum, default_value_t = UtpArg::Fallback)]
     pub utp: UtpArg,
+    /// Do not ask the router to forward the listen port. By default, when listening on
+    /// all addresses or a private one, shoal asks the default gateway over NAT-PMP (RFC
+    /// 6886) to forward the port's TCP and UDP to us, so that peers outside can connect,
+    /// and removes the forwarding on exit.
+    #[arg(long)]
+    pub no_port_map: bool,
     /// Stop seeding (exit 0) once the bytes uploaded reach RATIO times the bytes held, as
     /// aria2's --seed-ratio (e.g. 1.0; 0 for no ratio limit). With --seed-time, whichever
     /// comes first.
@@ -350,6 +358,8 @@ pub enum Update {
     Engine(EngineEvent),
     /// A tracker answered an announce with this many peers.
     TrackerPeers(usize),
+    /// The router answered a port mapping request (or did not).
+    PortMap(shoal_portmap::Event),
 }
 
 /// Runs one torrent in the engine while announcing it to `trackers` (none: no announcing)
@@ -639,6 +649,50 @@ impl Job {
         ))
     }
 
+    /// Asks the default gateway to forward the listen port (see `--no-port-map`): TCP
+    /// unless `--utp only`, UDP when uTP or the DHT listen there. Only from all addresses
+    /// or a private one (a public address has no NAT in front of it, loopback no router),
+    /// and only if there is a default route. What the router says goes to `display`.
+    async fn map_ports(&self, display: &mpsc::UnboundedSender<Update>) -> Option<PortMapper> {
+        let listen = self.listen();
+        let ip = match listen.ip() {
+            std::net::IpAddr::V4(ip) if ip.is_unspecified() || ip.is_private() => ip,
+            _ => return None,
+        };
+        if self.opts.no_port_map {
+            return None;
+        }
+        let gateway = shoal_portmap::gateway::default()?;
+        let mut ports = Vec::new();
+        if self.opts.utp != UtpArg::Only {
+            ports.push((Protocol::Tcp, listen.port()));
+        }
+        let dht_here = !self.discovery.no_dht && self.discovery.dht_listen.is_none();
+        if self.opts.utp != UtpArg::Off || dht_here {
+            ports.push((Protocol::Udp, listen.port()));
+        }
+        let (events, mut answers) = mpsc::unbounded_channel();
+        let mapper = match shoal_portmap::driver::spawn(gateway, ip, ports, events).await {
+            Ok(mapper) => mapper,
+            Err(e) => {
+                let reason = format!("cannot open a socket: {e}");
+                let failed = shoal_portmap::Event::Failed {
+                    protocol: None,
+                    reason,
+                };
+                let _ = display.send(Update::PortMap(failed));
+                return None;
+            }
+        };
+        let display = display.clone();
+        tokio::spawn(async move {
+            while let Some(answer) = answers.recv().await {
+                let _ = display.send(Update::PortMap(answer));
+            }
+        });
+        Some(mapper)
+    }
+
     fn state_dir(&self) -> PathBuf {
         self.opts
             .state_dir
@@ -773,6 +827,9 @@ impl Job {
         let selected_files = self.select.resolve(&metainfo.info.files)?;
         let metainfo = Arc::new(metainfo);
         let listen = self.listen();
+        let json = self.opts.json;
+        let (display_tx, display_events) = mpsc::unbounded_channel();
+        let mapper = self.map_ports(&display_tx).await;
         let seed_limit = self.opts.seed_limit();
         let trackers = if self.opts.no_tracker {
             Vec::new()
@@ -800,9 +857,11 @@ impl Job {
             sequential: self.sequential,
             selected_files,
         };
-        let (display_tx, display_events) = mpsc::unbounded_channel();
-        let display = tokio::spawn(show_progress(display_events, metainfo, self.opts.json));
+        let display = tokio::spawn(show_progress(display_events, metainfo, json));
         let outcome = run_announced(config, trackers, dht.clone(), display_tx, stop).await;
+        if let Some(mapper) = mapper {
+            mapper.stop().await;
+        }
         let _ = display.await;
         if let Some(dht) = dht {
             dht.shutdown().await;
@@ -858,6 +917,52 @@ pub async fn wait_for_signal() {
     }
 }
 
+/// What the router said of our port mapping, as a JSON line or a line for the user.
+fn show_port_map(answer: shoal_portmap::Event, json: bool, say: &impl Fn(String)) {
+    use shoal_portmap::Event;
+    match answer {
+        Event::ExternalAddress(ip) if json => {
+            println!(
+                "{}",
+                json!({"event": "external_address", "ip": ip.to_string()})
+            );
+        }
+        Event::ExternalAddress(_) => {}
+        Event::Mapped {
+            protocol,
+            internal,
+            external,
+            lifetime,
+        } => {
+            if json {
+                println!(
+                    "{}",
+                    json!({"event": "port_mapped", "protocol": protocol.as_str(),
+                    "internal_port": internal, "external_port": external, "lifetime": lifetime})
+                );
+            } else {
+                say(format!(
+                    "the router forwards {} port {external} to our port {internal}",
+                    protocol.as_str()
+                ));
+            }
+        }
+        Event::Failed { protocol, reason } => {
+            if json {
+                println!(
+                    "{}",
+                    json!({"event": "port_map_failed", "protocol": protocol.map(|p| p.as_str()),
+                    "reason": reason})
+                );
+            } else {
+                say(format!(
+                    "port mapping failed ({reason}); peers outside your network may not reach us"
+                ));
+            }
+        }
+    }
+}
+
 /// Draws a progress bar (terminal), prints JSON lines (`--json`), or a few plain lines.
 pub async fn show_progress(
     mut events: mpsc::UnboundedReceiver<Update>,
@@ -896,6 +1001,10 @@ pub async fn show_progress(
                 } else {
                     say(format!("a tracker gave {count} peers"));
                 }
+                continue;
+            }
+            Update::PortMap(answer) => {
+                show_port_map(answer, json, &say);
                 continue;
             }
         };

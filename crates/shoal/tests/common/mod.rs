@@ -14,6 +14,9 @@ pub use peers::*;
 mod tracker;
 #[allow(unused_imports)] // the tests that use no tracker
 pub use tracker::*;
+mod netns;
+#[allow(unused_imports)] // the tests on loopback alone
+pub use netns::*;
 
 /// The shoal binary under test.
 pub fn shoal() -> Command {

@@ -1,0 +1,167 @@
+//! Port mapping (NAT-PMP, RFC 6886) against a real router: miniupnpd in a network
+//! namespace that NATs a home network (192.168.77.0/24) onto an outside one (11.88.0.0/24,
+//! which miniupnpd takes for public), with its nftables tables for the forwardings it
+//! adds. A `shoal seed` at home asks it to forward its port; a `shoal get` outside
+//! downloads through the router's address over TCP and over uTP (the UDP forwarding),
+//! and the forwardings are gone once the seed exits. `--no-port-map` asks for none.
+//!
+//! Needs root, iproute2, nftables and miniupnpd (`.ci/deps` installs them).
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const ROUTER_RULES: &str = "table inet filter {
+    chain forward { type filter hook forward priority 0; policy accept; jump miniupnpd; }
+    chain miniupnpd { }
+    chain prerouting { type nat hook prerouting priority -100; policy accept; jump prerouting_miniupnpd; }
+    chain postrouting {
+        type nat hook postrouting priority 100; policy accept;
+        jump postrouting_miniupnpd;
+        oifname \"wan0\" masquerade;
+    }
+    chain prerouting_miniupnpd { }
+    chain postrouting_miniupnpd { }
+}";
+
+/// The router's forwardings, as nftables lists them.
+fn forwardings(ns: &Namespaces) -> String {
+    let mut list = ns.command("gw", "nft");
+    run_ok(list.args(["list", "chain", "inet", "filter", "prerouting_miniupnpd"]))
+}
+
+/// Waits (bounded) for each of `needles` among the lines.
+fn wait_lines(lines: &std::sync::mpsc::Receiver<String>, needles: &[&str], limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let mut missing: Vec<&str> = needles.to_vec();
+    while !missing.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no lines with {missing:?} within {limit:?}"));
+        missing.retain(|needle| !line.contains(needle));
+    }
+}
+
+#[test]
+fn a_seed_behind_a_nat_router_is_reached_through_the_port_it_mapped() {
+    require("miniupnpd");
+    let mut ns = Namespaces::new("pm");
+    for host in ["gw", "home", "net"] {
+        ns.add(host);
+    }
+    ns.link(("gw", "wan0"), ("net", "eth0"));
+    ns.link(("gw", "lan0"), ("home", "eth0"));
+    ns.exec("gw", &["ip", "addr", "add", "11.88.0.1/24", "dev", "wan0"]);
+    ns.exec(
+        "gw",
+        &["ip", "addr", "add", "192.168.77.1/24", "dev", "lan0"],
+    );
+    ns.exec("net", &["ip", "addr", "add", "11.88.0.2/24", "dev", "eth0"]);
+    ns.exec(
+        "home",
+        &["ip", "addr", "add", "192.168.77.2/24", "dev", "eth0"],
+    );
+    ns.exec(
+        "home",
+        &["ip", "route", "add", "default", "via", "192.168.77.1"],
+    );
+    ns.exec("gw", &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    ns.nft("gw", ROUTER_RULES);
+
+    let dir = tempdir();
+    let config = dir.path().join("miniupnpd.conf");
+    std::fs::write(
+        &config,
+        "ext_ifname=wan0\nlistening_ip=lan0\nport=0\nenable_natpmp=yes\nenable_upnp=no\n\
+         secure_mode=yes\nsystem_uptime=yes\nupnp_table_name=filter\nupnp_nat_table_name=filter\n\
+         upnp_forward_chain=miniupnpd\nupnp_nat_chain=prerouting_miniupnpd\n\
+         upnp_nat_postrouting_chain=postrouting_miniupnpd\n\
+         uuid=3d3cec3a-8cf0-11e0-98ee-001a6bd2d07b\n\
+         allow 1024-65535 192.168.77.0/24 1024-65535\ndeny 0-65535 0.0.0.0/0 0-65535\n",
+    )
+    .expect("write miniupnpd.conf");
+    let pid_file = dir.path().join("miniupnpd.pid");
+    let mut router = ns.command("gw", "sh");
+    router.arg("-c").arg(format!(
+        "exec miniupnpd -d -f {} -P {} 2>&1",
+        path_str(&config),
+        path_str(&pid_file)
+    ));
+    let _router = start_and_wait(router, "Listening for NAT-PMP", Duration::from_secs(20));
+    assert!(!forwardings(&ns).contains("dnat"), "nothing forwarded yet");
+
+    let (src, torrent) = make_single(dir.path(), 3 * 1024 * 1024 + 17, "256K");
+    let mut seed = ns.command("home", env!("CARGO_BIN_EXE_shoal"));
+    seed.args(["seed", path_str(&torrent), path_str(&src), "--json"])
+        .args(["--listen", "192.168.77.2:6881", "--no-dht", "--no-tracker"])
+        .args(["--state-dir", path_str(&dir.path().join("seed-state"))]);
+    let (mut seed, lines) = start_and_watch(seed, "\"started\"", Duration::from_secs(30));
+    wait_lines(
+        &lines,
+        &[
+            r#""external_port":6881,"internal_port":6881,"lifetime":7200,"protocol":"tcp""#,
+            r#""external_port":6881,"internal_port":6881,"lifetime":7200,"protocol":"udp""#,
+        ],
+        Duration::from_secs(10),
+    );
+    let forwarded = forwardings(&ns);
+    assert_eq!(
+        forwarded.matches("dnat ip to 192.168.77.2:6881").count(),
+        2,
+        "{forwarded}"
+    );
+
+    // From outside, to the router's address: over TCP, then uTP alone.
+    for (name, utp) in [("tcp", "off"), ("utp", "only")] {
+        let out = dir.path().join(name);
+        let mut get = ns.command("net", env!("CARGO_BIN_EXE_shoal"));
+        get.args([
+            "get",
+            path_str(&torrent),
+            "-o",
+            path_str(&out),
+            "--no-seed",
+            "--json",
+        ])
+        .args(["--listen", "11.88.0.2:7000", "--no-dht", "--no-tracker"])
+        .args(["--peer", "11.88.0.1:6881", "--utp", utp])
+        .args([
+            "--state-dir",
+            path_str(&dir.path().join(format!("{name}-state"))),
+        ]);
+        let events = json_events(&mut get);
+        same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+        let connected = events_named(&events, "peer_connected");
+        assert_eq!(connected[0]["transport"], name, "{connected:?}");
+    }
+
+    // Asked to stop, the seed removes what it asked for.
+    let pid = seed.0.id().to_string();
+    run_ok(Command::new("kill").args(["-TERM", &pid]));
+    seed.wait_exit(Duration::from_secs(10), "the seed exits on SIGTERM");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while forwardings(&ns).contains("dnat") {
+        assert!(Instant::now() < deadline, "{}", forwardings(&ns));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // With --no-port-map nothing is asked for.
+    let mut quiet = ns.command("home", env!("CARGO_BIN_EXE_shoal"));
+    quiet
+        .args([
+            "seed",
+            path_str(&torrent),
+            path_str(&src),
+            "--json",
+            "--no-port-map",
+        ])
+        .args(["--listen", "192.168.77.2:6882", "--no-dht", "--no-tracker"])
+        .args(["--state-dir", path_str(&dir.path().join("quiet-state"))]);
+    let _quiet = start_and_wait(quiet, "\"started\"", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!forwardings(&ns).contains("dnat"), "{}", forwardings(&ns));
+}

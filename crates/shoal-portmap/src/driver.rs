@@ -1,5 +1,7 @@
-//! Runs a [`NatPmp`] client over a tokio UDP socket until told to stop, then removes
-//! the mappings it made.
+//! Runs port mapping until told to stop, then removes the mappings: a [`NatPmp`] client
+//! over a tokio UDP socket and a UPnP IGD client ([`crate::igd`]) side by side, as
+//! libtorrent does, since a router may speak either (many speak both; asking twice for
+//! the same forwarding to the same host is harmless).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -9,38 +11,87 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::natpmp::{Event, NatPmp, Protocol};
 
+/// Which protocol an event came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    NatPmp,
+    Upnp,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::NatPmp => "natpmp",
+            Method::Upnp => "upnp",
+        }
+    }
+}
+
 /// A running port mapper; [`PortMapper::stop`] removes its mappings.
 #[derive(Debug)]
 pub struct PortMapper {
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
+    stops: Vec<oneshot::Sender<()>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// Starts mapping `ports` at `gateway`, from `local` (the address the mappings point
-/// to; unspecified lets the system choose, as for the default route). Events go to
-/// `events`.
+/// Starts mapping `ports` at `gateway` (NAT-PMP) and at whichever router answers an
+/// SSDP search (UPnP), from `local` (the address the mappings point to; unspecified
+/// lets the system choose, as for the default route). Events go to `events`.
 pub async fn spawn(
     gateway: Ipv4Addr,
     local: Ipv4Addr,
     ports: Vec<(Protocol, u16)>,
-    events: mpsc::UnboundedSender<Event>,
+    events: mpsc::UnboundedSender<(Method, Event)>,
 ) -> std::io::Result<PortMapper> {
     let socket = UdpSocket::bind(SocketAddr::from((local, 0))).await?;
-    let (stop, stopped) = oneshot::channel();
-    let task = tokio::spawn(run(
-        socket,
-        NatPmp::new(gateway, &ports, Instant::now()),
-        events,
-        stopped,
-    ));
-    Ok(PortMapper { stop, task })
+    let mut mapper = PortMapper {
+        stops: Vec::new(),
+        tasks: Vec::new(),
+    };
+    let natpmp = NatPmp::new(gateway, &ports, Instant::now());
+    let (tx, stopped) = mapper.start(Method::NatPmp, &events);
+    mapper
+        .tasks
+        .push(tokio::spawn(run(socket, natpmp, tx, stopped)));
+    let (tx, stopped) = mapper.start(Method::Upnp, &events);
+    mapper
+        .tasks
+        .push(tokio::spawn(crate::igd::run(local, ports, tx, stopped)));
+    Ok(mapper)
 }
 
 impl PortMapper {
-    /// Removes the mappings (one datagram each, not waited on) and ends the task.
+    /// A stop signal and an event channel for one method's task, its events tagged.
+    fn start(
+        &mut self,
+        method: Method,
+        events: &mpsc::UnboundedSender<(Method, Event)>,
+    ) -> (mpsc::UnboundedSender<Event>, oneshot::Receiver<()>) {
+        let (stop, stopped) = oneshot::channel();
+        self.stops.push(stop);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let events = events.clone();
+        tokio::spawn(async move {
+            while let Some(event) = rx.recv().await {
+                let _ = events.send((method, event));
+            }
+        });
+        (tx, stopped)
+    }
+
+    /// Removes the mappings and ends the tasks, waiting 2 s at most (a NAT-PMP removal
+    /// is a datagram each, a UPnP one an HTTP call to the router).
     pub async fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.task).await;
+        for stop in self.stops {
+            let _ = stop.send(());
+        }
+        let tasks = self.tasks;
+        let all = async move {
+            for task in tasks {
+                let _ = task.await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), all).await;
     }
 }
 

@@ -1,9 +1,10 @@
-//! Port mapping (NAT-PMP, RFC 6886) against a real router: miniupnpd in a network
-//! namespace that NATs a home network (192.168.77.0/24) onto an outside one (11.88.0.0/24,
-//! which miniupnpd takes for public), with its nftables tables for the forwardings it
-//! adds. A `shoal seed` at home asks it to forward its port; a `shoal get` outside
-//! downloads through the router's address over TCP and over uTP (the UDP forwarding),
-//! and the forwardings are gone once the seed exits. `--no-port-map` asks for none.
+//! Port mapping against a real router: miniupnpd in a network namespace that NATs a
+//! home network (192.168.77.0/24) onto an outside one (11.88.0.0/24, which miniupnpd
+//! takes for public), with its nftables tables for the forwardings it adds, speaking
+//! NAT-PMP (RFC 6886) alone in one test and UPnP IGD alone in the other. A `shoal seed`
+//! at home asks it to forward its port; a `shoal get` outside downloads through the
+//! router's address over TCP and over uTP (the UDP forwarding), and the forwardings are
+//! gone once the seed exits. `--no-port-map` asks for none.
 //!
 //! Needs root, iproute2, nftables and miniupnpd (`.ci/deps` installs them).
 
@@ -27,6 +28,14 @@ const ROUTER_RULES: &str = "table inet filter {
     chain postrouting_miniupnpd { }
 }";
 
+fn yes_no(yes: bool) -> &'static str {
+    if yes {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
 /// The router's forwardings, as nftables lists them.
 fn forwardings(ns: &Namespaces) -> String {
     let mut list = ns.command("gw", "nft");
@@ -47,9 +56,20 @@ fn wait_lines(lines: &std::sync::mpsc::Receiver<String>, needles: &[&str], limit
 }
 
 #[test]
-fn a_seed_behind_a_nat_router_is_reached_through_the_port_it_mapped() {
+fn a_seed_behind_a_nat_pmp_router_is_reached_through_the_port_it_mapped() {
+    behind_a_router("natpmp", 7200);
+}
+
+#[test]
+fn a_seed_behind_a_upnp_router_is_reached_through_the_port_it_mapped() {
+    behind_a_router("upnp", 3600);
+}
+
+/// The scenario of the module documentation, with a router that speaks `method` alone;
+/// shoal asks for `lifetime` seconds that way.
+fn behind_a_router(method: &str, lifetime: u32) {
     require("miniupnpd");
-    let mut ns = Namespaces::new("pm");
+    let mut ns = Namespaces::new(&method[..2]);
     for host in ["gw", "home", "net"] {
         ns.add(host);
     }
@@ -76,12 +96,16 @@ fn a_seed_behind_a_nat_router_is_reached_through_the_port_it_mapped() {
     let config = dir.path().join("miniupnpd.conf");
     std::fs::write(
         &config,
-        "ext_ifname=wan0\nlistening_ip=lan0\nport=0\nenable_natpmp=yes\nenable_upnp=no\n\
+        format!(
+            "ext_ifname=wan0\nlistening_ip=lan0\nport=0\nenable_natpmp={}\nenable_upnp={}\n\
          secure_mode=yes\nsystem_uptime=yes\nupnp_table_name=filter\nupnp_nat_table_name=filter\n\
          upnp_forward_chain=miniupnpd\nupnp_nat_chain=prerouting_miniupnpd\n\
          upnp_nat_postrouting_chain=postrouting_miniupnpd\n\
          uuid=3d3cec3a-8cf0-11e0-98ee-001a6bd2d07b\n\
          allow 1024-65535 192.168.77.0/24 1024-65535\ndeny 0-65535 0.0.0.0/0 0-65535\n",
+            yes_no(method == "natpmp"),
+            yes_no(method == "upnp"),
+        ),
     )
     .expect("write miniupnpd.conf");
     let pid_file = dir.path().join("miniupnpd.pid");
@@ -91,7 +115,12 @@ fn a_seed_behind_a_nat_router_is_reached_through_the_port_it_mapped() {
         path_str(&config),
         path_str(&pid_file)
     ));
-    let _router = start_and_wait(router, "Listening for NAT-PMP", Duration::from_secs(20));
+    let ready = if method == "natpmp" {
+        "Listening for NAT-PMP"
+    } else {
+        "HTTP listening on port"
+    };
+    let _router = start_and_wait(router, ready, Duration::from_secs(20));
     assert!(!forwardings(&ns).contains("dnat"), "nothing forwarded yet");
 
     let (src, torrent) = make_single(dir.path(), 3 * 1024 * 1024 + 17, "256K");
@@ -100,14 +129,13 @@ fn a_seed_behind_a_nat_router_is_reached_through_the_port_it_mapped() {
         .args(["--listen", "192.168.77.2:6881", "--no-dht", "--no-tracker"])
         .args(["--state-dir", path_str(&dir.path().join("seed-state"))]);
     let (mut seed, lines) = start_and_watch(seed, "\"started\"", Duration::from_secs(30));
-    wait_lines(
-        &lines,
-        &[
-            r#""external_port":6881,"internal_port":6881,"lifetime":7200,"protocol":"tcp""#,
-            r#""external_port":6881,"internal_port":6881,"lifetime":7200,"protocol":"udp""#,
-        ],
-        Duration::from_secs(10),
-    );
+    let mapped = |protocol: &str| {
+        format!(
+            r#""external_port":6881,"internal_port":6881,"lifetime":{lifetime},"method":"{method}","protocol":"{protocol}""#
+        )
+    };
+    let (tcp, udp) = (mapped("tcp"), mapped("udp"));
+    wait_lines(&lines, &[&tcp, &udp], Duration::from_secs(10));
     let forwarded = forwardings(&ns);
     assert_eq!(
         forwarded.matches("dnat ip to 192.168.77.2:6881").count(),

@@ -18,7 +18,7 @@ use shoal_engine::{
     Dialer, Encryption, EngineEvent, IpFilter, Outcome, PeerFeed, PeerSource, SeedLimit,
     TorrentConfig, UtpMode,
 };
-use shoal_portmap::driver::PortMapper;
+use shoal_portmap::driver::{Method, PortMapper};
 use shoal_portmap::Protocol;
 use shoal_tracker::client::UdpConfig;
 use shoal_tracker::driver::http::HttpConfig;
@@ -79,9 +79,9 @@ pub struct PeerOptions {
     #[arg(long, value_name = "MODE", value_enum, default_value_t = UtpArg::Fallback)]
     pub utp: UtpArg,
     /// Do not ask the router to forward the listen port. By default, when listening on
-    /// all addresses or a private one, shoal asks the default gateway over NAT-PMP (RFC
-    /// 6886) to forward the port's TCP and UDP to us, so that peers outside can connect,
-    /// and removes the forwarding on exit.
+    /// all addresses or a private one, shoal asks the router over NAT-PMP (RFC 6886)
+    /// and UPnP IGD to forward the port's TCP and UDP to us, so that peers outside can
+    /// connect, and removes the forwarding on exit.
     #[arg(long)]
     pub no_port_map: bool,
     /// Stop seeding (exit 0) once the bytes uploaded reach RATIO times the bytes held, as
@@ -358,8 +358,8 @@ pub enum Update {
     Engine(EngineEvent),
     /// A tracker answered an announce with this many peers.
     TrackerPeers(usize),
-    /// The router answered a port mapping request (or did not).
-    PortMap(shoal_portmap::Event),
+    /// The router answered a port mapping request (or did not), over NAT-PMP or UPnP.
+    PortMap(Method, shoal_portmap::Event),
 }
 
 /// Runs one torrent in the engine while announcing it to `trackers` (none: no announcing)
@@ -680,14 +680,14 @@ impl Job {
                     protocol: None,
                     reason,
                 };
-                let _ = display.send(Update::PortMap(failed));
+                let _ = display.send(Update::PortMap(Method::NatPmp, failed));
                 return None;
             }
         };
         let display = display.clone();
         tokio::spawn(async move {
-            while let Some(answer) = answers.recv().await {
-                let _ = display.send(Update::PortMap(answer));
+            while let Some((method, answer)) = answers.recv().await {
+                let _ = display.send(Update::PortMap(method, answer));
             }
         });
         Some(mapper)
@@ -918,13 +918,14 @@ pub async fn wait_for_signal() {
 }
 
 /// What the router said of our port mapping, as a JSON line or a line for the user.
-fn show_port_map(answer: shoal_portmap::Event, json: bool, say: &impl Fn(String)) {
+fn show_port_map(method: Method, answer: shoal_portmap::Event, json: bool, say: &impl Fn(String)) {
     use shoal_portmap::Event;
+    let via = method.as_str();
     match answer {
         Event::ExternalAddress(ip) if json => {
             println!(
                 "{}",
-                json!({"event": "external_address", "ip": ip.to_string()})
+                json!({"event": "external_address", "ip": ip.to_string(), "method": via})
             );
         }
         Event::ExternalAddress(_) => {}
@@ -938,11 +939,12 @@ fn show_port_map(answer: shoal_portmap::Event, json: bool, say: &impl Fn(String)
                 println!(
                     "{}",
                     json!({"event": "port_mapped", "protocol": protocol.as_str(),
-                    "internal_port": internal, "external_port": external, "lifetime": lifetime})
+                    "internal_port": internal, "external_port": external, "lifetime": lifetime,
+                    "method": via})
                 );
             } else {
                 say(format!(
-                    "the router forwards {} port {external} to our port {internal}",
+                    "the router forwards {} port {external} to our port {internal} ({via})",
                     protocol.as_str()
                 ));
             }
@@ -952,12 +954,10 @@ fn show_port_map(answer: shoal_portmap::Event, json: bool, say: &impl Fn(String)
                 println!(
                     "{}",
                     json!({"event": "port_map_failed", "protocol": protocol.map(|p| p.as_str()),
-                    "reason": reason})
+                    "reason": reason, "method": via})
                 );
             } else {
-                say(format!(
-                    "port mapping failed ({reason}); peers outside your network may not reach us"
-                ));
+                say(format!("port mapping ({via}) failed: {reason}"));
             }
         }
     }
@@ -1003,8 +1003,8 @@ pub async fn show_progress(
                 }
                 continue;
             }
-            Update::PortMap(answer) => {
-                show_port_map(answer, json, &say);
+            Update::PortMap(method, answer) => {
+                show_port_map(method, answer, json, &say);
                 continue;
             }
         };

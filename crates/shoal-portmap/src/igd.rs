@@ -1,0 +1,270 @@
+//! Runs UPnP IGD port mapping ([`crate::upnp`]'s messages) over tokio: find the router
+//! by SSDP, read its description, map the ports, renew them, remove them on stop.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::natpmp::{Event, Protocol};
+use crate::upnp::{self, Control, Url};
+
+/// How long the search waits for routers to answer.
+const SEARCH_TIME: Duration = Duration::from_secs(3);
+/// Each HTTP exchange with the router, at most.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest answer read from the router (descriptions are a few KiB).
+const MAX_RESPONSE: usize = 64 * 1024;
+/// The lease asked for; renewed at half of it.
+const LEASE: u32 = 3600;
+
+/// Maps `ports` through the first router that answers an SSDP search from `local`,
+/// until `stopped`; then removes them. Events as for NAT-PMP.
+pub(crate) async fn run(
+    local: Ipv4Addr,
+    ports: Vec<(Protocol, u16)>,
+    events: mpsc::UnboundedSender<Event>,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let fail = |reason: String| {
+        let _ = events.send(Event::Failed {
+            protocol: None,
+            reason,
+        });
+    };
+    let found = tokio::select! {
+        _ = &mut stopped => return,
+        found = discover(local) => found,
+    };
+    let control = match found {
+        Ok(control) => control,
+        Err(reason) => return fail(reason),
+    };
+    // The address the router sees us at: the one our packets to it leave from.
+    let client = match local_ip_towards(local, control.url.addr()).await {
+        Some(ip) => ip,
+        None => return fail(format!("no route to the router at {}", control.url.host)),
+    };
+    let external = call(&control, "GetExternalIPAddress", &[]).await;
+    if let Ok(Some(ip)) =
+        external.map(|a| a.get("NewExternalIPAddress").and_then(|ip| ip.parse().ok()))
+    {
+        let _ = events.send(Event::ExternalAddress(ip));
+    }
+    let mut mapped = Vec::new();
+    loop {
+        for &(protocol, port) in &ports {
+            match add(&control, client, protocol, port).await {
+                Ok(lease) => {
+                    if !mapped.contains(&(protocol, port)) {
+                        mapped.push((protocol, port));
+                    }
+                    let _ = events.send(Event::Mapped {
+                        protocol,
+                        internal: port,
+                        external: port,
+                        lifetime: lease,
+                    });
+                }
+                Err(reason) => {
+                    let _ = events.send(Event::Failed {
+                        protocol: Some(protocol),
+                        reason,
+                    });
+                }
+            }
+        }
+        if mapped.is_empty() {
+            return;
+        }
+        let renew = tokio::time::sleep(Duration::from_secs(u64::from(LEASE / 2)));
+        tokio::select! {
+            _ = &mut stopped => break,
+            () = renew => {}
+        }
+    }
+    for (protocol, port) in mapped {
+        let args = [
+            ("NewRemoteHost", String::new()),
+            ("NewExternalPort", port.to_string()),
+            ("NewProtocol", protocol_name(protocol).to_owned()),
+        ];
+        let _ = call(&control, "DeletePortMapping", &args).await;
+    }
+}
+
+fn protocol_name(protocol: Protocol) -> &'static str {
+    match protocol {
+        Protocol::Tcp => "TCP",
+        Protocol::Udp => "UDP",
+    }
+}
+
+/// Forwards `port` to `client`'s same port; the lease granted (0: until the router
+/// restarts, for routers that take no other).
+async fn add(
+    control: &Control,
+    client: Ipv4Addr,
+    protocol: Protocol,
+    port: u16,
+) -> Result<u32, String> {
+    let args = |lease: u32| {
+        [
+            ("NewRemoteHost", String::new()),
+            ("NewExternalPort", port.to_string()),
+            ("NewProtocol", protocol_name(protocol).to_owned()),
+            ("NewInternalPort", port.to_string()),
+            ("NewInternalClient", client.to_string()),
+            ("NewEnabled", "1".to_owned()),
+            (
+                "NewPortMappingDescription",
+                format!("shoal {}", protocol.as_str()),
+            ),
+            ("NewLeaseDuration", lease.to_string()),
+        ]
+    };
+    match call(control, "AddPortMapping", &args(LEASE)).await {
+        Ok(_) => Ok(LEASE),
+        // 725: OnlyPermanentLeasesSupported.
+        Err(e) if e.contains("error 725") => {
+            call(control, "AddPortMapping", &args(0)).await.map(|_| 0)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn call(
+    control: &Control,
+    action: &str,
+    args: &[(&str, String)],
+) -> Result<std::collections::HashMap<String, String>, String> {
+    let request = upnp::soap_request(control, action, args);
+    let (status, body) = http(control.url.addr(), &request)
+        .await
+        .map_err(|e| format!("{action}: {e}"))?;
+    upnp::parse_soap_response(status, &body).map_err(|e| format!("{action}: {e}"))
+}
+
+/// The router's WAN connection service, from the first answer to an SSDP search whose
+/// description has one.
+async fn discover(local: Ipv4Addr) -> Result<Control, String> {
+    let socket = UdpSocket::bind(SocketAddr::from((local, 0)))
+        .await
+        .map_err(|e| format!("UPnP: cannot open a socket: {e}"))?;
+    let _ = socket.set_multicast_ttl_v4(2);
+    let search = upnp::search_request();
+    let deadline = tokio::time::Instant::now() + SEARCH_TIME;
+    let mut buf = [0u8; 2048];
+    let mut tried = Vec::new();
+    for _ in 0..2 {
+        let _ = socket.send_to(&search, upnp::SSDP).await;
+    }
+    loop {
+        let received = tokio::time::timeout_at(deadline, socket.recv_from(&mut buf)).await;
+        let Ok(Ok((n, from))) = received else {
+            return Err("UPnP: no router answered the search".into());
+        };
+        let Some(location) = upnp::parse_search_response(&buf[..n], from) else {
+            continue;
+        };
+        if tried.contains(&location) || tried.len() >= 8 {
+            continue;
+        }
+        tried.push(location.clone());
+        if let Some(control) = describe(&location).await {
+            return Ok(control);
+        }
+    }
+}
+
+async fn describe(location: &Url) -> Option<Control> {
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        location.path,
+        location.addr()
+    );
+    let (status, body) = http(location.addr(), request.as_bytes()).await.ok()?;
+    (status == 200).then(|| upnp::parse_description(&body, location))?
+}
+
+/// Our address on the way to `to` (from `local` if it is not unspecified).
+async fn local_ip_towards(local: Ipv4Addr, to: SocketAddr) -> Option<Ipv4Addr> {
+    if !local.is_unspecified() {
+        return Some(local);
+    }
+    let probe = UdpSocket::bind("0.0.0.0:0").await.ok()?;
+    probe.connect(to).await.ok()?;
+    match probe.local_addr().ok()?.ip() {
+        IpAddr::V4(ip) => Some(ip),
+        IpAddr::V6(_) => None,
+    }
+}
+
+/// One HTTP/1.1 exchange, `Connection: close`: the status and the body (at most
+/// [`MAX_RESPONSE`] bytes; chunked bodies are joined).
+async fn http(addr: SocketAddr, request: &[u8]) -> std::io::Result<(u16, String)> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream.write_all(request).await?;
+        let mut response = Vec::new();
+        (&mut stream)
+            .take(MAX_RESPONSE as u64)
+            .read_to_end(&mut response)
+            .await?;
+        Ok::<_, std::io::Error>(response)
+    };
+    let response = tokio::time::timeout(HTTP_TIMEOUT, exchange)
+        .await
+        .map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "the router did not answer")
+        })??;
+    parse_http(&response)
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP response"))
+}
+
+/// Status and body of a whole HTTP response.
+fn parse_http(response: &[u8]) -> Option<(u16, String)> {
+    let text = String::from_utf8_lossy(response);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    let chunked = head.lines().any(|line| {
+        line.split_once(':').is_some_and(|(name, value)| {
+            name.trim().eq_ignore_ascii_case("transfer-encoding")
+                && value.trim().eq_ignore_ascii_case("chunked")
+        })
+    });
+    if !chunked {
+        return Some((status, body.to_owned()));
+    }
+    let mut joined = String::new();
+    let mut rest = body;
+    loop {
+        let (size, after) = rest.split_once("\r\n")?;
+        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+        if size == 0 {
+            return Some((status, joined));
+        }
+        joined.push_str(after.get(..size)?);
+        rest = after.get(size..)?.strip_prefix("\r\n")?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_responses() {
+        let plain = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+        assert_eq!(parse_http(plain), Some((200, "hello".into())));
+        let chunked = b"HTTP/1.1 500 Internal Server Error\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n";
+        assert_eq!(parse_http(chunked), Some((500, "abcde".into())));
+        assert_eq!(
+            parse_http(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"),
+            None
+        );
+        assert_eq!(parse_http(b"garbage"), None);
+    }
+}

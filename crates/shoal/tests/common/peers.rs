@@ -67,8 +67,9 @@ pub fn lt_dht_node(script: &str, ip: &str, port: &str, boot: &str, args: &[&str]
 pub const LT_SESSION: &str = r#"
 import libtorrent as lt, os, sys, time
 def session(ip, port):
+    host = '[%s]' % ip if ':' in ip else ip
     settings = {
-        'listen_interfaces': '%s:%d' % (ip, port), 'outgoing_interfaces': ip,
+        'listen_interfaces': '%s:%d' % (host, port), 'outgoing_interfaces': ip,
         'enable_dht': False, 'enable_lsd': False, 'enable_upnp': False, 'enable_natpmp': False,
         'enable_incoming_utp': False, 'enable_outgoing_utp': False,
         'allow_multiple_connections_per_ip': True, 'alert_mask': 0,

@@ -164,6 +164,8 @@ impl DhtHandle {
             }
         }
         let local_addr = socket.local_addr()?;
+        // BEP 32: the socket's family says which DHT the node joins.
+        config.dht.ipv6 = local_addr.ip().to_canonical().is_ipv6();
         let dht = Dht::new(config.dht.clone(), Instant::now());
         let id = dht.id();
         let (commands, rx) = mpsc::unbounded_channel();

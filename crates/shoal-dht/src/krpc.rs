@@ -12,7 +12,7 @@ use crate::item::{Item, MutableItem, MAX_SALT, MAX_VALUE};
 use crate::scrape::Bloom;
 use shoal_bencode::{Dict, Limits, Value};
 use shoal_core::compact;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 
 /// Longest packet we look at: real KRPC messages fit one unfragmented datagram.
 pub const MAX_PACKET: usize = 1500;
@@ -43,11 +43,12 @@ pub const ERROR_SALT_TOO_BIG: i64 = 207;
 pub const ERROR_CAS_MISMATCH: i64 = 301;
 pub const ERROR_SEQ_OUTDATED: i64 = 302;
 
-/// A node as it travels in `nodes`: 20-byte id, 4-byte IPv4, 2-byte port.
+/// A node as it travels in `nodes` (20-byte id, 4-byte IPv4, 2-byte port) or, in the
+/// IPv6 DHT (BEP 32), in `nodes6` (20-byte id, 16-byte IPv6, 2-byte port).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NodeInfo {
     pub id: NodeId,
-    pub addr: SocketAddrV4,
+    pub addr: SocketAddr,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -361,8 +362,11 @@ impl Message {
                 if let Some(id) = self.sender {
                     d.insert("id", id.0.to_vec());
                 }
-                if !r.nodes.is_empty() {
-                    d.insert("nodes", encode_nodes(&r.nodes));
+                // BEP 32: IPv4 nodes in `nodes`, IPv6 ones in `nodes6`.
+                for (key, v6) in [("nodes", false), ("nodes6", true)] {
+                    if r.nodes.iter().any(|n| n.addr.is_ipv6() == v6) {
+                        d.insert(key, encode_nodes(&r.nodes, v6));
+                    }
                 }
                 if !r.values.is_empty() {
                     let values = r.values.iter().map(|&p| Value::Bytes(compact::bytes(p)));
@@ -525,10 +529,12 @@ fn decode_put(tid: &[u8], args: &Dict<'_, '_>) -> Result<Query, KrpcError> {
 }
 
 fn decode_response(r: &Dict<'_, '_>) -> Result<Response, KrpcError> {
-    let nodes = match r.get(b"nodes").and_then(|n| n.as_bytes()) {
-        Some(bytes) => decode_nodes(bytes).ok_or(KrpcError::Malformed("bad nodes"))?,
-        None => Vec::new(),
-    };
+    let mut nodes = Vec::new();
+    for (key, v6) in [(&b"nodes"[..], false), (&b"nodes6"[..], true)] {
+        if let Some(bytes) = r.get(key).and_then(|n| n.as_bytes()) {
+            nodes.extend(decode_nodes(bytes, v6).ok_or(KrpcError::Malformed("bad nodes"))?);
+        }
+    }
     let values = r
         .get(b"values")
         .and_then(|n| n.as_list())
@@ -598,33 +604,31 @@ fn decode_response(r: &Dict<'_, '_>) -> Result<Response, KrpcError> {
     })
 }
 
-/// Compact nodes: 26 bytes each. `None` when the length is not a multiple of 26.
-pub fn decode_nodes(bytes: &[u8]) -> Option<Vec<NodeInfo>> {
-    if !bytes.len().is_multiple_of(26) {
+/// Compact nodes: 26 bytes each, or 38 for IPv6 (`nodes6`). `None` when the length is
+/// not a multiple of that.
+pub fn decode_nodes(bytes: &[u8], v6: bool) -> Option<Vec<NodeInfo>> {
+    let width = if v6 { 38 } else { 26 };
+    if !bytes.len().is_multiple_of(width) {
         return None;
     }
     Some(
         bytes
-            .chunks_exact(26)
+            .chunks_exact(width)
             .filter_map(|c| {
                 let id = NodeId::from_slice(&c[..20])?;
-                let ip = Ipv4Addr::new(c[20], c[21], c[22], c[23]);
-                let port = u16::from_be_bytes([c[24], c[25]]);
-                (port != 0 && !ip.is_unspecified()).then_some(NodeInfo {
-                    id,
-                    addr: SocketAddrV4::new(ip, port),
-                })
+                let addr = compact::peer(&c[20..])?;
+                (!addr.ip().is_unspecified()).then_some(NodeInfo { id, addr })
             })
             .collect(),
     )
 }
 
-pub fn encode_nodes(nodes: &[NodeInfo]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(nodes.len() * 26);
-    for n in nodes {
+/// The nodes of one family (`v6` or not) in compact form.
+pub fn encode_nodes(nodes: &[NodeInfo], v6: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(nodes.len() * 38);
+    for n in nodes.iter().filter(|n| n.addr.is_ipv6() == v6) {
         out.extend_from_slice(&n.id.0);
-        out.extend_from_slice(&n.addr.ip().octets());
-        out.extend_from_slice(&n.addr.port().to_be_bytes());
+        compact::push(n.addr, &mut out);
     }
     out
 }
@@ -748,6 +752,46 @@ mod tests {
             },
         };
         assert_eq!(Message::decode(&e.encode()), Ok(e));
+    }
+
+    /// BEP 32: IPv6 nodes travel in `nodes6`, 38 bytes each, beside IPv4 ones in
+    /// `nodes`; a `nodes6` of the wrong length is refused.
+    #[test]
+    fn ipv6_nodes_go_in_nodes6() {
+        let nodes = vec![
+            NodeInfo {
+                id: id(1),
+                addr: "10.0.0.1:6881".parse().unwrap(),
+            },
+            NodeInfo {
+                id: id(2),
+                addr: "[2001:db8::7]:6882".parse().unwrap(),
+            },
+        ];
+        let m = Message {
+            tid: vec![7],
+            sender: Some(id(9)),
+            your_ip: None,
+            read_only: false,
+            body: Body::Response(Response {
+                nodes: nodes.clone(),
+                ..Response::default()
+            }),
+        };
+        let bytes = m.encode();
+        let six = encode_nodes(&nodes, true);
+        assert_eq!(six.len(), 38);
+        assert_eq!(
+            &six[20..36],
+            &"2001:db8::7"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets()
+        );
+        assert!(bytes.windows(9).any(|w| w == b"6:nodes63"), "{bytes:?}");
+        assert_eq!(Message::decode(&bytes), Ok(m));
+        let ragged = b"d1:rd2:id20:aaaaaaaaaaaaaaaaaaaa6:nodes65:12345e1:t1:x1:y1:re";
+        assert!(Message::decode(ragged).is_err());
     }
 
     /// The example ping from BEP 5, byte for byte.

@@ -11,7 +11,7 @@ use crate::id::NodeId;
 use crate::krpc::{NodeInfo, Response, ScrapeFilters};
 use crate::routing::K;
 use std::collections::HashSet;
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 
 /// Candidates kept per lookup; farther ones beyond this are forgotten.
 pub const MAX_CANDIDATES: usize = 64;
@@ -53,7 +53,7 @@ enum State {
 #[derive(Debug, Clone)]
 struct Candidate {
     id: NodeId,
-    addr: SocketAddrV4,
+    addr: SocketAddr,
     distance: NodeId,
     state: State,
     token: Option<Vec<u8>>,
@@ -170,7 +170,7 @@ impl Lookup {
         self.in_flight += 1;
         self.queries += 1;
         Some(Ask {
-            addr: SocketAddr::V4(c.addr),
+            addr: c.addr,
             id: Some(c.id),
             round: c.round,
         })
@@ -189,9 +189,7 @@ impl Lookup {
 
     fn find(&self, addr: SocketAddr, id: Option<NodeId>) -> Option<usize> {
         self.candidates.iter().position(|c| {
-            c.state == State::InFlight
-                && SocketAddr::V4(c.addr) == addr
-                && id.is_none_or(|id| id == c.id)
+            c.state == State::InFlight && c.addr == addr && id.is_none_or(|id| id == c.id)
         })
     }
 
@@ -256,12 +254,9 @@ impl Lookup {
     }
 
     fn mark_answered(&mut self, id: NodeId, addr: SocketAddr, round: u32, token: Option<Vec<u8>>) {
-        let SocketAddr::V4(v4) = addr else {
-            return;
-        };
         if !self.candidates.iter().any(|c| c.id == id) {
             self.seen.remove(&id);
-            self.add_candidate(NodeInfo { id, addr: v4 }, round);
+            self.add_candidate(NodeInfo { id, addr }, round);
         }
         if let Some(c) = self.candidates.iter_mut().find(|c| c.id == id) {
             c.state = State::Answered;
@@ -320,7 +315,7 @@ mod tests {
         id[0] = b;
         NodeInfo {
             id: NodeId(id),
-            addr: SocketAddrV4::new([10, 0, 0, b].into(), 1000),
+            addr: SocketAddr::new([10, 0, 0, b].into(), 1000),
         }
     }
 

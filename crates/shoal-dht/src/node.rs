@@ -65,6 +65,9 @@ pub struct DhtConfig {
     /// out of their tables. For a node that lives seconds (`shoal dht get`), which would
     /// otherwise leave a dead entry everywhere it asked.
     pub read_only: bool,
+    /// The node is in the IPv6 DHT (BEP 32): it talks to, keeps and hands out IPv6
+    /// nodes only (its socket is IPv6). Otherwise IPv4 only.
+    pub ipv6: bool,
 }
 
 impl Default for DhtConfig {
@@ -85,6 +88,7 @@ impl Default for DhtConfig {
             max_transmit_queue: 4096,
             seed: 0,
             read_only: false,
+            ipv6: false,
         }
     }
 }
@@ -501,12 +505,7 @@ impl Dht {
 
     fn bootstrap_addrs(&self) -> Vec<SocketAddr> {
         let mut addrs: Vec<SocketAddr> = self.config.bootstrap.clone();
-        addrs.extend(
-            self.config
-                .saved_nodes
-                .iter()
-                .map(|n| SocketAddr::V4(n.addr)),
-        );
+        addrs.extend(self.config.saved_nodes.iter().map(|n| n.addr));
         addrs.sort_unstable();
         addrs.dedup();
         addrs
@@ -584,7 +583,7 @@ impl Dht {
                     token,
                     seed,
                 };
-                let addr = SocketAddr::V4(node.addr);
+                let addr = node.addr;
                 self.send_query(now, addr, Some(node.id), query, Purpose::Announce);
                 announced_to += 1;
             }
@@ -659,7 +658,7 @@ impl Dht {
                     token,
                     cas: None,
                 };
-                let addr = SocketAddr::V4(node.addr);
+                let addr = node.addr;
                 self.send_query(now, addr, Some(node.id), query, Purpose::Put { lookup: id });
             }
         }
@@ -703,7 +702,7 @@ impl Dht {
         query: Query,
         purpose: Purpose,
     ) {
-        if self.pending.len() >= self.config.max_pending || !addr.is_ipv4() {
+        if self.pending.len() >= self.config.max_pending || !self.in_our_dht(addr) {
             match purpose {
                 Purpose::Lookup { lookup, .. } => {
                     if let Some(e) = self.lookups.get_mut(&lookup) {
@@ -809,13 +808,7 @@ impl Dht {
         self.store.expire(now);
         self.items.expire(now);
         for node in self.table.to_ping(now, PINGS_PER_ROUND) {
-            self.send_query(
-                now,
-                SocketAddr::V4(node.addr),
-                Some(node.id),
-                Query::Ping,
-                Purpose::Ping,
-            );
+            self.send_query(now, node.addr, Some(node.id), Query::Ping, Purpose::Ping);
         }
         // A table that thinned out (nodes went bad) rejoins through the bootstrap nodes.
         if self.table.len() < K && self.bootstrap_lookup.is_none() && self.next_bootstrap.is_none()
@@ -829,8 +822,8 @@ impl Dht {
     }
 
     fn on_failure(&mut self, p: Pending, now: Instant) {
-        if let (Some(id), SocketAddr::V4(v4)) = (p.id, p.addr) {
-            self.table.failed(&id, v4, now);
+        if let Some(id) = p.id {
+            self.table.failed(&id, p.addr, now);
         }
         self.on_refused(p, 0, now);
     }
@@ -936,9 +929,15 @@ impl Dht {
         }
     }
 
+    /// Whether `addr` belongs to our DHT: the IPv4 one, or the IPv6 one (BEP 32), which
+    /// are separate networks with separate routing tables.
+    fn in_our_dht(&self, addr: SocketAddr) -> bool {
+        addr.ip().to_canonical().is_ipv6() == self.config.ipv6
+    }
+
     /// Whether `id` at `addr` may enter the routing table.
     fn acceptable(&self, id: &NodeId, addr: SocketAddr) -> bool {
-        addr.is_ipv4() && (!self.config.enforce_node_ids || bep42_valid(id, addr.ip()))
+        self.in_our_dht(addr) && (!self.config.enforce_node_ids || bep42_valid(id, addr.ip()))
     }
 
     fn on_query(
@@ -1035,14 +1034,11 @@ impl Dht {
             }
         };
         self.reply(from, tid, body);
-        let SocketAddr::V4(v4) = from else {
-            return;
-        };
         if read_only || !self.acceptable(&sender, from) {
             return;
         }
         if self.table.contains(&sender) {
-            self.table.heard_query(&sender, v4, now);
+            self.table.heard_query(&sender, from, now);
         } else if self.table.has_room_for(&sender, now)
             && self.pending.len() < self.config.max_pending / 2
         {
@@ -1064,17 +1060,15 @@ impl Dht {
             self.stats.bad_packets += 1;
             return;
         };
-        if let SocketAddr::V4(v4) = from {
-            if let Some(asked) = p.id.filter(|asked| *asked != sender) {
-                // The node we knew at this address is gone; someone else lives there now.
-                self.table.remove(&asked, v4, now);
-            }
-            if !read_only && self.acceptable(&sender, from) {
-                if let Insert::Full { ping } = self.table.heard_response(sender, v4, now) {
-                    for n in ping {
-                        let addr = SocketAddr::V4(n.addr);
-                        self.send_query(now, addr, Some(n.id), Query::Ping, Purpose::Ping);
-                    }
+        if let Some(asked) = p.id.filter(|asked| *asked != sender) {
+            // The node we knew at this address is gone; someone else lives there now.
+            self.table.remove(&asked, from, now);
+        }
+        if !read_only && self.acceptable(&sender, from) {
+            if let Insert::Full { ping } = self.table.heard_response(sender, from, now) {
+                for n in ping {
+                    let addr = n.addr;
+                    self.send_query(now, addr, Some(n.id), Query::Ping, Purpose::Ping);
                 }
             }
         }

@@ -10,6 +10,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 struct Net {
+    /// The nodes are in the IPv6 DHT (BEP 32), at IPv6 addresses.
+    v6: bool,
     nodes: Vec<Dht>,
     addrs: Vec<SocketAddr>,
     by_addr: HashMap<SocketAddr, usize>,
@@ -21,11 +23,22 @@ fn addr(i: usize) -> SocketAddr {
     SocketAddr::from(([10, 1, (i / 250) as u8, (i % 250 + 1) as u8], 6881))
 }
 
+fn addr6(i: usize) -> SocketAddr {
+    SocketAddr::from(([0xfd00, 0, 0, 0, 0, 0, 1, i as u16 + 1], 6881))
+}
+
 impl Net {
     /// `n` nodes, all bootstrapping from node 0.
     fn new(n: usize, tweak: impl Fn(usize, &mut DhtConfig)) -> Net {
+        Net::of_family(n, false, tweak)
+    }
+
+    /// [`Net::new`] in the IPv6 DHT (`v6`) or the IPv4 one.
+    fn of_family(n: usize, v6: bool, tweak: impl Fn(usize, &mut DhtConfig)) -> Net {
         let now = Instant::now();
+        let first = if v6 { addr6(0) } else { addr(0) };
         let mut net = Net {
+            v6,
             nodes: Vec::new(),
             addrs: Vec::new(),
             by_addr: HashMap::new(),
@@ -35,7 +48,8 @@ impl Net {
         for i in 0..n {
             let mut config = DhtConfig {
                 seed: i as u64,
-                bootstrap: if i == 0 { vec![] } else { vec![addr(0)] },
+                bootstrap: if i == 0 { vec![] } else { vec![first] },
+                ipv6: v6,
                 ..DhtConfig::default()
             };
             tweak(i, &mut config);
@@ -48,8 +62,9 @@ impl Net {
     fn push(&mut self, config: DhtConfig) -> usize {
         let i = self.nodes.len();
         self.nodes.push(Dht::new(config, self.now));
-        self.addrs.push(addr(i));
-        self.by_addr.insert(addr(i), i);
+        let at = if self.v6 { addr6(i) } else { addr(i) };
+        self.addrs.push(at);
+        self.by_addr.insert(at, i);
         self.down.push(false);
         i
     }
@@ -136,6 +151,45 @@ fn announce_then_get_peers_across_forty_nodes() {
     };
     assert_eq!(*done_id, lookup);
     assert!(first_peers_round.unwrap() <= 4 && *queries < 60);
+}
+
+/// BEP 32: the same over IPv6, where nodes travel in `nodes6` and peers as 18-byte
+/// values; an IPv4 node that asks is answered but not taken into an IPv6 table.
+#[test]
+fn the_ipv6_dht_works_alike_and_keeps_ipv4_out() {
+    let mut net = Net::of_family(30, true, |_, _| {});
+    for _ in 0..3 {
+        net.advance(Duration::from_secs(5));
+    }
+    for (i, node) in net.nodes.iter().enumerate() {
+        assert!(node.stats().nodes >= 8, "node {i} knows {:?}", node.stats());
+    }
+    let info_hash = NodeId([0x66; 20]);
+    let now = net.now;
+    net.nodes[5]
+        .announce(info_hash, Some(5005), false, now)
+        .unwrap();
+    net.deliver();
+    net.nodes[22].get_peers(info_hash, now).unwrap();
+    net.deliver();
+    let expected = SocketAddr::new(net.addrs[5].ip(), 5005);
+    assert_eq!(peers_of(&net.events(22)), vec![expected]);
+    // An IPv4 node's find_node: answered with IPv6 nodes only, and not pinged to be
+    // learnt (a node it does not know gets a ping before it enters the table).
+    let stranger = NodeId([0x77; 20]);
+    let ask = query(stranger, b"v4", Query::FindNode { target: stranger });
+    net.nodes[3].handle_packet(now, addr(900), &ask);
+    let sent: Vec<(SocketAddr, Message)> = std::iter::from_fn(|| net.nodes[3].poll_transmit())
+        .filter_map(|(to, p)| Some((to, Message::decode(&p).ok()?)))
+        .collect();
+    let [(to, reply)] = &sent[..] else {
+        panic!("{sent:?}");
+    };
+    assert_eq!(*to, addr(900));
+    let Body::Response(r) = &reply.body else {
+        panic!("{reply:?}");
+    };
+    assert!(!r.nodes.is_empty() && r.nodes.iter().all(|n| n.addr.is_ipv6()));
 }
 
 /// BEP 33: nodes keep who seeds, a scrape ORs the filters of the nodes around the

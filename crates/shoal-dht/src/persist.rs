@@ -28,7 +28,8 @@ impl SavedState {
         let mut root = Value::dict();
         root.insert("id", self.id.0.to_vec());
         let nodes = &self.nodes[..self.nodes.len().min(MAX_SAVED)];
-        root.insert("nodes", encode_nodes(nodes));
+        root.insert("nodes", encode_nodes(nodes, false));
+        root.insert("nodes6", encode_nodes(nodes, true));
         root.to_bytes()
     }
 
@@ -46,8 +47,12 @@ impl SavedState {
         let mut nodes = dict
             .get(b"nodes")
             .and_then(|n| n.as_bytes())
-            .and_then(decode_nodes)
+            .and_then(|n| decode_nodes(n, false))
             .ok_or(StateError::Malformed("bad nodes"))?;
+        // A file of an IPv6 node (BEP 32); older files have none.
+        if let Some(six) = dict.get(b"nodes6").and_then(|n| n.as_bytes()) {
+            nodes.extend(decode_nodes(six, true).ok_or(StateError::Malformed("bad nodes6"))?);
+        }
         nodes.truncate(MAX_SAVED);
         Ok(SavedState { id, nodes })
     }

@@ -16,7 +16,7 @@
 
 use crate::id::NodeId;
 use crate::krpc::NodeInfo;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// Bucket size (Kademlia's k).
@@ -46,7 +46,7 @@ pub const MAX_FAILURES: u8 = 2;
 #[derive(Debug, Clone)]
 pub struct Node {
     pub id: NodeId,
-    pub addr: SocketAddrV4,
+    pub addr: SocketAddr,
     last_response: Instant,
     last_query: Option<Instant>,
     pinged_at: Option<Instant>,
@@ -61,7 +61,7 @@ pub enum Status {
 }
 
 impl Node {
-    fn new(id: NodeId, addr: SocketAddrV4, now: Instant) -> Self {
+    fn new(id: NodeId, addr: SocketAddr, now: Instant) -> Self {
         Node {
             id,
             addr,
@@ -176,7 +176,7 @@ impl RoutingTable {
     }
 
     /// Records that `id` at `addr` answered one of our queries.
-    pub fn heard_response(&mut self, id: NodeId, addr: SocketAddrV4, now: Instant) -> Insert {
+    pub fn heard_response(&mut self, id: NodeId, addr: SocketAddr, now: Instant) -> Insert {
         if id == self.own {
             return Insert::Rejected;
         }
@@ -250,7 +250,7 @@ impl RoutingTable {
     }
 
     /// Records a query from a node we know (it keeps it good).
-    pub fn heard_query(&mut self, id: &NodeId, addr: SocketAddrV4, now: Instant) {
+    pub fn heard_query(&mut self, id: &NodeId, addr: SocketAddr, now: Instant) {
         let i = self.index(id);
         if let Some(n) = self.buckets[i]
             .nodes
@@ -263,7 +263,7 @@ impl RoutingTable {
 
     /// Records an unanswered query to `addr`; a node that turns bad is replaced from its
     /// bucket's cache when there is one.
-    pub fn failed(&mut self, id: &NodeId, addr: SocketAddrV4, now: Instant) {
+    pub fn failed(&mut self, id: &NodeId, addr: SocketAddr, now: Instant) {
         let i = self.index(id);
         let bucket = &mut self.buckets[i];
         let Some(pos) = bucket
@@ -286,7 +286,7 @@ impl RoutingTable {
 
     /// Forgets `id` at `addr` at once (another node answered there), promoting a
     /// replacement if the bucket has one.
-    pub fn remove(&mut self, id: &NodeId, addr: SocketAddrV4, now: Instant) {
+    pub fn remove(&mut self, id: &NodeId, addr: SocketAddr, now: Instant) {
         let i = self.index(id);
         let bucket = &mut self.buckets[i];
         if let Some(pos) = bucket
@@ -362,8 +362,8 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
 
-    fn addr(i: u32) -> SocketAddrV4 {
-        SocketAddrV4::new(std::net::Ipv4Addr::from(0x0a00_0000 + i), 6881)
+    fn addr(i: u32) -> SocketAddr {
+        SocketAddr::new(std::net::Ipv4Addr::from(0x0a00_0000 + i).into(), 6881)
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //! - shoal to shoal with a magnet's `x.pe` peer and no DHT at all.
 //! - Peer exchange (BEP 11) between shoal peers, and local service discovery (BEP 14)
 //!   on a private multicast port.
+//! - The IPv6 DHT (BEP 32) over ::1 (ports 19501–19513): both of the first two again,
+//!   with every node, seed and download on IPv6.
 
 mod common;
 
@@ -27,8 +29,9 @@ use common::*;
 const LT_SESSION: &str = r#"
 import libtorrent as lt, sys, time
 def session(ip, port, boot):
+    host = '[%s]' % ip if ':' in ip else ip
     return lt.session({
-        'listen_interfaces': '%s:%d' % (ip, port), 'outgoing_interfaces': ip,
+        'listen_interfaces': '%s:%d' % (host, port), 'outgoing_interfaces': ip,
         'enable_dht': True, 'dht_bootstrap_nodes': boot,
         'enable_lsd': False, 'enable_upnp': False, 'enable_natpmp': False,
         'enable_incoming_utp': False, 'enable_outgoing_utp': False,
@@ -254,6 +257,75 @@ fn libtorrent_seeds_on_dht_shoal_gets_magnet() {
     }
     let saved = std::fs::read(&dht_state).expect("state file written");
     assert!(saved.starts_with(b"d2:id20:"), "{saved:?}");
+}
+
+/// BEP 32: libtorrent announces on the IPv6 DHT through a `shoal dht` node on ::1, and
+/// `shoal get` finds it there (its node learns IPv6 nodes from `nodes6`, and the peer
+/// from 18-byte `values`).
+#[test]
+fn libtorrent_seeds_on_the_ipv6_dht_shoal_gets_magnet() {
+    let dir = tempdir();
+    let (src, torrent, magnet) = make_torrent(dir.path(), 11);
+    let (_boot, stats) = shoal_dht("[::1]:19501", &dir.path().join("dht.state"));
+    let _seed = start_and_watch(
+        python_cmd(
+            LT_SEED,
+            &[
+                path_str(&torrent),
+                path_str(&src),
+                "::1",
+                "19502",
+                "[::1]:19501",
+            ],
+        ),
+        "READY",
+        Duration::from_secs(60),
+    );
+    let out = dir.path().join("out");
+    let events = shoal_get(
+        &magnet,
+        &out,
+        &dir.path().join("state"),
+        "[::1]:19503",
+        &["--dht-bootstrap", "[::1]:19501"],
+    );
+    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+    assert!(events.contains("\"metadata\""), "{events}");
+    assert!(events.contains("\"addr\":\"[::1]:19502\""), "{events}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = stats
+            .recv_timeout(left)
+            .expect("the shoal node stored no IPv6 announce");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON stats");
+        if v["peers"].as_u64().unwrap_or(0) >= 1 {
+            break;
+        }
+    }
+}
+
+/// BEP 32, the other way: a shoal seed announces on the IPv6 DHT and libtorrent finds
+/// it through the shoal node's IPv6 answers.
+#[test]
+fn shoal_seeds_on_the_ipv6_dht_libtorrent_gets_magnet() {
+    let dir = tempdir();
+    let (src, torrent, magnet) = make_torrent(dir.path(), 12);
+    let (_boot, _) = shoal_dht("[::1]:19511", &dir.path().join("dht.state"));
+    let _seed = shoal_seed(
+        &torrent,
+        &src,
+        &dir.path().join("seed-state"),
+        "[::1]:19512",
+        "[::1]:19511",
+    );
+    let out = dir.path().join("lt-out");
+    let stdout = run_ok(&mut python_cmd(
+        LT_GET_MAGNET,
+        &[&magnet, path_str(&out), "::1", "19513", "[::1]:19511"],
+    ));
+    assert!(stdout.contains("DONE"), "{stdout}");
+    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
 }
 
 #[test]

@@ -112,7 +112,7 @@ async fn crawl(dht: DhtHandle, start: Vec<SocketAddr>, args: &SampleArgs) -> Res
             }
         }
         for node in reply.nodes {
-            let addr = SocketAddr::V4(node.addr);
+            let addr = node.addr;
             if queue.len() < MAX_QUEUE && seen.len() < MAX_SEEN && seen.insert(addr) {
                 queue.push_back(addr);
             }

@@ -47,13 +47,13 @@ pub struct DiscoveryOptions {
     pub lsd_group: SocketAddrV4,
 }
 
-/// Resolves `HOST:PORT` names to IPv4 addresses (the node speaks IPv4); names that do
-/// not resolve are reported and skipped, since one dead router must not stop a download.
+/// Resolves `HOST:PORT` names; names that do not resolve are reported and skipped,
+/// since one dead router must not stop a download.
 pub fn resolve(names: &[String]) -> Vec<SocketAddr> {
     let mut out = Vec::new();
     for name in names {
         match name.to_socket_addrs() {
-            Ok(addrs) => out.extend(addrs.filter(SocketAddr::is_ipv4)),
+            Ok(addrs) => out.extend(addrs),
             Err(e) => eprintln!("shoal: warning: DHT bootstrap {name}: {e}"),
         }
     }
@@ -63,7 +63,7 @@ pub fn resolve(names: &[String]) -> Vec<SocketAddr> {
 /// The addresses to bootstrap from: `names` if any, else the public routers unless the
 /// node listens on loopback (from where they cannot be reached).
 pub async fn bootstrap_for(names: &[String], listen: SocketAddr) -> Vec<SocketAddr> {
-    if !names.is_empty() {
+    let found = if !names.is_empty() {
         resolve(names)
     } else if listen.ip().is_loopback() {
         Vec::new()
@@ -72,7 +72,18 @@ pub async fn bootstrap_for(names: &[String], listen: SocketAddr) -> Vec<SocketAd
         tokio::task::spawn_blocking(move || resolve(&names))
             .await
             .unwrap_or_default()
-    }
+    };
+    same_dht(found, listen)
+}
+
+/// The addresses in the DHT a node at `listen` is in: IPv6 ones for an IPv6 node (BEP 32,
+/// a separate network), else IPv4 ones.
+pub fn same_dht(addrs: Vec<SocketAddr>, listen: SocketAddr) -> Vec<SocketAddr> {
+    let v6 = listen.ip().to_canonical().is_ipv6();
+    addrs
+        .into_iter()
+        .filter(|a| a.ip().to_canonical().is_ipv6() == v6)
+        .collect()
 }
 
 /// The uTP socket, for a DHT node on the same port: answers go out through it, and its

@@ -185,15 +185,18 @@ impl AddressBook {
 
     /// A relay asks us to dial `addr` (BEP 55 `connect`): whether to, that is whether it
     /// is neither banned, blocked, connected nor being dialled. If so it is marked as
-    /// being dialled.
+    /// being dialled, and as introduced now, so that a failed punch does not ask for
+    /// another introduction. An address we did not know is not dialled again on the
+    /// relay's word alone: it becomes dialable once a connection to it is up.
     pub fn punch(&mut self, addr: SocketAddr, now: Instant) -> bool {
         if self.is_blocked(&addr) {
             return false;
         }
-        self.insert(addr, PeerSource::Pex, true, now);
+        self.insert(addr, PeerSource::Pex, false, now);
         match self.entries.get_mut(&addr) {
             Some(e) if !e.banned && !e.connected => {
                 e.connected = true;
+                e.rendezvous_at = Some(now);
                 true
             }
             _ => false,
@@ -596,18 +599,29 @@ mod tests {
         assert_eq!(book.rendezvous(natted, now), Some(relay));
         let soon = now + Duration::from_secs(10);
         assert_eq!(book.rendezvous(natted, soon), None, "asked lately");
-        // The relay's connect: dialled once, not while the dial is under way.
-        assert!(book.punch(natted, soon));
-        assert!(!book.punch(natted, soon));
-        book.disconnected(natted, true, false, soon);
+        // The relay's connect: dialled once, not while the dial is under way, and its
+        // failure asks for no new introduction for a while.
         let later = now + RENDEZVOUS_INTERVAL;
-        assert_eq!(book.rendezvous(natted, later), Some(relay));
-        // A connect for an address we never heard of is dialled; a banned one is not.
+        assert!(book.punch(natted, later));
+        assert!(!book.punch(natted, later));
+        book.disconnected(natted, true, false, later);
+        assert_eq!(book.rendezvous(natted, later), None);
+        assert_eq!(
+            book.rendezvous(natted, later + RENDEZVOUS_INTERVAL),
+            Some(relay)
+        );
+        // A connect for an address we never heard of is dialled, but not again by the
+        // dialler on the relay's word; a banned one is not dialled.
         let stranger = addr("10.0.0.4:4");
         assert!(book.punch(stranger, now));
+        book.disconnected(stranger, true, false, now);
+        assert!(book
+            .due(now + Duration::from_secs(3600), 10, false, None)
+            .iter()
+            .all(|a| *a != stranger));
         book.ban(natted);
-        book.disconnected(natted, true, false, later);
-        assert!(!book.punch(natted, later));
-        assert_eq!(book.rendezvous(natted, later + RENDEZVOUS_INTERVAL), None);
+        let much_later = later + 3 * RENDEZVOUS_INTERVAL;
+        assert!(!book.punch(natted, much_later));
+        assert_eq!(book.rendezvous(natted, much_later), None);
     }
 }

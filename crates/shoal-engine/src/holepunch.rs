@@ -9,6 +9,15 @@ use shoal_wire::holepunch::Refusal;
 
 use crate::addresses::is_local;
 
+/// Whether an endpoint from a hole punching message could be a peer at all: not port
+/// 0, not an unspecified (which reaches this host), multicast or broadcast address. A
+/// peer must not make us send uTP packets to such places.
+pub(crate) fn dialable(addr: SocketAddr) -> bool {
+    let ip = addr.ip().to_canonical();
+    let broadcast = matches!(ip, std::net::IpAddr::V4(v4) if v4.is_broadcast());
+    addr.port() != 0 && !ip.is_unspecified() && !ip.is_multicast() && !broadcast
+}
+
 /// What the relay knows of one of its connected peers.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Connected {
@@ -94,5 +103,23 @@ mod tests {
         assert_eq!(judge("10.0.0.2:6881"), Verdict::Refuse(Refusal::NoSelf));
         // A remote target for a local initiator: not a word.
         assert_eq!(judge("203.0.113.7:6881"), Verdict::Ignore);
+    }
+
+    #[test]
+    fn only_peer_addresses_are_dialable() {
+        for bad in [
+            "0.0.0.0:6881",
+            "[::]:6881",
+            "10.0.0.1:0",
+            "224.0.0.1:6881",
+            "255.255.255.255:1",
+            "[ff02::1]:6881",
+            "[::ffff:0.0.0.0]:1",
+        ] {
+            assert!(!dialable(a(bad)), "{bad}");
+        }
+        for good in ["10.0.0.1:6881", "[2001:db8::1]:51413", "127.0.0.1:7"] {
+            assert!(dialable(a(good)), "{good}");
+        }
     }
 }

@@ -24,7 +24,8 @@ use rand::{RngCore, SeedableRng};
 use shoal_core::{merkle, peer_priority, Bitfield, Block, Metainfo, PeerId, BLOCK_SIZE};
 use shoal_storage::{resume, FileLayout, Hashing, StorageError, TorrentFiles};
 use shoal_swarm::{
-    Connection, CoreConfig, Io, PeerKey, PeerLink, TorrentCore, Uplink, INITIAL_RATE_GUESS,
+    Connection, CoreConfig, Io, PeerKey, PeerLink, TorrentCore, Uplink, DUPLICATE,
+    INITIAL_RATE_GUESS,
 };
 use shoal_wire::holepunch::{Holepunch, HolepunchPeer, OUR_UT_HOLEPUNCH_ID, UT_HOLEPUNCH};
 use shoal_wire::metadata::{self, OUR_UT_METADATA_ID, UT_METADATA};
@@ -716,9 +717,14 @@ impl Io<Peer> for EngineIo {
                     self.addresses.add_from_pex(addr, flags, peer.addr, now);
                 }
             }
-            // BEP 55: a peer that did not offer the extension could not be answered.
-            OUR_UT_HOLEPUNCH_ID if peer.extension_id(UT_HOLEPUNCH).is_some() => {
-                match peer.holepunch.on_receive(now, &payload) {
+            // BEP 55: a peer that did not offer the extension could not be answered; a
+            // private torrent's peers come from its tracker alone (BEP 27).
+            OUR_UT_HOLEPUNCH_ID
+                if peer.extension_id(UT_HOLEPUNCH).is_some()
+                    && !self.config.metainfo.info.private =>
+            {
+                let message = peer.holepunch.on_receive(now, &payload);
+                match message.filter(|m| holepunch::dialable(m.endpoint())) {
                     Some(Holepunch::Rendezvous(target)) => self.punches.push(Punch::Relay {
                         from: peer.addr,
                         target,
@@ -761,7 +767,9 @@ impl Io<Peer> for EngineIo {
         // A partial seed (BEP 21) wants nothing either: not dialled again while we are done.
         let state = peer.link.session.state();
         let done = peer.link.counted.all() || state.peer_upload_only;
-        let failed = !peer.link.connected;
+        // A duplicate is closed before it counts as connected, through no fault of the
+        // peer (both ends dialled at once, as hole punching has them do).
+        let failed = !peer.link.connected && reason != DUPLICATE;
         self.addresses.disconnected(peer.addr, failed, done, now);
         if failed && peer.dialled {
             self.addresses.failed_over(peer.addr, peer.transport);
@@ -922,10 +930,12 @@ impl Actor {
             Verdict::Refuse(refusal) => Holepunch::Error(target, refusal),
             Verdict::Introduce(key) => {
                 tracing::debug!("hole punching: introducing {from} to {target}");
-                if let Some(peer) = self.core.peers_mut().get_mut(&key) {
-                    peer.send_holepunch(Holepunch::Connect(endpoint));
-                }
-                Holepunch::Connect(target)
+                let Some(peer) = self.core.peers_mut().get_mut(&key) else {
+                    return;
+                };
+                peer.send_holepunch(Holepunch::Connect(endpoint));
+                // Where the target's packets come from, as for the initiator.
+                Holepunch::Connect(peer.punch_endpoint())
             }
         };
         if let Some(initiator) = self.peer_at(from) {
@@ -936,9 +946,9 @@ impl Actor {
     /// BEP 55: a relay asks us to dial `addr` over uTP, as `addr` dials us, so that
     /// each side's packets open its own NAT or firewall to the other's.
     fn dial_punched(&mut self, addr: SocketAddr, now: Instant) {
+        let own = [self.io.config.listen, self.our_address()].contains(&Some(addr));
         let config = &self.io.config;
         let full = self.core.peers().len() >= config.max_connections;
-        let own = config.listen == Some(addr);
         if full || own || !config.dialer.accepts_utp() || self.peer_at(addr).is_some() {
             return;
         }
@@ -1329,16 +1339,17 @@ fn web_seed_http(config: &TorrentConfig) -> shoal_tracker::driver::http::HttpCon
     }
 }
 
-/// The BEP 10 extensions we take: ut_metadata, upload_only (BEP 21) and ut_holepunch
-/// (BEP 55, as a relay at least) always, ut_pex unless the torrent is private.
+/// The BEP 10 extensions we take: ut_metadata and upload_only (BEP 21) always; ut_pex
+/// and ut_holepunch (BEP 55, as a relay at least) unless the torrent is private, whose
+/// peers come from its tracker alone (BEP 27).
 fn extensions_offered(metainfo: &Metainfo) -> BTreeMap<String, u8> {
     let mut m = BTreeMap::from([
         (UT_METADATA.to_owned(), OUR_UT_METADATA_ID),
         (UPLOAD_ONLY.to_owned(), OUR_UPLOAD_ONLY_ID),
-        (UT_HOLEPUNCH.to_owned(), OUR_UT_HOLEPUNCH_ID),
     ]);
     if !metainfo.info.private {
         m.insert(UT_PEX.to_owned(), OUR_UT_PEX_ID);
+        m.insert(UT_HOLEPUNCH.to_owned(), OUR_UT_HOLEPUNCH_ID);
     }
     m
 }

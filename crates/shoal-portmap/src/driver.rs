@@ -79,8 +79,9 @@ impl PortMapper {
         (tx, stopped)
     }
 
-    /// Removes the mappings and ends the tasks, waiting 2 s at most (a NAT-PMP removal
-    /// is a datagram each, a UPnP one an HTTP call to the router).
+    /// Removes the mappings and ends the tasks, waiting 4 s at most (a NAT-PMP removal
+    /// is a datagram each, the UPnP ones HTTP calls to the router, 3 s at most, side by
+    /// side).
     pub async fn stop(self) {
         for stop in self.stops {
             let _ = stop.send(());
@@ -91,7 +92,7 @@ impl PortMapper {
                 let _ = task.await;
             }
         };
-        let _ = tokio::time::timeout(Duration::from_secs(2), all).await;
+        let _ = tokio::time::timeout(Duration::from_secs(4), all).await;
     }
 }
 

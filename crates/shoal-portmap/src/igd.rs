@@ -14,7 +14,7 @@ use crate::upnp::{self, Control, Url};
 /// How long the search waits for routers to answer.
 const SEARCH_TIME: Duration = Duration::from_secs(3);
 /// Each HTTP exchange with the router, at most.
-const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+const HTTP_TIMEOUT: Duration = Duration::from_secs(3);
 /// The largest answer read from the router (descriptions are a few KiB).
 const MAX_RESPONSE: usize = 64 * 1024;
 /// The lease asked for; renewed at half of it.
@@ -54,8 +54,11 @@ pub(crate) async fn run(
         let _ = events.send(Event::ExternalAddress(ip));
     }
     let mut mapped = Vec::new();
-    loop {
+    'renewals: loop {
         for &(protocol, port) in &ports {
+            if stopped.try_recv().is_ok() {
+                break 'renewals;
+            }
             match add(&control, client, protocol, port).await {
                 Ok(lease) => {
                     if !mapped.contains(&(protocol, port)) {
@@ -85,13 +88,23 @@ pub(crate) async fn run(
             () = renew => {}
         }
     }
-    for (protocol, port) in mapped {
-        let args = [
-            ("NewRemoteHost", String::new()),
-            ("NewExternalPort", port.to_string()),
-            ("NewProtocol", protocol_name(protocol).to_owned()),
-        ];
-        let _ = call(&control, "DeletePortMapping", &args).await;
+    // The removals side by side, so that stopping takes one round trip to the router.
+    let removals: Vec<_> = mapped
+        .into_iter()
+        .map(|(protocol, port)| {
+            let control = control.clone();
+            tokio::spawn(async move {
+                let args = [
+                    ("NewRemoteHost", String::new()),
+                    ("NewExternalPort", port.to_string()),
+                    ("NewProtocol", protocol_name(protocol).to_owned()),
+                ];
+                let _ = call(&control, "DeletePortMapping", &args).await;
+            })
+        })
+        .collect();
+    for removal in removals {
+        let _ = removal.await;
     }
 }
 
@@ -209,10 +222,16 @@ async fn http(addr: SocketAddr, request: &[u8]) -> std::io::Result<(u16, String)
         let mut stream = TcpStream::connect(addr).await?;
         stream.write_all(request).await?;
         let mut response = Vec::new();
-        (&mut stream)
-            .take(MAX_RESPONSE as u64)
-            .read_to_end(&mut response)
-            .await?;
+        let mut buf = [0u8; 4096];
+        // To the end of the body (some routers keep the connection open after it), of
+        // the stream, or of what we take.
+        while !complete(&response) && response.len() < MAX_RESPONSE {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            response.extend_from_slice(&buf[..n]);
+        }
         Ok::<_, std::io::Error>(response)
     };
     let response = tokio::time::timeout(HTTP_TIMEOUT, exchange)
@@ -222,6 +241,29 @@ async fn http(addr: SocketAddr, request: &[u8]) -> std::io::Result<(u16, String)
         })??;
     parse_http(&response)
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP response"))
+}
+
+/// Whether `response` holds a whole HTTP response: its headers and as many body bytes
+/// as its `Content-Length` says, or a chunked body's last chunk.
+fn complete(response: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(response);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return false;
+    };
+    let header = |name: &str| {
+        head.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| value.trim().to_owned())
+        })
+    };
+    if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        return body.ends_with("0\r\n\r\n");
+    }
+    header("content-length")
+        .and_then(|len| len.parse::<usize>().ok())
+        .is_some_and(|len| body.len() >= len)
 }
 
 /// Status and body of a whole HTTP response.
@@ -266,5 +308,12 @@ mod tests {
             None
         );
         assert_eq!(parse_http(b"garbage"), None);
+        assert!(complete(plain));
+        assert!(!complete(&plain[..plain.len() - 1]));
+        assert!(complete(chunked));
+        assert!(!complete(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n"));
+        assert!(!complete(
+            b"HTTP/1.1 200 OK\r\n\r\nno length: read to the end"
+        ));
     }
 }

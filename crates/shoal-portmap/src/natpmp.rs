@@ -21,6 +21,8 @@ pub const MAX_TRIES: u32 = 6;
 const FIRST_RETRY: Duration = Duration::from_millis(250);
 /// The lifetime we ask for (the RFC's recommendation).
 pub const LIFETIME: u32 = 7200;
+/// A renewal the gateway did not answer is tried again after this.
+const RETRY_GRANTED: Duration = Duration::from_secs(60);
 
 /// What is forwarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -75,8 +77,9 @@ struct Job {
     next_send: Instant,
     /// Answered; waiting for `next_send` to renew (mappings only).
     answered: bool,
-    /// The gateway granted the mapping at least once (to be removed when we stop).
-    granted: bool,
+    /// The external port the gateway granted, once it has (asked for again on renewal,
+    /// as RFC 6886 says, and removed when we stop).
+    granted: Option<u16>,
     given_up: bool,
 }
 
@@ -100,7 +103,7 @@ impl NatPmp {
             tries: 0,
             next_send: now,
             answered: false,
-            granted: false,
+            granted: None,
             given_up: false,
         };
         let mut jobs = vec![job(None)];
@@ -136,8 +139,15 @@ impl NatPmp {
             job.tries = 0;
         }
         if job.tries == MAX_TRIES {
-            job.given_up = true;
             let protocol = job.mapping.map(|(p, _)| p);
+            if job.granted.is_some() {
+                // A gateway that mapped the port before may be rebooting: try the
+                // renewal again later rather than lose the mapping for good.
+                job.tries = 0;
+                job.next_send = now + RETRY_GRANTED;
+            } else {
+                job.given_up = true;
+            }
             self.events.push_back(Event::Failed {
                 protocol,
                 reason: format!("no answer from the gateway {} (NAT-PMP)", self.gateway),
@@ -146,7 +156,10 @@ impl NatPmp {
         }
         job.next_send = now + FIRST_RETRY * 2u32.pow(job.tries);
         job.tries += 1;
-        Some(request(job.mapping, LIFETIME))
+        let mapping = job
+            .mapping
+            .map(|(protocol, port)| (protocol, port, job.granted.unwrap_or(port)));
+        Some(request(mapping, LIFETIME))
     }
 
     /// When [`NatPmp::poll_transmit`] will next have something to send.
@@ -209,11 +222,11 @@ impl NatPmp {
                 external,
                 lifetime,
             } => {
-                // Renew at half the lifetime (at least a minute from now, so that a
-                // gateway granting seconds cannot make us flood it).
-                let renew = Duration::from_secs(u64::from(lifetime / 2).max(60));
+                // Renew at half the lifetime (at least a second from now, so that a
+                // gateway granting none cannot make us flood it).
+                let renew = Duration::from_secs(u64::from(lifetime / 2).max(1));
                 job.next_send = now + renew;
-                job.granted = true;
+                job.granted = Some(external);
                 self.events.push_back(Event::Mapped {
                     protocol,
                     internal,
@@ -249,21 +262,20 @@ impl NatPmp {
     pub fn unmap(&self) -> Vec<Vec<u8>> {
         self.jobs
             .iter()
-            .filter(|j| j.granted)
+            .filter(|j| j.granted.is_some())
             .filter_map(|j| j.mapping)
-            .map(|m| request(Some(m), 0))
+            .map(|(protocol, port)| request(Some((protocol, port, 0)), 0))
             .collect()
     }
 }
 
-/// A request: the external address (`None`), or a mapping of `port` asking for the
-/// same port outside, for `lifetime` seconds (0 removes it, and then the suggested
-/// port must be 0).
-fn request(mapping: Option<(Protocol, u16)>, lifetime: u32) -> Vec<u8> {
+/// A request: the external address (`None`), or a mapping of internal `port`,
+/// suggesting `suggested` outside, for `lifetime` seconds (0 removes it, and then the
+/// suggested port must be 0).
+fn request(mapping: Option<(Protocol, u16, u16)>, lifetime: u32) -> Vec<u8> {
     match mapping {
         None => vec![0, 0],
-        Some((protocol, port)) => {
-            let suggested = if lifetime == 0 { 0 } else { port };
+        Some((protocol, port, suggested)) => {
             let mut out = vec![0, protocol.opcode(), 0, 0];
             out.extend_from_slice(&port.to_be_bytes());
             out.extend_from_slice(&suggested.to_be_bytes());
@@ -419,6 +431,13 @@ mod tests {
             renewal,
             [vec![0, 1, 0, 0, 0x1a, 0xe1, 0x1a, 0xe1, 0, 0, 0x1c, 0x20]]
         );
+        // The TCP renewal suggests the port the gateway chose (16881), an hour on (with
+        // the unanswered UDP renewal, retried meanwhile).
+        let tcp_renewal = drain(&mut c, t0 + Duration::from_secs(3600));
+        assert_eq!(
+            tcp_renewal[0],
+            [0, 2, 0, 0, 0x1a, 0xe1, 0x41, 0xf1, 0, 0, 0x1c, 0x20]
+        );
         // Removal: lifetime 0 and suggested port 0, for each mapping granted.
         assert_eq!(
             c.unmap(),
@@ -449,6 +468,27 @@ mod tests {
         assert!(
             matches!(&failures[1], Event::Failed { protocol: Some(Protocol::Tcp), reason } if reason.contains("no answer"))
         );
+    }
+
+    /// A gateway that stops answering renewals is tried again a minute later, not left.
+    #[test]
+    fn an_unanswered_renewal_is_retried() {
+        let t0 = Instant::now();
+        let mut c = NatPmp::new(GW, &[(Protocol::Udp, 6881)], t0);
+        drain(&mut c, t0);
+        c.handle(from_gw(), &address_response(1, 0), t0);
+        c.handle(from_gw(), &map_response(Protocol::Udp, 1, 6881, 10), t0);
+        let mut now = t0 + Duration::from_secs(5);
+        let mut sends = drain(&mut c, now).len();
+        for _ in 1..MAX_TRIES {
+            now = c.poll_timeout().unwrap();
+            sends += drain(&mut c, now).len();
+        }
+        assert_eq!(sends, MAX_TRIES as usize);
+        now = c.poll_timeout().unwrap();
+        assert!(drain(&mut c, now).is_empty(), "a pause after the last try");
+        assert_eq!(c.poll_timeout(), Some(now + RETRY_GRANTED));
+        assert_eq!(drain(&mut c, now + RETRY_GRANTED).len(), 1);
     }
 
     /// A refusal is reported once; datagrams from elsewhere, of the wrong length or

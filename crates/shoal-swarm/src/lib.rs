@@ -46,7 +46,7 @@ pub use pipeline::{
 pub use smart_ban::{BlockData, SmartBan, DEFAULT_MAX_PIECES, MAX_RECORDS_PER_BLOCK};
 pub use suggestions::{Suggestions, MAX_SUGGESTED};
 pub use super_seed::{Reveal, SuperSeed};
-pub use torrent::{Connection, CoreConfig, Io, TorrentCore, Uplink, BOTH_DONE};
+pub use torrent::{Connection, CoreConfig, Io, TorrentCore, Uplink, BOTH_DONE, DUPLICATE};
 pub use uplink::{PieceProgress, SharedUplink, CONTROL_RANK};
 
 /// An opaque peer handle assigned by the engine (one per connection). The engine must not

@@ -26,6 +26,11 @@ use crate::{
     PiecePicker, RateMeter, Received, Reveal, SharedUplink, SmartBan, SuperSeed,
 };
 
+/// Why the second of two connections to one peer is closed: it is not the peer's fault
+/// (both ends dialled at once, or we knew it under two addresses), so the engine must
+/// not count it as a failed connection.
+pub const DUPLICATE: &str = "already connected to this peer (same peer id)";
+
 /// Why a connection is dropped when neither side wants anything from the other.
 pub const BOTH_DONE: &str =
     "both done: we have what we want and the peer wants nothing (a seed or upload-only)";
@@ -344,8 +349,7 @@ impl<P: Connection> TorrentCore<P> {
     fn on_event(&mut self, key: PeerKey, event: SessionEvent, now: Instant, io: &mut impl Io<P>) {
         if let SessionEvent::Connected { peer_id, .. } = &event {
             if let Some(close) = self.duplicate_to_close(key, peer_id) {
-                let reason = "already connected to this peer (same peer id)";
-                self.remove_peer(close, reason, now, io);
+                self.remove_peer(close, DUPLICATE, now, io);
                 if close == key {
                     return;
                 }

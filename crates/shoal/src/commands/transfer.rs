@@ -659,7 +659,8 @@ impl Job {
             std::net::IpAddr::V4(ip) if ip.is_unspecified() || ip.is_private() => ip,
             _ => return None,
         };
-        if self.opts.no_port_map {
+        // Port 0 would name every mapping of ours when removed (RFC 6886 3.4).
+        if self.opts.no_port_map || listen.port() == 0 {
             return None;
         }
         let gateway = shoal_portmap::gateway::default()?;

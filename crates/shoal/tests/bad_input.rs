@@ -333,3 +333,61 @@ fn not_a_torrent_at_all() {
         "{stderr}"
     );
 }
+
+/// Item 36: a torrent named to run a command reaches the completion hook as plain
+/// text, never through a shell (on loopback at 127.0.11.1–2, ports 1811x).
+#[test]
+fn a_hostile_name_reaches_the_completion_hook_as_text() {
+    let dir = tempdir();
+    let name = "$(touch pwned1); `touch pwned2` | touch pwned3";
+    let src = dir.path().join("src");
+    random_file(&src.join(name), 300_000, 36);
+    let torrent = dir.path().join("hostile.torrent");
+    shoal_create(&src.join(name), "64K", &torrent, &[]);
+    let _seed = shoal_seed(
+        &torrent,
+        &src,
+        &dir.path().join("seed-state"),
+        "127.0.11.1:18111",
+    );
+    let args = dir.path().join("args");
+    let hook = dir.path().join("hook.sh");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$1\" \"$2\" \"$3\" \"$SHOAL_NAME\" > '{}'\n",
+            path_str(&args)
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = dir.path().join("out");
+    let events = shoal_get_with(
+        &torrent,
+        &out,
+        &dir.path().join("state"),
+        "127.0.11.2:18112",
+        &["127.0.11.1:18111"],
+        &["--on-complete", path_str(&hook)],
+    );
+    assert_eq!(events_named(&events, "hook_started").len(), 1, "{events:?}");
+    assert_eq!(
+        events_named(&events, "hook_exited")[0]["code"],
+        0,
+        "{events:?}"
+    );
+    let written = std::fs::read_to_string(&args).unwrap();
+    let lines: Vec<&str> = written.lines().collect();
+    let info = shoal_info(path_str(&torrent));
+    assert_eq!(lines[0], info["info_hash"].as_str().unwrap());
+    assert_eq!(lines[1], name);
+    assert_eq!(lines[2], path_str(&out.join(name)));
+    assert_eq!(lines[3], name);
+    same_files(&src.join(name), &out.join(name));
+    // Nothing ran the name: no file it would have touched, wherever the hook ran.
+    for dir in [dir.path(), &out, &std::env::current_dir().unwrap()] {
+        for n in 1..=3 {
+            assert!(!dir.join(format!("pwned{n}")).exists(), "{dir:?}");
+        }
+    }
+}

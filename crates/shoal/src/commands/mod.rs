@@ -6,6 +6,7 @@ pub mod dht;
 pub mod dht_item;
 pub mod dht_sample;
 pub mod discovery;
+pub mod hook;
 pub mod info;
 pub mod scrape;
 pub mod search;

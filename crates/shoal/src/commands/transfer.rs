@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::hook;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -186,6 +187,14 @@ pub struct GetArgs {
     /// is better for the swarm.
     #[arg(long)]
     pub sequential: bool,
+    /// Run PROGRAM once every wanted piece is verified (also when the files were
+    /// complete already), as aria2's --on-download-complete: with the info-hash, the
+    /// torrent's name and the path of its file or folder as arguments (and in
+    /// SHOAL_INFO_HASH, SHOAL_NAME, SHOAL_PATH). It is run directly, never through a
+    /// shell, and its output goes to standard error. Seeding goes on beside it; shoal
+    /// exits only once it has ended.
+    #[arg(long, value_name = "PROGRAM")]
+    pub on_complete: Option<PathBuf>,
     #[command(flatten)]
     pub peer: PeerOptions,
     #[command(flatten)]
@@ -271,6 +280,7 @@ pub fn run_get(args: GetArgs) -> Result<()> {
         ip_filter: None,
         sequential: args.sequential,
         downloads: true,
+        on_complete: args.on_complete,
     }
     .choose_listen()?
     .load_ip_filter()?;
@@ -315,6 +325,7 @@ pub fn run_seed(args: SeedArgs) -> Result<()> {
         ip_filter: None,
         sequential: false,
         downloads: false,
+        on_complete: None,
     }
     .choose_listen()?
     .load_ip_filter()?;
@@ -360,6 +371,8 @@ pub enum Update {
     TrackerPeers(usize),
     /// The router answered a port mapping request (or did not), over NAT-PMP or UPnP.
     PortMap(Method, shoal_portmap::Event),
+    /// What became of the `--on-complete` program.
+    Hook(hook::Outcome),
 }
 
 /// Runs one torrent in the engine while announcing it to `trackers` (none: no announcing)
@@ -530,6 +543,8 @@ struct Job {
     sequential: bool,
     /// `get` (which may download), not `seed` (which has every piece).
     downloads: bool,
+    /// `get --on-complete`.
+    on_complete: Option<PathBuf>,
 }
 
 /// The ports tried when no `--listen` is given: aria2's default range.
@@ -858,8 +873,22 @@ impl Job {
             sequential: self.sequential,
             selected_files,
         };
+        let done = self.on_complete.map(|program| {
+            let name = metainfo.info.name.clone();
+            let path = config.download_dir.join(&name);
+            let completed = hook::Completed {
+                info_hash: metainfo.info_hash.to_hex(),
+                name,
+                path: config.single_file_path.clone().unwrap_or(path),
+            };
+            (program, completed)
+        });
         let display = tokio::spawn(show_progress(display_events, metainfo, json));
-        let outcome = run_announced(config, trackers, dht.clone(), display_tx, stop).await;
+        let engine_updates = match done {
+            Some(done) => run_on_complete(done, display_tx),
+            None => display_tx,
+        };
+        let outcome = run_announced(config, trackers, dht.clone(), engine_updates, stop).await;
         if let Some(mapper) = mapper {
             mapper.stop().await;
         }
@@ -915,6 +944,56 @@ pub async fn wait_for_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+/// A channel for the engine's updates that passes them on to `display` and starts the
+/// `--on-complete` program at the first `completed`.
+fn run_on_complete(
+    (program, completed): (PathBuf, hook::Completed),
+    display: mpsc::UnboundedSender<Update>,
+) -> mpsc::UnboundedSender<Update> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut started = false;
+        while let Some(update) = rx.recv().await {
+            let complete = matches!(update, Update::Engine(EngineEvent::Completed { .. }));
+            let _ = display.send(update);
+            if complete && !started {
+                started = true;
+                let display = display.clone();
+                hook::run(&program, &completed, move |outcome| {
+                    let _ = display.send(Update::Hook(outcome));
+                });
+            }
+        }
+    });
+    tx
+}
+
+/// What became of the `--on-complete` program, as a JSON line or a line for the user.
+fn show_hook(outcome: hook::Outcome, json: bool, say: &impl Fn(String)) {
+    let (value, line) = match outcome {
+        hook::Outcome::Started { pid } => (
+            json!({"event": "hook_started", "pid": pid}),
+            format!("--on-complete program started (pid {pid})"),
+        ),
+        hook::Outcome::Failed(reason) => (
+            json!({"event": "hook_failed", "reason": reason}),
+            format!("--on-complete program could not start: {reason}"),
+        ),
+        hook::Outcome::Exited { code } => (
+            json!({"event": "hook_exited", "code": code}),
+            match code {
+                Some(code) => format!("--on-complete program exited with code {code}"),
+                None => "--on-complete program was killed by a signal".to_owned(),
+            },
+        ),
+    };
+    if json {
+        println!("{value}");
+    } else {
+        say(line);
     }
 }
 
@@ -1006,6 +1085,10 @@ pub async fn show_progress(
             }
             Update::PortMap(method, answer) => {
                 show_port_map(method, answer, json, &say);
+                continue;
+            }
+            Update::Hook(outcome) => {
+                show_hook(outcome, json, &say);
                 continue;
             }
         };

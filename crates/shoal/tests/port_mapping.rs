@@ -128,14 +128,19 @@ fn behind_a_router(method: &str, lifetime: u32) {
     seed.args(["seed", path_str(&torrent), path_str(&src), "--json"])
         .args(["--listen", "192.168.77.2:6881", "--no-dht", "--no-tracker"])
         .args(["--state-dir", path_str(&dir.path().join("seed-state"))]);
-    let (mut seed, lines) = start_and_watch(seed, "\"started\"", Duration::from_secs(30));
+    // The router may answer before the engine has started: every line counts.
+    let (mut seed, lines) = spawn_watched(seed);
     let mapped = |protocol: &str| {
         format!(
             r#""external_port":6881,"internal_port":6881,"lifetime":{lifetime},"method":"{method}","protocol":"{protocol}""#
         )
     };
     let (tcp, udp) = (mapped("tcp"), mapped("udp"));
-    wait_lines(&lines, &[&tcp, &udp], Duration::from_secs(10));
+    wait_lines(
+        &lines,
+        &["\"started\"", &tcp, &udp],
+        Duration::from_secs(30),
+    );
     let forwarded = forwardings(&ns);
     assert_eq!(
         forwarded.matches("dnat ip to 192.168.77.2:6881").count(),

@@ -231,10 +231,27 @@ pub fn start_and_wait(cmd: Command, marker: &str, limit: Duration) -> Guard {
 
 /// [`start_and_wait`], also handing over the lines the process prints after `marker`.
 pub fn start_and_watch(
-    mut cmd: Command,
+    cmd: Command,
     marker: &str,
     limit: Duration,
 ) -> (Guard, std::sync::mpsc::Receiver<String>) {
+    let (guard, rx) = spawn_watched(cmd);
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains(marker) => return (guard, rx),
+            Ok(_) => {}
+            Err(_) => panic!(
+                "{:?} did not print {marker:?} within {limit:?}",
+                guard.0.id()
+            ),
+        }
+    }
+}
+
+/// Starts a process and hands over every line it prints on stdout, from the first.
+pub fn spawn_watched(mut cmd: Command) -> (Guard, std::sync::mpsc::Receiver<String>) {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -255,15 +272,7 @@ pub fn start_and_watch(
             let _ = tx.send(line);
         }
     });
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) if line.contains(marker) => return (guard, rx),
-            Ok(_) => {}
-            Err(_) => panic!("{cmd:?} did not print {marker:?} within {limit:?}"),
-        }
-    }
+    (guard, rx)
 }
 
 pub fn lt_seed(torrent: &Path, save: &Path, ip: &str, port: u16) -> Guard {

@@ -6,8 +6,10 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot};
+
+use tokio::sync::oneshot;
 
 use crate::natpmp::{Event, NatPmp, Protocol};
 
@@ -36,49 +38,32 @@ pub struct PortMapper {
 
 /// Starts mapping `ports` at `gateway` (NAT-PMP) and at whichever router answers an
 /// SSDP search (UPnP), from `local` (the address the mappings point to; unspecified
-/// lets the system choose, as for the default route). Events go to `events`.
+/// lets the system choose, as for the default route). Each event goes to `report`
+/// with the method it came through.
 pub async fn spawn(
     gateway: Ipv4Addr,
     local: Ipv4Addr,
     ports: Vec<(Protocol, u16)>,
-    events: mpsc::UnboundedSender<(Method, Event)>,
+    report: impl Fn(Method, Event) + Send + Sync + 'static,
 ) -> std::io::Result<PortMapper> {
     let socket = UdpSocket::bind(SocketAddr::from((local, 0))).await?;
-    let mut mapper = PortMapper {
-        stops: Vec::new(),
-        tasks: Vec::new(),
+    let report = Arc::new(report);
+    let tagged = |method| {
+        let report = report.clone();
+        move |event| report(method, event)
     };
     let natpmp = NatPmp::new(gateway, &ports, Instant::now());
-    let (tx, stopped) = mapper.start(Method::NatPmp, &events);
-    mapper
-        .tasks
-        .push(tokio::spawn(run(socket, natpmp, tx, stopped)));
-    let (tx, stopped) = mapper.start(Method::Upnp, &events);
-    mapper
-        .tasks
-        .push(tokio::spawn(crate::igd::run(local, ports, tx, stopped)));
-    Ok(mapper)
+    let (stop_natpmp, stopped_natpmp) = oneshot::channel();
+    let (stop_upnp, stopped_upnp) = oneshot::channel();
+    let natpmp_task = run(socket, natpmp, tagged(Method::NatPmp), stopped_natpmp);
+    let upnp_task = crate::igd::run(local, ports, tagged(Method::Upnp), stopped_upnp);
+    Ok(PortMapper {
+        stops: vec![stop_natpmp, stop_upnp],
+        tasks: vec![tokio::spawn(natpmp_task), tokio::spawn(upnp_task)],
+    })
 }
 
 impl PortMapper {
-    /// A stop signal and an event channel for one method's task, its events tagged.
-    fn start(
-        &mut self,
-        method: Method,
-        events: &mpsc::UnboundedSender<(Method, Event)>,
-    ) -> (mpsc::UnboundedSender<Event>, oneshot::Receiver<()>) {
-        let (stop, stopped) = oneshot::channel();
-        self.stops.push(stop);
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let events = events.clone();
-        tokio::spawn(async move {
-            while let Some(event) = rx.recv().await {
-                let _ = events.send((method, event));
-            }
-        });
-        (tx, stopped)
-    }
-
     /// Removes the mappings and ends the tasks, waiting 4 s at most (a NAT-PMP removal
     /// is a datagram each, the UPnP ones HTTP calls to the router, 3 s at most, side by
     /// side).
@@ -99,7 +84,7 @@ impl PortMapper {
 async fn run(
     socket: UdpSocket,
     mut client: NatPmp,
-    events: mpsc::UnboundedSender<Event>,
+    report: impl Fn(Event),
     mut stopped: oneshot::Receiver<()>,
 ) {
     let gateway = client.gateway();
@@ -112,7 +97,7 @@ async fn run(
             }
         }
         while let Some(event) = client.poll_event() {
-            let _ = events.send(event);
+            report(event);
         }
         let wake = client.poll_timeout();
         tokio::select! {
@@ -141,6 +126,7 @@ async fn sleep_until(at: Option<Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::sync::mpsc;
 
     /// Against a gateway on loopback that answers like a router: the mapping is
     /// reported, and stopping sends its removal.
@@ -160,7 +146,7 @@ mod tests {
         );
         client.set_server_port(gateway_addr.port());
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(run(socket, client, tx, stopped));
+        let task = tokio::spawn(run(socket, client, move |e| tx.send(e).unwrap(), stopped));
         let mut buf = [0u8; 64];
         let mut answered = 0;
         while answered < 2 {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::natpmp::{Event, Protocol};
 use crate::upnp::{self, Control, Url};
@@ -25,14 +25,14 @@ const LEASE: u32 = 3600;
 pub(crate) async fn run(
     local: Ipv4Addr,
     ports: Vec<(Protocol, u16)>,
-    events: mpsc::UnboundedSender<Event>,
+    report: impl Fn(Event),
     mut stopped: oneshot::Receiver<()>,
 ) {
     let fail = |reason: String| {
-        let _ = events.send(Event::Failed {
+        report(Event::Failed {
             protocol: None,
             reason,
-        });
+        })
     };
     let found = tokio::select! {
         _ = &mut stopped => return,
@@ -51,7 +51,7 @@ pub(crate) async fn run(
     if let Ok(Some(ip)) =
         external.map(|a| a.get("NewExternalIPAddress").and_then(|ip| ip.parse().ok()))
     {
-        let _ = events.send(Event::ExternalAddress(ip));
+        report(Event::ExternalAddress(ip));
     }
     let mut mapped = Vec::new();
     'renewals: loop {
@@ -64,7 +64,7 @@ pub(crate) async fn run(
                     if !mapped.contains(&(protocol, port)) {
                         mapped.push((protocol, port));
                     }
-                    let _ = events.send(Event::Mapped {
+                    report(Event::Mapped {
                         protocol,
                         internal: port,
                         external: port,
@@ -72,7 +72,7 @@ pub(crate) async fn run(
                     });
                 }
                 Err(reason) => {
-                    let _ = events.send(Event::Failed {
+                    report(Event::Failed {
                         protocol: Some(protocol),
                         reason,
                     });

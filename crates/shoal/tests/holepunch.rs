@@ -143,18 +143,19 @@ fn shoal_in(net: &Net, host: usize, command: &str, args: &[&str], state: &Path) 
     cmd
 }
 
-/// Waits (bounded) for a line containing `needle`; returns the lines up to it.
-fn wait_line(lines: &Receiver<String>, needle: &str, limit: Duration) -> Vec<String> {
-    let deadline = Instant::now() + limit;
-    let mut seen = Vec::new();
-    while let Ok(line) = lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-        let found = line.contains(needle);
-        seen.push(line);
-        if found {
-            return seen;
-        }
-    }
-    panic!("no line with {needle:?} within {limit:?}");
+/// `shoal get` as the relay R, downloading at 2 KB/s so that it has nothing to pass on
+/// in the test's time; returns it once started, with its output lines.
+fn shoal_relay(net: &Net, torrent: &Path, dir: &Path) -> (Guard, Receiver<String>) {
+    let out = dir.join("relay");
+    let args = [
+        path_str(torrent),
+        "-o",
+        path_str(&out),
+        "--max-down",
+        "2000",
+    ];
+    let relay = shoal_in(net, 0, "get", &args, &dir.join("r-state"));
+    start_and_watch(relay, "\"started\"", Duration::from_secs(30))
 }
 
 /// The relay's address, `--peer` style.
@@ -198,9 +199,9 @@ fn shoal_punches_through_to_a_firewalled_shoal_seed_via_a_libtorrent_relay() {
     ];
     let seed = shoal_in(&net, 2, "seed", &seed_args, &dir.path().join("b-state"));
     let _b = start_and_wait(seed, "\"started\"", Duration::from_secs(30));
-    wait_line(
+    wait_lines(
         &r_lines,
-        &format!("PEER {}", net.ip(2)),
+        &[&format!("PEER {}", net.ip(2))],
         Duration::from_secs(20),
     );
     // libtorrent sends its first peer exchange at once and the next a minute later:
@@ -217,7 +218,7 @@ fn shoal_punches_through_to_a_firewalled_shoal_seed_via_a_libtorrent_relay() {
     eprintln!("punched through and downloaded in {:?}", started.elapsed());
     // A asked libtorrent for the introduction, in words libtorrent understood.
     let asked = format!("rendezvous to: {}", net.ip(2));
-    wait_line(&r_lines, &asked, Duration::from_secs(5));
+    wait_lines(&r_lines, &[&asked], Duration::from_secs(5));
 }
 
 #[test]
@@ -225,24 +226,15 @@ fn a_shoal_relay_introduces_two_firewalled_libtorrents() {
     let net = Net::new(2);
     let dir = tempdir();
     let (src, torrent) = make_single(dir.path(), 3 * 1024 * 1024 + 5, "256K");
-    let relay_out = dir.path().join("relay");
-    let relay_args = [
-        path_str(&torrent),
-        "-o",
-        path_str(&relay_out),
-        "--max-down",
-        "2000",
-    ];
-    let relay_cmd = shoal_in(&net, 0, "get", &relay_args, &dir.path().join("r-state"));
-    let (_r, r_lines) = start_and_watch(relay_cmd, "\"started\"", Duration::from_secs(30));
+    let (_r, r_lines) = shoal_relay(&net, &torrent, dir.path());
     let (_b, _) = start_and_watch(
         lt_peer(&net, 2, (&torrent, &src), 0, "nopex"),
         "READY",
         Duration::from_secs(30),
     );
-    wait_line(
+    wait_lines(
         &r_lines,
-        &format!("\"addr\":\"{}:", net.ip(2)),
+        &[&format!("\"addr\":\"{}:", net.ip(2))],
         Duration::from_secs(20),
     );
     let out = dir.path().join("out");
@@ -252,7 +244,7 @@ fn a_shoal_relay_introduces_two_firewalled_libtorrents() {
         "READY",
         Duration::from_secs(30),
     );
-    let seen = wait_line(&a_lines, "DONE", Duration::from_secs(45));
+    let seen = wait_lines(&a_lines, &["DONE"], Duration::from_secs(45));
     a.0.kill().ok();
     // A asked shoal to introduce it to B, and shoal told it to dial B.
     let hole_punching: Vec<&String> = seen.iter().filter(|l| l.starts_with("HP")).collect();
@@ -270,23 +262,14 @@ fn firewalled_shoal_peers_with_default_settings_reach_each_other() {
     let net = Net::new(3);
     let dir = tempdir();
     let (src, torrent) = make_single(dir.path(), 3 * 1024 * 1024 + 3, "256K");
-    let relay_out = dir.path().join("relay");
-    let relay_args = [
-        path_str(&torrent),
-        "-o",
-        path_str(&relay_out),
-        "--max-down",
-        "2000",
-    ];
-    let relay_cmd = shoal_in(&net, 0, "get", &relay_args, &dir.path().join("r-state"));
-    let (_r, r_lines) = start_and_watch(relay_cmd, "\"started\"", Duration::from_secs(30));
+    let (_r, r_lines) = shoal_relay(&net, &torrent, dir.path());
     let relay_addr = relay(&net);
     let seed_args = [path_str(&torrent), path_str(&src), "--peer", &relay_addr];
     let seed = shoal_in(&net, 2, "seed", &seed_args, &dir.path().join("b-state"));
     let _b = start_and_wait(seed, "\"started\"", Duration::from_secs(30));
-    wait_line(
+    wait_lines(
         &r_lines,
-        &format!("\"addr\":\"{}:", net.ip(2)),
+        &[&format!("\"addr\":\"{}:", net.ip(2))],
         Duration::from_secs(20),
     );
     let out = dir.path().join("out");

@@ -153,6 +153,21 @@ fn shoal_seed(torrent: &Path, data: &Path, state: &Path, listen: &str, boot: &st
     start_and_watch(cmd, "\"started\"", Duration::from_secs(30)).0
 }
 
+/// Waits (10 s at most) until a `shoal dht` node's stats say it stores a peer.
+fn wait_for_stored_announce(stats: &std::sync::mpsc::Receiver<String>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = stats
+            .recv_timeout(left)
+            .expect("the shoal DHT node stored no announce");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON stats");
+        if v["peers"].as_u64().unwrap_or(0) >= 1 {
+            return;
+        }
+    }
+}
+
 /// Runs `shoal get --no-seed --json` on `source` to completion (bounded).
 fn shoal_get(source: &str, out: &Path, state: &Path, listen: &str, extra: &[&str]) -> String {
     let mut cmd = shoal();
@@ -230,17 +245,7 @@ fn libtorrent_seeds_on_dht_shoal_gets_magnet() {
     assert!(events.contains("\"metadata\""), "{events}");
 
     // The bootstrap node stored libtorrent's announce, and saves its table on SIGTERM.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = stats
-            .recv_timeout(left)
-            .expect("the shoal DHT node stored no announce");
-        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON stats");
-        if v["peers"].as_u64().unwrap_or(0) >= 1 {
-            break;
-        }
-    }
+    wait_for_stored_announce(&stats);
     let pid = boot.0.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
@@ -292,17 +297,7 @@ fn libtorrent_seeds_on_the_ipv6_dht_shoal_gets_magnet() {
     same_files(&src.join("payload.bin"), &out.join("payload.bin"));
     assert!(events.contains("\"metadata\""), "{events}");
     assert!(events.contains("\"addr\":\"[::1]:19502\""), "{events}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = stats
-            .recv_timeout(left)
-            .expect("the shoal node stored no IPv6 announce");
-        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON stats");
-        if v["peers"].as_u64().unwrap_or(0) >= 1 {
-            break;
-        }
-    }
+    wait_for_stored_announce(&stats);
 }
 
 /// BEP 32, the other way: a shoal seed announces on the IPv6 DHT and libtorrent finds

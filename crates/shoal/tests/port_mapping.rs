@@ -42,19 +42,6 @@ fn forwardings(ns: &Namespaces) -> String {
     run_ok(list.args(["list", "chain", "inet", "filter", "prerouting_miniupnpd"]))
 }
 
-/// Waits (bounded) for each of `needles` among the lines.
-fn wait_lines(lines: &std::sync::mpsc::Receiver<String>, needles: &[&str], limit: Duration) {
-    let deadline = Instant::now() + limit;
-    let mut missing: Vec<&str> = needles.to_vec();
-    while !missing.is_empty() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = lines
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("no lines with {missing:?} within {limit:?}"));
-        missing.retain(|needle| !line.contains(needle));
-    }
-}
-
 #[test]
 fn a_seed_behind_a_nat_pmp_router_is_reached_through_the_port_it_mapped() {
     behind_a_router("natpmp", 7200);

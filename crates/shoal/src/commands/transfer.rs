@@ -687,9 +687,12 @@ impl Job {
         if self.opts.utp != UtpArg::Off || dht_here {
             ports.push((Protocol::Udp, listen.port()));
         }
-        let (events, mut answers) = mpsc::unbounded_channel();
-        let mapper = match shoal_portmap::driver::spawn(gateway, ip, ports, events).await {
-            Ok(mapper) => mapper,
+        let answers = display.clone();
+        let report = move |method, answer| {
+            let _ = answers.send(Update::PortMap(method, answer));
+        };
+        match shoal_portmap::driver::spawn(gateway, ip, ports, report).await {
+            Ok(mapper) => Some(mapper),
             Err(e) => {
                 let reason = format!("cannot open a socket: {e}");
                 let failed = shoal_portmap::Event::Failed {
@@ -697,16 +700,9 @@ impl Job {
                     reason,
                 };
                 let _ = display.send(Update::PortMap(Method::NatPmp, failed));
-                return None;
+                None
             }
-        };
-        let display = display.clone();
-        tokio::spawn(async move {
-            while let Some((method, answer)) = answers.recv().await {
-                let _ = display.send(Update::PortMap(method, answer));
-            }
-        });
-        Some(mapper)
+        }
     }
 
     fn state_dir(&self) -> PathBuf {

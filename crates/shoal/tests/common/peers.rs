@@ -250,6 +250,27 @@ pub fn start_and_watch(
     }
 }
 
+/// Waits (bounded) until each of `needles` has been in some line; returns the lines
+/// read up to then.
+pub fn wait_lines(
+    lines: &std::sync::mpsc::Receiver<String>,
+    needles: &[&str],
+    limit: Duration,
+) -> Vec<String> {
+    let deadline = Instant::now() + limit;
+    let mut missing: Vec<&str> = needles.to_vec();
+    let mut seen = Vec::new();
+    while !missing.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no lines with {missing:?} within {limit:?}"));
+        missing.retain(|needle| !line.contains(needle));
+        seen.push(line);
+    }
+    seen
+}
+
 /// Starts a process and hands over every line it prints on stdout, from the first.
 pub fn spawn_watched(mut cmd: Command) -> (Guard, std::sync::mpsc::Receiver<String>) {
     let mut child = cmd

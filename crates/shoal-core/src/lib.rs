@@ -10,6 +10,7 @@
 pub mod compact;
 #[doc(hidden)]
 pub mod crc32c;
+pub mod dual_stack;
 pub mod fuzzing;
 pub mod hex;
 mod info_hash;

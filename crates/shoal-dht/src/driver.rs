@@ -15,7 +15,7 @@
 use crate::krpc::{InfohashSample, NodeInfo, ScrapeFilters};
 use crate::persist::SavedState;
 use crate::{Dht, DhtConfig, DhtEvent, DhtStats, Item, LookupId, NodeId, PutRequest};
-use shoal_core::InfoHash;
+use shoal_core::{dual_stack, InfoHash};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,6 +27,9 @@ use tokio::sync::{mpsc, oneshot};
 #[derive(Debug, Clone)]
 pub struct DriverConfig {
     pub listen: SocketAddr,
+    /// The node's settings. Its `ipv6` (which DHT it joins, BEP 32) is taken from the
+    /// socket's family, except on a dual-stack socket (`[::]`), where two nodes can
+    /// share the socket, one per family, each fed the datagrams of its family.
     pub dht: DhtConfig,
     /// Where the routing table is loaded from at start and saved to (periodically and
     /// at shutdown).
@@ -41,7 +44,10 @@ impl DriverConfig {
     pub fn new(listen: SocketAddr) -> Self {
         DriverConfig {
             listen,
-            dht: DhtConfig::default(),
+            dht: DhtConfig {
+                ipv6: listen.is_ipv6(),
+                ..DhtConfig::default()
+            },
             state_file: None,
             repeat: Duration::from_secs(15 * 60),
             retry: Duration::from_secs(5),
@@ -164,8 +170,11 @@ impl DhtHandle {
             }
         }
         let local_addr = socket.local_addr()?;
-        // BEP 32: the socket's family says which DHT the node joins.
-        config.dht.ipv6 = local_addr.ip().to_canonical().is_ipv6();
+        // BEP 32: the socket's family says which DHT the node joins; on a dual-stack
+        // socket, which carries both, the caller says.
+        if !dual_stack::is_dual_stack(local_addr) {
+            config.dht.ipv6 = local_addr.ip().to_canonical().is_ipv6();
+        }
         let dht = Dht::new(config.dht.clone(), Instant::now());
         let id = dht.id();
         let (commands, rx) = mpsc::unbounded_channel();
@@ -327,13 +336,18 @@ impl Socket {
             Socket::Own(udp) => udp,
             Socket::Shared { udp, .. } => udp,
         };
-        let _ = udp.send_to(packet, to).await;
+        if let Ok(local) = udp.local_addr() {
+            let _ = udp.send_to(packet, dual_stack::for_socket(to, local)).await;
+        }
     }
 
     /// The next datagram, copied into `buf`: its length and sender.
     async fn recv(&mut self, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
         match self {
-            Socket::Own(udp) => udp.recv_from(buf).await.ok(),
+            Socket::Own(udp) => {
+                let (len, from) = udp.recv_from(buf).await.ok()?;
+                Some((len, dual_stack::canonical(from)))
+            }
             Socket::Shared { incoming, .. } => match incoming.recv().await {
                 Some((datagram, from)) => {
                     let len = datagram.len().min(buf.len());

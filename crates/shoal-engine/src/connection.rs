@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use shoal_core::Block;
+use shoal_core::{dual_stack, Block};
 use shoal_swarm::{PeerKey, PieceProgress};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf};
 use tokio::sync::mpsc;
@@ -274,6 +274,25 @@ pub fn handshake_slots() -> Arc<tokio::sync::Semaphore> {
     Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES))
 }
 
+/// A TCP listener on `addr`; on `[::]`, dual-stack (IPv4 peers too) whatever the
+/// system's default, as libtorrent listens.
+pub fn bind_listener(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    if dual_stack::is_dual_stack(addr) {
+        socket.set_only_v6(false)?;
+    }
+    // As tokio's own `bind`: a restart may take the port while old connections linger.
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    tokio::net::TcpListener::from_std(socket.into())
+}
+
 /// Accepts TCP connections, reads each one's handshake (bounded in time, and in number
 /// by `handshakes`; plain or behind an encrypted one, as `policy` allows) and hands
 /// those for our torrent to the actor; others are closed.
@@ -290,6 +309,7 @@ pub fn spawn_acceptor(
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             };
+            let addr = dual_stack::canonical(addr);
             let _ = stream.set_nodelay(true);
             let stream = PeerStream::from(stream);
             take_handshake(stream, addr, &handshakes, (policy, info_hash), &to_actor);

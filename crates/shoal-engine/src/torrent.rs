@@ -224,8 +224,7 @@ pub async fn run(
     }
     let listen = match config.listen {
         Some(addr) if config.dialer.accepts_tcp() => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
+            let listener = connection::bind_listener(addr)
                 .map_err(|source| EngineError::Listen { addr, source })?;
             let bound = listener
                 .local_addr()

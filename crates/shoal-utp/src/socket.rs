@@ -4,6 +4,9 @@
 //! Datagrams that are not uTP (the DHT's KRPC messages, which start with `d`) go to an
 //! optional channel, so that uTP and the DHT can share one port as libtorrent's do:
 //! peers reach both at the port they learnt from a tracker or the DHT.
+//!
+//! Bound at `[::]`, the socket is dual-stack: IPv4 peers too, their addresses given and
+//! taken in plain IPv4 form (see `shoal_core::dual_stack`).
 
 use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
@@ -15,6 +18,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
+use shoal_core::dual_stack;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, Notify};
@@ -80,12 +84,15 @@ type Shared = Arc<Mutex<Entry>>;
 /// full buffer would silence the socket for good.)
 struct Outbox {
     udp: Arc<UdpSocket>,
+    /// The socket's address, whose family says how peers' addresses are written.
+    local: SocketAddr,
     queue: Mutex<VecDeque<(Vec<u8>, SocketAddr)>>,
     wake: Notify,
 }
 
 impl Outbox {
     fn send(&self, datagram: Vec<u8>, to: SocketAddr) {
+        let to = dual_stack::for_socket(to, self.local);
         let mut queue = self.queue.lock().expect("not poisoned");
         if queue.is_empty() {
             match self.udp.try_send_to(&datagram, to) {
@@ -152,6 +159,7 @@ impl UtpSocket {
         let udp = Arc::new(bind_udp(addr)?);
         let inner = Arc::new(Inner {
             outbox: Outbox {
+                local: udp.local_addr()?,
                 udp: udp.clone(),
                 queue: Mutex::new(VecDeque::new()),
                 wake: Notify::new(),
@@ -259,13 +267,16 @@ impl Drop for UtpSocket {
 }
 
 /// A non-blocking UDP socket on `addr` with large kernel buffers (as far as the system
-/// allows).
+/// allows); on `[::]`, dual-stack whatever the system's default.
 fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::DGRAM,
         Some(socket2::Protocol::UDP),
     )?;
+    if dual_stack::is_dual_stack(addr) {
+        socket.set_only_v6(false)?;
+    }
     let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
     let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
     socket.set_nonblocking(true)?;
@@ -298,6 +309,7 @@ async fn run(
             Ok(()) = inner.udp.writable(), if waiting => inner.outbox.drain(),
             received = inner.udp.recv_from(&mut buf) => {
                 let Ok((n, from)) = received else { continue };
+                let from = dual_stack::canonical(from);
                 let datagram = &buf[..n];
                 if !looks_like_utp(datagram) {
                     if let Some(other) = &other {

@@ -14,6 +14,9 @@
 //!   on a private multicast port.
 //! - The IPv6 DHT (BEP 32) over ::1 (ports 19501–19513): both of the first two again,
 //!   with every node, seed and download on IPv6.
+//! - Dual-stack (127.0.2.230–231, ports 19521–19526): a download on `[::]` runs a node in
+//!   each DHT and finds a libtorrent seed announced only in the IPv4 DHT and another
+//!   announced only in the IPv6 one.
 
 mod common;
 
@@ -321,6 +324,61 @@ fn shoal_seeds_on_the_ipv6_dht_libtorrent_gets_magnet() {
     ));
     assert!(stdout.contains("DONE"), "{stdout}");
     same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+}
+
+/// Dual-stack, as libtorrent listens by default: `shoal get` on `[::]` joins the IPv4
+/// DHT and the IPv6 DHT through one UDP socket, and finds one seed in each: the IPv4
+/// node's queries and answers go out through the IPv6 socket as mapped addresses, and
+/// come back in plain IPv4 form.
+#[test]
+fn a_dual_stack_download_finds_seeds_in_both_dhts() {
+    let dir = tempdir();
+    let (src, torrent, magnet) = make_torrent(dir.path(), 13);
+    let (_boot4, stats4) = shoal_dht("127.0.2.230:19521", &dir.path().join("dht4.state"));
+    let (_boot6, stats6) = shoal_dht("[::1]:19522", &dir.path().join("dht6.state"));
+    let lt_seed = |ip: &str, port: &str, boot: &str| {
+        start_and_watch(
+            python_cmd(
+                LT_SEED,
+                &[path_str(&torrent), path_str(&src), ip, port, boot],
+            ),
+            "READY",
+            Duration::from_secs(60),
+        )
+    };
+    let _seed4 = lt_seed("127.0.2.231", "19523", "127.0.2.230:19521");
+    let _seed6 = lt_seed("::1", "19524", "[::1]:19522");
+    wait_for_stored_announce(&stats4);
+    wait_for_stored_announce(&stats6);
+    let out = dir.path().join("out");
+    // Slow enough (2 MiB at 256 KiB/s) for both seeds to be found and connected.
+    let events = shoal_get(
+        &magnet,
+        &out,
+        &dir.path().join("state"),
+        "[::]:19525",
+        &[
+            "--dht-bootstrap",
+            "127.0.2.230:19521",
+            "--dht-bootstrap",
+            "[::1]:19522",
+            "--max-down",
+            "256K",
+        ],
+    );
+    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+    for seed in ["127.0.2.231:19523", "[::1]:19524"] {
+        let connected = events.lines().any(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).expect("JSON lines");
+            v["event"] == "peer_connected" && v["addr"] == seed
+        });
+        assert!(connected, "{seed} not found: {events}");
+    }
+    // Each node kept its own table, in its own file.
+    let state = dir.path().join("state");
+    for file in ["dht-19525.state", "dht6-19525.state"] {
+        assert!(state.join(file).exists(), "{file} not saved");
+    }
 }
 
 #[test]

@@ -1,6 +1,10 @@
 //! IPv6: libtorrent and shoal trade over ::1 both ways, over TCP and over uTP (ports
 //! 1821x). Peers' addresses, the listen socket, the uTP socket and the handshakes all
 //! take IPv6 as they take IPv4.
+//!
+//! Dual-stack (ports 1822x, 127.0.12.x): shoal on `[::]`, as libtorrent listens by
+//! default, trades with IPv4 and IPv6 peers on one port, over TCP and uTP, and reports
+//! IPv4 peers by their plain IPv4 addresses.
 
 mod common;
 
@@ -40,5 +44,66 @@ fn libtorrent_downloads_from_shoal_over_ipv6() {
         let out = dir.path().join(name);
         lt_get_over(wire, &torrent, &out, ("::1", port), ("::1", 18214));
         same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+    }
+}
+
+/// A shoal seed on `[::]` serves libtorrent over IPv4 and over IPv6, over TCP and over
+/// uTP, all on one port.
+#[test]
+fn a_dual_stack_seed_serves_both_families() {
+    let dir = tempdir();
+    let (src, torrent) = make_single(dir.path(), 3 * 1024 * 1024 + 5, "256K");
+    // No DHT: on every address it would bootstrap from the public routers.
+    let state = dir.path().join("state");
+    let _seed = shoal_seed_with(&torrent, &src, &state, "[::]:18221", &["--no-dht"]);
+    for (name, wire, us, seed) in [
+        (
+            "v4-tcp",
+            LtWire::Default,
+            ("127.0.12.2", 18222),
+            "127.0.0.1",
+        ),
+        (
+            "v4-utp",
+            LtWire::UtpOnly,
+            ("127.0.12.3", 18223),
+            "127.0.0.1",
+        ),
+        ("v6-tcp", LtWire::Default, ("::1", 18224), "::1"),
+        ("v6-utp", LtWire::UtpOnly, ("::1", 18225), "::1"),
+    ] {
+        let out = dir.path().join(name);
+        lt_get_over(wire, &torrent, &out, us, (seed, 18221));
+        same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+    }
+}
+
+/// `shoal get` on `[::]` dials an IPv4 and an IPv6 libtorrent seed that take uTP only,
+/// through one dual-stack UDP socket, and names the IPv4 one in plain IPv4 form.
+#[test]
+fn a_dual_stack_download_reaches_both_families_over_utp() {
+    let dir = tempdir();
+    let (src, torrent) = make_single(dir.path(), 3 * 1024 * 1024 + 7, "256K");
+    let _seed4 = lt_seed_over(LtWire::UtpOnly, &torrent, &src, "127.0.12.4", 18226);
+    let _seed6 = lt_seed_over(LtWire::UtpOnly, &torrent, &src, "::1", 18227);
+    let out = dir.path().join("out");
+    // Slow enough (3 MiB at 512 KiB/s) for both to connect before the end.
+    let events = shoal_get_with(
+        &torrent,
+        &out,
+        &dir.path().join("get-state"),
+        "[::]:18228",
+        &["127.0.12.4:18226", "[::1]:18227"],
+        &["--utp", "only", "--max-down", "512K", "--no-dht"],
+    );
+    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+    let connected = events_named(&events, "peer_connected");
+    for seed in ["127.0.12.4:18226", "[::1]:18227"] {
+        assert!(
+            connected
+                .iter()
+                .any(|e| e["addr"] == seed && e["transport"] == "utp"),
+            "{seed}: {connected:?}"
+        );
     }
 }

@@ -23,6 +23,7 @@ use shoal_tracker::driver::server::{ServerHandle, ServerOptions, TrackerServer};
 use shoal_tracker::{ScrapeCounts, TrackerUrl};
 use tokio::sync::{mpsc, watch};
 
+use super::discovery::Dhts;
 use super::transfer::{run_announced, show_progress, Update};
 use shoal_core::units::{format_size, parse_size};
 
@@ -152,7 +153,13 @@ async fn start_seed(
     stop: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<Result<Outcome>>)> {
     let (updates_tx, mut updates) = mpsc::unbounded_channel();
-    let task = tokio::spawn(run_announced(config, trackers, None, updates_tx, stop));
+    let task = tokio::spawn(run_announced(
+        config,
+        trackers,
+        Dhts::default(),
+        updates_tx,
+        stop,
+    ));
     loop {
         match updates.recv().await {
             Some(Update::Engine(EngineEvent::Started {
@@ -302,7 +309,7 @@ pub fn run(args: Args) -> Result<()> {
         );
         let display = tokio::spawn(show_progress(updates, metainfo.clone(), args.json));
         let started = Instant::now();
-        let outcome = run_announced(config, trackers.clone(), None, updates_tx, stop).await;
+        let outcome = run_announced(config, trackers.clone(), Dhts::default(), updates_tx, stop).await;
         let elapsed = started.elapsed();
         let _ = display.await;
         // The downloader has told the tracker `completed` and `stopped` on its way out.

@@ -2,18 +2,19 @@
 //! for, local service discovery (BEP 14), merged into the one peer feed the engine
 //! takes.
 //!
-//! One DHT node serves every torrent of the process (here: the one torrent `get`/`seed`
+//! The DHT serves every torrent of the process (here: the one torrent `get`/`seed`
 //! runs). It listens on UDP at the same address as the TCP listener unless told
-//! otherwise, keeps its routing table in the state folder (one file per UDP port, so
-//! several shoal processes never share a node id), and is left out entirely with
-//! `--no-dht`. Local discovery multicasts on the LAN and is off unless `--lsd`.
+//! otherwise: one node in the IPv4 or the IPv6 DHT, or, on a dual-stack socket (`[::]`,
+//! the default where the system has IPv6), one in each. Each keeps its routing table in
+//! the state folder (one file per UDP port and family, so several shoal processes never
+//! share a node id). `--no-dht` leaves it out entirely. Local discovery multicasts on the LAN and is off unless `--lsd`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, ToSocketAddrs};
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use shoal_core::InfoHash;
+use shoal_core::{dual_stack, InfoHash};
 use shoal_dht::driver::{DhtHandle, DriverConfig};
 use shoal_engine::lsd::{self, LsdConfig};
 use shoal_engine::{PeerFeed, PeerSource};
@@ -63,7 +64,13 @@ pub fn resolve(names: &[String]) -> Vec<SocketAddr> {
 /// The addresses to bootstrap from: `names` if any, else the public routers unless the
 /// node listens on loopback (from where they cannot be reached).
 pub async fn bootstrap_for(names: &[String], listen: SocketAddr) -> Vec<SocketAddr> {
-    let found = if !names.is_empty() {
+    let found = resolve_bootstrap(names, listen).await;
+    same_dht(found, listen)
+}
+
+/// [`bootstrap_for`] before the addresses are sorted by family.
+async fn resolve_bootstrap(names: &[String], listen: SocketAddr) -> Vec<SocketAddr> {
+    if !names.is_empty() {
         resolve(names)
     } else if listen.ip().is_loopback() {
         Vec::new()
@@ -72,17 +79,19 @@ pub async fn bootstrap_for(names: &[String], listen: SocketAddr) -> Vec<SocketAd
         tokio::task::spawn_blocking(move || resolve(&names))
             .await
             .unwrap_or_default()
-    };
-    same_dht(found, listen)
+    }
 }
 
 /// The addresses in the DHT a node at `listen` is in: IPv6 ones for an IPv6 node (BEP 32,
 /// a separate network), else IPv4 ones.
 pub fn same_dht(addrs: Vec<SocketAddr>, listen: SocketAddr) -> Vec<SocketAddr> {
-    let v6 = listen.ip().to_canonical().is_ipv6();
+    of_family(addrs, listen.ip().to_canonical().is_ipv6())
+}
+
+fn of_family(addrs: Vec<SocketAddr>, ipv6: bool) -> Vec<SocketAddr> {
     addrs
         .into_iter()
-        .filter(|a| a.ip().to_canonical().is_ipv6() == v6)
+        .filter(|a| a.ip().to_canonical().is_ipv6() == ipv6)
         .collect()
 }
 
@@ -90,52 +99,149 @@ pub fn same_dht(addrs: Vec<SocketAddr>, listen: SocketAddr) -> Vec<SocketAddr> {
 /// datagrams that are not uTP come in through the receiver.
 pub type SharedUdp = (Arc<tokio::net::UdpSocket>, shoal_utp::OtherDatagrams);
 
-/// Starts the DHT node unless `--no-dht` (or a private torrent) says not to: on
-/// `shared` when given, else on its own
-/// socket at `--dht-listen` or `listen`.
+/// The process's DHT nodes: one, or on a dual-stack socket two, one in the IPv4 DHT and
+/// one in the IPv6 DHT (BEP 32: separate networks, each with its own routing table), as
+/// libtorrent runs one per listen socket. Every torrent is announced in each.
+#[derive(Clone, Default)]
+pub struct Dhts(Vec<DhtHandle>);
+
+impl Dhts {
+    /// Announces `info_hash` on `port` in every node (as a seed if `seed`, BEP 33): the
+    /// peers each finds.
+    pub fn announce(
+        &self,
+        info_hash: InfoHash,
+        port: u16,
+        seed: bool,
+    ) -> Vec<mpsc::UnboundedReceiver<Vec<SocketAddr>>> {
+        self.0
+            .iter()
+            .map(|dht| dht.announce(info_hash, Some(port), seed))
+            .collect()
+    }
+
+    /// We became a seed of `info_hash`: the next announces say so.
+    pub fn seeding(&self, info_hash: InfoHash) {
+        for dht in &self.0 {
+            dht.seeding(info_hash);
+        }
+    }
+
+    /// Stops the nodes, each once its routing table is saved.
+    pub async fn shutdown(self) {
+        for dht in self.0 {
+            dht.shutdown().await;
+        }
+    }
+}
+
+/// Starts the DHT unless `--no-dht` says not to: on `shared` when given, else on its own
+/// socket at `--dht-listen` or `listen`. A dual-stack socket (`[::]`) gets a node in each
+/// family's DHT, each fed the datagrams from its family.
 pub async fn start(
     opts: &DiscoveryOptions,
     listen: SocketAddr,
     state_dir: &Path,
     shared: Option<SharedUdp>,
-) -> Result<Option<DhtHandle>> {
+) -> Result<Dhts> {
     if opts.no_dht {
-        return Ok(None);
+        return Ok(Dhts::default());
     }
     let addr = match &shared {
         Some((udp, _)) => udp.local_addr()?,
         None => opts.dht_listen.unwrap_or(listen),
     };
-    let bootstrap = bootstrap_for(&opts.bootstrap, addr).await;
-    let mut config = DriverConfig::new(addr);
-    config.dht.bootstrap = bootstrap;
-    config.dht.seed = rand::random();
-    if std::fs::create_dir_all(state_dir).is_ok() {
-        config.state_file = Some(state_dir.join(format!("dht-{}.state", addr.port())));
+    let found = resolve_bootstrap(&opts.bootstrap, addr).await;
+    let config = |ipv6: bool| {
+        let mut config = DriverConfig::new(addr);
+        config.dht.ipv6 = ipv6;
+        config.dht.bootstrap = of_family(found.clone(), ipv6);
+        config.dht.seed = rand::random();
+        // One file per UDP port and family, so that several shoal processes never share
+        // a node id.
+        let family = if ipv6 { "dht6" } else { "dht" };
+        if std::fs::create_dir_all(state_dir).is_ok() {
+            config.state_file = Some(state_dir.join(format!("{family}-{}.state", addr.port())));
+        }
+        config
+    };
+    if !dual_stack::is_dual_stack(addr) {
+        let config = config(addr.is_ipv6());
+        let handle = match shared {
+            Some((udp, incoming)) => DhtHandle::spawn_shared(config, udp, incoming)?,
+            None => DhtHandle::spawn(config)
+                .await
+                .with_context(|| format!("{addr}: cannot open the DHT's UDP socket"))?,
+        };
+        return Ok(Dhts(vec![handle]));
     }
-    let handle = match shared {
-        Some((udp, incoming)) => DhtHandle::spawn_shared(config, udp, incoming)?,
-        None => DhtHandle::spawn(config)
-            .await
+    let (udp, incoming) = match shared {
+        Some(shared) => shared,
+        None => own_dual_stack_socket(addr)
             .with_context(|| format!("{addr}: cannot open the DHT's UDP socket"))?,
     };
-    Ok(Some(handle))
+    let (v4, v6) = split_by_family(incoming);
+    Ok(Dhts(vec![
+        DhtHandle::spawn_shared(config(false), udp.clone(), v4)?,
+        DhtHandle::spawn_shared(config(true), udp, v6)?,
+    ]))
 }
 
-/// The peer feed for one torrent: the DHT's announce subscription (as a seed if `seed`,
+/// A dual-stack UDP socket at `addr` for the DHT alone, and its datagrams (senders in
+/// plain IPv4 form, as the uTP socket gives them).
+fn own_dual_stack_socket(addr: SocketAddr) -> std::io::Result<SharedUdp> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::DGRAM, None)?;
+    socket.set_only_v6(false)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    let udp = Arc::new(tokio::net::UdpSocket::from_std(socket.into())?);
+    let (tx, rx) = mpsc::channel(DATAGRAM_BACKLOG);
+    let reader = udp.clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        while let Ok((len, from)) = reader.recv_from(&mut buf).await {
+            let datagram = (buf[..len].to_vec(), dual_stack::canonical(from));
+            // Full: dropped, as a full socket buffer would drop it.
+            if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(datagram) {
+                return;
+            }
+        }
+    });
+    Ok((udp, rx))
+}
+
+/// Datagrams waiting for a DHT node, at most.
+const DATAGRAM_BACKLOG: usize = 1024;
+
+type Datagrams = mpsc::Receiver<(Vec<u8>, SocketAddr)>;
+
+/// `incoming` as two streams: from IPv4 senders, and from IPv6 ones.
+fn split_by_family(mut incoming: Datagrams) -> (Datagrams, Datagrams) {
+    let (v4_tx, v4) = mpsc::channel(DATAGRAM_BACKLOG);
+    let (v6_tx, v6) = mpsc::channel(DATAGRAM_BACKLOG);
+    tokio::spawn(async move {
+        while let Some((datagram, from)) = incoming.recv().await {
+            let to = if from.is_ipv4() { &v4_tx } else { &v6_tx };
+            let _ = to.try_send((datagram, from));
+        }
+    });
+    (v4, v6)
+}
+
+/// The peer feed for one torrent: the DHT's announce subscriptions (as a seed if `seed`,
 /// BEP 33) and local discovery, merged; `None` when neither runs.
 pub fn peer_feed(
-    dht: Option<&DhtHandle>,
+    dhts: &Dhts,
     opts: &DiscoveryOptions,
     info_hash: InfoHash,
     listen: SocketAddr,
     seed: bool,
 ) -> Option<PeerFeed> {
-    let mut feeds = Vec::new();
-    if let Some(dht) = dht {
-        let found = dht.announce(info_hash, Some(listen.port()), seed);
-        feeds.push(tagged(PeerSource::Dht, found));
-    }
+    let mut feeds: Vec<PeerFeed> = dhts
+        .announce(info_hash, listen.port(), seed)
+        .into_iter()
+        .map(|found| tagged(PeerSource::Dht, found))
+        .collect();
     if opts.lsd {
         let interface = match listen.ip() {
             IpAddr::V4(ip) => ip,

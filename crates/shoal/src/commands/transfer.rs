@@ -13,7 +13,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use shoal_bencode::Value;
 use shoal_core::{InfoHash, Magnet, Metainfo, PeerId};
-use shoal_dht::driver::DhtHandle;
 use shoal_engine::metadata::{fetch_metadata, Fetched, MetadataFetch, MetadataFetchError};
 use shoal_engine::{
     Dialer, Encryption, EngineEvent, IpFilter, Outcome, PeerFeed, PeerSource, SeedLimit,
@@ -28,7 +27,7 @@ use shoal_tracker::Progress;
 use shoal_utp::UtpSocket;
 use tokio::sync::{mpsc, watch};
 
-use super::discovery::{self, DiscoveryOptions};
+use super::discovery::{self, Dhts, DiscoveryOptions};
 use super::select::{FileSelection, Selection};
 
 use shoal_core::units::{format_size, parse_rate};
@@ -39,8 +38,9 @@ pub struct PeerOptions {
     /// A peer to connect to (IP:PORT). Repeat for several.
     #[arg(long = "peer", value_name = "ADDR")]
     pub peers: Vec<SocketAddr>,
-    /// Address to accept peers on [default: 0.0.0.0 on the first port of 6881-6999 free
-    /// for TCP (and UDP, for the DHT), as aria2 picks one].
+    /// Address to accept peers on [default: [::] (IPv4 and IPv6; 0.0.0.0 without IPv6)
+    /// on the first port of 6881-6999 free for TCP and UDP, as aria2 picks one]. On [::]
+    /// the DHT runs in both the IPv4 and the IPv6 network.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
     /// Upload limit in bytes per second (e.g. 2M = 2 MiB/s, 2MB = 2 MB/s); unlimited by default.
@@ -384,7 +384,7 @@ pub enum Update {
 pub async fn run_announced(
     mut config: TorrentConfig,
     trackers: Vec<Vec<String>>,
-    dht: Option<DhtHandle>,
+    dht: Dhts,
     display: mpsc::UnboundedSender<Update>,
     stop: watch::Receiver<bool>,
 ) -> Result<Outcome> {
@@ -447,7 +447,7 @@ async fn announce(
     display: mpsc::UnboundedSender<Update>,
     metainfo: Arc<Metainfo>,
     trackers: Vec<Vec<String>>,
-    dht: Option<DhtHandle>,
+    dht: Dhts,
     feed: mpsc::UnboundedSender<(PeerSource, Vec<SocketAddr>)>,
 ) -> Option<Announcer> {
     let info = &metainfo.info;
@@ -474,7 +474,7 @@ async fn announce(
             EngineEvent::Completed { seed, .. } => *seed,
             _ => false,
         };
-        if let (true, Some(dht)) = (now_seed, &dht) {
+        if now_seed {
             dht.seeding(metainfo.info_hash);
         }
         match &event {
@@ -562,9 +562,9 @@ fn free_listen_addr(
     let (first, last) = (*ports.start(), *ports.end());
     for port in ports {
         let addr = SocketAddr::new(ip, port);
-        let free = std::net::TcpListener::bind(addr).is_ok()
-            && (!udp || std::net::UdpSocket::bind(addr).is_ok());
-        if free {
+        if probe(addr, socket2::Type::STREAM).is_ok()
+            && (!udp || probe(addr, socket2::Type::DGRAM).is_ok())
+        {
             return Ok(addr);
         }
     }
@@ -574,13 +574,41 @@ fn free_listen_addr(
 /// A port on `ip` that the system picks for UDP and that is free for TCP too.
 fn free_ephemeral_addr(ip: std::net::IpAddr) -> Result<SocketAddr> {
     for _ in 0..20 {
-        let udp = std::net::UdpSocket::bind(SocketAddr::new(ip, 0))?;
-        let addr = udp.local_addr()?;
-        if std::net::TcpListener::bind(addr).is_ok() {
+        let udp = probe(SocketAddr::new(ip, 0), socket2::Type::DGRAM)?;
+        let addr = udp
+            .local_addr()?
+            .as_socket()
+            .context("a UDP socket without an address")?;
+        if probe(addr, socket2::Type::STREAM).is_ok() {
             return Ok(addr);
         }
     }
     bail!("no port on {ip} is free for both TCP and UDP; choose one with --listen")
+}
+
+/// A socket bound at `addr` as the engine will bind it (dual-stack on `[::]`), to see
+/// whether the address is free.
+fn probe(addr: SocketAddr, kind: socket2::Type) -> std::io::Result<socket2::Socket> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), kind, None)?;
+    if shoal_core::dual_stack::is_dual_stack(addr) {
+        socket.set_only_v6(false)?;
+    }
+    if kind == socket2::Type::STREAM {
+        // As the listener is bound: a port whose old connections linger is free.
+        socket.set_reuse_address(true)?;
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+/// Where to listen when `--listen` gives no address: every address of both families
+/// (`[::]`, dual-stack) where the system has IPv6, else every IPv4 address.
+fn any_address() -> std::net::IpAddr {
+    let dual = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0));
+    match probe(dual, socket2::Type::DGRAM) {
+        Ok(_) => dual.ip(),
+        Err(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+    }
 }
 
 impl Job {
@@ -589,7 +617,7 @@ impl Job {
     fn listen(&self) -> SocketAddr {
         self.opts
             .listen
-            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], *DEFAULT_PORTS.start())))
+            .unwrap_or_else(|| SocketAddr::new(any_address(), *DEFAULT_PORTS.start()))
     }
 
     fn choose_listen(mut self) -> Result<Self> {
@@ -597,8 +625,7 @@ impl Job {
         let udp = dht_here || self.opts.utp != UtpArg::Off;
         match self.opts.listen {
             None => {
-                let any = std::net::IpAddr::from([0, 0, 0, 0]);
-                self.opts.listen = Some(free_listen_addr(any, DEFAULT_PORTS, udp)?);
+                self.opts.listen = Some(free_listen_addr(any_address(), DEFAULT_PORTS, udp)?);
             }
             // TCP, uTP and the DHT must share one port, which `:0` would not give.
             Some(addr) if addr.port() == 0 && udp => {
@@ -670,8 +697,10 @@ impl Job {
     /// and only if there is a default route. What the router says goes to `display`.
     async fn map_ports(&self, display: &mpsc::UnboundedSender<Update>) -> Option<PortMapper> {
         let listen = self.listen();
+        // NAT-PMP and UPnP map IPv4 ports; a dual-stack socket takes IPv4 on them all.
         let ip = match listen.ip() {
             std::net::IpAddr::V4(ip) if ip.is_unspecified() || ip.is_private() => ip,
+            std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv4Addr::UNSPECIFIED,
             _ => return None,
         };
         // Port 0 would name every mapping of ours when removed (RFC 6886 3.4).
@@ -726,15 +755,10 @@ impl Job {
         let (dialer, shared) = self.open_utp().await?;
         let dht =
             discovery::start(&self.discovery, self.listen(), &self.state_dir(), shared).await?;
-        let mut feeds: Vec<_> = discovery::peer_feed(
-            dht.as_ref(),
-            &self.discovery,
-            info_hash,
-            self.listen(),
-            false,
-        )
-        .into_iter()
-        .collect();
+        let mut feeds: Vec<_> =
+            discovery::peer_feed(&dht, &self.discovery, info_hash, self.listen(), false)
+                .into_iter()
+                .collect();
         // The link's trackers (`tr=`, one tier each) find peers for the metadata too. The
         // size is unknown until then, so `left` says only that something is left.
         let metadata_announcer =
@@ -784,9 +808,7 @@ impl Job {
         let fetched = match fetched {
             Ok(fetched) => fetched,
             Err(MetadataFetchError::Stopped) => {
-                if let Some(dht) = dht {
-                    dht.shutdown().await;
-                }
+                dht.shutdown().await;
                 return Ok(Outcome::Stopped);
             }
             Err(e) => return Err(e).context(format!("{}: no metadata", info_hash.to_hex())),
@@ -813,14 +835,16 @@ impl Job {
         // BEP 27: a private torrent's peers come from its tracker only.
         if metainfo.info.private {
             let (dialer, _) = self.open_utp().await?;
-            return self.run_with(metainfo, (None, dialer), None, stop).await;
+            return self
+                .run_with(metainfo, (Dhts::default(), dialer), None, stop)
+                .await;
         }
         let (dialer, shared) = self.open_utp().await?;
         let dht =
             discovery::start(&self.discovery, self.listen(), &self.state_dir(), shared).await?;
         // `shoal seed` says it seeds (BEP 33 scrapes count it so); a download does not.
         let feed = discovery::peer_feed(
-            dht.as_ref(),
+            &dht,
             &self.discovery,
             metainfo.info_hash,
             self.listen(),
@@ -832,7 +856,7 @@ impl Job {
     async fn run_with(
         self,
         metainfo: Metainfo,
-        (dht, dialer): (Option<DhtHandle>, Dialer),
+        (dht, dialer): (Dhts, Dialer),
         peer_feed: Option<PeerFeed>,
         stop: watch::Receiver<bool>,
     ) -> Result<Outcome> {
@@ -889,9 +913,7 @@ impl Job {
             mapper.stop().await;
         }
         let _ = display.await;
-        if let Some(dht) = dht {
-            dht.shutdown().await;
-        }
+        dht.shutdown().await;
         outcome
     }
 }

@@ -1,0 +1,65 @@
+//! Addresses on a dual-stack socket: one bound to `[::]` with `IPV6_V6ONLY` off, which
+//! takes IPv4 peers as well as IPv6 ones, as libtorrent's default listen socket does.
+//!
+//! Such a socket sees an IPv4 peer as `::ffff:a.b.c.d` and can only send to IPv6
+//! addresses. Everything above the socket (address books, ban lists, the DHT's family
+//! check, what PEX tells others) wants the plain IPv4 address, so addresses are made
+//! [`canonical`] where they come off the socket and [`for_socket`] where they go onto it.
+
+use std::net::{IpAddr, SocketAddr};
+
+/// `addr` with an IPv4-mapped IPv6 address turned into the IPv4 address it carries.
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+/// `to` in the form a socket bound at `local` can send to: an IPv4 address becomes
+/// IPv4-mapped on an IPv6 socket.
+pub fn for_socket(to: SocketAddr, local: SocketAddr) -> SocketAddr {
+    match (to.ip(), local) {
+        (IpAddr::V4(ip), SocketAddr::V6(_)) => {
+            SocketAddr::new(ip.to_ipv6_mapped().into(), to.port())
+        }
+        _ => to,
+    }
+}
+
+/// Whether a socket bound at `local` is (or is to be made) dual-stack: IPv6, on every
+/// address.
+pub fn is_dual_stack(local: SocketAddr) -> bool {
+    matches!(local, SocketAddr::V6(v6) if v6.ip().is_unspecified())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn mapped_addresses_become_ipv4_and_back() {
+        assert_eq!(canonical(a("[::ffff:10.0.0.7]:6881")), a("10.0.0.7:6881"));
+        assert_eq!(canonical(a("[2001:db8::1]:6881")), a("[2001:db8::1]:6881"));
+        assert_eq!(canonical(a("10.0.0.7:6881")), a("10.0.0.7:6881"));
+        let dual = a("[::]:6881");
+        assert_eq!(for_socket(a("10.0.0.7:1"), dual), a("[::ffff:10.0.0.7]:1"));
+        assert_eq!(for_socket(a("[::1]:1"), dual), a("[::1]:1"));
+        assert_eq!(
+            for_socket(a("10.0.0.7:1"), a("0.0.0.0:6881")),
+            a("10.0.0.7:1")
+        );
+        assert_eq!(
+            canonical(for_socket(a("10.0.0.7:1"), dual)),
+            a("10.0.0.7:1")
+        );
+    }
+
+    #[test]
+    fn only_ipv6_on_every_address_is_dual_stack() {
+        assert!(is_dual_stack(a("[::]:0")));
+        assert!(!is_dual_stack(a("[::1]:0")));
+        assert!(!is_dual_stack(a("0.0.0.0:0")));
+    }
+}

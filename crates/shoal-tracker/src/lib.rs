@@ -48,6 +48,9 @@ pub enum TrackerError {
     Refused(String),
     #[error("{0}")]
     Io(String),
+    /// The tracker has no address in the family asked for that this host can reach.
+    #[error("{0}")]
+    NoRoute(String),
     #[error(transparent)]
     Url(#[from] UrlError),
 }

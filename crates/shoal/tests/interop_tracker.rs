@@ -2,7 +2,8 @@
 //! libtorrent, aria2 and Transmission announce to `shoal tracker` over HTTP and UDP,
 //! find a shoal peer and each other through it, and finish transfers; scrapes count
 //! seeders and leechers right. `shoal get` finds its seed through opentracker, past
-//! tiers whose trackers are down.
+//! tiers whose trackers are down. A dual-stack shoal seed announces over both families
+//! (ports 18080–18083, 127.0.1.80–81).
 
 mod common;
 
@@ -610,4 +611,58 @@ fn magnet_with_only_a_tracker() {
         "{events:?}"
     );
     same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+}
+
+/// A seed listening dual-stack (`[::]`) announces once over IPv4 and once over IPv6, as
+/// libtorrent announces from each listen socket: the tracker, reachable as 127.0.1.80
+/// and as ::1 (two URLs in one tier), learns both of its addresses, and libtorrent on
+/// ::1 alone and libtorrent on IPv4 alone each find it there and download. Each
+/// family's announcer passes over the URL of the other family without a warning.
+#[test]
+fn a_dual_stack_seed_announces_over_both_families() {
+    let dir = tempdir();
+    let (v4, v6) = (
+        "http://127.0.1.80:18080/announce",
+        "http://[::1]:18080/announce",
+    );
+    let (src, torrent, hash) = make_torrent(dir.path(), 2 * 1024 * 1024 + 77, &[&[v4, v6]]);
+    // On every address of both families, port 18080.
+    let tracker = shoal()
+        .args(["tracker", "--http", "[::]:18080", "--interval", "10"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn shoal tracker");
+    let _tracker = Guard(tracker);
+    wait_listening("127.0.1.80:18080", Duration::from_secs(10));
+    let mut seed = shoal();
+    seed.args(["seed", path_str(&torrent), path_str(&src), "--json"])
+        .args(["--listen", "[::]:18081", "--no-dht"])
+        .args(["--state-dir", path_str(&dir.path().join("seed-state"))]);
+    let (_seed, lines) = start_and_watch(seed, "\"started\"", Duration::from_secs(30));
+    wait_until("both announces", Duration::from_secs(10), || {
+        scrape_url(v4, hash).complete == 2
+    });
+
+    let lt6 = dir.path().join("lt6");
+    let _lt6 = lt_get_tracked(&torrent, &lt6, "::1", 18082);
+    same_files(&src.join("payload.bin"), &lt6.join("payload.bin"));
+    let lt4 = dir.path().join("lt4");
+    let _lt4 = lt_get_tracked(&torrent, &lt4, "127.0.1.81", 18083);
+    same_files(&src.join("payload.bin"), &lt4.join("payload.bin"));
+    // Both came to the seed: an IPv6 peer and an IPv4 one.
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !(seen.contains("[::1]:") && seen.contains("127.0.1.81:")) && Instant::now() < deadline {
+        if let Ok(line) = lines.recv_timeout(Duration::from_millis(100)) {
+            if line.contains("peer_connected") {
+                seen.push_str(&line);
+            }
+        }
+    }
+    assert!(
+        seen.contains("[::1]:") && seen.contains("127.0.1.81:"),
+        "{seen}"
+    );
 }

@@ -34,8 +34,10 @@ pub struct AnnouncerConfig {
     /// The port peers reach us on.
     pub port: u16,
     /// Where our announces come from: the address the engine listens on, when it is a
-    /// specific one, so the tracker hands out the address peers can reach. (Overrides
-    /// `http.bind`.)
+    /// specific one, so the tracker hands out the address peers can reach; or `0.0.0.0`
+    /// / `::` to announce over that family only (a dual-stack client runs one announcer
+    /// per family, so each tracker learns both its addresses; trackers it cannot reach
+    /// over the family are skipped without a warning). (Overrides `http.bind`.)
     pub bind: Option<IpAddr>,
     pub numwant: Option<u32>,
     pub http: HttpConfig,
@@ -154,6 +156,11 @@ fn log_event(event: &ClientEvent, peers: &mpsc::UnboundedSender<Vec<SocketAddr>>
             tracing::debug!(%url, ?seeders, ?leechers, "tracker answered");
         }
         ClientEvent::Warning { url, message } => tracing::warn!(%url, "tracker warning: {message}"),
+        ClientEvent::Failed {
+            url,
+            error: error @ TrackerError::NoRoute(_),
+            ..
+        } => tracing::debug!(%url, "not announcing: {error}"),
         ClientEvent::Failed {
             url,
             error,

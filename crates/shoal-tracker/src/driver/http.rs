@@ -92,18 +92,39 @@ fn io_error(context: &str, e: std::io::Error) -> TrackerError {
     TrackerError::Io(format!("{context}: {e}"))
 }
 
-/// Resolves `url`'s host to one address, preferring the family of `bind`.
+/// Resolves `url`'s host to one address, preferring the family of `bind`. An
+/// unspecified `bind` (`0.0.0.0` or `::`) asks for that family only, and only for an
+/// address this host has a route to: a dual-stack client announces once per family
+/// (BEP 7), and a tracker it cannot reach over one of them is no error worth a warning
+/// ([`TrackerError::NoRoute`]).
 pub async fn resolve(url: &TrackerUrl, bind: Option<IpAddr>) -> Result<SocketAddr, TrackerError> {
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((url.host.as_str(), url.port))
         .await
         .map_err(|e| io_error(&format!("cannot resolve {}", url.host), e))?
         .collect();
+    if let Some(family) = bind.filter(IpAddr::is_unspecified) {
+        return addrs
+            .into_iter()
+            .find(|a| a.is_ipv4() == family.is_ipv4() && routable(family, *a))
+            .ok_or_else(|| {
+                let family = if family.is_ipv4() { "IPv4" } else { "IPv6" };
+                TrackerError::NoRoute(format!("no {family} address of {} to reach", url.host))
+            });
+    }
     addrs
         .iter()
         .find(|a| bind.is_none_or(|b| a.is_ipv4() == b.is_ipv4()))
         .or(addrs.first())
         .copied()
         .ok_or_else(|| TrackerError::Io(format!("{} has no address", url.host)))
+}
+
+/// Whether the system has a route from `family`'s unspecified address to `to`: a UDP
+/// socket connects there (which sends nothing).
+fn routable(family: IpAddr, to: SocketAddr) -> bool {
+    std::net::UdpSocket::bind(SocketAddr::new(family, 0))
+        .and_then(|probe| probe.connect(to))
+        .is_ok()
 }
 
 /// `GET`s `target` (path and query) from `url`'s host and returns the body of a 200.
@@ -496,6 +517,27 @@ mod tests {
         let mut first = None;
         ips.iter()
             .try_for_each(|ip| check_hop(&mut first, ip.parse().unwrap()))
+    }
+
+    #[tokio::test]
+    async fn an_unspecified_bind_resolves_its_own_family_only() {
+        let url = |u: &str| TrackerUrl::parse(u).unwrap();
+        let (v4, v6) = (url("http://127.0.0.1:6969/a"), url("http://[::1]:6969/a"));
+        let (any4, any6): (IpAddr, IpAddr) = ("0.0.0.0".parse().unwrap(), "::".parse().unwrap());
+        assert_eq!(
+            resolve(&v4, Some(any4)).await.unwrap(),
+            "127.0.0.1:6969".parse().unwrap()
+        );
+        assert_eq!(
+            resolve(&v6, Some(any6)).await.unwrap(),
+            "[::1]:6969".parse().unwrap()
+        );
+        for (url, bind) in [(&v4, any6), (&v6, any4)] {
+            let error = resolve(url, Some(bind)).await.unwrap_err();
+            assert!(matches!(error, TrackerError::NoRoute(_)), "{error}");
+        }
+        // Without a family asked for, any address will do.
+        assert!(resolve(&v6, None).await.is_ok());
     }
 
     #[test]

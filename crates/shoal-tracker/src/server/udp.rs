@@ -9,16 +9,11 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use rand::Rng;
+use shoal_core::dual_stack;
 
 use super::connection_id::ConnectionIds;
 use super::{Family, PeerAnnounce, Refusal, Tracker};
 use crate::udp::{Request, Response};
-
-/// The source address with IPv4-mapped IPv6 unwrapped (a dual-stack socket reports
-/// IPv4 clients that way), so swarms hold one form per peer.
-pub fn canonical(addr: SocketAddr) -> SocketAddr {
-    SocketAddr::new(addr.ip().to_canonical(), addr.port())
-}
 
 /// Handles one datagram from `from`; returns the reply, if any, in `out`.
 pub fn handle_packet(
@@ -31,7 +26,8 @@ pub fn handle_packet(
     out: &mut Vec<u8>,
 ) -> bool {
     out.clear();
-    let from = canonical(from);
+    // A dual-stack socket reports IPv4 clients as mapped IPv6: one form per peer.
+    let from = dual_stack::canonical(from);
     let Ok(request) = Request::decode(packet) else {
         return false;
     };

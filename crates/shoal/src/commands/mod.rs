@@ -1,5 +1,6 @@
 //! One module per subcommand, each with its clap `Args` and a `run` function.
 
+pub mod announcers;
 pub mod create;
 pub mod demo;
 pub mod dht;

@@ -20,13 +20,11 @@ use shoal_engine::{
 };
 use shoal_portmap::driver::{Method, PortMapper};
 use shoal_portmap::Protocol;
-use shoal_tracker::client::UdpConfig;
-use shoal_tracker::driver::http::HttpConfig;
-use shoal_tracker::driver::{Announcer, AnnouncerConfig};
 use shoal_tracker::Progress;
 use shoal_utp::UtpSocket;
 use tokio::sync::{mpsc, watch};
 
+use super::announcers::Announcers;
 use super::discovery::{self, Dhts, DiscoveryOptions};
 use super::select::{FileSelection, Selection};
 
@@ -414,33 +412,16 @@ pub async fn run_announced(
     ));
     let outcome = shoal_engine::run(config, events_tx, stop).await;
     // The engine has dropped its event sender, so `announce` returns.
-    if let Ok(Some(announcer)) = announcing.await {
-        announcer.stop(STOP_ANNOUNCE_WAIT).await;
+    if let Ok(Some(announcers)) = announcing.await {
+        announcers.stop(STOP_ANNOUNCE_WAIT).await;
     }
     Ok(outcome?)
-}
-
-/// How shoal announces `info_hash` to `trackers` for a torrent listening on `listen`.
-fn announcer_config(
-    trackers: Vec<Vec<String>>,
-    info_hash: InfoHash,
-    listen: SocketAddr,
-) -> AnnouncerConfig {
-    AnnouncerConfig {
-        trackers,
-        info_hash,
-        port: listen.port(),
-        bind: Some(listen.ip()).filter(|ip| !ip.is_unspecified()),
-        numwant: Some(50),
-        http: HttpConfig::default(),
-        udp: UdpConfig::default(),
-    }
 }
 
 /// Passes engine events on to the display and keeps the trackers told: starts announcing
 /// once the engine listens (its port is known then), reports progress and completion,
 /// and relays the peers the trackers return to the engine's `feed`, telling the display
-/// how many. The DHT hears when we become a seed (BEP 33). Returns the announcer, so the
+/// how many. The DHT hears when we become a seed (BEP 33). Returns the announcers, so the
 /// caller can send `stopped` after the engine stops.
 async fn announce(
     mut events: mpsc::UnboundedReceiver<EngineEvent>,
@@ -449,9 +430,9 @@ async fn announce(
     trackers: Vec<Vec<String>>,
     dht: Dhts,
     feed: mpsc::UnboundedSender<(PeerSource, Vec<SocketAddr>)>,
-) -> Option<Announcer> {
+) -> Option<Announcers> {
     let info = &metainfo.info;
-    let mut announcer = None;
+    let mut announcers = None;
     let (found_tx, mut found) = mpsc::unbounded_channel::<Vec<SocketAddr>>();
     // A torrent complete from the start is a seed: no `completed` to report.
     let mut was_complete = false;
@@ -483,7 +464,7 @@ async fn announce(
                 piece_count,
                 listen: Some(listen),
                 ..
-            } if !trackers.is_empty() && announcer.is_none() => {
+            } if !trackers.is_empty() && announcers.is_none() => {
                 was_complete = have == piece_count;
                 let left = if have == piece_count {
                     0
@@ -492,7 +473,6 @@ async fn announce(
                         .saturating_sub(*have as u64 * u64::from(info.piece_length))
                         .max(1)
                 };
-                let config = announcer_config(trackers.clone(), metainfo.info_hash, *listen);
                 // Whether it is a partial seed is known from the first stats, a second on.
                 let progress = Progress {
                     uploaded: 0,
@@ -500,10 +480,16 @@ async fn announce(
                     left,
                     partial_seed: false,
                 };
-                announcer = Some(Announcer::spawn(config, progress, found_tx.clone()));
+                announcers = Some(Announcers::spawn(
+                    &trackers,
+                    metainfo.info_hash,
+                    *listen,
+                    progress,
+                    &found_tx,
+                ));
             }
             EngineEvent::Stats(s) => {
-                if let Some(a) = &announcer {
+                if let Some(a) = &announcers {
                     let left = s.total_bytes.saturating_sub(s.bytes_have);
                     a.set_progress(Progress {
                         uploaded: s.uploaded,
@@ -516,7 +502,7 @@ async fn announce(
             }
             // Only a download that made us a seed is `completed` to a tracker.
             EngineEvent::Completed { seed: true, .. } if !was_complete => {
-                if let Some(a) = &announcer {
+                if let Some(a) = &announcers {
                     a.completed();
                 }
             }
@@ -524,7 +510,7 @@ async fn announce(
         }
         let _ = display.send(Update::Engine(event));
     }
-    announcer
+    announcers
 }
 
 /// One torrent to run, with where its data lives and how to find peers.
@@ -763,7 +749,8 @@ impl Job {
         // size is unknown until then, so `left` says only that something is left.
         let metadata_announcer =
             (!self.opts.no_tracker && !magnet.trackers.is_empty()).then(|| {
-                let tiers = magnet.trackers.iter().map(|t| vec![t.clone()]).collect();
+                let tiers: Vec<Vec<String>> =
+                    magnet.trackers.iter().map(|t| vec![t.clone()]).collect();
                 let (found, feed) = mpsc::unbounded_channel();
                 feeds.push(discovery::tagged(PeerSource::Tracker, feed));
                 let progress = Progress {
@@ -772,11 +759,7 @@ impl Job {
                     left: 1,
                     partial_seed: false,
                 };
-                Announcer::spawn(
-                    announcer_config(tiers, info_hash, self.listen()),
-                    progress,
-                    found,
-                )
+                Announcers::spawn(&tiers, info_hash, self.listen(), progress, &found)
             });
         let mut feed = discovery::merge_feeds(feeds);
         let mut fetch = MetadataFetch::new(info_hash, PeerId::shoal(rand::random()));

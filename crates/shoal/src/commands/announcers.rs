@@ -1,0 +1,77 @@
+//! A torrent's tracker announces, shared by `get` and `seed` (and a magnet's metadata
+//! phase): one announcer, or on a dual-stack listen socket one per family.
+//!
+//! A tracker learns a client's address from the connection its announce comes over, so
+//! a client on `[::]` that announced only once would be known by one of its two
+//! addresses, and peers of the other family would never hear of it. As libtorrent does
+//! for each of its listen sockets, each family's announcer goes to every tracker that
+//! has an address of that family we can reach, and the others are passed over quietly.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use shoal_core::{dual_stack, InfoHash};
+use shoal_tracker::client::UdpConfig;
+use shoal_tracker::driver::http::HttpConfig;
+use shoal_tracker::driver::{Announcer, AnnouncerConfig};
+use shoal_tracker::Progress;
+use tokio::sync::mpsc;
+
+pub struct Announcers(Vec<Announcer>);
+
+impl Announcers {
+    /// Starts announcing `info_hash` to `trackers` (`started`) for a torrent listening
+    /// on `listen`; the peers the trackers return go to `found`.
+    pub fn spawn(
+        trackers: &[Vec<String>],
+        info_hash: InfoHash,
+        listen: SocketAddr,
+        progress: Progress,
+        found: &mpsc::UnboundedSender<Vec<SocketAddr>>,
+    ) -> Announcers {
+        let binds = if dual_stack::is_dual_stack(listen) {
+            vec![
+                Some(IpAddr::from(Ipv4Addr::UNSPECIFIED)),
+                Some(Ipv6Addr::UNSPECIFIED.into()),
+            ]
+        } else {
+            // A specific address: announce from it, so the tracker hands out that one.
+            vec![Some(listen.ip()).filter(|ip| !ip.is_unspecified())]
+        };
+        let announcers = binds.into_iter().map(|bind| {
+            let config = AnnouncerConfig {
+                trackers: trackers.to_vec(),
+                info_hash,
+                port: listen.port(),
+                bind,
+                numwant: Some(50),
+                http: HttpConfig::default(),
+                udp: UdpConfig::default(),
+            };
+            Announcer::spawn(config, progress, found.clone())
+        });
+        Announcers(announcers.collect())
+    }
+
+    pub fn set_progress(&self, progress: Progress) {
+        for announcer in &self.0 {
+            announcer.set_progress(progress);
+        }
+    }
+
+    /// The download completed: `completed` goes out now.
+    pub fn completed(&self) {
+        for announcer in &self.0 {
+            announcer.completed();
+        }
+    }
+
+    /// Sends `stopped` over every family at once, waiting at most `within`.
+    pub async fn stop(self, within: Duration) {
+        let mut stops = tokio::task::JoinSet::new();
+        for announcer in self.0 {
+            stops.spawn(announcer.stop(within));
+        }
+        while stops.join_next().await.is_some() {}
+    }
+}

@@ -65,8 +65,10 @@ enum Command {
         info_hash: NodeId,
         reply: oneshot::Sender<ScrapeFilters>,
     },
-    Seeding {
+    /// What a subscription announces changed.
+    Reannounce {
         info_hash: NodeId,
+        change: Change,
     },
     Get {
         query: ItemQuery,
@@ -84,6 +86,15 @@ enum Command {
     },
     Stats(oneshot::Sender<DhtStats>),
     Shutdown(oneshot::Sender<()>),
+}
+
+/// A change to what a subscription announces.
+#[derive(Debug, Clone, Copy)]
+enum Change {
+    /// We became a seed.
+    Seed,
+    /// Peers are to reach us on this port.
+    Port(u16),
 }
 
 /// How a subscription announces us: on `port` (`None`: the DHT socket's), as a seed or
@@ -215,8 +226,18 @@ impl DhtHandle {
     /// Its nodes hear so at once (or as soon as a running lookup ends), not at the next
     /// periodic announce.
     pub fn seeding(&self, info_hash: InfoHash) {
-        let _ = self.commands.send(Command::Seeding {
+        let _ = self.commands.send(Command::Reannounce {
             info_hash: info_hash.into(),
+            change: Change::Seed,
+        });
+    }
+
+    /// From now on `info_hash` is announced on `port` (the one a router forwards to us),
+    /// at once as for [`DhtHandle::seeding`].
+    pub fn set_port(&self, info_hash: InfoHash, port: u16) {
+        let _ = self.commands.send(Command::Reannounce {
+            info_hash: info_hash.into(),
+            change: Change::Port(port),
         });
     }
 
@@ -417,11 +438,15 @@ async fn run(
                     next_run: now,
                     announce_again: false,
                 }),
-                Some(Command::Seeding { info_hash }) => {
+                Some(Command::Reannounce { info_hash, change }) => {
                     for sub in subs.iter_mut().filter(|s| s.info_hash == info_hash) {
-                        match &mut sub.announce {
-                            Some(a) if !a.seed => a.seed = true,
-                            _ => continue,
+                        let Some(a) = &mut sub.announce else { continue };
+                        let changed = match change {
+                            Change::Seed => !std::mem::replace(&mut a.seed, true),
+                            Change::Port(port) => a.port.replace(port) != Some(port),
+                        };
+                        if !changed {
+                            continue;
                         }
                         match sub.lookup {
                             Some(_) => sub.announce_again = true,

@@ -1,7 +1,7 @@
 //! 24 shoal DHT nodes over real UDP on loopback (127.0.2.1–24, port 19001), each with
 //! its own tokio driver in this process: they bootstrap from the first, one announces,
-//! and the others' get_peers find it. Also: the routing table is saved on shutdown and
-//! reloaded.
+//! and the others' get_peers find it, then at the port it announces instead. Also: the
+//! routing table is saved on shutdown and reloaded.
 
 use shoal_core::InfoHash;
 use shoal_dht::driver::{DhtHandle, DriverConfig};
@@ -97,6 +97,31 @@ async fn twenty_four_nodes_find_an_announced_peer() {
         .expect("node running");
     assert!((filters.seeds.estimate() - 1.0).abs() < 0.6, "{filters:?}");
     assert!(filters.peers.estimate() < 1.0, "{filters:?}");
+
+    // A router now forwards another port to the announcer: it announces that one at
+    // once, and a lookup finds it there.
+    nodes[4].set_port(info_hash, 7006);
+    let moved = SocketAddr::from(([127, 0, 2, 5], 7006));
+    let got = timeout(Duration::from_secs(10), async {
+        // A lookup of its own each time: one that ran before the new announce landed
+        // would not look again for 15 minutes.
+        loop {
+            let mut found = nodes[19].find_peers(info_hash);
+            let lookup = timeout(Duration::from_millis(500), async {
+                while !found
+                    .recv()
+                    .await
+                    .expect("subscription open")
+                    .contains(&moved)
+                {}
+            });
+            if lookup.await.is_ok() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(got.is_ok(), "the new port was not announced");
 
     // The last node saves its table when its handles are gone, and a restart from that
     // file (no bootstrap address) keeps its id and rejoins.

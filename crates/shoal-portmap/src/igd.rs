@@ -4,8 +4,9 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::{TcpSocket, UdpSocket};
 use tokio::sync::oneshot;
 
 use crate::natpmp::{Event, Protocol};
@@ -47,27 +48,31 @@ pub(crate) async fn run(
         Some(ip) => ip,
         None => return fail(format!("no route to the router at {}", control.url.host)),
     };
-    let external = call(&control, "GetExternalIPAddress", &[]).await;
+    let external = call(&control, client, "GetExternalIPAddress", &[]).await;
     if let Ok(Some(ip)) =
         external.map(|a| a.get("NewExternalIPAddress").and_then(|ip| ip.parse().ok()))
     {
         report(Event::ExternalAddress(ip));
     }
-    let mut mapped = Vec::new();
+    // What the router granted: (protocol, internal port, external port).
+    let mut mapped: Vec<(Protocol, u16, u16)> = Vec::new();
     'renewals: loop {
         for &(protocol, port) in &ports {
             if stopped.try_recv().is_ok() {
                 break 'renewals;
             }
-            match add(&control, client, protocol, port).await {
-                Ok(lease) => {
-                    if !mapped.contains(&(protocol, port)) {
-                        mapped.push((protocol, port));
-                    }
+            let granted = mapped
+                .iter()
+                .find(|m| (m.0, m.1) == (protocol, port))
+                .map(|m| m.2);
+            match add_somewhere(&control, client, protocol, port, granted).await {
+                Ok((external, lease)) => {
+                    mapped.retain(|m| (m.0, m.1) != (protocol, port));
+                    mapped.push((protocol, port, external));
                     report(Event::Mapped {
                         protocol,
                         internal: port,
-                        external: port,
+                        external,
                         lifetime: lease,
                     });
                 }
@@ -91,21 +96,53 @@ pub(crate) async fn run(
     // The removals side by side, so that stopping takes one round trip to the router.
     let removals: Vec<_> = mapped
         .into_iter()
-        .map(|(protocol, port)| {
+        .map(|(protocol, _, external)| {
             let control = control.clone();
             tokio::spawn(async move {
                 let args = [
                     ("NewRemoteHost", String::new()),
-                    ("NewExternalPort", port.to_string()),
+                    ("NewExternalPort", external.to_string()),
                     ("NewProtocol", protocol_name(protocol).to_owned()),
                 ];
-                let _ = call(&control, "DeletePortMapping", &args).await;
+                let _ = call(&control, client, "DeletePortMapping", &args).await;
             })
         })
         .collect();
     for removal in removals {
         let _ = removal.await;
     }
+}
+
+/// Another port tried when the router says the external port is another host's.
+const CONFLICT_RETRIES: u32 = 4;
+
+/// Forwards `internal` from the external port granted before (`granted`), else from
+/// the same port, else, when the router reports a conflict (718, or the 501 some
+/// routers answer instead) from a random one of 40000–49999, as libtorrent does: the
+/// external port and the lease.
+async fn add_somewhere(
+    control: &Control,
+    client: Ipv4Addr,
+    protocol: Protocol,
+    internal: u16,
+    granted: Option<u16>,
+) -> Result<(u16, u32), String> {
+    let mut external = granted.unwrap_or(internal);
+    let mut tries = 0;
+    loop {
+        match add(control, client, protocol, (internal, external)).await {
+            Ok(lease) => return Ok((external, lease)),
+            Err(e) if is_conflict(&e) && tries < CONFLICT_RETRIES => {
+                tries += 1;
+                external = rand::thread_rng().gen_range(40000..50000);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn is_conflict(error: &str) -> bool {
+    error.contains("error 718") || error.contains("error 501")
 }
 
 fn protocol_name(protocol: Protocol) -> &'static str {
@@ -115,20 +152,20 @@ fn protocol_name(protocol: Protocol) -> &'static str {
     }
 }
 
-/// Forwards `port` to `client`'s same port; the lease granted (0: until the router
-/// restarts, for routers that take no other).
+/// Forwards the external port to `client`'s internal one; the lease granted (0: until
+/// the router restarts, for routers that take no other).
 async fn add(
     control: &Control,
     client: Ipv4Addr,
     protocol: Protocol,
-    port: u16,
+    (internal, external): (u16, u16),
 ) -> Result<u32, String> {
     let args = |lease: u32| {
         [
             ("NewRemoteHost", String::new()),
-            ("NewExternalPort", port.to_string()),
+            ("NewExternalPort", external.to_string()),
             ("NewProtocol", protocol_name(protocol).to_owned()),
-            ("NewInternalPort", port.to_string()),
+            ("NewInternalPort", internal.to_string()),
             ("NewInternalClient", client.to_string()),
             ("NewEnabled", "1".to_owned()),
             (
@@ -138,23 +175,26 @@ async fn add(
             ("NewLeaseDuration", lease.to_string()),
         ]
     };
-    match call(control, "AddPortMapping", &args(LEASE)).await {
+    match call(control, client, "AddPortMapping", &args(LEASE)).await {
         Ok(_) => Ok(LEASE),
         // 725: OnlyPermanentLeasesSupported.
-        Err(e) if e.contains("error 725") => {
-            call(control, "AddPortMapping", &args(0)).await.map(|_| 0)
-        }
+        Err(e) if e.contains("error 725") => call(control, client, "AddPortMapping", &args(0))
+            .await
+            .map(|_| 0),
         Err(e) => Err(e),
     }
 }
 
+/// One SOAP call, from `from` (routers in secure mode, as miniupnpd by default, map
+/// ports only to the address a request comes from).
 async fn call(
     control: &Control,
+    from: Ipv4Addr,
     action: &str,
     args: &[(&str, String)],
 ) -> Result<std::collections::HashMap<String, String>, String> {
     let request = upnp::soap_request(control, action, args);
-    let (status, body) = http(control.url.addr(), &request)
+    let (status, body) = http(from, control.url.addr(), &request)
         .await
         .map_err(|e| format!("{action}: {e}"))?;
     upnp::parse_soap_response(status, &body).map_err(|e| format!("{action}: {e}"))
@@ -186,19 +226,19 @@ async fn discover(local: Ipv4Addr) -> Result<Control, String> {
             continue;
         }
         tried.push(location.clone());
-        if let Some(control) = describe(&location).await {
+        if let Some(control) = describe(local, &location).await {
             return Ok(control);
         }
     }
 }
 
-async fn describe(location: &Url) -> Option<Control> {
+async fn describe(from: Ipv4Addr, location: &Url) -> Option<Control> {
     let request = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
         location.path,
         location.addr()
     );
-    let (status, body) = http(location.addr(), request.as_bytes()).await.ok()?;
+    let (status, body) = http(from, location.addr(), request.as_bytes()).await.ok()?;
     (status == 200).then(|| upnp::parse_description(&body, location))?
 }
 
@@ -217,9 +257,13 @@ async fn local_ip_towards(local: Ipv4Addr, to: SocketAddr) -> Option<Ipv4Addr> {
 
 /// One HTTP/1.1 exchange, `Connection: close`: the status and the body (at most
 /// [`MAX_RESPONSE`] bytes; chunked bodies are joined).
-async fn http(addr: SocketAddr, request: &[u8]) -> std::io::Result<(u16, String)> {
+async fn http(from: Ipv4Addr, addr: SocketAddr, request: &[u8]) -> std::io::Result<(u16, String)> {
     let exchange = async {
-        let mut stream = TcpStream::connect(addr).await?;
+        let socket = TcpSocket::new_v4()?;
+        if !from.is_unspecified() {
+            socket.bind(SocketAddr::from((from, 0)))?;
+        }
+        let mut stream = socket.connect(addr).await?;
         stream.write_all(request).await?;
         let mut response = Vec::new();
         let mut buf = [0u8; 4096];

@@ -4,7 +4,8 @@
 //! NAT-PMP (RFC 6886) alone in one test and UPnP IGD alone in the other. A `shoal seed`
 //! at home asks it to forward its port; a `shoal get` outside downloads through the
 //! router's address over TCP and over uTP (the UDP forwarding), and the forwardings are
-//! gone once the seed exits. `--no-port-map` asks for none.
+//! gone once the seed exits. `--no-port-map` asks for none. When the router forwards
+//! another port (6881 is another host's), the seed announces that one to a tracker.
 //!
 //! Needs root, iproute2, nftables and miniupnpd (`.ci/deps` installs them).
 
@@ -52,11 +53,105 @@ fn a_seed_behind_a_upnp_router_is_reached_through_the_port_it_mapped() {
     behind_a_router("upnp", 3600);
 }
 
-/// The scenario of the module documentation, with a router that speaks `method` alone;
-/// shoal asks for `lifetime` seconds that way.
-fn behind_a_router(method: &str, lifetime: u32) {
+#[test]
+fn a_seed_given_another_port_over_nat_pmp_announces_that_one() {
+    given_another_port("natpmp", "nc");
+}
+
+#[test]
+fn a_seed_given_another_port_over_upnp_announces_that_one() {
+    given_another_port("upnp", "uc");
+}
+
+/// Another host at home (192.168.77.3) has the router forward port 6881 to it first, so
+/// our seed's request for 6881 conflicts: NAT-PMP grants another port, and UPnP refuses
+/// (718) until we ask for a random one, as libtorrent does. The seed then announces the
+/// port it was given to a tracker outside, and a `shoal get` outside, which has only the
+/// tracker to go by, reaches it through that port. (At 6881 it would reach the other
+/// host, which seeds another torrent.)
+fn given_another_port(method: &str, tag: &str) {
+    let router = router(method, tag);
+    let (ns, dir) = (&router.ns, &router.dir);
+    let shoal_bin = env!("CARGO_BIN_EXE_shoal");
+    let mut tracker = ns.command("net", "sh");
+    tracker.arg("-c").arg(format!(
+        "exec {shoal_bin} tracker --http 11.88.0.2:6969 --interval 10 2>&1"
+    ));
+    let _tracker = start_and_wait(tracker, "HTTP on", Duration::from_secs(10));
+
+    let (other_src, other_torrent) = make_single(&dir.path().join("other"), 65_537, "64K");
+    let mut other = ns.command("home", shoal_bin);
+    other
+        .args([
+            "seed",
+            path_str(&other_torrent),
+            path_str(&other_src),
+            "--json",
+        ])
+        .args(["--listen", "192.168.77.3:6881", "--no-dht", "--no-tracker"])
+        .args(["--state-dir", path_str(&dir.path().join("other-state"))]);
+    let (_other, other_lines) = spawn_watched(other);
+    let first = r#""external_port":6881,"internal_port":6881"#;
+    wait_lines(&other_lines, &[first], Duration::from_secs(30));
+
+    let (src, torrent) = make_single(dir.path(), 2 * 1024 * 1024 + 3, "256K");
+    let mut meta = shoal_core::Metainfo::from_bytes(&std::fs::read(&torrent).unwrap()).unwrap();
+    meta.trackers = vec![vec!["http://11.88.0.2:6969/announce".to_owned()]];
+    std::fs::write(&torrent, meta.to_bytes()).unwrap();
+    let mut seed = ns.command("home", shoal_bin);
+    seed.args(["seed", path_str(&torrent), path_str(&src), "--json"])
+        .args(["--listen", "192.168.77.2:6881", "--no-dht"])
+        .args(["--state-dir", path_str(&dir.path().join("seed-state"))]);
+    let (_seed, lines) = spawn_watched(seed);
+    let tcp = format!(r#""method":"{method}","protocol":"tcp""#);
+    let seen = wait_lines(&lines, &[&tcp], Duration::from_secs(30));
+    let mapped: serde_json::Value =
+        serde_json::from_str(seen.iter().find(|l| l.contains(&tcp)).unwrap()).unwrap();
+    assert_eq!(mapped["event"], "port_mapped", "{mapped}");
+    assert_eq!(mapped["internal_port"], 6881, "{mapped}");
+    let external = mapped["external_port"].as_u64().unwrap();
+    assert_ne!(external, 6881, "{mapped}");
+    let forwarded = forwardings(ns);
+    assert!(
+        // 0x6: TCP.
+        forwarded.contains(&format!(
+            "0x6 th dport {external} dnat ip to 192.168.77.2:6881"
+        )),
+        "{forwarded}"
+    );
+
+    let out = dir.path().join("out");
+    let mut get = ns.command("net", shoal_bin);
+    get.args(["get", path_str(&torrent), "-o", path_str(&out)])
+        .args([
+            "--no-seed",
+            "--json",
+            "--listen",
+            "11.88.0.2:7000",
+            "--no-dht",
+        ])
+        .args(["--state-dir", path_str(&dir.path().join("get-state"))]);
+    let events = json_events(&mut get);
+    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+    let connected = events_named(&events, "peer_connected");
+    let reached = format!("11.88.0.1:{external}");
+    assert!(
+        connected.iter().any(|e| e["addr"] == reached.as_str()),
+        "{reached}: {connected:?}"
+    );
+}
+
+/// A home network behind miniupnpd speaking `method` alone, as the module documentation
+/// says; `tag` names its namespaces.
+struct Router {
+    ns: Namespaces,
+    dir: tempfile::TempDir,
+    _daemon: Guard,
+}
+
+fn router(method: &str, tag: &str) -> Router {
     require("miniupnpd");
-    let mut ns = Namespaces::new(&method[..2]);
+    let mut ns = Namespaces::new(tag);
     for host in ["gw", "home", "net"] {
         ns.add(host);
     }
@@ -68,10 +163,9 @@ fn behind_a_router(method: &str, lifetime: u32) {
         &["ip", "addr", "add", "192.168.77.1/24", "dev", "lan0"],
     );
     ns.exec("net", &["ip", "addr", "add", "11.88.0.2/24", "dev", "eth0"]);
-    ns.exec(
-        "home",
-        &["ip", "addr", "add", "192.168.77.2/24", "dev", "eth0"],
-    );
+    for ip in ["192.168.77.2/24", "192.168.77.3/24"] {
+        ns.exec("home", &["ip", "addr", "add", ip, "dev", "eth0"]);
+    }
     ns.exec(
         "home",
         &["ip", "route", "add", "default", "via", "192.168.77.1"],
@@ -96,8 +190,8 @@ fn behind_a_router(method: &str, lifetime: u32) {
     )
     .expect("write miniupnpd.conf");
     let pid_file = dir.path().join("miniupnpd.pid");
-    let mut router = ns.command("gw", "sh");
-    router.arg("-c").arg(format!(
+    let mut daemon = ns.command("gw", "sh");
+    daemon.arg("-c").arg(format!(
         "exec miniupnpd -d -f {} -P {} 2>&1",
         path_str(&config),
         path_str(&pid_file)
@@ -107,9 +201,20 @@ fn behind_a_router(method: &str, lifetime: u32) {
     } else {
         "HTTP listening on port"
     };
-    let _router = start_and_wait(router, ready, Duration::from_secs(20));
+    let daemon = start_and_wait(daemon, ready, Duration::from_secs(20));
     assert!(!forwardings(&ns).contains("dnat"), "nothing forwarded yet");
+    Router {
+        ns,
+        dir,
+        _daemon: daemon,
+    }
+}
 
+/// The scenario of the module documentation, with a router that speaks `method` alone;
+/// shoal asks for `lifetime` seconds that way.
+fn behind_a_router(method: &str, lifetime: u32) {
+    let router = router(method, &method[..2]);
+    let (ns, dir) = (&router.ns, &router.dir);
     let (src, torrent) = make_single(dir.path(), 3 * 1024 * 1024 + 17, "256K");
     let mut seed = ns.command("home", env!("CARGO_BIN_EXE_shoal"));
     seed.args(["seed", path_str(&torrent), path_str(&src), "--json"])
@@ -128,7 +233,7 @@ fn behind_a_router(method: &str, lifetime: u32) {
         &["\"started\"", &tcp, &udp],
         Duration::from_secs(30),
     );
-    let forwarded = forwardings(&ns);
+    let forwarded = forwardings(ns);
     assert_eq!(
         forwarded.matches("dnat ip to 192.168.77.2:6881").count(),
         2,
@@ -164,8 +269,8 @@ fn behind_a_router(method: &str, lifetime: u32) {
     run_ok(Command::new("kill").args(["-TERM", &pid]));
     seed.wait_exit(Duration::from_secs(10), "the seed exits on SIGTERM");
     let deadline = Instant::now() + Duration::from_secs(5);
-    while forwardings(&ns).contains("dnat") {
-        assert!(Instant::now() < deadline, "{}", forwardings(&ns));
+    while forwardings(ns).contains("dnat") {
+        assert!(Instant::now() < deadline, "{}", forwardings(ns));
         std::thread::sleep(Duration::from_millis(100));
     }
 
@@ -183,5 +288,5 @@ fn behind_a_router(method: &str, lifetime: u32) {
         .args(["--state-dir", path_str(&dir.path().join("quiet-state"))]);
     let _quiet = start_and_wait(quiet, "\"started\"", Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(1));
-    assert!(!forwardings(&ns).contains("dnat"), "{}", forwardings(&ns));
+    assert!(!forwardings(ns).contains("dnat"), "{}", forwardings(ns));
 }

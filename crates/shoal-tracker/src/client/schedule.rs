@@ -148,6 +148,18 @@ impl TrackerClient {
         }
     }
 
+    /// Peers are to reach us on `port` from now on (a router forwards it to us): a
+    /// tracker that knows us at another port hears of it at once.
+    pub fn set_port(&mut self, port: u16, now: Instant) {
+        if port == self.params.port {
+            return;
+        }
+        self.params.port = port;
+        if self.trackers.iter().any(|t| t.started) {
+            self.next_round = self.next_round.min(now);
+        }
+    }
+
     fn request(&self, t: &Tracker, event: Event) -> AnnounceRequest {
         AnnounceRequest {
             info_hash: self.params.info_hash,
@@ -403,6 +415,30 @@ mod tests {
         assert_eq!(stops.len(), 1);
         assert_eq!(stops[0].request.event, Event::Stopped);
         assert_eq!(stops[0].request.numwant, Some(0));
+    }
+
+    #[test]
+    fn a_new_port_is_announced_at_once() {
+        let now = Instant::now();
+        let mut c = client(&[&["udp://a:1"]], now);
+        c.set_port(6881, now);
+        let job = c.poll_announce(now).unwrap();
+        assert_eq!(
+            (job.request.event, job.request.port),
+            (Event::Started, 6881)
+        );
+        c.handle_response(now, &job, ok_response(1800));
+        assert!(c.poll_announce(now).is_none(), "next round in 30 minutes");
+        let later = now + Duration::from_secs(5);
+        c.set_port(41234, later);
+        let job = c.poll_announce(later).unwrap();
+        assert_eq!((job.request.event, job.request.port), (Event::None, 41234));
+        c.handle_response(later, &job, ok_response(1800));
+        c.set_port(41234, later);
+        assert!(
+            c.poll_announce(later).is_none(),
+            "the same port again is no news"
+        );
     }
 
     #[test]

@@ -47,6 +47,7 @@ pub struct AnnouncerConfig {
 enum Command {
     Progress(Progress),
     Completed,
+    Port(u16),
     Stop(Duration, oneshot::Sender<()>),
 }
 
@@ -87,6 +88,12 @@ impl Announcer {
     /// The download completed: `completed` goes out now.
     pub fn completed(&self) {
         let _ = self.commands.send(Command::Completed);
+    }
+
+    /// Peers are to reach us on `port` from now on (what a router forwards to us): the
+    /// trackers hear of it at once.
+    pub fn set_port(&self, port: u16) {
+        let _ = self.commands.send(Command::Port(port));
     }
 
     /// Sends `stopped` to every tracker that counts us and waits for the answers, at
@@ -214,6 +221,7 @@ async fn run(
             command = commands.recv() => match command {
                 Some(Command::Progress(p)) => client.set_progress(p),
                 Some(Command::Completed) => client.completed(Instant::now()),
+                Some(Command::Port(port)) => client.set_port(port, Instant::now()),
                 Some(Command::Stop(within, done)) => break Some((within, done)),
                 None => break None,
             },

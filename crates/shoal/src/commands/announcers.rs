@@ -17,15 +17,17 @@ use shoal_tracker::driver::{Announcer, AnnouncerConfig};
 use shoal_tracker::Progress;
 use tokio::sync::mpsc;
 
-pub struct Announcers(Vec<Announcer>);
+/// The announcers, each with whether it announces over IPv4.
+pub struct Announcers(Vec<(bool, Announcer)>);
 
 impl Announcers {
     /// Starts announcing `info_hash` to `trackers` (`started`) for a torrent listening
-    /// on `listen`; the peers the trackers return go to `found`.
+    /// on `listen`, over IPv4 on `ipv4_port` if a router forwards that one to us; the
+    /// peers the trackers return go to `found`.
     pub fn spawn(
         trackers: &[Vec<String>],
         info_hash: InfoHash,
-        listen: SocketAddr,
+        (listen, ipv4_port): (SocketAddr, Option<u16>),
         progress: Progress,
         found: &mpsc::UnboundedSender<Vec<SocketAddr>>,
     ) -> Announcers {
@@ -39,37 +41,46 @@ impl Announcers {
             vec![Some(listen.ip()).filter(|ip| !ip.is_unspecified())]
         };
         let announcers = binds.into_iter().map(|bind| {
+            let ipv4 = bind.map_or(listen.is_ipv4(), |ip| ip.is_ipv4());
             let config = AnnouncerConfig {
                 trackers: trackers.to_vec(),
                 info_hash,
-                port: listen.port(),
+                port: ipv4_port.filter(|_| ipv4).unwrap_or(listen.port()),
                 bind,
                 numwant: Some(50),
                 http: HttpConfig::default(),
                 udp: UdpConfig::default(),
             };
-            Announcer::spawn(config, progress, found.clone())
+            (ipv4, Announcer::spawn(config, progress, found.clone()))
         });
         Announcers(announcers.collect())
     }
 
     pub fn set_progress(&self, progress: Progress) {
-        for announcer in &self.0 {
+        for (_, announcer) in &self.0 {
             announcer.set_progress(progress);
         }
     }
 
     /// The download completed: `completed` goes out now.
     pub fn completed(&self) {
-        for announcer in &self.0 {
+        for (_, announcer) in &self.0 {
             announcer.completed();
+        }
+    }
+
+    /// A router forwards `port` to us (port mapping is IPv4's): announces over IPv4 say
+    /// that port from now on, as libtorrent announces its external port.
+    pub fn set_ipv4_port(&self, port: u16) {
+        for (_, announcer) in self.0.iter().filter(|(ipv4, _)| *ipv4) {
+            announcer.set_port(port);
         }
     }
 
     /// Sends `stopped` over every family at once, waiting at most `within`.
     pub async fn stop(self, within: Duration) {
         let mut stops = tokio::task::JoinSet::new();
-        for announcer in self.0 {
+        for (_, announcer) in self.0 {
             stops.spawn(announcer.stop(within));
         }
         while stops.join_next().await.is_some() {}

@@ -24,7 +24,7 @@ use shoal_tracker::{ScrapeCounts, TrackerUrl};
 use tokio::sync::{mpsc, watch};
 
 use super::discovery::Dhts;
-use super::transfer::{run_announced, show_progress, Update};
+use super::transfer::{run_announced, show_progress, ExternalPort, Update};
 use shoal_core::units::{format_size, parse_size};
 
 /// Make a sample file and a torrent for it, start a tracker and 3 seeds on loopback, and
@@ -147,6 +147,11 @@ impl LocalTracker {
 }
 
 /// Starts a seed that announces to the torrent's tracker; returns once it listens.
+/// The demo's peers are on loopback: no router forwards a port to them.
+fn no_mapping() -> ExternalPort {
+    watch::channel(None).1
+}
+
 async fn start_seed(
     config: TorrentConfig,
     trackers: Vec<Vec<String>>,
@@ -155,8 +160,7 @@ async fn start_seed(
     let (updates_tx, mut updates) = mpsc::unbounded_channel();
     let task = tokio::spawn(run_announced(
         config,
-        trackers,
-        Dhts::default(),
+        (trackers, Dhts::default(), no_mapping()),
         updates_tx,
         stop,
     ));
@@ -309,7 +313,12 @@ pub fn run(args: Args) -> Result<()> {
         );
         let display = tokio::spawn(show_progress(updates, metainfo.clone(), args.json));
         let started = Instant::now();
-        let outcome = run_announced(config, trackers.clone(), Dhts::default(), updates_tx, stop).await;
+        let outcome = run_announced(
+            config,
+            (trackers.clone(), Dhts::default(), no_mapping()),
+            updates_tx,
+            stop,
+        ).await;
         let elapsed = started.elapsed();
         let _ = display.await;
         // The downloader has told the tracker `completed` and `stopped` on its way out.

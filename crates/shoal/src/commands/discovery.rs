@@ -103,7 +103,13 @@ pub type SharedUdp = (Arc<tokio::net::UdpSocket>, shoal_utp::OtherDatagrams);
 /// one in the IPv6 DHT (BEP 32: separate networks, each with its own routing table), as
 /// libtorrent runs one per listen socket. Every torrent is announced in each.
 #[derive(Clone, Default)]
-pub struct Dhts(Vec<DhtHandle>);
+pub struct Dhts(Vec<(Family, DhtHandle)>);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
+}
 
 impl Dhts {
     /// Announces `info_hash` on `port` in every node (as a seed if `seed`, BEP 33): the
@@ -116,20 +122,28 @@ impl Dhts {
     ) -> Vec<mpsc::UnboundedReceiver<Vec<SocketAddr>>> {
         self.0
             .iter()
-            .map(|dht| dht.announce(info_hash, Some(port), seed))
+            .map(|(_, dht)| dht.announce(info_hash, Some(port), seed))
             .collect()
     }
 
     /// We became a seed of `info_hash`: the next announces say so.
     pub fn seeding(&self, info_hash: InfoHash) {
-        for dht in &self.0 {
+        for (_, dht) in &self.0 {
             dht.seeding(info_hash);
+        }
+    }
+
+    /// A router forwards `port` to us (port mapping is IPv4's): the IPv4 node announces
+    /// `info_hash` on that port from now on.
+    pub fn set_ipv4_port(&self, info_hash: InfoHash, port: u16) {
+        for (_, dht) in self.0.iter().filter(|(family, _)| *family == Family::V4) {
+            dht.set_port(info_hash, port);
         }
     }
 
     /// Stops the nodes, each once its routing table is saved.
     pub async fn shutdown(self) {
-        for dht in self.0 {
+        for (_, dht) in self.0 {
             dht.shutdown().await;
         }
     }
@@ -173,7 +187,12 @@ pub async fn start(
                 .await
                 .with_context(|| format!("{addr}: cannot open the DHT's UDP socket"))?,
         };
-        return Ok(Dhts(vec![handle]));
+        let family = if addr.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        };
+        return Ok(Dhts(vec![(family, handle)]));
     }
     let (udp, incoming) = match shared {
         Some(shared) => shared,
@@ -182,8 +201,11 @@ pub async fn start(
     };
     let (v4, v6) = split_by_family(incoming);
     Ok(Dhts(vec![
-        DhtHandle::spawn_shared(config(false), udp.clone(), v4)?,
-        DhtHandle::spawn_shared(config(true), udp, v6)?,
+        (
+            Family::V4,
+            DhtHandle::spawn_shared(config(false), udp.clone(), v4)?,
+        ),
+        (Family::V6, DhtHandle::spawn_shared(config(true), udp, v6)?),
     ]))
 }
 

@@ -361,6 +361,10 @@ where
 /// How long a clean exit waits for trackers to acknowledge `stopped`.
 const STOP_ANNOUNCE_WAIT: Duration = Duration::from_secs(2);
 
+/// The port the router forwards to our listen port (port mapping), once it says; peers
+/// outside the NAT reach us there, so trackers and the DHT are told that one.
+pub type ExternalPort = watch::Receiver<Option<u16>>;
+
 /// What the progress display is told: the engine's events, and what the trackers said.
 #[derive(Debug)]
 pub enum Update {
@@ -381,8 +385,7 @@ pub enum Update {
 /// finds its peers exactly the way a user's swarm does.
 pub async fn run_announced(
     mut config: TorrentConfig,
-    trackers: Vec<Vec<String>>,
-    dht: Dhts,
+    (trackers, dht, external_port): (Vec<Vec<String>>, Dhts, ExternalPort),
     display: mpsc::UnboundedSender<Update>,
     stop: watch::Receiver<bool>,
 ) -> Result<Outcome> {
@@ -403,7 +406,7 @@ pub async fn run_announced(
     }
     let (events_tx, events) = mpsc::unbounded_channel();
     let announcing = tokio::spawn(announce(
-        events,
+        (events, external_port),
         display,
         config.metainfo.clone(),
         trackers,
@@ -424,7 +427,7 @@ pub async fn run_announced(
 /// how many. The DHT hears when we become a seed (BEP 33). Returns the announcers, so the
 /// caller can send `stopped` after the engine stops.
 async fn announce(
-    mut events: mpsc::UnboundedReceiver<EngineEvent>,
+    (mut events, mut external_port): (mpsc::UnboundedReceiver<EngineEvent>, ExternalPort),
     display: mpsc::UnboundedSender<Update>,
     metainfo: Arc<Metainfo>,
     trackers: Vec<Vec<String>>,
@@ -432,7 +435,7 @@ async fn announce(
     feed: mpsc::UnboundedSender<(PeerSource, Vec<SocketAddr>)>,
 ) -> Option<Announcers> {
     let info = &metainfo.info;
-    let mut announcers = None;
+    let mut announcers: Option<Announcers> = None;
     let (found_tx, mut found) = mpsc::unbounded_channel::<Vec<SocketAddr>>();
     // A torrent complete from the start is a seed: no `completed` to report.
     let mut was_complete = false;
@@ -445,6 +448,15 @@ async fn announce(
             Some(peers) = found.recv() => {
                 let _ = display.send(Update::TrackerPeers(peers.len()));
                 let _ = feed.send((PeerSource::Tracker, peers));
+                continue;
+            }
+            Ok(()) = external_port.changed() => {
+                if let Some(port) = *external_port.borrow_and_update() {
+                    dht.set_ipv4_port(metainfo.info_hash, port);
+                    if let Some(a) = &announcers {
+                        a.set_ipv4_port(port);
+                    }
+                }
                 continue;
             }
         };
@@ -483,7 +495,7 @@ async fn announce(
                 announcers = Some(Announcers::spawn(
                     &trackers,
                     metainfo.info_hash,
-                    *listen,
+                    (*listen, *external_port.borrow()),
                     progress,
                     &found_tx,
                 ));
@@ -680,8 +692,13 @@ impl Job {
     /// Asks the default gateway to forward the listen port (see `--no-port-map`): TCP
     /// unless `--utp only`, UDP when uTP or the DHT listen there. Only from all addresses
     /// or a private one (a public address has no NAT in front of it, loopback no router),
-    /// and only if there is a default route. What the router says goes to `display`.
-    async fn map_ports(&self, display: &mpsc::UnboundedSender<Update>) -> Option<PortMapper> {
+    /// and only if there is a default route. What the router says goes to `display`, and
+    /// the external port peers dial (TCP's, uTP's under `--utp only`) to `external`.
+    async fn map_ports(
+        &self,
+        display: &mpsc::UnboundedSender<Update>,
+        external: watch::Sender<Option<u16>>,
+    ) -> Option<PortMapper> {
         let listen = self.listen();
         // NAT-PMP and UPnP map IPv4 ports; a dual-stack socket takes IPv4 on them all.
         let ip = match listen.ip() {
@@ -702,8 +719,22 @@ impl Job {
         if self.opts.utp != UtpArg::Off || dht_here {
             ports.push((Protocol::Udp, listen.port()));
         }
+        let dialled = match self.opts.utp {
+            UtpArg::Only => Protocol::Udp,
+            _ => Protocol::Tcp,
+        };
         let answers = display.clone();
         let report = move |method, answer| {
+            if let shoal_portmap::Event::Mapped {
+                protocol,
+                external: port,
+                ..
+            } = answer
+            {
+                if protocol == dialled {
+                    external.send_replace(Some(port));
+                }
+            }
             let _ = answers.send(Update::PortMap(method, answer));
         };
         match shoal_portmap::driver::spawn(gateway, ip, ports, report).await {
@@ -759,7 +790,7 @@ impl Job {
                     left: 1,
                     partial_seed: false,
                 };
-                Announcers::spawn(&tiers, info_hash, self.listen(), progress, &found)
+                Announcers::spawn(&tiers, info_hash, (self.listen(), None), progress, &found)
             });
         let mut feed = discovery::merge_feeds(feeds);
         let mut fetch = MetadataFetch::new(info_hash, PeerId::shoal(rand::random()));
@@ -848,7 +879,8 @@ impl Job {
         let listen = self.listen();
         let json = self.opts.json;
         let (display_tx, display_events) = mpsc::unbounded_channel();
-        let mapper = self.map_ports(&display_tx).await;
+        let (external_tx, external_port) = watch::channel(None);
+        let mapper = self.map_ports(&display_tx, external_tx).await;
         let seed_limit = self.opts.seed_limit();
         let trackers = if self.opts.no_tracker {
             Vec::new()
@@ -891,7 +923,8 @@ impl Job {
             Some(done) => run_on_complete(done, display_tx),
             None => display_tx,
         };
-        let outcome = run_announced(config, trackers, dht.clone(), engine_updates, stop).await;
+        let announcing = (trackers, dht.clone(), external_port);
+        let outcome = run_announced(config, announcing, engine_updates, stop).await;
         if let Some(mapper) = mapper {
             mapper.stop().await;
         }

@@ -5,8 +5,26 @@
 //! addresses. Everything above the socket (address books, ban lists, the DHT's family
 //! check, what PEX tells others) wants the plain IPv4 address, so addresses are made
 //! [`canonical`] where they come off the socket and [`for_socket`] where they go onto it.
+//! Every listening socket of shoal is made by [`bind`], so `[::]` means the same
+//! everywhere, whatever the system's default (`net.ipv6.bindv6only`).
 
 use std::net::{IpAddr, SocketAddr};
+
+/// A non-blocking socket of `kind` (stream or datagram) bound at `addr`: on `[::]`,
+/// dual-stack (`IPV6_V6ONLY` off); a stream one with `SO_REUSEADDR`, as tokio binds
+/// its listeners, so that a restart takes its port while old connections linger.
+pub fn bind(addr: SocketAddr, kind: socket2::Type) -> std::io::Result<socket2::Socket> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), kind, None)?;
+    if is_dual_stack(addr) {
+        socket.set_only_v6(false)?;
+    }
+    if kind == socket2::Type::STREAM {
+        socket.set_reuse_address(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket)
+}
 
 /// `addr` with an IPv4-mapped IPv6 address turned into the IPv4 address it carries.
 pub fn canonical(addr: SocketAddr) -> SocketAddr {
@@ -54,6 +72,29 @@ mod tests {
             canonical(for_socket(a("10.0.0.7:1"), dual)),
             a("10.0.0.7:1")
         );
+    }
+
+    #[test]
+    fn a_socket_on_every_ipv6_address_takes_ipv4_too() {
+        let Ok(udp) = bind(a("[::]:0"), socket2::Type::DGRAM) else {
+            return; // No IPv6 on this system.
+        };
+        let udp = std::net::UdpSocket::from(udp);
+        udp.set_nonblocking(false).unwrap();
+        udp.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let port = udp.local_addr().unwrap().port();
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sender
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        sender.send_to(b"hi", ("127.0.0.1", port)).unwrap();
+        let mut buf = [0; 2];
+        let (_, from) = udp.recv_from(&mut buf).unwrap();
+        assert_eq!(canonical(from), sender.local_addr().unwrap());
+        udp.send_to(b"yo", for_socket(sender.local_addr().unwrap(), a("[::]:0")))
+            .unwrap();
+        assert_eq!(sender.recv_from(&mut buf).unwrap().0, 2);
     }
 
     #[test]

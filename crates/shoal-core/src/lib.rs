@@ -2,10 +2,11 @@
 //! [`Metainfo`] of a `.torrent` file (and the [`TorrentBuilder`] that writes one), and
 //! [`Magnet`] links.
 //!
-//! Nothing here does I/O. Everything that comes from outside (a torrent file, a magnet
-//! link) is parsed once, at this boundary, into types whose invariants later code can
-//! trust: piece counts that match the total length, file paths that cannot leave the
-//! download directory, lengths that do not overflow.
+//! Nothing here does I/O but bind sockets ([`dual_stack::bind`]). Everything that comes
+//! from outside (a torrent file, a magnet link) is parsed once, at this boundary, into
+//! types whose invariants later code can trust: piece counts that match the total
+//! length, file paths that cannot leave the download directory, lengths that do not
+//! overflow.
 
 pub mod compact;
 #[doc(hidden)]

@@ -357,9 +357,7 @@ impl Socket {
             Socket::Own(udp) => udp,
             Socket::Shared { udp, .. } => udp,
         };
-        if let Ok(local) = udp.local_addr() {
-            let _ = udp.send_to(packet, dual_stack::for_socket(to, local)).await;
-        }
+        let _ = udp.send_to(packet, to).await;
     }
 
     /// The next datagram, copied into `buf`: its length and sender.
@@ -409,7 +407,10 @@ async fn run(
             on_event(event, &mut subs, &mut oneshots, &config, now);
         }
         while let Some((to, packet)) = dht.poll_transmit() {
-            socket.send_to(&packet, to).await;
+            // IPv4 addresses mapped for a dual-stack socket (of the family `listen` has).
+            socket
+                .send_to(&packet, dual_stack::for_socket(to, config.listen))
+                .await;
         }
         if now >= next_save {
             next_save = now + SAVE_EVERY;

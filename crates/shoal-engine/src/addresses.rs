@@ -19,7 +19,7 @@ use crate::IpFilter;
 
 use shoal_wire::pex::PexFlags;
 
-use shoal_core::peer_priority;
+use shoal_core::{dual_stack, peer_priority};
 
 /// Addresses kept per torrent. Beyond it a new address takes the place of a failed one,
 /// or is ignored if none has failed.
@@ -140,9 +140,10 @@ impl AddressBook {
     }
 
     /// Learns of `addr`, a peer's listen address; a known address adds `source` to its
-    /// sources.
+    /// sources. An IPv4-mapped address (a tracker's `peers6`, PEX `added6`) is kept as
+    /// the IPv4 address it is, the form connections report.
     pub fn add(&mut self, addr: SocketAddr, source: PeerSource, now: Instant) {
-        self.insert(addr, source, true, now);
+        self.insert(dual_stack::canonical(addr), source, true, now);
     }
 
     /// Learns of `addr` from a peer exchange message that `from` sent, with what it said
@@ -155,6 +156,7 @@ impl AddressBook {
         from: SocketAddr,
         now: Instant,
     ) {
+        let addr = dual_stack::canonical(addr);
         self.add(addr, PeerSource::Pex, now);
         let Some(e) = self.entries.get_mut(&addr) else {
             return;
@@ -340,6 +342,12 @@ impl AddressBook {
         if let Some(e) = self.entries.get_mut(&addr) {
             e.banned = true;
         }
+    }
+
+    /// `addr` turned out to be one of ours: as a banned address, never dialled again
+    /// nor passed on to others, but with nothing to report.
+    pub fn ours(&mut self, addr: SocketAddr) {
+        self.ban(addr);
     }
 
     pub fn is_banned(&self, addr: &SocketAddr) -> bool {
@@ -578,6 +586,27 @@ mod tests {
         assert!(!book.entries.contains_key(&at(4)), "failed most");
         assert!(book.is_banned(&at(5)), "a ban is remembered");
         assert_eq!(book.entries.len(), MAX_ADDRESSES);
+    }
+
+    /// A mapped address is the IPv4 one it carries; an address found to be ours is
+    /// never dialled again, whoever names it.
+    #[test]
+    fn mapped_addresses_are_ipv4_and_our_own_are_not_dialled() {
+        let now = Instant::now();
+        let mut book = AddressBook::default();
+        let (v4, ours) = (addr("10.0.0.7:6881"), addr("[2001:db8::5]:6881"));
+        book.add(addr("[::ffff:10.0.0.7]:6881"), Tracker, now);
+        book.add_from_pex(addr("[::ffff:10.0.0.7]:6881"), PexFlags::UTP, ours, now);
+        book.add(ours, Tracker, now);
+        assert_eq!(book.entries.len(), 2, "one entry per peer");
+        let due = book.due(now, 10, false, None);
+        assert!(due.contains(&v4) && due.contains(&ours), "{due:?}");
+        book.disconnected(v4, true, false, now);
+        book.disconnected(ours, true, false, now);
+        book.ours(ours);
+        book.add(ours, Tracker, now);
+        let later = now + Duration::from_secs(3600);
+        assert_eq!(book.due(later, 10, false, None), [v4]);
     }
 
     /// PEX flags: a seed is skipped once we are done; a hole-punching peer names its

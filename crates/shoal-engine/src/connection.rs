@@ -277,18 +277,7 @@ pub fn handshake_slots() -> Arc<tokio::sync::Semaphore> {
 /// A TCP listener on `addr`; on `[::]`, dual-stack (IPv4 peers too) whatever the
 /// system's default, as libtorrent listens.
 pub fn bind_listener(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        Some(socket2::Protocol::TCP),
-    )?;
-    if dual_stack::is_dual_stack(addr) {
-        socket.set_only_v6(false)?;
-    }
-    // As tokio's own `bind`: a restart may take the port while old connections linger.
-    socket.set_reuse_address(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
+    let socket = dual_stack::bind(addr, socket2::Type::STREAM)?;
     socket.listen(1024)?;
     tokio::net::TcpListener::from_std(socket.into())
 }

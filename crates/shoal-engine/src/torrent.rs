@@ -31,7 +31,8 @@ use shoal_wire::holepunch::{Holepunch, HolepunchPeer, OUR_UT_HOLEPUNCH_ID, UT_HO
 use shoal_wire::metadata::{self, OUR_UT_METADATA_ID, UT_METADATA};
 use shoal_wire::pex::{PexFlags, PexPeer, OUR_UT_PEX_ID, UT_PEX};
 use shoal_wire::{
-    ExtensionHandshake, HashRange, PeerSession, SessionConfig, OUR_UPLOAD_ONLY_ID, UPLOAD_ONLY,
+    ExtensionHandshake, HashRange, PeerSession, SessionConfig, WireError, OUR_UPLOAD_ONLY_ID,
+    UPLOAD_ONLY,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -87,6 +88,10 @@ pub struct TorrentConfig {
     pub sequential: bool,
     /// Addresses no connection is made to or taken from (a blocklist).
     pub ip_filter: Option<Arc<IpFilter>>,
+    /// The port a router forwards to our listen port (port mapping), once it says: our
+    /// BEP 10 handshake tells it to peers with a public IPv4 address, which reach us
+    /// through the router, as libtorrent tells its external port.
+    pub external_port: Option<watch::Receiver<Option<u16>>>,
     /// The files to download, as indices into the torrent's file list (padding files
     /// included); `None` for all. Only the pieces holding their bytes are fetched, so
     /// files next to a selected one get the bytes of the pieces they share with it.
@@ -770,6 +775,11 @@ impl Io<Peer> for EngineIo {
         // peer (both ends dialled at once, as hole punching has them do).
         let failed = !peer.link.connected && reason != DUPLICATE;
         self.addresses.disconnected(peer.addr, failed, done, now);
+        // An address of ours (the other family's, or our router's) came back from a
+        // tracker, the DHT or a peer exchange.
+        if peer.dialled && reason == WireError::SelfConnection.to_string() {
+            self.addresses.ours(peer.addr);
+        }
         if failed && peer.dialled {
             self.addresses.failed_over(peer.addr, peer.transport);
         }
@@ -984,6 +994,18 @@ impl Actor {
         }
     }
 
+    /// The port a peer at `addr` reaches us on, when a router forwards one to us and the
+    /// peer is on the internet (on the LAN, it reaches our listen port itself).
+    fn external_port_for(&self, addr: SocketAddr) -> Option<u16> {
+        let IpAddr::V4(ip) = addr.ip().to_canonical() else {
+            return None; // Port mapping is IPv4's.
+        };
+        if ip.is_private() || ip.is_loopback() || ip.is_link_local() || ip.is_unspecified() {
+            return None;
+        }
+        *self.io.config.external_port.as_ref()?.borrow()
+    }
+
     fn session_config(&self) -> SessionConfig {
         let metainfo = &self.io.config.metainfo;
         let info = &metainfo.info;
@@ -1030,6 +1052,9 @@ impl Actor {
             IpAddr::V4(ip) => ip.octets().to_vec(),
             IpAddr::V6(ip) => ip.octets().to_vec(),
         });
+        if let Some(port) = self.external_port_for(addr) {
+            config.extension_handshake.p = Some(port);
+        }
         let is_incoming = incoming.is_some();
         let session = match incoming {
             None => PeerSession::new(config, now),

@@ -208,6 +208,8 @@ impl UtpSocket {
     /// Opens a connection to `peer`. Fails after the SYN's retransmissions (about 7 s),
     /// or at once if the peer resets it.
     pub async fn connect(&self, peer: SocketAddr) -> io::Result<UtpStream> {
+        // Keyed as its answers will come in.
+        let peer = dual_stack::canonical(peer);
         let now = Instant::now();
         let entry = {
             let mut conns = self.inner.conns.lock().expect("not poisoned");
@@ -266,21 +268,12 @@ impl Drop for UtpSocket {
     }
 }
 
-/// A non-blocking UDP socket on `addr` with large kernel buffers (as far as the system
-/// allows); on `[::]`, dual-stack whatever the system's default.
+/// A non-blocking UDP socket on `addr` (dual-stack on `[::]`) with large kernel buffers
+/// (as far as the system allows).
 fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::DGRAM,
-        Some(socket2::Protocol::UDP),
-    )?;
-    if dual_stack::is_dual_stack(addr) {
-        socket.set_only_v6(false)?;
-    }
+    let socket = dual_stack::bind(addr, socket2::Type::DGRAM)?;
     let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
     let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
     UdpSocket::from_std(socket.into())
 }
 

@@ -14,7 +14,7 @@
 //!   on a private multicast port.
 //! - The IPv6 DHT (BEP 32) over ::1 (ports 19501–19513): both of the first two again,
 //!   with every node, seed and download on IPv6.
-//! - Dual-stack (127.0.2.230–231, ports 19521–19526): a download on `[::]` runs a node in
+//! - Dual-stack (127.0.2.230–231, ports 19521–19525): a download on `[::]` runs a node in
 //!   each DHT and finds a libtorrent seed announced only in the IPv4 DHT and another
 //!   announced only in the IPv6 one.
 

@@ -67,8 +67,8 @@ fn a_seed_given_another_port_over_upnp_announces_that_one() {
 /// our seed's request for 6881 conflicts: NAT-PMP grants another port, and UPnP refuses
 /// (718) until we ask for a random one, as libtorrent does. The seed then announces the
 /// port it was given to a tracker outside, and a `shoal get` outside, which has only the
-/// tracker to go by, reaches it through that port. (At 6881 it would reach the other
-/// host, which seeds another torrent.)
+/// tracker to go by, reaches it through that port; and it tells the peers it dials that
+/// port too. (At 6881 they would reach the other host, which seeds another torrent.)
 fn given_another_port(method: &str, tag: &str) {
     let router = router(method, tag);
     let (ns, dir) = (&router.ns, &router.dir);
@@ -98,9 +98,35 @@ fn given_another_port(method: &str, tag: &str) {
     let mut meta = shoal_core::Metainfo::from_bytes(&std::fs::read(&torrent).unwrap()).unwrap();
     meta.trackers = vec![vec!["http://11.88.0.2:6969/announce".to_owned()]];
     std::fs::write(&torrent, meta.to_bytes()).unwrap();
+    // Outside, with neither tracker nor DHT: it hears of the seed only when the seed
+    // dials it, and of its port only from the seed's handshake.
+    let outside = |name: &str, port: u16, extra: &[&str]| {
+        let mut get = ns.command("net", shoal_bin);
+        get.args([
+            "get",
+            path_str(&torrent),
+            "--json",
+            "--no-dht",
+            "--no-tracker",
+        ])
+        .args(["-o", path_str(&dir.path().join(name))])
+        .args(["--listen", &format!("11.88.0.2:{port}")])
+        .args([
+            "--state-dir",
+            path_str(&dir.path().join(format!("{name}-state"))),
+        ])
+        .args(extra);
+        get
+    };
     let mut seed = ns.command("home", shoal_bin);
     seed.args(["seed", path_str(&torrent), path_str(&src), "--json"])
-        .args(["--listen", "192.168.77.2:6881", "--no-dht"])
+        .args([
+            "--listen",
+            "192.168.77.2:6881",
+            "--no-dht",
+            "--peer",
+            "11.88.0.2:7001",
+        ])
         .args(["--state-dir", path_str(&dir.path().join("seed-state"))]);
     let (_seed, lines) = spawn_watched(seed);
     let tcp = format!(r#""method":"{method}","protocol":"tcp""#);
@@ -111,6 +137,11 @@ fn given_another_port(method: &str, tag: &str) {
     assert_eq!(mapped["internal_port"], 6881, "{mapped}");
     let external = mapped["external_port"].as_u64().unwrap();
     assert_ne!(external, 6881, "{mapped}");
+    // The first outside peer: dialled (again, 5 s after the seed's first try found no
+    // one) once the seed knows its port. Slowed down, so that it still trades with the
+    // seed when the second comes.
+    let (_first, first_lines) = spawn_watched(outside("first", 7001, &["--max-down", "256K"]));
+    wait_lines(&first_lines, &["11.88.0.1:"], Duration::from_secs(30));
     let forwarded = forwardings(ns);
     assert!(
         // 0x6: TCP.
@@ -135,6 +166,33 @@ fn given_another_port(method: &str, tag: &str) {
     same_files(&src.join("payload.bin"), &out.join("payload.bin"));
     let connected = events_named(&events, "peer_connected");
     let reached = format!("11.88.0.1:{external}");
+    assert!(
+        connected.iter().any(|e| e["addr"] == reached.as_str()),
+        "{reached}: {connected:?}"
+    );
+
+    // The seed dialled the first outside peer and told it that port (BEP 10 `p`), which
+    // passes it on by peer exchange: a second one that knows only the first reaches the
+    // seed there. (Slowed down, so that the exchange comes before the end; and the seed,
+    // which hears of it from the first, cannot dial it, so it must dial the seed.)
+    ns.nft(
+        "net",
+        "table inet second {
+            chain input {
+                type filter hook input priority 0; policy accept;
+                ip saddr 11.88.0.1 meta l4proto { tcp, udp } th dport 7002 drop
+            }
+        }",
+    );
+    let extra = [
+        "--no-seed",
+        "--peer",
+        "11.88.0.2:7001",
+        "--max-down",
+        "256K",
+    ];
+    let events = json_events(&mut outside("second", 7002, &extra));
+    let connected = events_named(&events, "peer_connected");
     assert!(
         connected.iter().any(|e| e["addr"] == reached.as_str()),
         "{reached}: {connected:?}"

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use shoal_core::{Bitfield, Block, InfoHash, PeerId};
-use shoal_wire::{PeerSession, SessionConfig, OUR_UPLOAD_ONLY_ID, UPLOAD_ONLY};
+use shoal_wire::{PeerSession, SessionConfig, WireError, OUR_UPLOAD_ONLY_ID, UPLOAD_ONLY};
 
 use super::{Connection, CoreConfig, Io, TorrentCore, Uplink};
 use crate::{PeerKey, PeerLink};
@@ -307,6 +307,26 @@ fn a_leecher_verifies_every_piece_checked_at_once() {
     // Complete, and the peer a seed: nothing to trade either way, so the connection goes.
     assert!(leecher.core.peers().get(&leecher.key).is_none());
     assert_eq!(leecher.io.removed, [super::BOTH_DONE]);
+}
+
+/// A dial to an address of our own (the other family's, or our router's) reaches us:
+/// both ends see their own peer id and close, whatever they have to trade.
+#[test]
+fn a_connection_to_ourselves_is_closed_at_the_handshake() {
+    let now = Instant::now();
+    let none = Bitfield::new(PIECES as usize);
+    let mut dialled = Side::new(1, TestIo::new(true, false, false), &all_pieces(), now);
+    let mut dialling = Side::new(1, TestIo::new(false, false, false), &none, now);
+    for _ in 0..3 {
+        let (out, back) = (dialling.take_wire(), dialled.take_wire());
+        dialled.deliver(out, now);
+        dialling.deliver(back, now);
+    }
+    for side in [&dialled, &dialling] {
+        assert!(side.core.peers().is_empty());
+        assert_eq!(side.io.removed, [WireError::SelfConnection.to_string()]);
+    }
+    assert!(dialling.io.stored.iter().all(|&b| b == 0), "nothing traded");
 }
 
 #[test]

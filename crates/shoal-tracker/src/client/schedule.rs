@@ -259,7 +259,11 @@ impl TrackerClient {
                 let wait = response
                     .min_interval
                     .map_or(response.interval, |m| response.interval.max(m));
-                self.next_round = now + wait;
+                // The port changed while this announce was out: it named the old one.
+                self.next_round = match job.request.port == self.params.port {
+                    true => now + wait,
+                    false => now,
+                };
                 if let Some(message) = response.warning {
                     self.events.push_back(ClientEvent::Warning {
                         url: url.clone(),
@@ -439,6 +443,14 @@ mod tests {
             c.poll_announce(later).is_none(),
             "the same port again is no news"
         );
+        // A port that changes while an announce is out goes in the next one at once,
+        // even when the one out is the first (`started`) and no tracker was told yet.
+        let mut c = client(&[&["udp://a:1"]], now);
+        let job = c.poll_announce(now).unwrap();
+        c.set_port(42000, now);
+        c.handle_response(now, &job, ok_response(1800));
+        let job = c.poll_announce(now).expect("announced again");
+        assert_eq!(job.request.port, 42000);
     }
 
     #[test]

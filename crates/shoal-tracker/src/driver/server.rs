@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use shoal_core::InfoHash;
+use shoal_core::{dual_stack, InfoHash};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
@@ -126,20 +126,26 @@ impl TrackerServer {
         if let Some(path) = &options.allow_list {
             tracker.set_allow_list(Some(read_allow_list(path)?));
         }
+        // On `[::]`, both families, as every listening socket of shoal.
+        let bind = |addr: SocketAddr, kind| {
+            dual_stack::bind(addr, kind).map_err(|source| ServerError::Bind { addr, source })
+        };
         let http = match options.http {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| ServerError::Bind { addr, source })?,
-            ),
+            Some(addr) => {
+                let socket = bind(addr, socket2::Type::STREAM)?;
+                socket
+                    .listen(1024)
+                    .map_err(|source| ServerError::Bind { addr, source })?;
+                let listener = TcpListener::from_std(socket.into());
+                Some(listener.map_err(|source| ServerError::Bind { addr, source })?)
+            }
             None => None,
         };
         let udp = match options.udp {
-            Some(addr) => Some(
-                UdpSocket::bind(addr)
-                    .await
-                    .map_err(|source| ServerError::Bind { addr, source })?,
-            ),
+            Some(addr) => {
+                let socket = UdpSocket::from_std(bind(addr, socket2::Type::DGRAM)?.into());
+                Some(socket.map_err(|source| ServerError::Bind { addr, source })?)
+            }
             None => None,
         };
         Ok(TrackerServer {

@@ -14,7 +14,7 @@ use shoal_core::{dual_stack, InfoHash};
 use shoal_tracker::client::UdpConfig;
 use shoal_tracker::driver::http::HttpConfig;
 use shoal_tracker::driver::{Announcer, AnnouncerConfig};
-use shoal_tracker::Progress;
+use shoal_tracker::{Progress, TrackerUrl};
 use tokio::sync::mpsc;
 
 /// The announcers, each with whether it announces over IPv4.
@@ -31,22 +31,36 @@ impl Announcers {
         progress: Progress,
         found: &mpsc::UnboundedSender<Vec<SocketAddr>>,
     ) -> Announcers {
+        // A specific address: announce from it, so the tracker hands out that one;
+        // `0.0.0.0`: over IPv4 only, the family peers can reach us over.
         let binds = if dual_stack::is_dual_stack(listen) {
             vec![
-                Some(IpAddr::from(Ipv4Addr::UNSPECIFIED)),
-                Some(Ipv6Addr::UNSPECIFIED.into()),
+                IpAddr::from(Ipv4Addr::UNSPECIFIED),
+                Ipv6Addr::UNSPECIFIED.into(),
             ]
         } else {
-            // A specific address: announce from it, so the tracker hands out that one.
-            vec![Some(listen.ip()).filter(|ip| !ip.is_unspecified())]
+            vec![listen.ip()]
         };
-        let announcers = binds.into_iter().map(|bind| {
-            let ipv4 = bind.map_or(listen.is_ipv4(), |ip| ip.is_ipv4());
+        // The first announcer says which URLs it cannot use; the others leave them out.
+        let usable: Vec<Vec<String>> = trackers
+            .iter()
+            .map(|tier| {
+                let tier = tier.iter().filter(|url| TrackerUrl::parse(url).is_ok());
+                tier.cloned().collect::<Vec<_>>()
+            })
+            .filter(|tier| !tier.is_empty())
+            .collect();
+        let announcers = binds.into_iter().enumerate().map(|(i, bind)| {
+            let ipv4 = bind.is_ipv4();
             let config = AnnouncerConfig {
-                trackers: trackers.to_vec(),
+                trackers: if i == 0 {
+                    trackers.to_vec()
+                } else {
+                    usable.clone()
+                },
                 info_hash,
                 port: ipv4_port.filter(|_| ipv4).unwrap_or(listen.port()),
-                bind,
+                bind: Some(bind),
                 numwant: Some(50),
                 http: HttpConfig::default(),
                 udp: UdpConfig::default(),

@@ -94,6 +94,7 @@ fn torrent_config(
         sequential: false,
         check_threads: 0,
         encryption: Encryption::default(),
+        external_port: None,
         selected_files: None,
         seed_limit: SeedLimit::default(),
     }
@@ -146,12 +147,12 @@ impl LocalTracker {
     }
 }
 
-/// Starts a seed that announces to the torrent's tracker; returns once it listens.
 /// The demo's peers are on loopback: no router forwards a port to them.
 fn no_mapping() -> ExternalPort {
     watch::channel(None).1
 }
 
+/// Starts a seed that announces to the torrent's tracker; returns once it listens.
 async fn start_seed(
     config: TorrentConfig,
     trackers: Vec<Vec<String>>,

@@ -1,4 +1,4 @@
-//! Peer discovery shared by `get` and `seed`: the process's DHT node and, when asked
+//! Peer discovery shared by `get` and `seed`: the process's DHT nodes and, when asked
 //! for, local service discovery (BEP 14), merged into the one peer feed the engine
 //! takes.
 //!
@@ -7,7 +7,8 @@
 //! otherwise: one node in the IPv4 or the IPv6 DHT, or, on a dual-stack socket (`[::]`,
 //! the default where the system has IPv6), one in each. Each keeps its routing table in
 //! the state folder (one file per UDP port and family, so several shoal processes never
-//! share a node id). `--no-dht` leaves it out entirely. Local discovery multicasts on the LAN and is off unless `--lsd`.
+//! share a node id). `--no-dht` leaves it out entirely. Local discovery multicasts on
+//! the LAN and is off unless `--lsd`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, ToSocketAddrs};
 use std::path::Path;
@@ -212,21 +213,23 @@ pub async fn start(
 /// A dual-stack UDP socket at `addr` for the DHT alone, and its datagrams (senders in
 /// plain IPv4 form, as the uTP socket gives them).
 fn own_dual_stack_socket(addr: SocketAddr) -> std::io::Result<SharedUdp> {
-    let socket = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::DGRAM, None)?;
-    socket.set_only_v6(false)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
+    let socket = dual_stack::bind(addr, socket2::Type::DGRAM)?;
     let udp = Arc::new(tokio::net::UdpSocket::from_std(socket.into())?);
     let (tx, rx) = mpsc::channel(DATAGRAM_BACKLOG);
     let reader = udp.clone();
+    // Until both nodes have stopped.
     tokio::spawn(async move {
         let mut buf = vec![0u8; 2048];
-        while let Ok((len, from)) = reader.recv_from(&mut buf).await {
+        loop {
+            let received = tokio::select! {
+                () = tx.closed() => return,
+                received = reader.recv_from(&mut buf) => received,
+            };
+            // An error (an ICMP answer to an earlier datagram) is about that one only.
+            let Ok((len, from)) = received else { continue };
             let datagram = (buf[..len].to_vec(), dual_stack::canonical(from));
             // Full: dropped, as a full socket buffer would drop it.
-            if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(datagram) {
-                return;
-            }
+            let _ = tx.try_send(datagram);
         }
     });
     Ok((udp, rx))
@@ -241,8 +244,20 @@ type Datagrams = mpsc::Receiver<(Vec<u8>, SocketAddr)>;
 fn split_by_family(mut incoming: Datagrams) -> (Datagrams, Datagrams) {
     let (v4_tx, v4) = mpsc::channel(DATAGRAM_BACKLOG);
     let (v6_tx, v6) = mpsc::channel(DATAGRAM_BACKLOG);
+    // Until both nodes have stopped (then the reader of an own socket stops too).
     tokio::spawn(async move {
-        while let Some((datagram, from)) = incoming.recv().await {
+        loop {
+            let both_stopped = async {
+                v4_tx.closed().await;
+                v6_tx.closed().await;
+            };
+            let received = tokio::select! {
+                () = both_stopped => return,
+                received = incoming.recv() => received,
+            };
+            let Some((datagram, from)) = received else {
+                return;
+            };
             let to = if from.is_ipv4() { &v4_tx } else { &v6_tx };
             let _ = to.try_send((datagram, from));
         }

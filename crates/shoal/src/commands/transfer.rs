@@ -587,16 +587,7 @@ fn free_ephemeral_addr(ip: std::net::IpAddr) -> Result<SocketAddr> {
 /// A socket bound at `addr` as the engine will bind it (dual-stack on `[::]`), to see
 /// whether the address is free.
 fn probe(addr: SocketAddr, kind: socket2::Type) -> std::io::Result<socket2::Socket> {
-    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), kind, None)?;
-    if shoal_core::dual_stack::is_dual_stack(addr) {
-        socket.set_only_v6(false)?;
-    }
-    if kind == socket2::Type::STREAM {
-        // As the listener is bound: a port whose old connections linger is free.
-        socket.set_reuse_address(true)?;
-    }
-    socket.bind(&addr.into())?;
-    Ok(socket)
+    shoal_core::dual_stack::bind(addr, kind)
 }
 
 /// Where to listen when `--listen` gives no address: every address of both families
@@ -613,9 +604,7 @@ impl Job {
     /// The address peers reach us at: `--listen`, else a free port of [`DEFAULT_PORTS`]
     /// (chosen once, by [`Job::choose_listen`]).
     fn listen(&self) -> SocketAddr {
-        self.opts
-            .listen
-            .unwrap_or_else(|| SocketAddr::new(any_address(), *DEFAULT_PORTS.start()))
+        self.opts.listen.expect("chosen by Job::choose_listen")
     }
 
     fn choose_listen(mut self) -> Result<Self> {
@@ -724,6 +713,9 @@ impl Job {
             _ => Protocol::Tcp,
         };
         let answers = display.clone();
+        // A router that speaks both may forward different ports to us: the first method
+        // to map one is the one announced, so the port does not flip at each renewal.
+        let announced = std::sync::OnceLock::new();
         let report = move |method, answer| {
             if let shoal_portmap::Event::Mapped {
                 protocol,
@@ -731,7 +723,7 @@ impl Job {
                 ..
             } = answer
             {
-                if protocol == dialled {
+                if protocol == dialled && *announced.get_or_init(|| method) == method {
                     external.send_replace(Some(port));
                 }
             }
@@ -906,6 +898,7 @@ impl Job {
             encryption: self.opts.encryption.into(),
             ip_filter: self.ip_filter.clone(),
             sequential: self.sequential,
+            external_port: Some(external_port.clone()),
             selected_files,
         };
         let done = self.on_complete.map(|program| {

@@ -997,13 +997,28 @@ impl Actor {
     /// The port a peer at `addr` reaches us on, when a router forwards one to us and the
     /// peer is on the internet (on the LAN, it reaches our listen port itself).
     fn external_port_for(&self, addr: SocketAddr) -> Option<u16> {
-        let IpAddr::V4(ip) = addr.ip().to_canonical() else {
-            return None; // Port mapping is IPv4's.
-        };
-        if ip.is_private() || ip.is_loopback() || ip.is_link_local() || ip.is_unspecified() {
-            return None;
-        }
+        is_public_ipv4(addr).then_some(())?;
         *self.io.config.external_port.as_ref()?.borrow()
+    }
+
+    /// A router has just said which port it forwards to us: the public peers already
+    /// connected hear of it (those connected later, from their first handshake).
+    fn tell_external_port(&mut self) {
+        let Some(external) = self.io.config.external_port.as_mut() else {
+            return;
+        };
+        if !external.has_changed().unwrap_or(false) {
+            return;
+        }
+        let Some(port) = *external.borrow_and_update() else {
+            return;
+        };
+        for peer in self.core.peers_mut().values_mut() {
+            if peer.link.connected && is_public_ipv4(peer.addr) {
+                peer.link.session.send_listen_port(port);
+                peer.flush();
+            }
+        }
     }
 
     fn session_config(&self) -> SessionConfig {
@@ -1191,6 +1206,7 @@ impl Actor {
 
     fn tick(&mut self) {
         let now = Instant::now();
+        self.tell_external_port();
         // Connect to peers that are due.
         let config = &self.io.config;
         let slots = config
@@ -1391,5 +1407,16 @@ fn client_name(id: &[u8; 20]) -> String {
             .chars()
             .filter(|c| c.is_ascii_graphic())
             .collect()
+    }
+}
+
+/// Whether `addr` is an IPv4 peer on the internet: port mapping is IPv4's, and a peer on
+/// the LAN reaches our listen port itself.
+fn is_public_ipv4(addr: SocketAddr) -> bool {
+    match addr.ip().to_canonical() {
+        IpAddr::V4(ip) => {
+            !(ip.is_private() || ip.is_loopback() || ip.is_link_local() || ip.is_unspecified())
+        }
+        IpAddr::V6(_) => false,
     }
 }

@@ -750,6 +750,16 @@ impl PeerSession {
         }
     }
 
+    /// Tells the peer the port to reach us on from now on (a router forwards it to us):
+    /// our extension handshake again, with that `p`. BEP 10 allows a handshake to be
+    /// sent again; libtorrent and shoal merge it into the first.
+    pub fn send_listen_port(&mut self, port: u16) {
+        self.config.extension_handshake.p = Some(port);
+        if self.is_open() && self.state.extensions {
+            self.send_extension_handshake();
+        }
+    }
+
     /// Tells the peer our DHT port (BEP 5).
     pub fn send_dht_port(&mut self, port: u16) {
         if self.is_open() {
@@ -761,6 +771,18 @@ impl PeerSession {
 
     fn is_open(&self) -> bool {
         matches!(self.phase, Phase::Open)
+    }
+
+    fn send_extension_handshake(&mut self) {
+        let mut hs = self.config.extension_handshake.clone();
+        if hs.reqq.is_none() {
+            let reqq = self.config.max_incoming_requests.min(MAX_REQQ as usize);
+            hs.reqq = Some(reqq as u32);
+        }
+        self.enqueue(&Message::Extended {
+            id: EXTENDED_HANDSHAKE_ID,
+            payload: hs.encode(),
+        });
     }
 
     fn enqueue(&mut self, msg: &Message) {
@@ -834,15 +856,7 @@ impl PeerSession {
             self.enqueue(&msg);
         }
         if self.state.extensions {
-            let mut hs = self.config.extension_handshake.clone();
-            if hs.reqq.is_none() {
-                let reqq = self.config.max_incoming_requests.min(MAX_REQQ as usize);
-                hs.reqq = Some(reqq as u32);
-            }
-            self.enqueue(&Message::Extended {
-                id: EXTENDED_HANDSHAKE_ID,
-                payload: hs.encode(),
-            });
+            self.send_extension_handshake();
         }
         self.emit(SessionEvent::Connected {
             peer_id: theirs.peer_id,

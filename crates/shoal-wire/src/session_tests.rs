@@ -194,6 +194,27 @@ fn two_sessions_with_fast_and_extensions() {
     assert!(events.contains(&SessionEvent::ExtensionHandshake(hs)));
 }
 
+/// A listen port learnt later (a router's) goes in a second extension handshake, which
+/// the peer merges into the first: the extensions it named stay.
+#[test]
+fn a_new_listen_port_is_told_in_a_second_extension_handshake() {
+    let now = Instant::now();
+    let (mut a, mut b) = connect(config(1, false), config(2, true), now);
+    assert_eq!(b.state().peer_extensions.as_ref().unwrap().p, None);
+    a.send_listen_port(41234);
+    pump(&mut a, &mut b, now, usize::MAX);
+    let hs = b
+        .state()
+        .peer_extensions
+        .clone()
+        .expect("extension handshake");
+    assert_eq!(hs.p, Some(41234));
+    assert_eq!(hs.id_of("ut_pex"), Some(1));
+    let mut plain = open(false, true);
+    plain.send_listen_port(41234);
+    assert!(sent(&mut plain).is_empty(), "no BEP 10, no handshake");
+}
+
 #[test]
 fn two_sessions_plain_bep3() {
     let mut plain = config(2, true);

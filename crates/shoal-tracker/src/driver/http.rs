@@ -33,7 +33,8 @@ pub struct HttpConfig {
     /// Largest body accepted (a tracker answer is a few kilobytes).
     pub max_body: usize,
     pub max_redirects: u32,
-    /// Local address to send from (so the tracker sees the address peers should use).
+    /// Local address to send from (so the tracker sees the address peers should use);
+    /// an unspecified one (`0.0.0.0`, `::`) keeps to that family (see [`resolve`]).
     pub bind: Option<IpAddr>,
     /// TLS settings for `https`; `None` uses [`default_tls`].
     pub tls: Option<Arc<ClientConfig>>,

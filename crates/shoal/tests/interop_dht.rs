@@ -14,9 +14,9 @@
 //!   on a private multicast port.
 //! - The IPv6 DHT (BEP 32) over ::1 (ports 19501–19513): both of the first two again,
 //!   with every node, seed and download on IPv6.
-//! - Dual-stack (127.0.2.230–231, ports 19521–19525): a download on `[::]` runs a node in
-//!   each DHT and finds a libtorrent seed announced only in the IPv4 DHT and another
-//!   announced only in the IPv6 one.
+//! - Dual-stack (127.0.2.231, ports 19521–19525): a `shoal dht` on `[::]` is a node
+//!   in each DHT, and a download on `[::]` runs a node in each and finds a libtorrent
+//!   seed announced only in the IPv4 DHT and another announced only in the IPv6 one.
 
 mod common;
 
@@ -158,15 +158,27 @@ fn shoal_seed(torrent: &Path, data: &Path, state: &Path, listen: &str, boot: &st
 
 /// Waits (10 s at most) until a `shoal dht` node's stats say it stores a peer.
 fn wait_for_stored_announce(stats: &std::sync::mpsc::Receiver<String>) {
+    wait_for_stored_announces(stats, &["ipv4", "ipv6"], 1);
+}
+
+/// Waits (10 s at most) until the stats of `shoal dht` nodes of `count` of `families`
+/// say they store a peer.
+fn wait_for_stored_announces(
+    stats: &std::sync::mpsc::Receiver<String>,
+    families: &[&str],
+    count: usize,
+) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let mut storing = std::collections::BTreeSet::new();
+    while storing.len() < count {
         let left = deadline.saturating_duration_since(Instant::now());
         let line = stats
             .recv_timeout(left)
-            .expect("the shoal DHT node stored no announce");
+            .unwrap_or_else(|_| panic!("stored announces only in {storing:?}"));
         let v: serde_json::Value = serde_json::from_str(&line).expect("JSON stats");
-        if v["peers"].as_u64().unwrap_or(0) >= 1 {
-            return;
+        let family = v["family"].as_str().expect("a family").to_owned();
+        if families.contains(&family.as_str()) && v["peers"].as_u64().unwrap_or(0) >= 1 {
+            storing.insert(family);
         }
     }
 }
@@ -326,16 +338,15 @@ fn shoal_seeds_on_the_ipv6_dht_libtorrent_gets_magnet() {
     same_files(&src.join("payload.bin"), &out.join("payload.bin"));
 }
 
-/// Dual-stack, as libtorrent listens by default: `shoal get` on `[::]` joins the IPv4
-/// DHT and the IPv6 DHT through one UDP socket, and finds one seed in each: the IPv4
-/// node's queries and answers go out through the IPv6 socket as mapped addresses, and
-/// come back in plain IPv4 form.
+/// Dual-stack, as libtorrent listens by default: one `shoal dht` on `[::]` is a node in
+/// both DHTs, and `shoal get` on `[::]` joins both through one UDP socket and finds one
+/// seed in each: the IPv4 nodes' queries and answers go out through IPv6 sockets as
+/// mapped addresses, and come back in plain IPv4 form.
 #[test]
 fn a_dual_stack_download_finds_seeds_in_both_dhts() {
     let dir = tempdir();
     let (src, torrent, magnet) = make_torrent(dir.path(), 13);
-    let (_boot4, stats4) = shoal_dht("127.0.2.230:19521", &dir.path().join("dht4.state"));
-    let (_boot6, stats6) = shoal_dht("[::1]:19522", &dir.path().join("dht6.state"));
+    let (_boot, stats) = shoal_dht("[::]:19521", &dir.path().join("dht.state"));
     let lt_seed = |ip: &str, port: &str, boot: &str| {
         start_and_watch(
             python_cmd(
@@ -346,10 +357,12 @@ fn a_dual_stack_download_finds_seeds_in_both_dhts() {
             Duration::from_secs(60),
         )
     };
-    let _seed4 = lt_seed("127.0.2.231", "19523", "127.0.2.230:19521");
-    let _seed6 = lt_seed("::1", "19524", "[::1]:19522");
-    wait_for_stored_announce(&stats4);
-    wait_for_stored_announce(&stats6);
+    // A wildcard UDP socket answers from the address its route gives (127.0.0.1 here),
+    // and libtorrent takes answers only from the address it asked.
+    let _seed4 = lt_seed("127.0.2.231", "19523", "127.0.0.1:19521");
+    let _seed6 = lt_seed("::1", "19524", "[::1]:19521");
+    // Each in the DHT of its own family only.
+    wait_for_stored_announces(&stats, &["ipv4", "ipv6"], 2);
     let out = dir.path().join("out");
     // Slow enough (2 MiB at 256 KiB/s) for both seeds to be found and connected.
     let events = shoal_get(
@@ -359,9 +372,9 @@ fn a_dual_stack_download_finds_seeds_in_both_dhts() {
         "[::]:19525",
         &[
             "--dht-bootstrap",
-            "127.0.2.230:19521",
+            "127.0.0.1:19521",
             "--dht-bootstrap",
-            "[::1]:19522",
+            "[::1]:19521",
             "--max-down",
             "256K",
         ],

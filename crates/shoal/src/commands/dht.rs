@@ -31,14 +31,15 @@ pub struct Args {
 
 #[derive(Debug, clap::Args)]
 pub struct NodeArgs {
-    /// UDP address to listen on.
+    /// UDP address to listen on: an IPv4 one is a node in the IPv4 DHT, an IPv6 one in
+    /// the IPv6 DHT (BEP 32), and `[::]:PORT` a node in each, on one port.
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:6881")]
     pub listen: SocketAddr,
     /// A node to bootstrap from (HOST:PORT). Repeat for several.
     #[arg(long, value_name = "ADDR")]
     pub bootstrap: Vec<String>,
-    /// Routing table file, loaded at start and saved on exit
-    /// [default: dht.state in the state folder].
+    /// Routing table file, loaded at start and saved on exit (the IPv6 node of `[::]`
+    /// keeps its own beside it: dht6.state) [default: dht.state in the state folder].
     #[arg(long, value_name = "FILE")]
     pub state: Option<PathBuf>,
     /// Seconds between statistics lines.
@@ -164,7 +165,6 @@ where
 
 fn run_node(args: NodeArgs) -> Result<()> {
     let bootstrap = super::discovery::resolve(&args.bootstrap);
-    let bootstrap = super::discovery::same_dht(bootstrap, args.listen);
     let state = args
         .state
         .unwrap_or_else(|| default_state_dir().join("dht.state"));
@@ -172,47 +172,72 @@ fn run_node(args: NodeArgs) -> Result<()> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("{}: cannot create", dir.display()))?;
     }
-    let mut config = DriverConfig::new(args.listen);
-    config.dht.bootstrap = bootstrap;
-    config.dht.enforce_node_ids = args.enforce_node_ids;
-    config.dht.seed = rand::random();
-    config.state_file = Some(state);
+    // On `[::]` a node in each DHT, as a bootstrap node for both: the IPv6 one keeps its
+    // table beside the other's (`dht.state`, `dht6.state`).
+    let dual = shoal_core::dual_stack::is_dual_stack(args.listen);
+    let config = |ipv6: bool| {
+        let mut config = DriverConfig::new(args.listen);
+        config.dht.ipv6 = ipv6;
+        config.dht.bootstrap = super::discovery::of_family(bootstrap.clone(), ipv6);
+        config.dht.enforce_node_ids = args.enforce_node_ids;
+        config.dht.seed = rand::random();
+        config.state_file = Some(match dual && ipv6 {
+            true => with_suffix(&state, "6"),
+            false => state.clone(),
+        });
+        config
+    };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let handle = DhtHandle::spawn(config)
-            .await
-            .with_context(|| format!("{}: cannot listen", args.listen))?;
-        eprintln!(
-            "shoal: DHT node {} listening on {}",
-            handle.id().to_hex(),
-            handle.local_addr()
-        );
+        let dhts = super::discovery::spawn_nodes(args.listen, None, config).await?;
+        for (family, node) in dhts.nodes() {
+            eprintln!(
+                "shoal: DHT node {} listening on {} ({})",
+                node.id().to_hex(),
+                node.local_addr(),
+                family.name()
+            );
+        }
         let mut ticker = tokio::time::interval(Duration::from_secs(args.interval.max(1)));
         let stop = super::transfer::wait_for_signal();
         tokio::pin!(stop);
-        loop {
+        'running: loop {
             tokio::select! {
                 _ = &mut stop => break,
                 _ = ticker.tick() => {
-                    let Some(s) = handle.stats().await else { break };
-                    if args.json {
-                        let line = json!({"event": "dht_stats", "nodes": s.nodes, "buckets": s.buckets,
-                            "torrents": s.torrents_stored, "peers": s.peers_stored, "items": s.items_stored,
-                            "packets_in": s.packets_in, "packets_out": s.packets_out,
-                            "rate_limited": s.rate_limited, "bad_packets": s.bad_packets,
-                            "lookups": s.lookups_running});
-                        super::print(&format!("{line}\n"))?;
-                    } else {
-                        super::print(&format!(
-                            "nodes {} ({} buckets), peers stored {} for {} torrents, items stored {}, packets in {} out {}, rate-limited {}, bad {}\n",
-                            s.nodes, s.buckets, s.peers_stored, s.torrents_stored, s.items_stored,
-                            s.packets_in, s.packets_out, s.rate_limited, s.bad_packets
-                        ))?;
+                    for (family, node) in dhts.nodes() {
+                        let Some(s) = node.stats().await else { break 'running };
+                        let family = family.name();
+                        if args.json {
+                            let line = json!({"event": "dht_stats", "family": family,
+                                "nodes": s.nodes, "buckets": s.buckets,
+                                "torrents": s.torrents_stored, "peers": s.peers_stored, "items": s.items_stored,
+                                "packets_in": s.packets_in, "packets_out": s.packets_out,
+                                "rate_limited": s.rate_limited, "bad_packets": s.bad_packets,
+                                "lookups": s.lookups_running});
+                            super::print(&format!("{line}\n"))?;
+                        } else {
+                            super::print(&format!(
+                                "{family}: nodes {} ({} buckets), peers stored {} for {} torrents, items stored {}, packets in {} out {}, rate-limited {}, bad {}\n",
+                                s.nodes, s.buckets, s.peers_stored, s.torrents_stored, s.items_stored,
+                                s.packets_in, s.packets_out, s.rate_limited, s.bad_packets
+                            ))?;
+                        }
                     }
                 }
             }
         }
-        handle.shutdown().await;
+        dhts.shutdown().await;
         Ok(())
     })
+}
+
+/// `path` with `suffix` after its file's stem: `dht.state` → `dht6.state`.
+fn with_suffix(path: &std::path::Path, suffix: &str) -> PathBuf {
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}{suffix}.{}", ext.to_string_lossy()),
+        None => format!("{stem}{suffix}"),
+    };
+    path.with_file_name(name)
 }

@@ -85,11 +85,12 @@ async fn resolve_bootstrap(names: &[String], listen: SocketAddr) -> Vec<SocketAd
 
 /// The addresses in the DHT a node at `listen` is in: IPv6 ones for an IPv6 node (BEP 32,
 /// a separate network), else IPv4 ones.
-pub fn same_dht(addrs: Vec<SocketAddr>, listen: SocketAddr) -> Vec<SocketAddr> {
+fn same_dht(addrs: Vec<SocketAddr>, listen: SocketAddr) -> Vec<SocketAddr> {
     of_family(addrs, listen.ip().to_canonical().is_ipv6())
 }
 
-fn of_family(addrs: Vec<SocketAddr>, ipv6: bool) -> Vec<SocketAddr> {
+/// The addresses of `addrs` in the IPv6 DHT if `ipv6`, else those in the IPv4 one.
+pub fn of_family(addrs: Vec<SocketAddr>, ipv6: bool) -> Vec<SocketAddr> {
     addrs
         .into_iter()
         .filter(|a| a.ip().to_canonical().is_ipv6() == ipv6)
@@ -107,9 +108,18 @@ pub type SharedUdp = (Arc<tokio::net::UdpSocket>, shoal_utp::OtherDatagrams);
 pub struct Dhts(Vec<(Family, DhtHandle)>);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Family {
+pub enum Family {
     V4,
     V6,
+}
+
+impl Family {
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::V4 => "ipv4",
+            Family::V6 => "ipv6",
+        }
+    }
 }
 
 impl Dhts {
@@ -140,6 +150,11 @@ impl Dhts {
         for (_, dht) in self.0.iter().filter(|(family, _)| *family == Family::V4) {
             dht.set_port(info_hash, port);
         }
+    }
+
+    /// The nodes, each with the DHT it is in.
+    pub fn nodes(&self) -> &[(Family, DhtHandle)] {
+        &self.0
     }
 
     /// Stops the nodes, each once its routing table is saved.
@@ -180,13 +195,23 @@ pub async fn start(
         }
         config
     };
+    spawn_nodes(addr, shared, config).await
+}
+
+/// The DHT nodes for a UDP socket at `addr` (`shared` when given, else one of their own):
+/// a node of its family, or on a dual-stack address one of each family, each fed the
+/// datagrams from its family. `config(ipv6)` is each node's configuration.
+pub async fn spawn_nodes(
+    addr: SocketAddr,
+    shared: Option<SharedUdp>,
+    config: impl Fn(bool) -> DriverConfig,
+) -> Result<Dhts> {
+    let cannot = || format!("{addr}: cannot open the DHT's UDP socket");
     if !dual_stack::is_dual_stack(addr) {
         let config = config(addr.is_ipv6());
         let handle = match shared {
             Some((udp, incoming)) => DhtHandle::spawn_shared(config, udp, incoming)?,
-            None => DhtHandle::spawn(config)
-                .await
-                .with_context(|| format!("{addr}: cannot open the DHT's UDP socket"))?,
+            None => DhtHandle::spawn(config).await.with_context(cannot)?,
         };
         let family = if addr.is_ipv4() {
             Family::V4
@@ -197,8 +222,7 @@ pub async fn start(
     }
     let (udp, incoming) = match shared {
         Some(shared) => shared,
-        None => own_dual_stack_socket(addr)
-            .with_context(|| format!("{addr}: cannot open the DHT's UDP socket"))?,
+        None => own_dual_stack_socket(addr).with_context(cannot)?,
     };
     let (v4, v6) = split_by_family(incoming);
     Ok(Dhts(vec![

@@ -2,13 +2,14 @@
 //! 1821x). Peers' addresses, the listen socket, the uTP socket and the handshakes all
 //! take IPv6 as they take IPv4.
 //!
-//! Dual-stack (ports 1822x, 127.0.12.x): shoal on `[::]`, as libtorrent listens by
-//! default, trades with IPv4 and IPv6 peers on one port, over TCP and uTP, and reports
-//! IPv4 peers by their plain IPv4 addresses.
+//! Dual-stack (ports 18221–18230, 127.0.12.x): shoal on `[::]`, its default, as
+//! libtorrent's, trades with IPv4 and IPv6 peers on one port, over TCP and uTP, and
+//! reports IPv4 peers by their plain IPv4 addresses.
 
 mod common;
 
 use common::*;
+use std::time::Duration;
 
 #[test]
 fn shoal_downloads_from_libtorrent_over_ipv6() {
@@ -105,5 +106,35 @@ fn a_dual_stack_download_reaches_both_families_over_utp() {
                 .any(|e| e["addr"] == seed && e["transport"] == "utp"),
             "{seed}: {connected:?}"
         );
+    }
+}
+
+/// With no `--listen`, a seed listens on `[::]` at the first free port of 6881–6999, and
+/// libtorrent reaches it there over IPv4 and over IPv6.
+#[test]
+fn by_default_a_seed_listens_on_both_families() {
+    let dir = tempdir();
+    let (src, torrent) = make_single(dir.path(), 1024 * 1024 + 9, "256K");
+    let mut seed = shoal();
+    seed.args(["seed", path_str(&torrent), path_str(&src), "--json"])
+        // Loopback only: no public DHT routers, no asking the gateway for a port.
+        .args(["--no-dht", "--no-port-map"])
+        .args(["--state-dir", path_str(&dir.path().join("state"))]);
+    let (_seed, lines) = spawn_watched(seed);
+    let seen = wait_lines(&lines, &["\"started\""], Duration::from_secs(30));
+    let started: serde_json::Value = serde_json::from_str(seen.last().unwrap()).unwrap();
+    let listen: std::net::SocketAddr = started["listen"].as_str().unwrap().parse().unwrap();
+    assert!(
+        listen.ip().is_unspecified() && listen.is_ipv6(),
+        "{started}"
+    );
+    assert!((6881..=6999).contains(&listen.port()), "{started}");
+    for (name, us, seed) in [
+        ("v4", ("127.0.12.5", 18229), "127.0.0.1"),
+        ("v6", ("::1", 18230), "::1"),
+    ] {
+        let out = dir.path().join(name);
+        lt_get_over(LtWire::Default, &torrent, &out, us, (seed, listen.port()));
+        same_files(&src.join("payload.bin"), &out.join("payload.bin"));
     }
 }

@@ -123,6 +123,15 @@ fn python_cmd(body: &str, args: &[&str]) -> Command {
     cmd
 }
 
+/// libtorrent seeding `torrent` (data in `src`) at `at`, announced only on the DHT it
+/// bootstraps into from `boot`.
+fn lt_dht_seed(torrent: &Path, src: &Path, at: &str, boot: &str) -> Guard {
+    let at: SocketAddr = at.parse().expect("IP:PORT");
+    let (ip, port) = (at.ip().to_string(), at.port().to_string());
+    let args = [path_str(torrent), path_str(src), &ip, &port, boot];
+    start_and_wait(python_cmd(LT_SEED, &args), "READY", Duration::from_secs(60))
+}
+
 /// A `shoal dht` bootstrap node printing JSON stats every second.
 fn shoal_dht(listen: &str, state: &Path) -> (Guard, std::sync::mpsc::Receiver<String>) {
     let mut cmd = shoal();
@@ -234,20 +243,7 @@ fn libtorrent_seeds_on_dht_shoal_gets_magnet() {
     let (src, torrent, magnet) = make_torrent(dir.path(), 1);
     let dht_state = dir.path().join("dht.state");
     let (mut boot, stats) = shoal_dht("127.0.2.100:19100", &dht_state);
-    let _seed = start_and_watch(
-        python_cmd(
-            LT_SEED,
-            &[
-                path_str(&torrent),
-                path_str(&src),
-                "127.0.2.101",
-                "19101",
-                "127.0.2.100:19100",
-            ],
-        ),
-        "READY",
-        Duration::from_secs(60),
-    );
+    let _seed = lt_dht_seed(&torrent, &src, "127.0.2.101:19101", "127.0.2.100:19100");
     let out = dir.path().join("out");
     let events = shoal_get(
         &magnet,
@@ -287,20 +283,7 @@ fn libtorrent_seeds_on_the_ipv6_dht_shoal_gets_magnet() {
     let dir = tempdir();
     let (src, torrent, magnet) = make_torrent(dir.path(), 11);
     let (_boot, stats) = shoal_dht("[::1]:19501", &dir.path().join("dht.state"));
-    let _seed = start_and_watch(
-        python_cmd(
-            LT_SEED,
-            &[
-                path_str(&torrent),
-                path_str(&src),
-                "::1",
-                "19502",
-                "[::1]:19501",
-            ],
-        ),
-        "READY",
-        Duration::from_secs(60),
-    );
+    let _seed = lt_dht_seed(&torrent, &src, "[::1]:19502", "[::1]:19501");
     let out = dir.path().join("out");
     let events = shoal_get(
         &magnet,
@@ -347,20 +330,10 @@ fn a_dual_stack_download_finds_seeds_in_both_dhts() {
     let dir = tempdir();
     let (src, torrent, magnet) = make_torrent(dir.path(), 13);
     let (_boot, stats) = shoal_dht("[::]:19521", &dir.path().join("dht.state"));
-    let lt_seed = |ip: &str, port: &str, boot: &str| {
-        start_and_watch(
-            python_cmd(
-                LT_SEED,
-                &[path_str(&torrent), path_str(&src), ip, port, boot],
-            ),
-            "READY",
-            Duration::from_secs(60),
-        )
-    };
     // A wildcard UDP socket answers from the address its route gives (127.0.0.1 here),
     // and libtorrent takes answers only from the address it asked.
-    let _seed4 = lt_seed("127.0.2.231", "19523", "127.0.0.1:19521");
-    let _seed6 = lt_seed("::1", "19524", "[::1]:19521");
+    let _seed4 = lt_dht_seed(&torrent, &src, "127.0.2.231:19523", "127.0.0.1:19521");
+    let _seed6 = lt_dht_seed(&torrent, &src, "[::1]:19524", "[::1]:19521");
     // Each in the DHT of its own family only.
     wait_for_stored_announces(&stats, &["ipv4", "ipv6"], 2);
     let out = dir.path().join("out");

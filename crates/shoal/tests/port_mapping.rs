@@ -11,6 +11,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -101,21 +102,8 @@ fn given_another_port(method: &str, tag: &str) {
     // Outside, with neither tracker nor DHT: it hears of the seed only when the seed
     // dials it, and of its port only from the seed's handshake.
     let outside = |name: &str, port: u16, extra: &[&str]| {
-        let mut get = ns.command("net", shoal_bin);
-        get.args([
-            "get",
-            path_str(&torrent),
-            "--json",
-            "--no-dht",
-            "--no-tracker",
-        ])
-        .args(["-o", path_str(&dir.path().join(name))])
-        .args(["--listen", &format!("11.88.0.2:{port}")])
-        .args([
-            "--state-dir",
-            path_str(&dir.path().join(format!("{name}-state"))),
-        ])
-        .args(extra);
+        let mut get = router.get_outside(&torrent, name, port, &["--no-tracker"]);
+        get.args(extra);
         get
     };
     let mut seed = ns.command("home", shoal_bin);
@@ -151,19 +139,11 @@ fn given_another_port(method: &str, tag: &str) {
         "{forwarded}"
     );
 
-    let out = dir.path().join("out");
-    let mut get = ns.command("net", shoal_bin);
-    get.args(["get", path_str(&torrent), "-o", path_str(&out)])
-        .args([
-            "--no-seed",
-            "--json",
-            "--listen",
-            "11.88.0.2:7000",
-            "--no-dht",
-        ])
-        .args(["--state-dir", path_str(&dir.path().join("get-state"))]);
-    let events = json_events(&mut get);
-    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+    let events = json_events(&mut router.get_outside(&torrent, "out", 7000, &["--no-seed"]));
+    same_files(
+        &src.join("payload.bin"),
+        &dir.path().join("out/payload.bin"),
+    );
     let connected = events_named(&events, "peer_connected");
     let reached = format!("11.88.0.1:{external}");
     assert!(
@@ -205,6 +185,21 @@ struct Router {
     ns: Namespaces,
     dir: tempfile::TempDir,
     _daemon: Guard,
+}
+
+impl Router {
+    /// `shoal get --json` of `torrent` outside the NAT, without the DHT, on
+    /// 11.88.0.2:`port`, into and with state beside `name` in the test folder.
+    fn get_outside(&self, torrent: &Path, name: &str, port: u16, extra: &[&str]) -> Command {
+        let dir = self.dir.path();
+        let mut get = self.ns.command("net", env!("CARGO_BIN_EXE_shoal"));
+        get.args(["get", path_str(torrent), "--json", "--no-dht"])
+            .args(["-o", path_str(&dir.join(name))])
+            .args(["--listen", &format!("11.88.0.2:{port}")])
+            .args(["--state-dir", path_str(&dir.join(format!("{name}-state")))])
+            .args(extra);
+        get
+    }
 }
 
 fn router(method: &str, tag: &str) -> Router {
@@ -300,24 +295,19 @@ fn behind_a_router(method: &str, lifetime: u32) {
 
     // From outside, to the router's address: over TCP, then uTP alone.
     for (name, utp) in [("tcp", "off"), ("utp", "only")] {
-        let out = dir.path().join(name);
-        let mut get = ns.command("net", env!("CARGO_BIN_EXE_shoal"));
-        get.args([
-            "get",
-            path_str(&torrent),
-            "-o",
-            path_str(&out),
+        let extra = [
             "--no-seed",
-            "--json",
-        ])
-        .args(["--listen", "11.88.0.2:7000", "--no-dht", "--no-tracker"])
-        .args(["--peer", "11.88.0.1:6881", "--utp", utp])
-        .args([
-            "--state-dir",
-            path_str(&dir.path().join(format!("{name}-state"))),
-        ]);
-        let events = json_events(&mut get);
-        same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+            "--no-tracker",
+            "--peer",
+            "11.88.0.1:6881",
+            "--utp",
+            utp,
+        ];
+        let events = json_events(&mut router.get_outside(&torrent, name, 7000, &extra));
+        same_files(
+            &src.join("payload.bin"),
+            &dir.path().join(name).join("payload.bin"),
+        );
         let connected = events_named(&events, "peer_connected");
         assert_eq!(connected[0]["transport"], name, "{connected:?}");
     }

@@ -112,6 +112,8 @@ pub enum EngineEvent {
         piece_count: usize,
         listen: Option<SocketAddr>,
         resumed: bool,
+        /// The torrent's peer id, for its tracker announces to send too.
+        peer_id: PeerId,
     },
     PieceVerified {
         piece: u32,
@@ -255,16 +257,18 @@ pub async fn run(
     if listen.is_some() {
         config.listen = listen;
     }
+    let mut rng = StdRng::from_entropy();
+    let mut random = [0u8; 12];
+    rng.fill_bytes(&mut random);
+    let peer_id = PeerId::shoal(random);
     let _ = events.send(EngineEvent::Started {
         have: have.count_ones(),
         piece_count: info.piece_count(),
         listen,
         resumed,
+        peer_id,
     });
 
-    let mut rng = StdRng::from_entropy();
-    let mut random = [0u8; 12];
-    rng.fill_bytes(&mut random);
     let now = Instant::now();
     let mut addresses = AddressBook::new(config.ip_filter.clone());
     for peer in &config.peers {
@@ -324,7 +328,7 @@ pub async fn run(
     let mut actor = Actor {
         core,
         web_seeds,
-        peer_id: PeerId::shoal(random),
+        peer_id,
         to_actor,
         download_limit,
         upload_limit: Arc::new(RateLimit::new(config.max_upload_rate)),

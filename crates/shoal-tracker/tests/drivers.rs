@@ -213,6 +213,8 @@ async fn run_announcer(
         AnnouncerConfig {
             trackers,
             info_hash,
+            peer_id: PeerId::shoal([7; 12]),
+            key: 7,
             port: 7000,
             bind: Some(me.parse().unwrap()),
             numwant: Some(50),

@@ -666,3 +666,107 @@ fn a_dual_stack_seed_announces_over_both_families() {
         "{seen}"
     );
 }
+
+/// A tracker that records each announce's query and answers with no peers: what the
+/// client sends is the thing under test here.
+fn recording_tracker(addr: &str) -> std::sync::mpsc::Receiver<String> {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind(addr).expect("bind recording tracker");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            stream.set_read_timeout(Some(Duration::from_secs(5))).ok();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 2048];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 16384 {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let body = b"d8:intervali1800e5:peers0:e";
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(body);
+            let line = String::from_utf8_lossy(&request);
+            let target = line.split(' ').nth(1).unwrap_or_default().to_string();
+            if tx.send(target).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// The raw bytes of an announce's query parameter `name` (percent-decoded).
+fn query_param(target: &str, name: &str) -> Vec<u8> {
+    let query = target.split_once('?').map_or("", |(_, q)| q);
+    let value = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("no {name} in {target}"));
+    let mut out = Vec::new();
+    let mut bytes = value.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let hex: String = bytes.by_ref().take(2).map(char::from).collect();
+            out.push(u8::from_str_radix(&hex, 16).expect("percent escape"));
+        } else {
+            out.push(b);
+        }
+    }
+    out
+}
+
+/// BEP 7: a client announcing from several addresses sends one key (and libtorrent one
+/// peer id) with each, so a tracker can tell the announces are one client's. shoal's
+/// two family announcers send the same key and the peer id of the seed's handshakes.
+#[test]
+fn both_families_announce_one_peer_id_and_key() {
+    let dir = tempdir();
+    let (v4, v6) = ("127.0.1.82:18084", "[::1]:18084");
+    let (urls4, urls6) = (
+        format!("http://{v4}/announce"),
+        format!("http://{v6}/announce"),
+    );
+    let (announces4, announces6) = (recording_tracker(v4), recording_tracker(v6));
+    let (src, torrent, hash) = make_torrent(dir.path(), 300 * 1024, &[&[&urls4, &urls6]]);
+    let mut seed = shoal();
+    seed.args(["seed", path_str(&torrent), path_str(&src), "--json"])
+        .args(["--listen", "[::]:18085", "--no-dht", "--no-port-map"])
+        .args(["--state-dir", path_str(&dir.path().join("seed-state"))]);
+    let (_seed, _lines) = start_and_watch(seed, "\"started\"", Duration::from_secs(30));
+    let four = announces4
+        .recv_timeout(Duration::from_secs(10))
+        .expect("an announce over IPv4");
+    let six = announces6
+        .recv_timeout(Duration::from_secs(10))
+        .expect("an announce over IPv6");
+    assert_eq!(query_param(&four, "info_hash"), hash.0);
+    assert_eq!(query_param(&six, "info_hash"), hash.0);
+    assert_eq!(query_param(&four, "key"), query_param(&six, "key"));
+    let peer_id = query_param(&four, "peer_id");
+    assert_eq!(peer_id, query_param(&six, "peer_id"));
+
+    // The seed's handshake names the same peer id.
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect("127.0.0.1:18085").expect("connect to seed");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut handshake = b"\x13BitTorrent protocol".to_vec();
+    handshake.extend_from_slice(&[0; 8]);
+    handshake.extend_from_slice(&hash.0);
+    handshake.extend_from_slice(b"-XX0000-test-peer-id");
+    stream.write_all(&handshake).unwrap();
+    let mut answer = [0u8; 68];
+    stream
+        .read_exact(&mut answer)
+        .expect("the seed's handshake");
+    assert_eq!(&answer[28..48], &hash.0);
+    assert_eq!(&answer[48..68], &peer_id[..]);
+}

@@ -7,8 +7,7 @@ mod tiers;
 mod udp;
 
 pub use schedule::{
-    random_peer_id, AnnounceJob, ClientEvent, ClientParams, TrackerClient, TrackerId,
-    FIRST_BACKOFF, MAX_BACKOFF,
+    AnnounceJob, ClientEvent, ClientParams, TrackerClient, TrackerId, FIRST_BACKOFF, MAX_BACKOFF,
 };
 pub use tiers::{Tiers, MAX_TRACKERS};
 pub use udp::{UdpConfig, UdpOperation, UdpOutcome, UdpTracker, CONNECTION_LIFETIME};

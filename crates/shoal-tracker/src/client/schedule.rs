@@ -29,7 +29,12 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientParams {
     pub info_hash: InfoHash,
+    /// The peer id of our handshakes: a tracker that lists peer ids tells us apart by it.
     pub peer_id: PeerId,
+    /// The same for every announce of the torrent, whatever address it comes from: a
+    /// tracker takes it as proof that an announce from another address (the other
+    /// family's, or a new one) is the same client's (BEP 7).
+    pub key: u32,
     /// The port peers can reach us on.
     pub port: u16,
     pub numwant: Option<u32>,
@@ -83,7 +88,6 @@ struct Tracker {
 #[derive(Debug)]
 pub struct TrackerClient {
     params: ClientParams,
-    key: u32,
     trackers: Tiers<Tracker>,
     progress: Progress,
     /// `completed` is owed to a tracker that was told `started` while we were leeching.
@@ -119,7 +123,6 @@ impl TrackerClient {
         });
         let client = TrackerClient {
             params,
-            key: rng.gen(),
             trackers,
             progress,
             completed_pending: false,
@@ -171,7 +174,7 @@ impl TrackerClient {
                 Event::Stopped => Some(0),
                 _ => self.params.numwant,
             },
-            key: self.key,
+            key: self.params.key,
             tracker_id: t.tracker_id.clone(),
         }
     }
@@ -330,12 +333,6 @@ impl TrackerClient {
     }
 }
 
-/// A random identity for a torrent's announces: tracker peer id and key come from the
-/// caller's RNG, like every other random choice in the cores.
-pub fn random_peer_id(rng: &mut impl Rng) -> PeerId {
-    PeerId::shoal(rng.gen())
-}
-
 #[cfg(test)]
 mod tests {
     use rand::rngs::StdRng;
@@ -347,6 +344,7 @@ mod tests {
         ClientParams {
             info_hash: InfoHash([1; 20]),
             peer_id: PeerId([2; 20]),
+            key: 0x5eed,
             port: 6881,
             numwant: Some(50),
         }

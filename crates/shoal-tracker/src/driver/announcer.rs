@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use shoal_core::InfoHash;
+use shoal_core::{InfoHash, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
 use super::http::{self as http_driver, HttpConfig};
@@ -20,8 +20,7 @@ use super::udp::UdpEndpoint;
 use crate::announce::{AnnounceResponse, Progress};
 use crate::client::http::{announce_path, parse_announce};
 use crate::client::{
-    random_peer_id, AnnounceJob, ClientEvent, ClientParams, TrackerClient, UdpConfig, UdpOperation,
-    UdpOutcome,
+    AnnounceJob, ClientEvent, ClientParams, TrackerClient, UdpConfig, UdpOperation, UdpOutcome,
 };
 use crate::url::{Scheme, TrackerUrl};
 use crate::TrackerError;
@@ -31,6 +30,11 @@ pub struct AnnouncerConfig {
     /// Tiers of tracker URLs (a torrent's `announce-list`, or `[[announce]]`).
     pub trackers: Vec<Vec<String>>,
     pub info_hash: InfoHash,
+    /// The torrent's peer id, the one its connections send (as libtorrent's announces do).
+    pub peer_id: PeerId,
+    /// The torrent's tracker key: one for all its announcers, so a tracker knows the
+    /// announces of both families for one client's.
+    pub key: u32,
     /// The port peers reach us on.
     pub port: u16,
     /// Where our announces come from: the address the engine listens on, when it is a
@@ -188,7 +192,8 @@ async fn run(
     let mut rng = StdRng::from_entropy();
     let params = ClientParams {
         info_hash: config.info_hash,
-        peer_id: random_peer_id(&mut rng),
+        peer_id: config.peer_id,
+        key: config.key,
         port: config.port,
         numwant: config.numwant,
     };

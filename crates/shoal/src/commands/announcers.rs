@@ -10,7 +10,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use shoal_core::{dual_stack, InfoHash};
+use shoal_core::{dual_stack, InfoHash, PeerId};
 use shoal_tracker::client::UdpConfig;
 use shoal_tracker::driver::http::HttpConfig;
 use shoal_tracker::driver::{Announcer, AnnouncerConfig};
@@ -23,10 +23,12 @@ pub struct Announcers(Vec<(bool, Announcer)>);
 impl Announcers {
     /// Starts announcing `info_hash` to `trackers` (`started`) for a torrent listening
     /// on `listen`, over IPv4 on `ipv4_port` if a router forwards that one to us; the
-    /// peers the trackers return go to `found`.
+    /// peers the trackers return go to `found`. Every announce sends the torrent's
+    /// `peer_id` and one key, so a tracker can tell that both families' announces are
+    /// one client's, as libtorrent's announces from each listen socket do.
     pub fn spawn(
         trackers: &[Vec<String>],
-        info_hash: InfoHash,
+        (info_hash, peer_id): (InfoHash, PeerId),
         (listen, ipv4_port): (SocketAddr, Option<u16>),
         progress: Progress,
         found: &mpsc::UnboundedSender<Vec<SocketAddr>>,
@@ -50,6 +52,7 @@ impl Announcers {
             })
             .filter(|tier| !tier.is_empty())
             .collect();
+        let key = rand::random();
         let announcers = binds.into_iter().enumerate().map(|(i, bind)| {
             let ipv4 = bind.is_ipv4();
             let config = AnnouncerConfig {
@@ -59,6 +62,8 @@ impl Announcers {
                     usable.clone()
                 },
                 info_hash,
+                peer_id,
+                key,
                 port: ipv4_port.filter(|_| ipv4).unwrap_or(listen.port()),
                 bind: Some(bind),
                 numwant: Some(50),

@@ -475,6 +475,7 @@ async fn announce(
                 have,
                 piece_count,
                 listen: Some(listen),
+                peer_id,
                 ..
             } if !trackers.is_empty() && announcers.is_none() => {
                 was_complete = have == piece_count;
@@ -494,7 +495,7 @@ async fn announce(
                 };
                 announcers = Some(Announcers::spawn(
                     &trackers,
-                    metainfo.info_hash,
+                    (metainfo.info_hash, *peer_id),
                     (*listen, *external_port.borrow()),
                     progress,
                     &found_tx,
@@ -770,6 +771,7 @@ impl Job {
                 .collect();
         // The link's trackers (`tr=`, one tier each) find peers for the metadata too. The
         // size is unknown until then, so `left` says only that something is left.
+        let peer_id = PeerId::shoal(rand::random());
         let metadata_announcer =
             (!self.opts.no_tracker && !magnet.trackers.is_empty()).then(|| {
                 let tiers: Vec<Vec<String>> =
@@ -782,10 +784,11 @@ impl Job {
                     left: 1,
                     partial_seed: false,
                 };
-                Announcers::spawn(&tiers, info_hash, (self.listen(), None), progress, &found)
+                let me = (info_hash, peer_id);
+                Announcers::spawn(&tiers, me, (self.listen(), None), progress, &found)
             });
         let mut feed = discovery::merge_feeds(feeds);
-        let mut fetch = MetadataFetch::new(info_hash, PeerId::shoal(rand::random()));
+        let mut fetch = MetadataFetch::new(info_hash, peer_id);
         fetch.peers = self.opts.peers.clone();
         fetch.peers.extend(discovery::resolve(&magnet.peers));
         fetch.local_ip = self.opts.listen.map(|a| a.ip());
@@ -1130,6 +1133,7 @@ pub async fn show_progress(
                 piece_count,
                 listen,
                 resumed,
+                ..
             } => {
                 bar.set_prefix(if have == piece_count {
                     "seeding"

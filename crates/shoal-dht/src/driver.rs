@@ -16,12 +16,12 @@ use crate::krpc::{InfohashSample, NodeInfo, ScrapeFilters};
 use crate::persist::SavedState;
 use crate::{Dht, DhtConfig, DhtEvent, DhtStats, Item, LookupId, NodeId, PutRequest};
 use shoal_core::{dual_stack, InfoHash};
+use shoal_udp::UdpSocket;
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 #[derive(Debug, Clone)]
@@ -152,20 +152,26 @@ pub struct DhtHandle {
 impl DhtHandle {
     /// Binds the socket, loads the saved table if any, and starts the node.
     pub async fn spawn(config: DriverConfig) -> std::io::Result<DhtHandle> {
-        let socket = UdpSocket::bind(config.listen).await?;
-        Self::start(config, Socket::Own(socket))
+        let (udp, incoming) = own_socket(config.listen)?;
+        Self::spawn_shared(config, udp, incoming)
     }
 
     /// Starts the node on a UDP socket another protocol also reads (uTP, which shares
-    /// the peers' port as libtorrent's does): `incoming` carries the datagrams that are
-    /// the DHT's; answers go out through `udp`.
+    /// the peers' port as libtorrent's does), or another node (the other family's, on a
+    /// dual-stack socket): `incoming` carries the datagrams that are this node's;
+    /// answers go out through `udp`.
     pub fn spawn_shared(
         mut config: DriverConfig,
         udp: Arc<UdpSocket>,
-        incoming: mpsc::Receiver<(Vec<u8>, SocketAddr)>,
+        incoming: mpsc::Receiver<Datagram>,
     ) -> std::io::Result<DhtHandle> {
-        config.listen = udp.local_addr()?;
-        Self::start(config, Socket::Shared { udp, incoming })
+        config.listen = udp.local_addr();
+        let socket = Socket {
+            udp,
+            incoming,
+            reached_at: HashMap::new(),
+        };
+        Self::start(config, socket)
     }
 
     fn start(mut config: DriverConfig, socket: Socket) -> std::io::Result<DhtHandle> {
@@ -180,7 +186,7 @@ impl DhtHandle {
                 }
             }
         }
-        let local_addr = socket.local_addr()?;
+        let local_addr = socket.udp.local_addr();
         // BEP 32: the socket's family says which DHT the node joins; on a dual-stack
         // socket, which carries both, the caller says.
         if !dual_stack::is_dual_stack(local_addr) {
@@ -335,48 +341,69 @@ struct Subscription {
 
 const SAVE_EVERY: Duration = Duration::from_secs(10 * 60);
 
-/// The node's socket: its own, or one shared with uTP.
-enum Socket {
-    Own(UdpSocket),
-    Shared {
-        udp: Arc<UdpSocket>,
-        incoming: mpsc::Receiver<(Vec<u8>, SocketAddr)>,
-    },
+/// A datagram for a DHT node: its bytes, its sender, and the local address it came to.
+pub type Datagram = (Vec<u8>, SocketAddr, Option<IpAddr>);
+
+/// Datagrams waiting for a node, at most; more are dropped, as a full socket buffer
+/// would drop them.
+const DATAGRAM_BACKLOG: usize = 1024;
+
+/// Nodes whose local address we remember, at most (then the memory starts over).
+const MAX_REACHED_AT: usize = 16 * 1024;
+
+/// A UDP socket at `addr` (dual-stack on `[::]`) for DHT nodes alone, and its datagrams.
+/// The reader runs until the receiver is dropped.
+pub fn own_socket(addr: SocketAddr) -> std::io::Result<(Arc<UdpSocket>, mpsc::Receiver<Datagram>)> {
+    let udp = Arc::new(UdpSocket::bind(addr)?);
+    let (tx, rx) = mpsc::channel(DATAGRAM_BACKLOG);
+    let reader = udp.clone();
+    tokio::spawn(async move {
+        let mut buf = reader.buffer();
+        loop {
+            let received = tokio::select! {
+                () = tx.closed() => return,
+                received = reader.recv(&mut buf) => received,
+            };
+            // An error (an ICMP answer to an earlier datagram) is about that one only.
+            let Ok(received) = received else { continue };
+            for datagram in received.datagrams(&buf) {
+                let _ = tx.try_send((datagram.to_vec(), received.from, received.to));
+            }
+        }
+    });
+    Ok((udp, rx))
+}
+
+/// The node's socket, and which of our addresses each node reached us at: on a socket
+/// bound to every address, answers and further queries go out from that one, as the
+/// node expects (see `shoal_udp`).
+struct Socket {
+    udp: Arc<UdpSocket>,
+    incoming: mpsc::Receiver<Datagram>,
+    reached_at: HashMap<SocketAddr, IpAddr>,
 }
 
 impl Socket {
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        match self {
-            Socket::Own(udp) => udp.local_addr(),
-            Socket::Shared { udp, .. } => udp.local_addr(),
-        }
-    }
-
     async fn send_to(&self, packet: &[u8], to: SocketAddr) {
-        let udp = match self {
-            Socket::Own(udp) => udp,
-            Socket::Shared { udp, .. } => udp,
-        };
-        let _ = udp.send_to(packet, to).await;
+        let from = self.reached_at.get(&to).copied();
+        let _ = self.udp.send(packet, to, from).await;
     }
 
     /// The next datagram, copied into `buf`: its length and sender.
     async fn recv(&mut self, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
-        match self {
-            Socket::Own(udp) => {
-                let (len, from) = udp.recv_from(buf).await.ok()?;
-                Some((len, dual_stack::canonical(from)))
+        let Some((datagram, from, to)) = self.incoming.recv().await else {
+            // The socket's reader is gone: wait for the shutdown command.
+            return std::future::pending().await;
+        };
+        if let Some(to) = to {
+            if self.reached_at.len() >= MAX_REACHED_AT && !self.reached_at.contains_key(&from) {
+                self.reached_at.clear();
             }
-            Socket::Shared { incoming, .. } => match incoming.recv().await {
-                Some((datagram, from)) => {
-                    let len = datagram.len().min(buf.len());
-                    buf[..len].copy_from_slice(&datagram[..len]);
-                    Some((len, from))
-                }
-                // uTP's socket is gone; so is ours: wait for the shutdown command.
-                None => std::future::pending().await,
-            },
+            self.reached_at.insert(from, to);
         }
+        let len = datagram.len().min(buf.len());
+        buf[..len].copy_from_slice(&datagram[..len]);
+        Some((len, from))
     }
 }
 
@@ -407,10 +434,7 @@ async fn run(
             on_event(event, &mut subs, &mut oneshots, &config, now);
         }
         while let Some((to, packet)) = dht.poll_transmit() {
-            // IPv4 addresses mapped for a dual-stack socket (of the family `listen` has).
-            socket
-                .send_to(&packet, dual_stack::for_socket(to, config.listen))
-                .await;
+            socket.send_to(&packet, to).await;
         }
         if now >= next_save {
             next_save = now + SAVE_EVERY;

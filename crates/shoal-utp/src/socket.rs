@@ -11,7 +11,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use shoal_core::dual_stack;
+use shoal_udp::UdpSocket;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, Notify};
 
 use crate::connection::{Config, Connection, Read, UtpError};
@@ -47,6 +47,9 @@ const LINGER: Duration = Duration::from_secs(30);
 struct Entry {
     conn: Connection,
     peer: SocketAddr,
+    /// Our address the peer reached us at, to answer from (see `shoal_udp`); `None` for
+    /// connections we opened (the route chose, and keeps choosing, the same one).
+    local: Option<IpAddr>,
     readers: Option<Waker>,
     writers: Option<Waker>,
     /// The application dropped its stream.
@@ -71,12 +74,15 @@ impl Entry {
                     tracing::trace!(kind = ?p.kind, seq = p.seq_nr, ack = p.ack_nr, len = p.payload.len(), "uTP out");
                 }
             }
-            outbox.send(datagram, self.peer);
+            outbox.send(datagram, self.peer, self.local);
         }
     }
 }
 
 type Shared = Arc<Mutex<Entry>>;
+
+/// A datagram waiting for the socket: its bytes, where to, and from which of our addresses.
+type Queued = (Vec<u8>, SocketAddr, Option<IpAddr>);
 
 /// Datagrams go out at once while the socket's buffer takes them; when it is full they
 /// wait here, in order, until the socket's task sees it writable again. (tokio learns
@@ -84,18 +90,15 @@ type Shared = Arc<Mutex<Entry>>;
 /// full buffer would silence the socket for good.)
 struct Outbox {
     udp: Arc<UdpSocket>,
-    /// The socket's address, whose family says how peers' addresses are written.
-    local: SocketAddr,
-    queue: Mutex<VecDeque<(Vec<u8>, SocketAddr)>>,
+    queue: Mutex<VecDeque<Queued>>,
     wake: Notify,
 }
 
 impl Outbox {
-    fn send(&self, datagram: Vec<u8>, to: SocketAddr) {
-        let to = dual_stack::for_socket(to, self.local);
+    fn send(&self, datagram: Vec<u8>, to: SocketAddr, from: Option<IpAddr>) {
         let mut queue = self.queue.lock().expect("not poisoned");
         if queue.is_empty() {
-            match self.udp.try_send_to(&datagram, to) {
+            match self.udp.try_send(&datagram, to, from) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 // Sent, or an error no retry would cure (the peer's address unreachable).
                 _ => return,
@@ -104,7 +107,7 @@ impl Outbox {
         // Past the cap a datagram is dropped, as a congested link drops it; the
         // connection sends it again.
         if queue.len() < MAX_QUEUED_DATAGRAMS {
-            queue.push_back((datagram, to));
+            queue.push_back((datagram, to, from));
         }
         tracing::trace!(queued = queue.len(), "uTP outbox waits for the socket");
         drop(queue);
@@ -119,8 +122,8 @@ impl Outbox {
     fn drain(&self) {
         let mut queue = self.queue.lock().expect("not poisoned");
         tracing::trace!(queued = queue.len(), "uTP outbox drains");
-        while let Some((datagram, to)) = queue.front() {
-            match self.udp.try_send_to(datagram, *to) {
+        while let Some((datagram, to, from)) = queue.front() {
+            match self.udp.try_send(datagram, *to, *from) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 _ => {
                     queue.pop_front();
@@ -144,8 +147,10 @@ pub struct UtpSocket {
     task: tokio::task::JoinHandle<()>,
 }
 
-/// Datagrams that were not uTP, with their senders.
-pub type OtherDatagrams = mpsc::Receiver<(Vec<u8>, SocketAddr)>;
+/// A datagram that was not uTP, with its sender and the local address it came to.
+pub type OtherDatagram = (Vec<u8>, SocketAddr, Option<IpAddr>);
+/// Datagrams that were not uTP.
+pub type OtherDatagrams = mpsc::Receiver<OtherDatagram>;
 
 impl UtpSocket {
     /// Binds `addr`. With `share`, datagrams that are not uTP are passed on through the
@@ -159,7 +164,6 @@ impl UtpSocket {
         let udp = Arc::new(bind_udp(addr)?);
         let inner = Arc::new(Inner {
             outbox: Outbox {
-                local: udp.local_addr()?,
                 udp: udp.clone(),
                 queue: Mutex::new(VecDeque::new()),
                 wake: Notify::new(),
@@ -187,7 +191,7 @@ impl UtpSocket {
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.udp.local_addr()
+        Ok(self.inner.udp.local_addr())
     }
 
     /// The UDP socket, for a consumer of the other datagrams to answer through.
@@ -229,6 +233,7 @@ impl UtpSocket {
             let entry = Arc::new(Mutex::new(Entry {
                 conn,
                 peer,
+                local: None,
                 readers: None,
                 writers: None,
                 dropped_at: None,
@@ -274,7 +279,7 @@ fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
     let socket = dual_stack::bind(addr, socket2::Type::DGRAM)?;
     let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
     let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
-    UdpSocket::from_std(socket.into())
+    UdpSocket::from_socket(socket)
 }
 
 fn io_error(error: UtpError) -> io::Error {
@@ -289,9 +294,9 @@ fn io_error(error: UtpError) -> io::Error {
 async fn run(
     inner: Arc<Inner>,
     accept: mpsc::Sender<UtpStream>,
-    other: Option<mpsc::Sender<(Vec<u8>, SocketAddr)>>,
+    other: Option<mpsc::Sender<OtherDatagram>>,
 ) {
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = inner.udp.buffer();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -300,23 +305,10 @@ async fn run(
             // Something was queued: look again at whether to wait for writability.
             () = inner.outbox.wake.notified() => {}
             Ok(()) = inner.udp.writable(), if waiting => inner.outbox.drain(),
-            received = inner.udp.recv_from(&mut buf) => {
-                let Ok((n, from)) = received else { continue };
-                let from = dual_stack::canonical(from);
-                let datagram = &buf[..n];
-                if !looks_like_utp(datagram) {
-                    if let Some(other) = &other {
-                        let _ = other.try_send((datagram.to_vec(), from));
-                    }
-                    continue;
-                }
-                if let Ok(packet) = Packet::parse(datagram) {
-                    tracing::trace!(
-                        kind = ?packet.kind, id = packet.connection_id, seq = packet.seq_nr,
-                        ack = packet.ack_nr, wnd = packet.wnd_size, sack = ?packet.sack,
-                        len = packet.payload.len(), "uTP in"
-                    );
-                    receive(&inner, &accept, packet, from);
+            received = inner.udp.recv(&mut buf) => {
+                let Ok(received) = received else { continue };
+                for datagram in received.datagrams(&buf) {
+                    dispatch(&inner, &accept, other.as_ref(), datagram, received);
                 }
             }
             _ = tick.tick() => timers(&inner),
@@ -324,7 +316,36 @@ async fn run(
     }
 }
 
-fn receive(inner: &Arc<Inner>, accept: &mpsc::Sender<UtpStream>, packet: Packet, from: SocketAddr) {
+/// One datagram: uTP to its connection, anything else to `other`.
+fn dispatch(
+    inner: &Arc<Inner>,
+    accept: &mpsc::Sender<UtpStream>,
+    other: Option<&mpsc::Sender<OtherDatagram>>,
+    datagram: &[u8],
+    received: shoal_udp::Received,
+) {
+    if !looks_like_utp(datagram) {
+        if let Some(other) = other {
+            let _ = other.try_send((datagram.to_vec(), received.from, received.to));
+        }
+        return;
+    }
+    if let Ok(packet) = Packet::parse(datagram) {
+        tracing::trace!(
+            kind = ?packet.kind, id = packet.connection_id, seq = packet.seq_nr,
+            ack = packet.ack_nr, wnd = packet.wnd_size, sack = ?packet.sack,
+            len = packet.payload.len(), "uTP in"
+        );
+        receive(inner, accept, packet, (received.from, received.to));
+    }
+}
+
+fn receive(
+    inner: &Arc<Inner>,
+    accept: &mpsc::Sender<UtpStream>,
+    packet: Packet,
+    (from, to): (SocketAddr, Option<IpAddr>),
+) {
     let now = Instant::now();
     // A SYN names the id we send with; we receive on the next one.
     let id = if packet.kind == Kind::Syn {
@@ -350,7 +371,7 @@ fn receive(inner: &Arc<Inner>, accept: &mpsc::Sender<UtpStream>, packet: Packet,
             let mut conns = inner.conns.lock().expect("not poisoned");
             if conns.len() >= MAX_CONNECTIONS || accept.capacity() == 0 {
                 drop(conns);
-                reset(inner, &packet, from);
+                reset(inner, &packet, (from, to));
                 return;
             }
             let conn =
@@ -358,6 +379,7 @@ fn receive(inner: &Arc<Inner>, accept: &mpsc::Sender<UtpStream>, packet: Packet,
             let entry = Arc::new(Mutex::new(Entry {
                 conn,
                 peer: from,
+                local: to,
                 readers: None,
                 writers: None,
                 dropped_at: None,
@@ -381,12 +403,13 @@ fn receive(inner: &Arc<Inner>, accept: &mpsc::Sender<UtpStream>, packet: Packet,
             }
         }
         // A stray data packet or FIN: tell the sender we have no such connection.
-        Kind::Data | Kind::Fin => reset(inner, &packet, from),
+        Kind::Data | Kind::Fin => reset(inner, &packet, (from, to)),
         Kind::State | Kind::Reset => {}
     }
 }
 
-fn reset(inner: &Inner, packet: &Packet, to: SocketAddr) {
+/// Answers a packet of no connection of ours with a reset, from where it came to.
+fn reset(inner: &Inner, packet: &Packet, (peer, local): (SocketAddr, Option<IpAddr>)) {
     let reset = Packet::new(
         Kind::Reset,
         if packet.kind == Kind::Syn {
@@ -397,7 +420,7 @@ fn reset(inner: &Inner, packet: &Packet, to: SocketAddr) {
         0,
         packet.seq_nr,
     );
-    inner.outbox.send(reset.encode(), to);
+    inner.outbox.send(reset.encode(), peer, local);
 }
 
 fn timers(inner: &Inner) {
@@ -542,17 +565,30 @@ mod tests {
         "127.0.0.1:0".parse().unwrap()
     }
 
+    fn wildcard() -> SocketAddr {
+        "0.0.0.0:0".parse().unwrap()
+    }
+
+    /// 127.0.0.7 on `socket`'s port: an address of the host that is not the one the
+    /// route to a loopback peer would answer from (127.0.0.1).
+    fn other_address(socket: &UtpSocket) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 7], socket.local_addr().unwrap().port()))
+    }
+
+    /// The server listens on every address and is reached at 127.0.0.7: its answers must
+    /// come from there, or the client, which keys the connection by the address it
+    /// dialled, would take them for strays.
     #[tokio::test]
     async fn streams_carry_bytes_both_ways_and_close_with_eof() {
-        let (server, _) = UtpSocket::bind(localhost(), Config::default(), false)
+        let (server, _) = UtpSocket::bind(wildcard(), Config::default(), false)
             .await
             .unwrap();
-        let (client, _) = UtpSocket::bind(localhost(), Config::default(), false)
+        let (client, _) = UtpSocket::bind("127.0.0.9:0".parse().unwrap(), Config::default(), false)
             .await
             .unwrap();
         let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 + i / 977) as u8).collect();
         let to_send = data.clone();
-        let addr = server.local_addr().unwrap();
+        let addr = other_address(&server);
         let echo = tokio::spawn(async move {
             let mut stream = server.accept().await.unwrap();
             let mut got = Vec::new();
@@ -581,40 +617,41 @@ mod tests {
 
     #[tokio::test]
     async fn connecting_to_a_closed_port_fails_and_other_datagrams_are_passed_on() {
-        let (socket, other) = UtpSocket::bind(localhost(), Config::default(), true)
+        let (socket, other) = UtpSocket::bind(wildcard(), Config::default(), true)
             .await
             .unwrap();
         let mut other = other.unwrap();
-        let probe = UdpSocket::bind(localhost()).await.unwrap();
+        let at = other_address(&socket);
+        let probe = tokio::net::UdpSocket::bind(localhost()).await.unwrap();
         probe
             .send_to(
                 b"d1:ad2:id20:aaaaaaaaaaaaaaaaaaaae1:q4:ping1:t2:aa1:y1:qe",
-                socket.local_addr().unwrap(),
+                at,
             )
             .await
             .unwrap();
-        let (datagram, from) = tokio::time::timeout(Duration::from_secs(5), other.recv())
+        let (datagram, from, to) = tokio::time::timeout(Duration::from_secs(5), other.recv())
             .await
             .unwrap()
             .unwrap();
         assert_eq!(from, probe.local_addr().unwrap());
+        assert_eq!(to, Some(at.ip()));
         assert!(datagram.starts_with(b"d1:a"));
-        // A stray data packet is answered with a reset.
+        // A stray data packet is answered with a reset, from where it was sent to.
         let stray = Packet::new(Kind::Data, 4242, 1, 1).encode();
-        probe
-            .send_to(&stray, socket.local_addr().unwrap())
-            .await
-            .unwrap();
+        probe.send_to(&stray, at).await.unwrap();
         let mut buf = [0u8; 100];
-        let (n, _) = tokio::time::timeout(Duration::from_secs(5), probe.recv_from(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
+        let (n, answered_from) =
+            tokio::time::timeout(Duration::from_secs(5), probe.recv_from(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+        assert_eq!(answered_from, at);
         let answer = Packet::parse(&buf[..n]).unwrap();
         assert_eq!(answer.kind, Kind::Reset);
         assert_eq!(answer.connection_id, 4241);
         // Nobody listens at the probe's port for uTP: the SYN goes unanswered.
-        let dead = UdpSocket::bind(localhost()).await.unwrap();
+        let dead = tokio::net::UdpSocket::bind(localhost()).await.unwrap();
         let started = Instant::now();
         let error = socket
             .connect(dead.local_addr().unwrap())

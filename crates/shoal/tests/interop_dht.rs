@@ -330,9 +330,9 @@ fn a_dual_stack_download_finds_seeds_in_both_dhts() {
     let dir = tempdir();
     let (src, torrent, magnet) = make_torrent(dir.path(), 13);
     let (_boot, stats) = shoal_dht("[::]:19521", &dir.path().join("dht.state"));
-    // A wildcard UDP socket answers from the address its route gives (127.0.0.1 here),
-    // and libtorrent takes answers only from the address it asked.
-    let _seed4 = lt_dht_seed(&torrent, &src, "127.0.2.231:19523", "127.0.0.1:19521");
+    // libtorrent takes answers only from the address it asked: the node on `[::]` must
+    // answer from 127.0.2.230, not from the route's choice (127.0.0.1).
+    let _seed4 = lt_dht_seed(&torrent, &src, "127.0.2.231:19523", "127.0.2.230:19521");
     let _seed6 = lt_dht_seed(&torrent, &src, "[::1]:19524", "[::1]:19521");
     // Each in the DHT of its own family only.
     wait_for_stored_announces(&stats, &["ipv4", "ipv6"], 2);
@@ -345,7 +345,7 @@ fn a_dual_stack_download_finds_seeds_in_both_dhts() {
         "[::]:19525",
         &[
             "--dht-bootstrap",
-            "127.0.0.1:19521",
+            "127.0.2.230:19521",
             "--dht-bootstrap",
             "[::1]:19521",
             "--max-down",

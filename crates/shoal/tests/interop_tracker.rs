@@ -628,7 +628,8 @@ fn a_dual_stack_seed_announces_over_both_families() {
     let (src, torrent, hash) = make_torrent(dir.path(), 2 * 1024 * 1024 + 77, &[&[v4, v6]]);
     // On every address of both families, port 18080.
     let tracker = shoal()
-        .args(["tracker", "--http", "[::]:18080", "--interval", "10"])
+        .args(["tracker", "--http", "[::]:18080", "--udp", "[::]:18080"])
+        .args(["--interval", "10"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -644,6 +645,9 @@ fn a_dual_stack_seed_announces_over_both_families() {
     wait_until("both announces", Duration::from_secs(10), || {
         scrape_url(v4, hash).complete == 2
     });
+    // Its UDP socket, on every address too, answers from the one asked (127.0.1.80, not
+    // the route's 127.0.0.1): a client's connected socket takes nothing else.
+    assert_eq!(udp_scrape("127.0.1.80:18080", hash).complete, 2);
 
     let lt6 = dir.path().join("lt6");
     let _lt6 = lt_get_tracked(&torrent, &lt6, "::1", 18082);

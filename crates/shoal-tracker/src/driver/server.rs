@@ -17,7 +17,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use shoal_core::{dual_stack, InfoHash};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use crate::http1::parse_request_head;
@@ -117,7 +117,7 @@ impl ServerHandle {
 pub struct TrackerServer {
     shared: Arc<Shared>,
     http: Option<TcpListener>,
-    udp: Option<UdpSocket>,
+    udp: Option<shoal_udp::UdpSocket>,
 }
 
 impl TrackerServer {
@@ -143,7 +143,8 @@ impl TrackerServer {
         };
         let udp = match options.udp {
             Some(addr) => {
-                let socket = UdpSocket::from_std(bind(addr, socket2::Type::DGRAM)?.into());
+                // Answers leave from the address each request came to (see `shoal_udp`).
+                let socket = shoal_udp::UdpSocket::from_socket(bind(addr, socket2::Type::DGRAM)?);
                 Some(socket.map_err(|source| ServerError::Bind { addr, source })?)
             }
             None => None,
@@ -165,7 +166,7 @@ impl TrackerServer {
     }
 
     pub fn udp_addr(&self) -> Option<SocketAddr> {
-        self.udp.as_ref().and_then(|s| s.local_addr().ok())
+        self.udp.as_ref().map(|s| s.local_addr())
     }
 
     pub fn handle(&self) -> ServerHandle {
@@ -243,23 +244,26 @@ fn stats_json(shared: &Shared) -> serde_json::Value {
     })
 }
 
-async fn serve_udp(socket: UdpSocket, shared: Arc<Shared>) {
+async fn serve_udp(socket: shoal_udp::UdpSocket, shared: Arc<Shared>) {
     let mut rng = StdRng::from_entropy();
     let mut ids = ConnectionIds::new(Instant::now(), &mut rng);
-    let mut buf = vec![0u8; 2048];
+    let mut buf = socket.buffer();
     let mut out = Vec::with_capacity(MAX_PACKET);
     loop {
-        let Ok((n, from)) = socket.recv_from(&mut buf).await else {
+        let Ok(received) = socket.recv(&mut buf).await else {
             continue;
         };
-        let now = Instant::now();
-        ids.handle_timeout(now, &mut rng);
-        let reply = {
-            let mut tracker = shared.tracker();
-            udp::handle_packet(&mut tracker, &ids, now, from, &buf[..n], &mut rng, &mut out)
-        };
-        if reply {
-            let _ = socket.send_to(&out, from).await;
+        let from = received.from;
+        for packet in received.datagrams(&buf) {
+            let now = Instant::now();
+            ids.handle_timeout(now, &mut rng);
+            let reply = {
+                let mut tracker = shared.tracker();
+                udp::handle_packet(&mut tracker, &ids, now, from, packet, &mut rng, &mut out)
+            };
+            if reply {
+                let _ = socket.send(&out, from, received.to).await;
+            }
         }
     }
 }

@@ -99,7 +99,7 @@ pub fn of_family(addrs: Vec<SocketAddr>, ipv6: bool) -> Vec<SocketAddr> {
 
 /// The uTP socket, for a DHT node on the same port: answers go out through it, and its
 /// datagrams that are not uTP come in through the receiver.
-pub type SharedUdp = (Arc<tokio::net::UdpSocket>, shoal_utp::OtherDatagrams);
+pub type SharedUdp = (Arc<shoal_udp::UdpSocket>, shoal_utp::OtherDatagrams);
 
 /// The process's DHT nodes: one, or on a dual-stack socket two, one in the IPv4 DHT and
 /// one in the IPv6 DHT (BEP 32: separate networks, each with its own routing table), as
@@ -178,7 +178,7 @@ pub async fn start(
         return Ok(Dhts::default());
     }
     let addr = match &shared {
-        Some((udp, _)) => udp.local_addr()?,
+        Some((udp, _)) => udp.local_addr(),
         None => opts.dht_listen.unwrap_or(listen),
     };
     let found = resolve_bootstrap(&opts.bootstrap, addr).await;
@@ -222,7 +222,7 @@ pub async fn spawn_nodes(
     }
     let (udp, incoming) = match shared {
         Some(shared) => shared,
-        None => own_dual_stack_socket(addr).with_context(cannot)?,
+        None => shoal_dht::driver::own_socket(addr).with_context(cannot)?,
     };
     let (v4, v6) = split_by_family(incoming);
     Ok(Dhts(vec![
@@ -234,35 +234,10 @@ pub async fn spawn_nodes(
     ]))
 }
 
-/// A dual-stack UDP socket at `addr` for the DHT alone, and its datagrams (senders in
-/// plain IPv4 form, as the uTP socket gives them).
-fn own_dual_stack_socket(addr: SocketAddr) -> std::io::Result<SharedUdp> {
-    let socket = dual_stack::bind(addr, socket2::Type::DGRAM)?;
-    let udp = Arc::new(tokio::net::UdpSocket::from_std(socket.into())?);
-    let (tx, rx) = mpsc::channel(DATAGRAM_BACKLOG);
-    let reader = udp.clone();
-    // Until both nodes have stopped.
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 2048];
-        loop {
-            let received = tokio::select! {
-                () = tx.closed() => return,
-                received = reader.recv_from(&mut buf) => received,
-            };
-            // An error (an ICMP answer to an earlier datagram) is about that one only.
-            let Ok((len, from)) = received else { continue };
-            let datagram = (buf[..len].to_vec(), dual_stack::canonical(from));
-            // Full: dropped, as a full socket buffer would drop it.
-            let _ = tx.try_send(datagram);
-        }
-    });
-    Ok((udp, rx))
-}
-
 /// Datagrams waiting for a DHT node, at most.
 const DATAGRAM_BACKLOG: usize = 1024;
 
-type Datagrams = mpsc::Receiver<(Vec<u8>, SocketAddr)>;
+type Datagrams = mpsc::Receiver<shoal_dht::driver::Datagram>;
 
 /// `incoming` as two streams: from IPv4 senders, and from IPv6 ones.
 fn split_by_family(mut incoming: Datagrams) -> (Datagrams, Datagrams) {
@@ -279,11 +254,11 @@ fn split_by_family(mut incoming: Datagrams) -> (Datagrams, Datagrams) {
                 () = both_stopped => return,
                 received = incoming.recv() => received,
             };
-            let Some((datagram, from)) = received else {
+            let Some(datagram) = received else {
                 return;
             };
-            let to = if from.is_ipv4() { &v4_tx } else { &v6_tx };
-            let _ = to.try_send((datagram, from));
+            let node = if datagram.1.is_ipv4() { &v4_tx } else { &v6_tx };
+            let _ = node.try_send(datagram);
         }
     });
     (v4, v6)

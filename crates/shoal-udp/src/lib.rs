@@ -1,0 +1,271 @@
+//! A UDP socket that answers from the address it was reached at.
+//!
+//! A socket bound to every address (`[::]`, `0.0.0.0`) sends from whichever address the
+//! route to the peer prefers. On a host with several addresses of one family (an IPv6
+//! host's stable and temporary addresses, a seedbox with several IPv4 addresses, or
+//! `127.0.0.x` on loopback), a peer that reached us at another one gets its answer from
+//! an address it never wrote to and drops it: libtorrent matches uTP packets and DHT
+//! answers by the address it sent to, and a UDP tracker client on a connected socket never
+//! even sees them. libtorrent avoids this by binding one socket per local address; here
+//! the socket asks the kernel, with each datagram, which address it came to
+//! (`IP_PKTINFO` / `IPV6_RECVPKTINFO`), and says which to send from in the same way.
+//! `quinn-udp` does the ancillary-data work.
+//!
+//! Addresses are given and taken in plain form (see `shoal_core::dual_stack`): IPv4 peers
+//! of a dual-stack socket are IPv4 addresses here.
+
+use std::io::{self, IoSliceMut};
+use std::net::{IpAddr, SocketAddr};
+
+use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
+use shoal_core::dual_stack;
+use tokio::io::Interest;
+
+/// What one receive gave: datagrams from one sender to one local address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    pub from: SocketAddr,
+    /// The local address the datagrams came to, when the system says (it does on Linux,
+    /// the BSDs, macOS and Windows).
+    pub to: Option<IpAddr>,
+    len: usize,
+    /// The kernel may hand over several datagrams of one sender at once (UDP GRO), each
+    /// `stride` bytes but the last.
+    stride: usize,
+}
+
+impl Received {
+    /// The datagrams, in the buffer given to [`UdpSocket::recv`].
+    pub fn datagrams<'a>(&self, buf: &'a [u8]) -> impl Iterator<Item = &'a [u8]> {
+        buf[..self.len].chunks(self.stride.max(1))
+    }
+}
+
+/// A tokio UDP socket that reports and sets the local address of each datagram. See the
+/// module documentation.
+#[derive(Debug)]
+pub struct UdpSocket {
+    io: tokio::net::UdpSocket,
+    state: UdpSocketState,
+    local: SocketAddr,
+}
+
+impl UdpSocket {
+    /// Binds `addr` (dual-stack on `[::]`, see `shoal_core::dual_stack::bind`). Must be
+    /// called within a tokio runtime.
+    pub fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
+        Self::from_socket(dual_stack::bind(addr, socket2::Type::DGRAM)?)
+    }
+
+    /// Takes a bound datagram socket (for a caller that set options on it first).
+    pub fn from_socket(socket: socket2::Socket) -> io::Result<UdpSocket> {
+        let state = UdpSocketState::new(UdpSockRef::from(&socket))?;
+        keep_path_mtu_discovery(&socket);
+        let local = socket
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("not an IP socket"))?;
+        let io = tokio::net::UdpSocket::from_std(socket.into())?;
+        Ok(UdpSocket { io, state, local })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// A buffer large enough for what one [`UdpSocket::recv`] may give.
+    pub fn buffer(&self) -> Vec<u8> {
+        vec![0; (self.state.gro_segments() * 1500).max(64 * 1024)]
+    }
+
+    /// Waits for datagrams and reads them into `buf` (see [`UdpSocket::buffer`]).
+    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<Received> {
+        let mut meta = [RecvMeta::default()];
+        self.io
+            .async_io(Interest::READABLE, || {
+                let mut bufs = [IoSliceMut::new(buf)];
+                self.state
+                    .recv(UdpSockRef::from(&self.io), &mut bufs, &mut meta)
+            })
+            .await?;
+        let [meta] = meta;
+        Ok(Received {
+            from: dual_stack::canonical(meta.addr),
+            to: meta.dst_ip.map(|ip| ip.to_canonical()),
+            len: meta.len,
+            stride: meta.stride,
+        })
+    }
+
+    /// Sends `datagram` to `to` from the local address `from` (one a peer reached us at;
+    /// `None` lets the route choose), without waiting: `WouldBlock` when the socket's
+    /// buffer is full.
+    pub fn try_send(
+        &self,
+        datagram: &[u8],
+        to: SocketAddr,
+        from: Option<IpAddr>,
+    ) -> io::Result<()> {
+        let destination = dual_stack::for_socket(to, self.local);
+        let src_ip = from.and_then(|ip| self.source_for(ip, destination));
+        let send = |src_ip| {
+            self.io.try_io(Interest::WRITABLE, || {
+                let transmit = Transmit {
+                    destination,
+                    ecn: None,
+                    contents: datagram,
+                    segment_size: None,
+                    src_ip,
+                };
+                self.state.try_send(UdpSockRef::from(&self.io), &transmit)
+            })
+        };
+        match send(src_ip) {
+            // The address is no longer ours (an IPv6 temporary address expired): any
+            // answer beats none.
+            Err(e) if src_ip.is_some() && e.kind() != io::ErrorKind::WouldBlock => send(None),
+            sent => sent,
+        }
+    }
+
+    /// [`UdpSocket::try_send`], waiting while the socket's buffer is full.
+    pub async fn send(
+        &self,
+        datagram: &[u8],
+        to: SocketAddr,
+        from: Option<IpAddr>,
+    ) -> io::Result<()> {
+        loop {
+            match self.try_send(datagram, to, from) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.io.writable().await?,
+                sent => return sent,
+            }
+        }
+    }
+
+    /// Waits until the socket's buffer may take a datagram.
+    pub async fn writable(&self) -> io::Result<()> {
+        self.io.writable().await
+    }
+
+    /// `from` as this socket can send from it to `destination`, if it can: a source of
+    /// the destination's family, mapped for an IPv4 peer of a dual-stack socket.
+    fn source_for(&self, from: IpAddr, destination: SocketAddr) -> Option<IpAddr> {
+        let from = from.to_canonical();
+        if from.is_unspecified() {
+            return None;
+        }
+        match (from, destination.ip()) {
+            (IpAddr::V4(v4), IpAddr::V4(_)) => Some(v4.into()),
+            (IpAddr::V4(v4), IpAddr::V6(d)) if d.to_ipv4_mapped().is_some() => {
+                Some(v4.to_ipv6_mapped().into())
+            }
+            (IpAddr::V6(v6), IpAddr::V6(d)) if d.to_ipv4_mapped().is_none() => Some(v6.into()),
+            _ => None,
+        }
+    }
+}
+
+/// `quinn-udp` turns path MTU discovery to "probe" (QUIC sizes its own packets). uTP here
+/// sends fixed 1 400-byte payloads, so the kernel's usual discovery stays on: a path with a
+/// smaller MTU (a VPN, a tunnel) then has those datagrams fragmented rather than dropped.
+#[cfg(target_os = "linux")]
+fn keep_path_mtu_discovery(socket: &socket2::Socket) {
+    use std::os::fd::AsRawFd;
+    let set = |level, name, value: libc::c_int| {
+        // SAFETY: a valid descriptor, and a pointer to a c_int with its size.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                level,
+                name,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        }
+    };
+    // Either may not apply (an IPv4 socket has no IPv6 options); failing leaves the mode.
+    set(
+        libc::IPPROTO_IP,
+        libc::IP_MTU_DISCOVER,
+        libc::IP_PMTUDISC_WANT,
+    );
+    set(
+        libc::IPPROTO_IPV6,
+        libc::IPV6_MTU_DISCOVER,
+        libc::IPV6_PMTUDISC_WANT,
+    );
+    set(libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG, 0);
+}
+
+#[cfg(not(target_os = "linux"))]
+fn keep_path_mtu_discovery(_: &socket2::Socket) {}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn a(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    /// A datagram to 127.0.0.7 is answered from 127.0.0.7, not from 127.0.0.1 (the route's
+    /// choice on loopback), on an IPv4 wildcard socket and on a dual-stack one.
+    #[tokio::test]
+    async fn answers_come_from_the_address_asked() {
+        for wildcard in ["0.0.0.0:0", "[::]:0"] {
+            let Ok(socket) = UdpSocket::bind(a(wildcard)) else {
+                continue; // No IPv6 on this system.
+            };
+            let port = socket.local_addr().port();
+            let peer = tokio::net::UdpSocket::bind("127.0.0.9:0").await.unwrap();
+            peer.send_to(b"ask", ("127.0.0.7", port)).await.unwrap();
+            let mut buf = socket.buffer();
+            let got = tokio::time::timeout(Duration::from_secs(5), socket.recv(&mut buf))
+                .await
+                .expect("in time")
+                .unwrap();
+            assert_eq!(got.from, peer.local_addr().unwrap(), "{wildcard}");
+            assert_eq!(got.to, Some("127.0.0.7".parse().unwrap()), "{wildcard}");
+            let datagrams: Vec<&[u8]> = got.datagrams(&buf).collect();
+            assert_eq!(datagrams, [b"ask"]);
+
+            socket.send(b"answer", got.from, got.to).await.unwrap();
+            let mut answer = [0u8; 16];
+            let (n, from) =
+                tokio::time::timeout(Duration::from_secs(5), peer.recv_from(&mut answer))
+                    .await
+                    .expect("in time")
+                    .unwrap();
+            assert_eq!(&answer[..n], b"answer");
+            assert_eq!(from, SocketAddr::from(([127, 0, 0, 7], port)), "{wildcard}");
+
+            // With no source given the route chooses (127.0.0.1 on loopback).
+            socket.send(b"again", got.from, None).await.unwrap();
+            let (_, from) = peer.recv_from(&mut answer).await.unwrap();
+            assert_eq!(from, SocketAddr::from(([127, 0, 0, 1], port)), "{wildcard}");
+        }
+    }
+
+    /// A source of the wrong family, or one no longer ours, still lets the answer out.
+    #[tokio::test]
+    async fn an_unusable_source_is_left_to_the_route() {
+        let socket = UdpSocket::bind(a("0.0.0.0:0")).unwrap();
+        let peer = tokio::net::UdpSocket::bind("127.0.0.9:0").await.unwrap();
+        let to = peer.local_addr().unwrap();
+        let mut buf = [0u8; 16];
+        for from in ["::1", "192.0.2.1"] {
+            socket
+                .send(b"x", to, Some(from.parse().unwrap()))
+                .await
+                .unwrap();
+            let (n, _) = tokio::time::timeout(Duration::from_secs(5), peer.recv_from(&mut buf))
+                .await
+                .expect("in time")
+                .unwrap();
+            assert_eq!(&buf[..n], b"x", "{from}");
+        }
+    }
+}

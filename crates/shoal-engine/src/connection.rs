@@ -282,13 +282,17 @@ pub fn bind_listener(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListene
     tokio::net::TcpListener::from_std(socket.into())
 }
 
+/// The info-hashes a torrent takes connections for: its own, and a hybrid torrent's v2
+/// one (see `Metainfo::swarm_hashes`).
+pub type Swarms = Arc<[[u8; 20]]>;
+
 /// Accepts TCP connections, reads each one's handshake (bounded in time, and in number
 /// by `handshakes`; plain or behind an encrypted one, as `policy` allows) and hands
 /// those for our torrent to the actor; others are closed.
 pub fn spawn_acceptor(
     listener: tokio::net::TcpListener,
     handshakes: Arc<tokio::sync::Semaphore>,
-    info_hash: [u8; 20],
+    swarms: Swarms,
     policy: Encryption,
     to_actor: mpsc::Sender<Input>,
 ) -> tokio::task::JoinHandle<()> {
@@ -301,7 +305,7 @@ pub fn spawn_acceptor(
             let addr = dual_stack::canonical(addr);
             let _ = stream.set_nodelay(true);
             let stream = PeerStream::from(stream);
-            take_handshake(stream, addr, &handshakes, (policy, info_hash), &to_actor);
+            take_handshake(stream, addr, &handshakes, (policy, &swarms), &to_actor);
         }
     })
 }
@@ -310,7 +314,7 @@ pub fn spawn_acceptor(
 pub fn spawn_utp_acceptor(
     utp: Arc<UtpSocket>,
     handshakes: Arc<tokio::sync::Semaphore>,
-    info_hash: [u8; 20],
+    swarms: Swarms,
     policy: Encryption,
     to_actor: mpsc::Sender<Input>,
 ) -> tokio::task::JoinHandle<()> {
@@ -318,7 +322,7 @@ pub fn spawn_utp_acceptor(
         while let Ok(stream) = utp.accept().await {
             let addr = stream.peer_addr();
             let stream = PeerStream::new(stream, Kind::Utp);
-            take_handshake(stream, addr, &handshakes, (policy, info_hash), &to_actor);
+            take_handshake(stream, addr, &handshakes, (policy, &swarms), &to_actor);
         }
     })
 }
@@ -329,16 +333,17 @@ fn take_handshake(
     mut stream: PeerStream,
     addr: SocketAddr,
     handshakes: &Arc<tokio::sync::Semaphore>,
-    (policy, info_hash): (Encryption, [u8; 20]),
+    (policy, swarms): (Encryption, &Swarms),
     to_actor: &mpsc::Sender<Input>,
 ) {
+    let swarms = swarms.clone();
     let Ok(permit) = handshakes.clone().try_acquire_owned() else {
         return; // too many at once: this one is closed
     };
     let to_actor = to_actor.clone();
     tokio::spawn(async move {
         let _permit = permit;
-        let Some((handshake, secured)) = encryption::accept(&mut stream, info_hash, policy).await
+        let Some((handshake, secured)) = encryption::accept(&mut stream, &swarms, policy).await
         else {
             return;
         };
@@ -373,7 +378,7 @@ mod tests {
         spawn_acceptor(
             listener,
             handshake_slots(),
-            info_hash,
+            Arc::new([info_hash]),
             Encryption::Prefer,
             to_actor,
         );

@@ -127,13 +127,15 @@ pub async fn dial(
 }
 
 /// A peer dialled us: reads its BitTorrent handshake, plain or behind an encrypted one as
-/// `policy` allows, and checks it names `info_hash`. Returns the 68 handshake bytes and
-/// the connection's state, or `None` to close it.
+/// `policy` allows, and checks it names one of `swarms` (the torrent's info-hash, and a
+/// hybrid torrent's v2 one). Returns the 68 handshake bytes and the connection's state,
+/// or `None` to close it.
 pub async fn accept(
     stream: &mut PeerStream,
-    info_hash: [u8; 20],
+    swarms: &[[u8; 20]],
     policy: Encryption,
 ) -> Option<(Vec<u8>, Secured)> {
+    let (&first, others) = swarms.split_first()?;
     let accept = async {
         let mut start = [0u8; 20];
         stream.read_exact(&mut start).await.ok()?;
@@ -146,7 +148,10 @@ pub async fn accept(
             }
         } else {
             let mut handshake =
-                MseHandshake::responder(info_hash, policy.methods()?, &mut rand::thread_rng());
+                MseHandshake::responder(first, policy.methods()?, &mut rand::thread_rng());
+            if let Some(&other) = others.first() {
+                handshake = handshake.also_serving(other);
+            }
             let done = match handshake.feed(&start).ok()? {
                 Some(done) => done,
                 None => drive(stream, handshake).await?,
@@ -173,7 +178,10 @@ pub async fn accept(
     let (handshake, secured) = tokio::time::timeout(HANDSHAKE_TIMEOUT, accept)
         .await
         .ok()??;
-    (handshake[28..48] == info_hash).then_some((handshake, secured))
+    swarms
+        .iter()
+        .any(|swarm| handshake[28..48] == swarm[..])
+        .then_some((handshake, secured))
 }
 
 #[cfg(test)]

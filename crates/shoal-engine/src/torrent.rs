@@ -218,12 +218,18 @@ pub async fn run(
     // Incoming connections: over uTP from the shared socket, over TCP from a listener.
     let mut acceptors = Vec::new();
     let handshakes = connection::handshake_slots();
+    let swarms: connection::Swarms = config
+        .metainfo
+        .swarm_hashes()
+        .iter()
+        .map(|hash| hash.0)
+        .collect();
     if let Some(utp) = config.dialer.utp.clone() {
         if config.dialer.accepts_utp() {
             acceptors.push(connection::spawn_utp_acceptor(
                 utp,
                 handshakes.clone(),
-                config.metainfo.info_hash.0,
+                swarms.clone(),
                 config.encryption,
                 to_actor.clone(),
             ));
@@ -239,7 +245,7 @@ pub async fn run(
             acceptors.push(connection::spawn_acceptor(
                 listener,
                 handshakes,
-                config.metainfo.info_hash.0,
+                swarms,
                 config.encryption,
                 to_actor.clone(),
             ));
@@ -1082,6 +1088,11 @@ impl Actor {
                     Ok(Some(h)) => h,
                     _ => return,
                 };
+                // A hybrid torrent's peer may have named its v2 swarm: we answer in it.
+                let swarms = self.io.config.metainfo.swarm_hashes();
+                if swarms.contains(&handshake.info_hash) {
+                    config.info_hash = handshake.info_hash;
+                }
                 match PeerSession::new_after_handshake(config, handshake, now) {
                     Ok(session) => session,
                     Err(_) => return,

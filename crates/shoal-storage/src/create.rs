@@ -358,6 +358,14 @@ mod tests {
             let layout = FileLayout::for_torrent(&m.info, dir.path());
             let have = crate::verify(&layout, &m.info, 2, &AtomicU64::new(0));
             assert!(have.all(), "{format:?}: every piece checks out");
+            // A hybrid is in two swarms: its SHA-1's and its cut SHA-256's.
+            let v2 = &m.info_hash_v2.expect("a v2 hash")[..20];
+            let hashes = m.swarm_hashes();
+            let swarms: Vec<&[u8]> = hashes.iter().map(|h| &h.0[..]).collect();
+            match format {
+                TorrentFormat::Hybrid => assert_eq!(swarms, [&m.info_hash.0[..], v2]),
+                _ => assert_eq!(swarms, [v2]),
+            }
         }
     }
 

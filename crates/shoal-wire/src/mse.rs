@@ -144,6 +144,9 @@ pub struct MseHandshake {
     private: BigUint,
     secret: Option<[u8; KEY_LEN]>,
     skey: [u8; 20],
+    /// Responder: the other torrent a peer may name (a hybrid torrent's v2 swarm); the
+    /// one it names becomes `skey`.
+    other_skey: Option<[u8; 20]>,
     /// Initiator: what we offer; responder: what we accept.
     methods: CryptoSet,
     encrypt: Option<Cipher>,
@@ -191,6 +194,7 @@ impl MseHandshake {
             private,
             secret: None,
             skey,
+            other_skey: None,
             methods,
             encrypt: None,
             decrypt: None,
@@ -212,6 +216,19 @@ impl MseHandshake {
     /// it).
     pub fn responder(info_hash: [u8; 20], accept: CryptoSet, rng: &mut impl rand::Rng) -> Self {
         Self::new(State::AwaitInitiatorKey, info_hash, accept, rng)
+    }
+
+    /// As responder, also serves `info_hash`: a hybrid torrent is one swarm under its v1
+    /// info-hash and another under its truncated v2 one (BEP 52), and a peer may name either.
+    pub fn also_serving(mut self, info_hash: [u8; 20]) -> Self {
+        self.other_skey = Some(info_hash);
+        self
+    }
+
+    /// The torrent the peer named (a responder's, once it did) or we named (an
+    /// initiator's).
+    pub fn info_hash(&self) -> [u8; 20] {
+        self.skey
     }
 
     /// Bytes received and kept, not yet consumed (bounded by the handshake's windows).
@@ -374,9 +391,13 @@ impl MseHandshake {
             .zip(&req3)
             .map(|(a, b)| a ^ b)
             .collect();
-        if named != hash(&[b"req2", &self.skey]) {
+        let Some(skey) = std::iter::once(self.skey)
+            .chain(self.other_skey)
+            .find(|skey| named == hash(&[b"req2", skey]))
+        else {
             return Err(MseError::UnknownTorrent);
-        }
+        };
+        self.skey = skey;
         self.input.drain(..at + 40);
         self.decrypt = Some(Cipher::new(b"keyA", &secret, &self.skey));
         self.encrypt = Some(Cipher::new(b"keyB", &secret, &self.skey));
@@ -569,6 +590,34 @@ mod tests {
     fn a_peer_asking_for_another_torrent_is_refused() {
         let err = run(CryptoSet::BOTH, CryptoSet::BOTH, [0x11; 20], 50, 7).unwrap_err();
         assert_eq!(err, MseError::UnknownTorrent);
+    }
+
+    /// A hybrid torrent's two swarms: the responder serves both info-hashes and learns
+    /// which one the peer named; a third is refused.
+    #[test]
+    fn a_responder_serving_two_torrents_takes_either() {
+        let (v1, v2) = ([0x11; 20], HASH);
+        for (named, ok) in [(v1, true), (v2, true), ([0x22; 20], false)] {
+            let mut rng = StdRng::seed_from_u64(12);
+            let mut a = MseHandshake::initiator(named, CryptoSet::RC4, &mut rng);
+            let mut b = MseHandshake::responder(v1, CryptoSet::BOTH, &mut rng).also_serving(v2);
+            assert!(b.feed(&a.take_output()).unwrap().is_none());
+            assert!(a.feed(&b.take_output()).unwrap().is_none());
+            let offer = a.take_output();
+            if !ok {
+                assert_eq!(b.feed(&offer).unwrap_err(), MseError::UnknownTorrent);
+                continue;
+            }
+            let done_b = b.feed(&offer).unwrap().expect("responder done");
+            assert_eq!(b.info_hash(), named);
+            let done_a = a.feed(&b.take_output()).unwrap().expect("initiator done");
+            let (mut send, _) = done_a.ciphers.unwrap();
+            let (_, mut recv) = done_b.ciphers.unwrap();
+            let mut later = b"hello".to_vec();
+            send.apply(&mut later);
+            recv.apply(&mut later);
+            assert_eq!(later, b"hello");
+        }
     }
 
     #[test]

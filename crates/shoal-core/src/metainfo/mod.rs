@@ -291,6 +291,21 @@ impl<'d, 'a> Fields<'d, 'a> {
 }
 
 impl Metainfo {
+    /// The swarms the torrent is in: `info_hash`, and for a hybrid torrent also its v2
+    /// swarm, named by the SHA-256 cut to 20 bytes (BEP 52). libtorrent announces a
+    /// hybrid under both and takes connections naming either; a peer that knows only the
+    /// v2 hash (a `btmh`-only magnet link) finds and reaches us only in the second.
+    pub fn swarm_hashes(&self) -> Vec<InfoHash> {
+        let mut hashes = vec![self.info_hash];
+        if let Some(v2) = self.info_hash_v2 {
+            let v2 = InfoHash(v2[..20].try_into().expect("32 bytes"));
+            if v2 != self.info_hash {
+                hashes.push(v2);
+            }
+        }
+        hashes
+    }
+
     /// Parses a `.torrent` file's bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, MetainfoError> {
         if bytes.len() > MAX_TORRENT_SIZE {

@@ -377,6 +377,8 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(&m.info_hash.0[..], &m.info_hash_v2.unwrap()[..20]);
+        // A v2-only torrent is in one swarm, named by its cut SHA-256.
+        assert_eq!(m.swarm_hashes(), vec![m.info_hash]);
         assert!(m.info.is_merkle());
         let layout: Vec<_> = m
             .info

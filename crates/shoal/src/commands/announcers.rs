@@ -1,5 +1,7 @@
 //! A torrent's tracker announces, shared by `get` and `seed` (and a magnet's metadata
-//! phase): one announcer, or on a dual-stack listen socket one per family.
+//! phase): one announcer, or on a dual-stack listen socket one per family; for a hybrid
+//! torrent, that for each of its two swarms (its v1 and v2 info-hashes), as libtorrent
+//! announces a hybrid under both.
 //!
 //! A tracker learns a client's address from the connection its announce comes over, so
 //! a client on `[::]` that announced only once would be known by one of its two
@@ -21,14 +23,14 @@ use tokio::sync::mpsc;
 pub struct Announcers(Vec<(bool, Announcer)>);
 
 impl Announcers {
-    /// Starts announcing `info_hash` to `trackers` (`started`) for a torrent listening
+    /// Starts announcing each of `swarms` to `trackers` (`started`) for a torrent listening
     /// on `listen`, over IPv4 on `ipv4_port` if a router forwards that one to us; the
     /// peers the trackers return go to `found`. Every announce sends the torrent's
     /// `peer_id` and one key, so a tracker can tell that both families' announces are
     /// one client's, as libtorrent's announces from each listen socket do.
     pub fn spawn(
         trackers: &[Vec<String>],
-        (info_hash, peer_id): (InfoHash, PeerId),
+        (swarms, peer_id): (&[InfoHash], PeerId),
         (listen, ipv4_port): (SocketAddr, Option<u16>),
         progress: Progress,
         found: &mpsc::UnboundedSender<Vec<SocketAddr>>,
@@ -53,7 +55,10 @@ impl Announcers {
             .filter(|tier| !tier.is_empty())
             .collect();
         let key = rand::random();
-        let announcers = binds.into_iter().enumerate().map(|(i, bind)| {
+        let each = swarms
+            .iter()
+            .flat_map(|&swarm| binds.iter().map(move |&b| (swarm, b)));
+        let announcers = each.enumerate().map(|(i, (info_hash, bind))| {
             let ipv4 = bind.is_ipv4();
             let config = AnnouncerConfig {
                 trackers: if i == 0 {

@@ -264,20 +264,23 @@ fn split_by_family(mut incoming: Datagrams) -> (Datagrams, Datagrams) {
     (v4, v6)
 }
 
-/// The peer feed for one torrent: the DHT's announce subscriptions (as a seed if `seed`,
-/// BEP 33) and local discovery, merged; `None` when neither runs.
+/// The peer feed for one torrent: the DHT's announce subscriptions for each of its
+/// `swarms` (a hybrid torrent's v1 and v2 info-hashes; as a seed if `seed`, BEP 33) and
+/// local discovery, merged; `None` when neither runs.
 pub fn peer_feed(
     dhts: &Dhts,
     opts: &DiscoveryOptions,
-    info_hash: InfoHash,
+    swarms: &[InfoHash],
     listen: SocketAddr,
     seed: bool,
 ) -> Option<PeerFeed> {
-    let mut feeds: Vec<PeerFeed> = dhts
-        .announce(info_hash, listen.port(), seed)
-        .into_iter()
+    let mut feeds: Vec<PeerFeed> = swarms
+        .iter()
+        .flat_map(|&swarm| dhts.announce(swarm, listen.port(), seed))
         .map(|found| tagged(PeerSource::Dht, found))
         .collect();
+    // Local discovery in the first swarm only: every local shoal and libtorrent is in it.
+    let info_hash = *swarms.first()?;
     if opts.lsd {
         let interface = match listen.ip() {
             IpAddr::V4(ip) => ip,

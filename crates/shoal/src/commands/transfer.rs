@@ -452,7 +452,9 @@ async fn announce(
             }
             Ok(()) = external_port.changed() => {
                 if let Some(port) = *external_port.borrow_and_update() {
-                    dht.set_ipv4_port(metainfo.info_hash, port);
+                    for swarm in metainfo.swarm_hashes() {
+                        dht.set_ipv4_port(swarm, port);
+                    }
                     if let Some(a) = &announcers {
                         a.set_ipv4_port(port);
                     }
@@ -468,7 +470,9 @@ async fn announce(
             _ => false,
         };
         if now_seed {
-            dht.seeding(metainfo.info_hash);
+            for swarm in metainfo.swarm_hashes() {
+                dht.seeding(swarm);
+            }
         }
         match &event {
             EngineEvent::Started {
@@ -495,7 +499,7 @@ async fn announce(
                 };
                 announcers = Some(Announcers::spawn(
                     &trackers,
-                    (metainfo.info_hash, *peer_id),
+                    (&metainfo.swarm_hashes(), *peer_id),
                     (*listen, *external_port.borrow()),
                     progress,
                     &found_tx,
@@ -766,7 +770,7 @@ impl Job {
         let dht =
             discovery::start(&self.discovery, self.listen(), &self.state_dir(), shared).await?;
         let mut feeds: Vec<_> =
-            discovery::peer_feed(&dht, &self.discovery, info_hash, self.listen(), false)
+            discovery::peer_feed(&dht, &self.discovery, &[info_hash], self.listen(), false)
                 .into_iter()
                 .collect();
         // The link's trackers (`tr=`, one tier each) find peers for the metadata too. The
@@ -784,7 +788,7 @@ impl Job {
                     left: 1,
                     partial_seed: false,
                 };
-                let me = (info_hash, peer_id);
+                let me = (&[info_hash][..], peer_id);
                 Announcers::spawn(&tiers, me, (self.listen(), None), progress, &found)
             });
         let mut feed = discovery::merge_feeds(feeds);
@@ -855,7 +859,7 @@ impl Job {
         let feed = discovery::peer_feed(
             &dht,
             &self.discovery,
-            metainfo.info_hash,
+            &metainfo.swarm_hashes(),
             self.listen(),
             !self.downloads,
         );

@@ -106,6 +106,26 @@ impl UdpSocket {
         to: SocketAddr,
         from: Option<IpAddr>,
     ) -> io::Result<()> {
+        self.try_send_segments(datagram, datagram.len(), to, from)
+    }
+
+    /// How many datagrams one [`UdpSocket::try_send_segments`] may carry: more than one
+    /// where the system offloads segmentation (Linux's UDP GSO).
+    pub fn max_segments(&self) -> usize {
+        self.state.max_gso_segments()
+    }
+
+    /// Sends `contents` as datagrams of `segment` bytes each (the last may be shorter) in
+    /// one system call, as [`UdpSocket::try_send`] sends one: at most
+    /// [`UdpSocket::max_segments`] of them, and at most 64 KiB in all. A system that turns
+    /// out not to segment fails the call, and takes one datagram a call from then on.
+    pub fn try_send_segments(
+        &self,
+        contents: &[u8],
+        segment: usize,
+        to: SocketAddr,
+        from: Option<IpAddr>,
+    ) -> io::Result<()> {
         let destination = dual_stack::for_socket(to, self.local);
         let src_ip = from.and_then(|ip| self.source_for(ip, destination));
         let send = |src_ip| {
@@ -113,8 +133,8 @@ impl UdpSocket {
                 let transmit = Transmit {
                     destination,
                     ecn: None,
-                    contents: datagram,
-                    segment_size: None,
+                    contents,
+                    segment_size: (contents.len() > segment).then_some(segment),
                     src_ip,
                 };
                 self.state.try_send(UdpSockRef::from(&self.io), &transmit)
@@ -247,6 +267,50 @@ mod tests {
             let (_, from) = peer.recv_from(&mut answer).await.unwrap();
             assert_eq!(from, SocketAddr::from(([127, 0, 0, 1], port)), "{wildcard}");
         }
+    }
+
+    /// Datagrams sent in one call arrive as the datagrams they are, at a plain socket and
+    /// at one that takes them in batches (GRO).
+    #[tokio::test]
+    async fn segments_arrive_as_separate_datagrams() {
+        let sender = UdpSocket::bind(a("127.0.0.1:0")).unwrap();
+        let plain = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let batching = UdpSocket::bind(a("127.0.0.1:0")).unwrap();
+        let contents: Vec<u8> = (0..340u32).map(|i| (i / 100) as u8).collect();
+        let sizes = |datagrams: Vec<Vec<u8>>| -> Vec<(usize, u8)> {
+            datagrams.iter().map(|d| (d.len(), d[0])).collect()
+        };
+        let want = vec![(100, 0), (100, 1), (100, 2), (40, 3)];
+
+        sender.writable().await.unwrap();
+        sender
+            .try_send_segments(&contents, 100, plain.local_addr().unwrap(), None)
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1000];
+        while got.len() < 4 {
+            let (n, _) = tokio::time::timeout(Duration::from_secs(5), plain.recv_from(&mut buf))
+                .await
+                .expect("in time")
+                .unwrap();
+            got.push(buf[..n].to_vec());
+        }
+        assert_eq!(sizes(got), want);
+
+        sender.writable().await.unwrap();
+        sender
+            .try_send_segments(&contents, 100, batching.local_addr(), None)
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = batching.buffer();
+        while got.len() < 4 {
+            let received = tokio::time::timeout(Duration::from_secs(5), batching.recv(&mut buf))
+                .await
+                .expect("in time")
+                .unwrap();
+            got.extend(received.datagrams(&buf).map(<[u8]>::to_vec));
+        }
+        assert_eq!(sizes(got), want);
     }
 
     /// A source of the wrong family, or one no longer ours, still lets the answer out.

@@ -33,8 +33,11 @@ const ACCEPT_BACKLOG: usize = 64;
 /// Non-uTP datagrams waiting for their consumer (the DHT); more are dropped, as a full
 /// socket buffer would drop them.
 const OTHER_BACKLOG: usize = 1024;
-/// Datagrams waiting for room in the socket's send buffer, at most.
-const MAX_QUEUED_DATAGRAMS: usize = 4096;
+/// Bytes waiting for room in the socket's send buffer, at most (about 4 000 datagrams).
+const MAX_QUEUED_BYTES: usize = 6 << 20;
+/// Bytes one system call sends at most, as consecutive datagrams (UDP GSO): under the
+/// 64 KiB a UDP datagram's length field allows.
+const MAX_BATCH_BYTES: usize = 64_000;
 /// Kernel buffer sizes asked for: a window's worth of datagrams arriving at once on a
 /// fast path must not overflow the default (about 200 KiB on Linux).
 const SOCKET_BUFFER: usize = 2 << 20;
@@ -66,23 +69,60 @@ impl Entry {
         }
     }
 
-    /// Sends whatever the connection has to send.
+    /// Sends whatever the connection has to send: a run of full-size packets (and one
+    /// shorter one after them) in one system call where the system segments them (GSO),
+    /// which is most of the cost of a fast transfer.
     fn flush(&mut self, outbox: &Outbox, now: Instant) {
+        let max_segments = outbox.udp.max_segments();
+        let mut batch: Option<Batch> = None;
         while let Some(datagram) = self.conn.poll_transmit(now) {
             if tracing::enabled!(tracing::Level::TRACE) {
                 if let Ok(p) = Packet::parse(&datagram) {
                     tracing::trace!(kind = ?p.kind, seq = p.seq_nr, ack = p.ack_nr, len = p.payload.len(), "uTP out");
                 }
             }
-            outbox.send(datagram, self.peer, self.local);
+            if let Some(b) = &mut batch {
+                if b.takes(&datagram, max_segments) {
+                    b.bytes.extend_from_slice(&datagram);
+                    continue;
+                }
+                outbox.send(batch.take().expect("just matched"));
+            }
+            batch = Some(Batch {
+                segment: datagram.len(),
+                bytes: datagram,
+                to: self.peer,
+                from: self.local,
+            });
+        }
+        if let Some(b) = batch {
+            outbox.send(b);
         }
     }
 }
 
-type Shared = Arc<Mutex<Entry>>;
+/// Datagrams to one peer sent in one system call: `bytes` cut into `segment`-byte
+/// datagrams, the last possibly shorter.
+struct Batch {
+    bytes: Vec<u8>,
+    segment: usize,
+    to: SocketAddr,
+    /// Which of our addresses they go from.
+    from: Option<IpAddr>,
+}
 
-/// A datagram waiting for the socket: its bytes, where to, and from which of our addresses.
-type Queued = (Vec<u8>, SocketAddr, Option<IpAddr>);
+impl Batch {
+    /// Whether `datagram` can go after the batch's: no longer than its segments, after
+    /// full ones only, within the system's count and the size limit.
+    fn takes(&self, datagram: &[u8], max_segments: usize) -> bool {
+        datagram.len() <= self.segment
+            && self.bytes.len().is_multiple_of(self.segment)
+            && self.bytes.len() / self.segment < max_segments
+            && self.bytes.len() + datagram.len() <= MAX_BATCH_BYTES
+    }
+}
+
+type Shared = Arc<Mutex<Entry>>;
 
 /// Datagrams go out at once while the socket's buffer takes them; when it is full they
 /// wait here, in order, until the socket's task sees it writable again. (tokio learns
@@ -90,45 +130,58 @@ type Queued = (Vec<u8>, SocketAddr, Option<IpAddr>);
 /// full buffer would silence the socket for good.)
 struct Outbox {
     udp: Arc<UdpSocket>,
-    queue: Mutex<VecDeque<Queued>>,
+    queue: Mutex<Queue>,
     wake: Notify,
 }
 
+#[derive(Default)]
+struct Queue {
+    batches: VecDeque<Batch>,
+    bytes: usize,
+}
+
 impl Outbox {
-    fn send(&self, datagram: Vec<u8>, to: SocketAddr, from: Option<IpAddr>) {
+    fn send(&self, batch: Batch) {
         let mut queue = self.queue.lock().expect("not poisoned");
-        if queue.is_empty() {
-            match self.udp.try_send(&datagram, to, from) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                // Sent, or an error no retry would cure (the peer's address unreachable).
-                _ => return,
-            }
+        if queue.batches.is_empty() && self.transmit(&batch) {
+            return;
         }
-        // Past the cap a datagram is dropped, as a congested link drops it; the
-        // connection sends it again.
-        if queue.len() < MAX_QUEUED_DATAGRAMS {
-            queue.push_back((datagram, to, from));
+        // Past the cap a batch is dropped, as a congested link drops datagrams; the
+        // connection sends them again.
+        if queue.bytes + batch.bytes.len() <= MAX_QUEUED_BYTES {
+            queue.bytes += batch.bytes.len();
+            queue.batches.push_back(batch);
         }
-        tracing::trace!(queued = queue.len(), "uTP outbox waits for the socket");
+        tracing::trace!(queued = queue.bytes, "uTP outbox waits for the socket");
         drop(queue);
         self.wake.notify_one();
     }
 
+    /// Sends `batch` if the socket's buffer takes it. A failure no retry would cure (the
+    /// peer's address unreachable; the first batch on a system that cannot segment it,
+    /// which then gets one datagram a call) counts as sent: the datagrams are lost, as
+    /// on a lossy link, and sent again by their connection.
+    fn transmit(&self, batch: &Batch) -> bool {
+        let sent = self
+            .udp
+            .try_send_segments(&batch.bytes, batch.segment, batch.to, batch.from);
+        !matches!(sent, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
     fn is_empty(&self) -> bool {
-        self.queue.lock().expect("not poisoned").is_empty()
+        self.queue.lock().expect("not poisoned").batches.is_empty()
     }
 
     /// Sends what waits until the socket's buffer is full again.
     fn drain(&self) {
         let mut queue = self.queue.lock().expect("not poisoned");
-        tracing::trace!(queued = queue.len(), "uTP outbox drains");
-        while let Some((datagram, to, from)) = queue.front() {
-            match self.udp.try_send(datagram, *to, *from) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                _ => {
-                    queue.pop_front();
-                }
+        tracing::trace!(queued = queue.bytes, "uTP outbox drains");
+        while let Some(batch) = queue.batches.front() {
+            if !self.transmit(batch) {
+                return;
             }
+            queue.bytes -= batch.bytes.len();
+            queue.batches.pop_front();
         }
     }
 }
@@ -165,7 +218,7 @@ impl UtpSocket {
         let inner = Arc::new(Inner {
             outbox: Outbox {
                 udp: udp.clone(),
-                queue: Mutex::new(VecDeque::new()),
+                queue: Mutex::new(Queue::default()),
                 wake: Notify::new(),
             },
             udp,
@@ -307,8 +360,16 @@ async fn run(
             Ok(()) = inner.udp.writable(), if waiting => inner.outbox.drain(),
             received = inner.udp.recv(&mut buf) => {
                 let Ok(received) = received else { continue };
+                // A batch (GRO) is answered once it is all read: one ack for its packets.
+                let mut touched = Vec::new();
                 for datagram in received.datagrams(&buf) {
-                    dispatch(&inner, &accept, other.as_ref(), datagram, received);
+                    dispatch(&inner, &accept, other.as_ref(), datagram, received, &mut touched);
+                }
+                let now = Instant::now();
+                for entry in touched {
+                    let mut e = entry.lock().expect("not poisoned");
+                    e.flush(&inner.outbox, now);
+                    e.wake();
                 }
             }
             _ = tick.tick() => timers(&inner),
@@ -316,13 +377,15 @@ async fn run(
     }
 }
 
-/// One datagram: uTP to its connection, anything else to `other`.
+/// One datagram: uTP to its connection (added to `touched`, for the caller to send what
+/// it has to and wake its stream), anything else to `other`.
 fn dispatch(
     inner: &Arc<Inner>,
     accept: &mpsc::Sender<UtpStream>,
     other: Option<&mpsc::Sender<OtherDatagram>>,
     datagram: &[u8],
     received: shoal_udp::Received,
+    touched: &mut Vec<Shared>,
 ) {
     if !looks_like_utp(datagram) {
         if let Some(other) = other {
@@ -336,7 +399,7 @@ fn dispatch(
             ack = packet.ack_nr, wnd = packet.wnd_size, sack = ?packet.sack,
             len = packet.payload.len(), "uTP in"
         );
-        receive(inner, accept, packet, (received.from, received.to));
+        receive(inner, accept, packet, (received.from, received.to), touched);
     }
 }
 
@@ -345,6 +408,7 @@ fn receive(
     accept: &mpsc::Sender<UtpStream>,
     packet: Packet,
     (from, to): (SocketAddr, Option<IpAddr>),
+    touched: &mut Vec<Shared>,
 ) {
     let now = Instant::now();
     // A SYN names the id we send with; we receive on the next one.
@@ -360,10 +424,15 @@ fn receive(
         .get(&(from, id))
         .cloned();
     if let Some(entry) = existing {
-        let mut e = entry.lock().expect("not poisoned");
-        e.conn.handle_packet(&packet, now);
-        e.flush(&inner.outbox, now);
-        e.wake();
+        entry
+            .lock()
+            .expect("not poisoned")
+            .conn
+            .handle_packet(&packet, now);
+        // Sent to and woken by the caller, once per batch.
+        if !touched.iter().any(|t| Arc::ptr_eq(t, &entry)) {
+            touched.push(entry);
+        }
         return;
     }
     match packet.kind {
@@ -420,7 +489,13 @@ fn reset(inner: &Inner, packet: &Packet, (peer, local): (SocketAddr, Option<IpAd
         0,
         packet.seq_nr,
     );
-    inner.outbox.send(reset.encode(), peer, local);
+    let reset = reset.encode();
+    inner.outbox.send(Batch {
+        segment: reset.len(),
+        bytes: reset,
+        to: peer,
+        from: local,
+    });
 }
 
 fn timers(inner: &Inner) {

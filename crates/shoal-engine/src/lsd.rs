@@ -91,7 +91,9 @@ pub struct LsdConfig {
     pub group: SocketAddrV4,
     /// The local address to announce from and listen on (0.0.0.0: the system's choice).
     pub interface: Ipv4Addr,
-    pub info_hash: InfoHash,
+    /// The torrent's info-hashes: a hybrid torrent's two (see `Metainfo::swarm_hashes`),
+    /// both in each announcement, as libtorrent sends them.
+    pub info_hashes: Vec<InfoHash>,
     /// Our BitTorrent listen port.
     pub port: u16,
 }
@@ -118,7 +120,7 @@ pub fn spawn(config: LsdConfig) -> io::Result<mpsc::UnboundedReceiver<Vec<Socket
     let cookie = format!("{:016x}", rand::random::<u64>());
     let announcement = Announcement {
         port: config.port,
-        info_hashes: vec![config.info_hash],
+        info_hashes: config.info_hashes.clone(),
         cookie: Some(cookie.clone()),
     }
     .encode(config.group);
@@ -136,7 +138,7 @@ pub fn spawn(config: LsdConfig) -> io::Result<mpsc::UnboundedReceiver<Vec<Socket
                     let Ok((len, from)) = received else { continue };
                     let Some(a) = Announcement::parse(&buf[..len]) else { continue };
                     if a.cookie.as_deref() == Some(cookie.as_str())
-                        || !a.info_hashes.contains(&config.info_hash)
+                        || !a.info_hashes.iter().any(|h| config.info_hashes.contains(h))
                     {
                         continue;
                     }
@@ -213,18 +215,19 @@ mod tests {
     }
 
     /// Two announcers on loopback (127.0.2.210/211) and a private group port find each
-    /// other and not themselves.
+    /// other and not themselves: one announces a hybrid torrent's two hashes, the other
+    /// knows only its second one.
     #[tokio::test]
     async fn two_announcers_on_loopback_find_each_other() {
         let group = SocketAddrV4::new(DEFAULT_GROUP.ip().to_owned(), 19960);
-        let config = |ip: [u8; 4], port| LsdConfig {
+        let config = |ip: [u8; 4], port, info_hashes| LsdConfig {
             group,
             interface: Ipv4Addr::from(ip),
-            info_hash: hash(9),
+            info_hashes,
             port,
         };
-        let mut a = spawn(config([127, 0, 2, 210], 19961)).unwrap();
-        let mut b = spawn(config([127, 0, 2, 211], 19962)).unwrap();
+        let mut a = spawn(config([127, 0, 2, 210], 19961, vec![hash(9), hash(8)])).unwrap();
+        let mut b = spawn(config([127, 0, 2, 211], 19962, vec![hash(8)])).unwrap();
         let limit = Duration::from_secs(5);
         let from_b = tokio::time::timeout(limit, a.recv())
             .await

@@ -279,8 +279,6 @@ pub fn peer_feed(
         .flat_map(|&swarm| dhts.announce(swarm, listen.port(), seed))
         .map(|found| tagged(PeerSource::Dht, found))
         .collect();
-    // Local discovery in the first swarm only: every local shoal and libtorrent is in it.
-    let info_hash = *swarms.first()?;
     if opts.lsd {
         let interface = match listen.ip() {
             IpAddr::V4(ip) => ip,
@@ -289,7 +287,7 @@ pub fn peer_feed(
         let config = LsdConfig {
             group: opts.lsd_group,
             interface,
-            info_hash,
+            info_hashes: swarms.to_vec(),
             port: listen.port(),
         };
         match lsd::spawn(config) {

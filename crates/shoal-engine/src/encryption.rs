@@ -142,6 +142,8 @@ pub async fn accept(
         let plain = usize::from(start[0]) == PROTOCOL.len() && start[1..] == PROTOCOL[..];
         let mut secured = Secured::default();
         let mut bytes = start.to_vec();
+        // Behind an encrypted handshake, the torrent it named; else any of ours.
+        let mut named = None;
         if plain {
             if policy == Encryption::Require {
                 return None;
@@ -158,6 +160,7 @@ pub async fn accept(
             };
             secured.ciphers = done.ciphers;
             bytes = done.payload;
+            named = Some(done.info_hash);
         }
         // The rest of the BitTorrent handshake (decrypted, behind an encrypted one).
         while bytes.len() < HANDSHAKE_LEN {
@@ -173,15 +176,17 @@ pub async fn accept(
             bytes.extend_from_slice(&more);
         }
         secured.leftover = bytes.split_off(HANDSHAKE_LEN);
-        Some((bytes, secured))
+        Some((bytes, secured, named))
     };
-    let (handshake, secured) = tokio::time::timeout(HANDSHAKE_TIMEOUT, accept)
+    let (handshake, secured, named) = tokio::time::timeout(HANDSHAKE_TIMEOUT, accept)
         .await
         .ok()??;
-    swarms
-        .iter()
-        .any(|swarm| handshake[28..48] == swarm[..])
-        .then_some((handshake, secured))
+    let hash = &handshake[28..48];
+    let ours = match named {
+        Some(named) => hash == named,
+        None => swarms.iter().any(|swarm| hash == swarm),
+    };
+    ours.then_some((handshake, secured))
 }
 
 #[cfg(test)]

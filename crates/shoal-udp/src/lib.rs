@@ -48,6 +48,10 @@ pub struct UdpSocket {
     io: tokio::net::UdpSocket,
     state: UdpSocketState,
     local: SocketAddr,
+    /// Datagrams one call may carry, as the system said when the socket was made.
+    /// (`quinn-udp` lowers its own count to 1 at the first failed send of any kind, a
+    /// source address the kernel refused too; a failed batch is the caller's to resend.)
+    segments: usize,
 }
 
 impl UdpSocket {
@@ -66,7 +70,13 @@ impl UdpSocket {
             .as_socket()
             .ok_or_else(|| io::Error::other("not an IP socket"))?;
         let io = tokio::net::UdpSocket::from_std(socket.into())?;
-        Ok(UdpSocket { io, state, local })
+        let segments = state.max_gso_segments();
+        Ok(UdpSocket {
+            io,
+            state,
+            local,
+            segments,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -112,13 +122,14 @@ impl UdpSocket {
     /// How many datagrams one [`UdpSocket::try_send_segments`] may carry: more than one
     /// where the system offloads segmentation (Linux's UDP GSO).
     pub fn max_segments(&self) -> usize {
-        self.state.max_gso_segments()
+        self.segments
     }
 
     /// Sends `contents` as datagrams of `segment` bytes each (the last may be shorter) in
     /// one system call, as [`UdpSocket::try_send`] sends one: at most
-    /// [`UdpSocket::max_segments`] of them, and at most 64 KiB in all. A system that turns
-    /// out not to segment fails the call, and takes one datagram a call from then on.
+    /// [`UdpSocket::max_segments`] of them, and at most 64 KiB in all. The call fails
+    /// where the system cannot segment them after all (a network card without the
+    /// offload, or a path MTU below the segment size): the caller sends them one by one.
     pub fn try_send_segments(
         &self,
         contents: &[u8],
@@ -172,7 +183,13 @@ impl UdpSocket {
     /// the destination's family, mapped for an IPv4 peer of a dual-stack socket.
     fn source_for(&self, from: IpAddr, destination: SocketAddr) -> Option<IpAddr> {
         let from = from.to_canonical();
-        if from.is_unspecified() {
+        // A datagram to a broadcast or multicast address (a wildcard socket gets those)
+        // is answered from a unicast one: the route's.
+        let unicast = match from {
+            IpAddr::V4(v4) => !(v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast()),
+            IpAddr::V6(v6) => !(v6.is_unspecified() || v6.is_multicast()),
+        };
+        if !unicast {
             return None;
         }
         match (from, destination.ip()) {
@@ -218,7 +235,30 @@ fn keep_path_mtu_discovery(socket: &socket2::Socket) {
     set(libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG, 0);
 }
 
-#[cfg(not(target_os = "linux"))]
+/// Elsewhere `quinn-udp` sets "don't fragment" (`IP_DONTFRAG` on macOS and FreeBSD,
+/// `IPV6_DONTFRAG`); it is cleared again, for the same reason.
+#[cfg(all(unix, not(target_os = "linux")))]
+fn keep_path_mtu_discovery(socket: &socket2::Socket) {
+    use std::os::fd::AsRawFd;
+    let clear = |level, name| {
+        let value: libc::c_int = 0;
+        // SAFETY: a valid descriptor, and a pointer to a c_int with its size.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                level,
+                name,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        }
+    };
+    #[cfg(any(target_os = "freebsd", target_os = "macos", target_os = "ios"))]
+    clear(libc::IPPROTO_IP, libc::IP_DONTFRAG);
+    clear(libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG);
+}
+
+#[cfg(not(unix))]
 fn keep_path_mtu_discovery(_: &socket2::Socket) {}
 
 #[cfg(test)]
@@ -274,6 +314,9 @@ mod tests {
     #[tokio::test]
     async fn segments_arrive_as_separate_datagrams() {
         let sender = UdpSocket::bind(a("127.0.0.1:0")).unwrap();
+        if sender.max_segments() < 4 {
+            return; // No segmentation offload here (it is Linux's).
+        }
         let plain = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let batching = UdpSocket::bind(a("127.0.0.1:0")).unwrap();
         let contents: Vec<u8> = (0..340u32).map(|i| (i / 100) as u8).collect();
@@ -313,23 +356,32 @@ mod tests {
         assert_eq!(sizes(got), want);
     }
 
-    /// A source of the wrong family, or one no longer ours, still lets the answer out.
+    /// A source of the wrong family, a broadcast or multicast one (a datagram sent to one
+    /// reaches a wildcard socket), or one the kernel refuses (not ours, as an expired
+    /// temporary address) still lets the answer out, from the route's address.
     #[tokio::test]
     async fn an_unusable_source_is_left_to_the_route() {
         let socket = UdpSocket::bind(a("0.0.0.0:0")).unwrap();
+        let port = socket.local_addr().port();
         let peer = tokio::net::UdpSocket::bind("127.0.0.9:0").await.unwrap();
         let to = peer.local_addr().unwrap();
         let mut buf = [0u8; 16];
-        for from in ["::1", "192.0.2.1"] {
+        for from in ["::1", "255.255.255.255", "224.0.0.1", "192.0.2.1"] {
             socket
                 .send(b"x", to, Some(from.parse().unwrap()))
                 .await
                 .unwrap();
-            let (n, _) = tokio::time::timeout(Duration::from_secs(5), peer.recv_from(&mut buf))
-                .await
-                .expect("in time")
-                .unwrap();
+            let (n, answered_from) =
+                tokio::time::timeout(Duration::from_secs(5), peer.recv_from(&mut buf))
+                    .await
+                    .expect("in time")
+                    .unwrap();
             assert_eq!(&buf[..n], b"x", "{from}");
+            assert_eq!(
+                answered_from,
+                SocketAddr::from(([127, 0, 0, 1], port)),
+                "{from}"
+            );
         }
     }
 }

@@ -57,6 +57,9 @@ struct Entry {
     writers: Option<Waker>,
     /// The application dropped its stream.
     dropped_at: Option<Instant>,
+    /// A batch of its datagrams failed (a path MTU below the packet size, or no
+    /// segmentation offload after all): they go one a call from then on.
+    unbatched: bool,
 }
 
 impl Entry {
@@ -73,7 +76,11 @@ impl Entry {
     /// shorter one after them) in one system call where the system segments them (GSO),
     /// which is most of the cost of a fast transfer.
     fn flush(&mut self, outbox: &Outbox, now: Instant) {
-        let max_segments = outbox.udp.max_segments();
+        let max_segments = if self.unbatched {
+            1
+        } else {
+            outbox.udp.max_segments()
+        };
         let mut batch: Option<Batch> = None;
         while let Some(datagram) = self.conn.poll_transmit(now) {
             if tracing::enabled!(tracing::Level::TRACE) {
@@ -86,7 +93,7 @@ impl Entry {
                     b.bytes.extend_from_slice(&datagram);
                     continue;
                 }
-                outbox.send(batch.take().expect("just matched"));
+                self.unbatched |= outbox.send(batch.take().expect("just matched"));
             }
             batch = Some(Batch {
                 segment: datagram.len(),
@@ -96,7 +103,7 @@ impl Entry {
             });
         }
         if let Some(b) = batch {
-            outbox.send(b);
+            self.unbatched |= outbox.send(b);
         }
     }
 }
@@ -140,11 +147,27 @@ struct Queue {
     bytes: usize,
 }
 
+/// What became of a batch given to the socket.
+#[derive(Debug, PartialEq, Eq)]
+enum Transmitted {
+    Sent,
+    /// The socket's buffer is full: it waits.
+    Full,
+    /// The system could not send it as one: its datagrams went one by one.
+    Unbatched,
+}
+
 impl Outbox {
-    fn send(&self, batch: Batch) {
+    /// Sends `batch`, or queues it while the socket's buffer is full. Returns whether it
+    /// had to be sent one datagram at a time.
+    fn send(&self, batch: Batch) -> bool {
         let mut queue = self.queue.lock().expect("not poisoned");
-        if queue.batches.is_empty() && self.transmit(&batch) {
-            return;
+        if queue.batches.is_empty() {
+            match self.transmit(&batch) {
+                Transmitted::Sent => return false,
+                Transmitted::Unbatched => return true,
+                Transmitted::Full => {}
+            }
         }
         // Past the cap a batch is dropped, as a congested link drops datagrams; the
         // connection sends them again.
@@ -155,17 +178,28 @@ impl Outbox {
         tracing::trace!(queued = queue.bytes, "uTP outbox waits for the socket");
         drop(queue);
         self.wake.notify_one();
+        false
     }
 
-    /// Sends `batch` if the socket's buffer takes it. A failure no retry would cure (the
-    /// peer's address unreachable; the first batch on a system that cannot segment it,
-    /// which then gets one datagram a call) counts as sent: the datagrams are lost, as
-    /// on a lossy link, and sent again by their connection.
-    fn transmit(&self, batch: &Batch) -> bool {
-        let sent = self
-            .udp
-            .try_send_segments(&batch.bytes, batch.segment, batch.to, batch.from);
-        !matches!(sent, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    /// Sends `batch` if the socket's buffer takes it. A batch the system cannot send as
+    /// one goes a datagram at a time; a failure no retry would cure (the peer's address
+    /// unreachable) counts as sent: the datagrams are lost, as on a lossy link, and sent
+    /// again by their connection.
+    fn transmit(&self, batch: &Batch) -> Transmitted {
+        let (udp, to, from) = (&self.udp, batch.to, batch.from);
+        match udp.try_send_segments(&batch.bytes, batch.segment, to, from) {
+            Ok(()) => Transmitted::Sent,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Transmitted::Full,
+            Err(e) if batch.bytes.len() > batch.segment => {
+                tracing::debug!(%to, "uTP: a batch of datagrams failed ({e}); sending them one by one");
+                for datagram in batch.bytes.chunks(batch.segment) {
+                    // A full buffer here loses the rest, as a congested link would.
+                    let _ = udp.try_send(datagram, to, from);
+                }
+                Transmitted::Unbatched
+            }
+            Err(_) => Transmitted::Sent,
+        }
     }
 
     fn is_empty(&self) -> bool {
@@ -177,7 +211,7 @@ impl Outbox {
         let mut queue = self.queue.lock().expect("not poisoned");
         tracing::trace!(queued = queue.bytes, "uTP outbox drains");
         while let Some(batch) = queue.batches.front() {
-            if !self.transmit(batch) {
+            if self.transmit(batch) == Transmitted::Full {
                 return;
             }
             queue.bytes -= batch.bytes.len();
@@ -290,6 +324,7 @@ impl UtpSocket {
                 readers: None,
                 writers: None,
                 dropped_at: None,
+                unbatched: false,
             }));
             conns.insert((peer, recv_id), entry.clone());
             entry
@@ -452,6 +487,7 @@ fn receive(
                 readers: None,
                 writers: None,
                 dropped_at: None,
+                unbatched: false,
             }));
             conns.insert((from, id), entry.clone());
             drop(conns);
@@ -638,6 +674,29 @@ mod tests {
 
     fn localhost() -> SocketAddr {
         "127.0.0.1:0".parse().unwrap()
+    }
+
+    /// A batch takes full-size packets while the system's count and the size limit
+    /// allow, then one shorter packet, and nothing after it.
+    #[test]
+    fn batches_take_full_packets_then_one_shorter() {
+        let batch = |bytes: usize| Batch {
+            bytes: vec![0; bytes],
+            segment: 1400,
+            to: localhost(),
+            from: None,
+        };
+        assert!(batch(1400).takes(&[0; 1400], 64));
+        assert!(batch(1400).takes(&[0; 20], 64));
+        assert!(
+            !batch(1400).takes(&[0; 1401], 64),
+            "longer than the segments"
+        );
+        assert!(!batch(1400).takes(&[0; 1400], 1), "no segmentation offload");
+        assert!(!batch(2800).takes(&[0; 1400], 2), "the system's count");
+        assert!(!batch(1420).takes(&[0; 20], 64), "after a shorter one");
+        assert!(batch(44 * 1400).takes(&[0; 1400], 64));
+        assert!(!batch(45 * 1400).takes(&[0; 1400], 64), "over 64 000 bytes");
     }
 
     fn wildcard() -> SocketAddr {

@@ -104,6 +104,9 @@ pub struct Established {
     pub ciphers: Option<(Cipher, Cipher)>,
     /// Bytes that followed the handshake, decrypted.
     pub payload: Vec<u8>,
+    /// The torrent the handshake named (the SKEY): the BitTorrent handshake inside must
+    /// name the same one.
+    pub info_hash: [u8; 20],
 }
 
 enum State {
@@ -470,7 +473,11 @@ impl MseHandshake {
             (true, Some(e), Some(d)) => Some((e, d)),
             _ => None,
         };
-        Established { ciphers, payload }
+        Established {
+            ciphers,
+            payload,
+            info_hash: self.skey,
+        }
     }
 }
 

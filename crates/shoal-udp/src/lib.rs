@@ -208,54 +208,45 @@ impl UdpSocket {
 /// smaller MTU (a VPN, a tunnel) then has those datagrams fragmented rather than dropped.
 #[cfg(target_os = "linux")]
 fn keep_path_mtu_discovery(socket: &socket2::Socket) {
-    use std::os::fd::AsRawFd;
-    let set = |level, name, value: libc::c_int| {
-        // SAFETY: a valid descriptor, and a pointer to a c_int with its size.
-        unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                level,
-                name,
-                (&value as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        }
-    };
     // Either may not apply (an IPv4 socket has no IPv6 options); failing leaves the mode.
-    set(
+    set_option(
+        socket,
         libc::IPPROTO_IP,
         libc::IP_MTU_DISCOVER,
         libc::IP_PMTUDISC_WANT,
     );
-    set(
+    set_option(
+        socket,
         libc::IPPROTO_IPV6,
         libc::IPV6_MTU_DISCOVER,
         libc::IPV6_PMTUDISC_WANT,
     );
-    set(libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG, 0);
+    set_option(socket, libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG, 0);
 }
 
 /// Elsewhere `quinn-udp` sets "don't fragment" (`IP_DONTFRAG` on macOS and FreeBSD,
 /// `IPV6_DONTFRAG`); it is cleared again, for the same reason.
 #[cfg(all(unix, not(target_os = "linux")))]
 fn keep_path_mtu_discovery(socket: &socket2::Socket) {
-    use std::os::fd::AsRawFd;
-    let clear = |level, name| {
-        let value: libc::c_int = 0;
-        // SAFETY: a valid descriptor, and a pointer to a c_int with its size.
-        unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                level,
-                name,
-                (&value as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        }
-    };
     #[cfg(any(target_os = "freebsd", target_os = "macos", target_os = "ios"))]
-    clear(libc::IPPROTO_IP, libc::IP_DONTFRAG);
-    clear(libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG);
+    set_option(socket, libc::IPPROTO_IP, libc::IP_DONTFRAG, 0);
+    set_option(socket, libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG, 0);
+}
+
+/// An integer socket option socket2 has no setter for; a failure leaves it as it was.
+#[cfg(unix)]
+fn set_option(socket: &socket2::Socket, level: libc::c_int, name: libc::c_int, value: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid descriptor, and a pointer to a c_int with its size.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
 }
 
 #[cfg(not(unix))]

@@ -574,13 +574,18 @@ mod tests {
         let done_b = b.feed(&offer).unwrap().expect("responder done");
         let answer = b.take_output();
         let done_a = a.feed(&answer).unwrap().expect("initiator done");
-        let (mut send, _) = done_a.ciphers.unwrap();
-        let (_, mut recv) = done_b.ciphers.unwrap();
+        assert!(done_a.payload.is_empty());
+        assert_ciphers_carry(done_a, done_b);
+    }
+
+    /// What the initiator's cipher sends, the responder's decrypts.
+    fn assert_ciphers_carry(initiator: Established, responder: Established) {
+        let (mut send, _) = initiator.ciphers.unwrap();
+        let (_, mut recv) = responder.ciphers.unwrap();
         let mut later = b"hello".to_vec();
         send.apply(&mut later);
         recv.apply(&mut later);
         assert_eq!(later, b"hello");
-        assert!(done_a.payload.is_empty());
     }
 
     #[test]
@@ -618,12 +623,7 @@ mod tests {
             let done_b = b.feed(&offer).unwrap().expect("responder done");
             assert_eq!(b.info_hash(), named);
             let done_a = a.feed(&b.take_output()).unwrap().expect("initiator done");
-            let (mut send, _) = done_a.ciphers.unwrap();
-            let (_, mut recv) = done_b.ciphers.unwrap();
-            let mut later = b"hello".to_vec();
-            send.apply(&mut later);
-            recv.apply(&mut later);
-            assert_eq!(later, b"hello");
+            assert_ciphers_carry(done_a, done_b);
         }
     }
 

@@ -10,7 +10,7 @@
 //! share a node id). `--no-dht` leaves it out entirely. Local discovery multicasts on
 //! the LAN and is off unless `--lsd`.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -44,9 +44,11 @@ pub struct DiscoveryOptions {
     /// Find peers on the local network by multicast (BEP 14 local service discovery).
     #[arg(long)]
     pub lsd: bool,
-    /// Multicast group and port for --lsd.
-    #[arg(long, value_name = "ADDR", default_value_t = lsd::DEFAULT_GROUP)]
-    pub lsd_group: SocketAddrV4,
+    /// Multicast group and port for --lsd, one per family. Repeat for both families
+    /// [default: 239.192.152.143:6771 and [ff15::efc0:988f]:6771, BEP 14's]. Each is used
+    /// on every interface of its family that --listen covers.
+    #[arg(long, value_name = "ADDR")]
+    pub lsd_group: Vec<SocketAddr>,
 }
 
 /// Resolves `HOST:PORT` names; names that do not resolve are reported and skipped,
@@ -280,15 +282,15 @@ pub fn peer_feed(
         .map(|found| tagged(PeerSource::Dht, found))
         .collect();
     if opts.lsd {
-        let interface = match listen.ip() {
-            IpAddr::V4(ip) => ip,
-            IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+        let groups = if opts.lsd_group.is_empty() {
+            vec![lsd::GROUP_V4, lsd::GROUP_V6]
+        } else {
+            opts.lsd_group.clone()
         };
         let config = LsdConfig {
-            group: opts.lsd_group,
-            interface,
+            groups,
+            listen,
             info_hashes: swarms.to_vec(),
-            port: listen.port(),
         };
         match lsd::spawn(config) {
             Ok(feed) => feeds.push(tagged(PeerSource::Lsd, feed)),

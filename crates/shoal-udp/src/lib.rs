@@ -204,16 +204,24 @@ impl UdpSocket {
 }
 
 /// `quinn-udp` turns path MTU discovery to "probe" (QUIC sizes its own packets). uTP here
-/// sends fixed 1 400-byte payloads, so the kernel's usual discovery stays on: a path with a
-/// smaller MTU (a VPN, a tunnel) then has those datagrams fragmented rather than dropped.
+/// sends fixed 1 400-byte payloads, so they must get through a path with a smaller MTU
+/// (a VPN, a tunnel, PPPoE) by being fragmented rather than dropped:
+/// - IPv4 datagrams go without "don't fragment", as libtorrent's do (it sets the mark only
+///   on its MTU probes), so a router fragments them. With the mark, the sender relies on
+///   the router's "fragmentation needed" to learn the path's MTU, and behind a firewall
+///   that drops ICMP (a path MTU black hole) its full-size packets are lost for good.
+/// - IPv6 routers never fragment: the kernel's usual discovery stays on, which learns the
+///   path's MTU from "packet too big" (ICMPv6 that firewalls must pass, RFC 4890) and
+///   fragments at the source.
 #[cfg(target_os = "linux")]
 fn keep_path_mtu_discovery(socket: &socket2::Socket) {
     // Either may not apply (an IPv4 socket has no IPv6 options); failing leaves the mode.
+    // On a dual-stack socket the IPv4 option is the one IPv4-mapped peers get.
     set_option(
         socket,
         libc::IPPROTO_IP,
         libc::IP_MTU_DISCOVER,
-        libc::IP_PMTUDISC_WANT,
+        libc::IP_PMTUDISC_DONT,
     );
     set_option(
         socket,

@@ -361,6 +361,25 @@ mod tests {
         assert_eq!(parsed.info_hashes, vec![hash(1)]);
     }
 
+    proptest::proptest! {
+        /// Whatever arrives, parsing stays within its bounds and what it accepts encodes
+        /// back to the same announcement.
+        #[test]
+        fn parsing_is_bounded_and_round_trips(
+            packet in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1500),
+            lines in proptest::collection::vec("(Port|port|Infohash|INFOHASH|cookie|Host|X): ?[0-9a-f]{0,41}", 0..24),
+        ) {
+            let text = format!("BT-SEARCH * HTTP/1.1\r\n{}\r\n\r\n", lines.join("\r\n"));
+            for input in [&packet[..], text.as_bytes()] {
+                if let Some(a) = Announcement::parse(input) {
+                    proptest::prop_assert!(a.info_hashes.len() <= MAX_INFO_HASHES);
+                    proptest::prop_assert!(a.port != 0);
+                    proptest::prop_assert_eq!(Announcement::parse(&a.encode(GROUP_V6)), Some(a));
+                }
+            }
+        }
+    }
+
     #[test]
     fn garbage_is_refused() {
         for bad in [

@@ -175,8 +175,12 @@ fn v2_torrent_downloads_from_and_seeds_to_libtorrent() {
         &["127.0.9.11:17911"],
     );
     same_content(&src, &by_link);
-    assert!(events.iter().any(|e| e["event"] == "metadata"));
     assert!(events_named(&events, "piece_failed").is_empty());
+    // The fetched metadata is kept as a .torrent (with the piece layers it was given).
+    let metadata = events_named(&events, "metadata");
+    let saved = shoal_info(metadata[0]["torrent"].as_str().expect("the saved torrent"));
+    assert_eq!(saved["info_hash_v2"], info["info_hash_v2"]);
+    assert_eq!(saved["format"], info["format"]);
 
     // And back: shoal seeds what it fetched, libtorrent checks it against its own roots.
     let _shoal_seed = shoal_seed(

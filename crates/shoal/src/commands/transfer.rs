@@ -827,15 +827,21 @@ impl Job {
             Err(e) => return Err(e).context(format!("{}: no metadata", info_hash.to_hex())),
         };
         let metainfo = metainfo_from_info(&fetched, &magnet)?;
+        // Keep it: a restart then needs no peer to tell us the metadata again, and the
+        // user has the .torrent (aria2's --bt-save-metadata, on by default here).
+        let kept = std::fs::create_dir_all(self.state_dir())
+            .and_then(|()| std::fs::write(&saved, metainfo.to_bytes()))
+            .is_ok()
+            .then(|| saved.display().to_string());
         if self.opts.json {
             println!(
                 "{}",
-                json!({"event": "metadata", "name": metainfo.info.name, "size": metainfo.info.total_length})
+                json!({"event": "metadata", "name": metainfo.info.name,
+                       "size": metainfo.info.total_length, "torrent": kept})
             );
+        } else if let Some(kept) = &kept {
+            eprintln!("shoal: {}: metadata saved to {kept}", metainfo.info.name);
         }
-        // Keep it: a restart then needs no peer to tell us the metadata again.
-        let _ = std::fs::create_dir_all(self.state_dir())
-            .and_then(|()| std::fs::write(&saved, metainfo.to_bytes()));
         let mut job = self;
         job.opts.peers.extend(fetched.peers);
         if job.select == Selection::All && !magnet.select_only.is_empty() {

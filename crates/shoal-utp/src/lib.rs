@@ -8,6 +8,7 @@
 
 pub mod congestion;
 pub mod connection;
+pub mod fuzzing;
 pub mod packet;
 pub mod socket;
 

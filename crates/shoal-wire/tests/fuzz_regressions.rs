@@ -1,4 +1,4 @@
-//! Replays `fuzz/regressions/{ut_metadata,ut_pex,ut_holepunch,mse}/*` through the fuzz targets' checks, so
+//! Replays `fuzz/regressions/{peer_session,ut_metadata,ut_pex,ut_holepunch,mse}/*` through the fuzz targets' checks, so
 //! every input a fuzzer ever crashed on stays fixed.
 
 use shoal_core::fuzzing::replay_regressions as replay;
@@ -21,4 +21,9 @@ fn ut_holepunch_corpus() {
 #[test]
 fn mse_corpus() {
     replay("mse", shoal_wire::fuzzing::mse);
+}
+
+#[test]
+fn peer_session_corpus() {
+    replay("peer_session", shoal_wire::fuzzing::peer_session);
 }

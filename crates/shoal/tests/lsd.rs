@@ -10,6 +10,9 @@
 //!    it in shoal's announcements.
 //! 2. A libtorrent seed that makes no outgoing connections, started after a shoal
 //!    download: the download must dial it, so it found it in libtorrent's.
+//!
+//! And a shoal seed started before its host had an IPv4 address, found by libtorrent
+//! once the address is there.
 
 mod common;
 
@@ -85,15 +88,17 @@ const ONLY_LSD: [&str; 8] = [
     "--state-dir",
 ];
 
-/// Both directions on a LAN whose hosts have `addrs` (with a prefix length) and nothing
-/// of the other family.
-fn lsd_both_ways(tag: &str, addrs: [&str; 2]) {
-    let dir = tempdir();
-    let (src, torrent) = make_single(dir.path(), 3 * 1024 * 1024 + 7, "256K");
+/// Two hosts, `a` and `b`, on one link (`eth0` each, up, no addresses yet).
+fn lan(tag: &str) -> Namespaces {
     let mut ns = Namespaces::new(tag);
     ns.add("a");
     ns.add("b");
     ns.link(("a", "eth0"), ("b", "eth0"));
+    ns
+}
+
+/// Gives `a` and `b` their addresses (with a prefix length).
+fn address(ns: &Namespaces, addrs: [&str; 2]) {
     for (host, addr) in [("a", addrs[0]), ("b", addrs[1])] {
         let mut add = vec!["ip", "addr", "add", addr, "dev", "eth0"];
         if addr.contains(':') {
@@ -102,6 +107,15 @@ fn lsd_both_ways(tag: &str, addrs: [&str; 2]) {
         }
         ns.exec(host, &add);
     }
+}
+
+/// Both directions on a LAN whose hosts have `addrs` (with a prefix length) and nothing
+/// of the other family.
+fn lsd_both_ways(tag: &str, addrs: [&str; 2]) {
+    let dir = tempdir();
+    let (src, torrent) = make_single(dir.path(), 3 * 1024 * 1024 + 7, "256K");
+    let ns = lan(tag);
+    address(&ns, addrs);
     let ip = |addr: &str| addr.split('/').next().unwrap().to_owned();
     let (ip_a, ip_b) = (ip(addrs[0]), ip(addrs[1]));
     let socket = |ip: &str, port: u16| {
@@ -158,6 +172,32 @@ fn lsd_both_ways(tag: &str, addrs: [&str; 2]) {
         vec![socket(&ip_b, 6881)],
         "shoal dialled the seed it heard of, and nothing else"
     );
+}
+
+/// A shoal seed started before its host has an IPv4 address (a laptop before it joins a
+/// network) announces on the interface once the address arrives, and libtorrent finds it.
+#[test]
+fn lsd_takes_up_an_interface_that_comes_later() {
+    let dir = tempdir();
+    let (src, torrent) = make_single(dir.path(), 1024 * 1024 + 7, "256K");
+    let ns = lan("lt");
+    let mut seed = ns.command("a", env!("CARGO_BIN_EXE_shoal"));
+    seed.args(["seed", path_str(&torrent), path_str(&src)])
+        .args(["--listen", "[::]:6881"])
+        .args(ONLY_LSD)
+        .arg(dir.path().join("seed-state"));
+    let _seed = start_and_wait(seed, "\"started\"", Duration::from_secs(30));
+    address(&ns, ["10.79.15.1/24", "10.79.15.2/24"]);
+    let got = dir.path().join("lt");
+    std::fs::create_dir_all(&got).unwrap();
+    let (_lt_get, lines) = lt_lsd(&ns, ("b", "10.79.15.2"), "get", &torrent, &got);
+    let seen = wait_lines(&lines, &["DONE"], Duration::from_secs(60));
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("LSD") && l.contains("10.79.15.1:6881")),
+        "{seen:?}"
+    );
+    same_files(&src.join("payload.bin"), &got.join("payload.bin"));
 }
 
 #[test]

@@ -5,25 +5,23 @@
 //! [`Announcement`] is the message; parsing is strict and bounded (one datagram of at
 //! most [`MAX_PACKET`] bytes, at most [`MAX_INFO_HASHES`] info-hashes). [`spawn`] joins
 //! the group of each family we listen in, on each interface we listen on (see
-//! [`interfaces`]), announces one torrent there (three times a round, as libtorrent does,
-//! since multicast is lossy; a round every [`ANNOUNCE_INTERVAL`]), and turns other
-//! peers' announcements of it into addresses on a channel (our own echo is recognised
-//! by its cookie; each source is reported at most once per [`SOURCE_QUIET`]). It is off
-//! unless asked for: multicast leaves the machine, which tests must not do.
+//! [`interfaces`] and [`channel`]), announces one torrent there (three times a round, as
+//! libtorrent does, since multicast is lossy; a round every [`ANNOUNCE_INTERVAL`]), and
+//! turns other peers' announcements of it into addresses on a channel (our own echo is
+//! recognised by its cookie; each source is reported at most once per [`SOURCE_QUIET`]).
+//! It is off unless asked for: multicast leaves the machine, which tests must not do.
 
+mod channel;
 mod interfaces;
 
-use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::time::Duration;
 
 use shoal_core::{dual_stack, InfoHash};
-use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 
+use channel::Channel;
 pub use interfaces::Interfaces;
 
 /// The IPv4 group and port of BEP 14.
@@ -43,13 +41,8 @@ pub const MAX_INFO_HASHES: usize = 16;
 /// How often a round of announcements goes out (BEP 14 allows once a minute at most per
 /// torrent).
 pub const ANNOUNCE_INTERVAL: Duration = Duration::from_secs(5 * 60);
-/// A round's announcements after its first, as offsets from it: a lost datagram is not
-/// made up for until the next round otherwise.
-const RESENDS: [Duration; 2] = [Duration::from_secs(2), Duration::from_secs(6)];
 /// A source is reported at most once per this long, however often it announces.
 pub const SOURCE_QUIET: Duration = Duration::from_secs(60);
-/// Sources remembered for [`SOURCE_QUIET`]; a flood of spoofed sources clears the map.
-const MAX_SOURCES: usize = 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Announcement {
@@ -130,20 +123,18 @@ impl LsdConfig {
     }
 }
 
-/// Starts announcing and listening in every group of `config` that can be joined; peers
-/// found arrive on the channel until it is dropped. An error only if no group could be
-/// (a group that fails beside one that works is logged: an IPv6 group on a host with no
-/// IPv6 multicast route, say).
+/// Starts announcing and listening in every group of `config` (on the interfaces there
+/// are now and those that come later); peers found arrive on the channel until it is
+/// dropped. An error if no group's socket could be opened.
 pub fn spawn(config: LsdConfig) -> io::Result<mpsc::UnboundedReceiver<Vec<SocketAddr>>> {
-    let interfaces = Interfaces::for_listener(config.listen.ip());
     let cookie = format!("{:016x}", rand::random::<u64>());
     let (tx, rx) = mpsc::unbounded_channel();
     let mut first_error = None;
-    let mut joined = 0;
+    let mut opened = 0;
     for group in config.groups_listened() {
-        match Channel::open(group, &interfaces) {
+        match Channel::open(group, config.listen.ip()) {
             Ok(channel) => {
-                joined += 1;
+                opened += 1;
                 let announcement = Announcement {
                     port: config.listen.port(),
                     info_hashes: config.info_hashes.clone(),
@@ -158,182 +149,13 @@ pub fn spawn(config: LsdConfig) -> io::Result<mpsc::UnboundedReceiver<Vec<Socket
         }
     }
     match first_error {
-        Some(e) if joined == 0 => Err(e),
-        None if joined == 0 => Err(io::Error::new(
+        Some(e) if opened == 0 => Err(e),
+        None if opened == 0 => Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("no --lsd-group of {}'s family", config.listen),
         )),
         _ => Ok(rx),
     }
-}
-
-/// One group: a socket that receives it on the group's port, joined on each interface,
-/// and one that sends to it through each interface.
-struct Channel {
-    group: SocketAddr,
-    receiver: UdpSocket,
-    senders: Vec<UdpSocket>,
-}
-
-impl Channel {
-    fn open(group: SocketAddr, interfaces: &Interfaces) -> io::Result<Channel> {
-        let domain = Domain::for_address(group);
-        // Receiving needs the group's port on every address (several programs may share
-        // it, hence reuse); the group is joined on each interface that works.
-        let receiver = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
-        receiver.set_reuse_address(true)?;
-        let any: SocketAddr = match group {
-            SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, group.port()).into(),
-            SocketAddr::V6(_) => {
-                receiver.set_only_v6(true)?;
-                (Ipv6Addr::UNSPECIFIED, group.port()).into()
-            }
-        };
-        receiver.bind(&any.into())?;
-        let mut senders = Vec::new();
-        let mut last_error = None;
-        match group.ip() {
-            IpAddr::V4(ip) => {
-                for &interface in &interfaces.v4 {
-                    let sender = receiver
-                        .join_multicast_v4(&ip, &interface)
-                        .and_then(|()| sender_v4(interface));
-                    match sender {
-                        Ok(sender) => senders.push(sender),
-                        Err(e) => last_error = Some(e),
-                    }
-                }
-            }
-            IpAddr::V6(ip) => {
-                for &interface in &interfaces.v6 {
-                    let sender = receiver
-                        .join_multicast_v6(&ip, interface)
-                        .and_then(|()| sender_v6(interface));
-                    match sender {
-                        Ok(sender) => senders.push(sender),
-                        Err(e) => last_error = Some(e),
-                    }
-                }
-            }
-        }
-        if senders.is_empty() {
-            return Err(last_error.unwrap_or_else(|| io::ErrorKind::NotFound.into()));
-        }
-        receiver.set_nonblocking(true)?;
-        let receiver = UdpSocket::from_std(std::net::UdpSocket::from(receiver))?;
-        let senders = senders
-            .into_iter()
-            .map(|s| UdpSocket::from_std(std::net::UdpSocket::from(s)))
-            .collect::<io::Result<_>>()?;
-        Ok(Channel {
-            group,
-            receiver,
-            senders,
-        })
-    }
-
-    /// Announces `announcement` in rounds and reports the sources of other peers'
-    /// announcements of `ours` on `tx`, until `tx` is closed.
-    async fn run(
-        self,
-        announcement: Announcement,
-        ours: Vec<InfoHash>,
-        tx: mpsc::UnboundedSender<Vec<SocketAddr>>,
-    ) {
-        let cookie = announcement.cookie.clone();
-        let packet = announcement.encode(self.group);
-        let mut round = Instant::now();
-        let mut resends = RESENDS.iter();
-        let mut next = round;
-        let mut heard: HashMap<IpAddr, Instant> = HashMap::new();
-        let mut buf = vec![0u8; MAX_PACKET + 1];
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep_until(next) => {
-                    for sender in &self.senders {
-                        let _ = sender.send_to(&packet, self.group).await;
-                    }
-                    next = match resends.next() {
-                        Some(&after) => round + after,
-                        None => {
-                            round += ANNOUNCE_INTERVAL;
-                            resends = RESENDS.iter();
-                            round
-                        }
-                    };
-                }
-                received = self.receiver.recv_from(&mut buf) => {
-                    let Ok((len, from)) = received else { continue };
-                    let Some(a) = Announcement::parse(&buf[..len]) else { continue };
-                    if a.cookie.is_some() && a.cookie == cookie
-                        || !a.info_hashes.iter().any(|h| ours.contains(h))
-                    {
-                        continue;
-                    }
-                    let now = Instant::now();
-                    if heard.get(&from.ip()).is_some_and(|&t| now < t + SOURCE_QUIET) {
-                        continue;
-                    }
-                    if heard.len() >= MAX_SOURCES {
-                        heard.retain(|_, t| now < *t + SOURCE_QUIET);
-                        if heard.len() >= MAX_SOURCES {
-                            heard.clear();
-                        }
-                    }
-                    heard.insert(from.ip(), now);
-                    if tx.send(vec![peer_at(from, a.port)]).is_err() {
-                        return;
-                    }
-                }
-                () = tx.closed() => return,
-            }
-        }
-    }
-}
-
-/// The listener of a peer whose announcement came from `from`: its address (with the
-/// interface it came in on, for a link-local IPv6 one) and the port it announced.
-fn peer_at(from: SocketAddr, port: u16) -> SocketAddr {
-    match from {
-        SocketAddr::V4(from) => SocketAddr::new(IpAddr::V4(*from.ip()), port),
-        SocketAddr::V6(from) => {
-            let ip = *from.ip();
-            match ip.to_ipv4_mapped() {
-                Some(v4) => SocketAddr::new(IpAddr::V4(v4), port),
-                None if ip.is_unicast_link_local() => {
-                    SocketAddrV6::new(ip, port, 0, from.scope_id()).into()
-                }
-                None => SocketAddrV6::new(ip, port, 0, 0).into(),
-            }
-        }
-    }
-}
-
-/// A socket that multicasts through the IPv4 interface holding `interface` (sent from
-/// that address, so announcements carry it), or the system's choice for 0.0.0.0.
-fn sender_v4(interface: Ipv4Addr) -> io::Result<Socket> {
-    let sender = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-    sender.bind(&SocketAddrV4::new(interface, 0).into())?;
-    if !interface.is_unspecified() {
-        sender.set_multicast_if_v4(&interface)?;
-    }
-    sender.set_multicast_loop_v4(true)?;
-    sender.set_multicast_ttl_v4(1)?;
-    sender.set_nonblocking(true)?;
-    Ok(sender)
-}
-
-/// A socket that multicasts through the IPv6 interface of index `interface` (0: the
-/// system's choice); the system picks the source address, of the group's scope.
-fn sender_v6(interface: u32) -> io::Result<Socket> {
-    let sender = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
-    sender.set_only_v6(true)?;
-    sender.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)).into())?;
-    sender.set_multicast_if_v6(interface)?;
-    sender.set_multicast_loop_v6(true)?;
-    sender.set_multicast_hops_v6(1)?;
-    sender.set_nonblocking(true)?;
-    Ok(sender)
 }
 
 #[cfg(test)]
@@ -437,7 +259,7 @@ mod tests {
 
     #[test]
     fn a_peer_is_reached_at_the_source_of_its_announcement() {
-        let at = |from: &str| peer_at(from.parse().unwrap(), 6881).to_string();
+        let at = |from: &str| channel::peer_at(from.parse().unwrap(), 6881).to_string();
         assert_eq!(at("10.0.0.5:40000"), "10.0.0.5:6881");
         assert_eq!(at("[::ffff:10.0.0.5]:40000"), "10.0.0.5:6881");
         assert_eq!(at("[fd00::5]:40000"), "[fd00::5]:6881");

@@ -50,9 +50,16 @@ pub fn peer_session(data: &[u8]) {
             PeerSession::new_after_handshake(config, theirs, now).expect("the torrent's handshake");
         session.unchoke();
         let (mut events, mut sent) = (Vec::new(), Vec::new());
-        // Requests are served after all the input, the same in both runs: a block
-        // served between two chunks may rightly be asked for, and sent, again.
+        // Requests are served, and hash requests answered, after all the input, the same
+        // in both runs: a block served between two chunks may rightly be asked for, and
+        // sent, again, and an answer's place among our messages is the driver's choice.
+        let mut hash_requests = Vec::new();
         let mut drain = |session: &mut PeerSession, serve: bool| {
+            if serve {
+                for range in hash_requests.drain(..) {
+                    session.answer_hashes(range, None);
+                }
+            }
             while let Some(block) = serve.then(|| session.next_upload()).flatten() {
                 let end = u64::from(block.piece) * u64::from(PIECE_LENGTH)
                     + u64::from(block.offset)
@@ -66,7 +73,7 @@ pub fn peer_session(data: &[u8]) {
             }
             while let Some(event) = session.poll_event() {
                 if let SessionEvent::HashRequest(range) = &event {
-                    session.answer_hashes(*range, None);
+                    hash_requests.push(*range);
                 }
                 events.push(format!("{event:?}"));
             }

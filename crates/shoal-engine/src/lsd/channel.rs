@@ -3,6 +3,11 @@
 //! looked at again every [`INTERFACE_CHECK`]: a laptop that joins a network after shoal
 //! started, or an IPv6 address that arrives late (SLAAC), is announced on from then on,
 //! as libtorrent reopens its discovery when the system's addresses change.
+//!
+//! An announcement counts only from an address on one of this host's networks, as
+//! libtorrent checks against its listen address's netmask: multicast with a hop limit
+//! of 1 never comes from farther, so anything else is a unicast datagram to the port
+//! from anywhere, and would have us dial whatever it names.
 
 use std::collections::HashMap;
 use std::io;
@@ -15,6 +20,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::interfaces::{local_networks, Network};
 use super::{Announcement, Interfaces, ANNOUNCE_INTERVAL, MAX_PACKET, SOURCE_QUIET};
 
 /// How often the interfaces are looked at again (one getifaddrs call).
@@ -40,6 +46,9 @@ pub(super) struct Channel {
     receiver: UdpSocket,
     /// The interfaces the group is joined on, each with its sending socket.
     senders: Vec<(Interface, UdpSocket)>,
+    /// The networks this host is on (none where the system cannot tell: then every
+    /// source counts).
+    networks: Vec<Network>,
 }
 
 impl Channel {
@@ -62,6 +71,7 @@ impl Channel {
             listen,
             receiver: UdpSocket::from_std(receiver.into())?,
             senders: Vec::new(),
+            networks: Vec::new(),
         };
         channel.refresh();
         if channel.senders.is_empty() {
@@ -73,6 +83,7 @@ impl Channel {
     /// Joins the group on the interfaces `listen` covers now and were not joined, and
     /// leaves those gone; whether any was added.
     fn refresh(&mut self) -> bool {
+        self.networks = local_networks();
         let now = Interfaces::for_listener(self.listen);
         let wanted: Vec<Interface> = match self.group {
             SocketAddr::V4(_) => now.v4.into_iter().map(Interface::V4).collect(),
@@ -160,6 +171,9 @@ impl Channel {
                 }
                 received = self.receiver.recv_from(&mut buf) => {
                     let Ok((len, from)) = received else { continue };
+                    if !local(&self.networks, from.ip()) {
+                        continue;
+                    }
                     let Some(a) = Announcement::parse(&buf[..len]) else { continue };
                     if a.cookie.is_some() && a.cookie == cookie
                         || !a.info_hashes.iter().any(|h| ours.contains(h))
@@ -185,6 +199,11 @@ impl Channel {
             }
         }
     }
+}
+
+/// Whether `source` is on one of `networks` (any source, if none are known).
+fn local(networks: &[Network], source: IpAddr) -> bool {
+    networks.is_empty() || networks.iter().any(|n| n.contains(source))
 }
 
 /// The listener of a peer whose announcement came from `from`: its address (with the
@@ -233,4 +252,24 @@ fn sender(interface: Interface) -> io::Result<UdpSocket> {
     };
     socket.set_nonblocking(true)?;
     UdpSocket::from_std(socket.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_sources_on_our_networks_count() {
+        let lan = Network {
+            ip: "192.168.1.20".parse().unwrap(),
+            prefix: 24,
+        };
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(local(&[lan], ip("192.168.1.5")));
+        assert!(!local(&[lan], ip("203.0.113.9")), "a datagram from afar");
+        assert!(
+            local(&[], ip("203.0.113.9")),
+            "nothing known, nothing filtered"
+        );
+    }
 }

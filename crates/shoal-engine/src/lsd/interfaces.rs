@@ -87,16 +87,78 @@ fn holding(ip: IpAddr) -> Interfaces {
 /// Every address of every interface, with the interface's name and flags.
 #[cfg(unix)]
 fn addresses() -> impl Iterator<Item = (String, nix::net::if_::InterfaceFlags, IpAddr)> {
+    entries().map(|(name, flags, ip, _)| (name, flags, ip))
+}
+
+/// Every address of every interface, with the interface's name and flags and the
+/// address's netmask.
+#[cfg(unix)]
+fn entries() -> impl Iterator<
+    Item = (
+        String,
+        nix::net::if_::InterfaceFlags,
+        IpAddr,
+        Option<IpAddr>,
+    ),
+> {
+    fn ip(address: &nix::sys::socket::SockaddrStorage) -> Option<IpAddr> {
+        match address.as_sockaddr_in() {
+            Some(v4) => Some(IpAddr::V4(v4.ip())),
+            None => Some(IpAddr::V6(address.as_sockaddr_in6()?.ip())),
+        }
+    }
     let all = nix::ifaddrs::getifaddrs().into_iter().flatten();
     all.filter_map(|entry| {
-        let address = entry.address?;
-        let ip = if let Some(v4) = address.as_sockaddr_in() {
-            IpAddr::V4(v4.ip())
-        } else {
-            IpAddr::V6(address.as_sockaddr_in6()?.ip())
-        };
-        Some((entry.interface_name, entry.flags, ip))
+        let address = ip(entry.address.as_ref()?)?;
+        let netmask = entry.netmask.as_ref().and_then(ip);
+        Some((entry.interface_name, entry.flags, address, netmask))
     })
+}
+
+/// The networks this host is on: each address of an interface that is up, with its
+/// prefix length.
+#[cfg(unix)]
+pub fn local_networks() -> Vec<Network> {
+    use nix::net::if_::InterfaceFlags as F;
+    entries()
+        .filter(|(_, flags, ..)| flags.contains(F::IFF_UP))
+        .filter_map(|(_, _, ip, netmask)| {
+            let prefix = match netmask? {
+                IpAddr::V4(mask) => u32::from(mask).leading_ones(),
+                IpAddr::V6(mask) => u128::from(mask).leading_ones(),
+            };
+            Some(Network { ip, prefix })
+        })
+        .collect()
+}
+
+/// Where the system cannot be asked: none, and nothing is filtered.
+#[cfg(not(unix))]
+pub fn local_networks() -> Vec<Network> {
+    Vec::new()
+}
+
+/// An address and a prefix length: the network of an interface's address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network {
+    pub ip: IpAddr,
+    pub prefix: u32,
+}
+
+impl Network {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let within = |a: u128, b: u128, bits: u32| {
+            let prefix = self.prefix.min(bits);
+            prefix == 0 || (a ^ b) >> (bits - prefix) == 0
+        };
+        match (self.ip, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                within(u32::from(net).into(), u32::from(ip).into(), 32)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => within(net.into(), ip.into(), 128),
+            _ => false,
+        }
+    }
 }
 
 #[cfg(unix)]
@@ -139,6 +201,39 @@ mod tests {
         let all = Interfaces::for_listener("::".parse().unwrap());
         assert!(!all.v6.contains(&lo), "{all:?}");
         assert!(!all.v4.contains(&Ipv4Addr::LOCALHOST), "{all:?}");
+    }
+
+    #[test]
+    fn networks_hold_their_own_addresses_only() {
+        let net = |s: &str, prefix| Network {
+            ip: s.parse().unwrap(),
+            prefix,
+        };
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let lan = net("192.168.1.20", 24);
+        assert!(lan.contains(ip("192.168.1.77")));
+        assert!(lan.contains(ip("::ffff:192.168.1.77")));
+        assert!(!lan.contains(ip("192.168.2.77")));
+        assert!(!lan.contains(ip("fe80::1")));
+        let link = net("fe80::abcd", 64);
+        assert!(link.contains(ip("fe80::1:2:3:4")));
+        assert!(!link.contains(ip("fe81::1")));
+        assert!(net("10.0.0.1", 32).contains(ip("10.0.0.1")));
+        assert!(!net("10.0.0.1", 32).contains(ip("10.0.0.2")));
+        assert!(net("0.0.0.0", 0).contains(ip("8.8.8.8")));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn this_host_is_on_the_loopback_networks() {
+        let networks = local_networks();
+        for ip in ["127.0.2.210", "::1"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert!(
+                networks.iter().any(|n| n.contains(ip)),
+                "{ip}: {networks:?}"
+            );
+        }
     }
 
     #[test]

@@ -86,6 +86,10 @@ struct Entry {
     /// It had every piece when last connected (or a peer exchange said it was a seed):
     /// not worth dialling once we are done.
     seed: bool,
+    /// It was found in a hybrid torrent's v2 swarm: dialled naming that swarm, as
+    /// libtorrent dials its `protocol_v2` peers (a client that came by a v2-only link
+    /// knows no other hash until it has the metadata).
+    v2_swarm: bool,
     /// A peer exchange said it takes part in hole punching (BEP 55), and which
     /// connection (by its address) said so: the relay to ask when it cannot be dialled.
     introducer: Option<SocketAddr>,
@@ -106,6 +110,7 @@ impl Entry {
             plain_only: false,
             wants_utp: false,
             seed: false,
+            v2_swarm: false,
             introducer: None,
             rendezvous_at: None,
         }
@@ -365,6 +370,18 @@ impl AddressBook {
         self.entries.get(addr).is_some_and(|e| e.plain_only)
     }
 
+    /// `addr` (already added) was found in a hybrid torrent's v2 swarm.
+    pub fn found_in_v2_swarm(&mut self, addr: SocketAddr) {
+        if let Some(e) = self.entries.get_mut(&dual_stack::canonical(addr)) {
+            e.v2_swarm = true;
+        }
+    }
+
+    /// Whether `addr` is dialled naming the v2 swarm (see [`Entry`]).
+    pub fn in_v2_swarm(&self, addr: &SocketAddr) -> bool {
+        self.entries.get(addr).is_some_and(|e| e.v2_swarm)
+    }
+
     /// A connection we dialled over `transport` ended before its handshake: the next
     /// dial starts with the other transport (see [`Entry`]).
     pub fn failed_over(&mut self, addr: SocketAddr, transport: Kind) {
@@ -397,6 +414,22 @@ mod tests {
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_peer_found_in_the_v2_swarm_is_remembered_as_such() {
+        let now = Instant::now();
+        let mut book = AddressBook::default();
+        let (v1, v2) = (addr("10.0.0.1:6881"), addr("10.0.0.2:6881"));
+        book.add(v1, PeerSource::Tracker, now);
+        book.add(v2, PeerSource::Dht, now);
+        // Reported as IPv4-mapped, as a dual-stack socket sees it.
+        book.found_in_v2_swarm(addr("[::ffff:10.0.0.2]:6881"));
+        assert!(!book.in_v2_swarm(&v1));
+        assert!(book.in_v2_swarm(&v2));
+        // Unknown addresses are not entered by it.
+        book.found_in_v2_swarm(addr("10.0.0.3:6881"));
+        assert!(book.due(now, 10, false, None).len() == 2);
     }
 
     #[test]

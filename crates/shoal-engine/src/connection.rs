@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use shoal_core::{dual_stack, Block};
+use shoal_core::{dual_stack, Block, InfoHash};
 use shoal_swarm::{PeerKey, PieceProgress};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf};
 use tokio::sync::mpsc;
@@ -21,16 +21,25 @@ use crate::RateLimit;
 use shoal_utp::UtpSocket;
 use shoal_wire::mse::Cipher;
 
+/// How a connection came to be.
+#[derive(Debug)]
+pub enum Opened {
+    /// We dialled it, naming this swarm (a hybrid torrent's v1 or v2 info-hash).
+    Dialled(InfoHash),
+    /// The peer connected; the acceptor has already read its 68-byte handshake (to find
+    /// the torrent).
+    Accepted(Vec<u8>),
+}
+
 /// What connection tasks tell the torrent actor.
 #[derive(Debug)]
 pub enum Input {
-    /// A connection is up. For incoming connections the acceptor has already read
-    /// the peer's 68-byte handshake (to find the torrent); it is passed along, with the
-    /// connection's encryption state and any bytes read past the handshakes.
+    /// A connection is up, with its encryption state and any bytes read past the
+    /// handshakes.
     Connected {
         addr: SocketAddr,
         stream: PeerStream,
-        incoming_handshake: Option<Vec<u8>>,
+        opened: Opened,
         secured: Secured,
     },
     ConnectFailed {
@@ -244,17 +253,17 @@ pub fn spawn_connect(
     local: Option<std::net::IpAddr>,
     timeout: Duration,
     (dialer, order): (Dialer, &'static [Kind]),
-    (policy, info_hash): (Encryption, [u8; 20]),
+    (policy, swarm): (Encryption, InfoHash),
     to_actor: mpsc::Sender<Input>,
 ) {
     tokio::spawn(async move {
         tracing::debug!("dialling {addr} over {order:?}");
         let dial = (&dialer, order);
-        let input = match encryption::dial(addr, local, dial, policy, info_hash, timeout).await {
+        let input = match encryption::dial(addr, local, dial, policy, swarm.0, timeout).await {
             Some((stream, secured)) => Input::Connected {
                 addr,
                 stream,
-                incoming_handshake: None,
+                opened: Opened::Dialled(swarm),
                 secured,
             },
             None => Input::ConnectFailed { addr },
@@ -351,7 +360,7 @@ fn take_handshake(
             .send(Input::Connected {
                 addr,
                 stream,
-                incoming_handshake: Some(handshake),
+                opened: Opened::Accepted(handshake),
                 secured,
             })
             .await;
@@ -406,7 +415,7 @@ mod tests {
             .expect("handed over")
             .expect("channel open");
         assert!(
-            matches!(input, Input::Connected { incoming_handshake: Some(h), .. } if h == hello)
+            matches!(input, Input::Connected { opened: Opened::Accepted(h), .. } if h == hello)
         );
     }
 

@@ -36,5 +36,15 @@ pub use stats::Stats;
 pub use stream::{Dialer, PeerStream, Transport, UtpMode};
 pub use torrent::{run, EngineEvent, Outcome, TorrentConfig};
 
-/// Peers found while a torrent runs, each batch with where it came from.
-pub type PeerFeed = tokio::sync::mpsc::UnboundedReceiver<(PeerSource, Vec<std::net::SocketAddr>)>;
+/// Peers found while a torrent runs, a batch at a time.
+pub type PeerFeed = tokio::sync::mpsc::UnboundedReceiver<Found>;
+
+/// A batch of peers: where they came from, and the swarm they are in (a hybrid torrent
+/// has two, one under each info-hash; a peer found in its v2 swarm is dialled naming
+/// that one, as libtorrent does, since it may know no other yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub source: PeerSource,
+    pub swarm: shoal_core::InfoHash,
+    pub peers: Vec<std::net::SocketAddr>,
+}

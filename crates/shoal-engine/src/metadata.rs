@@ -203,7 +203,7 @@ pub async fn fetch_metadata(
 
 async fn next_batch(feed: &mut Option<&mut PeerFeed>) -> Option<Vec<SocketAddr>> {
     match feed {
-        Some(rx) => rx.recv().await.map(|(_, peers)| peers),
+        Some(rx) => rx.recv().await.map(|found| found.peers),
         None => std::future::pending().await,
     }
 }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
-use shoal_core::{merkle, peer_priority, Bitfield, Block, Metainfo, PeerId, BLOCK_SIZE};
+use shoal_core::{merkle, peer_priority, Bitfield, Block, InfoHash, Metainfo, PeerId, BLOCK_SIZE};
 use shoal_storage::{resume, FileLayout, Hashing, StorageError, TorrentFiles};
 use shoal_swarm::{
     Connection, CoreConfig, Io, PeerKey, PeerLink, TorrentCore, Uplink, DUPLICATE,
@@ -37,13 +37,13 @@ use shoal_wire::{
 use tokio::sync::{mpsc, watch};
 
 use crate::addresses::{is_local, AddressBook};
-use crate::connection::{self, Backlog, Input, Outgoing, UplinkQueue};
+use crate::connection::{self, Backlog, Input, Opened, Outgoing, UplinkQueue};
 use crate::disk::{Disk, DiskResult};
 use crate::encryption::{Encryption, Secured};
 use crate::holepunch::{self, Verdict};
 use crate::stream::{Dialer, Kind, PeerStream};
 use crate::web_seed::{FetchContext, WebSeeds};
-use crate::{IpFilter, PeerFeed, PeerSource};
+use crate::{Found, IpFilter, PeerFeed, PeerSource};
 use crate::{RateLimit, SeedLimit, Stats};
 
 /// How a torrent is to be run.
@@ -365,7 +365,7 @@ pub async fn run(
 }
 
 /// The next batch from a peer feed; pending forever once there is no feed.
-async fn next_peers(feed: &mut Option<PeerFeed>) -> Option<(PeerSource, Vec<SocketAddr>)> {
+async fn next_peers(feed: &mut Option<PeerFeed>) -> Option<Found> {
     match feed {
         Some(feed) => feed.recv().await,
         None => std::future::pending().await,
@@ -609,11 +609,15 @@ const RESUME_SAVE_INTERVAL: Duration = Duration::from_secs(30);
 const UPLINK_QUEUE_TIME: f64 = 0.01;
 
 impl EngineIo {
-    fn add_addresses(&mut self, source: PeerSource, found: Vec<SocketAddr>) {
+    fn add_addresses(&mut self, found: Found) {
         let now = Instant::now();
         let own = self.config.listen;
-        for addr in found.into_iter().filter(|a| Some(*a) != own) {
-            self.addresses.add(addr, source, now);
+        let v2_swarm = self.config.metainfo.swarm_hashes().get(1) == Some(&found.swarm);
+        for addr in found.peers.into_iter().filter(|a| Some(*a) != own) {
+            self.addresses.add(addr, found.source, now);
+            if v2_swarm {
+                self.addresses.found_in_v2_swarm(addr);
+            }
         }
     }
 }
@@ -852,7 +856,7 @@ impl Actor {
                 Some(result) = disk_results.recv() => self.on_disk(result)?,
                 Some(input) = inputs.recv() => self.handle(input),
                 found = next_peers(&mut feed) => match found {
-                    Some((source, found)) => self.io.add_addresses(source, found),
+                    Some(found) => self.io.add_addresses(found),
                     None => feed = None,
                 },
                 () = drained.notified(), if limited => self.core.serve_uplink(&mut self.io),
@@ -873,9 +877,9 @@ impl Actor {
             Input::Connected {
                 addr,
                 stream,
-                incoming_handshake,
+                opened,
                 secured,
-            } => self.add_peer(addr, stream, incoming_handshake, secured, now),
+            } => self.add_peer(addr, stream, opened, secured, now),
             Input::ConnectFailed { addr } => {
                 self.io.addresses.disconnected(addr, true, false, now);
                 self.ask_for_introduction(addr, now);
@@ -981,7 +985,7 @@ impl Actor {
             config.listen.map(|a| a.ip()),
             Duration::from_secs(10),
             (config.dialer.clone(), &[Kind::Utp]),
-            (config.encryption, config.metainfo.info_hash.0),
+            (config.encryption, self.swarm_of(addr)),
             self.to_actor.clone(),
         );
     }
@@ -1031,6 +1035,16 @@ impl Actor {
         }
     }
 
+    /// The swarm `addr` is dialled in: a hybrid torrent's v2 one if it was found there,
+    /// else the torrent's own.
+    fn swarm_of(&self, addr: SocketAddr) -> InfoHash {
+        let metainfo = &self.io.config.metainfo;
+        match metainfo.swarm_hashes().get(1) {
+            Some(&v2) if self.io.addresses.in_v2_swarm(&addr) => v2,
+            _ => metainfo.info_hash,
+        }
+    }
+
     fn session_config(&self) -> SessionConfig {
         let metainfo = &self.io.config.metainfo;
         let info = &metainfo.info;
@@ -1057,16 +1071,17 @@ impl Actor {
         &mut self,
         addr: SocketAddr,
         stream: PeerStream,
-        incoming: Option<Vec<u8>>,
+        opened: Opened,
         secured: Secured,
         now: Instant,
     ) {
+        let is_incoming = matches!(opened, Opened::Accepted(_));
         if self.io.addresses.is_banned(&addr) || self.io.addresses.is_blocked(&addr) {
             return;
         }
         let full = self.core.peers().len() >= self.io.config.max_connections;
-        if full && (incoming.is_none() || !self.make_room_for(addr, now)) {
-            if incoming.is_none() {
+        if full && (!is_incoming || !self.make_room_for(addr, now)) {
+            if !is_incoming {
                 self.io.addresses.not_taken(addr, now);
             }
             return;
@@ -1080,16 +1095,20 @@ impl Actor {
         if let Some(port) = self.external_port_for(addr) {
             config.extension_handshake.p = Some(port);
         }
-        let is_incoming = incoming.is_some();
-        let session = match incoming {
-            None => PeerSession::new(config, now),
-            Some(bytes) => {
+        // A hybrid torrent's connection may be in its v2 swarm: the handshake names it.
+        let swarms = self.io.config.metainfo.swarm_hashes();
+        let session = match opened {
+            Opened::Dialled(swarm) => {
+                if swarms.contains(&swarm) {
+                    config.info_hash = swarm;
+                }
+                PeerSession::new(config, now)
+            }
+            Opened::Accepted(bytes) => {
                 let handshake = match shoal_wire::parse_handshake(&bytes) {
                     Ok(Some(h)) => h,
                     _ => return,
                 };
-                // A hybrid torrent's peer may have named its v2 swarm: we answer in it.
-                let swarms = self.io.config.metainfo.swarm_hashes();
                 if swarms.contains(&handshake.info_hash) {
                     config.info_hash = handshake.info_hash;
                 }
@@ -1244,7 +1263,7 @@ impl Actor {
                 config.listen.map(|a| a.ip()),
                 Duration::from_secs(10),
                 (config.dialer.clone(), order),
-                (policy, config.metainfo.info_hash.0),
+                (policy, self.swarm_of(addr)),
                 self.to_actor.clone(),
             );
         }

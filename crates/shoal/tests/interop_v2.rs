@@ -289,6 +289,35 @@ fn hybrid_torrent_joins_the_v1_swarm() {
     same_content(&src, &by_link);
 }
 
+/// [`FILES`] (their bytes from `seed`) under `dir/src/content`, and a hybrid torrent of
+/// them made by shoal with the tracker `url`: the source folder, the torrent, and its v1
+/// info-hash and v2 one (hex, whole).
+fn hybrid_with_tracker(
+    dir: &Path,
+    url: &str,
+    seed: u64,
+) -> (
+    std::path::PathBuf,
+    std::path::PathBuf,
+    (shoal_core::InfoHash, String),
+) {
+    let src = dir.join("src");
+    for (i, (name, size)) in FILES.iter().enumerate() {
+        random_file(&src.join("content").join(name), *size, seed + i as u64);
+    }
+    let torrent = dir.join("hybrid.torrent");
+    shoal_create(
+        &src.join("content"),
+        "256K",
+        &torrent,
+        &["--format", "hybrid", "--tracker", url],
+    );
+    let info = shoal_info(path_str(&torrent));
+    let v1 = info["info_hash"].as_str().unwrap().parse().unwrap();
+    let v2_hex = info["info_hash_v2"].as_str().unwrap().to_owned();
+    (src, torrent, (v1, v2_hex))
+}
+
 /// A hybrid torrent is two swarms, one under each info-hash, and libtorrent announces it
 /// in both. A shoal seed of one announces both hashes to its tracker, and libtorrent,
 /// given only the v2 magnet link (no v1 hash) and the tracker, finds it there, connects
@@ -299,21 +328,8 @@ fn hybrid_torrent_joins_the_v1_swarm() {
 #[test]
 fn a_hybrid_seed_is_found_and_reached_in_the_v2_swarm() {
     let dir = tempdir();
-    let src = dir.path().join("src");
-    for (i, (name, size)) in FILES.iter().enumerate() {
-        random_file(&src.join("content").join(name), *size, 70 + i as u64);
-    }
     let url = "http://127.0.9.60:17960/announce";
-    let torrent = dir.path().join("hybrid.torrent");
-    shoal_create(
-        &src.join("content"),
-        "256K",
-        &torrent,
-        &["--format", "hybrid", "--tracker", url],
-    );
-    let info = shoal_info(path_str(&torrent));
-    let v1: shoal_core::InfoHash = info["info_hash"].as_str().unwrap().parse().unwrap();
-    let v2_hex = info["info_hash_v2"].as_str().unwrap().to_owned();
+    let (src, torrent, (v1, v2_hex)) = hybrid_with_tracker(dir.path(), url, 70);
     let v2: shoal_core::InfoHash = v2_hex[..40].parse().unwrap();
     let _tracker = shoal_tracker("127.0.9.60:17960", &[]);
     let _seed = shoal_seed_with(
@@ -349,6 +365,50 @@ fn a_hybrid_seed_is_found_and_reached_in_the_v2_swarm() {
             .args([&link, path_str(&out), "127.0.9.63", "17963", "-", "0"]),
     );
     assert!(stdout.starts_with("DONE"), "{stdout}");
+    same_content(&src, &out);
+}
+
+/// The other way round: libtorrent, given only the v2 magnet link and the tracker, makes
+/// no connections and waits; the shoal seed finds it under the v2 hash at the tracker
+/// and must dial it naming the v2 swarm, as libtorrent dials the peers it found there:
+/// before it has the metadata, that is the only hash libtorrent knows (named by the v1
+/// hash, the connection was dropped and the download never started).
+#[test]
+fn a_hybrid_seed_dials_the_v2_swarm_by_its_hash() {
+    let dir = tempdir();
+    let url = "http://127.0.9.64:17964/announce";
+    let (src, torrent, (_, v2_hex)) = hybrid_with_tracker(dir.path(), url, 90);
+    let v2: shoal_core::InfoHash = v2_hex[..40].parse().unwrap();
+    let _tracker = shoal_tracker("127.0.9.64:17964", &[]);
+    let link = format!("magnet:?xt=urn:btmh:1220{v2_hex}&dn=content&tr={url}");
+    let out = dir.path().join("lt-out");
+    let mut lt = std::process::Command::new("/usr/bin/python3");
+    lt.env("SHOAL_TEST_LT_NO_DIAL", "1")
+        .arg("-c")
+        .arg(python_script(LT_GET_V2_MAGNET))
+        .args([&link, path_str(&out), "127.0.9.66", "17966", "-", "0"]);
+    let (mut lt, lines) = spawn_watched(lt);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while scrape_url(url, v2).incomplete != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "libtorrent is not at the tracker"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _seed = shoal_seed_with(
+        &torrent,
+        &src,
+        &dir.path().join("state"),
+        "127.0.9.65:17965",
+        &["--no-dht", "--no-port-map"],
+    );
+    let seen = wait_lines(&lines, &["DONE"], std::time::Duration::from_secs(55));
+    assert!(seen.iter().any(|l| l.starts_with("DONE")), "{seen:?}");
+    lt.wait_exit(
+        std::time::Duration::from_secs(10),
+        "libtorrent exits once done",
+    );
     same_content(&src, &out);
 }
 

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 
 use super::interfaces::{local_networks, Network};
 use super::{Announcement, Interfaces, ANNOUNCE_INTERVAL, MAX_PACKET, SOURCE_QUIET};
+use crate::{Found, PeerSource};
 
 /// How often the interfaces are looked at again (one getifaddrs call).
 const INTERFACE_CHECK: Duration = Duration::from_secs(10);
@@ -136,7 +137,7 @@ impl Channel {
         mut self,
         announcement: Announcement,
         ours: Vec<InfoHash>,
-        tx: mpsc::UnboundedSender<Vec<SocketAddr>>,
+        tx: mpsc::UnboundedSender<Found>,
     ) {
         let cookie = announcement.cookie.clone();
         let packet = announcement.encode(self.group);
@@ -175,11 +176,13 @@ impl Channel {
                         continue;
                     }
                     let Some(a) = Announcement::parse(&buf[..len]) else { continue };
-                    if a.cookie.is_some() && a.cookie == cookie
-                        || !a.info_hashes.iter().any(|h| ours.contains(h))
-                    {
+                    if a.cookie.is_some() && a.cookie == cookie {
                         continue;
                     }
+                    // Ours in our order: a hybrid's v1 swarm before its v2 one.
+                    let Some(&swarm) = ours.iter().find(|h| a.info_hashes.contains(h)) else {
+                        continue;
+                    };
                     let now = Instant::now();
                     if heard.get(&from.ip()).is_some_and(|&t| now < t + SOURCE_QUIET) {
                         continue;
@@ -191,7 +194,8 @@ impl Channel {
                         }
                     }
                     heard.insert(from.ip(), now);
-                    if tx.send(vec![peer_at(from, a.port)]).is_err() {
+                    let peers = vec![peer_at(from, a.port)];
+                    if tx.send(Found { source: PeerSource::Lsd, swarm, peers }).is_err() {
                         return;
                     }
                 }

@@ -21,6 +21,7 @@ use std::time::Duration;
 use shoal_core::{dual_stack, InfoHash};
 use tokio::sync::mpsc;
 
+use crate::PeerFeed;
 use channel::Channel;
 pub use interfaces::Interfaces;
 
@@ -126,7 +127,7 @@ impl LsdConfig {
 /// Starts announcing and listening in every group of `config` (on the interfaces there
 /// are now and those that come later); peers found arrive on the channel until it is
 /// dropped. An error if no group's socket could be opened.
-pub fn spawn(config: LsdConfig) -> io::Result<mpsc::UnboundedReceiver<Vec<SocketAddr>>> {
+pub fn spawn(config: LsdConfig) -> io::Result<PeerFeed> {
     let cookie = format!("{:016x}", rand::random::<u64>());
     let (tx, rx) = mpsc::unbounded_channel();
     let mut first_error = None;
@@ -253,8 +254,14 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(from_b, vec!["127.0.2.211:19962".parse().unwrap()]);
-        assert_eq!(from_a, vec!["127.0.2.210:19961".parse().unwrap()]);
+        // Each found the other in the swarm they share: the hybrid's second.
+        let found = |peer: &str| crate::Found {
+            source: crate::PeerSource::Lsd,
+            swarm: hash(8),
+            peers: vec![peer.parse().unwrap()],
+        };
+        assert_eq!(from_b, found("127.0.2.211:19962"));
+        assert_eq!(from_a, found("127.0.2.210:19961"));
     }
 
     #[test]

@@ -13,11 +13,14 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use shoal_core::{dual_stack, InfoHash, PeerId};
+use shoal_engine::{Found, PeerSource};
 use shoal_tracker::client::UdpConfig;
 use shoal_tracker::driver::http::HttpConfig;
 use shoal_tracker::driver::{Announcer, AnnouncerConfig};
 use shoal_tracker::{Progress, TrackerUrl};
 use tokio::sync::mpsc;
+
+use super::discovery::forward;
 
 /// The announcers, each with whether it announces over IPv4.
 pub struct Announcers(Vec<(bool, Announcer)>);
@@ -33,7 +36,7 @@ impl Announcers {
         (swarms, peer_id): (&[InfoHash], PeerId),
         (listen, ipv4_port): (SocketAddr, Option<u16>),
         progress: Progress,
-        found: &mpsc::UnboundedSender<Vec<SocketAddr>>,
+        found: &mpsc::UnboundedSender<Found>,
     ) -> Announcers {
         // A specific address: announce from it, so the tracker hands out that one;
         // `0.0.0.0`: over IPv4 only, the family peers can reach us over.
@@ -75,7 +78,13 @@ impl Announcers {
                 http: HttpConfig::default(),
                 udp: UdpConfig::default(),
             };
-            (ipv4, Announcer::spawn(config, progress, found.clone()))
+            let (peers, from_trackers) = mpsc::unbounded_channel();
+            forward(
+                (PeerSource::Tracker, info_hash),
+                from_trackers,
+                found.clone(),
+            );
+            (ipv4, Announcer::spawn(config, progress, peers))
         });
         Announcers(announcers.collect())
     }

@@ -18,7 +18,7 @@ use anyhow::{Context, Result};
 use shoal_core::{dual_stack, InfoHash};
 use shoal_dht::driver::{DhtHandle, DriverConfig};
 use shoal_engine::lsd::{self, LsdConfig};
-use shoal_engine::{PeerFeed, PeerSource};
+use shoal_engine::{Found, PeerFeed, PeerSource};
 use tokio::sync::mpsc;
 
 /// Public routers used when no `--dht-bootstrap` is given (and we are not on loopback).
@@ -278,8 +278,12 @@ pub fn peer_feed(
 ) -> Option<PeerFeed> {
     let mut feeds: Vec<PeerFeed> = swarms
         .iter()
-        .flat_map(|&swarm| dhts.announce(swarm, listen.port(), seed))
-        .map(|found| tagged(PeerSource::Dht, found))
+        .flat_map(|&swarm| {
+            let found = dhts.announce(swarm, listen.port(), seed);
+            found
+                .into_iter()
+                .map(move |found| tagged((PeerSource::Dht, swarm), found))
+        })
         .collect();
     if opts.lsd {
         let groups = if opts.lsd_group.is_empty() {
@@ -293,24 +297,42 @@ pub fn peer_feed(
             info_hashes: swarms.to_vec(),
         };
         match lsd::spawn(config) {
-            Ok(feed) => feeds.push(tagged(PeerSource::Lsd, feed)),
+            Ok(feed) => feeds.push(feed),
             Err(e) => eprintln!("shoal: warning: local service discovery: {e}"),
         }
     }
     merge_feeds(feeds)
 }
 
-/// A source's batches of peers as a feed that says where they came from.
-pub fn tagged(source: PeerSource, mut found: mpsc::UnboundedReceiver<Vec<SocketAddr>>) -> PeerFeed {
+/// A source's batches of peers in one swarm as a feed that says where they came from.
+pub fn tagged(
+    (source, swarm): (PeerSource, InfoHash),
+    found: mpsc::UnboundedReceiver<Vec<SocketAddr>>,
+) -> PeerFeed {
     let (tx, feed) = mpsc::unbounded_channel();
+    forward((source, swarm), found, tx);
+    feed
+}
+
+/// Sends `found`'s batches, as found by `source` in `swarm`, to `to` until either end
+/// is gone.
+pub fn forward(
+    (source, swarm): (PeerSource, InfoHash),
+    mut found: mpsc::UnboundedReceiver<Vec<SocketAddr>>,
+    to: mpsc::UnboundedSender<Found>,
+) {
     tokio::spawn(async move {
-        while let Some(batch) = found.recv().await {
-            if tx.send((source, batch)).is_err() {
+        while let Some(peers) = found.recv().await {
+            let batch = Found {
+                source,
+                swarm,
+                peers,
+            };
+            if to.send(batch).is_err() {
                 return;
             }
         }
     });
-    feed
 }
 
 /// One feed with every batch of `feeds` (none when there are none).

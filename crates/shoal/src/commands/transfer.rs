@@ -15,8 +15,8 @@ use shoal_bencode::Value;
 use shoal_core::{InfoHash, Magnet, Metainfo, PeerId};
 use shoal_engine::metadata::{fetch_metadata, Fetched, MetadataFetch, MetadataFetchError};
 use shoal_engine::{
-    Dialer, Encryption, EngineEvent, IpFilter, Outcome, PeerFeed, PeerSource, SeedLimit,
-    TorrentConfig, UtpMode,
+    Dialer, Encryption, EngineEvent, Found, IpFilter, Outcome, PeerFeed, SeedLimit, TorrentConfig,
+    UtpMode,
 };
 use shoal_portmap::driver::{Method, PortMapper};
 use shoal_portmap::Protocol;
@@ -432,11 +432,11 @@ async fn announce(
     metainfo: Arc<Metainfo>,
     trackers: Vec<Vec<String>>,
     dht: Dhts,
-    feed: mpsc::UnboundedSender<(PeerSource, Vec<SocketAddr>)>,
+    feed: mpsc::UnboundedSender<Found>,
 ) -> Option<Announcers> {
     let info = &metainfo.info;
     let mut announcers: Option<Announcers> = None;
-    let (found_tx, mut found) = mpsc::unbounded_channel::<Vec<SocketAddr>>();
+    let (found_tx, mut found) = mpsc::unbounded_channel::<Found>();
     // A torrent complete from the start is a seed: no `completed` to report.
     let mut was_complete = false;
     loop {
@@ -446,8 +446,8 @@ async fn announce(
                 None => break,
             },
             Some(peers) = found.recv() => {
-                let _ = display.send(Update::TrackerPeers(peers.len()));
-                let _ = feed.send((PeerSource::Tracker, peers));
+                let _ = display.send(Update::TrackerPeers(peers.peers.len()));
+                let _ = feed.send(peers);
                 continue;
             }
             Ok(()) = external_port.changed() => {
@@ -781,7 +781,7 @@ impl Job {
                 let tiers: Vec<Vec<String>> =
                     magnet.trackers.iter().map(|t| vec![t.clone()]).collect();
                 let (found, feed) = mpsc::unbounded_channel();
-                feeds.push(discovery::tagged(PeerSource::Tracker, feed));
+                feeds.push(feed);
                 let progress = Progress {
                     uploaded: 0,
                     downloaded: 0,

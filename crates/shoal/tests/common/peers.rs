@@ -79,6 +79,9 @@ def session(ip, port):
         tcp = os.environ['SHOAL_TEST_LT_UTP'] != 'only'
         settings.update({'enable_incoming_utp': True, 'enable_outgoing_utp': True,
                          'enable_incoming_tcp': tcp, 'enable_outgoing_tcp': tcp})
+    if os.environ.get('SHOAL_TEST_LT_NO_DIAL'):
+        # Connections are only taken: whoever wants this peer must dial it.
+        settings.update({'enable_outgoing_tcp': False, 'enable_outgoing_utp': False})
     if os.environ.get('SHOAL_TEST_LT_RC4'):
         # Encrypted connections only, both ways, and RC4 only after the handshake.
         settings.update({'out_enc_policy': int(lt.enc_policy.forced),

@@ -379,7 +379,8 @@ impl AddressBook {
 
     /// Whether `addr` is dialled naming the v2 swarm (see [`Entry`]).
     pub fn in_v2_swarm(&self, addr: &SocketAddr) -> bool {
-        self.entries.get(addr).is_some_and(|e| e.v2_swarm)
+        let addr = dual_stack::canonical(*addr);
+        self.entries.get(&addr).is_some_and(|e| e.v2_swarm)
     }
 
     /// A connection we dialled over `transport` ended before its handshake: the next

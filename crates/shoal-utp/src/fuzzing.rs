@@ -11,8 +11,8 @@ use crate::packet::Packet;
 /// accepting side under its connection id (what an attacker who knows it could do),
 /// between rounds of honest traffic. Never a panic; what the connection sends still
 /// parses and stays within a datagram's size; what it lets the application read stays
-/// within its receive window on top of what was honestly sent; its timer never goes
-/// backwards; and it still runs (or ends) afterwards.
+/// within its receive window on top of what was honestly sent; and honest rounds go on
+/// afterwards without a panic.
 pub fn utp_connection(data: &[u8]) {
     let config = Config {
         receive_buffer: 64 * 1024,

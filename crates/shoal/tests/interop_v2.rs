@@ -412,6 +412,50 @@ fn a_hybrid_seed_dials_the_v2_swarm_by_its_hash() {
     same_content(&src, &out);
 }
 
+/// A hybrid torrent fetched by its v2 link alone keeps its metadata: run again with no
+/// peer at all, the download finds the saved .torrent (named by the v1 hash's swarm and
+/// the v2 one's) and checks the files instead of waiting for someone to send it.
+#[test]
+fn a_hybrid_fetched_by_its_v2_link_keeps_its_metadata() {
+    let dir = tempdir();
+    let url = "http://127.0.9.67:17967/announce";
+    let (src, torrent, (_, v2_hex)) = hybrid_with_tracker(dir.path(), url, 110);
+    let seed = shoal_seed_with(
+        &torrent,
+        &src,
+        &dir.path().join("seed-state"),
+        "127.0.9.68:17968",
+        &["--no-dht", "--no-port-map"],
+    );
+    let link = format!("magnet:?xt=urn:btmh:1220{v2_hex}&dn=content");
+    let (out, state) = (dir.path().join("out"), dir.path().join("state"));
+    let quiet = ["--no-dht", "--no-tracker", "--no-port-map"];
+    let events = shoal_get_with(
+        Path::new(&link),
+        &out,
+        &state,
+        "127.0.9.69:17969",
+        &["127.0.9.68:17968"],
+        &quiet,
+    );
+    same_content(&src, &out);
+    assert_eq!(events_named(&events, "metadata").len(), 1);
+    drop(seed);
+    let again = shoal_get_with(
+        Path::new(&link),
+        &out,
+        &state,
+        "127.0.9.69:17969",
+        &[],
+        &quiet,
+    );
+    assert!(
+        events_named(&again, "fetching_metadata").is_empty(),
+        "{again:?}"
+    );
+    assert_eq!(events_named(&again, "completed").len(), 1, "{again:?}");
+}
+
 /// A BEP 52 hash request for `count` hashes from `index` of layer `base` of the file
 /// whose root is `root`, with `proofs` proof layers, as a framed message.
 fn hash_request(root: &[u8; 32], base: u32, index: u32, count: u32, proofs: u32) -> Vec<u8> {

@@ -26,9 +26,13 @@ use crate::{Found, PeerSource};
 
 /// How often the interfaces are looked at again (one getifaddrs call).
 const INTERFACE_CHECK: Duration = Duration::from_secs(10);
-/// A round's announcements after its first, as offsets from it: a lost datagram is not
-/// made up for until the next round otherwise.
-const RESENDS: [Duration; 2] = [Duration::from_secs(2), Duration::from_secs(6)];
+/// A round's announcements, as offsets from its start: three, since a lost datagram is
+/// not made up for until the next round otherwise.
+const ROUND: [Duration; 3] = [
+    Duration::ZERO,
+    Duration::from_secs(2),
+    Duration::from_secs(6),
+];
 /// Sources remembered for [`SOURCE_QUIET`]; a flood of spoofed sources clears the map.
 const MAX_SOURCES: usize = 1024;
 
@@ -41,12 +45,38 @@ enum Interface {
     V6(u32),
 }
 
+struct Sender {
+    interface: Interface,
+    socket: UdpSocket,
+    /// The current round's start, and how many of its announcements have gone.
+    round: Instant,
+    sent: usize,
+}
+
+impl Sender {
+    fn due(&self) -> Instant {
+        self.round + ROUND[self.sent]
+    }
+
+    /// One announcement has gone: the next is the round's next, or the next round's
+    /// first.
+    fn sent_one(&mut self) {
+        self.sent += 1;
+        if self.sent == ROUND.len() {
+            self.sent = 0;
+            self.round += ANNOUNCE_INTERVAL;
+        }
+    }
+}
+
 pub(super) struct Channel {
     group: SocketAddr,
     listen: IpAddr,
     receiver: UdpSocket,
-    /// The interfaces the group is joined on, each with its sending socket.
-    senders: Vec<(Interface, UdpSocket)>,
+    /// The interfaces the group is joined on, each with its sending socket and its own
+    /// rounds (an interface that comes later is announced on at once, the others are
+    /// not disturbed).
+    senders: Vec<Sender>,
     /// The networks this host is on (none where the system cannot tell: then every
     /// source counts).
     networks: Vec<Network>,
@@ -81,39 +111,48 @@ impl Channel {
         Ok(channel)
     }
 
-    /// Joins the group on the interfaces `listen` covers now and were not joined, and
-    /// leaves those gone; whether any was added.
-    fn refresh(&mut self) -> bool {
+    /// Joins the group on the interfaces `listen` covers now and were not joined (their
+    /// rounds start now), and leaves those gone.
+    fn refresh(&mut self) {
         self.networks = local_networks();
         let now = Interfaces::for_listener(self.listen);
         let wanted: Vec<Interface> = match self.group {
             SocketAddr::V4(_) => now.v4.into_iter().map(Interface::V4).collect(),
             SocketAddr::V6(_) => now.v6.into_iter().map(Interface::V6).collect(),
         };
-        for (gone, _) in self.senders.iter().filter(|(i, _)| !wanted.contains(i)) {
+        for gone in self
+            .senders
+            .iter()
+            .filter(|s| !wanted.contains(&s.interface))
+        {
             // The system may have dropped the membership with the interface already.
-            let _ = self.membership(*gone, false);
+            let _ = self.membership(gone.interface, false);
         }
-        self.senders.retain(|(i, _)| wanted.contains(i));
-        let mut added = false;
+        self.senders.retain(|s| wanted.contains(&s.interface));
         for interface in wanted {
-            if self.senders.iter().any(|(i, _)| *i == interface) {
+            if self.senders.iter().any(|s| s.interface == interface) {
                 continue;
             }
-            match self
-                .membership(interface, true)
-                .and_then(|()| sender(interface))
-            {
-                Ok(sender) => {
-                    self.senders.push((interface, sender));
-                    added = true;
+            // The socket first: a membership is never left behind without one. A
+            // membership there already (left by a run that failed after it) will do.
+            let joined = sender(interface, self.listen).and_then(|socket| {
+                match self.membership(interface, true) {
+                    Err(e) if e.kind() != io::ErrorKind::AddrInUse => Err(e),
+                    _ => Ok(socket),
                 }
+            });
+            match joined {
+                Ok(socket) => self.senders.push(Sender {
+                    interface,
+                    socket,
+                    round: Instant::now(),
+                    sent: 0,
+                }),
                 // Tried again at the next check (an interface with no multicast route
                 // yet, say).
                 Err(e) => tracing::debug!(group = %self.group, ?interface, "cannot join: {e}"),
             }
         }
-        added
     }
 
     fn membership(&self, interface: Interface, join: bool) -> io::Result<()> {
@@ -141,34 +180,24 @@ impl Channel {
     ) {
         let cookie = announcement.cookie.clone();
         let packet = announcement.encode(self.group);
-        let mut round = Instant::now();
-        let mut resends = RESENDS.iter();
-        let mut next = round;
-        let mut check = round + INTERFACE_CHECK;
+        let mut check = Instant::now() + INTERFACE_CHECK;
         let mut heard: HashMap<IpAddr, Instant> = HashMap::new();
         let mut buf = vec![0u8; MAX_PACKET + 1];
         loop {
+            // The next announcement due, on whichever interface (none: only the next
+            // check can add one).
+            let next = self.senders.iter().map(Sender::due).min().unwrap_or(check);
             tokio::select! {
                 () = tokio::time::sleep_until(next) => {
-                    for (_, sender) in &self.senders {
-                        let _ = sender.send_to(&packet, self.group).await;
+                    let now = Instant::now();
+                    for sender in self.senders.iter_mut().filter(|s| s.due() <= now) {
+                        let _ = sender.socket.send_to(&packet, self.group).await;
+                        sender.sent_one();
                     }
-                    next = match resends.next() {
-                        Some(&after) => round + after,
-                        None => {
-                            round += ANNOUNCE_INTERVAL;
-                            resends = RESENDS.iter();
-                            round
-                        }
-                    };
                 }
                 () = tokio::time::sleep_until(check) => {
                     check += INTERFACE_CHECK;
-                    if self.refresh() {
-                        round = Instant::now();
-                        resends = RESENDS.iter();
-                        next = round;
-                    }
+                    self.refresh();
                 }
                 received = self.receiver.recv_from(&mut buf) => {
                     let Ok((len, from)) = received else { continue };
@@ -230,9 +259,9 @@ pub(super) fn peer_at(from: SocketAddr, port: u16) -> SocketAddr {
 
 /// A socket that multicasts through `interface`, loops back to this host and goes no
 /// further than the link. An IPv4 one is bound to the interface's address, so that
-/// announcements carry it; an IPv6 one lets the system pick the source, of the group's
-/// scope.
-fn sender(interface: Interface) -> io::Result<UdpSocket> {
+/// announcements carry it; an IPv6 one to `listen` when that is a specific address (the
+/// one peers must dial), else the system picks the source, of the group's scope.
+fn sender(interface: Interface, listen: IpAddr) -> io::Result<UdpSocket> {
     let socket = match interface {
         Interface::V4(at) => {
             let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
@@ -247,7 +276,15 @@ fn sender(interface: Interface) -> io::Result<UdpSocket> {
         Interface::V6(index) => {
             let socket = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
             socket.set_only_v6(true)?;
-            socket.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)).into())?;
+            // A specific listen address is the one peers must dial: announce from it.
+            let from = match listen {
+                IpAddr::V6(ip) if !ip.is_unspecified() => ip,
+                _ => Ipv6Addr::UNSPECIFIED,
+            };
+            // (A link-local one without its interface cannot be bound: the system's pick.)
+            socket
+                .bind(&SocketAddr::from((from, 0)).into())
+                .or_else(|_| socket.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)).into()))?;
             socket.set_multicast_if_v6(index)?;
             socket.set_multicast_loop_v6(true)?;
             socket.set_multicast_hops_v6(1)?;

@@ -184,6 +184,12 @@ fn holding(ip: IpAddr) -> Interfaces {
 mod tests {
     use super::*;
 
+    /// A host with IPv6 turned off has no ::1.
+    #[cfg(target_os = "linux")]
+    fn has_ipv6_loopback() -> bool {
+        std::net::UdpSocket::bind("[::1]:0").is_ok()
+    }
+
     #[test]
     fn a_specific_ipv4_address_is_its_own_interface() {
         let ip = Ipv4Addr::new(127, 0, 2, 212);
@@ -194,10 +200,12 @@ mod tests {
     #[test]
     fn loopback_is_found_by_its_address_but_never_multicast_on_by_default() {
         let lo = index_of("lo").expect("Linux has lo");
-        assert_eq!(
-            Interfaces::for_listener("::1".parse().unwrap()).v6,
-            vec![lo]
-        );
+        if has_ipv6_loopback() {
+            assert_eq!(
+                Interfaces::for_listener("::1".parse().unwrap()).v6,
+                vec![lo]
+            );
+        }
         let all = Interfaces::for_listener("::".parse().unwrap());
         assert!(!all.v6.contains(&lo), "{all:?}");
         assert!(!all.v4.contains(&Ipv4Addr::LOCALHOST), "{all:?}");
@@ -229,6 +237,9 @@ mod tests {
         let networks = local_networks();
         for ip in ["127.0.2.210", "::1"] {
             let ip: IpAddr = ip.parse().unwrap();
+            if ip.is_ipv6() && !has_ipv6_loopback() {
+                continue;
+            }
             assert!(
                 networks.iter().any(|n| n.contains(ip)),
                 "{ip}: {networks:?}"

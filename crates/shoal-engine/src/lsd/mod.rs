@@ -87,7 +87,11 @@ impl Announcement {
                 "infohash" if info_hashes.len() < MAX_INFO_HASHES && value.len() == 40 => {
                     info_hashes.push(value.parse().ok()?);
                 }
-                "cookie" => cookie = Some(value.chars().take(64).collect()),
+                "cookie" => {
+                    // Cut, then trimmed: what is kept reads back the same.
+                    let cut: String = value.chars().take(64).collect();
+                    cookie = Some(cut.trim().to_owned());
+                }
                 _ => {}
             }
         }
@@ -108,7 +112,8 @@ pub struct LsdConfig {
     /// unspecified one (`[::]` on a dual-stack system: both families).
     pub listen: SocketAddr,
     /// The torrent's info-hashes: a hybrid torrent's two (see `Metainfo::swarm_hashes`),
-    /// both in each announcement, as libtorrent sends them.
+    /// both in each announcement (BEP 14 allows several; libtorrent sends one an
+    /// announcement, and reads several).
     pub info_hashes: Vec<InfoHash>,
 }
 
@@ -133,6 +138,12 @@ pub fn spawn(config: LsdConfig) -> io::Result<PeerFeed> {
     let mut first_error = None;
     let mut opened = 0;
     for group in config.groups_listened() {
+        if !group.ip().is_multicast() {
+            let e = io::Error::new(io::ErrorKind::InvalidInput, "not a multicast group");
+            tracing::warn!(%group, "local service discovery: {e}");
+            first_error.get_or_insert(e);
+            continue;
+        }
         match Channel::open(group, config.listen.ip()) {
             Ok(channel) => {
                 opened += 1;
@@ -191,9 +202,16 @@ mod tests {
         fn parsing_is_bounded_and_round_trips(
             packet in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1500),
             lines in proptest::collection::vec("(Port|port|Infohash|INFOHASH|cookie|Host|X): ?[0-9a-f]{0,41}", 0..24),
+            cookie in "[a-z ]{0,90}",
         ) {
-            let text = format!("BT-SEARCH * HTTP/1.1\r\n{}\r\n\r\n", lines.join("\r\n"));
-            for input in [&packet[..], text.as_bytes()] {
+            let text = format!(
+                "BT-SEARCH * HTTP/1.1\r\n{}\r\ncookie: {cookie}\r\n\r\n",
+                lines.join("\r\n")
+            );
+            // Random bytes after a valid first line, too.
+            let mut tail = b"BT-SEARCH * HTTP/1.1\r\nPort: 1\r\n".to_vec();
+            tail.extend_from_slice(&packet);
+            for input in [&packet[..], text.as_bytes(), &tail[..]] {
                 if let Some(a) = Announcement::parse(input) {
                     proptest::prop_assert!(a.info_hashes.len() <= MAX_INFO_HASHES);
                     proptest::prop_assert!(a.port != 0);

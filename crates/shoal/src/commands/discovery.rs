@@ -318,17 +318,32 @@ pub fn tagged(
 /// is gone.
 pub fn forward(
     (source, swarm): (PeerSource, InfoHash),
-    mut found: mpsc::UnboundedReceiver<Vec<SocketAddr>>,
+    found: mpsc::UnboundedReceiver<Vec<SocketAddr>>,
     to: mpsc::UnboundedSender<Found>,
 ) {
+    relay(found, to, move |peers| Found {
+        source,
+        swarm,
+        peers,
+    });
+}
+
+/// Sends what `from` receives, made into `T` by `map`, to `to`, until either end is
+/// gone. The far end going is noticed at once, not at the next send: `from` is dropped
+/// then, so its source (LSD's loop, say) stops too.
+pub fn relay<F: Send + 'static, T: Send + 'static>(
+    mut from: mpsc::UnboundedReceiver<F>,
+    to: mpsc::UnboundedSender<T>,
+    map: impl Fn(F) -> T + Send + 'static,
+) {
     tokio::spawn(async move {
-        while let Some(peers) = found.recv().await {
-            let batch = Found {
-                source,
-                swarm,
-                peers,
+        loop {
+            let item = tokio::select! {
+                item = from.recv() => item,
+                () = to.closed() => return,
             };
-            if to.send(batch).is_err() {
+            let Some(item) = item else { return };
+            if to.send(map(item)).is_err() {
                 return;
             }
         }
@@ -341,15 +356,8 @@ pub fn merge_feeds(mut feeds: Vec<PeerFeed>) -> Option<PeerFeed> {
         return feeds.pop();
     }
     let (tx, merged) = mpsc::unbounded_channel();
-    for mut feed in feeds {
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            while let Some(batch) = feed.recv().await {
-                if tx.send(batch).is_err() {
-                    return;
-                }
-            }
-        });
+    for feed in feeds {
+        relay(feed, tx.clone(), |batch| batch);
     }
     Some(merged)
 }

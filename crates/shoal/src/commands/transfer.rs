@@ -392,15 +392,8 @@ pub async fn run_announced(
     let (feed, peer_feed) = mpsc::unbounded_channel();
     if !trackers.is_empty() {
         // Peers from the trackers join those of any other source (the DHT, LSD).
-        if let Some(mut other) = config.peer_feed.take() {
-            let feed = feed.clone();
-            tokio::spawn(async move {
-                while let Some(peers) = other.recv().await {
-                    if feed.send(peers).is_err() {
-                        break;
-                    }
-                }
-            });
+        if let Some(other) = config.peer_feed.take() {
+            discovery::relay(other, feed.clone(), |peers| peers);
         }
         config.peer_feed = Some(peer_feed);
     }
@@ -762,7 +755,8 @@ impl Job {
             .state_dir()
             .join(format!("{}.torrent", info_hash.to_hex()));
         if let Ok(metainfo) = super::info::load_torrent(&saved) {
-            if metainfo.info_hash == info_hash {
+            // A v2 link names a hybrid torrent by its v2 swarm's hash.
+            if metainfo.swarm_hashes().contains(&info_hash) {
                 return self.run(metainfo, stop).await;
             }
         }

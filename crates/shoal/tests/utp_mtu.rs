@@ -12,20 +12,49 @@
 
 mod common;
 
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 
 /// The options both peers run with: uTP only, nothing but the given peer.
-const UTP_ONLY: [&str; 7] = [
+const UTP_ONLY: [&str; 6] = [
     "--utp",
     "only",
     "--no-dht",
     "--no-tracker",
     "--no-port-map",
     "--json",
-    "--state-dir",
 ];
+
+/// A `shoal seed` of `torrent` (data in `src`) in `host`, on `listen`, started.
+fn seed_in(ns: &Namespaces, host: &str, listen: &str, (torrent, src): (&Path, &Path)) -> Guard {
+    let state = src.with_file_name("seed-state");
+    let mut seed = ns.command(host, env!("CARGO_BIN_EXE_shoal"));
+    seed.args(["seed", path_str(torrent), path_str(src)])
+        .args(["--listen", listen])
+        .args(UTP_ONLY)
+        .args(["--state-dir", path_str(&state)]);
+    start_and_wait(seed, "\"started\"", Duration::from_secs(30))
+}
+
+/// A `shoal get --no-seed` of `torrent` into `out` in `host`, on `listen`, from `peer`.
+fn get_in(
+    ns: &Namespaces,
+    (host, listen): (&str, &str),
+    peer: &str,
+    torrent: &Path,
+    out: &Path,
+) -> Command {
+    let state = out.with_file_name("get-state");
+    let mut get = ns.command(host, env!("CARGO_BIN_EXE_shoal"));
+    get.args(["get", path_str(torrent), "-o", path_str(out), "--no-seed"])
+        .args(["--listen", listen, "--peer", peer])
+        .args(UTP_ONLY)
+        .args(["--state-dir", path_str(&state)]);
+    get
+}
 
 #[test]
 fn utp_crosses_a_path_mtu_black_hole() {
@@ -58,19 +87,16 @@ fn utp_crosses_a_path_mtu_black_hole() {
         "table inet blackhole {\n  chain out {\n    type filter hook output priority 0;\n    \
          icmp type destination-unreachable drop\n  }\n}\n",
     );
-    let mut seed = ns.command("s", env!("CARGO_BIN_EXE_shoal"));
-    seed.args(["seed", path_str(&torrent), path_str(&src)])
-        // Dual-stack: IPv4 peers are IPv4-mapped on an IPv6 socket.
-        .args(["--listen", "[::]:6881"])
-        .args(UTP_ONLY)
-        .arg(dir.path().join("seed-state"));
-    let _seed = start_and_wait(seed, "\"started\"", Duration::from_secs(30));
+    // Dual-stack: IPv4 peers are IPv4-mapped on an IPv6 socket.
+    let _seed = seed_in(&ns, "s", "[::]:6881", (&torrent, &src));
     let out = dir.path().join("out");
-    let mut get = ns.command("g", env!("CARGO_BIN_EXE_shoal"));
-    get.args(["get", path_str(&torrent), "-o", path_str(&out), "--no-seed"])
-        .args(["--listen", "10.79.2.2:6881", "--peer", "10.79.1.1:6881"])
-        .args(UTP_ONLY)
-        .arg(dir.path().join("get-state"));
+    let mut get = get_in(
+        &ns,
+        ("g", "10.79.2.2:6881"),
+        "10.79.1.1:6881",
+        &torrent,
+        &out,
+    );
     let (output, took) = run_with_timeout(&mut get, Duration::from_secs(60));
     assert!(
         output.status.success(),
@@ -92,26 +118,15 @@ fn utp_crosses_a_path_with_a_small_mtu() {
         ns.exec(host, &["ip", "addr", "add", addr, "dev", "eth0"]);
         ns.exec(host, &["ip", "link", "set", "eth0", "mtu", "1280"]);
     }
-    let quiet = [
-        "--utp",
-        "only",
-        "--no-dht",
-        "--no-tracker",
-        "--no-port-map",
-        "--json",
-    ];
-    let mut seed = ns.command("s", env!("CARGO_BIN_EXE_shoal"));
-    seed.args(["seed", path_str(&torrent), path_str(&src)])
-        .args(["--listen", "10.79.0.1:6881"])
-        .args(quiet)
-        .args(["--state-dir", path_str(&dir.path().join("seed-state"))]);
-    let _seed = start_and_wait(seed, "\"started\"", Duration::from_secs(30));
+    let _seed = seed_in(&ns, "s", "10.79.0.1:6881", (&torrent, &src));
     let out = dir.path().join("out");
-    let mut get = ns.command("g", env!("CARGO_BIN_EXE_shoal"));
-    get.args(["get", path_str(&torrent), "-o", path_str(&out), "--no-seed"])
-        .args(["--listen", "10.79.0.2:6881", "--peer", "10.79.0.1:6881"])
-        .args(quiet)
-        .args(["--state-dir", path_str(&dir.path().join("get-state"))]);
+    let mut get = get_in(
+        &ns,
+        ("g", "10.79.0.2:6881"),
+        "10.79.0.1:6881",
+        &torrent,
+        &out,
+    );
     let events = json_events(&mut get);
     same_files(&src.join("payload.bin"), &out.join("payload.bin"));
     let connected = events_named(&events, "peer_connected");

@@ -47,7 +47,7 @@ fn up_multicast() -> Interfaces {
     use nix::net::if_::InterfaceFlags as F;
     let mut found = Interfaces::default();
     let mut v4_names: Vec<String> = Vec::new();
-    for (name, flags, ip) in addresses() {
+    for (name, flags, ip, _) in entries() {
         if !flags.contains(F::IFF_UP | F::IFF_MULTICAST) || flags.contains(F::IFF_LOOPBACK) {
             continue;
         }
@@ -75,19 +75,13 @@ fn holding(ip: IpAddr) -> Interfaces {
     match ip {
         IpAddr::V4(ip) => found.v4.push(ip),
         IpAddr::V6(_) => {
-            let name = addresses()
-                .find(|(_, _, a)| *a == ip)
+            let name = entries()
+                .find(|(_, _, a, _)| *a == ip)
                 .map(|(name, ..)| name);
             found.v6.extend(name.and_then(|name| index_of(&name)));
         }
     }
     found
-}
-
-/// Every address of every interface, with the interface's name and flags.
-#[cfg(unix)]
-fn addresses() -> impl Iterator<Item = (String, nix::net::if_::InterfaceFlags, IpAddr)> {
-    entries().map(|(name, flags, ip, _)| (name, flags, ip))
 }
 
 /// Every address of every interface, with the interface's name and flags and the

@@ -76,8 +76,10 @@ struct Entry {
     /// When a connection with it last ended.
     last_connected: Option<Instant>,
     banned: bool,
-    /// It hung up on our encrypted handshake and took a plaintext one: dial it in
-    /// plaintext from now on (libtorrent keeps the same per peer).
+    /// Our last connection to it in plaintext got through the BitTorrent handshake:
+    /// dial it in plaintext (it hung up on an encrypted handshake before). A plaintext
+    /// dial that fails turns it back, so that one lost encrypted handshake cannot shut
+    /// us out of a peer that takes encrypted ones only (libtorrent toggles the same).
     plain_only: bool,
     /// Our last connection to it ended before the BitTorrent handshake over TCP: dial it
     /// over uTP first (libtorrent and Transmission can be set to take uTP only). A failure
@@ -359,10 +361,10 @@ impl AddressBook {
         self.entries.get(addr).is_some_and(|e| e.banned)
     }
 
-    /// The peer at `addr` does not speak MSE (see [`Entry`]).
-    pub fn set_plain_only(&mut self, addr: SocketAddr) {
+    /// Whether the peer at `addr` is dialled in plaintext (see [`Entry`]).
+    pub fn set_plain_only(&mut self, addr: SocketAddr, plain_only: bool) {
         if let Some(e) = self.entries.get_mut(&addr) {
-            e.plain_only = true;
+            e.plain_only = plain_only;
         }
     }
 
@@ -495,7 +497,7 @@ mod tests {
         let mut book = AddressBook::default();
         book.add(a, Pex, now);
         assert!(!book.is_plain_only(&a));
-        book.set_plain_only(a);
+        book.set_plain_only(a, true);
         book.disconnected(a, false, false, now);
         assert!(book.is_plain_only(&a), "kept across connections");
         assert!(!book.wants_utp(&a));

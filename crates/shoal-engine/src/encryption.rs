@@ -47,8 +47,9 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Secured {
     pub ciphers: Option<(Cipher, Cipher)>,
     pub leftover: Vec<u8>,
-    /// A plaintext dial after the peer hung up on our encrypted handshake.
-    pub plain_retry: bool,
+    /// The BitTorrent handshake came behind an encrypted one (whatever the stream chose
+    /// after it); else it went in the clear.
+    pub obfuscated: bool,
 }
 
 /// Runs `handshake` over `stream` until it is established.
@@ -59,11 +60,22 @@ async fn drive(stream: &mut PeerStream, mut handshake: MseHandshake) -> Option<E
         if !out.is_empty() {
             stream.write_all(&out).await.ok()?;
         }
-        let n = stream.read(&mut buf).await.ok()?;
-        if n == 0 {
-            return None;
+        let n = match stream.read(&mut buf).await {
+            Ok(0) => {
+                tracing::debug!("encryption handshake: the peer hung up");
+                return None;
+            }
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!("encryption handshake: {e}");
+                return None;
+            }
+        };
+        let fed = handshake.feed(&buf[..n]);
+        if let Err(e) = &fed {
+            tracing::debug!("{e}");
         }
-        if let Some(done) = handshake.feed(&buf[..n]).ok()? {
+        if let Some(done) = fed.ok()? {
             let out = handshake.take_output();
             if !out.is_empty() {
                 stream.write_all(&out).await.ok()?;
@@ -86,7 +98,7 @@ async fn secure_outgoing(
     Some(Secured {
         ciphers: done.ciphers,
         leftover: done.payload,
-        plain_retry: false,
+        obfuscated: true,
     })
 }
 
@@ -116,13 +128,9 @@ pub async fn dial(
     if policy == Encryption::Require {
         return None;
     }
-    let secured = Secured {
-        plain_retry: true,
-        ..Secured::default()
-    };
     Some((
         dialer.connect(addr, local, &[kind], timeout).await?,
-        secured,
+        Secured::default(),
     ))
 }
 
@@ -159,6 +167,7 @@ pub async fn accept(
                 None => drive(stream, handshake).await?,
             };
             secured.ciphers = done.ciphers;
+            secured.obfuscated = true;
             bytes = done.payload;
             named = Some(done.info_hash);
         }
@@ -235,7 +244,7 @@ mod tests {
         .await
         .expect("plaintext after the encrypted handshake failed");
         assert!(secured.ciphers.is_none() && secured.leftover.is_empty());
-        assert!(secured.plain_retry);
+        assert!(!secured.obfuscated);
         let mut hello = vec![19];
         hello.extend_from_slice(PROTOCOL);
         stream.write_all(&hello).await.unwrap();

@@ -427,6 +427,9 @@ struct Peer {
     transport: Kind,
     dialled: bool,
     encrypted: bool,
+    /// Its BitTorrent handshake came behind an encrypted one (MSE), even if the stream
+    /// then went plaintext.
+    obfuscated: bool,
 }
 
 impl Peer {
@@ -697,6 +700,9 @@ impl Io<Peer> for EngineIo {
     }
 
     fn connected(&mut self, peer: &Peer, peer_id: &PeerId) {
+        if peer.dialled {
+            self.addresses.set_plain_only(peer.addr, !peer.obfuscated);
+        }
         let _ = self.events.send(EngineEvent::PeerConnected {
             addr: peer.addr,
             client: client_name(&peer_id.0),
@@ -796,6 +802,9 @@ impl Io<Peer> for EngineIo {
         }
         if failed && peer.dialled {
             self.addresses.failed_over(peer.addr, peer.transport);
+            if !peer.obfuscated {
+                self.addresses.set_plain_only(peer.addr, false);
+            }
         }
         let listen = peer.listen_addr();
         if listen != peer.addr {
@@ -1128,11 +1137,8 @@ impl Actor {
         let Secured {
             ciphers,
             leftover,
-            plain_retry,
+            obfuscated,
         } = secured;
-        if plain_retry {
-            self.io.addresses.set_plain_only(addr);
-        }
         let encrypted = ciphers.is_some();
         let (encrypt, decrypt) = ciphers.map_or((None, None), |(e, d)| (Some(e), Some(d)));
         let transport = stream.kind();
@@ -1169,6 +1175,7 @@ impl Actor {
                 transport,
                 dialled: !is_incoming,
                 encrypted,
+                obfuscated,
             }
         };
         self.core.add_peer(make, now, &mut self.io);

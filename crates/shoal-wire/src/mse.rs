@@ -187,9 +187,17 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 impl MseHandshake {
     fn new(state: State, skey: [u8; 20], methods: CryptoSet, rng: &mut impl rand::Rng) -> Self {
-        let private = BigUint::from_bytes_be(&rng.gen::<[u8; 20]>());
-        let public = BigUint::from(2u32).modpow(&private, &prime());
-        let mut output = to_key_bytes(&public).to_vec();
+        // A key starting with 19 reads as a plain handshake's first byte to a peer that
+        // looks at no more (Transmission does, and hangs up when it requires encryption),
+        // so one handshake in 256 would fail: draw another.
+        let (private, public) = loop {
+            let private = BigUint::from_bytes_be(&rng.gen::<[u8; 20]>());
+            let public = to_key_bytes(&BigUint::from(2u32).modpow(&private, &prime()));
+            if usize::from(public[0]) != crate::PROTOCOL.len() {
+                break (private, public);
+            }
+        };
+        let mut output = public.to_vec();
         let pad = rng.gen_range(0..=OUR_PAD);
         output.extend((0..pad).map(|_| rng.gen::<u8>()));
         MseHandshake {
@@ -487,6 +495,24 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     use super::*;
+
+    /// Our public key never starts with the byte a plain handshake starts with, even
+    /// when the first private key drawn would give one.
+    #[test]
+    fn our_public_key_never_looks_like_a_plain_handshake() {
+        let naive_first_byte = |seed| {
+            let private = StdRng::seed_from_u64(seed).gen::<[u8; 20]>();
+            let public = BigUint::from(2u32).modpow(&BigUint::from_bytes_be(&private), &prime());
+            to_key_bytes(&public)[0]
+        };
+        let seed = (0..10_000u64)
+            .find(|&seed| naive_first_byte(seed) == 19)
+            .expect("a seed whose first key starts with 19");
+        for make in [MseHandshake::initiator, MseHandshake::responder] {
+            let mut handshake = make([1; 20], CryptoSet::BOTH, &mut StdRng::seed_from_u64(seed));
+            assert_ne!(handshake.take_output()[0], 19);
+        }
+    }
 
     const HASH: [u8; 20] = [0xab; 20];
 

@@ -190,3 +190,89 @@ fn transmission_requiring_encryption_seeds_shoal() {
         .iter()
         .any(|e| e["event"] == "peer_connected" && e["client"] == "TR 3000"));
 }
+
+/// A peer that takes encrypted connections only (libtorrent, RC4 only) loses our first
+/// encrypted handshake (a relay in front of it hangs up once it has read our public key).
+/// `shoal get` (default `prefer`) dials again in plaintext, which the peer refuses; the
+/// next dial must offer encryption again. Before, the plaintext retry's TCP connection
+/// alone had the peer marked plaintext-only for good, and the download never finished.
+#[test]
+fn one_lost_encrypted_handshake_does_not_shut_out_a_peer_requiring_encryption() {
+    let dir = tempdir();
+    let (src, torrent) = make_single(dir.path(), 1024 * 1024 + 11, "64K");
+    let _seed = lt_seed_over(LtWire::Rc4Only, &torrent, &src, "127.0.0.164", 17164);
+    let relay = FlakyRelay::start("127.0.0.165:17165", "127.0.0.164:17164");
+    let out = dir.path().join("out");
+    let events = shoal_get_with(
+        &torrent,
+        &out,
+        &dir.path().join("state"),
+        "127.0.0.166:17166",
+        &["127.0.0.165:17165"],
+        &["--no-dht", "--utp", "off"],
+    );
+    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+    assert!(events.iter().any(|e| e["event"] == "completed"));
+    let dialled = relay.connections();
+    assert!(dialled >= 3, "lost, plaintext, encrypted again: {dialled}");
+}
+
+/// A TCP relay from `listen` to `target` whose first connection is closed once 96 bytes
+/// (an MSE public key) have come in; later ones are passed through both ways.
+struct FlakyRelay {
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FlakyRelay {
+    fn start(listen: &str, target: &'static str) -> Self {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let listener = std::net::TcpListener::bind(listen).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (count, stopped) = (connections.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                let Ok((mut incoming, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                incoming.set_nonblocking(false).unwrap();
+                if count.fetch_add(1, Ordering::Relaxed) == 0 {
+                    incoming
+                        .set_read_timeout(Some(Duration::from_secs(10)))
+                        .unwrap();
+                    let _ = incoming.read_exact(&mut [0u8; 96]);
+                    continue; // dropped: closed
+                }
+                let Ok(outgoing) = TcpStream::connect(target) else {
+                    continue;
+                };
+                pipe(incoming.try_clone().unwrap(), outgoing.try_clone().unwrap());
+                pipe(outgoing, incoming);
+            }
+        });
+        FlakyRelay { connections, stop }
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for FlakyRelay {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Copies `from` to `to` in a thread until either end closes, then closes both.
+fn pipe(mut from: TcpStream, mut to: TcpStream) {
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from, &mut to);
+        let _ = to.shutdown(std::net::Shutdown::Both);
+        let _ = from.shutdown(std::net::Shutdown::Both);
+    });
+}

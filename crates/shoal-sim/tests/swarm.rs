@@ -279,3 +279,27 @@ fn a_lone_fast_leecher_is_not_held_to_the_first_queue_depth() {
     let ratio = report.ratio_to_bound.expect("completed");
     assert!(ratio < 1.15, "{text}");
 }
+
+/// A lone leecher 300 ms (one way) from its seed: the round trip is longer than the
+/// standard request window, so a queue sized by the window alone would shrink to its floor
+/// (8 blocks a round trip, 213 KiB/s of the seed's 512 KiB/s). The window's probes find
+/// that a longer one gets more. 16 MiB took 3.79 times the bound without them.
+#[test]
+fn a_lone_leecher_on_a_long_link_fills_it() {
+    let scenario = Scenario {
+        peers: 1,
+        file_size: 16 << 20,
+        piece_size: 256 << 10,
+        seed_up: 512 << 10,
+        peer_up: 512 << 10,
+        peer_down: 8 << 20,
+        latency_ms: 300.0,
+        rng_seed: 1,
+        ..Scenario::default()
+    };
+    let report = run(&scenario).expect("valid scenario");
+    let text = report.to_text(&scenario);
+    assert_eq!(report.completed, 1, "{text}");
+    let ratio = report.ratio_to_bound.expect("completed");
+    assert!(ratio < 1.5, "{text}");
+}

@@ -29,6 +29,7 @@ mod meter;
 mod peer_map;
 mod picker;
 mod pipeline;
+mod request_window;
 mod smart_ban;
 mod suggestions;
 mod super_seed;
@@ -43,6 +44,7 @@ pub use picker::{PiecePicker, Received, ENDGAME_MAX_REQUESTERS};
 pub use pipeline::{
     queue_depth, DEFAULT_REQQ, INITIAL_RATE_GUESS, MAX_QUEUE_DEPTH, MIN_QUEUE_DEPTH, REQUEST_WINDOW,
 };
+pub use request_window::{RequestWindow, TickState, MAX_REQUEST_WINDOW, PROBE_GAIN};
 pub use smart_ban::{BlockData, SmartBan, DEFAULT_MAX_PIECES, MAX_RECORDS_PER_BLOCK};
 pub use suggestions::{Suggestions, MAX_SUGGESTED};
 pub use super_seed::{Reveal, SuperSeed};

@@ -16,8 +16,8 @@ use shoal_core::{Bitfield, Block, InfoHash, BLOCK_SIZE};
 use shoal_wire::{allowed_fast_set, PeerSession};
 
 use crate::{
-    queue_depth, Choker, ChokerPeer, PeerKey, PiecePicker, PieceProgress, RateMeter, Reveal,
-    Suggestions, SuperSeed, REQUEST_WINDOW,
+    queue_depth, Choker, ChokerPeer, PeerKey, PiecePicker, PieceProgress, RateMeter, RequestWindow,
+    Reveal, Suggestions, SuperSeed, TickState,
 };
 
 /// A peer that has sent no block for this long while we had requests out is snubbed: its
@@ -49,6 +49,8 @@ pub struct PeerLink {
     /// Until the peer's rate is first measured, the request queue grows by a block for
     /// every block that arrives (see [`request_more`](Self::request_more)): the extra depth.
     slow_start: Option<usize>,
+    /// The span of transfer our requests to it cover.
+    window: RequestWindow,
 }
 
 impl PeerLink {
@@ -64,7 +66,33 @@ impl PeerLink {
             suggested: Suggestions::default(),
             served: PieceProgress::default(),
             slow_start: Some(0),
+            window: RequestWindow::new(now),
         }
+    }
+
+    /// Folds the last `elapsed` of transfer into the rates (about once a second).
+    pub fn tick_meters(&mut self, elapsed: Duration) {
+        self.downloaded.tick(elapsed);
+        self.uploaded.tick(elapsed);
+    }
+
+    /// What the last rate tick says of the peer as a source.
+    pub fn tick_state(&self) -> TickState {
+        let state = self.session.state();
+        if state.peer_choking {
+            TickState::Choked
+        } else if !state.am_interested || self.requested.is_empty() {
+            TickState::Idle
+        } else {
+            TickState::Busy(self.downloaded.last_rate())
+        }
+    }
+
+    /// Lets the request window learn from the last rate tick, when `sources` peers in all
+    /// were sending to us.
+    pub fn tick_window(&mut self, sources: usize, now: Instant) {
+        let tick = self.tick_state();
+        self.window.tick(tick, sources, now);
     }
 
     /// No block for [`SNUB_AFTER`] although we have requests out.
@@ -195,7 +223,7 @@ impl PeerLink {
     }
 
     /// Tops up our requests to the peer's queue depth (its measured rate, at least
-    /// `initial_rate`, over [`REQUEST_WINDOW`]; until the rate is first measured, a block
+    /// `initial_rate`, over its [`RequestWindow`]; until the rate is first measured, a block
     /// more for every block received, as TCP's slow start): allowed-fast pieces while
     /// it chokes us, else the pieces it suggested first, then the picker's choice.
     /// `scratch` is a buffer reused across calls.
@@ -221,11 +249,12 @@ impl PeerLink {
         if self.downloaded.rate() > 0.0 {
             self.slow_start = None;
         }
-        let slow_start = self.slow_start.unwrap_or(0) as f64 * f64::from(BLOCK_SIZE)
-            / REQUEST_WINDOW.as_secs_f64();
+        let window = self.window.get();
+        let slow_start =
+            self.slow_start.unwrap_or(0) as f64 * f64::from(BLOCK_SIZE) / window.as_secs_f64();
         let depth = queue_depth(
             self.downloaded.rate().max(initial_rate) + slow_start,
-            REQUEST_WINDOW,
+            window,
             reqq,
         );
         if self.requested.len() >= depth {

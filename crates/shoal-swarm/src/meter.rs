@@ -10,6 +10,8 @@ pub struct RateMeter {
     pub total: u64,
     window: u64,
     rate: f64,
+    /// The rate over the last tick alone.
+    last: f64,
 }
 
 impl RateMeter {
@@ -22,6 +24,7 @@ impl RateMeter {
     pub fn tick(&mut self, elapsed: Duration) {
         let secs = elapsed.as_secs_f64().max(1e-3);
         let instant = self.window as f64 / secs;
+        self.last = instant;
         // Exponential average with a time constant of about 2 s.
         let alpha = (secs / 2.0).min(1.0);
         self.rate += (instant - self.rate) * alpha;
@@ -30,5 +33,10 @@ impl RateMeter {
 
     pub fn rate(&self) -> f64 {
         self.rate
+    }
+
+    /// The rate over the last tick, unsmoothed.
+    pub fn last_rate(&self) -> f64 {
+        self.last
     }
 }

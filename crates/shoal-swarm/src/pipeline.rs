@@ -38,7 +38,8 @@ use std::time::Duration;
 
 use shoal_core::BLOCK_SIZE;
 
-/// The window of transfer the request queue should cover.
+/// The window of transfer the request queue covers, unless a peer's
+/// [`RequestWindow`](crate::RequestWindow) found that a longer one gets more from it.
 pub const REQUEST_WINDOW: Duration = Duration::from_millis(500);
 
 /// Bytes per second assumed for a peer whose rate is not measured yet, and the least

@@ -23,7 +23,7 @@ mod web;
 use self::web::WebSeeds;
 use crate::{
     choke_round, BlockData, ChokeSchedule, Choker, ChokerConfig, PeerKey, PeerLink, PeerMap,
-    PiecePicker, RateMeter, Received, Reveal, SharedUplink, SmartBan, SuperSeed,
+    PiecePicker, RateMeter, Received, Reveal, SharedUplink, SmartBan, SuperSeed, TickState,
 };
 
 /// Why the second of two connections to one peer is closed: it is not the peer's fault
@@ -718,9 +718,13 @@ impl<P: Connection> TorrentCore<P> {
         self.downloaded.tick(elapsed);
         self.uploaded.tick(elapsed);
         for peer in self.peers.values_mut() {
-            let link = peer.link_mut();
-            link.downloaded.tick(elapsed);
-            link.uploaded.tick(elapsed);
+            peer.link_mut().tick_meters(elapsed);
+        }
+        let sources = (self.peers.values())
+            .filter(|p| matches!(p.link().tick_state(), TickState::Busy(_)))
+            .count();
+        for peer in self.peers.values_mut() {
+            peer.link_mut().tick_window(sources, now);
         }
         true
     }

@@ -430,6 +430,8 @@ struct Peer {
     /// Its BitTorrent handshake came behind an encrypted one (MSE), even if the stream
     /// then went plaintext.
     obfuscated: bool,
+    /// The connection is in a hybrid torrent's v2 swarm: its handshake named the v2 hash.
+    in_v2_swarm: bool,
 }
 
 impl Peer {
@@ -1106,26 +1108,23 @@ impl Actor {
         }
         // A hybrid torrent's connection may be in its v2 swarm: the handshake names it.
         let swarms = self.io.config.metainfo.swarm_hashes();
-        let session = match opened {
-            Opened::Dialled(swarm) => {
-                if swarms.contains(&swarm) {
-                    config.info_hash = swarm;
-                }
-                PeerSession::new(config, now)
-            }
-            Opened::Accepted(bytes) => {
-                let handshake = match shoal_wire::parse_handshake(&bytes) {
-                    Ok(Some(h)) => h,
-                    _ => return,
-                };
-                if swarms.contains(&handshake.info_hash) {
-                    config.info_hash = handshake.info_hash;
-                }
-                match PeerSession::new_after_handshake(config, handshake, now) {
-                    Ok(session) => session,
-                    Err(_) => return,
-                }
-            }
+        let (named, handshake) = match opened {
+            Opened::Dialled(swarm) => (swarm, None),
+            Opened::Accepted(bytes) => match shoal_wire::parse_handshake(&bytes) {
+                Ok(Some(h)) => (h.info_hash, Some(h)),
+                _ => return,
+            },
+        };
+        if swarms.contains(&named) {
+            config.info_hash = named;
+        }
+        let in_v2_swarm = swarms.get(1) == Some(&config.info_hash);
+        let session = match handshake {
+            None => PeerSession::new(config, now),
+            Some(handshake) => match PeerSession::new_after_handshake(config, handshake, now) {
+                Ok(session) => session,
+                Err(_) => return,
+            },
         };
         if is_incoming {
             self.io.addresses.incoming(addr, now);
@@ -1176,6 +1175,7 @@ impl Actor {
                 dialled: !is_incoming,
                 encrypted,
                 obfuscated,
+                in_v2_swarm,
             }
         };
         self.core.add_peer(make, now, &mut self.io);
@@ -1254,9 +1254,16 @@ impl Actor {
             .max_connections
             .saturating_sub(self.core.peers().len());
         let done = self.core.is_complete();
-        // What we are connected to is not dialled again, under any of its addresses.
-        for addr in self.core.peers().values().filter_map(|p| p.dialable_addr()) {
+        // What we are connected to is not dialled again, under any of its addresses; a
+        // peer that named a hybrid's v2 swarm is dialled in it later, as one found there.
+        for peer in self.core.peers().values() {
+            let Some(addr) = peer.dialable_addr() else {
+                continue;
+            };
             self.io.addresses.listening(addr, now);
+            if peer.in_v2_swarm {
+                self.io.addresses.found_in_v2_swarm(addr);
+            }
         }
         let ours = if slots > 0 { self.our_address() } else { None };
         for addr in self.io.addresses.due(now, slots.min(10), done, ours) {

@@ -622,3 +622,77 @@ fn single_file_v2_torrent_seeds_from_the_file_s_own_path() {
         "nothing was added to the seeded file"
     );
 }
+
+/// A peer that dialled a hybrid seed naming the v2 swarm (as a client with only the v2
+/// link must) is dialled back, once it has gone, naming the v2 swarm too: it may know no
+/// other hash. A raw peer plays it: it connects by the v2 hash, gives its listen port in
+/// its extension handshake, hangs up, and waits on that port for the seed's handshake.
+/// Before, the seed dialled it back by the v1 hash.
+#[test]
+fn a_peer_that_came_by_the_v2_hash_is_dialled_back_by_it() {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::time::{Duration, Instant};
+
+    let dir = tempdir();
+    let url = "http://127.0.9.67:17967/announce";
+    let (src, torrent, (v1, v2_hex)) = hybrid_with_tracker(dir.path(), url, 110);
+    let v2: shoal_core::InfoHash = v2_hex[..40].parse().unwrap();
+    // Plain handshakes, so that the raw peer can read the one that comes back.
+    let _seed = shoal_seed_with(
+        &torrent,
+        &src,
+        &dir.path().join("state"),
+        "127.0.9.68:17968",
+        &["--no-tracker", "--no-dht", "--encryption", "off"],
+    );
+    let listener = TcpListener::bind("127.0.9.69:17969").unwrap();
+    listener.set_nonblocking(true).unwrap();
+
+    // From the address it listens on, as a client does that binds its listen IP.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let from: std::net::SocketAddr = "127.0.9.69:0".parse().unwrap();
+    let seed: std::net::SocketAddr = "127.0.9.68:17968".parse().unwrap();
+    socket.bind(&from.into()).unwrap();
+    socket.connect(&seed.into()).unwrap();
+    let mut peer: TcpStream = socket.into();
+    peer.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut hello = vec![19];
+    hello.extend_from_slice(b"BitTorrent protocol");
+    hello.extend_from_slice(&[0, 0, 0, 0, 0, 0x10, 0, 0x04]); // extensions, fast
+    hello.extend_from_slice(&v2.0);
+    hello.extend_from_slice(b"-XX0001-v2v2v2v2v2v2");
+    peer.write_all(&hello).unwrap();
+    let mut reply = [0u8; 68];
+    peer.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply[28..48], &v2.0, "the seed answers in the v2 swarm");
+    let extended = b"d1:md11:ut_metadatai1ee1:pi17969ee";
+    let mut message = ((extended.len() + 2) as u32).to_be_bytes().to_vec();
+    message.extend_from_slice(&[20, 0]);
+    message.extend_from_slice(extended);
+    message.extend_from_slice(&[0, 0, 0, 1, 15]); // have none
+    peer.write_all(&message).unwrap();
+    // Long enough for the seed to take in the listen port (it looks every 100 ms).
+    std::thread::sleep(Duration::from_secs(2));
+    drop(peer);
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut back = loop {
+        match listener.accept() {
+            Ok((stream, _)) => break stream,
+            Err(_) => {
+                assert!(Instant::now() < deadline, "the seed never dialled back");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    };
+    back.set_nonblocking(false).unwrap();
+    back.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut theirs = [0u8; 68];
+    back.read_exact(&mut theirs).unwrap();
+    assert_eq!(&theirs[..20], &hello[..20], "a plain handshake");
+    assert_ne!(&theirs[28..48], &v1.0, "named the v1 swarm");
+    assert_eq!(&theirs[28..48], &v2.0);
+}

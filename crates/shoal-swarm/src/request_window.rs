@@ -112,15 +112,13 @@ impl RequestWindow {
 
     /// Once per rate tick (about a second), with what the peer did over it.
     pub fn tick(&mut self, state: TickState, sources: usize, now: Instant) {
+        let crowded = matches!(state, TickState::Busy(_)) && sources > MAX_SOURCES;
+        if state == TickState::Choked || crowded {
+            *self = Self::new(now);
+            return;
+        }
         let rate = match state {
-            TickState::Choked => {
-                *self = Self::new(now);
-                return;
-            }
-            TickState::Busy(_) if sources > MAX_SOURCES => {
-                *self = Self::new(now);
-                return;
-            }
+            TickState::Choked => return,
             TickState::Idle => {
                 self.recent.clear();
                 if let Phase::Probing { before, .. } = self.phase {

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Benchmark: `shoal get` against libtorrent downloading the same torrent from the same
-Transmission seed (transmission-daemon 3, TCP, on loopback).
+Transmission seeds (transmission-daemon 3, TCP, on loopback; one by default).
 
 Transmission unchokes on its own clock (every 10 s), so the wall time of a download
 holds up to 10 s of waiting that says nothing of the downloader. The table gives the
@@ -11,6 +11,7 @@ the rate that makes. Clients run alternately (A B A B ...), each run from its ow
 "from Transmission:" of docs/BENCHMARKS.md.
 
     /usr/bin/python3 benches/from_transmission.py [--size-mib 64] [--piece 256K] [--runs 3]
+        [--seeds 1]
 
 Needs: a release build, transmission-daemon and transmission-remote, python3-libtorrent
 (hence /usr/bin/python3).
@@ -20,19 +21,23 @@ import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import SHOAL, machine, random_torrent, write_section
 
-SEED_IP, SEED_PORT, RPC_PORT = "127.0.0.221", 17221, 17321
+def seed_addr(i):
+    """The i-th seed's address, peer port and RPC port."""
+    return f"127.0.0.{221 + i}", 17221 + i, 17321 + i
 
 # Prints "first T" when the first piece is verified and "done T" when all are (T from
 # the start of the script), then exits.
 LT_GET = """
 import libtorrent as lt, sys, time
 start = time.monotonic()
-torrent, save, ip, port, seed_ip, seed_port = sys.argv[1:7]
+torrent, save, ip, port = sys.argv[1:5]
 s = lt.session({'listen_interfaces': '%s:%s' % (ip, port), 'outgoing_interfaces': ip,
     'enable_dht': False, 'enable_lsd': False, 'enable_upnp': False, 'enable_natpmp': False,
     'enable_incoming_utp': False, 'enable_outgoing_utp': False, 'alert_mask': 0})
 h = s.add_torrent({'ti': lt.torrent_info(torrent), 'save_path': save})
-h.connect_peer((seed_ip, int(seed_port)))
+for seed in sys.argv[5:]:
+    seed_ip, seed_port = seed.split(':')
+    h.connect_peer((seed_ip, int(seed_port)))
 first = None
 while time.monotonic() - start < 600:
     st = h.status()
@@ -46,30 +51,33 @@ while time.monotonic() - start < 600:
 """
 
 
-def remote(*args):
-    return subprocess.run(["transmission-remote", f"{SEED_IP}:{RPC_PORT}", *args],
+def remote(i, *args):
+    ip, _, rpc = seed_addr(i)
+    return subprocess.run(["transmission-remote", f"{ip}:{rpc}", *args],
                           capture_output=True, text=True, timeout=30)
 
 
-def start_seed(tmp, src, torrent):
-    config = os.path.join(tmp, "tr-config")
+def start_seed(tmp, src, torrent, i):
+    """The i-th transmission-daemon, seeding `src` (seeds share it: they only read)."""
+    ip, port, rpc = seed_addr(i)
+    config = os.path.join(tmp, f"tr-config-{i}")
     daemon = subprocess.Popen(
         ["transmission-daemon", "--foreground", "--config-dir", config,
-         "--bind-address-ipv4", SEED_IP, "--peerport", str(SEED_PORT),
-         "--rpc-bind-address", SEED_IP, "--port", str(RPC_PORT),
+         "--bind-address-ipv4", ip, "--peerport", str(port),
+         "--rpc-bind-address", ip, "--port", str(rpc),
          "--allowed", "127.*.*.*", "--no-auth", "--no-dht", "--no-lpd", "--no-utp",
          "--no-portmap", "--encryption-tolerated", "--no-incomplete-dir",
          "--download-dir", src],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
-    while remote("--list").returncode != 0:
+    while remote(i, "--list").returncode != 0:
         if time.monotonic() > deadline:
             sys.exit("transmission-daemon RPC not up")
         time.sleep(0.1)
-    remote("--add", torrent)
+    remote(i, "--add", torrent)
     deadline = time.monotonic() + 300
     while True:
-        info = remote("--torrent", "1", "--info").stdout
+        info = remote(i, "--torrent", "1", "--info").stdout
         if "Percent Done: 100%" in info and "Verif" not in info:
             return daemon
         if time.monotonic() > deadline:
@@ -77,10 +85,12 @@ def start_seed(tmp, src, torrent):
         time.sleep(0.2)
 
 
-def run_shoal(tmp, torrent, ip, port):
+def run_shoal(tmp, torrent, ip, port, seeds):
     out, state = os.path.join(tmp, "out"), os.path.join(tmp, "state")
     cmd = [SHOAL, "get", torrent, "-o", out, "--no-seed", "--json", "--no-dht",
-           "--listen", f"{ip}:{port}", "--state-dir", state, "--peer", f"{SEED_IP}:{SEED_PORT}"]
+           "--listen", f"{ip}:{port}", "--state-dir", state]
+    for seed in seeds:
+        cmd += ["--peer", seed]
     start = time.monotonic()
     first = done = None
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as proc:
@@ -96,11 +106,11 @@ def run_shoal(tmp, torrent, ip, port):
     return first, done
 
 
-def run_libtorrent(tmp, torrent, ip, port):
+def run_libtorrent(tmp, torrent, ip, port, seeds):
     out = os.path.join(tmp, "out")
     os.makedirs(out)
     proc = subprocess.run(["/usr/bin/python3", "-c", LT_GET, torrent, out, ip, str(port),
-                           SEED_IP, str(SEED_PORT)], capture_output=True, text=True, timeout=700)
+                           *seeds], capture_output=True, text=True, timeout=700)
     times = dict(line.split() for line in proc.stdout.split("\n") if line)
     if "done" not in times:
         sys.exit(f"libtorrent did not finish:\n{proc.stdout}\n{proc.stderr}")
@@ -112,6 +122,7 @@ def main():
     parser.add_argument("--size-mib", type=int, default=64)
     parser.add_argument("--piece", default="256K")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=1, help="Transmission seeds (1-30)")
     args = parser.parse_args()
     for tool in ("transmission-daemon", "transmission-remote"):
         if shutil.which(tool) is None:
@@ -122,8 +133,11 @@ def main():
     transfer = {name: [] for name in clients}
     with tempfile.TemporaryDirectory() as tmp:
         src, _, torrent = random_torrent(tmp, args.size_mib, args.piece)
-        daemon = start_seed(tmp, src, torrent)
+        daemons = []
         try:
+            for i in range(args.seeds):
+                daemons.append(start_seed(tmp, src, torrent, i))
+            seeds = [f"{ip}:{port}" for ip, port, _ in map(seed_addr, range(args.seeds))]
             host = 1
             for run in range(args.runs):
                 for name, fetch in clients.items():
@@ -131,21 +145,26 @@ def main():
                     ip, port = f"127.0.1.{host}", 17400 + host
                     work = os.path.join(tmp, f"{name}-{run}")
                     os.makedirs(work)
-                    first, done = fetch(work, torrent, ip, port)
+                    first, done = fetch(work, torrent, ip, port, seeds)
                     transfer[name].append(done - first)
                     print(f"{name} run {run + 1}: first piece {first:.1f} s, "
                           f"done {done:.1f} s", flush=True)
                     shutil.rmtree(work)
         finally:
-            daemon.terminate()
-            daemon.wait(timeout=30)
+            for daemon in daemons:
+                daemon.terminate()
+            for daemon in daemons:
+                daemon.wait(timeout=30)
     size = args.size_mib
+    key = "from Transmission" if args.seeds == 1 else f"from {args.seeds} Transmission seeds"
+    what = "one Transmission seed" if args.seeds == 1 else f"{args.seeds} Transmission seeds"
     lines = [
-        "## from Transmission: `shoal get` and libtorrent from one Transmission seed",
+        f"## {key}: `shoal get` and libtorrent from {what}",
         "",
         f"`/usr/bin/python3 benches/from_transmission.py --size-mib {size} "
-        f"--piece {args.piece} --runs {args.runs}` ({machine()}; "
-        f"{time.strftime('%Y-%m-%d')}). A transmission-daemon seed on loopback (TCP), "
+        f"--piece {args.piece} --runs {args.runs}"
+        + (f" --seeds {args.seeds}" if args.seeds > 1 else "") + f"` ({machine()}; "
+        f"{time.strftime('%Y-%m-%d')}). transmission-daemon seeds on loopback (TCP), "
         "each client run in turn from its own address. Transfer time: from the first "
         "verified piece to the last (Transmission's 10 s unchoke clock left out); median "
         "over the runs.",
@@ -159,7 +178,7 @@ def main():
         runs = ", ".join(f"{t:.1f}" for t in times)
         lines.append(f"| {name} | {median:.1f} | {size / median:.1f} | {runs} | "
                      f"{median / ours:.2f} |")
-    write_section("from Transmission", "\n".join(lines) + "\n")
+    write_section(key, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

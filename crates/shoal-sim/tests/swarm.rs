@@ -256,10 +256,11 @@ fn the_timeline_accounts_for_the_run_without_changing_it() {
     assert!(rows.windows(2).all(|w| w[0].completed <= w[1].completed));
 }
 
-/// One leecher fetches `file_size` from the seed over a link of `latency_ms` each way, both
-/// ends uploading `up` and the leecher downloading `down`; it must finish within
+/// One leecher fetches `file_size` from `seeds` seeds over links of `latency_ms` each way,
+/// every end uploading `up` and the leecher downloading `down`; it must finish within
 /// `max_ratio` of the bound.
 fn assert_lone_leecher_within(
+    seeds: u32,
     file_size: u64,
     (up, down): (u64, u64),
     latency_ms: f64,
@@ -267,6 +268,7 @@ fn assert_lone_leecher_within(
 ) {
     let scenario = Scenario {
         peers: 1,
+        seeds,
         file_size,
         piece_size: 256 << 10,
         seed_up: up,
@@ -289,7 +291,7 @@ fn assert_lone_leecher_within(
 /// 256 KiB/s guess, 0.68 s with slow start; the bound is 0.64 s.
 #[test]
 fn a_lone_fast_leecher_is_not_held_to_the_first_queue_depth() {
-    assert_lone_leecher_within(64 << 20, (100 << 20, 100 << 20), 1.0, 1.15);
+    assert_lone_leecher_within(1, 64 << 20, (100 << 20, 100 << 20), 1.0, 1.15);
 }
 
 /// A lone leecher 300 ms (one way) from its seed: the round trip is longer than the
@@ -298,5 +300,14 @@ fn a_lone_fast_leecher_is_not_held_to_the_first_queue_depth() {
 /// that a longer one gets more. 16 MiB took 3.79 times the bound without them.
 #[test]
 fn a_lone_leecher_on_a_long_link_fills_it() {
-    assert_lone_leecher_within(16 << 20, (512 << 10, 8 << 20), 300.0, 1.5);
+    assert_lone_leecher_within(1, 16 << 20, (512 << 10, 8 << 20), 300.0, 1.5);
+}
+
+/// The same from six seeds at once. More than four peers sending to us stops probing
+/// (a deeper queue would take share of an uploader that others need), but not for seeds
+/// when several of them send. Without that exemption this took 3.03 times the bound (1.30
+/// with it); six Transmission seeds, which send every 500 ms, were held the same way.
+#[test]
+fn a_lone_leecher_fills_long_links_from_several_seeds() {
+    assert_lone_leecher_within(6, 64 << 20, (512 << 10, 8 << 20), 300.0, 1.5);
 }

@@ -44,7 +44,9 @@ pub use picker::{PiecePicker, Received, ENDGAME_MAX_REQUESTERS};
 pub use pipeline::{
     queue_depth, DEFAULT_REQQ, INITIAL_RATE_GUESS, MAX_QUEUE_DEPTH, MIN_QUEUE_DEPTH, REQUEST_WINDOW,
 };
-pub use request_window::{RequestWindow, TickState, MAX_REQUEST_WINDOW, PROBE_GAIN};
+pub use request_window::{
+    RequestWindow, Sources, TickState, MAX_REQUEST_WINDOW, MIN_SEED_SOURCES, PROBE_GAIN,
+};
 pub use smart_ban::{BlockData, SmartBan, DEFAULT_MAX_PIECES, MAX_RECORDS_PER_BLOCK};
 pub use suggestions::{Suggestions, MAX_SUGGESTED};
 pub use super_seed::{Reveal, SuperSeed};

@@ -17,7 +17,7 @@ use shoal_wire::{allowed_fast_set, PeerSession};
 
 use crate::{
     queue_depth, Choker, ChokerPeer, PeerKey, PiecePicker, PieceProgress, RateMeter, RequestWindow,
-    Reveal, Suggestions, SuperSeed, TickState,
+    Reveal, Sources, Suggestions, SuperSeed, TickState,
 };
 
 /// A peer that has sent no block for this long while we had requests out is snubbed: its
@@ -88,11 +88,12 @@ impl PeerLink {
         }
     }
 
-    /// Lets the request window learn from the last rate tick, when `sources` peers in all
-    /// were sending to us.
-    pub fn tick_window(&mut self, sources: usize, now: Instant) {
+    /// Lets the request window learn from the last rate tick, when `sources` were sending
+    /// to us.
+    pub fn tick_window(&mut self, sources: Sources, now: Instant) {
         let tick = self.tick_state();
-        self.window.tick(tick, sources, now);
+        let crowded = sources.crowded(self.counted.all());
+        self.window.tick(tick, crowded, now);
     }
 
     /// No block for [`SNUB_AFTER`] although we have requests out.

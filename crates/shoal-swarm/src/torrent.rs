@@ -23,7 +23,8 @@ mod web;
 use self::web::WebSeeds;
 use crate::{
     choke_round, BlockData, ChokeSchedule, Choker, ChokerConfig, PeerKey, PeerLink, PeerMap,
-    PiecePicker, RateMeter, Received, Reveal, SharedUplink, SmartBan, SuperSeed, TickState,
+    PiecePicker, RateMeter, Received, Reveal, SharedUplink, SmartBan, Sources, SuperSeed,
+    TickState,
 };
 
 /// Why the second of two connections to one peer is closed: it is not the peer's fault
@@ -720,9 +721,14 @@ impl<P: Connection> TorrentCore<P> {
         for peer in self.peers.values_mut() {
             peer.link_mut().tick_meters(elapsed);
         }
-        let sources = (self.peers.values())
-            .filter(|p| matches!(p.link().tick_state(), TickState::Busy(_)))
-            .count();
+        let mut sources = Sources::default();
+        for peer in self.peers.values() {
+            let link = peer.link();
+            if matches!(link.tick_state(), TickState::Busy(_)) {
+                sources.all += 1;
+                sources.seeds += usize::from(link.counted.all());
+            }
+        }
         for peer in self.peers.values_mut() {
             peer.link_mut().tick_window(sources, now);
         }

@@ -11,7 +11,7 @@ the rate that makes. Clients run alternately (A B A B ...), each run from its ow
 "from Transmission:" of docs/BENCHMARKS.md.
 
     /usr/bin/python3 benches/from_transmission.py [--size-mib 64] [--piece 256K] [--runs 3]
-        [--seeds 1]
+        [--seeds 1] [--leechers 0 --leecher-rate 262144]
 
 Needs: a release build, transmission-daemon and transmission-remote, python3-libtorrent
 (hence /usr/bin/python3).
@@ -49,6 +49,63 @@ while time.monotonic() - start < 600:
         break
     time.sleep(0.02)
 """
+
+
+# A libtorrent peer that lacks one piece and will not fetch it (priority 0), uploading at
+# most RATE bytes/s: a leecher that sends, and stays one. Prints "ready" once checked.
+LT_LEECHER = """
+import libtorrent as lt, sys, time
+torrent, save, ip, port, rate, missing = sys.argv[1:7]
+s = lt.session({'listen_interfaces': '%s:%s' % (ip, port), 'outgoing_interfaces': ip,
+    'enable_dht': False, 'enable_lsd': False, 'enable_upnp': False, 'enable_natpmp': False,
+    'enable_incoming_utp': False, 'enable_outgoing_utp': False, 'alert_mask': 0,
+    'upload_rate_limit': int(rate)})
+# Loopback peers are in libtorrent's local peer class, which the session limit skips.
+local = s.get_peer_class(s.local_peer_class_id)
+local['upload_limit'] = int(rate)
+s.set_peer_class(s.local_peer_class_id, local)
+info = lt.torrent_info(torrent)
+h = s.add_torrent({'ti': info, 'save_path': save})
+h.piece_priority(int(missing), 0)
+deadline = time.monotonic() + 120
+while h.status().num_pieces < info.num_pieces() - 1 or h.status().state == h.status().checking_files:
+    if time.monotonic() > deadline:
+        sys.exit('check did not finish')
+    time.sleep(0.05)
+print('ready', flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+def start_leechers(tmp, data, torrent, count, rate, piece_bytes):
+    """`count` libtorrent leechers at 127.0.0.241+i, each lacking piece i (its copy of the
+    data has that piece zeroed); returns their processes and addresses."""
+    procs, addrs = [], []
+    for i in range(count):
+        save = os.path.join(tmp, f"leecher-{i}")
+        os.makedirs(save)
+        copy = os.path.join(save, os.path.basename(data))
+        shutil.copyfile(data, copy)
+        with open(copy, "r+b") as f:
+            f.seek(i * piece_bytes)
+            f.write(bytes(piece_bytes))
+        ip, port = f"127.0.0.{241 + i}", 17241 + i
+        proc = subprocess.Popen(["/usr/bin/python3", "-c", LT_LEECHER, torrent, save, ip,
+                                 str(port), str(rate), str(i)],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        procs.append(proc)
+        if proc.stdout.readline().strip() != "ready":
+            sys.exit("a libtorrent leecher did not start")
+        addrs.append(f"{ip}:{port}")
+    return procs, addrs
+
+
+def stop(procs):
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.wait(timeout=30)
 
 
 def remote(i, *args):
@@ -122,7 +179,11 @@ def main():
     parser.add_argument("--size-mib", type=int, default=64)
     parser.add_argument("--piece", default="256K")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--seeds", type=int, default=1, help="Transmission seeds (1-30)")
+    parser.add_argument("--seeds", type=int, default=1, help="Transmission seeds (1-19)")
+    parser.add_argument("--leechers", type=int, default=0,
+                        help="libtorrent peers that each lack one piece and send too (0-14)")
+    parser.add_argument("--leecher-rate", type=int, default=256 * 1024,
+                        help="each leecher's upload limit, bytes/s")
     args = parser.parse_args()
     for tool in ("transmission-daemon", "transmission-remote"):
         if shutil.which(tool) is None:
@@ -132,7 +193,8 @@ def main():
     clients = {"shoal": run_shoal, "libtorrent": run_libtorrent}
     transfer = {name: [] for name in clients}
     with tempfile.TemporaryDirectory() as tmp:
-        src, _, torrent = random_torrent(tmp, args.size_mib, args.piece)
+        src, data, torrent = random_torrent(tmp, args.size_mib, args.piece)
+        piece_bytes = int(args.piece.rstrip("KkMm")) << (20 if args.piece[-1] in "Mm" else 10)
         daemons = []
         try:
             for i in range(args.seeds):
@@ -145,25 +207,34 @@ def main():
                     ip, port = f"127.0.1.{host}", 17400 + host
                     work = os.path.join(tmp, f"{name}-{run}")
                     os.makedirs(work)
-                    first, done = fetch(work, torrent, ip, port, seeds)
+                    # Fresh leechers each run: none has learnt of the last downloader.
+                    leechers, extra = start_leechers(work, data, torrent, args.leechers,
+                                                     args.leecher_rate, piece_bytes)
+                    try:
+                        first, done = fetch(work, torrent, ip, port, seeds + extra)
+                    finally:
+                        stop(leechers)
                     transfer[name].append(done - first)
                     print(f"{name} run {run + 1}: first piece {first:.1f} s, "
                           f"done {done:.1f} s", flush=True)
                     shutil.rmtree(work)
         finally:
-            for daemon in daemons:
-                daemon.terminate()
-            for daemon in daemons:
-                daemon.wait(timeout=30)
+            stop(daemons)
     size = args.size_mib
     key = "from Transmission" if args.seeds == 1 else f"from {args.seeds} Transmission seeds"
     what = "one Transmission seed" if args.seeds == 1 else f"{args.seeds} Transmission seeds"
+    if args.leechers:
+        key += f" and {args.leechers} leechers"
+        what += (f" and {args.leechers} libtorrent leechers that send "
+                 f"({args.leecher_rate // 1024} KiB/s each, each lacking a piece)")
     lines = [
         f"## {key}: `shoal get` and libtorrent from {what}",
         "",
         f"`/usr/bin/python3 benches/from_transmission.py --size-mib {size} "
         f"--piece {args.piece} --runs {args.runs}"
-        + (f" --seeds {args.seeds}" if args.seeds > 1 else "") + f"` ({machine()}; "
+        + (f" --seeds {args.seeds}" if args.seeds > 1 else "")
+        + (f" --leechers {args.leechers} --leecher-rate {args.leecher_rate}" if args.leechers
+           else "") + f"` ({machine()}; "
         f"{time.strftime('%Y-%m-%d')}). transmission-daemon seeds on loopback (TCP), "
         "each client run in turn from its own address. Transfer time: from the first "
         "verified piece to the last (Transmission's 10 s unchoke clock left out); median "

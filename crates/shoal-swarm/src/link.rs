@@ -17,7 +17,7 @@ use shoal_wire::{allowed_fast_set, PeerSession};
 
 use crate::{
     queue_depth, Choker, ChokerPeer, PeerKey, PiecePicker, PieceProgress, RateMeter, RequestWindow,
-    Reveal, Sources, Suggestions, SuperSeed, TickState,
+    Reveal, Sources, Suggestions, SuperSeed, TickState, HELD_BACK,
 };
 
 /// A peer that has sent no block for this long while we had requests out is snubbed: its
@@ -92,8 +92,16 @@ impl PeerLink {
     /// to us.
     pub fn tick_window(&mut self, sources: Sources, now: Instant) {
         let tick = self.tick_state();
-        let crowded = sources.crowded(self.counted.all());
+        let crowded = sources.crowded(self.counted.all(), self.held_back());
         self.window.tick(tick, crowded, now);
+    }
+
+    /// Over the last rate tick the peer sent at least [`HELD_BACK`] of what our queue let
+    /// through: our queue, not its upload, set the rate.
+    fn held_back(&self) -> bool {
+        let queue = self.requested.len() as f64 * f64::from(BLOCK_SIZE);
+        !self.requested.is_empty()
+            && self.downloaded.last_rate() >= HELD_BACK * queue / self.window.get().as_secs_f64()
     }
 
     /// No block for [`SNUB_AFTER`] although we have requests out.

@@ -194,7 +194,8 @@ def main():
     transfer = {name: [] for name in clients}
     with tempfile.TemporaryDirectory() as tmp:
         src, data, torrent = random_torrent(tmp, args.size_mib, args.piece)
-        piece_bytes = int(args.piece.rstrip("KkMm")) << (20 if args.piece[-1] in "Mm" else 10)
+        unit = {"k": 10, "m": 20}.get(args.piece[-1].lower(), 0)
+        piece_bytes = int(args.piece.rstrip("KkMm")) << unit
         daemons = []
         try:
             for i in range(args.seeds):

@@ -45,7 +45,8 @@ pub use pipeline::{
     queue_depth, DEFAULT_REQQ, INITIAL_RATE_GUESS, MAX_QUEUE_DEPTH, MIN_QUEUE_DEPTH, REQUEST_WINDOW,
 };
 pub use request_window::{
-    RequestWindow, Sources, TickState, HELD_BACK, MAX_REQUEST_WINDOW, MIN_SEED_SOURCES, PROBE_GAIN,
+    RequestWindow, Sources, TickState, HELD_BACK, MAX_REQUEST_WINDOW, MAX_SOURCES,
+    MIN_SEED_SOURCES, PROBE_GAIN,
 };
 pub use smart_ban::{BlockData, SmartBan, DEFAULT_MAX_PIECES, MAX_RECORDS_PER_BLOCK};
 pub use suggestions::{Suggestions, MAX_SUGGESTED};

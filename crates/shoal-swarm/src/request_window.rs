@@ -45,9 +45,9 @@
 //!   that sends in batches or is far away does, where a seed shared by a crowd sends us
 //!   less. From one Transmission seed beside five libtorrent leechers sending 256 KiB/s
 //!   each, 64 MiB took 37.9 s (libtorrent: 16.1 s) and now takes 14.8 s (libtorrent:
-//!   16.0 s; `--leechers 5`, 3 runs). Flash crowd, seeds 7–11: mean 1.157 (1.156); probing a lone seed
-//!   whatever it delivers gave 1.171. The same test for leechers gave 1.160, and nothing
-//!   on long links.
+//!   16.0 s; `--leechers 5`, 3 runs). Flash crowd, seeds 7–11: mean 1.157 (1.156);
+//!   probing a lone seed whatever it delivers gave 1.171. The same test for leechers
+//!   gave 1.160, and nothing on long links.
 
 use std::time::{Duration, Instant};
 

@@ -1,5 +1,6 @@
 //! Fault scenarios from TESTING.md on loopback: the only seed leaving midway and coming
-//! back, and a disk that fills up and then has room again.
+//! back, a disk that fills up and then has room again, and a reader of the JSON events
+//! that goes away.
 
 mod common;
 
@@ -85,6 +86,45 @@ fn only_seed_leaves_at_forty_percent_and_returns() {
     let mut get = get;
     let status = get.0.wait().unwrap();
     assert!(status.success() && completed, "shoal get: {status}");
+    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+}
+
+/// `shoal get --json | head -1`: the reader of the events goes away after the first line.
+/// The download goes on to the end and exits 0; nothing panics on the closed pipe.
+#[test]
+fn a_reader_that_goes_away_does_not_stop_the_download() {
+    let dir = tempdir();
+    let (src, torrent) = make_single(dir.path(), 8 * 1024 * 1024, "64K");
+    let seed_addr = "127.0.0.135:17135";
+    // At the seed's 4 MiB/s, the download lasts seconds after the reader has gone.
+    let _seed = start_and_wait(
+        seed_cmd(&torrent, &src, &dir.path().join("seed-state"), seed_addr),
+        "\"started\"",
+        Duration::from_secs(30),
+    );
+    let out = dir.path().join("out");
+    let mut get = shoal();
+    get.args(["get", path_str(&torrent), "-o", path_str(&out)])
+        .args(["--no-seed", "--json", "--listen", "127.0.0.136:17136"])
+        .args(["--state-dir", path_str(&dir.path().join("state"))])
+        .args(["--peer", seed_addr])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = get.spawn().expect("spawn shoal get");
+    let stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let mut get = Guard(child);
+    let mut first = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.contains("\"event\""), "{first}");
+    // The reader is dropped here: the pipe is closed.
+    let status = get.wait_exit(Duration::from_secs(60), "the download ends");
+    let mut errors = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut errors).unwrap();
+    assert!(status.success(), "{status}: {errors}");
+    assert!(!errors.contains("panicked"), "{errors}");
     same_files(&src.join("payload.bin"), &out.join("payload.bin"));
 }
 

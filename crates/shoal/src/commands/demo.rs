@@ -288,11 +288,8 @@ pub fn run(args: Args) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ");
         if args.json {
-            println!(
-                "{}",
-                json!({"event": "tracker", "url": announce_url, "seeders": listed.complete,
-                "leechers": listed.incomplete, "seeds": seed_addrs.iter().map(ToString::to_string).collect::<Vec<_>>()})
-            );
+            super::line(json!({"event": "tracker", "url": announce_url, "seeders": listed.complete,
+                "leechers": listed.incomplete, "seeds": seed_addrs.iter().map(ToString::to_string).collect::<Vec<_>>()}));
         }
         eprintln!(
             "shoal demo: {} seeds on {seeds_text} announced to the tracker; its scrape lists {} seeders",
@@ -329,11 +326,8 @@ pub fn run(args: Args) -> Result<()> {
             .as_ref()
             .map(|l| l.handle.stats_json()["announces"].clone());
         if args.json {
-            println!(
-                "{}",
-                json!({"event": "tracker_final", "url": announce_url, "seeders": after.complete,
-                "leechers": after.incomplete, "completed": after.downloaded, "announces": announces})
-            );
+            super::line(json!({"event": "tracker_final", "url": announce_url, "seeders": after.complete,
+                "leechers": after.incomplete, "completed": after.downloaded, "announces": announces}));
         }
         eprintln!(
             "shoal demo: the tracker counts {} completed download(s){}",

@@ -28,3 +28,11 @@ pub fn print(text: &str) -> anyhow::Result<()> {
         _ => Ok(()),
     }
 }
+
+/// Writes one line to standard output, where the output goes alongside work in progress
+/// (a transfer's JSON events, answers as they come): a reader that went away
+/// (`shoal get --json … | head`) ends the output, not the work, and a failed write has
+/// nowhere better to be reported.
+pub fn line(text: impl std::fmt::Display) {
+    let _ = print(&format!("{text}\n"));
+}

@@ -94,12 +94,12 @@ pub fn run_dht(args: DhtArgs) -> Result<()> {
         if args.client.json {
             let line =
                 json!({"info_hash": hash, "name": torrent.name, "seeds": seeds, "peers": peers});
-            println!("{line}");
+            super::line(&line);
         } else {
-            println!(
+            super::line(format_args!(
                 "{hash} {}: about {seeds} seeds, {peers} peers",
                 torrent.name
-            );
+            ));
         }
     }
     if !any {
@@ -133,7 +133,11 @@ pub fn run(args: Args) -> Result<()> {
     let mut answered = vec![false; torrents.len()];
     for (i, torrent) in torrents.iter().enumerate() {
         if !args.json {
-            println!("{} {}", torrent.info_hash.to_hex(), torrent.name);
+            super::line(format_args!(
+                "{} {}",
+                torrent.info_hash.to_hex(),
+                torrent.name
+            ));
         }
         for (url, answer) in &answers {
             if !answer.asked.contains(&torrent.info_hash) {
@@ -233,15 +237,15 @@ fn show(
             Ok(None) => line["listed"] = json!(false),
             Err(e) => line["error"] = json!(e),
         }
-        println!("{line}");
+        super::line(&line);
         return;
     }
     match result {
-        Ok(Some(c)) => println!(
+        Ok(Some(c)) => super::line(format_args!(
             "  {url}: {} seeders, {} leechers, {} downloaded",
             c.complete, c.incomplete, c.downloaded
-        ),
-        Ok(None) => println!("  {url}: not listed"),
-        Err(e) => println!("  {url}: error: {e}"),
+        )),
+        Ok(None) => super::line(format_args!("  {url}: not listed")),
+        Err(e) => super::line(format_args!("  {url}: error: {e}")),
     }
 }

@@ -797,10 +797,7 @@ impl Job {
         // from the same peer.
         fetch.info_hash_v2 = magnet.info_hash_v2.filter(|v2| v2[..20] == info_hash.0);
         if self.opts.json {
-            println!(
-                "{}",
-                json!({"event": "fetching_metadata", "info_hash": info_hash.to_hex()})
-            );
+            super::line(json!({"event": "fetching_metadata", "info_hash": info_hash.to_hex()}));
         } else {
             eprintln!(
                 "shoal: {}: fetching metadata from peers",
@@ -828,11 +825,8 @@ impl Job {
             .is_ok()
             .then(|| saved.display().to_string());
         if self.opts.json {
-            println!(
-                "{}",
-                json!({"event": "metadata", "name": metainfo.info.name,
-                       "size": metainfo.info.total_length, "torrent": kept})
-            );
+            super::line(json!({"event": "metadata", "name": metainfo.info.name,
+                       "size": metainfo.info.total_length, "torrent": kept}));
         } else if let Some(kept) = &kept {
             eprintln!("shoal: {}: metadata saved to {kept}", metainfo.info.name);
         }
@@ -1025,7 +1019,7 @@ fn show_hook(outcome: hook::Outcome, json: bool, say: &impl Fn(String)) {
         ),
     };
     if json {
-        println!("{value}");
+        super::line(&value);
     } else {
         say(line);
     }
@@ -1037,10 +1031,7 @@ fn show_port_map(method: Method, answer: shoal_portmap::Event, json: bool, say: 
     let via = method.as_str();
     match answer {
         Event::ExternalAddress(ip) if json => {
-            println!(
-                "{}",
-                json!({"event": "external_address", "ip": ip.to_string(), "method": via})
-            );
+            super::line(json!({"event": "external_address", "ip": ip.to_string(), "method": via}));
         }
         Event::ExternalAddress(_) => {}
         Event::Mapped {
@@ -1050,11 +1041,10 @@ fn show_port_map(method: Method, answer: shoal_portmap::Event, json: bool, say: 
             lifetime,
         } => {
             if json {
-                println!(
-                    "{}",
+                super::line(
                     json!({"event": "port_mapped", "protocol": protocol.as_str(),
                     "internal_port": internal, "external_port": external, "lifetime": lifetime,
-                    "method": via})
+                    "method": via}),
                 );
             } else {
                 say(format!(
@@ -1065,10 +1055,9 @@ fn show_port_map(method: Method, answer: shoal_portmap::Event, json: bool, say: 
         }
         Event::Failed { protocol, reason } => {
             if json {
-                println!(
-                    "{}",
+                super::line(
                     json!({"event": "port_map_failed", "protocol": protocol.map(|p| p.as_str()),
-                    "reason": reason, "method": via})
+                    "reason": reason, "method": via}),
                 );
             } else {
                 say(format!("port mapping ({via}) failed: {reason}"));
@@ -1097,7 +1086,7 @@ pub async fn show_progress(
     let name = metainfo.info.name.clone();
     let info_hash = metainfo.info_hash.to_hex();
     let mut last_piece_event = Instant::now() - Duration::from_secs(1);
-    let emit = |value: serde_json::Value| println!("{value}");
+    let emit = |value: serde_json::Value| super::line(&value);
     // A line for the user: above the bar on a terminal, else on standard error.
     let say = |line: String| {
         if terminal {

@@ -47,16 +47,25 @@ def write_section(key, section):
     open(path, "w").write(text)
 
 
-def random_torrent(tmp, size_mib, piece):
+def random_torrent(tmp, size_mib, piece, tail_bytes=0):
     """Writes tmp/src/payload.bin (size_mib MiB of random bytes) and tmp/payload.torrent
-    for it; returns (src folder, payload path, torrent path)."""
+    for it; returns (src folder, payload path, torrent path). With `tail_bytes`, the
+    torrent is the folder tmp/src/payload instead: payload/payload.bin holds all but the
+    last `tail_bytes` (a whole number of pieces, for a client to leave out), which are
+    payload/tail.bin."""
     src = os.path.join(tmp, "src")
-    os.makedirs(src)
-    data = os.path.join(src, "payload.bin")
+    root = os.path.join(src, "payload") if tail_bytes else src
+    os.makedirs(root)
+    data = os.path.join(root, "payload.bin")
     with open(data, "wb") as f:
         for _ in range(size_mib):
             f.write(os.urandom(1 << 20))
+        if tail_bytes:
+            f.truncate((size_mib << 20) - tail_bytes)
+    if tail_bytes:
+        with open(os.path.join(root, "tail.bin"), "wb") as f:
+            f.write(os.urandom(tail_bytes))
     torrent = os.path.join(tmp, "payload.torrent")
-    subprocess.run([SHOAL, "create", data, "--piece-size", piece, "-o", torrent],
-                   check=True, capture_output=True)
+    subprocess.run([SHOAL, "create", root if tail_bytes else data, "--piece-size", piece,
+                    "-o", torrent], check=True, capture_output=True)
     return src, data, torrent

@@ -11,7 +11,11 @@ the rate that makes. Clients run alternately (A B A B ...), each run from its ow
 "from Transmission:" of docs/BENCHMARKS.md.
 
     /usr/bin/python3 benches/from_transmission.py [--size-mib 64] [--piece 256K] [--runs 3]
-        [--seeds 1] [--leechers 0 --leecher-rate 262144]
+        [--seeds 1] [--partial] [--leechers 0 --leecher-rate 262144]
+
+With --partial the Transmission daemons are leechers, not seeds: the torrent is a folder
+whose last file is one piece, which they lack and do not want (a partial seed, as a
+Transmission peer that deselected a file is).
 
 Needs: a release build, transmission-daemon and transmission-remote, python3-libtorrent
 (hence /usr/bin/python3).
@@ -78,15 +82,20 @@ while True:
 """
 
 
-def start_leechers(tmp, data, torrent, count, rate, piece_bytes):
+def start_leechers(tmp, content, torrent, count, rate, piece_bytes):
     """`count` libtorrent leechers at 127.0.0.241+i, each lacking piece i (its copy of the
-    data has that piece zeroed); returns their processes and addresses."""
+    data has that piece zeroed); returns their processes and addresses. `content` is what
+    the torrent holds: payload.bin, or a folder that starts with it."""
     procs, addrs = [], []
     for i in range(count):
         save = os.path.join(tmp, f"leecher-{i}")
         os.makedirs(save)
-        copy = os.path.join(save, os.path.basename(data))
-        shutil.copyfile(data, copy)
+        copy = os.path.join(save, os.path.basename(content))
+        if os.path.isdir(content):
+            shutil.copytree(content, copy)
+            copy = os.path.join(copy, "payload.bin")
+        else:
+            shutil.copyfile(content, copy)
         with open(copy, "r+b") as f:
             f.seek(i * piece_bytes)
             f.write(bytes(piece_bytes))
@@ -114,10 +123,16 @@ def remote(i, *args):
                           capture_output=True, text=True, timeout=30)
 
 
-def start_seed(tmp, src, torrent, i):
-    """The i-th transmission-daemon, seeding `src` (seeds share it: they only read)."""
+def start_seed(tmp, src, torrent, i, partial=False):
+    """The i-th transmission-daemon, seeding `src` (seeds share it: they only read), or
+    if `partial` a copy of it without the torrent's last file, which it does not want."""
     ip, port, rpc = seed_addr(i)
     config = os.path.join(tmp, f"tr-config-{i}")
+    if partial:
+        own = os.path.join(tmp, f"tr-data-{i}")
+        shutil.copytree(src, own)
+        os.remove(os.path.join(own, "payload", "tail.bin"))
+        src = own
     daemon = subprocess.Popen(
         ["transmission-daemon", "--foreground", "--config-dir", config,
          "--bind-address-ipv4", ip, "--peerport", str(port),
@@ -132,6 +147,8 @@ def start_seed(tmp, src, torrent, i):
             sys.exit("transmission-daemon RPC not up")
         time.sleep(0.1)
     remote(i, "--add", torrent)
+    if partial:
+        remote(i, "--torrent", "1", "--no-get", "1")
     deadline = time.monotonic() + 300
     while True:
         info = remote(i, "--torrent", "1", "--info").stdout
@@ -180,6 +197,8 @@ def main():
     parser.add_argument("--piece", default="256K")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seeds", type=int, default=1, help="Transmission seeds (1-19)")
+    parser.add_argument("--partial", action="store_true",
+                        help="the Transmission peers each lack a piece (leechers, not seeds)")
     parser.add_argument("--leechers", type=int, default=0,
                         help="libtorrent peers that each lack one piece and send too (0-14)")
     parser.add_argument("--leecher-rate", type=int, default=256 * 1024,
@@ -193,13 +212,15 @@ def main():
     clients = {"shoal": run_shoal, "libtorrent": run_libtorrent}
     transfer = {name: [] for name in clients}
     with tempfile.TemporaryDirectory() as tmp:
-        src, data, torrent = random_torrent(tmp, args.size_mib, args.piece)
         unit = {"k": 10, "m": 20}.get(args.piece[-1].lower(), 0)
         piece_bytes = int(args.piece.rstrip("KkMm")) << unit
+        src, data, torrent = random_torrent(tmp, args.size_mib, args.piece,
+                                            piece_bytes if args.partial else 0)
+        content = os.path.dirname(data) if args.partial else data
         daemons = []
         try:
             for i in range(args.seeds):
-                daemons.append(start_seed(tmp, src, torrent, i))
+                daemons.append(start_seed(tmp, src, torrent, i, args.partial))
             seeds = [f"{ip}:{port}" for ip, port, _ in map(seed_addr, range(args.seeds))]
             host = 1
             for run in range(args.runs):
@@ -209,7 +230,7 @@ def main():
                     work = os.path.join(tmp, f"{name}-{run}")
                     os.makedirs(work)
                     # Fresh leechers each run: none has learnt of the last downloader.
-                    leechers, extra = start_leechers(work, data, torrent, args.leechers,
+                    leechers, extra = start_leechers(work, content, torrent, args.leechers,
                                                      args.leecher_rate, piece_bytes)
                     try:
                         first, done = fetch(work, torrent, ip, port, seeds + extra)
@@ -222,8 +243,15 @@ def main():
         finally:
             stop(daemons)
     size = args.size_mib
-    key = "from Transmission" if args.seeds == 1 else f"from {args.seeds} Transmission seeds"
-    what = "one Transmission seed" if args.seeds == 1 else f"{args.seeds} Transmission seeds"
+    peer = "leecher" if args.partial else "seed"
+    key = "from Transmission" if args.seeds == 1 else f"from {args.seeds} Transmission"
+    if args.seeds > 1 or args.partial:
+        key += f" {peer}s" if args.seeds > 1 else f" {peer}"
+    what = (f"one Transmission {peer}" if args.seeds == 1
+            else f"{args.seeds} Transmission {peer}s")
+    if args.partial:
+        what += (" (lacking the last piece: a file it does not want)" if args.seeds == 1
+                 else " (each lacking the last piece: a file it does not want)")
     if args.leechers:
         key += f" and {args.leechers} leechers"
         what += (f" and {args.leechers} libtorrent leechers that send "
@@ -234,9 +262,10 @@ def main():
         f"`/usr/bin/python3 benches/from_transmission.py --size-mib {size} "
         f"--piece {args.piece} --runs {args.runs}"
         + (f" --seeds {args.seeds}" if args.seeds > 1 else "")
+        + (" --partial" if args.partial else "")
         + (f" --leechers {args.leechers} --leecher-rate {args.leecher_rate}" if args.leechers
            else "") + f"` ({machine()}; "
-        f"{time.strftime('%Y-%m-%d')}). transmission-daemon seeds on loopback (TCP), "
+        f"{time.strftime('%Y-%m-%d')}). transmission-daemon {peer}s on loopback (TCP), "
         "each client run in turn from its own address. Transfer time: from the first "
         "verified piece to the last (Transmission's 10 s unchoke clock left out); median "
         "over the runs.",

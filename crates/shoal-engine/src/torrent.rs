@@ -632,16 +632,46 @@ impl Io<Peer> for EngineIo {
         peer.flush();
     }
 
-    fn hashes(&mut self, range: &HashRange) -> Option<Vec<[u8; 32]>> {
+    fn hashes(&mut self, range: &HashRange, have: &Bitfield) -> Option<Vec<[u8; 32]>> {
         if !self.trees.contains_key(&range.root) {
             let tree = self.config.metainfo.info.layer_tree(&range.root)?;
             self.trees.insert(range.root, tree);
         }
-        self.trees[&range.root].hashes(
+        let tree = &self.trees[&range.root];
+        let Some(piece) = tree.piece_of(range.base_layer, range.index, range.length) else {
+            return tree.hashes(
+                range.base_layer,
+                range.index,
+                range.length,
+                range.proof_layers,
+            );
+        };
+        // Block hashes: read the piece back, as for a block request (libtorrent asks for
+        // them to find which block of a failed piece was bad).
+        let info = &self.config.metainfo.info;
+        let (first, file_length) = info.merkle_file(&range.root)?;
+        let global = first + piece as usize;
+        let piece_length = u64::from(info.piece_length);
+        let start = u64::from(piece) * piece_length;
+        if start >= file_length || !have.get(global) {
+            return None;
+        }
+        let mut data = vec![0; (file_length - start).min(piece_length) as usize];
+        self.files
+            .read(global as u64 * piece_length, &mut data)
+            .ok()?;
+        let mut leaves: Vec<merkle::Hash> =
+            data.chunks(merkle::BLOCK).map(merkle::sha256).collect();
+        leaves.resize(
+            merkle::piece_leaves(file_length, piece_length),
+            merkle::pad(0),
+        );
+        tree.hashes_within(
             range.base_layer,
             range.index,
             range.length,
             range.proof_layers,
+            &leaves,
         )
     }
 

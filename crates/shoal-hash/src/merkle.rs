@@ -218,10 +218,10 @@ impl LayerTree {
     /// What a BEP 52 `hashes` message carries for a request: `count` hashes from
     /// `index` of the layer `base` levels above the leaves, then one uncle hash per proof
     /// layer above the subtree those hashes span, closest to the base first. `None` for
-    /// a request this tree cannot or need not answer: a base below the piece layer, a
-    /// count that is not a power of two of at least 2 (or above
-    /// [`MAX_REQUEST_HASHES`]), an index not a multiple of it, a range past the layer, or
-    /// proof layers reaching the root, as libtorrent checks them.
+    /// a request this tree cannot or need not answer: a base below the piece layer (see
+    /// [`LayerTree::hashes_within`]), a count that is not a power of two of at least 2
+    /// (or above [`MAX_REQUEST_HASHES`]), an index not a multiple of it, a range past the
+    /// layer, or proof layers reaching the root, as libtorrent checks them.
     pub fn hashes(
         &self,
         base: u32,
@@ -229,27 +229,103 @@ impl LayerTree {
         count: u32,
         proof_layers: u32,
     ) -> Option<Vec<Hash>> {
-        let level = base.checked_sub(self.base)? as usize;
-        let layer = self.layers.get(level)?;
-        let top = (self.layers.len() - 1) as u32 + self.base;
-        if count < 2
-            || !count.is_power_of_two()
-            || count > MAX_REQUEST_HASHES
-            || !index.is_multiple_of(count)
-            || (index as u64 + count as u64) > layer.len() as u64
-            || proof_layers >= top - base
-        {
+        let layer = self.layers.get(base.checked_sub(self.base)? as usize)?;
+        if !self.valid(base, index, count, proof_layers, layer.len() as u64) {
             return None;
         }
         let mut out = layer[index as usize..(index + count) as usize].to_vec();
-        // The requested hashes make up the subtree at `count.trailing_zeros()` levels up;
-        // each proof layer from there adds the sibling of the subtree's ancestor.
-        let spanned = count.trailing_zeros();
-        for up in spanned..=proof_layers {
-            let node = (index >> up) as usize;
-            out.push(self.layers[level + up as usize][node ^ 1]);
-        }
+        self.push_uncles(&mut out, base, index, count, proof_layers, |_, _| None)?;
         Some(out)
+    }
+
+    /// The piece a request below the piece layer falls in: `None` unless `base` is
+    /// below the piece layer and the `count` hashes from `index` lie within one piece,
+    /// as a request for a piece's block hashes does (libtorrent asks for them to find
+    /// the bad block of a piece that failed its check).
+    pub fn piece_of(&self, base: u32, index: u32, count: u32) -> Option<u32> {
+        let below = self.base.checked_sub(base).filter(|&b| b > 0 && b < 32)?;
+        let per_piece = 1u32 << below;
+        (count <= per_piece && index % per_piece + count <= per_piece).then_some(index / per_piece)
+    }
+
+    /// [`LayerTree::hashes`] for a request below the piece layer, within the piece
+    /// [`LayerTree::piece_of`] names, whose block hashes are `leaves` (one per 16 KiB of
+    /// the piece, zero past the end of the file). `None` where `hashes` would reject the
+    /// request, or when the leaves do not make up the piece's hash (data that changed on
+    /// disk must not be vouched for).
+    pub fn hashes_within(
+        &self,
+        base: u32,
+        index: u32,
+        count: u32,
+        proof_layers: u32,
+        leaves: &[Hash],
+    ) -> Option<Vec<Hash>> {
+        let piece = self.piece_of(base, index, count)?;
+        let width = (self.layers[0].len() as u64) << (self.base - base);
+        if leaves.len() != 1 << self.base || !self.valid(base, index, count, proof_layers, width) {
+            return None;
+        }
+        // The piece's subtree, its leaves first and its hash last.
+        let mut subtree = vec![leaves.to_vec()];
+        while subtree.last().expect("one at least").len() > 1 {
+            let below = subtree.last().expect("one at least");
+            let above = below
+                .chunks_exact(2)
+                .map(|p| parent(&p[0], &p[1]))
+                .collect();
+            subtree.push(above);
+        }
+        if subtree[self.base as usize][0] != self.layers[0][piece as usize] {
+            return None;
+        }
+        // Node `node` of the layer `height` above the leaves, within the piece.
+        let local = |height: u32, node: usize| {
+            let first = (piece as usize) << (self.base - height);
+            subtree
+                .get(height as usize)?
+                .get(node.checked_sub(first)?)
+                .copied()
+        };
+        let start = (index as usize) - ((piece as usize) << (self.base - base));
+        let mut out = subtree[base as usize][start..start + count as usize].to_vec();
+        self.push_uncles(&mut out, base, index, count, proof_layers, local)?;
+        Some(out)
+    }
+
+    /// The checks of [`LayerTree::hashes`], for a request at `base`, whose layer is
+    /// `width` nodes wide.
+    fn valid(&self, base: u32, index: u32, count: u32, proof_layers: u32, width: u64) -> bool {
+        let top = (self.layers.len() - 1) as u32 + self.base;
+        count >= 2
+            && count.is_power_of_two()
+            && count <= MAX_REQUEST_HASHES
+            && index.is_multiple_of(count)
+            && index as u64 + count as u64 <= width
+            && proof_layers < top - base
+    }
+
+    /// Appends the uncles of a request's subtree: the requested hashes make up the
+    /// subtree `count.trailing_zeros()` levels up, and each proof layer from there adds
+    /// the sibling of the subtree's ancestor. `below` gives the nodes under the piece
+    /// layer (`height`, `node`), which this tree does not hold.
+    fn push_uncles(
+        &self,
+        out: &mut Vec<Hash>,
+        base: u32,
+        index: u32,
+        count: u32,
+        proof_layers: u32,
+        below: impl Fn(u32, usize) -> Option<Hash>,
+    ) -> Option<()> {
+        for up in count.trailing_zeros()..=proof_layers {
+            let (height, sibling) = (base + up, (index >> up) as usize ^ 1);
+            out.push(match height.checked_sub(self.base) {
+                Some(level) => *self.layers.get(level as usize)?.get(sibling)?,
+                None => below(height, sibling)?,
+            });
+        }
+        Some(())
     }
 }
 
@@ -365,6 +441,66 @@ mod tests {
                 "{base} {index} {count} {proofs}"
             );
         }
+    }
+
+    /// Block hashes are answered from a piece's data: what they are, and that their
+    /// proof climbs to the file's root.
+    #[test]
+    fn hash_requests_below_the_piece_layer_get_the_piece_s_block_hashes() {
+        // Five pieces of four blocks (height 2), the last one a block and a half long.
+        let data: Vec<u8> = (0..(4 * 4 + 1) * BLOCK + BLOCK / 2)
+            .map(|i| (i * 31 + i / 7) as u8)
+            .collect();
+        let leaves_of = |piece: usize| -> Vec<Hash> {
+            let bytes = data.chunks(4 * BLOCK).nth(piece).unwrap();
+            let mut leaves: Vec<Hash> = bytes.chunks(BLOCK).map(sha256).collect();
+            leaves.resize(4, pad(0));
+            leaves
+        };
+        let layer: Vec<Hash> = (0..5).map(|p| root(&leaves_of(p), 4, 0)).collect();
+        let tree = LayerTree::new(&layer, 2);
+        let all: Vec<Hash> = (0..5).flat_map(leaves_of).collect();
+        assert_eq!(tree.root(), root(&all, 32, 0));
+
+        assert_eq!(tree.piece_of(0, 12, 4), Some(3));
+        let answer = tree.hashes_within(0, 12, 4, 4, &leaves_of(3)).unwrap();
+        assert_eq!(&answer[..4], &all[12..16]);
+        assert_eq!(answer.len(), 4 + 3, "uncles of pieces 3, 2-3 and 0-3");
+        assert!(proves(&tree.root(), 32, 0, 12, 4, &answer));
+        // Two blocks of the last piece, with uncles inside the piece and above it.
+        let pair = tree.hashes_within(0, 18, 2, 4, &leaves_of(4)).unwrap();
+        assert_eq!(&pair[..2], &[all[18], pad(0)]);
+        assert_eq!(
+            pair[2],
+            parent(&all[16], &all[17]),
+            "the pair's uncle in the piece"
+        );
+        assert!(proves(&tree.root(), 32, 0, 18, 2, &pair));
+        // One layer up from the leaves.
+        let mid = tree.hashes_within(1, 4, 2, 3, &leaves_of(2)).unwrap();
+        assert_eq!(mid[0], parent(&all[8], &all[9]));
+        assert!(proves(&tree.root(), 16, 1, 4, 2, &mid));
+
+        assert_eq!(tree.piece_of(0, 0, 8), None, "two pieces");
+        assert_eq!(tree.piece_of(2, 0, 2), None, "the piece layer itself");
+        let mut changed = leaves_of(3);
+        changed[1][0] ^= 1;
+        assert_eq!(
+            tree.hashes_within(0, 12, 4, 4, &changed),
+            None,
+            "data that is not the piece"
+        );
+        assert_eq!(tree.hashes_within(0, 12, 4, 4, &leaves_of(3)[..2]), None);
+        assert_eq!(
+            tree.hashes_within(0, 12, 4, 5, &leaves_of(3)),
+            None,
+            "the root"
+        );
+        assert_eq!(
+            tree.hashes_within(0, 13, 1, 0, &leaves_of(3)),
+            None,
+            "one hash"
+        );
     }
 
     #[test]

@@ -79,8 +79,9 @@ pub trait Io<P: Connection> {
         Ok(())
     }
     /// The answer to a BEP 52 hash request: the hashes and their proof, or `None` to
-    /// reject it (a v1 torrent, or hashes we do not hold).
-    fn hashes(&mut self, _range: &HashRange) -> Option<Vec<[u8; 32]>> {
+    /// reject it (a v1 torrent, or hashes we do not hold). Block hashes come from a
+    /// piece's data, so only from pieces we `have`.
+    fn hashes(&mut self, _range: &HashRange, _have: &Bitfield) -> Option<Vec<[u8; 32]>> {
         None
     }
     /// A piece passed its hash check; `have` pieces are verified now.
@@ -412,7 +413,8 @@ impl<P: Connection> TorrentCore<P> {
                 link.suggested.add(piece, self.picker.have());
             }
             SessionEvent::HashRequest(range) => {
-                link.session.answer_hashes(range, io.hashes(&range));
+                link.session
+                    .answer_hashes(range, io.hashes(&range, self.picker.have()));
             }
             SessionEvent::Extended { id, payload } => {
                 if let Err(reason) = io.extended(peer, id, payload, now) {

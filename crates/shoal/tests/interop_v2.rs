@@ -480,8 +480,8 @@ fn hash_answer(peer: &mut WirePeer) -> Vec<u8> {
 }
 
 #[test]
-fn hash_requests_are_answered_from_the_piece_layers() {
-    use shoal_core::merkle::{pad, parent, root, sha256, Hash, BLOCK};
+fn hash_requests_are_answered_from_the_piece_layers_and_the_data() {
+    use shoal_core::merkle::{pad, parent, proves, root, sha256, Hash, BLOCK};
     let dir = tempdir();
     let src = dir.path().join("src");
     let (torrent, _, _) = make(&src, "v2");
@@ -509,17 +509,21 @@ fn hash_requests_are_answered_from_the_piece_layers() {
     let first = hash_request(&file_root, 4, 0, 16, 0);
     // Two hashes from the middle and every proof layer up to below the root.
     let second = hash_request(&file_root, 4, 6, 2, 3);
-    // A root that names no file, and a leaf-layer request (we hold no leaf hashes).
+    // The block hashes of the last piece (12, partly past the end of the file), with
+    // proofs up to the root's children: read back from the data.
+    let blocks = hash_request(&file_root, 0, 12 * 16, 16, 7);
+    // A root that names no file, and block hashes of two pieces at once.
     let unknown = hash_request(&[0x5a; 32], 4, 0, 2, 0);
-    let leaves = hash_request(&file_root, 0, 0, 2, 0);
+    let two_pieces = hash_request(&file_root, 0, 0, 32, 0);
     let mut peer = WirePeer::connect(
         "127.0.9.31:17931",
         info_hash_of(&torrent),
         &[
             first.clone(),
             second.clone(),
+            blocks.clone(),
             unknown.clone(),
-            leaves.clone(),
+            two_pieces.clone(),
         ]
         .concat(),
     );
@@ -556,7 +560,20 @@ fn hash_requests_are_answered_from_the_piece_layers() {
     let zero_seven = parent(&hashes[3], &four_seven);
     assert_eq!(parent(&zero_seven, &hashes[4]), file_root);
 
-    for request in [unknown, leaves] {
+    let body = hash_answer(&mut peer);
+    assert_eq!((body[0], &body[1..49]), (22, &blocks[5..]));
+    let hashes = answer(&body);
+    let mut leaves: Vec<Hash> = data[12 * 16 * BLOCK..].chunks(BLOCK).map(sha256).collect();
+    leaves.resize(16, pad(0));
+    assert_eq!(&hashes[..16], &leaves[..]);
+    assert_eq!(
+        hashes.len(),
+        16 + 4,
+        "uncles of pieces 12, 12-13, 12-15 and 8-15"
+    );
+    assert!(proves(&file_root, 256, 0, 12 * 16, 16, &hashes));
+
+    for request in [unknown, two_pieces] {
         let body = hash_answer(&mut peer);
         assert_eq!((body[0], &body[1..]), (23, &request[5..]), "rejected");
     }

@@ -164,6 +164,8 @@ struct PieceLayer {
     root: merkle::Hash,
     first_piece: usize,
     pieces: usize,
+    /// The file's length in bytes.
+    length: u64,
 }
 
 impl Info {
@@ -208,6 +210,17 @@ impl Info {
             .collect();
         let height = (self.piece_length / merkle::BLOCK as u32).trailing_zeros();
         Some(merkle::LayerTree::new(&nodes, height))
+    }
+
+    /// Where the data of the v2 file whose root is `root` (one longer than a piece)
+    /// starts, as a piece index, and its length in bytes: what a request for its block
+    /// hashes is answered from.
+    pub fn merkle_file(&self, root: &merkle::Hash) -> Option<(usize, u64)> {
+        let PieceHashes::Merkle { layers, .. } = &self.pieces else {
+            return None;
+        };
+        let layer = layers.iter().find(|l| &l.root == root)?;
+        Some((layer.first_piece, layer.length))
     }
 
     /// The length of piece `index` (only the last one may be short).

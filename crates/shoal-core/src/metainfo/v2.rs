@@ -96,6 +96,7 @@ pub(super) fn parse_info(
                     root,
                     first_piece: hashes.len() / 32,
                     pieces: nodes.len(),
+                    length: file.length,
                 });
                 hashes.extend_from_slice(layer);
             }

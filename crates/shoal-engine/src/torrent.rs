@@ -351,6 +351,7 @@ pub async fn run(
             events,
             uplink: UplinkQueue::default(),
             trees: HashMap::new(),
+            hash_reads: HashReads::default(),
             punches: Vec::new(),
         },
     };
@@ -577,9 +578,41 @@ struct EngineIo {
     /// v2 files' trees above their piece layers, built on the first hash request for
     /// each (at most one per file of the torrent).
     trees: HashMap<merkle::Hash, merkle::LayerTree>,
+    /// Pieces read back this second to answer block hash requests.
+    hash_reads: HashReads,
     /// Hole punching work from peers' messages, for the actor, which sees every
     /// connection (bounded by each peer's allowance, and drained after each input).
     punches: Vec<Punch>,
+}
+
+/// Pieces the torrent reads back per second, at most, to answer block hash requests.
+/// Each costs a piece's read and hashing for an answer of 32 bytes a block, so peers
+/// together get this many (libtorrent asks once per piece that failed its check) and
+/// the rest are rejected.
+const HASH_READS_PER_SECOND: u32 = 4;
+
+/// The count of pieces read back for block hashes in the current second.
+#[derive(Debug, Default)]
+struct HashReads {
+    since: Option<Instant>,
+    count: u32,
+}
+
+impl HashReads {
+    /// Whether another read fits this second; counts it if so.
+    fn take(&mut self, now: Instant) -> bool {
+        if self
+            .since
+            .is_none_or(|since| now.duration_since(since) >= Duration::from_secs(1))
+        {
+            *self = HashReads {
+                since: Some(now),
+                count: 0,
+            };
+        }
+        self.count += 1;
+        self.count <= HASH_READS_PER_SECOND
+    }
 }
 
 /// What a ut_holepunch message asks of us (BEP 55).
@@ -653,7 +686,7 @@ impl Io<Peer> for EngineIo {
         let global = first + piece as usize;
         let piece_length = u64::from(info.piece_length);
         let start = u64::from(piece) * piece_length;
-        if start >= file_length || !have.get(global) {
+        if start >= file_length || !have.get(global) || !self.hash_reads.take(Instant::now()) {
             return None;
         }
         let mut data = vec![0; (file_length - start).min(piece_length) as usize];
@@ -1496,5 +1529,21 @@ fn is_public_ipv4(addr: SocketAddr) -> bool {
             !(ip.is_private() || ip.is_loopback() || ip.is_link_local() || ip.is_unspecified())
         }
         IpAddr::V6(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_hash_reads_are_capped_per_second() {
+        let mut reads = HashReads::default();
+        let start = Instant::now();
+        for _ in 0..HASH_READS_PER_SECOND {
+            assert!(reads.take(start));
+        }
+        assert!(!reads.take(start + Duration::from_millis(999)), "over the cap");
+        assert!(reads.take(start + Duration::from_secs(1)), "the next second");
     }
 }

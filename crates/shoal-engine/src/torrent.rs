@@ -1543,7 +1543,13 @@ mod tests {
         for _ in 0..HASH_READS_PER_SECOND {
             assert!(reads.take(start));
         }
-        assert!(!reads.take(start + Duration::from_millis(999)), "over the cap");
-        assert!(reads.take(start + Duration::from_secs(1)), "the next second");
+        assert!(
+            !reads.take(start + Duration::from_millis(999)),
+            "over the cap"
+        );
+        assert!(
+            reads.take(start + Duration::from_secs(1)),
+            "the next second"
+        );
     }
 }

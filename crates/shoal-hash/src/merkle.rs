@@ -196,18 +196,9 @@ impl LayerTree {
         let width = piece_layer.len().max(1).next_power_of_two();
         let mut layer = piece_layer.to_vec();
         layer.resize(width, pad(height));
-        let mut layers = vec![layer];
-        while layers.last().expect("one at least").len() > 1 {
-            let below = layers.last().expect("one at least");
-            let above = below
-                .chunks_exact(2)
-                .map(|p| parent(&p[0], &p[1]))
-                .collect();
-            layers.push(above);
-        }
         LayerTree {
             base: height,
-            layers,
+            layers: layers_above(layer),
         }
     }
 
@@ -267,15 +258,7 @@ impl LayerTree {
             return None;
         }
         // The piece's subtree, its leaves first and its hash last.
-        let mut subtree = vec![leaves.to_vec()];
-        while subtree.last().expect("one at least").len() > 1 {
-            let below = subtree.last().expect("one at least");
-            let above = below
-                .chunks_exact(2)
-                .map(|p| parent(&p[0], &p[1]))
-                .collect();
-            subtree.push(above);
-        }
+        let subtree = layers_above(leaves.to_vec());
         if subtree[self.base as usize][0] != self.layers[0][piece as usize] {
             return None;
         }
@@ -327,6 +310,19 @@ impl LayerTree {
         }
         Some(())
     }
+}
+
+/// `layer` (a power of two wide) and every layer above it, up to the one-node root.
+fn layers_above(layer: Vec<Hash>) -> Vec<Vec<Hash>> {
+    let mut layers = vec![layer];
+    while let Some(below) = layers.last().filter(|l| l.len() > 1) {
+        let above = below
+            .chunks_exact(2)
+            .map(|p| parent(&p[0], &p[1]))
+            .collect();
+        layers.push(above);
+    }
+    layers
 }
 
 #[cfg(test)]

@@ -29,6 +29,17 @@ fn seed_cmd(torrent: &Path, src: &Path, state: &Path, listen: &str) -> Command {
     cmd
 }
 
+/// `shoal get --no-seed --json` from the one peer `seed`, its events on a pipe.
+fn get_cmd(torrent: &Path, dir: &Path, listen: &str, seed: &str) -> Command {
+    let mut cmd = shoal();
+    cmd.args(["get", path_str(torrent), "-o", path_str(&dir.join("out"))])
+        .args(["--no-seed", "--json", "--listen", listen])
+        .args(["--state-dir", path_str(&dir.join("state"))])
+        .args(["--peer", seed])
+        .stdout(Stdio::piped());
+    cmd
+}
+
 #[test]
 fn only_seed_leaves_at_forty_percent_and_returns() {
     let dir = tempdir();
@@ -41,14 +52,10 @@ fn only_seed_leaves_at_forty_percent_and_returns() {
         Duration::from_secs(30),
     );
     let out = dir.path().join("out");
-    let mut get = shoal();
-    get.args(["get", path_str(&torrent), "-o", path_str(&out)])
-        .args(["--no-seed", "--json", "--listen", "127.0.0.132:17132"])
-        .args(["--state-dir", path_str(&dir.path().join("state"))])
-        .args(["--peer", seed_addr])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut child = get.spawn().expect("spawn shoal get");
+    let mut child = get_cmd(&torrent, dir.path(), "127.0.0.132:17132", seed_addr)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn shoal get");
     let pid = child.id();
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let get = Guard(child);
@@ -103,14 +110,10 @@ fn a_reader_that_goes_away_does_not_stop_the_download() {
         Duration::from_secs(30),
     );
     let out = dir.path().join("out");
-    let mut get = shoal();
-    get.args(["get", path_str(&torrent), "-o", path_str(&out)])
-        .args(["--no-seed", "--json", "--listen", "127.0.0.136:17136"])
-        .args(["--state-dir", path_str(&dir.path().join("state"))])
-        .args(["--peer", seed_addr])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = get.spawn().expect("spawn shoal get");
+    let mut child = get_cmd(&torrent, dir.path(), "127.0.0.136:17136", seed_addr)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn shoal get");
     let stdout = child.stdout.take().unwrap();
     let mut stderr = child.stderr.take().unwrap();
     let mut get = Guard(child);

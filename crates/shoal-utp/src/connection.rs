@@ -86,6 +86,8 @@ struct Rtt {
     srtt: Option<Duration>,
     rttvar: Duration,
     rto: Duration,
+    /// The shortest sample: the path's delay without the queues on it.
+    min: Option<Duration>,
 }
 
 const INITIAL_RTO: Duration = Duration::from_secs(1);
@@ -106,10 +108,12 @@ impl Rtt {
             srtt: None,
             rttvar: Duration::ZERO,
             rto: INITIAL_RTO,
+            min: None,
         }
     }
 
     fn sample(&mut self, rtt: Duration) {
+        self.min = Some(self.min.map_or(rtt, |min| min.min(rtt)));
         match self.srtt {
             None => {
                 self.srtt = Some(rtt);
@@ -249,6 +253,12 @@ impl Connection {
     /// The id packets to us carry.
     pub fn recv_id(&self) -> u16 {
         self.recv_id
+    }
+
+    /// The shortest round trip measured so far (a packet acked on its first
+    /// transmission), if any.
+    pub fn min_rtt(&self) -> Option<Duration> {
+        self.rtt.min
     }
 
     pub fn is_connected(&self) -> bool {

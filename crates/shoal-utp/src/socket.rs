@@ -13,7 +13,7 @@ use std::future::poll_fn;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -130,6 +130,20 @@ impl Batch {
 }
 
 type Shared = Arc<Mutex<Entry>>;
+
+/// Reads a connection's shortest round trip (see [`UtpStream::round_trip`]); it does not
+/// keep the connection alive.
+#[derive(Debug, Clone)]
+pub struct UtpRoundTrip(Weak<Mutex<Entry>>);
+
+impl UtpRoundTrip {
+    /// `None` before the first measure, or once the connection is gone.
+    pub fn shortest(&self) -> Option<Duration> {
+        let entry = self.0.upgrade()?;
+        let entry = entry.lock().expect("not poisoned");
+        entry.conn.min_rtt()
+    }
+}
 
 /// Datagrams go out at once while the socket's buffer takes them; when it is full they
 /// wait here, in order, until the socket's task sees it writable again. (tokio learns
@@ -587,6 +601,12 @@ impl std::fmt::Debug for UtpStream {
 impl UtpStream {
     pub fn peer_addr(&self) -> SocketAddr {
         self.entry.lock().expect("not poisoned").peer
+    }
+
+    /// A handle that reads the connection's shortest round trip while it lasts, for a
+    /// holder that no longer has the stream (it went to reader and writer tasks).
+    pub fn round_trip(&self) -> UtpRoundTrip {
+        UtpRoundTrip(Arc::downgrade(&self.entry))
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Entry, &Outbox) -> T) -> T {

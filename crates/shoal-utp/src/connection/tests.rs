@@ -305,6 +305,23 @@ fn throughput_fills_a_window_over_a_long_path() {
 }
 
 #[test]
+fn the_shortest_round_trip_is_the_paths() {
+    // The accepting side, sending: its first sample is its first data packet's ack (the
+    // harness hands the SYN over without the link, so the dialler's first sample, the
+    // SYN's answer, would be one way only).
+    let mut pair = Pair::new(link(100, 0, 0.0, 8), Config::default());
+    let b = data(1 << 20, 8);
+    pair.run([&[], &b], [true, true], Duration::from_secs(60), |p| {
+        p.received[0].len() == b.len()
+    });
+    let min = pair.ends[1].min_rtt().expect("measured");
+    assert!(
+        min >= Duration::from_millis(200) && min < Duration::from_millis(215),
+        "{min:?}"
+    );
+}
+
+#[test]
 fn ledbat_keeps_a_bottleneck_queue_near_its_target() {
     // 1 MB/s uplink with 2 s of buffer, 20 ms each way: a loss-driven sender would fill
     // the buffer (2 s of delay for everything else on the line); LEDBAT holds the queue
@@ -326,6 +343,10 @@ fn ledbat_keeps_a_bottleneck_queue_near_its_target() {
     let mean = late.iter().sum::<Duration>() / late.len() as u32;
     let max = late.iter().max().unwrap();
     assert!(mean < Duration::from_millis(150), "mean queueing {mean:?}");
+    // The shortest round trip leaves the queue out; the smoothed one does not.
+    let min = pair.ends[0].min_rtt().expect("measured");
+    assert!(min < Duration::from_millis(45), "shortest {min:?}");
+    assert!(pair.ends[0].rtt.srtt.unwrap() > min + Duration::from_millis(20));
     assert!(*max < Duration::from_millis(400), "max queueing {max:?}");
     // And the link stays busy.
     let got = pair.received[1].len();

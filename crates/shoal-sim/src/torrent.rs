@@ -18,7 +18,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rand::rngs::StdRng;
@@ -580,13 +580,15 @@ impl Torrent {
     // ---- inputs (the engine's `handle`) ------------------------------------------------
 
     /// A connection is up: outgoing (`incoming` is `None`), or accepted with the peer's
-    /// 68-byte handshake. Returns the peer's key, or `None` if refused (too many
-    /// connections, banned, or a handshake for another torrent).
+    /// 68-byte handshake; `round_trip` is its link's, as a transport would measure it.
+    /// Returns the peer's key, or `None` if refused (too many connections, banned, or a
+    /// handshake for another torrent).
     pub fn add_peer(
         &mut self,
         remote: HostId,
         conn: ConnId,
         incoming: Option<&[u8]>,
+        round_trip: Duration,
         now: Instant,
     ) -> Option<PeerKey> {
         if self.core.peers().len() >= self.max_connections || self.host.banned.contains(&remote) {
@@ -601,10 +603,12 @@ impl Torrent {
             }
         };
         let piece_count = self.host.content.piece_count() as usize;
+        let mut link = PeerLink::new(session, piece_count, now);
+        link.set_round_trip(Some(round_trip));
         let make = |_| Peer {
             remote,
             conn,
-            link: PeerLink::new(session, piece_count, now),
+            link,
             outbox: Outbox::default(),
             queued: false,
             blocked: false,

@@ -519,10 +519,11 @@ impl World {
             return;
         }
         let instant = self.instant();
+        let round_trip = Duration::from_nanos(2 * c.latency);
         let Some(torrent) = self.hosts[from as usize].torrent.as_mut() else {
             return;
         };
-        match torrent.add_peer(to, conn, None, instant) {
+        match torrent.add_peer(to, conn, None, round_trip, instant) {
             Some(key) => self.conns[conn as usize].ends[0].key = Some(key),
             None => self.close(conn, from),
         }
@@ -545,6 +546,7 @@ impl World {
         }
         let from = 1 - to as usize;
         let (sender, sender_key) = (c.ends[from].host, c.ends[from].key);
+        let round_trip = Duration::from_nanos(2 * c.latency);
         // Only a sender whose window was full can have a connection waiting for it.
         let window_was_full = c.in_flight[from] >= WINDOW;
         c.in_flight[from] -= chunk.len();
@@ -571,6 +573,7 @@ impl World {
                                 sender,
                                 conn,
                                 Some(&buffered[..HANDSHAKE_LEN]),
+                                round_trip,
                                 instant,
                             )?;
                             t.on_data(key, &[buffered.slice(HANDSHAKE_LEN..)], instant);

@@ -296,27 +296,30 @@ fn a_lone_fast_leecher_is_not_held_to_the_first_queue_depth() {
 
 /// A lone leecher 300 ms (one way) from its seed: the round trip is longer than the
 /// standard request window, so a queue sized by the window alone would shrink to its floor
-/// (8 blocks a round trip, 213 KiB/s of the seed's 512 KiB/s). The window's probes find
-/// that a longer one gets more. 16 MiB took 3.79 times the bound without them.
+/// (8 blocks a round trip, 213 KiB/s of the seed's 512 KiB/s). 16 MiB took 3.79 times
+/// the bound before the window's probes found that a longer one gets more, 1.28 with
+/// them, and 1.19 now that the queue covers 1.25 round trips from the start.
 #[test]
 fn a_lone_leecher_on_a_long_link_fills_it() {
-    assert_lone_leecher_within(1, 16 << 20, (512 << 10, 8 << 20), 300.0, 1.5);
+    assert_lone_leecher_within(1, 16 << 20, (512 << 10, 8 << 20), 300.0, 1.25);
 }
 
 /// The same from six seeds at once. More than four peers sending to us stops probing
 /// (a deeper queue would take share of an uploader that others need), but not for seeds
 /// when several of them send. Without that exemption this took 3.03 times the bound (1.30
-/// with it); six Transmission seeds, which send every 500 ms, were held the same way.
+/// with it, 1.22 with the round trip covered); six Transmission seeds, which send every
+/// 500 ms, were held the same way.
 #[test]
 fn a_lone_leecher_fills_long_links_from_several_seeds() {
-    assert_lone_leecher_within(6, 64 << 20, (512 << 10, 8 << 20), 300.0, 1.5);
+    assert_lone_leecher_within(6, 64 << 20, (512 << 10, 8 << 20), 300.0, 1.25);
 }
 
 /// One fast seed (4 MiB/s) and six leechers uploading 512 KiB/s, 300 ms apart one way:
 /// each leecher has more than four peers sending to it, but the seed, whose round trip
 /// is longer than the standard window, delivers all its queue lets through, so its
 /// window is probed all the same (a seed in a crowd that shares its upload delivers less
-/// than that). 1.95 of the bound without the exemption, 1.82 with it.
+/// than that). 1.95 of the bound without the exemption, 1.82 with it, 1.70 with the
+/// queue covering 1.25 round trips besides.
 #[test]
 fn a_seed_held_back_by_our_queue_is_probed_among_many_sources() {
     let scenario = Scenario {
@@ -333,5 +336,5 @@ fn a_seed_held_back_by_our_queue_is_probed_among_many_sources() {
     let report = run(&scenario).expect("valid scenario");
     let text = report.to_text(&scenario);
     assert_eq!(report.completed, 6, "{text}");
-    assert!(report.ratio_to_bound.expect("completed") < 1.9, "{text}");
+    assert!(report.ratio_to_bound.expect("completed") < 1.75, "{text}");
 }

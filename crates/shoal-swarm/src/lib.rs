@@ -46,7 +46,7 @@ pub use pipeline::{
 };
 pub use request_window::{
     RequestWindow, Sources, TickState, HELD_BACK, MAX_REQUEST_WINDOW, MAX_SOURCES,
-    MIN_SEED_SOURCES, PROBE_GAIN,
+    MIN_SEED_SOURCES, PROBE_GAIN, ROUND_TRIPS_COVERED,
 };
 pub use smart_ban::{BlockData, SmartBan, DEFAULT_MAX_PIECES, MAX_RECORDS_PER_BLOCK};
 pub use suggestions::{Suggestions, MAX_SUGGESTED};

@@ -96,6 +96,12 @@ impl PeerLink {
         self.window.tick(tick, crowded, now);
     }
 
+    /// The connection's shortest round trip as the driver measures it: the request queue
+    /// covers at least twice that (see [`RequestWindow`]).
+    pub fn set_round_trip(&mut self, rtt: Option<Duration>) {
+        self.window.set_round_trip(rtt);
+    }
+
     /// Over the last rate tick the peer sent at least [`HELD_BACK`] of what our queue let
     /// through: our queue, not its upload, set the rate.
     fn held_back(&self) -> bool {

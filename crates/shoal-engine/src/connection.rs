@@ -330,7 +330,7 @@ pub fn spawn_utp_acceptor(
     tokio::spawn(async move {
         while let Ok(stream) = utp.accept().await {
             let addr = stream.peer_addr();
-            let stream = PeerStream::new(stream, Kind::Utp);
+            let stream = PeerStream::from(stream);
             take_handshake(stream, addr, &handshakes, (policy, &swarms), &to_actor);
         }
     })

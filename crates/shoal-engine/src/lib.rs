@@ -21,6 +21,7 @@ pub mod ip_filter;
 pub mod lsd;
 pub mod metadata;
 mod rate;
+mod round_trip;
 mod seeding;
 mod stats;
 pub mod stream;

@@ -13,10 +13,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use shoal_utp::UtpSocket;
+use shoal_utp::{UtpSocket, UtpStream};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+
+use crate::round_trip::RoundTrip;
 
 /// What a transport must offer to carry a peer connection: a byte stream that a
 /// connection task can own, split and move between threads.
@@ -55,15 +57,19 @@ impl fmt::Display for Kind {
 pub struct PeerStream {
     inner: Box<dyn Transport>,
     kind: Kind,
+    round_trip: RoundTrip,
 }
 
 impl PeerStream {
-    /// Wraps a stream of transport `kind`. Socket options (such as `TCP_NODELAY`) must be
-    /// set before this: the concrete type is not reachable afterwards.
+    /// Wraps a stream of transport `kind` whose round trip nothing measures (see
+    /// [`RoundTrip`]; TCP and uTP streams convert with `from`, which keeps theirs).
+    /// Socket options (such as `TCP_NODELAY`) must be set before this: the concrete type
+    /// is not reachable afterwards.
     pub fn new(stream: impl Transport, kind: Kind) -> Self {
         PeerStream {
             inner: Box::new(stream),
             kind,
+            round_trip: RoundTrip::Unknown,
         }
     }
 
@@ -71,11 +77,31 @@ impl PeerStream {
     pub fn kind(&self) -> Kind {
         self.kind
     }
+
+    /// Where the connection's round trip is read from, for whoever keeps track of the
+    /// peer once the stream is split into reader and writer tasks.
+    pub(crate) fn take_round_trip(&mut self) -> RoundTrip {
+        std::mem::take(&mut self.round_trip)
+    }
 }
 
 impl From<TcpStream> for PeerStream {
     fn from(stream: TcpStream) -> Self {
-        PeerStream::new(stream, Kind::Tcp)
+        let round_trip = RoundTrip::tcp(&stream);
+        PeerStream {
+            round_trip,
+            ..PeerStream::new(stream, Kind::Tcp)
+        }
+    }
+}
+
+impl From<UtpStream> for PeerStream {
+    fn from(stream: UtpStream) -> Self {
+        let round_trip = RoundTrip::utp(&stream);
+        PeerStream {
+            round_trip,
+            ..PeerStream::new(stream, Kind::Utp)
+        }
     }
 }
 
@@ -210,10 +236,7 @@ impl Dialer {
                 match kind {
                     Kind::Tcp => connect_tcp(addr, local).await.map(PeerStream::from),
                     Kind::Utp => match &self.utp {
-                        Some(utp) => utp
-                            .connect(addr)
-                            .await
-                            .map(|s| PeerStream::new(s, Kind::Utp)),
+                        Some(utp) => utp.connect(addr).await.map(PeerStream::from),
                         None => Err(std::io::ErrorKind::Unsupported.into()),
                     },
                 }

@@ -41,6 +41,7 @@ use crate::connection::{self, Backlog, Input, Opened, Outgoing, UplinkQueue};
 use crate::disk::{Disk, DiskResult};
 use crate::encryption::{Encryption, Secured};
 use crate::holepunch::{self, Verdict};
+use crate::round_trip::RoundTrip;
 use crate::stream::{Dialer, Kind, PeerStream};
 use crate::web_seed::{FetchContext, WebSeeds};
 use crate::{Found, IpFilter, PeerFeed, PeerSource};
@@ -415,6 +416,9 @@ async fn check_existing(
 struct Peer {
     addr: SocketAddr,
     link: PeerLink,
+    /// The transport's measure of the connection's round trip, which the request queue
+    /// covers (read once a second).
+    round_trip: RoundTrip,
     writer: mpsc::UnboundedSender<Outgoing>,
     backlog: Backlog,
     /// The torrent's [`UplinkQueue`] bytes, which this connection's count toward too.
@@ -1204,6 +1208,8 @@ impl Actor {
         let encrypted = ciphers.is_some();
         let (encrypt, decrypt) = ciphers.map_or((None, None), |(e, d)| (Some(e), Some(d)));
         let transport = stream.kind();
+        let mut stream = stream;
+        let round_trip = stream.take_round_trip();
         let mut added = None;
         let make = |key| {
             added = Some(key);
@@ -1228,6 +1234,7 @@ impl Actor {
             Peer {
                 addr,
                 link: PeerLink::new(session, piece_count, now),
+                round_trip,
                 writer,
                 backlog,
                 uplink: uplink.bytes.clone(),
@@ -1347,6 +1354,13 @@ impl Actor {
         // Timers, snubbing, uploads that waited for the writer's backlog to drain, the
         // choker.
         let metered = self.core.tick(now, &mut self.io);
+        if metered {
+            // Once a second, as the request windows learn: a path's shortest round trip
+            // changes seldom.
+            for peer in self.core.peers_mut().values_mut() {
+                peer.link.set_round_trip(peer.round_trip.shortest());
+            }
+        }
         self.web_seeds
             .schedule(&mut self.core, now, &self.io.events);
         self.send_pex(now);

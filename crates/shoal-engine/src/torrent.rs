@@ -128,6 +128,9 @@ pub enum EngineEvent {
         client: String,
         /// TCP or uTP.
         transport: Kind,
+        /// The shortest round trip the transport has measured so far (TCP's and uTP's
+        /// connection set-up gives a dialled connection one).
+        round_trip: Option<Duration>,
     },
     /// A connection ended; `downloaded` and `uploaded` are the payload bytes it carried.
     PeerDisconnected {
@@ -776,6 +779,7 @@ impl Io<Peer> for EngineIo {
             addr: peer.addr,
             client: client_name(&peer_id.0),
             transport: peer.transport,
+            round_trip: peer.round_trip.shortest(),
         });
     }
 

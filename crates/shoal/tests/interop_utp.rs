@@ -1,6 +1,7 @@
 //! uTP (BEP 29) against libtorrent set to take and make uTP connections only, and between
 //! shoal peers with `--utp only`, on loopback (127.0.10.N, ports 1810x): the transfers
-//! complete, the data is identical, and the JSON says which transport carried each peer.
+//! complete, the data is identical, and the JSON says which transport carried each peer
+//! and its round trip (also through a relay that makes a libtorrent seed far away).
 
 mod common;
 
@@ -12,6 +13,18 @@ fn transports(events: &[serde_json::Value]) -> Vec<String> {
     events_named(events, "peer_connected")
         .iter()
         .map(|e| e["transport"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The round trips (ms) that `peer_connected` reports, one per peer.
+fn round_trips(events: &[serde_json::Value]) -> Vec<f64> {
+    events_named(events, "peer_connected")
+        .iter()
+        .map(|e| {
+            e["rtt_ms"]
+                .as_f64()
+                .unwrap_or_else(|| panic!("no rtt_ms: {e}"))
+        })
         .collect()
 }
 
@@ -106,6 +119,7 @@ fn prefer_dials_utp_first_and_falls_back_to_tcp() {
     );
     same_files(&data, &out.join("payload.bin"));
     assert_eq!(transports(&events), ["utp"]);
+    assert!(round_trips(&events)[0] < 100.0, "loopback: {events:?}");
     // A shoal seed with uTP off answers no SYN: after the SYN's retries, TCP.
     let _seed = shoal_seed_with(
         &torrent,
@@ -125,4 +139,36 @@ fn prefer_dials_utp_first_and_falls_back_to_tcp() {
     );
     same_files(&data, &out.join("payload.bin"));
     assert_eq!(transports(&events), ["tcp"]);
+    // The kernel's measure (TCP_INFO), from the connection's set-up.
+    let rtt = round_trips(&events)[0];
+    assert!(rtt > 0.0 && rtt < 100.0, "loopback: {events:?}");
+}
+
+/// A libtorrent seed 150 ms away each way (a relay delays every uTP datagram): shoal
+/// measures the round trip from the connection's set-up on, reports it, and sizes its
+/// request queue to cover it; the download completes.
+#[test]
+fn a_far_libtorrent_seed_is_measured_over_utp() {
+    let dir = tempdir();
+    let (src, torrent) = make_single(dir.path(), 1024 * 1024 + 77, "256K");
+    let data = src.join("payload.bin");
+    let _seed = lt_seed_over(LtWire::UtpOnly, &torrent, &src, "127.0.10.11", 18111);
+    let delay = Duration::from_millis(150);
+    let _relay = DelayRelay::start(
+        "127.0.10.12:18112",
+        "127.0.10.11:18111".parse().unwrap(),
+        delay,
+    );
+    let out = dir.path().join("out");
+    let events = shoal_get_with(
+        &torrent,
+        &out,
+        &dir.path().join("state"),
+        "127.0.10.13:18113",
+        &["127.0.10.12:18112"],
+        &["--utp", "only"],
+    );
+    same_files(&data, &out.join("payload.bin"));
+    let rtt = round_trips(&events)[0];
+    assert!((300.0..600.0).contains(&rtt), "{rtt} ms: {events:?}");
 }

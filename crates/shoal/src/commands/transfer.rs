@@ -1159,6 +1159,7 @@ pub async fn show_progress(
                 addr,
                 client,
                 transport,
+                round_trip,
             } => {
                 if json {
                     emit(json!({
@@ -1166,6 +1167,7 @@ pub async fn show_progress(
                         "addr": addr.to_string(),
                         "client": client,
                         "transport": transport.as_str(),
+                        "rtt_ms": round_trip.map(|rtt| rtt.as_secs_f64() * 1000.0),
                     }));
                 }
             }

@@ -17,6 +17,9 @@ pub use tracker::*;
 mod netns;
 #[allow(unused_imports)] // the tests on loopback alone
 pub use netns::*;
+mod relay;
+#[allow(unused_imports)] // the tests with no far peer
+pub use relay::*;
 
 /// The shoal binary under test.
 pub fn shoal() -> Command {

@@ -61,11 +61,11 @@
 //! itself (a bloated router buffer that our own blocks fill) would only grow it.
 //!
 //! Simulator, links of 300 ms one way on average (seeds 1–3): a lone leecher 1.12 of the
-//! bound on average (1.16 before; 600 ms one way 1.48, 1.65 before), from six seeds 1.20 (1.28), one 4 MiB/s seed and six
-//! leechers 1.66 (1.75), 200 peers in a flash crowd (seeds 1–8) 1.278 (1.302); 1.5 round
-//! trips did as well for the few and 1.301 for the crowd, whose uploaders' queues are
-//! then deeper. With 40 ms links (the 1000-peer crowd) nothing changes: 1.25 round trips
-//! is under the window.
+//! bound on average (1.16 before; 600 ms one way 1.48, 1.65 before), from six seeds 1.20
+//! (1.28), one 4 MiB/s seed and six leechers 1.66 (1.75), 200 peers in a flash crowd
+//! (seeds 1–8) 1.278 (1.302); 1.5 round trips did as well for the few and 1.301 for the
+//! crowd, whose uploaders' queues are then deeper. With 40 ms links (the 1000-peer
+//! crowd) nothing changes: 1.25 round trips is under the window.
 
 use std::time::{Duration, Instant};
 
@@ -334,7 +334,7 @@ mod tests {
 
     /// A peer 800 ms away whose rate follows the depth, `depth / round trip`: without the
     /// round trip the queue covers 0.5 s and the rate decays to nothing; with it the queue
-    /// covers 1.2 s and the rate grows until the peer's upload caps it. Being crowded
+    /// covers 1 s and the rate grows until the peer's upload caps it. Being crowded
     /// (probing off) does not take the floor away.
     #[test]
     fn the_queue_covers_the_round_trip_even_in_a_crowd() {

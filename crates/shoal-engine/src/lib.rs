@@ -33,9 +33,9 @@ pub use encryption::Encryption;
 pub use ip_filter::{IpFilter, IpFilterError};
 pub use rate::RateLimit;
 pub use seeding::SeedLimit;
-pub use stats::Stats;
+pub use stats::{PeerInfo, Stats};
 pub use stream::{Dialer, PeerStream, Transport, UtpMode};
-pub use torrent::{run, EngineEvent, Outcome, TorrentConfig};
+pub use torrent::{run, EngineEvent, Outcome, TorrentConfig, PEER_LIST_INTERVAL};
 
 /// Peers found while a torrent runs, a batch at a time.
 pub type PeerFeed = tokio::sync::mpsc::UnboundedReceiver<Found>;

@@ -45,7 +45,7 @@ use crate::round_trip::RoundTrip;
 use crate::stream::{Dialer, Kind, PeerStream};
 use crate::web_seed::{FetchContext, WebSeeds};
 use crate::{Found, IpFilter, PeerFeed, PeerSource};
-use crate::{RateLimit, SeedLimit, Stats};
+use crate::{PeerInfo, RateLimit, SeedLimit, Stats};
 
 /// How a torrent is to be run.
 #[derive(Debug)]
@@ -143,6 +143,8 @@ pub enum EngineEvent {
         addr: SocketAddr,
     },
     Stats(Stats),
+    /// The connected peers, every [`PEER_LIST_INTERVAL`].
+    Peers(Vec<PeerInfo>),
     /// Every piece is verified (every piece of the selected files, with
     /// [`TorrentConfig::selected_files`]); `wasted` as in [`Stats::wasted`]. `seed`: every
     /// piece of the torrent is here, so we are a seed.
@@ -347,6 +349,7 @@ pub async fn run(
         selected_bytes,
         seeding_since: None,
         last_resume_save: now,
+        last_peer_list: now,
         io: EngineIo {
             config,
             disk,
@@ -571,6 +574,7 @@ struct Actor {
     /// When the download completed (or the torrent started complete).
     seeding_since: Option<Instant>,
     last_resume_save: Instant,
+    last_peer_list: Instant,
 }
 
 /// The torrent's outside as [`TorrentCore`] sees it: files and the disk thread, the
@@ -646,6 +650,9 @@ const MIN_BACKLOG: usize = 256 * 1024;
 const MAX_BACKLOG: usize = 4 * 1024 * 1024;
 const BACKLOG_TIME: f64 = 0.5;
 const RESUME_SAVE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How often the user interface gets the peer list ([`EngineEvent::Peers`]).
+pub const PEER_LIST_INTERVAL: Duration = Duration::from_secs(5);
 /// Under an upload limit, the actor serves another block while less than this much of
 /// the limit's time is queued for the writers, all connections together (at least a
 /// block): little enough that each block goes to whoever the core chooses when the
@@ -1370,6 +1377,10 @@ impl Actor {
         self.send_pex(now);
         if metered {
             self.report_stats();
+            if now.duration_since(self.last_peer_list) >= PEER_LIST_INTERVAL {
+                self.report_peers(now);
+                self.last_peer_list = now;
+            }
         }
         if now.duration_since(self.last_resume_save) >= RESUME_SAVE_INTERVAL {
             self.save_resume();
@@ -1437,6 +1448,39 @@ impl Actor {
             available_pieces: available.count_ones(),
             wasted: self.wasted(),
         }));
+    }
+
+    fn report_peers(&self, now: Instant) {
+        let pieces = self.io.config.metainfo.info.piece_count().max(1) as f64;
+        let peers = self.core.peers().values().filter(|p| p.link.connected);
+        let list = peers
+            .map(|peer| {
+                let link = &peer.link;
+                let state = link.session.state();
+                PeerInfo {
+                    addr: peer.addr,
+                    client: state
+                        .peer_id
+                        .as_ref()
+                        .map_or_else(String::new, |id| client_name(&id.0)),
+                    transport: peer.transport,
+                    incoming: !peer.dialled,
+                    encrypted: peer.encrypted,
+                    round_trip: peer.round_trip.shortest(),
+                    download_rate: link.downloaded.rate(),
+                    upload_rate: link.uploaded.rate(),
+                    downloaded: link.downloaded.total,
+                    uploaded: link.uploaded.total,
+                    progress: link.counted.count_ones() as f64 / pieces,
+                    choking_us: state.peer_choking,
+                    choked: state.am_choking,
+                    interested: state.am_interested,
+                    peer_interested: state.peer_interested,
+                    snubbed: link.is_snubbed(now),
+                }
+            })
+            .collect();
+        let _ = self.io.events.send(EngineEvent::Peers(list));
     }
 
     /// Bytes downloaded for nothing: duplicates and pieces that failed the hash check.

@@ -32,6 +32,54 @@ fn libtorrent_seeds_shoal_downloads() {
     assert_eq!(client["addr"], "127.0.0.11:17011");
 }
 
+/// Every 5 s `--json` lists the connected peers: a libtorrent seed that sends, held to
+/// 512 KiB/s by our download limit so the list comes before the end, shows as such.
+#[test]
+fn the_peer_list_shows_a_libtorrent_seed() {
+    let dir = tempdir();
+    let (src, torrent) = make_single(dir.path(), 4 * 1024 * 1024 + 3, "256K");
+    let _seed = lt_seed(&torrent, &src, "127.0.0.13", 17013);
+    let out = dir.path().join("out");
+    let events = shoal_get_with(
+        &torrent,
+        &out,
+        &dir.path().join("state"),
+        "127.0.0.14:17014",
+        &["127.0.0.13:17013"],
+        &["--max-down", "512K"],
+    );
+    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+    let lists = events_named(&events, "peer_list");
+    let list = lists
+        .first()
+        .unwrap_or_else(|| panic!("no peer_list: {events:?}"));
+    let peers = list["peers"].as_array().expect("an array");
+    assert_eq!(peers.len(), 1, "{list}");
+    let seed = &peers[0];
+    assert_eq!(seed["addr"], "127.0.0.13:17013", "{seed}");
+    assert!(
+        seed["client"].as_str().unwrap().starts_with("LT "),
+        "{seed}"
+    );
+    assert_eq!(seed["transport"], "tcp", "{seed}");
+    assert_eq!(seed["incoming"], false, "{seed}");
+    assert_eq!(seed["progress"], 1.0, "{seed}");
+    assert_eq!(seed["choking_us"], false, "{seed}");
+    assert_eq!(seed["interested"], true, "{seed}");
+    assert_eq!(
+        seed["peer_interested"], false,
+        "a seed wants nothing: {seed}"
+    );
+    assert_eq!(seed["snubbed"], false, "{seed}");
+    let rate = seed["download_rate"].as_u64().unwrap();
+    assert!(
+        rate > 100_000 && rate < 800_000,
+        "about the 512 KiB/s limit: {seed}"
+    );
+    assert!(seed["downloaded"].as_u64().unwrap() > 1024 * 1024, "{seed}");
+    assert!(seed["rtt_ms"].as_f64().unwrap() < 100.0, "{seed}");
+}
+
 #[test]
 fn shoal_seeds_libtorrent_downloads() {
     let dir = tempdir();

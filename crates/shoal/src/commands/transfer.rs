@@ -15,8 +15,8 @@ use shoal_bencode::Value;
 use shoal_core::{InfoHash, Magnet, Metainfo, PeerId};
 use shoal_engine::metadata::{fetch_metadata, Fetched, MetadataFetch, MetadataFetchError};
 use shoal_engine::{
-    Dialer, Encryption, EngineEvent, Found, IpFilter, Outcome, PeerFeed, SeedLimit, TorrentConfig,
-    UtpMode,
+    Dialer, Encryption, EngineEvent, Found, IpFilter, Outcome, PeerFeed, PeerInfo, SeedLimit,
+    TorrentConfig, UtpMode,
 };
 use shoal_portmap::driver::{Method, PortMapper};
 use shoal_portmap::Protocol;
@@ -1215,6 +1215,12 @@ pub async fn show_progress(
                     );
                 }
             }
+            EngineEvent::Peers(peers) => {
+                if json {
+                    let peers: Vec<_> = peers.iter().map(peer_json).collect();
+                    emit(json!({"event": "peer_list", "peers": peers}));
+                }
+            }
             EngineEvent::WebSeedFailed {
                 url,
                 reason,
@@ -1285,6 +1291,29 @@ pub async fn show_progress(
 }
 
 /// ", 1.2 MiB wasted" when something was (duplicates, pieces that failed their check).
+/// One entry of the `peer_list` event: rates and totals in bytes (per second), as in
+/// `stats`.
+fn peer_json(peer: &PeerInfo) -> serde_json::Value {
+    json!({
+        "addr": peer.addr.to_string(),
+        "client": peer.client,
+        "transport": peer.transport.as_str(),
+        "incoming": peer.incoming,
+        "encrypted": peer.encrypted,
+        "rtt_ms": peer.round_trip.map(|rtt| rtt.as_secs_f64() * 1000.0),
+        "download_rate": peer.download_rate as u64,
+        "upload_rate": peer.upload_rate as u64,
+        "downloaded": peer.downloaded,
+        "uploaded": peer.uploaded,
+        "progress": peer.progress,
+        "choking_us": peer.choking_us,
+        "choked": peer.choked,
+        "interested": peer.interested,
+        "peer_interested": peer.peer_interested,
+        "snubbed": peer.snubbed,
+    })
+}
+
 fn wasted_note(wasted: u64) -> String {
     if wasted == 0 {
         String::new()

@@ -337,3 +337,100 @@ fn magnet_links_are_understood_by_libtorrent_and_aria2() {
     assert_eq!(shoal_info(&magnet)["info_hash"], hash.as_str());
     assert_eq!(shoal_info(&magnet)["name"], "m.bin");
 }
+
+/// `shoal verify` on another client's torrents: the folder checks complete against
+/// mktorrent's v1 torrent and libtorrent's v2 one (exit 0), then, with one byte changed,
+/// a file cut short and one removed, each file's status is as its pieces say (exit 3).
+/// In v1 a piece can span two files: the bad byte fails its neighbour's tail too.
+#[test]
+fn verify_checks_data_against_mktorrent_and_libtorrent_torrents() {
+    let dir = tempdir();
+    let root = dir.path().join("Verify Me");
+    make_folder(&root);
+    let v1 = dir.path().join("mk.torrent");
+    mktorrent(&root, 18, &v1);
+    let v2 = dir.path().join("lt-v2.torrent");
+    python(
+        LT_CREATE_V2,
+        &[path_str(&root), "262144", path_str(&v2), "v2"],
+    );
+    let verify = |torrent: &Path| {
+        let out = shoal()
+            .args(["verify", path_str(torrent), path_str(dir.path()), "--json"])
+            .output()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        let status = |name: &str| {
+            let files = report["files"].as_array().unwrap();
+            let file = files
+                .iter()
+                .find(|f| f["path"] == format!("Verify Me/{name}"));
+            file.unwrap_or_else(|| panic!("{name}: {report}"))["status"].clone()
+        };
+        let statuses: Vec<_> = [
+            "B.txt",
+            "a-c",
+            "a/Nested/deep/x.bin",
+            "a/b.dat",
+            "a/empty",
+            "zz",
+        ]
+        .map(status)
+        .to_vec();
+        (out.status.code(), report, statuses)
+    };
+    for torrent in [&v1, &v2] {
+        let (code, report, statuses) = verify(torrent);
+        assert_eq!(code, Some(0), "{report}");
+        assert_eq!(report["complete"], true);
+        assert!(statuses.iter().all(|s| s == "complete"), "{report}");
+    }
+
+    // One byte in the middle of a/b.dat: v1's piece 24 holds x.bin's last 994 bytes
+    // and b.dat's first 261 150.
+    let bad = root.join("a/b.dat");
+    let mut bytes = std::fs::read(&bad).unwrap();
+    bytes[150_000] ^= 0xff;
+    std::fs::write(&bad, bytes).unwrap();
+    let (code, report, statuses) = verify(&v1);
+    assert_eq!(code, Some(3), "{report}");
+    assert_eq!(report["complete"], false);
+    let expected = [
+        "complete",
+        "complete",
+        "incomplete",
+        "incomplete",
+        "complete",
+        "complete",
+    ];
+    assert_eq!(statuses, expected, "{report}");
+    let b = &report["files"].as_array().unwrap()[3];
+    assert_eq!(b["verified_bytes"], 300_000 - 261_150, "{report}");
+
+    // Then B.txt one byte short and zz gone; v2 hashes each file apart.
+    let short = root.join("B.txt");
+    let len = std::fs::metadata(&short).unwrap().len();
+    std::fs::File::options()
+        .write(true)
+        .open(&short)
+        .unwrap()
+        .set_len(len - 1)
+        .unwrap();
+    std::fs::remove_file(root.join("zz")).unwrap();
+    let (code, report, statuses) = verify(&v2);
+    assert_eq!(code, Some(3), "{report}");
+    let expected = [
+        "wrong_size",
+        "complete",
+        "complete",
+        "incomplete",
+        "complete",
+        "missing",
+    ];
+    assert_eq!(statuses, expected, "{report}");
+    assert_eq!(
+        report["files"].as_array().unwrap()[5]["on_disk"],
+        serde_json::Value::Null
+    );
+}

@@ -1,16 +1,13 @@
 //! `shoal create`: hash a file or folder and write a `.torrent` and a magnet link.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use shoal_core::{Metainfo, TorrentBuilder, TorrentFormat};
 use shoal_storage::{CreateOptions, Scanned};
 
-use super::print;
+use super::{hashing, print};
 use shoal_core::units::{format_size, parse_size};
 
 /// Create a .torrent file (and a magnet link) from a file or a folder.
@@ -117,42 +114,10 @@ pub fn hash_with_progress(
     scanned: &Scanned,
     options: &CreateOptions,
 ) -> Result<(TorrentBuilder, Duration)> {
-    let progress = AtomicU64::new(0);
-    let bar = if std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new(scanned.total_length);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "hashing {bar:40.cyan/blue} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
     let started = Instant::now();
-    // The result comes through a channel so it is picked up the moment hashing ends;
-    // waiting in between is only a pause for redrawing the bar.
-    let result = std::thread::scope(|scope| {
-        let (done_tx, done) = std::sync::mpsc::channel();
-        let progress = &progress;
-        scope.spawn(move || {
-            let _ = done_tx.send(shoal_storage::create(scanned, options, progress));
-        });
-        loop {
-            match done.recv_timeout(Duration::from_millis(50)) {
-                Ok(result) => break result,
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                    bar.set_position(progress.load(Ordering::Relaxed))
-                }
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                    panic!("the hashing thread ended without a result")
-                }
-            }
-        }
+    let result = hashing(scanned.total_length, |progress| {
+        shoal_storage::create(scanned, options, progress)
     });
-    bar.finish_and_clear();
     Ok((result?, started.elapsed()))
 }
 

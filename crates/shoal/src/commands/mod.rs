@@ -14,8 +14,13 @@ pub mod search;
 pub mod select;
 pub mod tracker;
 pub mod transfer;
+pub mod verify;
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
 
 /// Writes text to standard output; a closed pipe (`shoal info x | head -1`) is not an
 /// error worth reporting.
@@ -35,4 +40,45 @@ pub fn print(text: &str) -> anyhow::Result<()> {
 /// nowhere better to be reported.
 pub fn line(text: impl std::fmt::Display) {
     let _ = print(&format!("{text}\n"));
+}
+
+/// Runs `work`, which hashes `total` bytes and counts them in the counter it is given, on
+/// its own thread, with a progress bar on standard error when that is a terminal.
+pub fn hashing<T: Send>(total: u64, work: impl FnOnce(&AtomicU64) -> T + Send) -> T {
+    let progress = AtomicU64::new(0);
+    let bar = if io::stderr().is_terminal() {
+        let bar = ProgressBar::new(total);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "hashing {bar:40.cyan/blue} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    // The result comes through a channel so it is picked up the moment hashing ends;
+    // waiting in between is only a pause for redrawing the bar.
+    let result = std::thread::scope(|scope| {
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let progress = &progress;
+        scope.spawn(move || {
+            let _ = done_tx.send(work(progress));
+        });
+        loop {
+            match done.recv_timeout(Duration::from_millis(50)) {
+                Ok(result) => break result,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    bar.set_position(progress.load(Ordering::Relaxed))
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    panic!("the hashing thread ended without a result")
+                }
+            }
+        }
+    });
+    bar.finish_and_clear();
+    result
 }

@@ -177,6 +177,7 @@ async fn announce(source: &Source, txid: u32, torrent: u32, port: u16, event: Ev
             key: txid,
             numwant: Some(50),
             port,
+            url_data: Vec::new(),
         },
     }
     .encode(&mut packet);

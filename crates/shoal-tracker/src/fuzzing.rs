@@ -57,7 +57,7 @@ pub fn udp_packet(data: &[u8]) {
         assert!(out.len() <= MAX_PACKET);
     }
 
-    let mut client = UdpTracker::new(UdpConfig::default(), false);
+    let mut client = UdpTracker::new(UdpConfig::default(), false, "/announce");
     let request = AnnounceRequest {
         info_hash: InfoHash([1; 20]),
         peer_id: PeerId([2; 20]),

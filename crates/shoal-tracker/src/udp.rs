@@ -52,6 +52,41 @@ pub struct UdpAnnounce {
     /// `None` for the default (-1).
     pub numwant: Option<u32>,
     pub port: u16,
+    /// BEP 41: the tracker URL's path and query (`/announce?passkey=…`), which an HTTP
+    /// tracker would see in its request line; empty for none. Sent as `URLData` options
+    /// after the announce's 98 bytes, 255 bytes an option.
+    pub url_data: Vec<u8>,
+}
+
+/// BEP 41 option types: the end of the options, padding, and a piece of the request
+/// string. Every other type is followed by a length byte.
+const END_OF_OPTIONS: u8 = 0;
+const NOP: u8 = 1;
+const URL_DATA: u8 = 2;
+
+/// Reads the options after an announce (BEP 41), keeping the URL data; an option that
+/// runs past the packet ends them.
+fn url_data(mut options: &[u8]) -> Vec<u8> {
+    let mut data = Vec::new();
+    while let Some((&kind, rest)) = options.split_first() {
+        match kind {
+            END_OF_OPTIONS => break,
+            NOP => options = rest,
+            _ => {
+                let Some((&len, rest)) = rest.split_first() else {
+                    break;
+                };
+                let Some((value, rest)) = rest.split_at_checked(usize::from(len)) else {
+                    break;
+                };
+                if kind == URL_DATA {
+                    data.extend_from_slice(value);
+                }
+                options = rest;
+            }
+        }
+    }
+    data
 }
 
 /// A response, as the client receives it.
@@ -153,6 +188,7 @@ impl Request {
                 let key = r.u32();
                 let numwant = r.u32();
                 let port = r.u16();
+                let url_data = url_data(r.0);
                 Ok(Request::Announce {
                     connection,
                     transaction,
@@ -171,6 +207,7 @@ impl Request {
                         // -1 (and any absurd value) means "tracker's default".
                         numwant: i32::try_from(numwant).ok().map(|n| n as u32),
                         port,
+                        url_data,
                     },
                 })
             }
@@ -216,6 +253,10 @@ impl Request {
                 let numwant = a.numwant.map_or(-1, |n| n.min(i32::MAX as u32) as i32);
                 out.extend_from_slice(&numwant.to_be_bytes());
                 out.extend_from_slice(&a.port.to_be_bytes());
+                for chunk in a.url_data.chunks(usize::from(u8::MAX)) {
+                    out.extend_from_slice(&[URL_DATA, chunk.len() as u8]);
+                    out.extend_from_slice(chunk);
+                }
             }
             Request::Scrape {
                 connection,
@@ -370,6 +411,7 @@ mod tests {
                 key: 99,
                 numwant: None,
                 port: 6881,
+                url_data: Vec::new(),
             },
         }
     }
@@ -393,6 +435,43 @@ mod tests {
         announce().encode(&mut out);
         assert_eq!(out.len(), 98);
         assert_eq!(&out[92..96], &[0xff; 4], "numwant -1");
+    }
+
+    /// BEP 41: the request string goes in URLData options of at most 255 bytes and comes
+    /// back whole; NOPs, unknown options and the end marker are read past or stop it.
+    #[test]
+    fn url_data_rides_in_options() {
+        let long = format!("/announce?passkey={}", "k".repeat(300));
+        for path in ["/announce", long.as_str()] {
+            let mut req = announce();
+            let Request::Announce { announce, .. } = &mut req else {
+                unreachable!()
+            };
+            announce.url_data = path.as_bytes().to_vec();
+            let mut out = Vec::new();
+            req.encode(&mut out);
+            assert_eq!(out[98], URL_DATA);
+            assert_eq!(out.len(), 98 + path.len() + 2 * path.len().div_ceil(255));
+            assert_eq!(Request::decode(&out).unwrap(), req);
+        }
+        let mut out = Vec::new();
+        announce().encode(&mut out);
+        // NOP, "/a", an unknown option 9 of 3 bytes, "b", the end, then ignored bytes.
+        out.extend_from_slice(&[
+            1, 2, 2, b'/', b'a', 9, 3, 0, 0, 0, 2, 1, b'b', 0, 2, 1, b'c',
+        ]);
+        let Request::Announce { announce, .. } = Request::decode(&out).unwrap() else {
+            panic!("an announce")
+        };
+        assert_eq!(announce.url_data, b"/ab");
+        // An option longer than the packet ends the options.
+        let mut out = Vec::new();
+        self::announce().encode(&mut out);
+        out.extend_from_slice(&[2, 1, b'/', 2, 200, b'x']);
+        let Request::Announce { announce, .. } = Request::decode(&out).unwrap() else {
+            panic!("an announce")
+        };
+        assert_eq!(announce.url_data, b"/");
     }
 
     #[test]

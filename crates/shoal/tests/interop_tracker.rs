@@ -211,7 +211,8 @@ fn http_tracker_libtorrent_seed_shoal_and_aria2_leech() {
 fn udp_tracker_shoal_seed_libtorrent_and_aria2_leech() {
     let dir = tempdir();
     let tracker = "127.0.1.30:18030";
-    let url = format!("udp://{tracker}");
+    // With a path, which libtorrent, aria2 and shoal send in BEP 41 options.
+    let url = format!("udp://{tracker}/announce");
     let (src, torrent, hash) = make_torrent(dir.path(), 2 * 1024 * 1024 + 333, &[&[&url]]);
     let _tracker = shoal_tracker(tracker, &[]);
     let _seed = shoal_seed(
@@ -425,7 +426,8 @@ fn shoal_get_through_opentracker_past_dead_trackers() {
     let (src2, torrent2, hash2) = make_torrent(
         &dir.path().join("udp"),
         1024 * 1024 + 3,
-        &[&[dead_udp], &["udp://127.0.1.60:18060"]],
+        // With a path: shoal sends it in BEP 41 options, which opentracker reads past.
+        &[&[dead_udp], &["udp://127.0.1.60:18060/announce"]],
     );
     drop(_tracker);
     let _tracker = opentracker(&dir.path().join("udp"), "127.0.1.60", 18060, hash2);
@@ -466,7 +468,7 @@ fn shoal_get_through_opentracker_past_dead_trackers() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     let of = |url: &str| lines.iter().find(|l| l["tracker"] == url).unwrap().clone();
-    let live = of("udp://127.0.1.60:18060");
+    let live = of("udp://127.0.1.60:18060/announce");
     assert_eq!(
         (&live["seeders"], &live["leechers"], &live["downloaded"]),
         (&1.into(), &0.into(), &1.into()),

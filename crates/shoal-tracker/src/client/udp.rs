@@ -72,6 +72,8 @@ pub struct UdpTracker {
     config: UdpConfig,
     /// Peers in announce replies are 18 bytes when the tracker is reached over IPv6.
     ipv6: bool,
+    /// The tracker URL's path and query, sent with each announce (BEP 41).
+    url_data: Vec<u8>,
     connection: Option<(u64, Instant)>,
     pending: Option<Pending>,
     transmit: Option<Vec<u8>>,
@@ -79,10 +81,17 @@ pub struct UdpTracker {
 }
 
 impl UdpTracker {
-    pub fn new(config: UdpConfig, ipv6: bool) -> Self {
+    /// `path` is the tracker URL's path and query (`/announce?passkey=…`), which its
+    /// announces carry as BEP 41 URL data, as libtorrent's do; nothing for `/` alone.
+    pub fn new(config: UdpConfig, ipv6: bool, path: &str) -> Self {
+        let url_data = match path {
+            "" | "/" => Vec::new(),
+            path => path.as_bytes().to_vec(),
+        };
         UdpTracker {
             config,
             ipv6,
+            url_data,
             connection: None,
             pending: None,
             transmit: None,
@@ -126,6 +135,7 @@ impl UdpTracker {
                     key: a.key,
                     numwant: a.numwant,
                     port: a.port,
+                    url_data: self.url_data.clone(),
                 },
             },
             (Stage::Requesting(id), UdpOperation::Scrape(hashes)) => Request::Scrape {
@@ -263,11 +273,48 @@ mod tests {
         t.handle_datagram(now, &out, rng);
     }
 
+    /// The URL's path and query ride with each announce (BEP 41), as libtorrent sends
+    /// them; a URL without a path sends the plain 98 bytes.
+    #[test]
+    fn announces_carry_the_urls_path() {
+        let mut rng = StdRng::seed_from_u64(2);
+        let now = Instant::now();
+        for (path, want) in [
+            ("/announce?passkey=abc", &b"/announce?passkey=abc"[..]),
+            ("/", b""),
+        ] {
+            let mut t = UdpTracker::new(UdpConfig::default(), false, path);
+            t.start(now, UdpOperation::Announce(request()), &mut rng);
+            let Request::Connect { transaction } = sent(&mut t) else {
+                panic!()
+            };
+            let connection = 5;
+            reply(
+                &mut t,
+                now,
+                Response::Connect {
+                    transaction,
+                    connection,
+                },
+                &mut rng,
+            );
+            let packet = t.poll_transmit().expect("the announce");
+            assert_eq!(
+                packet.len(),
+                98 + want.len() + if want.is_empty() { 0 } else { 2 }
+            );
+            let Request::Announce { announce, .. } = Request::decode(&packet).unwrap() else {
+                panic!()
+            };
+            assert_eq!(announce.url_data, want);
+        }
+    }
+
     #[test]
     fn connect_then_announce_then_reuse_id() {
         let mut rng = StdRng::seed_from_u64(1);
         let now = Instant::now();
-        let mut t = UdpTracker::new(UdpConfig::default(), false);
+        let mut t = UdpTracker::new(UdpConfig::default(), false, "/");
         t.start(now, UdpOperation::Announce(request()), &mut rng);
         let Request::Connect { transaction } = sent(&mut t) else {
             panic!()
@@ -349,7 +396,7 @@ mod tests {
             base_timeout: Duration::from_millis(100),
             max_retransmits: 2,
         };
-        let mut t = UdpTracker::new(config, false);
+        let mut t = UdpTracker::new(config, false, "/");
         t.start(now, UdpOperation::Announce(request()), &mut rng);
         let first = sent(&mut t);
         assert_eq!(t.poll_timeout(), Some(now + Duration::from_millis(100)));
@@ -376,7 +423,7 @@ mod tests {
             max_retransmits: 3,
             ..Default::default()
         };
-        let mut t = UdpTracker::new(config, false);
+        let mut t = UdpTracker::new(config, false, "/");
         t.start(now, UdpOperation::Announce(request()), &mut rng);
         let Request::Connect { transaction } = sent(&mut t) else {
             panic!()
@@ -419,7 +466,7 @@ mod tests {
     fn garbage_is_ignored() {
         let mut rng = StdRng::seed_from_u64(4);
         let now = Instant::now();
-        let mut t = UdpTracker::new(UdpConfig::default(), false);
+        let mut t = UdpTracker::new(UdpConfig::default(), false, "/");
         t.start(now, UdpOperation::Announce(request()), &mut rng);
         let _ = sent(&mut t);
         for junk in [&b""[..], b"\0\0\0\0", &[0xff; 100]] {

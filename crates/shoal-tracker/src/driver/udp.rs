@@ -41,7 +41,7 @@ impl UdpEndpoint {
         socket.connect(addr).await.map_err(io)?;
         Ok(UdpEndpoint {
             socket,
-            tracker: UdpTracker::new(config, addr.is_ipv6()),
+            tracker: UdpTracker::new(config, addr.is_ipv6(), &url.path),
             rng: StdRng::from_entropy(),
         })
     }

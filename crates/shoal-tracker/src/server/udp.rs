@@ -146,6 +146,8 @@ mod tests {
                 key: 0,
                 numwant: None,
                 port,
+                // BEP 41 options after the 98 bytes, as libtorrent sends them.
+                url_data: b"/announce".to_vec(),
             },
         }
     }

@@ -208,7 +208,8 @@ pub async fn run(
             }),
             info.piece_length,
         )
-        .hashing(Hashing::of(info)),
+        .hashing(Hashing::of(info))
+        .attributes_of(info),
         _ => FileLayout::for_torrent(info, &config.download_dir),
     };
     let resume_path = resume::resume_path(&config.state_dir, &config.metainfo.info_hash);

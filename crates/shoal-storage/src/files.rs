@@ -209,13 +209,15 @@ impl TorrentFiles {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| StorageError::io(parent, e))?;
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| StorageError::io(path, e))?;
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        // A new file's permissions, less the umask: executable where the torrent says.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(
+            &mut options,
+            if info.executable { 0o777 } else { 0o666 },
+        );
+        let file = options.open(path).map_err(|e| StorageError::io(path, e))?;
         let len = file
             .metadata()
             .map_err(|e| StorageError::io(path, e))?

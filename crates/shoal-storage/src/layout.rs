@@ -15,6 +15,8 @@ pub struct LayoutFile {
     pub offset: u64,
     /// A BEP 47 padding file: reads as zeros and is never created on disk.
     pub padding: bool,
+    /// BEP 47 `x`: created executable (as its creator's file was), as libtorrent does.
+    pub executable: bool,
 }
 
 /// A contiguous range of one file.
@@ -68,6 +70,7 @@ impl FileLayout {
                     length,
                     offset,
                     padding,
+                    executable: false,
                 };
                 offset += length;
                 file
@@ -93,7 +96,16 @@ impl FileLayout {
             }),
             info.piece_length,
         );
-        layout.hashing(Hashing::of(info))
+        layout.hashing(Hashing::of(info)).attributes_of(info)
+    }
+
+    /// The same layout with the executable flags (BEP 47 `x`) of `info`'s files, which
+    /// it must list in the same order.
+    pub fn attributes_of(mut self, info: &Info) -> Self {
+        for (file, entry) in self.files.iter_mut().zip(&info.files) {
+            file.executable = entry.attr.executable;
+        }
+        self
     }
 
     /// The same layout, its pieces hashed as `hashing` says.

@@ -80,6 +80,50 @@ fn the_peer_list_shows_a_libtorrent_seed() {
     assert!(seed["rtt_ms"].as_f64().unwrap() < 100.0, "{seed}");
 }
 
+/// libtorrent records an executable file's mode in its torrent (BEP 47 `attr: x`);
+/// shoal creates that file executable, and the others not.
+#[test]
+fn executable_files_from_a_libtorrent_torrent_stay_executable() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempdir();
+    let src = dir.path().join("src");
+    random_file(&src.join("pkg/data.bin"), 300_000, 7);
+    let script = src.join("pkg/run.sh");
+    std::fs::write(&script, "#!/bin/sh\necho hello\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let torrent = dir.path().join("pkg.torrent");
+    python(
+        r#"
+import libtorrent as lt, sys
+fs = lt.file_storage()
+lt.add_files(fs, sys.argv[1] + "/pkg")
+t = lt.create_torrent(fs, 262144, flags=lt.create_torrent.v1_only)
+lt.set_piece_hashes(t, sys.argv[1])
+open(sys.argv[2], "wb").write(lt.bencode(t.generate()))
+"#,
+        &[path_str(&src), path_str(&torrent)],
+    );
+    let info = shoal_info(path_str(&torrent));
+    assert_eq!(info["files"][1]["executable"], true, "{info}");
+    let _seed = lt_seed(&torrent, &src, "127.0.0.15", 17015);
+    let out = dir.path().join("out");
+    shoal_get(
+        &torrent,
+        &out,
+        &dir.path().join("state"),
+        "127.0.0.16:17016",
+        &["127.0.0.15:17015"],
+    );
+    same_files(&script, &out.join("pkg/run.sh"));
+    let mode = |name: &str| {
+        let meta = std::fs::metadata(out.join("pkg").join(name)).unwrap();
+        meta.permissions().mode()
+    };
+    assert_eq!(mode("run.sh") & 0o100, 0o100, "{:o}", mode("run.sh"));
+    assert_eq!(mode("data.bin") & 0o111, 0, "{:o}", mode("data.bin"));
+}
+
 #[test]
 fn shoal_seeds_libtorrent_downloads() {
     let dir = tempdir();

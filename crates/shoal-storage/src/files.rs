@@ -12,7 +12,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::{FileLayout, StorageError};
+use crate::{FileLayout, LayoutFile, StorageError};
 
 /// Open handles kept at once (libtorrent's default file pool is 40).
 const OPEN_FILES: usize = 64;
@@ -148,13 +148,41 @@ impl TorrentFiles {
     }
 
     /// Like [`create_all`](Self::create_all), for the files whose indices are in `files`.
+    /// A symbolic link (BEP 47) is made a link.
     pub fn create_files(&self, files: &[usize]) -> Result<(), StorageError> {
         for &index in files {
-            if self.layout.files().get(index).is_some_and(|f| !f.padding) {
-                self.with_file(index, true, |_| Ok(()))?;
+            match self.layout.files().get(index) {
+                Some(file) if file.padding => {}
+                Some(LayoutFile {
+                    path,
+                    symlink: Some(target),
+                    ..
+                }) => self.link(path, target)?,
+                Some(_) => self.with_file(index, true, |_| Ok(()))?,
+                None => {}
             }
         }
         Ok(())
+    }
+
+    /// Makes `path` a symbolic link to `target`, unless it already is one. An empty file
+    /// there (a symlink entry from before links were made) is replaced; anything else is
+    /// left alone, as nothing of a link is verified.
+    fn link(&self, path: &Path, target: &Path) -> Result<(), StorageError> {
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_symlink() => return Ok(()),
+            Ok(meta) if meta.is_file() && meta.len() == 0 => {
+                std::fs::remove_file(path).map_err(|e| StorageError::io(path, e))?
+            }
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StorageError::io(path, e)),
+        }
+        self.check_no_symlinks(path)?;
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| StorageError::io(parent, e))?;
+        }
+        std::os::unix::fs::symlink(target, path).map_err(|e| StorageError::io(path, e))
     }
 
     fn with_file<T>(

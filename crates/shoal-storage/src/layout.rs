@@ -17,6 +17,10 @@ pub struct LayoutFile {
     pub padding: bool,
     /// BEP 47 `x`: created executable (as its creator's file was), as libtorrent does.
     pub executable: bool,
+    /// BEP 47 `l`: a symbolic link to this target, relative to the link's folder and
+    /// inside the torrent's (the metainfo drops `..` from the target). Only for an empty
+    /// file of a multi-file torrent: a link that claimed bytes could not hold them.
+    pub symlink: Option<PathBuf>,
 }
 
 /// A contiguous range of one file.
@@ -71,6 +75,7 @@ impl FileLayout {
                     offset,
                     padding,
                     executable: false,
+                    symlink: None,
                 };
                 offset += length;
                 file
@@ -99,11 +104,21 @@ impl FileLayout {
         layout.hashing(Hashing::of(info)).attributes_of(info)
     }
 
-    /// The same layout with the executable flags (BEP 47 `x`) of `info`'s files, which
-    /// it must list in the same order.
+    /// The same layout with the attributes (BEP 47) of `info`'s files, which it must
+    /// list in the same order: executable flags, and symbolic links.
     pub fn attributes_of(mut self, info: &Info) -> Self {
         for (file, entry) in self.files.iter_mut().zip(&info.files) {
             file.executable = entry.attr.executable;
+            file.symlink = match &entry.symlink_target {
+                Some(target) if info.multi_file && entry.length == 0 => {
+                    // The target is relative to the torrent's root, `path[0]`: climb from
+                    // the link's folder up to it.
+                    let depth = entry.path.len().saturating_sub(2);
+                    let up = std::iter::repeat_n("..", depth).map(String::from);
+                    Some(up.chain(target.iter().cloned()).collect())
+                }
+                _ => None,
+            };
         }
         self
     }

@@ -18,13 +18,18 @@ use shoal_core::{compact, Bitfield, InfoHash};
 
 use crate::{FileLayout, StorageError, TorrentFiles};
 
-/// Size and modification time (ns) of each file, or `None` when it does not exist.
+/// Size and modification time (ns) of each file, or `None` when it does not exist; of
+/// a symbolic link (BEP 47) itself, not of what it points to.
 fn file_stats(layout: &FileLayout) -> Vec<Option<(u64, i64)>> {
     layout
         .files()
         .iter()
         .map(|f| {
-            let meta = std::fs::metadata(&f.path).ok()?;
+            let meta = match f.symlink {
+                Some(_) => std::fs::symlink_metadata(&f.path),
+                None => std::fs::metadata(&f.path),
+            };
+            let meta = meta.ok()?;
             let mtime = meta
                 .modified()
                 .ok()?

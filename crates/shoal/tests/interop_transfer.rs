@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -80,32 +81,42 @@ fn the_peer_list_shows_a_libtorrent_seed() {
     assert!(seed["rtt_ms"].as_f64().unwrap() < 100.0, "{seed}");
 }
 
-/// libtorrent records an executable file's mode in its torrent (BEP 47 `attr: x`);
-/// shoal creates that file executable, and the others not.
+/// libtorrent records file attributes in its torrents (BEP 47): an executable file's
+/// mode (`attr: x`) and symbolic links (`attr: l`, `symlink path` from the torrent's
+/// root). shoal creates that file executable and the others not, and makes the links,
+/// pointing where they did, from the root's folder and from a subfolder.
 #[test]
-fn executable_files_from_a_libtorrent_torrent_stay_executable() {
+fn file_attributes_of_a_libtorrent_torrent_are_kept() {
     use std::os::unix::fs::PermissionsExt;
 
     let dir = tempdir();
     let src = dir.path().join("src");
-    random_file(&src.join("pkg/data.bin"), 300_000, 7);
+    random_file(&src.join("pkg/sub/data.bin"), 300_000, 7);
     let script = src.join("pkg/run.sh");
     std::fs::write(&script, "#!/bin/sh\necho hello\n").unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink("sub/data.bin", src.join("pkg/link.bin")).unwrap();
+    std::fs::create_dir_all(src.join("pkg/bin")).unwrap();
+    std::os::unix::fs::symlink("../run.sh", src.join("pkg/bin/run")).unwrap();
     let torrent = dir.path().join("pkg.torrent");
     python(
         r#"
 import libtorrent as lt, sys
 fs = lt.file_storage()
-lt.add_files(fs, sys.argv[1] + "/pkg")
-t = lt.create_torrent(fs, 262144, flags=lt.create_torrent.v1_only)
+lt.add_files(fs, sys.argv[1] + "/pkg", flags=lt.create_torrent.symlinks)
+flags = lt.create_torrent.v1_only | lt.create_torrent.symlinks
+t = lt.create_torrent(fs, 262144, flags=flags)
 lt.set_piece_hashes(t, sys.argv[1])
 open(sys.argv[2], "wb").write(lt.bencode(t.generate()))
 "#,
         &[path_str(&src), path_str(&torrent)],
     );
     let info = shoal_info(path_str(&torrent));
-    assert_eq!(info["files"][1]["executable"], true, "{info}");
+    let files = info["files"].as_array().unwrap();
+    let entry = |path: &str| files.iter().find(|f| f["path"] == path).unwrap().clone();
+    assert_eq!(entry("pkg/run.sh")["executable"], true, "{info}");
+    assert_eq!(entry("pkg/link.bin")["symlink"], "sub/data.bin", "{info}");
+    assert_eq!(entry("pkg/bin/run")["symlink"], "run.sh", "{info}");
     let _seed = lt_seed(&torrent, &src, "127.0.0.15", 17015);
     let out = dir.path().join("out");
     shoal_get(
@@ -121,7 +132,29 @@ open(sys.argv[2], "wb").write(lt.bencode(t.generate()))
         meta.permissions().mode()
     };
     assert_eq!(mode("run.sh") & 0o100, 0o100, "{:o}", mode("run.sh"));
-    assert_eq!(mode("data.bin") & 0o111, 0, "{:o}", mode("data.bin"));
+    assert_eq!(
+        mode("sub/data.bin") & 0o111,
+        0,
+        "{:o}",
+        mode("sub/data.bin")
+    );
+    for (link, target, what) in [
+        ("pkg/link.bin", "sub/data.bin", "pkg/sub/data.bin"),
+        ("pkg/bin/run", "../run.sh", "pkg/run.sh"),
+    ] {
+        let link = out.join(link);
+        assert_eq!(std::fs::read_link(&link).unwrap(), Path::new(target));
+        same_files(&src.join(what), &link);
+    }
+    let (output, _) = run_with_timeout(
+        shoal().args(["verify", path_str(&torrent), path_str(&out)]),
+        Duration::from_secs(30),
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
 }
 
 #[test]

@@ -106,10 +106,14 @@ fn file_reports(metainfo: &Metainfo, layout: &FileLayout, have: &Bitfield) -> Ve
         .enumerate()
         .map(|(i, (entry, file))| {
             let verified_bytes = verified_bytes(file, piece_length, have);
-            let on_disk = std::fs::metadata(&file.path)
-                .ok()
-                .filter(|m| m.is_file())
-                .map(|m| m.len());
+            let on_disk = match file.symlink {
+                // A symbolic link (BEP 47) holds no bytes: there or not.
+                Some(_) => std::fs::symlink_metadata(&file.path).ok().map(|_| 0),
+                None => std::fs::metadata(&file.path)
+                    .ok()
+                    .filter(|m| m.is_file())
+                    .map(|m| m.len()),
+            };
             let status = match on_disk {
                 None => Status::Missing,
                 Some(len) if len != file.length => Status::WrongSize,

@@ -117,6 +117,9 @@ open(sys.argv[2], "wb").write(lt.bencode(t.generate()))
     assert_eq!(entry("pkg/run.sh")["executable"], true, "{info}");
     assert_eq!(entry("pkg/link.bin")["symlink"], "sub/data.bin", "{info}");
     assert_eq!(entry("pkg/bin/run")["symlink"], "run.sh", "{info}");
+    let text = run_ok(shoal().args(["info", path_str(&torrent)]));
+    assert!(text.contains("  pkg/run.sh (executable)\n"), "{text}");
+    assert!(text.contains("  pkg/link.bin -> sub/data.bin\n"), "{text}");
     let _seed = lt_seed(&torrent, &src, "127.0.0.15", 17015);
     let out = dir.path().join("out");
     shoal_get(

@@ -167,8 +167,13 @@ fn torrent_text(m: &Metainfo) -> String {
             .as_ref()
             .map(|t| format!(" -> {}", t.join("/")))
             .unwrap_or_default();
+        let executable = if f.attr.executable && f.symlink_target.is_none() {
+            " (executable)"
+        } else {
+            ""
+        };
         out.push_str(&format!(
-            "  {number:>4}  {:>12}  {}{link}\n",
+            "  {number:>4}  {:>12}  {}{link}{executable}\n",
             f.length,
             f.display_path()
         ));

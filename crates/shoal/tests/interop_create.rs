@@ -386,6 +386,17 @@ fn verify_checks_data_against_mktorrent_and_libtorrent_torrents() {
         assert_eq!(report["complete"], true);
         assert!(statuses.iter().all(|s| s == "complete"), "{report}");
     }
+    // The torrent's own folder instead of the one that holds it: all missing, and a hint.
+    let out = shoal()
+        .args(["verify", path_str(&v1), path_str(&root)])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("give the folder that holds Verify Me"),
+        "{stderr}"
+    );
 
     // One byte in the middle of a/b.dat: v1's piece 24 holds x.bin's last 994 bytes
     // and b.dat's first 261 150.

@@ -85,6 +85,15 @@ pub fn run(args: Args) -> Result<()> {
         shoal_storage::verify(&layout, &metainfo.info, threads, progress)
     });
     let reports = file_reports(&metainfo, &layout, &have);
+    if reports.iter().all(|r| r.status == Status::Missing) {
+        // The usual slip: the torrent's own folder given instead of the one holding it.
+        eprintln!(
+            "shoal: no file of {} is in {}; give the folder that holds {}",
+            metainfo.info.name,
+            args.dir.display(),
+            metainfo.info.name
+        );
+    }
     let complete = have.all();
     let text = if args.json {
         format!("{}\n", report_json(&metainfo, &have, &reports))

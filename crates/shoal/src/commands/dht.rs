@@ -164,7 +164,7 @@ where
 }
 
 fn run_node(args: NodeArgs) -> Result<()> {
-    let bootstrap = super::discovery::resolve(&args.bootstrap);
+    let bootstrap = super::discovery::resolve(&args.bootstrap, "DHT bootstrap");
     let state = args
         .state
         .unwrap_or_else(|| default_state_dir().join("dht.state"));

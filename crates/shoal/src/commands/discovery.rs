@@ -51,14 +51,14 @@ pub struct DiscoveryOptions {
     pub lsd_group: Vec<SocketAddr>,
 }
 
-/// Resolves `HOST:PORT` names; names that do not resolve are reported and skipped,
-/// since one dead router must not stop a download.
-pub fn resolve(names: &[String]) -> Vec<SocketAddr> {
+/// Resolves `HOST:PORT` names (`what` they are, for the warning); names that do not
+/// resolve are reported and skipped, since one dead router must not stop a download.
+pub fn resolve(names: &[String], what: &str) -> Vec<SocketAddr> {
     let mut out = Vec::new();
     for name in names {
         match name.to_socket_addrs() {
             Ok(addrs) => out.extend(addrs),
-            Err(e) => eprintln!("shoal: warning: DHT bootstrap {name}: {e}"),
+            Err(e) => eprintln!("shoal: warning: {what} {name}: {e}"),
         }
     }
     out
@@ -74,12 +74,12 @@ pub async fn bootstrap_for(names: &[String], listen: SocketAddr) -> Vec<SocketAd
 /// [`bootstrap_for`] before the addresses are sorted by family.
 async fn resolve_bootstrap(names: &[String], listen: SocketAddr) -> Vec<SocketAddr> {
     if !names.is_empty() {
-        resolve(names)
+        resolve(names, "DHT bootstrap")
     } else if listen.ip().is_loopback() {
         Vec::new()
     } else {
         let names: Vec<String> = DEFAULT_BOOTSTRAP.iter().map(|s| s.to_string()).collect();
-        tokio::task::spawn_blocking(move || resolve(&names))
+        tokio::task::spawn_blocking(move || resolve(&names, "DHT bootstrap"))
             .await
             .unwrap_or_default()
     }

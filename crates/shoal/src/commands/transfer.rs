@@ -788,7 +788,9 @@ impl Job {
         let mut feed = discovery::merge_feeds(feeds);
         let mut fetch = MetadataFetch::new(info_hash, peer_id);
         fetch.peers = self.opts.peers.clone();
-        fetch.peers.extend(discovery::resolve(&magnet.peers));
+        fetch
+            .peers
+            .extend(discovery::resolve(&magnet.peers, "magnet peer (x.pe)"));
         fetch.local_ip = self.opts.listen.map(|a| a.ip());
         fetch.encryption = self.opts.encryption.into();
         fetch.ip_filter = self.ip_filter.clone();

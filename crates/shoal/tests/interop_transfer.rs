@@ -33,6 +33,25 @@ fn libtorrent_seeds_shoal_downloads() {
     assert_eq!(client["addr"], "127.0.0.11:17011");
 }
 
+/// `--peer` takes a host name: `localhost` names the libtorrent seed on 127.0.0.1.
+#[test]
+fn a_peer_given_by_host_name_is_dialled() {
+    let dir = tempdir();
+    let (src, torrent) = make_single(dir.path(), 1024 * 1024 + 5, "256K");
+    let _seed = lt_seed(&torrent, &src, "127.0.0.1", 17019);
+    let out = dir.path().join("out");
+    let events = shoal_get(
+        &torrent,
+        &out,
+        &dir.path().join("state"),
+        "127.0.0.17:17017",
+        &["localhost:17019"],
+    );
+    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+    let connected = events_named(&events, "peer_connected");
+    assert_eq!(connected[0]["addr"], "127.0.0.1:17019", "{events:?}");
+}
+
 /// Every 5 s `--json` lists the connected peers: a libtorrent seed that sends, held to
 /// 512 KiB/s by our download limit so the list comes before the end, shows as such.
 #[test]

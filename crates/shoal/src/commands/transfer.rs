@@ -33,9 +33,10 @@ use shoal_core::units::{format_size, parse_rate};
 /// Options shared by `get` and `seed`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct PeerOptions {
-    /// A peer to connect to (IP:PORT). Repeat for several.
-    #[arg(long = "peer", value_name = "ADDR")]
-    pub peers: Vec<SocketAddr>,
+    /// A peer to connect to: IP:PORT, [IPv6]:PORT or HOST:PORT (a name is resolved once,
+    /// at the start, and each of its addresses dialled). Repeat for several.
+    #[arg(long = "peer", value_name = "ADDR", value_parser = parse_peer)]
+    pub peers: Vec<PeerArg>,
     /// Address to accept peers on [default: [::] (IPv4 and IPv6; 0.0.0.0 without IPv6)
     /// on the first port of 6881-6999 free for TCP and UDP, as aria2 picks one]. On [::]
     /// the DHT runs in both the IPv4 and the IPv6 network.
@@ -94,7 +95,49 @@ pub struct PeerOptions {
     pub seed_time: Option<Duration>,
 }
 
+/// One `--peer`: the addresses it names (one for an address, each a host name resolves
+/// to).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerArg(Vec<SocketAddr>);
+
+fn parse_peer(text: &str) -> Result<PeerArg, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(PeerArg(vec![addr]));
+    }
+    if text
+        .rsplit_once(':')
+        .is_none_or(|(_, port)| port.parse::<u16>().is_err())
+    {
+        return Err(format!("'{text}' is not IP:PORT or HOST:PORT"));
+    }
+    match std::net::ToSocketAddrs::to_socket_addrs(text) {
+        Ok(addrs) => {
+            let addrs: Vec<SocketAddr> = addrs.collect();
+            match addrs.is_empty() {
+                true => Err(format!("{text}: the name has no address")),
+                false => Ok(PeerArg(addrs)),
+            }
+        }
+        Err(e) => Err(format!("{text}: {e}")),
+    }
+}
+
+/// Every address `peers` name, in order, once each.
+fn addrs_of(peers: &[PeerArg]) -> Vec<SocketAddr> {
+    let mut addrs: Vec<SocketAddr> = Vec::new();
+    for addr in peers.iter().flat_map(|p| &p.0) {
+        if !addrs.contains(addr) {
+            addrs.push(*addr);
+        }
+    }
+    addrs
+}
+
 impl PeerOptions {
+    fn peer_addrs(&self) -> Vec<SocketAddr> {
+        addrs_of(&self.peers)
+    }
+
     fn seed_limit(&self) -> SeedLimit {
         SeedLimit {
             ratio: self.seed_ratio.filter(|&r| r > 0.0),
@@ -787,7 +830,7 @@ impl Job {
             });
         let mut feed = discovery::merge_feeds(feeds);
         let mut fetch = MetadataFetch::new(info_hash, peer_id);
-        fetch.peers = self.opts.peers.clone();
+        fetch.peers = self.opts.peer_addrs();
         fetch
             .peers
             .extend(discovery::resolve(&magnet.peers, "magnet peer (x.pe)"));
@@ -833,7 +876,7 @@ impl Job {
             eprintln!("shoal: {}: metadata saved to {kept}", metainfo.info.name);
         }
         let mut job = self;
-        job.opts.peers.extend(fetched.peers);
+        job.opts.peers.push(PeerArg(fetched.peers));
         if job.select == Selection::All && !magnet.select_only.is_empty() {
             job.select = Selection::MagnetIndices(magnet.select_only.clone());
         }
@@ -882,6 +925,7 @@ impl Job {
         } else {
             metainfo.trackers.clone()
         };
+        let peers = self.opts.peer_addrs();
         let config = TorrentConfig {
             metainfo: metainfo.clone(),
             download_dir: self.dir,
@@ -889,7 +933,7 @@ impl Job {
             state_dir: self.opts.state_dir.unwrap_or_else(default_state_dir),
             listen: Some(listen),
             dialer,
-            peers: self.opts.peers,
+            peers,
             peer_feed,
             seed: self.seed,
             seed_limit,
@@ -1343,5 +1387,24 @@ mod tests {
         let _more = std::net::TcpListener::bind((ip, 17452)).unwrap();
         let none = free_listen_addr(ip, 17450..=17452, true).unwrap_err();
         assert!(format!("{none}").contains("--listen"), "{none}");
+    }
+
+    /// `--peer` takes addresses as they are and host names (from /etc/hosts here, no
+    /// DNS) with each of their addresses; one without a port is refused before any lookup.
+    #[test]
+    fn peers_are_addresses_or_host_names() {
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert_eq!(
+            parse_peer("10.0.0.1:6881"),
+            Ok(PeerArg(vec![addr("10.0.0.1:6881")]))
+        );
+        assert_eq!(parse_peer("[::1]:7"), Ok(PeerArg(vec![addr("[::1]:7")])));
+        let local = parse_peer("localhost:6881").unwrap();
+        assert!(local.0.contains(&addr("127.0.0.1:6881")), "{local:?}");
+        for bad in ["10.0.0.1", "localhost", "host:port", "[::1]"] {
+            assert!(parse_peer(bad).is_err(), "{bad}");
+        }
+        let twice = [local.clone(), parse_peer("127.0.0.1:6881").unwrap()];
+        assert_eq!(addrs_of(&twice), local.0, "each address once");
     }
 }

@@ -83,6 +83,10 @@ pub struct TorrentConfig {
     pub max_connections: usize,
     /// Threads for the initial recheck (0: one per core).
     pub check_threads: usize,
+    /// Recheck the data even if the resume state vouches for it (the files may have
+    /// changed without their size or modification time changing: bit rot, a tool that
+    /// keeps times), as libtorrent's force recheck and Transmission's verify do.
+    pub recheck: bool,
     /// Message stream encryption (MSE/PE) for the torrent's connections.
     pub encryption: Encryption,
     /// Fetch pieces in order (to play a file while it downloads) instead of rarest first.
@@ -213,7 +217,11 @@ pub async fn run(
         _ => FileLayout::for_torrent(info, &config.download_dir),
     };
     let resume_path = resume::resume_path(&config.state_dir, &config.metainfo.info_hash);
-    let (have, resumed) = match resume::load(&resume_path, &config.metainfo.info_hash, &layout) {
+    let trusted = match config.recheck {
+        true => None,
+        false => resume::load(&resume_path, &config.metainfo.info_hash, &layout),
+    };
+    let (have, resumed) = match trusted {
         Some(have) => (have, true),
         None => (check_existing(&config, &layout, &events).await, false),
     };

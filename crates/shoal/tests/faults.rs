@@ -1,6 +1,6 @@
 //! Fault scenarios from TESTING.md on loopback: the only seed leaving midway and coming
-//! back, a disk that fills up and then has room again, and a reader of the JSON events
-//! that goes away.
+//! back, a disk that fills up and then has room again, a reader of the JSON events
+//! that goes away, and bit rot that the resume state hides until `--recheck`.
 
 mod common;
 
@@ -243,4 +243,47 @@ fn disk_full_is_a_clear_error_and_recovers_when_space_returns() {
         completed["downloaded"].as_u64().unwrap() <= (64 - had) * 64 * 1024,
         "only missing pieces are fetched again: {completed}"
     );
+}
+
+/// Bit rot under a resume state that still vouches for the data (the file keeps its
+/// size and modification time): a plain restart trusts it, `--recheck` hashes the data
+/// again, finds the bad piece and fetches it from the (libtorrent) seed.
+#[test]
+fn recheck_finds_bit_rot_that_the_resume_state_hides() {
+    let dir = tempdir();
+    let (src, torrent) = make_single(dir.path(), 4 * 1024 * 1024 + 1, "256K");
+    let _seed = lt_seed(&torrent, &src, "127.0.0.137", 17137);
+    let (out, state) = (dir.path().join("out"), dir.path().join("state"));
+    let get = |extra: &[&str]| {
+        let events = shoal_get_with(
+            &torrent,
+            &out,
+            &state,
+            "127.0.0.138:17138",
+            &["127.0.0.137:17137"],
+            extra,
+        );
+        let started = events_named(&events, "started")[0].clone();
+        (started["have"].as_u64().unwrap(), events)
+    };
+    let (_, events) = get(&[]);
+    assert!(events.iter().any(|e| e["event"] == "completed"));
+    let copy = out.join("payload.bin");
+    let kept = std::fs::metadata(&copy).unwrap().modified().unwrap();
+    let mut bytes = std::fs::read(&copy).unwrap();
+    bytes[1_000_000] ^= 0x5a; // piece 3
+    std::fs::write(&copy, bytes).unwrap();
+    let file = std::fs::File::options().write(true).open(&copy).unwrap();
+    file.set_modified(kept).unwrap();
+    drop(file);
+
+    let (have, _) = get(&[]);
+    assert_eq!(have, 17, "the resume state is trusted");
+    assert_ne!(
+        std::fs::read(&copy).unwrap(),
+        std::fs::read(src.join("payload.bin")).unwrap()
+    );
+    let (have, events) = get(&["--recheck"]);
+    assert_eq!(have, 16, "one piece fails the recheck: {events:?}");
+    same_files(&src.join("payload.bin"), &copy);
 }

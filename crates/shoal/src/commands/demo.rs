@@ -93,6 +93,7 @@ fn torrent_config(
         ip_filter: None,
         sequential: false,
         check_threads: 0,
+        recheck: false,
         encryption: Encryption::default(),
         external_port: None,
         selected_files: None,

@@ -65,6 +65,11 @@ pub struct PeerOptions {
     /// Do not announce to the torrent's trackers (use only --peer and incoming peers).
     #[arg(long)]
     pub no_tracker: bool,
+    /// Hash the data on disk again even where the resume state vouches for it (which it
+    /// does while every file keeps its size and modification time): after bit rot, or a
+    /// tool that changed a file and kept its time. Pieces that fail are fetched again.
+    #[arg(long)]
+    pub recheck: bool,
     /// Message stream encryption (MSE/PE), as libtorrent and Transmission speak it:
     /// `prefer` dials with an encrypted handshake (again in plaintext if the peer does
     /// not answer it) and accepts both kinds; `require` encrypts every connection with
@@ -942,6 +947,7 @@ impl Job {
             max_download_rate: self.opts.max_down,
             max_connections: self.opts.max_peers,
             check_threads: 0,
+            recheck: self.opts.recheck,
             encryption: self.opts.encryption.into(),
             ip_filter: self.ip_filter.clone(),
             sequential: self.sequential,

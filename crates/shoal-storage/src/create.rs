@@ -44,6 +44,9 @@ pub struct CreateOptions {
     /// Hashing threads; 0 means one per core.
     pub threads: usize,
     pub format: TorrentFormat,
+    /// Record which files are executable (BEP 47 `attr: x`), as libtorrent does; off,
+    /// the torrent has mktorrent's info-hash.
+    pub attributes: bool,
 }
 
 /// Lists what a torrent of `path` would contain.
@@ -210,6 +213,18 @@ pub fn create(
             });
         }
     }
+    // BEP 47 `x`: the owner may run it, as libtorrent reads a file's mode.
+    let executable = match options.attributes {
+        true => files
+            .iter()
+            .map(|(_, path, _)| {
+                std::fs::metadata(path)
+                    .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o100 != 0)
+                    .map_err(|e| StorageError::io(path, e))
+            })
+            .collect::<Result<_, _>>()?,
+        false => Vec::new(),
+    };
     let (roots, piece_layers) = match format {
         TorrentFormat::V1 => (Vec::new(), BTreeMap::new()),
         _ => file_trees(
@@ -231,6 +246,7 @@ pub fn create(
         format,
         roots,
         piece_layers,
+        executable,
         ..Default::default()
     })
 }
@@ -303,6 +319,7 @@ mod tests {
                 piece_length: Some(16384),
                 threads: 2,
                 format: TorrentFormat::V1,
+                attributes: false,
             },
             &progress,
         )
@@ -333,6 +350,7 @@ mod tests {
                 piece_length: Some(32_768),
                 threads: 2,
                 format,
+                attributes: false,
             };
             let builder = create(&scanned, &options, &AtomicU64::new(0)).unwrap();
             // Parsing checks every piece layer against its root.

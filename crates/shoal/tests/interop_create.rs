@@ -445,3 +445,56 @@ fn verify_checks_data_against_mktorrent_and_libtorrent_torrents() {
         serde_json::Value::Null
     );
 }
+
+/// libtorrent records executable files (BEP 47 `attr: x`); `shoal create --attributes`
+/// does too, giving libtorrent's info-hashes: hybrid and v2 for a folder and a single
+/// file, v1 for the single file (libtorrent's v1-only folders list files in the order
+/// the directory gives them). Without it shoal keeps mktorrent's.
+#[test]
+fn attributes_match_libtorrent_and_their_absence_mktorrent() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempdir();
+    let root = dir.path().join("tools");
+    make_folder(&root);
+    let script = root.join("a/run.sh");
+    std::fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let lt_v1 = dir.path().join("lt-v1.torrent");
+    python(LT_CREATE, &[path_str(&script), "262144", path_str(&lt_v1)]);
+    let ours = create_hash(
+        &script,
+        "256K",
+        &dir.path().join("v1.torrent"),
+        &["--attributes"],
+    );
+    assert_eq!(lt_hash(&lt_v1), ours, "v1, one executable file");
+    for path in [&root, &script] {
+        for kind in ["hybrid", "v2"] {
+            let lt_out = dir.path().join(format!("lt-{kind}.torrent"));
+            let lt = python(
+                LT_CREATE_V2,
+                &[path_str(path), "262144", path_str(&lt_out), kind],
+            );
+            let lt_v2 = lt.split_whitespace().nth(1).unwrap().to_owned();
+            let ours = dir.path().join(format!("shoal-{kind}.torrent"));
+            shoal_create(
+                path,
+                "256K",
+                &ours,
+                &["--no-date", "--attributes", "--force", "--format", kind],
+            );
+            let what = format!("{kind}: {}", path.display());
+            assert_eq!(shoal_info(path_str(&ours))["info_hash_v2"], lt_v2, "{what}");
+        }
+    }
+    let plain = create_hash(&script, "256K", &dir.path().join("plain.torrent"), &[]);
+    let mk = dir.path().join("mk.torrent");
+    mktorrent(&script, 18, &mk);
+    assert_eq!(
+        shoal_info(path_str(&mk))["info_hash"],
+        plain.as_str(),
+        "vs mktorrent"
+    );
+    assert_ne!(plain, ours, "the attribute is in the info-hash");
+}

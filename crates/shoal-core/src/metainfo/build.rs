@@ -59,6 +59,9 @@ pub struct TorrentBuilder {
     pub roots: Vec<Option<merkle::Hash>>,
     /// v2 and hybrid: the piece layer of each file longer than a piece, by root.
     pub piece_layers: BTreeMap<merkle::Hash, Vec<u8>>,
+    /// BEP 47 `attr: x` per file, in the order of `files` (one entry for a single file),
+    /// as libtorrent records an executable file; empty when none is recorded.
+    pub executable: Vec<bool>,
     pub private: bool,
     /// The info dictionary's `source` (see [`super::Info::source`]).
     pub source: Option<String>,
@@ -85,7 +88,12 @@ impl TorrentBuilder {
         if self.format != TorrentFormat::V2 {
             info.insert("pieces", self.pieces.clone());
             match &self.files {
-                None => info.insert("length", self.length as i64),
+                None => {
+                    info.insert("length", self.length as i64);
+                    if self.is_executable(0) {
+                        info.insert("attr", "x");
+                    }
+                }
                 Some(files) => info.insert("files", Value::List(self.v1_files(files))),
             }
         }
@@ -96,13 +104,17 @@ impl TorrentBuilder {
         info.to_bytes()
     }
 
+    fn is_executable(&self, file: usize) -> bool {
+        self.executable.get(file).copied().unwrap_or(false)
+    }
+
     /// The v1 `files` list; a hybrid torrent's has padding files aligning each file to a
     /// piece boundary, as its v2 half implies.
     fn v1_files(&self, files: &[(Vec<Vec<u8>>, u64)]) -> Vec<Value> {
-        let entry = |path: Vec<Vec<u8>>, length: u64, padding: bool| {
+        let entry = |path: Vec<Vec<u8>>, length: u64, attr: Option<&str>| {
             let mut file = Value::dict();
-            if padding {
-                file.insert("attr", "p");
+            if let Some(attr) = attr {
+                file.insert("attr", attr);
             }
             file.insert("length", length as i64);
             file.insert(
@@ -113,12 +125,13 @@ impl TorrentBuilder {
         };
         let piece = u64::from(self.piece_length);
         let mut list = Vec::new();
-        for (path, length) in files {
-            list.push(entry(path.clone(), *length, false));
+        for (index, (path, length)) in files.iter().enumerate() {
+            let attr = self.is_executable(index).then_some("x");
+            list.push(entry(path.clone(), *length, attr));
             let gap = (piece - length % piece) % piece;
             if self.format == TorrentFormat::Hybrid && gap > 0 {
                 let name = vec![b".pad".to_vec(), gap.to_string().into_bytes()];
-                list.push(entry(name, gap, true));
+                list.push(entry(name, gap, Some("p")));
             }
         }
         list
@@ -129,7 +142,8 @@ impl TorrentBuilder {
     fn file_tree(&self) -> Value {
         enum Node {
             Dir(BTreeMap<Vec<u8>, Node>),
-            File(u64, Option<merkle::Hash>),
+            /// Length, merkle root, executable.
+            File(u64, Option<merkle::Hash>, bool),
         }
         fn value(node: Node) -> Value {
             match node {
@@ -140,8 +154,11 @@ impl TorrentBuilder {
                     }
                     dict
                 }
-                Node::File(length, root) => {
+                Node::File(length, root, executable) => {
                     let mut props = Value::dict();
+                    if executable {
+                        props.insert("attr", "x");
+                    }
                     props.insert("length", length as i64);
                     if let Some(root) = root {
                         props.insert("pieces root", root.to_vec());
@@ -158,7 +175,8 @@ impl TorrentBuilder {
             None => single.to_vec(),
         };
         let mut root = BTreeMap::new();
-        'files: for ((path, length), file_root) in files.into_iter().zip(&self.roots) {
+        let entries = files.into_iter().zip(&self.roots).enumerate();
+        'files: for (index, ((path, length), file_root)) in entries {
             let Some((name, dirs)) = path.split_last() else {
                 continue;
             };
@@ -173,7 +191,8 @@ impl TorrentBuilder {
                     Node::File(..) => continue 'files,
                 }
             }
-            dir.insert(name.clone(), Node::File(length, *file_root));
+            let executable = self.is_executable(index);
+            dir.insert(name.clone(), Node::File(length, *file_root, executable));
         }
         value(Node::Dir(root))
     }

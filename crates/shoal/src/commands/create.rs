@@ -59,6 +59,11 @@ pub struct Args {
     /// the v1 half) or v2 (BEP 52 alone: libtorrent 2, qBittorrent, shoal).
     #[arg(long, value_enum, default_value_t = Format::V1)]
     pub format: Format,
+    /// Record which files are executable (BEP 47 `attr: x`), as libtorrent and
+    /// qBittorrent do, so that clients that read it (libtorrent's, shoal) make them
+    /// executable again. Without it the torrent has mktorrent's info-hash.
+    #[arg(long)]
+    pub attributes: bool,
     /// Hashing threads [default: one per core].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
@@ -173,6 +178,7 @@ pub fn run(args: Args) -> Result<()> {
         piece_length,
         threads: args.threads.unwrap_or(0),
         format: args.format.into(),
+        attributes: args.attributes,
     };
     let (mut builder, elapsed) = hash_with_progress(&scanned, &options)?;
     builder.private = args.private;

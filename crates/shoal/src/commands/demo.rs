@@ -242,6 +242,7 @@ pub fn run(args: Args) -> Result<()> {
         force: true,
         threads: None,
         format: super::create::Format::V1,
+        attributes: false,
         // Keeps standard output all JSON lines under --json.
         json: args.json,
     })?;

@@ -414,6 +414,55 @@ mod tests {
         assert!(!outside.path().join("x").exists());
     }
 
+    /// A BEP 47 link entry becomes a link to its target, relative to its own folder; an
+    /// empty file in its place (an older shoal's) is replaced, anything else left alone,
+    /// and a second pass changes nothing.
+    #[test]
+    fn symlink_entries_become_links_and_nothing_else_is_replaced() {
+        use shoal_bencode::Value;
+
+        let file = |path: &[&str], length: i64| {
+            let mut entry = Value::dict();
+            entry.insert("length", length);
+            let path = path.iter().map(|&c| Value::from(c)).collect();
+            entry.insert("path", Value::List(path));
+            entry
+        };
+        let mut link = file(&["sub", "link"], 0);
+        link.insert("attr", "l");
+        link.insert("symlink path", Value::List(vec!["data".into()]));
+        let mut info = Value::dict();
+        info.insert("name", "t");
+        info.insert("piece length", 16_384i64);
+        info.insert("pieces", vec![0u8; 20]);
+        info.insert("files", Value::List(vec![file(&["data"], 4), link]));
+        let mut torrent = Value::dict();
+        torrent.insert("info", info);
+        let metainfo = shoal_core::Metainfo::from_bytes(&torrent.to_bytes()).unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let files = TorrentFiles::new(root, FileLayout::for_torrent(&metainfo.info, root));
+        let link = root.join("t/sub/link");
+        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+        std::fs::write(&link, b"").unwrap();
+        files.write(0, b"data").unwrap();
+        files.create_all().unwrap();
+        assert_eq!(std::fs::read_link(&link).unwrap(), Path::new("../data"));
+        assert_eq!(std::fs::read(&link).unwrap(), b"data");
+        files.create_all().unwrap();
+        assert_eq!(std::fs::read_link(&link).unwrap(), Path::new("../data"));
+
+        std::fs::remove_file(&link).unwrap();
+        std::fs::write(&link, b"mine").unwrap();
+        files.create_all().unwrap();
+        assert_eq!(
+            std::fs::read(&link).unwrap(),
+            b"mine",
+            "not ours to replace"
+        );
+    }
+
     #[test]
     fn reading_missing_data_is_an_error() {
         let dir = tempfile::tempdir().unwrap();

@@ -66,10 +66,14 @@ impl PeerStream {
     /// Socket options (such as `TCP_NODELAY`) must be set before this: the concrete type
     /// is not reachable afterwards.
     pub fn new(stream: impl Transport, kind: Kind) -> Self {
+        Self::measured(stream, kind, RoundTrip::Unknown)
+    }
+
+    fn measured(stream: impl Transport, kind: Kind, round_trip: RoundTrip) -> Self {
         PeerStream {
             inner: Box::new(stream),
             kind,
-            round_trip: RoundTrip::Unknown,
+            round_trip,
         }
     }
 
@@ -88,20 +92,14 @@ impl PeerStream {
 impl From<TcpStream> for PeerStream {
     fn from(stream: TcpStream) -> Self {
         let round_trip = RoundTrip::tcp(&stream);
-        PeerStream {
-            round_trip,
-            ..PeerStream::new(stream, Kind::Tcp)
-        }
+        Self::measured(stream, Kind::Tcp, round_trip)
     }
 }
 
 impl From<UtpStream> for PeerStream {
     fn from(stream: UtpStream) -> Self {
         let round_trip = RoundTrip::utp(&stream);
-        PeerStream {
-            round_trip,
-            ..PeerStream::new(stream, Kind::Utp)
-        }
+        Self::measured(stream, Kind::Utp, round_trip)
     }
 }
 

@@ -1374,17 +1374,15 @@ impl Actor {
         // Timers, snubbing, uploads that waited for the writer's backlog to drain, the
         // choker.
         let metered = self.core.tick(now, &mut self.io);
+        self.web_seeds
+            .schedule(&mut self.core, now, &self.io.events);
+        self.send_pex(now);
         if metered {
             // Once a second, as the request windows learn: a path's shortest round trip
             // changes seldom.
             for peer in self.core.peers_mut().values_mut() {
                 peer.link.set_round_trip(peer.round_trip.shortest());
             }
-        }
-        self.web_seeds
-            .schedule(&mut self.core, now, &self.io.events);
-        self.send_pex(now);
-        if metered {
             self.report_stats();
             if now.duration_since(self.last_peer_list) >= PEER_LIST_INTERVAL {
                 self.report_peers(now);

@@ -1219,7 +1219,7 @@ pub async fn show_progress(
                         "addr": addr.to_string(),
                         "client": client,
                         "transport": transport.as_str(),
-                        "rtt_ms": round_trip.map(|rtt| rtt.as_secs_f64() * 1000.0),
+                        "rtt_ms": millis(round_trip),
                     }));
                 }
             }
@@ -1352,7 +1352,7 @@ fn peer_json(peer: &PeerInfo) -> serde_json::Value {
         "transport": peer.transport.as_str(),
         "incoming": peer.incoming,
         "encrypted": peer.encrypted,
-        "rtt_ms": peer.round_trip.map(|rtt| rtt.as_secs_f64() * 1000.0),
+        "rtt_ms": millis(peer.round_trip),
         "download_rate": peer.download_rate as u64,
         "upload_rate": peer.upload_rate as u64,
         "downloaded": peer.downloaded,
@@ -1364,6 +1364,11 @@ fn peer_json(peer: &PeerInfo) -> serde_json::Value {
         "peer_interested": peer.peer_interested,
         "snubbed": peer.snubbed,
     })
+}
+
+/// A round trip in milliseconds for JSON (`null` when unknown).
+fn millis(round_trip: Option<Duration>) -> Option<f64> {
+    round_trip.map(|rtt| rtt.as_secs_f64() * 1000.0)
 }
 
 fn wasted_note(wasted: u64) -> String {

@@ -24,8 +24,9 @@ pub mod units;
 pub use info_hash::{InfoHash, InfoHashParseError};
 pub use magnet::{Magnet, MagnetError};
 pub use metainfo::{
-    auto_piece_length, layers_needed, FileAttr, FileEntry, Info, LayerNeeded, Metainfo,
-    MetainfoError, TorrentBuilder, TorrentFormat, MAX_PIECES, MAX_TORRENT_SIZE,
+    auto_piece_length, layers_needed, DhtNode, DhtNodeError, FileAttr, FileEntry, Info,
+    LayerNeeded, Metainfo, MetainfoError, TorrentBuilder, TorrentFormat, MAX_PIECES,
+    MAX_TORRENT_SIZE,
 };
 pub use peer_priority::peer_priority;
 /// v2 torrents' merkle trees (BEP 52), for crates that read them through [`Info`].

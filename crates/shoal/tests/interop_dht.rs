@@ -1,5 +1,5 @@
-//! Trackerless transfers against real clients on loopback (127.0.2.100–229, ports
-//! 19100–19229, multicast port 19970): the Mainline DHT and magnet links with metadata from peers (BEP 9).
+//! Trackerless transfers against real clients on loopback (127.0.2.100–242, ports
+//! 19100–19242, multicast port 19970): the Mainline DHT and magnet links with metadata from peers (BEP 9).
 //!
 //! - libtorrent seeds a torrent announced only on the DHT (bootstrapped to a `shoal dht`
 //!   node); `shoal get magnet:` finds it there and downloads it.
@@ -9,6 +9,10 @@
 //! - aria2 fetches a magnet's metadata from a shoal seed it found on the DHT.
 //! - 20 in-process shoal nodes and two libtorrent nodes form one DHT; get_peers finds
 //!   peers announced from either kind.
+//! - A torrent's own DHT nodes (BEP 5 `nodes`): libtorrent makes a torrent naming a
+//!   `shoal dht` node and seeds it on the DHT; `shoal get` of the torrent, given no
+//!   bootstrap node, enters the DHT there and downloads. `shoal create --dht-node`
+//!   writes nodes libtorrent reads, and leaves the info-hash alone.
 //! - shoal to shoal with a magnet's `x.pe` peer and no DHT at all.
 //! - Peer exchange (BEP 11) between shoal peers, and local service discovery (BEP 14)
 //!   on a private multicast port.
@@ -502,6 +506,116 @@ fn aria2_fetches_metadata_from_a_shoal_seed() {
     let info = shoal_info(path_str(&fetched));
     assert_eq!(info["info_hash"].as_str(), Some(hash));
     assert_eq!(info["name"].as_str(), Some("payload.bin"));
+}
+
+/// Makes a v1 torrent of argv[1] at argv[2] naming DHT node argv[3] (IP) port argv[4].
+const LT_CREATE_WITH_NODE: &str = r#"
+import libtorrent as lt, os, sys
+src, out, ip, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+fs = lt.file_storage()
+lt.add_files(fs, src)
+t = lt.create_torrent(fs, 65536, flags=lt.create_torrent.v1_only)
+t.add_node(ip, port)
+lt.set_piece_hashes(t, os.path.dirname(src))
+open(out, 'wb').write(lt.bencode(t.generate()))
+"#;
+
+#[test]
+fn a_torrents_own_dht_node_leads_to_its_swarm() {
+    let dir = tempdir();
+    let src = dir.path().join("src");
+    random_file(&src.join("payload.bin"), 1024 * 1024 + 77, 12);
+    let torrent = dir.path().join("payload.torrent");
+    python(
+        LT_CREATE_WITH_NODE,
+        &[
+            path_str(&src.join("payload.bin")),
+            path_str(&torrent),
+            "127.0.2.240",
+            "19240",
+        ],
+    );
+    let info = shoal_info(path_str(&torrent));
+    assert_eq!(info["dht_nodes"], serde_json::json!(["127.0.2.240:19240"]));
+    assert_eq!(info["trackers"], serde_json::json!([]));
+
+    let (_boot, stats) = shoal_dht("127.0.2.240:19240", &dir.path().join("dht.state"));
+    let _seed = lt_dht_seed(&torrent, &src, "127.0.2.241:19241", "127.0.2.240:19240");
+    wait_for_stored_announce(&stats);
+    // No --dht-bootstrap, and on loopback no public router: the torrent's node is the
+    // only way in.
+    let out = dir.path().join("out");
+    let events = shoal_get(
+        path_str(&torrent),
+        &out,
+        &dir.path().join("state"),
+        "127.0.2.242:19242",
+        &[],
+    );
+    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+    assert!(
+        events.contains("\"addr\":\"127.0.2.241:19241\""),
+        "{events}"
+    );
+}
+
+/// Prints the DHT nodes and the info-hash libtorrent reads from the torrent argv[1].
+const LT_NODES: &str = r#"
+import libtorrent as lt, sys
+ti = lt.torrent_info(sys.argv[1])
+for host, port in ti.nodes():
+    print('%s %d' % (host, port))
+print(str(ti.info_hash()))
+"#;
+
+#[test]
+fn shoal_create_writes_dht_nodes_libtorrent_reads() {
+    let dir = tempdir();
+    let file = dir.path().join("payload.bin");
+    random_file(&file, 100_000, 13);
+    let create = |out: &Path, nodes: &[&str]| {
+        let mut cmd = shoal();
+        cmd.args(["create", path_str(&file), "--no-date", "-o", path_str(out)]);
+        for node in nodes {
+            cmd.args(["--dht-node", node]);
+        }
+        run_ok(&mut cmd);
+    };
+    let plain = dir.path().join("plain.torrent");
+    let with_nodes = dir.path().join("nodes.torrent");
+    create(&plain, &[]);
+    create(
+        &with_nodes,
+        &[
+            "10.0.0.1:6881",
+            "[2001:db8::1]:1941",
+            "dht.example.org:25401",
+        ],
+    );
+    let read = python(LT_NODES, &[path_str(&with_nodes)]);
+    let hash = shoal_info(path_str(&plain))["info_hash"]
+        .as_str()
+        .expect("info_hash")
+        .to_owned();
+    assert_eq!(
+        read,
+        format!("10.0.0.1 6881\n2001:db8::1 1941\ndht.example.org 25401\n{hash}\n")
+    );
+    // A bad address is refused with a message, and so is a private torrent with nodes.
+    let mut bad = shoal();
+    bad.args(["create", path_str(&file), "-o"])
+        .arg(dir.path().join("bad.torrent"))
+        .args(["--dht-node", "::1:6881"]);
+    let (output, _) = run_with_timeout(&mut bad, Duration::from_secs(30));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("brackets"));
+    let mut private = shoal();
+    private
+        .args(["create", path_str(&file), "--private", "-o"])
+        .arg(dir.path().join("private.torrent"))
+        .args(["--dht-node", "10.0.0.1:6881"]);
+    let (output, _) = run_with_timeout(&mut private, Duration::from_secs(30));
+    assert_eq!(output.status.code(), Some(2));
 }
 
 #[test]

@@ -68,6 +68,8 @@ pub struct TorrentBuilder {
     pub trackers: Vec<Vec<String>>,
     /// Web seeds (BEP 19 `url-list`).
     pub web_seeds: Vec<String>,
+    /// DHT nodes to bootstrap from (BEP 5 `nodes`).
+    pub nodes: Vec<super::DhtNode>,
     pub comment: Option<String>,
     pub created_by: Option<String>,
     pub creation_date: Option<i64>,
@@ -217,6 +219,9 @@ impl TorrentBuilder {
         if !self.web_seeds.is_empty() {
             let urls = self.web_seeds.iter().map(|u| u.as_str().into()).collect();
             top.insert("url-list", Value::List(urls));
+        }
+        if !self.nodes.is_empty() {
+            top.insert("nodes", super::nodes::value(&self.nodes));
         }
         if let Some(comment) = &self.comment {
             top.insert("comment", comment.as_str());

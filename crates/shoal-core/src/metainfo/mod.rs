@@ -8,10 +8,12 @@
 //! can make shoal write outside its download directory.
 
 mod build;
+mod nodes;
 pub mod path;
 mod v2;
 
 pub use build::{auto_piece_length, TorrentBuilder, TorrentFormat};
+pub use nodes::{DhtNode, DhtNodeError, MAX_NODES};
 pub use v2::{layers_needed, LayerNeeded};
 
 use std::collections::BTreeMap;
@@ -243,6 +245,8 @@ pub struct Metainfo {
     pub trackers: Vec<Vec<String>>,
     /// Web seeds (BEP 19), kept for later.
     pub url_list: Vec<String>,
+    /// DHT nodes to bootstrap from (BEP 5 `nodes`), as the torrent's maker gave them.
+    pub nodes: Vec<DhtNode>,
     pub comment: Option<String>,
     pub created_by: Option<String>,
     pub creation_date: Option<i64>,
@@ -367,11 +371,12 @@ impl Metainfo {
             Some(n) => n.as_str().map(|s| vec![s.to_owned()]).unwrap_or_default(),
             None => Vec::new(),
         };
-        const KNOWN: [&[u8]; 7] = [
+        const KNOWN: [&[u8]; 8] = [
             b"info",
             b"announce",
             b"announce-list",
             b"url-list",
+            b"nodes",
             b"comment",
             b"created by",
             b"creation date",
@@ -388,6 +393,7 @@ impl Metainfo {
             info,
             trackers,
             url_list,
+            nodes: nodes::parse(top.0.get(b"nodes")),
             comment: top.text("comment.utf-8").or_else(|| top.text("comment")),
             created_by: top.text("created by"),
             creation_date: top.0.get(b"creation date").and_then(|n| n.as_int()),
@@ -415,6 +421,9 @@ impl Metainfo {
                 "url-list",
                 Value::List(self.url_list.iter().map(|u| u.as_str().into()).collect()),
             );
+        }
+        if !self.nodes.is_empty() {
+            top.insert("nodes", nodes::value(&self.nodes));
         }
         if let Some(c) = &self.comment {
             top.insert("comment", c.as_str());

@@ -390,6 +390,13 @@ fn trackers_tiers_private_and_unknown_keys() {
         ]),
     );
     t.insert("url-list", "http://seed/file");
+    t.insert(
+        "nodes",
+        Value::List(vec![
+            Value::List(vec!["dht.example".into(), Value::Int(6881)]),
+            Value::List(vec!["no port".into()]),
+        ]),
+    );
     t.insert("x-custom", Value::List(vec![Value::Int(1)]));
     t.insert("comment", "hello");
     t.insert("creation date", 1_700_000_000i64);
@@ -404,6 +411,7 @@ fn trackers_tiers_private_and_unknown_keys() {
         ]
     );
     assert_eq!(m.url_list, ["http://seed/file"]);
+    assert_eq!(m.nodes, ["dht.example:6881".parse().unwrap()]);
     assert_eq!(m.comment.as_deref(), Some("hello"));
     assert_eq!(
         m.extra.get(&b"x-custom"[..]).map(Vec::as_slice),
@@ -413,6 +421,7 @@ fn trackers_tiers_private_and_unknown_keys() {
     assert_eq!(again.info_hash, m.info_hash);
     assert_eq!(again.extra, m.extra);
     assert_eq!(again.trackers, m.trackers);
+    assert_eq!(again.nodes, m.nodes);
 }
 
 #[test]
@@ -445,10 +454,12 @@ fn builder_round_trip() {
         comment: Some("c".into()),
         created_by: Some("shoal".into()),
         creation_date: Some(5),
+        nodes: vec!["[::1]:6881".parse().unwrap()],
         ..Default::default()
     };
     let m = Metainfo::from_bytes(&builder.to_bytes()).unwrap();
     assert_eq!(m.info_hash, InfoHash::of_info(&builder.info_bytes()));
+    assert_eq!(m.nodes, builder.nodes);
     assert_eq!(paths(&m), ["folder/a/b", "folder/c"]);
     assert_eq!(m.trackers, builder.trackers);
     assert!(m.info.private);

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
-use shoal_core::{Metainfo, TorrentBuilder, TorrentFormat};
+use shoal_core::{DhtNode, Metainfo, TorrentBuilder, TorrentFormat};
 use shoal_storage::{CreateOptions, Scanned};
 
 use super::{hashing, print};
@@ -37,8 +37,14 @@ pub struct Args {
     /// for a single file, that of the file or of its folder. Repeat for several.
     #[arg(short, long = "web-seed", value_name = "URL")]
     pub web_seeds: Vec<String>,
+    /// A DHT node for downloaders to enter the DHT through (BEP 5 `nodes`, libtorrent's
+    /// `add_node`): HOST:PORT, [IPv6]:PORT. For a trackerless torrent on a network the
+    /// public routers do not reach. Repeat for several. It is not in the info
+    /// dictionary, so the info-hash does not change.
+    #[arg(long = "dht-node", value_name = "ADDR")]
+    pub dht_nodes: Vec<DhtNode>,
     /// Mark the torrent private (BEP 27): peers only from its trackers, no DHT or PEX.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "dht_nodes")]
     pub private: bool,
     /// A source tag in the info dictionary (mktorrent's and transmission-create's -s):
     /// private trackers ask for their name there, and it makes the info-hash the
@@ -185,6 +191,7 @@ pub fn run(args: Args) -> Result<()> {
     builder.source = args.source;
     builder.trackers = trackers;
     builder.web_seeds = args.web_seeds;
+    builder.nodes = args.dht_nodes;
     builder.comment = args.comment;
     builder.created_by = Some(concat!("shoal/", env!("CARGO_PKG_VERSION")).to_owned());
     if !args.no_date {

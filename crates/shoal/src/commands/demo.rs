@@ -235,6 +235,7 @@ pub fn run(args: Args) -> Result<()> {
         piece_size: None,
         trackers: vec![announce_url.clone()],
         web_seeds: Vec::new(),
+        dht_nodes: Vec::new(),
         private: false,
         source: None,
         comment: Some("made by shoal demo".into()),

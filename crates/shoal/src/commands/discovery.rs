@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use shoal_core::{dual_stack, InfoHash};
+use shoal_core::{dual_stack, DhtNode, InfoHash};
 use shoal_dht::driver::{DhtHandle, DriverConfig};
 use shoal_engine::lsd::{self, LsdConfig};
 use shoal_engine::{Found, PeerFeed, PeerSource};
@@ -169,12 +169,15 @@ impl Dhts {
 
 /// Starts the DHT unless `--no-dht` says not to: on `shared` when given, else on its own
 /// socket at `--dht-listen` or `listen`. A dual-stack socket (`[::]`) gets a node in each
-/// family's DHT, each fed the datagrams from its family.
+/// family's DHT, each fed the datagrams from its family. The torrent's own `nodes`
+/// (BEP 5) are bootstrapped from beside the routers, as libtorrent adds them: a
+/// trackerless torrent made for a network the routers do not reach still finds its DHT.
 pub async fn start(
     opts: &DiscoveryOptions,
     listen: SocketAddr,
     state_dir: &Path,
     shared: Option<SharedUdp>,
+    torrent_nodes: &[DhtNode],
 ) -> Result<Dhts> {
     if opts.no_dht {
         return Ok(Dhts::default());
@@ -183,7 +186,12 @@ pub async fn start(
         Some((udp, _)) => udp.local_addr(),
         None => opts.dht_listen.unwrap_or(listen),
     };
-    let found = resolve_bootstrap(&opts.bootstrap, addr).await;
+    let mut found = resolve_bootstrap(&opts.bootstrap, addr).await;
+    let names: Vec<String> = torrent_nodes.iter().map(ToString::to_string).collect();
+    if !names.is_empty() {
+        let resolved = tokio::task::spawn_blocking(move || resolve(&names, "torrent's DHT node"));
+        found.extend(resolved.await.unwrap_or_default());
+    }
     let config = |ipv6: bool| {
         let mut config = DriverConfig::new(addr);
         config.dht.ipv6 = ipv6;

@@ -97,6 +97,7 @@ fn torrent_json(m: &Metainfo) -> Value {
         "created_by": m.created_by,
         "creation_date": m.creation_date,
         "url_list": m.url_list,
+        "dht_nodes": m.nodes.iter().map(ToString::to_string).collect::<Vec<_>>(),
     })
 }
 
@@ -156,6 +157,9 @@ fn torrent_text(m: &Metainfo) -> String {
     }
     for url in &m.url_list {
         line("web seed:", url);
+    }
+    for node in &m.nodes {
+        line("DHT node:", &node.to_string());
     }
     line("magnet:", &m.magnet().to_string());
     let files: Vec<_> = m.info.files.iter().filter(|f| !f.attr.padding).collect();

@@ -809,8 +809,14 @@ impl Job {
             }
         }
         let (dialer, shared) = self.open_utp().await?;
-        let dht =
-            discovery::start(&self.discovery, self.listen(), &self.state_dir(), shared).await?;
+        let dht = discovery::start(
+            &self.discovery,
+            self.listen(),
+            &self.state_dir(),
+            shared,
+            &[],
+        )
+        .await?;
         let mut feeds: Vec<_> =
             discovery::peer_feed(&dht, &self.discovery, &[info_hash], self.listen(), false)
                 .into_iter()
@@ -897,8 +903,14 @@ impl Job {
                 .await;
         }
         let (dialer, shared) = self.open_utp().await?;
-        let dht =
-            discovery::start(&self.discovery, self.listen(), &self.state_dir(), shared).await?;
+        let dht = discovery::start(
+            &self.discovery,
+            self.listen(),
+            &self.state_dir(),
+            shared,
+            &metainfo.nodes,
+        )
+        .await?;
         // `shoal seed` says it seeds (BEP 33 scrapes count it so); a download does not.
         let feed = discovery::peer_feed(
             &dht,

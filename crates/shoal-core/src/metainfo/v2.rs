@@ -264,7 +264,17 @@ fn walk<'a>(
 
 fn tree_file<'a>(props: Node<'_, 'a>, raw: Vec<&'a [u8]>) -> Result<TreeFile<'a>, MetainfoError> {
     let fields = super::Fields(props.as_dict().ok_or(MetainfoError::BadFileTree)?);
-    let length = parse_length(fields.0.get(b"length"))?;
+    let attr = fields
+        .0
+        .get(b"attr")
+        .and_then(|a| a.as_bytes())
+        .map(FileAttr::parse)
+        .unwrap_or_default();
+    // libtorrent writes a symbolic link's entry without a length: it holds no bytes.
+    let length = match fields.0.get(b"length") {
+        None if attr.symlink => 0,
+        length => parse_length(length)?,
+    };
     let root = match fields.0.get(b"pieces root").and_then(|n| n.as_bytes()) {
         Some(bytes) => Some(
             <merkle::Hash>::try_from(bytes)
@@ -272,12 +282,6 @@ fn tree_file<'a>(props: Node<'_, 'a>, raw: Vec<&'a [u8]>) -> Result<TreeFile<'a>
         ),
         None => None,
     };
-    let attr = fields
-        .0
-        .get(b"attr")
-        .and_then(|a| a.as_bytes())
-        .map(FileAttr::parse)
-        .unwrap_or_default();
     let symlink = match (attr.symlink, fields.0.get(b"symlink path")) {
         (true, Some(target)) => Some(super::path_components(target)?).filter(|t| !t.is_empty()),
         _ => None,
@@ -528,5 +532,31 @@ mod tests {
         let m =
             Metainfo::from_bytes(&torrent(&[], |i| i.insert("file tree", tree), |_| {})).unwrap();
         assert_eq!(m.info.files[0].display_path(), "d/passwd");
+    }
+
+    /// libtorrent writes a link's entry with `attr` and `symlink path` but no `length`.
+    #[test]
+    fn a_symlink_entry_needs_no_length() {
+        let with = |name: &str, leaf: Value| {
+            let mut tree = Value::dict();
+            tree.insert("file", file_node(&data(3 * BLOCK, 3)));
+            tree.insert(name, leaf);
+            torrent(&[], |i| i.insert("file tree", tree), |_| {})
+        };
+        let mut props = Value::dict();
+        props.insert("attr", "l");
+        props.insert("symlink path", Value::List(vec!["file".into()]));
+        let mut link = Value::dict();
+        link.insert("", props);
+        let m = Metainfo::from_bytes(&with("link", link)).unwrap();
+        let link = m.info.files.iter().find(|f| f.display_path() == "d/link");
+        let link = link.expect("the link is listed");
+        assert_eq!(link.length, 0);
+        assert_eq!(link.symlink_target, Some(vec!["file".to_owned()]));
+        // Any other entry still needs its length.
+        let mut empty = Value::dict();
+        empty.insert("", Value::dict());
+        let err = Metainfo::from_bytes(&with("x", empty)).unwrap_err();
+        assert_eq!(err, MetainfoError::Missing("length"));
     }
 }

@@ -1,8 +1,10 @@
 //! Turning a file or a folder into a new torrent.
 //!
 //! Files are listed in byte-wise order of their full relative paths (the order mktorrent
-//! uses, so both give the same info-hash), empty files included; symbolic links and
-//! special files are skipped and reported, never followed.
+//! uses, so both give the same info-hash), empty files included. Symbolic links are never
+//! followed: with [`CreateOptions::attributes`] a link to something inside the folder is
+//! recorded as a link (BEP 47), its target relative to the torrent's folder; any other
+//! link, and special files, are skipped and reported.
 
 use std::ops::ControlFlow;
 use std::os::unix::ffi::OsStrExt;
@@ -26,9 +28,22 @@ pub struct Scanned {
     pub single_file: bool,
     /// Files in torrent order: path components below the folder, path on disk, length.
     pub files: Vec<(Vec<Vec<u8>>, PathBuf, u64)>,
+    /// Symbolic links to something inside the folder.
+    pub links: Vec<ScannedLink>,
     pub total_length: u64,
     /// What was left out, and why.
     pub skipped: Vec<Skipped>,
+}
+
+/// A symbolic link found in the folder, pointing inside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScannedLink {
+    /// Path components below the folder.
+    pub components: Vec<Vec<u8>>,
+    /// The link's path on disk.
+    pub path: PathBuf,
+    /// What it points at, as path components below the folder (BEP 47's `symlink path`).
+    pub target: Vec<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +75,7 @@ pub fn scan(path: &Path) -> Result<Scanned, StorageError> {
         .ok_or_else(|| StorageError::NoFiles(path.into()))?;
     let mut skipped = Vec::new();
     let mut files = Vec::new();
+    let mut links = Vec::new();
     if meta.is_file() {
         files.push((Vec::new(), path.to_path_buf(), meta.len()));
     } else if meta.is_dir() {
@@ -81,10 +97,19 @@ pub fn scan(path: &Path) -> Result<Scanned, StorageError> {
                         .len();
                     files.push((components, full, length));
                 } else if kind.is_symlink() {
-                    skipped.push(Skipped {
-                        path: full,
-                        reason: "symbolic link (not followed)",
-                    });
+                    let target =
+                        std::fs::read_link(&full).map_err(|e| StorageError::io(&full, e))?;
+                    match link_target(&rel, &target) {
+                        Some(target) => links.push(ScannedLink {
+                            components,
+                            path: full,
+                            target,
+                        }),
+                        None => skipped.push(Skipped {
+                            path: full,
+                            reason: "symbolic link out of the folder (not followed)",
+                        }),
+                    }
                 } else {
                     skipped.push(Skipped {
                         path: full,
@@ -94,6 +119,7 @@ pub fn scan(path: &Path) -> Result<Scanned, StorageError> {
             }
         }
         files.sort_by_cached_key(|f| joined(&f.0));
+        links.sort_by_cached_key(|l| joined(&l.components));
     } else {
         return Err(StorageError::NoFiles(path.into()));
     }
@@ -108,9 +134,29 @@ pub fn scan(path: &Path) -> Result<Scanned, StorageError> {
         name,
         single_file: meta.is_file(),
         files,
+        links,
         total_length,
         skipped,
     })
+}
+
+/// Where a link in the folder at `dir` (components below the torrent's folder) that reads
+/// `target` points, as components below the torrent's folder: `None` when that is not
+/// inside it (an absolute target, one that climbs out, or the folder itself).
+fn link_target(dir: &[Vec<u8>], target: &Path) -> Option<Vec<Vec<u8>>> {
+    use std::path::Component;
+    let mut resolved = dir.to_vec();
+    for component in target.components() {
+        match component {
+            Component::Normal(name) => resolved.push(name.as_bytes().to_vec()),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                resolved.pop()?;
+            }
+            Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    (!resolved.is_empty()).then_some(resolved)
 }
 
 /// A relative path as one byte string with `/` separators: the sort key.
@@ -142,16 +188,37 @@ pub fn create(
     let root = scanned.files[0].1.clone();
     let format = options.format;
     let piece = u64::from(piece_length);
-    // v2 lists files in the file tree's order: by path, a component at a time.
-    let mut files = scanned.files.clone();
-    if format != TorrentFormat::V1 {
-        files.sort_by(|a, b| a.0.cmp(&b.0));
+    // The files, and the links (which hold no bytes) among them when attributes are
+    // recorded.
+    let mut files: Vec<Entry> = scanned
+        .files
+        .iter()
+        .map(|(rel, path, length)| Entry {
+            rel: rel.clone(),
+            path: path.clone(),
+            length: *length,
+            link: None,
+        })
+        .collect();
+    if options.attributes {
+        files.extend(scanned.links.iter().map(|link| Entry {
+            rel: link.components.clone(),
+            path: link.path.clone(),
+            length: 0,
+            link: Some(link.target.clone()),
+        }));
+    }
+    // v1 lists files by their joined paths (mktorrent's order), v2 in the file tree's
+    // order: by path, a component at a time.
+    match format {
+        TorrentFormat::V1 => files.sort_by_cached_key(|f| joined(&f.rel)),
+        _ => files.sort_by(|a, b| a.rel.cmp(&b.rel)),
     }
     // A hybrid's v1 half aligns each file to a piece boundary with padding files (a
     // single file needs none); v2 pieces never span files either.
     let padded = format != TorrentFormat::V1 && !scanned.single_file;
     let mut entries = Vec::new();
-    for (_, path, length) in &files {
+    for Entry { path, length, .. } in &files {
         entries.push((path.clone(), *length, false));
         let gap = (piece - length % piece) % piece;
         if padded && gap > 0 {
@@ -217,7 +284,10 @@ pub fn create(
     let executable = match options.attributes {
         true => files
             .iter()
-            .map(|(_, path, _)| {
+            .map(|Entry { path, link, .. }| {
+                if link.is_some() {
+                    return Ok(false);
+                }
                 std::fs::metadata(path)
                     .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o100 != 0)
                     .map_err(|e| StorageError::io(path, e))
@@ -234,12 +304,8 @@ pub fn create(
     };
     Ok(TorrentBuilder {
         name: scanned.name.clone(),
-        files: (!scanned.single_file).then(|| {
-            files
-                .iter()
-                .map(|(rel, _, len)| (rel.clone(), *len))
-                .collect()
-        }),
+        files: (!scanned.single_file)
+            .then(|| files.iter().map(|f| (f.rel.clone(), f.length)).collect()),
         length: scanned.total_length,
         piece_length,
         pieces: pieces.into_inner().expect("workers are done"),
@@ -247,8 +313,22 @@ pub fn create(
         roots,
         piece_layers,
         executable,
+        symlinks: match scanned.links.is_empty() || !options.attributes {
+            true => Vec::new(),
+            false => files.into_iter().map(|f| f.link).collect(),
+        },
         ..Default::default()
     })
+}
+
+/// One entry of a new torrent's file list.
+struct Entry {
+    /// Path components below the folder.
+    rel: Vec<Vec<u8>>,
+    path: PathBuf,
+    length: u64,
+    /// A link's target (components below the folder).
+    link: Option<Vec<Vec<u8>>>,
 }
 
 /// Each real file's merkle root (`None` when empty), in layout order, and the piece
@@ -286,7 +366,7 @@ mod tests {
     use shoal_core::Metainfo;
 
     #[test]
-    fn folders_are_sorted_bytewise_with_empty_files_and_no_symlinks() {
+    fn folders_are_sorted_bytewise_with_empty_files_and_no_symlinks_followed() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("Content");
         std::fs::create_dir_all(root.join("a/b")).unwrap();
@@ -295,6 +375,7 @@ mod tests {
         std::fs::write(root.join("a/b/y"), b"").unwrap();
         std::fs::write(root.join("B"), b"333").unwrap();
         std::os::unix::fs::symlink("/etc/passwd", root.join("link")).unwrap();
+        std::os::unix::fs::symlink("../B", root.join("a/inside")).unwrap();
         let scanned = scan(&root).unwrap();
         let names: Vec<String> = scanned
             .files
@@ -307,9 +388,11 @@ mod tests {
             scanned.skipped,
             [Skipped {
                 path: root.join("link"),
-                reason: "symbolic link (not followed)"
+                reason: "symbolic link out of the folder (not followed)"
             }]
         );
+        // Without attributes a link inside is left out too.
+        assert_eq!(scanned.links.len(), 1);
         assert_eq!(scanned.name, b"Content");
 
         let progress = AtomicU64::new(0);
@@ -385,6 +468,77 @@ mod tests {
                 _ => assert_eq!(swarms, [v2]),
             }
         }
+    }
+
+    /// Links inside the folder become BEP 47 links with `--attributes`, their targets
+    /// from the torrent's folder; links that leave it are skipped.
+    #[test]
+    fn links_inside_the_folder_are_recorded_as_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("pkg");
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        std::fs::create_dir_all(root.join("lib")).unwrap();
+        std::fs::write(root.join("lib/data"), vec![7u8; 40_000]).unwrap();
+        std::fs::write(root.join("run.sh"), b"#!/bin/sh\n").unwrap();
+        let link = |target: &str, at: &str| std::os::unix::fs::symlink(target, root.join(at));
+        link("../run.sh", "bin/run").unwrap();
+        link("./lib/./data", "data").unwrap();
+        link("lib", "libdir").unwrap();
+        link("../lib/missing", "bin/dangling").unwrap();
+        link("../../elsewhere", "bin/out").unwrap();
+        link("..", "bin/up").unwrap();
+        link("/etc/passwd", "abs").unwrap();
+        let scanned = scan(&root).unwrap();
+        let mut skipped: Vec<_> = scanned.skipped.iter().map(|s| s.path.clone()).collect();
+        skipped.sort();
+        assert_eq!(
+            skipped,
+            [root.join("abs"), root.join("bin/out"), root.join("bin/up")]
+        );
+        for format in [TorrentFormat::V1, TorrentFormat::V2, TorrentFormat::Hybrid] {
+            let options = CreateOptions {
+                piece_length: Some(16_384),
+                threads: 1,
+                format,
+                attributes: true,
+            };
+            let builder = create(&scanned, &options, &AtomicU64::new(0)).unwrap();
+            let m = Metainfo::from_bytes(&builder.to_bytes()).unwrap();
+            let links: Vec<(String, String)> = m
+                .info
+                .files
+                .iter()
+                .filter_map(|f| {
+                    let target = f.symlink_target.as_ref()?.join("/");
+                    assert_eq!(f.length, 0);
+                    Some((f.display_path(), target))
+                })
+                .collect();
+            let expected = [
+                ("pkg/bin/dangling", "lib/missing"),
+                ("pkg/bin/run", "run.sh"),
+                ("pkg/data", "lib/data"),
+                ("pkg/libdir", "lib"),
+            ];
+            let expected: Vec<_> = expected
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect();
+            assert_eq!(links, expected, "{format:?}");
+            // The data still checks out: links hold no bytes and need no padding.
+            let layout = FileLayout::for_torrent(&m.info, dir.path());
+            let have = crate::verify(&layout, &m.info, 1, &AtomicU64::new(0));
+            assert!(have.all(), "{format:?}");
+        }
+        // Without attributes the torrent is the one without the links.
+        let options = CreateOptions {
+            piece_length: Some(16_384),
+            threads: 1,
+            ..Default::default()
+        };
+        let builder = create(&scanned, &options, &AtomicU64::new(0)).unwrap();
+        let m = Metainfo::from_bytes(&builder.to_bytes()).unwrap();
+        assert_eq!(m.info.files.len(), 2);
     }
 
     #[test]

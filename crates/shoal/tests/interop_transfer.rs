@@ -179,6 +179,81 @@ open(sys.argv[2], "wb").write(lt.bencode(t.generate()))
     );
 }
 
+/// The reverse: `shoal create --attributes` records the executable and the links that
+/// point inside the folder (from the torrent's folder, as BEP 47 says), in a hybrid
+/// torrent. libtorrent reads them as links to the right files, downloads the torrent
+/// from a shoal seed, and makes the script executable and the links links.
+#[test]
+fn libtorrent_keeps_the_attributes_of_a_shoal_torrent() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempdir();
+    let src = dir.path().join("src");
+    random_file(&src.join("pkg/lib/data.bin"), 300_000, 8);
+    let script = src.join("pkg/run.sh");
+    std::fs::write(&script, "#!/bin/sh\necho hello\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir_all(src.join("pkg/bin")).unwrap();
+    std::os::unix::fs::symlink("../run.sh", src.join("pkg/bin/run")).unwrap();
+    std::os::unix::fs::symlink("lib/data.bin", src.join("pkg/data.bin")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", src.join("pkg/passwd")).unwrap();
+    let torrent = dir.path().join("pkg.torrent");
+    let mut create = shoal();
+    create
+        .args(["create", "--attributes", "--format", "hybrid", "-o"])
+        .args([path_str(&torrent), path_str(&src.join("pkg"))]);
+    let (output, _) = run_with_timeout(&mut create, Duration::from_secs(30));
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("passwd: symbolic link out of the folder"),
+        "{stderr}"
+    );
+
+    let read = python(
+        r#"
+import libtorrent as lt, sys
+fs = lt.torrent_info(sys.argv[1]).files()
+for i in range(fs.num_files()):
+    flags = fs.file_flags(i)
+    if flags & lt.file_storage.flag_pad_file:
+        continue
+    link = fs.symlink(i) if flags & lt.file_storage.flag_symlink else ''
+    x = 'x' if flags & lt.file_storage.flag_executable else '-'
+    print(fs.file_path(i), x, link)
+"#,
+        &[path_str(&torrent)],
+    );
+    assert_eq!(
+        read,
+        "pkg/bin/run - pkg/run.sh\npkg/data.bin - pkg/lib/data.bin\n\
+         pkg/lib/data.bin - \npkg/run.sh x \n"
+    );
+
+    let _seed = shoal_seed(
+        &torrent,
+        &src,
+        &dir.path().join("state"),
+        "127.0.0.18:17018",
+    );
+    let out = dir.path().join("lt-out");
+    lt_get(&torrent, &out, "127.0.0.19", 17020, "127.0.0.18", 17018);
+    same_files(&script, &out.join("pkg/run.sh"));
+    let mode = std::fs::metadata(out.join("pkg/run.sh"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o100, 0o100, "{mode:o}");
+    for (link, target, what) in [
+        ("pkg/bin/run", "../run.sh", "pkg/run.sh"),
+        ("pkg/data.bin", "lib/data.bin", "pkg/lib/data.bin"),
+    ] {
+        let link = out.join(link);
+        assert_eq!(std::fs::read_link(&link).unwrap(), Path::new(target));
+        same_files(&src.join(what), &link);
+    }
+}
+
 #[test]
 fn shoal_seeds_libtorrent_downloads() {
     let dir = tempdir();

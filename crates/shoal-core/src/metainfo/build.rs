@@ -62,6 +62,9 @@ pub struct TorrentBuilder {
     /// BEP 47 `attr: x` per file, in the order of `files` (one entry for a single file),
     /// as libtorrent records an executable file; empty when none is recorded.
     pub executable: Vec<bool>,
+    /// BEP 47 `attr: l` per file, in the order of `files`: a symbolic link's target,
+    /// relative to the torrent's folder; empty when no file is a link.
+    pub symlinks: Vec<Option<Vec<Vec<u8>>>>,
     pub private: bool,
     /// The info dictionary's `source` (see [`super::Info::source`]).
     pub source: Option<String>,
@@ -110,6 +113,20 @@ impl TorrentBuilder {
         self.executable.get(file).copied().unwrap_or(false)
     }
 
+    fn symlink(&self, file: usize) -> Option<&Vec<Vec<u8>>> {
+        self.symlinks.get(file).and_then(Option::as_ref)
+    }
+
+    /// A file's BEP 47 attributes: `l` for a link (whose own mode means nothing), `x` for
+    /// an executable file.
+    fn attr(&self, file: usize) -> Option<&'static str> {
+        if self.symlink(file).is_some() {
+            Some("l")
+        } else {
+            self.is_executable(file).then_some("x")
+        }
+    }
+
     /// The v1 `files` list; a hybrid torrent's has padding files aligning each file to a
     /// piece boundary, as its v2 half implies.
     fn v1_files(&self, files: &[(Vec<Vec<u8>>, u64)]) -> Vec<Value> {
@@ -119,17 +136,17 @@ impl TorrentBuilder {
                 file.insert("attr", attr);
             }
             file.insert("length", length as i64);
-            file.insert(
-                "path",
-                Value::List(path.into_iter().map(Value::Bytes).collect()),
-            );
+            file.insert("path", components(&path));
             file
         };
         let piece = u64::from(self.piece_length);
         let mut list = Vec::new();
         for (index, (path, length)) in files.iter().enumerate() {
-            let attr = self.is_executable(index).then_some("x");
-            list.push(entry(path.clone(), *length, attr));
+            let mut file = entry(path.clone(), *length, self.attr(index));
+            if let Some(target) = self.symlink(index) {
+                file.insert("symlink path", components(target));
+            }
+            list.push(file);
             let gap = (piece - length % piece) % piece;
             if self.format == TorrentFormat::Hybrid && gap > 0 {
                 let name = vec![b".pad".to_vec(), gap.to_string().into_bytes()];
@@ -144,8 +161,8 @@ impl TorrentBuilder {
     fn file_tree(&self) -> Value {
         enum Node {
             Dir(BTreeMap<Vec<u8>, Node>),
-            /// Length, merkle root, executable.
-            File(u64, Option<merkle::Hash>, bool),
+            /// A file's properties.
+            File(Value),
         }
         fn value(node: Node) -> Value {
             match node {
@@ -156,15 +173,7 @@ impl TorrentBuilder {
                     }
                     dict
                 }
-                Node::File(length, root, executable) => {
-                    let mut props = Value::dict();
-                    if executable {
-                        props.insert("attr", "x");
-                    }
-                    props.insert("length", length as i64);
-                    if let Some(root) = root {
-                        props.insert("pieces root", root.to_vec());
-                    }
+                Node::File(props) => {
                     let mut leaf = Value::dict();
                     leaf.insert("", props);
                     leaf
@@ -193,8 +202,19 @@ impl TorrentBuilder {
                     Node::File(..) => continue 'files,
                 }
             }
-            let executable = self.is_executable(index);
-            dir.insert(name.clone(), Node::File(length, *file_root, executable));
+            let mut props = Value::dict();
+            if let Some(attr) = self.attr(index) {
+                props.insert("attr", attr);
+            }
+            match self.symlink(index) {
+                // A link has no bytes, and libtorrent writes it no length.
+                Some(target) => props.insert("symlink path", components(target)),
+                None => props.insert("length", length as i64),
+            }
+            if let Some(root) = file_root {
+                props.insert("pieces root", root.to_vec());
+            }
+            dir.insert(name.clone(), Node::File(props));
         }
         value(Node::Dir(root))
     }
@@ -234,6 +254,11 @@ impl TorrentBuilder {
         }
         top.to_bytes()
     }
+}
+
+/// A path as a bencoded list of its components.
+fn components(path: &[Vec<u8>]) -> Value {
+    Value::List(path.iter().cloned().map(Value::Bytes).collect())
 }
 
 #[cfg(test)]

@@ -65,9 +65,11 @@ pub struct Args {
     /// the v1 half) or v2 (BEP 52 alone: libtorrent 2, qBittorrent, shoal).
     #[arg(long, value_enum, default_value_t = Format::V1)]
     pub format: Format,
-    /// Record which files are executable (BEP 47 `attr: x`), as libtorrent and
-    /// qBittorrent do, so that clients that read it (libtorrent's, shoal) make them
-    /// executable again. Without it the torrent has mktorrent's info-hash.
+    /// Record which files are executable (BEP 47 `attr: x`) and the symbolic links that
+    /// point inside the folder (`attr: l`, their targets from the torrent's folder), as
+    /// libtorrent and qBittorrent do, so that clients that read them (libtorrent's,
+    /// shoal) make them again. Without it links are left out and the torrent has
+    /// mktorrent's info-hash.
     #[arg(long)]
     pub attributes: bool,
     /// Hashing threads [default: one per core].
@@ -179,6 +181,14 @@ pub fn run(args: Args) -> Result<()> {
             skipped.path.display(),
             skipped.reason
         );
+    }
+    if !args.attributes {
+        for link in &scanned.links {
+            eprintln!(
+                "shoal: skipping {}: symbolic link (--attributes records it as a link)",
+                link.path.display()
+            );
+        }
     }
     let options = CreateOptions {
         piece_length,

@@ -633,6 +633,51 @@ fn magnet_with_only_a_tracker() {
     same_files(&src.join("payload.bin"), &out.join("payload.bin"));
 }
 
+/// `--tracker` adds a tracker to a torrent and to a magnet that name none: a seed
+/// announces a tracker-less torrent there, and a download of the bare magnet finds the
+/// seed there for its metadata and its data. The metadata it keeps names no tracker.
+#[test]
+fn trackers_added_on_the_command_line() {
+    let dir = tempdir();
+    let tracker = "127.0.1.90:18090";
+    let (src, torrent, hash) = make_torrent(dir.path(), 1024 * 1024 + 9, &[]);
+    let _tracker = shoal_tracker(tracker, &[]);
+    let http = format!("http://{tracker}/announce");
+    let udp = format!("udp://{tracker}");
+    let _seed = shoal_seed_with(
+        &torrent,
+        &src,
+        &dir.path().join("seed-state"),
+        "127.0.1.91:18091",
+        &["--no-dht", "--tracker", &http],
+    );
+    wait_until("the seed's announce", Duration::from_secs(10), || {
+        http_scrape(tracker, hash).complete == 1
+    });
+    let out = dir.path().join("out");
+    let state = dir.path().join("state");
+    let mut get = shoal();
+    get.args([
+        "get",
+        &hash.to_hex(),
+        "-o",
+        path_str(&out),
+        "--no-seed",
+        "--json",
+    ])
+    .args(["--no-dht", "--listen", "127.0.1.92:18092", "--state-dir"])
+    .args([path_str(&state), "--tracker", &udp]);
+    let events = json_events(&mut get);
+    assert!(
+        events.iter().any(|e| e["event"] == "metadata"),
+        "{events:?}"
+    );
+    assert!(connected_to(&events, "127.0.1.91:18091"), "{events:?}");
+    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+    let kept = shoal_info(path_str(&state.join(format!("{}.torrent", hash.to_hex()))));
+    assert_eq!(kept["trackers"], serde_json::json!([]));
+}
+
 /// A seed listening dual-stack (`[::]`) announces once over IPv4 and once over IPv6, as
 /// libtorrent announces from each listen socket: the tracker, reachable as 127.0.1.80
 /// and as ::1 (two URLs in one tier), learns both of its addresses, and libtorrent on

@@ -22,6 +22,54 @@ use tokio::sync::mpsc;
 
 use super::discovery::forward;
 
+/// A tier of tracker URLs as given on the command line (`-t`/`--tracker`): one URL, or
+/// several separated by commas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tier(pub Vec<String>);
+
+/// Parses a `--tracker` value: http, https and udp URLs, separated by commas.
+pub fn parse_tier(arg: &str) -> Result<Tier, String> {
+    let urls: Vec<String> = arg
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned)
+        .collect();
+    for url in &urls {
+        let lower = url.to_ascii_lowercase();
+        if !["http://", "https://", "udp://"]
+            .iter()
+            .any(|s| lower.starts_with(s))
+        {
+            return Err(format!(
+                "tracker URL '{url}' must start with http://, https:// or udp://"
+            ));
+        }
+    }
+    if urls.is_empty() {
+        return Err("no tracker URL".into());
+    }
+    Ok(Tier(urls))
+}
+
+/// `tiers` followed by `extra`, less the URLs `tiers` already has: the trackers a user
+/// adds to a torrent's own (`get`/`seed --tracker`), as libtorrent's `add_tracker` puts
+/// them in tiers after the torrent's.
+pub fn with_extra(tiers: &[Vec<String>], extra: &[Tier]) -> Vec<Vec<String>> {
+    let mut all = tiers.to_vec();
+    for Tier(urls) in extra {
+        let new: Vec<String> = urls
+            .iter()
+            .filter(|u| !all.iter().flatten().any(|known| known == *u))
+            .cloned()
+            .collect();
+        if !new.is_empty() {
+            all.push(new);
+        }
+    }
+    all
+}
+
 /// The announcers, each with whether it announces over IPv4.
 pub struct Announcers(Vec<(bool, Announcer)>);
 
@@ -117,5 +165,28 @@ impl Announcers {
             stops.spawn(announcer.stop(within));
         }
         while stops.join_next().await.is_some() {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiers_from_arguments() {
+        let tier = parse_tier("http://a/announce, udp://b:1").unwrap();
+        assert_eq!(tier.0, ["http://a/announce", "udp://b:1"]);
+        assert!(parse_tier("ftp://x").unwrap_err().contains("ftp://x"));
+        assert!(parse_tier(" , ").is_err());
+        let own = vec![vec!["http://a/announce".to_owned()]];
+        let extra = [parse_tier("http://a/announce,udp://c:1").unwrap(), tier];
+        assert_eq!(
+            with_extra(&own, &extra),
+            [
+                vec!["http://a/announce"],
+                vec!["udp://c:1"],
+                vec!["udp://b:1"]
+            ]
+        );
     }
 }

@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use shoal_core::{DhtNode, Metainfo, TorrentBuilder, TorrentFormat};
 use shoal_storage::{CreateOptions, Scanned};
 
+use super::announcers::{parse_tier, Tier};
 use super::{hashing, print};
 use shoal_core::units::{format_size, parse_size};
 
@@ -30,8 +31,8 @@ pub struct Args {
     pub piece_size: Option<u64>,
     /// Tracker announce URL (http, https or udp). Repeat for several tiers; separate
     /// URLs with commas to put them in one tier.
-    #[arg(short, long = "tracker", value_name = "URL")]
-    pub trackers: Vec<String>,
+    #[arg(short, long = "tracker", value_name = "URL", value_parser = parse_tier)]
+    pub trackers: Vec<Tier>,
     /// A web seed (BEP 19): an http(s) URL that serves the torrent's content, as
     /// mktorrent's -w. For a folder, the URL of the folder that holds it (ending in `/`);
     /// for a single file, that of the file or of its folder. Repeat for several.
@@ -98,30 +99,6 @@ impl From<Format> for TorrentFormat {
     }
 }
 
-fn tracker_tiers(urls: &[String]) -> Result<Vec<Vec<String>>> {
-    let mut tiers = Vec::new();
-    for group in urls {
-        let tier: Vec<String> = group
-            .split(',')
-            .map(str::trim)
-            .filter(|u| !u.is_empty())
-            .map(str::to_owned)
-            .collect();
-        for url in &tier {
-            let scheme_ok = ["http://", "https://", "udp://"]
-                .iter()
-                .any(|s| url.to_ascii_lowercase().starts_with(s));
-            if !scheme_ok {
-                bail!("tracker URL '{url}' must start with http://, https:// or udp://");
-            }
-        }
-        if !tier.is_empty() {
-            tiers.push(tier);
-        }
-    }
-    Ok(tiers)
-}
-
 /// Hashes `scanned`, drawing a progress bar on standard error when it is a terminal.
 pub fn hash_with_progress(
     scanned: &Scanned,
@@ -163,7 +140,6 @@ fn write_atomically(path: &Path, bytes: &[u8], force: bool) -> Result<()> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let trackers = tracker_tiers(&args.trackers)?;
     for url in &args.web_seeds {
         let lower = url.to_ascii_lowercase();
         if !(lower.starts_with("http://") || lower.starts_with("https://")) {
@@ -199,7 +175,7 @@ pub fn run(args: Args) -> Result<()> {
     let (mut builder, elapsed) = hash_with_progress(&scanned, &options)?;
     builder.private = args.private;
     builder.source = args.source;
-    builder.trackers = trackers;
+    builder.trackers = args.trackers.into_iter().map(|Tier(urls)| urls).collect();
     builder.web_seeds = args.web_seeds;
     builder.nodes = args.dht_nodes;
     builder.comment = args.comment;
@@ -253,21 +229,5 @@ pub fn run(args: Args) -> Result<()> {
             metainfo.info_hash,
             magnet
         ))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tiers_from_flags() {
-        let tiers =
-            tracker_tiers(&["http://a/announce,udp://b:1".into(), "https://c/x".into()]).unwrap();
-        assert_eq!(
-            tiers,
-            vec![vec!["http://a/announce", "udp://b:1"], vec!["https://c/x"]]
-        );
-        assert!(tracker_tiers(&["ftp://x".into()]).is_err());
     }
 }

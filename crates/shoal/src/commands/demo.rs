@@ -233,7 +233,7 @@ pub fn run(args: Args) -> Result<()> {
         path: file.clone(),
         output: Some(torrent.clone()),
         piece_size: None,
-        trackers: vec![announce_url.clone()],
+        trackers: vec![super::announcers::Tier(vec![announce_url.clone()])],
         web_seeds: Vec::new(),
         dht_nodes: Vec::new(),
         private: false,

@@ -24,7 +24,7 @@ use shoal_tracker::Progress;
 use shoal_utp::UtpSocket;
 use tokio::sync::{mpsc, watch};
 
-use super::announcers::Announcers;
+use super::announcers::{parse_tier, with_extra, Announcers, Tier};
 use super::discovery::{self, Dhts, DiscoveryOptions};
 use super::select::{FileSelection, Selection};
 
@@ -65,6 +65,12 @@ pub struct PeerOptions {
     /// Do not announce to the torrent's trackers (use only --peer and incoming peers).
     #[arg(long)]
     pub no_tracker: bool,
+    /// Announce to this tracker too (http, https or udp), in a tier after the torrent's
+    /// or the magnet's own, as aria2's --bt-tracker and libtorrent's add_tracker. Repeat
+    /// for several tiers; separate URLs with commas to put them in one tier. The
+    /// torrent file is not changed.
+    #[arg(long = "tracker", value_name = "URL", value_parser = parse_tier, conflicts_with = "no_tracker")]
+    pub trackers: Vec<Tier>,
     /// Hash the data on disk again even where the resume state vouches for it (which it
     /// does while every file keeps its size and modification time): after bit rot, or a
     /// tool that changed a file and kept its time. Pieces that fail are fetched again.
@@ -824,21 +830,20 @@ impl Job {
         // The link's trackers (`tr=`, one tier each) find peers for the metadata too. The
         // size is unknown until then, so `left` says only that something is left.
         let peer_id = PeerId::shoal(rand::random());
-        let metadata_announcer =
-            (!self.opts.no_tracker && !magnet.trackers.is_empty()).then(|| {
-                let tiers: Vec<Vec<String>> =
-                    magnet.trackers.iter().map(|t| vec![t.clone()]).collect();
-                let (found, feed) = mpsc::unbounded_channel();
-                feeds.push(feed);
-                let progress = Progress {
-                    uploaded: 0,
-                    downloaded: 0,
-                    left: 1,
-                    partial_seed: false,
-                };
-                let me = (&[info_hash][..], peer_id);
-                Announcers::spawn(&tiers, me, (self.listen(), None), progress, &found)
-            });
+        let tiers: Vec<Vec<String>> = magnet.trackers.iter().map(|t| vec![t.clone()]).collect();
+        let tiers = with_extra(&tiers, &self.opts.trackers);
+        let metadata_announcer = (!self.opts.no_tracker && !tiers.is_empty()).then(|| {
+            let (found, feed) = mpsc::unbounded_channel();
+            feeds.push(feed);
+            let progress = Progress {
+                uploaded: 0,
+                downloaded: 0,
+                left: 1,
+                partial_seed: false,
+            };
+            let me = (&[info_hash][..], peer_id);
+            Announcers::spawn(&tiers, me, (self.listen(), None), progress, &found)
+        });
         let mut feed = discovery::merge_feeds(feeds);
         let mut fetch = MetadataFetch::new(info_hash, peer_id);
         fetch.peers = self.opts.peer_addrs();
@@ -940,7 +945,7 @@ impl Job {
         let trackers = if self.opts.no_tracker {
             Vec::new()
         } else {
-            metainfo.trackers.clone()
+            with_extra(&metainfo.trackers, &self.opts.trackers)
         };
         let peers = self.opts.peer_addrs();
         let config = TorrentConfig {

@@ -116,13 +116,7 @@ pub fn local_networks() -> Vec<Network> {
     use nix::net::if_::InterfaceFlags as F;
     entries()
         .filter(|(_, flags, ..)| flags.contains(F::IFF_UP))
-        .filter_map(|(_, _, ip, netmask)| {
-            let prefix = match netmask? {
-                IpAddr::V4(mask) => u32::from(mask).leading_ones(),
-                IpAddr::V6(mask) => u128::from(mask).leading_ones(),
-            };
-            Some(Network { ip, prefix })
-        })
+        .map(|(_, _, ip, netmask)| Network::of(ip, netmask))
         .collect()
 }
 
@@ -140,6 +134,19 @@ pub struct Network {
 }
 
 impl Network {
+    /// The network of an interface's address `ip` with `netmask`. An address the system
+    /// gives no netmask (a point-to-point link may not have one) is a network of its own:
+    /// it holds that one address, where dropping it left announces from it unmatched.
+    pub fn of(ip: IpAddr, netmask: Option<IpAddr>) -> Network {
+        let prefix = match (netmask, ip) {
+            (Some(IpAddr::V4(mask)), IpAddr::V4(_)) => u32::from(mask).leading_ones(),
+            (Some(IpAddr::V6(mask)), IpAddr::V6(_)) => u128::from(mask).leading_ones(),
+            (_, IpAddr::V4(_)) => 32,
+            (_, IpAddr::V6(_)) => 128,
+        };
+        Network { ip, prefix }
+    }
+
     pub fn contains(&self, ip: IpAddr) -> bool {
         let within = |a: u128, b: u128, bits: u32| {
             let prefix = self.prefix.min(bits);
@@ -223,6 +230,17 @@ mod tests {
         assert!(net("10.0.0.1", 32).contains(ip("10.0.0.1")));
         assert!(!net("10.0.0.1", 32).contains(ip("10.0.0.2")));
         assert!(net("0.0.0.0", 0).contains(ip("8.8.8.8")));
+
+        // From an address and its netmask; without one (or with one of the other
+        // family), the address alone.
+        let of = |a: &str, mask: Option<&str>| Network::of(ip(a), mask.map(ip));
+        assert_eq!(of("192.168.1.20", Some("255.255.255.0")), lan);
+        assert_eq!(of("fe80::abcd", Some("ffff:ffff:ffff:ffff::")), link);
+        let alone = of("10.8.0.6", None);
+        assert_eq!(alone, net("10.8.0.6", 32));
+        assert!(alone.contains(ip("10.8.0.6")) && !alone.contains(ip("10.8.0.7")));
+        assert_eq!(of("fd00::6", None), net("fd00::6", 128));
+        assert_eq!(of("10.8.0.6", Some("ffff::")), net("10.8.0.6", 32));
     }
 
     #[cfg(target_os = "linux")]

@@ -22,6 +22,7 @@ struct Cli {
 enum Command {
     Create(commands::create::Args),
     Info(commands::info::Args),
+    Edit(commands::edit::Args),
     Scrape(commands::scrape::Args),
     Get(commands::transfer::GetArgs),
     Seed(commands::transfer::SeedArgs),
@@ -50,6 +51,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Create(args) => commands::create::run(args),
         Command::Info(args) => commands::info::run(args),
+        Command::Edit(args) => commands::edit::run(args),
         Command::Scrape(args) => commands::scrape::run(args),
         Command::Get(args) => commands::transfer::run_get(args),
         Command::Seed(args) => commands::transfer::run_seed(args),

@@ -498,3 +498,97 @@ fn attributes_match_libtorrent_and_their_absence_mktorrent() {
     );
     assert_ne!(plain, ours, "the attribute is in the info-hash");
 }
+
+/// `shoal edit` makes the same file `transmission-edit` makes from the same edits (a
+/// passkey replaced, a tracker removed with its tier, one added), byte for byte, and
+/// the info-hash never changes. Web seeds, DHT nodes and the comment are edited too, and
+/// libtorrent reads them; an edit that changes nothing leaves the file alone.
+#[test]
+fn shoal_edit_matches_transmission_edit() {
+    require("transmission-edit");
+    let dir = tempdir();
+    let file = dir.path().join("f.bin");
+    random_file(&file, 100_000, 21);
+    let original = dir.path().join("t.torrent");
+    let mut create = shoal();
+    create
+        .args([
+            "create",
+            path_str(&file),
+            "--no-date",
+            "-o",
+            path_str(&original),
+        ])
+        .args(["-t", "http://a.example/announce?passkey=OLD"])
+        .args(["-t", "udp://b.example:1", "-t", "http://x.example/announce"])
+        .args(["--web-seed", "http://ws.example/", "--comment", "hello"]);
+    run_ok(&mut create);
+    let theirs = dir.path().join("theirs.torrent");
+    let ours = dir.path().join("ours.torrent");
+    std::fs::copy(&original, &theirs).unwrap();
+    let edits = [
+        "-r",
+        "OLD",
+        "NEW",
+        "-d",
+        "udp://b.example:1",
+        "-a",
+        "http://c.example/announce",
+    ];
+    run_ok(Command::new("transmission-edit").args(edits).arg(&theirs));
+    run_ok(
+        shoal()
+            .args(["edit", path_str(&original), "-o", path_str(&ours)])
+            .args(edits),
+    );
+    assert!(
+        std::fs::read(&ours).unwrap() == std::fs::read(&theirs).unwrap(),
+        "shoal edit and transmission-edit wrote different files"
+    );
+
+    let hash = shoal_info(path_str(&original))["info_hash"].clone();
+    let edited = run_ok(shoal().args([
+        "edit",
+        path_str(&ours),
+        "--json",
+        "--remove-web-seed",
+        "http://ws.example/",
+        "--add-web-seed",
+        "https://mirror.example/f.bin",
+        "--add-dht-node",
+        "[2001:db8::1]:6881",
+        "--no-comment",
+    ]));
+    let edited: serde_json::Value = serde_json::from_str(&edited).unwrap();
+    assert_eq!(edited["changed"], true);
+    assert_eq!(edited["info_hash"], hash);
+    let read = python(
+        r#"
+import libtorrent as lt, sys
+ti = lt.torrent_info(sys.argv[1])
+print([(t.url, t.tier) for t in ti.trackers()])
+print([w['url'] for w in ti.web_seeds()], ti.nodes(), repr(ti.comment()))
+print(ti.info_hash())
+"#,
+        &[path_str(&ours)],
+    );
+    let expected = format!(
+        "[('http://a.example/announce?passkey=NEW', 0), ('http://x.example/announce', 1), \
+         ('http://c.example/announce', 2)]\n\
+         ['https://mirror.example/f.bin'] [('2001:db8::1', 6881)] ''\n{}\n",
+        hash.as_str().unwrap()
+    );
+    assert_eq!(read, expected);
+
+    let before = std::fs::read(&ours).unwrap();
+    let again = run_ok(shoal().args(["edit", path_str(&ours), "-a", "http://x.example/announce"]));
+    assert!(again.contains("(unchanged)"), "{again}");
+    assert_eq!(std::fs::read(&ours).unwrap(), before);
+    // A bad URL is a usage error, and the file is left alone.
+    let (output, _) = run_with_timeout(
+        shoal().args(["edit", path_str(&ours), "-a", "ftp://x"]),
+        std::time::Duration::from_secs(30),
+    );
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(std::fs::read(&ours).unwrap(), before);
+}

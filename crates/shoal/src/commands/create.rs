@@ -1,6 +1,6 @@
 //! `shoal create`: hash a file or folder and write a `.torrent` and a magnet link.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
@@ -8,7 +8,7 @@ use shoal_core::{DhtNode, Metainfo, TorrentBuilder, TorrentFormat};
 use shoal_storage::{CreateOptions, Scanned};
 
 use super::announcers::{parse_tier, Tier};
-use super::{hashing, print};
+use super::{hashing, print, write_atomically};
 use shoal_core::units::{format_size, parse_size};
 
 /// Create a .torrent file (and a magnet link) from a file or a folder.
@@ -109,34 +109,6 @@ pub fn hash_with_progress(
         shoal_storage::create(scanned, options, progress)
     });
     Ok((result?, started.elapsed()))
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename, so that an
-/// interrupted write never leaves a truncated torrent behind.
-fn write_atomically(path: &Path, bytes: &[u8], force: bool) -> Result<()> {
-    if !force && path.exists() {
-        bail!(
-            "{}: already exists (use --force to overwrite)",
-            path.display()
-        );
-    }
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        path.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    std::fs::write(&tmp, bytes).with_context(|| format!("{}: cannot write", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("{}: cannot write", path.display()))
-        .inspect_err(|_| {
-            let _ = std::fs::remove_file(&tmp);
-        })
 }
 
 pub fn run(args: Args) -> Result<()> {

@@ -7,6 +7,7 @@ pub mod dht;
 pub mod dht_item;
 pub mod dht_sample;
 pub mod discovery;
+pub mod edit;
 pub mod hook;
 pub mod info;
 pub mod scrape;
@@ -17,9 +18,11 @@ pub mod transfer;
 pub mod verify;
 
 use std::io::{self, IsTerminal, Write};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Writes text to standard output; a closed pipe (`shoal info x | head -1`) is not an
@@ -81,4 +84,32 @@ pub fn hashing<T: Send>(total: u64, work: impl FnOnce(&AtomicU64) -> T + Send) -
     });
     bar.finish_and_clear();
     result
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so that an
+/// interrupted write never leaves a truncated torrent behind.
+pub fn write_atomically(path: &Path, bytes: &[u8], force: bool) -> Result<()> {
+    if !force && path.exists() {
+        bail!(
+            "{}: already exists (use --force to overwrite)",
+            path.display()
+        );
+    }
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, bytes).with_context(|| format!("{}: cannot write", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("{}: cannot write", path.display()))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
 }

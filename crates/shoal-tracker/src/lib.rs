@@ -32,6 +32,9 @@ pub use url::{Scheme, TrackerUrl, UrlError};
 pub enum TrackerError {
     #[error("tracker said: {0}")]
     Failure(String),
+    /// A failure that says when to come back (BEP 31 `retry in`).
+    #[error("tracker said: {reason} ({retry})")]
+    Backoff { reason: String, retry: RetryIn },
     #[error("tracker answered HTTP {0}")]
     Http(u16),
     #[error("no answer from the tracker in time")]
@@ -53,4 +56,39 @@ pub enum TrackerError {
     NoRoute(String),
     #[error(transparent)]
     Url(#[from] UrlError),
+}
+
+/// When a tracker that refused an announce wants to hear from us again (BEP 31).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryIn {
+    /// Not before this many minutes (at most [`RetryIn::MAX_MINUTES`]).
+    Minutes(u32),
+    /// Not in this session: the tracker will never accept it.
+    Never,
+}
+
+impl RetryIn {
+    /// Longer waits are cut to a week: the session will not outlive it, and a bigger
+    /// number from a tracker must not overflow a deadline.
+    pub const MAX_MINUTES: u32 = 7 * 24 * 60;
+
+    /// The wait as a duration; `None` for never.
+    pub fn duration(self) -> Option<std::time::Duration> {
+        match self {
+            RetryIn::Minutes(minutes) => Some(std::time::Duration::from_secs(
+                u64::from(minutes.min(Self::MAX_MINUTES)) * 60,
+            )),
+            RetryIn::Never => None,
+        }
+    }
+}
+
+impl std::fmt::Display for RetryIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RetryIn::Minutes(1) => f.write_str("retry in 1 minute"),
+            RetryIn::Minutes(m) => write!(f, "retry in {m} minutes"),
+            RetryIn::Never => f.write_str("never retry"),
+        }
+    }
 }

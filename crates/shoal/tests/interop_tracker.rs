@@ -678,6 +678,45 @@ fn trackers_added_on_the_command_line() {
     assert_eq!(kept["trackers"], serde_json::json!([]));
 }
 
+/// A full `shoal tracker` tells a refused client when to come back (BEP 31 `retry in`:
+/// its announce interval, here 10 s, in whole minutes), and `shoal get` waits that long
+/// instead of its own first back-off of 30 s. (libtorrent backs off half an hour from
+/// any failure, so it cannot show the difference.)
+#[test]
+fn a_full_tracker_says_when_to_retry_and_shoal_waits() {
+    let dir = tempdir();
+    let tracker = "127.0.1.95:18095";
+    let url = format!("http://{tracker}/announce");
+    let _tracker = shoal_tracker(tracker, &["--max-torrents", "1"]);
+    let (src, first, hash) = make_torrent(&dir.path().join("a"), 100_000, &[&[&url]]);
+    let (_, second, _) = make_torrent(&dir.path().join("b"), 100_001, &[&[&url]]);
+    let _seed = shoal_seed_with(
+        &first,
+        &src,
+        &dir.path().join("seed-state"),
+        "127.0.1.96:18096",
+        &["--no-dht"],
+    );
+    wait_until(
+        "the first torrent's announce",
+        Duration::from_secs(10),
+        || http_scrape(tracker, hash).complete == 1,
+    );
+    // Stopped by SIGINT after 3 s (no peer has the second torrent), as a user would.
+    let mut get = Command::new("timeout");
+    get.args(["-s", "INT", "3", env!("CARGO_BIN_EXE_shoal")])
+        .args(["get", path_str(&second), "-o"])
+        .arg(dir.path().join("out"))
+        .args(["--no-dht", "--listen", "127.0.1.97:18097", "--state-dir"])
+        .arg(dir.path().join("state"));
+    let (output, _) = run_with_timeout(&mut get, Duration::from_secs(15));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("tracker is full: too many torrents (retry in 1 minute); retrying in 60s"),
+        "{stderr}"
+    );
+}
+
 /// A seed listening dual-stack (`[::]`) announces once over IPv4 and once over IPv6, as
 /// libtorrent announces from each listen socket: the tracker, reachable as 127.0.1.80
 /// and as ::1 (two URLs in one tier), learns both of its addresses, and libtorrent on

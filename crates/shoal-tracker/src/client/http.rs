@@ -9,7 +9,7 @@ use shoal_core::{compact, InfoHash};
 
 use crate::announce::{clamp_interval, push_peer, AnnounceRequest, AnnounceResponse, ScrapeCounts};
 use crate::url::TrackerUrl;
-use crate::TrackerError;
+use crate::{RetryIn, TrackerError};
 
 /// RFC 3986 unreserved characters stay as they are; every other byte is `%XX`.
 const QUERY: &AsciiSet = &NON_ALPHANUMERIC
@@ -83,7 +83,19 @@ fn root_dict<'d, 'a>(doc: &'d shoal_bencode::Document<'a>) -> Result<Dict<'d, 'a
         "tracker response is not a dictionary",
     ))?;
     if let Some(reason) = text(root.get(b"failure reason")) {
-        return Err(TrackerError::Failure(reason));
+        // BEP 31: minutes, or "never"; anything else is as if it were not there.
+        let retry = match root.get(b"retry in") {
+            Some(n) if n.as_bytes() == Some(b"never") => Some(RetryIn::Never),
+            Some(n) => n
+                .as_int()
+                .filter(|&m| m >= 0)
+                .map(|m| RetryIn::Minutes(m.min(i64::from(RetryIn::MAX_MINUTES)) as u32)),
+            None => None,
+        };
+        return Err(match retry {
+            Some(retry) => TrackerError::Backoff { reason, retry },
+            None => TrackerError::Failure(reason),
+        });
     }
     Ok(root)
 }
@@ -276,6 +288,37 @@ mod tests {
             parse_announce(b"d14:failure reason9:not founde"),
             Err(TrackerError::Failure("not found".into()))
         );
+        // BEP 31.
+        let backoff = |retry| {
+            Err(TrackerError::Backoff {
+                reason: "busy".into(),
+                retry,
+            })
+        };
+        assert_eq!(
+            parse_announce(b"d14:failure reason4:busy8:retry ini30ee"),
+            backoff(RetryIn::Minutes(30))
+        );
+        assert_eq!(
+            parse_announce(b"d14:failure reason4:busy8:retry in5:nevere"),
+            backoff(RetryIn::Never)
+        );
+        assert_eq!(
+            parse_announce(b"d14:failure reason4:busy8:retry ini99999999999ee"),
+            backoff(RetryIn::Minutes(RetryIn::MAX_MINUTES))
+        );
+        for ignored in [&b"i-5e"[..], b"4:soon"] {
+            let body = [&b"d14:failure reason4:busy8:retry in"[..], ignored, b"e"].concat();
+            assert_eq!(
+                parse_announce(&body),
+                Err(TrackerError::Failure("busy".into()))
+            );
+        }
+        assert_eq!(
+            RetryIn::Minutes(90).duration(),
+            Some(std::time::Duration::from_secs(5400))
+        );
+        assert_eq!(RetryIn::Never.duration(), None);
         assert!(matches!(
             parse_announce(b"<html>500</html>"),
             Err(TrackerError::Bencode(_))

@@ -6,7 +6,9 @@
 //! answered moves to the front of its tier and sets the time of the next round (its
 //! interval). A failure backs that tracker off (30 s, doubling, at most an hour) and the
 //! round goes on to the next tracker; when every tracker is backing off the round ends and
-//! the next one starts when the first back-off expires. At most one announce is in flight,
+//! the next one starts when the first back-off expires. A tracker that says when to come
+//! back (BEP 31 `retry in`) waits at least that long, and one that says never is not
+//! asked again, as libtorrent does. At most one announce is in flight,
 //! so a dead tracker never delays the download, only the next announce.
 
 use std::collections::VecDeque;
@@ -69,7 +71,8 @@ pub enum ClientEvent {
     Failed {
         url: TrackerUrl,
         error: TrackerError,
-        retry_in: Duration,
+        /// When it is asked again; `None`: never (it said so, BEP 31).
+        retry_in: Option<Duration>,
     },
 }
 
@@ -81,7 +84,16 @@ struct Tracker {
     started: bool,
     failures: u32,
     retry_at: Option<Instant>,
+    /// It said never to come back (BEP 31).
+    retired: bool,
     tracker_id: Option<Vec<u8>>,
+}
+
+impl Tracker {
+    /// Whether it may be asked at `now`.
+    fn askable(&self, now: Instant) -> bool {
+        !self.retired && !matches!(self.retry_at, Some(at) if at > now)
+    }
 }
 
 /// The announce client for one torrent.
@@ -118,6 +130,7 @@ impl TrackerClient {
                 started: false,
                 failures: 0,
                 retry_at: None,
+                retired: false,
                 tracker_id: None,
             }
         });
@@ -195,7 +208,7 @@ impl TrackerClient {
             .trackers
             .iter()
             .skip(start)
-            .position(|t| !matches!(t.retry_at, Some(at) if at > now))
+            .position(|t| t.askable(now))
             .map(|p| p + start);
         let Some(position) = position else {
             // Everyone is backing off: try again when the first back-off ends.
@@ -203,6 +216,7 @@ impl TrackerClient {
             self.next_round = self
                 .trackers
                 .iter()
+                .filter(|t| !t.retired)
                 .filter_map(|t| t.retry_at)
                 .min()
                 .unwrap_or(now + FIRST_BACKOFF)
@@ -284,10 +298,17 @@ impl TrackerClient {
             }
             Err(error) => {
                 t.failures += 1;
-                let retry_in = FIRST_BACKOFF
+                let backoff = FIRST_BACKOFF
                     .saturating_mul(2u32.saturating_pow(t.failures - 1))
                     .min(MAX_BACKOFF);
-                t.retry_at = Some(now + retry_in);
+                let retry_in = match &error {
+                    TrackerError::Backoff { retry, .. } => retry.duration().map(|d| d.max(backoff)),
+                    _ => Some(backoff),
+                };
+                match retry_in {
+                    Some(wait) => t.retry_at = Some(now + wait),
+                    None => t.retired = true,
+                }
                 self.events.push_back(ClientEvent::Failed {
                     url: t.url.clone(),
                     error,
@@ -417,6 +438,55 @@ mod tests {
         assert_eq!(stops.len(), 1);
         assert_eq!(stops[0].request.event, Event::Stopped);
         assert_eq!(stops[0].request.numwant, Some(0));
+    }
+
+    /// BEP 31: a tracker's `retry in` holds it back at least that long (a shorter one
+    /// than our own back-off does not shorten it), and `never` retires it for good while
+    /// the other trackers go on.
+    #[test]
+    fn retry_in_holds_a_tracker_back_and_never_retires_it() {
+        use crate::RetryIn;
+        let now = Instant::now();
+        let mut c = client(&[&["http://a/announce"], &["http://b/announce"]], now);
+        let refuse = |retry| {
+            Err(TrackerError::Backoff {
+                reason: "busy".into(),
+                retry,
+            })
+        };
+        let job = c.poll_announce(now).unwrap();
+        assert_eq!(job.url.host, "a");
+        c.handle_response(now, &job, refuse(RetryIn::Minutes(10)));
+        let failed = events(&mut c);
+        assert!(matches!(
+            failed.as_slice(),
+            [ClientEvent::Failed { retry_in: Some(wait), .. }] if *wait == Duration::from_secs(600)
+        ));
+        // The round goes on to b, which answers; a is not asked before ten minutes.
+        let job = c.poll_announce(now).unwrap();
+        assert_eq!(job.url.host, "b");
+        c.handle_response(now, &job, ok_response(60));
+        let at = |secs| now + Duration::from_secs(secs);
+        let job = c.poll_announce(at(60)).unwrap();
+        assert_eq!(job.url.host, "b", "a still waits");
+        c.handle_response(at(60), &job, refuse(RetryIn::Never));
+        assert!(matches!(
+            events(&mut c).as_slice(),
+            [_, ClientEvent::Failed { retry_in: None, .. }]
+        ));
+        // b is retired; a's ten minutes are up at 600 s, and then only a is asked.
+        assert!(c.poll_announce(at(599)).is_none());
+        let job = c.poll_announce(at(600)).unwrap();
+        assert_eq!(job.url.host, "a");
+        c.handle_response(at(600), &job, refuse(RetryIn::Minutes(0)));
+        // Zero minutes is no shorter than our own back-off (30 s, doubled: 60 s).
+        assert!(c.poll_announce(at(659)).is_none());
+        let job = c.poll_announce(at(660)).unwrap();
+        assert_eq!(job.url.host, "a");
+        c.handle_response(at(660), &job, refuse(RetryIn::Never));
+        // Nobody is left: nothing is announced, ever.
+        assert!(c.poll_announce(at(100_000)).is_none());
+        assert!(c.poll_announce(at(10_000_000)).is_none());
     }
 
     #[test]

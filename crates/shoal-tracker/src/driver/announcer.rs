@@ -175,10 +175,15 @@ fn log_event(event: &ClientEvent, peers: &mpsc::UnboundedSender<Vec<SocketAddr>>
         ClientEvent::Failed {
             url,
             error,
-            retry_in,
+            retry_in: Some(wait),
         } => {
-            tracing::warn!(%url, "announce failed: {error}; retrying in {}s", retry_in.as_secs());
+            tracing::warn!(%url, "announce failed: {error}; retrying in {}s", wait.as_secs());
         }
+        ClientEvent::Failed {
+            url,
+            error,
+            retry_in: None,
+        } => tracing::warn!(%url, "announce failed: {error}; not asking it again"),
     }
 }
 

@@ -13,6 +13,7 @@ use shoal_core::{compact, InfoHash, PeerId};
 
 use super::{Family, PeerAnnounce, Refusal, Tracker};
 use crate::announce::Event;
+use crate::RetryIn;
 
 /// Query parameters beyond this many are ignored.
 const MAX_PARAMS: usize = 128;
@@ -33,8 +34,18 @@ fn text(v: &[u8]) -> Option<&str> {
 
 /// A bencoded `failure reason`.
 pub fn failure(reason: &str) -> Vec<u8> {
+    refused(reason, None)
+}
+
+/// A bencoded `failure reason`, with BEP 31's `retry in` when there is one.
+fn refused(reason: &str, retry: Option<RetryIn>) -> Vec<u8> {
     let mut d = Value::dict();
     d.insert("failure reason", reason);
+    match retry {
+        Some(RetryIn::Minutes(minutes)) => d.insert("retry in", i64::from(minutes)),
+        Some(RetryIn::Never) => d.insert("retry in", "never"),
+        None => {}
+    }
     d.to_bytes()
 }
 
@@ -85,7 +96,10 @@ pub fn announce(
     };
     let answer = match tracker.announce(now, &a, rng) {
         Ok(answer) => answer,
-        Err(refusal) => return failure(&refusal.to_string()),
+        Err(refusal) => {
+            let retry = refusal.retry_in(tracker.config().interval);
+            return refused(&refusal.to_string(), retry);
+        }
     };
     let mut d = Value::dict();
     let secs = answer.interval.as_secs() as i64;
@@ -281,6 +295,21 @@ mod tests {
             Err(TrackerError::Failure(
                 "info-hash not served by this tracker".into()
             ))
+        );
+        // A full tracker says when to come back (BEP 31): after its interval.
+        let mut full = Tracker::new(ServerConfig {
+            max_torrents: 1,
+            interval: std::time::Duration::from_secs(1800),
+            ..ServerConfig::default()
+        });
+        announce(&mut full, now, &query(1, 1, 0, ""), ip, false, &mut rng);
+        let body = announce(&mut full, now, &query(2, 1, 0, ""), ip, false, &mut rng);
+        assert_eq!(
+            parse_announce(&body),
+            Err(TrackerError::Backoff {
+                reason: "tracker is full: too many torrents".into(),
+                retry: RetryIn::Minutes(30),
+            })
         );
     }
 

@@ -80,6 +80,23 @@ pub enum Refusal {
     ConnectionId,
 }
 
+impl Refusal {
+    /// When the client may try again (BEP 31 `retry in`): a full tracker or swarm, after
+    /// an announce interval of `interval`, when room may have come free. Other refusals
+    /// say nothing (an allow-list may be reloaded, a malformed request fixed).
+    pub fn retry_in(self, interval: Duration) -> Option<crate::RetryIn> {
+        match self {
+            Refusal::TooManyTorrents | Refusal::TooManyPeers | Refusal::SwarmFull => {
+                let minutes = interval.as_secs().div_ceil(60).max(1);
+                Some(crate::RetryIn::Minutes(
+                    minutes.min(u64::from(crate::RetryIn::MAX_MINUTES)) as u32,
+                ))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Restricts the peers in an answer to one address family (UDP answers carry only the
 /// family of the socket they came in on).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

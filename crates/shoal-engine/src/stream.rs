@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use shoal_proxy::{Socks5, Target};
 use shoal_utp::{UtpSocket, UtpStream};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -176,6 +177,8 @@ pub enum UtpMode {
 pub struct Dialer {
     pub utp: Option<Arc<UtpSocket>>,
     pub mode: UtpMode,
+    /// A SOCKS5 proxy every TCP connection goes through (uTP cannot: keep `utp` off).
+    pub proxy: Option<Arc<Socks5>>,
 }
 
 impl fmt::Debug for Dialer {
@@ -183,6 +186,7 @@ impl fmt::Debug for Dialer {
         f.debug_struct("Dialer")
             .field("utp", &self.utp.as_ref().map(|u| u.local_addr().ok()))
             .field("mode", &self.mode)
+            .field("proxy", &self.proxy)
             .finish()
     }
 }
@@ -193,6 +197,7 @@ impl Dialer {
         Dialer {
             utp: None,
             mode: UtpMode::Off,
+            proxy: None,
         }
     }
 
@@ -232,7 +237,14 @@ impl Dialer {
         for kind in order {
             let attempt = async {
                 match kind {
-                    Kind::Tcp => connect_tcp(addr, local).await.map(PeerStream::from),
+                    Kind::Tcp => match &self.proxy {
+                        Some(proxy) => proxy
+                            .connect(Target::Addr(addr))
+                            .await
+                            .map(PeerStream::from)
+                            .map_err(std::io::Error::other),
+                        None => connect_tcp(addr, local).await.map(PeerStream::from),
+                    },
                     Kind::Utp => match &self.utp {
                         Some(utp) => utp.connect(addr).await.map(PeerStream::from),
                         None => Err(std::io::ErrorKind::Unsupported.into()),

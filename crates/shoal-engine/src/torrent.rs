@@ -1555,6 +1555,7 @@ fn web_seed_http(config: &TorrentConfig) -> shoal_tracker::driver::http::HttpCon
             .listen
             .map(|a| a.ip())
             .filter(|ip| !ip.is_unspecified()),
+        proxy: config.dialer.proxy.clone(),
         ..Default::default()
     }
 }

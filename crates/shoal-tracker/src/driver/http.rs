@@ -16,6 +16,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use shoal_proxy::{Socks5, Target};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::rustls::pki_types::ServerName;
@@ -42,6 +43,10 @@ pub struct HttpConfig {
     /// Web seeds set it, so that a slow server still delivers a large range while a
     /// silent one (or a kept connection the network dropped) is given up quickly.
     pub idle_timeout: Option<Duration>,
+    /// A SOCKS5 proxy to connect through. The server's name goes to the proxy to
+    /// resolve (no DNS query of ours), so the local-address rule on redirects can only
+    /// look at addresses written in the URL.
+    pub proxy: Option<Arc<Socks5>>,
 }
 
 /// TLS client settings with the ring provider and the webpki root certificates.
@@ -76,6 +81,7 @@ impl Default for HttpConfig {
             bind: None,
             tls: None,
             idle_timeout: None,
+            proxy: None,
         }
     }
 }
@@ -167,8 +173,10 @@ async fn follow(
         if url.scheme == Scheme::Udp {
             return Err(TrackerError::Refused(format!("redirect to {url}")));
         }
-        let addr = resolve(&url, config.bind).await?;
-        check_hop(&mut first_was_public, addr.ip())?;
+        let addr = locate(&url, config).await?;
+        if let Some(ip) = addr.map(|a| a.ip()).or_else(|| literal(&url)) {
+            check_hop(&mut first_was_public, ip)?;
+        }
         match exchange(addr, &url, &target, range, config).await? {
             Reply::Body(body) => return Ok((body, (hop > 0).then_some((url, target)))),
             Reply::Redirect(location) => (url, target) = next_hop(&url, location)?,
@@ -227,7 +235,7 @@ async fn connect(addr: SocketAddr, bind: Option<IpAddr>) -> std::io::Result<TcpS
 }
 
 async fn exchange(
-    addr: SocketAddr,
+    addr: Option<SocketAddr>,
     url: &TrackerUrl,
     target: &str,
     range: Option<(u64, u64)>,
@@ -243,15 +251,36 @@ async fn exchange(
 trait HttpStream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> HttpStream for S {}
 
-/// A connection to `url`'s server at `addr` (TLS for `https`, naming its host).
+/// Where to connect for `url`: its resolved address, or `None` through the proxy, which
+/// resolves the name itself.
+async fn locate(url: &TrackerUrl, config: &HttpConfig) -> Result<Option<SocketAddr>, TrackerError> {
+    match config.proxy {
+        Some(_) => Ok(None),
+        None => resolve(url, config.bind).await.map(Some),
+    }
+}
+
+/// The address `url` names, when it names one rather than a host name.
+fn literal(url: &TrackerUrl) -> Option<IpAddr> {
+    url.host.trim_matches(['[', ']']).parse().ok()
+}
+
+/// A connection to `url`'s server at `addr`, or through the proxy when `addr` is `None`
+/// (TLS for `https`, naming its host).
 async fn open(
-    addr: SocketAddr,
+    addr: Option<SocketAddr>,
     url: &TrackerUrl,
     config: &HttpConfig,
 ) -> Result<Box<dyn HttpStream>, TrackerError> {
-    let stream = connect(addr, config.bind)
-        .await
-        .map_err(|e| io_error(&format!("cannot connect to {url}"), e))?;
+    let cannot = |e| io_error(&format!("cannot connect to {url}"), e);
+    let stream = match (addr, &config.proxy) {
+        (Some(addr), _) => connect(addr, config.bind).await.map_err(cannot)?,
+        (None, Some(proxy)) => proxy
+            .connect(Target::Name(&url.host, url.port))
+            .await
+            .map_err(|e| cannot(std::io::Error::other(e)))?,
+        (None, None) => return Err(TrackerError::Refused(format!("{url}: no address"))),
+    };
     if url.scheme != Scheme::Https {
         return Ok(Box::new(stream));
     }
@@ -326,8 +355,10 @@ pub async fn get_range_kept(
                 Err(e) => return Err(e),
             }
         }
-        let addr = resolve(url, config.bind).await?;
-        let public = !is_local(addr.ip());
+        let addr = locate(url, config).await?;
+        let ip = addr.map(|a| a.ip()).or_else(|| literal(url));
+        // A name sent to the proxy counts as public: it may not redirect to a local address.
+        let public = !ip.is_some_and(is_local);
         let mut stream = open(addr, url, config).await?;
         match exchange_on(&mut stream, url, target, range, true, config).await? {
             (Reply::Body(body), reusable) => {

@@ -10,10 +10,12 @@
 //! has an address of that family we can reach, and the others are passed over quietly.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_core::{dual_stack, InfoHash, PeerId};
 use shoal_engine::{Found, PeerSource};
+use shoal_proxy::Socks5;
 use shoal_tracker::client::UdpConfig;
 use shoal_tracker::driver::http::HttpConfig;
 use shoal_tracker::driver::{Announcer, AnnouncerConfig};
@@ -79,16 +81,36 @@ impl Announcers {
     /// peers the trackers return go to `found`. Every announce sends the torrent's
     /// `peer_id` and one key, so a tracker can tell that both families' announces are
     /// one client's, as libtorrent's announces from each listen socket do.
+    ///
+    /// Through a `proxy`, HTTP(S) trackers are asked once (the tracker sees the proxy's
+    /// address whatever we bind), and UDP trackers are left out: their datagrams would
+    /// go around it.
     pub fn spawn(
         trackers: &[Vec<String>],
         (swarms, peer_id): (&[InfoHash], PeerId),
         (listen, ipv4_port): (SocketAddr, Option<u16>),
         progress: Progress,
-        found: &mpsc::UnboundedSender<Found>,
+        (found, proxy): (&mpsc::UnboundedSender<Found>, Option<Arc<Socks5>>),
     ) -> Announcers {
+        let trackers: Vec<Vec<String>> = match &proxy {
+            None => trackers.to_vec(),
+            Some(proxy) => trackers
+                .iter()
+                .map(|tier| {
+                    let (udp, rest): (Vec<&String>, Vec<&String>) =
+                        tier.iter().partition(|url| url.starts_with("udp://"));
+                    for url in udp {
+                        eprintln!(
+                            "shoal: not announcing to {url}: UDP does not go through {proxy}"
+                        );
+                    }
+                    rest.into_iter().cloned().collect()
+                })
+                .collect(),
+        };
         // A specific address: announce from it, so the tracker hands out that one;
         // `0.0.0.0`: over IPv4 only, the family peers can reach us over.
-        let binds = if dual_stack::is_dual_stack(listen) {
+        let binds = if dual_stack::is_dual_stack(listen) && proxy.is_none() {
             vec![
                 IpAddr::from(Ipv4Addr::UNSPECIFIED),
                 Ipv6Addr::UNSPECIFIED.into(),
@@ -123,7 +145,10 @@ impl Announcers {
                 port: ipv4_port.filter(|_| ipv4).unwrap_or(listen.port()),
                 bind: Some(bind),
                 numwant: Some(50),
-                http: HttpConfig::default(),
+                http: HttpConfig {
+                    proxy: proxy.clone(),
+                    ..HttpConfig::default()
+                },
                 udp: UdpConfig::default(),
             };
             let (peers, from_trackers) = mpsc::unbounded_channel();

@@ -20,6 +20,7 @@ use shoal_engine::{
 };
 use shoal_portmap::driver::{Method, PortMapper};
 use shoal_portmap::Protocol;
+use shoal_proxy::Socks5;
 use shoal_tracker::Progress;
 use shoal_utp::UtpSocket;
 use tokio::sync::{mpsc, watch};
@@ -65,6 +66,12 @@ pub struct PeerOptions {
     /// Do not announce to the torrent's trackers (use only --peer and incoming peers).
     #[arg(long)]
     pub no_tracker: bool,
+    /// Connect to peers, trackers and web seeds through this SOCKS5 proxy:
+    /// socks5://[USER:PASSWORD@]HOST:PORT (as libtorrent's socks5 proxy). Host names go to
+    /// the proxy to resolve. What cannot go through it is turned off: uTP, the DHT and
+    /// UDP trackers. Peers may still connect to --listen.
+    #[arg(long, value_name = "URL")]
+    pub proxy: Option<Socks5>,
     /// Announce to this tracker too (http, https or udp), in a tier after the torrent's
     /// or the magnet's own, as aria2's --bt-tracker and libtorrent's add_tracker. Repeat
     /// for several tiers; separate URLs with commas to put them in one tier. The
@@ -334,6 +341,7 @@ pub fn run_get(args: GetArgs) -> Result<()> {
         downloads: true,
         on_complete: args.on_complete,
     }
+    .behind_proxy()?
     .choose_listen()?
     .load_ip_filter()?;
     block_on(move |stop| async move {
@@ -379,6 +387,7 @@ pub fn run_seed(args: SeedArgs) -> Result<()> {
         downloads: false,
         on_complete: None,
     }
+    .behind_proxy()?
     .choose_listen()?
     .load_ip_filter()?;
     block_on(move |stop| job.run(metainfo, stop))
@@ -456,7 +465,7 @@ pub async fn run_announced(
         (events, external_port),
         display,
         config.metainfo.clone(),
-        trackers,
+        (trackers, config.dialer.proxy.clone()),
         dht,
         feed,
     ));
@@ -477,7 +486,7 @@ async fn announce(
     (mut events, mut external_port): (mpsc::UnboundedReceiver<EngineEvent>, ExternalPort),
     display: mpsc::UnboundedSender<Update>,
     metainfo: Arc<Metainfo>,
-    trackers: Vec<Vec<String>>,
+    (trackers, proxy): (Vec<Vec<String>>, Option<Arc<Socks5>>),
     dht: Dhts,
     feed: mpsc::UnboundedSender<Found>,
 ) -> Option<Announcers> {
@@ -549,7 +558,7 @@ async fn announce(
                     (&metainfo.swarm_hashes(), *peer_id),
                     (*listen, *external_port.borrow()),
                     progress,
-                    &found_tx,
+                    (&found_tx, proxy.clone()),
                 ));
             }
             EngineEvent::Stats(s) => {
@@ -659,6 +668,25 @@ impl Job {
         self.opts.listen.expect("chosen by Job::choose_listen")
     }
 
+    /// With `--proxy`, turns off what would go around it: uTP and the DHT (UDP, which a
+    /// SOCKS5 CONNECT cannot carry). UDP trackers are left out when announcing.
+    fn behind_proxy(mut self) -> Result<Self> {
+        let Some(proxy) = &self.opts.proxy else {
+            return Ok(self);
+        };
+        if self.opts.utp == UtpArg::Only {
+            bail!("--utp only cannot go through the SOCKS5 proxy (uTP is UDP)");
+        }
+        if !self.discovery.no_dht || self.opts.utp != UtpArg::Off {
+            eprintln!(
+                "shoal: through {proxy}: TCP peers and HTTP(S) trackers; uTP and the DHT are off"
+            );
+        }
+        self.opts.utp = UtpArg::Off;
+        self.discovery.no_dht = true;
+        Ok(self)
+    }
+
     fn choose_listen(mut self) -> Result<Self> {
         let dht_here = !self.discovery.no_dht && self.discovery.dht_listen.is_none();
         let udp = dht_here || self.opts.utp != UtpArg::Off;
@@ -710,7 +738,14 @@ impl Job {
     async fn open_utp(&self) -> Result<(Dialer, Option<discovery::SharedUdp>)> {
         let mode = UtpMode::from(self.opts.utp);
         if mode == UtpMode::Off {
-            return Ok((Dialer::tcp(), None));
+            let proxy = self.opts.proxy.clone().map(Arc::new);
+            return Ok((
+                Dialer {
+                    proxy,
+                    ..Dialer::tcp()
+                },
+                None,
+            ));
         }
         let listen = self.listen();
         let share = !self.discovery.no_dht && self.discovery.dht_listen.is_none();
@@ -725,6 +760,7 @@ impl Job {
             Dialer {
                 utp: Some(utp),
                 mode,
+                proxy: None,
             },
             shared,
         ))
@@ -842,7 +878,8 @@ impl Job {
                 partial_seed: false,
             };
             let me = (&[info_hash][..], peer_id);
-            Announcers::spawn(&tiers, me, (self.listen(), None), progress, &found)
+            let found = (&found, dialer.proxy.clone());
+            Announcers::spawn(&tiers, me, (self.listen(), None), progress, found)
         });
         let mut feed = discovery::merge_feeds(feeds);
         let mut fetch = MetadataFetch::new(info_hash, peer_id);

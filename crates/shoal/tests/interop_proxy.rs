@@ -1,0 +1,157 @@
+//! `--proxy socks5://…` through a real SOCKS5 proxy (microsocks) on loopback
+//! (127.0.5.1–8, ports 19601–19608): a download reaches its tracker and its seed only
+//! through the proxy, which connects out from an address of its own, so the seed sees
+//! the proxy, not us; and with a proxy that is down, nothing gets through although the
+//! tracker and the seed are reachable directly.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+const PROXY: &str = "127.0.5.1";
+const PROXY_PORT: &str = "19601";
+/// Where the proxy's own connections come from (microsocks -b).
+const PROXY_OUT: &str = "127.0.5.2";
+const TRACKER: &str = "127.0.5.3:19603";
+const SEED: &str = "127.0.5.4:19604";
+
+/// microsocks on PROXY:PROXY_PORT, wanting `user`/`secret`, connecting out from PROXY_OUT.
+fn microsocks() -> Guard {
+    require("microsocks");
+    let child = Command::new("microsocks")
+        .args(["-i", PROXY, "-p", PROXY_PORT, "-u", "user", "-P", "secret"])
+        .args(["-b", PROXY_OUT])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn microsocks");
+    let guard = Guard(child);
+    wait_listening(&format!("{PROXY}:{PROXY_PORT}"), Duration::from_secs(10));
+    guard
+}
+
+/// A 1 MiB torrent announcing to the tracker, seeded by shoal (not proxied) with JSON
+/// events; returns the data folder, the torrent and the seed's event lines.
+fn seeded(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, Guard, LineFeed) {
+    let src = dir.join("src");
+    random_file(&src.join("payload.bin"), 1024 * 1024 + 3, 31);
+    let torrent = dir.join("payload.torrent");
+    run_ok(
+        shoal()
+            .args(["create", path_str(&src.join("payload.bin")), "-o"])
+            .args([
+                path_str(&torrent),
+                "-t",
+                &format!("http://{TRACKER}/announce"),
+            ]),
+    );
+    let mut seed = shoal();
+    seed.args([
+        "seed",
+        path_str(&torrent),
+        path_str(&src),
+        "--json",
+        "--no-dht",
+    ])
+    .args(["--utp", "off", "--listen", SEED, "--state-dir"])
+    .arg(dir.join("seed-state"));
+    let (guard, lines) = start_and_watch(seed, "\"started\"", Duration::from_secs(30));
+    (src, torrent, guard, lines)
+}
+
+type LineFeed = std::sync::mpsc::Receiver<String>;
+
+#[test]
+fn a_download_goes_through_the_proxy_only() {
+    let dir = tempdir();
+    let _proxy = microsocks();
+    let _tracker = shoal_tracker(TRACKER, &[]);
+    let (src, torrent, _seed, seed_events) = seeded(dir.path());
+    let out = dir.path().join("out");
+    let mut get = shoal();
+    get.args([
+        "get",
+        path_str(&torrent),
+        "-o",
+        path_str(&out),
+        "--no-seed",
+        "--json",
+    ])
+    .args(["--listen", "127.0.5.5:19605", "--state-dir"])
+    .arg(dir.path().join("state"))
+    .args([
+        "--proxy",
+        &format!("socks5://user:secret@{PROXY}:{PROXY_PORT}"),
+    ]);
+    let (output, _) = run_with_timeout(&mut get, Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("uTP and the DHT are off"), "{stderr}");
+    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+    // It found the seed through the tracker, and the seed saw the proxy's address.
+    let events = String::from_utf8_lossy(&output.stdout);
+    assert!(events.contains(&format!("\"addr\":\"{SEED}\"")), "{events}");
+    let seen = wait_lines(
+        &seed_events,
+        &[&format!("\"addr\":\"{PROXY_OUT}:")],
+        Duration::from_secs(10),
+    );
+    assert!(!seen.iter().any(|l| l.contains("127.0.5.5")), "{seen:?}");
+}
+
+#[test]
+fn nothing_bypasses_a_proxy_that_is_down() {
+    let dir = tempdir();
+    let _tracker = shoal_tracker("127.0.5.6:19606", &[]);
+    let src = dir.path().join("src");
+    random_file(&src.join("payload.bin"), 300_000, 32);
+    let torrent = dir.path().join("payload.torrent");
+    run_ok(
+        shoal()
+            .args(["create", path_str(&src.join("payload.bin")), "-o"])
+            .args([path_str(&torrent), "-t", "http://127.0.5.6:19606/announce"]),
+    );
+    let mut seed = shoal();
+    seed.args([
+        "seed",
+        path_str(&torrent),
+        path_str(&src),
+        "--json",
+        "--no-dht",
+    ])
+    .args(["--listen", "127.0.5.7:19607", "--state-dir"])
+    .arg(dir.path().join("seed-state"));
+    let _seed = start_and_watch(seed, "\"started\"", Duration::from_secs(30));
+    // Nothing listens on the proxy's port. Stopped with SIGINT after 4 s.
+    let mut get = Command::new("timeout");
+    get.args(["--preserve-status", "-s", "INT", "4"])
+        .arg(env!("CARGO_BIN_EXE_shoal"))
+        .args(["get", path_str(&torrent), "-o"])
+        .arg(dir.path().join("out"))
+        .args(["--json", "--listen", "127.0.5.8:19608", "--state-dir"])
+        .arg(dir.path().join("state"))
+        .args([
+            "--peer",
+            "127.0.5.7:19607",
+            "--proxy",
+            "socks5://127.0.5.1:19699",
+        ]);
+    let (output, _) = run_with_timeout(&mut get, Duration::from_secs(20));
+    let events = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(3), "{events}");
+    assert!(!events.contains("peer_connected"), "{events}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot connect"), "{stderr}");
+}
+
+fn same_files(a: &Path, b: &Path) {
+    assert!(
+        std::fs::read(a).unwrap() == std::fs::read(b).unwrap(),
+        "{a:?} differs from {b:?}"
+    );
+}

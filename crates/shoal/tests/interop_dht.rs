@@ -234,13 +234,6 @@ fn make_torrent(dir: &Path, seed: u64) -> (PathBuf, PathBuf, String) {
     (src, torrent, magnet)
 }
 
-fn same_files(a: &Path, b: &Path) {
-    assert!(
-        std::fs::read(a).unwrap() == std::fs::read(b).unwrap(),
-        "{a:?} differs from {b:?}"
-    );
-}
-
 #[test]
 fn libtorrent_seeds_on_dht_shoal_gets_magnet() {
     let dir = tempdir();

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -35,11 +35,17 @@ fn microsocks() -> Guard {
     guard
 }
 
-/// A 1 MiB torrent announcing to the tracker, seeded by shoal (not proxied) with JSON
-/// events; returns the data folder, the torrent and the seed's event lines.
-fn seeded(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, Guard, LineFeed) {
+/// A torrent of `size` random bytes announcing to `tracker`, seeded by shoal at `seed`
+/// (not proxied) with JSON events; returns the data folder, the torrent, the seed and
+/// its event lines.
+fn seeded(
+    dir: &Path,
+    size: usize,
+    tracker: &str,
+    seed: &str,
+) -> (PathBuf, PathBuf, Guard, LineFeed) {
     let src = dir.join("src");
-    random_file(&src.join("payload.bin"), 1024 * 1024 + 3, 31);
+    random_file(&src.join("payload.bin"), size, 31);
     let torrent = dir.join("payload.torrent");
     run_ok(
         shoal()
@@ -47,20 +53,20 @@ fn seeded(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, Guard, LineFee
             .args([
                 path_str(&torrent),
                 "-t",
-                &format!("http://{TRACKER}/announce"),
+                &format!("http://{tracker}/announce"),
             ]),
     );
-    let mut seed = shoal();
-    seed.args([
+    let mut cmd = shoal();
+    cmd.args([
         "seed",
         path_str(&torrent),
         path_str(&src),
         "--json",
         "--no-dht",
     ])
-    .args(["--utp", "off", "--listen", SEED, "--state-dir"])
+    .args(["--utp", "off", "--listen", seed, "--state-dir"])
     .arg(dir.join("seed-state"));
-    let (guard, lines) = start_and_watch(seed, "\"started\"", Duration::from_secs(30));
+    let (guard, lines) = start_and_watch(cmd, "\"started\"", Duration::from_secs(30));
     (src, torrent, guard, lines)
 }
 
@@ -71,7 +77,7 @@ fn a_download_goes_through_the_proxy_only() {
     let dir = tempdir();
     let _proxy = microsocks();
     let _tracker = shoal_tracker(TRACKER, &[]);
-    let (src, torrent, _seed, seed_events) = seeded(dir.path());
+    let (src, torrent, _seed, seed_events) = seeded(dir.path(), 1024 * 1024 + 3, TRACKER, SEED);
     let out = dir.path().join("out");
     let mut get = shoal();
     get.args([
@@ -108,25 +114,7 @@ fn a_download_goes_through_the_proxy_only() {
 fn nothing_bypasses_a_proxy_that_is_down() {
     let dir = tempdir();
     let _tracker = shoal_tracker("127.0.5.6:19606", &[]);
-    let src = dir.path().join("src");
-    random_file(&src.join("payload.bin"), 300_000, 32);
-    let torrent = dir.path().join("payload.torrent");
-    run_ok(
-        shoal()
-            .args(["create", path_str(&src.join("payload.bin")), "-o"])
-            .args([path_str(&torrent), "-t", "http://127.0.5.6:19606/announce"]),
-    );
-    let mut seed = shoal();
-    seed.args([
-        "seed",
-        path_str(&torrent),
-        path_str(&src),
-        "--json",
-        "--no-dht",
-    ])
-    .args(["--listen", "127.0.5.7:19607", "--state-dir"])
-    .arg(dir.path().join("seed-state"));
-    let _seed = start_and_watch(seed, "\"started\"", Duration::from_secs(30));
+    let (_, torrent, _seed, _) = seeded(dir.path(), 300_000, "127.0.5.6:19606", "127.0.5.7:19607");
     // Nothing listens on the proxy's port. Stopped with SIGINT after 4 s.
     let mut get = Command::new("timeout");
     get.args(["--preserve-status", "-s", "INT", "4"])
@@ -147,11 +135,4 @@ fn nothing_bypasses_a_proxy_that_is_down() {
     assert!(!events.contains("peer_connected"), "{events}");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cannot connect"), "{stderr}");
-}
-
-fn same_files(a: &Path, b: &Path) {
-    assert!(
-        std::fs::read(a).unwrap() == std::fs::read(b).unwrap(),
-        "{a:?} differs from {b:?}"
-    );
 }

@@ -74,13 +74,6 @@ fn connected_with(events: &[serde_json::Value], ip: &str) -> bool {
     })
 }
 
-fn same_files(a: &Path, b: &Path) {
-    assert!(
-        std::fs::read(a).unwrap() == std::fs::read(b).unwrap(),
-        "{a:?} differs from {b:?}"
-    );
-}
-
 /// Downloads a torrent through its trackers only; prints DONE once seeding, then seeds.
 const LT_GET_TRACKED: &str = r#"
 torrent, save, ip, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])

@@ -91,6 +91,8 @@ pub struct TorrentConfig {
     pub encryption: Encryption,
     /// Fetch pieces in order (to play a file while it downloads) instead of rarest first.
     pub sequential: bool,
+    /// Pieces to fetch before any other, in this order (the start and end of files).
+    pub priority_pieces: Vec<u32>,
     /// Addresses no connection is made to or taken from (a blocklist).
     pub ip_filter: Option<Arc<IpFilter>>,
     /// The port a router forwards to our listen port (port mapping), once it says: our
@@ -325,6 +327,7 @@ pub async fn run(
         now,
     });
     core.set_sequential(config.sequential);
+    core.set_priority(config.priority_pieces.iter().copied());
     // Padding (BEP 47, and every v2 torrent's alignment) is zeros: not asked of peers.
     if info.files.iter().any(|f| f.attr.padding) {
         for piece in 0..info.piece_count() {

@@ -240,7 +240,8 @@ impl PeerLink {
     /// Tops up our requests to the peer's queue depth (its measured rate, at least
     /// `initial_rate`, over its [`RequestWindow`]; until the rate is first measured, a block
     /// more for every block received, as TCP's slow start): allowed-fast pieces while
-    /// it chokes us, else the pieces it suggested first, then the picker's choice.
+    /// it chokes us, else the priority pieces (`--prioritize-piece`), the pieces it
+    /// suggested, then the picker's choice.
     /// `scratch` is a buffer reused across calls.
     pub fn request_more(
         &mut self,
@@ -281,9 +282,10 @@ impl PeerLink {
             let allowed: Vec<u32> = state.allowed_fast.iter().copied().collect();
             picker.pick_from(key, &self.counted, &allowed, want, scratch);
         } else {
+            let first = picker.pick_priority(key, &self.counted, want, scratch);
             let needed = self.suggested.needed(picker.have());
-            let suggested = picker.pick_from(key, &self.counted, needed, want, scratch);
-            picker.pick(key, &self.counted, want - suggested, rng, scratch);
+            let suggested = picker.pick_from(key, &self.counted, needed, want - first, scratch);
+            picker.pick(key, &self.counted, want - first - suggested, rng, scratch);
         }
         // A peer owes us nothing while we ask it for nothing: a first request after a
         // quiet spell starts the snub clock afresh.

@@ -14,11 +14,15 @@
 //!    per peer (or [`MAX_PARTIAL_BLOCKS`] blocks' worth), partial pieces are finished
 //!    before anything is opened, as libtorrent does, so memory and the pieces that cannot
 //!    be shared yet stay bounded.
-//! 3. **Sequential**, if asked ([`PiecePicker::set_sequential`], `get --sequential`):
+//! 3. **Priority pieces first**, if given ([`PiecePicker::set_priority`], `get
+//!    --prioritize-piece`): the pieces holding the start and the end of each file, so a
+//!    player can read a video's header and index while the rest downloads (aria2's
+//!    `--bt-prioritize-piece`, qBittorrent's "first and last pieces first").
+//! 4. **Sequential**, if asked ([`PiecePicker::set_sequential`], `get --sequential`):
 //!    pieces in index order instead of by rarity, for playing a file while it downloads,
 //!    as libtorrent's `sequential_download`. Worse for the swarm (every sequential
 //!    downloader wants the same pieces), so never the default.
-//! 4. **No block is requested twice** — until *endgame*: once every missing block is in
+//! 5. **No block is requested twice** — until *endgame*: once every missing block is in
 //!    flight, a peer may be given blocks already requested from others (each block from at
 //!    most [`ENDGAME_MAX_REQUESTERS`] peers); when one copy arrives,
 //!    [`PiecePicker::block_received`] names the other peers to send `cancel` to.
@@ -188,6 +192,8 @@ pub struct PiecePicker {
     seeds: u32,
     /// Pieces in index order rather than rarest first.
     sequential: bool,
+    /// Pieces fetched before any other, in this order; verified ones drop out.
+    priority: Vec<u32>,
     /// Pieces whose tail of whole blocks is padding (BEP 47), never fetched: how many of
     /// their blocks are (see [`skip_padding`](Self::skip_padding)).
     fetched_blocks: HashMap<u32, u32>,
@@ -268,6 +274,7 @@ impl PiecePicker {
             peers: HashMap::new(),
             seeds: 0,
             sequential: false,
+            priority: Vec::new(),
             fetched_blocks: HashMap::new(),
         };
         for piece in 0..piece_count {
@@ -624,6 +631,35 @@ impl PiecePicker {
         self.sequential = sequential;
     }
 
+    /// Pieces to fetch before any other, in this order (those out of range, had or not
+    /// wanted are left out): [`pick_priority`](Self::pick_priority) takes them.
+    pub fn set_priority(&mut self, pieces: impl IntoIterator<Item = u32>) {
+        let mut seen = std::collections::HashSet::new();
+        self.priority = pieces
+            .into_iter()
+            .filter(|&p| p < self.piece_count && self.is_wanted(p) && !self.have.get(p as usize))
+            .filter(|&p| seen.insert(p))
+            .collect();
+    }
+
+    /// Like [`pick_from`](Self::pick_from) over the priority pieces: called before
+    /// anything else is picked, even a peer's suggestions.
+    pub fn pick_priority(
+        &mut self,
+        peer: PeerKey,
+        peer_bits: &Bitfield,
+        max: usize,
+        out: &mut Vec<Block>,
+    ) -> usize {
+        if self.priority.is_empty() {
+            return 0;
+        }
+        let priority = std::mem::take(&mut self.priority);
+        let picked = self.pick_from(peer, peer_bits, &priority, max, out);
+        self.priority = priority;
+        picked
+    }
+
     /// What orders pieces for picking, lowest first: the index when sequential, else the
     /// availability.
     fn order(&self, piece: u32) -> u32 {
@@ -933,6 +969,7 @@ impl PiecePicker {
         self.pieces[piece as usize].place = Place::Had;
         self.have.set(piece as usize);
         self.bytes_left -= size;
+        self.priority.retain(|&p| p != piece);
     }
 
     /// The piece failed its hash check: it is downloaded again from scratch. Returns the
@@ -1269,6 +1306,37 @@ mod tests {
         rarest.peer_bitfield(PeerKey(1), &bits(5, &[0, 1, 2, 3, 4]));
         rarest.peer_bitfield(PeerKey(2), &bits(5, &[0, 1, 2, 4]));
         assert_eq!(pick(&mut rarest, 1, &all, 1, &mut rng)[0].piece, 3);
+    }
+
+    #[test]
+    fn priority_pieces_come_first_then_rarest_first() {
+        // Two-block pieces; piece 3 is the rarest.
+        let mut picker = PiecePicker::new(6, 2 * B, 12 * u64::from(B), &bits(6, &[5]));
+        picker.peer_bitfield(PeerKey(1), &bits(6, &[0, 1, 2, 3, 4, 5]));
+        picker.peer_bitfield(PeerKey(2), &bits(6, &[0, 1, 2, 4, 5]));
+        // Out of range, had (5) and repeated pieces are left out.
+        picker.set_priority([4, 0, 9, 5, 4]);
+        let mut rng = rng();
+        let all = Bitfield::full(6);
+        let mut first = Vec::new();
+        let picked = picker.pick_priority(PeerKey(1), &all, 5, &mut first);
+        assert_eq!(picked, 4);
+        picker.pick(PeerKey(1), &all, 1, &mut rng, &mut first);
+        let pieces: Vec<u32> = first.iter().map(|b| b.piece).collect();
+        assert_eq!(
+            pieces,
+            [4, 4, 0, 0, 3],
+            "priority in order, then the rarest"
+        );
+        // A peer without them gets the rarest it has; once verified they drop out.
+        let other = pick(&mut picker, 2, &bits(6, &[1, 2]), 1, &mut rng);
+        assert!([1, 2].contains(&other[0].piece));
+        for block in first.iter().filter(|b| b.piece != 3) {
+            picker.block_received(PeerKey(1), *block);
+        }
+        picker.piece_verified(4);
+        picker.piece_verified(0);
+        assert!(picker.priority.is_empty());
     }
 
     #[test]

@@ -226,6 +226,11 @@ impl<P: Connection> TorrentCore<P> {
         self.picker.set_sequential(sequential);
     }
 
+    /// Fetch these pieces before any other, in this order (see the picker).
+    pub fn set_priority(&mut self, pieces: impl IntoIterator<Item = u32>) {
+        self.picker.set_priority(pieces);
+    }
+
     /// BEP 21: we want nothing more (every wanted piece is here), and say so in the
     /// handshake. Not while super-seeding: a super-seed announces no pieces, and peers
     /// would take an upload-only peer with nothing as useless.

@@ -92,6 +92,7 @@ fn torrent_config(
         max_connections: 50,
         ip_filter: None,
         sequential: false,
+        priority_pieces: Vec::new(),
         check_threads: 0,
         recheck: false,
         encryption: Encryption::default(),

@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::announcers::{parse_tier, with_extra, Announcers, Tier};
 use super::discovery::{self, Dhts, DiscoveryOptions};
+use super::prioritize::Prioritize;
 use super::select::{FileSelection, Selection};
 
 use shoal_core::units::{format_size, parse_rate};
@@ -246,6 +247,11 @@ pub struct GetArgs {
     /// is better for the swarm.
     #[arg(long)]
     pub sequential: bool,
+    /// Fetch the pieces at the start (head) and the end (tail) of each file first, SIZE
+    /// bytes of each (1M if not given), so a player or an unpacker can read what it
+    /// needs early, as aria2's --bt-prioritize-piece: `head`, `head=2M,tail=1M`.
+    #[arg(long, value_name = "head[=SIZE],tail[=SIZE]")]
+    pub prioritize_piece: Option<Prioritize>,
     /// Run PROGRAM once every wanted piece is verified (also when the files were
     /// complete already), as aria2's --on-download-complete: with the info-hash, the
     /// torrent's name and the path of its file or folder as arguments (and in
@@ -338,6 +344,7 @@ pub fn run_get(args: GetArgs) -> Result<()> {
         discovery: args.discovery,
         ip_filter: None,
         sequential: args.sequential,
+        prioritize: args.prioritize_piece,
         downloads: true,
         on_complete: args.on_complete,
     }
@@ -384,6 +391,7 @@ pub fn run_seed(args: SeedArgs) -> Result<()> {
         discovery: args.discovery,
         ip_filter: None,
         sequential: false,
+        prioritize: None,
         downloads: false,
         on_complete: None,
     }
@@ -600,6 +608,8 @@ struct Job {
     ip_filter: Option<Arc<IpFilter>>,
     /// `get --sequential`.
     sequential: bool,
+    /// `get --prioritize-piece`.
+    prioritize: Option<Prioritize>,
     /// `get` (which may download), not `seed` (which has every piece).
     downloads: bool,
     /// `get --on-complete`.
@@ -1005,6 +1015,10 @@ impl Job {
             encryption: self.opts.encryption.into(),
             ip_filter: self.ip_filter.clone(),
             sequential: self.sequential,
+            priority_pieces: self
+                .prioritize
+                .map(|p| p.pieces(&metainfo.info, selected_files.as_deref()))
+                .unwrap_or_default(),
             external_port: Some(external_port.clone()),
             selected_files,
         };

@@ -17,6 +17,7 @@ pub mod hex;
 mod info_hash;
 mod magnet;
 pub mod metainfo;
+pub mod mutable;
 pub mod peer_priority;
 mod types;
 pub mod units;

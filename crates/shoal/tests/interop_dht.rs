@@ -1,5 +1,5 @@
-//! Trackerless transfers against real clients on loopback (127.0.2.100–242, ports
-//! 19100–19242, multicast port 19970): the Mainline DHT and magnet links with metadata from peers (BEP 9).
+//! Trackerless transfers against real clients on loopback (127.0.2.100–247, ports
+//! 19100–19247, multicast port 19970): the Mainline DHT and magnet links with metadata from peers (BEP 9).
 //!
 //! - libtorrent seeds a torrent announced only on the DHT (bootstrapped to a `shoal dht`
 //!   node); `shoal get magnet:` finds it there and downloads it.
@@ -13,6 +13,9 @@
 //!   `shoal dht` node and seeds it on the DHT; `shoal get` of the torrent, given no
 //!   bootstrap node, enters the DHT there and downloads. `shoal create --dht-node`
 //!   writes nodes libtorrent reads, and leaves the info-hash alone.
+//! - Torrents that change (BEP 46): `shoal dht publish` puts a torrent under a key, and
+//!   `shoal get magnet:?xs=urn:btpk:…` downloads it; after a second torrent is published
+//!   with the same key, the same link downloads that one.
 //! - shoal to shoal with a magnet's `x.pe` peer and no DHT at all.
 //! - Peer exchange (BEP 11) between shoal peers, and local service discovery (BEP 14)
 //!   on a private multicast port.
@@ -609,6 +612,88 @@ fn shoal_create_writes_dht_nodes_libtorrent_reads() {
         .args(["--dht-node", "10.0.0.1:6881"]);
     let (output, _) = run_with_timeout(&mut private, Duration::from_secs(30));
     assert_eq!(output.status.code(), Some(2));
+}
+
+#[test]
+fn a_link_to_a_key_follows_what_its_publisher_publishes() {
+    let dir = tempdir();
+    let boot = "127.0.2.243:19243";
+    let (_boot, stats) = shoal_dht(boot, &dir.path().join("dht.state"));
+    let key = dir.path().join("publisher.key");
+    run_ok(shoal().args(["dht", "keygen", path_str(&key)]));
+    let client = |state: &str| {
+        let state = dir.path().join(state);
+        vec![
+            "--bootstrap".to_owned(),
+            boot.to_owned(),
+            "--listen".to_owned(),
+            "127.0.2.244:0".to_owned(),
+            "--state".to_owned(),
+            path_str(&state).to_owned(),
+            "--json".to_owned(),
+        ]
+    };
+    let publish = |torrent: &Path, state: &str| -> serde_json::Value {
+        let mut cmd = shoal();
+        cmd.args([
+            "dht",
+            "publish",
+            path_str(torrent),
+            "--key-file",
+            path_str(&key),
+        ])
+        .args(["--salt", "dumps"])
+        .args(client(state));
+        serde_json::from_str(&run_ok(&mut cmd)).expect("JSON")
+    };
+    let get = |link: &str, out: &Path, state: &str| {
+        shoal_get(
+            link,
+            out,
+            &dir.path().join(state),
+            "127.0.2.245:19245",
+            &["--dht-bootstrap", boot],
+        )
+    };
+
+    // Version 1.
+    let first_dir = dir.path().join("first");
+    let (src1, torrent1, _) = make_torrent(&first_dir, 21);
+    let _seed1 = shoal_seed(
+        &torrent1,
+        &src1,
+        &first_dir.join("state"),
+        "127.0.2.246:19246",
+        boot,
+    );
+    wait_for_stored_announce(&stats);
+    let published = publish(&torrent1, "p1.state");
+    assert_eq!(published["seq"], 1, "{published}");
+    let link = published["link"].as_str().unwrap().to_owned();
+    assert!(link.ends_with("&s=64756d7073"), "{link}");
+    let out1 = dir.path().join("out1");
+    let events = get(&link, &out1, "g1");
+    assert!(events.contains("\"event\":\"resolved\""), "{events}");
+    assert!(events.contains("\"seq\":1"), "{events}");
+    same_files(&src1.join("payload.bin"), &out1.join("payload.bin"));
+
+    // Version 2 (other bytes, another info-hash): the same link now gets it.
+    let second_dir = dir.path().join("second");
+    let (src2, torrent2, _) = make_torrent(&second_dir, 22);
+    let _seed2 = shoal_seed(
+        &torrent2,
+        &src2,
+        &second_dir.join("state"),
+        "127.0.2.247:19247",
+        boot,
+    );
+    let published = publish(&torrent2, "p2.state");
+    assert_eq!(published["seq"], 2, "{published}");
+    assert_eq!(published["link"], link.as_str());
+    let out2 = dir.path().join("out2");
+    let events = get(&link, &out2, "g2");
+    assert!(events.contains("\"seq\":2"), "{events}");
+    same_files(&src2.join("payload.bin"), &out2.join("payload.bin"));
 }
 
 #[test]

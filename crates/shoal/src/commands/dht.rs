@@ -68,6 +68,13 @@ pub enum Action {
     Put(super::dht_item::PutArgs),
     /// Write a new ed25519 secret key for mutable items to FILE and print its public key.
     Keygen(super::dht_item::KeygenArgs),
+    /// Publish a torrent under your key (BEP 46) and print the link that follows it
+    ///
+    /// The link (magnet:?xs=urn:btpk:KEY&s=SALT) names your key, not one version: publish
+    /// a newer torrent with the same key and salt, and `shoal get` of the link fetches
+    /// that one. The DHT keeps the item about 2 hours unless it is published again; exit
+    /// code 3 if no node took it.
+    Publish(super::mutable::PublishArgs),
     /// Crawl the DHT for the info-hashes its nodes store (BEP 51)
     ///
     /// Prints each new info-hash; stops after --count of them, at --timeout, or when no
@@ -112,6 +119,7 @@ pub fn run(args: Args) -> Result<()> {
         Some(Action::Get(args)) => super::dht_item::get(args),
         Some(Action::Put(args)) => super::dht_item::put(args),
         Some(Action::Keygen(args)) => super::dht_item::keygen(args),
+        Some(Action::Publish(args)) => super::mutable::publish(args),
         Some(Action::Sample(args)) => super::dht_sample::run(args),
         Some(Action::Scrape(args)) => super::scrape::run_dht(args),
         None => run_node(args.node),

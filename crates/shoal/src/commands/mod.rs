@@ -10,6 +10,7 @@ pub mod discovery;
 pub mod edit;
 pub mod hook;
 pub mod info;
+pub mod mutable;
 pub mod prioritize;
 pub mod scrape;
 pub mod search;

@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use shoal_bencode::Value;
+use shoal_core::mutable::MutableLink;
 use shoal_core::{InfoHash, Magnet, Metainfo, PeerId};
 use shoal_engine::metadata::{fetch_metadata, Fetched, MetadataFetch, MetadataFetchError};
 use shoal_engine::{
@@ -326,7 +327,11 @@ pub fn parse_source(arg: &str) -> Result<Source> {
 }
 
 pub fn run_get(args: GetArgs) -> Result<()> {
-    let source = parse_source(&args.torrent)?;
+    let source = match args.torrent.parse::<MutableLink>() {
+        // BEP 46: the newest version its publisher put in the DHT.
+        Ok(link) => Source::Magnet(super::mutable::resolve(&link, &lookup_node(&args)?)?),
+        Err(_) => parse_source(&args.torrent)?,
+    };
     // Known files: refuse a bad selection before anything starts.
     let select = args.select_file.map_or(Selection::All, Selection::Numbered);
     if let Source::Torrent(metainfo) = &source {
@@ -356,6 +361,31 @@ pub fn run_get(args: GetArgs) -> Result<()> {
             Source::Torrent(metainfo) => job.run(metainfo, stop).await,
             Source::Magnet(magnet) => job.run_magnet(magnet, stop).await,
         }
+    })
+}
+
+/// The short-lived DHT node that looks a BEP 46 link up: bootstrapped as the download's
+/// node will be, on the same address with a port of its own.
+fn lookup_node(args: &GetArgs) -> Result<super::dht::ClientArgs> {
+    if args.discovery.no_dht || args.peer.proxy.is_some() {
+        bail!("a magnet:?xs=urn:btpk: link is looked up in the DHT, which is off");
+    }
+    // All addresses (`[::]` too): the IPv4 DHT, the one every client is in.
+    let ip = match args.peer.listen.map(|a| a.ip()) {
+        Some(ip) if !ip.is_unspecified() => ip,
+        _ => std::net::Ipv4Addr::UNSPECIFIED.into(),
+    };
+    let state = args
+        .peer
+        .state_dir
+        .clone()
+        .unwrap_or_else(default_state_dir);
+    Ok(super::dht::ClientArgs {
+        bootstrap: args.discovery.bootstrap.clone(),
+        listen: SocketAddr::new(ip, 0),
+        state: Some(state.join("dht-client.state")),
+        timeout: 60,
+        json: args.peer.json,
     })
 }
 

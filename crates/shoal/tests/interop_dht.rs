@@ -671,6 +671,7 @@ fn a_link_to_a_key_follows_what_its_publisher_publishes() {
     assert_eq!(published["seq"], 1, "{published}");
     let link = published["link"].as_str().unwrap().to_owned();
     assert!(link.ends_with("&s=64756d7073"), "{link}");
+    assert_eq!(shoal_info(&link)["salt"], "dumps");
     let out1 = dir.path().join("out1");
     let events = get(&link, &out1, "g1");
     assert!(events.contains("\"event\":\"resolved\""), "{events}");

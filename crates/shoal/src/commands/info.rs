@@ -5,6 +5,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
+use shoal_core::mutable::MutableLink;
 use shoal_core::{Magnet, Metainfo, MAX_TORRENT_SIZE};
 
 use super::print;
@@ -229,6 +230,9 @@ pub fn run(args: Args) -> Result<()> {
         .get(..7)
         .is_some_and(|p| p.eq_ignore_ascii_case("magnet:"))
     {
+        if let Ok(link) = args.torrent.parse::<MutableLink>() {
+            return print(&mutable_text(&link, args.json));
+        }
         let magnet: Magnet = args.torrent.parse().context("not a valid magnet link")?;
         if args.json {
             format!("{}\n", magnet_json(&magnet))
@@ -244,6 +248,20 @@ pub fn run(args: Args) -> Result<()> {
         }
     };
     print(&text)
+}
+
+/// A BEP 46 link: whose key it follows; what it names now is in the DHT.
+fn mutable_text(link: &MutableLink, json: bool) -> String {
+    let key = shoal_core::hex::encode(&link.public_key);
+    let salt = String::from_utf8_lossy(&link.salt);
+    if json {
+        let value = json!({"public_key": key, "salt": salt, "magnet": link.to_string()});
+        return format!("{value}\n");
+    }
+    format!(
+        "publisher key: {key}\nsalt:          {salt}\nthe torrent it names now is in the DHT: `shoal get` \
+         of the link looks it up\n"
+    )
 }
 
 /// A Unix timestamp as `YYYY-MM-DD HH:MM:SS UTC` (proleptic Gregorian calendar).

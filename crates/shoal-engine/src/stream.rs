@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use shoal_proxy::{Socks5, Target};
+use shoal_proxy::{Proxy, Target};
 use shoal_utp::{UtpSocket, UtpStream};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -177,8 +177,8 @@ pub enum UtpMode {
 pub struct Dialer {
     pub utp: Option<Arc<UtpSocket>>,
     pub mode: UtpMode,
-    /// A SOCKS5 proxy every TCP connection goes through (uTP cannot: keep `utp` off).
-    pub proxy: Option<Arc<Socks5>>,
+    /// A proxy every TCP connection goes through (uTP cannot: keep `utp` off).
+    pub proxy: Option<Arc<Proxy>>,
 }
 
 impl fmt::Debug for Dialer {

@@ -1,8 +1,9 @@
-//! `--proxy socks5://…` through a real SOCKS5 proxy (microsocks) on loopback
-//! (127.0.5.1–8, ports 19601–19608): a download reaches its tracker and its seed only
-//! through the proxy, which connects out from an address of its own, so the seed sees
-//! the proxy, not us; and with a proxy that is down, nothing gets through although the
-//! tracker and the seed are reachable directly.
+//! `--proxy` through real proxies on loopback (127.0.5.1–13, ports 19601–19613): a
+//! SOCKS5 one (microsocks) and an HTTP CONNECT one (tinyproxy), both wanting a password.
+//! A download reaches its tracker and its seed only through the proxy, which connects
+//! out from an address of its own, so the seed sees the proxy, not us; and with a proxy
+//! that is down, nothing gets through although the tracker and the seed are reachable
+//! directly.
 
 mod common;
 
@@ -135,4 +136,63 @@ fn nothing_bypasses_a_proxy_that_is_down() {
     assert!(!events.contains("peer_connected"), "{events}");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cannot connect"), "{stderr}");
+}
+
+/// tinyproxy on 127.0.5.9:19609, wanting `user`/`secret`, connecting out from 127.0.5.10.
+/// With no `ConnectPort` line it tunnels to any port.
+fn tinyproxy(dir: &Path) -> Guard {
+    require("tinyproxy");
+    let conf = dir.join("tinyproxy.conf");
+    std::fs::write(
+        &conf,
+        "Port 19609\nListen 127.0.5.9\nBind 127.0.5.10\nTimeout 60\n\
+         Allow 127.0.0.0/8\nBasicAuth user secret\nLogLevel Error\nMaxClients 50\n",
+    )
+    .unwrap();
+    let child = Command::new("tinyproxy")
+        .args(["-d", "-c", path_str(&conf)])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn tinyproxy");
+    let guard = Guard(child);
+    wait_listening("127.0.5.9:19609", Duration::from_secs(10));
+    guard
+}
+
+#[test]
+fn a_download_goes_through_an_http_proxy() {
+    let dir = tempdir();
+    let _proxy = tinyproxy(dir.path());
+    let tracker = "127.0.5.11:19611";
+    let _tracker = shoal_tracker(tracker, &[]);
+    let (src, torrent, _seed, seed_events) =
+        seeded(dir.path(), 700_000, tracker, "127.0.5.12:19612");
+    let out = dir.path().join("out");
+    let mut get = shoal();
+    get.args([
+        "get",
+        path_str(&torrent),
+        "-o",
+        path_str(&out),
+        "--no-seed",
+        "--json",
+    ])
+    .args(["--listen", "127.0.5.13:19613", "--state-dir"])
+    .arg(dir.path().join("state"))
+    .args(["--proxy", "http://user:secret@127.0.5.9:19609"]);
+    let (output, _) = run_with_timeout(&mut get, Duration::from_secs(60));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+    let seen = wait_lines(
+        &seed_events,
+        &["\"addr\":\"127.0.5.10:"],
+        Duration::from_secs(10),
+    );
+    assert!(!seen.iter().any(|l| l.contains("127.0.5.13")), "{seen:?}");
 }

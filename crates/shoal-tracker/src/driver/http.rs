@@ -16,7 +16,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use shoal_proxy::{Socks5, Target};
+use shoal_proxy::{Proxy, Target};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::rustls::pki_types::ServerName;
@@ -43,10 +43,10 @@ pub struct HttpConfig {
     /// Web seeds set it, so that a slow server still delivers a large range while a
     /// silent one (or a kept connection the network dropped) is given up quickly.
     pub idle_timeout: Option<Duration>,
-    /// A SOCKS5 proxy to connect through. The server's name goes to the proxy to
+    /// A proxy (SOCKS5 or HTTP CONNECT) to connect through. The server's name goes to the proxy to
     /// resolve (no DNS query of ours), so the local-address rule on redirects can only
     /// look at addresses written in the URL.
-    pub proxy: Option<Arc<Socks5>>,
+    pub proxy: Option<Arc<Proxy>>,
 }
 
 /// TLS client settings with the ring provider and the webpki root certificates.

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use shoal_core::{dual_stack, InfoHash, PeerId};
 use shoal_engine::{Found, PeerSource};
-use shoal_proxy::Socks5;
+use shoal_proxy::Proxy;
 use shoal_tracker::client::UdpConfig;
 use shoal_tracker::driver::http::HttpConfig;
 use shoal_tracker::driver::{Announcer, AnnouncerConfig};
@@ -90,7 +90,7 @@ impl Announcers {
         (swarms, peer_id): (&[InfoHash], PeerId),
         (listen, ipv4_port): (SocketAddr, Option<u16>),
         progress: Progress,
-        (found, proxy): (&mpsc::UnboundedSender<Found>, Option<Arc<Socks5>>),
+        (found, proxy): (&mpsc::UnboundedSender<Found>, Option<Arc<Proxy>>),
     ) -> Announcers {
         let trackers: Vec<Vec<String>> = match &proxy {
             None => trackers.to_vec(),

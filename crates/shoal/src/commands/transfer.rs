@@ -21,7 +21,7 @@ use shoal_engine::{
 };
 use shoal_portmap::driver::{Method, PortMapper};
 use shoal_portmap::Protocol;
-use shoal_proxy::Socks5;
+use shoal_proxy::Proxy;
 use shoal_tracker::Progress;
 use shoal_utp::UtpSocket;
 use tokio::sync::{mpsc, watch};
@@ -68,12 +68,12 @@ pub struct PeerOptions {
     /// Do not announce to the torrent's trackers (use only --peer and incoming peers).
     #[arg(long)]
     pub no_tracker: bool,
-    /// Connect to peers, trackers and web seeds through this SOCKS5 proxy:
-    /// socks5://[USER:PASSWORD@]HOST:PORT (as libtorrent's socks5 proxy). Host names go to
-    /// the proxy to resolve. What cannot go through it is turned off: uTP, the DHT and
-    /// UDP trackers. Peers may still connect to --listen.
+    /// Connect to peers, trackers and web seeds through this proxy, as libtorrent's:
+    /// socks5://[USER:PASSWORD@]HOST:PORT (SOCKS5) or http://[USER:PASSWORD@]HOST:PORT
+    /// (HTTP CONNECT). Host names go to the proxy to resolve. What cannot go through it is
+    /// turned off: uTP, the DHT and UDP trackers. Peers may still connect to --listen.
     #[arg(long, value_name = "URL")]
-    pub proxy: Option<Socks5>,
+    pub proxy: Option<Proxy>,
     /// Announce to this tracker too (http, https or udp), in a tier after the torrent's
     /// or the magnet's own, as aria2's --bt-tracker and libtorrent's add_tracker. Repeat
     /// for several tiers; separate URLs with commas to put them in one tier. The
@@ -524,7 +524,7 @@ async fn announce(
     (mut events, mut external_port): (mpsc::UnboundedReceiver<EngineEvent>, ExternalPort),
     display: mpsc::UnboundedSender<Update>,
     metainfo: Arc<Metainfo>,
-    (trackers, proxy): (Vec<Vec<String>>, Option<Arc<Socks5>>),
+    (trackers, proxy): (Vec<Vec<String>>, Option<Arc<Proxy>>),
     dht: Dhts,
     feed: mpsc::UnboundedSender<Found>,
 ) -> Option<Announcers> {
@@ -709,13 +709,13 @@ impl Job {
     }
 
     /// With `--proxy`, turns off what would go around it: uTP and the DHT (UDP, which a
-    /// SOCKS5 CONNECT cannot carry). UDP trackers are left out when announcing.
+    /// proxied TCP connection cannot carry). UDP trackers are left out when announcing.
     fn behind_proxy(mut self) -> Result<Self> {
         let Some(proxy) = &self.opts.proxy else {
             return Ok(self);
         };
         if self.opts.utp == UtpArg::Only {
-            bail!("--utp only cannot go through the SOCKS5 proxy (uTP is UDP)");
+            bail!("--utp only cannot go through the proxy (uTP is UDP)");
         }
         if !self.discovery.no_dht || self.opts.utp != UtpArg::Off {
             eprintln!(

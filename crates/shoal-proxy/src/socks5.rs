@@ -1,0 +1,235 @@
+//! SOCKS5 (RFC 1928) CONNECT, with RFC 1929 user/password authentication.
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use std::net::{IpAddr, SocketAddr};
+
+use crate::{ProxyError, Server, Target};
+
+/// A SOCKS5 proxy.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Socks5(pub(crate) Server);
+
+const VERSION: u8 = 5;
+const NO_AUTH: u8 = 0;
+const USER_PASSWORD: u8 = 2;
+const NO_ACCEPTABLE: u8 = 0xff;
+const CONNECT: u8 = 1;
+const ATYP_V4: u8 = 1;
+const ATYP_NAME: u8 = 3;
+const ATYP_V6: u8 = 4;
+
+impl Socks5 {
+    /// Opens a TCP connection to `target` through the proxy. The caller bounds it in time.
+    pub async fn connect(&self, target: Target<'_>) -> Result<TcpStream, ProxyError> {
+        let request = connect_request(target)?;
+        let mut stream = self.0.dial().await?;
+        self.handshake(&mut stream, &request).await?;
+        Ok(stream)
+    }
+
+    async fn handshake(&self, stream: &mut TcpStream, request: &[u8]) -> Result<(), ProxyError> {
+        let greeting: &[u8] = match self.0.credentials {
+            Some(_) => &[VERSION, 2, NO_AUTH, USER_PASSWORD],
+            None => &[VERSION, 1, NO_AUTH],
+        };
+        stream.write_all(greeting).await?;
+        let mut choice = [0u8; 2];
+        stream.read_exact(&mut choice).await?;
+        match choice {
+            [VERSION, NO_AUTH] => {}
+            [VERSION, USER_PASSWORD] => {
+                let (user, password) = self
+                    .0
+                    .credentials
+                    .as_ref()
+                    .ok_or(ProxyError::NoAcceptableMethod)?;
+                stream.write_all(&login_request(user, password)).await?;
+                let mut status = [0u8; 2];
+                stream.read_exact(&mut status).await?;
+                if status[1] != 0 {
+                    return Err(ProxyError::AuthFailed);
+                }
+            }
+            [VERSION, NO_ACCEPTABLE] => return Err(ProxyError::NoAcceptableMethod),
+            _ => return Err(ProxyError::NotSocks5),
+        }
+        stream.write_all(request).await?;
+        let mut head = [0u8; 4];
+        stream.read_exact(&mut head).await?;
+        if head[0] != VERSION {
+            return Err(ProxyError::NotSocks5);
+        }
+        if head[1] != 0 {
+            return Err(ProxyError::Refused(reply_text(head[1])));
+        }
+        // The address the proxy connected from: read past it.
+        let skip = match head[3] {
+            ATYP_V4 => 4 + 2,
+            ATYP_V6 => 16 + 2,
+            ATYP_NAME => {
+                let mut len = [0u8; 1];
+                stream.read_exact(&mut len).await?;
+                usize::from(len[0]) + 2
+            }
+            _ => return Err(ProxyError::NotSocks5),
+        };
+        let mut bound = [0u8; 255 + 2];
+        stream.read_exact(&mut bound[..skip]).await?;
+        Ok(())
+    }
+}
+
+/// The CONNECT request for `target`.
+fn connect_request(target: Target<'_>) -> Result<Vec<u8>, ProxyError> {
+    let mut request = vec![VERSION, CONNECT, 0];
+    let port = match target {
+        Target::Addr(addr) => {
+            match addr.ip().to_canonical() {
+                IpAddr::V4(ip) => {
+                    request.push(ATYP_V4);
+                    request.extend_from_slice(&ip.octets());
+                }
+                IpAddr::V6(ip) => {
+                    request.push(ATYP_V6);
+                    request.extend_from_slice(&ip.octets());
+                }
+            }
+            addr.port()
+        }
+        Target::Name(name, port) => {
+            // An address written as a name is sent as the address.
+            if let Ok(ip) = name.trim_matches(['[', ']']).parse::<IpAddr>() {
+                return connect_request(Target::Addr(SocketAddr::new(ip, port)));
+            }
+            let len = u8::try_from(name.len()).map_err(|_| ProxyError::NameTooLong)?;
+            request.push(ATYP_NAME);
+            request.push(len);
+            request.extend_from_slice(name.as_bytes());
+            port
+        }
+    };
+    request.extend_from_slice(&port.to_be_bytes());
+    Ok(request)
+}
+
+/// RFC 1929's request: version 1, then the user name and the password, each with its
+/// length (checked at parse time to fit a byte).
+fn login_request(user: &str, password: &str) -> Vec<u8> {
+    let mut request = vec![1, user.len() as u8];
+    request.extend_from_slice(user.as_bytes());
+    request.push(password.len() as u8);
+    request.extend_from_slice(password.as_bytes());
+    request
+}
+
+/// RFC 1928's reply codes.
+fn reply_text(code: u8) -> &'static str {
+    match code {
+        1 => "general SOCKS server failure",
+        2 => "connection not allowed by ruleset",
+        3 => "network unreachable",
+        4 => "host unreachable",
+        5 => "connection refused",
+        6 => "TTL expired",
+        7 => "command not supported",
+        8 => "address type not supported",
+        _ => "unknown reply code",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Proxy;
+    use tokio::net::TcpListener;
+
+    #[test]
+    fn connect_requests() {
+        let v4 = connect_request(Target::Addr("10.1.2.3:6881".parse().unwrap())).unwrap();
+        assert_eq!(v4, [5, 1, 0, 1, 10, 1, 2, 3, 0x1a, 0xe1]);
+        let mapped = connect_request(Target::Addr("[::ffff:10.1.2.3]:6881".parse().unwrap()));
+        assert_eq!(mapped.unwrap(), v4);
+        let v6 = connect_request(Target::Addr("[2001:db8::1]:80".parse().unwrap())).unwrap();
+        assert_eq!(&v6[..4], [5, 1, 0, 4]);
+        assert_eq!(v6.len(), 4 + 16 + 2);
+        let name = connect_request(Target::Name("tracker.example", 443)).unwrap();
+        assert_eq!(&name[..5], [5, 1, 0, 3, 15]);
+        assert_eq!(&name[5..20], b"tracker.example");
+        assert_eq!(&name[20..], [1, 187]);
+        let literal = connect_request(Target::Name("[2001:db8::1]", 80)).unwrap();
+        assert_eq!(literal, v6);
+        let long = "a".repeat(256);
+        assert!(matches!(
+            connect_request(Target::Name(&long, 1)),
+            Err(ProxyError::NameTooLong)
+        ));
+    }
+
+    /// A proxy that answers the handshake with `replies` (after reading what the client
+    /// sends at each step) and records what it read.
+    async fn scripted(replies: Vec<Vec<u8>>) -> (Proxy, tokio::task::JoinHandle<Vec<u8>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut read = Vec::new();
+            for reply in replies {
+                let mut buf = [0u8; 512];
+                let n = stream.read(&mut buf).await.unwrap();
+                read.extend_from_slice(&buf[..n]);
+                stream.write_all(&reply).await.unwrap();
+            }
+            read
+        });
+        let proxy = format!("socks5://user:secret@127.0.0.1:{port}")
+            .parse()
+            .unwrap();
+        (proxy, task)
+    }
+
+    #[tokio::test]
+    async fn logs_in_and_connects() {
+        let (proxy, task) = scripted(vec![
+            vec![5, 2],
+            vec![1, 0],
+            vec![5, 0, 0, 3, 4, b'h', b'o', b's', b't', 0, 80],
+        ])
+        .await;
+        proxy.connect(Target::Name("t.example", 80)).await.unwrap();
+        let read = task.await.unwrap();
+        let mut expected = vec![5, 2, 0, 2];
+        expected.extend_from_slice(&[1, 4, b'u', b's', b'e', b'r', 6]);
+        expected.extend_from_slice(b"secret");
+        expected.extend_from_slice(&[5, 1, 0, 3, 9]);
+        expected.extend_from_slice(b"t.example");
+        expected.extend_from_slice(&[0, 80]);
+        assert_eq!(read, expected);
+    }
+
+    #[tokio::test]
+    async fn refusals_are_errors() {
+        let (proxy, _task) = scripted(vec![vec![5, 2], vec![1, 1]]).await;
+        let addr = Target::Addr("10.0.0.1:1".parse().unwrap());
+        assert!(matches!(
+            proxy.connect(addr).await,
+            Err(ProxyError::AuthFailed)
+        ));
+        let (proxy, _task) = scripted(vec![vec![5, 0], vec![5, 5, 0, 1, 0, 0, 0, 0, 0, 0]]).await;
+        assert!(matches!(
+            proxy.connect(addr).await,
+            Err(ProxyError::Refused("connection refused"))
+        ));
+        let (proxy, _task) = scripted(vec![vec![5, 0xff]]).await;
+        assert!(matches!(
+            proxy.connect(addr).await,
+            Err(ProxyError::NoAcceptableMethod)
+        ));
+        let (proxy, _task) = scripted(vec![b"HTTP/1.1 400 Bad Request\r\n\r\n".to_vec()]).await;
+        assert!(matches!(
+            proxy.connect(addr).await,
+            Err(ProxyError::NotSocks5)
+        ));
+    }
+}

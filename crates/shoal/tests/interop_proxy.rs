@@ -73,12 +73,21 @@ fn seeded(
 
 type LineFeed = std::sync::mpsc::Receiver<String>;
 
-#[test]
-fn a_download_goes_through_the_proxy_only() {
+/// Addresses of one proxied download: the tracker, the seed, the downloader, and where
+/// the proxy's own connections come from.
+struct Route {
+    tracker: &'static str,
+    seed: &'static str,
+    us: &'static str,
+    proxy_out: &'static str,
+}
+
+/// A download through `proxy` (a `--proxy` URL) finds its seed through the tracker, and
+/// the seed sees only the proxy's address, never ours.
+fn download_through(proxy: &str, route: Route) {
     let dir = tempdir();
-    let _proxy = microsocks();
-    let _tracker = shoal_tracker(TRACKER, &[]);
-    let (src, torrent, _seed, seed_events) = seeded(dir.path(), 1024 * 1024 + 3, TRACKER, SEED);
+    let _tracker = shoal_tracker(route.tracker, &[]);
+    let (src, torrent, _seed, seed_events) = seeded(dir.path(), 700_000, route.tracker, route.seed);
     let out = dir.path().join("out");
     let mut get = shoal();
     get.args([
@@ -89,26 +98,37 @@ fn a_download_goes_through_the_proxy_only() {
         "--no-seed",
         "--json",
     ])
-    .args(["--listen", "127.0.5.5:19605", "--state-dir"])
+    .args(["--listen", route.us, "--state-dir"])
     .arg(dir.path().join("state"))
-    .args([
-        "--proxy",
-        &format!("socks5://user:secret@{PROXY}:{PROXY_PORT}"),
-    ]);
+    .args(["--proxy", proxy]);
     let (output, _) = run_with_timeout(&mut get, Duration::from_secs(60));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("uTP and the DHT are off"), "{stderr}");
     same_files(&src.join("payload.bin"), &out.join("payload.bin"));
-    // It found the seed through the tracker, and the seed saw the proxy's address.
     let events = String::from_utf8_lossy(&output.stdout);
-    assert!(events.contains(&format!("\"addr\":\"{SEED}\"")), "{events}");
-    let seen = wait_lines(
-        &seed_events,
-        &[&format!("\"addr\":\"{PROXY_OUT}:")],
-        Duration::from_secs(10),
+    assert!(
+        events.contains(&format!("\"addr\":\"{}\"", route.seed)),
+        "{events}"
     );
-    assert!(!seen.iter().any(|l| l.contains("127.0.5.5")), "{seen:?}");
+    let proxy_out = format!("\"addr\":\"{}:", route.proxy_out);
+    let seen = wait_lines(&seed_events, &[&proxy_out], Duration::from_secs(10));
+    let us = route.us.split(':').next().unwrap();
+    assert!(!seen.iter().any(|l| l.contains(us)), "{seen:?}");
+}
+
+#[test]
+fn a_download_goes_through_a_socks5_proxy_only() {
+    let _proxy = microsocks();
+    download_through(
+        &format!("socks5://user:secret@{PROXY}:{PROXY_PORT}"),
+        Route {
+            tracker: TRACKER,
+            seed: SEED,
+            us: "127.0.5.5:19605",
+            proxy_out: PROXY_OUT,
+        },
+    );
 }
 
 #[test]
@@ -162,37 +182,16 @@ fn tinyproxy(dir: &Path) -> Guard {
 }
 
 #[test]
-fn a_download_goes_through_an_http_proxy() {
+fn a_download_goes_through_an_http_proxy_only() {
     let dir = tempdir();
     let _proxy = tinyproxy(dir.path());
-    let tracker = "127.0.5.11:19611";
-    let _tracker = shoal_tracker(tracker, &[]);
-    let (src, torrent, _seed, seed_events) =
-        seeded(dir.path(), 700_000, tracker, "127.0.5.12:19612");
-    let out = dir.path().join("out");
-    let mut get = shoal();
-    get.args([
-        "get",
-        path_str(&torrent),
-        "-o",
-        path_str(&out),
-        "--no-seed",
-        "--json",
-    ])
-    .args(["--listen", "127.0.5.13:19613", "--state-dir"])
-    .arg(dir.path().join("state"))
-    .args(["--proxy", "http://user:secret@127.0.5.9:19609"]);
-    let (output, _) = run_with_timeout(&mut get, Duration::from_secs(60));
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    download_through(
+        "http://user:secret@127.0.5.9:19609",
+        Route {
+            tracker: "127.0.5.11:19611",
+            seed: "127.0.5.12:19612",
+            us: "127.0.5.13:19613",
+            proxy_out: "127.0.5.10",
+        },
     );
-    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
-    let seen = wait_lines(
-        &seed_events,
-        &["\"addr\":\"127.0.5.10:"],
-        Duration::from_secs(10),
-    );
-    assert!(!seen.iter().any(|l| l.contains("127.0.5.13")), "{seen:?}");
 }

@@ -93,6 +93,8 @@ pub struct TorrentConfig {
     pub sequential: bool,
     /// Pieces to fetch before any other, in this order (the start and end of files).
     pub priority_pieces: Vec<u32>,
+    /// Peers we upload to at once, the optimistic unchoke among them.
+    pub upload_slots: usize,
     /// Addresses no connection is made to or taken from (a blocklist).
     pub ip_filter: Option<Arc<IpFilter>>,
     /// The port a router forwards to our listen port (port mapping), once it says: our
@@ -328,6 +330,7 @@ pub async fn run(
     });
     core.set_sequential(config.sequential);
     core.set_priority(config.priority_pieces.iter().copied());
+    core.set_upload_slots(config.upload_slots);
     // Padding (BEP 47, and every v2 torrent's alignment) is zeros: not asked of peers.
     if info.files.iter().any(|f| f.attr.padding) {
         for piece in 0..info.piece_count() {

@@ -69,6 +69,19 @@ pub struct ChokerConfig {
     pub newcomer_weight: u32,
 }
 
+impl ChokerConfig {
+    /// At most `slots` peers unchoked at once, the optimistic one among them, as
+    /// libtorrent's `unchoke_slots_limit` counts (`seed`/`get --upload-slots`). One slot
+    /// is the optimistic one alone: a rotation, so every peer gets its turn.
+    pub fn with_slots(slots: usize) -> Self {
+        ChokerConfig {
+            regular_slots: slots.saturating_sub(1),
+            optimistic_slots: usize::from(slots > 0),
+            ..ChokerConfig::default()
+        }
+    }
+}
+
 impl Default for ChokerConfig {
     fn default() -> Self {
         ChokerConfig {

@@ -226,6 +226,12 @@ impl<P: Connection> TorrentCore<P> {
         self.picker.set_sequential(sequential);
     }
 
+    /// At most `slots` peers unchoked at once (see [`ChokerConfig::with_slots`]).
+    pub fn set_upload_slots(&mut self, slots: usize) {
+        self.choker = Choker::new(ChokerConfig::with_slots(slots));
+        self.choke_schedule.changed();
+    }
+
     /// Fetch these pieces before any other, in this order (see the picker).
     pub fn set_priority(&mut self, pieces: impl IntoIterator<Item = u32>) {
         self.picker.set_priority(pieces);

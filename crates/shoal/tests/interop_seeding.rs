@@ -1,5 +1,6 @@
 //! When shoal stops seeding on its own: `--seed-ratio` once a libtorrent peer has taken
 //! enough, `--seed-time` after the time, both exiting 0 with a `seed_limit_reached` event.
+//! And how many peers it uploads to at once (`--upload-slots`).
 
 mod common;
 
@@ -144,5 +145,73 @@ fn a_finished_download_drops_its_connection_to_a_seed() {
             .starts_with("both done"),
         "{}",
         dropped[0]
+    );
+}
+
+/// `--upload-slots 2`: of four leechers that all want the seed's pieces, the seed
+/// uploads to two at a time (its `peer_list` events, every 5 s, say whom it unchokes),
+/// and the others wait; default slots would serve all four at once.
+#[test]
+fn a_seed_uploads_to_as_many_peers_as_it_has_slots() {
+    let dir = tempdir();
+    let (src, torrent) = make_single(dir.path(), 2 * 1024 * 1024 + 7, "256K");
+    let mut cmd = shoal();
+    cmd.args(["seed", path_str(&torrent), path_str(&src), "--json"])
+        .args(["--listen", "127.0.4.71:17471", "--no-dht", "--no-tracker"])
+        .args(["--utp", "off", "--upload-slots", "2", "--state-dir"])
+        .arg(dir.path().join("seed-state"));
+    let (_seed, lines) = start_and_watch(cmd, "\"started\"", Duration::from_secs(30));
+    let _leechers: Vec<Guard> = (72..76)
+        .map(|n| {
+            let mut get = shoal();
+            get.args(["get", path_str(&torrent), "-o"])
+                .arg(dir.path().join(format!("out{n}")))
+                .args([
+                    "--json",
+                    "--no-seed",
+                    "--no-dht",
+                    "--no-tracker",
+                    "--utp",
+                    "off",
+                ])
+                .args(["--listen", &format!("127.0.4.{n}:174{n}")])
+                .args([
+                    "--peer",
+                    "127.0.4.71:17471",
+                    "--max-down",
+                    "128K",
+                    "--state-dir",
+                ])
+                .arg(dir.path().join(format!("state{n}")))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
+            Guard(get.spawn().expect("spawn shoal get"))
+        })
+        .collect();
+    // The seed's peer lists over 11 s: two or three of them.
+    let deadline = Instant::now() + Duration::from_secs(11);
+    let mut lists = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        let Ok(line) = lines.recv_timeout(left) else {
+            break;
+        };
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if event["event"] == "peer_list" {
+            lists.push(event["peers"].as_array().unwrap().clone());
+        }
+    }
+    let count = |peers: &[serde_json::Value], unchoked: bool| {
+        let wanting = |p: &&serde_json::Value| p["peer_interested"] == true;
+        let state = |p: &&serde_json::Value| p["choked"] == !unchoked;
+        peers.iter().filter(wanting).filter(state).count()
+    };
+    assert!(lists.len() >= 2, "{lists:?}");
+    assert!(lists.iter().all(|l| count(l, true) <= 2), "{lists:?}");
+    // All four connected and wanting: two served, two waiting.
+    assert!(
+        lists
+            .iter()
+            .any(|l| count(l, true) == 2 && count(l, false) == 2),
+        "{lists:?}"
     );
 }

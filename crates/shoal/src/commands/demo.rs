@@ -93,6 +93,7 @@ fn torrent_config(
         ip_filter: None,
         sequential: false,
         priority_pieces: Vec::new(),
+        upload_slots: 8,
         check_threads: 0,
         recheck: false,
         encryption: Encryption::default(),

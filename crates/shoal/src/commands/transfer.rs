@@ -54,6 +54,11 @@ pub struct PeerOptions {
     /// Most peer connections at once.
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub max_peers: usize,
+    /// Peers to upload to at once: one chosen at random in turn (the optimistic unchoke),
+    /// the others those that trade best with us, as libtorrent's unchoke_slots_limit and
+    /// Transmission's upload slots. Fewer slots give each peer more of the upload.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+    pub upload_slots: u16,
     /// A blocklist: no connection is made to or taken from its addresses. Reads the
     /// lists Transmission and qBittorrent read: PeerGuardian text (`name:1.2.3.0-1.2.3.255`),
     /// eMule's ipfilter.dat, and lines of an address, a CIDR block or a range (IPv6 too).
@@ -1040,6 +1045,7 @@ impl Job {
             max_upload_rate: self.opts.max_up,
             max_download_rate: self.opts.max_down,
             max_connections: self.opts.max_peers,
+            upload_slots: usize::from(self.opts.upload_slots),
             check_threads: 0,
             recheck: self.opts.recheck,
             encryption: self.opts.encryption.into(),

@@ -382,13 +382,12 @@ fn the_ends_of_each_file_come_first() {
         .iter()
         .map(|e| (e["piece"].as_u64().unwrap(), e["have"].as_u64().unwrap()))
         .collect();
-    // 17 pieces: 0 holds the first 100 KiB, 14-16 the last 300 KiB. The first other
-    // piece verified comes after all four: rarest first from one seed would do that
-    // once in 2 380 runs.
+    // 17 pieces: 0 holds the first 100 KiB, 14-16 the last 300 KiB. Those four are the
+    // first four verified: each one reported was verified among the first four, and
+    // every other piece reported came after them.
     let prioritized = [0, 14, 15, 16];
-    let other = pieces
-        .iter()
-        .find(|(piece, _)| !prioritized.contains(piece));
-    let &(_, have) = other.expect("other pieces reported");
-    assert_eq!(have, 5, "{pieces:?}");
+    let (first, rest): (Vec<_>, Vec<_>) = pieces.iter().partition(|(p, _)| prioritized.contains(p));
+    assert!(first.len() >= 2, "{pieces:?}");
+    assert!(first.iter().all(|&&(_, have)| have <= 4), "{pieces:?}");
+    assert!(rest.iter().all(|&&(_, have)| have > 4), "{pieces:?}");
 }

@@ -254,6 +254,39 @@ for i in range(fs.num_files()):
     }
 }
 
+/// A torrent given by its http URL, as aria2 and Transmission take one: `shoal info`
+/// and `shoal get` fetch it (from a small HTTP server), and the download completes from
+/// a libtorrent seed. A URL that answers 404 is a clear error.
+#[test]
+fn a_torrent_from_an_http_url() {
+    let dir = tempdir();
+    let (src, torrent) = make_single(dir.path(), 1024 * 1024 + 9, "256K");
+    let (_server, _requests) = web_seed(dir.path(), "127.0.0.43", 17043, false);
+    let url = "http://127.0.0.43:17043/payload.torrent";
+    let info = shoal_info(url);
+    assert_eq!(
+        info["info_hash"],
+        shoal_info(path_str(&torrent))["info_hash"]
+    );
+    let _seed = lt_seed(&torrent, &src, "127.0.0.44", 17044);
+    let out = dir.path().join("out");
+    shoal_get(
+        Path::new(url),
+        &out,
+        &dir.path().join("state"),
+        "127.0.0.45:17045",
+        &["127.0.0.44:17044"],
+    );
+    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+    let (output, _) = run_with_timeout(
+        shoal().args(["get", "http://127.0.0.43:17043/missing.torrent"]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot download the torrent"), "{stderr}");
+}
+
 #[test]
 fn shoal_seeds_libtorrent_downloads() {
     let dir = tempdir();

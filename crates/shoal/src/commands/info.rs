@@ -2,11 +2,16 @@
 
 use std::io::Read;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use shoal_core::mutable::MutableLink;
 use shoal_core::{Magnet, Metainfo, MAX_TORRENT_SIZE};
+use shoal_proxy::Proxy;
+use shoal_tracker::driver::http::HttpConfig;
+use shoal_tracker::TrackerUrl;
 
 use super::print;
 use shoal_core::units::format_size;
@@ -17,7 +22,7 @@ use shoal_core::units::format_size;
 /// sanitised so that nothing can land outside the download folder.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A .torrent file or a magnet link.
+    /// A .torrent file, its http(s) URL, or a magnet link.
     pub torrent: String,
     /// Print one JSON object with the keys name, info_hash (info_hash_v2 and format for
     /// v2 and hybrid torrents), piece_length, piece_count,
@@ -46,6 +51,34 @@ pub fn load_torrent(path: &Path) -> Result<Metainfo> {
         .read_to_end(&mut bytes)
         .with_context(|| format!("{name}: cannot read"))?;
     Metainfo::from_bytes(&bytes).with_context(|| format!("{name}: not a valid torrent"))
+}
+
+/// Whether a command-line torrent names a web address rather than a file.
+pub fn is_url(arg: &str) -> bool {
+    let lower = arg.get(..8).unwrap_or(arg).to_ascii_lowercase();
+    lower.starts_with("http://") || lower.starts_with("https://")
+}
+
+/// Downloads and parses a `.torrent` from an http(s) URL (as aria2 and Transmission
+/// take one), through `proxy` if given: at most [`MAX_TORRENT_SIZE`] bytes, within a
+/// minute, redirects followed under the tracker client's rules.
+pub fn fetch_torrent(url: &str, proxy: Option<Arc<Proxy>>) -> Result<Metainfo> {
+    let parsed = TrackerUrl::parse(url).with_context(|| format!("{url}: not a usable URL"))?;
+    let config = HttpConfig {
+        timeout: Duration::from_secs(60),
+        max_body: MAX_TORRENT_SIZE,
+        proxy,
+        ..HttpConfig::default()
+    };
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let bytes = runtime
+        .block_on(shoal_tracker::driver::http::get(
+            &parsed,
+            &parsed.path,
+            &config,
+        ))
+        .with_context(|| format!("{url}: cannot download the torrent"))?;
+    Metainfo::from_bytes(&bytes).with_context(|| format!("{url}: not a valid torrent"))
 }
 
 /// Bytes of the torrent's files, and of the padding (BEP 47) between them, which is in
@@ -240,7 +273,10 @@ pub fn run(args: Args) -> Result<()> {
             magnet_text(&magnet)
         }
     } else {
-        let metainfo = load_torrent(Path::new(&args.torrent))?;
+        let metainfo = match is_url(&args.torrent) {
+            true => fetch_torrent(&args.torrent, None)?,
+            false => load_torrent(Path::new(&args.torrent))?,
+        };
         if args.json {
             format!("{}\n", torrent_json(&metainfo))
         } else {

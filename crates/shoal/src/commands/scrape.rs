@@ -58,7 +58,7 @@ struct Torrent {
 
 /// A torrent argument: what it names, and the trackers it lists.
 fn torrent_of(arg: &str) -> Result<(Torrent, Vec<String>)> {
-    let (info_hash, name, trackers) = match parse_source(arg)? {
+    let (info_hash, name, trackers) = match parse_source(arg, None)? {
         Source::Torrent(m) => {
             let trackers = m.trackers.iter().flatten().cloned().collect();
             (m.info_hash, m.info.name.clone(), trackers)

@@ -233,7 +233,8 @@ impl From<EncryptionMode> for Encryption {
 /// (Ctrl-C) before that.
 #[derive(Debug, clap::Args)]
 pub struct GetArgs {
-    /// A .torrent file, a magnet link, or an info-hash (40 hex or 32 base32 characters).
+    /// A .torrent file or its http(s) URL, a magnet link, or an info-hash (40 hex or 32
+    /// base32 characters).
     #[arg(value_name = "TORRENT|MAGNET|INFOHASH")]
     pub torrent: String,
     /// The folder to download into (the torrent's file or folder is created inside it).
@@ -306,7 +307,12 @@ pub enum Source {
     Magnet(Magnet),
 }
 
-pub fn parse_source(arg: &str) -> Result<Source> {
+/// A torrent file, its http(s) URL (fetched through `proxy` if given), a magnet link or
+/// a bare info-hash.
+pub fn parse_source(arg: &str, proxy: Option<Arc<Proxy>>) -> Result<Source> {
+    if super::info::is_url(arg) {
+        return Ok(Source::Torrent(super::info::fetch_torrent(arg, proxy)?));
+    }
     if arg
         .get(..7)
         .is_some_and(|p| p.eq_ignore_ascii_case("magnet:"))
@@ -335,7 +341,7 @@ pub fn run_get(args: GetArgs) -> Result<()> {
     let source = match args.torrent.parse::<MutableLink>() {
         // BEP 46: the newest version its publisher put in the DHT.
         Ok(link) => Source::Magnet(super::mutable::resolve(&link, &lookup_node(&args)?)?),
-        Err(_) => parse_source(&args.torrent)?,
+        Err(_) => parse_source(&args.torrent, args.peer.proxy.clone().map(Arc::new))?,
     };
     // Known files: refuse a bad selection before anything starts.
     let select = args.select_file.map_or(Selection::All, Selection::Numbered);

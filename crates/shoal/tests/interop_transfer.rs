@@ -287,6 +287,45 @@ fn a_torrent_from_an_http_url() {
     assert!(stderr.contains("cannot download the torrent"), "{stderr}");
 }
 
+/// `--metadata-only`: a magnet link's metadata from a libtorrent seed goes to the
+/// output folder as INFOHASH.torrent, and nothing of the content is downloaded.
+#[test]
+fn metadata_only_saves_a_magnets_torrent() {
+    let dir = tempdir();
+    let (src, torrent) = make_single(dir.path(), 1024 * 1024 + 5, "256K");
+    let hash = shoal_info(path_str(&torrent))["info_hash"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let _seed = lt_seed(&torrent, &src, "127.0.0.46", 17046);
+    let out = dir.path().join("out");
+    let magnet = format!("magnet:?xt=urn:btih:{hash}&x.pe=127.0.0.46:17046");
+    let mut get = shoal();
+    get.args([
+        "get",
+        &magnet,
+        "-o",
+        path_str(&out),
+        "--metadata-only",
+        "--json",
+    ])
+    .args(["--no-dht", "--listen", "127.0.0.47:17047", "--state-dir"])
+    .arg(dir.path().join("state"));
+    let (output, _) = run_with_timeout(&mut get, Duration::from_secs(60));
+    let events = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{events}");
+    assert!(events.contains("\"event\":\"metadata_saved\""), "{events}");
+    let saved = out.join(format!("{hash}.torrent"));
+    assert_eq!(shoal_info(path_str(&saved))["info_hash"], hash.as_str());
+    assert!(!out.join("payload.bin").exists());
+    // A .torrent has its metadata already.
+    let (output, _) = run_with_timeout(
+        shoal().args(["get", path_str(&torrent), "--metadata-only"]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(output.status.code(), Some(1));
+}
+
 #[test]
 fn shoal_seeds_libtorrent_downloads() {
     let dir = tempdir();

@@ -259,6 +259,11 @@ pub struct GetArgs {
     /// needs early, as aria2's --bt-prioritize-piece: `head`, `head=2M,tail=1M`.
     #[arg(long, value_name = "head[=SIZE],tail[=SIZE]")]
     pub prioritize_piece: Option<Prioritize>,
+    /// For a magnet link or an info-hash: fetch the metadata from peers, write it to the
+    /// output folder as INFOHASH.torrent, and exit without downloading (aria2's
+    /// --bt-metadata-only with --bt-save-metadata).
+    #[arg(long, conflicts_with_all = ["select_file", "sequential", "prioritize_piece", "on_complete"])]
+    pub metadata_only: bool,
     /// Run PROGRAM once every wanted piece is verified (also when the files were
     /// complete already), as aria2's --on-download-complete: with the info-hash, the
     /// torrent's name and the path of its file or folder as arguments (and in
@@ -343,6 +348,9 @@ pub fn run_get(args: GetArgs) -> Result<()> {
         Ok(link) => Source::Magnet(super::mutable::resolve(&link, &lookup_node(&args)?)?),
         Err(_) => parse_source(&args.torrent, args.peer.proxy.clone().map(Arc::new))?,
     };
+    if args.metadata_only && matches!(source, Source::Torrent(_)) {
+        bail!("--metadata-only fetches a magnet link's metadata; this torrent has it already");
+    }
     // Known files: refuse a bad selection before anything starts.
     let select = args.select_file.map_or(Selection::All, Selection::Numbered);
     if let Source::Torrent(metainfo) = &source {
@@ -361,6 +369,7 @@ pub fn run_get(args: GetArgs) -> Result<()> {
         ip_filter: None,
         sequential: args.sequential,
         prioritize: args.prioritize_piece,
+        metadata_only: args.metadata_only,
         downloads: true,
         on_complete: args.on_complete,
     }
@@ -433,6 +442,7 @@ pub fn run_seed(args: SeedArgs) -> Result<()> {
         ip_filter: None,
         sequential: false,
         prioritize: None,
+        metadata_only: false,
         downloads: false,
         on_complete: None,
     }
@@ -655,6 +665,8 @@ struct Job {
     downloads: bool,
     /// `get --on-complete`.
     on_complete: Option<PathBuf>,
+    /// `get --metadata-only`: a magnet's metadata to the output folder, then stop.
+    metadata_only: bool,
 }
 
 /// The ports tried when no `--listen` is given: aria2's default range.
@@ -898,6 +910,9 @@ impl Job {
         if let Ok(metainfo) = super::info::load_torrent(&saved) {
             // A v2 link names a hybrid torrent by its v2 swarm's hash.
             if metainfo.swarm_hashes().contains(&info_hash) {
+                if self.metadata_only {
+                    return self.write_metadata(&metainfo);
+                }
                 return self.run(metainfo, stop).await;
             }
         }
@@ -979,12 +994,30 @@ impl Job {
         } else if let Some(kept) = &kept {
             eprintln!("shoal: {}: metadata saved to {kept}", metainfo.info.name);
         }
+        if self.metadata_only {
+            dht.shutdown().await;
+            return self.write_metadata(&metainfo);
+        }
         let mut job = self;
         job.opts.peers.push(PeerArg(fetched.peers));
         if job.select == Selection::All && !magnet.select_only.is_empty() {
             job.select = Selection::MagnetIndices(magnet.select_only.clone());
         }
         job.run_with(metainfo, (dht, dialer), feed, stop).await
+    }
+
+    /// `--metadata-only`: the torrent goes to the output folder as INFOHASH.torrent.
+    fn write_metadata(&self, metainfo: &Metainfo) -> Result<Outcome> {
+        let path = self
+            .dir
+            .join(format!("{}.torrent", metainfo.info_hash.to_hex()));
+        super::write_atomically(&path, &metainfo.to_bytes(), true)?;
+        if self.opts.json {
+            super::line(json!({"event": "metadata_saved", "torrent": path.display().to_string()}));
+        } else {
+            eprintln!("shoal: {}: saved to {}", metainfo.info.name, path.display());
+        }
+        Ok(Outcome::Complete)
     }
 
     async fn run(self, metainfo: Metainfo, stop: watch::Receiver<bool>) -> Result<Outcome> {

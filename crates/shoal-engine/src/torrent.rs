@@ -95,6 +95,9 @@ pub struct TorrentConfig {
     pub priority_pieces: Vec<u32>,
     /// Peers we upload to at once, the optimistic unchoke among them.
     pub upload_slots: usize,
+    /// Give up a download that has received no data for this long (aria2's
+    /// `--bt-stop-timeout`): [`EngineEvent::Stalled`], and [`Outcome::Stopped`].
+    pub stall_timeout: Option<Duration>,
     /// Addresses no connection is made to or taken from (a blocklist).
     pub ip_filter: Option<Arc<IpFilter>>,
     /// The port a router forwards to our listen port (port mapping), once it says: our
@@ -166,6 +169,10 @@ pub enum EngineEvent {
     SeedLimitReached {
         uploaded: u64,
         size: u64,
+    },
+    /// No data came for [`TorrentConfig::stall_timeout`]: the download stops here.
+    Stalled {
+        secs: u64,
     },
     /// A web seed (BEP 19) could not deliver; it is tried again in `retry_secs`.
     WebSeedFailed {
@@ -365,6 +372,7 @@ pub async fn run(
         seeding_since: None,
         last_resume_save: now,
         last_peer_list: now,
+        last_data: (0, now),
         io: EngineIo {
             config,
             disk,
@@ -590,6 +598,8 @@ struct Actor {
     seeding_since: Option<Instant>,
     last_resume_save: Instant,
     last_peer_list: Instant,
+    /// Payload bytes received so far, and when that last grew (for `stall_timeout`).
+    last_data: (u64, Instant),
 }
 
 /// The torrent's outside as [`TorrentCore`] sees it: files and the disk thread, the
@@ -950,6 +960,9 @@ impl Actor {
                     return Ok(Outcome::Complete);
                 }
             }
+            if self.stalled() {
+                return Ok(Outcome::Stopped);
+            }
             tokio::select! {
                 biased;
                 changed = shutdown.changed() => {
@@ -969,6 +982,28 @@ impl Actor {
             // Whatever arrived in this round goes to the disk thread as one batch.
             self.io.disk.flush();
         }
+    }
+
+    /// Whether the download has had no data for `stall_timeout` (said once, then true).
+    fn stalled(&mut self) -> bool {
+        let Some(limit) = self.io.config.stall_timeout else {
+            return false;
+        };
+        if self.core.is_complete() {
+            return false;
+        }
+        let now = Instant::now();
+        let total = self.core.downloaded.total;
+        if total != self.last_data.0 {
+            self.last_data = (total, now);
+            return false;
+        }
+        if now.duration_since(self.last_data.1) < limit {
+            return false;
+        }
+        let secs = limit.as_secs();
+        let _ = self.io.events.send(EngineEvent::Stalled { secs });
+        true
     }
 
     fn handle(&mut self, input: Input) {

@@ -1,6 +1,7 @@
 //! Fault scenarios from TESTING.md on loopback: the only seed leaving midway and coming
 //! back, a disk that fills up and then has room again, a reader of the JSON events
-//! that goes away, and bit rot that the resume state hides until `--recheck`.
+//! that goes away, bit rot that the resume state hides until `--recheck`, and a download
+//! that gives up when data stops (`--stop-timeout`).
 
 mod common;
 
@@ -286,4 +287,56 @@ fn recheck_finds_bit_rot_that_the_resume_state_hides() {
     let (have, events) = get(&["--recheck"]);
     assert_eq!(have, 16, "one piece fails the recheck: {events:?}");
     same_files(&src.join("payload.bin"), &copy);
+}
+
+/// `--stop-timeout`: the only seed goes away midway, and the download gives up once no
+/// data has come for that long (exit 3, a `stalled` event) instead of waiting forever;
+/// run again with a seed back, it resumes and completes.
+#[test]
+fn a_download_with_a_stop_timeout_gives_up_when_data_stops() {
+    let dir = tempdir();
+    let (src, torrent) = make_single(dir.path(), 4 * 1024 * 1024 + 1, "256K");
+    let seed = "127.0.0.139:17139";
+    let mut slow = shoal();
+    slow.args(["seed", path_str(&torrent), path_str(&src), "--json"])
+        .args(["--listen", seed, "--max-up", "512K", "--state-dir"])
+        .arg(dir.path().join("seed-state"));
+    let (mut seeding, _) = start_and_watch(slow, "\"started\"", Duration::from_secs(30));
+    let mut get = get_cmd(&torrent, dir.path(), "127.0.0.140:17140", seed);
+    get.args(["--stop-timeout", "2"]).stderr(Stdio::piped());
+    let mut getting = Guard(get.spawn().expect("spawn shoal get"));
+    let lines = std::io::BufReader::new(getting.0.stdout.take().unwrap()).lines();
+    let mut events = Vec::new();
+    let started = Instant::now();
+    for line in lines.map_while(Result::ok) {
+        // Some pieces, then the seed goes away.
+        if line.contains("\"event\":\"piece\"") && seeding.0.try_wait().unwrap().is_none() {
+            let _ = seeding.0.kill();
+            let _ = seeding.0.wait();
+        }
+        events.push(line);
+    }
+    let status = getting.wait_exit(Duration::from_secs(20), "shoal get did not give up");
+    assert_eq!(status.code(), Some(3), "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("\"event\":\"stalled\",\"secs\":2")),
+        "{events:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(15), "{events:?}");
+    // The seed is back: the same command resumes and completes.
+    let (_seeding, _) = start_and_watch(
+        seed_cmd(&torrent, &src, &dir.path().join("seed-state"), seed),
+        "\"started\"",
+        Duration::from_secs(30),
+    );
+    let mut again = get_cmd(&torrent, dir.path(), "127.0.0.140:17140", seed);
+    again.args(["--stop-timeout", "30"]);
+    let (output, _) = run_with_timeout(&mut again, Duration::from_secs(60));
+    assert!(output.status.success());
+    same_files(
+        &src.join("payload.bin"),
+        &dir.path().join("out/payload.bin"),
+    );
 }

@@ -94,6 +94,7 @@ fn torrent_config(
         sequential: false,
         priority_pieces: Vec::new(),
         upload_slots: 8,
+        stall_timeout: None,
         check_threads: 0,
         recheck: false,
         encryption: Encryption::default(),

@@ -264,6 +264,11 @@ pub struct GetArgs {
     /// --bt-metadata-only with --bt-save-metadata).
     #[arg(long, conflicts_with_all = ["select_file", "sequential", "prioritize_piece", "on_complete"])]
     pub metadata_only: bool,
+    /// Give up (exit code 3) when no data has come for SECS seconds while pieces are
+    /// missing, as aria2's --bt-stop-timeout: a script is not left waiting on a torrent
+    /// nobody seeds. Run the same command again to resume.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub stop_timeout: Option<u64>,
     /// Run PROGRAM once every wanted piece is verified (also when the files were
     /// complete already), as aria2's --on-download-complete: with the info-hash, the
     /// torrent's name and the path of its file or folder as arguments (and in
@@ -370,6 +375,7 @@ pub fn run_get(args: GetArgs) -> Result<()> {
         sequential: args.sequential,
         prioritize: args.prioritize_piece,
         metadata_only: args.metadata_only,
+        stall_timeout: args.stop_timeout.map(Duration::from_secs),
         downloads: true,
         on_complete: args.on_complete,
     }
@@ -443,6 +449,7 @@ pub fn run_seed(args: SeedArgs) -> Result<()> {
         sequential: false,
         prioritize: None,
         metadata_only: false,
+        stall_timeout: None,
         downloads: false,
         on_complete: None,
     }
@@ -667,6 +674,8 @@ struct Job {
     on_complete: Option<PathBuf>,
     /// `get --metadata-only`: a magnet's metadata to the output folder, then stop.
     metadata_only: bool,
+    /// `get --stop-timeout`.
+    stall_timeout: Option<Duration>,
 }
 
 /// The ports tried when no `--listen` is given: aria2's default range.
@@ -1085,6 +1094,7 @@ impl Job {
             max_download_rate: self.opts.max_down,
             max_connections: self.opts.max_peers,
             upload_slots: usize::from(self.opts.upload_slots),
+            stall_timeout: self.stall_timeout,
             check_threads: 0,
             recheck: self.opts.recheck,
             encryption: self.opts.encryption.into(),
@@ -1429,6 +1439,13 @@ pub async fn show_progress(
                     say(format!(
                         "web seed {url}: {reason} (trying again in {retry_secs} s)"
                     ));
+                }
+            }
+            EngineEvent::Stalled { secs } => {
+                if json {
+                    emit(json!({"event": "stalled", "secs": secs}));
+                } else {
+                    say(format!("no data for {secs} s: giving up (--stop-timeout)"));
                 }
             }
             EngineEvent::WebSeedBanned { url } => {

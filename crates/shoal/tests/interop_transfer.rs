@@ -324,6 +324,30 @@ fn metadata_only_saves_a_magnets_torrent() {
         Duration::from_secs(30),
     );
     assert_eq!(output.status.code(), Some(1));
+    // Waiting on a DHT that never answers, --stop-timeout ends the wait for the metadata.
+    let mut lonely = shoal();
+    lonely
+        .args([
+            "get",
+            &format!("magnet:?xt=urn:btih:{hash}"),
+            "--metadata-only",
+        ])
+        .args([
+            "--json",
+            "--dht-bootstrap",
+            "127.0.0.48:17048",
+            "--stop-timeout",
+            "1",
+            "-o",
+            path_str(&out),
+        ])
+        .args(["--listen", "127.0.0.47:17047", "--state-dir"])
+        .arg(dir.path().join("state2"));
+    let (output, took) = run_with_timeout(&mut lonely, Duration::from_secs(30));
+    let events = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(3), "{events}");
+    assert!(events.contains("\"event\":\"stalled\""), "{events}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
 }
 
 #[test]

@@ -977,7 +977,23 @@ impl Job {
                 info_hash.to_hex()
             );
         }
-        let fetched = fetch_metadata(fetch, feed.as_mut(), &mut stop).await;
+        let fetching = fetch_metadata(fetch, feed.as_mut(), &mut stop);
+        // `--stop-timeout` bounds the wait for the metadata too.
+        let fetched = match self.stall_timeout {
+            None => fetching.await,
+            Some(limit) => match tokio::time::timeout(limit, fetching).await {
+                Ok(fetched) => fetched,
+                Err(_) => {
+                    let secs = limit.as_secs();
+                    if self.opts.json {
+                        super::line(json!({"event": "stalled", "secs": secs}));
+                    } else {
+                        eprintln!("shoal: no metadata in {secs} s: giving up (--stop-timeout)");
+                    }
+                    Err(MetadataFetchError::Stopped)
+                }
+            },
+        };
         // From here on the torrent's own announce flow (with these trackers) takes over.
         if let Some(announcer) = metadata_announcer {
             announcer.stop(STOP_ANNOUNCE_WAIT).await;

@@ -111,13 +111,16 @@ pub fn hash_with_progress(
     Ok((result?, started.elapsed()))
 }
 
-pub fn run(args: Args) -> Result<()> {
-    for url in &args.web_seeds {
-        let lower = url.to_ascii_lowercase();
-        if !(lower.starts_with("http://") || lower.starts_with("https://")) {
-            bail!("web seed URL '{url}' must start with http:// or https://");
-        }
+/// Refuses web seed URLs (BEP 19) that are not http(s).
+pub fn check_web_seeds(urls: &[String]) -> Result<()> {
+    match urls.iter().find(|url| !super::info::is_url(url)) {
+        Some(url) => bail!("web seed URL '{url}' must start with http:// or https://"),
+        None => Ok(()),
     }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    check_web_seeds(&args.web_seeds)?;
     let piece_length = args
         .piece_size
         .map(shoal_storage::check_piece_length)

@@ -63,12 +63,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let mut metainfo = super::info::load_torrent(&args.torrent)?;
-    for url in &args.add_web_seeds {
-        let lower = url.to_ascii_lowercase();
-        if !(lower.starts_with("http://") || lower.starts_with("https://")) {
-            bail!("web seed URL '{url}' must start with http:// or https://");
-        }
-    }
+    super::create::check_web_seeds(&args.add_web_seeds)?;
     if metainfo.info.private && !args.add_dht_nodes.is_empty() {
         bail!("the torrent is private (BEP 27): its peers never use the DHT");
     }

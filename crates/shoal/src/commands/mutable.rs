@@ -79,7 +79,7 @@ pub fn publish(args: PublishArgs) -> Result<()> {
 }
 
 /// The magnet link of the newest version `link` names, looked up in the DHT through
-/// `client`; `json` says whether to report it as a JSON line (else on standard error).
+/// `client`, and reported as a JSON line with `client.json` (else on standard error).
 pub fn resolve(link: &MutableLink, client: &ClientArgs) -> Result<Magnet> {
     let query = ItemQuery::Mutable {
         key: link.public_key,

@@ -68,7 +68,20 @@ pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> (Output, Duration
         if started.elapsed() > limit {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{cmd:?} did not finish within {limit:?}");
+            // What it printed is the only clue to why it hung.
+            let tail = |bytes: Vec<u8>| {
+                let text = String::from_utf8_lossy(&bytes).into_owned();
+                let cut = text.len().saturating_sub(8000);
+                let cut = (cut..text.len())
+                    .find(|&i| text.is_char_boundary(i))
+                    .unwrap_or(0);
+                text[cut..].to_owned()
+            };
+            panic!(
+                "{cmd:?} did not finish within {limit:?}\n--- stdout (tail) ---\n{}\n--- stderr (tail) ---\n{}",
+                tail(out.join().expect("reader")),
+                tail(err.join().expect("reader"))
+            );
         }
         std::thread::sleep(Duration::from_millis(5));
     };

@@ -35,7 +35,7 @@ pub use rate::RateLimit;
 pub use seeding::SeedLimit;
 pub use stats::{PeerInfo, Stats};
 pub use stream::{Dialer, PeerStream, Transport, UtpMode};
-pub use torrent::{run, EngineEvent, Outcome, TorrentConfig, PEER_LIST_INTERVAL};
+pub use torrent::{run, EngineEvent, Outcome, Readers, TorrentConfig, Wanted, PEER_LIST_INTERVAL};
 
 /// Peers found while a torrent runs, a batch at a time.
 pub type PeerFeed = tokio::sync::mpsc::UnboundedReceiver<Found>;

@@ -93,6 +93,9 @@ pub struct TorrentConfig {
     pub sequential: bool,
     /// Pieces to fetch before any other, in this order (the start and end of files).
     pub priority_pieces: Vec<u32>,
+    /// Readers of the torrent's data while it downloads (a video player streaming a
+    /// file): told which pieces are on disk, they say which they wait for.
+    pub readers: Option<Readers>,
     /// Peers we upload to at once, the optimistic unchoke among them.
     pub upload_slots: usize,
     /// Give up a download that has received no data for this long (aria2's
@@ -108,6 +111,31 @@ pub struct TorrentConfig {
     /// included); `None` for all. Only the pieces holding their bytes are fetched, so
     /// files next to a selected one get the bytes of the pieces they share with it.
     pub selected_files: Option<Vec<usize>>,
+}
+
+/// What a torrent shares with those reading its files while it downloads (`shoal get
+/// --stream`). A reader may read a piece once `have` has it: it is verified and written.
+#[derive(Debug)]
+pub struct Readers {
+    /// The pieces verified on disk, kept current.
+    pub have: watch::Sender<Bitfield>,
+    /// The pieces readers wait for: fetched before any other, `priority_pieces`
+    /// included, and taken again whenever they change.
+    pub wanted: watch::Receiver<Wanted>,
+}
+
+/// The pieces readers of a torrent wait for, most urgent first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Wanted {
+    /// What readers are blocked on (each one's next piece or two).
+    pub now: Vec<u32>,
+    /// The rest of the readers' read-ahead, fetched after `now`, in this order.
+    pub soon: Vec<u32>,
+    /// How many times a reader started, or skipped ahead or back (a player seeking).
+    /// Each time, the requests queued at peers for pieces other than `now` are cancelled
+    /// to make way for them: they were made for what was wanted before. A reader going
+    /// on in order needs no such thing, its next pieces were asked for in order.
+    pub jumps: u64,
 }
 
 /// What happened, for the user interface.
@@ -293,6 +321,9 @@ pub async fn run(
     let mut random = [0u8; 12];
     rng.fill_bytes(&mut random);
     let peer_id = PeerId::shoal(random);
+    if let Some(readers) = &config.readers {
+        readers.have.send_replace(have.clone());
+    }
     let _ = events.send(EngineEvent::Started {
         have: have.count_ones(),
         piece_count: info.piece_count(),
@@ -399,6 +430,18 @@ pub async fn run(
 async fn next_peers(feed: &mut Option<PeerFeed>) -> Option<Found> {
     match feed {
         Some(feed) => feed.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The readers' next list of wanted pieces; `None` once they are gone, and pending
+/// forever when there are none.
+async fn next_change(wanted: &mut Option<watch::Receiver<Wanted>>) -> Option<Wanted> {
+    match wanted {
+        Some(wanted) => match wanted.changed().await {
+            Ok(()) => Some(wanted.borrow_and_update().clone()),
+            Err(_) => None,
+        },
         None => std::future::pending().await,
     }
 }
@@ -877,6 +920,11 @@ impl Io<Peer> for EngineIo {
     }
 
     fn piece_verified(&mut self, piece: u32, have: usize) {
+        if let Some(readers) = &self.config.readers {
+            readers.have.send_modify(|bits| {
+                bits.set(piece as usize);
+            });
+        }
         let _ = self.events.send(EngineEvent::PieceVerified { piece, have });
     }
 
@@ -936,6 +984,8 @@ impl Actor {
         let mut ticker = tokio::time::interval(Duration::from_millis(100));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut feed = self.io.config.peer_feed.take();
+        let mut wanted = self.io.config.readers.as_ref().map(|r| r.wanted.clone());
+        let mut jumps = 0;
         let drained = self.io.uplink.drained.clone();
         let limited = self.upload_limit.is_limited();
         loop {
@@ -977,6 +1027,19 @@ impl Actor {
                     None => feed = None,
                 },
                 () = drained.notified(), if limited => self.core.serve_uplink(&mut self.io),
+                changed = next_change(&mut wanted) => match changed {
+                    Some(wanted) => {
+                        let fixed = &self.io.config.priority_pieces;
+                        let soon: Vec<u32> = wanted.soon.into_iter().chain(fixed.iter().copied()).collect();
+                        if wanted.jumps != jumps {
+                            jumps = wanted.jumps;
+                            self.core.set_urgent(&wanted.now, &soon, Instant::now(), &mut self.io);
+                        } else {
+                            self.core.set_priority(wanted.now.into_iter().chain(soon));
+                        }
+                    }
+                    None => wanted = None,
+                },
                 _ = ticker.tick() => self.tick(),
             }
             // Whatever arrived in this round goes to the disk thread as one batch.

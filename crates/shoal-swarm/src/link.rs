@@ -190,6 +190,35 @@ impl PeerLink {
         self.last_block = now;
     }
 
+    /// Cancels the requests for pieces other than `urgent` when the peer has a piece of
+    /// `urgent` we lack, so that it serves that one next (see
+    /// [`TorrentCore::set_urgent`](crate::TorrentCore::set_urgent)). Returns whether
+    /// anything was cancelled.
+    pub fn make_room_for(
+        &mut self,
+        urgent: &[u32],
+        key: PeerKey,
+        picker: &mut PiecePicker,
+    ) -> bool {
+        let has =
+            |piece: u32| self.counted.get(piece as usize) && !picker.have().get(piece as usize);
+        if !urgent.iter().any(|&piece| has(piece)) {
+            return false;
+        }
+        let cancelled: Vec<Block> = self
+            .requested
+            .iter()
+            .filter(|block| !urgent.contains(&block.piece))
+            .copied()
+            .collect();
+        for &block in &cancelled {
+            self.requested.remove(&block);
+            self.session.cancel(block);
+            picker.request_cancelled(key, block);
+        }
+        !cancelled.is_empty()
+    }
+
     /// Interested exactly while the peer has a piece we lack.
     pub fn update_interest(&mut self, picker: &PiecePicker) {
         let interesting = picker.is_interesting(&self.counted);

@@ -237,6 +237,26 @@ impl<P: Connection> TorrentCore<P> {
         self.picker.set_priority(pieces);
     }
 
+    /// Like [`set_priority`](Self::set_priority) for pieces readers wait for (a player
+    /// streaming a file that has just started or seeked): `now` (what they are blocked
+    /// on), then `soon` (their read-ahead). `now` cannot wait for the requests already
+    /// queued at peers, which a peer serves first (a new connection's slow start alone
+    /// queues seconds of them): at each peer that has a piece of `now` we lack, the
+    /// requests for other pieces are cancelled and `now` asked for at once. What was
+    /// cancelled is asked for again later; blocks already on their way are lost
+    /// (counted as wasted), a round trip's worth at most.
+    pub fn set_urgent(&mut self, now: &[u32], soon: &[u32], at: Instant, io: &mut impl Io<P>) {
+        self.picker.set_priority(now.iter().chain(soon).copied());
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for key in keys {
+            let peer = self.peers.get_mut(&key).expect("listed");
+            if peer.link_mut().make_room_for(now, key, &mut self.picker) {
+                self.request_more(key, at);
+                self.flush(key, io);
+            }
+        }
+    }
+
     /// BEP 21: we want nothing more (every wanted piece is here), and say so in the
     /// handshake. Not while super-seeding: a super-seed announces no pieces, and peers
     /// would take an upload-only peer with nothing as useless.

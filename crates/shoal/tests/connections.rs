@@ -16,30 +16,6 @@ fn spawn_json(cmd: std::process::Command) -> (Guard, std::sync::mpsc::Receiver<S
     start_and_watch(cmd, "\"started\"", Duration::from_secs(30))
 }
 
-/// JSON events from `lines` until `until` matches one (bounded by `limit`).
-fn events_until(
-    lines: &std::sync::mpsc::Receiver<String>,
-    seen: &mut Vec<serde_json::Value>,
-    limit: Duration,
-    until: impl Fn(&serde_json::Value) -> bool,
-) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(line) = lines.recv_timeout(left) else {
-            return false;
-        };
-        let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        let done = until(&event);
-        seen.push(event);
-        if done {
-            return true;
-        }
-    }
-}
-
 fn get(
     torrent: &std::path::Path,
     out: &std::path::Path,

@@ -763,3 +763,69 @@ fn of_two_connections_between_two_peers_both_ends_close_the_same_one() {
         );
     }
 }
+
+/// A seed whose shared uplink sends one block a step, and a leecher; after 3 steps the
+/// leecher's last piece that nobody has been asked for yet becomes urgent
+/// ([`TorrentCore::set_urgent`]), or only first in line if not `urgent`
+/// ([`TorrentCore::set_priority`]). Returns the order the leecher verified its pieces
+/// in, and the place in it of the chosen piece, counted from that moment.
+fn urgent_download(urgent: bool) -> (Vec<u32>, usize) {
+    let start = Instant::now();
+    let mut seed_io = TestIo::new(true, false, false);
+    seed_io.shared = Some(0);
+    let mut seed = Side::new(1, seed_io, &all_pieces(), start);
+    let none = Bitfield::new(PIECES as usize);
+    let mut leecher = Side::new(2, TestIo::new(false, false, false), &none, start);
+    let mut chosen = None;
+    for step in 0..600 {
+        let now = start + Duration::from_millis(100 * step);
+        if step == 3 {
+            let link = &leecher
+                .core
+                .peers()
+                .get(&leecher.key)
+                .expect("connected")
+                .link;
+            let asked: Vec<u32> = link.requested.iter().map(|b| b.piece).collect();
+            assert!(asked.len() >= 4, "a queue at the seed: {asked:?}");
+            let piece = (0..PIECES)
+                .rev()
+                .find(|p| !asked.contains(p) && !leecher.io.verified.contains(p))
+                .expect("a piece not asked for");
+            chosen = Some((piece, leecher.io.verified.len()));
+            match urgent {
+                true => leecher.core.set_urgent(&[piece], &[], now, &mut leecher.io),
+                false => leecher.core.set_priority([piece]),
+            }
+        }
+        let up = seed.take_wire();
+        leecher.deliver(up, now);
+        let down = leecher.take_wire();
+        seed.io.shared = Some(0);
+        seed.deliver(down, now);
+        seed.core.serve_uplink(&mut seed.io);
+        seed.core.tick(now, &mut seed.io);
+        leecher.core.tick(now, &mut leecher.io);
+        if leecher.core.is_complete() {
+            break;
+        }
+    }
+    assert!(leecher.core.is_complete());
+    assert_eq!(leecher.io.stored, leecher.io.truth);
+    let order = leecher.io.verified.clone();
+    let (piece, at) = chosen.expect("chosen");
+    let place = order.iter().position(|&p| p == piece).expect("verified") - at;
+    (order, place)
+}
+
+/// An urgent piece (a player waits for it) does not wait behind the requests already
+/// queued at the seed: they are cancelled and it is asked for at once, so it is the
+/// next piece verified (the piece whose block was on the wire may finish first).
+#[test]
+fn an_urgent_piece_overtakes_the_queued_requests() {
+    let (order, place) = urgent_download(true);
+    assert!(place <= 1, "{order:?}, {place}");
+    // Only first in line, it waits for the pieces queued before it.
+    let (order, place) = urgent_download(false);
+    assert!(place >= 2, "{order:?}, {place}");
+}

@@ -93,6 +93,7 @@ fn torrent_config(
         ip_filter: None,
         sequential: false,
         priority_pieces: Vec::new(),
+        readers: None,
         upload_slots: 8,
         stall_timeout: None,
         check_threads: 0,

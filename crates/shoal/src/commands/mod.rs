@@ -15,6 +15,7 @@ pub mod prioritize;
 pub mod scrape;
 pub mod search;
 pub mod select;
+pub mod stream;
 pub mod tracker;
 pub mod transfer;
 pub mod verify;

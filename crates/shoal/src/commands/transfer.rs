@@ -262,8 +262,16 @@ pub struct GetArgs {
     /// For a magnet link or an info-hash: fetch the metadata from peers, write it to the
     /// output folder as INFOHASH.torrent, and exit without downloading (aria2's
     /// --bt-metadata-only with --bt-save-metadata).
-    #[arg(long, conflicts_with_all = ["select_file", "sequential", "prioritize_piece", "on_complete"])]
+    #[arg(long, conflicts_with_all = ["select_file", "sequential", "prioritize_piece", "on_complete", "stream"])]
     pub metadata_only: bool,
+    /// Serve the files over HTTP at ADDR while they download, for a video player to
+    /// open (as rqbit and webtorrent do): http://ADDR/ lists them, /N/NAME is file N
+    /// (numbered as `shoal info` lists them), /playlist.m3u is a playlist of them all.
+    /// Players may seek (byte ranges); the pieces a player is about to read are fetched
+    /// before any other, and only verified data is ever sent. With --no-seed it goes on
+    /// serving after the download until Ctrl-C.
+    #[arg(long, value_name = "ADDR")]
+    pub stream: Option<SocketAddr>,
     /// Give up (exit code 3) when no data has come for SECS seconds while pieces are
     /// missing, as aria2's --bt-stop-timeout: a script is not left waiting on a torrent
     /// nobody seeds. Run the same command again to resume.
@@ -378,6 +386,7 @@ pub fn run_get(args: GetArgs) -> Result<()> {
         stall_timeout: args.stop_timeout.map(Duration::from_secs),
         downloads: true,
         on_complete: args.on_complete,
+        stream: args.stream,
     }
     .behind_proxy()?
     .choose_listen()?
@@ -452,6 +461,7 @@ pub fn run_seed(args: SeedArgs) -> Result<()> {
         stall_timeout: None,
         downloads: false,
         on_complete: None,
+        stream: None,
     }
     .behind_proxy()?
     .choose_listen()?
@@ -676,6 +686,8 @@ struct Job {
     metadata_only: bool,
     /// `get --stop-timeout`.
     stall_timeout: Option<Duration>,
+    /// `get --stream`: where to serve the files over HTTP.
+    stream: Option<SocketAddr>,
 }
 
 /// The ports tried when no `--listen` is given: aria2's default range.
@@ -1094,6 +1106,15 @@ impl Job {
             with_extra(&metainfo.trackers, &self.opts.trackers)
         };
         let peers = self.opts.peer_addrs();
+        let (readers, streaming) = match self.stream {
+            Some(addr) => {
+                let selected = selected_files.as_deref();
+                let (readers, server) =
+                    super::stream::start(addr, &metainfo, &self.dir, selected, json).await?;
+                (Some(readers), Some(server))
+            }
+            None => (None, None),
+        };
         let config = TorrentConfig {
             metainfo: metainfo.clone(),
             download_dir: self.dir,
@@ -1120,6 +1141,7 @@ impl Job {
                 .prioritize
                 .map(|p| p.pieces(&metainfo.info, selected_files.as_deref()))
                 .unwrap_or_default(),
+            readers,
             external_port: Some(external_port.clone()),
             selected_files,
         };
@@ -1139,12 +1161,16 @@ impl Job {
             None => display_tx,
         };
         let announcing = (trackers, dht.clone(), external_port);
+        let stream_stop = stop.clone();
         let outcome = run_announced(config, announcing, engine_updates, stop).await;
         if let Some(mapper) = mapper {
             mapper.stop().await;
         }
         let _ = display.await;
         dht.shutdown().await;
+        if let (Some(server), Ok(Outcome::Complete)) = (streaming, &outcome) {
+            server.serve_until(stream_stop, json).await;
+        }
         outcome
     }
 }

@@ -707,3 +707,27 @@ pub fn lt_get_over(wire: LtWire, torrent: &Path, out: &Path, us: (&str, u16), pe
     let stdout = run_ok(wire.apply(&mut cmd));
     assert!(stdout.starts_with("DONE"), "{stdout}");
 }
+
+/// JSON events from `lines` until `until` matches one (bounded by `limit`).
+pub fn events_until(
+    lines: &std::sync::mpsc::Receiver<String>,
+    seen: &mut Vec<serde_json::Value>,
+    limit: Duration,
+    until: impl Fn(&serde_json::Value) -> bool,
+) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = lines.recv_timeout(left) else {
+            return false;
+        };
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        let done = until(&event);
+        seen.push(event);
+        if done {
+            return true;
+        }
+    }
+}

@@ -177,7 +177,8 @@ pub enum UtpMode {
 pub struct Dialer {
     pub utp: Option<Arc<UtpSocket>>,
     pub mode: UtpMode,
-    /// A proxy every TCP connection goes through (uTP cannot: keep `utp` off).
+    /// A proxy every TCP connection goes through (uTP only through a SOCKS5 proxy's UDP
+    /// relay, which `utp`'s socket must then use: see `shoal_udp::UdpSocket::relay_through`).
     pub proxy: Option<Arc<Proxy>>,
 }
 

@@ -19,7 +19,7 @@ use percent_encoding::percent_decode_str;
 use tokio::net::TcpStream;
 
 pub use http::HttpProxy;
-pub use socks5::Socks5;
+pub use socks5::{Socks5, UdpAssociation};
 
 /// A proxy to connect through, from `socks5://…`, `socks5h://…` or `http://…`.
 #[derive(Clone, PartialEq, Eq)]
@@ -150,6 +150,11 @@ impl FromStr for Proxy {
             "a proxy is socks5://HOST:PORT or http://HOST:PORT",
         ))
     }
+}
+
+/// An IPv4-mapped IPv6 address as the IPv4 address it is.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
 impl Proxy {

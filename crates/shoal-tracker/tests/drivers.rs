@@ -307,9 +307,10 @@ async fn announcer_over_udp() {
 
     // Scrape over UDP and HTTP agree.
     let url = TrackerUrl::parse(&format!("udp://{udp}")).unwrap();
-    let mut endpoint = shoal_tracker::driver::UdpEndpoint::open(&url, None, UdpConfig::default())
-        .await
-        .unwrap();
+    let mut endpoint =
+        shoal_tracker::driver::UdpEndpoint::open(&url, None, UdpConfig::default(), None)
+            .await
+            .unwrap();
     let outcome = endpoint
         .run(shoal_tracker::client::UdpOperation::Scrape(vec![info_hash]))
         .await

@@ -13,12 +13,19 @@
 //!
 //! Addresses are given and taken in plain form (see `shoal_core::dual_stack`): IPv4 peers
 //! of a dual-stack socket are IPv4 addresses here.
+//!
+//! Behind a SOCKS5 proxy ([`UdpSocket::relay_through`]) every datagram goes through the
+//! proxy's UDP relay instead, wrapped in the header that names its destination, and
+//! only the relay's datagrams are taken, unwrapped, with their true senders: uTP and the
+//! DHT on the socket need not know.
 
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 
 use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
 use shoal_core::dual_stack;
+use shoal_proxy::socks5::{self, UdpAssociation};
+use shoal_proxy::Target;
 use tokio::io::Interest;
 
 /// What one receive gave: datagrams from one sender to one local address.
@@ -52,6 +59,8 @@ pub struct UdpSocket {
     /// (`quinn-udp` lowers its own count to 1 at the first failed send of any kind, a
     /// source address the kernel refused too; a failed batch is the caller's to resend.)
     segments: usize,
+    /// The SOCKS5 UDP relay everything goes through, if any.
+    relay: Option<UdpAssociation>,
 }
 
 impl UdpSocket {
@@ -76,7 +85,28 @@ impl UdpSocket {
             state,
             local,
             segments,
+            relay: None,
         })
+    }
+
+    /// From now on, sends and receives through a SOCKS5 proxy's UDP relay (see the module
+    /// documentation): one datagram a call, and nothing from anyone but the relay.
+    pub fn relay_through(&mut self, association: UdpAssociation) {
+        self.segments = 1;
+        // A batch from the relay (GRO) would mix senders under one header.
+        #[cfg(target_os = "linux")]
+        set_option(
+            &socket2::SockRef::from(&self.io),
+            libc::IPPROTO_UDP,
+            libc::UDP_GRO,
+            0,
+        );
+        self.relay = Some(association);
+    }
+
+    /// The relay datagrams go through, if any.
+    pub fn relay(&self) -> Option<SocketAddr> {
+        self.relay.as_ref().map(|r| r.relay)
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -90,21 +120,42 @@ impl UdpSocket {
 
     /// Waits for datagrams and reads them into `buf` (see [`UdpSocket::buffer`]).
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<Received> {
-        let mut meta = [RecvMeta::default()];
-        self.io
-            .async_io(Interest::READABLE, || {
-                let mut bufs = [IoSliceMut::new(buf)];
-                self.state
-                    .recv(UdpSockRef::from(&self.io), &mut bufs, &mut meta)
-            })
-            .await?;
-        let [meta] = meta;
-        Ok(Received {
-            from: dual_stack::canonical(meta.addr),
-            to: meta.dst_ip.map(|ip| ip.to_canonical()),
-            len: meta.len,
-            stride: meta.stride,
-        })
+        loop {
+            let mut meta = [RecvMeta::default()];
+            self.io
+                .async_io(Interest::READABLE, || {
+                    let mut bufs = [IoSliceMut::new(buf)];
+                    self.state
+                        .recv(UdpSockRef::from(&self.io), &mut bufs, &mut meta)
+                })
+                .await?;
+            let [meta] = meta;
+            let received = Received {
+                from: dual_stack::canonical(meta.addr),
+                to: meta.dst_ip.map(|ip| ip.to_canonical()),
+                len: meta.len,
+                stride: meta.stride,
+            };
+            let Some(relay) = &self.relay else {
+                return Ok(received);
+            };
+            if received.from != relay.relay {
+                continue;
+            }
+            // One datagram (GRO is off), behind its header.
+            let datagram = &buf[..received.len.min(received.stride.max(1))];
+            let Some((from, payload)) = socks5::parse_udp(datagram) else {
+                continue;
+            };
+            let (start, len) = (datagram.len() - payload.len(), payload.len());
+            buf.copy_within(start..start + len, 0);
+            return Ok(Received {
+                from,
+                to: None,
+                len,
+                stride: len,
+            });
+        }
     }
 
     /// Sends `datagram` to `to` from the local address `from` (one a peer reached us at;
@@ -137,26 +188,51 @@ impl UdpSocket {
         to: SocketAddr,
         from: Option<IpAddr>,
     ) -> io::Result<()> {
+        if let Some(relay) = &self.relay {
+            if contents.len() > segment {
+                return Err(io::ErrorKind::InvalidInput.into());
+            }
+            let mut wrapped = socks5::udp_header(Target::Addr(to)).map_err(io::Error::other)?;
+            wrapped.extend_from_slice(contents);
+            return self.send_raw(
+                &wrapped,
+                dual_stack::for_socket(relay.relay, self.local),
+                None,
+            );
+        }
         let destination = dual_stack::for_socket(to, self.local);
         let src_ip = from.and_then(|ip| self.source_for(ip, destination));
-        let send = |src_ip| {
-            self.io.try_io(Interest::WRITABLE, || {
-                let transmit = Transmit {
-                    destination,
-                    ecn: None,
-                    contents,
-                    segment_size: (contents.len() > segment).then_some(segment),
-                    src_ip,
-                };
-                self.state.try_send(UdpSockRef::from(&self.io), &transmit)
-            })
-        };
+        let segment_size = (contents.len() > segment).then_some(segment);
+        let send = |src_ip| self.send_raw_segments(contents, segment_size, destination, src_ip);
         match send(src_ip) {
             // The address is no longer ours (an IPv6 temporary address expired): any
             // answer beats none.
             Err(e) if src_ip.is_some() && e.kind() != io::ErrorKind::WouldBlock => send(None),
             sent => sent,
         }
+    }
+
+    fn send_raw(&self, contents: &[u8], to: SocketAddr, src_ip: Option<IpAddr>) -> io::Result<()> {
+        self.send_raw_segments(contents, None, to, src_ip)
+    }
+
+    fn send_raw_segments(
+        &self,
+        contents: &[u8],
+        segment_size: Option<usize>,
+        destination: SocketAddr,
+        src_ip: Option<IpAddr>,
+    ) -> io::Result<()> {
+        self.io.try_io(Interest::WRITABLE, || {
+            let transmit = Transmit {
+                destination,
+                ecn: None,
+                contents,
+                segment_size,
+                src_ip,
+            };
+            self.state.try_send(UdpSockRef::from(&self.io), &transmit)
+        })
     }
 
     /// [`UdpSocket::try_send`], waiting while the socket's buffer is full.
@@ -353,6 +429,51 @@ mod tests {
             got.extend(received.datagrams(&buf).map(<[u8]>::to_vec));
         }
         assert_eq!(sizes(got), want);
+    }
+
+    /// Through a SOCKS5 relay: what is sent goes to the relay behind a header naming its
+    /// destination; what the relay sends back comes out unwrapped, from its true sender;
+    /// anyone else's datagrams are dropped.
+    #[tokio::test]
+    async fn a_relay_carries_everything() {
+        let relay = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let control = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let mut socket = UdpSocket::bind(a("127.0.0.1:0")).unwrap();
+        socket.relay_through(UdpAssociation {
+            relay: relay.local_addr().unwrap(),
+            control,
+        });
+        assert_eq!(socket.max_segments(), 1);
+        let peer = a("10.1.2.3:6881");
+        socket.send(b"ask", peer, None).await.unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = tokio::time::timeout(Duration::from_secs(5), relay.recv_from(&mut buf))
+            .await
+            .expect("in time")
+            .unwrap();
+        assert_eq!(&buf[..n], b"\0\0\0\x01\x0a\x01\x02\x03\x1a\xe1ask");
+        assert_eq!(from, socket.local_addr());
+
+        let stranger = tokio::net::UdpSocket::bind("127.0.0.9:0").await.unwrap();
+        stranger
+            .send_to(b"\0\0\0\x01\x0a\x01\x02\x03\x1a\xe1no", from)
+            .await
+            .unwrap();
+        relay
+            .send_to(b"\0\0\0\x01\x0a\x01\x02\x03\x1a\xe1answer", from)
+            .await
+            .unwrap();
+        let mut buf = socket.buffer();
+        let got = tokio::time::timeout(Duration::from_secs(5), socket.recv(&mut buf))
+            .await
+            .expect("in time")
+            .unwrap();
+        assert_eq!(got.from, peer);
+        let datagrams: Vec<&[u8]> = got.datagrams(&buf).collect();
+        assert_eq!(datagrams, [b"answer"]);
     }
 
     /// A source of the wrong family, a broadcast or multicast one (a datagram sent to one

@@ -14,4 +14,4 @@ pub mod socket;
 
 pub use connection::{Config, Connection, Read, UtpError};
 pub use packet::{looks_like_utp, Kind, Packet, PacketError};
-pub use socket::{OtherDatagram, OtherDatagrams, UtpRoundTrip, UtpSocket, UtpStream};
+pub use socket::{udp_socket, OtherDatagram, OtherDatagrams, UtpRoundTrip, UtpSocket, UtpStream};

@@ -262,7 +262,13 @@ impl UtpSocket {
         config: Config,
         share: bool,
     ) -> io::Result<(UtpSocket, Option<OtherDatagrams>)> {
-        let udp = Arc::new(bind_udp(addr)?);
+        Ok(Self::on(udp_socket(addr)?, config, share))
+    }
+
+    /// [`UtpSocket::bind`] on a socket made by [`udp_socket`] (and perhaps sent through a
+    /// proxy's relay since, [`UdpSocket::relay_through`]).
+    pub fn on(udp: UdpSocket, config: Config, share: bool) -> (UtpSocket, Option<OtherDatagrams>) {
+        let udp = Arc::new(udp);
         let inner = Arc::new(Inner {
             outbox: Outbox {
                 udp: udp.clone(),
@@ -281,14 +287,14 @@ impl UtpSocket {
             (None, None)
         };
         let task = tokio::spawn(run(inner.clone(), accept_tx, other_tx));
-        Ok((
+        (
             UtpSocket {
                 inner,
                 accepted: tokio::sync::Mutex::new(accept_rx),
                 task,
             },
             other_rx,
-        ))
+        )
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -377,7 +383,8 @@ impl Drop for UtpSocket {
 
 /// A non-blocking UDP socket on `addr` (dual-stack on `[::]`) with large kernel buffers
 /// (as far as the system allows).
-fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+/// A UDP socket at `addr` with the buffers uTP wants, for [`UtpSocket::on`].
+pub fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
     let socket = dual_stack::bind(addr, socket2::Type::DGRAM)?;
     let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
     let _ = socket.set_send_buffer_size(SOCKET_BUFFER);

@@ -1,9 +1,10 @@
-//! `--proxy` through real proxies on loopback (127.0.5.1–13, ports 19601–19613): a
-//! SOCKS5 one (microsocks) and an HTTP CONNECT one (tinyproxy), both wanting a password.
-//! A download reaches its tracker and its seed only through the proxy, which connects
-//! out from an address of its own, so the seed sees the proxy, not us; and with a proxy
-//! that is down, nothing gets through although the tracker and the seed are reachable
-//! directly.
+//! `--proxy` through real proxies on loopback (127.0.5.1–20, ports 19601–19613 and
+//! 19660–19669): a SOCKS5 one (microsocks) and an HTTP CONNECT one (tinyproxy), both
+//! wanting a password, and a SOCKS5 one that relays UDP (Dante). A download reaches its
+//! tracker and its seed only through the proxy, which connects out from an address of
+//! its own, so the seed sees the proxy, not us; and with a proxy that is down, nothing
+//! gets through although the tracker and the seed are reachable directly. Through
+//! Dante's UDP relay go uTP, UDP tracker announces and the DHT.
 
 mod common;
 
@@ -104,6 +105,7 @@ fn download_through(proxy: &str, route: Route) {
     let (output, _) = run_with_timeout(&mut get, Duration::from_secs(60));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
+    // Neither proxy relays UDP.
     assert!(stderr.contains("uTP and the DHT are off"), "{stderr}");
     same_files(&src.join("payload.bin"), &out.join("payload.bin"));
     let events = String::from_utf8_lossy(&output.stdout);
@@ -194,4 +196,196 @@ fn a_download_goes_through_an_http_proxy_only() {
             proxy_out: "127.0.5.10",
         },
     );
+}
+
+/// Dante on 127.0.0.1:`port` (it listens only on an interface's address), relaying UDP
+/// (UDP ASSOCIATE) and connecting out from 127.0.0.1, logging each session to `log`.
+fn dante(dir: &Path, port: u16) -> (Guard, PathBuf) {
+    require("danted");
+    // Dante drops privileges to these users; as another user it stays that user.
+    let (privileged, unprivileged) = match run_ok(Command::new("id").arg("-u")).trim() {
+        "0" => ("root".to_owned(), "nobody".to_owned()),
+        _ => {
+            let me = run_ok(Command::new("id").arg("-un")).trim().to_owned();
+            (me.clone(), me)
+        }
+    };
+    let conf = dir.join(format!("danted-{port}.conf"));
+    std::fs::write(
+        &conf,
+        format!(
+            "logoutput: stderr\ninternal: 127.0.0.1 port = {port}\nexternal: 127.0.0.1\n\
+             clientmethod: none\nsocksmethod: none\n\
+             user.privileged: {privileged}\nuser.unprivileged: {unprivileged}\n\
+             client pass {{\n  from: 127.0.0.0/8 to: 0.0.0.0/0\n}}\n\
+             socks pass {{\n  from: 127.0.0.0/8 to: 0.0.0.0/0\n  \
+             command: connect udpassociate udpreply\n  log: connect disconnect\n}}\n"
+        ),
+    )
+    .unwrap();
+    let log = dir.join(format!("danted-{port}.log"));
+    let child = Command::new("danted")
+        .args(["-f", path_str(&conf), "-N", "1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("spawn danted");
+    let guard = Guard(child);
+    wait_listening(&format!("127.0.0.1:{port}"), Duration::from_secs(10));
+    (guard, log)
+}
+
+/// Waits (10 s at most) until Dante's log has a UDP session with each of `addrs` (Dante
+/// writes `IP.PORT`), logged once the session ends: our socket, or the one address the
+/// session sent to (a session with several is logged with none).
+fn wait_relayed(log: &Path, addrs: &[&str]) {
+    let dotted: Vec<String> = addrs.iter().map(|a| a.replace(':', ".")).collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let relayed = |addr: &String| {
+            text.lines()
+                .any(|l| l.contains("udp/udpassociate ]") && l.contains(addr.as_str()))
+        };
+        if dotted.iter().all(relayed) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{dotted:?} not in:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Through a SOCKS5 proxy that relays UDP, a download announces to a UDP tracker and
+/// reaches its seed over uTP, both through the relay: the seed sees its uTP peer at the
+/// proxy's address, and the proxy logs the datagrams it passed to both.
+#[test]
+fn utp_and_udp_trackers_go_through_a_socks5_relay() {
+    let dir = tempdir();
+    let (_proxy, log) = dante(dir.path(), 19660);
+    let tracker = "127.0.5.14:19661";
+    let _tracker = shoal_tracker(tracker, &[]);
+    let src = dir.path().join("src");
+    random_file(&src.join("payload.bin"), 900_000, 32);
+    let torrent = dir.path().join("payload.torrent");
+    run_ok(
+        shoal()
+            .args(["create", path_str(&src.join("payload.bin")), "-o"])
+            .args([path_str(&torrent), "-t", &format!("udp://{tracker}")]),
+    );
+    let seed = "127.0.5.15:19662";
+    let mut cmd = shoal();
+    cmd.args([
+        "seed",
+        path_str(&torrent),
+        path_str(&src),
+        "--json",
+        "--no-dht",
+    ])
+    .args(["--listen", seed, "--state-dir"])
+    .arg(dir.path().join("seed-state"));
+    let (_seed, seed_events) = start_and_watch(cmd, "\"started\"", Duration::from_secs(30));
+
+    let out = dir.path().join("out");
+    let mut get = shoal();
+    get.args([
+        "get",
+        path_str(&torrent),
+        "-o",
+        path_str(&out),
+        "--no-seed",
+        "--json",
+    ])
+    .args([
+        "--no-dht",
+        "--utp",
+        "only",
+        "--listen",
+        "127.0.5.16:19663",
+        "--state-dir",
+    ])
+    .arg(dir.path().join("state"))
+    .args(["--proxy", "socks5://127.0.0.1:19660"]);
+    let (output, _) = run_with_timeout(&mut get, Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+    let events = String::from_utf8_lossy(&output.stdout);
+    assert!(events.contains("\"tracker_peers\""), "{events}");
+    assert!(
+        events.contains(&format!("\"addr\":\"{seed}\""))
+            && events.contains("\"transport\":\"utp\""),
+        "{events}"
+    );
+    let seen = wait_lines(
+        &seed_events,
+        &["\"addr\":\"127.0.0.1:"],
+        Duration::from_secs(10),
+    );
+    assert!(!seen.iter().any(|l| l.contains("127.0.5.16")), "{seen:?}");
+    wait_relayed(&log, &[tracker, seed]);
+}
+
+/// Through a SOCKS5 proxy that relays UDP, a magnet link is resolved on the DHT (its
+/// node queries through the relay, as a read-only node) and downloaded from the seed
+/// the DHT names.
+#[test]
+fn the_dht_goes_through_a_socks5_relay() {
+    let dir = tempdir();
+    let (_proxy, log) = dante(dir.path(), 19664);
+    let boot = "127.0.5.17:19665";
+    let mut node = shoal();
+    node.args(["dht", "--listen", boot, "--interval", "1", "--json"]);
+    let (_node, stats) = start_and_watch(node, "dht_stats", Duration::from_secs(10));
+    let src = dir.path().join("src");
+    random_file(&src.join("payload.bin"), 700_000, 33);
+    let torrent = dir.path().join("payload.torrent");
+    shoal_create(&src.join("payload.bin"), "64K", &torrent, &[]);
+    let seed = "127.0.5.18:19666";
+    let mut cmd = shoal();
+    cmd.args(["seed", path_str(&torrent), path_str(&src), "--json"])
+        .args(["--dht-bootstrap", boot, "--listen", seed, "--state-dir"])
+        .arg(dir.path().join("seed-state"));
+    let (_seed, _seed_events) = start_and_watch(cmd, "\"started\"", Duration::from_secs(30));
+    // The seed's announce is stored before the download looks.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = stats
+            .recv_timeout(left)
+            .expect("the seed's announce stored");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if v["peers"].as_u64() >= Some(1) {
+            break;
+        }
+    }
+    let info = shoal_info(path_str(&torrent));
+    let magnet = format!(
+        "magnet:?xt=urn:btih:{}",
+        info["info_hash"].as_str().unwrap()
+    );
+    let out = dir.path().join("out");
+    let mut get = shoal();
+    get.args(["get", &magnet, "-o", path_str(&out), "--no-seed", "--json"])
+        .args([
+            "--dht-bootstrap",
+            boot,
+            "--listen",
+            "127.0.5.19:19667",
+            "--state-dir",
+        ])
+        .arg(dir.path().join("state"))
+        .args(["--proxy", "socks5://127.0.0.1:19664"]);
+    let (output, _) = run_with_timeout(&mut get, Duration::from_secs(90));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("relays no UDP"), "{stderr}");
+    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+    let events = String::from_utf8_lossy(&output.stdout);
+    assert!(events.contains("\"metadata\""), "{events}");
+    // The DHT's socket (ours, at the listen address) went through the relay.
+    wait_relayed(&log, &["127.0.5.19:19667"]);
 }

@@ -125,7 +125,7 @@ async fn announce_once(
         Scheme::Udp => {
             let mut endpoint = match endpoint {
                 Some(e) => e,
-                None => match UdpEndpoint::open(&job.url, bind, udp).await {
+                None => match UdpEndpoint::open(&job.url, bind, udp, http.proxy.as_deref()).await {
                     Ok(e) => e,
                     Err(e) => return (job, Err(e), None),
                 },

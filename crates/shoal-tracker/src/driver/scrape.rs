@@ -22,7 +22,8 @@ pub async fn scrape(
 ) -> Result<Vec<(InfoHash, ScrapeCounts)>, TrackerError> {
     match url.scheme {
         Scheme::Udp => {
-            let mut endpoint = UdpEndpoint::open(url, http.bind, udp).await?;
+            let mut endpoint =
+                UdpEndpoint::open(url, http.bind, udp, http.proxy.as_deref()).await?;
             let mut all = Vec::with_capacity(hashes.len());
             for chunk in hashes.chunks(MAX_SCRAPE) {
                 match endpoint.run(UdpOperation::Scrape(chunk.to_vec())).await? {

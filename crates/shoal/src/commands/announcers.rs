@@ -82,9 +82,9 @@ impl Announcers {
     /// `peer_id` and one key, so a tracker can tell that both families' announces are
     /// one client's, as libtorrent's announces from each listen socket do.
     ///
-    /// Through a `proxy`, HTTP(S) trackers are asked once (the tracker sees the proxy's
-    /// address whatever we bind), and UDP trackers are left out: their datagrams would
-    /// go around it.
+    /// Through a `proxy`, trackers are asked once (the tracker sees the proxy's address
+    /// whatever we bind); UDP trackers go through a SOCKS5 proxy's UDP relay, and are
+    /// left out behind an HTTP proxy: their datagrams would go around it.
     pub fn spawn(
         trackers: &[Vec<String>],
         (swarms, peer_id): (&[InfoHash], PeerId),
@@ -92,8 +92,8 @@ impl Announcers {
         progress: Progress,
         (found, proxy): (&mpsc::UnboundedSender<Found>, Option<Arc<Proxy>>),
     ) -> Announcers {
-        let trackers: Vec<Vec<String>> = match &proxy {
-            None => trackers.to_vec(),
+        let trackers: Vec<Vec<String>> = match proxy.as_deref() {
+            None | Some(Proxy::Socks5(_)) => trackers.to_vec(),
             Some(proxy) => trackers
                 .iter()
                 .map(|tier| {

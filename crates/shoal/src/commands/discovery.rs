@@ -192,9 +192,15 @@ pub async fn start(
         let resolved = tokio::task::spawn_blocking(move || resolve(&names, "torrent's DHT node"));
         found.extend(resolved.await.unwrap_or_default());
     }
+    // Behind a proxy's UDP relay nobody can query us (the relay passes on only the
+    // answers of nodes we wrote to): a read-only node (BEP 43) says so.
+    let relayed = shared
+        .as_ref()
+        .is_some_and(|(udp, _)| udp.relay().is_some());
     let config = |ipv6: bool| {
         let mut config = DriverConfig::new(addr);
         config.dht.ipv6 = ipv6;
+        config.dht.read_only = relayed;
         config.dht.bootstrap = of_family(found.clone(), ipv6);
         config.dht.seed = rand::random();
         // One file per UDP port and family, so that several shoal processes never share

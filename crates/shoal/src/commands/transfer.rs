@@ -752,18 +752,31 @@ impl Job {
         self.opts.listen.expect("chosen by Job::choose_listen")
     }
 
-    /// With `--proxy`, turns off what would go around it: uTP and the DHT (UDP, which a
-    /// proxied TCP connection cannot carry). UDP trackers are left out when announcing.
+    /// With `--proxy`, turns off what would go around it. A SOCKS5 proxy relays UDP too
+    /// (uTP, the DHT, UDP trackers: see [`Job::open_utp`]); behind an HTTP proxy, uTP and
+    /// the DHT are off and UDP trackers are left out when announcing.
     fn behind_proxy(mut self) -> Result<Self> {
         let Some(proxy) = &self.opts.proxy else {
             return Ok(self);
         };
+        if let Proxy::Socks5(_) = proxy {
+            // UDP goes through the proxy's relay: uTP, the DHT and UDP trackers too,
+            // as libtorrent sends them. A DHT socket of its own would not.
+            if self.discovery.dht_listen.is_some() && !self.discovery.no_dht {
+                bail!(
+                    "--dht-listen cannot go through the proxy: the DHT shares the relayed socket"
+                );
+            }
+            return Ok(self);
+        }
         if self.opts.utp == UtpArg::Only {
-            bail!("--utp only cannot go through the proxy (uTP is UDP)");
+            bail!(
+                "--utp only cannot go through an HTTP proxy (uTP is UDP); a SOCKS5 one relays it"
+            );
         }
         if !self.discovery.no_dht || self.opts.utp != UtpArg::Off {
             eprintln!(
-                "shoal: through {proxy}: TCP peers and HTTP(S) trackers; uTP and the DHT are off"
+                "shoal: through {proxy}: TCP peers and HTTP(S) trackers; uTP and the DHT are off (a SOCKS5 proxy would relay them)"
             );
         }
         self.opts.utp = UtpArg::Off;
@@ -819,10 +832,20 @@ impl Job {
 
     /// The uTP socket on the listen port, unless `--utp off`; with it, what a DHT node
     /// on the same port needs to share it.
-    async fn open_utp(&self) -> Result<(Dialer, Option<discovery::SharedUdp>)> {
+    /// The UDP socket uTP and the DHT share at the listen port, and the dialer. Behind a
+    /// SOCKS5 proxy the socket goes through the proxy's UDP relay, and is opened for the
+    /// DHT even without uTP (a socket of the DHT's own would not be relayed). A proxy
+    /// that relays no UDP (many do not: ssh's, Tor's, microsocks) leaves uTP and the DHT
+    /// off, as behind an HTTP proxy.
+    async fn open_utp(&mut self) -> Result<(Dialer, Option<discovery::SharedUdp>)> {
         let mode = UtpMode::from(self.opts.utp);
-        if mode == UtpMode::Off {
-            let proxy = self.opts.proxy.clone().map(Arc::new);
+        let proxy = self.opts.proxy.clone().map(Arc::new);
+        let socks5 = match self.opts.proxy.as_ref() {
+            Some(Proxy::Socks5(socks5)) => Some(socks5),
+            _ => None,
+        };
+        let share = !self.discovery.no_dht && self.discovery.dht_listen.is_none();
+        if mode == UtpMode::Off && !(socks5.is_some() && share) {
             return Ok((
                 Dialer {
                     proxy,
@@ -832,19 +855,45 @@ impl Job {
             ));
         }
         let listen = self.listen();
-        let share = !self.discovery.no_dht && self.discovery.dht_listen.is_none();
-        let (utp, other) = UtpSocket::bind(listen, shoal_utp::Config::default(), share)
-            .await
-            .with_context(|| {
-                format!("{listen}: cannot open the uTP socket (UDP); try --utp off")
-            })?;
+        let mut udp = shoal_utp::udp_socket(listen).with_context(|| {
+            format!("{listen}: cannot open the uTP socket (UDP); try --utp off")
+        })?;
+        if let Some(socks5) = socks5 {
+            // The proxy takes datagrams from the control connection's address.
+            let from = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0);
+            let wait = Duration::from_secs(30);
+            let refusal = match tokio::time::timeout(wait, socks5.udp_associate(from)).await {
+                Ok(Ok(association)) => {
+                    udp.relay_through(association);
+                    None
+                }
+                Ok(Err(error)) => Some(error.to_string()),
+                Err(_) => Some(format!("no answer within {wait:?}")),
+            };
+            if let Some(refusal) = refusal {
+                let name = Proxy::Socks5(socks5.clone());
+                if mode == UtpMode::Only {
+                    bail!("--utp only: {name} relays no UDP ({refusal})");
+                }
+                eprintln!("shoal: {name} relays no UDP ({refusal}): TCP peers and HTTP(S) trackers only; uTP and the DHT are off");
+                self.discovery.no_dht = true;
+                return Ok((
+                    Dialer {
+                        proxy,
+                        ..Dialer::tcp()
+                    },
+                    None,
+                ));
+            }
+        }
+        let (utp, other) = UtpSocket::on(udp, shoal_utp::Config::default(), share);
         let utp = Arc::new(utp);
         let shared = other.map(|other| (utp.udp(), other));
         Ok((
             Dialer {
                 utp: Some(utp),
                 mode,
-                proxy: None,
+                proxy,
             },
             shared,
         ))
@@ -923,7 +972,11 @@ impl Job {
     }
 
     /// A magnet link: find peers, fetch the info dictionary from them, then run it.
-    async fn run_magnet(self, magnet: Magnet, mut stop: watch::Receiver<bool>) -> Result<Outcome> {
+    async fn run_magnet(
+        mut self,
+        magnet: Magnet,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<Outcome> {
         let info_hash = magnet.info_hash;
         let saved = self
             .state_dir()
@@ -1057,7 +1110,7 @@ impl Job {
         Ok(Outcome::Complete)
     }
 
-    async fn run(self, metainfo: Metainfo, stop: watch::Receiver<bool>) -> Result<Outcome> {
+    async fn run(mut self, metainfo: Metainfo, stop: watch::Receiver<bool>) -> Result<Outcome> {
         // BEP 27: a private torrent's peers come from its tracker only.
         if metainfo.info.private {
             let (dialer, _) = self.open_utp().await?;

@@ -333,3 +333,32 @@ fn files_not_selected_are_not_served() {
     let output = curl(&[&format!("{base}/1/x")]);
     assert_eq!(output.stdout, std::fs::read(src.join("a <b>.bin")).unwrap());
 }
+
+/// `seed --stream` serves a complete torrent's files at once, here a single file seeded
+/// from a path of its own (renamed since the torrent was made).
+#[test]
+fn a_seed_streams_its_files() {
+    let dir = tempdir();
+    let (src, torrent) = make_single(dir.path(), 1024 * 1024 + 9, "256K");
+    let renamed = dir.path().join("renamed.bin");
+    std::fs::rename(src.join("payload.bin"), &renamed).unwrap();
+    let mut cmd = shoal();
+    cmd.args(["seed", path_str(&torrent), path_str(&renamed), "--json"])
+        .args(["--no-dht", "--no-tracker", "--listen", "127.0.13.31:18331"])
+        .args(["--stream", "127.0.13.31:18332", "--state-dir"])
+        .arg(dir.path().join("state"));
+    let (_seed, lines) = spawn_watched(cmd);
+    let mut events = Vec::new();
+    assert!(
+        events_until(&lines, &mut events, Duration::from_secs(30), |e| {
+            e["event"] == "started"
+        }),
+        "{events:?}"
+    );
+    let streaming = &events_named(&events, "streaming")[0]["files"][0]["url"];
+    assert_eq!(streaming, "http://127.0.13.31:18332/1/payload.bin");
+    let copy = dir.path().join("copy.bin");
+    let output = curl(&["-o", path_str(&copy), streaming.as_str().unwrap()]);
+    assert!(output.status.success(), "{output:?}");
+    same_files(&renamed, &copy);
+}

@@ -10,6 +10,19 @@ use shoal_core::{Bitfield, Metainfo};
 use shoal_stream::{Library, Readers};
 use tokio::sync::watch;
 
+/// `--stream ADDR`, for `get` and `seed`.
+#[derive(Debug, clap::Args)]
+pub struct StreamArgs {
+    /// Serve the files over HTTP at ADDR, for a video player or a browser, while they
+    /// download (as rqbit and webtorrent do): http://ADDR/ lists them, /N/NAME is file N
+    /// (numbered as `shoal info` lists them), /playlist.m3u is a playlist of them all.
+    /// Players may seek (byte ranges); the pieces a player is about to read are fetched
+    /// before any other, and only verified data is ever sent. After a download with
+    /// --no-seed it goes on serving until Ctrl-C.
+    #[arg(long, value_name = "ADDR")]
+    pub stream: Option<SocketAddr>,
+}
+
 /// How far ahead of each reader pieces are fetched first: enough for a player to keep
 /// playing while the next ones come, small enough to leave the rest rarest first.
 const READ_AHEAD: u64 = 16 * 1024 * 1024;
@@ -43,12 +56,13 @@ impl Server {
 }
 
 /// Listens on `addr` and serves the files of `metainfo` downloaded into `dir` (only
-/// `selected`, if given). Returns what the engine is to keep current, and the server.
+/// `selected`, if given; a single file at `single_file`, if given, as `seed` takes it).
+/// Returns what the engine is to keep current, and the server.
 pub async fn start(
     addr: SocketAddr,
     metainfo: &Metainfo,
     dir: &Path,
-    selected: Option<&[usize]>,
+    (selected, single_file): (Option<&[usize]>, Option<&Path>),
     json: bool,
 ) -> Result<(shoal_engine::Readers, Server)> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -58,7 +72,12 @@ pub async fn start(
         .local_addr()
         .context("--stream: the listening address")?;
     let info = &metainfo.info;
-    let library = Library::new(info, dir, selected);
+    let mut library = Library::new(info, dir, selected);
+    if let (Some(path), false) = (single_file, info.multi_file) {
+        for file in &mut library.files {
+            file.path = path.to_path_buf();
+        }
+    }
     let (have_tx, have) = watch::channel(Bitfield::new(info.piece_count()));
     let (wanted_tx, wanted) = watch::channel(shoal_engine::Wanted::default());
     let window = (READ_AHEAD / u64::from(info.piece_length)).clamp(2, 256) as u32;

@@ -264,14 +264,8 @@ pub struct GetArgs {
     /// --bt-metadata-only with --bt-save-metadata).
     #[arg(long, conflicts_with_all = ["select_file", "sequential", "prioritize_piece", "on_complete", "stream"])]
     pub metadata_only: bool,
-    /// Serve the files over HTTP at ADDR while they download, for a video player to
-    /// open (as rqbit and webtorrent do): http://ADDR/ lists them, /N/NAME is file N
-    /// (numbered as `shoal info` lists them), /playlist.m3u is a playlist of them all.
-    /// Players may seek (byte ranges); the pieces a player is about to read are fetched
-    /// before any other, and only verified data is ever sent. With --no-seed it goes on
-    /// serving after the download until Ctrl-C.
-    #[arg(long, value_name = "ADDR")]
-    pub stream: Option<SocketAddr>,
+    #[command(flatten)]
+    pub stream: super::stream::StreamArgs,
     /// Give up (exit code 3) when no data has come for SECS seconds while pieces are
     /// missing, as aria2's --bt-stop-timeout: a script is not left waiting on a torrent
     /// nobody seeds. Run the same command again to resume.
@@ -304,6 +298,8 @@ pub struct SeedArgs {
     /// about once. For the first seed of a new torrent; ignored if data is missing.
     #[arg(long)]
     pub super_seed: bool,
+    #[command(flatten)]
+    pub stream: super::stream::StreamArgs,
     #[command(flatten)]
     pub peer: PeerOptions,
     #[command(flatten)]
@@ -386,7 +382,7 @@ pub fn run_get(args: GetArgs) -> Result<()> {
         stall_timeout: args.stop_timeout.map(Duration::from_secs),
         downloads: true,
         on_complete: args.on_complete,
-        stream: args.stream,
+        stream: args.stream.stream,
     }
     .behind_proxy()?
     .choose_listen()?
@@ -461,7 +457,7 @@ pub fn run_seed(args: SeedArgs) -> Result<()> {
         stall_timeout: None,
         downloads: false,
         on_complete: None,
-        stream: None,
+        stream: args.stream.stream,
     }
     .behind_proxy()?
     .choose_listen()?
@@ -1161,9 +1157,9 @@ impl Job {
         let peers = self.opts.peer_addrs();
         let (readers, streaming) = match self.stream {
             Some(addr) => {
-                let selected = selected_files.as_deref();
+                let files = (selected_files.as_deref(), self.file.as_deref());
                 let (readers, server) =
-                    super::stream::start(addr, &metainfo, &self.dir, selected, json).await?;
+                    super::stream::start(addr, &metainfo, &self.dir, files, json).await?;
                 (Some(readers), Some(server))
             }
             None => (None, None),

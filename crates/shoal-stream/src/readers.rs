@@ -93,10 +93,11 @@ impl Readers {
     }
 
     /// Sends the wanted pieces to the engine if they changed: each reader's next pieces
-    /// that are not here yet, up to the window, the readers' lists interleaved.
+    /// that are not here yet, up to the window, the readers' lists interleaved. Sent
+    /// under the registry's lock, so that lists go out in the order they were made.
     fn publish(&self) {
+        let inner = self.lock();
         let wanted = {
-            let inner = self.lock();
             let have = self.have.borrow();
             let mut wanted = Wanted {
                 jumps: inner.jumps,

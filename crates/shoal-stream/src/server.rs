@@ -38,8 +38,45 @@ pub async fn serve(listener: TcpListener, library: Library, readers: Readers) ->
         .route("/playlist.m3u", get(playlist))
         .route("/{number}", get(file))
         .route("/{number}/{*name}", get(file))
+        .layer(axum::middleware::from_fn(only_by_address))
         .with_state(shared);
     axum::serve(listener, app).await
+}
+
+/// Refuses a request that names the server by a host name other than `localhost`: a
+/// web page cannot then point a name of its own at this address (DNS rebinding) and read
+/// what is being downloaded. Players and browsers given the server's address send it as
+/// the `Host`.
+async fn only_by_address(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .map(|h| h.to_str().unwrap_or(""));
+    match host {
+        Some(host) if !host_is_address(host) => (
+            StatusCode::FORBIDDEN,
+            "open this server by its address (or localhost)\n",
+        )
+            .into_response(),
+        _ => next.run(request).await,
+    }
+}
+
+/// Whether a `Host` header names an IP address or `localhost`, with or without a port.
+fn host_is_address(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        // [IPv6]:port
+        Some(rest) => {
+            return rest
+                .split_once(']')
+                .is_some_and(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_ok())
+        }
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
 }
 
 /// `text` made safe inside HTML: a torrent's file names are anybody's.
@@ -271,6 +308,30 @@ impl Sending {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_by_address_only() {
+        for good in [
+            "127.0.0.1:8888",
+            "10.0.0.2",
+            "[::1]:80",
+            "[fe80::1]",
+            "localhost:1",
+            "LOCALHOST",
+        ] {
+            assert!(host_is_address(good), "{good}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:8888",
+            "127.0.0.1.nip.io:80",
+            "[::1",
+            "",
+            "[x]:1",
+        ] {
+            assert!(!host_is_address(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn names_are_escaped_in_pages_and_links() {

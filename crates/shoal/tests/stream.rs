@@ -269,6 +269,17 @@ fn ranges_pages_and_serving_after_the_download() {
         page.contains("<a href=\"/1/payload.bin\">payload.bin</a>"),
         "{page}"
     );
+    // A page elsewhere that points a name of its own here (DNS rebinding) is refused.
+    let output = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-H",
+        "Host: evil.example",
+        &url,
+    ]);
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "403");
     let playlist = String::from_utf8(curl(&[&format!("{base}/playlist.m3u")]).stdout).unwrap();
     assert_eq!(
         playlist,

@@ -83,6 +83,12 @@ pub struct UdpTracker {
 impl UdpTracker {
     /// `path` is the tracker URL's path and query (`/announce?passkey=…`), which its
     /// announces carry as BEP 41 URL data, as libtorrent's do; nothing for `/` alone.
+    /// Peers in announce replies are 18 bytes from now on if `ipv6` (a tracker reached
+    /// through a proxy's relay: the relay says which family each reply came over).
+    pub fn set_ipv6(&mut self, ipv6: bool) {
+        self.ipv6 = ipv6;
+    }
+
     pub fn new(config: UdpConfig, ipv6: bool, path: &str) -> Self {
         let url_data = match path {
             "" | "/" => Vec::new(),

@@ -19,6 +19,9 @@ use crate::udp::MAX_PACKET;
 use crate::url::TrackerUrl;
 use crate::TrackerError;
 
+/// How long a proxy may take to set up a UDP relay.
+const ASSOCIATE_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// A UDP tracker with its socket.
 #[derive(Debug)]
 pub struct UdpEndpoint {
@@ -76,7 +79,15 @@ impl UdpEndpoint {
         let proxy =
             |e: shoal_proxy::ProxyError| TrackerError::Io(format!("UDP tracker {url}: {e}"));
         let unspecified = SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0);
-        let association = socks5.udp_associate(unspecified).await.map_err(proxy)?;
+        // The announcer waits for this: a proxy that never answers must not hold it.
+        let association = tokio::time::timeout(ASSOCIATE_WAIT, socks5.udp_associate(unspecified))
+            .await
+            .map_err(|_| {
+                TrackerError::Io(format!(
+                    "UDP tracker {url}: the proxy did not answer UDP ASSOCIATE"
+                ))
+            })?
+            .map_err(proxy)?;
         let header = socks5::udp_header(Target::Name(&url.host, url.port)).map_err(proxy)?;
         let local = match association.relay {
             SocketAddr::V4(_) => unspecified,
@@ -84,7 +95,7 @@ impl UdpEndpoint {
         };
         let socket = UdpSocket::bind(local).await.map_err(io)?;
         socket.connect(association.relay).await.map_err(io)?;
-        // The tracker's family is the proxy's business; its answers are read either way.
+        // The tracker's family is the proxy's business: each answer's header says it.
         let ipv6 = url.host.contains(':');
         Ok(UdpEndpoint {
             socket,
@@ -117,7 +128,13 @@ impl UdpEndpoint {
                 received = self.socket.recv(&mut buf) => match received {
                     Ok(n) => {
                         let datagram = match &self.relayed {
-                            Some(_) => socks5::parse_udp(&buf[..n]).map_or(&[][..], |(_, payload)| payload),
+                            Some(_) => match socks5::parse_udp(&buf[..n]) {
+                                Some((from, payload)) => {
+                                    self.tracker.set_ipv6(from.is_ipv6());
+                                    payload
+                                }
+                                None => continue,
+                            },
                             None => &buf[..n],
                         };
                         self.tracker.handle_datagram(Instant::now(), datagram, &mut self.rng);

@@ -75,6 +75,21 @@ pub fn with_extra(tiers: &[Vec<String>], extra: &[Tier]) -> Vec<Vec<String>> {
 /// The announcers, each with whether it announces over IPv4.
 pub struct Announcers(Vec<(bool, Announcer)>);
 
+/// `tiers` without their UDP trackers, each left out with a notice saying `why`.
+pub fn without_udp(tiers: &[Vec<String>], why: &str) -> Vec<Vec<String>> {
+    tiers
+        .iter()
+        .map(|tier| {
+            let (udp, rest): (Vec<&String>, Vec<&String>) =
+                tier.iter().partition(|url| url.starts_with("udp://"));
+            for url in udp {
+                eprintln!("shoal: not announcing to {url}: {why}");
+            }
+            rest.into_iter().cloned().collect()
+        })
+        .collect()
+}
+
 impl Announcers {
     /// Starts announcing each of `swarms` to `trackers` (`started`) for a torrent listening
     /// on `listen`, over IPv4 on `ipv4_port` if a router forwards that one to us; the
@@ -94,19 +109,7 @@ impl Announcers {
     ) -> Announcers {
         let trackers: Vec<Vec<String>> = match proxy.as_deref() {
             None | Some(Proxy::Socks5(_)) => trackers.to_vec(),
-            Some(proxy) => trackers
-                .iter()
-                .map(|tier| {
-                    let (udp, rest): (Vec<&String>, Vec<&String>) =
-                        tier.iter().partition(|url| url.starts_with("udp://"));
-                    for url in udp {
-                        eprintln!(
-                            "shoal: not announcing to {url}: UDP does not go through {proxy}"
-                        );
-                    }
-                    rest.into_iter().cloned().collect()
-                })
-                .collect(),
+            Some(proxy) => without_udp(trackers, &format!("UDP does not go through {proxy}")),
         };
         // A specific address: announce from it, so the tracker hands out that one;
         // `0.0.0.0`: over IPv4 only, the family peers can reach us over.

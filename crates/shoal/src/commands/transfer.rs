@@ -26,7 +26,7 @@ use shoal_tracker::Progress;
 use shoal_utp::UtpSocket;
 use tokio::sync::{mpsc, watch};
 
-use super::announcers::{parse_tier, with_extra, Announcers, Tier};
+use super::announcers::{parse_tier, with_extra, without_udp, Announcers, Tier};
 use super::discovery::{self, Dhts, DiscoveryOptions};
 use super::prioritize::Prioritize;
 use super::select::{FileSelection, Selection};
@@ -383,6 +383,7 @@ pub fn run_get(args: GetArgs) -> Result<()> {
         downloads: true,
         on_complete: args.on_complete,
         stream: args.stream.stream,
+        no_udp_relay: false,
     }
     .behind_proxy()?
     .choose_listen()?
@@ -458,6 +459,7 @@ pub fn run_seed(args: SeedArgs) -> Result<()> {
         downloads: false,
         on_complete: None,
         stream: args.stream.stream,
+        no_udp_relay: false,
     }
     .behind_proxy()?
     .choose_listen()?
@@ -684,6 +686,9 @@ struct Job {
     stall_timeout: Option<Duration>,
     /// `get --stream`: where to serve the files over HTTP.
     stream: Option<SocketAddr>,
+    /// The SOCKS5 proxy relays no UDP: UDP trackers are left out too (see
+    /// [`Job::open_utp`]).
+    no_udp_relay: bool,
 }
 
 /// The ports tried when no `--listen` is given: aria2's default range.
@@ -873,6 +878,8 @@ impl Job {
                 }
                 eprintln!("shoal: {name} relays no UDP ({refusal}): TCP peers and HTTP(S) trackers only; uTP and the DHT are off");
                 self.discovery.no_dht = true;
+                self.opts.utp = UtpArg::Off;
+                self.no_udp_relay = true;
                 return Ok((
                     Dialer {
                         proxy,
@@ -1003,7 +1010,7 @@ impl Job {
         // size is unknown until then, so `left` says only that something is left.
         let peer_id = PeerId::shoal(rand::random());
         let tiers: Vec<Vec<String>> = magnet.trackers.iter().map(|t| vec![t.clone()]).collect();
-        let tiers = with_extra(&tiers, &self.opts.trackers);
+        let tiers = self.reachable(with_extra(&tiers, &self.opts.trackers));
         let metadata_announcer = (!self.opts.no_tracker && !tiers.is_empty()).then(|| {
             let (found, feed) = mpsc::unbounded_channel();
             feeds.push(feed);
@@ -1092,6 +1099,15 @@ impl Job {
         job.run_with(metainfo, (dht, dialer), feed, stop).await
     }
 
+    /// `tiers` less what cannot be reached: UDP trackers behind a SOCKS5 proxy that
+    /// relays no UDP.
+    fn reachable(&self, tiers: Vec<Vec<String>>) -> Vec<Vec<String>> {
+        match self.no_udp_relay {
+            true => without_udp(&tiers, "the proxy relays no UDP"),
+            false => tiers,
+        }
+    }
+
     /// `--metadata-only`: the torrent goes to the output folder as INFOHASH.torrent.
     fn write_metadata(&self, metainfo: &Metainfo) -> Result<Outcome> {
         let path = self
@@ -1152,7 +1168,7 @@ impl Job {
         let trackers = if self.opts.no_tracker {
             Vec::new()
         } else {
-            with_extra(&metainfo.trackers, &self.opts.trackers)
+            self.reachable(with_extra(&metainfo.trackers, &self.opts.trackers))
         };
         let peers = self.opts.peer_addrs();
         let (readers, streaming) = match self.stream {

@@ -59,8 +59,21 @@ pub struct UdpSocket {
     /// (`quinn-udp` lowers its own count to 1 at the first failed send of any kind, a
     /// source address the kernel refused too; a failed batch is the caller's to resend.)
     segments: usize,
-    /// The SOCKS5 UDP relay everything goes through, if any.
-    relay: Option<UdpAssociation>,
+    /// The SOCKS5 UDP relay everything goes through, if any, and the task that holds
+    /// its control connection open (and says when the proxy closes it).
+    relay: Option<Relay>,
+}
+
+#[derive(Debug)]
+struct Relay {
+    addr: SocketAddr,
+    control: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.control.abort();
+    }
 }
 
 impl UdpSocket {
@@ -101,12 +114,25 @@ impl UdpSocket {
             libc::UDP_GRO,
             0,
         );
-        self.relay = Some(association);
+        let UdpAssociation { relay, control } = association;
+        // The relay lives while the connection does; the proxy sends nothing on it.
+        let control = tokio::spawn(async move {
+            let mut control = control;
+            let mut byte = [0u8; 1];
+            let _ = tokio::io::AsyncReadExt::read(&mut control, &mut byte).await;
+            tracing::warn!(
+                "the proxy closed its UDP relay ({relay}): uTP and the DHT get nothing more"
+            );
+        });
+        self.relay = Some(Relay {
+            addr: relay,
+            control,
+        });
     }
 
     /// The relay datagrams go through, if any.
     pub fn relay(&self) -> Option<SocketAddr> {
-        self.relay.as_ref().map(|r| r.relay)
+        self.relay.as_ref().map(|r| r.addr)
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -139,7 +165,7 @@ impl UdpSocket {
             let Some(relay) = &self.relay else {
                 return Ok(received);
             };
-            if received.from != relay.relay {
+            if received.from != relay.addr {
                 continue;
             }
             // One datagram (GRO is off), behind its header.
@@ -196,7 +222,7 @@ impl UdpSocket {
             wrapped.extend_from_slice(contents);
             return self.send_raw(
                 &wrapped,
-                dual_stack::for_socket(relay.relay, self.local),
+                dual_stack::for_socket(relay.addr, self.local),
                 None,
             );
         }

@@ -75,8 +75,10 @@ pub struct PeerOptions {
     pub no_tracker: bool,
     /// Connect to peers, trackers and web seeds through this proxy, as libtorrent's:
     /// socks5://[USER:PASSWORD@]HOST:PORT (SOCKS5) or http://[USER:PASSWORD@]HOST:PORT
-    /// (HTTP CONNECT). Host names go to the proxy to resolve. What cannot go through it is
-    /// turned off: uTP, the DHT and UDP trackers. Peers may still connect to --listen.
+    /// (HTTP CONNECT). Host names go to the proxy to resolve. A SOCKS5 proxy that relays
+    /// UDP (UDP ASSOCIATE) carries uTP, the DHT (read-only) and UDP trackers too; what
+    /// cannot go through the proxy is turned off, and said to be. Peers may still connect
+    /// to --listen.
     #[arg(long, value_name = "URL")]
     pub proxy: Option<Proxy>,
     /// Announce to this tracker too (http, https or udp), in a tier after the torrent's

@@ -332,39 +332,30 @@ mod tests {
         }
     }
 
+    /// The relay a scripted proxy names with `bound` (its reply's address and port), and
+    /// what the proxy read.
+    async fn relay_named(bound: &[u8]) -> (SocketAddr, Vec<u8>) {
+        let mut reply = vec![5, 0, 0, 1];
+        reply.extend_from_slice(bound);
+        let (proxy, task) = scripted(vec![vec![5, 2], vec![1, 0], reply]).await;
+        let Proxy::Socks5(socks) = proxy else {
+            panic!("SOCKS5")
+        };
+        let association = socks
+            .udp_associate("0.0.0.0:0".parse().unwrap())
+            .await
+            .unwrap();
+        (association.relay, task.await.unwrap())
+    }
+
     #[tokio::test]
     async fn associates_and_learns_the_relay() {
-        // The relay is named by address, or as "unspecified": the proxy's own address.
-        let (proxy, task) = scripted(vec![
-            vec![5, 2],
-            vec![1, 0],
-            vec![5, 0, 0, 1, 127, 0, 0, 9, 0x1f, 0x90],
-        ])
-        .await;
-        let Proxy::Socks5(socks) = proxy else {
-            panic!("SOCKS5")
-        };
-        let association = socks
-            .udp_associate("0.0.0.0:0".parse().unwrap())
-            .await
-            .unwrap();
-        assert_eq!(association.relay, "127.0.0.9:8080".parse().unwrap());
-        let read = task.await.unwrap();
+        let (relay, read) = relay_named(&[127, 0, 0, 9, 0x1f, 0x90]).await;
+        assert_eq!(relay, "127.0.0.9:8080".parse().unwrap());
         assert!(read.ends_with(&[5, 3, 0, 1, 0, 0, 0, 0, 0, 0]), "{read:?}");
-        let (proxy, _task) = scripted(vec![
-            vec![5, 2],
-            vec![1, 0],
-            vec![5, 0, 0, 1, 0, 0, 0, 0, 4, 0],
-        ])
-        .await;
-        let Proxy::Socks5(socks) = proxy else {
-            panic!("SOCKS5")
-        };
-        let association = socks
-            .udp_associate("0.0.0.0:0".parse().unwrap())
-            .await
-            .unwrap();
-        assert_eq!(association.relay, "127.0.0.1:1024".parse().unwrap());
+        // "Unspecified": the proxy's own address.
+        let (relay, _) = relay_named(&[0, 0, 0, 0, 4, 0]).await;
+        assert_eq!(relay, "127.0.0.1:1024".parse().unwrap());
     }
 
     #[tokio::test]

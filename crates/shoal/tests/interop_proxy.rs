@@ -37,14 +37,26 @@ fn microsocks() -> Guard {
     guard
 }
 
-/// A torrent of `size` random bytes announcing to `tracker`, seeded by shoal at `seed`
-/// (not proxied) with JSON events; returns the data folder, the torrent, the seed and
-/// its event lines.
+/// A torrent of `size` random bytes announcing to the HTTP tracker at `tracker`, seeded
+/// by shoal at `seed` over TCP alone (not proxied) with JSON events; returns the data
+/// folder, the torrent, the seed and its event lines.
 fn seeded(
     dir: &Path,
     size: usize,
     tracker: &str,
     seed: &str,
+) -> (PathBuf, PathBuf, Guard, LineFeed) {
+    let announce = format!("http://{tracker}/announce");
+    seeded_with(dir, size, &announce, seed, &["--utp", "off"])
+}
+
+/// [`seeded`] announcing to the tracker URL `announce`, with `extra` seed arguments.
+fn seeded_with(
+    dir: &Path,
+    size: usize,
+    announce: &str,
+    seed: &str,
+    extra: &[&str],
 ) -> (PathBuf, PathBuf, Guard, LineFeed) {
     let src = dir.join("src");
     random_file(&src.join("payload.bin"), size, 31);
@@ -52,11 +64,7 @@ fn seeded(
     run_ok(
         shoal()
             .args(["create", path_str(&src.join("payload.bin")), "-o"])
-            .args([
-                path_str(&torrent),
-                "-t",
-                &format!("http://{tracker}/announce"),
-            ]),
+            .args([path_str(&torrent), "-t", announce]),
     );
     let mut cmd = shoal();
     cmd.args([
@@ -66,7 +74,8 @@ fn seeded(
         "--json",
         "--no-dht",
     ])
-    .args(["--utp", "off", "--listen", seed, "--state-dir"])
+    .args(extra)
+    .args(["--listen", seed, "--state-dir"])
     .arg(dir.join("seed-state"));
     let (guard, lines) = start_and_watch(cmd, "\"started\"", Duration::from_secs(30));
     (src, torrent, guard, lines)
@@ -268,26 +277,9 @@ fn utp_and_udp_trackers_go_through_a_socks5_relay() {
     let (_proxy, log) = dante(dir.path(), 19660);
     let tracker = "127.0.5.14:19661";
     let _tracker = shoal_tracker(tracker, &[]);
-    let src = dir.path().join("src");
-    random_file(&src.join("payload.bin"), 900_000, 32);
-    let torrent = dir.path().join("payload.torrent");
-    run_ok(
-        shoal()
-            .args(["create", path_str(&src.join("payload.bin")), "-o"])
-            .args([path_str(&torrent), "-t", &format!("udp://{tracker}")]),
-    );
     let seed = "127.0.5.15:19662";
-    let mut cmd = shoal();
-    cmd.args([
-        "seed",
-        path_str(&torrent),
-        path_str(&src),
-        "--json",
-        "--no-dht",
-    ])
-    .args(["--listen", seed, "--state-dir"])
-    .arg(dir.path().join("seed-state"));
-    let (_seed, seed_events) = start_and_watch(cmd, "\"started\"", Duration::from_secs(30));
+    let announce = format!("udp://{tracker}");
+    let (src, torrent, _seed, seed_events) = seeded_with(dir.path(), 900_000, &announce, seed, &[]);
 
     let out = dir.path().join("out");
     let mut get = shoal();

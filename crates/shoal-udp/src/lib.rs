@@ -220,8 +220,9 @@ impl UdpSocket {
             }
             let mut wrapped = socks5::udp_header(Target::Addr(to)).map_err(io::Error::other)?;
             wrapped.extend_from_slice(contents);
-            return self.send_raw(
+            return self.send_raw_segments(
                 &wrapped,
+                None,
                 dual_stack::for_socket(relay.addr, self.local),
                 None,
             );
@@ -236,10 +237,6 @@ impl UdpSocket {
             Err(e) if src_ip.is_some() && e.kind() != io::ErrorKind::WouldBlock => send(None),
             sent => sent,
         }
-    }
-
-    fn send_raw(&self, contents: &[u8], to: SocketAddr, src_ip: Option<IpAddr>) -> io::Result<()> {
-        self.send_raw_segments(contents, None, to, src_ip)
     }
 
     fn send_raw_segments(

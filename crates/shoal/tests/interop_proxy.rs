@@ -92,32 +92,42 @@ struct Route {
     proxy_out: &'static str,
 }
 
+/// `shoal get SOURCE --no-seed --json` into `dir`/out through `proxy` (a `--proxy`
+/// URL), listening at `us`, with `extra` arguments; checks that it succeeded and
+/// returns its standard output and standard error.
+fn get_through(
+    source: &str,
+    dir: &Path,
+    us: &str,
+    proxy: &str,
+    extra: &[&str],
+) -> (String, String) {
+    let mut get = shoal();
+    get.args(["get", source, "-o"])
+        .arg(dir.join("out"))
+        .args(["--no-seed", "--json", "--listen", us, "--proxy", proxy])
+        .args(extra)
+        .arg("--state-dir")
+        .arg(dir.join("state"));
+    let (output, _) = run_with_timeout(&mut get, Duration::from_secs(90));
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{stderr}");
+    (String::from_utf8_lossy(&output.stdout).into_owned(), stderr)
+}
+
 /// A download through `proxy` (a `--proxy` URL) finds its seed through the tracker, and
 /// the seed sees only the proxy's address, never ours.
 fn download_through(proxy: &str, route: Route) {
     let dir = tempdir();
     let _tracker = shoal_tracker(route.tracker, &[]);
     let (src, torrent, _seed, seed_events) = seeded(dir.path(), 700_000, route.tracker, route.seed);
-    let out = dir.path().join("out");
-    let mut get = shoal();
-    get.args([
-        "get",
-        path_str(&torrent),
-        "-o",
-        path_str(&out),
-        "--no-seed",
-        "--json",
-    ])
-    .args(["--listen", route.us, "--state-dir"])
-    .arg(dir.path().join("state"))
-    .args(["--proxy", proxy]);
-    let (output, _) = run_with_timeout(&mut get, Duration::from_secs(60));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
+    let (events, stderr) = get_through(path_str(&torrent), dir.path(), route.us, proxy, &[]);
     // Neither proxy relays UDP.
     assert!(stderr.contains("uTP and the DHT are off"), "{stderr}");
-    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
-    let events = String::from_utf8_lossy(&output.stdout);
+    same_files(
+        &src.join("payload.bin"),
+        &dir.path().join("out/payload.bin"),
+    );
     assert!(
         events.contains(&format!("\"addr\":\"{}\"", route.seed)),
         "{events}"
@@ -281,31 +291,17 @@ fn utp_and_udp_trackers_go_through_a_socks5_relay() {
     let announce = format!("udp://{tracker}");
     let (src, torrent, _seed, seed_events) = seeded_with(dir.path(), 900_000, &announce, seed, &[]);
 
-    let out = dir.path().join("out");
-    let mut get = shoal();
-    get.args([
-        "get",
+    let (events, _) = get_through(
         path_str(&torrent),
-        "-o",
-        path_str(&out),
-        "--no-seed",
-        "--json",
-    ])
-    .args([
-        "--no-dht",
-        "--utp",
-        "only",
-        "--listen",
+        dir.path(),
         "127.0.5.16:19663",
-        "--state-dir",
-    ])
-    .arg(dir.path().join("state"))
-    .args(["--proxy", "socks5://127.0.0.1:19660"]);
-    let (output, _) = run_with_timeout(&mut get, Duration::from_secs(60));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
-    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
-    let events = String::from_utf8_lossy(&output.stdout);
+        "socks5://127.0.0.1:19660",
+        &["--no-dht", "--utp", "only"],
+    );
+    same_files(
+        &src.join("payload.bin"),
+        &dir.path().join("out/payload.bin"),
+    );
     assert!(events.contains("\"tracker_peers\""), "{events}");
     assert!(
         events.contains(&format!("\"addr\":\"{seed}\""))
@@ -359,24 +355,18 @@ fn the_dht_goes_through_a_socks5_relay() {
         "magnet:?xt=urn:btih:{}",
         info["info_hash"].as_str().unwrap()
     );
-    let out = dir.path().join("out");
-    let mut get = shoal();
-    get.args(["get", &magnet, "-o", path_str(&out), "--no-seed", "--json"])
-        .args([
-            "--dht-bootstrap",
-            boot,
-            "--listen",
-            "127.0.5.19:19667",
-            "--state-dir",
-        ])
-        .arg(dir.path().join("state"))
-        .args(["--proxy", "socks5://127.0.0.1:19664"]);
-    let (output, _) = run_with_timeout(&mut get, Duration::from_secs(90));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
+    let (events, stderr) = get_through(
+        &magnet,
+        dir.path(),
+        "127.0.5.19:19667",
+        "socks5://127.0.0.1:19664",
+        &["--dht-bootstrap", boot],
+    );
     assert!(!stderr.contains("relays no UDP"), "{stderr}");
-    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
-    let events = String::from_utf8_lossy(&output.stdout);
+    same_files(
+        &src.join("payload.bin"),
+        &dir.path().join("out/payload.bin"),
+    );
     assert!(events.contains("\"metadata\""), "{events}");
     // The DHT's socket (ours, at the listen address) went through the relay.
     wait_relayed(&log, &["127.0.5.19:19667"]);

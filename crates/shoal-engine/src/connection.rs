@@ -2,11 +2,11 @@
 //! decisions. A reader per socket forwards what it reads (after the download rate
 //! limit); a writer writes what the actor queues (after the upload rate limit).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -291,19 +291,72 @@ pub fn bind_listener(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListene
     tokio::net::TcpListener::from_std(socket.into())
 }
 
-/// The info-hashes a torrent takes connections for: its own, and a hybrid torrent's v2
-/// one (see `Metainfo::swarm_hashes`).
-pub type Swarms = Arc<[[u8; 20]]>;
+/// Where a listener's connections go: the torrents taking them, each under the
+/// info-hashes it answers to (a hybrid torrent's v1 and v2 ones, see
+/// `Metainfo::swarm_hashes`). A torrent's own listener routes to that torrent alone; one
+/// shared by a session ([`crate::SharedListener`]) to each of the session's torrents,
+/// which come and go while it listens.
+#[derive(Debug, Clone, Default)]
+pub struct Router(Arc<RwLock<HashMap<[u8; 20], mpsc::Sender<Input>>>>);
+
+impl Router {
+    /// Connections naming one of `swarms` go to `to_actor` until the registration is
+    /// dropped. A swarm already taken stays with its torrent.
+    pub fn register(&self, swarms: &[[u8; 20]], to_actor: &mpsc::Sender<Input>) -> Registration {
+        let mut routes = self.0.write().unwrap_or_else(|e| e.into_inner());
+        for swarm in swarms {
+            routes.entry(*swarm).or_insert_with(|| to_actor.clone());
+        }
+        Registration {
+            router: self.clone(),
+            swarms: swarms.to_vec(),
+            to_actor: to_actor.clone(),
+        }
+    }
+
+    /// Every info-hash taken, for an encrypted handshake to be matched against.
+    fn swarms(&self) -> Vec<[u8; 20]> {
+        let routes = self.0.read().unwrap_or_else(|e| e.into_inner());
+        routes.keys().copied().collect()
+    }
+
+    fn route(&self, swarm: &[u8]) -> Option<mpsc::Sender<Input>> {
+        let swarm: [u8; 20] = swarm.try_into().ok()?;
+        let routes = self.0.read().unwrap_or_else(|e| e.into_inner());
+        routes.get(&swarm).cloned()
+    }
+}
+
+/// A torrent's place in a [`Router`]; dropping it takes the torrent out.
+#[derive(Debug)]
+pub struct Registration {
+    router: Router,
+    swarms: Vec<[u8; 20]>,
+    to_actor: mpsc::Sender<Input>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut routes = self.router.0.write().unwrap_or_else(|e| e.into_inner());
+        for swarm in &self.swarms {
+            if routes
+                .get(swarm)
+                .is_some_and(|to| to.same_channel(&self.to_actor))
+            {
+                routes.remove(swarm);
+            }
+        }
+    }
+}
 
 /// Accepts TCP connections, reads each one's handshake (bounded in time, and in number
 /// by `handshakes`; plain or behind an encrypted one, as `policy` allows) and hands
-/// those for our torrent to the actor; others are closed.
+/// each to the torrent it names; others are closed.
 pub fn spawn_acceptor(
     listener: tokio::net::TcpListener,
     handshakes: Arc<tokio::sync::Semaphore>,
-    swarms: Swarms,
+    router: Router,
     policy: Encryption,
-    to_actor: mpsc::Sender<Input>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
@@ -314,7 +367,7 @@ pub fn spawn_acceptor(
             let addr = dual_stack::canonical(addr);
             let _ = stream.set_nodelay(true);
             let stream = PeerStream::from(stream);
-            take_handshake(stream, addr, &handshakes, (policy, &swarms), &to_actor);
+            take_handshake(stream, addr, &handshakes, policy, &router);
         }
     })
 }
@@ -323,37 +376,40 @@ pub fn spawn_acceptor(
 pub fn spawn_utp_acceptor(
     utp: Arc<UtpSocket>,
     handshakes: Arc<tokio::sync::Semaphore>,
-    swarms: Swarms,
+    router: Router,
     policy: Encryption,
-    to_actor: mpsc::Sender<Input>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         while let Ok(stream) = utp.accept().await {
             let addr = stream.peer_addr();
             let stream = PeerStream::from(stream);
-            take_handshake(stream, addr, &handshakes, (policy, &swarms), &to_actor);
+            take_handshake(stream, addr, &handshakes, policy, &router);
         }
     })
 }
 
 /// Reads an incoming connection's handshake in a task of its own, if one of `handshakes`
-/// is free (else the connection is closed), and hands it to the actor.
+/// is free (else the connection is closed), and hands it to the torrent it names.
 fn take_handshake(
     mut stream: PeerStream,
     addr: SocketAddr,
     handshakes: &Arc<tokio::sync::Semaphore>,
-    (policy, swarms): (Encryption, &Swarms),
-    to_actor: &mpsc::Sender<Input>,
+    policy: Encryption,
+    router: &Router,
 ) {
-    let swarms = swarms.clone();
+    let router = router.clone();
     let Ok(permit) = handshakes.clone().try_acquire_owned() else {
         return; // too many at once: this one is closed
     };
-    let to_actor = to_actor.clone();
     tokio::spawn(async move {
         let _permit = permit;
+        let swarms = router.swarms();
         let Some((handshake, secured)) = encryption::accept(&mut stream, &swarms, policy).await
         else {
+            return;
+        };
+        // The torrent may have stopped while the handshake was read.
+        let Some(to_actor) = router.route(&handshake[28..48]) else {
             return;
         };
         let _ = to_actor
@@ -376,6 +432,31 @@ mod tests {
 
     const BLOCK: usize = 16 * 1024;
 
+    /// A shared listener's routes: each torrent gets the connections naming its swarms
+    /// while registered; a torrent registering a swarm already taken does not steal it,
+    /// and its leaving does not take the first one's route away.
+    #[test]
+    fn a_router_sends_each_swarm_to_its_torrent_while_registered() {
+        let router = Router::default();
+        let (film, _film_inputs) = mpsc::channel(1);
+        let (album, _album_inputs) = mpsc::channel(1);
+        let film_in = router.register(&[[1; 20], [2; 20]], &film);
+        let album_in = router.register(&[[3; 20], [1; 20]], &album);
+        let routed = |swarm: [u8; 20], to: &mpsc::Sender<Input>| {
+            router.route(&swarm).is_some_and(|r| r.same_channel(to))
+        };
+        assert!(routed([1; 20], &film) && routed([2; 20], &film) && routed([3; 20], &album));
+        let mut swarms = router.swarms();
+        swarms.sort();
+        assert_eq!(swarms, [[1; 20], [2; 20], [3; 20]]);
+        drop(album_in);
+        assert!(routed([1; 20], &film));
+        assert!(router.route(&[3; 20]).is_none());
+        drop(film_in);
+        assert!(router.swarms().is_empty());
+        assert!(router.route(&[9; 3]).is_none(), "not an info-hash");
+    }
+
     /// Connections that send nothing hold at most `MAX_HANDSHAKES` handshake tasks; one
     /// more is closed at once, and once they go a real handshake gets through.
     #[tokio::test]
@@ -384,13 +465,9 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let (to_actor, mut inputs) = mpsc::channel(8);
         let info_hash = [9u8; 20];
-        spawn_acceptor(
-            listener,
-            handshake_slots(),
-            Arc::new([info_hash]),
-            Encryption::Prefer,
-            to_actor,
-        );
+        let router = Router::default();
+        let _registered = router.register(&[info_hash], &to_actor);
+        spawn_acceptor(listener, handshake_slots(), router, Encryption::Prefer);
         let mut silent = Vec::new();
         for _ in 0..MAX_HANDSHAKES {
             silent.push(TcpStream::connect(addr).await.unwrap());

@@ -135,8 +135,8 @@ pub async fn dial(
 }
 
 /// A peer dialled us: reads its BitTorrent handshake, plain or behind an encrypted one as
-/// `policy` allows, and checks it names one of `swarms` (the torrent's info-hash, and a
-/// hybrid torrent's v2 one). Returns the 68 handshake bytes and the connection's state,
+/// `policy` allows, and checks it names one of `swarms` (the info-hashes taken on the
+/// listener: a torrent's, a hybrid torrent's v2 one, a session's other torrents'). Returns the 68 handshake bytes and the connection's state,
 /// or `None` to close it.
 pub async fn accept(
     stream: &mut PeerStream,
@@ -159,7 +159,7 @@ pub async fn accept(
         } else {
             let mut handshake =
                 MseHandshake::responder(first, policy.methods()?, &mut rand::thread_rng());
-            if let Some(&other) = others.first() {
+            for &other in others {
                 handshake = handshake.also_serving(other);
             }
             let done = match handshake.feed(&start).ok()? {

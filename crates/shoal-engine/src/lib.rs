@@ -18,6 +18,7 @@ mod disk;
 mod encryption;
 mod holepunch;
 pub mod ip_filter;
+mod listener;
 pub mod lsd;
 pub mod metadata;
 mod rate;
@@ -31,11 +32,14 @@ mod web_seed;
 pub use addresses::PeerSource;
 pub use encryption::Encryption;
 pub use ip_filter::{IpFilter, IpFilterError};
+pub use listener::SharedListener;
 pub use rate::RateLimit;
 pub use seeding::SeedLimit;
 pub use stats::{PeerInfo, Stats};
 pub use stream::{Dialer, PeerStream, Transport, UtpMode};
-pub use torrent::{run, EngineEvent, Outcome, Readers, TorrentConfig, Wanted, PEER_LIST_INTERVAL};
+pub use torrent::{
+    run, EngineError, EngineEvent, Outcome, Readers, TorrentConfig, Wanted, PEER_LIST_INTERVAL,
+};
 
 /// Peers found while a torrent runs, a batch at a time.
 pub type PeerFeed = tokio::sync::mpsc::UnboundedReceiver<Found>;

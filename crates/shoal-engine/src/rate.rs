@@ -48,6 +48,11 @@ impl RateLimit {
         }
     }
 
+    /// Bytes per second, if limited.
+    pub fn rate(&self) -> Option<u64> {
+        self.rate
+    }
+
     /// Whether callers may have to wait.
     pub fn is_limited(&self) -> bool {
         self.rate.is_some()

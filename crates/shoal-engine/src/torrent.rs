@@ -44,7 +44,7 @@ use crate::holepunch::{self, Verdict};
 use crate::round_trip::RoundTrip;
 use crate::stream::{Dialer, Kind, PeerStream};
 use crate::web_seed::{FetchContext, WebSeeds};
-use crate::{Found, IpFilter, PeerFeed, PeerSource};
+use crate::{Found, IpFilter, PeerFeed, PeerSource, SharedListener};
 use crate::{PeerInfo, RateLimit, SeedLimit, Stats};
 
 /// How a torrent is to be run.
@@ -60,6 +60,9 @@ pub struct TorrentConfig {
     pub state_dir: PathBuf,
     /// Address to accept peers on; `None` to accept none.
     pub listen: Option<SocketAddr>,
+    /// A listener shared with other torrents (a session on one port, `shoal daemon`):
+    /// peers come from it, and `listen` is not bound (peers are told its address).
+    pub shared_listener: Option<Arc<SharedListener>>,
     /// How peers are dialled, and the uTP socket (bound at `listen`'s port) whose
     /// incoming connections are taken too.
     pub dialer: Dialer,
@@ -77,9 +80,10 @@ pub struct TorrentConfig {
     /// reveal them one at a time to the peers we upload to, so that an initial seed's
     /// scarce upload sends each piece about once.
     pub super_seed: bool,
-    /// Bytes per second; `None` for unlimited.
-    pub max_upload_rate: Option<u64>,
-    pub max_download_rate: Option<u64>,
+    /// The upload and download rate limits (unlimited: `RateLimit::new(None)`); a session
+    /// gives all its torrents the same, for one limit on them all.
+    pub upload_limit: Arc<RateLimit>,
+    pub download_limit: Arc<RateLimit>,
     pub max_connections: usize,
     /// Threads for the initial recheck (0: one per core).
     pub check_threads: usize,
@@ -269,49 +273,58 @@ pub async fn run(
     let disk = Disk::spawn(files.clone(), config.metainfo.clone(), disk_results);
 
     let (to_actor, inputs) = mpsc::channel(INPUT_QUEUE);
-    // Incoming connections: over uTP from the shared socket, over TCP from a listener.
-    let mut acceptors = Vec::new();
-    let handshakes = connection::handshake_slots();
-    let swarms: connection::Swarms = config
+    // Incoming connections: from a listener shared with other torrents, else over uTP
+    // from the shared socket and over TCP from a listener of our own.
+    let swarms: Vec<[u8; 20]> = config
         .metainfo
         .swarm_hashes()
         .iter()
         .map(|hash| hash.0)
         .collect();
-    if let Some(utp) = config.dialer.utp.clone() {
-        if config.dialer.accepts_utp() {
-            acceptors.push(connection::spawn_utp_acceptor(
-                utp,
-                handshakes.clone(),
-                swarms.clone(),
-                config.encryption,
-                to_actor.clone(),
-            ));
+    let mut acceptors = Vec::new();
+    let router = match &config.shared_listener {
+        Some(shared) => shared.router().clone(),
+        None => connection::Router::default(),
+    };
+    let registration = router.register(&swarms, &to_actor);
+    let listen = match (&config.shared_listener, config.listen) {
+        (Some(shared), _) => Some(shared.local_addr()),
+        (None, listen) => {
+            let handshakes = connection::handshake_slots();
+            if let Some(utp) = config.dialer.utp.clone() {
+                if config.dialer.accepts_utp() {
+                    acceptors.push(connection::spawn_utp_acceptor(
+                        utp,
+                        handshakes.clone(),
+                        router.clone(),
+                        config.encryption,
+                    ));
+                }
+            }
+            match listen {
+                Some(addr) if config.dialer.accepts_tcp() => {
+                    let listener = connection::bind_listener(addr)
+                        .map_err(|source| EngineError::Listen { addr, source })?;
+                    let bound = listener
+                        .local_addr()
+                        .map_err(|source| EngineError::Listen { addr, source })?;
+                    acceptors.push(connection::spawn_acceptor(
+                        listener,
+                        handshakes,
+                        router.clone(),
+                        config.encryption,
+                    ));
+                    Some(bound)
+                }
+                Some(addr) => config
+                    .dialer
+                    .utp
+                    .as_ref()
+                    .and_then(|u| u.local_addr().ok())
+                    .or(Some(addr)),
+                None => None,
+            }
         }
-    }
-    let listen = match config.listen {
-        Some(addr) if config.dialer.accepts_tcp() => {
-            let listener = connection::bind_listener(addr)
-                .map_err(|source| EngineError::Listen { addr, source })?;
-            let bound = listener
-                .local_addr()
-                .map_err(|source| EngineError::Listen { addr, source })?;
-            acceptors.push(connection::spawn_acceptor(
-                listener,
-                handshakes,
-                swarms,
-                config.encryption,
-                to_actor.clone(),
-            ));
-            Some(bound)
-        }
-        Some(addr) => config
-            .dialer
-            .utp
-            .as_ref()
-            .and_then(|u| u.local_addr().ok())
-            .or(Some(addr)),
-        None => None,
     };
     // The port actually bound (`--listen IP:0` picks one), which peers are told.
     if listen.is_some() {
@@ -378,7 +391,7 @@ pub async fn run(
             }
         }
     }
-    let download_limit = Arc::new(RateLimit::new(config.max_download_rate));
+    let download_limit = config.download_limit.clone();
     let web_seeds = WebSeeds::new(
         &mut core,
         &config.metainfo.url_list,
@@ -396,7 +409,7 @@ pub async fn run(
         peer_id,
         to_actor,
         download_limit,
-        upload_limit: Arc::new(RateLimit::new(config.max_upload_rate)),
+        upload_limit: config.upload_limit.clone(),
         resume_path,
         completion_reported: false,
         selected_bytes,
@@ -419,6 +432,7 @@ pub async fn run(
     let outcome = actor
         .run_loop(inputs, &mut disk_results_rx, &mut shutdown)
         .await;
+    drop(registration);
     for acceptor in acceptors {
         acceptor.abort();
     }
@@ -798,7 +812,7 @@ impl Io<Peer> for EngineIo {
 
     fn uplink(&self) -> Uplink {
         // Without a limit the uplink's capacity is unknown and the sockets share it.
-        match self.config.max_upload_rate.filter(|&rate| rate > 0) {
+        match self.config.upload_limit.rate() {
             None => Uplink::PerConnection,
             Some(rate) => {
                 let cap = ((rate as f64 * UPLINK_QUEUE_TIME) as usize).max(BLOCK_SIZE as usize);

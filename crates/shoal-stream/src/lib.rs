@@ -17,4 +17,4 @@ pub mod server;
 
 pub use library::{Library, ServedFile};
 pub use readers::Readers;
-pub use server::serve;
+pub use server::{only_by_address, serve};

@@ -46,8 +46,8 @@ pub async fn serve(listener: TcpListener, library: Library, readers: Readers) ->
 /// Refuses a request that names the server by a host name other than `localhost`: a
 /// web page cannot then point a name of its own at this address (DNS rebinding) and read
 /// what is being downloaded. Players and browsers given the server's address send it as
-/// the `Host`.
-async fn only_by_address(
+/// the `Host`. The daemon's API (`shoal daemon`) guards itself the same way.
+pub async fn only_by_address(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {

@@ -147,9 +147,9 @@ pub struct MseHandshake {
     private: BigUint,
     secret: Option<[u8; KEY_LEN]>,
     skey: [u8; 20],
-    /// Responder: the other torrent a peer may name (a hybrid torrent's v2 swarm); the
-    /// one it names becomes `skey`.
-    other_skey: Option<[u8; 20]>,
+    /// Responder: the other torrents a peer may name (a hybrid torrent's v2 swarm, a
+    /// session's other torrents); the one it names becomes `skey`.
+    other_skeys: Vec<[u8; 20]>,
     /// Initiator: what we offer; responder: what we accept.
     methods: CryptoSet,
     encrypt: Option<Cipher>,
@@ -205,7 +205,7 @@ impl MseHandshake {
             private,
             secret: None,
             skey,
-            other_skey: None,
+            other_skeys: Vec::new(),
             methods,
             encrypt: None,
             decrypt: None,
@@ -230,9 +230,10 @@ impl MseHandshake {
     }
 
     /// As responder, also serves `info_hash`: a hybrid torrent is one swarm under its v1
-    /// info-hash and another under its truncated v2 one (BEP 52), and a peer may name either.
+    /// info-hash and another under its truncated v2 one (BEP 52), and a session on one
+    /// port serves all its torrents; a peer may name any of them.
     pub fn also_serving(mut self, info_hash: [u8; 20]) -> Self {
-        self.other_skey = Some(info_hash);
+        self.other_skeys.push(info_hash);
         self
     }
 
@@ -403,7 +404,7 @@ impl MseHandshake {
             .map(|(a, b)| a ^ b)
             .collect();
         let Some(skey) = std::iter::once(self.skey)
-            .chain(self.other_skey)
+            .chain(self.other_skeys.iter().copied())
             .find(|skey| named == hash(&[b"req2", skey]))
         else {
             return Err(MseError::UnknownTorrent);
@@ -630,15 +631,17 @@ mod tests {
         assert_eq!(err, MseError::UnknownTorrent);
     }
 
-    /// A hybrid torrent's two swarms: the responder serves both info-hashes and learns
-    /// which one the peer named; a third is refused.
+    /// A hybrid torrent's two swarms and a session's other torrent: the responder serves
+    /// every info-hash and learns which one the peer named; a fourth is refused.
     #[test]
-    fn a_responder_serving_two_torrents_takes_either() {
-        let (v1, v2) = ([0x11; 20], HASH);
-        for (named, ok) in [(v1, true), (v2, true), ([0x22; 20], false)] {
+    fn a_responder_serving_several_torrents_takes_any() {
+        let (v1, v2, other) = ([0x11; 20], HASH, [0x33; 20]);
+        for (named, ok) in [(v1, true), (v2, true), (other, true), ([0x22; 20], false)] {
             let mut rng = StdRng::seed_from_u64(12);
             let mut a = MseHandshake::initiator(named, CryptoSet::RC4, &mut rng);
-            let mut b = MseHandshake::responder(v1, CryptoSet::BOTH, &mut rng).also_serving(v2);
+            let mut b = MseHandshake::responder(v1, CryptoSet::BOTH, &mut rng)
+                .also_serving(v2)
+                .also_serving(other);
             assert!(b.feed(&a.take_output()).unwrap().is_none());
             assert!(a.feed(&b.take_output()).unwrap().is_none());
             let offer = a.take_output();

@@ -30,6 +30,8 @@ enum Command {
     Tracker(commands::tracker::Args),
     Demo(commands::demo::Args),
     Dht(commands::dht::Args),
+    Daemon(commands::daemon::Args),
+    Remote(commands::remote::Args),
     Index(commands::search::IndexArgs),
     Search(commands::search::SearchArgs),
 }
@@ -59,6 +61,8 @@ fn main() -> ExitCode {
         Command::Tracker(args) => commands::tracker::run(args),
         Command::Demo(args) => commands::demo::run(args),
         Command::Dht(args) => commands::dht::run(args),
+        Command::Daemon(args) => commands::daemon::run(args),
+        Command::Remote(args) => commands::remote::run(args),
         Command::Index(args) => commands::search::run_index(args),
         Command::Search(args) => commands::search::run_search(args),
     };

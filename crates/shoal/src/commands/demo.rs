@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 use shoal_core::InfoHash;
-use shoal_engine::{Dialer, Encryption, EngineEvent, Outcome, SeedLimit, TorrentConfig};
+use shoal_engine::{Dialer, Encryption, EngineEvent, Outcome, RateLimit, SeedLimit, TorrentConfig};
 use shoal_tracker::client::UdpConfig;
 use shoal_tracker::driver::http::HttpConfig;
 use shoal_tracker::driver::server::{ServerHandle, ServerOptions, TrackerServer};
@@ -81,14 +81,15 @@ fn torrent_config(
         single_file_path: None,
         state_dir: state,
         listen: Some(listen),
+        shared_listener: None,
         dialer: Dialer::tcp(),
         // No addresses: every peer finds the others through the tracker.
         peers: Vec::new(),
         peer_feed: None,
         seed,
         super_seed: false,
-        max_upload_rate: None,
-        max_download_rate: None,
+        upload_limit: Arc::new(RateLimit::new(None)),
+        download_limit: Arc::new(RateLimit::new(None)),
         max_connections: 50,
         ip_filter: None,
         sequential: false,

@@ -2,6 +2,7 @@
 
 pub mod announcers;
 pub mod create;
+pub mod daemon;
 pub mod demo;
 pub mod dht;
 pub mod dht_item;
@@ -12,6 +13,7 @@ pub mod hook;
 pub mod info;
 pub mod mutable;
 pub mod prioritize;
+pub mod remote;
 pub mod scrape;
 pub mod search;
 pub mod select;

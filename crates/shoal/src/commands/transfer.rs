@@ -16,8 +16,8 @@ use shoal_core::mutable::MutableLink;
 use shoal_core::{InfoHash, Magnet, Metainfo, PeerId};
 use shoal_engine::metadata::{fetch_metadata, Fetched, MetadataFetch, MetadataFetchError};
 use shoal_engine::{
-    Dialer, Encryption, EngineEvent, Found, IpFilter, Outcome, PeerFeed, PeerInfo, SeedLimit,
-    TorrentConfig, UtpMode,
+    Dialer, Encryption, EngineEvent, Found, IpFilter, Outcome, PeerFeed, PeerInfo, RateLimit,
+    SeedLimit, TorrentConfig, UtpMode,
 };
 use shoal_portmap::driver::{Method, PortMapper};
 use shoal_portmap::Protocol;
@@ -161,11 +161,11 @@ fn addrs_of(peers: &[PeerArg]) -> Vec<SocketAddr> {
 }
 
 impl PeerOptions {
-    fn peer_addrs(&self) -> Vec<SocketAddr> {
+    pub fn peer_addrs(&self) -> Vec<SocketAddr> {
         addrs_of(&self.peers)
     }
 
-    fn seed_limit(&self) -> SeedLimit {
+    pub fn seed_limit(&self) -> SeedLimit {
         SeedLimit {
             ratio: self.seed_ratio.filter(|&r| r > 0.0),
             time: self.seed_time,
@@ -498,7 +498,7 @@ where
 }
 
 /// How long a clean exit waits for trackers to acknowledge `stopped`.
-const STOP_ANNOUNCE_WAIT: Duration = Duration::from_secs(2);
+pub const STOP_ANNOUNCE_WAIT: Duration = Duration::from_secs(2);
 
 /// The port the router forwards to our listen port (port mapping), once it says; peers
 /// outside the NAT reach us there, so trackers and the DHT are told that one.
@@ -1004,41 +1004,16 @@ impl Job {
             &[],
         )
         .await?;
-        let mut feeds: Vec<_> =
-            discovery::peer_feed(&dht, &self.discovery, &[info_hash], self.listen(), false)
-                .into_iter()
-                .collect();
-        // The link's trackers (`tr=`, one tier each) find peers for the metadata too. The
-        // size is unknown until then, so `left` says only that something is left.
-        let peer_id = PeerId::shoal(rand::random());
-        let tiers: Vec<Vec<String>> = magnet.trackers.iter().map(|t| vec![t.clone()]).collect();
-        let tiers = self.reachable(with_extra(&tiers, &self.opts.trackers));
-        let metadata_announcer = (!self.opts.no_tracker && !tiers.is_empty()).then(|| {
-            let (found, feed) = mpsc::unbounded_channel();
-            feeds.push(feed);
-            let progress = Progress {
-                uploaded: 0,
-                downloaded: 0,
-                left: 1,
-                partial_seed: false,
-            };
-            let me = (&[info_hash][..], peer_id);
-            let found = (&found, dialer.proxy.clone());
-            Announcers::spawn(&tiers, me, (self.listen(), None), progress, found)
-        });
-        let mut feed = discovery::merge_feeds(feeds);
-        let mut fetch = MetadataFetch::new(info_hash, peer_id);
-        fetch.peers = self.opts.peer_addrs();
-        fetch
-            .peers
-            .extend(discovery::resolve(&magnet.peers, "magnet peer (x.pe)"));
-        fetch.local_ip = self.opts.listen.map(|a| a.ip());
-        fetch.encryption = self.opts.encryption.into();
-        fetch.ip_filter = self.ip_filter.clone();
-        fetch.dialer = dialer.clone();
-        // A v2-only link: the dictionary is checked by SHA-256, and its piece layers come
-        // from the same peer.
-        fetch.info_hash_v2 = magnet.info_hash_v2.filter(|v2| v2[..20] == info_hash.0);
+        let sources = MetadataSources {
+            dht: &dht,
+            dialer: &dialer,
+            listen: self.listen(),
+            opts: &self.opts,
+            discovery: &self.discovery,
+            ip_filter: self.ip_filter.clone(),
+            no_udp_relay: self.no_udp_relay,
+            peer_id: PeerId::shoal(rand::random()),
+        };
         if self.opts.json {
             super::line(json!({"event": "fetching_metadata", "info_hash": info_hash.to_hex()}));
         } else {
@@ -1047,7 +1022,8 @@ impl Job {
                 info_hash.to_hex()
             );
         }
-        let fetching = fetch_metadata(fetch, feed.as_mut(), &mut stop);
+        let (mut feed, announcer) = metadata_feed(&magnet, &sources);
+        let fetching = fetch_metadata(metadata_fetch(&magnet, &sources), feed.as_mut(), &mut stop);
         // `--stop-timeout` bounds the wait for the metadata too.
         let fetched = match self.stall_timeout {
             None => fetching.await,
@@ -1065,7 +1041,7 @@ impl Job {
             },
         };
         // From here on the torrent's own announce flow (with these trackers) takes over.
-        if let Some(announcer) = metadata_announcer {
+        if let Some(announcer) = announcer {
             announcer.stop(STOP_ANNOUNCE_WAIT).await;
         }
         let fetched = match fetched {
@@ -1101,13 +1077,9 @@ impl Job {
         job.run_with(metainfo, (dht, dialer), feed, stop).await
     }
 
-    /// `tiers` less what cannot be reached: UDP trackers behind a SOCKS5 proxy that
-    /// relays no UDP.
+    /// `tiers` less what cannot be reached (see [`reachable`]).
     fn reachable(&self, tiers: Vec<Vec<String>>) -> Vec<Vec<String>> {
-        match self.no_udp_relay {
-            true => without_udp(&tiers, "the proxy relays no UDP"),
-            false => tiers,
-        }
+        reachable(tiers, self.no_udp_relay)
     }
 
     /// `--metadata-only`: the torrent goes to the output folder as INFOHASH.torrent.
@@ -1188,14 +1160,15 @@ impl Job {
             single_file_path: self.file,
             state_dir: self.opts.state_dir.unwrap_or_else(default_state_dir),
             listen: Some(listen),
+            shared_listener: None,
             dialer,
             peers,
             peer_feed,
             seed: self.seed,
             seed_limit,
             super_seed: self.super_seed,
-            max_upload_rate: self.opts.max_up,
-            max_download_rate: self.opts.max_down,
+            upload_limit: Arc::new(RateLimit::new(self.opts.max_up)),
+            download_limit: Arc::new(RateLimit::new(self.opts.max_down)),
             max_connections: self.opts.max_peers,
             upload_slots: usize::from(self.opts.upload_slots),
             stall_timeout: self.stall_timeout,
@@ -1242,9 +1215,195 @@ impl Job {
     }
 }
 
+/// What the torrents of a session (`shoal daemon`) share, set up as `get` sets up its
+/// one torrent: one port for TCP, uTP and the DHT, one port mapping, one blocklist.
+pub struct SessionNet {
+    /// The address peers reach us at.
+    pub listen: SocketAddr,
+    pub dialer: Dialer,
+    pub listener: Arc<shoal_engine::SharedListener>,
+    pub dht: Dhts,
+    pub external_port: ExternalPort,
+    pub ip_filter: Option<Arc<IpFilter>>,
+    pub opts: PeerOptions,
+    pub discovery: DiscoveryOptions,
+    /// Taken when the session closes.
+    mapper: std::sync::Mutex<Option<PortMapper>>,
+    no_udp_relay: bool,
+}
+
+impl SessionNet {
+    /// Chooses the port, opens uTP (through the proxy, if any), the shared listener and
+    /// the DHT, and asks the router to forward the port; what the router says goes to
+    /// `display`.
+    pub async fn open(
+        opts: PeerOptions,
+        discovery: DiscoveryOptions,
+        display: &mpsc::UnboundedSender<Update>,
+    ) -> Result<Self> {
+        let mut job = Job {
+            dir: PathBuf::new(),
+            file: None,
+            seed: true,
+            super_seed: false,
+            select: Selection::All,
+            opts,
+            discovery,
+            ip_filter: None,
+            sequential: false,
+            prioritize: None,
+            metadata_only: false,
+            stall_timeout: None,
+            downloads: true,
+            on_complete: None,
+            stream: None,
+            no_udp_relay: false,
+        }
+        .behind_proxy()?
+        .choose_listen()?
+        .load_ip_filter()?;
+        let (dialer, shared) = job.open_utp().await?;
+        let listener =
+            shoal_engine::SharedListener::bind(job.listen(), &dialer, job.opts.encryption.into())
+                .with_context(|| format!("{}: cannot listen", job.listen()))?;
+        let dht =
+            discovery::start(&job.discovery, job.listen(), &job.state_dir(), shared, &[]).await?;
+        let (external_tx, external_port) = watch::channel(None);
+        let mapper = job.map_ports(display, external_tx).await;
+        Ok(SessionNet {
+            listen: listener.local_addr(),
+            dialer,
+            listener: Arc::new(listener),
+            dht,
+            external_port,
+            ip_filter: job.ip_filter.clone(),
+            mapper: std::sync::Mutex::new(mapper),
+            no_udp_relay: job.no_udp_relay,
+            opts: job.opts,
+            discovery: job.discovery,
+        })
+    }
+
+    /// A torrent's trackers and `--tracker`'s, less those that cannot be reached; none
+    /// with `--no-tracker`.
+    pub fn trackers(&self, metainfo: &Metainfo) -> Vec<Vec<String>> {
+        if self.opts.no_tracker {
+            return Vec::new();
+        }
+        reachable(
+            with_extra(&metainfo.trackers, &self.opts.trackers),
+            self.no_udp_relay,
+        )
+    }
+
+    /// Where a magnet link's metadata is looked for, with `peer_id` for ours.
+    pub fn metadata_sources(&self, peer_id: PeerId) -> MetadataSources<'_> {
+        MetadataSources {
+            dht: &self.dht,
+            dialer: &self.dialer,
+            listen: self.listen,
+            opts: &self.opts,
+            discovery: &self.discovery,
+            ip_filter: self.ip_filter.clone(),
+            no_udp_relay: self.no_udp_relay,
+            peer_id,
+        }
+    }
+
+    /// Removes the port mapping and stops the DHT, saving its routing table.
+    pub async fn close(&self) {
+        let mapper = self.mapper.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mapper) = mapper {
+            mapper.stop().await;
+        }
+        self.dht.clone().shutdown().await;
+    }
+}
+
+/// Where a magnet link's metadata is looked for: the DHT, local discovery, the link's
+/// trackers and `--tracker`'s, `--peer` and the link's `x.pe` peers.
+pub struct MetadataSources<'a> {
+    pub dht: &'a Dhts,
+    pub dialer: &'a Dialer,
+    pub listen: SocketAddr,
+    pub opts: &'a PeerOptions,
+    pub discovery: &'a DiscoveryOptions,
+    pub ip_filter: Option<Arc<IpFilter>>,
+    pub no_udp_relay: bool,
+    /// Ours, in announces and to the peers asked for the metadata.
+    pub peer_id: PeerId,
+}
+
+/// The peers of `magnet`'s swarm as its sources find them, and the announcer to its
+/// trackers (to be stopped once the metadata is here). The size is unknown until then,
+/// so announces say only that something is left.
+pub fn metadata_feed(
+    magnet: &Magnet,
+    sources: &MetadataSources<'_>,
+) -> (Option<PeerFeed>, Option<Announcers>) {
+    let info_hash = magnet.info_hash;
+    let mut feeds: Vec<_> = discovery::peer_feed(
+        sources.dht,
+        sources.discovery,
+        &[info_hash],
+        sources.listen,
+        false,
+    )
+    .into_iter()
+    .collect();
+    // The link's trackers (`tr=`), one tier each.
+    let tiers: Vec<Vec<String>> = magnet.trackers.iter().map(|t| vec![t.clone()]).collect();
+    let tiers = reachable(
+        with_extra(&tiers, &sources.opts.trackers),
+        sources.no_udp_relay,
+    );
+    let announcer = (!sources.opts.no_tracker && !tiers.is_empty()).then(|| {
+        let (found, feed) = mpsc::unbounded_channel();
+        feeds.push(feed);
+        let progress = Progress {
+            uploaded: 0,
+            downloaded: 0,
+            left: 1,
+            partial_seed: false,
+        };
+        let me = (&[info_hash][..], sources.peer_id);
+        let found = (&found, sources.dialer.proxy.clone());
+        Announcers::spawn(&tiers, me, (sources.listen, None), progress, found)
+    });
+    (discovery::merge_feeds(feeds), announcer)
+}
+
+/// How to fetch `magnet`'s info dictionary from its peers.
+pub fn metadata_fetch(magnet: &Magnet, sources: &MetadataSources<'_>) -> MetadataFetch {
+    let mut fetch = MetadataFetch::new(magnet.info_hash, sources.peer_id);
+    fetch.peers = sources.opts.peer_addrs();
+    fetch
+        .peers
+        .extend(discovery::resolve(&magnet.peers, "magnet peer (x.pe)"));
+    fetch.local_ip = Some(sources.listen.ip());
+    fetch.encryption = sources.opts.encryption.into();
+    fetch.ip_filter = sources.ip_filter.clone();
+    fetch.dialer = sources.dialer.clone();
+    // A v2-only link: the dictionary is checked by SHA-256, and its piece layers come
+    // from the same peer.
+    fetch.info_hash_v2 = magnet
+        .info_hash_v2
+        .filter(|v2| v2[..20] == magnet.info_hash.0);
+    fetch
+}
+
+/// `tiers` less what cannot be reached: UDP trackers behind a SOCKS5 proxy that relays no
+/// UDP (`no_udp_relay`).
+fn reachable(tiers: Vec<Vec<String>>, no_udp_relay: bool) -> Vec<Vec<String>> {
+    match no_udp_relay {
+        true => without_udp(&tiers, "the proxy relays no UDP"),
+        false => tiers,
+    }
+}
+
 /// A `.torrent` around fetched (already verified) info bytes and piece layers, with the
 /// magnet's trackers.
-fn metainfo_from_info(fetched: &Fetched, magnet: &Magnet) -> Result<Metainfo> {
+pub fn metainfo_from_info(fetched: &Fetched, magnet: &Magnet) -> Result<Metainfo> {
     let mut root = Value::dict();
     root.insert("info", Value::Raw(fetched.info.clone()));
     if !fetched.piece_layers.is_empty() {
@@ -1340,7 +1499,12 @@ fn show_hook(outcome: hook::Outcome, json: bool, say: &impl Fn(String)) {
 }
 
 /// What the router said of our port mapping, as a JSON line or a line for the user.
-fn show_port_map(method: Method, answer: shoal_portmap::Event, json: bool, say: &impl Fn(String)) {
+pub fn show_port_map(
+    method: Method,
+    answer: shoal_portmap::Event,
+    json: bool,
+    say: &impl Fn(String),
+) {
     use shoal_portmap::Event;
     let via = method.as_str();
     match answer {

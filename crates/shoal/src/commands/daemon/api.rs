@@ -1,0 +1,227 @@
+//! The daemon's HTTP API, JSON both ways, for `shoal remote` and for scripts:
+//!
+//! | request | does |
+//! |---|---|
+//! | `GET /api/session` | the listen address, the number of torrents, the DHT's size |
+//! | `GET /api/torrents` | every torrent with its status |
+//! | `POST /api/torrents` | adds `{"torrent": HEX}` (a .torrent's bytes) or `{"magnet": LINK}`, with `"dir"` and `"paused"` optional |
+//! | `GET /api/torrents/ID` | one torrent (ID: its info-hash, or a unique beginning of it) |
+//! | `POST /api/torrents/ID/pause`, `/resume` | stops it, starts it again |
+//! | `POST /api/torrents/ID/remove` | takes it out; `{"delete_data": true}` deletes its files too |
+//!
+//! A web page the user visits must not be able to drive it: requests that change
+//! anything must say `Content-Type: application/json` (which a page can only send to
+//! another origin after a CORS preflight, never answered here), and a request naming
+//! the server by a host name other than `localhost` is refused (DNS rebinding). With
+//! `--rpc-token`, every request needs `Authorization: Bearer TOKEN`.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use shoal_core::{Magnet, Metainfo, MAX_TORRENT_SIZE};
+
+use super::session::{Session, SessionError};
+
+struct Api {
+    session: Arc<Session>,
+    token: Option<String>,
+}
+
+/// The API's routes over `session`.
+pub fn router(session: Arc<Session>, token: Option<String>) -> Router {
+    let api = Arc::new(Api { session, token });
+    Router::new()
+        .route("/api/session", get(session_info))
+        .route("/api/torrents", get(list).post(add))
+        .route("/api/torrents/{id}", get(show))
+        .route("/api/torrents/{id}/pause", post(pause))
+        .route("/api/torrents/{id}/resume", post(resume))
+        .route("/api/torrents/{id}/remove", post(remove))
+        .layer(axum::middleware::from_fn_with_state(api.clone(), guard))
+        .layer(axum::middleware::from_fn(shoal_stream::only_by_address))
+        // A .torrent in hex, and the rest of the request.
+        .layer(axum::extract::DefaultBodyLimit::max(
+            2 * MAX_TORRENT_SIZE + 64 * 1024,
+        ))
+        .with_state(api)
+}
+
+/// The token, and JSON for anything that changes the session (see the module's text).
+async fn guard(
+    State(api): State<Arc<Api>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = request.headers();
+    if let Some(token) = &api.token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.strip_prefix("Bearer "));
+        if !given.is_some_and(|given| same_secret(given.as_bytes(), token.as_bytes())) {
+            return error(StatusCode::UNAUTHORIZED, "a token is needed (--token)");
+        }
+    }
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|h| h.starts_with("application/json"));
+    if request.method() != Method::GET && request.method() != Method::HEAD && !json {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send Content-Type: application/json",
+        );
+    }
+    next.run(request).await
+}
+
+/// Compares two secrets in time that depends on their lengths only.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    reply(status, json!({"error": message.to_string()}))
+}
+
+fn answer(value: Value) -> Response {
+    reply(StatusCode::OK, value)
+}
+
+fn reply(status: StatusCode, value: Value) -> Response {
+    let json = [(header::CONTENT_TYPE, "application/json")];
+    (status, json, format!("{value}\n")).into_response()
+}
+
+impl IntoResponse for SessionError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            SessionError::Unknown(_) => StatusCode::NOT_FOUND,
+            SessionError::Duplicate(_) => StatusCode::CONFLICT,
+            SessionError::Full => StatusCode::SERVICE_UNAVAILABLE,
+            SessionError::Other(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        error(status, format!("{self:#}"))
+    }
+}
+
+async fn session_info(State(api): State<Arc<Api>>) -> Response {
+    let net = api.session.net();
+    let mut dht = serde_json::Map::new();
+    for (family, node) in net.dht.nodes() {
+        if let Some(stats) = node.stats().await {
+            dht.insert(family.name().to_string(), json!({"nodes": stats.nodes}));
+        }
+    }
+    answer(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "listen": net.listen.to_string(),
+        "torrents": api.session.list().len(),
+        "dht": dht,
+    }))
+}
+
+async fn list(State(api): State<Arc<Api>>) -> Response {
+    answer(json!({"torrents": api.session.list()}))
+}
+
+async fn show(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response {
+    match api.session.show(&id) {
+        Ok(torrent) => answer(torrent),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// What `POST /api/torrents` takes.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Add {
+    /// A .torrent's bytes, in hex.
+    torrent: Option<String>,
+    magnet: Option<String>,
+    dir: Option<std::path::PathBuf>,
+    #[serde(default)]
+    paused: bool,
+}
+
+async fn add(State(api): State<Arc<Api>>, body: Bytes) -> Response {
+    let add: Add = match serde_json::from_slice(&body) {
+        Ok(add) => add,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("not a request to add: {e}"),
+            )
+        }
+    };
+    let added = match (add.torrent, add.magnet) {
+        (Some(hex), None) => {
+            let Some(bytes) = shoal_core::hex::decode(&hex) else {
+                return error(StatusCode::BAD_REQUEST, "\"torrent\" is not hex");
+            };
+            match Metainfo::from_bytes(&bytes) {
+                Ok(metainfo) => api.session.add(metainfo, add.dir, add.paused),
+                Err(e) => {
+                    return error(StatusCode::BAD_REQUEST, format!("not a valid torrent: {e}"))
+                }
+            }
+        }
+        (None, Some(link)) => match link.parse::<Magnet>() {
+            Ok(magnet) => api.session.add_magnet(magnet, add.dir, add.paused),
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("not a magnet link: {e}")),
+        },
+        _ => return error(StatusCode::BAD_REQUEST, "give \"torrent\" or \"magnet\""),
+    };
+    match added {
+        Ok(hash) => reply(StatusCode::CREATED, json!({"info_hash": hash.to_hex()})),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn pause(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response {
+    match api.session.pause(&id).await {
+        Ok(()) => answer(json!({})),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn resume(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response {
+    match api.session.resume(&id) {
+        Ok(()) => answer(json!({})),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// What `POST /api/torrents/ID/remove` takes (an empty body: keep the files).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Remove {
+    #[serde(default)]
+    delete_data: bool,
+}
+
+async fn remove(State(api): State<Arc<Api>>, Path(id): Path<String>, body: Bytes) -> Response {
+    let remove: Remove = match body.is_empty() {
+        true => Remove::default(),
+        false => match serde_json::from_slice(&body) {
+            Ok(remove) => remove,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("not a request to remove: {e}"),
+                )
+            }
+        },
+    };
+    match api.session.remove(&id, remove.delete_data).await {
+        Ok(()) => answer(json!({})),
+        Err(e) => e.into_response(),
+    }
+}

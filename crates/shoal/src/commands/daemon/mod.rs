@@ -1,0 +1,119 @@
+//! `shoal daemon`: many torrents in one process on one port, as transmission-daemon,
+//! rqbit's server and a libtorrent session run them, driven over an HTTP API
+//! ([`api`]; `shoal remote` is its client). The torrents share the listening port (TCP
+//! and uTP, incoming connections routed by the info-hash they name), the DHT node and
+//! the port mapping; each runs in the engine exactly as `shoal get` runs one
+//! ([`session`]).
+
+mod api;
+mod session;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::discovery::DiscoveryOptions;
+use super::transfer::{
+    default_state_dir, show_port_map, wait_for_signal, PeerOptions, SessionNet, Update,
+};
+
+/// Where the API listens unless `--rpc` says otherwise.
+pub const DEFAULT_RPC: &str = "127.0.0.1:6880";
+
+/// The environment variable that may hold the API's token, for the daemon and `remote`
+/// alike (a token on the command line is visible to every user of the machine).
+pub const TOKEN_VARIABLE: &str = "SHOAL_RPC_TOKEN";
+
+/// Run many torrents in one process on one port, driven by `shoal remote` (or any HTTP
+/// client) over a JSON API, until Ctrl-C or SIGTERM
+///
+/// The torrents share the port (TCP and uTP), the DHT node, the port mapping and the
+/// --max-up and --max-down limits, which hold for all of them together; each downloads,
+/// then seeds, as `shoal get` would. The list of torrents is kept in the state folder,
+/// so a restart (after a crash too) takes them all up again, paused ones paused.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The folder torrents download into, unless added with one of their own.
+    #[arg(short, long, value_name = "DIR", default_value = ".")]
+    pub output: PathBuf,
+    /// Where the API listens (HTTP). An address other than loopback needs a token.
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_RPC)]
+    pub rpc: SocketAddr,
+    /// A secret every API request must carry (`Authorization: Bearer TOKEN`, which
+    /// `shoal remote --token` sends) [default: $SHOAL_RPC_TOKEN, else none].
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+    #[command(flatten)]
+    pub peer: PeerOptions,
+    #[command(flatten)]
+    pub discovery: DiscoveryOptions,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let token = args
+        .token
+        .clone()
+        .or_else(|| std::env::var(TOKEN_VARIABLE).ok())
+        .filter(|t| !t.is_empty());
+    if !args.rpc.ip().is_loopback() && token.is_none() {
+        bail!(
+            "--rpc {}: an API reachable from other hosts needs a token (--token, or {TOKEN_VARIABLE})",
+            args.rpc
+        );
+    }
+    std::fs::create_dir_all(&args.output)
+        .with_context(|| format!("{}: cannot create", args.output.display()))?;
+    // Torrents are listed with the folder they download into, wherever the list is read.
+    let output = std::path::absolute(&args.output)
+        .with_context(|| format!("{}: cannot find", args.output.display()))?;
+    let args = Args { output, ..args };
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async move { tokio::spawn(serve(args, token)).await? })
+}
+
+async fn serve(args: Args, token: Option<String>) -> Result<()> {
+    let json = args.peer.json;
+    let state_dir = args
+        .peer
+        .state_dir
+        .clone()
+        .unwrap_or_else(default_state_dir);
+    let rpc = tokio::net::TcpListener::bind(args.rpc)
+        .await
+        .with_context(|| format!("{}: cannot listen for the API", args.rpc))?;
+    let rpc_addr = rpc.local_addr().context("the API's address")?;
+    let (display, mut shown) = mpsc::unbounded_channel();
+    let net = SessionNet::open(args.peer, args.discovery, &display).await?;
+    tokio::spawn(async move {
+        while let Some(update) = shown.recv().await {
+            if let Update::PortMap(method, answer) = update {
+                show_port_map(method, answer, json, &|text| eprintln!("shoal: {text}"));
+            }
+        }
+    });
+    let listen = net.listen;
+    let session = Arc::new(session::Session::new(net, args.output, state_dir, json));
+    let restored = session.restore()?;
+    if json {
+        super::line(json!({"event": "listening", "listen": listen.to_string(),
+                           "rpc": rpc_addr.to_string(), "torrents": restored}));
+    } else {
+        eprintln!(
+            "shoal: peers connect to {listen}; the API is at http://{rpc_addr}/api/torrents ({restored} torrents)"
+        );
+    }
+    let app = api::router(session.clone(), token);
+    let served = axum::serve(rpc, app)
+        .with_graceful_shutdown(wait_for_signal())
+        .await;
+    if !json {
+        eprintln!("shoal: stopping every torrent");
+    }
+    session.shutdown().await;
+    session.net().close().await;
+    served.context("the API server failed")
+}

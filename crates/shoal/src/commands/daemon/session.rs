@@ -1,0 +1,705 @@
+//! The torrents of a running daemon: each one runs in the engine as `shoal get` would run
+//! it, on the session's shared port, DHT and port mapping; the list (and each torrent's
+//! .torrent) is kept in the state folder so that a restart, even after `kill -9`, takes
+//! them all up again. What each piece of data is worth is the engine's resume state's
+//! business, as for `get`: nothing verified is fetched twice.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use shoal_core::{InfoHash, Magnet, Metainfo, PeerId};
+use shoal_engine::metadata::{fetch_metadata, MetadataFetchError};
+use shoal_engine::{EngineEvent, Outcome, RateLimit, TorrentConfig};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::commands::discovery::{self, Dhts};
+use crate::commands::transfer::{
+    metadata_feed, metadata_fetch, metainfo_from_info, run_announced, SessionNet, Update,
+    STOP_ANNOUNCE_WAIT,
+};
+
+/// Torrents one daemon runs at most: each holds its pieces' bookkeeping and its
+/// connections (up to `--max-peers`) in memory.
+pub const MAX_TORRENTS: usize = 1000;
+
+/// What a torrent is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// A magnet link's: asking its peers for the torrent's metadata.
+    FetchingMetadata,
+    /// Hashing the data already on disk.
+    Checking,
+    Downloading,
+    Seeding,
+    /// Stopped by the user; its connections are closed.
+    Paused,
+    /// Seeding reached `--seed-ratio` or `--seed-time`.
+    Finished,
+    /// The engine stopped with an error (a full disk, a file it may not write).
+    Error,
+}
+
+/// A torrent's figures, as the engine last reported them.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub state: State,
+    /// Bytes verified on disk.
+    pub have: u64,
+    pub downloaded: u64,
+    pub uploaded: u64,
+    pub download_rate: f64,
+    pub upload_rate: f64,
+    pub peers: usize,
+    pub eta_secs: Option<u64>,
+    /// The last start took the resume state's word for the data on disk.
+    pub resumed: bool,
+    pub error: Option<String>,
+}
+
+impl Status {
+    fn new(state: State) -> Self {
+        Status {
+            state,
+            have: 0,
+            downloaded: 0,
+            uploaded: 0,
+            download_rate: 0.0,
+            upload_rate: 0.0,
+            peers: 0,
+            eta_secs: None,
+            resumed: false,
+            error: None,
+        }
+    }
+}
+
+/// A torrent as the saved list holds it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Saved {
+    info_hash: String,
+    dir: PathBuf,
+    paused: bool,
+    /// The link a torrent was added by, for as long as its metadata is not saved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    magnet: Option<String>,
+}
+
+struct Entry {
+    /// The torrent, once known (a magnet link's comes from its peers).
+    metainfo: Arc<OnceLock<Arc<Metainfo>>>,
+    /// The link it was added by, if any.
+    magnet: Option<Magnet>,
+    dir: PathBuf,
+    status: Arc<Mutex<Status>>,
+    running: Option<Running>,
+}
+
+/// A torrent in the engine, and how to stop it.
+struct Running {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// The daemon's torrents, on the session's shared network.
+pub struct Session {
+    net: SessionNet,
+    /// Where a torrent added without a folder of its own downloads.
+    default_dir: PathBuf,
+    /// The saved list and the torrents' metainfo.
+    folder: PathBuf,
+    /// The engine's resume state (shared with `get` and `seed`).
+    state_dir: PathBuf,
+    json: bool,
+    /// `--max-up` and `--max-down`, for all the torrents together.
+    upload_limit: Arc<RateLimit>,
+    download_limit: Arc<RateLimit>,
+    torrents: Mutex<BTreeMap<InfoHash, Entry>>,
+}
+
+/// Why a request to the session failed, for the API to answer with.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("no torrent {0}")]
+    Unknown(String),
+    #[error("{0} is already in the session")]
+    Duplicate(String),
+    #[error("the session holds {MAX_TORRENTS} torrents already")]
+    Full,
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl Session {
+    pub fn new(net: SessionNet, default_dir: PathBuf, state_dir: PathBuf, json: bool) -> Self {
+        Session {
+            upload_limit: Arc::new(RateLimit::new(net.opts.max_up)),
+            download_limit: Arc::new(RateLimit::new(net.opts.max_down)),
+            net,
+            default_dir,
+            folder: state_dir.join("daemon"),
+            state_dir,
+            json,
+            torrents: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn net(&self) -> &SessionNet {
+        &self.net
+    }
+
+    fn torrents(&self) -> MutexGuard<'_, BTreeMap<InfoHash, Entry>> {
+        self.torrents.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn list_path(&self) -> PathBuf {
+        self.folder.join("torrents.json")
+    }
+
+    fn torrent_path(&self, hash: &InfoHash) -> PathBuf {
+        self.folder.join(format!("{}.torrent", hash.to_hex()))
+    }
+
+    /// Takes up the torrents of the saved list, each running unless it was paused. A
+    /// torrent that cannot be read is reported and left out.
+    pub fn restore(self: &Arc<Self>) -> Result<usize> {
+        std::fs::create_dir_all(&self.folder)
+            .with_context(|| format!("{}: cannot create", self.folder.display()))?;
+        let list = self.list_path();
+        let text = match std::fs::read(&list) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e).with_context(|| format!("{}: cannot read", list.display())),
+        };
+        let saved: Vec<Saved> = serde_json::from_slice(&text)
+            .with_context(|| format!("{}: not a torrent list", list.display()))?;
+        let mut restored = 0;
+        for saved in saved {
+            match self.restore_one(&saved) {
+                Ok(()) => restored += 1,
+                Err(e) => eprintln!("shoal: warning: {}: left out: {e:#}", saved.info_hash),
+            }
+        }
+        Ok(restored)
+    }
+
+    fn restore_one(self: &Arc<Self>, saved: &Saved) -> Result<()> {
+        let hash: InfoHash = saved.info_hash.parse().context("not an info-hash")?;
+        let path = self.torrent_path(&hash);
+        let (metainfo, magnet) = match &saved.magnet {
+            // The metadata came before the stop: the saved .torrent has it.
+            Some(link) if !path.exists() => (None, Some(link.parse::<Magnet>()?)),
+            _ => (Some(super::super::info::load_torrent(&path)?), None),
+        };
+        self.insert(hash, (metainfo, magnet), saved.dir.clone(), saved.paused)
+    }
+
+    /// Adds a torrent, downloading into `dir` (the session's folder if `None`), running
+    /// unless `paused`; returns its info-hash.
+    pub fn add(
+        self: &Arc<Self>,
+        metainfo: Metainfo,
+        dir: Option<PathBuf>,
+        paused: bool,
+    ) -> Result<InfoHash, SessionError> {
+        let hash = metainfo.info_hash;
+        let name = metainfo.info.name.clone();
+        self.check_room(&hash)?;
+        crate::commands::write_atomically(&self.torrent_path(&hash), &metainfo.to_bytes(), true)?;
+        self.add_entry(hash, (Some(metainfo), None), dir, paused, name)
+    }
+
+    /// Adds a magnet link: its metadata is fetched from its peers (and saved), then it
+    /// runs as [`Session::add`]'s torrents do.
+    pub fn add_magnet(
+        self: &Arc<Self>,
+        magnet: Magnet,
+        dir: Option<PathBuf>,
+        paused: bool,
+    ) -> Result<InfoHash, SessionError> {
+        let hash = magnet.info_hash;
+        let name = magnet.name.clone().unwrap_or_else(|| hash.to_hex());
+        self.check_room(&hash)?;
+        self.add_entry(hash, (None, Some(magnet)), dir, paused, name)
+    }
+
+    fn check_room(&self, hash: &InfoHash) -> Result<(), SessionError> {
+        let torrents = self.torrents();
+        if torrents.contains_key(hash) {
+            return Err(SessionError::Duplicate(hash.to_hex()));
+        }
+        if torrents.len() >= MAX_TORRENTS {
+            return Err(SessionError::Full);
+        }
+        Ok(())
+    }
+
+    fn add_entry(
+        self: &Arc<Self>,
+        hash: InfoHash,
+        torrent: (Option<Metainfo>, Option<Magnet>),
+        dir: Option<PathBuf>,
+        paused: bool,
+        name: String,
+    ) -> Result<InfoHash, SessionError> {
+        let dir = dir.unwrap_or_else(|| self.default_dir.clone());
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("{}: cannot create", dir.display()))?;
+        self.insert(hash, torrent, dir, paused)?;
+        self.save()?;
+        self.say(
+            json!({"event": "added", "info_hash": hash.to_hex(), "name": name}),
+            format!("{name}: added"),
+        );
+        Ok(hash)
+    }
+
+    fn insert(
+        self: &Arc<Self>,
+        hash: InfoHash,
+        (metainfo, magnet): (Option<Metainfo>, Option<Magnet>),
+        dir: PathBuf,
+        paused: bool,
+    ) -> Result<()> {
+        let slot = OnceLock::new();
+        if let Some(metainfo) = metainfo {
+            let _ = slot.set(Arc::new(metainfo));
+        }
+        let state = match (paused, slot.get()) {
+            (true, _) => State::Paused,
+            (false, Some(_)) => State::Checking,
+            (false, None) => State::FetchingMetadata,
+        };
+        let mut entry = Entry {
+            metainfo: Arc::new(slot),
+            magnet,
+            dir,
+            status: Arc::new(Mutex::new(Status::new(state))),
+            running: None,
+        };
+        let mut torrents = self.torrents();
+        if torrents.contains_key(&hash) {
+            bail!("{} is listed twice", hash.to_hex());
+        }
+        if !paused {
+            entry.running = Some(self.start(&entry));
+        }
+        torrents.insert(hash, entry);
+        Ok(())
+    }
+
+    /// Starts `entry`: its metadata first if it is a magnet link's, then the engine,
+    /// with a task that keeps its status.
+    fn start(self: &Arc<Self>, entry: &Entry) -> Running {
+        let (stop, stopped) = watch::channel(false);
+        let session = self.clone();
+        let slot = entry.metainfo.clone();
+        let magnet = entry.magnet.clone();
+        let dir = entry.dir.clone();
+        let status = entry.status.clone();
+        let task = tokio::spawn(async move {
+            let (metainfo, peers) = match (slot.get(), magnet) {
+                (Some(metainfo), _) => (metainfo.clone(), Vec::new()),
+                (None, Some(magnet)) => match session.fetch(&magnet, stopped.clone()).await {
+                    Ok(Some((metainfo, peers))) => (slot.get_or_init(|| metainfo).clone(), peers),
+                    Ok(None) => return set_state(&status, State::Paused),
+                    Err(e) => {
+                        let name = magnet.name.clone();
+                        let name = name.unwrap_or_else(|| magnet.info_hash.to_hex());
+                        return session.failed(&status, &name, e);
+                    }
+                },
+                (None, None) => unreachable!("an entry has its metainfo or its link"),
+            };
+            session.run(metainfo, dir, peers, status, stopped).await;
+        });
+        Running { stop, task }
+    }
+
+    /// Fetches a magnet link's metadata from its peers and saves it as a .torrent;
+    /// `None` if stopped first. Also the peers that had it.
+    async fn fetch(
+        &self,
+        magnet: &Magnet,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<Option<(Arc<Metainfo>, Vec<SocketAddr>)>> {
+        let sources = self.net.metadata_sources(PeerId::shoal(rand::random()));
+        let (mut feed, announcer) = metadata_feed(magnet, &sources);
+        let fetch = metadata_fetch(magnet, &sources);
+        let fetched = fetch_metadata(fetch, feed.as_mut(), &mut stop).await;
+        if let Some(announcer) = announcer {
+            announcer.stop(STOP_ANNOUNCE_WAIT).await;
+        }
+        let fetched = match fetched {
+            Ok(fetched) => fetched,
+            Err(MetadataFetchError::Stopped) => return Ok(None),
+            Err(e) => return Err(e).context("no metadata"),
+        };
+        let metainfo = metainfo_from_info(&fetched, magnet)?;
+        let hash = magnet.info_hash;
+        crate::commands::write_atomically(&self.torrent_path(&hash), &metainfo.to_bytes(), true)?;
+        let name = &metainfo.info.name;
+        self.say(
+            json!({"event": "metadata", "info_hash": hash.to_hex(), "name": name}),
+            format!("{name}: metadata received"),
+        );
+        Ok(Some((Arc::new(metainfo), fetched.peers)))
+    }
+
+    /// Runs a torrent in the engine until it stops, on the session's network.
+    async fn run(
+        &self,
+        metainfo: Arc<Metainfo>,
+        dir: PathBuf,
+        extra_peers: Vec<SocketAddr>,
+        status: Arc<Mutex<Status>>,
+        stopped: watch::Receiver<bool>,
+    ) {
+        let net = &self.net;
+        // BEP 27: a private torrent's peers come from its trackers alone.
+        let dht = match metainfo.info.private {
+            true => Dhts::default(),
+            false => net.dht.clone(),
+        };
+        let peer_feed = discovery::peer_feed(
+            &dht,
+            &net.discovery,
+            &metainfo.swarm_hashes(),
+            net.listen,
+            false,
+        );
+        let opts = &net.opts;
+        let mut peers = opts.peer_addrs();
+        peers.extend(extra_peers);
+        let config = TorrentConfig {
+            metainfo: metainfo.clone(),
+            download_dir: dir,
+            single_file_path: None,
+            state_dir: self.state_dir.clone(),
+            listen: Some(net.listen),
+            shared_listener: Some(net.listener.clone()),
+            dialer: net.dialer.clone(),
+            peers,
+            peer_feed,
+            seed: true,
+            seed_limit: opts.seed_limit(),
+            super_seed: false,
+            upload_limit: self.upload_limit.clone(),
+            download_limit: self.download_limit.clone(),
+            max_connections: opts.max_peers,
+            upload_slots: usize::from(opts.upload_slots),
+            stall_timeout: None,
+            check_threads: 0,
+            recheck: opts.recheck,
+            encryption: opts.encryption.into(),
+            ip_filter: net.ip_filter.clone(),
+            sequential: false,
+            priority_pieces: Vec::new(),
+            readers: None,
+            external_port: Some(net.external_port.clone()),
+            selected_files: None,
+        };
+        let announcing = (net.trackers(&metainfo), dht, net.external_port.clone());
+        let (updates, display) = mpsc::unbounded_channel();
+        let name = metainfo.info.name.clone();
+        let torrent = (name.clone(), metainfo.info.total_length);
+        let watcher = tokio::spawn(keep_status(display, status.clone(), torrent, self.json));
+        let outcome = run_announced(config, announcing, updates, stopped.clone()).await;
+        let _ = watcher.await;
+        match outcome {
+            _ if *stopped.borrow() => set_state(&status, State::Paused),
+            Ok(Outcome::Complete) => set_state(&status, State::Finished),
+            Ok(Outcome::Stopped) => set_state(&status, State::Paused),
+            Err(e) => self.failed(&status, &name, e),
+        }
+    }
+
+    /// A torrent stopped on an error: said, and kept in its status.
+    fn failed(&self, status: &Mutex<Status>, name: &str, error: anyhow::Error) {
+        let reason = format!("{error:#}");
+        self.say(
+            json!({"event": "error", "name": name, "reason": reason}),
+            format!("{name}: stopped: {reason}"),
+        );
+        set_state(status, State::Error);
+        status.lock().unwrap_or_else(|e| e.into_inner()).error = Some(reason);
+    }
+
+    /// Every torrent, as the API shows them.
+    pub fn list(&self) -> Vec<Value> {
+        let torrents = self.torrents();
+        torrents
+            .iter()
+            .map(|(hash, entry)| describe(hash, entry))
+            .collect()
+    }
+
+    /// One torrent, named by its info-hash or an unambiguous beginning of its hex.
+    pub fn show(&self, name: &str) -> Result<Value, SessionError> {
+        let torrents = self.torrents();
+        let hash = find(&torrents, name)?;
+        Ok(describe(&hash, &torrents[&hash]))
+    }
+
+    /// Stops a torrent (its connections closed, its resume state saved) and keeps it,
+    /// paused, across restarts.
+    pub async fn pause(&self, name: &str) -> Result<(), SessionError> {
+        let running = {
+            let mut torrents = self.torrents();
+            let hash = find(&torrents, name)?;
+            torrents.get_mut(&hash).and_then(|e| e.running.take())
+        };
+        if let Some(running) = running {
+            stop(running).await;
+        }
+        self.save()?;
+        Ok(())
+    }
+
+    /// Starts a paused (or failed, or finished) torrent again.
+    pub fn resume(self: &Arc<Self>, name: &str) -> Result<(), SessionError> {
+        {
+            let mut torrents = self.torrents();
+            let hash = find(&torrents, name)?;
+            let entry = torrents.get_mut(&hash).expect("found");
+            if entry
+                .running
+                .as_ref()
+                .is_some_and(|r| !r.task.is_finished())
+            {
+                return Ok(());
+            }
+            let state = match entry.metainfo.get() {
+                Some(_) => State::Checking,
+                None => State::FetchingMetadata,
+            };
+            *entry.status.lock().unwrap_or_else(|e| e.into_inner()) = Status::new(state);
+            entry.running = Some(self.start(entry));
+        }
+        self.save()?;
+        Ok(())
+    }
+
+    /// Takes a torrent out of the session; with `delete_data`, its files (only those the
+    /// torrent names, and the folders they leave empty) and its resume state go too.
+    pub async fn remove(&self, name: &str, delete_data: bool) -> Result<(), SessionError> {
+        let (hash, mut entry) = {
+            let mut torrents = self.torrents();
+            let hash = find(&torrents, name)?;
+            (hash, torrents.remove(&hash).expect("found"))
+        };
+        if let Some(running) = entry.running.take() {
+            stop(running).await;
+        }
+        self.save()?;
+        let _ = std::fs::remove_file(self.torrent_path(&hash));
+        let metainfo = entry.metainfo.get();
+        if let (true, Some(metainfo)) = (delete_data, metainfo) {
+            delete_files(metainfo, &entry.dir);
+            let resume = shoal_storage::resume::resume_path(&self.state_dir, &hash);
+            let _ = std::fs::remove_file(resume);
+        }
+        let name = name_of(&hash, &entry);
+        let with_files = if delete_data { " with its files" } else { "" };
+        self.say(
+            json!({"event": "removed", "info_hash": hash.to_hex(), "name": name,
+                   "deleted_data": delete_data}),
+            format!("{name}: removed{with_files}"),
+        );
+        Ok(())
+    }
+
+    /// Stops every torrent (each tells its trackers and saves its resume state).
+    pub async fn shutdown(&self) {
+        let running: Vec<Running> = {
+            let mut torrents = self.torrents();
+            torrents
+                .values_mut()
+                .filter_map(|e| e.running.take())
+                .collect()
+        };
+        for running in &running {
+            let _ = running.stop.send(true);
+        }
+        for running in running {
+            let _ = running.task.await;
+        }
+    }
+
+    /// Writes the list of torrents (atomically: a crash leaves the old list or the new).
+    fn save(&self) -> Result<()> {
+        let saved: Vec<Saved> = {
+            let torrents = self.torrents();
+            torrents
+                .iter()
+                .map(|(hash, entry)| Saved {
+                    info_hash: hash.to_hex(),
+                    dir: entry.dir.clone(),
+                    paused: entry.running.is_none(),
+                    magnet: entry.magnet.as_ref().map(ToString::to_string),
+                })
+                .collect()
+        };
+        let text = serde_json::to_vec_pretty(&saved).context("encoding the torrent list")?;
+        crate::commands::write_atomically(&self.list_path(), &text, true)
+    }
+
+    fn say(&self, event: Value, text: String) {
+        say(self.json, event, text);
+    }
+}
+
+fn set_state(status: &Mutex<Status>, state: State) {
+    let mut status = status.lock().unwrap_or_else(|e| e.into_inner());
+    status.state = state;
+    status.download_rate = 0.0;
+    status.upload_rate = 0.0;
+    status.peers = 0;
+}
+
+/// A torrent's name: its metadata's, else its link's, else its info-hash.
+fn name_of(hash: &InfoHash, entry: &Entry) -> String {
+    match (entry.metainfo.get(), &entry.magnet) {
+        (Some(metainfo), _) => metainfo.info.name.clone(),
+        (
+            None,
+            Some(Magnet {
+                name: Some(name), ..
+            }),
+        ) => name.clone(),
+        _ => hash.to_hex(),
+    }
+}
+
+fn say(json: bool, event: Value, text: String) {
+    match json {
+        true => crate::commands::line(event),
+        false => eprintln!("shoal: {text}"),
+    }
+}
+
+/// The torrent `name` names: a whole info-hash, or a beginning of one's hex that only
+/// one torrent has.
+fn find(torrents: &BTreeMap<InfoHash, Entry>, name: &str) -> Result<InfoHash, SessionError> {
+    let name = name.to_ascii_lowercase();
+    let mut matching = torrents
+        .keys()
+        .filter(|hash| !name.is_empty() && hash.to_hex().starts_with(&name));
+    match (matching.next(), matching.next()) {
+        (Some(hash), None) => Ok(*hash),
+        _ => Err(SessionError::Unknown(name)),
+    }
+}
+
+async fn stop(running: Running) {
+    let _ = running.stop.send(true);
+    let _ = running.task.await;
+}
+
+fn describe(hash: &InfoHash, entry: &Entry) -> Value {
+    let status = entry
+        .status
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let metainfo = entry.metainfo.get();
+    let size = metainfo.map(|m| m.info.total_length);
+    let progress = size.map(|size| match size {
+        0 => 1.0,
+        size => status.have as f64 / size as f64,
+    });
+    json!({
+        "info_hash": hash.to_hex(),
+        "name": name_of(hash, entry),
+        "size": size,
+        "dir": entry.dir.display().to_string(),
+        "private": metainfo.map(|m| m.info.private),
+        "progress": progress,
+        "status": status,
+    })
+}
+
+/// Keeps `status` current from a torrent's updates; completions are said.
+async fn keep_status(
+    mut updates: mpsc::UnboundedReceiver<Update>,
+    status: Arc<Mutex<Status>>,
+    (name, size): (String, u64),
+    json: bool,
+) {
+    // A torrent complete from the start (a restart) has nothing new to say.
+    let mut was_complete = false;
+    while let Some(update) = updates.recv().await {
+        let Update::Engine(event) = update else {
+            continue;
+        };
+        let mut status = status.lock().unwrap_or_else(|e| e.into_inner());
+        match event {
+            EngineEvent::Checking { done, .. } => {
+                status.state = State::Checking;
+                status.have = done;
+            }
+            EngineEvent::Started {
+                have,
+                piece_count,
+                resumed,
+                ..
+            } => {
+                status.resumed = resumed;
+                was_complete = have == piece_count;
+                status.state = match was_complete {
+                    true => State::Seeding,
+                    false => State::Downloading,
+                };
+            }
+            EngineEvent::Stats(stats) => {
+                status.have = stats.bytes_have;
+                status.downloaded = stats.downloaded;
+                status.uploaded = stats.uploaded;
+                status.download_rate = stats.download_rate;
+                status.upload_rate = stats.upload_rate;
+                status.peers = stats.peers;
+                status.eta_secs = stats.eta_secs;
+            }
+            // The figures of the moment, ahead of the next statistics.
+            EngineEvent::Completed {
+                seed, downloaded, ..
+            } => {
+                status.downloaded = downloaded;
+                if seed {
+                    status.state = State::Seeding;
+                    status.have = size;
+                }
+                if !was_complete {
+                    let event = json!({"event": "completed", "name": name});
+                    say(json, event, format!("{name}: complete"));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Deletes the files of `metainfo` under `dir`, then the folders of a multi-file torrent
+/// that this leaves empty. Nothing else in `dir` is touched.
+fn delete_files(metainfo: &Metainfo, dir: &Path) {
+    let layout = shoal_storage::FileLayout::for_torrent(&metainfo.info, dir);
+    let mut folders = std::collections::BTreeSet::new();
+    for file in layout.files().iter().filter(|f| !f.padding) {
+        let _ = std::fs::remove_file(&file.path);
+        let mut parent = file.path.parent();
+        while let Some(folder) = parent.filter(|p| p.starts_with(dir) && *p != dir) {
+            folders.insert(folder.to_path_buf());
+            parent = folder.parent();
+        }
+    }
+    // Deepest first; a folder that still holds something stays.
+    for folder in folders.iter().rev() {
+        let _ = std::fs::remove_dir(folder);
+    }
+}

@@ -1,0 +1,246 @@
+//! `shoal remote`: the client of a running `shoal daemon`'s API, as transmission-remote
+//! is transmission-daemon's.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Bytes;
+use hyper::{header, Method, Request};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use shoal_core::units::format_size;
+
+use super::daemon::{DEFAULT_RPC, TOKEN_VARIABLE};
+use super::transfer::{parse_source, Source};
+
+/// Drive a running `shoal daemon`: add torrents and magnet links, list them, pause,
+/// resume and remove them
+///
+/// A torrent is named by its info-hash or any beginning of it that no other torrent
+/// shares. Exit codes: 0 done, 1 the daemon refused or could not be reached.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The daemon's API address (its --rpc).
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_RPC, global = true)]
+    pub rpc: SocketAddr,
+    /// The daemon's token (its --token) [default: $SHOAL_RPC_TOKEN].
+    #[arg(long, value_name = "TOKEN", global = true)]
+    pub token: Option<String>,
+    /// Print the daemon's JSON answer instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// List the torrents: state, progress, rates and peers
+    List,
+    /// Add a .torrent file (or its http(s) URL), a magnet link or an info-hash
+    Add {
+        #[arg(value_name = "TORRENT|MAGNET|INFOHASH")]
+        torrent: String,
+        /// Download into this folder instead of the daemon's.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Add it stopped; `resume` starts it.
+        #[arg(long)]
+        paused: bool,
+    },
+    /// Show one torrent in full
+    Show { id: String },
+    /// Stop a torrent (its connections close; it stays in the list, paused)
+    Pause { id: String },
+    /// Start a paused torrent again
+    Resume { id: String },
+    /// Take a torrent out of the daemon
+    Remove {
+        id: String,
+        /// Delete its downloaded files too (only those the torrent names).
+        #[arg(long)]
+        delete_data: bool,
+    },
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let token = args
+        .token
+        .clone()
+        .or_else(|| std::env::var(TOKEN_VARIABLE).ok())
+        .filter(|t| !t.is_empty());
+    let (method, path, body) = request(&args.command)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let answer = runtime.block_on(call(args.rpc, token.as_deref(), method, &path, body))?;
+    if args.json {
+        return super::print(&format!("{answer}\n"));
+    }
+    super::print(&describe(&args.command, &answer))
+}
+
+/// The API request a command makes.
+fn request(command: &Command) -> Result<(Method, String, Option<Value>)> {
+    let id = |id: &str| -> Result<String> {
+        match !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            true => Ok(id.to_ascii_lowercase()),
+            false => bail!("{id}: not an info-hash (or the beginning of one, in hex)"),
+        }
+    };
+    Ok(match command {
+        Command::List => (Method::GET, "/api/torrents".into(), None),
+        Command::Add {
+            torrent,
+            dir,
+            paused,
+        } => {
+            let mut body = match parse_source(torrent, None)? {
+                Source::Torrent(metainfo) => {
+                    json!({"torrent": shoal_core::hex::encode(&metainfo.to_bytes())})
+                }
+                Source::Magnet(magnet) => json!({"magnet": magnet.to_string()}),
+            };
+            if let Some(dir) = dir {
+                // The daemon's working folder is not ours.
+                let dir = std::path::absolute(dir)
+                    .with_context(|| format!("{}: no such folder", dir.display()))?;
+                body["dir"] = json!(dir);
+            }
+            body["paused"] = json!(paused);
+            (Method::POST, "/api/torrents".into(), Some(body))
+        }
+        Command::Show { id: name } => (Method::GET, format!("/api/torrents/{}", id(name)?), None),
+        Command::Pause { id: name } => {
+            let path = format!("/api/torrents/{}/pause", id(name)?);
+            (Method::POST, path, Some(json!({})))
+        }
+        Command::Resume { id: name } => {
+            let path = format!("/api/torrents/{}/resume", id(name)?);
+            (Method::POST, path, Some(json!({})))
+        }
+        Command::Remove {
+            id: name,
+            delete_data,
+        } => {
+            let path = format!("/api/torrents/{}/remove", id(name)?);
+            (
+                Method::POST,
+                path,
+                Some(json!({"delete_data": delete_data})),
+            )
+        }
+    })
+}
+
+/// The most of an answer read: a list of a thousand torrents is well under it.
+const MAX_ANSWER: usize = 16 * 1024 * 1024;
+
+/// Makes one request of the daemon at `rpc` and returns its JSON answer; a refusal
+/// becomes an error with the daemon's reason.
+async fn call(
+    rpc: SocketAddr,
+    token: Option<&str>,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> Result<Value> {
+    let unreachable = || format!("{rpc}: no daemon answers (is `shoal daemon` running there?)");
+    let wait = std::time::Duration::from_secs(30);
+    let exchange = async {
+        let stream = tokio::net::TcpStream::connect(rpc)
+            .await
+            .with_context(unreachable)?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .with_context(unreachable)?;
+        tokio::spawn(connection);
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, rpc.to_string());
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let bytes = match body {
+            Some(body) => {
+                request = request.header(header::CONTENT_TYPE, "application/json");
+                Bytes::from(body.to_string())
+            }
+            None => Bytes::new(),
+        };
+        let response = sender
+            .send_request(request.body(Full::new(bytes))?)
+            .await
+            .with_context(unreachable)?;
+        let status = response.status();
+        let body = Limited::new(response.into_body(), MAX_ANSWER)
+            .collect()
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the daemon's answer: {e}"))?
+            .to_bytes();
+        anyhow::Ok((status, body))
+    };
+    let (status, body) = tokio::time::timeout(wait, exchange)
+        .await
+        .map_err(|_| anyhow::anyhow!("{rpc}: no answer within {wait:?}"))??;
+    let answer: Value = serde_json::from_slice(&body)
+        .with_context(|| format!("{rpc}: answered {status} with something other than JSON"))?;
+    if !status.is_success() {
+        let reason = answer["error"].as_str().unwrap_or("no reason given");
+        bail!("the daemon refused ({status}): {reason}");
+    }
+    Ok(answer)
+}
+
+/// An answer as text for a person.
+fn describe(command: &Command, answer: &Value) -> String {
+    match command {
+        Command::List => {
+            let torrents = answer["torrents"].as_array().cloned().unwrap_or_default();
+            let mut out = format!(
+                "{:<10} {:<17} {:>6} {:>10} {:>11} {:>11} {:>5}  NAME\n",
+                "ID", "STATE", "DONE", "SIZE", "DOWN", "UP", "PEERS"
+            );
+            for torrent in &torrents {
+                out.push_str(&row(torrent));
+            }
+            out
+        }
+        Command::Show { .. } => serde_json::to_string_pretty(answer).unwrap_or_default() + "\n",
+        Command::Add { .. } => format!("added {}\n", answer["info_hash"].as_str().unwrap_or("")),
+        Command::Pause { id } => format!("paused {id}\n"),
+        Command::Resume { id } => format!("resumed {id}\n"),
+        Command::Remove { id, .. } => format!("removed {id}\n"),
+    }
+}
+
+fn row(torrent: &Value) -> String {
+    let status = &torrent["status"];
+    let rate = |key: &str| {
+        format!(
+            "{}/s",
+            format_size(status[key].as_f64().unwrap_or(0.0) as u64)
+        )
+    };
+    let done = match torrent["progress"].as_f64() {
+        Some(progress) => format!("{:.1}%", progress * 100.0),
+        None => "-".into(),
+    };
+    let size = torrent["size"].as_u64().map_or("-".into(), format_size);
+    let id = torrent["info_hash"].as_str().unwrap_or("");
+    format!(
+        "{:<10} {:<17} {:>6} {:>10} {:>11} {:>11} {:>5}  {}\n",
+        id.get(..8).unwrap_or(id),
+        status["state"].as_str().unwrap_or("?"),
+        done,
+        size,
+        rate("download_rate"),
+        rate("upload_rate"),
+        status["peers"].as_u64().unwrap_or(0),
+        torrent["name"].as_str().unwrap_or(""),
+    )
+}

@@ -1,0 +1,263 @@
+//! `shoal daemon` and `shoal remote` (127.0.14.x, ports 184xx): several torrents in one
+//! process on one port, fed by libtorrent seeds and read by libtorrent leechers that all
+//! dial that one port, across a `kill -9` and a restart.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const RPC: &str = "127.0.14.3:18404";
+const LISTEN: &str = "127.0.14.3:18403";
+
+/// `shoal daemon` on [`LISTEN`] and [`RPC`] with its state in `state`, its downloads in
+/// `out`, told of `peers`; returns once its API answers.
+fn daemon(out: &Path, state: &Path, peers: &[&str], extra: &[&str]) -> Guard {
+    let mut cmd = shoal();
+    cmd.args([
+        "daemon",
+        "-o",
+        path_str(out),
+        "--state-dir",
+        path_str(state),
+    ])
+    .args(["--listen", LISTEN, "--rpc", RPC, "--json"])
+    .args(["--no-dht", "--no-port-map"])
+    .args(extra);
+    for peer in peers {
+        cmd.args(["--peer", peer]);
+    }
+    start_and_wait(cmd, "\"listening\"", Duration::from_secs(30))
+}
+
+/// `shoal remote --rpc RPC ARGS --json`, which must succeed; its JSON answer.
+fn remote(args: &[&str]) -> serde_json::Value {
+    let out = run_ok(shoal().args(["remote", "--rpc", RPC, "--json"]).args(args));
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// The daemon's torrents, by name.
+fn torrents() -> std::collections::BTreeMap<String, serde_json::Value> {
+    let list = remote(&["list"]);
+    list["torrents"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|t| (t["name"].as_str().unwrap().to_string(), t.clone()))
+        .collect()
+}
+
+/// Waits (bounded) until every torrent named in `names` is in `state`.
+fn wait_state(
+    names: &[&str],
+    state: &str,
+    limit: Duration,
+) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let list = torrents();
+        if names
+            .iter()
+            .all(|n| list.get(*n).is_some_and(|t| t["status"]["state"] == state))
+        {
+            return list;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not all {state} within {limit:?}: {list:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// libtorrent downloading `torrent` from the daemon's one port, as `wire` says.
+fn lt_leecher(wire: LtWire, torrent: &Path, save: &Path, ip: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new("/usr/bin/python3");
+    cmd.arg("-c").arg(python_script(LT_GET)).args([
+        path_str(torrent),
+        path_str(save),
+        ip,
+        "18409",
+        "127.0.14.3",
+        "18403",
+    ]);
+    if wire == LtWire::Rc4Only {
+        cmd.env("SHOAL_TEST_LT_RC4", "1");
+    }
+    if wire == LtWire::UtpOnly {
+        cmd.env("SHOAL_TEST_LT_UTP", "only");
+    }
+    cmd
+}
+
+/// Two torrents added to one daemon (a .torrent, and a magnet link whose metadata comes
+/// from its seed) download from libtorrent seeds; then libtorrent leechers fetch both
+/// from the daemon's one port at once, one over RC4-encrypted TCP, one over uTP. After
+/// `kill -9` the daemon takes both up again without downloading a byte; a paused torrent
+/// stays paused across a restart, and a removed one goes with its files.
+#[test]
+fn a_daemon_runs_many_torrents_on_one_port_across_a_kill() {
+    require("/usr/bin/python3");
+    let dir = tempdir();
+    let src = dir.path().join("src");
+    let film = src.join("film.bin");
+    random_file(&film, 6 << 20, 1);
+    let album = src.join("album");
+    for (i, size) in [(1, 1_500_000), (2, 700_001), (3, 2_000_000)] {
+        random_file(&album.join(format!("track {i}.bin")), size, 10 + i as u64);
+    }
+    let (film_torrent, album_torrent) = (
+        dir.path().join("film.torrent"),
+        dir.path().join("album.torrent"),
+    );
+    shoal_create(&film, "256K", &film_torrent, &[]);
+    shoal_create(&album, "256K", &album_torrent, &[]);
+    let album_hash = shoal_info(path_str(&album_torrent))["info_hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let seeds = [
+        lt_seed(&film_torrent, &src, "127.0.14.1", 18401),
+        lt_seed(&album_torrent, &src, "127.0.14.2", 18402),
+    ];
+    let (out, state) = (dir.path().join("out"), dir.path().join("state"));
+    let mut daemon_run = daemon(&out, &state, &["127.0.14.1:18401", "127.0.14.2:18402"], &[]);
+    assert_eq!(remote(&["list"])["torrents"], serde_json::json!([]));
+    remote(&["add", path_str(&film_torrent)]);
+    let magnet = format!("magnet:?xt=urn:btih:{album_hash}&dn=album");
+    remote(&["add", &magnet]);
+    let list = wait_state(&["film.bin", "album"], "seeding", Duration::from_secs(60));
+    same_files(&film, &out.join("film.bin"));
+    for i in 1..=3 {
+        let name = format!("track {i}.bin");
+        same_files(&album.join(&name), &out.join("album").join(&name));
+    }
+    assert_eq!(list["film.bin"]["status"]["downloaded"], 6 << 20);
+    assert!(
+        state
+            .join("daemon")
+            .join(format!("{album_hash}.torrent"))
+            .is_file(),
+        "metadata kept"
+    );
+    drop(seeds);
+
+    // Two libtorrent leechers at once, each naming its torrent on the same port.
+    let leechers = dir.path().join("leechers");
+    let mut film_get = lt_leecher(
+        LtWire::Rc4Only,
+        &film_torrent,
+        &leechers.join("film"),
+        "127.0.14.4",
+    );
+    let mut album_get = lt_leecher(
+        LtWire::UtpOnly,
+        &album_torrent,
+        &leechers.join("album"),
+        "127.0.14.5",
+    );
+    let film_done =
+        std::thread::spawn(move || run_with_timeout(&mut film_get, Duration::from_secs(60)).0);
+    let (album_done, _) = run_with_timeout(&mut album_get, Duration::from_secs(60));
+    let film_done = film_done.join().unwrap();
+    for (what, done) in [("film (RC4)", &film_done), ("album (uTP)", &album_done)] {
+        assert!(
+            String::from_utf8_lossy(&done.stdout).contains("DONE"),
+            "{what}: {}",
+            String::from_utf8_lossy(&done.stdout)
+        );
+    }
+    same_files(&film, &leechers.join("film").join("film.bin"));
+    same_files(
+        &album.join("track 2.bin"),
+        &leechers.join("album").join("album").join("track 2.bin"),
+    );
+
+    // kill -9, and a restart: both seed again from their resume state.
+    let _ = daemon_run.0.kill();
+    let _ = daemon_run.0.wait();
+    let mut daemon_run = daemon(&out, &state, &[], &[]);
+    let list = wait_state(&["film.bin", "album"], "seeding", Duration::from_secs(30));
+    for torrent in list.values() {
+        assert_eq!(torrent["status"]["resumed"], true, "{torrent:#}");
+        assert_eq!(torrent["status"]["downloaded"], 0, "{torrent:#}");
+        assert_eq!(torrent["progress"], 1.0, "{torrent:#}");
+    }
+
+    // Paused stays paused across a restart; removed goes, with its files only.
+    std::fs::write(out.join("notes.txt"), "mine").unwrap();
+    remote(&["pause", &album_hash[..6]]);
+    let film_hash = list["film.bin"]["info_hash"].as_str().unwrap().to_string();
+    remote(&["remove", &film_hash, "--delete-data"]);
+    assert!(!out.join("film.bin").exists(), "the film's data is deleted");
+    assert!(out.join("notes.txt").is_file(), "nothing else is");
+    drop(daemon_run);
+    daemon_run = daemon(&out, &state, &[], &[]);
+    let list = torrents();
+    assert_eq!(list.keys().collect::<Vec<_>>(), ["album"]);
+    assert_eq!(list["album"]["status"]["state"], "paused");
+    remote(&["resume", &album_hash]);
+    wait_state(&["album"], "seeding", Duration::from_secs(30));
+    drop(daemon_run);
+}
+
+/// The API refuses what a web page could send: a change without a JSON body, a host
+/// name that is not the server's; and with a token, a request without it.
+#[test]
+fn the_api_refuses_requests_a_web_page_could_forge() {
+    require("curl");
+    let dir = tempdir();
+    let (out, state) = (dir.path().join("out"), dir.path().join("state"));
+    let _daemon = daemon(&out, &state, &[], &["--token", "s3cret"]);
+    let status = |args: &[&str]| -> String {
+        let mut cmd = std::process::Command::new("curl");
+        cmd.args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+        ])
+        .args(args);
+        run_ok(&mut cmd)
+    };
+    let url = format!("http://{RPC}/api/torrents");
+    let bearer = "Authorization: Bearer s3cret";
+    assert_eq!(status(&[&url]), "401");
+    assert_eq!(status(&["-H", "Authorization: Bearer s3cre", &url]), "401");
+    assert_eq!(status(&["-H", bearer, &url]), "200");
+    // A form post (text/plain needs no CORS preflight).
+    let form = ["-H", bearer, "-H", "Content-Type: text/plain", "-d", "{}"];
+    assert_eq!(status(&[&form[..], &[url.as_str()]].concat()), "415");
+    assert_eq!(
+        status(&["-H", bearer, "-H", "Host: evil.example", &url]),
+        "403"
+    );
+    let bad = [
+        "-H",
+        bearer,
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        "{\"torrent\":\"zz\"}",
+    ];
+    assert_eq!(status(&[&bad[..], &[url.as_str()]].concat()), "400");
+    // `remote` without the token says why, and fails.
+    let (output, _) = run_with_timeout(
+        shoal()
+            .args(["remote", "--rpc", RPC, "list"])
+            .env_remove("SHOAL_RPC_TOKEN"),
+        Duration::from_secs(30),
+    );
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("401"),
+        "{output:?}"
+    );
+    let listed = run_ok(shoal().args(["remote", "--rpc", RPC, "--token", "s3cret", "list"]));
+    assert!(listed.starts_with("ID"), "{listed}");
+}

@@ -301,11 +301,12 @@ pub struct Router(Arc<RwLock<HashMap<[u8; 20], mpsc::Sender<Input>>>>);
 
 impl Router {
     /// Connections naming one of `swarms` go to `to_actor` until the registration is
-    /// dropped. A swarm already taken stays with its torrent.
+    /// dropped. A swarm already taken goes to the newcomer: the torrent that had it is
+    /// one stopping (a session starts a torrent again only once its task is gone).
     pub fn register(&self, swarms: &[[u8; 20]], to_actor: &mpsc::Sender<Input>) -> Registration {
         let mut routes = self.0.write().unwrap_or_else(|e| e.into_inner());
         for swarm in swarms {
-            routes.entry(*swarm).or_insert_with(|| to_actor.clone());
+            routes.insert(*swarm, to_actor.clone());
         }
         Registration {
             router: self.clone(),
@@ -433,8 +434,8 @@ mod tests {
     const BLOCK: usize = 16 * 1024;
 
     /// A shared listener's routes: each torrent gets the connections naming its swarms
-    /// while registered; a torrent registering a swarm already taken does not steal it,
-    /// and its leaving does not take the first one's route away.
+    /// while registered; a torrent registering a swarm already taken takes it over, and
+    /// the first one's leaving does not take the newcomer's route away.
     #[test]
     fn a_router_sends_each_swarm_to_its_torrent_while_registered() {
         let router = Router::default();
@@ -445,14 +446,14 @@ mod tests {
         let routed = |swarm: [u8; 20], to: &mpsc::Sender<Input>| {
             router.route(&swarm).is_some_and(|r| r.same_channel(to))
         };
-        assert!(routed([1; 20], &film) && routed([2; 20], &film) && routed([3; 20], &album));
+        assert!(routed([1; 20], &album) && routed([2; 20], &film) && routed([3; 20], &album));
         let mut swarms = router.swarms();
         swarms.sort();
         assert_eq!(swarms, [[1; 20], [2; 20], [3; 20]]);
-        drop(album_in);
-        assert!(routed([1; 20], &film));
-        assert!(router.route(&[3; 20]).is_none());
         drop(film_in);
+        assert!(routed([1; 20], &album), "the newcomer keeps what it took");
+        assert!(router.route(&[2; 20]).is_none());
+        drop(album_in);
         assert!(router.swarms().is_empty());
         assert!(router.route(&[9; 3]).is_none(), "not an info-hash");
     }

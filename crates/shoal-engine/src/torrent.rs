@@ -87,6 +87,10 @@ pub struct TorrentConfig {
     pub max_connections: usize,
     /// Threads for the initial recheck (0: one per core).
     pub check_threads: usize,
+    /// Turns to take for the initial recheck, shared by a session's torrents so that
+    /// they check one at a time (as Transmission and qBittorrent queue them); `None`
+    /// checks at once.
+    pub check_turns: Option<Arc<tokio::sync::Semaphore>>,
     /// Recheck the data even if the resume state vouches for it (the files may have
     /// changed without their size or modification time changing: bit rot, a tool that
     /// keeps times), as libtorrent's force recheck and Transmission's verify do.
@@ -266,7 +270,11 @@ pub async fn run(
     };
     let (have, resumed) = match trusted {
         Some(have) => (have, true),
-        None => (check_existing(&config, &layout, &events).await, false),
+        None => match check_existing(&config, &layout, &events, &mut shutdown).await {
+            Some(have) => (have, false),
+            // Stopped while waiting to check, or checking: nothing to save.
+            None => return Ok(Outcome::Stopped),
+        },
     };
     let files = Arc::new(TorrentFiles::new(&config.download_dir, layout));
     let (disk_results, mut disk_results_rx) = mpsc::unbounded_channel();
@@ -465,7 +473,20 @@ async fn check_existing(
     config: &TorrentConfig,
     layout: &FileLayout,
     events: &mpsc::UnboundedSender<EngineEvent>,
-) -> Bitfield {
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<Bitfield> {
+    let stopped = async {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    };
+    tokio::pin!(stopped);
+    // A session's checks take turns: each one already uses every core.
+    let _turn = match &config.check_turns {
+        Some(turns) => tokio::select! {
+            turn = turns.clone().acquire_owned() => turn.ok(),
+            () = &mut stopped => return None,
+        },
+        None => None,
+    };
     let progress = Arc::new(AtomicU64::new(0));
     let total = layout.total_length();
     let task = {
@@ -490,11 +511,13 @@ async fn check_existing(
         tokio::select! {
             result = &mut task => {
                 let _ = events.send(EngineEvent::Checking { done: total, total });
-                return result.expect("recheck does not panic");
+                return Some(result.expect("recheck does not panic"));
             }
             _ = ticker.tick() => {
                 let _ = events.send(EngineEvent::Checking { done: progress.load(Ordering::Relaxed), total });
             }
+            // The check's thread runs on to its end; its result is dropped.
+            () = &mut stopped => return None,
         }
     }
 }

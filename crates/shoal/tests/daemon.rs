@@ -32,15 +32,25 @@ fn daemon(out: &Path, state: &Path, peers: &[&str], extra: &[&str]) -> Guard {
     start_and_wait(cmd, "\"listening\"", Duration::from_secs(30))
 }
 
-/// `shoal remote --rpc RPC ARGS --json`, which must succeed; its JSON answer.
-fn remote(args: &[&str]) -> serde_json::Value {
-    let out = run_ok(shoal().args(["remote", "--rpc", RPC, "--json"]).args(args));
+/// `shoal remote --rpc RPC ARGS --json` with the token the daemon keeps in `state`,
+/// which must succeed; its JSON answer.
+fn remote(state: &Path, args: &[&str]) -> serde_json::Value {
+    let mut cmd = shoal();
+    cmd.args([
+        "remote",
+        "--rpc",
+        RPC,
+        "--json",
+        "--state-dir",
+        path_str(state),
+    ]);
+    let out = run_ok(cmd.args(args).env_remove("SHOAL_RPC_TOKEN"));
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
 /// The daemon's torrents, by name.
-fn torrents() -> std::collections::BTreeMap<String, serde_json::Value> {
-    let list = remote(&["list"]);
+fn torrents(state: &Path) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let list = remote(state, &["list"]);
     list["torrents"]
         .as_array()
         .expect("a list")
@@ -51,13 +61,14 @@ fn torrents() -> std::collections::BTreeMap<String, serde_json::Value> {
 
 /// Waits (bounded) until every torrent named in `names` is in `state`.
 fn wait_state(
+    state_dir: &Path,
     names: &[&str],
     state: &str,
     limit: Duration,
 ) -> std::collections::BTreeMap<String, serde_json::Value> {
     let deadline = Instant::now() + limit;
     loop {
-        let list = torrents();
+        let list = torrents(state_dir);
         if names
             .iter()
             .all(|n| list.get(*n).is_some_and(|t| t["status"]["state"] == state))
@@ -124,11 +135,20 @@ fn a_daemon_runs_many_torrents_on_one_port_across_a_kill() {
     ];
     let (out, state) = (dir.path().join("out"), dir.path().join("state"));
     let mut daemon_run = daemon(&out, &state, &["127.0.14.1:18401", "127.0.14.2:18402"], &[]);
-    assert_eq!(remote(&["list"])["torrents"], serde_json::json!([]));
-    remote(&["add", path_str(&film_torrent)]);
+    assert_eq!(remote(&state, &["list"])["torrents"], serde_json::json!([]));
+    // The token it made is its owner's alone.
+    let token = std::fs::metadata(state.join("daemon").join("rpc-token")).unwrap();
+    let mode = std::os::unix::fs::PermissionsExt::mode(&token.permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    remote(&state, &["add", path_str(&film_torrent)]);
     let magnet = format!("magnet:?xt=urn:btih:{album_hash}&dn=album");
-    remote(&["add", &magnet]);
-    let list = wait_state(&["film.bin", "album"], "seeding", Duration::from_secs(60));
+    remote(&state, &["add", &magnet]);
+    let list = wait_state(
+        &state,
+        &["film.bin", "album"],
+        "seeding",
+        Duration::from_secs(60),
+    );
     same_files(&film, &out.join("film.bin"));
     for i in 1..=3 {
         let name = format!("track {i}.bin");
@@ -179,7 +199,12 @@ fn a_daemon_runs_many_torrents_on_one_port_across_a_kill() {
     let _ = daemon_run.0.kill();
     let _ = daemon_run.0.wait();
     let mut daemon_run = daemon(&out, &state, &[], &[]);
-    let list = wait_state(&["film.bin", "album"], "seeding", Duration::from_secs(30));
+    let list = wait_state(
+        &state,
+        &["film.bin", "album"],
+        "seeding",
+        Duration::from_secs(30),
+    );
     for torrent in list.values() {
         assert_eq!(torrent["status"]["resumed"], true, "{torrent:#}");
         assert_eq!(torrent["status"]["downloaded"], 0, "{torrent:#}");
@@ -188,18 +213,18 @@ fn a_daemon_runs_many_torrents_on_one_port_across_a_kill() {
 
     // Paused stays paused across a restart; removed goes, with its files only.
     std::fs::write(out.join("notes.txt"), "mine").unwrap();
-    remote(&["pause", &album_hash[..6]]);
+    remote(&state, &["pause", &album_hash[..6]]);
     let film_hash = list["film.bin"]["info_hash"].as_str().unwrap().to_string();
-    remote(&["remove", &film_hash, "--delete-data"]);
+    remote(&state, &["remove", &film_hash, "--delete-data"]);
     assert!(!out.join("film.bin").exists(), "the film's data is deleted");
     assert!(out.join("notes.txt").is_file(), "nothing else is");
     drop(daemon_run);
     daemon_run = daemon(&out, &state, &[], &[]);
-    let list = torrents();
+    let list = torrents(&state);
     assert_eq!(list.keys().collect::<Vec<_>>(), ["album"]);
     assert_eq!(list["album"]["status"]["state"], "paused");
-    remote(&["resume", &album_hash]);
-    wait_state(&["album"], "seeding", Duration::from_secs(30));
+    remote(&state, &["resume", &album_hash]);
+    wait_state(&state, &["album"], "seeding", Duration::from_secs(30));
     drop(daemon_run);
 }
 
@@ -237,19 +262,34 @@ fn the_api_refuses_requests_a_web_page_could_forge() {
         status(&["-H", bearer, "-H", "Host: evil.example", &url]),
         "403"
     );
-    let bad = [
-        "-H",
-        bearer,
-        "-H",
-        "Content-Type: application/json",
-        "-d",
-        "{\"torrent\":\"zz\"}",
-    ];
-    assert_eq!(status(&[&bad[..], &[url.as_str()]].concat()), "400");
+    let post = |body: &str| -> String {
+        let json = "Content-Type: application/json";
+        status(&["-H", bearer, "-H", json, "-d", body, &url])
+    };
+    assert_eq!(post("{\"torrent\":\"zz\"}"), "400");
+    let (_, torrent) = make_single(dir.path(), 100_000, "16K");
+    let hex: String = std::fs::read(&torrent)
+        .unwrap()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    // A folder relative to wherever the daemon runs means nothing to the client.
+    let relative = format!("{{\"torrent\":\"{hex}\",\"dir\":\"downloads\"}}");
+    assert_eq!(post(&relative), "400");
+    let paused = format!("{{\"torrent\":\"{hex}\",\"paused\":true}}");
+    assert_eq!(post(&paused), "201");
+    assert_eq!(post(&paused), "409", "added twice");
     // `remote` without the token says why, and fails.
     let (output, _) = run_with_timeout(
         shoal()
-            .args(["remote", "--rpc", RPC, "list"])
+            .args([
+                "remote",
+                "--rpc",
+                RPC,
+                "--state-dir",
+                path_str(&state),
+                "list",
+            ])
             .env_remove("SHOAL_RPC_TOKEN"),
         Duration::from_secs(30),
     );

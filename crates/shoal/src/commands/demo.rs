@@ -98,6 +98,7 @@ fn torrent_config(
         upload_slots: 8,
         stall_timeout: None,
         check_threads: 0,
+        check_turns: None,
         recheck: false,
         encryption: Encryption::default(),
         external_port: None,

@@ -12,8 +12,8 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use shoal_core::units::format_size;
 
-use super::daemon::{DEFAULT_RPC, TOKEN_VARIABLE};
-use super::transfer::{parse_source, Source};
+use super::daemon::{token_path, DEFAULT_RPC, TOKEN_VARIABLE};
+use super::transfer::{default_state_dir, parse_source, Source};
 
 /// Drive a running `shoal daemon`: add torrents and magnet links, list them, pause,
 /// resume and remove them
@@ -25,9 +25,14 @@ pub struct Args {
     /// The daemon's API address (its --rpc).
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_RPC, global = true)]
     pub rpc: SocketAddr,
-    /// The daemon's token (its --token) [default: $SHOAL_RPC_TOKEN].
+    /// The daemon's token (its --token) [default: $SHOAL_RPC_TOKEN, else the one the
+    /// daemon keeps in STATE_DIR/daemon/rpc-token].
     #[arg(long, value_name = "TOKEN", global = true)]
     pub token: Option<String>,
+    /// The daemon's state folder, where its token is (its --state-dir)
+    /// [default: $XDG_DATA_HOME/shoal or ~/.local/share/shoal].
+    #[arg(long, value_name = "DIR", global = true)]
+    pub state_dir: Option<PathBuf>,
     /// Print the daemon's JSON answer instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -66,11 +71,17 @@ pub enum Command {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    let kept = || {
+        let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
+        std::fs::read_to_string(token_path(&state_dir)).ok()
+    };
     let token = args
         .token
         .clone()
         .or_else(|| std::env::var(TOKEN_VARIABLE).ok())
-        .filter(|t| !t.is_empty());
+        .filter(|t| !t.is_empty())
+        .or_else(kept)
+        .map(|t| t.trim().to_string());
     let (method, path, body) = request(&args.command)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -241,6 +252,14 @@ fn row(torrent: &Value) -> String {
         rate("download_rate"),
         rate("upload_rate"),
         status["peers"].as_u64().unwrap_or(0),
-        torrent["name"].as_str().unwrap_or(""),
+        printable(torrent["name"].as_str().unwrap_or("")),
     )
+}
+
+/// `text` without control characters: a torrent's name is anybody's, and escape codes
+/// in it would drive the user's terminal.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }

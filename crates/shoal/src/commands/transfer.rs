@@ -1173,6 +1173,7 @@ impl Job {
             upload_slots: usize::from(self.opts.upload_slots),
             stall_timeout: self.stall_timeout,
             check_threads: 0,
+            check_turns: None,
             recheck: self.opts.recheck,
             encryption: self.opts.encryption.into(),
             ip_filter: self.ip_filter.clone(),

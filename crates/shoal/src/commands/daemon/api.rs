@@ -12,8 +12,9 @@
 //! A web page the user visits must not be able to drive it: requests that change
 //! anything must say `Content-Type: application/json` (which a page can only send to
 //! another origin after a CORS preflight, never answered here), and a request naming
-//! the server by a host name other than `localhost` is refused (DNS rebinding). With
-//! `--rpc-token`, every request needs `Authorization: Bearer TOKEN`.
+//! the server by a host name other than `localhost` is refused (DNS rebinding). Every
+//! request needs `Authorization: Bearer TOKEN`, the daemon's `--token` or the one it
+//! keeps in its state folder.
 
 use std::sync::Arc;
 
@@ -31,11 +32,11 @@ use super::session::{Session, SessionError};
 
 struct Api {
     session: Arc<Session>,
-    token: Option<String>,
+    token: String,
 }
 
-/// The API's routes over `session`.
-pub fn router(session: Arc<Session>, token: Option<String>) -> Router {
+/// The API's routes over `session`, for requests that carry `token`.
+pub fn router(session: Arc<Session>, token: String) -> Router {
     let api = Arc::new(Api { session, token });
     Router::new()
         .route("/api/session", get(session_info))
@@ -60,14 +61,15 @@ async fn guard(
     next: axum::middleware::Next,
 ) -> Response {
     let headers = request.headers();
-    if let Some(token) = &api.token {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|h| h.to_str().ok())
-            .and_then(|h| h.strip_prefix("Bearer "));
-        if !given.is_some_and(|given| same_secret(given.as_bytes(), token.as_bytes())) {
-            return error(StatusCode::UNAUTHORIZED, "a token is needed (--token)");
-        }
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "));
+    if !given.is_some_and(|given| same_secret(given.as_bytes(), api.token.as_bytes())) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "the daemon's token is needed (`shoal remote` reads it from the daemon's state folder; or --token)",
+        );
     }
     let json = headers
         .get(header::CONTENT_TYPE)
@@ -104,7 +106,8 @@ impl IntoResponse for SessionError {
     fn into_response(self) -> Response {
         let status = match &self {
             SessionError::Unknown(_) => StatusCode::NOT_FOUND,
-            SessionError::Duplicate(_) => StatusCode::CONFLICT,
+            SessionError::Duplicate(_) | SessionError::Busy(_) => StatusCode::CONFLICT,
+            SessionError::Invalid(_) => StatusCode::BAD_REQUEST,
             SessionError::Full => StatusCode::SERVICE_UNAVAILABLE,
             SessionError::Other(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };

@@ -9,10 +9,10 @@ mod api;
 mod session;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -40,11 +40,13 @@ pub struct Args {
     /// The folder torrents download into, unless added with one of their own.
     #[arg(short, long, value_name = "DIR", default_value = ".")]
     pub output: PathBuf,
-    /// Where the API listens (HTTP). An address other than loopback needs a token.
+    /// Where the API listens (HTTP).
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_RPC)]
     pub rpc: SocketAddr,
-    /// A secret every API request must carry (`Authorization: Bearer TOKEN`, which
-    /// `shoal remote --token` sends) [default: $SHOAL_RPC_TOKEN, else none].
+    /// The secret every API request must carry (`Authorization: Bearer TOKEN`)
+    /// [default: $SHOAL_RPC_TOKEN, else one made on the first start and kept in
+    /// STATE_DIR/daemon/rpc-token, readable by its owner only, where `shoal remote`
+    /// finds it].
     #[arg(long, value_name = "TOKEN")]
     pub token: Option<String>,
     #[command(flatten)]
@@ -54,34 +56,82 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let token = args
-        .token
-        .clone()
-        .or_else(|| std::env::var(TOKEN_VARIABLE).ok())
-        .filter(|t| !t.is_empty());
-    if !args.rpc.ip().is_loopback() && token.is_none() {
-        bail!(
-            "--rpc {}: an API reachable from other hosts needs a token (--token, or {TOKEN_VARIABLE})",
-            args.rpc
-        );
-    }
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("{}: cannot create", args.output.display()))?;
     // Torrents are listed with the folder they download into, wherever the list is read.
     let output = std::path::absolute(&args.output)
         .with_context(|| format!("{}: cannot find", args.output.display()))?;
-    let args = Args { output, ..args };
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(async move { tokio::spawn(serve(args, token)).await? })
-}
-
-async fn serve(args: Args, token: Option<String>) -> Result<()> {
-    let json = args.peer.json;
     let state_dir = args
         .peer
         .state_dir
         .clone()
         .unwrap_or_else(default_state_dir);
+    let token = match args
+        .token
+        .clone()
+        .or_else(|| std::env::var(TOKEN_VARIABLE).ok())
+    {
+        Some(token) if !token.is_empty() => token,
+        _ => kept_token(&state_dir)?,
+    };
+    raise_file_limit();
+    let args = Args { output, ..args };
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async move { tokio::spawn(serve(args, state_dir, token)).await? })
+}
+
+/// Where the daemon keeps the token it made, for `shoal remote` to read.
+pub fn token_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("daemon").join("rpc-token")
+}
+
+/// The token kept in the state folder, made (128 random bits, readable by its owner
+/// alone) on the first start: without one, any program of any user of the machine could
+/// drive the daemon through the loopback address, and have it write where its user may.
+fn kept_token(state_dir: &Path) -> Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = token_path(state_dir);
+    if let Ok(token) = std::fs::read_to_string(&path) {
+        if !token.trim().is_empty() {
+            return Ok(token.trim().to_string());
+        }
+    }
+    let folder = path.parent().expect("in a folder");
+    std::fs::create_dir_all(folder)
+        .with_context(|| format!("{}: cannot create", folder.display()))?;
+    let token = shoal_core::hex::encode(&rand::random::<[u8; 16]>());
+    let _ = std::fs::remove_file(&path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("{}: cannot create", path.display()))?;
+    file.write_all(token.as_bytes())
+        .with_context(|| format!("{}: cannot write", path.display()))?;
+    Ok(token)
+}
+
+/// A daemon holds a socket per connection of every torrent, and files open for each:
+/// more than the usual soft limit of 1024 descriptors. The hard limit is ours to take.
+fn raise_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+async fn serve(args: Args, state_dir: PathBuf, token: String) -> Result<()> {
+    let json = args.peer.json;
     let rpc = tokio::net::TcpListener::bind(args.rpc)
         .await
         .with_context(|| format!("{}: cannot listen for the API", args.rpc))?;

@@ -9,14 +9,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use shoal_core::{InfoHash, Magnet, Metainfo, PeerId};
 use shoal_engine::metadata::{fetch_metadata, MetadataFetchError};
 use shoal_engine::{EngineEvent, Outcome, RateLimit, TorrentConfig};
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
 
 use crate::commands::discovery::{self, Dhts};
 use crate::commands::transfer::{
@@ -98,13 +97,44 @@ struct Entry {
     magnet: Option<Magnet>,
     dir: PathBuf,
     status: Arc<Mutex<Status>>,
+    /// The user stopped it (it stays stopped across restarts).
+    paused: bool,
+    /// Its task, from its start until it is resumed again (a stopped task's `done`).
     running: Option<Running>,
+    /// Taken out of the session: listed no more, but kept (so that the same torrent
+    /// cannot be added, nor its files written) until its task has stopped.
+    removing: bool,
 }
 
-/// A torrent in the engine, and how to stop it.
+/// A torrent's task, how to stop it, and whether it has.
 struct Running {
     stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    done: watch::Receiver<bool>,
+}
+
+impl Running {
+    fn is_done(&self) -> bool {
+        *self.done.borrow()
+    }
+
+    /// Asks the task to stop; the returned receiver says when it has.
+    fn stop(&self) -> watch::Receiver<bool> {
+        let _ = self.stop.send(true);
+        self.done.clone()
+    }
+}
+
+/// Sets a task's `done` when the task ends, however it ends.
+struct Done(watch::Sender<bool>);
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        let _ = self.0.send(true);
+    }
+}
+
+async fn until_done(mut done: watch::Receiver<bool>) {
+    let _ = done.wait_for(|done| *done).await;
 }
 
 /// The daemon's torrents, on the session's shared network.
@@ -120,18 +150,30 @@ pub struct Session {
     /// `--max-up` and `--max-down`, for all the torrents together.
     upload_limit: Arc<RateLimit>,
     download_limit: Arc<RateLimit>,
+    /// Torrents check their data one at a time.
+    check_turns: Arc<tokio::sync::Semaphore>,
     torrents: Mutex<BTreeMap<InfoHash, Entry>>,
+    /// Held while the list changes and is written, so that writes never cross and the
+    /// file on disk is always the newest list. Taken before `torrents`, never after.
+    changing: Mutex<()>,
+    /// Saved torrents that could not be taken up (a damaged .torrent): written back
+    /// as they were, never dropped from the list unasked.
+    unrestored: Mutex<Vec<Saved>>,
 }
 
 /// Why a request to the session failed, for the API to answer with.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
-    #[error("no torrent {0}")]
+    #[error("no torrent {0} (name one by its info-hash, or 4 or more of its first hex digits)")]
     Unknown(String),
     #[error("{0} is already in the session")]
     Duplicate(String),
+    #[error("{0} is still stopping; try again in a moment")]
+    Busy(String),
     #[error("the session holds {MAX_TORRENTS} torrents already")]
     Full,
+    #[error("{0}")]
+    Invalid(String),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -141,12 +183,15 @@ impl Session {
         Session {
             upload_limit: Arc::new(RateLimit::new(net.opts.max_up)),
             download_limit: Arc::new(RateLimit::new(net.opts.max_down)),
+            check_turns: Arc::new(tokio::sync::Semaphore::new(1)),
             net,
             default_dir,
             folder: state_dir.join("daemon"),
             state_dir,
             json,
             torrents: Mutex::new(BTreeMap::new()),
+            changing: Mutex::new(()),
+            unrestored: Mutex::new(Vec::new()),
         }
     }
 
@@ -158,6 +203,10 @@ impl Session {
         self.torrents.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn changing(&self) -> MutexGuard<'_, ()> {
+        self.changing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn list_path(&self) -> PathBuf {
         self.folder.join("torrents.json")
     }
@@ -167,7 +216,7 @@ impl Session {
     }
 
     /// Takes up the torrents of the saved list, each running unless it was paused. A
-    /// torrent that cannot be read is reported and left out.
+    /// torrent that cannot be read is reported, and kept in the list as it was.
     pub fn restore(self: &Arc<Self>) -> Result<usize> {
         std::fs::create_dir_all(&self.folder)
             .with_context(|| format!("{}: cannot create", self.folder.display()))?;
@@ -179,11 +228,18 @@ impl Session {
         };
         let saved: Vec<Saved> = serde_json::from_slice(&text)
             .with_context(|| format!("{}: not a torrent list", list.display()))?;
+        let _changing = self.changing();
         let mut restored = 0;
         for saved in saved {
             match self.restore_one(&saved) {
                 Ok(()) => restored += 1,
-                Err(e) => eprintln!("shoal: warning: {}: left out: {e:#}", saved.info_hash),
+                Err(e) => {
+                    eprintln!("shoal: warning: {}: not started: {e:#}", saved.info_hash);
+                    self.unrestored
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(saved);
+                }
             }
         }
         Ok(restored)
@@ -192,16 +248,23 @@ impl Session {
     fn restore_one(self: &Arc<Self>, saved: &Saved) -> Result<()> {
         let hash: InfoHash = saved.info_hash.parse().context("not an info-hash")?;
         let path = self.torrent_path(&hash);
-        let (metainfo, magnet) = match &saved.magnet {
-            // The metadata came before the stop: the saved .torrent has it.
-            Some(link) if !path.exists() => (None, Some(link.parse::<Magnet>()?)),
-            _ => (Some(super::super::info::load_torrent(&path)?), None),
+        let link = saved
+            .magnet
+            .as_deref()
+            .map(str::parse::<Magnet>)
+            .transpose()?;
+        let metainfo = match (super::super::info::load_torrent(&path), &link) {
+            (Ok(metainfo), _) => Some(metainfo),
+            // The metadata never came (or its file is damaged): fetched again.
+            (Err(_), Some(_)) => None,
+            (Err(e), None) => return Err(e),
         };
-        self.insert(hash, (metainfo, magnet), saved.dir.clone(), saved.paused)
+        self.insert(hash, (metainfo, link), saved.dir.clone(), saved.paused)
+            .map_err(anyhow::Error::new)
     }
 
-    /// Adds a torrent, downloading into `dir` (the session's folder if `None`), running
-    /// unless `paused`; returns its info-hash.
+    /// Adds a torrent, downloading into `dir` (an absolute path; the session's folder if
+    /// `None`), running unless `paused`; returns its info-hash.
     pub fn add(
         self: &Arc<Self>,
         metainfo: Metainfo,
@@ -210,8 +273,10 @@ impl Session {
     ) -> Result<InfoHash, SessionError> {
         let hash = metainfo.info_hash;
         let name = metainfo.info.name.clone();
+        let _changing = self.changing();
         self.check_room(&hash)?;
-        crate::commands::write_atomically(&self.torrent_path(&hash), &metainfo.to_bytes(), true)?;
+        let bytes = metainfo.to_bytes();
+        crate::commands::write_atomically(&self.torrent_path(&hash), &bytes, true)?;
         self.add_entry(hash, (Some(metainfo), None), dir, paused, name)
     }
 
@@ -225,6 +290,7 @@ impl Session {
     ) -> Result<InfoHash, SessionError> {
         let hash = magnet.info_hash;
         let name = magnet.name.clone().unwrap_or_else(|| hash.to_hex());
+        let _changing = self.changing();
         self.check_room(&hash)?;
         self.add_entry(hash, (None, Some(magnet)), dir, paused, name)
     }
@@ -240,6 +306,7 @@ impl Session {
         Ok(())
     }
 
+    /// With `changing` held.
     fn add_entry(
         self: &Arc<Self>,
         hash: InfoHash,
@@ -248,11 +315,21 @@ impl Session {
         paused: bool,
         name: String,
     ) -> Result<InfoHash, SessionError> {
-        let dir = dir.unwrap_or_else(|| self.default_dir.clone());
+        let dir = match dir {
+            // The daemon's working folder means nothing to the client that sent it.
+            Some(dir) if dir.is_relative() => {
+                let dir = dir.display();
+                return Err(SessionError::Invalid(format!(
+                    "{dir}: not an absolute path"
+                )));
+            }
+            Some(dir) => dir,
+            None => self.default_dir.clone(),
+        };
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("{}: cannot create", dir.display()))?;
         self.insert(hash, torrent, dir, paused)?;
-        self.save()?;
+        self.write_list()?;
         self.say(
             json!({"event": "added", "info_hash": hash.to_hex(), "name": name}),
             format!("{name}: added"),
@@ -266,29 +343,26 @@ impl Session {
         (metainfo, magnet): (Option<Metainfo>, Option<Magnet>),
         dir: PathBuf,
         paused: bool,
-    ) -> Result<()> {
+    ) -> Result<(), SessionError> {
         let slot = OnceLock::new();
         if let Some(metainfo) = metainfo {
             let _ = slot.set(Arc::new(metainfo));
         }
-        let state = match (paused, slot.get()) {
-            (true, _) => State::Paused,
-            (false, Some(_)) => State::Checking,
-            (false, None) => State::FetchingMetadata,
-        };
         let mut entry = Entry {
             metainfo: Arc::new(slot),
             magnet,
             dir,
-            status: Arc::new(Mutex::new(Status::new(state))),
+            status: Arc::new(Mutex::new(Status::new(State::Paused))),
+            paused,
             running: None,
+            removing: false,
         };
         let mut torrents = self.torrents();
         if torrents.contains_key(&hash) {
-            bail!("{} is listed twice", hash.to_hex());
+            return Err(SessionError::Duplicate(hash.to_hex()));
         }
         if !paused {
-            entry.running = Some(self.start(&entry));
+            self.start(&mut entry);
         }
         torrents.insert(hash, entry);
         Ok(())
@@ -296,14 +370,21 @@ impl Session {
 
     /// Starts `entry`: its metadata first if it is a magnet link's, then the engine,
     /// with a task that keeps its status.
-    fn start(self: &Arc<Self>, entry: &Entry) -> Running {
+    fn start(self: &Arc<Self>, entry: &mut Entry) {
+        let first = match entry.metainfo.get() {
+            Some(_) => State::Checking,
+            None => State::FetchingMetadata,
+        };
+        *entry.status.lock().unwrap_or_else(|e| e.into_inner()) = Status::new(first);
         let (stop, stopped) = watch::channel(false);
+        let (done_tx, done) = watch::channel(false);
         let session = self.clone();
         let slot = entry.metainfo.clone();
         let magnet = entry.magnet.clone();
         let dir = entry.dir.clone();
         let status = entry.status.clone();
-        let task = tokio::spawn(async move {
+        tokio::spawn(async move {
+            let _done = Done(done_tx);
             let (metainfo, peers) = match (slot.get(), magnet) {
                 (Some(metainfo), _) => (metainfo.clone(), Vec::new()),
                 (None, Some(magnet)) => match session.fetch(&magnet, stopped.clone()).await {
@@ -319,9 +400,8 @@ impl Session {
             };
             session.run(metainfo, dir, peers, status, stopped).await;
         });
-        Running { stop, task }
+        entry.running = Some(Running { stop, done });
     }
-
     /// Fetches a magnet link's metadata from its peers and saves it as a .torrent;
     /// `None` if stopped first. Also the peers that had it.
     async fn fetch(
@@ -396,6 +476,7 @@ impl Session {
             upload_slots: usize::from(opts.upload_slots),
             stall_timeout: None,
             check_threads: 0,
+            check_turns: Some(self.check_turns.clone()),
             recheck: opts.recheck,
             encryption: opts.encryption.into(),
             ip_filter: net.ip_filter.clone(),
@@ -436,6 +517,7 @@ impl Session {
         let torrents = self.torrents();
         torrents
             .iter()
+            .filter(|(_, entry)| !entry.removing)
             .map(|(hash, entry)| describe(hash, entry))
             .collect()
     }
@@ -448,104 +530,130 @@ impl Session {
     }
 
     /// Stops a torrent (its connections closed, its resume state saved) and keeps it,
-    /// paused, across restarts.
+    /// paused, across restarts. Returns once it has stopped.
     pub async fn pause(&self, name: &str) -> Result<(), SessionError> {
-        let running = {
-            let mut torrents = self.torrents();
-            let hash = find(&torrents, name)?;
-            torrents.get_mut(&hash).and_then(|e| e.running.take())
+        let done = {
+            let _changing = self.changing();
+            let done = {
+                let mut torrents = self.torrents();
+                let hash = find(&torrents, name)?;
+                let entry = torrents.get_mut(&hash).expect("found");
+                entry.paused = true;
+                entry.running.as_ref().map(Running::stop)
+            };
+            self.write_list()?;
+            done
         };
-        if let Some(running) = running {
-            stop(running).await;
+        if let Some(done) = done {
+            until_done(done).await;
         }
-        self.save()?;
         Ok(())
     }
 
     /// Starts a paused (or failed, or finished) torrent again.
     pub fn resume(self: &Arc<Self>, name: &str) -> Result<(), SessionError> {
+        let _changing = self.changing();
         {
             let mut torrents = self.torrents();
             let hash = find(&torrents, name)?;
             let entry = torrents.get_mut(&hash).expect("found");
-            if entry
-                .running
-                .as_ref()
-                .is_some_and(|r| !r.task.is_finished())
-            {
-                return Ok(());
+            if let Some(running) = entry.running.as_ref().filter(|r| !r.is_done()) {
+                if *running.stop.borrow() {
+                    return Err(SessionError::Busy(hash.to_hex()));
+                }
+                return Ok(()); // running already
             }
-            let state = match entry.metainfo.get() {
-                Some(_) => State::Checking,
-                None => State::FetchingMetadata,
-            };
-            *entry.status.lock().unwrap_or_else(|e| e.into_inner()) = Status::new(state);
-            entry.running = Some(self.start(entry));
+            entry.paused = false;
+            self.start(entry);
         }
-        self.save()?;
+        self.write_list()?;
         Ok(())
     }
 
     /// Takes a torrent out of the session; with `delete_data`, its files (only those the
-    /// torrent names, and the folders they leave empty) and its resume state go too.
-    pub async fn remove(&self, name: &str, delete_data: bool) -> Result<(), SessionError> {
-        let (hash, mut entry) = {
-            let mut torrents = self.torrents();
-            let hash = find(&torrents, name)?;
-            (hash, torrents.remove(&hash).expect("found"))
+    /// torrent names, and the folders they leave empty) and its resume state go too,
+    /// once it has stopped. The work goes on if the caller stops waiting.
+    pub async fn remove(
+        self: &Arc<Self>,
+        name: &str,
+        delete_data: bool,
+    ) -> Result<(), SessionError> {
+        let (hash, done) = {
+            let _changing = self.changing();
+            let (hash, done) = {
+                let mut torrents = self.torrents();
+                let hash = find(&torrents, name)?;
+                let entry = torrents.get_mut(&hash).expect("found");
+                entry.removing = true;
+                (hash, entry.running.as_ref().map(Running::stop))
+            };
+            self.write_list()?;
+            let _ = std::fs::remove_file(self.torrent_path(&hash));
+            (hash, done)
         };
-        if let Some(running) = entry.running.take() {
-            stop(running).await;
-        }
-        self.save()?;
-        let _ = std::fs::remove_file(self.torrent_path(&hash));
-        let metainfo = entry.metainfo.get();
-        if let (true, Some(metainfo)) = (delete_data, metainfo) {
-            delete_files(metainfo, &entry.dir);
-            let resume = shoal_storage::resume::resume_path(&self.state_dir, &hash);
-            let _ = std::fs::remove_file(resume);
-        }
-        let name = name_of(&hash, &entry);
-        let with_files = if delete_data { " with its files" } else { "" };
-        self.say(
-            json!({"event": "removed", "info_hash": hash.to_hex(), "name": name,
-                   "deleted_data": delete_data}),
-            format!("{name}: removed{with_files}"),
-        );
+        let session = self.clone();
+        let removal = tokio::spawn(async move {
+            if let Some(done) = done {
+                until_done(done).await;
+            }
+            let Some(entry) = session.torrents().remove(&hash) else {
+                return;
+            };
+            if let (true, Some(metainfo)) = (delete_data, entry.metainfo.get()) {
+                delete_files(metainfo, &entry.dir);
+                let resume = shoal_storage::resume::resume_path(&session.state_dir, &hash);
+                let _ = std::fs::remove_file(resume);
+            }
+            let name = name_of(&hash, &entry);
+            let with_files = if delete_data { " with its files" } else { "" };
+            session.say(
+                json!({"event": "removed", "info_hash": hash.to_hex(), "name": name,
+                       "deleted_data": delete_data}),
+                format!("{name}: removed{with_files}"),
+            );
+        });
+        removal.await.context("removing the torrent")?;
         Ok(())
     }
 
     /// Stops every torrent (each tells its trackers and saves its resume state).
     pub async fn shutdown(&self) {
-        let running: Vec<Running> = {
-            let mut torrents = self.torrents();
+        let done: Vec<_> = {
+            let torrents = self.torrents();
             torrents
-                .values_mut()
-                .filter_map(|e| e.running.take())
+                .values()
+                .filter_map(|e| e.running.as_ref().map(Running::stop))
                 .collect()
         };
-        for running in &running {
-            let _ = running.stop.send(true);
-        }
-        for running in running {
-            let _ = running.task.await;
+        for done in done {
+            until_done(done).await;
         }
     }
 
-    /// Writes the list of torrents (atomically: a crash leaves the old list or the new).
-    fn save(&self) -> Result<()> {
-        let saved: Vec<Saved> = {
+    /// Writes the list of torrents, with `changing` held (atomically: a crash leaves the
+    /// old list or the new). A finished torrent (its seed limit reached) is saved
+    /// stopped, so that a restart does not seed it again.
+    fn write_list(&self) -> Result<()> {
+        let mut saved: Vec<Saved> = {
             let torrents = self.torrents();
             torrents
                 .iter()
+                .filter(|(_, entry)| !entry.removing)
                 .map(|(hash, entry)| Saved {
                     info_hash: hash.to_hex(),
                     dir: entry.dir.clone(),
-                    paused: entry.running.is_none(),
+                    paused: entry.paused || state_of(entry) == State::Finished,
                     magnet: entry.magnet.as_ref().map(ToString::to_string),
                 })
                 .collect()
         };
+        saved.extend(
+            self.unrestored
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned(),
+        );
         let text = serde_json::to_vec_pretty(&saved).context("encoding the torrent list")?;
         crate::commands::write_atomically(&self.list_path(), &text, true)
     }
@@ -584,22 +692,24 @@ fn say(json: bool, event: Value, text: String) {
     }
 }
 
-/// The torrent `name` names: a whole info-hash, or a beginning of one's hex that only
-/// one torrent has.
+/// The torrent `name` names: a whole info-hash, or a beginning of one's hex, at least
+/// four digits, that only one torrent has.
 fn find(torrents: &BTreeMap<InfoHash, Entry>, name: &str) -> Result<InfoHash, SessionError> {
     let name = name.to_ascii_lowercase();
     let mut matching = torrents
-        .keys()
-        .filter(|hash| !name.is_empty() && hash.to_hex().starts_with(&name));
+        .iter()
+        .filter(|(hash, entry)| {
+            !entry.removing && name.len() >= 4 && hash.to_hex().starts_with(&name)
+        })
+        .map(|(hash, _)| hash);
     match (matching.next(), matching.next()) {
         (Some(hash), None) => Ok(*hash),
         _ => Err(SessionError::Unknown(name)),
     }
 }
 
-async fn stop(running: Running) {
-    let _ = running.stop.send(true);
-    let _ = running.task.await;
+fn state_of(entry: &Entry) -> State {
+    entry.status.lock().unwrap_or_else(|e| e.into_inner()).state
 }
 
 fn describe(hash: &InfoHash, entry: &Entry) -> Value {

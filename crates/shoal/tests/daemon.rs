@@ -215,6 +215,9 @@ fn a_daemon_runs_many_torrents_on_one_port_across_a_kill() {
     std::fs::write(out.join("notes.txt"), "mine").unwrap();
     remote(&state, &["pause", &album_hash[..6]]);
     let film_hash = list["film.bin"]["info_hash"].as_str().unwrap().to_string();
+    let shown = remote(&state, &["show", &film_hash[..8]]);
+    assert_eq!(shown["name"], "film.bin");
+    assert!(shown["peers"].is_array(), "{shown:#}");
     remote(&state, &["remove", &film_hash, "--delete-data"]);
     assert!(!out.join("film.bin").exists(), "the film's data is deleted");
     assert!(out.join("notes.txt").is_file(), "nothing else is");

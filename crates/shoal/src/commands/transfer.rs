@@ -1779,7 +1779,7 @@ pub async fn show_progress(
 /// ", 1.2 MiB wasted" when something was (duplicates, pieces that failed their check).
 /// One entry of the `peer_list` event: rates and totals in bytes (per second), as in
 /// `stats`.
-fn peer_json(peer: &PeerInfo) -> serde_json::Value {
+pub fn peer_json(peer: &PeerInfo) -> serde_json::Value {
     json!({
         "addr": peer.addr.to_string(),
         "client": peer.client,

@@ -19,8 +19,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::commands::discovery::{self, Dhts};
 use crate::commands::transfer::{
-    metadata_feed, metadata_fetch, metainfo_from_info, run_announced, SessionNet, Update,
-    STOP_ANNOUNCE_WAIT,
+    metadata_feed, metadata_fetch, metainfo_from_info, peer_json, run_announced, SessionNet,
+    Update, STOP_ANNOUNCE_WAIT,
 };
 
 /// Torrents one daemon runs at most: each holds its pieces' bookkeeping and its
@@ -60,6 +60,10 @@ pub struct Status {
     /// The last start took the resume state's word for the data on disk.
     pub resumed: bool,
     pub error: Option<String>,
+    /// The connected peers, as the engine last listed them (every few seconds); shown
+    /// with one torrent, not in the list of all.
+    #[serde(skip)]
+    pub peer_list: Vec<Value>,
 }
 
 impl Status {
@@ -75,6 +79,7 @@ impl Status {
             eta_secs: None,
             resumed: false,
             error: None,
+            peer_list: Vec::new(),
         }
     }
 }
@@ -522,11 +527,16 @@ impl Session {
             .collect()
     }
 
-    /// One torrent, named by its info-hash or an unambiguous beginning of its hex.
+    /// One torrent, named by its info-hash or an unambiguous beginning of its hex, with
+    /// its peers.
     pub fn show(&self, name: &str) -> Result<Value, SessionError> {
         let torrents = self.torrents();
         let hash = find(&torrents, name)?;
-        Ok(describe(&hash, &torrents[&hash]))
+        let entry = &torrents[&hash];
+        let mut torrent = describe(&hash, entry);
+        let status = entry.status.lock().unwrap_or_else(|e| e.into_inner());
+        torrent["peers"] = Value::Array(status.peer_list.clone());
+        Ok(torrent)
     }
 
     /// Stops a torrent (its connections closed, its resume state saved) and keeps it,
@@ -669,6 +679,7 @@ fn set_state(status: &Mutex<Status>, state: State) {
     status.download_rate = 0.0;
     status.upload_rate = 0.0;
     status.peers = 0;
+    status.peer_list.clear();
 }
 
 /// A torrent's name: its metadata's, else its link's, else its info-hash.
@@ -775,6 +786,9 @@ async fn keep_status(
                 status.upload_rate = stats.upload_rate;
                 status.peers = stats.peers;
                 status.eta_secs = stats.eta_secs;
+            }
+            EngineEvent::Peers(peers) => {
+                status.peer_list = peers.iter().map(peer_json).collect();
             }
             // The figures of the moment, ahead of the next statistics.
             EngineEvent::Completed {

@@ -27,16 +27,20 @@ SHOAL_AT = ("127.0.7.42", 18942, 18943)
 LIBTORRENT_AT = ("127.0.7.43", 18944, None)
 TRACKER = ("127.0.7.44", 18946)
 
-LT_SEEDS = r"""
+# A libtorrent session on argv[1]:argv[2] (files in argv[3], torrents from argv[4]) that
+# runs every torrent at once (libtorrent's queue would take turns), TCP only.
+LT_SESSION = r"""
 import libtorrent as lt, sys, time
 ip, port, save = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 s = lt.session({'listen_interfaces': '%s:%d' % (ip, port), 'outgoing_interfaces': ip,
                 'enable_dht': False, 'enable_lsd': False, 'enable_upnp': False,
                 'enable_natpmp': False, 'enable_incoming_utp': False,
                 'enable_outgoing_utp': False, 'allow_multiple_connections_per_ip': True,
-                'alert_mask': 0,
-                # Every torrent seeds at once (libtorrent's queue would take turns).
-                'active_seeds': -1, 'active_limit': -1})
+                'alert_mask': 0, 'active_seeds': -1, 'active_downloads': -1,
+                'active_limit': -1})
+"""
+
+LT_SEEDS = LT_SESSION + r"""
 handles = [s.add_torrent({'ti': lt.torrent_info(t), 'save_path': save}) for t in sys.argv[4:]]
 while not all(h.status().is_seeding for h in handles):
     time.sleep(0.05)
@@ -45,14 +49,7 @@ sys.stdin.read()
 """
 
 
-LT_SESSION_GET = r"""
-import libtorrent as lt, os, sys, time
-ip, port, save = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-s = lt.session({'listen_interfaces': '%s:%d' % (ip, port), 'outgoing_interfaces': ip,
-                'enable_dht': False, 'enable_lsd': False, 'enable_upnp': False,
-                'enable_natpmp': False, 'enable_incoming_utp': False,
-                'enable_outgoing_utp': False, 'allow_multiple_connections_per_ip': True,
-                'alert_mask': 0, 'active_downloads': -1, 'active_limit': -1})
+LT_SESSION_GET = LT_SESSION + r"""
 start = time.monotonic()
 handles = [s.add_torrent({'ti': lt.torrent_info(t), 'save_path': save}) for t in sys.argv[4:]]
 deadline = start + 600

@@ -94,12 +94,7 @@ fn lt_leecher(wire: LtWire, torrent: &Path, save: &Path, ip: &str) -> std::proce
         "127.0.14.3",
         "18403",
     ]);
-    if wire == LtWire::Rc4Only {
-        cmd.env("SHOAL_TEST_LT_RC4", "1");
-    }
-    if wire == LtWire::UtpOnly {
-        cmd.env("SHOAL_TEST_LT_UTP", "only");
-    }
+    wire.apply(&mut cmd);
     cmd
 }
 

@@ -12,7 +12,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use shoal_core::units::format_size;
 
-use super::daemon::{token_path, DEFAULT_RPC, TOKEN_VARIABLE};
+use super::daemon::{given_token, read_kept_token, DEFAULT_RPC};
 use super::transfer::{default_state_dir, parse_source, Source};
 
 /// Drive a running `shoal daemon`: add torrents and magnet links, list them, pause,
@@ -71,17 +71,8 @@ pub enum Command {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let kept = || {
-        let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
-        std::fs::read_to_string(token_path(&state_dir)).ok()
-    };
-    let token = args
-        .token
-        .clone()
-        .or_else(|| std::env::var(TOKEN_VARIABLE).ok())
-        .filter(|t| !t.is_empty())
-        .or_else(kept)
-        .map(|t| t.trim().to_string());
+    let token = given_token(&args.token)
+        .or_else(|| read_kept_token(&args.state_dir.clone().unwrap_or_else(default_state_dir)));
     let (method, path, body) = request(&args.command)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -104,7 +104,7 @@ pub enum LtWire {
 }
 
 impl LtWire {
-    fn apply(self, cmd: &mut Command) -> &mut Command {
+    pub fn apply(self, cmd: &mut Command) -> &mut Command {
         match self {
             LtWire::Default => {}
             LtWire::Rc4Only => {

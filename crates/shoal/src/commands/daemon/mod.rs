@@ -66,13 +66,9 @@ pub fn run(args: Args) -> Result<()> {
         .state_dir
         .clone()
         .unwrap_or_else(default_state_dir);
-    let token = match args
-        .token
-        .clone()
-        .or_else(|| std::env::var(TOKEN_VARIABLE).ok())
-    {
-        Some(token) if !token.is_empty() => token,
-        _ => kept_token(&state_dir)?,
+    let token = match given_token(&args.token) {
+        Some(token) => token,
+        None => kept_token(&state_dir)?,
     };
     raise_file_limit();
     let args = Args { output, ..args };
@@ -81,8 +77,21 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 /// Where the daemon keeps the token it made, for `shoal remote` to read.
-pub fn token_path(state_dir: &Path) -> PathBuf {
+fn token_path(state_dir: &Path) -> PathBuf {
     state_dir.join("daemon").join("rpc-token")
+}
+
+/// The token given by `--token`, else by [`TOKEN_VARIABLE`], if either is not empty.
+pub fn given_token(flag: &Option<String>) -> Option<String> {
+    flag.clone()
+        .or_else(|| std::env::var(TOKEN_VARIABLE).ok())
+        .filter(|token| !token.is_empty())
+}
+
+/// The token a daemon with this state folder made and kept, if there is one.
+pub fn read_kept_token(state_dir: &Path) -> Option<String> {
+    let token = std::fs::read_to_string(token_path(state_dir)).ok()?;
+    Some(token.trim().to_string()).filter(|token| !token.is_empty())
 }
 
 /// The token kept in the state folder, made (128 random bits, readable by its owner
@@ -91,12 +100,10 @@ pub fn token_path(state_dir: &Path) -> PathBuf {
 fn kept_token(state_dir: &Path) -> Result<String> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let path = token_path(state_dir);
-    if let Ok(token) = std::fs::read_to_string(&path) {
-        if !token.trim().is_empty() {
-            return Ok(token.trim().to_string());
-        }
+    if let Some(token) = read_kept_token(state_dir) {
+        return Ok(token);
     }
+    let path = token_path(state_dir);
     let folder = path.parent().expect("in a folder");
     std::fs::create_dir_all(folder)
         .with_context(|| format!("{}: cannot create", folder.display()))?;

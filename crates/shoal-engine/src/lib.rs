@@ -13,6 +13,7 @@
 //! recheck runs on all cores in a blocking thread before the actor starts.
 
 mod addresses;
+mod budget;
 mod connection;
 mod disk;
 mod encryption;
@@ -30,6 +31,7 @@ pub mod torrent;
 mod web_seed;
 
 pub use addresses::PeerSource;
+pub use budget::{ConnectionBudget, ConnectionPermit};
 pub use encryption::Encryption;
 pub use ip_filter::{IpFilter, IpFilterError};
 pub use listener::SharedListener;

@@ -37,6 +37,7 @@ use shoal_wire::{
 use tokio::sync::{mpsc, watch};
 
 use crate::addresses::{is_local, AddressBook};
+use crate::budget::{ConnectionBudget, ConnectionPermit};
 use crate::connection::{self, Backlog, Input, Opened, Outgoing, UplinkQueue};
 use crate::disk::{Disk, DiskResult};
 use crate::encryption::{Encryption, Secured};
@@ -85,6 +86,9 @@ pub struct TorrentConfig {
     pub upload_limit: Arc<RateLimit>,
     pub download_limit: Arc<RateLimit>,
     pub max_connections: usize,
+    /// A cap on the connections of a session's torrents together, beside each one's
+    /// `max_connections`; `None` for none.
+    pub connection_budget: Option<Arc<ConnectionBudget>>,
     /// Threads for the initial recheck (0: one per core).
     pub check_threads: usize,
     /// Turns to take for the initial recheck, shared by a session's torrents so that
@@ -546,6 +550,8 @@ struct Peer {
     obfuscated: bool,
     /// The connection is in a hybrid torrent's v2 swarm: its handshake named the v2 hash.
     in_v2_swarm: bool,
+    /// Its room in the session's [`ConnectionBudget`], held while the connection is.
+    _permit: Option<ConnectionPermit>,
 }
 
 impl Peer {
@@ -1210,7 +1216,7 @@ impl Actor {
     fn dial_punched(&mut self, addr: SocketAddr, now: Instant) {
         let own = [self.io.config.listen, self.our_address()].contains(&Some(addr));
         let config = &self.io.config;
-        let full = self.core.peers().len() >= config.max_connections;
+        let full = self.room() == 0;
         if full || own || !config.dialer.accepts_utp() || self.peer_at(addr).is_some() {
             return;
         }
@@ -1319,12 +1325,17 @@ impl Actor {
             return;
         }
         let full = self.core.peers().len() >= self.io.config.max_connections;
-        if full && (!is_incoming || !self.make_room_for(addr, now)) {
+        let permit = self.io.config.connection_budget.as_ref().map(|b| b.take());
+        // At the session's limit, a newcomer could only take the place of one of our
+        // own peers, which frees nothing for the session.
+        let session_full = matches!(permit, Some(None));
+        if session_full || (full && (!is_incoming || !self.make_room_for(addr, now))) {
             if !is_incoming {
                 self.io.addresses.not_taken(addr, now);
             }
             return;
         }
+        let permit = permit.flatten();
         let mut config = self.session_config();
         // BEP 10 `yourip`: how we see the peer, which it may use to learn its address.
         config.extension_handshake.yourip = Some(match addr.ip().to_canonical() {
@@ -1407,6 +1418,7 @@ impl Actor {
                 encrypted,
                 obfuscated,
                 in_v2_swarm,
+                _permit: permit,
             }
         };
         self.core.add_peer(make, now, &mut self.io);
@@ -1415,6 +1427,16 @@ impl Actor {
             self.core
                 .on_data(key, [Bytes::from(leftover)], now, &mut self.io);
         }
+    }
+
+    /// Connections we may still open: under our own limit and the session's.
+    fn room(&self) -> usize {
+        let config = &self.io.config;
+        let ours = config
+            .max_connections
+            .saturating_sub(self.core.peers().len());
+        let session = config.connection_budget.as_ref();
+        session.map_or(ours, |budget| ours.min(budget.available()))
     }
 
     /// At our connection limit, a peer that connected to us takes the place of the
@@ -1480,10 +1502,7 @@ impl Actor {
         let now = Instant::now();
         self.tell_external_port();
         // Connect to peers that are due.
-        let config = &self.io.config;
-        let slots = config
-            .max_connections
-            .saturating_sub(self.core.peers().len());
+        let slots = self.room();
         let done = self.core.is_complete();
         // What we are connected to is not dialled again, under any of its addresses; a
         // peer that named a hybrid's v2 swarm is dialled in it later, as one found there.
@@ -1497,6 +1516,7 @@ impl Actor {
             }
         }
         let ours = if slots > 0 { self.our_address() } else { None };
+        let config = &self.io.config;
         for addr in self.io.addresses.due(now, slots.min(10), done, ours) {
             let policy = match config.encryption {
                 Encryption::Prefer if self.io.addresses.is_plain_only(&addr) => Encryption::Off,

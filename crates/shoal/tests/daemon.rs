@@ -9,12 +9,29 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const RPC: &str = "127.0.14.3:18404";
-const LISTEN: &str = "127.0.14.3:18403";
+/// Where one test's daemon takes peers and API requests (tests run at once, so each
+/// has its own).
+struct At {
+    listen: &'static str,
+    rpc: &'static str,
+}
 
-/// `shoal daemon` on [`LISTEN`] and [`RPC`] with its state in `state`, its downloads in
-/// `out`, told of `peers`; returns once its API answers.
-fn daemon(out: &Path, state: &Path, peers: &[&str], extra: &[&str]) -> Guard {
+const MAIN: At = At {
+    listen: "127.0.14.3:18403",
+    rpc: "127.0.14.3:18404",
+};
+const API: At = At {
+    listen: "127.0.14.6:18413",
+    rpc: "127.0.14.6:18414",
+};
+const CAPPED: At = At {
+    listen: "127.0.14.7:18423",
+    rpc: "127.0.14.7:18424",
+};
+
+/// `shoal daemon` at `at` with its state in `state`, its downloads in `out`, told of
+/// `peers`; returns once its API answers.
+fn daemon(at: &At, (out, state): (&Path, &Path), peers: &[&str], extra: &[&str]) -> Guard {
     let mut cmd = shoal();
     cmd.args([
         "daemon",
@@ -23,7 +40,7 @@ fn daemon(out: &Path, state: &Path, peers: &[&str], extra: &[&str]) -> Guard {
         "--state-dir",
         path_str(state),
     ])
-    .args(["--listen", LISTEN, "--rpc", RPC, "--json"])
+    .args(["--listen", at.listen, "--rpc", at.rpc, "--json"])
     .args(["--no-dht", "--no-port-map"])
     .args(extra);
     for peer in peers {
@@ -32,25 +49,19 @@ fn daemon(out: &Path, state: &Path, peers: &[&str], extra: &[&str]) -> Guard {
     start_and_wait(cmd, "\"listening\"", Duration::from_secs(30))
 }
 
-/// `shoal remote --rpc RPC ARGS --json` with the token the daemon keeps in `state`,
-/// which must succeed; its JSON answer.
-fn remote(state: &Path, args: &[&str]) -> serde_json::Value {
+/// `shoal remote ARGS --json` against the daemon at `at`, with the token it keeps in
+/// `state`, which must succeed; its JSON answer.
+fn remote(at: &At, state: &Path, args: &[&str]) -> serde_json::Value {
     let mut cmd = shoal();
-    cmd.args([
-        "remote",
-        "--rpc",
-        RPC,
-        "--json",
-        "--state-dir",
-        path_str(state),
-    ]);
+    cmd.args(["remote", "--rpc", at.rpc, "--json", "--state-dir"])
+        .arg(state);
     let out = run_ok(cmd.args(args).env_remove("SHOAL_RPC_TOKEN"));
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
 /// The daemon's torrents, by name.
-fn torrents(state: &Path) -> std::collections::BTreeMap<String, serde_json::Value> {
-    let list = remote(state, &["list"]);
+fn torrents(at: &At, state: &Path) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let list = remote(at, state, &["list"]);
     list["torrents"]
         .as_array()
         .expect("a list")
@@ -61,14 +72,14 @@ fn torrents(state: &Path) -> std::collections::BTreeMap<String, serde_json::Valu
 
 /// Waits (bounded) until every torrent named in `names` is in `state`.
 fn wait_state(
-    state_dir: &Path,
+    (at, state_dir): (&At, &Path),
     names: &[&str],
     state: &str,
     limit: Duration,
 ) -> std::collections::BTreeMap<String, serde_json::Value> {
     let deadline = Instant::now() + limit;
     loop {
-        let list = torrents(state_dir);
+        let list = torrents(at, state_dir);
         if names
             .iter()
             .all(|n| list.get(*n).is_some_and(|t| t["status"]["state"] == state))
@@ -129,17 +140,21 @@ fn a_daemon_runs_many_torrents_on_one_port_across_a_kill() {
         lt_seed(&album_torrent, &src, "127.0.14.2", 18402),
     ];
     let (out, state) = (dir.path().join("out"), dir.path().join("state"));
-    let mut daemon_run = daemon(&out, &state, &["127.0.14.1:18401", "127.0.14.2:18402"], &[]);
-    assert_eq!(remote(&state, &["list"])["torrents"], serde_json::json!([]));
+    let seeds_at = ["127.0.14.1:18401", "127.0.14.2:18402"];
+    let mut daemon_run = daemon(&MAIN, (&out, &state), &seeds_at, &[]);
+    assert_eq!(
+        remote(&MAIN, &state, &["list"])["torrents"],
+        serde_json::json!([])
+    );
     // The token it made is its owner's alone.
     let token = std::fs::metadata(state.join("daemon").join("rpc-token")).unwrap();
     let mode = std::os::unix::fs::PermissionsExt::mode(&token.permissions());
     assert_eq!(mode & 0o777, 0o600);
-    remote(&state, &["add", path_str(&film_torrent)]);
+    remote(&MAIN, &state, &["add", path_str(&film_torrent)]);
     let magnet = format!("magnet:?xt=urn:btih:{album_hash}&dn=album");
-    remote(&state, &["add", &magnet]);
+    remote(&MAIN, &state, &["add", &magnet]);
     let list = wait_state(
-        &state,
+        (&MAIN, &state),
         &["film.bin", "album"],
         "seeding",
         Duration::from_secs(60),
@@ -193,9 +208,9 @@ fn a_daemon_runs_many_torrents_on_one_port_across_a_kill() {
     // kill -9, and a restart: both seed again from their resume state.
     let _ = daemon_run.0.kill();
     let _ = daemon_run.0.wait();
-    let mut daemon_run = daemon(&out, &state, &[], &[]);
+    let mut daemon_run = daemon(&MAIN, (&out, &state), &[], &[]);
     let list = wait_state(
-        &state,
+        (&MAIN, &state),
         &["film.bin", "album"],
         "seeding",
         Duration::from_secs(30),
@@ -208,22 +223,93 @@ fn a_daemon_runs_many_torrents_on_one_port_across_a_kill() {
 
     // Paused stays paused across a restart; removed goes, with its files only.
     std::fs::write(out.join("notes.txt"), "mine").unwrap();
-    remote(&state, &["pause", &album_hash[..6]]);
+    remote(&MAIN, &state, &["pause", &album_hash[..6]]);
     let film_hash = list["film.bin"]["info_hash"].as_str().unwrap().to_string();
-    let shown = remote(&state, &["show", &film_hash[..8]]);
+    let shown = remote(&MAIN, &state, &["show", &film_hash[..8]]);
     assert_eq!(shown["name"], "film.bin");
     assert!(shown["peers"].is_array(), "{shown:#}");
-    remote(&state, &["remove", &film_hash, "--delete-data"]);
+    remote(&MAIN, &state, &["remove", &film_hash, "--delete-data"]);
     assert!(!out.join("film.bin").exists(), "the film's data is deleted");
     assert!(out.join("notes.txt").is_file(), "nothing else is");
     drop(daemon_run);
-    daemon_run = daemon(&out, &state, &[], &[]);
-    let list = torrents(&state);
+    daemon_run = daemon(&MAIN, (&out, &state), &[], &[]);
+    let list = torrents(&MAIN, &state);
     assert_eq!(list.keys().collect::<Vec<_>>(), ["album"]);
     assert_eq!(list["album"]["status"]["state"], "paused");
-    remote(&state, &["resume", &album_hash]);
-    wait_state(&state, &["album"], "seeding", Duration::from_secs(30));
+    remote(&MAIN, &state, &["resume", &album_hash]);
+    wait_state(
+        (&MAIN, &state),
+        &["album"],
+        "seeding",
+        Duration::from_secs(30),
+    );
     drop(daemon_run);
+}
+
+/// `--max-peers-total` holds for all the torrents together: with room for one
+/// connection, two torrents whose seeds are both known download one after the other
+/// (a finished torrent closes its connection to its seed, which frees the room), and
+/// never hold two connections at once, though the shared download limit keeps each
+/// transfer going for seconds.
+#[test]
+fn a_daemon_keeps_to_its_total_connection_limit() {
+    require("/usr/bin/python3");
+    let dir = tempdir();
+    let src = dir.path().join("src");
+    let mut torrents_made = Vec::new();
+    for (i, name) in ["one.bin", "two.bin"].iter().enumerate() {
+        let file = src.join(name);
+        random_file(&file, 2 << 20, 40 + i as u64);
+        let torrent = dir.path().join(format!("{name}.torrent"));
+        shoal_create(&file, "256K", &torrent, &[]);
+        torrents_made.push((file, torrent));
+    }
+    let _seeds = [
+        lt_seed(&torrents_made[0].1, &src, "127.0.14.8", 18425),
+        lt_seed(&torrents_made[1].1, &src, "127.0.14.9", 18426),
+    ];
+    let (out, state) = (dir.path().join("out"), dir.path().join("state"));
+    let seeds_at = ["127.0.14.8:18425", "127.0.14.9:18426"];
+    let limits = ["--max-peers-total", "1", "--max-down", "1M"];
+    let _daemon = daemon(&CAPPED, (&out, &state), &seeds_at, &limits);
+    for (_, torrent) in &torrents_made {
+        remote(&CAPPED, &state, &["add", path_str(torrent)]);
+    }
+    let names = ["one.bin", "two.bin"];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut most_open, mut most_peers, mut polls) = (0, 0, 0);
+    loop {
+        let session = remote(&CAPPED, &state, &["session"]);
+        let list = torrents(&CAPPED, &state);
+        let open = session["connections"]["open"].as_u64().expect("a count");
+        let peers: u64 = list
+            .values()
+            .map(|t| t["status"]["peers"].as_u64().unwrap())
+            .sum();
+        (most_open, most_peers, polls) = (most_open.max(open), most_peers.max(peers), polls + 1);
+        if names
+            .iter()
+            .all(|n| list[*n]["status"]["state"] == "seeding")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not both seeding: {list:#?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let session = remote(&CAPPED, &state, &["session"]);
+    assert_eq!(session["connections"]["limit"], 1, "{session:#}");
+    assert!(
+        polls >= 10,
+        "the transfers took {polls} polls: too quick to watch"
+    );
+    assert_eq!(
+        (most_open, most_peers),
+        (1, 1),
+        "one connection at most, and one seen"
+    );
+    for (file, _) in &torrents_made {
+        same_files(file, &out.join(file.file_name().unwrap()));
+    }
 }
 
 /// The API refuses what a web page could send: a change without a JSON body, a host
@@ -233,7 +319,7 @@ fn the_api_refuses_requests_a_web_page_could_forge() {
     require("curl");
     let dir = tempdir();
     let (out, state) = (dir.path().join("out"), dir.path().join("state"));
-    let _daemon = daemon(&out, &state, &[], &["--token", "s3cret"]);
+    let _daemon = daemon(&API, (&out, &state), &[], &["--token", "s3cret"]);
     let status = |args: &[&str]| -> String {
         let mut cmd = std::process::Command::new("curl");
         cmd.args([
@@ -248,7 +334,7 @@ fn the_api_refuses_requests_a_web_page_could_forge() {
         .args(args);
         run_ok(&mut cmd)
     };
-    let url = format!("http://{RPC}/api/torrents");
+    let url = format!("http://{}/api/torrents", API.rpc);
     let bearer = "Authorization: Bearer s3cret";
     assert_eq!(status(&[&url]), "401");
     assert_eq!(status(&["-H", "Authorization: Bearer s3cre", &url]), "401");
@@ -283,7 +369,7 @@ fn the_api_refuses_requests_a_web_page_could_forge() {
             .args([
                 "remote",
                 "--rpc",
-                RPC,
+                API.rpc,
                 "--state-dir",
                 path_str(&state),
                 "list",
@@ -296,6 +382,6 @@ fn the_api_refuses_requests_a_web_page_could_forge() {
         String::from_utf8_lossy(&output.stderr).contains("401"),
         "{output:?}"
     );
-    let listed = run_ok(shoal().args(["remote", "--rpc", RPC, "--token", "s3cret", "list"]));
+    let listed = run_ok(shoal().args(["remote", "--rpc", API.rpc, "--token", "s3cret", "list"]));
     assert!(listed.starts_with("ID"), "{listed}");
 }

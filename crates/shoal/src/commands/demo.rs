@@ -91,6 +91,7 @@ fn torrent_config(
         upload_limit: Arc::new(RateLimit::new(None)),
         download_limit: Arc::new(RateLimit::new(None)),
         max_connections: 50,
+        connection_budget: None,
         ip_filter: None,
         sequential: false,
         priority_pieces: Vec::new(),

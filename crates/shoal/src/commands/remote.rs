@@ -42,6 +42,8 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
+    /// Show the daemon: its version, port, torrents, connections and DHT nodes
+    Session,
     /// List the torrents: state, progress, rates and peers
     List,
     /// Add a .torrent file (or its http(s) URL), a magnet link or an info-hash
@@ -94,6 +96,7 @@ fn request(command: &Command) -> Result<(Method, String, Option<Value>)> {
         }
     };
     Ok(match command {
+        Command::Session => (Method::GET, "/api/session".into(), None),
         Command::List => (Method::GET, "/api/torrents".into(), None),
         Command::Add {
             torrent,
@@ -209,6 +212,23 @@ fn describe(command: &Command, answer: &Value) -> String {
             );
             for torrent in &torrents {
                 out.push_str(&row(torrent));
+            }
+            out
+        }
+        Command::Session => {
+            let connections = &answer["connections"];
+            let mut out = format!(
+                "shoal {}, peers connect to {}\n{} torrents, {} of {} connections open\n",
+                answer["version"].as_str().unwrap_or("?"),
+                answer["listen"].as_str().unwrap_or("?"),
+                answer["torrents"],
+                connections["open"],
+                connections["limit"],
+            );
+            if let Some(dht) = answer["dht"].as_object() {
+                for (family, node) in dht {
+                    out.push_str(&format!("DHT ({family}): {} nodes\n", node["nodes"]));
+                }
             }
             out
         }

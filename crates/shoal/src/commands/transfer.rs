@@ -1170,6 +1170,7 @@ impl Job {
             upload_limit: Arc::new(RateLimit::new(self.opts.max_up)),
             download_limit: Arc::new(RateLimit::new(self.opts.max_down)),
             max_connections: self.opts.max_peers,
+            connection_budget: None,
             upload_slots: usize::from(self.opts.upload_slots),
             stall_timeout: self.stall_timeout,
             check_threads: 0,

@@ -2,7 +2,7 @@
 //!
 //! | request | does |
 //! |---|---|
-//! | `GET /api/session` | the listen address, the number of torrents, the DHT's size |
+//! | `GET /api/session` | the listen address, the number of torrents and connections, the DHT's size |
 //! | `GET /api/torrents` | every torrent with its status |
 //! | `POST /api/torrents` | adds `{"torrent": HEX}` (a .torrent's bytes) or `{"magnet": LINK}`, with `"dir"` and `"paused"` optional |
 //! | `GET /api/torrents/ID` | one torrent (ID: its info-hash, or a unique beginning of it) |
@@ -127,6 +127,10 @@ async fn session_info(State(api): State<Arc<Api>>) -> Response {
         "version": env!("CARGO_PKG_VERSION"),
         "listen": net.listen.to_string(),
         "torrents": api.session.list().len(),
+        "connections": {
+            "open": api.session.connections().open(),
+            "limit": api.session.connections().limit(),
+        },
         "dht": dht,
     }))
 }

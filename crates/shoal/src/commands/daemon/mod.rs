@@ -49,6 +49,12 @@ pub struct Args {
     /// finds it].
     #[arg(long, value_name = "TOKEN")]
     pub token: Option<String>,
+    /// Most peer connections of all the torrents together (each one also keeps to
+    /// --max-peers), as Transmission's peer-limit-global and libtorrent's
+    /// connections_limit.
+    #[arg(long, value_name = "N", default_value_t = 200,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_peers_total: u32,
     #[command(flatten)]
     pub peer: PeerOptions,
     #[command(flatten)]
@@ -153,7 +159,9 @@ async fn serve(args: Args, state_dir: PathBuf, token: String) -> Result<()> {
         }
     });
     let listen = net.listen;
-    let session = Arc::new(session::Session::new(net, args.output, state_dir, json));
+    let budget = shoal_engine::ConnectionBudget::new(args.max_peers_total as usize);
+    let folders = (args.output, state_dir);
+    let session = Arc::new(session::Session::new(net, folders, budget, json));
     let restored = session.restore()?;
     if json {
         super::line(json!({"event": "listening", "listen": listen.to_string(),

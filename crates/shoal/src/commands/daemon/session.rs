@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use shoal_core::{InfoHash, Magnet, Metainfo, PeerId};
 use shoal_engine::metadata::{fetch_metadata, MetadataFetchError};
-use shoal_engine::{EngineEvent, Outcome, RateLimit, TorrentConfig};
+use shoal_engine::{ConnectionBudget, EngineEvent, Outcome, RateLimit, TorrentConfig};
 use tokio::sync::{mpsc, watch};
 
 use crate::commands::discovery::{self, Dhts};
@@ -155,6 +155,8 @@ pub struct Session {
     /// `--max-up` and `--max-down`, for all the torrents together.
     upload_limit: Arc<RateLimit>,
     download_limit: Arc<RateLimit>,
+    /// `--max-peers-total`, the torrents' connections together.
+    connections: Arc<ConnectionBudget>,
     /// Torrents check their data one at a time.
     check_turns: Arc<tokio::sync::Semaphore>,
     torrents: Mutex<BTreeMap<InfoHash, Entry>>,
@@ -184,8 +186,16 @@ pub enum SessionError {
 }
 
 impl Session {
-    pub fn new(net: SessionNet, default_dir: PathBuf, state_dir: PathBuf, json: bool) -> Self {
+    /// A session downloading into `default_dir` unless told otherwise, keeping its state
+    /// in `state_dir`.
+    pub fn new(
+        net: SessionNet,
+        (default_dir, state_dir): (PathBuf, PathBuf),
+        connections: Arc<ConnectionBudget>,
+        json: bool,
+    ) -> Self {
         Session {
+            connections,
             upload_limit: Arc::new(RateLimit::new(net.opts.max_up)),
             download_limit: Arc::new(RateLimit::new(net.opts.max_down)),
             check_turns: Arc::new(tokio::sync::Semaphore::new(1)),
@@ -202,6 +212,10 @@ impl Session {
 
     pub fn net(&self) -> &SessionNet {
         &self.net
+    }
+
+    pub fn connections(&self) -> &ConnectionBudget {
+        &self.connections
     }
 
     fn torrents(&self) -> MutexGuard<'_, BTreeMap<InfoHash, Entry>> {
@@ -478,6 +492,7 @@ impl Session {
             upload_limit: self.upload_limit.clone(),
             download_limit: self.download_limit.clone(),
             max_connections: opts.max_peers,
+            connection_budget: Some(self.connections.clone()),
             upload_slots: usize::from(opts.upload_slots),
             stall_timeout: None,
             check_threads: 0,

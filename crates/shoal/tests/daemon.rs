@@ -28,6 +28,10 @@ const CAPPED: At = At {
     listen: "127.0.14.7:18423",
     rpc: "127.0.14.7:18424",
 };
+const FILES: At = At {
+    listen: "127.0.14.11:18433",
+    rpc: "127.0.14.11:18434",
+};
 
 /// `shoal daemon` at `at` with its state in `state`, its downloads in `out`, told of
 /// `peers`; returns once its API answers.
@@ -246,6 +250,106 @@ fn a_daemon_runs_many_torrents_on_one_port_across_a_kill() {
     drop(daemon_run);
 }
 
+/// A torrent added with one file selected, in order, fetches that file and seeds it;
+/// the choice survives `kill -9`; selecting every file then restarts it to fetch the
+/// rest, without checking what it has.
+#[test]
+fn a_daemon_fetches_the_files_it_is_asked_for() {
+    require("/usr/bin/python3");
+    let dir = tempdir();
+    let src = dir.path().join("src");
+    let album = src.join("album");
+    let sizes = [1_500_000, 700_001, 2_000_000];
+    for (i, size) in sizes.iter().enumerate() {
+        random_file(
+            &album.join(format!("track {}.bin", i + 1)),
+            *size,
+            50 + i as u64,
+        );
+    }
+    let torrent = dir.path().join("album.torrent");
+    shoal_create(&album, "256K", &torrent, &[]);
+    let _seed = lt_seed(&torrent, &src, "127.0.14.10", 18431);
+    let (out, state) = (dir.path().join("out"), dir.path().join("state"));
+    let folders = (out.as_path(), state.as_path());
+    let seed_at = ["127.0.14.10:18431"];
+    let mut daemon_run = daemon(&FILES, folders, &seed_at, &[]);
+    let added = remote(
+        &FILES,
+        &state,
+        &[
+            "add",
+            path_str(&torrent),
+            "--select-file",
+            "2",
+            "--sequential",
+        ],
+    );
+    let id = added["info_hash"].as_str().unwrap().to_string();
+    wait_state(
+        (&FILES, &state),
+        &["album"],
+        "seeding",
+        Duration::from_secs(60),
+    );
+    let shown = remote(&FILES, &state, &["show", &id]);
+    assert_eq!(shown["files_selected"], "2", "{shown:#}");
+    assert_eq!(shown["sequential"], true);
+    assert_eq!(shown["progress"], 1.0);
+    assert_eq!(shown["wanted_size"], sizes[1]);
+    let files = shown["files"].as_array().unwrap();
+    assert_eq!(files.len(), 3);
+    for (i, file) in files.iter().enumerate() {
+        assert_eq!(file["path"], format!("album/track {}.bin", i + 1));
+        assert_eq!(file["wanted"], i == 1, "{file}");
+        // The neighbours get the bytes of the pieces they share with track 2 only.
+        assert_eq!(file["have"] == file["size"], i == 1, "{file}");
+    }
+    same_files(
+        &album.join("track 2.bin"),
+        &out.join("album").join("track 2.bin"),
+    );
+
+    // The choice is kept: after kill -9 the torrent seeds its one file again.
+    let _ = daemon_run.0.kill();
+    let _ = daemon_run.0.wait();
+    let _daemon = daemon(&FILES, folders, &seed_at, &[]);
+    let list = wait_state(
+        (&FILES, &state),
+        &["album"],
+        "seeding",
+        Duration::from_secs(30),
+    );
+    assert_eq!(list["album"]["files_selected"], "2");
+    assert_eq!(list["album"]["progress"], 1.0);
+
+    let args = ["set", &id[..10], "--select-file", "all", "--rarest-first"];
+    remote(&FILES, &state, &args);
+    let list = wait_state(
+        (&FILES, &state),
+        &["album"],
+        "seeding",
+        Duration::from_secs(60),
+    );
+    let album_now = &list["album"];
+    assert_eq!(album_now["files_selected"], serde_json::Value::Null);
+    assert_eq!(album_now["sequential"], false);
+    assert_eq!(album_now["status"]["resumed"], true, "{album_now:#}");
+    for i in 1..=3 {
+        let name = format!("track {i}.bin");
+        same_files(&album.join(&name), &out.join("album").join(&name));
+    }
+    let table = run_ok(
+        shoal()
+            .args(["remote", "--rpc", FILES.rpc, "--state-dir"])
+            .arg(&state)
+            .args(["files", &id[..8]])
+            .env_remove("SHOAL_RPC_TOKEN"),
+    );
+    assert_eq!(table.matches("100.0%").count(), 3, "{table}");
+    assert!(table.contains("album/track 3.bin"), "{table}");
+}
+
 /// `--max-peers-total` holds for all the torrents together: with room for one
 /// connection, two torrents whose seeds are both known download one after the other
 /// (a finished torrent closes its connection to its seed, which frees the room), and
@@ -346,10 +450,11 @@ fn the_api_refuses_requests_a_web_page_could_forge() {
         status(&["-H", bearer, "-H", "Host: evil.example", &url]),
         "403"
     );
-    let post = |body: &str| -> String {
+    let post_to = |url: &str, body: &str| -> String {
         let json = "Content-Type: application/json";
-        status(&["-H", bearer, "-H", json, "-d", body, &url])
+        status(&["-H", bearer, "-H", json, "-d", body, url])
     };
+    let post = |body: &str| post_to(&url, body);
     assert_eq!(post("{\"torrent\":\"zz\"}"), "400");
     let (_, torrent) = make_single(dir.path(), 100_000, "16K");
     let hex: String = std::fs::read(&torrent)
@@ -363,6 +468,20 @@ fn the_api_refuses_requests_a_web_page_could_forge() {
     let paused = format!("{{\"torrent\":\"{hex}\",\"paused\":true}}");
     assert_eq!(post(&paused), "201");
     assert_eq!(post(&paused), "409", "added twice");
+    // A file list must fit the torrent's one file.
+    let hash = shoal_info(path_str(&torrent))["info_hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let set = format!("{url}/{hash}/set");
+    assert_eq!(post_to(&set, "{\"files\":\"0\"}"), "400");
+    assert_eq!(post_to(&set, "{\"files\":\"2\"}"), "400");
+    assert_eq!(post_to(&set, "{\"order\":1}"), "400");
+    assert_eq!(
+        post_to(&set, "{\"files\":\"1\",\"sequential\":true}"),
+        "200"
+    );
+    assert_eq!(post_to(&format!("{url}/abcd/set"), "{}"), "404");
     // `remote` without the token says why, and fails.
     let (output, _) = run_with_timeout(
         shoal()

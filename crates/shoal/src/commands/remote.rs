@@ -56,9 +56,32 @@ pub enum Command {
         /// Add it stopped; `resume` starts it.
         #[arg(long)]
         paused: bool,
+        /// Download only these files, numbered from 1 as `shoal info` lists them:
+        /// `2`, `1,3-5` (as `get --select-file`).
+        #[arg(long, value_name = "LIST")]
+        select_file: Option<String>,
+        /// Fetch pieces in order, to read a file while it downloads.
+        #[arg(long)]
+        sequential: bool,
     },
     /// Show one torrent in full
     Show { id: String },
+    /// List a torrent's files: how much of each is here, and which are wanted
+    Files { id: String },
+    /// Change which files a torrent fetches, or in what order (a running torrent
+    /// restarts with the change; nothing it has is fetched or checked again)
+    Set {
+        id: String,
+        /// The files to download (`1,3-5`), or `all`.
+        #[arg(long, value_name = "LIST|all")]
+        select_file: Option<String>,
+        /// Fetch pieces in order.
+        #[arg(long, conflicts_with = "rarest_first")]
+        sequential: bool,
+        /// Fetch the rarest pieces first (the default, best for the swarm).
+        #[arg(long)]
+        rarest_first: bool,
+    },
     /// Stop a torrent (its connections close; it stays in the list, paused)
     Pause { id: String },
     /// Start a paused torrent again
@@ -102,6 +125,8 @@ fn request(command: &Command) -> Result<(Method, String, Option<Value>)> {
             torrent,
             dir,
             paused,
+            select_file,
+            sequential,
         } => {
             let mut body = match parse_source(torrent, None)? {
                 Source::Torrent(metainfo) => {
@@ -116,9 +141,31 @@ fn request(command: &Command) -> Result<(Method, String, Option<Value>)> {
                 body["dir"] = json!(dir);
             }
             body["paused"] = json!(paused);
+            body["files"] = json!(select_file);
+            body["sequential"] = json!(sequential);
             (Method::POST, "/api/torrents".into(), Some(body))
         }
-        Command::Show { id: name } => (Method::GET, format!("/api/torrents/{}", id(name)?), None),
+        Command::Show { id: name } | Command::Files { id: name } => {
+            (Method::GET, format!("/api/torrents/{}", id(name)?), None)
+        }
+        Command::Set {
+            id: name,
+            select_file,
+            sequential,
+            rarest_first,
+        } => {
+            let order = match (sequential, rarest_first) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            };
+            if select_file.is_none() && order.is_none() {
+                bail!("nothing to change: give --select-file, --sequential or --rarest-first");
+            }
+            let path = format!("/api/torrents/{}/set", id(name)?);
+            let body = json!({"files": select_file, "sequential": order});
+            (Method::POST, path, Some(body))
+        }
         Command::Pause { id: name } => {
             let path = format!("/api/torrents/{}/pause", id(name)?);
             (Method::POST, path, Some(json!({})))
@@ -233,6 +280,33 @@ fn describe(command: &Command, answer: &Value) -> String {
             out
         }
         Command::Show { .. } => serde_json::to_string_pretty(answer).unwrap_or_default() + "\n",
+        Command::Files { .. } => {
+            let files = answer["files"].as_array().cloned().unwrap_or_default();
+            let mut out = format!(
+                "{:>4} {:>6} {:>10} {:<4}  PATH\n",
+                "#", "DONE", "SIZE", "WANT"
+            );
+            for file in &files {
+                let (size, have) = (
+                    file["size"].as_u64().unwrap_or(0),
+                    file["have"].as_u64().unwrap_or(0),
+                );
+                let done = match size {
+                    0 => 100.0,
+                    size => have as f64 * 100.0 / size as f64,
+                };
+                out.push_str(&format!(
+                    "{:>4} {:>5.1}% {:>10} {:<4}  {}\n",
+                    file["number"],
+                    done,
+                    format_size(size),
+                    if file["wanted"] == true { "yes" } else { "no" },
+                    printable(file["path"].as_str().unwrap_or("")),
+                ));
+            }
+            out
+        }
+        Command::Set { id, .. } => format!("changed {id}\n"),
         Command::Add { .. } => format!("added {}\n", answer["info_hash"].as_str().unwrap_or("")),
         Command::Pause { id } => format!("paused {id}\n"),
         Command::Resume { id } => format!("resumed {id}\n"),

@@ -4,8 +4,9 @@
 //! |---|---|
 //! | `GET /api/session` | the listen address, the number of torrents and connections, the DHT's size |
 //! | `GET /api/torrents` | every torrent with its status |
-//! | `POST /api/torrents` | adds `{"torrent": HEX}` (a .torrent's bytes) or `{"magnet": LINK}`, with `"dir"` and `"paused"` optional |
-//! | `GET /api/torrents/ID` | one torrent (ID: its info-hash, or a unique beginning of it) |
+//! | `POST /api/torrents` | adds `{"torrent": HEX}` (a .torrent's bytes) or `{"magnet": LINK}`, with `"dir"`, `"paused"`, `"files"` and `"sequential"` optional |
+//! | `GET /api/torrents/ID` | one torrent (ID: its info-hash, or a unique beginning of it), with its peers and files |
+//! | `POST /api/torrents/ID/set` | `{"files": "1,3-5"}` (or `"all"`) and `{"sequential": true}`, either or both |
 //! | `POST /api/torrents/ID/pause`, `/resume` | stops it, starts it again |
 //! | `POST /api/torrents/ID/remove` | takes it out; `{"delete_data": true}` deletes its files too |
 //!
@@ -28,7 +29,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use shoal_core::{Magnet, Metainfo, MAX_TORRENT_SIZE};
 
-use super::session::{Session, SessionError};
+use super::files::Fetch;
+use super::session::{Adding, Session, SessionError};
 
 struct Api {
     session: Arc<Session>,
@@ -42,6 +44,7 @@ pub fn router(session: Arc<Session>, token: String) -> Router {
         .route("/api/session", get(session_info))
         .route("/api/torrents", get(list).post(add))
         .route("/api/torrents/{id}", get(show))
+        .route("/api/torrents/{id}/set", post(set))
         .route("/api/torrents/{id}/pause", post(pause))
         .route("/api/torrents/{id}/resume", post(resume))
         .route("/api/torrents/{id}/remove", post(remove))
@@ -156,6 +159,10 @@ struct Add {
     dir: Option<std::path::PathBuf>,
     #[serde(default)]
     paused: bool,
+    /// The files to fetch, numbered from 1 (`1,3-5`), or `all`.
+    files: Option<String>,
+    #[serde(default)]
+    sequential: bool,
 }
 
 async fn add(State(api): State<Arc<Api>>, body: Bytes) -> Response {
@@ -168,26 +175,59 @@ async fn add(State(api): State<Arc<Api>>, body: Bytes) -> Response {
             )
         }
     };
+    let fetch = match Fetch::new(add.files.as_deref(), add.sequential) {
+        Ok(fetch) => fetch,
+        Err(e) => return e.into_response(),
+    };
+    let how = Adding {
+        dir: add.dir,
+        paused: add.paused,
+        fetch,
+    };
     let added = match (add.torrent, add.magnet) {
         (Some(hex), None) => {
             let Some(bytes) = shoal_core::hex::decode(&hex) else {
                 return error(StatusCode::BAD_REQUEST, "\"torrent\" is not hex");
             };
             match Metainfo::from_bytes(&bytes) {
-                Ok(metainfo) => api.session.add(metainfo, add.dir, add.paused),
+                Ok(metainfo) => api.session.add(metainfo, how),
                 Err(e) => {
                     return error(StatusCode::BAD_REQUEST, format!("not a valid torrent: {e}"))
                 }
             }
         }
         (None, Some(link)) => match link.parse::<Magnet>() {
-            Ok(magnet) => api.session.add_magnet(magnet, add.dir, add.paused),
+            Ok(magnet) => api.session.add_magnet(magnet, how),
             Err(e) => return error(StatusCode::BAD_REQUEST, format!("not a magnet link: {e}")),
         },
         _ => return error(StatusCode::BAD_REQUEST, "give \"torrent\" or \"magnet\""),
     };
     match added {
         Ok(hash) => reply(StatusCode::CREATED, json!({"info_hash": hash.to_hex()})),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// What `POST /api/torrents/ID/set` takes: what is not given stays as it is.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Set {
+    /// The files to fetch (`1,3-5`), or `all`.
+    files: Option<String>,
+    sequential: Option<bool>,
+}
+
+async fn set(State(api): State<Arc<Api>>, Path(id): Path<String>, body: Bytes) -> Response {
+    let set: Set = match serde_json::from_slice(&body) {
+        Ok(set) => set,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("not a change: {e}")),
+    };
+    match api
+        .session
+        .set(&id, set.files.as_deref(), set.sequential)
+        .await
+    {
+        Ok(()) => answer(json!({})),
         Err(e) => e.into_response(),
     }
 }

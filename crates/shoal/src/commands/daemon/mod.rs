@@ -6,6 +6,7 @@
 //! ([`session`]).
 
 mod api;
+mod files;
 mod session;
 
 use std::net::SocketAddr;

@@ -12,11 +12,14 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use shoal_core::{InfoHash, Magnet, Metainfo, PeerId};
+use shoal_core::{Bitfield, InfoHash, Magnet, Metainfo, PeerId};
 use shoal_engine::metadata::{fetch_metadata, MetadataFetchError};
-use shoal_engine::{ConnectionBudget, EngineEvent, Outcome, RateLimit, TorrentConfig};
+use shoal_engine::{
+    ConnectionBudget, EngineEvent, Outcome, RateLimit, Readers, TorrentConfig, Wanted,
+};
 use tokio::sync::{mpsc, watch};
 
+use super::files::{describe_files, Fetch};
 use crate::commands::discovery::{self, Dhts};
 use crate::commands::transfer::{
     metadata_feed, metadata_fetch, metainfo_from_info, peer_json, run_announced, SessionNet,
@@ -93,6 +96,17 @@ struct Saved {
     /// The link a torrent was added by, for as long as its metadata is not saved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     magnet: Option<String>,
+    #[serde(flatten)]
+    fetch: Fetch,
+}
+
+/// How a torrent is added: the folder it downloads into (an absolute path; the
+/// session's folder if `None`), whether it starts stopped, what of it is fetched.
+#[derive(Debug, Default)]
+pub struct Adding {
+    pub dir: Option<PathBuf>,
+    pub paused: bool,
+    pub fetch: Fetch,
 }
 
 struct Entry {
@@ -101,7 +115,10 @@ struct Entry {
     /// The link it was added by, if any.
     magnet: Option<Magnet>,
     dir: PathBuf,
+    fetch: Fetch,
     status: Arc<Mutex<Status>>,
+    /// The pieces verified on disk, as the engine last said.
+    pieces: watch::Sender<Bitfield>,
     /// The user stopped it (it stays stopped across restarts).
     paused: bool,
     /// Its task, from its start until it is resumed again (a stopped task's `done`).
@@ -109,6 +126,14 @@ struct Entry {
     /// Taken out of the session: listed no more, but kept (so that the same torrent
     /// cannot be added, nor its files written) until its task has stopped.
     removing: bool,
+}
+
+/// What a torrent's task takes from its entry.
+struct Job {
+    dir: PathBuf,
+    fetch: Fetch,
+    status: Arc<Mutex<Status>>,
+    pieces: watch::Sender<Bitfield>,
 }
 
 /// A torrent's task, how to stop it, and whether it has.
@@ -278,25 +303,25 @@ impl Session {
             (Err(_), Some(_)) => None,
             (Err(e), None) => return Err(e),
         };
-        self.insert(hash, (metainfo, link), saved.dir.clone(), saved.paused)
+        let how = (saved.paused, saved.fetch.clone());
+        self.insert(hash, (metainfo, link), saved.dir.clone(), how)
             .map_err(anyhow::Error::new)
     }
 
-    /// Adds a torrent, downloading into `dir` (an absolute path; the session's folder if
-    /// `None`), running unless `paused`; returns its info-hash.
+    /// Adds a torrent, as `how` says; returns its info-hash.
     pub fn add(
         self: &Arc<Self>,
         metainfo: Metainfo,
-        dir: Option<PathBuf>,
-        paused: bool,
+        how: Adding,
     ) -> Result<InfoHash, SessionError> {
         let hash = metainfo.info_hash;
         let name = metainfo.info.name.clone();
+        how.fetch.selected(&metainfo)?;
         let _changing = self.changing();
         self.check_room(&hash)?;
         let bytes = metainfo.to_bytes();
         crate::commands::write_atomically(&self.torrent_path(&hash), &bytes, true)?;
-        self.add_entry(hash, (Some(metainfo), None), dir, paused, name)
+        self.add_entry(hash, (Some(metainfo), None), how, name)
     }
 
     /// Adds a magnet link: its metadata is fetched from its peers (and saved), then it
@@ -304,14 +329,13 @@ impl Session {
     pub fn add_magnet(
         self: &Arc<Self>,
         magnet: Magnet,
-        dir: Option<PathBuf>,
-        paused: bool,
+        how: Adding,
     ) -> Result<InfoHash, SessionError> {
         let hash = magnet.info_hash;
         let name = magnet.name.clone().unwrap_or_else(|| hash.to_hex());
         let _changing = self.changing();
         self.check_room(&hash)?;
-        self.add_entry(hash, (None, Some(magnet)), dir, paused, name)
+        self.add_entry(hash, (None, Some(magnet)), how, name)
     }
 
     fn check_room(&self, hash: &InfoHash) -> Result<(), SessionError> {
@@ -330,11 +354,10 @@ impl Session {
         self: &Arc<Self>,
         hash: InfoHash,
         torrent: (Option<Metainfo>, Option<Magnet>),
-        dir: Option<PathBuf>,
-        paused: bool,
+        how: Adding,
         name: String,
     ) -> Result<InfoHash, SessionError> {
-        let dir = match dir {
+        let dir = match how.dir {
             // The daemon's working folder means nothing to the client that sent it.
             Some(dir) if dir.is_relative() => {
                 let dir = dir.display();
@@ -347,7 +370,7 @@ impl Session {
         };
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("{}: cannot create", dir.display()))?;
-        self.insert(hash, torrent, dir, paused)?;
+        self.insert(hash, torrent, dir, (how.paused, how.fetch))?;
         self.write_list()?;
         self.say(
             json!({"event": "added", "info_hash": hash.to_hex(), "name": name}),
@@ -361,7 +384,7 @@ impl Session {
         hash: InfoHash,
         (metainfo, magnet): (Option<Metainfo>, Option<Magnet>),
         dir: PathBuf,
-        paused: bool,
+        (paused, fetch): (bool, Fetch),
     ) -> Result<(), SessionError> {
         let slot = OnceLock::new();
         if let Some(metainfo) = metainfo {
@@ -371,7 +394,9 @@ impl Session {
             metainfo: Arc::new(slot),
             magnet,
             dir,
+            fetch,
             status: Arc::new(Mutex::new(Status::new(State::Paused))),
+            pieces: watch::channel(Bitfield::new(0)).0,
             paused,
             running: None,
             removing: false,
@@ -400,8 +425,13 @@ impl Session {
         let session = self.clone();
         let slot = entry.metainfo.clone();
         let magnet = entry.magnet.clone();
-        let dir = entry.dir.clone();
         let status = entry.status.clone();
+        let job = Job {
+            dir: entry.dir.clone(),
+            fetch: entry.fetch.clone(),
+            status: status.clone(),
+            pieces: entry.pieces.clone(),
+        };
         tokio::spawn(async move {
             let _done = Done(done_tx);
             let (metainfo, peers) = match (slot.get(), magnet) {
@@ -417,7 +447,7 @@ impl Session {
                 },
                 (None, None) => unreachable!("an entry has its metainfo or its link"),
             };
-            session.run(metainfo, dir, peers, status, stopped).await;
+            session.run(metainfo, job, peers, stopped).await;
         });
         entry.running = Some(Running { stop, done });
     }
@@ -455,11 +485,22 @@ impl Session {
     async fn run(
         &self,
         metainfo: Arc<Metainfo>,
-        dir: PathBuf,
+        job: Job,
         extra_peers: Vec<SocketAddr>,
-        status: Arc<Mutex<Status>>,
         stopped: watch::Receiver<bool>,
     ) {
+        let Job {
+            dir,
+            fetch,
+            status,
+            pieces,
+        } = job;
+        let name = metainfo.info.name.clone();
+        // A magnet link's selection meets the torrent's files only now.
+        let selected_files = match fetch.selected(&metainfo) {
+            Ok(selected) => selected,
+            Err(e) => return self.failed(&status, &name, e.into()),
+        };
         let net = &self.net;
         // BEP 27: a private torrent's peers come from its trackers alone.
         let dht = match metainfo.info.private {
@@ -500,15 +541,19 @@ impl Session {
             recheck: opts.recheck,
             encryption: opts.encryption.into(),
             ip_filter: net.ip_filter.clone(),
-            sequential: false,
+            sequential: fetch.sequential,
             priority_pieces: Vec::new(),
-            readers: None,
+            // Nothing reads ahead; the pieces on disk are followed, for each file's
+            // progress.
+            readers: Some(Readers {
+                have: pieces,
+                wanted: watch::channel(Wanted::default()).1,
+            }),
             external_port: Some(net.external_port.clone()),
-            selected_files: None,
+            selected_files,
         };
         let announcing = (net.trackers(&metainfo), dht, net.external_port.clone());
         let (updates, display) = mpsc::unbounded_channel();
-        let name = metainfo.info.name.clone();
         let torrent = (name.clone(), metainfo.info.total_length);
         let watcher = tokio::spawn(keep_status(display, status.clone(), torrent, self.json));
         let outcome = run_announced(config, announcing, updates, stopped.clone()).await;
@@ -551,6 +596,11 @@ impl Session {
         let mut torrent = describe(&hash, entry);
         let status = entry.status.lock().unwrap_or_else(|e| e.into_inner());
         torrent["peers"] = Value::Array(status.peer_list.clone());
+        if let Some(metainfo) = entry.metainfo.get() {
+            let selected = entry.fetch.selected(metainfo).ok().flatten();
+            let have = entry.pieces.borrow();
+            torrent["files"] = Value::Array(describe_files(metainfo, selected.as_deref(), &have).0);
+        }
         Ok(torrent)
     }
 
@@ -592,6 +642,55 @@ impl Session {
             self.start(entry);
         }
         self.write_list()?;
+        Ok(())
+    }
+
+    /// Changes what of a torrent is fetched: `files` (a list, or `all`) and `sequential`,
+    /// each when given. A running torrent is stopped and started again
+    /// with them (its resume state vouches for what it has, so nothing is checked or
+    /// fetched again); returns once it has started again.
+    pub async fn set(
+        self: &Arc<Self>,
+        name: &str,
+        files: Option<&str>,
+        sequential: Option<bool>,
+    ) -> Result<(), SessionError> {
+        let (hash, done) = {
+            let _changing = self.changing();
+            let (hash, done) = {
+                let mut torrents = self.torrents();
+                let hash = find(&torrents, name)?;
+                let entry = torrents.get_mut(&hash).expect("found");
+                let files = files.or(entry.fetch.files.as_deref());
+                let fetch = Fetch::new(files, sequential.unwrap_or(entry.fetch.sequential))?;
+                if let Some(metainfo) = entry.metainfo.get() {
+                    fetch.selected(metainfo)?;
+                }
+                if fetch == entry.fetch {
+                    return Ok(());
+                }
+                let running = entry.running.as_ref().filter(|r| !r.is_done());
+                if running.is_some_and(|r| *r.stop.borrow()) {
+                    return Err(SessionError::Busy(hash.to_hex()));
+                }
+                entry.fetch = fetch;
+                (hash, running.map(Running::stop))
+            };
+            self.write_list()?;
+            (hash, done)
+        };
+        let Some(done) = done else {
+            return Ok(());
+        };
+        until_done(done).await;
+        let _changing = self.changing();
+        let mut torrents = self.torrents();
+        // Unless it was paused or removed meanwhile.
+        if let Some(entry) = torrents.get_mut(&hash).filter(|entry| {
+            !entry.removing && !entry.paused && entry.running.as_ref().is_some_and(Running::is_done)
+        }) {
+            self.start(entry);
+        }
         Ok(())
     }
 
@@ -669,6 +768,7 @@ impl Session {
                     dir: entry.dir.clone(),
                     paused: entry.paused || state_of(entry) == State::Finished,
                     magnet: entry.magnet.as_ref().map(ToString::to_string),
+                    fetch: entry.fetch.clone(),
                 })
                 .collect()
         };
@@ -746,16 +846,30 @@ fn describe(hash: &InfoHash, entry: &Entry) -> Value {
         .clone();
     let metainfo = entry.metainfo.get();
     let size = metainfo.map(|m| m.info.total_length);
-    let progress = size.map(|size| match size {
+    // Of the selected files, once the engine has said which pieces are on disk; until
+    // then (checking) how far the check is.
+    let have = entry.pieces.borrow();
+    let wanted = metainfo.map(|metainfo| match have.len() {
+        0 => (metainfo.info.total_length, status.have),
+        _ => {
+            let selected = entry.fetch.selected(metainfo).ok().flatten();
+            let (_, size, have) = describe_files(metainfo, selected.as_deref(), &have);
+            (size, have)
+        }
+    });
+    let progress = wanted.map(|(size, have)| match size {
         0 => 1.0,
-        size => status.have as f64 / size as f64,
+        size => have as f64 / size as f64,
     });
     json!({
         "info_hash": hash.to_hex(),
         "name": name_of(hash, entry),
         "size": size,
+        "wanted_size": wanted.map(|(size, _)| size),
         "dir": entry.dir.display().to_string(),
         "private": metainfo.map(|m| m.info.private),
+        "files_selected": entry.fetch.files,
+        "sequential": entry.fetch.sequential,
         "progress": progress,
         "status": status,
     })
@@ -806,12 +920,13 @@ async fn keep_status(
                 status.peer_list = peers.iter().map(peer_json).collect();
             }
             // The figures of the moment, ahead of the next statistics.
+            // Every selected piece is here: the rest of a partial download is seeded too.
             EngineEvent::Completed {
                 seed, downloaded, ..
             } => {
                 status.downloaded = downloaded;
+                status.state = State::Seeding;
                 if seed {
-                    status.state = State::Seeding;
                     status.have = size;
                 }
                 if !was_complete {

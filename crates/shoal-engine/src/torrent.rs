@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -493,11 +493,14 @@ async fn check_existing(
     };
     let progress = Arc::new(AtomicU64::new(0));
     let total = layout.total_length();
+    // However this returns, the check's threads stop with it.
+    let stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
     let task = {
-        let (layout, metainfo, progress, threads) = (
+        let (layout, metainfo, progress, stop, threads) = (
             layout.clone(),
             config.metainfo.clone(),
             progress.clone(),
+            stop.0.clone(),
             config.check_threads,
         );
         let threads = if threads == 0 {
@@ -506,7 +509,7 @@ async fn check_existing(
             threads
         };
         tokio::task::spawn_blocking(move || {
-            shoal_storage::verify(&layout, &metainfo.info, threads, &progress)
+            shoal_storage::verify_until(&layout, &metainfo.info, threads, &progress, &stop)
         })
     };
     let mut ticker = tokio::time::interval(Duration::from_millis(200));
@@ -515,14 +518,23 @@ async fn check_existing(
         tokio::select! {
             result = &mut task => {
                 let _ = events.send(EngineEvent::Checking { done: total, total });
-                return Some(result.expect("recheck does not panic"));
+                return result.expect("recheck does not panic");
             }
             _ = ticker.tick() => {
                 let _ = events.send(EngineEvent::Checking { done: progress.load(Ordering::Relaxed), total });
             }
-            // The check's thread runs on to its end; its result is dropped.
+            // The check's threads stop after the pieces they are hashing.
             () = &mut stopped => return None,
         }
+    }
+}
+
+/// Sets its flag when dropped.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 

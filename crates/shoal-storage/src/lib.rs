@@ -18,7 +18,7 @@ mod layout;
 pub mod resume;
 
 pub use assembler::{Finished, PieceAssembler};
-pub use check::verify;
+pub use check::{verify, verify_until};
 pub use create::{check_piece_length, create, scan, CreateOptions, Scanned, Skipped};
 pub use error::StorageError;
 pub use files::TorrentFiles;

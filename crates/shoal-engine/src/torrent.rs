@@ -126,7 +126,8 @@ pub struct TorrentConfig {
 }
 
 /// What a torrent shares with those reading its files while it downloads (`shoal get
-/// --stream`). A reader may read a piece once `have` has it: it is verified and written.
+/// --stream`), or following how far each file is (`shoal daemon`). A reader may read a
+/// piece once `have` has it: it is verified and written.
 #[derive(Debug)]
 pub struct Readers {
     /// The pieces verified on disk, kept current.

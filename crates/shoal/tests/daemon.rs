@@ -28,6 +28,10 @@ const CAPPED: At = At {
     listen: "127.0.14.7:18423",
     rpc: "127.0.14.7:18424",
 };
+const QUEUED: At = At {
+    listen: "127.0.14.12:18443",
+    rpc: "127.0.14.12:18444",
+};
 const FILES: At = At {
     listen: "127.0.14.11:18433",
     rpc: "127.0.14.11:18434",
@@ -350,70 +354,134 @@ fn a_daemon_fetches_the_files_it_is_asked_for() {
     assert!(table.contains("album/track 3.bin"), "{table}");
 }
 
-/// `--max-peers-total` holds for all the torrents together: with room for one
-/// connection, two torrents whose seeds are both known download one after the other
-/// (a finished torrent closes its connection to its seed, which frees the room), and
-/// never hold two connections at once, though the shared download limit keeps each
-/// transfer going for seconds.
-#[test]
-fn a_daemon_keeps_to_its_total_connection_limit() {
+/// Two 2 MiB torrents added to a daemon at `at` started with `limits` (and a shared
+/// 1 MiB/s download limit, so that each transfer lasts seconds), each with its own
+/// libtorrent seed at `seeds`, both of which the daemon is told of. Polls the daemon
+/// every 100 ms until both seed, then checks their files; returns what each poll saw:
+/// the session, and the torrents by name.
+fn two_torrents_watched(
+    at: &At,
+    seeds: [(&str, u16); 2],
+    limits: &[&str],
+) -> Vec<(
+    serde_json::Value,
+    std::collections::BTreeMap<String, serde_json::Value>,
+)> {
     require("/usr/bin/python3");
     let dir = tempdir();
     let src = dir.path().join("src");
-    let mut torrents_made = Vec::new();
+    let mut made = Vec::new();
     for (i, name) in ["one.bin", "two.bin"].iter().enumerate() {
         let file = src.join(name);
         random_file(&file, 2 << 20, 40 + i as u64);
         let torrent = dir.path().join(format!("{name}.torrent"));
         shoal_create(&file, "256K", &torrent, &[]);
-        torrents_made.push((file, torrent));
+        made.push((file, torrent));
     }
-    let _seeds = [
-        lt_seed(&torrents_made[0].1, &src, "127.0.14.8", 18425),
-        lt_seed(&torrents_made[1].1, &src, "127.0.14.9", 18426),
-    ];
+    let _seeds: Vec<Guard> = made
+        .iter()
+        .zip(seeds)
+        .map(|((_, torrent), (ip, port))| lt_seed(torrent, &src, ip, port))
+        .collect();
     let (out, state) = (dir.path().join("out"), dir.path().join("state"));
-    let seeds_at = ["127.0.14.8:18425", "127.0.14.9:18426"];
-    let limits = ["--max-peers-total", "1", "--max-down", "1M"];
-    let _daemon = daemon(&CAPPED, (&out, &state), &seeds_at, &limits);
-    for (_, torrent) in &torrents_made {
-        remote(&CAPPED, &state, &["add", path_str(torrent)]);
+    let seeds_at: Vec<String> = seeds
+        .iter()
+        .map(|(ip, port)| format!("{ip}:{port}"))
+        .collect();
+    let seeds_at: Vec<&str> = seeds_at.iter().map(String::as_str).collect();
+    let limits = [limits, &["--max-down", "1M"]].concat();
+    let _daemon = daemon(at, (&out, &state), &seeds_at, &limits);
+    for (_, torrent) in &made {
+        remote(at, &state, &["add", path_str(torrent)]);
     }
-    let names = ["one.bin", "two.bin"];
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let (mut most_open, mut most_peers, mut polls) = (0, 0, 0);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(60);
+    let mut polls = Vec::new();
     loop {
-        let session = remote(&CAPPED, &state, &["session"]);
-        let list = torrents(&CAPPED, &state);
-        let open = session["connections"]["open"].as_u64().expect("a count");
-        let peers: u64 = list
+        let session = remote(at, &state, &["session"]);
+        let list = torrents(at, &state);
+        let done = list
             .values()
-            .map(|t| t["status"]["peers"].as_u64().unwrap())
-            .sum();
-        (most_open, most_peers, polls) = (most_open.max(open), most_peers.max(peers), polls + 1);
-        if names
-            .iter()
-            .all(|n| list[*n]["status"]["state"] == "seeding")
-        {
+            .filter(|t| t["status"]["state"] == "seeding")
+            .count()
+            == 2;
+        polls.push((session, list));
+        if done {
             break;
         }
-        assert!(Instant::now() < deadline, "not both seeding: {list:#?}");
+        assert!(
+            Instant::now() < deadline,
+            "not both seeding: {:#?}",
+            polls.last()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let session = remote(&CAPPED, &state, &["session"]);
-    assert_eq!(session["connections"]["limit"], 1, "{session:#}");
+    // 4 MiB at 1 MiB/s, less the limiter's first second's burst.
+    let took = started.elapsed();
     assert!(
-        polls >= 10,
-        "the transfers took {polls} polls: too quick to watch"
+        took > Duration::from_secs(2) && polls.len() >= 5,
+        "the transfers took {took:?}, {} polls: too quick to watch",
+        polls.len()
     );
-    assert_eq!(
-        (most_open, most_peers),
-        (1, 1),
-        "one connection at most, and one seen"
-    );
-    for (file, _) in &torrents_made {
+    for (file, _) in &made {
         same_files(file, &out.join(file.file_name().unwrap()));
     }
+    polls
+}
+
+/// `--max-peers-total` holds for all the torrents together: with room for one
+/// connection, two torrents whose seeds are both known download one after the other
+/// (a finished torrent closes its connection to its seed, which frees the room), and
+/// never hold two connections at once.
+#[test]
+fn a_daemon_keeps_to_its_total_connection_limit() {
+    let seeds = [("127.0.14.8", 18425), ("127.0.14.9", 18426)];
+    let polls = two_torrents_watched(&CAPPED, seeds, &["--max-peers-total", "1"]);
+    assert_eq!(polls[0].0["connections"]["limit"], 1, "{:#}", polls[0].0);
+    // The torrents' own counts (each follows its connections as they open and close),
+    // not the session's, which its limit bounds by construction.
+    let mut connected = [false, false];
+    for (_, list) in &polls {
+        let peers: Vec<u64> = list
+            .values()
+            .map(|t| t["status"]["peers"].as_u64().unwrap())
+            .collect();
+        assert!(
+            peers.iter().sum::<u64>() <= 1,
+            "two connections at once: {list:#?}"
+        );
+        for (seen, count) in connected.iter_mut().zip(&peers) {
+            *seen |= *count == 1;
+        }
+    }
+    assert_eq!(
+        connected,
+        [true, true],
+        "each torrent seen connected to its seed"
+    );
+}
+
+/// `--max-active-downloads 1`: of two torrents added at once, the second waits, queued,
+/// until the first is complete; never do both fetch at once.
+#[test]
+fn a_daemon_queues_downloads_beyond_its_limit() {
+    let seeds = [("127.0.14.13", 18445), ("127.0.14.14", 18446)];
+    let polls = two_torrents_watched(&QUEUED, seeds, &["--max-active-downloads", "1"]);
+    let fetching = ["fetching_metadata", "checking", "downloading"];
+    let mut queued = 0;
+    for (_, list) in &polls {
+        let states: Vec<&str> = list
+            .values()
+            .map(|t| t["status"]["state"].as_str().unwrap())
+            .collect();
+        let active = states.iter().filter(|s| fetching.contains(s)).count();
+        assert!(active <= 1, "two downloads at once: {list:#?}");
+        queued += usize::from(states.contains(&"queued"));
+    }
+    assert!(
+        queued >= 5,
+        "the second torrent was queued in {queued} polls only"
+    );
 }
 
 /// The API refuses what a web page could send: a change without a JSON body, a host

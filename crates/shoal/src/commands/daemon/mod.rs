@@ -56,6 +56,11 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 200,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_peers_total: u32,
+    /// Torrents downloading at once (Transmission's download queue); the others wait,
+    /// queued, in the order they were added or resumed. Complete torrents seed
+    /// regardless. 0: no limit.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub max_active_downloads: usize,
     #[command(flatten)]
     pub peer: PeerOptions,
     #[command(flatten)]
@@ -162,7 +167,13 @@ async fn serve(args: Args, state_dir: PathBuf, token: String) -> Result<()> {
     let listen = net.listen;
     let budget = shoal_engine::ConnectionBudget::new(args.max_peers_total as usize);
     let folders = (args.output, state_dir);
-    let session = Arc::new(session::Session::new(net, folders, budget, json));
+    let downloads = Some(args.max_active_downloads).filter(|&n| n > 0);
+    let session = Arc::new(session::Session::new(
+        net,
+        folders,
+        (budget, downloads),
+        json,
+    ));
     let restored = session.restore()?;
     if json {
         super::line(json!({"event": "listening", "listen": listen.to_string(),

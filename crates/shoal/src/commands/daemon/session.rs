@@ -17,7 +17,7 @@ use shoal_engine::metadata::{fetch_metadata, MetadataFetchError};
 use shoal_engine::{
     ConnectionBudget, EngineEvent, Outcome, RateLimit, Readers, TorrentConfig, Wanted,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 
 use super::files::{describe_files, Fetch};
 use crate::commands::discovery::{self, Dhts};
@@ -34,6 +34,8 @@ pub const MAX_TORRENTS: usize = 1000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
+    /// Waiting for one of the `--max-active-downloads` to finish.
+    Queued,
     /// A magnet link's: asking its peers for the torrent's metadata.
     FetchingMetadata,
     /// Hashing the data already on disk.
@@ -182,6 +184,9 @@ pub struct Session {
     download_limit: Arc<RateLimit>,
     /// `--max-peers-total`, the torrents' connections together.
     connections: Arc<ConnectionBudget>,
+    /// `--max-active-downloads`: a torrent with something to fetch takes a turn (a magnet
+    /// link's, to fetch its metadata too) and gives it back once complete or stopped.
+    download_turns: Option<Arc<tokio::sync::Semaphore>>,
     /// Torrents check their data one at a time.
     check_turns: Arc<tokio::sync::Semaphore>,
     torrents: Mutex<BTreeMap<InfoHash, Entry>>,
@@ -216,11 +221,12 @@ impl Session {
     pub fn new(
         net: SessionNet,
         (default_dir, state_dir): (PathBuf, PathBuf),
-        connections: Arc<ConnectionBudget>,
+        (connections, downloads): (Arc<ConnectionBudget>, Option<usize>),
         json: bool,
     ) -> Self {
         Session {
             connections,
+            download_turns: downloads.map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
             upload_limit: Arc::new(RateLimit::new(net.opts.max_up)),
             download_limit: Arc::new(RateLimit::new(net.opts.max_down)),
             check_turns: Arc::new(tokio::sync::Semaphore::new(1)),
@@ -434,6 +440,12 @@ impl Session {
         };
         tokio::spawn(async move {
             let _done = Done(done_tx);
+            let Some(turn) = session
+                .download_turn(slot.get(), &job, stopped.clone())
+                .await
+            else {
+                return set_state(&status, State::Paused);
+            };
             let (metainfo, peers) = match (slot.get(), magnet) {
                 (Some(metainfo), _) => (metainfo.clone(), Vec::new()),
                 (None, Some(magnet)) => match session.fetch(&magnet, stopped.clone()).await {
@@ -447,9 +459,49 @@ impl Session {
                 },
                 (None, None) => unreachable!("an entry has its metainfo or its link"),
             };
-            session.run(metainfo, job, peers, stopped).await;
+            session.run(metainfo, (job, turn), peers, stopped).await;
         });
         entry.running = Some(Running { stop, done });
+    }
+
+    /// Waits (`Queued`) for a turn among the active downloads, if the torrent has
+    /// something to fetch: a complete torrent (by its resume state) seeds at once. `None`
+    /// if stopped while waiting.
+    async fn download_turn(
+        &self,
+        metainfo: Option<&Arc<Metainfo>>,
+        job: &Job,
+        mut stopped: watch::Receiver<bool>,
+    ) -> Option<Option<OwnedSemaphorePermit>> {
+        let Some(turns) = &self.download_turns else {
+            return Some(None);
+        };
+        if metainfo.is_some_and(|metainfo| self.is_complete(metainfo, job)) {
+            return Some(None);
+        }
+        if let Ok(turn) = turns.clone().try_acquire_owned() {
+            return Some(Some(turn));
+        }
+        set_state(&job.status, State::Queued);
+        tokio::select! {
+            turn = turns.clone().acquire_owned() => Some(turn.ok()),
+            _ = stopped.wait_for(|stop| *stop) => None,
+        }
+    }
+
+    /// Whether the resume state vouches for every piece the torrent wants.
+    fn is_complete(&self, metainfo: &Metainfo, job: &Job) -> bool {
+        let layout = shoal_storage::FileLayout::for_torrent(&metainfo.info, &job.dir);
+        let path = shoal_storage::resume::resume_path(&self.state_dir, &metainfo.info_hash);
+        let Some(have) = shoal_storage::resume::load(&path, &metainfo.info_hash, &layout) else {
+            return false;
+        };
+        match job.fetch.selected(metainfo) {
+            Ok(Some(selected)) => layout.pieces_of(&selected).iter_ones().all(|p| have.get(p)),
+            Ok(None) => have.count_ones() == have.len(),
+            // It stops on that when it runs.
+            Err(_) => true,
+        }
     }
     /// Fetches a magnet link's metadata from its peers and saves it as a .torrent;
     /// `None` if stopped first. Also the peers that had it.
@@ -485,7 +537,7 @@ impl Session {
     async fn run(
         &self,
         metainfo: Arc<Metainfo>,
-        job: Job,
+        (job, turn): (Job, Option<OwnedSemaphorePermit>),
         extra_peers: Vec<SocketAddr>,
         stopped: watch::Receiver<bool>,
     ) {
@@ -555,7 +607,12 @@ impl Session {
         let announcing = (net.trackers(&metainfo), dht, net.external_port.clone());
         let (updates, display) = mpsc::unbounded_channel();
         let torrent = (name.clone(), metainfo.info.total_length);
-        let watcher = tokio::spawn(keep_status(display, status.clone(), torrent, self.json));
+        let watcher = tokio::spawn(keep_status(
+            display,
+            (status.clone(), turn),
+            torrent,
+            self.json,
+        ));
         let outcome = run_announced(config, announcing, updates, stopped.clone()).await;
         let _ = watcher.await;
         match outcome {
@@ -875,15 +932,16 @@ fn describe(hash: &InfoHash, entry: &Entry) -> Value {
     })
 }
 
-/// Keeps `status` current from a torrent's updates; completions are said.
+/// Keeps `status` current from a torrent's updates; completions are said. The
+/// torrent's download turn, if it holds one, is given back once it is complete.
 async fn keep_status(
     mut updates: mpsc::UnboundedReceiver<Update>,
-    status: Arc<Mutex<Status>>,
+    (status, mut turn): (Arc<Mutex<Status>>, Option<OwnedSemaphorePermit>),
     (name, size): (String, u64),
     json: bool,
 ) {
     // A torrent complete from the start (a restart) has nothing new to say.
-    let mut was_complete = false;
+    let mut fetched_any = false;
     while let Some(update) = updates.recv().await {
         let Update::Engine(event) = update else {
             continue;
@@ -901,11 +959,16 @@ async fn keep_status(
                 ..
             } => {
                 status.resumed = resumed;
-                was_complete = have == piece_count;
-                status.state = match was_complete {
+                status.state = match have == piece_count {
                     true => State::Seeding,
                     false => State::Downloading,
                 };
+            }
+            EngineEvent::PieceVerified { .. } => fetched_any = true,
+            // Between the statistics, the count follows each connection.
+            EngineEvent::PeerConnected { .. } => status.peers += 1,
+            EngineEvent::PeerDisconnected { .. } => {
+                status.peers = status.peers.saturating_sub(1);
             }
             EngineEvent::Stats(stats) => {
                 status.have = stats.bytes_have;
@@ -919,17 +982,18 @@ async fn keep_status(
             EngineEvent::Peers(peers) => {
                 status.peer_list = peers.iter().map(peer_json).collect();
             }
-            // The figures of the moment, ahead of the next statistics.
-            // Every selected piece is here: the rest of a partial download is seeded too.
+            // Every selected piece is here (the figures of the moment, ahead of the next
+            // statistics): the torrent seeds what it has, a partial download too.
             EngineEvent::Completed {
                 seed, downloaded, ..
             } => {
+                turn = None;
                 status.downloaded = downloaded;
                 status.state = State::Seeding;
                 if seed {
                     status.have = size;
                 }
-                if !was_complete {
+                if fetched_any {
                     let event = json!({"event": "completed", "name": name});
                     say(json, event, format!("{name}: complete"));
                 }
@@ -937,6 +1001,7 @@ async fn keep_status(
             _ => {}
         }
     }
+    drop(turn);
 }
 
 /// Deletes the files of `metainfo` under `dir`, then the folders of a multi-file torrent

@@ -254,9 +254,10 @@ fn a_daemon_runs_many_torrents_on_one_port_across_a_kill() {
     drop(daemon_run);
 }
 
-/// A torrent added with one file selected, in order, fetches that file and seeds it;
-/// the choice survives `kill -9`; selecting every file then restarts it to fetch the
-/// rest, without checking what it has.
+/// A magnet link added with a file beyond its torrent's stops on it; given one file to
+/// fetch, in order, it fetches that file and seeds it; the choice survives `kill -9`;
+/// selecting every file then restarts it to fetch the rest, without checking what it
+/// has.
 #[test]
 fn a_daemon_fetches_the_files_it_is_asked_for() {
     require("/usr/bin/python3");
@@ -278,18 +279,27 @@ fn a_daemon_fetches_the_files_it_is_asked_for() {
     let folders = (out.as_path(), state.as_path());
     let seed_at = ["127.0.14.10:18431"];
     let mut daemon_run = daemon(&FILES, folders, &seed_at, &[]);
-    let added = remote(
+    // A magnet link's list meets its files only with its metadata: a number beyond
+    // them stops it there, and a good list starts it again.
+    let id = shoal_info(path_str(&torrent))["info_hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let magnet = format!("magnet:?xt=urn:btih:{id}&dn=album");
+    remote(&FILES, &state, &["add", &magnet, "--select-file", "2,4"]);
+    let list = wait_state(
+        (&FILES, &state),
+        &["album"],
+        "error",
+        Duration::from_secs(60),
+    );
+    let error = list["album"]["status"]["error"].as_str().unwrap();
+    assert!(error.contains("3 files"), "{error}");
+    remote(
         &FILES,
         &state,
-        &[
-            "add",
-            path_str(&torrent),
-            "--select-file",
-            "2",
-            "--sequential",
-        ],
+        &["set", &id, "--select-file", "2", "--sequential"],
     );
-    let id = added["info_hash"].as_str().unwrap().to_string();
     wait_state(
         (&FILES, &state),
         &["album"],

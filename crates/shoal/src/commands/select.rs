@@ -44,6 +44,29 @@ impl FromStr for FileSelection {
 }
 
 impl FileSelection {
+    /// The same files, written one way only (ranges in order, merged): `3,1-2,2` and
+    /// `1-3` name the same choice.
+    pub fn normalized(&self) -> String {
+        let mut ranges: Vec<(usize, usize)> =
+            self.0.iter().map(|r| (*r.start(), *r.end())).collect();
+        ranges.sort_unstable();
+        let mut merged: Vec<(usize, usize)> = Vec::new();
+        for (start, end) in ranges {
+            match merged.last_mut() {
+                Some(last) if start <= last.1.saturating_add(1) => last.1 = last.1.max(end),
+                _ => merged.push((start, end)),
+            }
+        }
+        let written: Vec<String> = merged
+            .iter()
+            .map(|&(start, end)| match start == end {
+                true => start.to_string(),
+                false => format!("{start}-{end}"),
+            })
+            .collect();
+        written.join(",")
+    }
+
     /// The selected files as indices into the torrent's `files` (padding files included
     /// there), in order, without repeats. Fails if a number is beyond the torrent's files.
     pub fn resolve(&self, files: &[FileEntry]) -> Result<Vec<usize>> {
@@ -132,6 +155,14 @@ mod tests {
                 url_path: Vec::new(),
             })
             .collect()
+    }
+
+    #[test]
+    fn a_list_is_written_one_way() {
+        let normal = |list: &str| list.parse::<FileSelection>().unwrap().normalized();
+        assert_eq!(normal("3,1-2,2"), "1-3");
+        assert_eq!(normal("5, 1,7-9,8"), "1,5,7-9");
+        assert_eq!(normal("4-6,1-5"), "1-6");
     }
 
     #[test]

@@ -129,7 +129,7 @@ async fn session_info(State(api): State<Arc<Api>>) -> Response {
     answer(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "listen": net.listen.to_string(),
-        "torrents": api.session.list().len(),
+        "torrents": api.session.count(),
         "connections": {
             "open": api.session.connections().open(),
             "limit": api.session.connections().limit(),

@@ -4,8 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use shoal_core::{Bitfield, Metainfo};
-use shoal_storage::FileLayout;
+use shoal_core::{Bitfield, Info, Metainfo};
 
 use super::session::SessionError;
 use crate::commands::select::FileSelection;
@@ -30,9 +29,8 @@ impl Fetch {
         let files = match files.map(str::trim) {
             None | Some("all") => None,
             Some(list) => {
-                list.parse::<FileSelection>()
-                    .map_err(SessionError::Invalid)?;
-                Some(list.to_owned())
+                let selection: FileSelection = list.parse().map_err(SessionError::Invalid)?;
+                Some(selection.normalized())
             }
         };
         Ok(Fetch { files, sequential })
@@ -53,23 +51,16 @@ impl Fetch {
 }
 
 /// A torrent's files, numbered as `shoal info` lists them: path, size, bytes verified
-/// on disk (by the pieces in `have`), and whether each is selected. Also the bytes
-/// selected and the selected bytes verified, for the torrent's progress.
+/// on disk (by the pieces in `have`), and whether each is selected (`selected` in
+/// order, as [`Fetch::selected`] gives it). Also the bytes selected and the selected
+/// bytes verified, for the torrent's progress.
 pub fn describe_files(
     metainfo: &Metainfo,
     selected: Option<&[usize]>,
     have: &Bitfield,
 ) -> (Vec<Value>, u64, u64) {
     let info = &metainfo.info;
-    let layout = FileLayout::for_torrent(info, std::path::Path::new(""));
-    let mut verified = vec![0u64; info.files.len()];
-    if have.len() == layout.piece_count() {
-        for piece in have.iter_ones() {
-            for segment in layout.piece_segments(piece) {
-                verified[segment.file] += segment.length;
-            }
-        }
-    }
+    let verified = verified_bytes(info, have);
     let (mut wanted_size, mut wanted_have) = (0, 0);
     let files = info
         .files
@@ -78,7 +69,7 @@ pub fn describe_files(
         .filter(|(_, file)| !file.attr.padding)
         .enumerate()
         .map(|(number, (index, file))| {
-            let wanted = selected.is_none_or(|selected| selected.contains(&index));
+            let wanted = selected.is_none_or(|selected| selected.binary_search(&index).is_ok());
             if wanted {
                 wanted_size += file.length;
                 wanted_have += verified[index];
@@ -95,9 +86,76 @@ pub fn describe_files(
     (files, wanted_size, wanted_have)
 }
 
+/// Bytes of each file (padding files too) inside the pieces of `have`, where the files
+/// lie end to end as the pieces cover them. Nothing if `have` is not this torrent's.
+fn verified_bytes(info: &Info, have: &Bitfield) -> Vec<u64> {
+    let mut verified = vec![0u64; info.files.len()];
+    if have.len() != info.piece_count() {
+        return verified;
+    }
+    let ends: Vec<u64> = info
+        .files
+        .iter()
+        .scan(0, |end, file| {
+            *end += file.length;
+            Some(*end)
+        })
+        .collect();
+    let piece_length = u64::from(info.piece_length);
+    let total = ends.last().copied().unwrap_or(0);
+    for piece in have.iter_ones() {
+        let start = piece as u64 * piece_length;
+        let end = (start + piece_length).min(total);
+        // The first file that ends after the piece starts, and those after it that
+        // start before the piece ends.
+        let mut index = ends.partition_point(|&file_end| file_end <= start);
+        while index < ends.len() {
+            let file_start = ends[index] - info.files[index].length;
+            if file_start >= end {
+                break;
+            }
+            verified[index] += ends[index].min(end) - file_start.max(start);
+            index += 1;
+        }
+    }
+    verified
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Files of 5, 20 and 0 bytes in 16-byte pieces.
+    fn three_files() -> Metainfo {
+        let mut torrent = b"d4:infod5:filesl".to_vec();
+        for (length, name) in [(5, "a"), (20, "b"), (0, "c")] {
+            torrent.extend(format!("d6:lengthi{length}e4:pathl1:{name}ee").bytes());
+        }
+        torrent.extend(b"e4:name1:t12:piece lengthi16e6:pieces40:");
+        torrent.extend([7u8; 40]);
+        torrent.extend(b"ee");
+        Metainfo::from_bytes(&torrent).unwrap()
+    }
+
+    #[test]
+    fn each_file_counts_the_bytes_of_its_verified_pieces() {
+        let metainfo = three_files();
+        let mut have = Bitfield::new(2);
+        have.set(1);
+        assert_eq!(verified_bytes(&metainfo.info, &have), [0, 9, 0]);
+        have.set(0);
+        assert_eq!(verified_bytes(&metainfo.info, &have), [5, 20, 0]);
+        // Another torrent's bitfield counts nothing.
+        assert_eq!(verified_bytes(&metainfo.info, &Bitfield::new(3)), [0, 0, 0]);
+
+        let mut first = Bitfield::new(2);
+        first.set(0);
+        let (files, size, done) = describe_files(&metainfo, Some(&[1]), &first);
+        assert_eq!((size, done), (20, 11));
+        assert_eq!(files[0]["wanted"], false);
+        assert_eq!(files[1]["have"], 11);
+        assert_eq!(files[2]["number"], 3);
+    }
 
     #[test]
     fn a_list_is_checked_for_its_form_then_against_the_files() {
@@ -111,7 +169,13 @@ mod tests {
             Fetch::new(Some("2-1"), false),
             Err(SessionError::Invalid(_))
         ));
-        let fetch = Fetch::new(Some(" 1,3 "), true).unwrap();
+        let fetch = Fetch::new(Some(" 3,1 "), true).unwrap();
         assert_eq!(fetch.files.as_deref(), Some("1,3"));
+        assert_eq!(fetch.selected(&three_files()).unwrap(), Some(vec![0, 2]));
+        let beyond = Fetch::new(Some("4"), false).unwrap();
+        assert!(matches!(
+            beyond.selected(&three_files()),
+            Err(SessionError::Invalid(_))
+        ));
     }
 }

@@ -392,6 +392,8 @@ impl Session {
         dir: PathBuf,
         (paused, fetch): (bool, Fetch),
     ) -> Result<(), SessionError> {
+        // What is on disk, for the progress of a torrent that does not run (yet).
+        let on_disk = metainfo.as_ref().and_then(|m| self.on_disk(m, &dir));
         let slot = OnceLock::new();
         if let Some(metainfo) = metainfo {
             let _ = slot.set(Arc::new(metainfo));
@@ -402,7 +404,7 @@ impl Session {
             dir,
             fetch,
             status: Arc::new(Mutex::new(Status::new(State::Paused))),
-            pieces: watch::channel(Bitfield::new(0)).0,
+            pieces: watch::channel(on_disk.unwrap_or_else(|| Bitfield::new(0))).0,
             paused,
             running: None,
             removing: false,
@@ -491,18 +493,27 @@ impl Session {
 
     /// Whether the resume state vouches for every piece the torrent wants.
     fn is_complete(&self, metainfo: &Metainfo, job: &Job) -> bool {
-        let layout = shoal_storage::FileLayout::for_torrent(&metainfo.info, &job.dir);
-        let path = shoal_storage::resume::resume_path(&self.state_dir, &metainfo.info_hash);
-        let Some(have) = shoal_storage::resume::load(&path, &metainfo.info_hash, &layout) else {
+        let Some(have) = self.on_disk(metainfo, &job.dir) else {
             return false;
         };
         match job.fetch.selected(metainfo) {
-            Ok(Some(selected)) => layout.pieces_of(&selected).iter_ones().all(|p| have.get(p)),
+            Ok(Some(selected)) => shoal_storage::FileLayout::for_torrent(&metainfo.info, &job.dir)
+                .pieces_of(&selected)
+                .iter_ones()
+                .all(|p| have.get(p)),
             Ok(None) => have.count_ones() == have.len(),
             // It stops on that when it runs.
             Err(_) => true,
         }
     }
+
+    /// The pieces the resume state vouches for, if it does (its files are unchanged).
+    fn on_disk(&self, metainfo: &Metainfo, dir: &Path) -> Option<Bitfield> {
+        let layout = shoal_storage::FileLayout::for_torrent(&metainfo.info, dir);
+        let path = shoal_storage::resume::resume_path(&self.state_dir, &metainfo.info_hash);
+        shoal_storage::resume::load(&path, &metainfo.info_hash, &layout)
+    }
+
     /// Fetches a magnet link's metadata from its peers and saves it as a .torrent;
     /// `None` if stopped first. Also the peers that had it.
     async fn fetch(
@@ -634,6 +645,11 @@ impl Session {
         status.lock().unwrap_or_else(|e| e.into_inner()).error = Some(reason);
     }
 
+    /// How many torrents are listed.
+    pub fn count(&self) -> usize {
+        self.torrents().values().filter(|e| !e.removing).count()
+    }
+
     /// Every torrent, as the API shows them.
     pub fn list(&self) -> Vec<Value> {
         let torrents = self.torrents();
@@ -655,7 +671,7 @@ impl Session {
         torrent["peers"] = Value::Array(status.peer_list.clone());
         if let Some(metainfo) = entry.metainfo.get() {
             let selected = entry.fetch.selected(metainfo).ok().flatten();
-            let have = entry.pieces.borrow();
+            let have = entry.pieces.borrow().clone();
             torrent["files"] = Value::Array(describe_files(metainfo, selected.as_deref(), &have).0);
         }
         Ok(torrent)
@@ -714,7 +730,7 @@ impl Session {
     ) -> Result<(), SessionError> {
         let (hash, done) = {
             let _changing = self.changing();
-            let (hash, done) = {
+            let (hash, previous) = {
                 let mut torrents = self.torrents();
                 let hash = find(&torrents, name)?;
                 let entry = torrents.get_mut(&hash).expect("found");
@@ -723,31 +739,54 @@ impl Session {
                 if let Some(metainfo) = entry.metainfo.get() {
                     fetch.selected(metainfo)?;
                 }
-                if fetch == entry.fetch {
+                if fetch == entry.fetch && state_of(entry) != State::Error {
                     return Ok(());
                 }
                 let running = entry.running.as_ref().filter(|r| !r.is_done());
                 if running.is_some_and(|r| *r.stop.borrow()) {
                     return Err(SessionError::Busy(hash.to_hex()));
                 }
-                entry.fetch = fetch;
-                (hash, running.map(Running::stop))
+                (hash, std::mem::replace(&mut entry.fetch, fetch))
             };
-            self.write_list()?;
-            (hash, done)
+            // Saved before anything stops: a list that cannot be written changes nothing.
+            if let Err(e) = self.write_list() {
+                if let Some(entry) = self.torrents().get_mut(&hash) {
+                    entry.fetch = previous;
+                }
+                return Err(e.into());
+            }
+            let mut torrents = self.torrents();
+            let entry = torrents
+                .get_mut(&hash)
+                .expect("kept while `changing` is held");
+            match entry.running.as_ref().filter(|r| !r.is_done()) {
+                Some(running) => (hash, running.stop()),
+                None => {
+                    // Stopped on an error (a magnet link's list beyond its files, say):
+                    // the change may be its fix.
+                    if !entry.paused && state_of(entry) == State::Error {
+                        self.start(entry);
+                    }
+                    return Ok(());
+                }
+            }
         };
-        let Some(done) = done else {
-            return Ok(());
-        };
-        until_done(done).await;
-        let _changing = self.changing();
-        let mut torrents = self.torrents();
-        // Unless it was paused or removed meanwhile.
-        if let Some(entry) = torrents.get_mut(&hash).filter(|entry| {
-            !entry.removing && !entry.paused && entry.running.as_ref().is_some_and(Running::is_done)
-        }) {
-            self.start(entry);
-        }
+        // Started again even if the caller stops waiting.
+        let session = self.clone();
+        let restart = tokio::spawn(async move {
+            until_done(done).await;
+            let _changing = session.changing();
+            let mut torrents = session.torrents();
+            // Unless it was paused or removed meanwhile.
+            if let Some(entry) = torrents.get_mut(&hash).filter(|entry| {
+                !entry.removing
+                    && !entry.paused
+                    && entry.running.as_ref().is_some_and(Running::is_done)
+            }) {
+                session.start(entry);
+            }
+        });
+        restart.await.context("restarting the torrent")?;
         Ok(())
     }
 
@@ -905,7 +944,8 @@ fn describe(hash: &InfoHash, entry: &Entry) -> Value {
     let size = metainfo.map(|m| m.info.total_length);
     // Of the selected files, once the engine has said which pieces are on disk; until
     // then (checking) how far the check is.
-    let have = entry.pieces.borrow();
+    // A copy: the engine waits to update it while it is borrowed.
+    let have = entry.pieces.borrow().clone();
     let wanted = metainfo.map(|metainfo| match have.len() {
         0 => (metainfo.info.total_length, status.have),
         _ => {

@@ -100,6 +100,16 @@ struct Entry {
 }
 
 impl Entry {
+    /// Due for a connection attempt; a seed is not while we are `done` (it could give us
+    /// nothing and wants nothing from us).
+    fn is_due(&self, now: Instant, done: bool) -> bool {
+        self.connectable
+            && !self.connected
+            && !self.banned
+            && self.next_attempt <= now
+            && !(done && self.seed)
+    }
+
     fn new(source: PeerSource, connectable: bool, now: Instant) -> Self {
         Entry {
             sources: source.bit(),
@@ -257,8 +267,7 @@ impl AddressBook {
         let mut due: Vec<(SocketAddr, &Entry)> = self
             .entries
             .iter()
-            .filter(|(_, e)| e.connectable && !e.connected && !e.banned && e.next_attempt <= now)
-            .filter(|(_, e)| !(done && e.seed))
+            .filter(|(_, e)| e.is_due(now, done))
             .map(|(a, e)| (*a, e))
             .collect();
         let key = |(addr, e): &(SocketAddr, &Entry)| {
@@ -281,6 +290,11 @@ impl AddressBook {
             self.entries.get_mut(addr).expect("listed").connected = true;
         }
         due
+    }
+
+    /// Whether some address is due for a connection attempt (see [`AddressBook::due`]).
+    pub fn any_due(&self, now: Instant, done: bool) -> bool {
+        self.entries.values().any(|e| e.is_due(now, done))
     }
 
     /// Up to `max` addresses worth dialling after a restart, best first: those we are

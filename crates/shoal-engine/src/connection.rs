@@ -15,6 +15,7 @@ use shoal_swarm::{PeerKey, PieceProgress};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf};
 use tokio::sync::mpsc;
 
+use crate::budget::ConnectionPermit;
 use crate::encryption::{self, Encryption, Secured};
 use crate::stream::{Dialer, Kind, PeerStream};
 use crate::RateLimit;
@@ -41,6 +42,8 @@ pub enum Input {
         stream: PeerStream,
         opened: Opened,
         secured: Secured,
+        /// A dialled connection's room in the session's limit, taken when it was dialled.
+        permit: Option<ConnectionPermit>,
     },
     ConnectFailed {
         addr: SocketAddr,
@@ -254,7 +257,7 @@ pub fn spawn_connect(
     timeout: Duration,
     (dialer, order): (Dialer, &'static [Kind]),
     (policy, swarm): (Encryption, InfoHash),
-    to_actor: mpsc::Sender<Input>,
+    (to_actor, permit): (mpsc::Sender<Input>, Option<ConnectionPermit>),
 ) {
     tokio::spawn(async move {
         tracing::debug!("dialling {addr} over {order:?}");
@@ -265,6 +268,7 @@ pub fn spawn_connect(
                 stream,
                 opened: Opened::Dialled(swarm),
                 secured,
+                permit,
             },
             None => Input::ConnectFailed { addr },
         };
@@ -419,6 +423,7 @@ fn take_handshake(
                 stream,
                 opened: Opened::Accepted(handshake),
                 secured,
+                permit: None,
             })
             .await;
     });

@@ -37,7 +37,7 @@ use shoal_wire::{
 use tokio::sync::{mpsc, watch};
 
 use crate::addresses::{is_local, AddressBook};
-use crate::budget::{ConnectionBudget, ConnectionPermit};
+use crate::budget::{ConnectionBudget, ConnectionPermit, Member};
 use crate::connection::{self, Backlog, Input, Opened, Outgoing, UplinkQueue};
 use crate::disk::{Disk, DiskResult};
 use crate::encryption::{Encryption, Secured};
@@ -430,6 +430,7 @@ pub async fn run(
         last_resume_save: now,
         last_peer_list: now,
         last_data: (0, now),
+        _member: config.connection_budget.as_ref().map(|b| b.join()),
         io: EngineIo {
             config,
             disk,
@@ -699,6 +700,8 @@ struct Actor {
     last_peer_list: Instant,
     /// Payload bytes received so far, and when that last grew (for `stall_timeout`).
     last_data: (u64, Instant),
+    /// Our place among the torrents sharing the session's connection limit.
+    _member: Option<Member>,
 }
 
 /// The torrent's outside as [`TorrentCore`] sees it: files and the disk thread, the
@@ -1137,7 +1140,8 @@ impl Actor {
                 stream,
                 opened,
                 secured,
-            } => self.add_peer(addr, stream, opened, secured, now),
+                permit,
+            } => self.add_peer(addr, stream, (opened, secured, permit), now),
             Input::ConnectFailed { addr } => {
                 self.io.addresses.disconnected(addr, true, false, now);
                 self.ask_for_introduction(addr, now);
@@ -1229,13 +1233,16 @@ impl Actor {
     fn dial_punched(&mut self, addr: SocketAddr, now: Instant) {
         let own = [self.io.config.listen, self.our_address()].contains(&Some(addr));
         let config = &self.io.config;
-        let full = self.room() == 0;
+        let full = self.room(now) == 0;
         if full || own || !config.dialer.accepts_utp() || self.peer_at(addr).is_some() {
             return;
         }
         if !self.io.addresses.punch(addr, now) {
             return;
         }
+        let Some(permit) = self.dial_permit() else {
+            return;
+        };
         tracing::debug!("hole punching: dialling {addr} over uTP");
         let config = &self.io.config;
         connection::spawn_connect(
@@ -1244,7 +1251,7 @@ impl Actor {
             Duration::from_secs(10),
             (config.dialer.clone(), &[Kind::Utp]),
             (config.encryption, self.swarm_of(addr)),
-            self.to_actor.clone(),
+            (self.to_actor.clone(), permit),
         );
     }
 
@@ -1329,8 +1336,7 @@ impl Actor {
         &mut self,
         addr: SocketAddr,
         stream: PeerStream,
-        opened: Opened,
-        secured: Secured,
+        (opened, secured, permit): (Opened, Secured, Option<ConnectionPermit>),
         now: Instant,
     ) {
         let is_incoming = matches!(opened, Opened::Accepted(_));
@@ -1338,10 +1344,19 @@ impl Actor {
             return;
         }
         let full = self.core.peers().len() >= self.io.config.max_connections;
-        let permit = self.io.config.connection_budget.as_ref().map(|b| b.take());
-        // At the session's limit, a newcomer could only take the place of one of our
-        // own peers, which frees nothing for the session.
+        let budget = self.io.config.connection_budget.clone();
+        let permit = match (permit, &budget) {
+            (Some(permit), _) => Some(Some(permit)),
+            (None, budget) => budget.as_ref().map(|b| b.take()),
+        };
+        // At the session's limit a newcomer is refused, and if we are under our share,
+        // the torrents over theirs are asked for room (see `share_connections`).
         let session_full = matches!(permit, Some(None));
+        if let (true, Some(budget)) = (session_full, &budget) {
+            if self.core.peers().len() < budget.fair_share() {
+                budget.want_room(now);
+            }
+        }
         if session_full || (full && (!is_incoming || !self.make_room_for(addr, now))) {
             if !is_incoming {
                 self.io.addresses.not_taken(addr, now);
@@ -1442,14 +1457,48 @@ impl Actor {
         }
     }
 
-    /// Connections we may still open: under our own limit and the session's.
-    fn room(&self) -> usize {
+    /// Connections we may still open: under our own limit and the session's, where a
+    /// torrent at or over its share leaves the room to one under its share that wants it.
+    fn room(&self, now: Instant) -> usize {
         let config = &self.io.config;
-        let ours = config
-            .max_connections
-            .saturating_sub(self.core.peers().len());
-        let session = config.connection_budget.as_ref();
-        session.map_or(ours, |budget| ours.min(budget.available()))
+        let peers = self.core.peers().len();
+        let ours = config.max_connections.saturating_sub(peers);
+        match &config.connection_budget {
+            None => ours,
+            Some(budget) if peers >= budget.fair_share() && budget.is_room_wanted(now) => 0,
+            Some(budget) => ours.min(budget.available()),
+        }
+    }
+
+    /// A dial's room in the session's limit: `Some(None)` without one, `None` if the
+    /// session is full.
+    fn dial_permit(&self) -> Option<Option<ConnectionPermit>> {
+        match &self.io.config.connection_budget {
+            None => Some(None),
+            Some(budget) => budget.take().map(Some),
+        }
+    }
+
+    /// With a session's limit: under our fair share, with peers to dial and no room,
+    /// asks for room; over it while another torrent asks, lets our lowest-ranked
+    /// connection go (one a second, so that a call for room frees about what it needs).
+    fn share_connections(&mut self, now: Instant, metered: bool) {
+        let Some(budget) = self.io.config.connection_budget.clone() else {
+            return;
+        };
+        let peers = self.core.peers().len();
+        let fair = budget.fair_share();
+        let done = self.core.is_complete();
+        if peers < fair.min(self.io.config.max_connections) {
+            if budget.available() == 0 && self.io.addresses.any_due(now, done) {
+                budget.want_room(now);
+            }
+        } else if metered && peers > fair && budget.is_room_wanted(now) {
+            if let Some(key) = self.lowest_ranked() {
+                let reason = "too many connections in the session: room for another torrent";
+                self.core.remove_peer(key, reason, now, &mut self.io);
+            }
+        }
     }
 
     /// At our connection limit, a peer that connected to us takes the place of the
@@ -1461,19 +1510,31 @@ impl Actor {
         let Some(ours) = self.our_address() else {
             return false;
         };
-        let lowest = self
-            .core
-            .peers()
-            .iter()
-            .map(|(&key, peer)| (peer_priority(ours, peer.listen_addr()), key))
-            .min();
-        match lowest {
+        match self.ranked_lowest(ours) {
             Some((rank, key)) if rank < peer_priority(ours, addr) => {
                 let reason = "too many connections: replaced by a peer of higher priority (BEP 40)";
                 self.core.remove_peer(key, reason, now, &mut self.io);
                 true
             }
             _ => false,
+        }
+    }
+
+    /// The connected peer of lowest BEP 40 priority (from `ours`), with its priority.
+    fn ranked_lowest(&self, ours: SocketAddr) -> Option<(u32, PeerKey)> {
+        self.core
+            .peers()
+            .iter()
+            .map(|(&key, peer)| (peer_priority(ours, peer.listen_addr()), key))
+            .min()
+    }
+
+    /// The peer to let go first: of lowest BEP 40 priority, as libtorrent chooses
+    /// (any, if our address is unknown).
+    fn lowest_ranked(&self) -> Option<PeerKey> {
+        match self.our_address() {
+            Some(ours) => self.ranked_lowest(ours).map(|(_, key)| key),
+            None => self.core.peers().keys().next().copied(),
         }
     }
 
@@ -1515,7 +1576,7 @@ impl Actor {
         let now = Instant::now();
         self.tell_external_port();
         // Connect to peers that are due.
-        let slots = self.room();
+        let slots = self.room(now);
         let done = self.core.is_complete();
         // What we are connected to is not dialled again, under any of its addresses; a
         // peer that named a hybrid's v2 swarm is dialled in it later, as one found there.
@@ -1529,8 +1590,13 @@ impl Actor {
             }
         }
         let ours = if slots > 0 { self.our_address() } else { None };
-        let config = &self.io.config;
         for addr in self.io.addresses.due(now, slots.min(10), done, ours) {
+            let Some(permit) = self.dial_permit() else {
+                // Another torrent of the session took the room first.
+                self.io.addresses.not_taken(addr, now);
+                continue;
+            };
+            let config = &self.io.config;
             let policy = match config.encryption {
                 Encryption::Prefer if self.io.addresses.is_plain_only(&addr) => Encryption::Off,
                 policy => policy,
@@ -1542,12 +1608,13 @@ impl Actor {
                 Duration::from_secs(10),
                 (config.dialer.clone(), order),
                 (policy, self.swarm_of(addr)),
-                self.to_actor.clone(),
+                (self.to_actor.clone(), permit),
             );
         }
         // Timers, snubbing, uploads that waited for the writer's backlog to drain, the
         // choker.
         let metered = self.core.tick(now, &mut self.io);
+        self.share_connections(now, metered);
         self.web_seeds
             .schedule(&mut self.core, now, &self.io.events);
         self.send_pex(now);

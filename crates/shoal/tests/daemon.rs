@@ -32,6 +32,10 @@ const QUEUED: At = At {
     listen: "127.0.14.12:18443",
     rpc: "127.0.14.12:18444",
 };
+const SHARED: At = At {
+    listen: "127.0.14.18:18453",
+    rpc: "127.0.14.18:18454",
+};
 const FILES: At = At {
     listen: "127.0.14.11:18433",
     rpc: "127.0.14.11:18434",
@@ -364,58 +368,64 @@ fn a_daemon_fetches_the_files_it_is_asked_for() {
     assert!(table.contains("album/track 3.bin"), "{table}");
 }
 
-/// Two 2 MiB torrents added to a daemon at `at` started with `limits` (and a shared
-/// 1 MiB/s download limit, so that each transfer lasts seconds), each with its own
-/// libtorrent seed at `seeds`, both of which the daemon is told of. Polls the daemon
-/// every 100 ms until both seed, then checks their files; returns what each poll saw:
-/// the session, and the torrents by name.
-fn two_torrents_watched(
-    at: &At,
-    seeds: [(&str, u16); 2],
-    limits: &[&str],
-) -> Vec<(
+/// Two torrents for a daemon to fetch while it is watched.
+struct Pair<'a> {
+    at: &'a At,
+    /// Each torrent's libtorrent seeds (IP, port), all of which the daemon is told of.
+    seeds: [&'a [(&'a str, u16)]; 2],
+    /// The daemon's flags, beside a shared 1 MiB/s download limit that keeps each
+    /// transfer going for seconds.
+    limits: &'a [&'a str],
+    /// Each torrent's size.
+    size: usize,
+}
+
+type Poll = (
     serde_json::Value,
     std::collections::BTreeMap<String, serde_json::Value>,
-)> {
+);
+
+/// Adds `pair`'s torrents ("one.bin", then "two.bin" once `second_when` says so of a
+/// poll) and polls the daemon every 100 ms until both seed, then checks their files;
+/// returns what each poll saw: the session, and the torrents by name.
+fn pair_watched(pair: Pair, second_when: impl Fn(&Poll) -> bool) -> Vec<Poll> {
     require("/usr/bin/python3");
-    let dir = tempdir();
-    let src = dir.path().join("src");
+    let (at, dir) = (pair.at, tempdir());
     let mut made = Vec::new();
+    let mut seeds = Vec::new();
     for (i, name) in ["one.bin", "two.bin"].iter().enumerate() {
+        let src = dir.path().join(format!("src{i}"));
         let file = src.join(name);
-        random_file(&file, 2 << 20, 40 + i as u64);
+        random_file(&file, pair.size, 40 + i as u64);
         let torrent = dir.path().join(format!("{name}.torrent"));
         shoal_create(&file, "256K", &torrent, &[]);
+        for (ip, port) in pair.seeds[i] {
+            seeds.push((lt_seed(&torrent, &src, ip, *port), format!("{ip}:{port}")));
+        }
         made.push((file, torrent));
     }
-    let _seeds: Vec<Guard> = made
-        .iter()
-        .zip(seeds)
-        .map(|((_, torrent), (ip, port))| lt_seed(torrent, &src, ip, port))
-        .collect();
     let (out, state) = (dir.path().join("out"), dir.path().join("state"));
-    let seeds_at: Vec<String> = seeds
-        .iter()
-        .map(|(ip, port)| format!("{ip}:{port}"))
-        .collect();
-    let seeds_at: Vec<&str> = seeds_at.iter().map(String::as_str).collect();
-    let limits = [limits, &["--max-down", "1M"]].concat();
+    let seeds_at: Vec<&str> = seeds.iter().map(|(_, at)| at.as_str()).collect();
+    let limits = [pair.limits, &["--max-down", "1M"]].concat();
     let _daemon = daemon(at, (&out, &state), &seeds_at, &limits);
-    for (_, torrent) in &made {
-        remote(at, &state, &["add", path_str(torrent)]);
-    }
+    remote(at, &state, &["add", path_str(&made[0].1)]);
     let started = Instant::now();
     let deadline = started + Duration::from_secs(60);
-    let mut polls = Vec::new();
+    let mut polls: Vec<Poll> = Vec::new();
+    let mut second_added = false;
     loop {
         let session = remote(at, &state, &["session"]);
         let list = torrents(at, &state);
-        let done = list
-            .values()
-            .filter(|t| t["status"]["state"] == "seeding")
-            .count()
-            == 2;
+        let seeding = |name: &str| {
+            list.get(name)
+                .is_some_and(|t| t["status"]["state"] == "seeding")
+        };
+        let done = seeding("one.bin") && seeding("two.bin");
         polls.push((session, list));
+        if !second_added && second_when(polls.last().unwrap()) {
+            remote(at, &state, &["add", path_str(&made[1].1)]);
+            second_added = true;
+        }
         if done {
             break;
         }
@@ -426,7 +436,7 @@ fn two_torrents_watched(
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    // 4 MiB at 1 MiB/s, less the limiter's first second's burst.
+    // Both sizes at 1 MiB/s, less the limiter's first second's burst.
     let took = started.elapsed();
     assert!(
         took > Duration::from_secs(2) && polls.len() >= 5,
@@ -439,35 +449,72 @@ fn two_torrents_watched(
     polls
 }
 
+/// A torrent's connection count in a poll.
+fn peers_of(poll: &Poll, name: &str) -> u64 {
+    poll.1
+        .get(name)
+        .map_or(0, |t| t["status"]["peers"].as_u64().unwrap())
+}
+
 /// `--max-peers-total` holds for all the torrents together: with room for one
 /// connection, two torrents whose seeds are both known download one after the other
 /// (a finished torrent closes its connection to its seed, which frees the room), and
 /// never hold two connections at once.
 #[test]
 fn a_daemon_keeps_to_its_total_connection_limit() {
-    let seeds = [("127.0.14.8", 18425), ("127.0.14.9", 18426)];
-    let polls = two_torrents_watched(&CAPPED, seeds, &["--max-peers-total", "1"]);
+    let pair = Pair {
+        at: &CAPPED,
+        seeds: [&[("127.0.14.8", 18425)], &[("127.0.14.9", 18426)]],
+        limits: &["--max-peers-total", "1"],
+        size: 2 << 20,
+    };
+    let polls = pair_watched(pair, |_| true);
     assert_eq!(polls[0].0["connections"]["limit"], 1, "{:#}", polls[0].0);
     // The torrents' own counts (each follows its connections as they open and close),
     // not the session's, which its limit bounds by construction.
-    let mut connected = [false, false];
-    for (_, list) in &polls {
-        let peers: Vec<u64> = list
-            .values()
-            .map(|t| t["status"]["peers"].as_u64().unwrap())
-            .collect();
-        assert!(
-            peers.iter().sum::<u64>() <= 1,
-            "two connections at once: {list:#?}"
-        );
-        for (seen, count) in connected.iter_mut().zip(&peers) {
-            *seen |= *count == 1;
-        }
+    for poll in &polls {
+        let peers = peers_of(poll, "one.bin") + peers_of(poll, "two.bin");
+        assert!(peers <= 1, "two connections at once: {poll:#?}");
     }
-    assert_eq!(
-        connected,
-        [true, true],
-        "each torrent seen connected to its seed"
+    for name in ["one.bin", "two.bin"] {
+        assert!(
+            polls.iter().any(|poll| peers_of(poll, name) == 1),
+            "{name} never connected"
+        );
+    }
+}
+
+/// Under `--max-peers-total`, a torrent that finds every connection taken by another
+/// still gets its share: with room for two, a torrent holding both (one to each of its
+/// two seeds) lets one go for a torrent added later, and they fetch side by side.
+#[test]
+fn a_daemon_shares_its_connection_limit_among_torrents() {
+    let pair = Pair {
+        at: &SHARED,
+        seeds: [
+            &[("127.0.14.15", 18455), ("127.0.14.16", 18456)],
+            &[("127.0.14.17", 18457)],
+        ],
+        limits: &["--max-peers-total", "2"],
+        size: 4 << 20,
+    };
+    // The second is added once the first holds both connections.
+    let polls = pair_watched(pair, |poll| peers_of(poll, "one.bin") == 2);
+    for poll in &polls {
+        let peers = peers_of(poll, "one.bin") + peers_of(poll, "two.bin");
+        assert!(peers <= 2, "more than two connections: {poll:#?}");
+    }
+    let shared = polls.iter().any(|poll| {
+        let downloading = |name| poll.1[name]["status"]["state"] == "downloading";
+        peers_of(poll, "one.bin") == 1
+            && peers_of(poll, "two.bin") == 1
+            && downloading("one.bin")
+            && downloading("two.bin")
+    });
+    assert!(
+        shared,
+        "never one connection each while both downloaded: {:#?}",
+        polls.last()
     );
 }
 
@@ -475,8 +522,13 @@ fn a_daemon_keeps_to_its_total_connection_limit() {
 /// until the first is complete; never do both fetch at once.
 #[test]
 fn a_daemon_queues_downloads_beyond_its_limit() {
-    let seeds = [("127.0.14.13", 18445), ("127.0.14.14", 18446)];
-    let polls = two_torrents_watched(&QUEUED, seeds, &["--max-active-downloads", "1"]);
+    let pair = Pair {
+        at: &QUEUED,
+        seeds: [&[("127.0.14.13", 18445)], &[("127.0.14.14", 18446)]],
+        limits: &["--max-active-downloads", "1"],
+        size: 2 << 20,
+    };
+    let polls = pair_watched(pair, |_| true);
     let fetching = ["fetching_metadata", "checking", "downloading"];
     let mut queued = 0;
     for (_, list) in &polls {

@@ -2,12 +2,14 @@
 //! is: what Transmission's `files-wanted` and `sequentialDownload` and a libtorrent
 //! session's file priorities give their users.
 
+use std::ops::RangeInclusive;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use shoal_core::{Bitfield, Info, Metainfo};
 
 use super::session::SessionError;
-use crate::commands::select::FileSelection;
+use crate::commands::select::{FileSelection, Selection};
 
 /// What of a torrent to fetch, and in what order; kept with it across restarts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,6 +18,10 @@ pub struct Fetch {
     /// `get --select-file` takes them (`1,3-5`); every file if `None`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<String>,
+    /// A magnet link's BEP 53 `so=` (file indices from 0, padding files counted), which
+    /// chooses the files when `files` does not (libtorrent's and `get`'s reading).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub so: Option<Vec<RangeInclusive<usize>>>,
     /// Pieces in order, to read a file while it downloads (`get --sequential`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sequential: bool,
@@ -33,19 +39,29 @@ impl Fetch {
                 Some(selection.normalized())
             }
         };
-        Ok(Fetch { files, sequential })
+        Ok(Fetch {
+            files,
+            so: None,
+            sequential,
+        })
+    }
+
+    /// This fetch with `files` (a list, or `all`) chosen instead: a magnet link's `so=`
+    /// gives way to it.
+    pub fn with_files(&self, files: &str) -> Result<Fetch, SessionError> {
+        Fetch::new(Some(files), self.sequential)
     }
 
     /// The selected files as indices into the torrent's file list (padding files
     /// included there), as the engine takes them; `None` for all.
     pub fn selected(&self, metainfo: &Metainfo) -> Result<Option<Vec<usize>>, SessionError> {
-        let Some(list) = &self.files else {
-            return Ok(None);
+        let selection = match (&self.files, &self.so) {
+            (Some(list), _) => Selection::Numbered(list.parse().map_err(SessionError::Invalid)?),
+            (None, Some(so)) => Selection::MagnetIndices(so.clone()),
+            (None, None) => return Ok(None),
         };
-        let selection: FileSelection = list.parse().map_err(SessionError::Invalid)?;
         selection
             .resolve(&metainfo.info.files)
-            .map(Some)
             .map_err(|e| SessionError::Invalid(format!("{e:#}")))
     }
 }
@@ -172,6 +188,16 @@ mod tests {
         let fetch = Fetch::new(Some(" 3,1 "), true).unwrap();
         assert_eq!(fetch.files.as_deref(), Some("1,3"));
         assert_eq!(fetch.selected(&three_files()).unwrap(), Some(vec![0, 2]));
+        // A magnet link's so= counts from 0; a list given later replaces it.
+        let linked = Fetch {
+            so: Some(vec![1..=2]),
+            ..Fetch::default()
+        };
+        assert_eq!(linked.selected(&three_files()).unwrap(), Some(vec![1, 2]));
+        let chosen = linked.with_files("1").unwrap();
+        assert_eq!(chosen.selected(&three_files()).unwrap(), Some(vec![0]));
+        let all = linked.with_files("all").unwrap();
+        assert_eq!(all.selected(&three_files()).unwrap(), None);
         let beyond = Fetch::new(Some("4"), false).unwrap();
         assert!(matches!(
             beyond.selected(&three_files()),

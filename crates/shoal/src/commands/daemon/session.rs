@@ -335,8 +335,11 @@ impl Session {
     pub fn add_magnet(
         self: &Arc<Self>,
         magnet: Magnet,
-        how: Adding,
+        mut how: Adding,
     ) -> Result<InfoHash, SessionError> {
+        if how.fetch.files.is_none() && !magnet.select_only.is_empty() {
+            how.fetch.so = Some(magnet.select_only.clone());
+        }
         let hash = magnet.info_hash;
         let name = magnet.name.clone().unwrap_or_else(|| hash.to_hex());
         let _changing = self.changing();
@@ -734,8 +737,11 @@ impl Session {
                 let mut torrents = self.torrents();
                 let hash = find(&torrents, name)?;
                 let entry = torrents.get_mut(&hash).expect("found");
-                let files = files.or(entry.fetch.files.as_deref());
-                let fetch = Fetch::new(files, sequential.unwrap_or(entry.fetch.sequential))?;
+                let mut fetch = match files {
+                    Some(files) => entry.fetch.with_files(files)?,
+                    None => entry.fetch.clone(),
+                };
+                fetch.sequential = sequential.unwrap_or(fetch.sequential);
                 if let Some(metainfo) = entry.metainfo.get() {
                     fetch.selected(metainfo)?;
                 }

@@ -36,6 +36,10 @@ const SHARED: At = At {
     listen: "127.0.14.18:18453",
     rpc: "127.0.14.18:18454",
 };
+const WATCH: At = At {
+    listen: "127.0.14.19:18463",
+    rpc: "127.0.14.19:18464",
+};
 const FILES: At = At {
     listen: "127.0.14.11:18433",
     rpc: "127.0.14.11:18434",
@@ -543,6 +547,53 @@ fn a_daemon_queues_downloads_beyond_its_limit() {
     assert!(
         queued >= 5,
         "the second torrent was queued in {queued} polls only"
+    );
+}
+
+/// `--watch`: a .torrent and a .magnet file dropped into the folder are added and
+/// renamed `.added`; a damaged .torrent is renamed `.invalid`; other files are left
+/// alone.
+#[test]
+fn a_daemon_adds_what_is_dropped_into_its_watched_folder() {
+    let dir = tempdir();
+    let (_, torrent) = make_single(dir.path(), 100_000, "16K");
+    let (out, state, watched) = (
+        dir.path().join("out"),
+        dir.path().join("state"),
+        dir.path().join("watched"),
+    );
+    let watch = ["--watch", path_str(&watched)];
+    let _daemon = daemon(&WATCH, (&out, &state), &[], &watch);
+    std::fs::copy(&torrent, watched.join("payload.torrent")).unwrap();
+    let hash = "c12fe1c06bba254a9dc9f519b335aa7c1367a8a2";
+    let link = format!("magnet:?xt=urn:btih:{hash}&dn=linked\n");
+    std::fs::write(watched.join("link.magnet"), link).unwrap();
+    std::fs::write(watched.join("broken.torrent"), b"d4:infod").unwrap();
+    std::fs::write(watched.join("notes.txt"), b"mine").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let expected = [
+        "broken.torrent.invalid",
+        "link.magnet.added",
+        "notes.txt",
+        "payload.torrent.added",
+    ];
+    loop {
+        let mut names: Vec<String> = std::fs::read_dir(&watched)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        if names == expected {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the folder holds {names:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let list = torrents(&WATCH, &state);
+    assert_eq!(
+        list.keys().collect::<Vec<_>>(),
+        ["linked", "payload.bin"],
+        "{list:#?}"
     );
 }
 

@@ -8,6 +8,7 @@
 mod api;
 mod files;
 mod session;
+mod watch;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -61,6 +62,11 @@ pub struct Args {
     /// regardless. 0: no limit.
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub max_active_downloads: usize,
+    /// Add the .torrent files (and .magnet files holding a link) that appear in DIR, as
+    /// Transmission's watch-dir: each is renamed NAME.added once taken, NAME.invalid if
+    /// it is not a torrent.
+    #[arg(long, value_name = "DIR")]
+    pub watch: Option<PathBuf>,
     #[command(flatten)]
     pub peer: PeerOptions,
     #[command(flatten)]
@@ -175,6 +181,11 @@ async fn serve(args: Args, state_dir: PathBuf, token: String) -> Result<()> {
         json,
     ));
     let restored = session.restore()?;
+    if let Some(dir) = args.watch {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("{}: cannot create", dir.display()))?;
+        tokio::spawn(watch::watch(session.clone(), dir, json));
+    }
     if json {
         super::line(json!({"event": "listening", "listen": listen.to_string(),
                            "rpc": rpc_addr.to_string(), "torrents": restored}));

@@ -40,6 +40,10 @@ const WATCH: At = At {
     listen: "127.0.14.19:18463",
     rpc: "127.0.14.19:18464",
 };
+const PAGE: At = At {
+    listen: "127.0.14.20:18473",
+    rpc: "127.0.14.20:18474",
+};
 const FILES: At = At {
     listen: "127.0.14.11:18433",
     rpc: "127.0.14.11:18434",
@@ -594,6 +598,69 @@ fn a_daemon_adds_what_is_dropped_into_its_watched_folder() {
         list.keys().collect::<Vec<_>>(),
         ["linked", "payload.bin"],
         "{list:#?}"
+    );
+}
+
+/// The web page: served without the token (it asks for it) under a policy that runs
+/// only its own script, refused under another host name; its script's API client,
+/// under node, drives the daemon as the page would.
+#[test]
+fn a_daemon_serves_a_web_page_whose_client_drives_it() {
+    require("curl");
+    require("node");
+    require("/usr/share/nodejs/jsdom/package.json");
+    let dir = tempdir();
+    let album = dir.path().join("album");
+    for i in 1..=3 {
+        random_file(&album.join(format!("{i}.bin")), 40_000, 60 + i);
+    }
+    let torrent = dir.path().join("album.torrent");
+    shoal_create(&album, "16K", &torrent, &[]);
+    let (out, state) = (dir.path().join("out"), dir.path().join("state"));
+    let _daemon = daemon(&PAGE, (&out, &state), &[], &["--token", "t0ken"]);
+    let base = format!("http://{}", PAGE.rpc);
+    let fetch = |path: &str, extra: &[&str]| -> String {
+        let mut cmd = std::process::Command::new("curl");
+        cmd.args(["-s", "-i", "--max-time", "10"])
+            .args(extra)
+            .arg(format!("{base}{path}"));
+        run_ok(&mut cmd)
+    };
+    let page = fetch("/", &[]);
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains("content-type: text/html"), "{page}");
+    assert!(page.contains("script-src 'self'"), "{page}");
+    assert!(page.contains("x-frame-options: DENY"), "{page}");
+    assert!(page.contains("<script src=\"/ui.js\""), "{page}");
+    let script = fetch("/ui.js", &[]);
+    assert!(script.contains("content-type: text/javascript"), "{script}");
+    assert!(fetch("/ui.css", &[]).starts_with("HTTP/1.1 200"));
+    let rebound = fetch("/", &["-H", "Host: evil.example"]);
+    assert!(rebound.starts_with("HTTP/1.1 403"), "{rebound}");
+    assert!(fetch("/api/torrents", &[]).starts_with("HTTP/1.1 401"));
+
+    let ui = concat!(env!("CARGO_MANIFEST_DIR"), "/src/commands/daemon/ui/ui.js");
+    let test = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ui_client.js");
+    let mut node = std::process::Command::new("node");
+    node.args([test, ui, &base, "t0ken", path_str(&torrent)]);
+    node_ok(&mut node, "UI OK");
+
+    // The page itself in jsdom, loaded from the daemon and clicked through.
+    let page = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ui_page.js");
+    let mut node = std::process::Command::new("node");
+    node.args([page, &base, "t0ken", path_str(&torrent)])
+        .env("NODE_PATH", "/usr/share/nodejs");
+    node_ok(&mut node, "PAGE OK");
+}
+
+/// Runs a node script to its end, which must succeed and print `marker`.
+fn node_ok(node: &mut std::process::Command, marker: &str) {
+    let (output, _) = run_with_timeout(node, Duration::from_secs(60));
+    assert!(
+        output.status.success() && String::from_utf8_lossy(&output.stdout).contains(marker),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
     );
 }
 

@@ -1,4 +1,6 @@
-//! The daemon's HTTP API, JSON both ways, for `shoal remote` and for scripts:
+//! The daemon's HTTP API, JSON both ways, for `shoal remote`, the web page it serves at
+//! `/` (`ui/`: plain HTML and a script on the same API, asking for the token) and
+//! scripts:
 //!
 //! | request | does |
 //! |---|---|
@@ -40,6 +42,17 @@ struct Api {
 /// The API's routes over `session`, for requests that carry `token`.
 pub fn router(session: Arc<Session>, token: String) -> Router {
     let api = Arc::new(Api { session, token });
+    // The page asks for the token itself, and sends it with each API request.
+    let page = Router::new()
+        .route("/", get(|| page_file("text/html; charset=utf-8", PAGE)))
+        .route(
+            "/ui.js",
+            get(|| page_file("text/javascript; charset=utf-8", SCRIPT)),
+        )
+        .route(
+            "/ui.css",
+            get(|| page_file("text/css; charset=utf-8", STYLE)),
+        );
     Router::new()
         .route("/api/session", get(session_info))
         .route("/api/torrents", get(list).post(add))
@@ -49,12 +62,40 @@ pub fn router(session: Arc<Session>, token: String) -> Router {
         .route("/api/torrents/{id}/resume", post(resume))
         .route("/api/torrents/{id}/remove", post(remove))
         .layer(axum::middleware::from_fn_with_state(api.clone(), guard))
+        .merge(page)
         .layer(axum::middleware::from_fn(shoal_stream::only_by_address))
         // A .torrent in hex, and the rest of the request.
         .layer(axum::extract::DefaultBodyLimit::max(
             2 * MAX_TORRENT_SIZE + 64 * 1024,
         ))
         .with_state(api)
+}
+
+/// The web page (`GET /`): the API's client in a browser.
+const PAGE: &str = include_str!("ui/index.html");
+const SCRIPT: &str = include_str!("ui/ui.js");
+const STYLE: &str = include_str!("ui/ui.css");
+
+/// One of the page's files, with headers that keep it to itself: scripts and styles
+/// from this server only (no inline ones, so text from a torrent that slipped into the
+/// page as markup could run nothing), never framed by another site (clickjacking),
+/// types as given, no referrer sent on.
+async fn page_file(content_type: &'static str, body: &'static str) -> Response {
+    let policy = "default-src 'none'; script-src 'self'; style-src 'self'; \
+                  connect-src 'self'; form-action 'none'; frame-ancestors 'none'; \
+                  base-uri 'none'";
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_SECURITY_POLICY, policy),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 /// The token, and JSON for anything that changes the session (see the module's text).

@@ -191,7 +191,7 @@ async fn serve(args: Args, state_dir: PathBuf, token: String) -> Result<()> {
                            "rpc": rpc_addr.to_string(), "torrents": restored}));
     } else {
         eprintln!(
-            "shoal: peers connect to {listen}; the API is at http://{rpc_addr}/api/torrents ({restored} torrents)"
+            "shoal: peers connect to {listen}; the web page is at http://{rpc_addr}/ and the API at http://{rpc_addr}/api/torrents ({restored} torrents)"
         );
     }
     let app = api::router(session.clone(), token);

@@ -1,0 +1,322 @@
+// The daemon's web page: the same JSON API as `shoal remote`, with the token kept in the
+// browser. Text from torrents (names, paths, peers' clients) is anybody's: it only ever
+// goes into the page as text, never as markup.
+'use strict';
+
+const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+
+/** Bytes as people read them: 1.5 MiB. */
+function formatSize(bytes) {
+  let value = Number(bytes) || 0;
+  let unit = 0;
+  while (value >= 1024 && unit < UNITS.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return unit === 0 ? `${value} B` : `${value.toFixed(1)} ${UNITS[unit]}`;
+}
+
+/** Seconds as h:mm:ss, or '' when unknown. */
+function formatEta(secs) {
+  if (secs === null || secs === undefined) return '';
+  const h = Math.floor(secs / 3600);
+  const m = Math.floor((secs % 3600) / 60);
+  const s = Math.floor(secs % 60);
+  const pad = (n) => String(n).padStart(2, '0');
+  return h > 0 ? `${h}:${pad(m)}:${pad(s)}` : `${m}:${pad(s)}`;
+}
+
+/** A .torrent's bytes in hex, as the API takes them. */
+function toHex(bytes) {
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+/** File numbers as `get --select-file` writes them: [1, 2, 3, 5] is '1-3,5'; none is ''. */
+function fileList(numbers) {
+  const sorted = [...new Set(numbers)].sort((a, b) => a - b);
+  const ranges = [];
+  for (const n of sorted) {
+    const last = ranges[ranges.length - 1];
+    if (last && n === last[1] + 1) last[1] = n;
+    else ranges.push([n, n]);
+  }
+  return ranges.map(([a, b]) => (a === b ? `${a}` : `${a}-${b}`)).join(',');
+}
+
+/** What the API's `set` takes for a torrent's files, given which are wanted. */
+function filesChoice(files, wanted) {
+  const numbers = files.filter((f) => wanted.has(f.number)).map((f) => f.number);
+  if (numbers.length === files.length) return 'all';
+  return fileList(numbers);
+}
+
+/** The daemon's API at `base` ('' for this page's own server), with `token`. */
+function client(base, token) {
+  async function call(method, path, body) {
+    const headers = { Authorization: `Bearer ${token}` };
+    const init = { method, headers };
+    if (body !== undefined) {
+      headers['Content-Type'] = 'application/json';
+      init.body = JSON.stringify(body);
+    }
+    const response = await fetch(base + path, init);
+    const answer = await response.json().catch(() => ({}));
+    if (!response.ok) {
+      const error = new Error(answer.error || `${response.status} ${response.statusText}`);
+      error.status = response.status;
+      throw error;
+    }
+    return answer;
+  }
+  const torrent = (id) => `/api/torrents/${encodeURIComponent(id)}`;
+  return {
+    session: () => call('GET', '/api/session'),
+    list: () => call('GET', '/api/torrents').then((a) => a.torrents),
+    show: (id) => call('GET', torrent(id)),
+    add: (what) => call('POST', '/api/torrents', what),
+    pause: (id) => call('POST', `${torrent(id)}/pause`, {}),
+    resume: (id) => call('POST', `${torrent(id)}/resume`, {}),
+    remove: (id, deleteData) => call('POST', `${torrent(id)}/remove`, { delete_data: deleteData }),
+    set: (id, change) => call('POST', `${torrent(id)}/set`, change),
+  };
+}
+
+if (typeof module !== 'undefined') {
+  module.exports = { formatSize, formatEta, toHex, fileList, filesChoice, client };
+} else {
+  document.addEventListener('DOMContentLoaded', start);
+}
+
+// The page.
+
+const TOKEN_KEY = 'shoal-token';
+const $ = (id) => document.getElementById(id);
+
+function element(tag, text, className) {
+  const node = document.createElement(tag);
+  if (text !== undefined) node.textContent = text;
+  if (className) node.className = className;
+  return node;
+}
+
+function say(text) {
+  $('message').textContent = text;
+}
+
+function start() {
+  const token = localStorage.getItem(TOKEN_KEY);
+  if (token) connect(token);
+  else showLogin();
+  $('login').addEventListener('submit', (event) => {
+    event.preventDefault();
+    localStorage.setItem(TOKEN_KEY, $('token').value.trim());
+    connect(localStorage.getItem(TOKEN_KEY));
+  });
+  $('forget').addEventListener('click', () => {
+    localStorage.removeItem(TOKEN_KEY);
+    location.reload();
+  });
+}
+
+function showLogin() {
+  $('login').hidden = false;
+  $('main').hidden = true;
+  $('forget').hidden = true;
+}
+
+function connect(token) {
+  const api = client('', token);
+  const view = { api, shown: null, wanted: new Set(), timer: null };
+  api.session().then(
+    () => {
+      $('login').hidden = true;
+      $('main').hidden = false;
+      $('forget').hidden = false;
+      wire(view);
+      refresh(view);
+      view.timer = setInterval(() => refresh(view), 2000);
+    },
+    (error) => {
+      showLogin();
+      if (error.status === 401) say('');
+      $('login').querySelector('p').textContent = `Not connected: ${error.message}`;
+    },
+  );
+}
+
+function wire(view) {
+  const { api } = view;
+  $('add').addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const what = { paused: $('paused').checked };
+    const dir = $('dir').value.trim();
+    if (dir) what.dir = dir;
+    const file = $('file').files[0];
+    const link = $('magnet').value.trim();
+    try {
+      if (file) {
+        what.torrent = toHex(new Uint8Array(await file.arrayBuffer()));
+      } else if (/^[0-9a-fA-F]{40}$/.test(link)) {
+        what.magnet = `magnet:?xt=urn:btih:${link}`;
+      } else if (link) {
+        what.magnet = link;
+      } else {
+        say('Give a magnet link, an info-hash or a .torrent file.');
+        return;
+      }
+      const added = await api.add(what);
+      say(`Added ${added.info_hash}.`);
+      $('add').reset();
+      refresh(view);
+    } catch (error) {
+      say(`Not added: ${error.message}`);
+    }
+  });
+  $('close').addEventListener('click', () => {
+    view.shown = null;
+    $('detail').hidden = true;
+  });
+  $('apply').addEventListener('click', async () => {
+    const torrent = view.detail;
+    if (!torrent) return;
+    const change = { sequential: $('sequential').checked };
+    if (torrent.files) {
+      const files = filesChoice(torrent.files, view.wanted);
+      if (!files) {
+        say('Choose at least one file.');
+        return;
+      }
+      change.files = files;
+    }
+    try {
+      await api.set(torrent.info_hash, change);
+      say(`Changed ${torrent.name}.`);
+      refresh(view);
+    } catch (error) {
+      say(`Not changed: ${error.message}`);
+    }
+  });
+}
+
+async function refresh(view) {
+  const { api } = view;
+  try {
+    const [session, torrents] = await Promise.all([api.session(), api.list()]);
+    const c = session.connections;
+    $('session').textContent =
+      `${session.torrents} torrents · ${c.open}/${c.limit} connections · port ${session.listen}`;
+    showTorrents(view, torrents);
+    if (view.shown) showDetail(view, await api.show(view.shown), false);
+  } catch (error) {
+    if (error.status === 401) {
+      clearInterval(view.timer);
+      localStorage.removeItem(TOKEN_KEY);
+      showLogin();
+    }
+    say(`The daemon did not answer: ${error.message}`);
+  }
+}
+
+function showTorrents(view, torrents) {
+  const rows = torrents.map((t) => {
+    const row = element('tr');
+    const name = element('td', t.name, 'name');
+    name.title = t.info_hash;
+    name.addEventListener('click', () => open(view, t.info_hash));
+    const done = element('td');
+    const bar = element('progress');
+    bar.max = 1;
+    bar.value = t.progress ?? 0;
+    done.append(bar, ` ${((t.progress ?? 0) * 100).toFixed(1)}%`);
+    const s = t.status;
+    row.append(
+      name,
+      element('td', s.state.replace('_', ' ')),
+      done,
+      element('td', t.size === null ? '' : formatSize(t.size), 'num'),
+      element('td', `${formatSize(s.download_rate)}/s`, 'num'),
+      element('td', `${formatSize(s.upload_rate)}/s`, 'num'),
+      element('td', String(s.peers), 'num'),
+      element('td', formatEta(s.eta_secs), 'num'),
+      actions(view, t),
+    );
+    return row;
+  });
+  $('torrents').replaceChildren(...rows);
+}
+
+function actions(view, t) {
+  const cell = element('td');
+  const button = (label, act) => {
+    const b = element('button', label);
+    b.type = 'button';
+    b.addEventListener('click', async () => {
+      try {
+        await act();
+        refresh(view);
+      } catch (error) {
+        say(`${label}: ${error.message}`);
+      }
+    });
+    cell.append(b);
+  };
+  const stopped = ['paused', 'finished', 'error'].includes(t.status.state);
+  if (stopped) button('Resume', () => view.api.resume(t.info_hash));
+  else button('Pause', () => view.api.pause(t.info_hash));
+  button('Remove', async () => {
+    if (!confirm(`Remove ${t.name}?`)) return;
+    const deleteData = confirm(`Delete the downloaded files of ${t.name} too?`);
+    await view.api.remove(t.info_hash, deleteData);
+    if (view.shown === t.info_hash) {
+      view.shown = null;
+      $('detail').hidden = true;
+    }
+  });
+  return cell;
+}
+
+async function open(view, id) {
+  try {
+    view.shown = id;
+    showDetail(view, await view.api.show(id), true);
+  } catch (error) {
+    say(error.message);
+  }
+}
+
+/** One torrent's files and peers; `fresh`: the checkboxes start from what it fetches. */
+function showDetail(view, torrent, fresh) {
+  view.detail = torrent;
+  $('detail').hidden = false;
+  $('detail-name').textContent = torrent.name;
+  if (fresh) {
+    $('sequential').checked = torrent.sequential;
+    view.wanted = new Set((torrent.files || []).filter((f) => f.wanted).map((f) => f.number));
+  }
+  const rows = (torrent.files || []).map((f) => {
+    const box = element('input');
+    box.type = 'checkbox';
+    box.checked = view.wanted.has(f.number);
+    box.addEventListener('change', () => {
+      if (box.checked) view.wanted.add(f.number);
+      else view.wanted.delete(f.number);
+    });
+    const want = element('td');
+    want.append(box);
+    const done = f.size === 0 ? 100 : (100 * f.have) / f.size;
+    const row = element('tr');
+    row.append(
+      want,
+      element('td', String(f.number), 'num'),
+      element('td', f.path, 'name'),
+      element('td', formatSize(f.size), 'num'),
+      element('td', `${done.toFixed(1)}%`, 'num'),
+    );
+    return row;
+  });
+  $('files').replaceChildren(...rows);
+  const peers = (torrent.peers || []).map((p) =>
+    element('li', `${p.addr} ${p.client || ''} ↓${formatSize(p.download_rate || 0)}/s ↑${formatSize(p.upload_rate || 0)}/s`),
+  );
+  $('peers').replaceChildren(...peers);
+}

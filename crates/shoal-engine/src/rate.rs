@@ -6,6 +6,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -13,10 +14,12 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// A token bucket: `rate` bytes per second with one second of burst. `None` rate means
-/// unlimited, and then [`RateLimit::acquire`] costs nothing.
+/// unlimited, and then [`RateLimit::acquire`] costs nothing. The rate may change while
+/// callers wait (a daemon's limits are set at run time).
 #[derive(Debug)]
 pub struct RateLimit {
-    rate: Option<u64>,
+    /// Bytes per second; 0 for no limit.
+    rate: AtomicU64,
     state: Mutex<State>,
     /// Wakes the line when its head leaves.
     turn: Notify,
@@ -37,7 +40,7 @@ impl RateLimit {
     pub fn new(rate: Option<u64>) -> Self {
         let burst = rate.unwrap_or(0) as f64;
         RateLimit {
-            rate: rate.filter(|&r| r > 0),
+            rate: AtomicU64::new(rate.unwrap_or(0)),
             state: Mutex::new(State {
                 tokens: burst,
                 last: Instant::now(),
@@ -50,12 +53,31 @@ impl RateLimit {
 
     /// Bytes per second, if limited.
     pub fn rate(&self) -> Option<u64> {
-        self.rate
+        Some(self.rate.load(Ordering::Relaxed)).filter(|&rate| rate > 0)
     }
 
     /// Whether callers may have to wait.
     pub fn is_limited(&self) -> bool {
-        self.rate.is_some()
+        self.rate().is_some()
+    }
+
+    /// A new rate (`None`: no limit) for callers from now on, and those waiting. The
+    /// bucket keeps what it holds, up to a second of the new rate.
+    pub fn set_rate(&self, rate: Option<u64>) {
+        let mut state = self.state.lock().expect("not poisoned");
+        let was_limited = self.is_limited();
+        self.rate.store(rate.unwrap_or(0), Ordering::Relaxed);
+        match rate.filter(|&r| r > 0) {
+            // A bucket that was not counting starts full.
+            Some(rate) if !was_limited => {
+                state.tokens = rate as f64;
+                state.last = Instant::now();
+            }
+            Some(rate) => state.tokens = state.tokens.min(rate as f64),
+            None => {}
+        }
+        drop(state);
+        self.turn.notify_waiters();
     }
 
     /// The most a caller should take at once, of at most `max`: a quarter second of the
@@ -63,7 +85,7 @@ impl RateLimit {
     /// would put the bucket seconds into debt, and every other connection's messages
     /// (handshakes, `have`s, peer exchange) would wait that long behind it.
     pub fn chunk(&self, max: usize) -> usize {
-        self.rate
+        self.rate()
             .map_or(max, |rate| ((rate / 4) as usize).clamp(1024, max.max(1024)))
     }
 
@@ -72,7 +94,9 @@ impl RateLimit {
     /// taken whole), and the next caller waits it off. A caller that gives up (its future
     /// is dropped) leaves the line.
     pub async fn acquire(&self, bytes: usize, rank: u32) {
-        let Some(rate) = self.rate else { return };
+        if !self.is_limited() {
+            return;
+        }
         let place = {
             let mut state = self.state.lock().expect("not poisoned");
             let place = (Reverse(rank), state.next_ticket);
@@ -88,6 +112,8 @@ impl RateLimit {
             let notified = self.turn.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            // The limit may have been lifted while we waited.
+            let Some(rate) = self.rate() else { return };
             let wait = {
                 let mut state = self.state.lock().expect("not poisoned");
                 if state.line.first() == Some(&place) {
@@ -154,6 +180,33 @@ mod tests {
         let elapsed = start.elapsed().as_secs_f64();
         assert!((1.8..2.3).contains(&elapsed), "{elapsed}");
         RateLimit::new(None).acquire(usize::MAX, 0).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_rate_holds_for_callers_already_waiting() {
+        let limit = std::sync::Arc::new(RateLimit::new(Some(1000)));
+        limit.acquire(1000, 0).await;
+        limit.acquire(10_000, 0).await; // 10 s of debt
+        let start = tokio::time::Instant::now();
+        let waiting = tokio::spawn({
+            let limit = limit.clone();
+            async move { limit.acquire(1, 0).await }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!waiting.is_finished(), "in debt");
+        limit.set_rate(None);
+        waiting.await.unwrap();
+        assert!(start.elapsed() < Duration::from_secs(2), "lifted at once");
+        assert_eq!(limit.rate(), None);
+
+        // From no limit to one: the bucket starts full, then counts.
+        limit.set_rate(Some(100_000));
+        let start = tokio::time::Instant::now();
+        for _ in 0..30 {
+            limit.acquire(10_000, 0).await;
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        assert!((1.8..2.3).contains(&elapsed), "{elapsed}");
     }
 
     #[test]

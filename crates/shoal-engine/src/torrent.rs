@@ -1046,8 +1046,9 @@ impl Actor {
         let mut wanted = self.io.config.readers.as_ref().map(|r| r.wanted.clone());
         let mut jumps = 0;
         let drained = self.io.uplink.drained.clone();
-        let limited = self.upload_limit.is_limited();
         loop {
+            // Read each round: a session's limits change while it runs.
+            let limited = self.upload_limit.is_limited();
             if self.core.is_complete() && !self.completion_reported {
                 self.report_completion()?;
                 if !self.io.config.seed {

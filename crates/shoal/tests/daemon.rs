@@ -44,6 +44,10 @@ const PAGE: At = At {
     listen: "127.0.14.20:18473",
     rpc: "127.0.14.20:18474",
 };
+const LIMITS: At = At {
+    listen: "127.0.14.21:18483",
+    rpc: "127.0.14.21:18484",
+};
 const FILES: At = At {
     listen: "127.0.14.11:18433",
     rpc: "127.0.14.11:18434",
@@ -662,6 +666,60 @@ fn node_ok(node: &mut std::process::Command, marker: &str) {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// The session's rate limits change while torrents run: a download held to 256 KiB/s
+/// finishes at once when `remote session --max-down 0` lifts the limit.
+#[test]
+fn a_daemon_changes_its_rate_limits_while_it_runs() {
+    require("/usr/bin/python3");
+    let dir = tempdir();
+    let src = dir.path().join("src");
+    let file = src.join("big.bin");
+    random_file(&file, 4 << 20, 70);
+    let torrent = dir.path().join("big.torrent");
+    shoal_create(&file, "256K", &torrent, &[]);
+    let _seed = lt_seed(&torrent, &src, "127.0.14.22", 18485);
+    let (out, state) = (dir.path().join("out"), dir.path().join("state"));
+    let flags = ["--max-down", "256K"];
+    let _daemon = daemon(&LIMITS, (&out, &state), &["127.0.14.22:18485"], &flags);
+    let session = remote(&LIMITS, &state, &["session"]);
+    assert_eq!(session["max_down"], 256 * 1024, "{session:#}");
+    assert_eq!(session["max_up"], serde_json::Value::Null);
+    remote(&LIMITS, &state, &["add", path_str(&torrent)]);
+    wait_state(
+        (&LIMITS, &state),
+        &["big.bin"],
+        "downloading",
+        Duration::from_secs(30),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let held = torrents(&LIMITS, &state)["big.bin"]["status"]["have"]
+        .as_u64()
+        .unwrap();
+    // Two seconds at 256 KiB/s, a second's burst, and what was on the way.
+    assert!(held <= 1536 * 1024, "{held} bytes in 2 s under 256 KiB/s");
+    let lifted = Instant::now();
+    let session = remote(
+        &LIMITS,
+        &state,
+        &["session", "--max-down", "0", "--max-up", "1M"],
+    );
+    assert_eq!(session["max_down"], serde_json::Value::Null, "{session:#}");
+    assert_eq!(session["max_up"], 1 << 20);
+    // The rest would take over 10 s under the old limit.
+    wait_state(
+        (&LIMITS, &state),
+        &["big.bin"],
+        "seeding",
+        Duration::from_secs(30),
+    );
+    let took = lifted.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "{took:?} to finish once lifted"
+    );
+    same_files(&file, &out.join("big.bin"));
 }
 
 /// The API refuses what a web page could send: a change without a JSON body, a host

@@ -22,12 +22,20 @@ function helpers() {
   assert.equal(ui.filesChoice(files, new Set([1, 2, 3])), 'all');
   assert.equal(ui.filesChoice(files, new Set([3, 1])), '1,3');
   assert.equal(ui.filesChoice(files, new Set()), '');
+  assert.equal(ui.limitOf(''), undefined);
+  assert.equal(ui.limitOf(' 512 '), 524288);
+  assert.equal(ui.limitOf('0'), 0);
+  assert.throws(() => ui.limitOf('-1'));
 }
 
 async function againstTheDaemon() {
   const api = ui.client(base, token);
   const session = await api.session();
   assert.equal(typeof session.connections.limit, 'number');
+  const limited = await api.setLimits({ max_up: 65536 });
+  assert.equal(limited.max_up, 65536);
+  assert.equal(limited.max_down, null);
+  assert.equal((await api.setLimits({ max_up: 0 })).max_up, null);
   const hex = ui.toHex(fs.readFileSync(torrentPath));
   const added = await api.add({ torrent: hex, paused: true });
   const id = added.info_hash;

@@ -51,6 +51,15 @@ async function main() {
   await until('the torrent list', () => !$('main').hidden && /torrents/.test($('session').textContent));
   assert.equal(window.localStorage.getItem('shoal-token'), token);
 
+  // The session's limits, in KiB/s.
+  $('max-down').value = '512';
+  submit($('limits'));
+  await until('the limit', () => $('max-down').placeholder === '512');
+  assert.equal($('max-up').placeholder, 'no limit');
+  $('max-down').value = '0';
+  submit($('limits'));
+  await until('no limit', () => $('max-down').placeholder === 'no limit');
+
   // A .torrent chosen in the file box, added paused.
   const fileBox = $('file');
   Object.defineProperty(fileBox, 'files', {

@@ -42,8 +42,17 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Show the daemon: its version, port, torrents, connections and DHT nodes
-    Session,
+    /// Show the daemon: its version, port, torrents, connections, rate limits and DHT
+    /// nodes; with --max-up or --max-down, change those limits first (until the daemon
+    /// restarts)
+    Session {
+        /// Upload limit of all torrents together in bytes per second (e.g. 1M; 0 for none).
+        #[arg(long, value_name = "RATE", value_parser = parse_rate_or_none)]
+        max_up: Option<u64>,
+        /// Download limit of all torrents together (e.g. 10M; 0 for none).
+        #[arg(long, value_name = "RATE", value_parser = parse_rate_or_none)]
+        max_down: Option<u64>,
+    },
     /// List the torrents: state, progress, rates and peers
     List,
     /// Add a .torrent file (or its http(s) URL), a magnet link or an info-hash
@@ -119,7 +128,14 @@ fn request(command: &Command) -> Result<(Method, String, Option<Value>)> {
         }
     };
     Ok(match command {
-        Command::Session => (Method::GET, "/api/session".into(), None),
+        Command::Session {
+            max_up: None,
+            max_down: None,
+        } => (Method::GET, "/api/session".into(), None),
+        Command::Session { max_up, max_down } => {
+            let body = json!({"max_up": max_up, "max_down": max_down});
+            (Method::POST, "/api/session".into(), Some(body))
+        }
         Command::List => (Method::GET, "/api/torrents".into(), None),
         Command::Add {
             torrent,
@@ -186,6 +202,14 @@ fn request(command: &Command) -> Result<(Method, String, Option<Value>)> {
             )
         }
     })
+}
+
+/// A rate as `--max-up` takes it, where 0 means no limit.
+fn parse_rate_or_none(text: &str) -> Result<u64, String> {
+    match text.trim() {
+        "0" => Ok(0),
+        rate => shoal_core::units::parse_rate(rate).map_err(|e| e.to_string()),
+    }
 }
 
 /// The most of an answer read: a list of a thousand torrents is well under it.
@@ -262,15 +286,21 @@ fn describe(command: &Command, answer: &Value) -> String {
             }
             out
         }
-        Command::Session => {
+        Command::Session { .. } => {
             let connections = &answer["connections"];
+            let limit = |key: &str| match answer[key].as_u64() {
+                Some(rate) => format!("{}/s", format_size(rate)),
+                None => "unlimited".to_string(),
+            };
             let mut out = format!(
-                "shoal {}, peers connect to {}\n{} torrents, {} of {} connections open\n",
+                "shoal {}, peers connect to {}\n{} torrents, {} of {} connections open\nlimits: up {}, down {}\n",
                 answer["version"].as_str().unwrap_or("?"),
                 answer["listen"].as_str().unwrap_or("?"),
                 answer["torrents"],
                 connections["open"],
                 connections["limit"],
+                limit("max_up"),
+                limit("max_down"),
             );
             if let Some(dht) = answer["dht"].as_object() {
                 for (family, node) in dht {

@@ -4,7 +4,8 @@
 //!
 //! | request | does |
 //! |---|---|
-//! | `GET /api/session` | the listen address, the number of torrents and connections, the DHT's size |
+//! | `GET /api/session` | the listen address, the number of torrents and connections, the rate limits, the DHT's size |
+//! | `POST /api/session` | `{"max_up": BYTES_PER_SEC, "max_down": …}`, either or both (0: no limit), until a restart |
 //! | `GET /api/torrents` | every torrent with its status |
 //! | `POST /api/torrents` | adds `{"torrent": HEX}` (a .torrent's bytes) or `{"magnet": LINK}`, with `"dir"`, `"paused"`, `"files"` and `"sequential"` optional |
 //! | `GET /api/torrents/ID` | one torrent (ID: its info-hash, or a unique beginning of it), with its peers and files |
@@ -54,7 +55,7 @@ pub fn router(session: Arc<Session>, token: String) -> Router {
             get(|| page_file("text/css; charset=utf-8", STYLE)),
         );
     Router::new()
-        .route("/api/session", get(session_info))
+        .route("/api/session", get(session_info).post(set_limits))
         .route("/api/torrents", get(list).post(add))
         .route("/api/torrents/{id}", get(show))
         .route("/api/torrents/{id}/set", post(set))
@@ -175,8 +176,31 @@ async fn session_info(State(api): State<Arc<Api>>) -> Response {
             "open": api.session.connections().open(),
             "limit": api.session.connections().limit(),
         },
+        "max_up": api.session.limits().0,
+        "max_down": api.session.limits().1,
         "dht": dht,
     }))
+}
+
+/// What `POST /api/session` takes.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Limits {
+    max_up: Option<u64>,
+    max_down: Option<u64>,
+}
+
+async fn set_limits(State(api): State<Arc<Api>>, body: Bytes) -> Response {
+    match serde_json::from_slice::<Limits>(&body) {
+        Ok(limits) => {
+            api.session.set_limits(limits.max_up, limits.max_down);
+            session_info(State(api)).await
+        }
+        Err(e) => error(
+            StatusCode::BAD_REQUEST,
+            format!("not a change of limits: {e}"),
+        ),
+    }
 }
 
 async fn list(State(api): State<Arc<Api>>) -> Response {

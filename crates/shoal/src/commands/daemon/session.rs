@@ -249,6 +249,21 @@ impl Session {
         &self.connections
     }
 
+    /// The upload and download limits of all the torrents together (bytes per second).
+    pub fn limits(&self) -> (Option<u64>, Option<u64>) {
+        (self.upload_limit.rate(), self.download_limit.rate())
+    }
+
+    /// Sets the upload and download limits, each when given (0: no limit), at once for
+    /// every connection; until the daemon restarts with its own flags.
+    pub fn set_limits(&self, up: Option<u64>, down: Option<u64>) {
+        for (limit, rate) in [(&self.upload_limit, up), (&self.download_limit, down)] {
+            if let Some(rate) = rate {
+                limit.set_rate(Some(rate).filter(|&r| r > 0));
+            }
+        }
+    }
+
     fn torrents(&self) -> MutexGuard<'_, BTreeMap<InfoHash, Entry>> {
         self.torrents.lock().unwrap_or_else(|e| e.into_inner())
     }

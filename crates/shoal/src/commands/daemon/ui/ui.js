@@ -50,6 +50,18 @@ function filesChoice(files, wanted) {
   return fileList(numbers);
 }
 
+/**
+ * A limit box's value (KiB/s) as the API takes it (bytes/s, 0 for none); `undefined`
+ * when the box is empty (no change).
+ */
+function limitOf(text) {
+  const trimmed = String(text).trim();
+  if (trimmed === '') return undefined;
+  const kib = Number(trimmed);
+  if (!Number.isFinite(kib) || kib < 0) throw new Error(`${trimmed} is not a rate`);
+  return Math.round(kib * 1024);
+}
+
 /** The daemon's API at `base` ('' for this page's own server), with `token`. */
 function client(base, token) {
   async function call(method, path, body) {
@@ -71,6 +83,7 @@ function client(base, token) {
   const torrent = (id) => `/api/torrents/${encodeURIComponent(id)}`;
   return {
     session: () => call('GET', '/api/session'),
+    setLimits: (limits) => call('POST', '/api/session', limits),
     list: () => call('GET', '/api/torrents').then((a) => a.torrents),
     show: (id) => call('GET', torrent(id)),
     add: (what) => call('POST', '/api/torrents', what),
@@ -82,7 +95,7 @@ function client(base, token) {
 }
 
 if (typeof module !== 'undefined') {
-  module.exports = { formatSize, formatEta, toHex, fileList, filesChoice, client };
+  module.exports = { formatSize, formatEta, toHex, fileList, filesChoice, limitOf, client };
 } else {
   document.addEventListener('DOMContentLoaded', start);
 }
@@ -132,6 +145,7 @@ function connect(token) {
       $('login').hidden = true;
       $('main').hidden = false;
       $('forget').hidden = false;
+      $('limits').hidden = false;
       wire(view);
       refresh(view);
       view.timer = setInterval(() => refresh(view), 2000);
@@ -172,6 +186,18 @@ function wire(view) {
       say(`Not added: ${error.message}`);
     }
   });
+  $('limits').addEventListener('submit', async (event) => {
+    event.preventDefault();
+    try {
+      const limits = { max_down: limitOf($('max-down').value), max_up: limitOf($('max-up').value) };
+      await api.setLimits(limits);
+      say('Limits set.');
+      $('limits').reset();
+      refresh(view);
+    } catch (error) {
+      say(`Limits not set: ${error.message}`);
+    }
+  });
   $('close').addEventListener('click', () => {
     view.shown = null;
     $('detail').hidden = true;
@@ -205,6 +231,9 @@ async function refresh(view) {
     const c = session.connections;
     $('session').textContent =
       `${session.torrents} torrents · ${c.open}/${c.limit} connections · port ${session.listen}`;
+    const shown = (rate) => (rate === null ? 'no limit' : String(rate / 1024));
+    $('max-down').placeholder = shown(session.max_down);
+    $('max-up').placeholder = shown(session.max_up);
     showTorrents(view, torrents);
     if (view.shown) showDetail(view, await api.show(view.shown), false);
   } catch (error) {

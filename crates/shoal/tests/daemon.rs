@@ -378,6 +378,30 @@ fn a_daemon_fetches_the_files_it_is_asked_for() {
     );
     assert_eq!(table.matches("100.0%").count(), 3, "{table}");
     assert!(table.contains("album/track 3.bin"), "{table}");
+
+    // Moved elsewhere, it seeds from there at once: nothing fetched or checked again,
+    // and nothing but its own files left its old folder.
+    std::fs::write(out.join("album").join("mine.txt"), "mine").unwrap();
+    let elsewhere = dir.path().join("elsewhere");
+    remote(&FILES, &state, &["move", &id[..8], path_str(&elsewhere)]);
+    let list = wait_state(
+        (&FILES, &state),
+        &["album"],
+        "seeding",
+        Duration::from_secs(30),
+    );
+    assert_eq!(list["album"]["dir"], path_str(&elsewhere));
+    assert_eq!(list["album"]["status"]["resumed"], true, "{list:#?}");
+    assert_eq!(list["album"]["status"]["downloaded"], 0, "{list:#?}");
+    for i in 1..=3 {
+        let name = format!("track {i}.bin");
+        same_files(&album.join(&name), &elsewhere.join("album").join(&name));
+        assert!(
+            !out.join("album").join(&name).exists(),
+            "{name} left behind"
+        );
+    }
+    assert!(out.join("album").join("mine.txt").is_file());
 }
 
 /// Two torrents for a daemon to fetch while it is watched.

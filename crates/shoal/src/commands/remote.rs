@@ -91,6 +91,12 @@ pub enum Command {
         #[arg(long)]
         rarest_first: bool,
     },
+    /// Move a torrent's files to another folder, where it downloads from now on
+    Move {
+        id: String,
+        /// The folder its file or folder goes into.
+        dir: PathBuf,
+    },
     /// Stop a torrent (its connections close; it stays in the list, paused)
     Pause { id: String },
     /// Start a paused torrent again
@@ -181,6 +187,12 @@ fn request(command: &Command) -> Result<(Method, String, Option<Value>)> {
             let path = format!("/api/torrents/{}/set", id(name)?);
             let body = json!({"files": select_file, "sequential": order});
             (Method::POST, path, Some(body))
+        }
+        Command::Move { id: name, dir } => {
+            let dir = std::path::absolute(dir)
+                .with_context(|| format!("{}: not a folder", dir.display()))?;
+            let path = format!("/api/torrents/{}/move", id(name)?);
+            (Method::POST, path, Some(json!({"dir": dir})))
         }
         Command::Pause { id: name } => {
             let path = format!("/api/torrents/{}/pause", id(name)?);
@@ -339,6 +351,7 @@ fn describe(command: &Command, answer: &Value) -> String {
         Command::Set { id, .. } => format!("changed {id}\n"),
         Command::Add { .. } => format!("added {}\n", answer["info_hash"].as_str().unwrap_or("")),
         Command::Pause { id } => format!("paused {id}\n"),
+        Command::Move { id, dir } => format!("moved {id} to {}\n", dir.display()),
         Command::Resume { id } => format!("resumed {id}\n"),
         Command::Remove { id, .. } => format!("removed {id}\n"),
     }

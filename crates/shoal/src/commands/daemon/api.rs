@@ -10,6 +10,7 @@
 //! | `POST /api/torrents` | adds `{"torrent": HEX}` (a .torrent's bytes) or `{"magnet": LINK}`, with `"dir"`, `"paused"`, `"files"` and `"sequential"` optional |
 //! | `GET /api/torrents/ID` | one torrent (ID: its info-hash, or a unique beginning of it), with its peers and files |
 //! | `POST /api/torrents/ID/set` | `{"files": "1,3-5"}` (or `"all"`) and `{"sequential": true}`, either or both |
+//! | `POST /api/torrents/ID/move` | `{"dir": "/abs/folder"}`: its files move there, and it downloads there from now on |
 //! | `POST /api/torrents/ID/pause`, `/resume` | stops it, starts it again |
 //! | `POST /api/torrents/ID/remove` | takes it out; `{"delete_data": true}` deletes its files too |
 //!
@@ -59,6 +60,7 @@ pub fn router(session: Arc<Session>, token: String) -> Router {
         .route("/api/torrents", get(list).post(add))
         .route("/api/torrents/{id}", get(show))
         .route("/api/torrents/{id}/set", post(set))
+        .route("/api/torrents/{id}/move", post(move_data))
         .route("/api/torrents/{id}/pause", post(pause))
         .route("/api/torrents/{id}/resume", post(resume))
         .route("/api/torrents/{id}/remove", post(remove))
@@ -292,6 +294,23 @@ async fn set(State(api): State<Arc<Api>>, Path(id): Path<String>, body: Bytes) -
         .set(&id, set.files.as_deref(), set.sequential)
         .await
     {
+        Ok(()) => answer(json!({})),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// What `POST /api/torrents/ID/move` takes.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Move {
+    dir: std::path::PathBuf,
+}
+
+async fn move_data(State(api): State<Arc<Api>>, Path(id): Path<String>, body: Bytes) -> Response {
+    let Ok(to) = serde_json::from_slice::<Move>(&body) else {
+        return error(StatusCode::BAD_REQUEST, "give {\"dir\": FOLDER}");
+    };
+    match api.session.move_data(&id, to.dir).await {
         Ok(()) => answer(json!({})),
         Err(e) => e.into_response(),
     }

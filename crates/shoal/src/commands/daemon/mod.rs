@@ -6,6 +6,7 @@
 //! ([`session`]).
 
 mod api;
+mod data;
 mod files;
 mod session;
 mod watch;

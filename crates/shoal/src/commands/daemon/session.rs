@@ -19,6 +19,7 @@ use shoal_engine::{
 };
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 
+use super::data::{delete_files, move_files};
 use super::files::{describe_files, Fetch};
 use crate::commands::discovery::{self, Dhts};
 use crate::commands::transfer::{
@@ -811,6 +812,83 @@ impl Session {
         Ok(())
     }
 
+    /// Moves a torrent's files to `dir` (an absolute path) and downloads there from now
+    /// on, as Transmission's set-location: the torrent stops, its files move (nothing
+    /// else in its folder does), and it starts again from its resume state if it was
+    /// running. Meanwhile it is busy (409 to a resume or a change); a pause or a removal
+    /// waits for the move. The move goes on if the caller stops waiting.
+    pub async fn move_data(self: &Arc<Self>, name: &str, dir: PathBuf) -> Result<(), SessionError> {
+        if dir.is_relative() {
+            let dir = dir.display();
+            return Err(SessionError::Invalid(format!(
+                "{dir}: not an absolute path"
+            )));
+        }
+        let (hash, from, metainfo, stopping, moving) = {
+            let _changing = self.changing();
+            let mut torrents = self.torrents();
+            let hash = find(&torrents, name)?;
+            let entry = torrents.get_mut(&hash).expect("found");
+            if entry.dir == dir {
+                return Ok(());
+            }
+            let running = entry.running.as_ref().filter(|r| !r.is_done());
+            if running.is_some_and(|r| *r.stop.borrow()) {
+                return Err(SessionError::Busy(hash.to_hex()));
+            }
+            let stopping = running.map(Running::stop);
+            // The move is the torrent's task until it is done: busy for a resume or a
+            // change, waited for by a pause or a removal.
+            let (stop, _) = watch::channel(true);
+            let (moving, done) = watch::channel(false);
+            entry.running = Some(Running { stop, done });
+            let metainfo = entry.metainfo.get().cloned();
+            (hash, entry.dir.clone(), metainfo, stopping, Done(moving))
+        };
+        let session = self.clone();
+        let task = tokio::spawn(async move {
+            let was_running = stopping.is_some();
+            if let Some(stopping) = stopping {
+                until_done(stopping).await;
+            }
+            let target = dir.clone();
+            let moved = match metainfo {
+                Some(metainfo) => tokio::task::spawn_blocking(move || {
+                    std::fs::create_dir_all(&target)
+                        .with_context(|| format!("{}: cannot create", target.display()))?;
+                    move_files(&metainfo, &from, &target)
+                })
+                .await
+                .unwrap_or_else(|e| Err(anyhow::anyhow!("the move failed: {e}"))),
+                // Nothing fetched yet.
+                None => Ok(()),
+            };
+            let _changing = session.changing();
+            let written = {
+                let mut torrents = session.torrents();
+                let Some(entry) = torrents.get_mut(&hash) else {
+                    return moved.map_err(SessionError::from);
+                };
+                if moved.is_ok() {
+                    entry.dir = dir;
+                }
+                drop(torrents);
+                session.write_list()
+            };
+            let mut torrents = session.torrents();
+            let entry = torrents
+                .get_mut(&hash)
+                .expect("kept while `changing` is held");
+            if was_running && !entry.paused && !entry.removing {
+                session.start(entry);
+            }
+            drop(moving);
+            moved?;
+            written.map_err(SessionError::from)
+        });
+        task.await.context("moving the torrent")?
+    }
+
     /// Takes a torrent out of the session; with `delete_data`, its files (only those the
     /// torrent names, and the folders they leave empty) and its resume state go too,
     /// once it has stopped. The work goes on if the caller stops waiting.
@@ -1063,23 +1141,4 @@ async fn keep_status(
         }
     }
     drop(turn);
-}
-
-/// Deletes the files of `metainfo` under `dir`, then the folders of a multi-file torrent
-/// that this leaves empty. Nothing else in `dir` is touched.
-fn delete_files(metainfo: &Metainfo, dir: &Path) {
-    let layout = shoal_storage::FileLayout::for_torrent(&metainfo.info, dir);
-    let mut folders = std::collections::BTreeSet::new();
-    for file in layout.files().iter().filter(|f| !f.padding) {
-        let _ = std::fs::remove_file(&file.path);
-        let mut parent = file.path.parent();
-        while let Some(folder) = parent.filter(|p| p.starts_with(dir) && *p != dir) {
-            folders.insert(folder.to_path_buf());
-            parent = folder.parent();
-        }
-    }
-    // Deepest first; a folder that still holds something stays.
-    for folder in folders.iter().rev() {
-        let _ = std::fs::remove_dir(folder);
-    }
 }

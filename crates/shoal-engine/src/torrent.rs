@@ -431,6 +431,7 @@ pub async fn run(
         last_peer_list: now,
         last_data: (0, now),
         _member: config.connection_budget.as_ref().map(|b| b.join()),
+        dialling: 0,
         io: EngineIo {
             config,
             disk,
@@ -702,6 +703,9 @@ struct Actor {
     last_data: (u64, Instant),
     /// Our place among the torrents sharing the session's connection limit.
     _member: Option<Member>,
+    /// Dials under way: they count toward our connections, as libtorrent counts
+    /// half-open ones.
+    dialling: usize,
 }
 
 /// The torrent's outside as [`TorrentCore`] sees it: files and the disk thread, the
@@ -1142,8 +1146,14 @@ impl Actor {
                 opened,
                 secured,
                 permit,
-            } => self.add_peer(addr, stream, (opened, secured, permit), now),
+            } => {
+                if matches!(opened, Opened::Dialled(_)) {
+                    self.dialling = self.dialling.saturating_sub(1);
+                }
+                self.add_peer(addr, stream, (opened, secured, permit), now);
+            }
             Input::ConnectFailed { addr } => {
+                self.dialling = self.dialling.saturating_sub(1);
                 self.io.addresses.disconnected(addr, true, false, now);
                 self.ask_for_introduction(addr, now);
             }
@@ -1238,20 +1248,34 @@ impl Actor {
         if full || own || !config.dialer.accepts_utp() || self.peer_at(addr).is_some() {
             return;
         }
-        if !self.io.addresses.punch(addr, now) {
-            return;
-        }
+        // The room first: an address marked as being punched is not tried again.
         let Some(permit) = self.dial_permit() else {
             return;
         };
+        if !self.io.addresses.punch(addr, now) {
+            return;
+        }
         tracing::debug!("hole punching: dialling {addr} over uTP");
+        let policy = self.io.config.encryption;
+        self.dial(addr, (&[Kind::Utp], policy), permit);
+    }
+
+    /// Dials `addr` over the transports of `order`, in the background; the connection,
+    /// or its failure, comes back as an input.
+    fn dial(
+        &mut self,
+        addr: SocketAddr,
+        (order, policy): (&'static [Kind], Encryption),
+        permit: Option<ConnectionPermit>,
+    ) {
+        self.dialling += 1;
         let config = &self.io.config;
         connection::spawn_connect(
             addr,
             config.listen.map(|a| a.ip()),
             Duration::from_secs(10),
-            (config.dialer.clone(), &[Kind::Utp]),
-            (config.encryption, self.swarm_of(addr)),
+            (config.dialer.clone(), order),
+            (policy, self.swarm_of(addr)),
             (self.to_actor.clone(), permit),
         );
     }
@@ -1351,13 +1375,21 @@ impl Actor {
             (None, budget) => budget.as_ref().map(|b| b.take()),
         };
         // At the session's limit a newcomer is refused, and if we are under our share,
-        // the torrents over theirs are asked for room (see `share_connections`).
-        let session_full = matches!(permit, Some(None));
-        if let (true, Some(budget)) = (session_full, &budget) {
-            if self.core.peers().len() < budget.fair_share() {
-                budget.want_room(now);
+        // the torrents over theirs are asked for room (see `share_connections`); while
+        // another torrent asks, one at or over its share takes no newcomer either.
+        let ours = self.connections();
+        let session_full = match (&permit, &budget) {
+            (Some(None), Some(budget)) => {
+                if ours < budget.fair_share() {
+                    budget.want_room(now);
+                }
+                true
             }
-        }
+            (Some(Some(_)), Some(budget)) if is_incoming => {
+                ours >= budget.fair_share() && budget.is_room_wanted(now)
+            }
+            _ => false,
+        };
         if session_full || (full && (!is_incoming || !self.make_room_for(addr, now))) {
             if !is_incoming {
                 self.io.addresses.not_taken(addr, now);
@@ -1462,13 +1494,18 @@ impl Actor {
     /// torrent at or over its share leaves the room to one under its share that wants it.
     fn room(&self, now: Instant) -> usize {
         let config = &self.io.config;
-        let peers = self.core.peers().len();
+        let peers = self.connections();
         let ours = config.max_connections.saturating_sub(peers);
         match &config.connection_budget {
             None => ours,
             Some(budget) if peers >= budget.fair_share() && budget.is_room_wanted(now) => 0,
             Some(budget) => ours.min(budget.available()),
         }
+    }
+
+    /// Our connections, and the dials under way.
+    fn connections(&self) -> usize {
+        self.core.peers().len() + self.dialling
     }
 
     /// A dial's room in the session's limit: `Some(None)` without one, `None` if the
@@ -1487,7 +1524,7 @@ impl Actor {
         let Some(budget) = self.io.config.connection_budget.clone() else {
             return;
         };
-        let peers = self.core.peers().len();
+        let peers = self.connections();
         let fair = budget.fair_share();
         let done = self.core.is_complete();
         if peers < fair.min(self.io.config.max_connections) {
@@ -1603,14 +1640,7 @@ impl Actor {
                 policy => policy,
             };
             let order = config.dialer.order(self.io.addresses.wants_utp(&addr));
-            connection::spawn_connect(
-                addr,
-                config.listen.map(|a| a.ip()),
-                Duration::from_secs(10),
-                (config.dialer.clone(), order),
-                (policy, self.swarm_of(addr)),
-                (self.to_actor.clone(), permit),
-            );
+            self.dial(addr, (order, policy), permit);
         }
         // Timers, snubbing, uploads that waited for the writer's backlog to drain, the
         // choker.

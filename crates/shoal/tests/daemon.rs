@@ -48,6 +48,10 @@ const LIMITS: At = At {
     listen: "127.0.14.21:18483",
     rpc: "127.0.14.21:18484",
 };
+const STALL: At = At {
+    listen: "127.0.14.23:18493",
+    rpc: "127.0.14.23:18494",
+};
 const FILES: At = At {
     listen: "127.0.14.11:18433",
     rpc: "127.0.14.11:18434",
@@ -744,6 +748,39 @@ fn a_daemon_changes_its_rate_limits_while_it_runs() {
         "{took:?} to finish once lifted"
     );
     same_files(&file, &out.join("big.bin"));
+}
+
+/// A magnet link nobody serves holds the one download turn only for
+/// `--queue-stalled-secs`; then the torrent queued behind it starts, and completes.
+#[test]
+fn a_stalled_download_gives_its_turn_back() {
+    require("/usr/bin/python3");
+    let dir = tempdir();
+    let (src, torrent) = make_single(dir.path(), 1 << 20, "256K");
+    let _seed = lt_seed(&torrent, &src, "127.0.14.24", 18495);
+    let (out, state) = (dir.path().join("out"), dir.path().join("state"));
+    let flags = ["--max-active-downloads", "1", "--queue-stalled-secs", "2"];
+    let _daemon = daemon(&STALL, (&out, &state), &["127.0.14.24:18495"], &flags);
+    let nobody = "magnet:?xt=urn:btih:00112233445566778899aabbccddeeff00112233&dn=nobody";
+    remote(&STALL, &state, &["add", nobody]);
+    remote(&STALL, &state, &["add", path_str(&torrent)]);
+    let list = torrents(&STALL, &state);
+    assert_eq!(
+        list["nobody"]["status"]["state"], "fetching_metadata",
+        "{list:#?}"
+    );
+    assert_eq!(
+        list["payload.bin"]["status"]["state"], "queued",
+        "{list:#?}"
+    );
+    let list = wait_state(
+        (&STALL, &state),
+        &["payload.bin"],
+        "seeding",
+        Duration::from_secs(30),
+    );
+    assert_eq!(list["nobody"]["status"]["state"], "fetching_metadata");
+    same_files(&src.join("payload.bin"), &out.join("payload.bin"));
 }
 
 /// The API refuses what a web page could send: a change without a JSON body, a host

@@ -250,6 +250,7 @@ async fn add(State(api): State<Arc<Api>>, body: Bytes) -> Response {
         dir: add.dir,
         paused: add.paused,
         fetch,
+        chosen: add.files.is_some(),
     };
     let added = match (add.torrent, add.magnet) {
         (Some(hex), None) => {

@@ -14,6 +14,7 @@ mod watch;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde_json::json;
@@ -63,6 +64,12 @@ pub struct Args {
     /// regardless. 0: no limit.
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub max_active_downloads: usize,
+    /// A download that fetches nothing (not even a magnet link's metadata) for SECS
+    /// seconds stops counting against --max-active-downloads, so the next one starts
+    /// beside it (Transmission's queue-stalled-minutes).
+    #[arg(long, value_name = "SECS", default_value_t = 600,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub queue_stalled_secs: u64,
     /// Add the .torrent files (and .magnet files holding a link) that appear in DIR, as
     /// Transmission's watch-dir: each is renamed NAME.added once taken, NAME.invalid if
     /// it is not a torrent.
@@ -175,12 +182,12 @@ async fn serve(args: Args, state_dir: PathBuf, token: String) -> Result<()> {
     let budget = shoal_engine::ConnectionBudget::new(args.max_peers_total as usize);
     let folders = (args.output, state_dir);
     let downloads = Some(args.max_active_downloads).filter(|&n| n > 0);
-    let session = Arc::new(session::Session::new(
-        net,
-        folders,
-        (budget, downloads),
-        json,
-    ));
+    let queue = (
+        budget,
+        downloads,
+        Duration::from_secs(args.queue_stalled_secs),
+    );
+    let session = Arc::new(session::Session::new(net, folders, queue, json));
     let restored = session.restore()?;
     if let Some(dir) = args.watch {
         std::fs::create_dir_all(&dir)

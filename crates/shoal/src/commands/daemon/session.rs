@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -110,6 +111,9 @@ pub struct Adding {
     pub dir: Option<PathBuf>,
     pub paused: bool,
     pub fetch: Fetch,
+    /// The files were chosen with the request (`all` too): a magnet link's `so=` does
+    /// not apply.
+    pub chosen: bool,
 }
 
 struct Entry {
@@ -188,6 +192,9 @@ pub struct Session {
     /// `--max-active-downloads`: a torrent with something to fetch takes a turn (a magnet
     /// link's, to fetch its metadata too) and gives it back once complete or stopped.
     download_turns: Option<Arc<tokio::sync::Semaphore>>,
+    /// `--queue-stalled-secs`: a download that fetches nothing for this long gives its
+    /// turn back (Transmission's queue-stalled-minutes).
+    stalled_after: Duration,
     /// Torrents check their data one at a time.
     check_turns: Arc<tokio::sync::Semaphore>,
     torrents: Mutex<BTreeMap<InfoHash, Entry>>,
@@ -222,10 +229,11 @@ impl Session {
     pub fn new(
         net: SessionNet,
         (default_dir, state_dir): (PathBuf, PathBuf),
-        (connections, downloads): (Arc<ConnectionBudget>, Option<usize>),
+        (connections, downloads, stalled_after): (Arc<ConnectionBudget>, Option<usize>, Duration),
         json: bool,
     ) -> Self {
         Session {
+            stalled_after,
             connections,
             download_turns: downloads.map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
             upload_limit: Arc::new(RateLimit::new(net.opts.max_up)),
@@ -353,7 +361,7 @@ impl Session {
         magnet: Magnet,
         mut how: Adding,
     ) -> Result<InfoHash, SessionError> {
-        if how.fetch.files.is_none() && !magnet.select_only.is_empty() {
+        if !how.chosen && !magnet.select_only.is_empty() {
             how.fetch.so = Some(magnet.select_only.clone());
         }
         let hash = magnet.info_hash;
@@ -461,15 +469,19 @@ impl Session {
         };
         tokio::spawn(async move {
             let _done = Done(done_tx);
-            let Some(turn) = session
+            let Some(mut turn) = session
                 .download_turn(slot.get(), &job, stopped.clone())
                 .await
             else {
                 return set_state(&status, State::Paused);
             };
+            set_state(&status, first);
             let (metainfo, peers) = match (slot.get(), magnet) {
                 (Some(metainfo), _) => (metainfo.clone(), Vec::new()),
-                (None, Some(magnet)) => match session.fetch(&magnet, stopped.clone()).await {
+                (None, Some(magnet)) => match session
+                    .fetch_holding(&magnet, &mut turn, stopped.clone())
+                    .await
+                {
                     Ok(Some((metainfo, peers))) => (slot.get_or_init(|| metainfo).clone(), peers),
                     Ok(None) => return set_state(&status, State::Paused),
                     Err(e) => {
@@ -507,6 +519,31 @@ impl Session {
         tokio::select! {
             turn = turns.clone().acquire_owned() => Some(turn.ok()),
             _ = stopped.wait_for(|stop| *stop) => None,
+        }
+    }
+
+    /// [`Session::fetch`], giving the download turn back if no metadata has come after
+    /// `--queue-stalled-secs`: a magnet link nobody serves must not hold up the queue.
+    async fn fetch_holding(
+        &self,
+        magnet: &Magnet,
+        turn: &mut Option<OwnedSemaphorePermit>,
+        stopped: watch::Receiver<bool>,
+    ) -> Result<Option<(Arc<Metainfo>, Vec<SocketAddr>)>> {
+        let fetch = self.fetch(magnet, stopped);
+        tokio::pin!(fetch);
+        loop {
+            tokio::select! {
+                fetched = &mut fetch => return fetched,
+                () = tokio::time::sleep(self.stalled_after), if turn.is_some() => {
+                    *turn = None;
+                    let name = magnet.name.clone().unwrap_or_else(|| magnet.info_hash.to_hex());
+                    self.say(
+                        json!({"event": "stalled", "name": name}),
+                        format!("{name}: no metadata yet; the next download starts beside it"),
+                    );
+                }
+            }
         }
     }
 
@@ -639,7 +676,7 @@ impl Session {
         let torrent = (name.clone(), metainfo.info.total_length);
         let watcher = tokio::spawn(keep_status(
             display,
-            (status.clone(), turn),
+            (status.clone(), turn, self.stalled_after),
             torrent,
             self.json,
         ));
@@ -1075,12 +1112,14 @@ fn describe(hash: &InfoHash, entry: &Entry) -> Value {
 /// torrent's download turn, if it holds one, is given back once it is complete.
 async fn keep_status(
     mut updates: mpsc::UnboundedReceiver<Update>,
-    (status, mut turn): (Arc<Mutex<Status>>, Option<OwnedSemaphorePermit>),
+    (status, mut turn, stalled_after): (Arc<Mutex<Status>>, Option<OwnedSemaphorePermit>, Duration),
     (name, size): (String, u64),
     json: bool,
 ) {
     // A torrent complete from the start (a restart) has nothing new to say.
     let mut fetched_any = false;
+    // When the download last grew, for giving the turn back once it stalls.
+    let mut progress = (0, Instant::now());
     while let Some(update) = updates.recv().await {
         let Update::Engine(event) = update else {
             continue;
@@ -1110,6 +1149,17 @@ async fn keep_status(
                 status.peers = status.peers.saturating_sub(1);
             }
             EngineEvent::Stats(stats) => {
+                if stats.downloaded != progress.0 {
+                    progress = (stats.downloaded, Instant::now());
+                } else if turn.is_some() && progress.1.elapsed() >= stalled_after {
+                    turn = None;
+                    let event = json!({"event": "stalled", "name": name});
+                    say(
+                        json,
+                        event,
+                        format!("{name}: stalled; the next download starts beside it"),
+                    );
+                }
                 status.have = stats.bytes_have;
                 status.downloaded = stats.downloaded;
                 status.uploaded = stats.uploaded;

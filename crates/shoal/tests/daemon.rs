@@ -764,13 +764,10 @@ fn a_stalled_download_gives_its_turn_back() {
     let nobody = "magnet:?xt=urn:btih:00112233445566778899aabbccddeeff00112233&dn=nobody";
     remote(&STALL, &state, &["add", nobody]);
     remote(&STALL, &state, &["add", path_str(&torrent)]);
-    let list = torrents(&STALL, &state);
+    let queued = Duration::from_secs(10);
+    let list = wait_state((&STALL, &state), &["payload.bin"], "queued", queued);
     assert_eq!(
         list["nobody"]["status"]["state"], "fetching_metadata",
-        "{list:#?}"
-    );
-    assert_eq!(
-        list["payload.bin"]["status"]["state"], "queued",
         "{list:#?}"
     );
     let list = wait_state(

@@ -2,12 +2,14 @@
 //! into a folder are added, as Transmission's watch-dir and qBittorrent's watched
 //! folders add them. A file is taken once it has stopped changing (a copy in progress
 //! is not read half-written), then renamed `NAME.added`, or `NAME.invalid` if it is not
-//! a torrent, so that it is never taken twice.
+//! a torrent, so that it is never taken twice. A file that cannot be renamed is left
+//! alone while it stays as it is; one that could not be read or added for a reason that
+//! may pass (the session full) is tried again a while later.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
 use shoal_core::{Magnet, Metainfo, MAX_TORRENT_SIZE};
@@ -20,12 +22,28 @@ const SCAN_EVERY: Duration = Duration::from_secs(1);
 /// Files the folder may hold that are looked at in one scan; more wait for the next.
 const MAX_PER_SCAN: usize = 1000;
 
+/// How long a file that could not be added for a reason that may pass waits.
+const RETRY_AFTER: Duration = Duration::from_secs(30);
+
 /// A file's size and modification time: unchanged between two scans, it is complete.
 type Seen = (u64, Option<SystemTime>);
 
+/// What came of taking a file.
+enum Taken {
+    /// Renamed: gone from the watch.
+    Renamed,
+    /// Taken, but it could not be renamed: left alone while it stays as it is.
+    Kept,
+    /// Not added for a reason that may pass: tried again after [`RETRY_AFTER`].
+    Later,
+}
+
 /// Watches `dir` for as long as the daemon runs.
 pub async fn watch(session: Arc<Session>, dir: PathBuf, json: bool) {
-    let mut seen: HashMap<PathBuf, Seen> = HashMap::new();
+    // Files seen once, waiting to be seen the same again.
+    let mut settling: HashMap<PathBuf, Seen> = HashMap::new();
+    // Files taken that are still there, as they were, and when to try them again.
+    let mut held: HashMap<PathBuf, (Seen, Option<Instant>)> = HashMap::new();
     let mut ticker = tokio::time::interval(SCAN_EVERY);
     loop {
         ticker.tick().await;
@@ -33,24 +51,32 @@ pub async fn watch(session: Arc<Session>, dir: PathBuf, json: bool) {
             Ok(found) => found,
             Err(e) => {
                 // A folder removed or unmounted may come back.
-                say(
-                    json,
-                    "warning",
-                    &dir,
-                    &format!("cannot read the folder: {e}"),
-                );
+                let reason = format!("cannot read the folder: {e}");
+                say(json, "warning", &dir, &reason);
                 continue;
             }
         };
+        let mut still_held = HashMap::new();
         let mut next = HashMap::new();
         for (path, now) in found {
-            if seen.get(&path) == Some(&now) {
-                take(&session, &path, json);
-            } else {
-                next.insert(path, now);
+            if let Some((seen, retry)) = held.remove(&path) {
+                if seen == now && retry.is_none_or(|at| Instant::now() < at) {
+                    still_held.insert(path, (seen, retry));
+                    continue;
+                }
             }
+            if settling.get(&path) != Some(&now) {
+                next.insert(path, now);
+                continue;
+            }
+            let retry = match take(&session, &path, json) {
+                Taken::Renamed => continue,
+                Taken::Kept => None,
+                Taken::Later => Some(Instant::now() + RETRY_AFTER),
+            };
+            still_held.insert(path, (now, retry));
         }
-        seen = next;
+        (settling, held) = (next, still_held);
     }
 }
 
@@ -75,15 +101,18 @@ fn candidates(dir: &Path) -> std::io::Result<Vec<(PathBuf, Seen)>> {
     Ok(found)
 }
 
-/// Adds the torrent or link in `path` and renames the file for what came of it; a
-/// refusal that may pass (the session full, a disk error) leaves it for the next scan.
-fn take(session: &Arc<Session>, path: &Path, json: bool) {
+/// Adds the torrent or link in `path` and renames the file for what came of it.
+fn take(session: &Arc<Session>, path: &Path, json: bool) -> Taken {
     let added = match read(path) {
         Ok(Source::Torrent(metainfo)) => session.add(metainfo, Adding::default()),
         Ok(Source::Magnet(magnet)) => session.add_magnet(magnet, Adding::default()),
-        Err(reason) => {
+        Err(Unread::Invalid(reason)) => {
             say(json, "invalid", path, &reason);
             return mark(path, "invalid", json);
+        }
+        Err(Unread::Io(e)) => {
+            say(json, "warning", path, &format!("cannot read: {e}"));
+            return Taken::Later;
         }
     };
     match added {
@@ -91,10 +120,21 @@ fn take(session: &Arc<Session>, path: &Path, json: bool) {
         Ok(_) | Err(SessionError::Duplicate(_)) => mark(path, "added", json),
         Err(SessionError::Invalid(reason)) => {
             say(json, "invalid", path, &reason);
-            mark(path, "invalid", json);
+            mark(path, "invalid", json)
         }
-        Err(e) => say(json, "warning", path, &format!("not added yet: {e}")),
+        Err(e) => {
+            say(json, "warning", path, &format!("not added yet: {e}"));
+            Taken::Later
+        }
     }
+}
+
+/// Why a watched file gave no torrent.
+enum Unread {
+    /// It could not be read (it may be readable later).
+    Io(std::io::Error),
+    /// It holds no torrent.
+    Invalid(String),
 }
 
 enum Source {
@@ -102,37 +142,42 @@ enum Source {
     Magnet(Magnet),
 }
 
-/// What a watched file holds, or why it is no torrent.
-fn read(path: &Path) -> Result<Source, String> {
+/// What a watched file holds, or why it gave none.
+fn read(path: &Path) -> Result<Source, Unread> {
     use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+    let file = std::fs::File::open(path).map_err(Unread::Io)?;
     let mut bytes = Vec::new();
     file.take(MAX_TORRENT_SIZE as u64 + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read: {e}"))?;
+        .map_err(Unread::Io)?;
+    let invalid = |reason: String| Unread::Invalid(reason);
     if bytes.len() > MAX_TORRENT_SIZE {
-        return Err(format!("larger than {MAX_TORRENT_SIZE} bytes"));
+        return Err(invalid(format!("larger than {MAX_TORRENT_SIZE} bytes")));
     }
     match path.extension().and_then(|e| e.to_str()) {
         Some("magnet") => {
-            let text = String::from_utf8(bytes).map_err(|_| "not text".to_string())?;
-            let link = text.trim();
-            link.parse::<Magnet>()
+            let text = String::from_utf8(bytes).map_err(|_| invalid("not text".into()))?;
+            text.trim()
+                .parse::<Magnet>()
                 .map(Source::Magnet)
-                .map_err(|e| format!("not a magnet link: {e}"))
+                .map_err(|e| invalid(format!("not a magnet link: {e}")))
         }
         _ => Metainfo::from_bytes(&bytes)
             .map(Source::Torrent)
-            .map_err(|e| format!("not a valid torrent: {e}")),
+            .map_err(|e| invalid(format!("not a valid torrent: {e}"))),
     }
 }
 
 /// Renames `path` to `path.SUFFIX`, so that it is not taken again.
-fn mark(path: &Path, suffix: &str, json: bool) {
+fn mark(path: &Path, suffix: &str, json: bool) -> Taken {
     let mut marked = path.as_os_str().to_owned();
     marked.push(format!(".{suffix}"));
-    if let Err(e) = std::fs::rename(path, &marked) {
-        say(json, "warning", path, &format!("cannot rename: {e}"));
+    match std::fs::rename(path, &marked) {
+        Ok(()) => Taken::Renamed,
+        Err(e) => {
+            say(json, "warning", path, &format!("cannot rename: {e}"));
+            Taken::Kept
+        }
     }
 }
 

@@ -68,8 +68,8 @@ async function main() {
   });
   $('paused').checked = true;
   submit($('add'));
+  await until('the answer', () => /^Added [0-9a-f]{40}\.$/.test($('message').textContent));
   const album = await until('the album', () => row('album'));
-  assert.match($('message').textContent, /^Added [0-9a-f]{40}\.$/);
   assert.equal(album.children[1].textContent, 'paused');
   Object.defineProperty(fileBox, 'files', { configurable: true, value: [] });
 
@@ -81,6 +81,13 @@ async function main() {
   submit($('add'));
   await until('the magnet link', () => row(name));
   assert.equal($('torrents').querySelector('img'), null);
+  // Its detail pane too: the name as text, no files before its metadata.
+  row(name).querySelector('td.name').click();
+  await until('its pane', () => $('detail-name').textContent === name);
+  assert.equal($('detail').querySelector('img'), null);
+  assert.equal($('files').children.length, 0);
+  $('close').click();
+  assert.equal($('detail').hidden, true);
   assert.equal(window.hacked, undefined);
 
   // Its files: untick the first and last, apply.

@@ -105,6 +105,12 @@ if (typeof module !== 'undefined') {
 const TOKEN_KEY = 'shoal-token';
 const $ = (id) => document.getElementById(id);
 
+/**
+ * The connection to the daemon, once the token is known: the API, the torrent whose
+ * details are shown, the files ticked there (and whether the user changed them).
+ */
+let view = null;
+
 function element(tag, text, className) {
   const node = document.createElement(tag);
   if (text !== undefined) node.textContent = text;
@@ -117,9 +123,39 @@ function say(text) {
 }
 
 function start() {
+  wire();
   const token = localStorage.getItem(TOKEN_KEY);
   if (token) connect(token);
   else showLogin();
+}
+
+function showLogin(reason) {
+  $('login').hidden = false;
+  $('main').hidden = true;
+  $('forget').hidden = true;
+  $('limits').hidden = true;
+  if (reason) $('login').querySelector('p').textContent = reason;
+}
+
+function connect(token) {
+  if (view) clearInterval(view.timer);
+  const api = client('', token);
+  api.session().then(
+    () => {
+      view = { api, shown: null, detail: null, wanted: new Set(), touched: false };
+      $('login').hidden = true;
+      $('main').hidden = false;
+      $('forget').hidden = false;
+      $('limits').hidden = false;
+      refresh();
+      view.timer = setInterval(refresh, 2000);
+    },
+    (error) => showLogin(`Not connected: ${error.message}`),
+  );
+}
+
+/** The page's controls, wired once; each acts on the current `view`. */
+function wire() {
   $('login').addEventListener('submit', (event) => {
     event.preventDefault();
     localStorage.setItem(TOKEN_KEY, $('token').value.trim());
@@ -129,37 +165,6 @@ function start() {
     localStorage.removeItem(TOKEN_KEY);
     location.reload();
   });
-}
-
-function showLogin() {
-  $('login').hidden = false;
-  $('main').hidden = true;
-  $('forget').hidden = true;
-}
-
-function connect(token) {
-  const api = client('', token);
-  const view = { api, shown: null, wanted: new Set(), timer: null };
-  api.session().then(
-    () => {
-      $('login').hidden = true;
-      $('main').hidden = false;
-      $('forget').hidden = false;
-      $('limits').hidden = false;
-      wire(view);
-      refresh(view);
-      view.timer = setInterval(() => refresh(view), 2000);
-    },
-    (error) => {
-      showLogin();
-      if (error.status === 401) say('');
-      $('login').querySelector('p').textContent = `Not connected: ${error.message}`;
-    },
-  );
-}
-
-function wire(view) {
-  const { api } = view;
   $('add').addEventListener('submit', async (event) => {
     event.preventDefault();
     const what = { paused: $('paused').checked };
@@ -178,10 +183,10 @@ function wire(view) {
         say('Give a magnet link, an info-hash or a .torrent file.');
         return;
       }
-      const added = await api.add(what);
+      const added = await view.api.add(what);
       say(`Added ${added.info_hash}.`);
       $('add').reset();
-      refresh(view);
+      refresh();
     } catch (error) {
       say(`Not added: ${error.message}`);
     }
@@ -190,23 +195,22 @@ function wire(view) {
     event.preventDefault();
     try {
       const limits = { max_down: limitOf($('max-down').value), max_up: limitOf($('max-up').value) };
-      await api.setLimits(limits);
+      await view.api.setLimits(limits);
       say('Limits set.');
       $('limits').reset();
-      refresh(view);
+      refresh();
     } catch (error) {
       say(`Limits not set: ${error.message}`);
     }
   });
-  $('close').addEventListener('click', () => {
-    view.shown = null;
-    $('detail').hidden = true;
-  });
+  $('close').addEventListener('click', closeDetail);
   $('apply').addEventListener('click', async () => {
     const torrent = view.detail;
     if (!torrent) return;
     const change = { sequential: $('sequential').checked };
-    if (torrent.files) {
+    // The files only if the user changed them: a list built from boxes drawn before
+    // the metadata came would narrow the choice by mistake.
+    if (view.touched && torrent.files) {
       const files = filesChoice(torrent.files, view.wanted);
       if (!files) {
         say('Choose at least one file.');
@@ -215,66 +219,90 @@ function wire(view) {
       change.files = files;
     }
     try {
-      await api.set(torrent.info_hash, change);
+      await view.api.set(torrent.info_hash, change);
+      view.touched = false;
       say(`Changed ${torrent.name}.`);
-      refresh(view);
+      refresh();
     } catch (error) {
       say(`Not changed: ${error.message}`);
     }
   });
 }
 
-async function refresh(view) {
-  const { api } = view;
+function closeDetail() {
+  view.shown = null;
+  view.detail = null;
+  $('detail').hidden = true;
+}
+
+async function refresh() {
+  const current = view;
+  // One at a time: a slow answer is not overtaken by the next.
+  if (current.refreshing) return;
+  current.refreshing = true;
   try {
-    const [session, torrents] = await Promise.all([api.session(), api.list()]);
+    const [session, torrents] = await Promise.all([current.api.session(), current.api.list()]);
     const c = session.connections;
     $('session').textContent =
       `${session.torrents} torrents · ${c.open}/${c.limit} connections · port ${session.listen}`;
     const shown = (rate) => (rate === null ? 'no limit' : String(rate / 1024));
     $('max-down').placeholder = shown(session.max_down);
     $('max-up').placeholder = shown(session.max_up);
-    showTorrents(view, torrents);
-    if (view.shown) showDetail(view, await api.show(view.shown), false);
+    showTorrents(torrents);
+    const id = current.shown;
+    if (id) {
+      const torrent = await current.api.show(id).catch((error) => {
+        if (error.status === 404) return null;
+        throw error;
+      });
+      // Drawn only if it is still the one asked for.
+      if (current.shown === id) {
+        if (torrent) showDetail(torrent);
+        else closeDetail();
+      }
+    }
   } catch (error) {
     if (error.status === 401) {
-      clearInterval(view.timer);
+      clearInterval(current.timer);
       localStorage.removeItem(TOKEN_KEY);
-      showLogin();
+      showLogin('The token was refused; give it again.');
     }
     say(`The daemon did not answer: ${error.message}`);
+  } finally {
+    current.refreshing = false;
   }
 }
 
-function showTorrents(view, torrents) {
+function showTorrents(torrents) {
   const rows = torrents.map((t) => {
     const row = element('tr');
     const name = element('td', t.name, 'name');
     name.title = t.info_hash;
-    name.addEventListener('click', () => open(view, t.info_hash));
+    name.addEventListener('click', () => open(t.info_hash));
     const done = element('td');
     const bar = element('progress');
     bar.max = 1;
     bar.value = t.progress ?? 0;
     done.append(bar, ` ${((t.progress ?? 0) * 100).toFixed(1)}%`);
     const s = t.status;
+    const state = s.state.replace('_', ' ');
     row.append(
       name,
-      element('td', s.state.replace('_', ' ')),
+      element('td', s.error ? `${state}: ${s.error}` : state, 'state'),
       done,
       element('td', t.size === null ? '' : formatSize(t.size), 'num'),
       element('td', `${formatSize(s.download_rate)}/s`, 'num'),
       element('td', `${formatSize(s.upload_rate)}/s`, 'num'),
       element('td', String(s.peers), 'num'),
       element('td', formatEta(s.eta_secs), 'num'),
-      actions(view, t),
+      actions(t),
     );
     return row;
   });
   $('torrents').replaceChildren(...rows);
 }
 
-function actions(view, t) {
+function actions(t) {
   const cell = element('td');
   const button = (label, act) => {
     const b = element('button', label);
@@ -282,7 +310,7 @@ function actions(view, t) {
     b.addEventListener('click', async () => {
       try {
         await act();
-        refresh(view);
+        refresh();
       } catch (error) {
         say(`${label}: ${error.message}`);
       }
@@ -296,32 +324,37 @@ function actions(view, t) {
     if (!confirm(`Remove ${t.name}?`)) return;
     const deleteData = confirm(`Delete the downloaded files of ${t.name} too?`);
     await view.api.remove(t.info_hash, deleteData);
-    if (view.shown === t.info_hash) {
-      view.shown = null;
-      $('detail').hidden = true;
-    }
+    if (view.shown === t.info_hash) closeDetail();
   });
   return cell;
 }
 
-async function open(view, id) {
+async function open(id) {
+  view.shown = id;
+  view.detail = null;
   try {
-    view.shown = id;
-    showDetail(view, await view.api.show(id), true);
+    const torrent = await view.api.show(id);
+    if (view.shown === id) showDetail(torrent);
   } catch (error) {
     say(error.message);
   }
 }
 
-/** One torrent's files and peers; `fresh`: the checkboxes start from what it fetches. */
-function showDetail(view, torrent, fresh) {
+/**
+ * One torrent's files and peers. The boxes start from what it fetches, the first time
+ * its files are known; after that they keep the user's ticks.
+ */
+function showDetail(torrent) {
+  const first = view.detail === null || view.detail.info_hash !== torrent.info_hash;
+  const filesCame = !first && !view.detail.files && torrent.files;
+  if (first) $('sequential').checked = torrent.sequential;
+  if (first || filesCame) {
+    view.wanted = new Set((torrent.files || []).filter((f) => f.wanted).map((f) => f.number));
+    view.touched = false;
+  }
   view.detail = torrent;
   $('detail').hidden = false;
   $('detail-name').textContent = torrent.name;
-  if (fresh) {
-    $('sequential').checked = torrent.sequential;
-    view.wanted = new Set((torrent.files || []).filter((f) => f.wanted).map((f) => f.number));
-  }
   const rows = (torrent.files || []).map((f) => {
     const box = element('input');
     box.type = 'checkbox';
@@ -329,6 +362,7 @@ function showDetail(view, torrent, fresh) {
     box.addEventListener('change', () => {
       if (box.checked) view.wanted.add(f.number);
       else view.wanted.delete(f.number);
+      view.touched = true;
     });
     const want = element('td');
     want.append(box);
@@ -345,7 +379,10 @@ function showDetail(view, torrent, fresh) {
   });
   $('files').replaceChildren(...rows);
   const peers = (torrent.peers || []).map((p) =>
-    element('li', `${p.addr} ${p.client || ''} ↓${formatSize(p.download_rate || 0)}/s ↑${formatSize(p.upload_rate || 0)}/s`),
+    element(
+      'li',
+      `${p.addr} ${p.client || ''} ↓${formatSize(p.download_rate || 0)}/s ↑${formatSize(p.upload_rate || 0)}/s`,
+    ),
   );
   $('peers').replaceChildren(...peers);
 }

@@ -751,7 +751,8 @@ fn a_daemon_changes_its_rate_limits_while_it_runs() {
 }
 
 /// A magnet link nobody serves holds the one download turn only for
-/// `--queue-stalled-secs`; then the torrent queued behind it starts, and completes.
+/// `--queue-stalled-secs`; then the torrent queued behind it starts, and completes, and
+/// the `--on-complete` program is run for it (once).
 #[test]
 fn a_stalled_download_gives_its_turn_back() {
     require("/usr/bin/python3");
@@ -759,7 +760,19 @@ fn a_stalled_download_gives_its_turn_back() {
     let (src, torrent) = make_single(dir.path(), 1 << 20, "256K");
     let _seed = lt_seed(&torrent, &src, "127.0.14.24", 18495);
     let (out, state) = (dir.path().join("out"), dir.path().join("state"));
-    let flags = ["--max-active-downloads", "1", "--queue-stalled-secs", "2"];
+    // --on-complete, for the one that completes.
+    let (hook, told) = (dir.path().join("done.sh"), dir.path().join("told"));
+    let script = format!("#!/bin/sh\necho \"$1|$2|$3\" >> {}\n", told.display());
+    std::fs::write(&hook, script).unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let flags = [
+        "--max-active-downloads",
+        "1",
+        "--queue-stalled-secs",
+        "2",
+        "--on-complete",
+        path_str(&hook),
+    ];
     let _daemon = daemon(&STALL, (&out, &state), &["127.0.14.24:18495"], &flags);
     let nobody = "magnet:?xt=urn:btih:00112233445566778899aabbccddeeff00112233&dn=nobody";
     remote(&STALL, &state, &["add", nobody]);
@@ -778,6 +791,17 @@ fn a_stalled_download_gives_its_turn_back() {
     );
     assert_eq!(list["nobody"]["status"]["state"], "fetching_metadata");
     same_files(&src.join("payload.bin"), &out.join("payload.bin"));
+    let hash = list["payload.bin"]["info_hash"].as_str().unwrap();
+    let expected = format!("{hash}|payload.bin|{}\n", out.join("payload.bin").display());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&told).unwrap_or_default() != expected {
+        assert!(
+            Instant::now() < deadline,
+            "--on-complete said {:?}",
+            std::fs::read_to_string(&told)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// The API refuses what a web page could send: a change without a JSON body, a host

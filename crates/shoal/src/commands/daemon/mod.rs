@@ -75,6 +75,12 @@ pub struct Args {
     /// it is not a torrent.
     #[arg(long, value_name = "DIR")]
     pub watch: Option<PathBuf>,
+    /// Run PROGRAM each time a torrent finishes downloading (Transmission's
+    /// script-torrent-done), with its info-hash, name and the path of its file or folder
+    /// as arguments and in SHOAL_INFO_HASH, SHOAL_NAME, SHOAL_PATH, as `get
+    /// --on-complete` runs it. Not again for a torrent complete when the daemon starts.
+    #[arg(long, value_name = "PROGRAM")]
+    pub on_complete: Option<PathBuf>,
     #[command(flatten)]
     pub peer: PeerOptions,
     #[command(flatten)]
@@ -187,7 +193,12 @@ async fn serve(args: Args, state_dir: PathBuf, token: String) -> Result<()> {
         downloads,
         Duration::from_secs(args.queue_stalled_secs),
     );
-    let session = Arc::new(session::Session::new(net, folders, queue, json));
+    let session = Arc::new(session::Session::new(
+        net,
+        folders,
+        queue,
+        (args.on_complete, json),
+    ));
     let restored = session.restore()?;
     if let Some(dir) = args.watch {
         std::fs::create_dir_all(&dir)

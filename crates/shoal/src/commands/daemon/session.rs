@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 use super::data::{delete_files, move_files};
 use super::files::{describe_files, Fetch};
 use crate::commands::discovery::{self, Dhts};
+use crate::commands::hook;
 use crate::commands::transfer::{
     metadata_feed, metadata_fetch, metainfo_from_info, peer_json, run_announced, SessionNet,
     Update, STOP_ANNOUNCE_WAIT,
@@ -192,6 +193,8 @@ pub struct Session {
     /// `--max-active-downloads`: a torrent with something to fetch takes a turn (a magnet
     /// link's, to fetch its metadata too) and gives it back once complete or stopped.
     download_turns: Option<Arc<tokio::sync::Semaphore>>,
+    /// `--on-complete`: run when a download completes.
+    on_complete: Option<Arc<PathBuf>>,
     /// `--queue-stalled-secs`: a download that fetches nothing for this long gives its
     /// turn back (Transmission's queue-stalled-minutes).
     stalled_after: Duration,
@@ -230,9 +233,10 @@ impl Session {
         net: SessionNet,
         (default_dir, state_dir): (PathBuf, PathBuf),
         (connections, downloads, stalled_after): (Arc<ConnectionBudget>, Option<usize>, Duration),
-        json: bool,
+        (on_complete, json): (Option<PathBuf>, bool),
     ) -> Self {
         Session {
+            on_complete: on_complete.map(Arc::new),
             stalled_after,
             connections,
             download_turns: downloads.map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
@@ -673,13 +677,24 @@ impl Session {
         };
         let announcing = (net.trackers(&metainfo), dht, net.external_port.clone());
         let (updates, display) = mpsc::unbounded_channel();
-        let torrent = (name.clone(), metainfo.info.total_length);
-        let watcher = tokio::spawn(keep_status(
-            display,
-            (status.clone(), turn, self.stalled_after),
-            torrent,
-            self.json,
-        ));
+        let on_complete = self.on_complete.clone().map(|program| {
+            let completed = hook::Completed {
+                info_hash: metainfo.info_hash.to_hex(),
+                name: name.clone(),
+                path: config.download_dir.join(&name),
+            };
+            (program, completed)
+        });
+        let follow = Follow {
+            status: status.clone(),
+            turn,
+            stalled_after: self.stalled_after,
+            name: name.clone(),
+            size: metainfo.info.total_length,
+            json: self.json,
+            on_complete,
+        };
+        let watcher = tokio::spawn(keep_status(display, follow));
         let outcome = run_announced(config, announcing, updates, stopped.clone()).await;
         let _ = watcher.await;
         match outcome {
@@ -1108,14 +1123,50 @@ fn describe(hash: &InfoHash, entry: &Entry) -> Value {
     })
 }
 
+/// What became of the `--on-complete` program run for `name`.
+fn show_hook(name: &str, outcome: hook::Outcome, json: bool) {
+    let (event, text) = match outcome {
+        hook::Outcome::Started { pid } => (
+            json!({"event": "hook_started", "name": name, "pid": pid}),
+            format!("{name}: --on-complete program started (pid {pid})"),
+        ),
+        hook::Outcome::Failed(reason) => (
+            json!({"event": "hook_failed", "name": name, "reason": reason}),
+            format!("{name}: --on-complete program could not start: {reason}"),
+        ),
+        hook::Outcome::Exited { code } => (
+            json!({"event": "hook_exited", "name": name, "code": code}),
+            format!("{name}: --on-complete program exited with code {code:?}"),
+        ),
+    };
+    say(json, event, text);
+}
+
 /// Keeps `status` current from a torrent's updates; completions are said. The
 /// torrent's download turn, if it holds one, is given back once it is complete.
-async fn keep_status(
-    mut updates: mpsc::UnboundedReceiver<Update>,
-    (status, mut turn, stalled_after): (Arc<Mutex<Status>>, Option<OwnedSemaphorePermit>, Duration),
-    (name, size): (String, u64),
+/// What follows a running torrent's updates.
+struct Follow {
+    status: Arc<Mutex<Status>>,
+    /// Its download turn, given back once it is complete or stalls.
+    turn: Option<OwnedSemaphorePermit>,
+    stalled_after: Duration,
+    name: String,
+    size: u64,
     json: bool,
-) {
+    /// `--on-complete`: the program, and what it is told.
+    on_complete: Option<(Arc<PathBuf>, hook::Completed)>,
+}
+
+async fn keep_status(mut updates: mpsc::UnboundedReceiver<Update>, follow: Follow) {
+    let Follow {
+        status,
+        mut turn,
+        stalled_after,
+        name,
+        size,
+        json,
+        on_complete,
+    } = follow;
     // A torrent complete from the start (a restart) has nothing new to say.
     let mut fetched_any = false;
     // When the download last grew, for giving the turn back once it stalls.
@@ -1185,6 +1236,12 @@ async fn keep_status(
                 if fetched_any {
                     let event = json!({"event": "completed", "name": name});
                     say(json, event, format!("{name}: complete"));
+                    if let Some((program, completed)) = &on_complete {
+                        let name = name.clone();
+                        hook::run(program, completed, move |outcome| {
+                            show_hook(&name, outcome, json);
+                        });
+                    }
                 }
             }
             _ => {}

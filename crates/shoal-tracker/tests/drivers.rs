@@ -223,6 +223,7 @@ async fn run_announcer(
                 base_timeout: Duration::from_millis(200),
                 max_retransmits: 1,
             },
+            board: None,
         },
         Progress {
             uploaded: 0,

@@ -52,6 +52,10 @@ const STALL: At = At {
     listen: "127.0.14.23:18493",
     rpc: "127.0.14.23:18494",
 };
+const TRACKED: At = At {
+    listen: "127.0.14.25:18503",
+    rpc: "127.0.14.25:18504",
+};
 const FILES: At = At {
     listen: "127.0.14.11:18433",
     rpc: "127.0.14.11:18434",
@@ -801,6 +805,47 @@ fn a_stalled_download_gives_its_turn_back() {
             std::fs::read_to_string(&told)
         );
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A torrent's view lists its trackers as they answer: counts from a working one, the
+/// failures of one nobody runs.
+#[test]
+fn a_daemon_shows_what_each_tracker_said() {
+    let dir = tempdir();
+    let file = dir.path().join("src").join("tracked.bin");
+    random_file(&file, 100_000, 80);
+    let torrent = dir.path().join("tracked.torrent");
+    let (live, dead) = (
+        "http://127.0.14.26:18505/announce",
+        "http://127.0.14.26:18506/announce",
+    );
+    // The dead one first: the next tier is asked once it fails (BEP 12).
+    shoal_create(&file, "16K", &torrent, &["-t", dead, "-t", live]);
+    let _tracker = shoal_tracker("127.0.14.26:18505", &[]);
+    let (out, state) = (dir.path().join("out"), dir.path().join("state"));
+    let _daemon = daemon(&TRACKED, (&out, &state), &[], &[]);
+    let added = remote(&TRACKED, &state, &["add", path_str(&torrent)]);
+    let id = added["info_hash"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let shown = remote(&TRACKED, &state, &["show", &id]);
+        let trackers = shown["trackers"].as_array().unwrap().clone();
+        let by_url = |url: &str| trackers.iter().find(|t| t["url"] == url).cloned();
+        let (working, failing) = (by_url(live), by_url(dead));
+        let answered = working.as_ref().is_some_and(|t| t["answered_at"].is_u64());
+        let failed = failing
+            .as_ref()
+            .is_some_and(|t| t["failures"].as_u64() >= Some(1));
+        if answered && failed {
+            let working = working.unwrap();
+            assert_eq!(working["leechers"], 1, "we are its one leecher: {working}");
+            assert_eq!(working["message"], serde_json::Value::Null);
+            assert!(failing.unwrap()["message"].is_string());
+            break;
+        }
+        assert!(Instant::now() < deadline, "{trackers:#?}");
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 

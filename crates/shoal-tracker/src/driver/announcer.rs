@@ -15,6 +15,7 @@ use rand::SeedableRng;
 use shoal_core::{InfoHash, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
+use super::board::TrackerBoard;
 use super::http::{self as http_driver, HttpConfig};
 use super::udp::UdpEndpoint;
 use crate::announce::{AnnounceResponse, Progress};
@@ -46,6 +47,8 @@ pub struct AnnouncerConfig {
     pub numwant: Option<u32>,
     pub http: HttpConfig,
     pub udp: UdpConfig,
+    /// Where what each tracker says is kept for a user interface, if anywhere.
+    pub board: Option<TrackerBoard>,
 }
 
 enum Command {
@@ -207,10 +210,20 @@ async fn run(
     for (url, error) in rejected {
         tracing::warn!("skipping tracker {url}: {error}");
     }
+    if let Some(board) = &config.board {
+        for url in config.trackers.iter().flatten() {
+            if let Ok(url) = TrackerUrl::parse(url) {
+                board.list(&url.to_string());
+            }
+        }
+    }
     let mut endpoints: HashMap<TrackerUrl, UdpEndpoint> = HashMap::new();
     let mut in_flight: Option<InFlight> = None;
     let stop = loop {
         while let Some(event) = client.poll_event() {
+            if let Some(board) = &config.board {
+                board.record(&event, std::time::SystemTime::now());
+            }
             log_event(&event, &peers);
         }
         if in_flight.is_none() {

@@ -18,7 +18,7 @@ use shoal_engine::{Found, PeerSource};
 use shoal_proxy::Proxy;
 use shoal_tracker::client::UdpConfig;
 use shoal_tracker::driver::http::HttpConfig;
-use shoal_tracker::driver::{Announcer, AnnouncerConfig};
+use shoal_tracker::driver::{Announcer, AnnouncerConfig, TrackerBoard};
 use shoal_tracker::{Progress, TrackerUrl};
 use tokio::sync::mpsc;
 
@@ -106,6 +106,7 @@ impl Announcers {
         (listen, ipv4_port): (SocketAddr, Option<u16>),
         progress: Progress,
         (found, proxy): (&mpsc::UnboundedSender<Found>, Option<Arc<Proxy>>),
+        board: Option<TrackerBoard>,
     ) -> Announcers {
         let trackers: Vec<Vec<String>> = match proxy.as_deref() {
             None | Some(Proxy::Socks5(_)) => trackers.to_vec(),
@@ -153,6 +154,7 @@ impl Announcers {
                     ..HttpConfig::default()
                 },
                 udp: UdpConfig::default(),
+                board: board.clone(),
             };
             let (peers, from_trackers) = mpsc::unbounded_channel();
             forward(

@@ -169,7 +169,7 @@ async fn start_seed(
     let (updates_tx, mut updates) = mpsc::unbounded_channel();
     let task = tokio::spawn(run_announced(
         config,
-        (trackers, Dhts::default(), no_mapping()),
+        (trackers, Dhts::default(), no_mapping(), None),
         updates_tx,
         stop,
     ));
@@ -323,7 +323,7 @@ pub fn run(args: Args) -> Result<()> {
         let started = Instant::now();
         let outcome = run_announced(
             config,
-            (trackers.clone(), Dhts::default(), no_mapping()),
+            (trackers.clone(), Dhts::default(), no_mapping(), None),
             updates_tx,
             stop,
         ).await;

@@ -22,6 +22,7 @@ use shoal_engine::{
 use shoal_portmap::driver::{Method, PortMapper};
 use shoal_portmap::Protocol;
 use shoal_proxy::Proxy;
+use shoal_tracker::driver::TrackerBoard;
 use shoal_tracker::Progress;
 use shoal_utp::UtpSocket;
 use tokio::sync::{mpsc, watch};
@@ -516,6 +517,10 @@ pub enum Update {
     Hook(hook::Outcome),
 }
 
+/// Where a torrent is announced: its trackers' tiers, the DHT, the port a router
+/// forwards to us, and where what each tracker says is kept for a user interface.
+pub type Announcing = (Vec<Vec<String>>, Dhts, ExternalPort, Option<TrackerBoard>);
+
 /// Runs one torrent in the engine while announcing it to `trackers` (none: no announcing)
 /// and feeding the peers they return to the engine; everything worth showing goes to
 /// `display`. After the engine stops, the trackers are told `stopped`.
@@ -524,7 +529,7 @@ pub enum Update {
 /// finds its peers exactly the way a user's swarm does.
 pub async fn run_announced(
     mut config: TorrentConfig,
-    (trackers, dht, external_port): (Vec<Vec<String>>, Dhts, ExternalPort),
+    (trackers, dht, external_port, board): Announcing,
     display: mpsc::UnboundedSender<Update>,
     stop: watch::Receiver<bool>,
 ) -> Result<Outcome> {
@@ -541,7 +546,7 @@ pub async fn run_announced(
         (events, external_port),
         display,
         config.metainfo.clone(),
-        (trackers, config.dialer.proxy.clone()),
+        (trackers, config.dialer.proxy.clone(), board),
         dht,
         feed,
     ));
@@ -562,7 +567,7 @@ async fn announce(
     (mut events, mut external_port): (mpsc::UnboundedReceiver<EngineEvent>, ExternalPort),
     display: mpsc::UnboundedSender<Update>,
     metainfo: Arc<Metainfo>,
-    (trackers, proxy): (Vec<Vec<String>>, Option<Arc<Proxy>>),
+    (trackers, proxy, board): (Vec<Vec<String>>, Option<Arc<Proxy>>, Option<TrackerBoard>),
     dht: Dhts,
     feed: mpsc::UnboundedSender<Found>,
 ) -> Option<Announcers> {
@@ -635,6 +640,7 @@ async fn announce(
                     (*listen, *external_port.borrow()),
                     progress,
                     (&found_tx, proxy.clone()),
+                    board.clone(),
                 ));
             }
             EngineEvent::Stats(s) => {
@@ -1202,7 +1208,7 @@ impl Job {
             Some(done) => run_on_complete(done, display_tx),
             None => display_tx,
         };
-        let announcing = (trackers, dht.clone(), external_port);
+        let announcing = (trackers, dht.clone(), external_port, None);
         let stream_stop = stop.clone();
         let outcome = run_announced(config, announcing, engine_updates, stop).await;
         if let Some(mapper) = mapper {
@@ -1370,7 +1376,7 @@ pub fn metadata_feed(
         };
         let me = (&[info_hash][..], sources.peer_id);
         let found = (&found, sources.dialer.proxy.clone());
-        Announcers::spawn(&tiers, me, (sources.listen, None), progress, found)
+        Announcers::spawn(&tiers, me, (sources.listen, None), progress, found, None)
     });
     (discovery::merge_feeds(feeds), announcer)
 }

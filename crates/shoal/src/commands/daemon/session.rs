@@ -18,6 +18,7 @@ use shoal_engine::metadata::{fetch_metadata, MetadataFetchError};
 use shoal_engine::{
     ConnectionBudget, EngineEvent, Outcome, RateLimit, Readers, TorrentConfig, Wanted,
 };
+use shoal_tracker::driver::{TrackerBoard, TrackerStatus};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 
 use super::data::{delete_files, move_files};
@@ -127,6 +128,8 @@ struct Entry {
     status: Arc<Mutex<Status>>,
     /// The pieces verified on disk, as the engine last said.
     pieces: watch::Sender<Bitfield>,
+    /// What its trackers said since it last started.
+    trackers: TrackerBoard,
     /// The user stopped it (it stays stopped across restarts).
     paused: bool,
     /// Its task, from its start until it is resumed again (a stopped task's `done`).
@@ -142,6 +145,7 @@ struct Job {
     fetch: Fetch,
     status: Arc<Mutex<Status>>,
     pieces: watch::Sender<Bitfield>,
+    trackers: TrackerBoard,
 }
 
 /// A torrent's task, how to stop it, and whether it has.
@@ -436,6 +440,7 @@ impl Session {
             fetch,
             status: Arc::new(Mutex::new(Status::new(State::Paused))),
             pieces: watch::channel(on_disk.unwrap_or_else(|| Bitfield::new(0))).0,
+            trackers: TrackerBoard::default(),
             paused,
             running: None,
             removing: false,
@@ -459,6 +464,7 @@ impl Session {
             None => State::FetchingMetadata,
         };
         *entry.status.lock().unwrap_or_else(|e| e.into_inner()) = Status::new(first);
+        entry.trackers = TrackerBoard::default();
         let (stop, stopped) = watch::channel(false);
         let (done_tx, done) = watch::channel(false);
         let session = self.clone();
@@ -470,6 +476,7 @@ impl Session {
             fetch: entry.fetch.clone(),
             status: status.clone(),
             pieces: entry.pieces.clone(),
+            trackers: entry.trackers.clone(),
         };
         tokio::spawn(async move {
             let _done = Done(done_tx);
@@ -617,6 +624,7 @@ impl Session {
             fetch,
             status,
             pieces,
+            trackers,
         } = job;
         let name = metainfo.info.name.clone();
         // A magnet link's selection meets the torrent's files only now.
@@ -675,7 +683,12 @@ impl Session {
             external_port: Some(net.external_port.clone()),
             selected_files,
         };
-        let announcing = (net.trackers(&metainfo), dht, net.external_port.clone());
+        let announcing = (
+            net.trackers(&metainfo),
+            dht,
+            net.external_port.clone(),
+            Some(trackers),
+        );
         let (updates, display) = mpsc::unbounded_channel();
         let on_complete = self.on_complete.clone().map(|program| {
             let completed = hook::Completed {
@@ -740,6 +753,12 @@ impl Session {
         let mut torrent = describe(&hash, entry);
         let status = entry.status.lock().unwrap_or_else(|e| e.into_inner());
         torrent["peers"] = Value::Array(status.peer_list.clone());
+        torrent["trackers"] = entry
+            .trackers
+            .statuses()
+            .into_iter()
+            .map(|(url, said)| tracker_json(url, said))
+            .collect();
         if let Some(metainfo) = entry.metainfo.get() {
             let selected = entry.fetch.selected(metainfo).ok().flatten();
             let have = entry.pieces.borrow().clone();
@@ -1042,6 +1061,23 @@ fn set_state(status: &Mutex<Status>, state: State) {
     status.upload_rate = 0.0;
     status.peers = 0;
     status.peer_list.clear();
+}
+
+/// What a tracker last said, for the API.
+fn tracker_json(url: String, said: TrackerStatus) -> Value {
+    let since_epoch = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_secs())
+    };
+    json!({
+        "url": url,
+        "seeders": said.seeders,
+        "leechers": said.leechers,
+        "answered_at": said.answered.and_then(since_epoch),
+        "message": said.message,
+        "failures": said.failures,
+    })
 }
 
 /// A torrent's name: its metadata's, else its link's, else its info-hash.

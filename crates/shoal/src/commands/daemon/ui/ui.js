@@ -385,4 +385,9 @@ function showDetail(torrent) {
     ),
   );
   $('peers').replaceChildren(...peers);
+  const trackers = (torrent.trackers || []).map((t) => {
+    const counts = t.answered_at ? `${t.seeders ?? '?'} seeders, ${t.leechers ?? '?'} leechers` : 'no answer yet';
+    return element('li', `${t.url}: ${counts}${t.message ? ` (${t.message})` : ''}`);
+  });
+  $('trackers').replaceChildren(...trackers);
 }

@@ -1,0 +1,116 @@
+//! What each tracker of a torrent last said, kept for a user interface (the daemon's
+//! torrent view, as Transmission's tracker list shows it).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use crate::client::ClientEvent;
+
+/// One tracker's last answer, or why it gave none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrackerStatus {
+    /// Seeders and leechers, as its last answer counted them.
+    pub seeders: Option<u32>,
+    pub leechers: Option<u32>,
+    /// When it last answered.
+    pub answered: Option<SystemTime>,
+    /// Its last warning or failure (an answer clears a failure).
+    pub message: Option<String>,
+    /// Failures since its last answer.
+    pub failures: u32,
+}
+
+/// The trackers of a torrent by URL, shared by its announcers (one per address family
+/// and swarm) and read by whoever shows them.
+#[derive(Debug, Clone, Default)]
+pub struct TrackerBoard(Arc<Mutex<BTreeMap<String, TrackerStatus>>>);
+
+impl TrackerBoard {
+    /// Every tracker heard of so far.
+    pub fn statuses(&self) -> Vec<(String, TrackerStatus)> {
+        let board = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        board
+            .iter()
+            .map(|(url, status)| (url.clone(), status.clone()))
+            .collect()
+    }
+
+    /// A tracker is to be announced to (listed before it says anything).
+    pub fn list(&self, url: &str) {
+        let mut board = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        board.entry(url.to_owned()).or_default();
+    }
+
+    /// What an announce brought.
+    pub fn record(&self, event: &ClientEvent, now: SystemTime) {
+        let mut board = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match event {
+            ClientEvent::Peers(_) => {}
+            ClientEvent::Answered {
+                url,
+                seeders,
+                leechers,
+            } => {
+                let status = board.entry(url.to_string()).or_default();
+                (status.seeders, status.leechers) = (*seeders, *leechers);
+                status.answered = Some(now);
+                status.failures = 0;
+                status.message = None;
+            }
+            ClientEvent::Warning { url, message } => {
+                let status = board.entry(url.to_string()).or_default();
+                status.message = Some(format!("warning: {message}"));
+            }
+            ClientEvent::Failed {
+                url,
+                error,
+                retry_in,
+            } => {
+                let status = board.entry(url.to_string()).or_default();
+                status.failures += 1;
+                status.message = Some(match retry_in {
+                    Some(wait) => format!("{error} (again in {} s)", wait.as_secs()),
+                    None => format!("{error} (not asked again)"),
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TrackerError;
+
+    #[test]
+    fn answers_and_failures_are_kept_per_tracker() {
+        let board = TrackerBoard::default();
+        let url = crate::TrackerUrl::parse("udp://tracker.example:6969").unwrap();
+        board.list(&url.to_string());
+        assert_eq!(board.statuses()[0].1, TrackerStatus::default());
+        let failed = ClientEvent::Failed {
+            url: url.clone(),
+            error: TrackerError::BadResponse("garbage"),
+            retry_in: Some(std::time::Duration::from_secs(60)),
+        };
+        board.record(&failed, SystemTime::UNIX_EPOCH);
+        board.record(&failed, SystemTime::UNIX_EPOCH);
+        let (_, status) = &board.statuses()[0];
+        assert_eq!(status.failures, 2);
+        assert!(status.message.as_deref().unwrap().contains("again in 60 s"));
+        let answered = ClientEvent::Answered {
+            url: url.clone(),
+            seeders: Some(3),
+            leechers: Some(9),
+        };
+        board.record(&answered, SystemTime::UNIX_EPOCH);
+        let (listed, status) = &board.statuses()[0];
+        assert_eq!(listed, &url.to_string());
+        assert_eq!(
+            (status.seeders, status.leechers, status.failures),
+            (Some(3), Some(9), 0)
+        );
+        assert_eq!(status.message, None);
+    }
+}

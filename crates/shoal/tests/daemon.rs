@@ -847,6 +847,23 @@ fn a_daemon_shows_what_each_tracker_said() {
         assert!(Instant::now() < deadline, "{trackers:#?}");
         std::thread::sleep(Duration::from_millis(200));
     }
+    // The same for a person.
+    let shown = run_ok(
+        shoal()
+            .args(["remote", "--rpc", TRACKED.rpc, "--state-dir"])
+            .arg(&state)
+            .args(["show", &id[..6]])
+            .env_remove("SHOAL_RPC_TOKEN"),
+    );
+    assert!(shown.starts_with("tracked.bin\n"), "{shown}");
+    assert!(
+        shown.contains(&format!("{live}  0 seeders, 1 leechers")),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(dead) && shown.contains("peers (0)"),
+        "{shown}"
+    );
 }
 
 /// The API refuses what a web page could send: a change without a JSON body, a host

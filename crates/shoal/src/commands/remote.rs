@@ -321,7 +321,7 @@ fn describe(command: &Command, answer: &Value) -> String {
             }
             out
         }
-        Command::Show { .. } => serde_json::to_string_pretty(answer).unwrap_or_default() + "\n",
+        Command::Show { .. } => show(answer),
         Command::Files { .. } => {
             let files = answer["files"].as_array().cloned().unwrap_or_default();
             let mut out = format!(
@@ -355,6 +355,79 @@ fn describe(command: &Command, answer: &Value) -> String {
         Command::Resume { id } => format!("resumed {id}\n"),
         Command::Remove { id, .. } => format!("removed {id}\n"),
     }
+}
+
+/// One torrent for a person, as `transmission-remote -i` shows one: the figures, then
+/// its trackers and its peers.
+fn show(torrent: &Value) -> String {
+    let status = &torrent["status"];
+    let text = |value: &Value| printable(value.as_str().unwrap_or("-"));
+    let size = |value: &Value| value.as_u64().map_or("-".into(), format_size);
+    let rate = |key: &str| {
+        format!(
+            "{}/s",
+            format_size(status[key].as_f64().unwrap_or(0.0) as u64)
+        )
+    };
+    let done = match torrent["progress"].as_f64() {
+        Some(progress) => format!("{:.1}%", progress * 100.0),
+        None => "-".into(),
+    };
+    let mut state = text(&status["state"]);
+    if let Some(error) = status["error"].as_str() {
+        state = format!("{state}: {}", printable(error));
+    }
+    let eta = status["eta_secs"].as_u64().map_or("-".into(), |secs| {
+        format!("{}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
+    });
+    let mut out = format!(
+        "{}\n  info-hash  {}\n  state      {state}\n  done       {done} of {} wanted ({} in all)\n  \
+         folder     {}\n  rates      down {}, up {}\n  totals     down {}, up {}\n  \
+         eta        {eta}\n  order      {}\n",
+        text(&torrent["name"]),
+        text(&torrent["info_hash"]),
+        size(&torrent["wanted_size"]),
+        size(&torrent["size"]),
+        text(&torrent["dir"]),
+        rate("download_rate"),
+        rate("upload_rate"),
+        size(&status["downloaded"]),
+        size(&status["uploaded"]),
+        if torrent["sequential"] == true { "sequential" } else { "rarest first" },
+    );
+    let trackers = torrent["trackers"].as_array().cloned().unwrap_or_default();
+    if !trackers.is_empty() {
+        out.push_str("trackers\n");
+    }
+    for tracker in &trackers {
+        let said = match (&tracker["answered_at"], tracker["message"].as_str()) {
+            (_, Some(message)) => printable(message),
+            (Value::Number(_), None) => format!(
+                "{} seeders, {} leechers",
+                tracker["seeders"], tracker["leechers"]
+            ),
+            _ => "no answer yet".into(),
+        };
+        out.push_str(&format!("  {}  {said}\n", text(&tracker["url"])));
+    }
+    let peers = torrent["peers"].as_array().cloned().unwrap_or_default();
+    out.push_str(&format!("peers ({})\n", peers.len()));
+    for peer in &peers {
+        out.push_str(&format!(
+            "  {:<22} {:<20} down {:>11} up {:>11}\n",
+            text(&peer["addr"]),
+            text(&peer["client"]),
+            format!(
+                "{}/s",
+                format_size(peer["download_rate"].as_u64().unwrap_or(0))
+            ),
+            format!(
+                "{}/s",
+                format_size(peer["upload_rate"].as_u64().unwrap_or(0))
+            ),
+        ));
+    }
+    out
 }
 
 fn row(torrent: &Value) -> String {

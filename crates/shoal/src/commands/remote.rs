@@ -363,16 +363,8 @@ fn show(torrent: &Value) -> String {
     let status = &torrent["status"];
     let text = |value: &Value| printable(value.as_str().unwrap_or("-"));
     let size = |value: &Value| value.as_u64().map_or("-".into(), format_size);
-    let rate = |key: &str| {
-        format!(
-            "{}/s",
-            format_size(status[key].as_f64().unwrap_or(0.0) as u64)
-        )
-    };
-    let done = match torrent["progress"].as_f64() {
-        Some(progress) => format!("{:.1}%", progress * 100.0),
-        None => "-".into(),
-    };
+    let rate = |key: &str| rate_of(status, key);
+    let done = done_of(torrent);
     let mut state = text(&status["state"]);
     if let Some(error) = status["error"].as_str() {
         state = format!("{state}: {}", printable(error));
@@ -430,18 +422,26 @@ fn show(torrent: &Value) -> String {
     out
 }
 
-fn row(torrent: &Value) -> String {
-    let status = &torrent["status"];
-    let rate = |key: &str| {
-        format!(
-            "{}/s",
-            format_size(status[key].as_f64().unwrap_or(0.0) as u64)
-        )
-    };
-    let done = match torrent["progress"].as_f64() {
+/// A status's rate (`download_rate`, `upload_rate`) for a person.
+fn rate_of(status: &Value, key: &str) -> String {
+    format!(
+        "{}/s",
+        format_size(status[key].as_f64().unwrap_or(0.0) as u64)
+    )
+}
+
+/// How much of what a torrent wants is here, for a person.
+fn done_of(torrent: &Value) -> String {
+    match torrent["progress"].as_f64() {
         Some(progress) => format!("{:.1}%", progress * 100.0),
         None => "-".into(),
-    };
+    }
+}
+
+fn row(torrent: &Value) -> String {
+    let status = &torrent["status"];
+    let rate = |key: &str| rate_of(status, key);
+    let done = done_of(torrent);
     let size = torrent["size"].as_u64().map_or("-".into(), format_size);
     let id = torrent["info_hash"].as_str().unwrap_or("");
     format!(

@@ -108,16 +108,11 @@ fn remove_empty_folders(paths: &[PathBuf], dir: &Path) {
 mod tests {
     use super::*;
 
+    use crate::commands::daemon::testing::torrent_of;
+
     /// A torrent `t` of the files `a` (5 bytes) and `b` (20 bytes).
     fn two_files() -> Metainfo {
-        let mut torrent = b"d4:infod5:filesl".to_vec();
-        for (length, name) in [(5, "a"), (20, "b")] {
-            torrent.extend(format!("d6:lengthi{length}e4:pathl1:{name}ee").bytes());
-        }
-        torrent.extend(b"e4:name1:t12:piece lengthi16e6:pieces40:");
-        torrent.extend([7u8; 40]);
-        torrent.extend(b"ee");
-        Metainfo::from_bytes(&torrent).unwrap()
+        torrent_of(&[(5, "a"), (20, "b")])
     }
 
     #[test]

@@ -141,16 +141,11 @@ fn verified_bytes(info: &Info, have: &Bitfield) -> Vec<u64> {
 mod tests {
     use super::*;
 
+    use crate::commands::daemon::testing::torrent_of;
+
     /// Files of 5, 20 and 0 bytes in 16-byte pieces.
     fn three_files() -> Metainfo {
-        let mut torrent = b"d4:infod5:filesl".to_vec();
-        for (length, name) in [(5, "a"), (20, "b"), (0, "c")] {
-            torrent.extend(format!("d6:lengthi{length}e4:pathl1:{name}ee").bytes());
-        }
-        torrent.extend(b"e4:name1:t12:piece lengthi16e6:pieces40:");
-        torrent.extend([7u8; 40]);
-        torrent.extend(b"ee");
-        Metainfo::from_bytes(&torrent).unwrap()
+        torrent_of(&[(5, "a"), (20, "b"), (0, "c")])
     }
 
     #[test]

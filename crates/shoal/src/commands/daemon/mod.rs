@@ -224,3 +224,21 @@ async fn serve(args: Args, state_dir: PathBuf, token: String) -> Result<()> {
     session.net().close().await;
     served.context("the API server failed")
 }
+
+#[cfg(test)]
+mod testing {
+    use shoal_core::Metainfo;
+
+    /// A torrent `t` of `files` (length, name) in 16-byte pieces, for two pieces' worth
+    /// (its hashes are never checked).
+    pub fn torrent_of(files: &[(u64, &str)]) -> Metainfo {
+        let mut torrent = b"d4:infod5:filesl".to_vec();
+        for (length, name) in files {
+            torrent.extend(format!("d6:lengthi{length}e4:pathl1:{name}ee").bytes());
+        }
+        torrent.extend(b"e4:name1:t12:piece lengthi16e6:pieces40:");
+        torrent.extend([7u8; 40]);
+        torrent.extend(b"ee");
+        Metainfo::from_bytes(&torrent).unwrap()
+    }
+}

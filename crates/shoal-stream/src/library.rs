@@ -45,14 +45,10 @@ impl Library {
     /// for all. Symbolic links are left out: their bytes are another file's.
     pub fn new(info: &Info, download_dir: &Path, selected: Option<&[usize]>) -> Self {
         let files = info
-            .files
-            .iter()
-            .enumerate()
-            .filter(|(_, file)| !file.attr.padding)
-            .enumerate()
-            .filter(|(_, (_, file))| !file.attr.symlink)
-            .map(|(number, (index, file))| ServedFile {
-                number: number + 1,
+            .numbered_files()
+            .filter(|(_, _, file)| !file.attr.symlink)
+            .map(|(number, index, file)| ServedFile {
+                number,
                 name: file.display_path(),
                 path: download_dir.join(file.relative_path()),
                 offset: file.offset,

@@ -171,6 +171,17 @@ struct PieceLayer {
 }
 
 impl Info {
+    /// The files as `shoal info` numbers them, from 1: padding files are neither listed
+    /// nor numbered. Each with its number and its index in `files`.
+    pub fn numbered_files(&self) -> impl Iterator<Item = (usize, usize, &FileEntry)> {
+        self.files
+            .iter()
+            .enumerate()
+            .filter(|(_, file)| !file.attr.padding)
+            .enumerate()
+            .map(|(n, (index, file))| (n + 1, index, file))
+    }
+
     pub fn piece_count(&self) -> usize {
         match &self.pieces {
             PieceHashes::Sha1(h) => h.len() / 20,

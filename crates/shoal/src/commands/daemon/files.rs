@@ -79,19 +79,15 @@ pub fn describe_files(
     let verified = verified_bytes(info, have);
     let (mut wanted_size, mut wanted_have) = (0, 0);
     let files = info
-        .files
-        .iter()
-        .enumerate()
-        .filter(|(_, file)| !file.attr.padding)
-        .enumerate()
-        .map(|(number, (index, file))| {
+        .numbered_files()
+        .map(|(number, index, file)| {
             let wanted = selected.is_none_or(|selected| selected.binary_search(&index).is_ok());
             if wanted {
                 wanted_size += file.length;
                 wanted_have += verified[index];
             }
             json!({
-                "number": number + 1,
+                "number": number,
                 "path": file.path.join("/"),
                 "size": file.length,
                 "have": verified[index],

@@ -101,7 +101,9 @@ def run_shoal(tmp, torrents):
     state, out = os.path.join(tmp, "shoal-state"), os.path.join(tmp, "shoal-out")
     daemon = subprocess.Popen(
         [SHOAL, "daemon", "-o", out, "--listen", f"{ip}:{port}", "--rpc", f"{ip}:{rpc}",
-         "--state-dir", state, "--no-dht", "--no-port-map", "--utp", "off", "--json"],
+         "--state-dir", state, "--no-dht", "--no-port-map", "--utp", "off", "--json",
+         # Every torrent at once, as the libtorrent session's limits are lifted too.
+         "--max-active-downloads", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     if "listening" not in daemon.stdout.readline():
         sys.exit("shoal daemon did not start")

@@ -102,11 +102,12 @@ pub fn spawn_reader(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
-        let chunk = limit.chunk(READ_CHUNK);
         let reason = loop {
             if buf.capacity() < READ_CHUNK / 4 {
                 buf.reserve(READ_CHUNK);
             }
+            // Each read: the limit may change while the connection lasts.
+            let chunk = limit.chunk(READ_CHUNK);
             match read.read_buf(&mut (&mut buf).limit(chunk)).await {
                 Ok(0) => break "connection closed by peer".to_owned(),
                 Ok(n) => {

@@ -62,20 +62,27 @@ impl RateLimit {
     }
 
     /// A new rate (`None`: no limit) for callers from now on, and those waiting. The
-    /// bucket keeps what it holds, up to a second of the new rate.
+    /// bucket is filled at the old rate up to now, then keeps what it holds within a
+    /// second of the new rate either way: a debt run up under a high rate does not
+    /// freeze everyone for long under a low one.
     pub fn set_rate(&self, rate: Option<u64>) {
         let mut state = self.state.lock().expect("not poisoned");
-        let was_limited = self.is_limited();
+        let now = Instant::now();
+        let old = self.rate();
         self.rate.store(rate.unwrap_or(0), Ordering::Relaxed);
-        match rate.filter(|&r| r > 0) {
+        match (old, rate.filter(|&r| r > 0)) {
             // A bucket that was not counting starts full.
-            Some(rate) if !was_limited => {
-                state.tokens = rate as f64;
-                state.last = Instant::now();
+            (None, Some(rate)) => state.tokens = rate as f64,
+            (Some(old), Some(rate)) => {
+                let filled = now.duration_since(state.last).as_secs_f64() * old as f64;
+                let second = rate as f64;
+                state.tokens = (state.tokens + filled)
+                    .min(old as f64)
+                    .clamp(-second, second);
             }
-            Some(rate) => state.tokens = state.tokens.min(rate as f64),
-            None => {}
+            (_, None) => {}
         }
+        state.last = now;
         drop(state);
         self.turn.notify_waiters();
     }
@@ -199,7 +206,20 @@ mod tests {
         assert!(start.elapsed() < Duration::from_secs(2), "lifted at once");
         assert_eq!(limit.rate(), None);
 
+        // A debt run up under a high rate costs at most a second under a low one.
+        limit.set_rate(Some(1_000_000));
+        limit.acquire(3_000_000, 0).await;
+        limit.set_rate(Some(10_000));
+        let start = tokio::time::Instant::now();
+        limit.acquire(1, 0).await;
+        assert!(
+            start.elapsed() <= Duration::from_secs(1),
+            "{:?}",
+            start.elapsed()
+        );
+
         // From no limit to one: the bucket starts full, then counts.
+        limit.set_rate(None);
         limit.set_rate(Some(100_000));
         let start = tokio::time::Instant::now();
         for _ in 0..30 {

@@ -20,11 +20,15 @@ const MAX_COMPONENT_BYTES: usize = 240;
 /// Characters that may not appear in a component: anything that separates paths, and
 /// anything that makes a name display as something it is not.
 fn is_forbidden(c: char) -> bool {
-    c == '/'
-        || c == '\\'
-        || c.is_control()
+    c == '/' || c == '\\' || is_deceptive(c) || c == char::REPLACEMENT_CHARACTER
+}
+
+/// Characters that drive a terminal (control codes) or reorder the text around them
+/// (bidirectional marks and overrides): text from a peer or a torrent shown with them
+/// would display as something it is not.
+pub fn is_deceptive(c: char) -> bool {
+    c.is_control()
         || matches!(c, '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
-        || c == char::REPLACEMENT_CHARACTER
 }
 
 /// Names that Windows treats as devices whatever the extension.

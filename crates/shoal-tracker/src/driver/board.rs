@@ -7,6 +7,9 @@ use std::time::SystemTime;
 
 use crate::client::ClientEvent;
 
+/// How long an answer outweighs another announcer's failure with the same tracker.
+const ANSWER_HOLDS: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
 /// One tracker's last answer, or why it gave none.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TrackerStatus {
@@ -68,6 +71,13 @@ impl TrackerBoard {
                 retry_in,
             } => {
                 let status = board.entry(url.to_string()).or_default();
+                // Another announcer (the other address family, a hybrid's other swarm)
+                // had an answer from it lately: it works, over that one.
+                let lately =
+                    |at: SystemTime| now.duration_since(at).unwrap_or_default() < ANSWER_HOLDS;
+                if status.answered.is_some_and(lately) {
+                    return;
+                }
                 status.failures += 1;
                 status.message = Some(match retry_in {
                     Some(wait) => format!("{error} (again in {} s)", wait.as_secs()),
@@ -94,6 +104,7 @@ mod tests {
             error: TrackerError::BadResponse("garbage"),
             retry_in: Some(std::time::Duration::from_secs(60)),
         };
+        let later = SystemTime::UNIX_EPOCH + ANSWER_HOLDS;
         board.record(&failed, SystemTime::UNIX_EPOCH);
         board.record(&failed, SystemTime::UNIX_EPOCH);
         let (_, status) = &board.statuses()[0];
@@ -112,5 +123,10 @@ mod tests {
             (Some(3), Some(9), 0)
         );
         assert_eq!(status.message, None);
+        // Another family failing with it right after is not its failure; later it is.
+        board.record(&failed, SystemTime::UNIX_EPOCH);
+        assert_eq!(board.statuses()[0].1.failures, 0);
+        board.record(&failed, later);
+        assert_eq!(board.statuses()[0].1.failures, 1);
     }
 }

@@ -118,7 +118,8 @@ pub fn run(args: Args) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let answer = runtime.block_on(call(args.rpc, token.as_deref(), method, &path, body))?;
+    let request = (method, path.as_str(), body, patience(&args.command));
+    let answer = runtime.block_on(call(args.rpc, token.as_deref(), request))?;
     if args.json {
         return super::print(&format!("{answer}\n"));
     }
@@ -227,17 +228,25 @@ fn parse_rate_or_none(text: &str) -> Result<u64, String> {
 /// The most of an answer read: a list of a thousand torrents is well under it.
 const MAX_ANSWER: usize = 16 * 1024 * 1024;
 
-/// Makes one request of the daemon at `rpc` and returns its JSON answer; a refusal
-/// becomes an error with the daemon's reason.
+/// How long a command waits for the daemon's answer: a move copies whole files across
+/// file systems, and a pause or a removal waits for a move under way.
+fn patience(command: &Command) -> std::time::Duration {
+    match command {
+        Command::Move { .. } | Command::Pause { .. } | Command::Remove { .. } => {
+            std::time::Duration::from_secs(24 * 3600)
+        }
+        _ => std::time::Duration::from_secs(30),
+    }
+}
+
+/// Makes one request (method, path, body, how long to wait) of the daemon at `rpc` and
+/// returns its JSON answer; a refusal becomes an error with the daemon's reason.
 async fn call(
     rpc: SocketAddr,
     token: Option<&str>,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
+    (method, path, body, wait): (Method, &str, Option<Value>, std::time::Duration),
 ) -> Result<Value> {
     let unreachable = || format!("{rpc}: no daemon answers (is `shoal daemon` running there?)");
-    let wait = std::time::Duration::from_secs(30);
     let exchange = async {
         let stream = tokio::net::TcpStream::connect(rpc)
             .await
@@ -394,10 +403,14 @@ fn show(torrent: &Value) -> String {
     for tracker in &trackers {
         let said = match (&tracker["answered_at"], tracker["message"].as_str()) {
             (_, Some(message)) => printable(message),
-            (Value::Number(_), None) => format!(
-                "{} seeders, {} leechers",
-                tracker["seeders"], tracker["leechers"]
-            ),
+            (Value::Number(_), None) => {
+                let count = |key: &str| tracker[key].as_u64().map_or("?".into(), |n| n.to_string());
+                format!(
+                    "{} seeders, {} leechers",
+                    count("seeders"),
+                    count("leechers")
+                )
+            }
             _ => "no answer yet".into(),
         };
         out.push_str(&format!("  {}  {said}\n", text(&tracker["url"])));
@@ -457,10 +470,12 @@ fn row(torrent: &Value) -> String {
     )
 }
 
-/// `text` without control characters: a torrent's name is anybody's, and escape codes
-/// in it would drive the user's terminal.
+/// `text` without control characters or bidirectional overrides: a torrent's name, a
+/// tracker's message and a peer's client are anybody's, and escape codes would drive
+/// the user's terminal, overrides disguise the text.
 fn printable(text: &str) -> String {
+    use shoal_core::metainfo::path::is_deceptive;
     text.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
+        .map(|c| if is_deceptive(c) { '?' } else { c })
         .collect()
 }

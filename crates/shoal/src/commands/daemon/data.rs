@@ -22,37 +22,50 @@ pub fn delete_files(metainfo: &Metainfo, dir: &Path) {
 
 /// Moves the files of `metainfo` from under `from` to under `to` (renamed, or copied
 /// and deleted across file systems, keeping their modification times, so that the
-/// resume state still vouches for them). Files not there yet are skipped. A file in the
-/// way at `to` stops the move, and what was moved goes back.
+/// resume state still vouches for them). Files not there yet are skipped. Anything at
+/// one of the torrent's paths under `to` stops the move before it starts; a failure
+/// midway puts back what was moved.
 pub fn move_files(metainfo: &Metainfo, from: &Path, to: &Path) -> Result<()> {
     let (old, new) = (
         FileLayout::for_torrent(&metainfo.info, from),
         FileLayout::for_torrent(&metainfo.info, to),
     );
+    let pairs: Vec<(&Path, &Path)> = own_files(&old).zip(own_files(&new)).collect();
+    // Even where the torrent has nothing yet: it would take that file for its own.
+    if let Some((_, taken)) = pairs
+        .iter()
+        .find(|(_, t)| std::fs::symlink_metadata(t).is_ok())
+    {
+        bail!("{}: already exists", taken.display());
+    }
     let mut moved: Vec<(&Path, &Path)> = Vec::new();
-    let result = own_files(&old)
-        .zip(own_files(&new))
-        .try_for_each(|(source, target)| {
-            if std::fs::symlink_metadata(source).is_err() {
-                return Ok(());
-            }
-            if std::fs::symlink_metadata(target).is_ok() {
-                bail!("{}: already exists", target.display());
-            }
-            if let Some(folder) = target.parent() {
-                std::fs::create_dir_all(folder)
-                    .with_context(|| format!("{}: cannot create", folder.display()))?;
-            }
-            move_file(source, target)?;
-            moved.push((source, target));
-            Ok(())
-        });
-    if let Err(e) = result {
-        for (source, target) in moved.iter().rev() {
-            let _ = move_file(target, source);
+    let result = pairs.iter().try_for_each(|&(source, target)| {
+        if std::fs::symlink_metadata(source).is_err() {
+            return Ok(());
         }
+        if let Some(folder) = target.parent() {
+            std::fs::create_dir_all(folder)
+                .with_context(|| format!("{}: cannot create", folder.display()))?;
+        }
+        move_file(source, target)?;
+        moved.push((source, target));
+        anyhow::Ok(())
+    });
+    if let Err(e) = result {
+        let stuck: Vec<String> = moved
+            .iter()
+            .rev()
+            .filter(|(source, target)| move_file(target, source).is_err())
+            .map(|(_, target)| target.display().to_string())
+            .collect();
         let made: Vec<PathBuf> = moved.iter().map(|(_, t)| t.to_path_buf()).collect();
         remove_empty_folders(&made, to);
+        if !stuck.is_empty() {
+            return Err(e.context(format!(
+                "and these could not be moved back: {}",
+                stuck.join(", ")
+            )));
+        }
         return Err(e);
     }
     let left: Vec<PathBuf> = moved.iter().map(|(s, _)| s.to_path_buf()).collect();
@@ -72,20 +85,41 @@ fn own_files(layout: &FileLayout) -> impl Iterator<Item = &Path> {
 fn move_file(source: &Path, target: &Path) -> Result<()> {
     match std::fs::rename(source, target) {
         Ok(()) => Ok(()),
-        // Another file system: copied, with the time the resume state recorded.
+        // Another file system: copied (a link as a link), then the source removed.
         Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-            let modified = std::fs::metadata(source).and_then(|m| m.modified());
-            std::fs::copy(source, target)
-                .with_context(|| format!("{}: cannot copy", source.display()))?;
-            if let Ok(modified) = modified {
-                let copy = std::fs::File::options().write(true).open(target)?;
-                copy.set_modified(modified)?;
+            let copied = copy_file(source, target);
+            if copied.is_err() {
+                let _ = std::fs::remove_file(target);
             }
+            copied?;
             std::fs::remove_file(source)
                 .with_context(|| format!("{}: cannot remove", source.display()))
         }
         Err(e) => Err(e).with_context(|| format!("{}: cannot move", source.display())),
     }
+}
+
+/// Copies a file with its modification time (what the resume state recorded), on disk
+/// before the source goes: a crash must not leave a copy of the right size and time
+/// that holds zeros, which the resume state would vouch for.
+fn copy_file(source: &Path, target: &Path) -> Result<()> {
+    let meta = std::fs::symlink_metadata(source)
+        .with_context(|| format!("{}: cannot read", source.display()))?;
+    if meta.file_type().is_symlink() {
+        let points_to = std::fs::read_link(source)?;
+        std::os::unix::fs::symlink(&points_to, target)
+            .with_context(|| format!("{}: cannot create", target.display()))?;
+        return Ok(());
+    }
+    std::fs::copy(source, target).with_context(|| format!("{}: cannot copy", source.display()))?;
+    let copy = std::fs::File::options().write(true).open(target)?;
+    copy.set_modified(meta.modified()?)?;
+    copy.sync_all()
+        .with_context(|| format!("{}: cannot write", target.display()))?;
+    if let Some(folder) = target.parent() {
+        std::fs::File::open(folder)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Removes the folders under `dir` that held `paths` and are empty now, deepest first;
@@ -151,5 +185,38 @@ mod tests {
         delete_files(&metainfo, &to);
         assert!(!to.join("t").exists(), "emptied, removed");
         assert!(to.is_dir());
+    }
+
+    /// Across file systems (the test's folder, and one in /dev/shm, a memory file
+    /// system): copied with its time, so the resume state still vouches for it.
+    #[test]
+    fn a_move_across_file_systems_keeps_times() {
+        let shm = Path::new("/dev/shm");
+        assert!(shm.is_dir(), "Linux has /dev/shm");
+        let (here, there) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir_in(shm).unwrap(),
+        );
+        let from = here.path().to_path_buf();
+        std::fs::create_dir_all(from.join("t")).unwrap();
+        std::fs::write(from.join("t/a"), b"aaaaa").unwrap();
+        let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1 << 30);
+        let file = std::fs::File::options()
+            .write(true)
+            .open(from.join("t/a"))
+            .unwrap();
+        file.set_modified(old).unwrap();
+        std::os::unix::fs::symlink("a", from.join("t/b")).unwrap();
+        move_files(&two_files(), &from, there.path()).unwrap();
+        let moved = there.path().join("t/a");
+        assert_eq!(std::fs::read(&moved).unwrap(), b"aaaaa");
+        assert_eq!(std::fs::metadata(&moved).unwrap().modified().unwrap(), old);
+        let link = there.path().join("t/b");
+        assert_eq!(
+            std::fs::read_link(&link).unwrap(),
+            Path::new("a"),
+            "a link stays a link"
+        );
+        assert!(!from.join("t").exists());
     }
 }

@@ -202,6 +202,8 @@ pub struct Session {
     /// `--queue-stalled-secs`: a download that fetches nothing for this long gives its
     /// turn back (Transmission's queue-stalled-minutes).
     stalled_after: Duration,
+    /// Set when the daemon stops: no torrent starts again after that.
+    closing: std::sync::atomic::AtomicBool,
     /// Torrents check their data one at a time.
     check_turns: Arc<tokio::sync::Semaphore>,
     torrents: Mutex<BTreeMap<InfoHash, Entry>>,
@@ -240,6 +242,7 @@ impl Session {
         (on_complete, json): (Option<PathBuf>, bool),
     ) -> Self {
         Session {
+            closing: std::sync::atomic::AtomicBool::new(false),
             on_complete: on_complete.map(Arc::new),
             stalled_after,
             connections,
@@ -459,6 +462,9 @@ impl Session {
     /// Starts `entry`: its metadata first if it is a magnet link's, then the engine,
     /// with a task that keeps its status.
     fn start(self: &Arc<Self>, entry: &mut Entry) {
+        if self.closing.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
         let first = match entry.metainfo.get() {
             Some(_) => State::Checking,
             None => State::FetchingMetadata,
@@ -913,15 +919,16 @@ impl Session {
             let (stop, _) = watch::channel(true);
             let (moving, done) = watch::channel(false);
             entry.running = Some(Running { stop, done });
-            let metainfo = entry.metainfo.get().cloned();
-            (hash, entry.dir.clone(), metainfo, stopping, Done(moving))
+            let slot = entry.metainfo.clone();
+            (hash, entry.dir.clone(), slot, stopping, Done(moving))
         };
         let session = self.clone();
         let task = tokio::spawn(async move {
-            let was_running = stopping.is_some();
             if let Some(stopping) = stopping {
                 until_done(stopping).await;
             }
+            // Read once it has stopped: a magnet's metadata may have come meanwhile.
+            let metainfo = metainfo.get().cloned();
             let target = dir.clone();
             let moved = match metainfo {
                 Some(metainfo) => tokio::task::spawn_blocking(move || {
@@ -935,7 +942,7 @@ impl Session {
                 None => Ok(()),
             };
             let _changing = session.changing();
-            let written = {
+            {
                 let mut torrents = session.torrents();
                 let Some(entry) = torrents.get_mut(&hash) else {
                     return moved.map_err(SessionError::from);
@@ -943,19 +950,23 @@ impl Session {
                 if moved.is_ok() {
                     entry.dir = dir;
                 }
-                drop(torrents);
-                session.write_list()
-            };
+            }
+            // The files have moved whatever the list says; a list not saved now is
+            // saved with the next change.
+            if let Err(e) = session.write_list() {
+                eprintln!("shoal: warning: the torrent list could not be saved: {e:#}");
+            }
             let mut torrents = session.torrents();
             let entry = torrents
                 .get_mut(&hash)
                 .expect("kept while `changing` is held");
-            if was_running && !entry.paused && !entry.removing {
+            // What the user wants of it, whatever stopped it before the move (an error
+            // the move may fix, a change that was restarting it).
+            if !entry.paused && !entry.removing && state_of(entry) != State::Finished {
                 session.start(entry);
             }
             drop(moving);
-            moved?;
-            written.map_err(SessionError::from)
+            moved.map_err(SessionError::from)
         });
         task.await.context("moving the torrent")?
     }
@@ -1008,6 +1019,12 @@ impl Session {
 
     /// Stops every torrent (each tells its trackers and saves its resume state).
     pub async fn shutdown(&self) {
+        {
+            // Under the lock every start takes: none starts after this.
+            let _changing = self.changing();
+            self.closing
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
         let done: Vec<_> = {
             let torrents = self.torrents();
             torrents
@@ -1212,6 +1229,7 @@ async fn keep_status(mut updates: mpsc::UnboundedReceiver<Update>, follow: Follo
             continue;
         };
         let mut status = status.lock().unwrap_or_else(|e| e.into_inner());
+        let mut finished = false;
         match event {
             EngineEvent::Checking { done, .. } => {
                 status.state = State::Checking;
@@ -1269,18 +1287,21 @@ async fn keep_status(mut updates: mpsc::UnboundedReceiver<Update>, follow: Follo
                 if seed {
                     status.have = size;
                 }
-                if fetched_any {
-                    let event = json!({"event": "completed", "name": name});
-                    say(json, event, format!("{name}: complete"));
-                    if let Some((program, completed)) = &on_complete {
-                        let name = name.clone();
-                        hook::run(program, completed, move |outcome| {
-                            show_hook(&name, outcome, json);
-                        });
-                    }
-                }
+                finished = fetched_any;
             }
             _ => {}
+        }
+        // Said, and the program started, with the status free for the API meanwhile.
+        drop(status);
+        if finished {
+            let event = json!({"event": "completed", "name": name});
+            say(json, event, format!("{name}: complete"));
+            if let Some((program, completed)) = &on_complete {
+                let name = name.clone();
+                hook::run(program, completed, move |outcome| {
+                    show_hook(&name, outcome, json);
+                });
+            }
         }
     }
     drop(turn);

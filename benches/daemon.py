@@ -189,7 +189,8 @@ def main():
 
 {args.torrents} torrents of {args.size_mib} MiB (256 KiB pieces), all added at once to one
 process that finds their seed (another libtorrent {lt_version} session) through a
-`shoal tracker`; TCP on loopback, no DHT, no uTP, every torrent active at once in both.
+`shoal tracker`; TCP on loopback, no DHT, no uTP, every torrent active at once in both
+(shoal's download queue and libtorrent's active limits lifted).
 Time from the first add until every torrent is complete; peak RSS of the downloading
 process then (libtorrent's includes its Python interpreter, about 10 MiB, and the
 files' pages it maps: libtorrent 2 reads and writes through mmap). Medians of

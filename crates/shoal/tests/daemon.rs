@@ -351,7 +351,7 @@ fn a_daemon_fetches_the_files_it_is_asked_for() {
     // The choice is kept: after kill -9 the torrent seeds its one file again.
     let _ = daemon_run.0.kill();
     let _ = daemon_run.0.wait();
-    let _daemon = daemon(&FILES, folders, &seed_at, &[]);
+    let mut daemon_run = daemon(&FILES, folders, &seed_at, &[]);
     let list = wait_state(
         (&FILES, &state),
         &["album"],
@@ -410,6 +410,37 @@ fn a_daemon_fetches_the_files_it_is_asked_for() {
         );
     }
     assert!(out.join("album").join("mine.txt").is_file());
+
+    // A move back cut short by kill -9: the list says where to, one file is moved, one
+    // half copied, one not yet. The next start finishes it, and seeds from there with
+    // nothing fetched again.
+    let _ = daemon_run.0.kill();
+    let _ = daemon_run.0.wait();
+    let (here, there) = (elsewhere.join("album"), out.join("album"));
+    std::fs::rename(here.join("track 1.bin"), there.join("track 1.bin")).unwrap();
+    std::fs::write(there.join("track 2.bin"), b"half").unwrap();
+    let list_path = state.join("daemon").join("torrents.json");
+    let mut list: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&list_path).unwrap()).unwrap();
+    list[0]["moving_to"] = serde_json::json!(path_str(&out));
+    std::fs::write(&list_path, list.to_string()).unwrap();
+    let _daemon = daemon(&FILES, folders, &seed_at, &[]);
+    let list = wait_state(
+        (&FILES, &state),
+        &["album"],
+        "seeding",
+        Duration::from_secs(30),
+    );
+    assert_eq!(list["album"]["dir"], path_str(&out), "{list:#?}");
+    assert_eq!(list["album"]["status"]["resumed"], true, "{list:#?}");
+    assert_eq!(list["album"]["status"]["downloaded"], 0, "{list:#?}");
+    for i in 1..=3 {
+        let name = format!("track {i}.bin");
+        same_files(&album.join(&name), &there.join(&name));
+    }
+    assert!(!here.exists(), "the old folder is emptied");
+    let saved = std::fs::read_to_string(&list_path).unwrap();
+    assert!(!saved.contains("moving_to"), "{saved}");
 }
 
 /// Two torrents for a daemon to fetch while it is watched.

@@ -25,23 +25,31 @@ pub fn delete_files(metainfo: &Metainfo, dir: &Path) {
 /// resume state still vouches for them). Files not there yet are skipped. Anything at
 /// one of the torrent's paths under `to` stops the move before it starts; a failure
 /// midway puts back what was moved.
-pub fn move_files(metainfo: &Metainfo, from: &Path, to: &Path) -> Result<()> {
+///
+/// `resuming`: a move cut short (the daemon killed) is finished. What is already at
+/// `to` without its source was moved; what is at both was being copied, and is copied
+/// again (a source goes only once its copy is on disk).
+pub fn move_files(metainfo: &Metainfo, from: &Path, to: &Path, resuming: bool) -> Result<()> {
     let (old, new) = (
         FileLayout::for_torrent(&metainfo.info, from),
         FileLayout::for_torrent(&metainfo.info, to),
     );
     let pairs: Vec<(&Path, &Path)> = own_files(&old).zip(own_files(&new)).collect();
     // Even where the torrent has nothing yet: it would take that file for its own.
-    if let Some((_, taken)) = pairs
+    let taken = pairs
         .iter()
-        .find(|(_, t)| std::fs::symlink_metadata(t).is_ok())
-    {
+        .find(|(_, t)| std::fs::symlink_metadata(t).is_ok());
+    if let (Some((_, taken)), false) = (taken, resuming) {
         bail!("{}: already exists", taken.display());
     }
     let mut moved: Vec<(&Path, &Path)> = Vec::new();
     let result = pairs.iter().try_for_each(|&(source, target)| {
         if std::fs::symlink_metadata(source).is_err() {
             return Ok(());
+        }
+        if resuming && std::fs::symlink_metadata(target).is_ok() {
+            std::fs::remove_file(target)
+                .with_context(|| format!("{}: cannot remove a half copy", target.display()))?;
         }
         if let Some(folder) = target.parent() {
             std::fs::create_dir_all(folder)
@@ -161,7 +169,7 @@ mod tests {
         std::fs::write(to.join("t/b"), b"in the way").unwrap();
         let metainfo = two_files();
 
-        let refused = move_files(&metainfo, &from, &to).unwrap_err();
+        let refused = move_files(&metainfo, &from, &to, false).unwrap_err();
         assert!(
             format!("{refused:#}").contains("already exists"),
             "{refused:#}"
@@ -175,7 +183,7 @@ mod tests {
         assert_eq!(std::fs::read(to.join("t/b")).unwrap(), b"in the way");
 
         std::fs::remove_file(to.join("t/b")).unwrap();
-        move_files(&metainfo, &from, &to).unwrap();
+        move_files(&metainfo, &from, &to, false).unwrap();
         assert_eq!(std::fs::read(to.join("t/a")).unwrap(), b"aaaaa");
         assert_eq!(std::fs::read(to.join("t/b")).unwrap().len(), 20);
         assert!(!from.join("t/a").exists() && !from.join("t/b").exists());
@@ -207,7 +215,7 @@ mod tests {
             .unwrap();
         file.set_modified(old).unwrap();
         std::os::unix::fs::symlink("a", from.join("t/b")).unwrap();
-        move_files(&two_files(), &from, there.path()).unwrap();
+        move_files(&two_files(), &from, there.path(), false).unwrap();
         let moved = there.path().join("t/a");
         assert_eq!(std::fs::read(&moved).unwrap(), b"aaaaa");
         assert_eq!(std::fs::metadata(&moved).unwrap().modified().unwrap(), old);
@@ -217,6 +225,22 @@ mod tests {
             Path::new("a"),
             "a link stays a link"
         );
+        assert!(!from.join("t").exists());
+    }
+
+    /// A move cut short is finished: a file moved stays, a half copy is copied again.
+    #[test]
+    fn a_move_cut_short_is_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let (from, to) = (dir.path().join("from"), dir.path().join("to"));
+        std::fs::create_dir_all(from.join("t")).unwrap();
+        std::fs::create_dir_all(to.join("t")).unwrap();
+        std::fs::write(to.join("t/a"), b"aaaaa").unwrap(); // moved
+        std::fs::write(from.join("t/b"), b"b".repeat(20)).unwrap();
+        std::fs::write(to.join("t/b"), b"bbb").unwrap(); // a half copy
+        move_files(&two_files(), &from, &to, true).unwrap();
+        assert_eq!(std::fs::read(to.join("t/a")).unwrap(), b"aaaaa");
+        assert_eq!(std::fs::read(to.join("t/b")).unwrap(), b"b".repeat(20));
         assert!(!from.join("t").exists());
     }
 }

@@ -104,6 +104,10 @@ struct Saved {
     magnet: Option<String>,
     #[serde(flatten)]
     fetch: Fetch,
+    /// A move of its files to this folder is under way (`dir` is where they were): a
+    /// move cut short is finished when the list is read again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    moving_to: Option<PathBuf>,
 }
 
 /// How a torrent is added: the folder it downloads into (an absolute path; the
@@ -125,6 +129,8 @@ struct Entry {
     magnet: Option<Magnet>,
     dir: PathBuf,
     fetch: Fetch,
+    /// Where its files are being moved, while they are.
+    moving_to: Option<PathBuf>,
     status: Arc<Mutex<Status>>,
     /// The pieces verified on disk, as the engine last said.
     pieces: watch::Sender<Bitfield>,
@@ -314,6 +320,8 @@ impl Session {
         let saved: Vec<Saved> = serde_json::from_slice(&text)
             .with_context(|| format!("{}: not a torrent list", list.display()))?;
         let _changing = self.changing();
+        // Moves cut short are finished (or undone) here: the list says where they went.
+        let moves = saved.iter().any(|saved| saved.moving_to.is_some());
         let mut restored = 0;
         for saved in saved {
             match self.restore_one(&saved) {
@@ -326,6 +334,9 @@ impl Session {
                         .push(saved);
                 }
             }
+        }
+        if moves {
+            self.write_list()?;
         }
         Ok(restored)
     }
@@ -344,8 +355,14 @@ impl Session {
             (Err(_), Some(_)) => None,
             (Err(e), None) => return Err(e),
         };
+        let dir = match (&saved.moving_to, &metainfo) {
+            (Some(to), Some(metainfo)) => finish_move(metainfo, &saved.dir, to),
+            // No metadata, so no files yet.
+            (Some(to), None) => to.clone(),
+            (None, _) => saved.dir.clone(),
+        };
         let how = (saved.paused, saved.fetch.clone());
-        self.insert(hash, (metainfo, link), saved.dir.clone(), how)
+        self.insert(hash, (metainfo, link), dir, how)
             .map_err(anyhow::Error::new)
     }
 
@@ -441,6 +458,7 @@ impl Session {
             magnet,
             dir,
             fetch,
+            moving_to: None,
             status: Arc::new(Mutex::new(Status::new(State::Paused))),
             pieces: watch::channel(on_disk.unwrap_or_else(|| Bitfield::new(0))).0,
             trackers: TrackerBoard::default(),
@@ -903,16 +921,32 @@ impl Session {
         }
         let (hash, from, metainfo, stopping, moving) = {
             let _changing = self.changing();
+            let hash = {
+                let mut torrents = self.torrents();
+                let hash = find(&torrents, name)?;
+                let entry = torrents.get_mut(&hash).expect("found");
+                if entry.dir == dir {
+                    return Ok(());
+                }
+                let running = entry.running.as_ref().filter(|r| !r.is_done());
+                if running.is_some_and(|r| *r.stop.borrow()) {
+                    return Err(SessionError::Busy(hash.to_hex()));
+                }
+                entry.moving_to = Some(dir.clone());
+                hash
+            };
+            // Saved before anything moves: a move cut short is finished on restart.
+            if let Err(e) = self.write_list() {
+                if let Some(entry) = self.torrents().get_mut(&hash) {
+                    entry.moving_to = None;
+                }
+                return Err(e.into());
+            }
             let mut torrents = self.torrents();
-            let hash = find(&torrents, name)?;
-            let entry = torrents.get_mut(&hash).expect("found");
-            if entry.dir == dir {
-                return Ok(());
-            }
+            let entry = torrents
+                .get_mut(&hash)
+                .expect("kept while `changing` is held");
             let running = entry.running.as_ref().filter(|r| !r.is_done());
-            if running.is_some_and(|r| *r.stop.borrow()) {
-                return Err(SessionError::Busy(hash.to_hex()));
-            }
             let stopping = running.map(Running::stop);
             // The move is the torrent's task until it is done: busy for a resume or a
             // change, waited for by a pause or a removal.
@@ -934,7 +968,7 @@ impl Session {
                 Some(metainfo) => tokio::task::spawn_blocking(move || {
                     std::fs::create_dir_all(&target)
                         .with_context(|| format!("{}: cannot create", target.display()))?;
-                    move_files(&metainfo, &from, &target)
+                    move_files(&metainfo, &from, &target, false)
                 })
                 .await
                 .unwrap_or_else(|e| Err(anyhow::anyhow!("the move failed: {e}"))),
@@ -950,6 +984,7 @@ impl Session {
                 if moved.is_ok() {
                     entry.dir = dir;
                 }
+                entry.moving_to = None;
             }
             // The files have moved whatever the list says; a list not saved now is
             // saved with the next change.
@@ -1052,6 +1087,7 @@ impl Session {
                     paused: entry.paused || state_of(entry) == State::Finished,
                     magnet: entry.magnet.as_ref().map(ToString::to_string),
                     fetch: entry.fetch.clone(),
+                    moving_to: entry.moving_to.clone(),
                 })
                 .collect()
         };
@@ -1078,6 +1114,28 @@ fn set_state(status: &Mutex<Status>, state: State) {
     status.upload_rate = 0.0;
     status.peers = 0;
     status.peer_list.clear();
+}
+
+/// Finishes a move of `metainfo`'s files from `from` to `to` that a crash cut short, or
+/// if that fails, puts them back: the folder they are all in.
+fn finish_move(metainfo: &Metainfo, from: &Path, to: &Path) -> PathBuf {
+    let name = &metainfo.info.name;
+    match move_files(metainfo, from, to, true) {
+        Ok(()) => {
+            eprintln!("shoal: {name}: the move to {} is finished", to.display());
+            to.to_path_buf()
+        }
+        Err(e) => {
+            eprintln!(
+                "shoal: warning: {name}: the move to {} failed: {e:#}",
+                to.display()
+            );
+            if let Err(e) = move_files(metainfo, to, from, true) {
+                eprintln!("shoal: warning: {name}: not all moved back: {e:#}");
+            }
+            from.to_path_buf()
+        }
+    }
 }
 
 /// What a tracker last said, for the API.

@@ -34,7 +34,7 @@ use tokio::time::Instant;
 
 use crate::encryption::{self, Secured};
 use crate::stream::{Dialer, PeerStream};
-use crate::{Encryption, IpFilter, PeerFeed};
+use crate::{ConnectionBudget, Encryption, IpFilter, PeerFeed};
 use shoal_wire::mse::Cipher;
 
 /// Longest message accepted in this phase: a metadata piece with its header, or the
@@ -45,6 +45,8 @@ const PIPELINE: usize = 16;
 /// A failed peer is tried again after this long, at most [`MAX_ATTEMPTS`] times.
 const RETRY_AFTER: Duration = Duration::from_secs(3);
 const MAX_ATTEMPTS: u32 = 20;
+/// How soon a fetch with peers waiting looks for room in the session's connections again.
+const ROOM_AGAIN: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Clone)]
 pub struct MetadataFetch {
@@ -68,6 +70,9 @@ pub struct MetadataFetch {
     pub info_hash_v2: Option<merkle::Hash>,
     /// Which transports peers are dialled over.
     pub dialer: Dialer,
+    /// A session's cap on connections (`shoal daemon --max-peers-total`): each peer asked
+    /// holds a place in it for as long as it is asked.
+    pub connection_budget: Option<Arc<ConnectionBudget>>,
 }
 
 impl MetadataFetch {
@@ -83,6 +88,7 @@ impl MetadataFetch {
             ip_filter: None,
             info_hash_v2: None,
             dialer: Dialer::tcp(),
+            connection_budget: None,
         }
     }
 }
@@ -154,11 +160,24 @@ pub async fn fetch_metadata(
                 true
             }
         });
-        while tasks.len() < fetch.max_connections.max(1) {
+        // Peers waiting while the session has no room: looked at again in a moment.
+        let mut starved = false;
+        while tasks.len() < fetch.max_connections.max(1) && !queue.is_empty() {
+            let permit = match &fetch.connection_budget {
+                None => None,
+                Some(budget) => match budget.take() {
+                    Some(permit) => Some(permit),
+                    None => {
+                        starved = true;
+                        break;
+                    }
+                },
+            };
             let Some(addr) = queue.pop_front() else { break };
             *attempts.entry(addr).or_default() += 1;
             let fetch = fetch.clone();
             tasks.spawn(async move {
+                let _permit = permit;
                 let result = tokio::time::timeout(fetch.peer_timeout, fetch_from(addr, &fetch))
                     .await
                     .unwrap_or(Err(PeerFailure::Timeout));
@@ -191,6 +210,7 @@ pub async fn fetch_metadata(
             }
             _ = tokio::time::sleep_until(next_retry.unwrap_or(now + Duration::from_secs(3600))),
                 if next_retry.is_some() => {}
+            () = tokio::time::sleep(ROOM_AGAIN), if starved => {}
             changed = stop.changed() => {
                 if changed.is_err() || *stop.borrow() {
                     tasks.abort_all();
@@ -462,4 +482,35 @@ async fn send_metadata(
     }
     .encode(&mut out);
     stream.write_all(&out).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fetch asks a peer only once the session's connections have room for it, and
+    /// the peer holds that room while it is asked.
+    #[tokio::test]
+    async fn peers_are_asked_only_with_room_in_the_session() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let budget = ConnectionBudget::new(1);
+        let held = budget.take().expect("room for one");
+        let mut fetch = MetadataFetch::new(InfoHash([1; 20]), PeerId::shoal([2; 12]));
+        fetch.peers = vec![listener.local_addr().unwrap()];
+        fetch.connection_budget = Some(budget.clone());
+        let (stop_tx, mut stop) = watch::channel(false);
+        let fetching = tokio::spawn(async move { fetch_metadata(fetch, None, &mut stop).await });
+        let no_room = tokio::time::timeout(Duration::from_millis(600), listener.accept()).await;
+        assert!(no_room.is_err(), "a peer was asked with no room");
+        drop(held);
+        let asked = tokio::time::timeout(Duration::from_secs(5), listener.accept()).await;
+        let _socket = asked.expect("asked once there is room").unwrap();
+        assert_eq!(budget.open(), 1, "the peer asked holds the room");
+        stop_tx.send(true).unwrap();
+        let ended = fetching.await.unwrap();
+        assert!(
+            matches!(ended, Err(MetadataFetchError::Stopped)),
+            "{ended:?}"
+        );
+    }
 }

@@ -614,7 +614,9 @@ impl Session {
     ) -> Result<Option<(Arc<Metainfo>, Vec<SocketAddr>)>> {
         let sources = self.net.metadata_sources(PeerId::shoal(rand::random()));
         let (mut feed, announcer) = metadata_feed(magnet, &sources);
-        let fetch = metadata_fetch(magnet, &sources);
+        let mut fetch = metadata_fetch(magnet, &sources);
+        // Its peers count against `--max-peers-total` too.
+        fetch.connection_budget = Some(self.connections.clone());
         let fetched = fetch_metadata(fetch, feed.as_mut(), &mut stop).await;
         if let Some(announcer) = announcer {
             announcer.stop(STOP_ANNOUNCE_WAIT).await;

@@ -160,6 +160,18 @@ struct Running {
     done: watch::Receiver<bool>,
 }
 
+impl Entry {
+    /// Its task, until that has ended.
+    fn task(&self) -> Option<&Running> {
+        self.running.as_ref().filter(|r| !r.is_done())
+    }
+
+    /// Its task was asked to stop (a pause, a change, a move) and has not yet.
+    fn is_stopping(&self) -> bool {
+        self.task().is_some_and(|r| *r.stop.borrow())
+    }
+}
+
 impl Running {
     fn is_done(&self) -> bool {
         *self.done.borrow()
@@ -448,7 +460,9 @@ impl Session {
         (paused, fetch): (bool, Fetch),
     ) -> Result<(), SessionError> {
         // What is on disk, for the progress of a torrent that does not run (yet).
-        let on_disk = metainfo.as_ref().and_then(|m| self.on_disk(m, &dir));
+        let on_disk = metainfo
+            .as_ref()
+            .and_then(|m| self.on_disk(m, &shoal_storage::FileLayout::for_torrent(&m.info, &dir)));
         let slot = OnceLock::new();
         if let Some(metainfo) = metainfo {
             let _ = slot.set(Arc::new(metainfo));
@@ -584,14 +598,12 @@ impl Session {
 
     /// Whether the resume state vouches for every piece the torrent wants.
     fn is_complete(&self, metainfo: &Metainfo, job: &Job) -> bool {
-        let Some(have) = self.on_disk(metainfo, &job.dir) else {
+        let layout = shoal_storage::FileLayout::for_torrent(&metainfo.info, &job.dir);
+        let Some(have) = self.on_disk(metainfo, &layout) else {
             return false;
         };
         match job.fetch.selected(metainfo) {
-            Ok(Some(selected)) => shoal_storage::FileLayout::for_torrent(&metainfo.info, &job.dir)
-                .pieces_of(&selected)
-                .iter_ones()
-                .all(|p| have.get(p)),
+            Ok(Some(selected)) => layout.pieces_of(&selected).iter_ones().all(|p| have.get(p)),
             Ok(None) => have.count_ones() == have.len(),
             // It stops on that when it runs.
             Err(_) => true,
@@ -599,10 +611,9 @@ impl Session {
     }
 
     /// The pieces the resume state vouches for, if it does (its files are unchanged).
-    fn on_disk(&self, metainfo: &Metainfo, dir: &Path) -> Option<Bitfield> {
-        let layout = shoal_storage::FileLayout::for_torrent(&metainfo.info, dir);
+    fn on_disk(&self, metainfo: &Metainfo, layout: &shoal_storage::FileLayout) -> Option<Bitfield> {
         let path = shoal_storage::resume::resume_path(&self.state_dir, &metainfo.info_hash);
-        shoal_storage::resume::load(&path, &metainfo.info_hash, &layout)
+        shoal_storage::resume::load(&path, &metainfo.info_hash, layout)
     }
 
     /// Fetches a magnet link's metadata from its peers and saves it as a .torrent;
@@ -821,10 +832,10 @@ impl Session {
             let mut torrents = self.torrents();
             let hash = find(&torrents, name)?;
             let entry = torrents.get_mut(&hash).expect("found");
-            if let Some(running) = entry.running.as_ref().filter(|r| !r.is_done()) {
-                if *running.stop.borrow() {
-                    return Err(SessionError::Busy(hash.to_hex()));
-                }
+            if entry.is_stopping() {
+                return Err(SessionError::Busy(hash.to_hex()));
+            }
+            if entry.task().is_some() {
                 return Ok(()); // running already
             }
             entry.paused = false;
@@ -861,8 +872,7 @@ impl Session {
                 if fetch == entry.fetch && state_of(entry) != State::Error {
                     return Ok(());
                 }
-                let running = entry.running.as_ref().filter(|r| !r.is_done());
-                if running.is_some_and(|r| *r.stop.borrow()) {
+                if entry.is_stopping() {
                     return Err(SessionError::Busy(hash.to_hex()));
                 }
                 (hash, std::mem::replace(&mut entry.fetch, fetch))
@@ -878,7 +888,7 @@ impl Session {
             let entry = torrents
                 .get_mut(&hash)
                 .expect("kept while `changing` is held");
-            match entry.running.as_ref().filter(|r| !r.is_done()) {
+            match entry.task() {
                 Some(running) => (hash, running.stop()),
                 None => {
                     // Stopped on an error (a magnet link's list beyond its files, say):
@@ -930,8 +940,7 @@ impl Session {
                 if entry.dir == dir {
                     return Ok(());
                 }
-                let running = entry.running.as_ref().filter(|r| !r.is_done());
-                if running.is_some_and(|r| *r.stop.borrow()) {
+                if entry.is_stopping() {
                     return Err(SessionError::Busy(hash.to_hex()));
                 }
                 entry.moving_to = Some(dir.clone());
@@ -948,8 +957,7 @@ impl Session {
             let entry = torrents
                 .get_mut(&hash)
                 .expect("kept while `changing` is held");
-            let running = entry.running.as_ref().filter(|r| !r.is_done());
-            let stopping = running.map(Running::stop);
+            let stopping = entry.task().map(Running::stop);
             // The move is the torrent's task until it is done: busy for a resume or a
             // change, waited for by a pause or a removal.
             let (stop, _) = watch::channel(true);

@@ -25,6 +25,30 @@ pub enum Outcome {
     },
 }
 
+impl Outcome {
+    /// The outcome as a JSON event and as a line for the user.
+    pub fn describe(&self) -> (serde_json::Value, String) {
+        use serde_json::json;
+        match self {
+            Outcome::Started { pid } => (
+                json!({"event": "hook_started", "pid": pid}),
+                format!("--on-complete program started (pid {pid})"),
+            ),
+            Outcome::Failed(reason) => (
+                json!({"event": "hook_failed", "reason": reason}),
+                format!("--on-complete program could not start: {reason}"),
+            ),
+            Outcome::Exited { code } => (
+                json!({"event": "hook_exited", "code": code}),
+                match code {
+                    Some(code) => format!("--on-complete program exited with code {code}"),
+                    None => "--on-complete program was killed by a signal".to_owned(),
+                },
+            ),
+        }
+    }
+}
+
 /// What the program is told of the download.
 #[derive(Debug, Clone)]
 pub struct Completed {

@@ -1482,23 +1482,7 @@ fn run_on_complete(
 
 /// What became of the `--on-complete` program, as a JSON line or a line for the user.
 fn show_hook(outcome: hook::Outcome, json: bool, say: &impl Fn(String)) {
-    let (value, line) = match outcome {
-        hook::Outcome::Started { pid } => (
-            json!({"event": "hook_started", "pid": pid}),
-            format!("--on-complete program started (pid {pid})"),
-        ),
-        hook::Outcome::Failed(reason) => (
-            json!({"event": "hook_failed", "reason": reason}),
-            format!("--on-complete program could not start: {reason}"),
-        ),
-        hook::Outcome::Exited { code } => (
-            json!({"event": "hook_exited", "code": code}),
-            match code {
-                Some(code) => format!("--on-complete program exited with code {code}"),
-                None => "--on-complete program was killed by a signal".to_owned(),
-            },
-        ),
-    };
+    let (value, line) = outcome.describe();
     if json {
         super::line(&value);
     } else {

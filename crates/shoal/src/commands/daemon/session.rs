@@ -1246,25 +1246,11 @@ fn describe(hash: &InfoHash, entry: &Entry) -> Value {
 
 /// What became of the `--on-complete` program run for `name`.
 fn show_hook(name: &str, outcome: hook::Outcome, json: bool) {
-    let (event, text) = match outcome {
-        hook::Outcome::Started { pid } => (
-            json!({"event": "hook_started", "name": name, "pid": pid}),
-            format!("{name}: --on-complete program started (pid {pid})"),
-        ),
-        hook::Outcome::Failed(reason) => (
-            json!({"event": "hook_failed", "name": name, "reason": reason}),
-            format!("{name}: --on-complete program could not start: {reason}"),
-        ),
-        hook::Outcome::Exited { code } => (
-            json!({"event": "hook_exited", "name": name, "code": code}),
-            format!("{name}: --on-complete program exited with code {code:?}"),
-        ),
-    };
-    say(json, event, text);
+    let (mut event, text) = outcome.describe();
+    event["name"] = json!(name);
+    say(json, event, format!("{name}: {text}"));
 }
 
-/// Keeps `status` current from a torrent's updates; completions are said. The
-/// torrent's download turn, if it holds one, is given back once it is complete.
 /// What follows a running torrent's updates.
 struct Follow {
     status: Arc<Mutex<Status>>,
@@ -1278,6 +1264,8 @@ struct Follow {
     on_complete: Option<(Arc<PathBuf>, hook::Completed)>,
 }
 
+/// Keeps `status` current from a torrent's updates; completions are said. The
+/// torrent's download turn, if it holds one, is given back once it is complete.
 async fn keep_status(mut updates: mpsc::UnboundedReceiver<Update>, follow: Follow) {
     let Follow {
         status,

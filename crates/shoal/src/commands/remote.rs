@@ -15,8 +15,8 @@ use shoal_core::units::format_size;
 use super::daemon::{given_token, read_kept_token, DEFAULT_RPC};
 use super::transfer::{default_state_dir, parse_source, Source};
 
-/// Drive a running `shoal daemon`: add torrents and magnet links, list them, pause,
-/// resume and remove them
+/// Drive a running `shoal daemon`: add torrents and magnet links, list and show them,
+/// choose their files, move them, pause, resume and remove them, change its limits
 ///
 /// A torrent is named by its info-hash or any beginning of it that no other torrent
 /// shares. Exit codes: 0 done, 1 the daemon refused or could not be reached.

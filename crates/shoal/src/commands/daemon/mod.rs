@@ -32,8 +32,8 @@ pub const DEFAULT_RPC: &str = "127.0.0.1:6880";
 /// alike (a token on the command line is visible to every user of the machine).
 pub const TOKEN_VARIABLE: &str = "SHOAL_RPC_TOKEN";
 
-/// Run many torrents in one process on one port, driven by `shoal remote` (or any HTTP
-/// client) over a JSON API, until Ctrl-C or SIGTERM
+/// Run many torrents in one process on one port, driven by `shoal remote`, the web page
+/// at the --rpc address, or any HTTP client over a JSON API, until Ctrl-C or SIGTERM
 ///
 /// The torrents share the port (TCP and uTP), the DHT node, the port mapping and the
 /// --max-up and --max-down limits, which hold for all of them together; each downloads,

@@ -1812,6 +1812,9 @@ impl Actor {
             self.core
                 .remove_peer(key, "shutting down", now, &mut self.io);
         }
+        // The figures as it stops: what moved since the last second's count too (a
+        // daemon adds each run to the torrent's totals).
+        self.report_stats();
     }
 }
 

@@ -56,6 +56,10 @@ const TRACKED: At = At {
     listen: "127.0.14.25:18503",
     rpc: "127.0.14.25:18504",
 };
+const SEEDING: At = At {
+    listen: "127.0.14.27:18513",
+    rpc: "127.0.14.27:18514",
+};
 const FILES: At = At {
     listen: "127.0.14.11:18433",
     rpc: "127.0.14.11:18434",
@@ -984,4 +988,104 @@ fn the_api_refuses_requests_a_web_page_could_forge() {
     );
     let listed = run_ok(shoal().args(["remote", "--rpc", API.rpc, "--token", "s3cret", "list"]));
     assert!(listed.starts_with("ID"), "{listed}");
+}
+
+/// A torrent's totals add up across restarts, and its seed limits (its own, else the
+/// daemon's) count them: a libtorrent leecher takes the whole file, the torrent is
+/// paused, the daemon killed and started again, and a session ratio below what it
+/// uploaded before stops it at once; its own `none` lets it seed again.
+#[test]
+fn a_daemon_seeds_to_its_limits_over_all_runs() {
+    require("/usr/bin/python3");
+    let dir = tempdir();
+    let (src, torrent) = make_single(dir.path(), 1 << 20, "256K");
+    let (out, state) = (dir.path().join("out"), dir.path().join("state"));
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::copy(src.join("payload.bin"), out.join("payload.bin")).unwrap();
+    let flags = ["--seed-ratio", "5"];
+    let mut daemon_run = daemon(&SEEDING, (&out, &state), &[], &flags);
+    let session = remote(&SEEDING, &state, &["session"]);
+    assert_eq!(session["seed_ratio"], 5.0, "{session:#}");
+    assert_eq!(session["seed_time"], "none");
+    let hash = remote(&SEEDING, &state, &["add", path_str(&torrent)])["info_hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let list = wait_state(
+        (&SEEDING, &state),
+        &["payload.bin"],
+        "seeding",
+        Duration::from_secs(30),
+    );
+    let torrent_now = &list["payload.bin"];
+    assert_eq!(torrent_now["seed_ratio"], "session", "{torrent_now:#}");
+    assert_eq!(torrent_now["seed_limit"]["seed_ratio"], 5.0);
+    assert_eq!(torrent_now["ratio"], 0.0);
+
+    let leecher = dir.path().join("leecher");
+    lt_get(
+        &torrent,
+        &leecher,
+        "127.0.14.28",
+        18515,
+        "127.0.14.27",
+        18513,
+    );
+    same_files(&src.join("payload.bin"), &leecher.join("payload.bin"));
+    // Paused, its totals are saved; then kill -9 and a restart.
+    remote(&SEEDING, &state, &["pause", &hash]);
+    let _ = daemon_run.0.kill();
+    let _ = daemon_run.0.wait();
+    daemon_run = daemon(&SEEDING, (&out, &state), &[], &flags);
+    let shown = remote(&SEEDING, &state, &["show", &hash]);
+    let totals = &shown["status"]["totals"];
+    assert!(totals["uploaded"].as_u64().unwrap() >= 1 << 20, "{shown:#}");
+    assert!(shown["ratio"].as_f64().unwrap() >= 1.0, "{shown:#}");
+    assert_eq!(totals["downloaded"], 0);
+    remote(&SEEDING, &state, &["resume", &hash]);
+    wait_state(
+        (&SEEDING, &state),
+        &["payload.bin"],
+        "seeding",
+        Duration::from_secs(30),
+    );
+    // Below what it uploaded in its first run: it stops, though this run sent nothing.
+    let session = remote(&SEEDING, &state, &["session", "--seed-ratio", "0.5"]);
+    assert_eq!(session["seed_ratio"], 0.5, "{session:#}");
+    wait_state(
+        (&SEEDING, &state),
+        &["payload.bin"],
+        "finished",
+        Duration::from_secs(10),
+    );
+    // Its own limit comes first.
+    remote(&SEEDING, &state, &["set", &hash, "--seed-ratio", "none"]);
+    let shown = remote(&SEEDING, &state, &["show", &hash]);
+    assert_eq!(shown["seed_ratio"], "none", "{shown:#}");
+    assert_eq!(shown["seed_limit"]["seed_ratio"], "none");
+    remote(&SEEDING, &state, &["resume", &hash]);
+    wait_state(
+        (&SEEDING, &state),
+        &["payload.bin"],
+        "seeding",
+        Duration::from_secs(30),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let list = torrents(&SEEDING, &state);
+    assert_eq!(
+        list["payload.bin"]["status"]["state"], "seeding",
+        "{list:#?}"
+    );
+    // The text a person reads.
+    let mut cmd = shoal();
+    cmd.args(["remote", "--rpc", SEEDING.rpc, "--state-dir"])
+        .arg(&state)
+        .args(["show", &hash]);
+    let text = run_ok(cmd.env_remove("SHOAL_RPC_TOKEN"));
+    assert!(text.contains("seeding    until stopped"), "{text}");
+    assert!(
+        text.contains("ratio 1.0") || text.contains("ratio 1.1"),
+        "{text}"
+    );
+    drop(daemon_run);
 }

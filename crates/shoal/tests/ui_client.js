@@ -26,6 +26,12 @@ function helpers() {
   assert.equal(ui.limitOf(' 512 '), 524288);
   assert.equal(ui.limitOf('0'), 0);
   assert.throws(() => ui.limitOf('-1'));
+  assert.equal(ui.seedLimitOf('', true), undefined);
+  assert.equal(ui.seedLimitOf(' 1.5 ', false), 1.5);
+  assert.equal(ui.seedLimitOf('None', false), 'none');
+  assert.equal(ui.seedLimitOf('session', true), 'session');
+  assert.throws(() => ui.seedLimitOf('session', false));
+  assert.throws(() => ui.seedLimitOf('-2', true));
 }
 
 async function againstTheDaemon() {
@@ -51,6 +57,12 @@ async function againstTheDaemon() {
   const changed = await api.show(id);
   assert.equal(changed.files_selected, '2');
   assert.equal(changed.sequential, true);
+  assert.equal(changed.seed_ratio, 'session');
+  // A refused limit changes nothing.
+  await assert.rejects(api.set(id, { seed_ratio: -1 }), (e) => e.status === 400);
+  await assert.rejects(api.setLimits({ seed_ratio: 'session' }), (e) => e.status === 400);
+  await api.set(id, { seed_ratio: 3 });
+  assert.equal((await api.show(id)).seed_ratio, 3);
   assert.deepEqual(changed.files.map((f) => f.wanted), shown.files.map((f) => f.number === 2));
 
   await api.resume(id);

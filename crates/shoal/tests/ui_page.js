@@ -59,6 +59,12 @@ async function main() {
   $('max-down').value = '0';
   submit($('limits'));
   await until('no limit', () => $('max-down').placeholder === 'no limit');
+  // And how long torrents seed.
+  assert.equal($('seed-ratio').placeholder, 'none');
+  $('seed-ratio').value = '2.5';
+  submit($('limits'));
+  await until('the seed ratio', () => $('seed-ratio').placeholder === '2.5');
+  assert.equal($('seed-time').placeholder, 'none');
 
   // A .torrent chosen in the file box, added paused.
   const fileBox = $('file');
@@ -100,6 +106,9 @@ async function main() {
     box.dispatchEvent(new window.Event('change'));
   }
   $('sequential').checked = true;
+  assert.equal($('own-ratio').placeholder, 'session');
+  $('own-ratio').value = 'none';
+  $('own-time').value = '90';
   $('apply').click();
   await until('the change', () => /^Changed album\.$/.test($('message').textContent));
   const albumHash = row('album').querySelector('td.name').title;
@@ -110,6 +119,9 @@ async function main() {
   ).json();
   assert.equal(shown.files_selected, '2');
   assert.equal(shown.sequential, true);
+  assert.equal(shown.seed_ratio, 'none');
+  assert.equal(shown.seed_time, 90);
+  assert.equal(shown.seed_limit.seed_ratio, 'none');
 
   // Resume, pause, remove.
   button(row('album'), 'Resume').click();

@@ -12,7 +12,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use shoal_core::units::format_size;
 
-use super::daemon::{given_token, read_kept_token, DEFAULT_RPC};
+use super::daemon::{given_token, read_kept_token, Limit, DEFAULT_RPC};
 use super::transfer::{default_state_dir, parse_source, Source};
 
 /// Drive a running `shoal daemon`: add torrents and magnet links, list and show them,
@@ -42,8 +42,8 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Show the daemon: its version, port, torrents, connections, rate limits and DHT
-    /// nodes; with --max-up or --max-down, change those limits first (until the daemon
+    /// Show the daemon: its version, port, torrents, connections, rate and seed limits
+    /// and DHT nodes; with a limit's flag, change that limit first (until the daemon
     /// restarts)
     Session {
         /// Upload limit of all torrents together in bytes per second (e.g. 1M; 0 for none).
@@ -52,6 +52,14 @@ pub enum Command {
         /// Download limit of all torrents together (e.g. 10M; 0 for none).
         #[arg(long, value_name = "RATE", value_parser = parse_rate_or_none)]
         max_down: Option<u64>,
+        /// Torrents without a ratio of their own stop seeding once they have uploaded
+        /// RATIO times what they hold, over all their runs (or `none`).
+        #[arg(long, value_name = "RATIO|none", value_parser = Limit::parse)]
+        seed_ratio: Option<Limit>,
+        /// Torrents without a seed time of their own stop seeding after MINUTES of it,
+        /// over all their runs (or `none`).
+        #[arg(long, value_name = "MINUTES|none", value_parser = Limit::parse)]
+        seed_time: Option<Limit>,
     },
     /// List the torrents: state, progress, rates and peers
     List,
@@ -77,8 +85,9 @@ pub enum Command {
     Show { id: String },
     /// List a torrent's files: how much of each is here, and which are wanted
     Files { id: String },
-    /// Change which files a torrent fetches, or in what order (a running torrent
-    /// restarts with the change; nothing it has is fetched or checked again)
+    /// Change which files a torrent fetches, in what order, or how long it seeds (a
+    /// change of files or order restarts a running torrent; nothing it has is fetched
+    /// or checked again)
     Set {
         id: String,
         /// The files to download (`1,3-5`), or `all`.
@@ -90,6 +99,14 @@ pub enum Command {
         /// Fetch the rarest pieces first (the default, best for the swarm).
         #[arg(long)]
         rarest_first: bool,
+        /// Stop seeding once it has uploaded RATIO times what it holds, over all its
+        /// runs; `none` seeds on, `session` keeps to the daemon's --seed-ratio.
+        #[arg(long, value_name = "RATIO|none|session", value_parser = Limit::parse)]
+        seed_ratio: Option<Limit>,
+        /// Stop seeding after MINUTES of it over all its runs; `none` seeds on,
+        /// `session` keeps to the daemon's --seed-time.
+        #[arg(long, value_name = "MINUTES|none|session", value_parser = Limit::parse)]
+        seed_time: Option<Limit>,
     },
     /// Move a torrent's files to another folder, where it downloads from now on
     Move {
@@ -138,9 +155,17 @@ fn request(command: &Command) -> Result<(Method, String, Option<Value>)> {
         Command::Session {
             max_up: None,
             max_down: None,
+            seed_ratio: None,
+            seed_time: None,
         } => (Method::GET, "/api/session".into(), None),
-        Command::Session { max_up, max_down } => {
-            let body = json!({"max_up": max_up, "max_down": max_down});
+        Command::Session {
+            max_up,
+            max_down,
+            seed_ratio,
+            seed_time,
+        } => {
+            let body = json!({"max_up": max_up, "max_down": max_down,
+                              "seed_ratio": seed_ratio, "seed_time": seed_time});
             (Method::POST, "/api/session".into(), Some(body))
         }
         Command::List => (Method::GET, "/api/torrents".into(), None),
@@ -176,17 +201,24 @@ fn request(command: &Command) -> Result<(Method, String, Option<Value>)> {
             select_file,
             sequential,
             rarest_first,
+            seed_ratio,
+            seed_time,
         } => {
             let order = match (sequential, rarest_first) {
                 (true, _) => Some(true),
                 (_, true) => Some(false),
                 _ => None,
             };
-            if select_file.is_none() && order.is_none() {
-                bail!("nothing to change: give --select-file, --sequential or --rarest-first");
+            if select_file.is_none()
+                && order.is_none()
+                && seed_ratio.is_none()
+                && seed_time.is_none()
+            {
+                bail!("nothing to change: give --select-file, --sequential, --rarest-first, --seed-ratio or --seed-time");
             }
             let path = format!("/api/torrents/{}/set", id(name)?);
-            let body = json!({"files": select_file, "sequential": order});
+            let body = json!({"files": select_file, "sequential": order,
+                              "seed_ratio": seed_ratio, "seed_time": seed_time});
             (Method::POST, path, Some(body))
         }
         Command::Move { id: name, dir } => {
@@ -299,8 +331,8 @@ fn describe(command: &Command, answer: &Value) -> String {
         Command::List => {
             let torrents = answer["torrents"].as_array().cloned().unwrap_or_default();
             let mut out = format!(
-                "{:<10} {:<17} {:>6} {:>10} {:>11} {:>11} {:>5}  NAME\n",
-                "ID", "STATE", "DONE", "SIZE", "DOWN", "UP", "PEERS"
+                "{:<10} {:<17} {:>6} {:>10} {:>11} {:>11} {:>5} {:>5}  NAME\n",
+                "ID", "STATE", "DONE", "SIZE", "DOWN", "UP", "PEERS", "RATIO"
             );
             for torrent in &torrents {
                 out.push_str(&row(torrent));
@@ -314,7 +346,7 @@ fn describe(command: &Command, answer: &Value) -> String {
                 None => "unlimited".to_string(),
             };
             let mut out = format!(
-                "shoal {}, peers connect to {}\n{} torrents, {} of {} connections open\nlimits: up {}, down {}\n",
+                "shoal {}, peers connect to {}\n{} torrents, {} of {} connections open\nlimits: up {}, down {}\nseeding: {}\n",
                 answer["version"].as_str().unwrap_or("?"),
                 answer["listen"].as_str().unwrap_or("?"),
                 answer["torrents"],
@@ -322,6 +354,7 @@ fn describe(command: &Command, answer: &Value) -> String {
                 connections["limit"],
                 limit("max_up"),
                 limit("max_down"),
+                seed_limits(answer, None),
             );
             if let Some(dht) = answer["dht"].as_object() {
                 for (family, node) in dht {
@@ -383,7 +416,8 @@ fn show(torrent: &Value) -> String {
     });
     let mut out = format!(
         "{}\n  info-hash  {}\n  state      {state}\n  done       {done} of {} wanted ({} in all)\n  \
-         folder     {}\n  rates      down {}, up {}\n  totals     down {}, up {}\n  \
+         folder     {}\n  rates      down {}, up {}\n  this run   down {}, up {}\n  \
+         all runs   down {}, up {}, ratio {}, seeded {} min\n  seeding    {}\n  \
          eta        {eta}\n  order      {}\n",
         text(&torrent["name"]),
         text(&torrent["info_hash"]),
@@ -394,6 +428,11 @@ fn show(torrent: &Value) -> String {
         rate("upload_rate"),
         size(&status["downloaded"]),
         size(&status["uploaded"]),
+        size(&status["totals"]["downloaded"]),
+        size(&status["totals"]["uploaded"]),
+        ratio_of(torrent),
+        status["totals"]["seeding_secs"].as_u64().unwrap_or(0) / 60,
+        seed_limits(&torrent["seed_limit"], Some(torrent)),
         if torrent["sequential"] == true { "sequential" } else { "rarest first" },
     );
     let trackers = torrent["trackers"].as_array().cloned().unwrap_or_default();
@@ -443,6 +482,37 @@ fn rate_of(status: &Value, key: &str) -> String {
     )
 }
 
+/// A torrent's ratio (over all its runs), for a person.
+fn ratio_of(torrent: &Value) -> String {
+    match torrent["ratio"].as_f64() {
+        Some(ratio) => format!("{ratio:.2}"),
+        None => "-".into(),
+    }
+}
+
+/// Seed limits (`seed_ratio`, `seed_time`: a number or `none`) for a person; those
+/// that `own` (a torrent's) leaves to the session are marked so.
+fn seed_limits(limits: &Value, own: Option<&Value>) -> String {
+    let limit = |key: &str, unit: &str| {
+        let from = match own.is_some_and(|own| own[key] == "session") {
+            true => " (the daemon's)",
+            false => "",
+        };
+        limits[key].as_f64().map(|n| format!("{n}{unit}{from}"))
+    };
+    let limits: Vec<String> = [
+        limit("seed_ratio", "").map(|l| format!("to ratio {l}")),
+        limit("seed_time", " min").map(|l| format!("for {l}")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    match limits.is_empty() {
+        true => "until stopped".into(),
+        false => limits.join(", or "),
+    }
+}
+
 /// How much of what a torrent wants is here, for a person.
 fn done_of(torrent: &Value) -> String {
     match torrent["progress"].as_f64() {
@@ -458,7 +528,7 @@ fn row(torrent: &Value) -> String {
     let size = torrent["size"].as_u64().map_or("-".into(), format_size);
     let id = torrent["info_hash"].as_str().unwrap_or("");
     format!(
-        "{:<10} {:<17} {:>6} {:>10} {:>11} {:>11} {:>5}  {}\n",
+        "{:<10} {:<17} {:>6} {:>10} {:>11} {:>11} {:>5} {:>5}  {}\n",
         id.get(..8).unwrap_or(id),
         status["state"].as_str().unwrap_or("?"),
         done,
@@ -466,6 +536,7 @@ fn row(torrent: &Value) -> String {
         rate("download_rate"),
         rate("upload_rate"),
         status["peers"].as_u64().unwrap_or(0),
+        ratio_of(torrent),
         printable(torrent["name"].as_str().unwrap_or("")),
     )
 }

@@ -114,11 +114,12 @@ pub struct PeerOptions {
     pub no_port_map: bool,
     /// Stop seeding (exit 0) once the bytes uploaded reach RATIO times the bytes held, as
     /// aria2's --seed-ratio (e.g. 1.0; 0 for no ratio limit). With --seed-time, whichever
-    /// comes first.
+    /// comes first. The daemon counts each torrent's uploads over all its runs, and
+    /// `remote` changes the limit, or sets a torrent's own.
     #[arg(long, value_name = "RATIO", value_parser = parse_ratio)]
     pub seed_ratio: Option<f64>,
     /// Stop seeding (exit 0) after this many minutes, as aria2's --seed-time (0 stops once
-    /// the download is complete).
+    /// the download is complete); for the daemon, minutes over all a torrent's runs.
     #[arg(long, value_name = "MINUTES", value_parser = parse_minutes)]
     pub seed_time: Option<Duration>,
 }

@@ -5,11 +5,11 @@
 //! | request | does |
 //! |---|---|
 //! | `GET /api/session` | the listen address, the number of torrents and connections, the rate limits, the DHT's size |
-//! | `POST /api/session` | `{"max_up": BYTES_PER_SEC, "max_down": …}`, either or both (0: no limit), until a restart |
+//! | `POST /api/session` | `{"max_up": BYTES_PER_SEC, "max_down": …}` (0: no limit), `{"seed_ratio": RATIO, "seed_time": MINUTES}` (or `"none"`), any of them, until a restart |
 //! | `GET /api/torrents` | every torrent with its status |
 //! | `POST /api/torrents` | adds `{"torrent": HEX}` (a .torrent's bytes) or `{"magnet": LINK}`, with `"dir"`, `"paused"`, `"files"` and `"sequential"` optional |
 //! | `GET /api/torrents/ID` | one torrent (ID: its info-hash, or a unique beginning of it), with its peers and files |
-//! | `POST /api/torrents/ID/set` | `{"files": "1,3-5"}` (or `"all"`) and `{"sequential": true}`, either or both |
+//! | `POST /api/torrents/ID/set` | `{"files": "1,3-5"}` (or `"all"`), `{"sequential": true}`, `{"seed_ratio": RATIO, "seed_time": MINUTES}` (or `"none"`, or `"session"` for the session's), any of them |
 //! | `POST /api/torrents/ID/move` | `{"dir": "/abs/folder"}`: its files move there, and it downloads there from now on |
 //! | `POST /api/torrents/ID/pause`, `/resume` | stops it, starts it again |
 //! | `POST /api/torrents/ID/remove` | takes it out; `{"delete_data": true}` deletes its files too |
@@ -34,7 +34,8 @@ use serde_json::{json, Value};
 use shoal_core::{Magnet, Metainfo, MAX_TORRENT_SIZE};
 
 use super::files::Fetch;
-use super::session::{Adding, Session, SessionError};
+use super::seeding::Limit;
+use super::session::{Adding, Change, Session, SessionError};
 
 struct Api {
     session: Arc<Session>,
@@ -180,6 +181,8 @@ async fn session_info(State(api): State<Arc<Api>>) -> Response {
         },
         "max_up": api.session.limits().0,
         "max_down": api.session.limits().1,
+        "seed_ratio": api.session.seed_limit().0,
+        "seed_time": api.session.seed_limit().1,
         "dht": dht,
     }))
 }
@@ -190,11 +193,20 @@ async fn session_info(State(api): State<Arc<Api>>) -> Response {
 struct Limits {
     max_up: Option<u64>,
     max_down: Option<u64>,
+    seed_ratio: Option<Limit>,
+    /// Minutes.
+    seed_time: Option<Limit>,
 }
 
 async fn set_limits(State(api): State<Arc<Api>>, body: Bytes) -> Response {
     match serde_json::from_slice::<Limits>(&body) {
         Ok(limits) => {
+            if let Err(e) = api
+                .session
+                .set_seed_limit(limits.seed_ratio, limits.seed_time)
+            {
+                return e.into_response();
+            }
             api.session.set_limits(limits.max_up, limits.max_down);
             session_info(State(api)).await
         }
@@ -283,6 +295,9 @@ struct Set {
     /// The files to fetch (`1,3-5`), or `all`.
     files: Option<String>,
     sequential: Option<bool>,
+    seed_ratio: Option<Limit>,
+    /// Minutes.
+    seed_time: Option<Limit>,
 }
 
 async fn set(State(api): State<Arc<Api>>, Path(id): Path<String>, body: Bytes) -> Response {
@@ -290,11 +305,13 @@ async fn set(State(api): State<Arc<Api>>, Path(id): Path<String>, body: Bytes) -
         Ok(set) => set,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("not a change: {e}")),
     };
-    match api
-        .session
-        .set(&id, set.files.as_deref(), set.sequential)
-        .await
-    {
+    let change = Change {
+        files: set.files,
+        sequential: set.sequential,
+        seed_ratio: set.seed_ratio,
+        seed_time: set.seed_time,
+    };
+    match api.session.set(&id, change).await {
         Ok(()) => answer(json!({})),
         Err(e) => e.into_response(),
     }

@@ -8,6 +8,7 @@
 mod api;
 mod data;
 mod files;
+mod seeding;
 mod session;
 mod watch;
 
@@ -20,6 +21,8 @@ use anyhow::{Context, Result};
 use serde_json::json;
 use tokio::sync::mpsc;
 
+pub use seeding::Limit;
+
 use super::discovery::DiscoveryOptions;
 use super::transfer::{
     default_state_dir, show_port_map, wait_for_signal, PeerOptions, SessionNet, Update,
@@ -27,6 +30,10 @@ use super::transfer::{
 
 /// Where the API listens unless `--rpc` says otherwise.
 pub const DEFAULT_RPC: &str = "127.0.0.1:6880";
+
+/// How often the torrents' totals are saved while they move data: a crash loses at most
+/// this much of them (the data itself is the resume state's, saved as it is verified).
+const TOTALS_EVERY: Duration = Duration::from_secs(60);
 
 /// The environment variable that may hold the API's token, for the daemon and `remote`
 /// alike (a token on the command line is visible to every user of the machine).
@@ -200,6 +207,7 @@ async fn serve(args: Args, state_dir: PathBuf, token: String) -> Result<()> {
         (args.on_complete, json),
     ));
     let restored = session.restore()?;
+    tokio::spawn(session.clone().keep_totals(TOTALS_EVERY));
     if let Some(dir) = args.watch {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("{}: cannot create", dir.display()))?;

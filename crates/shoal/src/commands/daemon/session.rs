@@ -16,13 +16,14 @@ use serde_json::{json, Value};
 use shoal_core::{Bitfield, InfoHash, Magnet, Metainfo, PeerId};
 use shoal_engine::metadata::{fetch_metadata, MetadataFetchError};
 use shoal_engine::{
-    ConnectionBudget, EngineEvent, Outcome, RateLimit, Readers, TorrentConfig, Wanted,
+    ConnectionBudget, EngineEvent, Outcome, RateLimit, Readers, SeedLimit, TorrentConfig, Wanted,
 };
 use shoal_tracker::driver::{TrackerBoard, TrackerStatus};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 
 use super::data::{delete_files, move_files};
 use super::files::{describe_files, Fetch};
+use super::seeding::{session_limit, shown, Goals, Limit, Totals};
 use crate::commands::discovery::{self, Dhts};
 use crate::commands::hook;
 use crate::commands::transfer::{
@@ -69,6 +70,8 @@ pub struct Status {
     /// The last start took the resume state's word for the data on disk.
     pub resumed: bool,
     pub error: Option<String>,
+    /// Over all its runs, this one so far included.
+    pub totals: Totals,
     /// The connected peers, as the engine last listed them (every few seconds); shown
     /// with one torrent, not in the list of all.
     #[serde(skip)]
@@ -88,6 +91,7 @@ impl Status {
             eta_secs: None,
             resumed: false,
             error: None,
+            totals: Totals::default(),
             peer_list: Vec::new(),
         }
     }
@@ -104,10 +108,24 @@ struct Saved {
     magnet: Option<String>,
     #[serde(flatten)]
     fetch: Fetch,
+    #[serde(flatten)]
+    goals: Goals,
+    #[serde(default)]
+    totals: Totals,
     /// A move of its files to this folder is under way (`dir` is where they were): a
     /// move cut short is finished when the list is read again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     moving_to: Option<PathBuf>,
+}
+
+/// A change to a torrent: what is not given stays as it is.
+#[derive(Debug, Default)]
+pub struct Change {
+    /// The files to fetch (`1,3-5`), or `all`.
+    pub files: Option<String>,
+    pub sequential: Option<bool>,
+    pub seed_ratio: Option<Limit>,
+    pub seed_time: Option<Limit>,
 }
 
 /// How a torrent is added: the folder it downloads into (an absolute path; the
@@ -122,6 +140,14 @@ pub struct Adding {
     pub chosen: bool,
 }
 
+/// What a torrent keeps across restarts, besides where it is.
+struct Kept {
+    paused: bool,
+    fetch: Fetch,
+    goals: Goals,
+    totals: Totals,
+}
+
 struct Entry {
     /// The torrent, once known (a magnet link's comes from its peers).
     metainfo: Arc<OnceLock<Arc<Metainfo>>>,
@@ -129,6 +155,8 @@ struct Entry {
     magnet: Option<Magnet>,
     dir: PathBuf,
     fetch: Fetch,
+    /// Its own seed limits; the running task reads them as they change.
+    goals: Arc<Mutex<Goals>>,
     /// Where its files are being moved, while they are.
     moving_to: Option<PathBuf>,
     status: Arc<Mutex<Status>>,
@@ -149,6 +177,7 @@ struct Entry {
 struct Job {
     dir: PathBuf,
     fetch: Fetch,
+    goals: Arc<Mutex<Goals>>,
     status: Arc<Mutex<Status>>,
     pieces: watch::Sender<Bitfield>,
     trackers: TrackerBoard,
@@ -210,6 +239,8 @@ pub struct Session {
     /// `--max-up` and `--max-down`, for all the torrents together.
     upload_limit: Arc<RateLimit>,
     download_limit: Arc<RateLimit>,
+    /// `--seed-ratio` and `--seed-time`, for the torrents without limits of their own.
+    seed_limit: Arc<Mutex<SeedLimit>>,
     /// `--max-peers-total`, the torrents' connections together.
     connections: Arc<ConnectionBudget>,
     /// `--max-active-downloads`: a torrent with something to fetch takes a turn (a magnet
@@ -267,6 +298,7 @@ impl Session {
             download_turns: downloads.map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
             upload_limit: Arc::new(RateLimit::new(net.opts.max_up)),
             download_limit: Arc::new(RateLimit::new(net.opts.max_down)),
+            seed_limit: Arc::new(Mutex::new(net.opts.seed_limit())),
             check_turns: Arc::new(tokio::sync::Semaphore::new(1)),
             net,
             default_dir,
@@ -302,12 +334,30 @@ impl Session {
         }
     }
 
+    /// The seed limits of torrents without their own: a ratio and minutes, or `none`.
+    pub fn seed_limit(&self) -> (Limit, Limit) {
+        shown(*lock(&self.seed_limit))
+    }
+
+    /// Sets the session's seed limits, each when given (`none`: no limit); running
+    /// torrents keep to them from their next second. Until the daemon restarts with its
+    /// own flags.
+    pub fn set_seed_limit(
+        &self,
+        seed_ratio: Option<Limit>,
+        seed_time: Option<Limit>,
+    ) -> Result<(), SessionError> {
+        let mut limit = lock(&self.seed_limit);
+        *limit = session_limit(*limit, seed_ratio, seed_time).map_err(SessionError::Invalid)?;
+        Ok(())
+    }
+
     fn torrents(&self) -> MutexGuard<'_, BTreeMap<InfoHash, Entry>> {
-        self.torrents.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.torrents)
     }
 
     fn changing(&self) -> MutexGuard<'_, ()> {
-        self.changing.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.changing)
     }
 
     fn list_path(&self) -> PathBuf {
@@ -340,10 +390,7 @@ impl Session {
                 Ok(()) => restored += 1,
                 Err(e) => {
                     eprintln!("shoal: warning: {}: not started: {e:#}", saved.info_hash);
-                    self.unrestored
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(saved);
+                    lock(&self.unrestored).push(saved);
                 }
             }
         }
@@ -373,8 +420,13 @@ impl Session {
             (Some(to), None) => to.clone(),
             (None, _) => saved.dir.clone(),
         };
-        let how = (saved.paused, saved.fetch.clone());
-        self.insert(hash, (metainfo, link), dir, how)
+        let kept = Kept {
+            paused: saved.paused,
+            fetch: saved.fetch.clone(),
+            goals: saved.goals,
+            totals: saved.totals,
+        };
+        self.insert(hash, (metainfo, link), dir, kept)
             .map_err(anyhow::Error::new)
     }
 
@@ -443,7 +495,13 @@ impl Session {
         };
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("{}: cannot create", dir.display()))?;
-        self.insert(hash, torrent, dir, (how.paused, how.fetch))?;
+        let kept = Kept {
+            paused: how.paused,
+            fetch: how.fetch,
+            goals: Goals::default(),
+            totals: Totals::default(),
+        };
+        self.insert(hash, torrent, dir, kept)?;
         self.write_list()?;
         self.say(
             json!({"event": "added", "info_hash": hash.to_hex(), "name": name}),
@@ -457,8 +515,14 @@ impl Session {
         hash: InfoHash,
         (metainfo, magnet): (Option<Metainfo>, Option<Magnet>),
         dir: PathBuf,
-        (paused, fetch): (bool, Fetch),
+        kept: Kept,
     ) -> Result<(), SessionError> {
+        let Kept {
+            paused,
+            fetch,
+            goals,
+            totals,
+        } = kept;
         // What is on disk, for the progress of a torrent that does not run (yet).
         let on_disk = metainfo
             .as_ref()
@@ -472,8 +536,12 @@ impl Session {
             magnet,
             dir,
             fetch,
+            goals: Arc::new(Mutex::new(goals)),
             moving_to: None,
-            status: Arc::new(Mutex::new(Status::new(State::Paused))),
+            status: Arc::new(Mutex::new(Status {
+                totals,
+                ..Status::new(State::Paused)
+            })),
             pieces: watch::channel(on_disk.unwrap_or_else(|| Bitfield::new(0))).0,
             trackers: TrackerBoard::default(),
             paused,
@@ -501,7 +569,13 @@ impl Session {
             Some(_) => State::Checking,
             None => State::FetchingMetadata,
         };
-        *entry.status.lock().unwrap_or_else(|e| e.into_inner()) = Status::new(first);
+        {
+            let mut status = lock(&entry.status);
+            *status = Status {
+                totals: status.totals,
+                ..Status::new(first)
+            };
+        }
         entry.trackers = TrackerBoard::default();
         let (stop, stopped) = watch::channel(false);
         let (done_tx, done) = watch::channel(false);
@@ -512,6 +586,7 @@ impl Session {
         let job = Job {
             dir: entry.dir.clone(),
             fetch: entry.fetch.clone(),
+            goals: entry.goals.clone(),
             status: status.clone(),
             pieces: entry.pieces.clone(),
             trackers: entry.trackers.clone(),
@@ -659,6 +734,7 @@ impl Session {
         let Job {
             dir,
             fetch,
+            goals,
             status,
             pieces,
             trackers,
@@ -669,6 +745,8 @@ impl Session {
             Ok(selected) => selected,
             Err(e) => return self.failed(&status, &name, e.into()),
         };
+        // What the seed ratio counts uploads against.
+        let wanted = describe_files(&metainfo, selected_files.as_deref(), &Bitfield::new(0)).1;
         let net = &self.net;
         // BEP 27: a private torrent's peers come from its trackers alone.
         let dht = match metainfo.info.private {
@@ -696,7 +774,8 @@ impl Session {
             peers,
             peer_feed,
             seed: true,
-            seed_limit: opts.seed_limit(),
+            // Kept to by `keep_status`, over all the torrent's runs and as they change.
+            seed_limit: SeedLimit::default(),
             super_seed: false,
             upload_limit: self.upload_limit.clone(),
             download_limit: self.download_limit.clone(),
@@ -727,6 +806,16 @@ impl Session {
             Some(trackers),
         );
         let (updates, display) = mpsc::unbounded_channel();
+        // The user's stop, or the seed limit's.
+        let (halt, halted) = watch::channel(false);
+        let forward = {
+            let (halt, mut stopped) = (halt.clone(), stopped.clone());
+            tokio::spawn(async move {
+                if stopped.wait_for(|stop| *stop).await.is_ok() {
+                    let _ = halt.send(true);
+                }
+            })
+        };
         let on_complete = self.on_complete.clone().map(|program| {
             let completed = hook::Completed {
                 info_hash: metainfo.info_hash.to_hex(),
@@ -743,15 +832,52 @@ impl Session {
             size: metainfo.info.total_length,
             json: self.json,
             on_complete,
+            seeding: Seeding {
+                goals,
+                session: self.seed_limit.clone(),
+                wanted,
+                halt,
+            },
         };
         let watcher = tokio::spawn(keep_status(display, follow));
-        let outcome = run_announced(config, announcing, updates, stopped.clone()).await;
-        let _ = watcher.await;
+        let outcome = run_announced(config, announcing, updates, halted).await;
+        forward.abort();
+        let limit_reached = watcher.await.unwrap_or(false);
         match outcome {
             _ if *stopped.borrow() => set_state(&status, State::Paused),
+            Ok(_) if limit_reached => set_state(&status, State::Finished),
             Ok(Outcome::Complete) => set_state(&status, State::Finished),
             Ok(Outcome::Stopped) => set_state(&status, State::Paused),
             Err(e) => self.failed(&status, &name, e),
+        }
+        // Its totals, and a finished torrent's state, are kept at once.
+        self.save_list();
+    }
+
+    /// Writes the list, taking `changing`; a list not written now is written with the
+    /// next change.
+    fn save_list(&self) {
+        let _changing = self.changing();
+        if let Err(e) = self.write_list() {
+            eprintln!("shoal: warning: the torrent list could not be saved: {e:#}");
+        }
+    }
+
+    /// Writes the list every `every` while any torrent moves data, so that a crash
+    /// loses at most that much of the totals.
+    pub async fn keep_totals(self: Arc<Self>, every: Duration) {
+        let mut last = None;
+        loop {
+            tokio::time::sleep(every).await;
+            let now: Vec<Totals> = self
+                .torrents()
+                .values()
+                .map(|entry| lock(&entry.status).totals)
+                .collect();
+            if last.as_ref() != Some(&now) {
+                self.save_list();
+                last = Some(now);
+            }
         }
     }
 
@@ -763,7 +889,7 @@ impl Session {
             format!("{name}: stopped: {reason}"),
         );
         set_state(status, State::Error);
-        status.lock().unwrap_or_else(|e| e.into_inner()).error = Some(reason);
+        lock(status).error = Some(reason);
     }
 
     /// How many torrents are listed.
@@ -773,22 +899,25 @@ impl Session {
 
     /// Every torrent, as the API shows them.
     pub fn list(&self) -> Vec<Value> {
+        // A copy: the lock is never held while another is taken.
+        let session = *lock(&self.seed_limit);
         let torrents = self.torrents();
         torrents
             .iter()
             .filter(|(_, entry)| !entry.removing)
-            .map(|(hash, entry)| describe(hash, entry))
+            .map(|(hash, entry)| describe(hash, entry, session))
             .collect()
     }
 
     /// One torrent, named by its info-hash or an unambiguous beginning of its hex, with
     /// its peers.
     pub fn show(&self, name: &str) -> Result<Value, SessionError> {
+        let session = *lock(&self.seed_limit);
         let torrents = self.torrents();
         let hash = find(&torrents, name)?;
         let entry = &torrents[&hash];
-        let mut torrent = describe(&hash, entry);
-        let status = entry.status.lock().unwrap_or_else(|e| e.into_inner());
+        let mut torrent = describe(&hash, entry, session);
+        let status = lock(&entry.status);
         torrent["peers"] = Value::Array(status.peer_list.clone());
         torrent["trackers"] = entry
             .trackers
@@ -845,44 +974,50 @@ impl Session {
         Ok(())
     }
 
-    /// Changes what of a torrent is fetched: `files` (a list, or `all`) and `sequential`,
-    /// each when given. A running torrent is stopped and started again
+    /// Changes a torrent as `change` says. Its seed limits hold from its next second;
+    /// for a change of files or order, a running torrent is stopped and started again
     /// with them (its resume state vouches for what it has, so nothing is checked or
-    /// fetched again); returns once it has started again.
-    pub async fn set(
-        self: &Arc<Self>,
-        name: &str,
-        files: Option<&str>,
-        sequential: Option<bool>,
-    ) -> Result<(), SessionError> {
+    /// fetched again), and this returns once it has started again.
+    pub async fn set(self: &Arc<Self>, name: &str, change: Change) -> Result<(), SessionError> {
         let (hash, done) = {
             let _changing = self.changing();
-            let (hash, previous) = {
+            let (hash, previous, restart) = {
                 let mut torrents = self.torrents();
                 let hash = find(&torrents, name)?;
                 let entry = torrents.get_mut(&hash).expect("found");
-                let mut fetch = match files {
+                let mut fetch = match &change.files {
                     Some(files) => entry.fetch.with_files(files)?,
                     None => entry.fetch.clone(),
                 };
-                fetch.sequential = sequential.unwrap_or(fetch.sequential);
+                fetch.sequential = change.sequential.unwrap_or(fetch.sequential);
                 if let Some(metainfo) = entry.metainfo.get() {
                     fetch.selected(metainfo)?;
                 }
-                if fetch == entry.fetch && state_of(entry) != State::Error {
+                let goals = lock(&entry.goals).with(change.seed_ratio, change.seed_time);
+                let refetch = change.files.is_some() || change.sequential.is_some();
+                // The same again restarts a torrent an error stopped.
+                let restart = refetch && (fetch != entry.fetch || state_of(entry) == State::Error);
+                if !restart && goals == *lock(&entry.goals) {
                     return Ok(());
                 }
-                if entry.is_stopping() {
+                if restart && entry.is_stopping() {
                     return Err(SessionError::Busy(hash.to_hex()));
                 }
-                (hash, std::mem::replace(&mut entry.fetch, fetch))
+                let previous = (
+                    std::mem::replace(&mut entry.fetch, fetch),
+                    std::mem::replace(&mut *lock(&entry.goals), goals),
+                );
+                (hash, previous, restart)
             };
             // Saved before anything stops: a list that cannot be written changes nothing.
             if let Err(e) = self.write_list() {
                 if let Some(entry) = self.torrents().get_mut(&hash) {
-                    entry.fetch = previous;
+                    (entry.fetch, *lock(&entry.goals)) = previous;
                 }
                 return Err(e.into());
+            }
+            if !restart {
+                return Ok(());
             }
             let mut torrents = self.torrents();
             let entry = torrents
@@ -1097,17 +1232,13 @@ impl Session {
                     paused: entry.paused || state_of(entry) == State::Finished,
                     magnet: entry.magnet.as_ref().map(ToString::to_string),
                     fetch: entry.fetch.clone(),
+                    goals: *lock(&entry.goals),
+                    totals: lock(&entry.status).totals,
                     moving_to: entry.moving_to.clone(),
                 })
                 .collect()
         };
-        saved.extend(
-            self.unrestored
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .cloned(),
-        );
+        saved.extend(lock(&self.unrestored).iter().cloned());
         let text = serde_json::to_vec_pretty(&saved).context("encoding the torrent list")?;
         crate::commands::write_atomically(&self.list_path(), &text, true)
     }
@@ -1117,8 +1248,14 @@ impl Session {
     }
 }
 
+/// A lock that a thread which panicked holding it does not spoil: what it guards is
+/// figures and lists, each change whole.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn set_state(status: &Mutex<Status>, state: State) {
-    let mut status = status.lock().unwrap_or_else(|e| e.into_inner());
+    let mut status = lock(status);
     status.state = state;
     status.download_rate = 0.0;
     status.upload_rate = 0.0;
@@ -1203,15 +1340,12 @@ fn find(torrents: &BTreeMap<InfoHash, Entry>, name: &str) -> Result<InfoHash, Se
 }
 
 fn state_of(entry: &Entry) -> State {
-    entry.status.lock().unwrap_or_else(|e| e.into_inner()).state
+    lock(&entry.status).state
 }
 
-fn describe(hash: &InfoHash, entry: &Entry) -> Value {
-    let status = entry
-        .status
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+/// A torrent as the API shows it; `session` is the session's seed limit.
+fn describe(hash: &InfoHash, entry: &Entry, session: SeedLimit) -> Value {
+    let status = lock(&entry.status).clone();
     let metainfo = entry.metainfo.get();
     let size = metainfo.map(|m| m.info.total_length);
     // Of the selected files, once the engine has said which pieces are on disk; until
@@ -1230,6 +1364,8 @@ fn describe(hash: &InfoHash, entry: &Entry) -> Value {
         0 => 1.0,
         size => have as f64 / size as f64,
     });
+    let goals = *lock(&entry.goals);
+    let limit = shown(goals.limit(session));
     json!({
         "info_hash": hash.to_hex(),
         "name": name_of(hash, entry),
@@ -1240,6 +1376,14 @@ fn describe(hash: &InfoHash, entry: &Entry) -> Value {
         "files_selected": entry.fetch.files,
         "sequential": entry.fetch.sequential,
         "progress": progress,
+        "ratio": wanted.map(|(size, _)| status.totals.ratio(size)),
+        "seed_ratio": goals.seed_ratio,
+        "seed_time": goals.seed_time,
+        // The limits that hold for it.
+        "seed_limit": {
+            "seed_ratio": limit.0,
+            "seed_time": limit.1,
+        },
         "status": status,
     })
 }
@@ -1262,11 +1406,34 @@ struct Follow {
     json: bool,
     /// `--on-complete`: the program, and what it is told.
     on_complete: Option<(Arc<PathBuf>, hook::Completed)>,
+    seeding: Seeding,
+}
+
+/// What keeps a running torrent to its seed limits.
+struct Seeding {
+    /// Its own limits, and the session's, both read as they change.
+    goals: Arc<Mutex<Goals>>,
+    session: Arc<Mutex<SeedLimit>>,
+    /// Bytes of the files it wants, which its ratio counts uploads against.
+    wanted: u64,
+    /// Stops it once a limit is reached.
+    halt: watch::Sender<bool>,
+}
+
+impl Seeding {
+    /// Whether `totals` reach the limits that hold now.
+    fn reached(&self, totals: &Totals) -> bool {
+        let session = *lock(&self.session);
+        let limit = lock(&self.goals).limit(session);
+        let seeded = Duration::from_secs(totals.seeding_secs);
+        limit.reached(seeded, totals.uploaded, self.wanted)
+    }
 }
 
 /// Keeps `status` current from a torrent's updates; completions are said. The
-/// torrent's download turn, if it holds one, is given back once it is complete.
-async fn keep_status(mut updates: mpsc::UnboundedReceiver<Update>, follow: Follow) {
+/// torrent's download turn, if it holds one, is given back once it is complete. Stops
+/// the torrent once its seed limit is reached, and says so (`true`).
+async fn keep_status(mut updates: mpsc::UnboundedReceiver<Update>, follow: Follow) -> bool {
     let Follow {
         status,
         mut turn,
@@ -1275,7 +1442,12 @@ async fn keep_status(mut updates: mpsc::UnboundedReceiver<Update>, follow: Follo
         size,
         json,
         on_complete,
+        seeding,
     } = follow;
+    // The totals of the runs before, and this run's seeding time.
+    let before = lock(&status).totals;
+    let (mut seeded, mut last_stats) = (Duration::ZERO, Instant::now());
+    let mut limit_reached = false;
     // A torrent complete from the start (a restart) has nothing new to say.
     let mut fetched_any = false;
     // When the download last grew, for giving the turn back once it stalls.
@@ -1284,7 +1456,7 @@ async fn keep_status(mut updates: mpsc::UnboundedReceiver<Update>, follow: Follo
         let Update::Engine(event) = update else {
             continue;
         };
-        let mut status = status.lock().unwrap_or_else(|e| e.into_inner());
+        let mut status = lock(&status);
         let mut finished = false;
         match event {
             EngineEvent::Checking { done, .. } => {
@@ -1319,6 +1491,31 @@ async fn keep_status(mut updates: mpsc::UnboundedReceiver<Update>, follow: Follo
                         json,
                         event,
                         format!("{name}: stalled; the next download starts beside it"),
+                    );
+                }
+                if status.state == State::Seeding {
+                    seeded += last_stats.elapsed();
+                }
+                last_stats = Instant::now();
+                status.totals = before.and(stats.uploaded, stats.downloaded, seeded);
+                if status.state == State::Seeding
+                    && !limit_reached
+                    && seeding.reached(&status.totals)
+                {
+                    limit_reached = true;
+                    let _ = seeding.halt.send(true);
+                    let (ratio, secs) = (
+                        status.totals.ratio(seeding.wanted),
+                        status.totals.seeding_secs,
+                    );
+                    say(
+                        json,
+                        json!({"event": "seed_limit_reached", "name": name, "ratio": ratio,
+                               "seeding_secs": secs}),
+                        format!(
+                            "{name}: seeding done, at ratio {ratio:.2} after {} min",
+                            secs / 60
+                        ),
                     );
                 }
                 status.have = stats.bytes_have;
@@ -1361,4 +1558,5 @@ async fn keep_status(mut updates: mpsc::UnboundedReceiver<Update>, follow: Follo
         }
     }
     drop(turn);
+    limit_reached
 }

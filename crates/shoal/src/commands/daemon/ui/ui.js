@@ -62,6 +62,19 @@ function limitOf(text) {
   return Math.round(kib * 1024);
 }
 
+/**
+ * A seed limit box's value (a ratio, or minutes) as the API takes it: the number,
+ * `none`, or (for a torrent) `session`; `undefined` when the box is empty (no change).
+ */
+function seedLimitOf(text, forTorrent) {
+  const trimmed = String(text).trim().toLowerCase();
+  if (trimmed === '') return undefined;
+  if (trimmed === 'none' || (forTorrent && trimmed === 'session')) return trimmed;
+  const n = Number(trimmed);
+  if (!Number.isFinite(n) || n < 0) throw new Error(`${trimmed} is not a seed limit`);
+  return n;
+}
+
 /** The daemon's API at `base` ('' for this page's own server), with `token`. */
 function client(base, token) {
   async function call(method, path, body) {
@@ -95,7 +108,7 @@ function client(base, token) {
 }
 
 if (typeof module !== 'undefined') {
-  module.exports = { formatSize, formatEta, toHex, fileList, filesChoice, limitOf, client };
+  module.exports = { formatSize, formatEta, toHex, fileList, filesChoice, limitOf, seedLimitOf, client };
 } else {
   document.addEventListener('DOMContentLoaded', start);
 }
@@ -194,7 +207,12 @@ function wire() {
   $('limits').addEventListener('submit', async (event) => {
     event.preventDefault();
     try {
-      const limits = { max_down: limitOf($('max-down').value), max_up: limitOf($('max-up').value) };
+      const limits = {
+        max_down: limitOf($('max-down').value),
+        max_up: limitOf($('max-up').value),
+        seed_ratio: seedLimitOf($('seed-ratio').value, false),
+        seed_time: seedLimitOf($('seed-time').value, false),
+      };
       await view.api.setLimits(limits);
       say('Limits set.');
       $('limits').reset();
@@ -207,7 +225,17 @@ function wire() {
   $('apply').addEventListener('click', async () => {
     const torrent = view.detail;
     if (!torrent) return;
-    const change = { sequential: $('sequential').checked };
+    let change;
+    try {
+      change = {
+        sequential: $('sequential').checked,
+        seed_ratio: seedLimitOf($('own-ratio').value, true),
+        seed_time: seedLimitOf($('own-time').value, true),
+      };
+    } catch (error) {
+      say(`Not changed: ${error.message}`);
+      return;
+    }
     // The files only if the user changed them: a list built from boxes drawn before
     // the metadata came would narrow the choice by mistake.
     if (view.touched && torrent.files) {
@@ -221,6 +249,8 @@ function wire() {
     try {
       await view.api.set(torrent.info_hash, change);
       view.touched = false;
+      $('own-ratio').value = '';
+      $('own-time').value = '';
       say(`Changed ${torrent.name}.`);
       refresh();
     } catch (error) {
@@ -248,6 +278,8 @@ async function refresh() {
     const shown = (rate) => (rate === null ? 'no limit' : String(rate / 1024));
     $('max-down').placeholder = shown(session.max_down);
     $('max-up').placeholder = shown(session.max_up);
+    $('seed-ratio').placeholder = String(session.seed_ratio);
+    $('seed-time').placeholder = String(session.seed_time);
     showTorrents(torrents);
     const id = current.shown;
     if (id) {
@@ -295,6 +327,7 @@ function showTorrents(torrents) {
       element('td', `${formatSize(s.upload_rate)}/s`, 'num'),
       element('td', String(s.peers), 'num'),
       element('td', formatEta(s.eta_secs), 'num'),
+      element('td', t.ratio === null ? '' : t.ratio.toFixed(2), 'num'),
       actions(t),
     );
     return row;
@@ -353,6 +386,8 @@ function showDetail(torrent) {
     view.touched = false;
   }
   view.detail = torrent;
+  $('own-ratio').placeholder = String(torrent.seed_ratio);
+  $('own-time').placeholder = String(torrent.seed_time);
   $('detail').hidden = false;
   $('detail-name').textContent = torrent.name;
   const rows = (torrent.files || []).map((f) => {

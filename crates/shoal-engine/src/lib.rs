@@ -40,7 +40,8 @@ pub use seeding::SeedLimit;
 pub use stats::{PeerInfo, Stats};
 pub use stream::{Dialer, PeerStream, Transport, UtpMode};
 pub use torrent::{
-    run, EngineError, EngineEvent, Outcome, Readers, TorrentConfig, Wanted, PEER_LIST_INTERVAL,
+    run, Check, EngineError, EngineEvent, Outcome, Readers, TorrentConfig, Wanted,
+    PEER_LIST_INTERVAL,
 };
 
 /// Peers found while a torrent runs, a batch at a time.

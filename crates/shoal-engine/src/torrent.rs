@@ -95,10 +95,8 @@ pub struct TorrentConfig {
     /// they check one at a time (as Transmission and qBittorrent queue them); `None`
     /// checks at once.
     pub check_turns: Option<Arc<tokio::sync::Semaphore>>,
-    /// Recheck the data even if the resume state vouches for it (the files may have
-    /// changed without their size or modification time changing: bit rot, a tool that
-    /// keeps times), as libtorrent's force recheck and Transmission's verify do.
-    pub recheck: bool,
+    /// How the data on disk is taken at the start.
+    pub check: Check,
     /// Message stream encryption (MSE/PE) for the torrent's connections.
     pub encryption: Encryption,
     /// Fetch pieces in order (to play a file while it downloads) instead of rarest first.
@@ -227,6 +225,23 @@ pub enum EngineEvent {
     },
 }
 
+/// How a torrent takes the data already on disk when it starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Check {
+    /// The resume state's word for the pieces it vouches for (its files unchanged
+    /// since); the data is hashed only without one.
+    #[default]
+    Resume,
+    /// Every piece hashed even if the resume state vouches for it (the files may have
+    /// changed without their size or modification time changing: bit rot, a tool that
+    /// keeps times), as libtorrent's force recheck and Transmission's verify do.
+    Recheck,
+    /// A [`Check::Recheck`], its result saved as the resume state, and nothing more: the
+    /// run ends (`Stopped`) without joining the swarm, as Transmission verifies a
+    /// stopped torrent.
+    RecheckOnly,
+}
+
 /// How [`run`] ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -269,9 +284,16 @@ pub async fn run(
         _ => FileLayout::for_torrent(info, &config.download_dir),
     };
     let resume_path = resume::resume_path(&config.state_dir, &config.metainfo.info_hash);
-    let trusted = match config.recheck {
-        true => None,
-        false => resume::load(&resume_path, &config.metainfo.info_hash, &layout),
+    // The peers of the last run, so that a restart finds them with no tracker.
+    let kept_peers = resume::load_peers(&resume_path, &config.metainfo.info_hash);
+    let trusted = match config.check {
+        Check::Resume => resume::load(&resume_path, &config.metainfo.info_hash, &layout),
+        Check::Recheck | Check::RecheckOnly => {
+            // Its word is taken back first: a recheck cut short leaves the next start a
+            // whole check too, never the old word.
+            let _ = std::fs::remove_file(&resume_path);
+            None
+        }
     };
     let (have, resumed) = match trusted {
         Some(have) => (have, true),
@@ -282,6 +304,19 @@ pub async fn run(
         },
     };
     let files = Arc::new(TorrentFiles::new(&config.download_dir, layout));
+    if config.check == Check::RecheckOnly {
+        if let Some(readers) = &config.readers {
+            readers.have.send_replace(have.clone());
+        }
+        resume::save(
+            &resume_path,
+            &config.metainfo.info_hash,
+            &files,
+            &have,
+            &kept_peers,
+        )?;
+        return Ok(Outcome::Stopped);
+    }
     let (disk_results, mut disk_results_rx) = mpsc::unbounded_channel();
     let disk = Disk::spawn(files.clone(), config.metainfo.clone(), disk_results);
 
@@ -363,8 +398,7 @@ pub async fn run(
     for peer in &config.peers {
         addresses.add(*peer, PeerSource::Given, now);
     }
-    // The peers of the last run, so that a restart finds them with no tracker.
-    for peer in resume::load_peers(&resume_path, &config.metainfo.info_hash) {
+    for peer in kept_peers {
         if Some(peer) != config.listen {
             addresses.add(peer, PeerSource::Resume, now);
         }

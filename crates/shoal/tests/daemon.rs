@@ -60,6 +60,10 @@ const SEEDING: At = At {
     listen: "127.0.14.27:18513",
     rpc: "127.0.14.27:18514",
 };
+const VERIFY: At = At {
+    listen: "127.0.14.30:18523",
+    rpc: "127.0.14.30:18524",
+};
 const FILES: At = At {
     listen: "127.0.14.11:18433",
     rpc: "127.0.14.11:18434",
@@ -1088,4 +1092,70 @@ fn a_daemon_seeds_to_its_limits_over_all_runs() {
         "{text}"
     );
     drop(daemon_run);
+}
+
+/// Flips a byte of `file` at `at`, keeping its size and modification time: bit rot the
+/// resume state cannot see.
+fn rot(file: &Path, at: usize) {
+    let kept = std::fs::metadata(file).unwrap().modified().unwrap();
+    let mut bytes = std::fs::read(file).unwrap();
+    bytes[at] ^= 0x5a;
+    std::fs::write(file, bytes).unwrap();
+    let handle = std::fs::File::options().write(true).open(file).unwrap();
+    handle.set_modified(kept).unwrap();
+}
+
+/// `remote verify` hashes what the resume state vouches for: a paused torrent with a
+/// rotten piece is checked, stays paused and shows the piece missing, and fetches it
+/// from its (libtorrent) seed once resumed; a running one stops, is checked, and
+/// fetches the piece again.
+#[test]
+fn a_daemon_verifies_the_data_its_resume_state_vouches_for() {
+    require("/usr/bin/python3");
+    let dir = tempdir();
+    let (src, torrent) = make_single(dir.path(), (2 << 20) + 1, "256K");
+    let _seed = lt_seed(&torrent, &src, "127.0.14.31", 18525);
+    let (out, state) = (dir.path().join("out"), dir.path().join("state"));
+    let _daemon = daemon(&VERIFY, (&out, &state), &["127.0.14.31:18525"], &[]);
+    let hash = remote(&VERIFY, &state, &["add", path_str(&torrent)])["info_hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let at = (&VERIFY, state.as_path());
+    wait_state(at, &["payload.bin"], "seeding", Duration::from_secs(30));
+    let (copy, original) = (out.join("payload.bin"), src.join("payload.bin"));
+    same_files(&original, &copy);
+
+    remote(&VERIFY, &state, &["pause", &hash]);
+    rot(&copy, 1_000_000); // piece 3
+    remote(&VERIFY, &state, &["verify", &hash]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let checked = loop {
+        let torrent = torrents(&VERIFY, &state).remove("payload.bin").unwrap();
+        if torrent["status"]["state"] == "paused" && torrent["progress"].as_f64() < Some(1.0) {
+            break torrent;
+        }
+        assert!(Instant::now() < deadline, "not checked: {torrent:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // One piece of nine short.
+    let size = ((2 << 20) + 1) as f64;
+    let progress = checked["progress"].as_f64().unwrap();
+    assert!(
+        (progress - (size - 262_144.0) / size).abs() < 1e-9,
+        "{checked:#}"
+    );
+    remote(&VERIFY, &state, &["resume", &hash]);
+    wait_state(at, &["payload.bin"], "seeding", Duration::from_secs(30));
+    same_files(&original, &copy);
+
+    // Running: it stops, is checked, and fetches the rotten piece again.
+    rot(&copy, 2_000_000); // piece 7
+    remote(&VERIFY, &state, &["verify", &hash]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read(&copy).unwrap() != std::fs::read(&original).unwrap() {
+        assert!(Instant::now() < deadline, "piece 7 not fetched again");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_state(at, &["payload.bin"], "seeding", Duration::from_secs(30));
 }

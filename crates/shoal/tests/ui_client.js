@@ -65,6 +65,7 @@ async function againstTheDaemon() {
   assert.equal((await api.show(id)).seed_ratio, 3);
   assert.deepEqual(changed.files.map((f) => f.wanted), shown.files.map((f) => f.number === 2));
 
+  await api.verify(id);
   await api.resume(id);
   listed = await api.list();
   assert.notEqual(listed[0].status.state, 'paused');

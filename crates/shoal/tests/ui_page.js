@@ -123,7 +123,10 @@ async function main() {
   assert.equal(shown.seed_time, 90);
   assert.equal(shown.seed_limit.seed_ratio, 'none');
 
-  // Resume, pause, remove.
+  // Verify (paused, it stays paused), resume, pause, remove.
+  assert.equal(button(row(name), 'Verify'), undefined, 'no data to verify before the metadata');
+  button(row('album'), 'Verify').click();
+  await until('checked', () => row('album').children[1].textContent === 'paused' && button(row('album'), 'Resume'));
   button(row('album'), 'Resume').click();
   await until('resumed', () => button(row('album'), 'Pause'));
   button(row('album'), 'Pause').click();

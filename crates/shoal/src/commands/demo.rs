@@ -100,7 +100,7 @@ fn torrent_config(
         stall_timeout: None,
         check_threads: 0,
         check_turns: None,
-        recheck: false,
+        check: shoal_engine::Check::Resume,
         encryption: Encryption::default(),
         external_port: None,
         selected_files: None,

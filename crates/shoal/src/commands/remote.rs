@@ -16,7 +16,8 @@ use super::daemon::{given_token, read_kept_token, Limit, DEFAULT_RPC};
 use super::transfer::{default_state_dir, parse_source, Source};
 
 /// Drive a running `shoal daemon`: add torrents and magnet links, list and show them,
-/// choose their files, move them, pause, resume and remove them, change its limits
+/// choose their files, move them, pause, resume, verify and remove them, change its
+/// limits
 ///
 /// A torrent is named by its info-hash or any beginning of it that no other torrent
 /// shares. Exit codes: 0 done, 1 the daemon refused or could not be reached.
@@ -118,6 +119,10 @@ pub enum Command {
     Pause { id: String },
     /// Start a paused torrent again
     Resume { id: String },
+    /// Hash a torrent's data again, whatever its resume state says (after the disk
+    /// misbehaved, or its files were changed behind its back): a running torrent
+    /// fetches again what fails; a paused one is checked and stays paused
+    Verify { id: String },
     /// Take a torrent out of the daemon
     Remove {
         id: String,
@@ -233,6 +238,10 @@ fn request(command: &Command) -> Result<(Method, String, Option<Value>)> {
         }
         Command::Resume { id: name } => {
             let path = format!("/api/torrents/{}/resume", id(name)?);
+            (Method::POST, path, Some(json!({})))
+        }
+        Command::Verify { id: name } => {
+            let path = format!("/api/torrents/{}/verify", id(name)?);
             (Method::POST, path, Some(json!({})))
         }
         Command::Remove {
@@ -395,6 +404,7 @@ fn describe(command: &Command, answer: &Value) -> String {
         Command::Pause { id } => format!("paused {id}\n"),
         Command::Move { id, dir } => format!("moved {id} to {}\n", dir.display()),
         Command::Resume { id } => format!("resumed {id}\n"),
+        Command::Verify { id } => format!("checking {id}\n"),
         Command::Remove { id, .. } => format!("removed {id}\n"),
     }
 }

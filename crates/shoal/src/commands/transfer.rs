@@ -167,6 +167,14 @@ impl PeerOptions {
         addrs_of(&self.peers)
     }
 
+    /// `--recheck`'s check of the data at the start.
+    pub fn check(&self) -> shoal_engine::Check {
+        match self.recheck {
+            true => shoal_engine::Check::Recheck,
+            false => shoal_engine::Check::Resume,
+        }
+    }
+
     pub fn seed_limit(&self) -> SeedLimit {
         SeedLimit {
             ratio: self.seed_ratio.filter(|&r| r > 0.0),
@@ -1145,7 +1153,7 @@ impl Job {
         let (display_tx, display_events) = mpsc::unbounded_channel();
         let (external_tx, external_port) = watch::channel(None);
         let mapper = self.map_ports(&display_tx, external_tx).await;
-        let seed_limit = self.opts.seed_limit();
+        let (seed_limit, check) = (self.opts.seed_limit(), self.opts.check());
         let trackers = if self.opts.no_tracker {
             Vec::new()
         } else {
@@ -1182,7 +1190,7 @@ impl Job {
             stall_timeout: self.stall_timeout,
             check_threads: 0,
             check_turns: None,
-            recheck: self.opts.recheck,
+            check,
             encryption: self.opts.encryption.into(),
             ip_filter: self.ip_filter.clone(),
             sequential: self.sequential,

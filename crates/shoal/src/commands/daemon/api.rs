@@ -12,6 +12,7 @@
 //! | `POST /api/torrents/ID/set` | `{"files": "1,3-5"}` (or `"all"`), `{"sequential": true}`, `{"seed_ratio": RATIO, "seed_time": MINUTES}` (or `"none"`, or `"session"` for the session's), any of them |
 //! | `POST /api/torrents/ID/move` | `{"dir": "/abs/folder"}`: its files move there, and it downloads there from now on |
 //! | `POST /api/torrents/ID/pause`, `/resume` | stops it, starts it again |
+//! | `POST /api/torrents/ID/verify` | hashes its data again, whatever its resume state says (a paused torrent stays paused) |
 //! | `POST /api/torrents/ID/remove` | takes it out; `{"delete_data": true}` deletes its files too |
 //!
 //! A web page the user visits must not be able to drive it: requests that change
@@ -64,6 +65,7 @@ pub fn router(session: Arc<Session>, token: String) -> Router {
         .route("/api/torrents/{id}/move", post(move_data))
         .route("/api/torrents/{id}/pause", post(pause))
         .route("/api/torrents/{id}/resume", post(resume))
+        .route("/api/torrents/{id}/verify", post(verify))
         .route("/api/torrents/{id}/remove", post(remove))
         .layer(axum::middleware::from_fn_with_state(api.clone(), guard))
         .merge(page)
@@ -343,6 +345,13 @@ async fn pause(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response 
 
 async fn resume(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response {
     match api.session.resume(&id) {
+        Ok(()) => answer(json!({})),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn verify(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response {
+    match api.session.verify(&id).await {
         Ok(()) => answer(json!({})),
         Err(e) => e.into_response(),
     }

@@ -16,7 +16,8 @@ use serde_json::{json, Value};
 use shoal_core::{Bitfield, InfoHash, Magnet, Metainfo, PeerId};
 use shoal_engine::metadata::{fetch_metadata, MetadataFetchError};
 use shoal_engine::{
-    ConnectionBudget, EngineEvent, Outcome, RateLimit, Readers, SeedLimit, TorrentConfig, Wanted,
+    Check, ConnectionBudget, EngineEvent, Outcome, RateLimit, Readers, SeedLimit, TorrentConfig,
+    Wanted,
 };
 use shoal_tracker::driver::{TrackerBoard, TrackerStatus};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
@@ -171,10 +172,13 @@ struct Entry {
     /// Taken out of the session: listed no more, but kept (so that the same torrent
     /// cannot be added, nor its files written) until its task has stopped.
     removing: bool,
+    /// Its next start hashes every piece, whatever the resume state says.
+    verify: bool,
 }
 
 /// What a torrent's task takes from its entry.
 struct Job {
+    check: Check,
     dir: PathBuf,
     fetch: Fetch,
     goals: Arc<Mutex<Goals>>,
@@ -547,6 +551,7 @@ impl Session {
             paused,
             running: None,
             removing: false,
+            verify: false,
         };
         let mut torrents = self.torrents();
         if torrents.contains_key(&hash) {
@@ -583,7 +588,14 @@ impl Session {
         let slot = entry.metainfo.clone();
         let magnet = entry.magnet.clone();
         let status = entry.status.clone();
+        // A paused torrent is verified and no more.
+        let check = match (std::mem::take(&mut entry.verify), entry.paused) {
+            (true, true) => Check::RecheckOnly,
+            (true, false) => Check::Recheck,
+            (false, _) => self.net.opts.check(),
+        };
         let job = Job {
+            check,
             dir: entry.dir.clone(),
             fetch: entry.fetch.clone(),
             goals: entry.goals.clone(),
@@ -592,11 +604,17 @@ impl Session {
             trackers: entry.trackers.clone(),
         };
         tokio::spawn(async move {
-            let _done = Done(done_tx);
-            let Some(mut turn) = session
-                .download_turn(slot.get(), &job, stopped.clone())
-                .await
-            else {
+            let done = Done(done_tx);
+            let only_check = job.check == Check::RecheckOnly;
+            let turn = match only_check {
+                true => Some(None),
+                false => {
+                    session
+                        .download_turn(slot.get(), &job, stopped.clone())
+                        .await
+                }
+            };
+            let Some(mut turn) = turn else {
                 return set_state(&status, State::Paused);
             };
             set_state(&status, first);
@@ -616,9 +634,29 @@ impl Session {
                 },
                 (None, None) => unreachable!("an entry has its metainfo or its link"),
             };
+            let hash = metainfo.info_hash;
             session.run(metainfo, (job, turn), peers, stopped).await;
+            drop(done);
+            if only_check {
+                // Resumed while it was checked.
+                session.start_unless_paused(hash);
+            }
         });
         entry.running = Some(Running { stop, done });
+    }
+
+    /// Starts a torrent whose task has ended, unless it was paused or removed meanwhile
+    /// (a verify asked of a paused one starts its check).
+    fn start_unless_paused(self: &Arc<Self>, hash: InfoHash) {
+        let _changing = self.changing();
+        let mut torrents = self.torrents();
+        if let Some(entry) = torrents.get_mut(&hash).filter(|entry| {
+            !entry.removing
+                && (!entry.paused || entry.verify)
+                && entry.running.as_ref().is_none_or(Running::is_done)
+        }) {
+            self.start(entry);
+        }
     }
 
     /// Waits (`Queued`) for a turn among the active downloads, if the torrent has
@@ -732,6 +770,7 @@ impl Session {
         stopped: watch::Receiver<bool>,
     ) {
         let Job {
+            check,
             dir,
             fetch,
             goals,
@@ -748,18 +787,23 @@ impl Session {
         // What the seed ratio counts uploads against.
         let wanted = describe_files(&metainfo, selected_files.as_deref(), &Bitfield::new(0)).1;
         let net = &self.net;
+        // A check alone asks nobody for peers.
+        let only_check = check == Check::RecheckOnly;
         // BEP 27: a private torrent's peers come from its trackers alone.
-        let dht = match metainfo.info.private {
+        let dht = match metainfo.info.private || only_check {
             true => Dhts::default(),
             false => net.dht.clone(),
         };
-        let peer_feed = discovery::peer_feed(
-            &dht,
-            &net.discovery,
-            &metainfo.swarm_hashes(),
-            net.listen,
-            false,
-        );
+        let peer_feed = match only_check {
+            true => None,
+            false => discovery::peer_feed(
+                &dht,
+                &net.discovery,
+                &metainfo.swarm_hashes(),
+                net.listen,
+                false,
+            ),
+        };
         let opts = &net.opts;
         let mut peers = opts.peer_addrs();
         peers.extend(extra_peers);
@@ -785,7 +829,7 @@ impl Session {
             stall_timeout: None,
             check_threads: 0,
             check_turns: Some(self.check_turns.clone()),
-            recheck: opts.recheck,
+            check,
             encryption: opts.encryption.into(),
             ip_filter: net.ip_filter.clone(),
             sequential: fetch.sequential,
@@ -800,7 +844,10 @@ impl Session {
             selected_files,
         };
         let announcing = (
-            net.trackers(&metainfo),
+            match only_check {
+                true => Vec::new(),
+                false => net.trackers(&metainfo),
+            },
             dht,
             net.external_port.clone(),
             Some(trackers),
@@ -964,11 +1011,11 @@ impl Session {
             if entry.is_stopping() {
                 return Err(SessionError::Busy(hash.to_hex()));
             }
-            if entry.task().is_some() {
-                return Ok(()); // running already
-            }
             entry.paused = false;
-            self.start(entry);
+            // Running already, or a paused torrent's check, which starts it once done.
+            if entry.task().is_none() {
+                self.start(entry);
+            }
         }
         self.write_list()?;
         Ok(())
@@ -1035,23 +1082,54 @@ impl Session {
                 }
             }
         };
-        // Started again even if the caller stops waiting.
+        self.restart(hash, done).await
+    }
+
+    /// Starts a torrent again once its task, told to stop, is `done` (even if the caller
+    /// stops waiting); returns once it has started.
+    async fn restart(
+        self: &Arc<Self>,
+        hash: InfoHash,
+        done: watch::Receiver<bool>,
+    ) -> Result<(), SessionError> {
         let session = self.clone();
         let restart = tokio::spawn(async move {
             until_done(done).await;
-            let _changing = session.changing();
-            let mut torrents = session.torrents();
-            // Unless it was paused or removed meanwhile.
-            if let Some(entry) = torrents.get_mut(&hash).filter(|entry| {
-                !entry.removing
-                    && !entry.paused
-                    && entry.running.as_ref().is_some_and(Running::is_done)
-            }) {
-                session.start(entry);
-            }
+            session.start_unless_paused(hash);
         });
         restart.await.context("restarting the torrent")?;
         Ok(())
+    }
+
+    /// Checks a torrent's data against its piece hashes again, whatever its resume
+    /// state says, as Transmission's verify and libtorrent's force recheck: a running
+    /// torrent stops and starts again with the check (and fetches what fails it); a
+    /// paused one is checked and stays paused. Returns once the check is under way.
+    pub async fn verify(self: &Arc<Self>, name: &str) -> Result<(), SessionError> {
+        let (hash, done) = {
+            let _changing = self.changing();
+            let mut torrents = self.torrents();
+            let hash = find(&torrents, name)?;
+            let entry = torrents.get_mut(&hash).expect("found");
+            if entry.metainfo.get().is_none() {
+                let name = name_of(&hash, entry);
+                return Err(SessionError::Invalid(format!(
+                    "{name}: no metadata yet, so nothing to check"
+                )));
+            }
+            if entry.is_stopping() {
+                return Err(SessionError::Busy(hash.to_hex()));
+            }
+            entry.verify = true;
+            match entry.task() {
+                Some(running) => (hash, running.stop()),
+                None => {
+                    self.start(entry);
+                    return Ok(());
+                }
+            }
+        };
+        self.restart(hash, done).await
     }
 
     /// Moves a torrent's files to `dir` (an absolute path) and downloads there from now

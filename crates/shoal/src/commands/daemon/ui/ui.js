@@ -102,6 +102,7 @@ function client(base, token) {
     add: (what) => call('POST', '/api/torrents', what),
     pause: (id) => call('POST', `${torrent(id)}/pause`, {}),
     resume: (id) => call('POST', `${torrent(id)}/resume`, {}),
+    verify: (id) => call('POST', `${torrent(id)}/verify`, {}),
     remove: (id, deleteData) => call('POST', `${torrent(id)}/remove`, { delete_data: deleteData }),
     set: (id, change) => call('POST', `${torrent(id)}/set`, change),
   };
@@ -353,6 +354,8 @@ function actions(t) {
   const stopped = ['paused', 'finished', 'error'].includes(t.status.state);
   if (stopped) button('Resume', () => view.api.resume(t.info_hash));
   else button('Pause', () => view.api.pause(t.info_hash));
+  // Its data is known once its metadata is.
+  if (t.size !== null) button('Verify', () => view.api.verify(t.info_hash));
   button('Remove', async () => {
     if (!confirm(`Remove ${t.name}?`)) return;
     const deleteData = confirm(`Delete the downloaded files of ${t.name} too?`);

@@ -7,7 +7,7 @@
 use std::cmp::Reverse;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -15,7 +15,8 @@ use tokio::time::Instant;
 
 /// A token bucket: `rate` bytes per second with one second of burst. `None` rate means
 /// unlimited, and then [`RateLimit::acquire`] costs nothing. The rate may change while
-/// callers wait (a daemon's limits are set at run time).
+/// callers wait (a daemon's limits are set at run time). A limit may sit within another
+/// (a torrent's own within a session's): callers wait for both.
 #[derive(Debug)]
 pub struct RateLimit {
     /// Bytes per second; 0 for no limit.
@@ -23,6 +24,8 @@ pub struct RateLimit {
     state: Mutex<State>,
     /// Wakes the line when its head leaves.
     turn: Notify,
+    /// The limit this one sits within, if any.
+    parent: Option<Arc<RateLimit>>,
 }
 
 #[derive(Debug)]
@@ -48,11 +51,30 @@ impl RateLimit {
                 next_ticket: 0,
             }),
             turn: Notify::new(),
+            parent: None,
         }
     }
 
-    /// Bytes per second, if limited.
+    /// A limit of `rate` (`None`: none of its own) within `parent`'s.
+    pub fn within(rate: Option<u64>, parent: Arc<RateLimit>) -> Self {
+        RateLimit {
+            parent: Some(parent),
+            ..RateLimit::new(rate)
+        }
+    }
+
+    /// Bytes per second callers get at most, if limited: the tighter of this limit's
+    /// own rate and those it sits within.
     pub fn rate(&self) -> Option<u64> {
+        let parent = self.parent.as_ref().and_then(|p| p.rate());
+        match (self.own_rate(), parent) {
+            (Some(own), Some(parent)) => Some(own.min(parent)),
+            (own, parent) => own.or(parent),
+        }
+    }
+
+    /// This limit's own rate, if it has one.
+    pub fn own_rate(&self) -> Option<u64> {
         Some(self.rate.load(Ordering::Relaxed)).filter(|&rate| rate > 0)
     }
 
@@ -61,14 +83,14 @@ impl RateLimit {
         self.rate().is_some()
     }
 
-    /// A new rate (`None`: no limit) for callers from now on, and those waiting. The
-    /// bucket is filled at the old rate up to now, then keeps what it holds within a
-    /// second of the new rate either way: a debt run up under a high rate does not
-    /// freeze everyone for long under a low one.
+    /// A new rate of its own (`None`: no limit) for callers from now on, and those
+    /// waiting. The bucket is filled at the old rate up to now, then keeps what it holds
+    /// within a second of the new rate either way: a debt run up under a high rate does
+    /// not freeze everyone for long under a low one.
     pub fn set_rate(&self, rate: Option<u64>) {
         let mut state = self.state.lock().expect("not poisoned");
         let now = Instant::now();
-        let old = self.rate();
+        let old = self.own_rate();
         self.rate.store(rate.unwrap_or(0), Ordering::Relaxed);
         match (old, rate.filter(|&r| r > 0)) {
             // A bucket that was not counting starts full.
@@ -97,11 +119,21 @@ impl RateLimit {
     }
 
     /// Takes `bytes` tokens once the bucket is out of debt and no caller of a higher rank
-    /// (or of the same rank, who came first) is waiting. Debt is allowed (a large write is
-    /// taken whole), and the next caller waits it off. A caller that gives up (its future
-    /// is dropped) leaves the line.
+    /// (or of the same rank, who came first) is waiting, then as much of each limit this
+    /// one sits within. Debt is allowed (a large write is taken whole), and the next
+    /// caller waits it off. A caller that gives up (its future is dropped) leaves the
+    /// line.
     pub async fn acquire(&self, bytes: usize, rank: u32) {
-        if !self.is_limited() {
+        let mut limit = Some(self);
+        while let Some(this) = limit {
+            this.acquire_own(bytes, rank).await;
+            limit = this.parent.as_deref();
+        }
+    }
+
+    /// [`RateLimit::acquire`] of this limit's own bucket.
+    async fn acquire_own(&self, bytes: usize, rank: u32) {
+        if self.own_rate().is_none() {
             return;
         }
         let place = {
@@ -120,7 +152,7 @@ impl RateLimit {
             tokio::pin!(notified);
             notified.as_mut().enable();
             // The limit may have been lifted while we waited.
-            let Some(rate) = self.rate() else { return };
+            let Some(rate) = self.own_rate() else { return };
             let wait = {
                 let mut state = self.state.lock().expect("not poisoned");
                 if state.line.first() == Some(&place) {
@@ -268,5 +300,34 @@ mod tests {
         // 100 kB of debt, then 10 kB each for the first two: about 1.2 s.
         let elapsed = start.elapsed().as_secs_f64();
         assert!((1.1..1.5).contains(&elapsed), "{elapsed}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_limit_within_another_keeps_to_both() {
+        let session = std::sync::Arc::new(RateLimit::new(Some(100_000)));
+        let torrent = RateLimit::within(Some(50_000), session.clone());
+        assert_eq!(torrent.rate(), Some(50_000));
+        let start = tokio::time::Instant::now();
+        for _ in 0..15 {
+            torrent.acquire(10_000, 0).await;
+        }
+        // 150 kB at its own 50 kB/s, after a 50 kB burst: about 2 s.
+        let elapsed = start.elapsed().as_secs_f64();
+        assert!((1.8..2.3).contains(&elapsed), "{elapsed}");
+        // What it takes counts against the session's too: 250 kB from a full 100 kB
+        // bucket leaves the session 1.5 s in debt.
+        torrent.acquire(250_000, 0).await;
+        let start = tokio::time::Instant::now();
+        session.acquire(1, 0).await;
+        let elapsed = start.elapsed().as_secs_f64();
+        assert!((1.4..1.7).contains(&elapsed), "{elapsed}");
+        // Without a rate of its own, the session's holds.
+        torrent.set_rate(None);
+        assert_eq!(torrent.own_rate(), None);
+        assert_eq!(torrent.rate(), Some(100_000));
+        assert!(torrent.is_limited());
+        session.set_rate(None);
+        assert!(!torrent.is_limited());
+        torrent.acquire(usize::MAX, 0).await;
     }
 }

@@ -291,7 +291,7 @@ pub async fn run(
         Check::Recheck | Check::RecheckOnly => {
             // Its word is taken back first: a recheck cut short leaves the next start a
             // whole check too, never the old word.
-            let _ = std::fs::remove_file(&resume_path);
+            resume::forget(&resume_path)?;
             None
         }
     };

@@ -97,6 +97,15 @@ pub fn save(
     Ok(())
 }
 
+/// Takes the resume state at `path` back (before a recheck): none there already is
+/// fine, but one that cannot be removed is an error, for it would still vouch.
+pub fn forget(path: &Path) -> Result<(), StorageError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StorageError::io(path, e)),
+        _ => Ok(()),
+    }
+}
+
 /// The verified pieces recorded at `path`, if the record exists, is for this torrent,
 /// and every file is unchanged since it was written.
 pub fn load(path: &Path, info_hash: &InfoHash, layout: &FileLayout) -> Option<Bitfield> {

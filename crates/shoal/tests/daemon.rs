@@ -739,15 +739,16 @@ fn node_ok(node: &mut std::process::Command, marker: &str) {
     );
 }
 
-/// The session's rate limits change while torrents run: a download held to 256 KiB/s
-/// finishes at once when `remote session --max-down 0` lifts the limit.
+/// Rate limits change while torrents run: a download held to 256 KiB/s by the session's
+/// limit, then by its own within it once the session's is lifted, finishes at once when
+/// `remote set --max-down 0` lifts its own.
 #[test]
 fn a_daemon_changes_its_rate_limits_while_it_runs() {
     require("/usr/bin/python3");
     let dir = tempdir();
     let src = dir.path().join("src");
     let file = src.join("big.bin");
-    random_file(&file, 4 << 20, 70);
+    random_file(&file, 8 << 20, 70);
     let torrent = dir.path().join("big.torrent");
     shoal_create(&file, "256K", &torrent, &[]);
     let _seed = lt_seed(&torrent, &src, "127.0.14.22", 18485);
@@ -770,7 +771,12 @@ fn a_daemon_changes_its_rate_limits_while_it_runs() {
         .unwrap();
     // Two seconds at 256 KiB/s, a second's burst, and what was on the way.
     assert!(held <= 1536 * 1024, "{held} bytes in 2 s under 256 KiB/s");
-    let lifted = Instant::now();
+    // The torrent's own limit, then the session's lifted: the torrent's still holds.
+    let hash = torrents(&LIMITS, &state)["big.bin"]["info_hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    remote(&LIMITS, &state, &["set", &hash, "--max-down", "256K"]);
     let session = remote(
         &LIMITS,
         &state,
@@ -778,7 +784,20 @@ fn a_daemon_changes_its_rate_limits_while_it_runs() {
     );
     assert_eq!(session["max_down"], serde_json::Value::Null, "{session:#}");
     assert_eq!(session["max_up"], 1 << 20);
-    // The rest would take over 10 s under the old limit.
+    let before = torrents(&LIMITS, &state)["big.bin"]["status"]["have"]
+        .as_u64()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let shown = remote(&LIMITS, &state, &["show", &hash]);
+    assert_eq!(shown["max_down"], 256 * 1024, "{shown:#}");
+    let gained = shown["status"]["have"].as_u64().unwrap() - before;
+    assert!(
+        gained <= 1536 * 1024,
+        "{gained} bytes in 2 s under its own 256 KiB/s"
+    );
+    let lifted = Instant::now();
+    remote(&LIMITS, &state, &["set", &hash, "--max-down", "0"]);
+    // The rest (5 MiB or more) would take 20 s under the old limit.
     wait_state(
         (&LIMITS, &state),
         &["big.bin"],

@@ -109,6 +109,8 @@ async function main() {
   assert.equal($('own-ratio').placeholder, 'session');
   $('own-ratio').value = 'none';
   $('own-time').value = '90';
+  assert.equal($('own-down').placeholder, 'none');
+  $('own-down').value = '300';
   $('apply').click();
   await until('the change', () => /^Changed album\.$/.test($('message').textContent));
   const albumHash = row('album').querySelector('td.name').title;
@@ -122,6 +124,8 @@ async function main() {
   assert.equal(shown.seed_ratio, 'none');
   assert.equal(shown.seed_time, 90);
   assert.equal(shown.seed_limit.seed_ratio, 'none');
+  assert.equal(shown.max_down, 300 * 1024);
+  assert.equal(shown.max_up, null);
 
   // Verify (paused, it stays paused), resume, pause, remove.
   assert.equal(button(row(name), 'Verify'), undefined, 'no data to verify before the metadata');

@@ -86,9 +86,9 @@ pub enum Command {
     Show { id: String },
     /// List a torrent's files: how much of each is here, and which are wanted
     Files { id: String },
-    /// Change which files a torrent fetches, in what order, or how long it seeds (a
-    /// change of files or order restarts a running torrent; nothing it has is fetched
-    /// or checked again)
+    /// Change which files a torrent fetches, in what order, how long it seeds, or its
+    /// own rate limits (a change of files or order restarts a running torrent; nothing
+    /// it has is fetched or checked again)
     Set {
         id: String,
         /// The files to download (`1,3-5`), or `all`.
@@ -108,6 +108,13 @@ pub enum Command {
         /// `session` keeps to the daemon's --seed-time.
         #[arg(long, value_name = "MINUTES|none|session", value_parser = Limit::parse)]
         seed_time: Option<Limit>,
+        /// Its own upload limit in bytes per second (e.g. 500K; 0 for none), within the
+        /// daemon's.
+        #[arg(long, value_name = "RATE", value_parser = parse_rate_or_none)]
+        max_up: Option<u64>,
+        /// Its own download limit (e.g. 2M; 0 for none), within the daemon's.
+        #[arg(long, value_name = "RATE", value_parser = parse_rate_or_none)]
+        max_down: Option<u64>,
     },
     /// Move a torrent's files to another folder, where it downloads from now on
     Move {
@@ -208,6 +215,8 @@ fn request(command: &Command) -> Result<(Method, String, Option<Value>)> {
             rarest_first,
             seed_ratio,
             seed_time,
+            max_up,
+            max_down,
         } => {
             let order = match (sequential, rarest_first) {
                 (true, _) => Some(true),
@@ -218,12 +227,15 @@ fn request(command: &Command) -> Result<(Method, String, Option<Value>)> {
                 && order.is_none()
                 && seed_ratio.is_none()
                 && seed_time.is_none()
+                && max_up.is_none()
+                && max_down.is_none()
             {
-                bail!("nothing to change: give --select-file, --sequential, --rarest-first, --seed-ratio or --seed-time");
+                bail!("nothing to change: give --select-file, --sequential, --rarest-first, --seed-ratio, --seed-time, --max-up or --max-down");
             }
             let path = format!("/api/torrents/{}/set", id(name)?);
             let body = json!({"files": select_file, "sequential": order,
-                              "seed_ratio": seed_ratio, "seed_time": seed_time});
+                              "seed_ratio": seed_ratio, "seed_time": seed_time,
+                              "max_up": max_up, "max_down": max_down});
             (Method::POST, path, Some(body))
         }
         Command::Move { id: name, dir } => {
@@ -426,7 +438,7 @@ fn show(torrent: &Value) -> String {
     });
     let mut out = format!(
         "{}\n  info-hash  {}\n  state      {state}\n  done       {done} of {} wanted ({} in all)\n  \
-         folder     {}\n  rates      down {}, up {}\n  this run   down {}, up {}\n  \
+         folder     {}\n  rates      down {}, up {}\n  limits     down {}, up {}\n  this run   down {}, up {}\n  \
          all runs   down {}, up {}, ratio {}, seeded {} min\n  seeding    {}\n  \
          eta        {eta}\n  order      {}\n",
         text(&torrent["name"]),
@@ -436,6 +448,8 @@ fn show(torrent: &Value) -> String {
         text(&torrent["dir"]),
         rate("download_rate"),
         rate("upload_rate"),
+        own_limit(&torrent["max_down"]),
+        own_limit(&torrent["max_up"]),
         size(&status["downloaded"]),
         size(&status["uploaded"]),
         size(&status["totals"]["downloaded"]),
@@ -490,6 +504,14 @@ fn rate_of(status: &Value, key: &str) -> String {
         "{}/s",
         format_size(status[key].as_f64().unwrap_or(0.0) as u64)
     )
+}
+
+/// A torrent's own rate limit, for a person.
+fn own_limit(rate: &Value) -> String {
+    match rate.as_u64() {
+        Some(rate) => format!("{}/s", format_size(rate)),
+        None => "the daemon's".into(),
+    }
 }
 
 /// A torrent's ratio (over all its runs), for a person.

@@ -9,7 +9,7 @@
 //! | `GET /api/torrents` | every torrent with its status |
 //! | `POST /api/torrents` | adds `{"torrent": HEX}` (a .torrent's bytes) or `{"magnet": LINK}`, with `"dir"`, `"paused"`, `"files"` and `"sequential"` optional |
 //! | `GET /api/torrents/ID` | one torrent (ID: its info-hash, or a unique beginning of it), with its peers and files |
-//! | `POST /api/torrents/ID/set` | `{"files": "1,3-5"}` (or `"all"`), `{"sequential": true}`, `{"seed_ratio": RATIO, "seed_time": MINUTES}` (or `"none"`, or `"session"` for the session's), any of them |
+//! | `POST /api/torrents/ID/set` | `{"files": "1,3-5"}` (or `"all"`), `{"sequential": true}`, `{"seed_ratio": RATIO, "seed_time": MINUTES}` (or `"none"`, or `"session"` for the session's), `{"max_up": BYTES_PER_SEC, "max_down": …}` (its own, within the session's; 0: none), any of them |
 //! | `POST /api/torrents/ID/move` | `{"dir": "/abs/folder"}`: its files move there, and it downloads there from now on |
 //! | `POST /api/torrents/ID/pause`, `/resume` | stops it, starts it again |
 //! | `POST /api/torrents/ID/verify` | hashes its data again, whatever its resume state says (a paused torrent stays paused) |
@@ -300,6 +300,8 @@ struct Set {
     seed_ratio: Option<Limit>,
     /// Minutes.
     seed_time: Option<Limit>,
+    max_up: Option<u64>,
+    max_down: Option<u64>,
 }
 
 async fn set(State(api): State<Arc<Api>>, Path(id): Path<String>, body: Bytes) -> Response {
@@ -312,6 +314,8 @@ async fn set(State(api): State<Arc<Api>>, Path(id): Path<String>, body: Bytes) -
         sequential: set.sequential,
         seed_ratio: set.seed_ratio,
         seed_time: set.seed_time,
+        max_up: set.max_up,
+        max_down: set.max_down,
     };
     match api.session.set(&id, change).await {
         Ok(()) => answer(json!({})),

@@ -111,6 +111,8 @@ struct Saved {
     fetch: Fetch,
     #[serde(flatten)]
     goals: Goals,
+    #[serde(flatten)]
+    rates: Rates,
     #[serde(default)]
     totals: Totals,
     /// A move of its files to this folder is under way (`dir` is where they were): a
@@ -127,6 +129,9 @@ pub struct Change {
     pub sequential: Option<bool>,
     pub seed_ratio: Option<Limit>,
     pub seed_time: Option<Limit>,
+    /// Its own rate limits in bytes per second (0: none of its own).
+    pub max_up: Option<u64>,
+    pub max_down: Option<u64>,
 }
 
 /// How a torrent is added: the folder it downloads into (an absolute path; the
@@ -146,7 +151,17 @@ struct Kept {
     paused: bool,
     fetch: Fetch,
     goals: Goals,
+    rates: Rates,
     totals: Totals,
+}
+
+/// A torrent's own rate limits (bytes per second), within the session's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Rates {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_up: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_down: Option<u64>,
 }
 
 struct Entry {
@@ -158,6 +173,9 @@ struct Entry {
     fetch: Fetch,
     /// Its own seed limits; the running task reads them as they change.
     goals: Arc<Mutex<Goals>>,
+    /// Its own rate limits, within the session's; changed while it runs.
+    upload_limit: Arc<RateLimit>,
+    download_limit: Arc<RateLimit>,
     /// Where its files are being moved, while they are.
     moving_to: Option<PathBuf>,
     status: Arc<Mutex<Status>>,
@@ -182,6 +200,7 @@ struct Job {
     dir: PathBuf,
     fetch: Fetch,
     goals: Arc<Mutex<Goals>>,
+    limits: (Arc<RateLimit>, Arc<RateLimit>),
     status: Arc<Mutex<Status>>,
     pieces: watch::Sender<Bitfield>,
     trackers: TrackerBoard,
@@ -261,7 +280,8 @@ pub struct Session {
     check_turns: Arc<tokio::sync::Semaphore>,
     torrents: Mutex<BTreeMap<InfoHash, Entry>>,
     /// Held while the list changes and is written, so that writes never cross and the
-    /// file on disk is always the newest list. Taken before `torrents`, never after.
+    /// file on disk is always the newest list. The locks are taken in this order only:
+    /// `changing`, `torrents`, an entry's `status`, its `goals`, `seed_limit`.
     changing: Mutex<()>,
     /// Saved torrents that could not be taken up (a damaged .torrent): written back
     /// as they were, never dropped from the list unasked.
@@ -428,6 +448,7 @@ impl Session {
             paused: saved.paused,
             fetch: saved.fetch.clone(),
             goals: saved.goals,
+            rates: saved.rates,
             totals: saved.totals,
         };
         self.insert(hash, (metainfo, link), dir, kept)
@@ -503,6 +524,7 @@ impl Session {
             paused: how.paused,
             fetch: how.fetch,
             goals: Goals::default(),
+            rates: Rates::default(),
             totals: Totals::default(),
         };
         self.insert(hash, torrent, dir, kept)?;
@@ -525,6 +547,7 @@ impl Session {
             paused,
             fetch,
             goals,
+            rates,
             totals,
         } = kept;
         // What is on disk, for the progress of a torrent that does not run (yet).
@@ -541,6 +564,11 @@ impl Session {
             dir,
             fetch,
             goals: Arc::new(Mutex::new(goals)),
+            upload_limit: Arc::new(RateLimit::within(rates.max_up, self.upload_limit.clone())),
+            download_limit: Arc::new(RateLimit::within(
+                rates.max_down,
+                self.download_limit.clone(),
+            )),
             moving_to: None,
             status: Arc::new(Mutex::new(Status {
                 totals,
@@ -599,6 +627,7 @@ impl Session {
             dir: entry.dir.clone(),
             fetch: entry.fetch.clone(),
             goals: entry.goals.clone(),
+            limits: (entry.upload_limit.clone(), entry.download_limit.clone()),
             status: status.clone(),
             pieces: entry.pieces.clone(),
             trackers: entry.trackers.clone(),
@@ -671,7 +700,9 @@ impl Session {
         let Some(turns) = &self.download_turns else {
             return Some(None);
         };
-        if metainfo.is_some_and(|metainfo| self.is_complete(metainfo, job)) {
+        // A check may find pieces missing that the resume state vouched for.
+        let trusted = job.check == Check::Resume;
+        if trusted && metainfo.is_some_and(|metainfo| self.is_complete(metainfo, job)) {
             return Some(None);
         }
         if let Ok(turn) = turns.clone().try_acquire_owned() {
@@ -774,6 +805,7 @@ impl Session {
             dir,
             fetch,
             goals,
+            limits: (upload_limit, download_limit),
             status,
             pieces,
             trackers,
@@ -821,8 +853,8 @@ impl Session {
             // Kept to by `keep_status`, over all the torrent's runs and as they change.
             seed_limit: SeedLimit::default(),
             super_seed: false,
-            upload_limit: self.upload_limit.clone(),
-            download_limit: self.download_limit.clone(),
+            upload_limit,
+            download_limit,
             max_connections: opts.max_peers,
             connection_budget: Some(self.connections.clone()),
             upload_slots: usize::from(opts.upload_slots),
@@ -1021,7 +1053,8 @@ impl Session {
         Ok(())
     }
 
-    /// Changes a torrent as `change` says. Its seed limits hold from its next second;
+    /// Changes a torrent as `change` says. Its rate limits hold at once, its seed limits
+    /// from its next second;
     /// for a change of files or order, a running torrent is stopped and started again
     /// with them (its resume state vouches for what it has, so nothing is checked or
     /// fetched again), and this returns once it has started again.
@@ -1042,24 +1075,41 @@ impl Session {
                 }
                 let goals = lock(&entry.goals).with(change.seed_ratio, change.seed_time);
                 let refetch = change.files.is_some() || change.sequential.is_some();
+                let rates = rates_of(entry);
+                let new_rates = Rates {
+                    max_up: change
+                        .max_up
+                        .map_or(rates.max_up, |r| Some(r).filter(|&r| r > 0)),
+                    max_down: change
+                        .max_down
+                        .map_or(rates.max_down, |r| Some(r).filter(|&r| r > 0)),
+                };
                 // The same again restarts a torrent an error stopped.
                 let restart = refetch && (fetch != entry.fetch || state_of(entry) == State::Error);
-                if !restart && goals == *lock(&entry.goals) {
+                if !restart && goals == *lock(&entry.goals) && new_rates == rates {
                     return Ok(());
                 }
                 if restart && entry.is_stopping() {
                     return Err(SessionError::Busy(hash.to_hex()));
                 }
+                if new_rates != rates {
+                    entry.upload_limit.set_rate(new_rates.max_up);
+                    entry.download_limit.set_rate(new_rates.max_down);
+                }
                 let previous = (
                     std::mem::replace(&mut entry.fetch, fetch),
                     std::mem::replace(&mut *lock(&entry.goals), goals),
+                    rates,
                 );
                 (hash, previous, restart)
             };
             // Saved before anything stops: a list that cannot be written changes nothing.
             if let Err(e) = self.write_list() {
                 if let Some(entry) = self.torrents().get_mut(&hash) {
-                    (entry.fetch, *lock(&entry.goals)) = previous;
+                    let rates;
+                    (entry.fetch, *lock(&entry.goals), rates) = previous;
+                    entry.upload_limit.set_rate(rates.max_up);
+                    entry.download_limit.set_rate(rates.max_down);
                 }
                 return Err(e.into());
             }
@@ -1070,6 +1120,8 @@ impl Session {
             let entry = torrents
                 .get_mut(&hash)
                 .expect("kept while `changing` is held");
+            // A paused torrent's task is a check: it is taken up again with the change.
+            entry.verify |= entry.paused && entry.task().is_some();
             match entry.task() {
                 Some(running) => (hash, running.stop()),
                 None => {
@@ -1122,14 +1174,21 @@ impl Session {
             }
             entry.verify = true;
             match entry.task() {
-                Some(running) => (hash, running.stop()),
+                Some(running) => (hash, Some(running.stop())),
                 None => {
+                    // Stopped (paused, finished, failed): checked, and stopped after.
+                    entry.paused = true;
                     self.start(entry);
-                    return Ok(());
+                    drop(torrents);
+                    self.write_list()?;
+                    (hash, None)
                 }
             }
         };
-        self.restart(hash, done).await
+        match done {
+            Some(done) => self.restart(hash, done).await,
+            None => Ok(()),
+        }
     }
 
     /// Moves a torrent's files to `dir` (an absolute path) and downloads there from now
@@ -1170,6 +1229,8 @@ impl Session {
             let entry = torrents
                 .get_mut(&hash)
                 .expect("kept while `changing` is held");
+            // A paused torrent's task is a check: done again after the move.
+            entry.verify |= entry.paused && entry.task().is_some();
             let stopping = entry.task().map(Running::stop);
             // The move is the torrent's task until it is done: busy for a resume or a
             // change, waited for by a pause or a removal.
@@ -1220,7 +1281,10 @@ impl Session {
                 .expect("kept while `changing` is held");
             // What the user wants of it, whatever stopped it before the move (an error
             // the move may fix, a change that was restarting it).
-            if !entry.paused && !entry.removing && state_of(entry) != State::Finished {
+            if (!entry.paused || entry.verify)
+                && !entry.removing
+                && state_of(entry) != State::Finished
+            {
                 session.start(entry);
             }
             drop(moving);
@@ -1304,15 +1368,21 @@ impl Session {
             torrents
                 .iter()
                 .filter(|(_, entry)| !entry.removing)
-                .map(|(hash, entry)| Saved {
-                    info_hash: hash.to_hex(),
-                    dir: entry.dir.clone(),
-                    paused: entry.paused || state_of(entry) == State::Finished,
-                    magnet: entry.magnet.as_ref().map(ToString::to_string),
-                    fetch: entry.fetch.clone(),
-                    goals: *lock(&entry.goals),
-                    totals: lock(&entry.status).totals,
-                    moving_to: entry.moving_to.clone(),
+                .map(|(hash, entry)| {
+                    // Each lock on its own: a status is never locked under its goals.
+                    let goals = *lock(&entry.goals);
+                    let totals = lock(&entry.status).totals;
+                    Saved {
+                        info_hash: hash.to_hex(),
+                        dir: entry.dir.clone(),
+                        paused: entry.paused || state_of(entry) == State::Finished,
+                        magnet: entry.magnet.as_ref().map(ToString::to_string),
+                        fetch: entry.fetch.clone(),
+                        goals,
+                        rates: rates_of(entry),
+                        totals,
+                        moving_to: entry.moving_to.clone(),
+                    }
                 })
                 .collect()
         };
@@ -1417,6 +1487,14 @@ fn find(torrents: &BTreeMap<InfoHash, Entry>, name: &str) -> Result<InfoHash, Se
     }
 }
 
+/// A torrent's own rate limits.
+fn rates_of(entry: &Entry) -> Rates {
+    Rates {
+        max_up: entry.upload_limit.own_rate(),
+        max_down: entry.download_limit.own_rate(),
+    }
+}
+
 fn state_of(entry: &Entry) -> State {
     lock(&entry.status).state
 }
@@ -1457,6 +1535,8 @@ fn describe(hash: &InfoHash, entry: &Entry, session: SeedLimit) -> Value {
         "ratio": wanted.map(|(size, _)| status.totals.ratio(size)),
         "seed_ratio": goals.seed_ratio,
         "seed_time": goals.seed_time,
+        "max_up": rates_of(entry).max_up,
+        "max_down": rates_of(entry).max_down,
         // The limits that hold for it.
         "seed_limit": {
             "seed_ratio": limit.0,
@@ -1548,6 +1628,8 @@ async fn keep_status(mut updates: mpsc::UnboundedReceiver<Update>, follow: Follo
                 ..
             } => {
                 status.resumed = resumed;
+                // Seeding, if it is, from now: not the check before.
+                last_stats = Instant::now();
                 status.state = match have == piece_count {
                     true => State::Seeding,
                     false => State::Downloading,
@@ -1576,8 +1658,10 @@ async fn keep_status(mut updates: mpsc::UnboundedReceiver<Update>, follow: Follo
                 }
                 last_stats = Instant::now();
                 status.totals = before.and(stats.uploaded, stats.downloaded, seeded);
+                // Not once it is stopping: the engine's last figures come then.
                 if status.state == State::Seeding
                     && !limit_reached
+                    && !*seeding.halt.borrow()
                     && seeding.reached(&status.totals)
                 {
                     limit_reached = true;
@@ -1613,6 +1697,7 @@ async fn keep_status(mut updates: mpsc::UnboundedReceiver<Update>, follow: Follo
                 seed, downloaded, ..
             } => {
                 turn = None;
+                last_stats = Instant::now();
                 status.downloaded = downloaded;
                 status.state = State::Seeding;
                 if seed {

@@ -228,10 +228,14 @@ function wire() {
     if (!torrent) return;
     let change;
     try {
+      const sequential = $('sequential').checked;
       change = {
-        sequential: $('sequential').checked,
+        // Sent only when changed: a change of order restarts the torrent.
+        sequential: sequential === torrent.sequential ? undefined : sequential,
         seed_ratio: seedLimitOf($('own-ratio').value, true),
         seed_time: seedLimitOf($('own-time').value, true),
+        max_down: limitOf($('own-down').value),
+        max_up: limitOf($('own-up').value),
       };
     } catch (error) {
       say(`Not changed: ${error.message}`);
@@ -250,8 +254,7 @@ function wire() {
     try {
       await view.api.set(torrent.info_hash, change);
       view.touched = false;
-      $('own-ratio').value = '';
-      $('own-time').value = '';
+      for (const box of ['own-ratio', 'own-time', 'own-down', 'own-up']) $(box).value = '';
       say(`Changed ${torrent.name}.`);
       refresh();
     } catch (error) {
@@ -391,6 +394,9 @@ function showDetail(torrent) {
   view.detail = torrent;
   $('own-ratio').placeholder = String(torrent.seed_ratio);
   $('own-time').placeholder = String(torrent.seed_time);
+  const own = (rate) => (rate === null ? 'none' : String(rate / 1024));
+  $('own-down').placeholder = own(torrent.max_down);
+  $('own-up').placeholder = own(torrent.max_up);
   $('detail').hidden = false;
   $('detail-name').textContent = torrent.name;
   const rows = (torrent.files || []).map((f) => {

@@ -867,7 +867,7 @@ fn a_stalled_download_gives_its_turn_back() {
 }
 
 /// A torrent's view lists its trackers as they answer: counts from a working one, the
-/// failures of one nobody runs.
+/// failures of one nobody runs; `remote reannounce` asks them again at once.
 #[test]
 fn a_daemon_shows_what_each_tracker_said() {
     let dir = tempdir();
@@ -903,6 +903,24 @@ fn a_daemon_shows_what_each_tracker_said() {
             break;
         }
         assert!(Instant::now() < deadline, "{trackers:#?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Asked again: the failing one too, well before its 30 s back-off ends (the live
+    // one's min interval is 5 s).
+    let failures = |shown: &serde_json::Value| {
+        let trackers = shown["trackers"].as_array().unwrap();
+        let dead = trackers.iter().find(|t| t["url"] == dead).unwrap();
+        dead["failures"].as_u64().unwrap()
+    };
+    let before = failures(&remote(&TRACKED, &state, &["show", &id]));
+    remote(&TRACKED, &state, &["reannounce", &id]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let shown = remote(&TRACKED, &state, &["show", &id]);
+        if failures(&shown) > before {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not asked again: {shown:#}");
         std::thread::sleep(Duration::from_millis(200));
     }
     // The same for a person.

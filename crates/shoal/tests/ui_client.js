@@ -65,6 +65,8 @@ async function againstTheDaemon() {
   assert.equal((await api.show(id)).seed_ratio, 3);
   assert.deepEqual(changed.files.map((f) => f.wanted), shown.files.map((f) => f.number === 2));
 
+  // Paused: no trackers to ask.
+  await assert.rejects(api.reannounce(id), (e) => e.status === 400 && /not running/.test(e.message));
   await api.verify(id);
   await api.resume(id);
   listed = await api.list();

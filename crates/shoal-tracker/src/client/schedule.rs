@@ -26,6 +26,9 @@ use crate::TrackerError;
 /// First back-off after a tracker fails; it doubles with each further failure.
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(30);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+/// How long after an answer without a `min interval` a round the user asks for waits
+/// (Transmission's cool-down between manual announces).
+pub const ASKED_WAIT: Duration = Duration::from_secs(60);
 
 /// Who we are, for every announce of one torrent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +89,9 @@ struct Tracker {
     retry_at: Option<Instant>,
     /// It said never to come back (BEP 31).
     retired: bool,
+    /// The soonest it may be asked again out of turn: its last answer's `min interval`
+    /// after it (a minute without one), as trackers expect.
+    earliest: Option<Instant>,
     tracker_id: Option<Vec<u8>>,
 }
 
@@ -131,6 +137,7 @@ impl TrackerClient {
                 failures: 0,
                 retry_at: None,
                 retired: false,
+                earliest: None,
                 tracker_id: None,
             }
         });
@@ -173,6 +180,19 @@ impl TrackerClient {
         self.params.port = port;
         if self.trackers.iter().any(|t| t.started) {
             self.next_round = self.next_round.min(now);
+        }
+    }
+
+    /// The user asks for peers (Transmission's reannounce, libtorrent's
+    /// force_reannounce): a round starts now, in which trackers backing off after
+    /// failures are asked too (never one that said not to come back), and one that
+    /// answered lately waits only for its `min interval`.
+    pub fn reannounce(&mut self, now: Instant) {
+        for t in self.trackers.iter_mut().filter(|t| !t.retired) {
+            t.retry_at = t.earliest.filter(|&at| at > now);
+        }
+        if self.round.is_none() {
+            self.next_round = now;
         }
     }
 
@@ -263,6 +283,7 @@ impl TrackerClient {
             Ok(response) => {
                 t.failures = 0;
                 t.retry_at = None;
+                t.earliest = Some(now + response.min_interval.unwrap_or(ASKED_WAIT));
                 t.started = true;
                 if response.tracker_id.is_some() {
                     t.tracker_id = response.tracker_id.clone();
@@ -603,6 +624,33 @@ mod tests {
         assert_eq!(&waits[..4], &[30, 60, 120, 240]);
         assert_eq!(*waits.last().unwrap(), 3600);
         assert!(c.stop().is_empty(), "no tracker counts us");
+    }
+
+    #[test]
+    fn a_round_asked_for_asks_failed_trackers_at_once_and_others_after_their_min_interval() {
+        let now = Instant::now();
+        let mut c = client(&[&["udp://dead:1"], &["udp://live:1"]], now);
+        let job = c.poll_announce(now).unwrap();
+        assert_eq!(job.url.to_string(), "udp://dead:1");
+        c.handle_response(now, &job, Err(TrackerError::Timeout));
+        let job = c.poll_announce(now).unwrap();
+        let mut r = ok(1800, &[]).unwrap();
+        r.min_interval = Some(Duration::from_secs(20));
+        c.handle_response(now, &job, Ok(r));
+        assert_eq!(c.poll_timeout(), Some(now + Duration::from_secs(1800)));
+        let asked = now + Duration::from_secs(5);
+        c.reannounce(asked);
+        // The dead one at once, though it backs off; the live one after its min interval.
+        let job = c.poll_announce(asked).unwrap();
+        assert_eq!(job.url.to_string(), "udp://dead:1");
+        c.handle_response(asked, &job, Err(TrackerError::Timeout));
+        assert!(c.poll_announce(asked).is_none());
+        let due = now + Duration::from_secs(20);
+        assert_eq!(c.poll_timeout(), Some(due));
+        assert_eq!(
+            c.poll_announce(due).unwrap().url.to_string(),
+            "udp://live:1"
+        );
     }
 
     #[test]

@@ -219,6 +219,7 @@ async fn run(
     }
     let mut endpoints: HashMap<TrackerUrl, UdpEndpoint> = HashMap::new();
     let mut in_flight: Option<InFlight> = None;
+    let mut asks = config.board.as_ref().map(TrackerBoard::asks);
     let stop = loop {
         while let Some(event) = client.poll_event() {
             if let Some(board) = &config.board {
@@ -248,6 +249,9 @@ async fn run(
                 Some(Command::Stop(within, done)) => break Some((within, done)),
                 None => break None,
             },
+            Ok(()) = async { asks.as_mut().expect("guarded").changed().await }, if asks.is_some() => {
+                client.reannounce(Instant::now());
+            }
             (job, result, endpoint) = async { in_flight.as_mut().expect("guarded").await }, if in_flight.is_some() => {
                 in_flight = None;
                 if let Some(e) = endpoint {

@@ -1,9 +1,12 @@
 //! What each tracker of a torrent last said, kept for a user interface (the daemon's
-//! torrent view, as Transmission's tracker list shows it).
+//! torrent view, as Transmission's tracker list shows it), and the user's asks to
+//! announce now.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
+
+use tokio::sync::watch;
 
 use crate::client::ClientEvent;
 
@@ -25,14 +28,37 @@ pub struct TrackerStatus {
 }
 
 /// The trackers of a torrent by URL, shared by its announcers (one per address family
-/// and swarm) and read by whoever shows them.
-#[derive(Debug, Clone, Default)]
-pub struct TrackerBoard(Arc<Mutex<BTreeMap<String, TrackerStatus>>>);
+/// and swarm) and read by whoever shows them; and a count of the user's asks for an
+/// announce, which each announcer follows.
+#[derive(Debug, Clone)]
+pub struct TrackerBoard {
+    said: Arc<Mutex<BTreeMap<String, TrackerStatus>>>,
+    asked: watch::Sender<u64>,
+}
+
+impl Default for TrackerBoard {
+    fn default() -> Self {
+        TrackerBoard {
+            said: Arc::default(),
+            asked: watch::channel(0).0,
+        }
+    }
+}
 
 impl TrackerBoard {
+    /// The user asks for an announce now (as the trackers' `min interval` allows).
+    pub fn ask_again(&self) {
+        self.asked.send_modify(|asks| *asks += 1);
+    }
+
+    /// The asks from now on, for an announcer to follow.
+    pub fn asks(&self) -> watch::Receiver<u64> {
+        self.asked.subscribe()
+    }
+
     /// Every tracker heard of so far.
     pub fn statuses(&self) -> Vec<(String, TrackerStatus)> {
-        let board = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let board = self.said.lock().unwrap_or_else(|e| e.into_inner());
         board
             .iter()
             .map(|(url, status)| (url.clone(), status.clone()))
@@ -41,13 +67,13 @@ impl TrackerBoard {
 
     /// A tracker is to be announced to (listed before it says anything).
     pub fn list(&self, url: &str) {
-        let mut board = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut board = self.said.lock().unwrap_or_else(|e| e.into_inner());
         board.entry(url.to_owned()).or_default();
     }
 
     /// What an announce brought.
     pub fn record(&self, event: &ClientEvent, now: SystemTime) {
-        let mut board = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut board = self.said.lock().unwrap_or_else(|e| e.into_inner());
         match event {
             ClientEvent::Peers(_) => {}
             ClientEvent::Answered {

@@ -16,8 +16,8 @@ use super::daemon::{given_token, read_kept_token, Limit, DEFAULT_RPC};
 use super::transfer::{default_state_dir, parse_source, Source};
 
 /// Drive a running `shoal daemon`: add torrents and magnet links, list and show them,
-/// choose their files, move them, pause, resume, verify and remove them, change its
-/// limits
+/// choose their files, move them, pause, resume, verify, reannounce and remove them,
+/// change its limits
 ///
 /// A torrent is named by its info-hash or any beginning of it that no other torrent
 /// shares. Exit codes: 0 done, 1 the daemon refused or could not be reached.
@@ -130,6 +130,9 @@ pub enum Command {
     /// misbehaved, or its files were changed behind its back): a running torrent
     /// fetches again what fails; a paused one is checked and stays paused
     Verify { id: String },
+    /// Ask a running torrent's trackers for more peers now (as soon as their minimum
+    /// interval allows; failing trackers are tried again too)
+    Reannounce { id: String },
     /// Take a torrent out of the daemon
     Remove {
         id: String,
@@ -254,6 +257,10 @@ fn request(command: &Command) -> Result<(Method, String, Option<Value>)> {
         }
         Command::Verify { id: name } => {
             let path = format!("/api/torrents/{}/verify", id(name)?);
+            (Method::POST, path, Some(json!({})))
+        }
+        Command::Reannounce { id: name } => {
+            let path = format!("/api/torrents/{}/reannounce", id(name)?);
             (Method::POST, path, Some(json!({})))
         }
         Command::Remove {
@@ -417,6 +424,7 @@ fn describe(command: &Command, answer: &Value) -> String {
         Command::Move { id, dir } => format!("moved {id} to {}\n", dir.display()),
         Command::Resume { id } => format!("resumed {id}\n"),
         Command::Verify { id } => format!("checking {id}\n"),
+        Command::Reannounce { id } => format!("asking the trackers of {id}\n"),
         Command::Remove { id, .. } => format!("removed {id}\n"),
     }
 }

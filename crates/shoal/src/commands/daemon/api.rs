@@ -12,6 +12,7 @@
 //! | `POST /api/torrents/ID/set` | `{"files": "1,3-5"}` (or `"all"`), `{"sequential": true}`, `{"seed_ratio": RATIO, "seed_time": MINUTES}` (or `"none"`, or `"session"` for the session's), `{"max_up": BYTES_PER_SEC, "max_down": …}` (its own, within the session's; 0: none), any of them |
 //! | `POST /api/torrents/ID/move` | `{"dir": "/abs/folder"}`: its files move there, and it downloads there from now on |
 //! | `POST /api/torrents/ID/pause`, `/resume` | stops it, starts it again |
+//! | `POST /api/torrents/ID/reannounce` | asks its trackers for peers now (as their `min interval` allows) |
 //! | `POST /api/torrents/ID/verify` | hashes its data again, whatever its resume state says (a paused torrent stays paused) |
 //! | `POST /api/torrents/ID/remove` | takes it out; `{"delete_data": true}` deletes its files too |
 //!
@@ -66,6 +67,7 @@ pub fn router(session: Arc<Session>, token: String) -> Router {
         .route("/api/torrents/{id}/pause", post(pause))
         .route("/api/torrents/{id}/resume", post(resume))
         .route("/api/torrents/{id}/verify", post(verify))
+        .route("/api/torrents/{id}/reannounce", post(reannounce))
         .route("/api/torrents/{id}/remove", post(remove))
         .layer(axum::middleware::from_fn_with_state(api.clone(), guard))
         .merge(page)
@@ -349,6 +351,13 @@ async fn pause(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response 
 
 async fn resume(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response {
     match api.session.resume(&id) {
+        Ok(()) => answer(json!({})),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn reannounce(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response {
+    match api.session.reannounce(&id) {
         Ok(()) => answer(json!({})),
         Err(e) => e.into_response(),
     }

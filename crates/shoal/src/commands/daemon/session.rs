@@ -1153,6 +1153,26 @@ impl Session {
         Ok(())
     }
 
+    /// Asks a running torrent's trackers for peers now (Transmission's reannounce,
+    /// libtorrent's force_reannounce), as soon as their `min interval` allows; trackers
+    /// backing off after failures are asked too.
+    pub fn reannounce(&self, name: &str) -> Result<(), SessionError> {
+        let torrents = self.torrents();
+        let hash = find(&torrents, name)?;
+        let entry = &torrents[&hash];
+        let name = name_of(&hash, entry);
+        let running = entry.task().is_some() && !entry.is_stopping() && !entry.paused;
+        if !running {
+            return Err(SessionError::Invalid(format!("{name} is not running")));
+        }
+        let trackers = entry.metainfo.get().map(|m| self.net.trackers(m));
+        if trackers.is_some_and(|t| t.is_empty()) {
+            return Err(SessionError::Invalid(format!("{name} has no trackers")));
+        }
+        entry.trackers.ask_again();
+        Ok(())
+    }
+
     /// Checks a torrent's data against its piece hashes again, whatever its resume
     /// state says, as Transmission's verify and libtorrent's force recheck: a running
     /// torrent stops and starts again with the check (and fetches what fails it); a

@@ -103,6 +103,7 @@ function client(base, token) {
     pause: (id) => call('POST', `${torrent(id)}/pause`, {}),
     resume: (id) => call('POST', `${torrent(id)}/resume`, {}),
     verify: (id) => call('POST', `${torrent(id)}/verify`, {}),
+    reannounce: (id) => call('POST', `${torrent(id)}/reannounce`, {}),
     remove: (id, deleteData) => call('POST', `${torrent(id)}/remove`, { delete_data: deleteData }),
     set: (id, change) => call('POST', `${torrent(id)}/set`, change),
   };
@@ -223,6 +224,16 @@ function wire() {
     }
   });
   $('close').addEventListener('click', closeDetail);
+  $('reannounce').addEventListener('click', async () => {
+    const torrent = view.detail;
+    if (!torrent) return;
+    try {
+      await view.api.reannounce(torrent.info_hash);
+      say(`Asking the trackers of ${torrent.name}.`);
+    } catch (error) {
+      say(`Not asked: ${error.message}`);
+    }
+  });
   $('apply').addEventListener('click', async () => {
     const torrent = view.detail;
     if (!torrent) return;

@@ -99,6 +99,15 @@ fn remote(at: &At, state: &Path, args: &[&str]) -> serde_json::Value {
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
+/// Adds the .torrent at `torrent` to the daemon at `at`; its info-hash.
+fn add(at: &At, state: &Path, torrent: &Path) -> String {
+    let added = remote(at, state, &["add", path_str(torrent)]);
+    added["info_hash"]
+        .as_str()
+        .expect("an info-hash")
+        .to_string()
+}
+
 /// The daemon's torrents, by name.
 fn torrents(at: &At, state: &Path) -> std::collections::BTreeMap<String, serde_json::Value> {
     let list = remote(at, state, &["list"]);
@@ -1048,10 +1057,7 @@ fn a_daemon_seeds_to_its_limits_over_all_runs() {
     let session = remote(&SEEDING, &state, &["session"]);
     assert_eq!(session["seed_ratio"], 5.0, "{session:#}");
     assert_eq!(session["seed_time"], "none");
-    let hash = remote(&SEEDING, &state, &["add", path_str(&torrent)])["info_hash"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let hash = add(&SEEDING, &state, &torrent);
     let list = wait_state(
         (&SEEDING, &state),
         &["payload.bin"],
@@ -1154,10 +1160,7 @@ fn a_daemon_verifies_the_data_its_resume_state_vouches_for() {
     let _seed = lt_seed(&torrent, &src, "127.0.14.31", 18525);
     let (out, state) = (dir.path().join("out"), dir.path().join("state"));
     let _daemon = daemon(&VERIFY, (&out, &state), &["127.0.14.31:18525"], &[]);
-    let hash = remote(&VERIFY, &state, &["add", path_str(&torrent)])["info_hash"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let hash = add(&VERIFY, &state, &torrent);
     let at = (&VERIFY, state.as_path());
     wait_state(at, &["payload.bin"], "seeding", Duration::from_secs(30));
     let (copy, original) = (out.join("payload.bin"), src.join("payload.bin"));

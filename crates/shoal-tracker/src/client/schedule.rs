@@ -92,6 +92,9 @@ struct Tracker {
     /// The soonest it may be asked again out of turn: its last answer's `min interval`
     /// after it (a minute without one), as trackers expect.
     earliest: Option<Instant>,
+    /// Until when it said not to come back (BEP 31 `retry in`), which even the user's
+    /// ask keeps to.
+    told_to_wait: Option<Instant>,
     tracker_id: Option<Vec<u8>>,
 }
 
@@ -111,6 +114,11 @@ pub struct TrackerClient {
     /// `completed` is owed to a tracker that was told `started` while we were leeching.
     completed_pending: bool,
     next_round: Instant,
+    /// The round under way was asked for by the user: it waits at a tracker whose `min
+    /// interval` has not passed, rather than walk on to the next tier.
+    asked: bool,
+    /// When the user last asked for a round.
+    last_asked: Option<Instant>,
     /// Position in announce order of the next tracker to try in the current round.
     round: Option<usize>,
     in_flight: Option<TrackerId>,
@@ -138,6 +146,7 @@ impl TrackerClient {
                 retry_at: None,
                 retired: false,
                 earliest: None,
+                told_to_wait: None,
                 tracker_id: None,
             }
         });
@@ -147,6 +156,8 @@ impl TrackerClient {
             progress,
             completed_pending: false,
             next_round: now,
+            asked: false,
+            last_asked: None,
             round: None,
             in_flight: None,
             events: VecDeque::new(),
@@ -184,13 +195,22 @@ impl TrackerClient {
     }
 
     /// The user asks for peers (Transmission's reannounce, libtorrent's
-    /// force_reannounce): a round starts now, in which trackers backing off after
-    /// failures are asked too (never one that said not to come back), and one that
-    /// answered lately waits only for its `min interval`.
+    /// force_reannounce): a round starts now, in tier order. Trackers backing off after
+    /// failures are asked too, unless they said when to come back (BEP 31); the round
+    /// waits at one that answered until its `min interval` has passed. Asks within
+    /// [`ASKED_WAIT`] of the last are ignored, so that a user (or a script) cannot
+    /// hammer failing trackers.
     pub fn reannounce(&mut self, now: Instant) {
-        for t in self.trackers.iter_mut().filter(|t| !t.retired) {
-            t.retry_at = t.earliest.filter(|&at| at > now);
+        if self.last_asked.is_some_and(|at| now < at + ASKED_WAIT) {
+            return;
         }
+        self.last_asked = Some(now);
+        for t in self.trackers.iter_mut().filter(|t| !t.retired) {
+            if t.retry_at.is_some() {
+                t.retry_at = t.told_to_wait.filter(|&at| at > now);
+            }
+        }
+        self.asked = true;
         if self.round.is_none() {
             self.next_round = now;
         }
@@ -214,11 +234,12 @@ impl TrackerClient {
 
     /// The next announce to send, if one is due and none is in flight.
     pub fn poll_announce(&mut self, now: Instant) -> Option<AnnounceJob> {
-        if self.in_flight.is_some() {
+        // Mid-round `next_round` has passed, unless an asked-for round waits.
+        if self.in_flight.is_some() || now < self.next_round {
             return None;
         }
         if self.round.is_none() {
-            if now < self.next_round || self.trackers.is_empty() {
+            if self.trackers.is_empty() {
                 return None;
             }
             self.round = Some(0);
@@ -233,6 +254,7 @@ impl TrackerClient {
         let Some(position) = position else {
             // Everyone is backing off: try again when the first back-off ends.
             self.round = None;
+            self.asked = false;
             self.next_round = self
                 .trackers
                 .iter()
@@ -243,8 +265,14 @@ impl TrackerClient {
                 .max(now);
             return None;
         };
-        self.round = Some(position + 1);
         let t = self.trackers.iter().nth(position).expect("position found");
+        if let Some(at) = t.earliest.filter(|&at| self.asked && at > now) {
+            // The round asked for waits here, its place kept.
+            self.round = Some(position);
+            self.next_round = at;
+            return None;
+        }
+        self.round = Some(position + 1);
         let event = if !t.started {
             Event::Started
         } else if self.completed_pending {
@@ -294,6 +322,7 @@ impl TrackerClient {
                 }
                 self.trackers.promote(position);
                 self.round = None;
+                self.asked = false;
                 let wait = response
                     .min_interval
                     .map_or(response.interval, |m| response.interval.max(m));
@@ -322,10 +351,13 @@ impl TrackerClient {
                 let backoff = FIRST_BACKOFF
                     .saturating_mul(2u32.saturating_pow(t.failures - 1))
                     .min(MAX_BACKOFF);
-                let retry_in = match &error {
-                    TrackerError::Backoff { retry, .. } => retry.duration().map(|d| d.max(backoff)),
-                    _ => Some(backoff),
+                let (retry_in, told) = match &error {
+                    TrackerError::Backoff { retry, .. } => {
+                        (retry.duration().map(|d| d.max(backoff)), retry.duration())
+                    }
+                    _ => (Some(backoff), None),
                 };
+                t.told_to_wait = told.map(|d| now + d);
                 match retry_in {
                     Some(wait) => t.retry_at = Some(now + wait),
                     None => t.retired = true,
@@ -651,6 +683,43 @@ mod tests {
             c.poll_announce(due).unwrap().url.to_string(),
             "udp://live:1"
         );
+    }
+
+    #[test]
+    fn a_round_asked_for_keeps_to_the_tier_order_and_is_not_asked_again_at_once() {
+        let now = Instant::now();
+        let mut c = client(&[&["udp://a:1"], &["udp://b:1"]], now);
+        let job = c.poll_announce(now).unwrap();
+        let mut r = ok(1800, &[]).unwrap();
+        r.min_interval = Some(Duration::from_secs(20));
+        c.handle_response(now, &job, Ok(r));
+        let asked = now + Duration::from_secs(5);
+        c.reannounce(asked);
+        // It waits for the working tracker, never walks on to the backup tier.
+        assert!(c.poll_announce(asked).is_none());
+        let due = now + Duration::from_secs(20);
+        assert_eq!(c.poll_timeout(), Some(due));
+        let job = c.poll_announce(due).unwrap();
+        assert_eq!(job.url.to_string(), "udp://a:1");
+        c.handle_response(due, &job, ok_response(1800));
+        // Asked again within a minute: nothing sooner than the interval.
+        c.reannounce(due + Duration::from_secs(1));
+        assert_eq!(c.poll_timeout(), Some(due + Duration::from_secs(1800)));
+    }
+
+    #[test]
+    fn a_round_asked_for_keeps_to_a_trackers_retry_in() {
+        let now = Instant::now();
+        let mut c = client(&[&["udp://a:1"]], now);
+        let job = c.poll_announce(now).unwrap();
+        let refused = TrackerError::Backoff {
+            reason: "busy".into(),
+            retry: crate::RetryIn::Minutes(60),
+        };
+        c.handle_response(now, &job, Err(refused));
+        c.reannounce(now + Duration::from_secs(1));
+        assert!(c.poll_announce(now + Duration::from_secs(1)).is_none());
+        assert_eq!(c.poll_timeout(), Some(now + Duration::from_secs(3600)));
     }
 
     #[test]

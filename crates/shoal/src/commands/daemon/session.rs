@@ -1165,6 +1165,12 @@ impl Session {
         if !running {
             return Err(SessionError::Invalid(format!("{name} is not running")));
         }
+        // Its announcers start with its transfers, and ask at once then.
+        if !matches!(state_of(entry), State::Downloading | State::Seeding) {
+            return Err(SessionError::Invalid(format!(
+                "{name} announces once it starts transferring"
+            )));
+        }
         let trackers = entry.metainfo.get().map(|m| self.net.trackers(m));
         if trackers.is_some_and(|t| t.is_empty()) {
             return Err(SessionError::Invalid(format!("{name} has no trackers")));

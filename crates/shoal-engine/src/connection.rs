@@ -148,6 +148,49 @@ pub struct Outgoing {
     pub piece: Option<u32>,
 }
 
+/// A writer's queue from the actor, and the bytes the actor counted for it (in the
+/// connection's backlog and the torrent's uplink) that are not written yet. However the
+/// writer ends (the connection closed, a write failed, the task aborted), what it never
+/// wrote is taken off those counts: left there, a closed connection's queue would keep
+/// a limited torrent's shared uplink full for good, and it would send nothing again.
+struct Queue {
+    from_actor: mpsc::UnboundedReceiver<Outgoing>,
+    unwritten: usize,
+    backlog: Backlog,
+    uplink: UplinkQueue,
+}
+
+impl Queue {
+    async fn recv(&mut self) -> Option<Outgoing> {
+        let item = self.from_actor.recv().await?;
+        self.unwritten += item.bytes.len();
+        Some(item)
+    }
+
+    fn try_recv(&mut self) -> Option<Outgoing> {
+        let item = self.from_actor.try_recv().ok()?;
+        self.unwritten += item.bytes.len();
+        Some(item)
+    }
+
+    /// `len` bytes are written (or will never be).
+    fn written(&mut self, len: usize) {
+        self.unwritten -= len;
+        self.backlog.fetch_sub(len, Ordering::Relaxed);
+        self.uplink.bytes.fetch_sub(len, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        self.from_actor.close();
+        while self.try_recv().is_some() {}
+        let unwritten = self.unwritten;
+        self.written(unwritten);
+        self.uplink.drained.notify_one();
+    }
+}
+
 /// Writes what the actor queues to `write`, encrypting with `encrypt` if the connection
 /// is encrypted (in queue order, so the keystream stays in step with the peer's).
 pub fn spawn_writer(
@@ -156,9 +199,16 @@ pub fn spawn_writer(
     limit: Arc<RateLimit>,
     backlog: Backlog,
     uplink: UplinkQueue,
-    mut from_actor: mpsc::UnboundedReceiver<Outgoing>,
+    from_actor: mpsc::UnboundedReceiver<Outgoing>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let drained = uplink.drained.clone();
+        let mut queue = Queue {
+            from_actor,
+            unwritten: 0,
+            backlog,
+            uplink,
+        };
         let mut batch = VecDeque::new();
         let mut sent_of: Vec<(u32, usize)> = Vec::new();
         let mut progress = PieceProgress::default();
@@ -166,7 +216,7 @@ pub fn spawn_writer(
         loop {
             let first = match held.take() {
                 Some(first) => first,
-                None => match from_actor.recv().await {
+                None => match queue.recv().await {
                     Some(first) => first,
                     None => break,
                 },
@@ -195,22 +245,21 @@ pub fn spawn_writer(
                 if len >= MAX_WRITE_BATCH || batch.len() >= MAX_WRITE_BUFFERS {
                     break;
                 }
-                match from_actor.try_recv() {
-                    Ok(more)
+                match queue.try_recv() {
+                    Some(more)
                         if limit.is_limited() && more.piece.is_some() && more.piece != piece =>
                     {
                         held = Some(more);
                     }
-                    Ok(more) => next = Some(more),
-                    Err(_) => {}
+                    Some(more) => next = Some(more),
+                    None => {}
                 }
             }
             limit.acquire(len, rank).await;
             let result = write_all_vectored(&mut write, &mut batch).await;
-            backlog.fetch_sub(len, Ordering::Relaxed);
-            uplink.bytes.fetch_sub(len, Ordering::Relaxed);
+            queue.written(len);
             if limit.is_limited() {
-                uplink.drained.notify_one();
+                drained.notify_one();
             }
             if result.is_err() {
                 return;
@@ -604,5 +653,47 @@ mod tests {
         assert_eq!(all[BLOCK + 3], 2);
         assert_eq!(all[2 * BLOCK + 3], 3);
         assert_eq!(backlog.load(Ordering::Relaxed), 0);
+    }
+
+    /// A writer that ends with bytes still queued (its socket closed, or its task
+    /// aborted while it waited for the limit) takes them off the counts: else a closed
+    /// connection would keep a limited torrent's uplink full, and it would send no more.
+    #[tokio::test(start_paused = true)]
+    async fn a_writer_that_ends_early_gives_its_queued_bytes_back() {
+        let queued = |tx: &mpsc::UnboundedSender<Outgoing>, counts: (&Backlog, &UplinkQueue)| {
+            for piece in 0..4 {
+                counts.0.fetch_add(BLOCK, Ordering::Relaxed);
+                counts.1.bytes.fetch_add(BLOCK, Ordering::Relaxed);
+                tx.send(block(piece, 1)).expect("writer alive");
+            }
+        };
+        // The socket goes away: the first write fails, three blocks still queued.
+        let (write, read) = tokio::io::duplex(1024);
+        drop(read);
+        let (backlog, uplink) = (Backlog::default(), UplinkQueue::default());
+        let (tx, rx) = mpsc::unbounded_channel();
+        queued(&tx, (&backlog, &uplink));
+        let limit = Arc::new(RateLimit::new(Some(BLOCK as u64)));
+        let writer = spawn_writer(write, None, limit, backlog.clone(), uplink.clone(), rx);
+        writer.await.expect("writer finished");
+        assert_eq!(backlog.load(Ordering::Relaxed), 0);
+        assert_eq!(uplink.bytes.load(Ordering::Relaxed), 0);
+        // Aborted while it waits for a limit deep in debt.
+        let limit = Arc::new(RateLimit::new(Some(1024)));
+        limit.acquire(1 << 20, 0).await;
+        let (write, _read) = tokio::io::duplex(1 << 20);
+        let (tx, rx) = mpsc::unbounded_channel();
+        queued(&tx, (&backlog, &uplink));
+        let writer = spawn_writer(write, None, limit, backlog.clone(), uplink.clone(), rx);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(
+            uplink.bytes.load(Ordering::Relaxed),
+            4 * BLOCK,
+            "still waiting"
+        );
+        writer.abort();
+        let _ = writer.await;
+        assert_eq!(backlog.load(Ordering::Relaxed), 0);
+        assert_eq!(uplink.bytes.load(Ordering::Relaxed), 0);
     }
 }

@@ -141,6 +141,14 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The answer to a request that changes something and returns nothing.
+fn done(result: Result<(), SessionError>) -> Response {
+    match result {
+        Ok(()) => answer(json!({})),
+        Err(e) => e.into_response(),
+    }
+}
+
 fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
     reply(status, json!({"error": message.to_string()}))
 }
@@ -292,37 +300,12 @@ async fn add(State(api): State<Arc<Api>>, body: Bytes) -> Response {
     }
 }
 
-/// What `POST /api/torrents/ID/set` takes: what is not given stays as it is.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Set {
-    /// The files to fetch (`1,3-5`), or `all`.
-    files: Option<String>,
-    sequential: Option<bool>,
-    seed_ratio: Option<Limit>,
-    /// Minutes.
-    seed_time: Option<Limit>,
-    max_up: Option<u64>,
-    max_down: Option<u64>,
-}
-
 async fn set(State(api): State<Arc<Api>>, Path(id): Path<String>, body: Bytes) -> Response {
-    let set: Set = match serde_json::from_slice(&body) {
-        Ok(set) => set,
+    let change: Change = match serde_json::from_slice(&body) {
+        Ok(change) => change,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("not a change: {e}")),
     };
-    let change = Change {
-        files: set.files,
-        sequential: set.sequential,
-        seed_ratio: set.seed_ratio,
-        seed_time: set.seed_time,
-        max_up: set.max_up,
-        max_down: set.max_down,
-    };
-    match api.session.set(&id, change).await {
-        Ok(()) => answer(json!({})),
-        Err(e) => e.into_response(),
-    }
+    done(api.session.set(&id, change).await)
 }
 
 /// What `POST /api/torrents/ID/move` takes.
@@ -336,38 +319,23 @@ async fn move_data(State(api): State<Arc<Api>>, Path(id): Path<String>, body: By
     let Ok(to) = serde_json::from_slice::<Move>(&body) else {
         return error(StatusCode::BAD_REQUEST, "give {\"dir\": FOLDER}");
     };
-    match api.session.move_data(&id, to.dir).await {
-        Ok(()) => answer(json!({})),
-        Err(e) => e.into_response(),
-    }
+    done(api.session.move_data(&id, to.dir).await)
 }
 
 async fn pause(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response {
-    match api.session.pause(&id).await {
-        Ok(()) => answer(json!({})),
-        Err(e) => e.into_response(),
-    }
+    done(api.session.pause(&id).await)
 }
 
 async fn resume(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response {
-    match api.session.resume(&id) {
-        Ok(()) => answer(json!({})),
-        Err(e) => e.into_response(),
-    }
+    done(api.session.resume(&id))
 }
 
 async fn reannounce(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response {
-    match api.session.reannounce(&id) {
-        Ok(()) => answer(json!({})),
-        Err(e) => e.into_response(),
-    }
+    done(api.session.reannounce(&id))
 }
 
 async fn verify(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response {
-    match api.session.verify(&id).await {
-        Ok(()) => answer(json!({})),
-        Err(e) => e.into_response(),
-    }
+    done(api.session.verify(&id).await)
 }
 
 /// What `POST /api/torrents/ID/remove` takes (an empty body: keep the files).
@@ -391,8 +359,5 @@ async fn remove(State(api): State<Arc<Api>>, Path(id): Path<String>, body: Bytes
             }
         },
     };
-    match api.session.remove(&id, remove.delete_data).await {
-        Ok(()) => answer(json!({})),
-        Err(e) => e.into_response(),
-    }
+    done(api.session.remove(&id, remove.delete_data).await)
 }

@@ -121,13 +121,16 @@ struct Saved {
     moving_to: Option<PathBuf>,
 }
 
-/// A change to a torrent: what is not given stays as it is.
-#[derive(Debug, Default)]
+/// A change to a torrent (`POST .../set` takes it as JSON): what is not given stays as
+/// it is.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Change {
     /// The files to fetch (`1,3-5`), or `all`.
     pub files: Option<String>,
     pub sequential: Option<bool>,
     pub seed_ratio: Option<Limit>,
+    /// Minutes.
     pub seed_time: Option<Limit>,
     /// Its own rate limits in bytes per second (0: none of its own).
     pub max_up: Option<u64>,
@@ -1548,6 +1551,7 @@ fn describe(hash: &InfoHash, entry: &Entry, session: SeedLimit) -> Value {
     });
     let goals = *lock(&entry.goals);
     let limit = shown(goals.limit(session));
+    let rates = rates_of(entry);
     json!({
         "info_hash": hash.to_hex(),
         "name": name_of(hash, entry),
@@ -1561,8 +1565,8 @@ fn describe(hash: &InfoHash, entry: &Entry, session: SeedLimit) -> Value {
         "ratio": wanted.map(|(size, _)| status.totals.ratio(size)),
         "seed_ratio": goals.seed_ratio,
         "seed_time": goals.seed_time,
-        "max_up": rates_of(entry).max_up,
-        "max_down": rates_of(entry).max_down,
+        "max_up": rates.max_up,
+        "max_down": rates.max_down,
         // The limits that hold for it.
         "seed_limit": {
             "seed_ratio": limit.0,
